@@ -1,0 +1,250 @@
+"""Attribution affinity: the mean over probe images of per-image cosine similarities.
+
+Affinity(i, j) = (1 / Np) · Σ_k cos(A_ik, A_jk), where A_ik is model i's attribution map for
+probe image k, flattened to F features.
+
+The maps of a zoo do not fit in memory (N models × Np images × F = 3·S·S floats), so
+`affinity_matrix` streams over the probe images in chunks: each model's reader yields the rows of
+one chunk, the chunk is stacked as an (N, chunk, F) block and Σ_k M_k M_kᵀ is accumulated with a
+single matrix product. Peak memory is bounded by `memory_budget`, not by N · Np · F.
+
+Adding one model to a computed matrix costs one row: `affinity_row`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .errors import DegenerateMapsError, InputError
+
+MapReader = Callable[[int, int], np.ndarray]
+"""(start, stop) -> float array (stop - start, F): one model's maps for probe images start..stop-1,
+one flattened, L2-normalised map per row (an all-zero row is a degenerate map)."""
+
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+_BYTES_PER_VALUE = 4  # the stacked chunk is float32
+
+
+def affinity_matrix(
+    readers: Sequence[MapReader],
+    n_images: int,
+    names: Sequence[str],
+    *,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: bool = True,
+) -> np.ndarray:
+    """Return the (N, N) float64 affinity matrix of N models, streamed over the probe images.
+
+    Args:
+        readers: one `MapReader` per model.
+        n_images: the number of probe images Np; every reader serves rows 0..Np-1.
+        names: one label per model, used in error messages.
+        memory_budget: bytes allowed for one stacked chunk (N × chunk × F × 4); at least one image
+            per chunk is read whatever the budget.
+        progress: show a tqdm bar over chunks.
+
+    The matrix is exactly symmetric; its diagonal comes from the data (1 up to rounding).
+
+    Raises:
+        InputError: bad arguments, or a reader returning an array of the wrong shape.
+        DegenerateMapsError: some maps are all-zero or non-finite. The message names every such
+            model with its count of bad images; ``err.bad_counts`` maps name -> count so that the
+            caller can drop those models.
+    """
+    _check_common(readers, n_images, names, memory_budget, "readers")
+    n_features = _probe_features(readers[0], names[0])
+    chunk = _chunk_size(len(readers), n_features, n_images, memory_budget)
+
+    gram = np.zeros((len(readers), len(readers)), dtype=np.float64)
+    scan = _ChunkScanner(readers, names, n_images, n_features, chunk)
+    for flat in scan.blocks(progress, desc="affinity"):
+        # One GEMM over (N, chunk·F) equals Σ_k M_k M_kᵀ: the per-image products are summed by
+        # the contraction. float32 product, float64 accumulation across chunks.
+        gram += (flat @ flat.T).astype(np.float64)
+    scan.raise_if_degenerate()
+
+    gram /= n_images
+    return (gram + gram.T) / 2.0
+
+
+def affinity_row(
+    new: MapReader,
+    others: Sequence[MapReader],
+    n_images: int,
+    names: Sequence[str],
+    *,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: bool = True,
+) -> np.ndarray:
+    """Return the affinity of one new model with each of `others`: shape (len(others),) float64.
+
+    This is how a model is added to an existing matrix: one row, O(len(others)) work per image.
+
+    Args:
+        new: the new model's reader.
+        others: the readers of the models already in the matrix.
+        n_images: the number of probe images Np.
+        names: ``[new_name, *other_names]`` (length ``len(others) + 1``), used in error messages.
+        memory_budget, progress: as in `affinity_matrix`.
+
+    Raises:
+        InputError, DegenerateMapsError: as in `affinity_matrix` (the new model and the others are
+            all checked).
+    """
+    if not isinstance(others, Sequence) or len(others) == 0:
+        raise InputError("others: expected a non-empty sequence of map readers")
+    readers = [new, *others]
+    _check_common(readers, n_images, names, memory_budget, "new/others")
+    n_features = _probe_features(new, names[0])
+    chunk = _chunk_size(len(readers), n_features, n_images, memory_budget)
+
+    row = np.zeros(len(others), dtype=np.float64)
+    scan = _ChunkScanner(readers, names, n_images, n_features, chunk)
+    for flat in scan.blocks(progress, desc="affinity row"):
+        row += (flat[1:] @ flat[0]).astype(np.float64)
+    scan.raise_if_degenerate()
+    return row / n_images
+
+
+def affinity_naive(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """Reference implementation: a per-pair loop of per-image cosines on raw maps.
+
+    Args:
+        maps: one array per model, shape (Np, ...) with the same shape for every model; maps need
+            not be normalised.
+
+    Slow and memory-hungry on purpose (everything in float64, nothing streamed): it exists to
+    check `affinity_matrix` and to benchmark it.
+
+    Raises:
+        InputError: mismatched shapes. DegenerateMapsError: a zero-norm or non-finite map.
+    """
+    if len(maps) == 0:
+        raise InputError("maps: expected at least one model's maps")
+    flat = [np.asarray(m, dtype=np.float64).reshape(len(m), -1) for m in maps]
+    for i, m in enumerate(flat):
+        if m.shape != flat[0].shape:
+            raise InputError(f"maps[{i}]: shape {m.shape} differs from maps[0] {flat[0].shape}")
+        if m.shape[0] == 0:
+            raise InputError(f"maps[{i}]: no probe images")
+    norms = [np.linalg.norm(m, axis=1) for m in flat]
+    bad = {f"maps[{i}]": int(np.sum(~(np.isfinite(n) & (n > 0)))) for i, n in enumerate(norms)}
+    bad = {k: v for k, v in bad.items() if v}
+    if bad:
+        raise _degenerate_error(bad, flat[0].shape[0])
+
+    n = len(flat)
+    out = np.empty((n, n), dtype=np.float64)
+    for i in range(n):
+        for j in range(n):
+            cosines = np.sum(flat[i] * flat[j], axis=1) / (norms[i] * norms[j])
+            out[i, j] = cosines.mean()
+    return out
+
+
+# --------------------------------------------------------------------------- streaming machinery
+
+
+class _ChunkScanner:
+    """Reads every model's rows chunk by chunk into one reused (N, chunk, F) float32 buffer.
+
+    Each row is re-normalised in place (the store keeps float16, so stored norms are only ≈1) and
+    checked: zero-norm or non-finite rows are counted per model. Once any bad row is seen the
+    scanner stops yielding blocks (no point multiplying) but keeps reading, so that the final
+    error reports the complete count for every model.
+    """
+
+    def __init__(self, readers, names, n_images, n_features, chunk):
+        self.readers, self.names = readers, list(names)
+        self.n_images, self.n_features, self.chunk = n_images, n_features, chunk
+        self.bad = np.zeros(len(readers), dtype=np.int64)
+
+    def blocks(self, progress: bool, desc: str):
+        """Yield each chunk as a normalised (N, c·F) float32 view, while no degenerate row was seen.
+
+        The buffer is 2-D so that the view of a short last chunk is strided, not copied, when it
+        goes into the matrix product.
+        """
+        n_models, n_feat = len(self.readers), self.n_features
+        buf = np.empty((n_models, self.chunk * n_feat), dtype=np.float32)
+        buf3 = buf.reshape(n_models, self.chunk, n_feat)  # the same memory, by model and image
+        starts = range(0, self.n_images, self.chunk)
+        for start in tqdm(starts, desc=desc, unit="chunk", disable=not progress):
+            stop = min(start + self.chunk, self.n_images)
+            flat, block = buf[:, : (stop - start) * n_feat], buf3[:, : stop - start]
+            for m, reader in enumerate(self.readers):
+                block[m] = self._read(m, reader, start, stop)
+                self._normalise(m, block[m])
+            if not self.bad.any():
+                yield flat
+
+    def _read(self, m: int, reader: MapReader, start: int, stop: int) -> np.ndarray:
+        rows = np.asarray(reader(start, stop))
+        if rows.shape != (stop - start, self.n_features):
+            raise InputError(
+                f"model {self.names[m]!r}: reader({start}, {stop}) returned shape {rows.shape}, "
+                f"expected {(stop - start, self.n_features)}"
+            )
+        return rows
+
+    def _normalise(self, m: int, rows: np.ndarray) -> None:
+        """Divide model m's rows by their norms in place; count (and zero) its degenerate rows."""
+        # float64 sum of squares: cheap next to the product, and immune to float32 overflow.
+        sq = np.einsum("kf,kf->k", rows, rows, dtype=np.float64)
+        ok = np.isfinite(sq) & (sq > 0)
+        self.bad[m] += int((~ok).sum())
+        rows[~ok] = 0.0  # keeps NaN/inf out of the arithmetic; the error is raised at the end
+        rows *= (1.0 / np.sqrt(np.where(ok, sq, 1.0))).astype(np.float32)[:, None]
+
+    def raise_if_degenerate(self) -> None:
+        """Raise DegenerateMapsError naming every model with bad rows, if any."""
+        if self.bad.any():
+            counts = {self.names[m]: int(c) for m, c in enumerate(self.bad) if c}
+            raise _degenerate_error(counts, self.n_images)
+
+
+def _degenerate_error(counts: dict[str, int], n_images: int) -> DegenerateMapsError:
+    parts = ", ".join(f"{name!r} ({c} of {n_images} images)" for name, c in counts.items())
+    err = DegenerateMapsError(
+        f"all-zero or non-finite attribution maps for {len(counts)} model(s): {parts}"
+    )
+    err.bad_counts = dict(counts)  # structured copy of the message, for callers that drop models
+    return err
+
+
+def _check_common(readers, n_images, names, memory_budget, what: str) -> None:
+    """Validate the arguments shared by `affinity_matrix` and `affinity_row`."""
+    if len(readers) == 0:
+        raise InputError(f"{what}: expected at least one map reader")
+    if not all(callable(r) for r in readers):
+        raise InputError(f"{what}: every map reader must be callable (start, stop) -> array")
+    if not _is_positive_int(n_images):
+        raise InputError(f"n_images: expected a positive integer, got {n_images!r}")
+    if isinstance(names, str) or len(names) != len(readers):
+        raise InputError(
+            f"names: expected {len(readers)} model names (one per reader), got "
+            f"{1 if isinstance(names, str) else len(names)}"
+        )
+    if not _is_positive_int(memory_budget):
+        raise InputError(f"memory_budget: expected a positive number of bytes, got {memory_budget!r}")
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def _probe_features(reader: MapReader, name: str) -> int:
+    """Read one row to learn the map length F (readers expose nothing else)."""
+    row = np.asarray(reader(0, 1))
+    if row.ndim != 2 or row.shape[0] != 1 or row.shape[1] < 1:
+        raise InputError(f"model {name!r}: reader(0, 1) returned shape {row.shape}, expected (1, F)")
+    return int(row.shape[1])
+
+
+def _chunk_size(n_models: int, n_features: int, n_images: int, memory_budget: int) -> int:
+    """Images per chunk: n_models × chunk × F × 4 bytes ≤ memory_budget, at least 1, at most Np."""
+    fit = int(memory_budget) // (n_models * n_features * _BYTES_PER_VALUE)
+    return max(1, min(fit, n_images))

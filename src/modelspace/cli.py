@@ -1,0 +1,310 @@
+"""The `modelspace` command: a thin shell over the Python API.
+
+Exit codes: 0 success, 2 bad input (zoo file, probe folder, ground truth, arguments),
+1 a failure inside the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import InputError, ModelspaceError
+
+EXAMPLES = {
+    "run": "modelspace run zoo.toml probe_images/ --out results/ --truth taskonomy",
+    "probe": "modelspace probe probe_images/ --size 64 --limit 500 --out probe.npz",
+    "embed": "modelspace embed zoo.toml probe.npz --store store/ --methods saliency lrp",
+    "affinity": "modelspace affinity zoo.toml probe.npz --store store/ --out results/",
+    "tree": "modelspace tree results/affinity_saliency.csv --out results/",
+    "evaluate": "modelspace evaluate results/affinity_saliency.csv --truth taskonomy --zoo zoo.toml",
+    "models": "modelspace models --store store/",
+    "remove": "modelspace remove my_model --store store/",
+    "methods": "modelspace methods",
+    "demo": "modelspace demo --out demo-out/",
+}
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    space = _space(args).fit(_zoo(args.zoo), _probe(args))
+    if args.truth:
+        space.evaluate(args.truth, args.n_relevant)
+    space.save(args.out)
+    _report(args, space.summary(), space, f"wrote {args.out}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .probe import ProbeSet
+
+    probe = ProbeSet.from_folder(args.folder, size=args.size, limit=args.limit, seed=args.seed, progress=not args.quiet)
+    probe.save(args.out)
+    info = {"out": str(args.out), "n_images": len(probe), "size": probe.size, "hash": probe.hash,
+            "skipped": [{"path": p, "reason": r} for p, r in probe.skipped]}
+    _emit(args, info, f"{len(probe)} images at {probe.size}×{probe.size} (hash {probe.hash[:12]}), "
+                      f"{len(probe.skipped)} skipped → {args.out}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    space = _space(args).embed(_zoo(args.zoo), _probe(args))
+    info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_]}
+    _emit(args, info, f"maps of {len(space.members_)} models in {args.store}; {len(space.failures_)} failures"
+                      + "".join(f"\n  {f.model}: {f.message}" for f in space.failures_))
+    return 0
+
+
+def cmd_affinity(args: argparse.Namespace) -> int:
+    space = _space(args).fit(_zoo(args.zoo), _probe(args))
+    space.save(args.out)
+    _report(args, space.summary(), space, f"wrote {args.out}")
+    return 0
+
+
+def cmd_tree(args: argparse.Namespace) -> int:
+    from .plots import plot_dendrogram
+    from .space import read_matrix
+    from .tree import similarity_tree, to_newick
+
+    matrix, names = read_matrix(args.affinity)
+    if len(names) < 2:
+        raise InputError(f"{args.affinity}: a tree needs at least two models")
+    linkage = similarity_tree(matrix, args.linkage)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.affinity).stem.replace("affinity_", "tree_")
+    newick = to_newick(linkage, names)
+    (out / f"{stem}.nwk").write_text(newick + "\n")
+    plot_dendrogram(linkage, names, out / f"{stem.replace('tree_', 'dendrogram_')}.png")
+    _emit(args, {"newick": newick}, newick)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import GroundTruth, evaluate, evaluation_report, rank_sources
+    from .plots import plot_curves
+    from .space import read_matrix
+
+    matrix, names = read_matrix(args.affinity)
+    labels = names
+    if args.zoo:
+        tasks = {spec.name: spec.label for spec in _zoo(args.zoo)}
+        labels = [tasks.get(n, n) for n in names]
+    truth = GroundTruth.load(args.truth)
+    curves, details = evaluate(rank_sources(matrix, labels), truth, args.n_relevant, restrict_to_estimated=True)
+    method = Path(args.affinity).stem.replace("affinity_", "")
+    report = evaluation_report({method: curves}, len(curves.ks), args.n_relevant)
+    report["per_target"] = {method: details}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"evaluation_{method}.json").write_text(json.dumps(report, indent=1))
+    plot_curves(report, out / f"pk_curves_{method}.png")
+    _emit(args, report, _table(report))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .store import MapStore
+
+    with MapStore(args.store) as store:
+        models = store.models()
+    _emit(args, models, "\n".join(f"{m['name']}\t{m['model_key'][:12]}\t{m['spec'].get('source', '')}" for m in models)
+          or "(no models)")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from .store import MapStore
+
+    with MapStore(args.store) as store:
+        key = store.model_key(args.name)
+        if key is None:
+            raise InputError(f"no model named {args.name!r} in store {args.store}")
+        removed = store.remove_model(key)
+    _emit(args, {"removed": args.name, "shards": removed}, f"removed {args.name} ({removed} shards)")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .attribution import METHODS
+
+    info = {name: (cls.__doc__ or "").strip().splitlines()[0] for name, cls in sorted(METHODS.items())}
+    _emit(args, info, "\n".join(f"{k:22s} {v}" for k, v in info.items()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.out, full=args.full, progress=not args.quiet)
+    _emit(args, report, report.get("table", ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------- plumbing
+
+
+def _zoo(path: str):
+    from .models.spec import load_zoo
+
+    return load_zoo(path)
+
+
+def _probe(args: argparse.Namespace):
+    from .probe import ProbeSet
+
+    path = Path(args.probe)
+    if path.suffix == ".npz":
+        return ProbeSet.load(path)
+    return ProbeSet.from_folder(path, size=args.probe_size, limit=args.limit, seed=args.seed, progress=not args.quiet)
+
+
+def _space(args: argparse.Namespace):
+    from .attribution import get_method
+    from .space import ModelSpace
+
+    methods = [get_method(m, epsilon=args.epsilon) if get_method(m).name == "lrp_epsilon" else m for m in args.methods]
+    return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
+                      device=args.device, progress=not args.quiet)
+
+
+def _table(report: dict) -> str:
+    """P@1, P@3, P@5, R@5 per method, random and oracle."""
+    rows = [(name, c) for name, c in report["methods"].items()]
+    rows += [("random", report["random"]), ("oracle", report["oracle"])]
+    width = max(len(n) for n, _ in rows)
+    lines = [f"{'method':{width}s}  P@1    P@3    P@5    R@5"]
+    for name, c in rows:
+        at = {k: (p, r) for k, p, r in zip(c["ks"], c["precision"], c["recall"])}
+        cells = [at.get(k, (float("nan"),) * 2) for k in (1, 3, 5)]
+        lines.append(f"{name:{width}s}  " + "  ".join(f"{p:.3f}" for p, _ in cells) + f"  {cells[2][1]:.3f}")
+    return "\n".join(lines)
+
+
+def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
+    lines = [f"probe: {summary['probe']['n_images']} images, hash {summary['probe']['hash'][:12]}"]
+    for method_id, r in space.results_.items():
+        lines.append(f"\n{method_id}: {len(r.names)} models")
+        for target, ranked in list(r.ranking.items())[:12]:
+            lines.append(f"  {target:20s} ← " + ", ".join(f"{s} {a:.3f}" for s, a in ranked[:3]))
+    for f in space.failures_:
+        lines.append(f"failed: {f.model} ({f.method or 'load'}): {f.message}")
+    if summary.get("evaluation"):
+        lines.append("\n" + _table(summary["evaluation"]))
+    lines.append(done)
+    _emit(args, summary, "\n".join(lines))
+
+
+def _emit(args: argparse.Namespace, data, text: str) -> None:
+    if args.json:
+        print(json.dumps(data, indent=1, default=str))
+    elif not args.quiet:
+        print(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelspace",
+        description="Which pre-trained vision model transfers best to which task, without labels "
+                    "(attribution-map model space, Song et al., NeurIPS 2019).",
+        epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"modelspace {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
+    probe_opts = argparse.ArgumentParser(add_help=False)
+    probe_opts.add_argument("--probe-size", type=int, default=64, help="probe image side in pixels (default 64)")
+    probe_opts.add_argument("--limit", type=int, default=None, help="use a seeded sample of N probe images")
+    probe_opts.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    compute = argparse.ArgumentParser(add_help=False)
+    compute.add_argument("--store", default=None, help="map store folder (resumable); default: a temporary one")
+    compute.add_argument("--methods", nargs="+", default=["saliency", "gradient_x_input", "lrp_epsilon"],
+                         help="attribution methods (see `modelspace methods`)")
+    compute.add_argument("--epsilon", type=float, default=1e-6, help="ε of ε-LRP (default 1e-6)")
+    compute.add_argument("--batch-size", type=int, default=32)
+    compute.add_argument("--shard-size", type=int, default=256, help="probe images per unit of work")
+    compute.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    truth_opts = argparse.ArgumentParser(add_help=False)
+    truth_opts.add_argument("--truth", default=None, help="ground truth: 'taskonomy' or a CSV file")
+    truth_opts.add_argument("--n-relevant", type=int, default=5, help="true top sources counted relevant (default 5)")
+
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help_text: str, parents: list) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common, *parents], help=help_text, description=help_text,
+                           epilog=f"example:\n  {EXAMPLES[name]}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("run", cmd_run, "the whole pipeline: maps, affinities, rankings, trees, plots (and evaluation)",
+            [probe_opts, compute, truth_opts])
+    p.add_argument("zoo", help="zoo file (TOML or YAML)")
+    p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
+    p.add_argument("--out", default="modelspace-out", help="output folder (default modelspace-out)")
+
+    p = add("probe", cmd_probe, "load a probe image folder once and save it (.npz) with its content hash", [])
+    p.add_argument("folder")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="probe.npz")
+
+    p = add("embed", cmd_embed, "compute and store the attribution maps (only those missing)", [probe_opts, compute])
+    p.add_argument("zoo")
+    p.add_argument("probe")
+
+    p = add("affinity", cmd_affinity, "affinity matrices, rankings, trees and plots from the store", [probe_opts, compute])
+    p.add_argument("zoo")
+    p.add_argument("probe")
+    p.add_argument("--out", default="modelspace-out")
+
+    p = add("tree", cmd_tree, "agglomerative similarity tree (Newick + dendrogram) of an affinity CSV", [])
+    p.add_argument("affinity")
+    p.add_argument("--linkage", default="average")
+    p.add_argument("--out", default="modelspace-out")
+
+    p = add("evaluate", cmd_evaluate, "P@K / R@K of an affinity CSV against a ground truth", [truth_opts])
+    p.add_argument("affinity")
+    p.add_argument("--zoo", default=None, help="zoo file mapping model names to task labels")
+    p.add_argument("--out", default="modelspace-out")
+
+    p = add("models", cmd_models, "list the models in a store", [])
+    p.add_argument("--store", required=True)
+
+    p = add("remove", cmd_remove, "remove a model's maps and affinities from a store", [])
+    p.add_argument("name")
+    p.add_argument("--store", required=True)
+
+    add("methods", cmd_methods, "list the attribution methods", [])
+
+    p = add("demo", cmd_demo, "the built-in benchmark end to end", [])
+    p.add_argument("--out", default="modelspace-demo")
+    p.add_argument("--full", action="store_true", help="more probe images (slower)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "truth", None) is None and args.command == "evaluate":
+        args.truth = "taskonomy"
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"modelspace: error: {exc}", file=sys.stderr)
+        return 2
+    except ModelspaceError as exc:
+        print(f"modelspace: failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

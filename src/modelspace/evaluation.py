@@ -1,0 +1,406 @@
+"""Scoring estimated transferability against a ground-truth transfer ranking: P@K and R@K.
+
+For each target task, the ground truth ranks candidate source tasks best first; its top
+`n_relevant` (5 in Song et al. 2019) are the relevant sources. An estimated ranking of the same
+sources is scored at every cut-off K by
+
+    P@K = (relevant sources among the estimate's top K) / K
+    R@K = (relevant sources among the estimate's top K) / n_relevant,
+
+averaged over the targets. `random_curves` and `oracle_curves` give the two reference lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GroundTruthError, InputError
+
+BUNDLED = {"taskonomy": "taskonomy_ranking.csv"}
+"""Ground truths shipped in modelspace/data/truth, by name."""
+
+_MATRIX_CORNERS = {"target\\source", "target/source", "target"}
+_RANK_HEADER = re.compile(r"rank\d+", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+class GroundTruth:
+    """Ground-truth transfer ranking: for each target task, candidate source tasks best first.
+
+    Attributes:
+        targets: the target tasks, in file order.
+        sources: every task that appears as a source (file order of first appearance).
+        ranking: target -> its candidate sources, best first (the target itself excluded).
+    """
+
+    def __init__(self, ranking: Mapping[str, Sequence[str]], sources: Sequence[str] | None = None,
+                 origin: str = "ground truth"):
+        """Build from a ranking dict; `origin` (a file name) is used in error messages."""
+        self.ranking: dict[str, list[str]] = {}
+        for target, ranked in ranking.items():
+            self.ranking[str(target)] = _checked_row(str(target), [str(s) for s in ranked], origin)
+        if not self.ranking:
+            raise GroundTruthError(f"{origin}: no target rows")
+        self.targets: list[str] = list(self.ranking)
+        seen = dict.fromkeys(s for ranked in self.ranking.values() for s in ranked)
+        if sources is not None:
+            extra = [s for s in seen if s not in set(sources)]
+            if extra:
+                raise GroundTruthError(f"{origin}: ranked sources {extra} are not in sources")
+            seen = dict.fromkeys(str(s) for s in sources)
+        self.sources: list[str] = list(seen)
+        self.origin = origin
+
+    def __repr__(self) -> str:
+        return (f"GroundTruth({self.origin!r}, {len(self.targets)} targets, "
+                f"{len(self.sources)} sources)")
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when both rank the same candidates in the same order for the same targets."""
+        if not isinstance(other, GroundTruth):
+            return NotImplemented
+        return self.ranking == other.ranking
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "GroundTruth":
+        """Read a ground-truth CSV, detecting its format from the header.
+
+        - matrix: first header cell ``target\\source``, ``target/source`` or ``target``, the other
+          header cells source names; one row per target of numeric scores, higher = better
+          source. An empty cell means "not evaluated" (the source is left out for that target).
+        - ranking: header ``target,rank1,rank2,...``; each row a target and its sources best first.
+
+        Raises:
+            GroundTruthError: an unreadable or malformed file, naming the file and the row.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GroundTruthError(f"{path}: cannot read ground truth ({exc})") from exc
+        return cls._parse(text, str(path))
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray, targets: Sequence[str], sources: Sequence[str],
+                    origin: str = "matrix") -> "GroundTruth":
+        """Rank each target's sources by descending score (higher = better; ties by source name).
+
+        A target's own column, when present, is excluded; NaN cells mean "not evaluated".
+        """
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.shape != (len(targets), len(sources)):
+            raise GroundTruthError(f"{origin}: matrix shape {m.shape} does not match "
+                                   f"{len(targets)} targets × {len(sources)} sources")
+        if np.isinf(m).any():
+            raise GroundTruthError(f"{origin}: the matrix holds infinite values")
+        _check_unique(targets, "targets", origin)
+        _check_unique(sources, "sources", origin)
+        ranking = {}
+        for target, row in zip(targets, m):
+            scored = [(-v, str(s)) for s, v in zip(sources, row) if s != target and not np.isnan(v)]
+            ranking[str(target)] = [s for _, s in sorted(scored)]
+        return cls(ranking, sources=[str(s) for s in sources], origin=origin)
+
+    @classmethod
+    def named(cls, name: str) -> "GroundTruth":
+        """Load a bundled ground truth by name (see `BUNDLED`)."""
+        if name not in BUNDLED:
+            raise GroundTruthError(f"unknown ground truth {name!r}; available: {sorted(BUNDLED)}")
+        res = resources.files("modelspace").joinpath("data").joinpath("truth")
+        res = res.joinpath(BUNDLED[name])
+        return cls._parse(res.read_text(encoding="utf-8"), f"{name} ({BUNDLED[name]}, bundled)")
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> "GroundTruth":
+        """A bundled name (see `BUNDLED`) or the path of a CSV file."""
+        if isinstance(name_or_path, str) and name_or_path in BUNDLED:
+            return cls.named(name_or_path)
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise GroundTruthError(f"{name_or_path}: neither a bundled ground truth "
+                                   f"({sorted(BUNDLED)}) nor an existing file")
+        return cls.from_csv(path)
+
+    def relevant(self, target: str, n_relevant: int = 5) -> list[str]:
+        """The target's top `n_relevant` sources (fewer if it ranks fewer)."""
+        _check_positive(n_relevant, "n_relevant")
+        if target not in self.ranking:
+            raise GroundTruthError(f"{self.origin}: no ground truth for target {target!r}; "
+                                   f"targets: {self.targets}")
+        return self.ranking[target][:n_relevant]
+
+    def to_ranking_csv(self, path: str | Path) -> None:
+        """Write the ranking format (``target,rank1,...``; short rows padded with empty cells)."""
+        width = max(len(r) for r in self.ranking.values())
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(["target", *(f"rank{i}" for i in range(1, width + 1))])
+            for target, ranked in self.ranking.items():
+                out.writerow([target, *ranked, *[""] * (width - len(ranked))])
+
+    # ----------------------------------------------------------------------- parsing
+
+    @classmethod
+    def _parse(cls, text: str, origin: str) -> "GroundTruth":
+        reader = csv.reader(io.StringIO(text))
+        rows = [(i, [c.strip() for c in row]) for i, row in enumerate(reader, start=1)]
+        rows = [(i, r) for i, r in rows if any(r)]  # blank lines carry nothing
+        if not rows:
+            raise GroundTruthError(f"{origin}: empty file")
+        (header_line, header), body = rows[0], rows[1:]
+        if not body:
+            raise GroundTruthError(f"{origin}: a header but no target rows")
+        tail = [c for c in header[1:] if c]
+        if header[0].lower() == "target" and tail and all(_RANK_HEADER.fullmatch(c) for c in tail):
+            return cls._parse_ranking(body, origin)
+        if header[0].lower() in _MATRIX_CORNERS:
+            return cls._parse_matrix(header, body, origin)
+        raise GroundTruthError(
+            f"{origin}: row {header_line}: unrecognised header {header[:3]}...; expected "
+            f"'target,rank1,rank2,...' (ranking) or 'target\\source,<source>,...' (matrix)")
+
+    @classmethod
+    def _parse_ranking(cls, body, origin: str) -> "GroundTruth":
+        ranking: dict[str, list[str]] = {}
+        for line, row in body:
+            target, ranked = row[0], row[1:]
+            while ranked and not ranked[-1]:
+                ranked.pop()  # short rows are padded with empty cells
+            where = f"{origin}: row {line} (target {target!r})"
+            if not target:
+                raise GroundTruthError(f"{origin}: row {line}: empty target name")
+            if target in ranking:
+                raise GroundTruthError(f"{where}: target listed twice")
+            if "" in ranked:
+                raise GroundTruthError(f"{where}: empty cell inside the ranking")
+            ranking[target] = _checked_row(target, ranked, where)
+        return cls(ranking, origin=origin)
+
+    @classmethod
+    def _parse_matrix(cls, header, body, origin: str) -> "GroundTruth":
+        sources = header[1:]
+        if not sources or "" in sources:
+            raise GroundTruthError(f"{origin}: row 1 (header): empty or missing source name")
+        _check_unique(sources, "sources (header)", origin)
+        targets, values = [], []
+        for line, row in body:
+            where = f"{origin}: row {line} (target {row[0]!r})"
+            if not row[0]:
+                raise GroundTruthError(f"{origin}: row {line}: empty target name")
+            if len(row) != len(header):
+                raise GroundTruthError(f"{where}: {len(row) - 1} values for "
+                                       f"{len(sources)} sources")
+            targets.append(row[0])
+            values.append([_cell(c, s, where) for c, s in zip(row[1:], sources)])
+        _check_unique(targets, "targets", origin)
+        return cls.from_matrix(np.array(values, dtype=np.float64), targets, sources, origin=origin)
+
+
+def _cell(text: str, source: str, where: str) -> float:
+    if text == "":
+        return math.nan  # not evaluated
+    try:
+        value = float(text)
+    except ValueError:
+        raise GroundTruthError(f"{where}, source {source!r}: not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise GroundTruthError(f"{where}, source {source!r}: non-finite value {text!r}")
+    return value
+
+
+def _checked_row(target: str, ranked: list[str], where: str) -> list[str]:
+    if target in ranked:
+        raise GroundTruthError(f"{where}: target {target!r} ranks itself as a source")
+    if len(set(ranked)) != len(ranked):
+        dup = sorted({s for s in ranked if ranked.count(s) > 1})
+        raise GroundTruthError(f"{where}: target {target!r} ranks {dup} more than once")
+    if not ranked:
+        raise GroundTruthError(f"{where}: target {target!r} ranks no sources")
+    return ranked
+
+
+def _check_unique(names: Sequence[str], what: str, origin: str) -> None:
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if list(names).count(n) > 1})
+        raise GroundTruthError(f"{origin}: duplicate {what}: {dup}")
+
+
+def _check_positive(value, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{what}: expected a positive integer, got {value!r}")
+
+
+# --------------------------------------------------------------------------- estimated ranking
+
+
+def rank_sources(affinity: np.ndarray, names: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+    """Per target (row), the other models by descending affinity (ties by name), with the value."""
+    a = np.asarray(affinity, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise InputError(f"affinity: expected a square matrix, got shape {a.shape}")
+    if isinstance(names, str) or len(names) != a.shape[0]:
+        raise InputError(f"names: expected {a.shape[0]} names, got "
+                         f"{1 if isinstance(names, str) else len(names)}")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if list(names).count(n) > 1})
+        raise InputError(f"names: duplicate model names {dup}")
+    if not np.all(np.isfinite(a)):
+        raise InputError("affinity: the matrix holds NaN or infinite values")
+    out = {}
+    for i, target in enumerate(names):
+        pairs = sorted((-a[i, j], str(names[j])) for j in range(len(names)) if j != i)
+        out[str(target)] = [(name, float(-neg)) for neg, name in pairs]
+    return out
+
+
+# --------------------------------------------------------------------------- curves
+
+
+@dataclass
+class Curves:
+    """Mean precision and recall at each cut-off K."""
+
+    ks: list[int]
+    precision: list[float]
+    recall: list[float]
+
+    def at(self, k: int) -> tuple[float, float]:
+        """(P@k, R@k)."""
+        if k not in self.ks:
+            raise InputError(f"k: {k!r} is not among the cut-offs {self.ks[0]}..{self.ks[-1]}")
+        i = self.ks.index(k)
+        return self.precision[i], self.recall[i]
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict: {"ks": [...], "precision": [...], "recall": [...]}."""
+        return {"ks": [int(k) for k in self.ks], "precision": [float(p) for p in self.precision],
+                "recall": [float(r) for r in self.recall]}
+
+
+def evaluate(ranking: Mapping[str, Sequence[str]], truth: GroundTruth, n_relevant: int = 5, *,
+             restrict_to_estimated: bool = False) -> tuple[Curves, dict]:
+    """Score an estimated ranking (target -> sources best first) against a ground truth.
+
+    `ranking` values are source names, or the (name, score) pairs of `rank_sources`.
+
+    The targets scored are those in both `ranking` and `truth.targets` (others are skipped: in
+    Taskonomy, colorization and inpainting are sources only). For each target the estimate is
+    restricted to the sources the truth ranks for it (the target itself excluded); the relevant
+    sources are the truth's top `n_relevant`. K runs over 1..n_candidates, the largest number of
+    candidate sources of a scored target (19 for Taskonomy). A candidate the estimate leaves out
+    is never a hit.
+
+    With ``restrict_to_estimated=True`` the truth's ranking is first cut down to the sources the
+    estimate ranks, so that a zoo covering part of the ground truth's tasks is not charged for
+    the absent ones.
+
+    Returns:
+        (mean curves, per-target details {target: {"relevant", "ranked", "hits_at_k"}}).
+    Raises:
+        GroundTruthError: no target in common (names both task lists).
+    """
+    _check_positive(n_relevant, "n_relevant")
+    if not isinstance(ranking, Mapping):
+        raise InputError(f"ranking: expected a mapping target -> sources, "
+                         f"got {type(ranking).__name__}")
+    targets = [t for t in truth.targets if t in ranking]
+    if not targets:
+        raise GroundTruthError(f"no target in common between the estimate ({sorted(ranking)}) "
+                               f"and {truth.origin} ({truth.targets})")
+    details = {}
+    for target in targets:
+        estimate = list(dict.fromkeys(_label(s, target) for s in ranking[target]))
+        candidates = truth.ranking[target]
+        if restrict_to_estimated:
+            candidates = [s for s in candidates if s in set(estimate)]
+        allowed = set(candidates)
+        ranked = [s for s in estimate if s in allowed]
+        relevant = candidates[:n_relevant]
+        details[target] = {"relevant": relevant, "ranked": ranked,
+                           "hits_at_k": _hits(ranked, set(relevant)),
+                           "n_candidates": len(candidates)}
+
+    n_candidates = max(d["n_candidates"] for d in details.values())
+    if n_candidates == 0:
+        raise GroundTruthError(f"no source in common between the estimate and {truth.origin}")
+    ks = np.arange(1, n_candidates + 1)
+    precision, recall = np.zeros(n_candidates), np.zeros(n_candidates)
+    for d in details.values():
+        # A short estimate (sources left out) keeps its last count: nothing more is found.
+        d["hits_at_k"] = _pad(d["hits_at_k"], n_candidates)
+        hits = np.array(d["hits_at_k"], dtype=np.float64)
+        precision += hits / ks
+        recall += hits / max(len(d["relevant"]), 1)
+    n = len(details)
+    curves = Curves([int(k) for k in ks], [float(p) for p in precision / n],
+                    [float(r) for r in recall / n])
+    return curves, details
+
+
+def _label(entry, target: str) -> str:
+    """A source label; a (name, score) pair, as `rank_sources` returns, gives its name."""
+    if isinstance(entry, tuple) and len(entry) == 2:
+        entry = entry[0]
+    if not isinstance(entry, str):
+        raise InputError(f"ranking[{target!r}]: expected source names, got {entry!r}")
+    return entry
+
+
+def _pad(hits: list[int], length: int) -> list[int]:
+    return hits + [hits[-1] if hits else 0] * (length - len(hits))
+
+
+def _hits(ranked: list[str], relevant: set[str]) -> list[int]:
+    """Cumulative count of relevant sources in ranked[:K], K = 1..len(ranked)."""
+    return [int(h) for h in np.cumsum([s in relevant for s in ranked])]
+
+
+def random_curves(n_candidates: int, n_relevant: int = 5) -> Curves:
+    """Expected curves of a uniformly random ranking: P@K = n_rel/n_cand, R@K = K/n_cand."""
+    _check_baseline_args(n_candidates, n_relevant)
+    ks = list(range(1, n_candidates + 1))
+    return Curves(ks, [n_relevant / n_candidates] * n_candidates, [k / n_candidates for k in ks])
+
+
+def oracle_curves(n_candidates: int, n_relevant: int = 5) -> Curves:
+    """Curves of the perfect ranking: P@K = min(K, n_rel)/K, R@K = min(K, n_rel)/n_rel."""
+    _check_baseline_args(n_candidates, n_relevant)
+    ks = list(range(1, n_candidates + 1))
+    return Curves(ks, [min(k, n_relevant) / k for k in ks],
+                  [min(k, n_relevant) / n_relevant for k in ks])
+
+
+def _check_baseline_args(n_candidates: int, n_relevant: int) -> None:
+    _check_positive(n_candidates, "n_candidates")
+    _check_positive(n_relevant, "n_relevant")
+    if n_relevant > n_candidates:
+        raise InputError(f"n_relevant: {n_relevant} exceeds n_candidates {n_candidates}")
+
+
+def evaluation_report(curves_by_method: Mapping[str, Curves], n_candidates: int,
+                      n_relevant: int = 5) -> dict:
+    """A JSON-able report: the methods' curves and the random and oracle references.
+
+    Shape: {"n_candidates", "n_relevant", "methods": {name: curves}, "random": curves,
+    "oracle": curves}, each curves being `Curves.to_dict()`.
+    """
+    methods = {}
+    for name, curves in curves_by_method.items():
+        if not isinstance(curves, Curves):
+            raise InputError(f"curves_by_method[{name!r}]: expected Curves, "
+                             f"got {type(curves).__name__}")
+        methods[str(name)] = curves.to_dict()
+    return {"n_candidates": int(n_candidates), "n_relevant": int(n_relevant), "methods": methods,
+            "random": random_curves(n_candidates, n_relevant).to_dict(),
+            "oracle": oracle_curves(n_candidates, n_relevant).to_dict()}

@@ -1,0 +1,184 @@
+"""Capture a model's encoder output R by module name, and stop the forward pass there.
+
+Python modules (``nn.Module``): a forward hook on the named module records its output. With
+``stop=True`` the hook then raises a private exception that `EncoderTap` catches, so the layers after
+R (decoders, heads) never run. Hooks registered on that module by other code before the call (e.g.
+LRP rules) run before ours, so R is the output as they left it. Full *backward* hooks on the encoder
+module itself do not see R's gradient (torch attaches them after forward hooks run); put such hooks
+on the encoder's children.
+
+TorchScript modules (``torch.jit.load``): torch 2.13 refuses forward hooks on them ("register_forward_hook
+is not supported on ScriptModules"), on the top module and on submodules alike. So for TorchScript an
+``encoder`` name means "call that submodule directly on the model input": it must be a prefix of the
+network, i.e. each module on the path is called on its parent's own input (checked in the TorchScript
+graph, so a wrong name fails early instead of computing the wrong R). Otherwise export the encoder
+itself as the TorchScript file and leave ``encoder`` unset, which takes the whole output as R.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from modelspace.errors import ModelLoadError, ZooError
+
+
+class _StopForward(BaseException):
+    """Raised by the capture hook to end the forward pass after R.
+
+    A BaseException, not an Exception, so that model code wrapping its forward in
+    ``try: ... except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, token: object):
+        super().__init__("encoder output captured")
+        self.token = token
+
+
+def _close_matches(module: nn.Module, name: str) -> list[str]:
+    names = [n for n, _ in module.named_modules(remove_duplicate=False) if n]
+    return difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+
+
+def find_module(module: nn.Module, name: str) -> nn.Module | None:
+    """The submodule at dotted path ``name``, or None. Walks named_children, which, unlike
+    ``get_submodule``, also works on TorchScript modules."""
+    for part in name.split(".") if name else []:
+        module = dict(module.named_children()).get(part)
+        if module is None:
+            return None
+    return module
+
+
+def resolve_module(module: nn.Module, name: str, model_name: str = "model") -> nn.Module:
+    """The submodule at dotted path ``name`` (e.g. ``"layer4"``, ``"encoder.stages.1"``).
+
+    Raises ZooError naming the model and the missing name, with the closest existing names.
+    """
+    found = find_module(module, name)
+    if found is not None:
+        return found
+    matches = _close_matches(module, name)
+    hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+    top = [n for n, _ in module.named_children()]
+    raise ZooError(f"model {model_name!r}: field 'encoder': no module named {name!r}{hint} "
+                   f"(top-level modules: {', '.join(top) or 'none'})")
+
+
+def first_tensor(output: Any) -> torch.Tensor | None:
+    """The first tensor in a module output: a tensor, a tuple/list, a dict or an HF ModelOutput."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):  # HF ModelOutput is an OrderedDict of its non-None fields
+        items = list(output.values())
+    elif isinstance(output, (tuple, list)):
+        items = list(output)
+    else:
+        return None
+    for item in items:
+        found = first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+def _script_call_input_ok(parent: torch.jit.ScriptModule, child: str) -> bool:
+    """True when ``parent.forward`` calls ``self.<child>.forward`` on its own first input."""
+    graph = parent.graph
+    inputs = list(graph.inputs())
+    if len(inputs) < 2:
+        return False
+    self_value, x_value = inputs[0], inputs[1]
+    child_values = set()
+    for node in graph.nodes():
+        if node.kind() == "prim::GetAttr" and node.s("name") == child:
+            if next(node.inputs()).unique() == self_value.unique():
+                child_values.add(node.output().unique())
+    for node in graph.nodes():
+        if node.kind() == "prim::CallMethod" and node.s("name") == "forward":
+            args = list(node.inputs())
+            if len(args) >= 2 and args[0].unique() in child_values and args[1].unique() == x_value.unique():
+                return True
+    return False
+
+
+def _check_script_prefix(module: torch.jit.ScriptModule, name: str, model_name: str) -> None:
+    """Check that calling submodule ``name`` on the model input computes what the model computes there."""
+    parent = module
+    for i, part in enumerate(name.split(".")):
+        try:
+            ok = _script_call_input_ok(parent, part)
+        except (RuntimeError, AttributeError):  # e.g. a module without a scripted forward
+            ok = False
+        if not ok:
+            path = ".".join(name.split(".")[: i + 1])
+            raise ZooError(
+                f"model {model_name!r}: field 'encoder': TorchScript modules accept no forward hooks, so "
+                f"'encoder' must name a submodule that the model calls directly on its input; {path!r} is "
+                f"not called on its parent's input. Export the encoder itself and leave 'encoder' unset.")
+        parent = getattr(parent, part)
+
+
+class EncoderTap:
+    """Runs a model up to its encoder output R, captured by a forward hook on the named module.
+
+    With stop=True the forward pass ends right after R (an exception raised in the hook and caught here),
+    so decoders/heads cost nothing. ``name=None`` takes the whole model output as R. When the named module
+    runs several times in one forward, R is its first output. See the module docstring for TorchScript.
+    """
+
+    def __init__(self, module: nn.Module, name: str | None, model_name: str = "model", stop: bool = True):
+        self.module = module
+        self.name = name
+        self.model_name = model_name
+        self.stop = stop
+        self.target = None if name is None else resolve_module(module, name, model_name)
+        self.scripted = isinstance(module, torch.jit.ScriptModule)
+        if name is not None and self.scripted:
+            _check_script_prefix(module, name, model_name)
+        elif isinstance(self.target, torch.jit.ScriptModule):
+            raise ZooError(f"model {model_name!r}: field 'encoder': {name!r} is a TorchScript submodule, "
+                           "which accepts no forward hooks; name a Python module instead")
+
+    def _as_tensor(self, output: Any, where: str) -> torch.Tensor:
+        tensor = first_tensor(output)
+        if tensor is None:
+            raise ModelLoadError(f"model {self.model_name!r}: the output of {where} holds no tensor "
+                                 f"(got {type(output).__name__})")
+        return tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """R for the (already transformed) model input ``x``: the first tensor of the captured output."""
+        if self.target is None:
+            return self._as_tensor(self.module(x), "the model")
+        if self.scripted:
+            return self._as_tensor(self.target(x), f"module {self.name!r}")
+        return self._capture(x)
+
+    def _capture(self, x: torch.Tensor) -> torch.Tensor:
+        captured: list[Any] = []
+        token = object()  # tells our stop apart from that of a tap nested inside this forward
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if not captured:
+                captured.append(output)
+            if self.stop:
+                raise _StopForward(token)
+
+        # Registered at call time, so it is the last forward hook of the module: others run first.
+        handle = self.target.register_forward_hook(hook)
+        try:
+            self.module(x)
+        except _StopForward as stop:
+            if stop.token is not token:
+                raise
+        finally:
+            handle.remove()
+        if not captured:
+            raise ModelLoadError(f"model {self.model_name!r}: the forward pass finished without running "
+                                 f"encoder module {self.name!r}; choose a module the forward pass uses")
+        return self._as_tensor(captured[0], f"module {self.name!r}")

@@ -1,0 +1,380 @@
+"""One registry from source prefixes (``python:``, ``checkpoint:`` ...) to the loaders that build models.
+
+A loader is ``loader(spec, ref) -> (module, default_encoder)``: ``ref`` is the text after the prefix and
+``default_encoder`` the encoder module name used when the spec names none (None: the whole output).
+Loaders raise ModelLoadError without naming the model: `load_model` wraps every loader, turns its
+failures (any exception) into ModelLoadError naming the model and the source, puts the module in eval
+mode without parameter gradients, and computes the model's identity key.
+
+Optional libraries (transformers, safetensors, timm, torchvision) are imported inside their loaders
+only, so the rest of modelspace works without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from modelspace.errors import InputError, ModelLoadError, ZooError
+from modelspace.models.encoder import EncoderTap, find_module
+from modelspace.models.spec import ModelSpec, split_source
+from modelspace.models.transforms import InputTransform
+
+Loader = Callable[[ModelSpec, str], "tuple[nn.Module, str | None]"]
+
+#: Source prefix -> loader. Add entries with `register_source`.
+SOURCES: dict[str, Loader] = {}
+
+
+def register_source(prefix: str) -> Callable[[Loader], Loader]:
+    """Decorator registering ``loader(spec, ref) -> (nn.Module, default_encoder)`` for ``prefix:...`` sources."""
+    if not isinstance(prefix, str) or not prefix.isidentifier():
+        raise ValueError(f"source prefix must be an identifier, got {prefix!r}")
+
+    def decorate(loader: Loader) -> Loader:
+        if prefix in SOURCES:
+            raise ValueError(f"source prefix {prefix!r} is already registered")
+        SOURCES[prefix] = loader
+        return loader
+
+    return decorate
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for attribution: module, resolved encoder name, input transform and identity key."""
+
+    spec: ModelSpec
+    module: nn.Module
+    encoder: str | None
+    transform: InputTransform
+    key: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def tap(self, stop: bool = True) -> EncoderTap:
+        """An EncoderTap that returns this model's encoder output R."""
+        return EncoderTap(self.module, self.encoder, self.name, stop=stop)
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    # Viewed as raw bytes so that every dtype (bfloat16 included, which numpy lacks) hashes alike.
+    flat = t.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes()
+
+
+def state_dict_hash(module: nn.Module) -> str:
+    """sha256 over the sorted (name, dtype, shape, bytes) of the module's state dict."""
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            h.update(f"|{value.dtype}|{tuple(value.shape)}|".encode())
+            h.update(_tensor_bytes(value))
+        else:  # extra state can be any object; its repr is the best stable description we have
+            h.update(f"|{type(value).__name__}|{value!r}|".encode())
+    return h.hexdigest()
+
+
+def model_key(spec: ModelSpec, module: nn.Module) -> str:
+    """Identity of a loaded model: sha256 of the canonical spec JSON and the state-dict hash."""
+    return hashlib.sha256((spec.to_json() + "\n" + state_dict_hash(module)).encode()).hexdigest()
+
+
+def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedModel:
+    """Build the model a spec describes, in eval mode on ``device``, with parameters not requiring grad.
+
+    Raises ZooError for an unknown source prefix or a bad encoder name, and ModelLoadError (naming the
+    model and the source, with the cause chained) when the loader fails.
+    """
+    prefix, ref = split_source(spec.source)
+    if prefix not in SOURCES:
+        raise ZooError(f"model {spec.name!r}: field 'source': unknown source {spec.source!r}; "
+                       f"known prefixes: {', '.join(sorted(SOURCES))}")
+    where = f"model {spec.name!r} (source {spec.source!r})"
+    try:
+        module, default_encoder = SOURCES[prefix](spec, ref)
+    except InputError:
+        raise
+    except ModelLoadError as exc:  # a loader's own message: add which model and source
+        raise ModelLoadError(f"{where}: {exc}") from (exc.__cause__ or exc)
+    except Exception as exc:
+        raise ModelLoadError(f"{where}: could not load: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"{where}: the loader gave a {type(module).__name__}, "
+                             "not a torch.nn.Module")
+    encoder = spec.encoder if spec.encoder is not None else default_encoder
+    key = model_key(spec, module)  # hashed on the CPU, before moving: the device is not part of identity
+    module = module.to(device).eval()
+    for param in module.parameters():  # attribution needs input gradients only; a loop, since
+        param.requires_grad_(False)     # ScriptModules refuse module.requires_grad_
+    EncoderTap(module, encoder, spec.name)  # checks the encoder name now rather than mid-run
+    return LoadedModel(spec=spec, module=module, encoder=encoder,
+                       transform=InputTransform.from_spec(spec), key=key)
+
+
+# --------------------------------------------------------------------------------------------- python
+
+
+def _import_callable(ref: str, spec: ModelSpec, field: str) -> Callable[..., Any]:
+    """Import ``pkg.module:attr.path`` and return the attribute."""
+    module_name, _, attr_path = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelLoadError(f"field {field!r}: cannot import module {module_name!r}: "
+                             f"{exc}") from exc
+    for part in attr_path.split("."):
+        if not hasattr(obj, part):
+            raise ModelLoadError(f"field {field!r}: {module_name!r} has no attribute "
+                                 f"{attr_path!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ModelLoadError(f"field {field!r}: {ref!r} is not callable")
+    return obj
+
+
+def _build_python(ref: str, spec: ModelSpec, field: str) -> nn.Module:
+    factory = _import_callable(ref, spec, field)
+    module = factory(**spec.kwargs_dict())
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"field {field!r}: {ref!r} returned a "
+                             f"{type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+def _has_module(module: nn.Module, name: str) -> bool:
+    return find_module(module, name) is not None
+
+
+def _encoder_if_present(module: nn.Module) -> str | None:
+    return "encoder" if _has_module(module, "encoder") else None
+
+
+@register_source("python")
+def load_python(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
+    """``python:pkg.module:callable``: call it with the spec's kwargs. Default encoder: ``encoder`` if present."""
+    module = _build_python(ref, spec, "source")
+    return module, _encoder_if_present(module)
+
+
+# ----------------------------------------------------------------------------------------- checkpoint
+
+
+def _existing_file(ref: str, spec: ModelSpec) -> Path:
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"field 'source': file not found: {path}")
+    return path
+
+
+def _read_checkpoint(path: Path, spec: ModelSpec) -> Any:
+    """Load a checkpoint file: safetensors, or torch.load restricted to weights unless trusted."""
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ModuleNotFoundError:
+            raise ModelLoadError(f"reading {path.name} needs the 'safetensors' "
+                                 "package (pip install safetensors)") from None
+        return load_file(str(path), device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not spec.trust_checkpoint)
+    except pickle.UnpicklingError as exc:
+        if spec.trust_checkpoint:
+            raise
+        raise ModelLoadError(
+            f"checkpoint {path} contains pickled Python objects besides tensors, and "
+            "loading those can run arbitrary code, so it was refused. If you trust this file, set "
+            "trust_checkpoint = true for this model.") from exc
+
+
+def _state_dict_of(obj: Any, spec: ModelSpec, path: Path) -> Mapping[str, Any]:
+    """The state dict inside a checkpoint: raw, under 'state_dict' / 'model', or a pickled module's."""
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                return inner.state_dict()
+            if isinstance(inner, Mapping):
+                return inner
+        if any(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    raise ModelLoadError(f"checkpoint {path} holds no state dict (expected a dict of "
+                         "tensors, or one under 'state_dict' or 'model')")
+
+
+def _strip_data_parallel(state: Mapping[str, Any], module: nn.Module) -> Mapping[str, Any]:
+    """Drop the 'module.' prefix that nn.DataParallel / DDP checkpoints add, when the model lacks it."""
+    own = module.state_dict()
+    if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+@register_source("checkpoint")
+def load_checkpoint(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
+    """``checkpoint:PATH``: build with ``constructor``, then strictly load the saved state dict.
+
+    Without a constructor (only allowed with trust_checkpoint) the file must pickle the whole module.
+    """
+    path = _existing_file(ref, spec)
+    obj = _read_checkpoint(path, spec)
+    if spec.constructor is None:
+        if not isinstance(obj, nn.Module):
+            raise ModelLoadError(f"field 'constructor': checkpoint {path} holds no whole "
+                                 "module, so a constructor is needed to build one")
+        return obj, _encoder_if_present(obj)
+    module = _build_python(split_source(spec.constructor)[1], spec, "constructor")
+    state = _strip_data_parallel(_state_dict_of(obj, spec, path), module)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"checkpoint {path} does not match the module built by "
+                             f"{spec.constructor!r}: {exc}") from exc
+    return module, _encoder_if_present(module)
+
+
+# ---------------------------------------------------------------------------------------- torchscript
+
+
+@register_source("torchscript")
+def load_torchscript(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
+    """``torchscript:PATH``: ``torch.jit.load``. Default encoder: None (see encoder.py on TorchScript)."""
+    path = _existing_file(ref, spec)
+    return torch.jit.load(str(path), map_location="cpu"), None
+
+
+# ------------------------------------------------------------------------------------- hugging face
+
+
+def hf_default_encoder(module: nn.Module) -> str | None:
+    """The encoder of a transformers model.
+
+    ``<base_model_prefix>.encoder`` or ``encoder`` when present (ResNet, ConvNeXt, and ViT in
+    transformers 4.x). transformers 5.x ViT-like models have no encoder module but a ``layers`` list:
+    its last block gives the same tensor the 4.x encoder returned (before the final layer norm).
+    """
+    prefix = getattr(module, "base_model_prefix", "") or ""
+    for name in (f"{prefix}.encoder" if prefix else None, "encoder"):
+        if name and _has_module(module, name):
+            return name
+    for list_name in ("layers", "layer", "blocks"):
+        blocks = getattr(module, list_name, None)
+        if isinstance(blocks, nn.ModuleList) and len(blocks) > 0:
+            return f"{list_name}.{len(blocks) - 1}"
+    return None
+
+
+@register_source("hf")
+def load_hf(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
+    """``hf:DIR_OR_HUB_ID``: ``transformers.AutoModel.from_pretrained`` offline (local dir or HF cache)."""
+    try:
+        from transformers import AutoModel
+    except ModuleNotFoundError:
+        raise ModelLoadError(f"'hf:' sources need transformers "
+                             "(pip install 'modelspace[hf]')") from None
+    try:
+        module = AutoModel.from_pretrained(ref, local_files_only=True, **spec.kwargs_dict())
+    except OSError as exc:  # what transformers raises for a missing folder / uncached hub id
+        raise ModelLoadError(f"{ref!r} is neither a local model folder nor in the "
+                             f"Hugging Face cache (nothing is downloaded): {exc}") from exc
+    return module, hf_default_encoder(module)
+
+
+# --------------------------------------------------------------------------------------------- timm
+
+
+def _timm_weight_source(cfg: Any) -> str | None:
+    """Where timm takes pretrained weights from, per a pretrained config (None: it has no weights)."""
+    get = cfg.get if isinstance(cfg, Mapping) else (lambda k: getattr(cfg, k, None))
+    for key in ("file", "state_dict", "hf_hub_id", "url"):
+        if get(key):
+            return key
+    return None
+
+
+@register_source("timm")
+def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
+    """``timm:NAME``: ``timm.create_model``; pretrained weights must already be cached (offline).
+
+    Default encoder: the last entry of ``model.feature_info``.
+    """
+    try:
+        import timm
+    except ImportError as exc:
+        raise ModelLoadError(f"'timm:' sources need timm (and a torchvision that "
+                             f"imports with this torch): {exc}") from exc
+    kwargs = spec.kwargs_dict()
+    try:
+        module = timm.create_model(ref, pretrained=spec.pretrained, **kwargs)
+    except Exception as exc:
+        if not spec.pretrained:
+            raise
+        raise ModelLoadError(
+            f"pretrained weights for timm model {ref!r} could not be loaded; offline, "
+            "they must already be in the Hugging Face / torch hub cache (or give kwargs.pretrained_cfg_overlay "
+            f"= {{file = 'PATH'}}). Set pretrained = false for random weights. Cause: {exc}") from exc
+    if spec.pretrained and _timm_weight_source(getattr(module, "pretrained_cfg", {}) or {}) is None:
+        # timm only warns and keeps random weights here; a silent random model would corrupt the results
+        raise ModelLoadError(f"timm model {ref!r} has no pretrained weights; set "
+                             "pretrained = false to use it with random weights")
+    info = getattr(module, "feature_info", None)
+    default = None
+    if isinstance(info, (list, tuple)) and info and isinstance(info[-1], Mapping):
+        default = info[-1].get("module")
+    return module, default
+
+
+# --------------------------------------------------------------------------------------- torchvision
+
+#: torchvision family (name prefix) -> encoder module name; longer prefixes are tried first.
+TORCHVISION_ENCODERS = {
+    "resnet": "layer4", "resnext": "layer4", "wide_resnet": "layer4", "regnet": "trunk_output",
+    "vgg": "features", "alexnet": "features", "mobilenet": "features", "efficientnet": "features",
+    "convnext": "features", "densenet": "features", "swin": "features", "vit": "encoder",
+}
+
+
+def torchvision_default_encoder(name: str) -> str | None:
+    """The encoder module of a torchvision classification model, by family (None if unknown)."""
+    for prefix in sorted(TORCHVISION_ENCODERS, key=len, reverse=True):
+        if name.lower().startswith(prefix):
+            return TORCHVISION_ENCODERS[prefix]
+    return None
+
+
+def _torchvision_cached(weights: Any) -> Path:
+    """Path where torch.hub keeps the weights file (it may not exist)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+@register_source("torchvision")
+def load_torchvision(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
+    """``torchvision:NAME``: ``torchvision.models.get_model``; DEFAULT weights must already be cached."""
+    try:
+        import torchvision
+    except ImportError as exc:
+        raise ModelLoadError(f"'torchvision:' sources need a torchvision that imports "
+                             f"with this torch: {exc}") from exc
+    weights = None
+    if spec.pretrained:
+        weights = torchvision.models.get_model_weights(ref).DEFAULT
+        cached = _torchvision_cached(weights)
+        if not cached.is_file():  # checked first: get_model would try to download it
+            raise ModelLoadError(f"pretrained weights for torchvision model {ref!r} are not "
+                                 f"cached at {cached} and nothing is downloaded; put the file there, or set "
+                                 "pretrained = false for random weights")
+    module = torchvision.models.get_model(ref, weights=weights, **spec.kwargs_dict())
+    return module, torchvision_default_encoder(ref)

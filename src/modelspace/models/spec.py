@@ -1,0 +1,433 @@
+"""Model specifications (`ModelSpec`) and zoo files that list them (`load_zoo`).
+
+A zoo file lists the models to compare. Two formats are read, chosen by the file's extension.
+
+TOML (``.toml``, one ``[[model]]`` table per model)::
+
+    [[model]]
+    name = "resnet_cls"
+    source = "checkpoint:weights/resnet_cls.pt"    # relative to this file's folder
+    constructor = "python:mypkg.nets:resnet18"
+    kwargs = { num_classes = 10 }
+    encoder = "layer4"
+    input_size = 224                                # or [height, width]
+    normalize = "imagenet"                          # or "none", "half", or mean = [...] and std = [...]
+
+    [[model]]
+    name = "depth"
+    task = "depth_zbuffer"                          # label matched against a ground truth (default: name)
+    source = "torchscript:/abs/path/depth.pt"
+
+YAML (``.yaml`` / ``.yml``, read with ``yaml.safe_load`` only; needs pyyaml), a top-level ``models:`` list::
+
+    models:
+      - name: resnet_cls
+        source: "checkpoint:weights/resnet_cls.pt"
+        constructor: "python:mypkg.nets:resnet18"
+        kwargs: {num_classes: 10}
+        encoder: layer4
+      - name: vit
+        source: "hf:google/vit-base-patch16-224-in21k"
+        mean: [0.5, 0.5, 0.5]
+        std: [0.5, 0.5, 0.5]
+
+Fields: ``name`` and ``source`` are required; ``task``, ``encoder``, ``input_size`` (default 224×224),
+``normalize`` / ``mean`` + ``std`` (default ImageNet statistics), ``constructor`` (``checkpoint:`` only),
+``kwargs``, ``pretrained`` (``timm:`` / ``torchvision:``, default true) and ``trust_checkpoint`` (default
+false) are optional. Any other key is an error, so typos do not pass silently.
+
+Sources: ``python:pkg.module:callable``, ``checkpoint:PATH`` (with ``constructor``, or a trusted file that
+pickles the whole module), ``torchscript:PATH``, ``hf:DIR_OR_HUB_ID``, ``timm:NAME``, ``torchvision:NAME``.
+
+Paths: a relative ``checkpoint:`` / ``torchscript:`` path is taken as written relative to the zoo file's
+folder (not the working directory), so a zoo file and its weights can move together; absolute paths and
+``~`` are allowed. An ``hf:`` reference is resolved the same way when that folder exists next to the zoo
+file; otherwise it is kept as a hub id (looked up in the local Hugging Face cache only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from modelspace.errors import ZooError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Named normalisations accepted by ``normalize`` in a zoo file.
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+#: Sources whose reference is a local file path (resolved against the zoo file's folder).
+_PATH_SOURCES = ("checkpoint", "torchscript")
+_PYTHON_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_FILE_KEYS = {
+    "name", "source", "task", "encoder", "input_size", "mean", "std", "normalize",
+    "constructor", "kwargs", "pretrained", "trust_checkpoint",
+}
+
+
+class FrozenMapping(tuple):
+    """A mapping kept as a sorted tuple of ``(key, value)`` pairs, so a spec holding it stays hashable."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({dict(self)!r})"
+
+
+def _freeze(value: Any) -> Any:
+    """Turn lists and mappings into tuples / FrozenMappings (recursively) so they can be hashed."""
+    if isinstance(value, Mapping):
+        return FrozenMapping(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)) and not isinstance(value, FrozenMapping):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Inverse of `_freeze`: FrozenMappings become dicts, tuples become lists."""
+    if isinstance(value, FrozenMapping):
+        return {k: _thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+class _Where:
+    """Formats error messages that name the zoo file, the model and the field."""
+
+    def __init__(self, where: str, name: Any = None, index: int | None = None):
+        self.where = where
+        if isinstance(name, str) and name:
+            self.model = f"model {name!r}"
+        elif index is not None:
+            self.model = f"model #{index}"
+        else:
+            self.model = "model (unnamed)"
+
+    def error(self, fld: str, message: str) -> ZooError:
+        return ZooError(f"{self.where}: {self.model}: field {fld!r}: {message}")
+
+
+def _check_str(value: Any, fld: str, at: _Where, optional: bool = True) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise at.error(fld, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _check_size(value: Any, at: _Where) -> tuple[int, int]:
+    """`input_size`: an int (square) or [height, width] of positive ints."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+    if not ok:
+        raise at.error("input_size", f"expected a positive int or [height, width] of positive ints, got {value!r}")
+    return (int(value[0]), int(value[1]))
+
+
+def _check_triple(value: Any, fld: str, at: _Where, positive: bool) -> tuple[float, float, float]:
+    """`mean` / `std`: three finite numbers (one per RGB channel); std must be > 0."""
+    ok = (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
+    if not ok:
+        raise at.error(fld, f"expected a list of 3 finite numbers (R, G, B), got {value!r}")
+    if positive and any(v <= 0 for v in value):
+        raise at.error(fld, f"every value must be > 0 (it divides the image), got {list(value)!r}")
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def _check_bool(value: Any, fld: str, at: _Where) -> bool:
+    if not isinstance(value, bool):
+        raise at.error(fld, f"expected true or false, got {value!r}")
+    return value
+
+
+def _check_kwargs(value: Any, at: _Where) -> FrozenMapping:
+    if isinstance(value, FrozenMapping):
+        return value
+    if isinstance(value, tuple):  # already sorted pairs, e.g. ModelSpec(kwargs=(("a", 1),))
+        try:
+            value = dict(value)
+        except (TypeError, ValueError):
+            raise at.error("kwargs", f"expected a table of keyword arguments, got {value!r}") from None
+    if not isinstance(value, Mapping):
+        raise at.error("kwargs", f"expected a table of keyword arguments, got {value!r}")
+    for key in value:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise at.error("kwargs", f"keyword {key!r} is not a valid Python identifier")
+    frozen = _freeze(value)
+    try:
+        hash(frozen)
+    except TypeError:
+        raise at.error("kwargs", f"values must be numbers, strings, booleans, lists or tables, got {value!r}") from None
+    return frozen
+
+
+def _known_prefixes() -> set[str]:
+    # Imported here, not at the top: sources.py imports this module, and users may register new prefixes.
+    from modelspace.models.sources import SOURCES
+
+    return set(SOURCES)
+
+
+def split_source(source: str) -> tuple[str, str]:
+    """Split ``"prefix:reference"`` into its two parts (the reference may itself contain ':')."""
+    prefix, sep, ref = source.partition(":")
+    return (prefix, ref) if sep else ("", source)
+
+
+def _check_source(source: Any, at: _Where) -> str:
+    _check_str(source, "source", at, optional=False)
+    prefix, ref = split_source(source)
+    known = _known_prefixes()
+    if prefix not in known:
+        raise at.error("source", f"unknown source {source!r}: expected one of "
+                                 + ", ".join(f"'{p}:...'" for p in sorted(known)))
+    if not ref.strip():
+        raise at.error("source", f"{prefix!r} needs a reference after the colon, got {source!r}")
+    if prefix == "python" and not _PYTHON_REF.match(ref):
+        raise at.error("source", f"expected 'python:package.module:callable', got {source!r}")
+    return source
+
+
+def _check_constructor(value: Any, source: str, trust: bool, at: _Where) -> str | None:
+    prefix = split_source(source)[0]
+    if value is None:
+        if prefix == "checkpoint" and not trust:
+            raise at.error("constructor", "a 'checkpoint:' source needs a constructor "
+                                          "('python:package.module:callable' that builds the module), or "
+                                          "trust_checkpoint = true for a trusted file that pickles the whole module")
+        return None
+    if prefix != "checkpoint":
+        raise at.error("constructor", f"only used with 'checkpoint:' sources, not {prefix!r}")
+    c_prefix, ref = split_source(value) if isinstance(value, str) else ("", "")
+    if c_prefix != "python" or not _PYTHON_REF.match(ref):
+        raise at.error("constructor", f"expected 'python:package.module:callable', got {value!r}")
+    return value
+
+
+def _validate(values: dict[str, Any], at: _Where) -> dict[str, Any]:
+    """Check and coerce every ModelSpec field; returns the cleaned values."""
+    out = dict(values)
+    out["name"] = _check_str(values.get("name"), "name", at, optional=False)
+    out["source"] = _check_source(values.get("source"), at)
+    out["task"] = _check_str(values.get("task"), "task", at)
+    out["encoder"] = _check_str(values.get("encoder"), "encoder", at)
+    out["input_size"] = _check_size(values.get("input_size", (224, 224)), at)
+    out["mean"] = _check_triple(values.get("mean", IMAGENET_MEAN), "mean", at, positive=False)
+    out["std"] = _check_triple(values.get("std", IMAGENET_STD), "std", at, positive=True)
+    out["pretrained"] = _check_bool(values.get("pretrained", True), "pretrained", at)
+    out["trust_checkpoint"] = _check_bool(values.get("trust_checkpoint", False), "trust_checkpoint", at)
+    out["constructor"] = _check_constructor(values.get("constructor"), out["source"], out["trust_checkpoint"], at)
+    out["kwargs"] = _check_kwargs(values.get("kwargs", ()), at)
+    return out
+
+
+@dataclass(frozen=True, eq=True)
+class ModelSpec:
+    """One zoo entry: where a model comes from, which module is its encoder, how images are prepared.
+
+    Values are checked on construction (`ZooError` naming the model and the field). ``input_size`` may be
+    given as an int, ``mean`` / ``std`` / ``input_size`` as lists, and ``kwargs`` as a dict: they are stored
+    as tuples so the spec stays hashable; ``kwargs_dict()`` gives the keyword arguments back as a dict.
+    """
+
+    name: str
+    source: str
+    task: str | None = None
+    encoder: str | None = None
+    input_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    constructor: str | None = None
+    kwargs: tuple = field(default=())
+    pretrained: bool = True
+    trust_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        clean = _validate(values, _Where("ModelSpec", values.get("name")))
+        for key, value in clean.items():
+            object.__setattr__(self, key, value)  # frozen dataclass: coercion must bypass __setattr__
+
+    @property
+    def label(self) -> str:
+        """The task label used to match a ground truth: ``task`` when given, else ``name``."""
+        return self.task or self.name
+
+    @property
+    def prefix(self) -> str:
+        """The source kind, e.g. ``"checkpoint"``."""
+        return split_source(self.source)[0]
+
+    @property
+    def ref(self) -> str:
+        """The source reference after the prefix, e.g. a path or a hub id."""
+        return split_source(self.source)[1]
+
+    def kwargs_dict(self) -> dict[str, Any]:
+        """The keyword arguments for the factory / constructor, as a fresh dict (lists, not tuples)."""
+        return {k: _thaw(v) for k, v in self.kwargs}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A canonical JSON-able dict of every field (the model's identity hash is taken over it)."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "task": self.task,
+            "encoder": self.encoder,
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "constructor": self.constructor,
+            "kwargs": self.kwargs_dict(),
+            "pretrained": self.pretrained,
+            "trust_checkpoint": self.trust_checkpoint,
+        }
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces) of `to_dict`."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _normalisation(d: Mapping[str, Any], at: _Where) -> dict[str, Any]:
+    """Turn ``normalize`` or ``mean`` + ``std`` into mean/std values."""
+    has_mean, has_std = "mean" in d, "std" in d
+    if "normalize" in d:
+        if has_mean or has_std:
+            raise at.error("normalize", "give either normalize or mean + std, not both")
+        key = d["normalize"]
+        if key not in NORMALIZATIONS:
+            raise at.error("normalize", f"expected one of {sorted(NORMALIZATIONS)}, got {key!r}")
+        mean, std = NORMALIZATIONS[key]
+        return {"mean": mean, "std": std}
+    if has_mean != has_std:
+        missing = "std" if has_mean else "mean"
+        raise at.error(missing, "mean and std must be given together")
+    return {"mean": d["mean"], "std": d["std"]} if has_mean else {}
+
+
+def _resolve_source_path(source: Any, base_dir: Path | None) -> Any:
+    """Make a relative file reference relative to the zoo file's folder (see the module docstring)."""
+    if base_dir is None or not isinstance(source, str):
+        return source
+    prefix, ref = split_source(source)
+    if prefix in _PATH_SOURCES and ref.strip():
+        path = Path(ref).expanduser()
+        return f"{prefix}:{path if path.is_absolute() else base_dir / path}"
+    if prefix == "hf" and ref.strip():
+        path = Path(ref).expanduser()
+        local = path if path.is_absolute() else base_dir / path
+        if local.is_dir():
+            return f"hf:{local}"
+    return source
+
+
+def spec_from_dict(d: Mapping, where: str, base_dir: Path | None = None, *, index: int | None = None) -> ModelSpec:
+    """Build a ModelSpec from one zoo entry.
+
+    ``where`` names the zoo file (or other origin) in error messages; ``index`` (1-based) names an
+    unnamed entry ("model #3"); ``base_dir`` is the folder relative file paths are resolved against.
+    """
+    at = _Where(where, d.get("name") if isinstance(d, Mapping) else None, index)
+    if not isinstance(d, Mapping):
+        raise ZooError(f"{where}: {at.model}: expected a table of fields, got {type(d).__name__}")
+    for required in ("name", "source"):
+        if required not in d:
+            raise at.error(required, "required field is missing")
+    unknown = sorted(set(d) - _FILE_KEYS, key=str)
+    if unknown:
+        raise at.error(str(unknown[0]), f"unknown field; known fields are {sorted(_FILE_KEYS)}")
+    values = {k: v for k, v in d.items() if k not in ("normalize", "mean", "std")}
+    values.update(_normalisation(d, at))
+    values["source"] = _resolve_source_path(d.get("source"), base_dir)
+    values = _validate(values, at)  # errors here name the file; ModelSpec re-checks the clean values
+    return ModelSpec(**values)
+
+
+def _read_toml(path: Path) -> Any:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise ZooError(f"{path}: reading TOML on Python 3.10 needs the 'tomli' package "
+                           "(pip install tomli), or use a YAML zoo file") from None
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ZooError(f"{path}: not valid TOML: {exc}") from exc
+    extra = sorted(set(data) - {"model"})
+    if extra:
+        hint = " (use [[model]], singular)" if "models" in extra else ""
+        raise ZooError(f"{path}: unknown top-level key {extra[0]!r}; a TOML zoo lists [[model]] tables{hint}")
+    return data.get("model")
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        import yaml
+    except ModuleNotFoundError:
+        raise ZooError(f"{path}: reading YAML needs pyyaml (pip install 'modelspace[yaml]'), "
+                       "or use a TOML zoo file") from None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)  # safe_load: tags like !!python/object are refused, never executed
+    except yaml.YAMLError as exc:
+        raise ZooError(f"{path}: not valid YAML (only plain data, no Python tags, is read): {exc}") from exc
+    if not isinstance(data, dict):
+        raise ZooError(f"{path}: expected a top-level 'models:' list")
+    extra = sorted(set(data) - {"models"}, key=str)
+    if extra:
+        raise ZooError(f"{path}: unknown top-level key {extra[0]!r}; a YAML zoo holds a 'models:' list")
+    return data.get("models")
+
+
+def load_zoo(path: str | Path) -> list[ModelSpec]:
+    """Read a zoo file (TOML or YAML, by extension) into a list of ModelSpecs, in file order.
+
+    Raises ZooError naming the file, the model and the field for any malformed entry, and for
+    duplicate model names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(f"{path}: zoo file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        entries, expected = _read_toml(path), "[[model]] tables"
+    elif suffix in (".yaml", ".yml"):
+        entries, expected = _read_yaml(path), "a 'models:' list"
+    else:
+        raise ZooError(f"{path}: unknown zoo file type {suffix!r}; expected .toml, .yaml or .yml")
+    if not isinstance(entries, list) or not entries:
+        raise ZooError(f"{path}: no models found; expected {expected}")
+    base_dir = path.absolute().parent
+    specs: list[ModelSpec] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries, start=1):
+        spec = spec_from_dict(entry, str(path), base_dir, index=i)
+        if spec.name in seen:
+            raise ZooError(f"{path}: model {spec.name!r} (#{i}): field 'name': duplicate of model #{seen[spec.name]}")
+        seen[spec.name] = i
+        specs.append(spec)
+    return specs

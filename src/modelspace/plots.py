@@ -1,0 +1,217 @@
+"""Report figures as PNG files: affinity heatmap, similarity dendrogram, attribution grid, P@K/R@K.
+
+Figures are drawn on the Agg canvas through matplotlib's object API (`Figure`), never through
+pyplot: nothing needs a display, no global figure list fills up in long runs, and the caller's
+own pyplot backend (a notebook's, say) is left untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy.cluster import hierarchy
+
+from .errors import InputError
+
+MAX_TICK_LABELS = 60
+"""At most about this many model names label a heatmap axis; beyond, every k-th one shows."""
+
+
+def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
+                 order: Sequence[int] | None = None, title: str = "Attribution affinity") -> Path:
+    """Draw the affinity matrix, rows and columns in `order` (e.g. the tree's leaf order)."""
+    a = np.asarray(affinity, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise InputError(f"affinity: expected a square matrix, got shape {a.shape}")
+    n = a.shape[0]
+    _check_names(names, n, "affinity")
+    idx = np.arange(n) if order is None else _checked_order(order, n)
+    a = a[np.ix_(idx, idx)]
+    labels = [str(names[i]) for i in idx]
+
+    side = min(4.0 + 0.12 * n, 24.0)
+    fig = _figure((side + 1.5, side))
+    ax = fig.add_subplot()
+    image = ax.imshow(a, cmap="viridis", interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="affinity")
+    step = max(1, math.ceil(n / MAX_TICK_LABELS))
+    ticks = np.arange(0, n, step)
+    size = _font_size(len(ticks))
+    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=size)
+    ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=size)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_dendrogram(linkage: np.ndarray, names: Sequence[str], path: str | Path,
+                    title: str = "Model similarity tree") -> Path:
+    """Draw the tree horizontally (leaves on the right, names written left to right)."""
+    z = np.asarray(linkage, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] != 4 or not hierarchy.is_valid_linkage(z, throw=False):
+        raise InputError(f"linkage: not a valid scipy linkage matrix (shape {z.shape})")
+    n = z.shape[0] + 1
+    _check_names(names, n, "linkage")
+    fig = _figure((8.0, min(2.0 + 0.22 * n, 60.0)))
+    ax = fig.add_subplot()
+    hierarchy.dendrogram(z, labels=[str(s) for s in names], orientation="left", ax=ax,
+                         leaf_font_size=_font_size(n), color_threshold=0)
+    ax.set_xlabel("1 − affinity")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_attribution_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], path: str | Path,
+                          max_images: int = 6, signed: bool = False) -> Path:
+    """The paper's Figure 2: probe images on top, one row of attribution heatmaps per model.
+
+    Args:
+        images: (n, 3, S, S) float in [0, 1] (uint8 in [0, 255] is accepted too).
+        maps: model name -> its maps for the same images, (n, C, S, S) or flattened (n, C·S·S).
+        max_images: the first this many images are shown.
+        signed: sum the channels keeping the sign (blue-white-red); by default Σ|·| (dark-to-hot).
+            Each map is normalised on its own, so the colours compare places within one map.
+    """
+    imgs = _checked_images(images)
+    if not maps:
+        raise InputError("maps: expected at least one model's maps")
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise InputError(f"max_images: expected a positive integer, got {max_images!r}")
+    n_show = min(len(imgs), max_images)
+    rows = {name: _heat(_checked_maps(m, name, imgs.shape), signed)[:n_show]
+            for name, m in maps.items()}
+
+    fig = _figure((1.8 * n_show + 1.2, 1.8 * (len(rows) + 1)))
+    axes = fig.subplots(len(rows) + 1, n_show, squeeze=False)
+    for c in range(n_show):
+        axes[0, c].imshow(np.clip(imgs[c].transpose(1, 2, 0), 0.0, 1.0))
+    for r, (name, heat) in enumerate(rows.items(), start=1):
+        for c in range(n_show):
+            if signed:
+                axes[r, c].imshow(heat[c], cmap="bwr", vmin=-1.0, vmax=1.0)
+            else:
+                axes[r, c].imshow(heat[c], cmap="hot", vmin=0.0, vmax=1.0)
+    for r, label in enumerate(["image", *rows]):
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path)
+
+
+def plot_curves(report: Mapping, path: str | Path, k_max: int | None = None) -> Path:
+    """P@K and R@K side by side for every method of an `evaluation_report` dict.
+
+    Random and oracle references are dashed. `k_max` cuts the K axis.
+    """
+    methods = _checked_report(report)
+    if k_max is not None and (isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1):
+        raise InputError(f"k_max: expected a positive integer or None, got {k_max!r}")
+    lines = [(name, c, "-", None) for name, c in methods.items()]
+    lines += [(ref, report[ref], "--", colour) for ref, colour in _REFERENCES if ref in report]
+
+    fig = _figure((11.0, 4.2))
+    ax_p, ax_r = fig.subplots(1, 2)
+    for name, curves, style, colour in lines:
+        ks = np.asarray(curves["ks"])
+        keep = ks <= k_max if k_max is not None else np.ones(len(ks), dtype=bool)
+        marker = "o" if style == "-" else None
+        for ax, key in ((ax_p, "precision"), (ax_r, "recall")):
+            ax.plot(ks[keep], np.asarray(curves[key])[keep], style, marker=marker, markersize=3,
+                    color=colour, label=name)
+    for ax, label in ((ax_p, "P@K"), (ax_r, "R@K")):
+        ax.set_xlabel("K")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.set_ylim(0.0, 1.05)
+        ax.grid(alpha=0.3)
+    ax_r.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- helpers
+
+_REFERENCES = (("random", "0.5"), ("oracle", "black"))  # grey and black: apart from the methods
+
+
+def _figure(size: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _font_size(n_labels: int) -> float:
+    # Shrinks from 10 pt for a handful of labels to 5 pt for a crowded axis.
+    return float(np.clip(10.0 - n_labels / 12.0, 5.0, 10.0))
+
+
+def _check_names(names: Sequence[str], n: int, what: str) -> None:
+    if isinstance(names, str) or len(names) != n:
+        got = 1 if isinstance(names, str) else len(names)
+        raise InputError(f"names: {got} names for the {n} models of {what}")
+
+
+def _checked_order(order: Sequence[int], n: int) -> np.ndarray:
+    idx = np.asarray(order)
+    if idx.shape != (n,) or not np.issubdtype(idx.dtype, np.integer) \
+            or not np.array_equal(np.sort(idx), np.arange(n)):
+        raise InputError(f"order: expected a permutation of 0..{n - 1}")
+    return idx
+
+
+def _checked_images(images: np.ndarray) -> np.ndarray:
+    imgs = np.asarray(images)
+    if imgs.ndim != 4 or imgs.shape[1] != 3 or imgs.shape[2] != imgs.shape[3] or len(imgs) == 0:
+        raise InputError(f"images: expected shape (n, 3, S, S) with n ≥ 1, got {imgs.shape}")
+    if imgs.dtype == np.uint8:
+        return imgs.astype(np.float32) / 255.0
+    imgs = imgs.astype(np.float32)
+    if not np.all(np.isfinite(imgs)):
+        raise InputError("images: NaN or infinite pixel values")
+    return imgs
+
+
+def _checked_maps(maps: np.ndarray, name: str, image_shape: tuple) -> np.ndarray:
+    """Return model `name`'s maps as (n, C, S, S), accepting the store's flattened rows."""
+    m = np.asarray(maps, dtype=np.float32)
+    n, _, s, _ = image_shape
+    if m.ndim == 2 and m.shape[0] == n and m.shape[1] % (s * s) == 0 and m.shape[1] > 0:
+        m = m.reshape(n, -1, s, s)
+    if m.ndim != 4 or m.shape[0] != n or m.shape[2:] != (s, s):
+        raise InputError(f"maps[{name!r}]: shape {m.shape} does not match {n} images of "
+                         f"{s}×{s} (expected (n, C, S, S) or (n, C·S·S))")
+    return m
+
+
+def _heat(maps: np.ndarray, signed: bool) -> np.ndarray:
+    """Channel sum per map (|.| or signed), scaled so each map's largest magnitude is 1."""
+    heat = maps.sum(axis=1) if signed else np.abs(maps).sum(axis=1)
+    heat = np.nan_to_num(heat, nan=0.0, posinf=0.0, neginf=0.0)
+    peak = np.abs(heat).reshape(len(heat), -1).max(axis=1)
+    return heat / np.where(peak > 0, peak, 1.0)[:, None, None]  # an all-zero map stays blank
+
+
+def _checked_report(report: Mapping) -> dict:
+    if not isinstance(report, Mapping) or not isinstance(report.get("methods"), Mapping):
+        raise InputError("report: expected an evaluation_report dict with a 'methods' mapping")
+    curves = {**report["methods"], **{r: report[r] for r in ("random", "oracle") if r in report}}
+    if not curves:
+        raise InputError("report: no curves to plot")
+    for name, c in curves.items():
+        if not isinstance(c, Mapping) or not all(k in c for k in ("ks", "precision", "recall")):
+            raise InputError(f"report: curves {name!r} lack 'ks', 'precision' or 'recall'")
+        if not len(c["ks"]) == len(c["precision"]) == len(c["recall"]):
+            raise InputError(f"report: curves {name!r} have lists of different lengths")
+    return dict(report["methods"])

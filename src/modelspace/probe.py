@@ -1,0 +1,368 @@
+"""The probe set: the unlabelled images every model is attributed on.
+
+Conventions
+-----------
+- Images are stored as a uint8 tensor of shape (N, 3, S, S): RGB, square, channels first.
+  ``ProbeSet.batch`` hands them to models as float32 in [0, 1].
+- ``names`` are relative POSIX paths (``"sub/cat.jpg"``) for sets read from a folder and
+  ``"image_00000"``, ``"image_00001"``, ... for sets built from an array.
+- ``hash`` is a hex sha256 over the tensor's shape and bytes. Names are left out, so the
+  same pixels under other file names give the same hash (and re-use the same stored maps).
+- ``from_folder`` walks the folder recursively (symbolic links to folders are not
+  followed, so a link loop cannot hang it), keeps files whose extension is one of
+  ``IMAGE_EXTENSIONS`` (any case) and orders them by relative POSIX path. ``limit`` draws
+  a sample with ``numpy.random.default_rng(seed)``; the sample keeps the sorted order.
+  Each image is EXIF-rotated, converted to RGB (16-bit and float images are rescaled to
+  0..255; an alpha channel is dropped), resized so that its shorter side is ``size``
+  (bilinear) and centre-cropped to ``size`` x ``size``. A file that cannot be decoded is
+  recorded in ``skipped`` as ``(path, "ExceptionClass: message")`` and the rest still load.
+- ``from_array`` takes NCHW or NHWC (3 channels; NCHW wins when both fit) or (N, H, W)
+  grayscale, as uint8 0..255 or float in [0, 1]. With ``size`` the images are resized to
+  ``size`` x ``size`` (bilinear, antialiased; non-square images are stretched); without
+  it they must already be square. Floats become uint8 by ``round(x * 255)``.
+- ``save`` / ``load`` use a plain ``.npz`` (no pickle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from modelspace.errors import InputError, ProbeError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+# Floats this far outside [0, 1] are rounding noise, not a wrong value range.
+_FLOAT_TOLERANCE = 1e-6
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+class ProbeSet:
+    """A set of N square RGB probe images (uint8, N x 3 x S x S) with names."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        names: Sequence[str],
+        skipped: Sequence[tuple[str, str]] = (),
+    ):
+        _check_images(images)
+        names = list(names)
+        if len(names) != images.shape[0]:
+            raise ProbeError(
+                f"names: {len(names)} names for {images.shape[0]} images; give one name per image"
+            )
+        bad = [n for n in names if not isinstance(n, str)]
+        if bad:
+            raise ProbeError(f"names: every name must be a str, got {type(bad[0]).__name__}")
+        self.images = images.contiguous()
+        self.names = names
+        self.skipped = [(str(path), str(reason)) for path, reason in skipped]
+        self._hash: str | None = None
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def size(self) -> int:
+        """Side length S of the square images."""
+        return int(self.images.shape[-1])
+
+    @property
+    def hash(self) -> str:
+        """Hex sha256 over the tensor's shape and bytes (names excluded); computed once."""
+        if self._hash is None:
+            digest = hashlib.sha256()
+            digest.update(repr(tuple(self.images.shape)).encode("ascii"))
+            digest.update(self.images.numpy().tobytes())
+            self._hash = digest.hexdigest()
+        return self._hash
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        return f"ProbeSet(n={len(self)}, size={self.size}, hash={self.hash[:12]}…)"
+
+    def batch(self, start: int, stop: int) -> torch.Tensor:
+        """Images ``start`` .. ``stop - 1`` as float32 (B, 3, S, S) in [0, 1]."""
+        if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= len(self)):
+            raise InputError(
+                f"start, stop: need 0 <= start < stop <= {len(self)}, got start={start!r}, stop={stop!r}"
+            )
+        return self.images[start:stop].to(torch.float32).div_(255.0)
+
+    def subset(self, indices: Sequence[int]) -> "ProbeSet":
+        """A new probe set with the images at ``indices`` (in that order)."""
+        idx = [int(i) for i in indices]
+        if not idx:
+            raise InputError("indices: a subset needs at least one index")
+        out_of_range = [i for i in idx if not 0 <= i < len(self)]
+        if out_of_range:
+            raise InputError(f"indices: {out_of_range[0]} is outside 0..{len(self) - 1}")
+        images = self.images[torch.tensor(idx, dtype=torch.long)]
+        return ProbeSet(images, [self.names[i] for i in idx], self.skipped)
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_folder(
+        cls,
+        folder,
+        size: int = 64,
+        limit: int | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> "ProbeSet":
+        """Read every image under ``folder`` (see the module docstring for the rules)."""
+        folder = Path(folder)
+        _check_positive_int(size, "size")
+        if limit is not None:
+            _check_positive_int(limit, "limit")
+        if not folder.is_dir():
+            raise ProbeError(f"probe folder {str(folder)!r} does not exist or is not a folder")
+
+        files = _sample(_list_image_files(folder), limit, seed)
+        if not files:
+            raise ProbeError(
+                f"probe folder {str(folder)!r} holds no image file "
+                f"(looked for {', '.join(IMAGE_EXTENSIONS)})"
+            )
+
+        arrays, names, skipped = [], [], []
+        for rel in tqdm(files, desc="probe images", unit="img", disable=not progress):
+            try:
+                arrays.append(_load_image(folder / rel, size))
+                names.append(rel)
+            except Exception as exc:  # any decoder failure skips the file, never the run
+                skipped.append((rel, f"{type(exc).__name__}: {exc}"))
+
+        if not arrays:
+            raise ProbeError(
+                f"probe folder {str(folder)!r}: no usable image; all {len(skipped)} image "
+                f"file(s) were skipped (first: {skipped[0][0]}: {skipped[0][1]})"
+            )
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        return cls(images, names, skipped)
+
+    @classmethod
+    def from_array(cls, array, size: int | None = None, names=None) -> "ProbeSet":
+        """Build a probe set from an in-memory array (see the module docstring)."""
+        if size is not None:
+            _check_positive_int(size, "size")
+        data = _to_numpy(array)
+        data = _to_nchw(data)
+        if len(data) == 0:
+            raise ProbeError("array: holds no image (N == 0)")
+        tensor = torch.from_numpy(np.ascontiguousarray(data))
+
+        if size is not None:
+            images = _resize_float(_as_unit_float(tensor), size)
+            images = _float_to_uint8(images)
+        else:
+            if tensor.shape[2] != tensor.shape[3]:
+                raise ProbeError(
+                    f"array: images are {tensor.shape[2]}x{tensor.shape[3]}, not square; "
+                    "pass size= to resize them"
+                )
+            images = tensor if tensor.dtype == torch.uint8 else _float_to_uint8(_as_unit_float(tensor))
+
+        if names is None:
+            names = [f"image_{i:05d}" for i in range(len(images))]
+        return cls(images, names)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write images, names and skipped files to ``path`` as a plain ``.npz``."""
+        path = Path(path)
+        skipped = np.array(self.skipped, dtype=str).reshape(-1, 2)
+        # Writing through a file object keeps the exact file name (np.savez would add ".npz").
+        with open(path, "wb") as fh:
+            np.savez(
+                fh,
+                images=self.images.numpy(),
+                names=np.array(self.names, dtype=str),
+                skipped=skipped,
+            )
+
+    @classmethod
+    def load(cls, path) -> "ProbeSet":
+        """Read a probe set written by ``save`` (no pickle is ever loaded)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ProbeError(f"probe file {str(path)!r} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                fields = {k: data[k] for k in data.files}
+        except Exception as exc:
+            raise ProbeError(f"probe file {str(path)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+        for field in ("images", "names"):
+            if field not in fields:
+                raise ProbeError(f"probe file {str(path)!r} lacks the field {field!r}")
+        skipped = fields.get("skipped", np.empty((0, 2), dtype=str))
+        try:
+            return cls(
+                torch.from_numpy(np.ascontiguousarray(fields["images"])),
+                [str(n) for n in fields["names"].tolist()],
+                [tuple(row) for row in skipped.tolist()],
+            )
+        except ProbeError as exc:
+            raise ProbeError(f"probe file {str(path)!r}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------- validation
+def _check_images(images) -> None:
+    """Raise ProbeError unless ``images`` is a non-empty uint8 (N, 3, S, S) tensor."""
+    if not isinstance(images, torch.Tensor):
+        raise ProbeError(f"images: expected a torch.Tensor, got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise ProbeError(f"images: expected dtype uint8, got {images.dtype}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ProbeError(f"images: expected shape (N, 3, S, S), got {tuple(images.shape)}")
+    if images.shape[2] != images.shape[3]:
+        raise ProbeError(f"images: expected square images, got {images.shape[2]}x{images.shape[3]}")
+    if images.shape[0] == 0 or images.shape[2] == 0:
+        raise ProbeError(f"images: empty tensor of shape {tuple(images.shape)}")
+
+
+def _check_positive_int(value, name: str) -> None:
+    """Raise InputError unless ``value`` is an int >= 1 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name}: expected a positive integer, got {value!r}")
+
+
+# ---------------------------------------------------------------------- folders
+def _list_image_files(folder: Path) -> list[str]:
+    """Relative POSIX paths of the image files under ``folder``, sorted."""
+    found = []
+    # followlinks=False: a symlink pointing to an ancestor would otherwise loop forever.
+    for dirpath, _dirnames, filenames in os.walk(folder, followlinks=False):
+        rel_dir = Path(dirpath).relative_to(folder)
+        for name in filenames:
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append((rel_dir / name).as_posix())
+    return sorted(found)
+
+
+def _sample(files: list[str], limit: int | None, seed: int) -> list[str]:
+    """``limit`` of ``files`` drawn with ``default_rng(seed)``, kept in sorted order."""
+    if limit is None or limit >= len(files):
+        return files
+    chosen = np.random.default_rng(seed).choice(len(files), size=limit, replace=False)
+    return [files[i] for i in sorted(chosen.tolist())]
+
+
+def _load_image(path: Path, size: int) -> np.ndarray:
+    """Decode one file into a uint8 (size, size, 3) RGB array."""
+    with Image.open(path) as img:
+        # Lets JPEG decode at a reduced scale that still covers size x size: much faster.
+        img.draft(None, (size, size))
+        img = ImageOps.exif_transpose(img)
+        rgb = _to_rgb(img)
+    return np.asarray(_resize_and_crop(rgb, size), dtype=np.uint8)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB; 16-bit and float images are rescaled, not clipped."""
+    if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
+        # PIL's own convert clips these to 255 (a 16-bit image turns white), so scale here.
+        gray = _rescale_to_uint8(np.asarray(img), img.mode)
+        return Image.fromarray(gray).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # palette transparency must go through RGBA first
+    return img.convert("RGB")
+
+
+def _rescale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Map a 16-bit, 32-bit integer or float single-channel image to uint8 0..255."""
+    values = values.astype(np.float64)
+    peak = float(values.max()) if values.size else 0.0
+    if mode in _SIXTEEN_BIT_MODES:
+        scale = 255.0 / 65535.0
+    elif mode == "F":
+        scale = 255.0 if peak <= 1.0 else 1.0  # [0, 1] floats, else assume 0..255
+    elif peak <= 255.0:
+        scale = 1.0  # mode "I" holding 8-bit values
+    elif peak <= 65535.0:
+        scale = 255.0 / 65535.0  # mode "I" holding 16-bit values (older PIL PNG decoding)
+    else:
+        scale = 255.0 / peak  # wider integers: stretch to the peak
+    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+
+
+def _resize_and_crop(img: Image.Image, size: int) -> Image.Image:
+    """Resize so the shorter side is ``size`` (bilinear), then centre-crop size x size."""
+    width, height = img.size
+    scale = size / min(width, height)
+    new_w = max(size, round(width * scale))
+    new_h = max(size, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    left = (new_w - size) // 2
+    top = (new_h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+# ---------------------------------------------------------------------- arrays
+def _to_numpy(array) -> np.ndarray:
+    """A numpy view of a tensor or array-like, refusing dtypes other than uint8 and float."""
+    if isinstance(array, torch.Tensor):
+        tensor = array.detach().cpu()
+        if tensor.dtype in (torch.float16, torch.bfloat16):
+            tensor = tensor.to(torch.float32)  # numpy has no bfloat16
+        data = tensor.numpy()
+    else:
+        data = np.asarray(array)
+    if data.dtype != np.uint8 and data.dtype.kind != "f":
+        raise ProbeError(
+            f"array: dtype {data.dtype} not supported; give uint8 in 0..255 or float in [0, 1]"
+        )
+    return data
+
+
+def _to_nchw(data: np.ndarray) -> np.ndarray:
+    """Reorder (N, H, W), NHWC or NCHW data into NCHW with 3 channels."""
+    if data.ndim == 3:  # grayscale: the same plane in all three channels
+        return np.repeat(data[:, None, :, :], 3, axis=1)
+    if data.ndim == 4 and data.shape[1] == 3:
+        return data
+    if data.ndim == 4 and data.shape[3] == 3:
+        return data.transpose(0, 3, 1, 2)
+    raise ProbeError(
+        f"array: shape {data.shape} is not (N, 3, H, W), (N, H, W, 3) or (N, H, W)"
+    )
+
+
+def _as_unit_float(tensor: torch.Tensor) -> torch.Tensor:
+    """float32 in [0, 1]; uint8 is divided by 255, floats are range-checked and clipped."""
+    if tensor.dtype == torch.uint8:
+        return tensor.to(torch.float32) / 255.0
+    tensor = tensor.to(torch.float64)
+    low, high = float(tensor.min()), float(tensor.max())
+    finite = bool(torch.isfinite(tensor).all())
+    if not finite or low < -_FLOAT_TOLERANCE or high > 1.0 + _FLOAT_TOLERANCE:
+        raise ProbeError(
+            f"array: float values must lie in [0, 1], got range [{low:g}, {high:g}]"
+            + ("" if finite else " with non-finite values")
+        )
+    return tensor.clamp_(0.0, 1.0)
+
+
+def _resize_float(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear, antialiased resize of float (N, 3, H, W) images to size x size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    out = F.interpolate(
+        images.to(torch.float32), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+    return out.clamp_(0.0, 1.0)
+
+
+def _float_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """round(x * 255) of images in [0, 1], as uint8."""
+    return torch.round(images.to(torch.float64) * 255.0).clamp_(0, 255).to(torch.uint8)

@@ -1,0 +1,391 @@
+"""`ModelSpace`: the whole pipeline behind one estimator object.
+
+    space = ModelSpace(methods=["saliency", "lrp"], store="runs/store")
+    space.fit(load_zoo("zoo.toml"), ProbeSet.from_folder("probe/"))
+    space.results_["saliency"].affinity          # (N, N) mean-of-cosines matrix
+    space.results_["saliency"].ranking["depth"]  # sources of target 'depth', best first
+    space.evaluate("taskonomy")                  # P@K / R@K against a ground truth
+    space.add(another_spec)                      # computes its maps and one new row only
+    space.save("runs/out")                       # matrices, rankings, trees, plots, results.json
+
+Configuration goes to `__init__`, the work happens in `fit`, results land in attributes with a
+trailing underscore (the scikit-learn convention). A model that fails (cannot load, has no
+such encoder layer, gives all-zero or non-finite maps, has a layer ε-LRP cannot propagate
+through) is recorded in `failures_` and left out; the other models' results are unaffected.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .affinity import affinity_matrix, affinity_row
+from .attribution import AttributionMethod, get_method
+from .errors import InputError, ModelspaceError
+from .evaluation import GroundTruth, evaluate, evaluation_report, rank_sources
+from .executor import LocalExecutor
+from .models.sources import LoadedModel, load_model
+from .models.spec import ModelSpec
+from .probe import ProbeSet
+from .store import EntryKey, MapStore, plan_units
+from .tree import leaf_order, similarity_tree, to_newick
+
+DEFAULT_METHODS = ("saliency", "gradient_x_input", "lrp_epsilon")
+
+
+@dataclass
+class Failure:
+    """Why a model is missing from a method's results."""
+
+    model: str
+    method: str | None  # None: failed before any method (loading, encoder name)
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "method": self.method, "message": self.message}
+
+
+@dataclass
+class MethodResult:
+    """The model space of one attribution method."""
+
+    method: str
+    names: list[str]
+    labels: list[str]
+    affinity: np.ndarray
+    linkage: np.ndarray | None = None
+    ranking: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+
+    @property
+    def newick(self) -> str:
+        return to_newick(self.linkage, self.names) if self.linkage is not None else "();"
+
+
+@dataclass
+class _Member:
+    """A model of the space: its spec, identity and store keys per method."""
+
+    spec: ModelSpec
+    key: str
+    entries: dict[str, EntryKey]
+
+
+class ModelSpace:
+    """Attribution-map model space of a set of models over one probe set.
+
+    Parameters
+    ----------
+    methods : attribution methods (names, aliases or `AttributionMethod` objects).
+    store : folder of the map store (resumable across runs); None uses a temporary folder.
+    batch_size : probe images per forward+backward pass.
+    shard_size : probe images per unit of work (the grain of resuming and of distribution).
+    device : torch device for the models ("cpu", "cuda", "cuda:1").
+    linkage : scipy linkage method of the similarity tree.
+    on_error : "record" keeps going and lists failures in `failures_`; "raise" stops at the first.
+    progress : show progress bars.
+    """
+
+    def __init__(
+        self,
+        methods: Sequence[str | AttributionMethod] = DEFAULT_METHODS,
+        store: str | Path | MapStore | None = None,
+        batch_size: int = 32,
+        shard_size: int = 256,
+        device: str | torch.device = "cpu",
+        linkage: str = "average",
+        on_error: str = "record",
+        progress: bool = True,
+    ) -> None:
+        self.methods = methods
+        self.store = store
+        self.batch_size = batch_size
+        self.shard_size = shard_size
+        self.device = device
+        self.linkage = linkage
+        self.on_error = on_error
+        self.progress = progress
+
+    # ------------------------------------------------------------------ public API
+
+    def fit(self, models: Iterable[ModelSpec | LoadedModel], probe: ProbeSet | Any) -> "ModelSpace":
+        """Compute (or reuse from the store) every model's maps, then the affinities and trees."""
+        self.embed(models, probe)
+        self._assemble()
+        return self
+
+    def embed(self, models: Iterable[ModelSpec | LoadedModel], probe: ProbeSet | Any) -> "ModelSpace":
+        """Only the maps: compute whatever the store lacks (`fit` without the affinities)."""
+        self._validate()
+        self.probe_ = probe if isinstance(probe, ProbeSet) else ProbeSet.from_array(probe)
+        self.store_ = self._open_store()
+        self.methods_ = [get_method(m) for m in self.methods]
+        self.members_: dict[str, _Member] = {}
+        self.failures_: list[Failure] = []
+        models = list(models)
+        for model in tqdm(models, desc="models", unit="model", disable=not self.progress or len(models) < 2):
+            self._embed(model)
+        return self
+
+    def add(self, model: ModelSpec | LoadedModel) -> "ModelSpace":
+        """Add one model: only its maps and its row of each affinity matrix are computed."""
+        self._check_fitted(assembled=False)
+        self._embed(model)
+        self._assemble()
+        return self
+
+    def remove(self, name: str, purge: bool = False) -> "ModelSpace":
+        """Drop a model from the space (and, with purge=True, its maps from the store)."""
+        self._check_fitted(assembled=False)
+        if name not in self.members_:
+            raise InputError(f"no model named {name!r} in this space; models: {', '.join(self.members_)}")
+        member = self.members_.pop(name)
+        if purge:
+            self.store_.remove_model(member.key)
+        self._assemble()
+        return self
+
+    @property
+    def names_(self) -> list[str]:
+        """Models with results for every method."""
+        self._check_fitted()
+        return [n for n in self.members_ if all(n in r.names for r in self.results_.values())]
+
+    def evaluate(self, truth: GroundTruth | str | Path, n_relevant: int = 5) -> dict:
+        """P@K and R@K of every method's ranking against a ground truth, beside random and oracle.
+
+        Models are matched to the truth's tasks by their task label (`ModelSpec.task`, else name).
+        """
+        self._check_fitted()
+        truth = truth if isinstance(truth, GroundTruth) else GroundTruth.load(truth)
+        curves, details, n_candidates = {}, {}, 0
+        for method_id, result in self.results_.items():
+            duplicates = sorted({label for label in result.labels if result.labels.count(label) > 1})
+            if duplicates:
+                raise InputError(f"task labels must be unique to evaluate; repeated: {', '.join(duplicates)}")
+            ranking = rank_sources(result.affinity, result.labels)
+            curves[method_id], details[method_id] = evaluate(ranking, truth, n_relevant, restrict_to_estimated=True)
+            n_candidates = max(n_candidates, len(curves[method_id].ks))
+        report = evaluation_report(curves, n_candidates, n_relevant)
+        report["per_target"] = details
+        self.evaluation_ = report
+        return report
+
+    def save(self, out: str | Path, grid_images: int = 6) -> Path:
+        """Write matrices (CSV), rankings (JSON), trees (Newick + PNG), heatmaps, the
+        attribution grid, failures and `results.json` (settings and any evaluation) to `out`."""
+        from . import plots  # matplotlib is imported only when something is drawn
+
+        self._check_fitted()
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for method_id, r in self.results_.items():
+            slug = _slug(method_id, self.results_)
+            _write_matrix(out / f"affinity_{slug}.csv", r.affinity, r.names)
+            (out / f"ranking_{slug}.json").write_text(json.dumps(r.ranking, indent=1))
+            if len(r.names) >= 2:
+                (out / f"tree_{slug}.nwk").write_text(r.newick + "\n")
+                plots.plot_dendrogram(r.linkage, r.names, out / f"dendrogram_{slug}.png", title=f"Similarity tree · {method_id}")
+                plots.plot_heatmap(r.affinity, r.names, out / f"heatmap_{slug}.png", order=leaf_order(r.linkage),
+                                   title=f"Attribution affinity · {method_id}")
+            if r.names:
+                plots.plot_attribution_grid(self.probe_.batch(0, grid_images).numpy(), self.maps(method_id, grid_images),
+                                            out / f"grid_{slug}.png", max_images=grid_images)
+        if getattr(self, "evaluation_", None):
+            plots.plot_curves(self.evaluation_, out / "pk_curves.png")
+        (out / "results.json").write_text(json.dumps(self.summary(), indent=1))
+        return out
+
+    def maps(self, method: str, n_images: int | None = None) -> dict[str, np.ndarray]:
+        """Stored maps (L2-normalised, at probe size) of the first `n_images` probe images per model."""
+        self._check_fitted()
+        method_id = self._method_id(method)
+        n = len(self.probe_) if n_images is None else min(n_images, len(self.probe_))
+        shape = (n, 3, self.probe_.size, self.probe_.size)
+        return {
+            name: self.store_.read(self.members_[name].entries[method_id], 0, n).reshape(shape)
+            for name in self.results_[method_id].names
+        }
+
+    def summary(self) -> dict:
+        """Settings and results as a JSON-able dict (what `results.json` holds)."""
+        self._check_fitted()
+        return {
+            "modelspace_version": __version__,
+            "torch_version": torch.__version__,
+            "probe": {"hash": self.probe_.hash, "n_images": len(self.probe_), "size": self.probe_.size},
+            "methods": [m.id for m in self.methods_],
+            "models": [{"name": n, "task": m.spec.label, "key": m.key, "source": m.spec.source}
+                       for n, m in self.members_.items()],
+            "failures": [f.to_dict() for f in self.failures_],
+            "evaluation": getattr(self, "evaluation_", None),
+        }
+
+    # ------------------------------------------------------------------ steps
+
+    def _embed(self, model: ModelSpec | LoadedModel) -> None:
+        """Load one model and compute whatever maps of it the store lacks."""
+        name = model.spec.name if isinstance(model, LoadedModel) else getattr(model, "name", None)
+        if not isinstance(model, (ModelSpec, LoadedModel)):
+            raise InputError(f"models must be ModelSpec or LoadedModel objects, got {type(model).__name__}")
+        if name in self.members_:
+            raise InputError(f"model {name!r} is already in this space")
+        self.failures_ = [f for f in self.failures_ if f.model != name]
+        try:
+            loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
+        except ModelspaceError as exc:
+            self._fail(name, None, exc)
+            return
+        self.store_.register_model(loaded.key, name, loaded.spec.to_dict())
+        entries = {}
+        executor = LocalExecutor(self.batch_size, self.device, self.progress)
+        for method in self.methods_:
+            key = EntryKey(loaded.key, self.probe_.hash, method.id, self.probe_.size)
+            try:
+                todo = self.store_.missing(plan_units(key, name, len(self.probe_), self.shard_size))
+                executor.run(loaded, method, todo, self.probe_, self.store_)
+            except ModelspaceError as exc:
+                self._fail(name, method.id, exc)
+                continue
+            health = self.store_.health(key)
+            if health["n_zero"] or health["n_nonfinite"]:
+                self._fail(name, method.id, _degenerate_message(name, method.id, health, len(self.probe_)))
+                continue
+            entries[method.id] = key
+        self.members_[name] = _Member(loaded.spec, loaded.key, entries)
+
+    def _assemble(self) -> None:
+        """Affinities from the store's pair cache; only missing pairs are computed (one row per new model)."""
+        self.results_: dict[str, MethodResult] = {}
+        for method in self.methods_:
+            members = [(n, m) for n, m in self.members_.items() if method.id in m.entries]
+            names = [n for n, _ in members]
+            keys = [m.entries[method.id] for _, m in members]
+            affinity = self._affinity(keys, names)
+            linkage = similarity_tree(affinity, self.linkage) if len(names) >= 2 else None
+            labels = [m.spec.label for _, m in members]
+            ranking = rank_sources(affinity, names) if len(names) >= 2 else {}
+            self.results_[method.id] = MethodResult(method.id, names, labels, affinity, linkage, ranking)
+
+    def _affinity(self, keys: list[EntryKey], names: list[str]) -> np.ndarray:
+        n, n_images = len(keys), len(self.probe_)
+        a = np.eye(n)
+        known = np.eye(n, dtype=bool)
+        for i in range(n):
+            for j in range(i + 1, n):
+                value = self.store_.get_affinity(keys[i], keys[j])
+                if value is not None:
+                    a[i, j] = a[j, i] = value
+                    known[i, j] = known[j, i] = True
+        readers = [lambda s, e, k=k: self.store_.read(k, s, e) for k in keys]
+        if n >= 2 and not known[~np.eye(n, dtype=bool)].any():
+            a = affinity_matrix(readers, n_images, names, progress=self.progress)
+            self.store_.put_affinities((keys[i], keys[j], float(a[i, j])) for i in range(n) for j in range(i + 1, n))
+            return a
+        # Each model with unknown pairs gets one row against them, the newest (most unknown) first,
+        # so that adding one model costs exactly one row.
+        for i in sorted(range(n), key=lambda i: -int((~known[i]).sum())):
+            todo = [j for j in range(n) if not known[i, j]]
+            if not todo:
+                continue
+            row = affinity_row(readers[i], [readers[j] for j in todo], n_images, [names[i]] + [names[j] for j in todo],
+                               progress=self.progress)
+            for j, value in zip(todo, row):
+                a[i, j] = a[j, i] = value
+                known[i, j] = known[j, i] = True
+            self.store_.put_affinities((keys[i], keys[j], float(a[i, j])) for j in todo)
+        return a
+
+    # ------------------------------------------------------------------ helpers
+
+    def _fail(self, name: str, method: str | None, exc: Exception | str) -> None:
+        if self.on_error == "raise":
+            raise exc if isinstance(exc, Exception) else ModelspaceError(exc)
+        self.failures_.append(Failure(name, method, str(exc)))
+        if self.progress:
+            tqdm.write(f"modelspace: {name}: skipped ({method or 'loading'}): {exc}")
+
+    def _validate(self) -> None:
+        for arg in ("batch_size", "shard_size"):
+            value = getattr(self, arg)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{arg} must be a positive integer, got {value!r}")
+        if self.on_error not in ("record", "raise"):
+            raise InputError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
+        if isinstance(self.methods, (str, AttributionMethod)) or not self.methods:
+            raise InputError("methods must be a non-empty list of method names")
+        ids = [get_method(m).id for m in self.methods]
+        if len(set(ids)) != len(ids):
+            raise InputError(f"methods are repeated: {ids}")
+
+    def _open_store(self) -> MapStore:
+        if isinstance(self.store, MapStore):
+            return self.store
+        if self.store is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="modelspace-store-")
+            return MapStore(self._tmp.name)
+        return MapStore(self.store)
+
+    def _check_fitted(self, assembled: bool = True) -> None:
+        if not hasattr(self, "results_" if assembled else "members_"):
+            raise ModelspaceError("this ModelSpace is not fitted yet: call fit(models, probe) first")
+
+    def _method_id(self, method: str) -> str:
+        if method in self.results_:
+            return method
+        wanted = get_method(method).name
+        matches = [m.id for m in self.methods_ if m.name == wanted]
+        if not matches:
+            raise InputError(f"method {method!r} was not computed; methods: {', '.join(self.results_)}")
+        return matches[0]
+
+
+def _degenerate_message(name: str, method: str, health: dict, n_images: int) -> str:
+    parts = []
+    if health["n_zero"]:
+        parts.append(f"{health['n_zero']} of {n_images} maps are all zero (the encoder output does not depend on the input)")
+    if health["n_nonfinite"]:
+        parts.append(f"{health['n_nonfinite']} of {n_images} maps are not finite (NaN or Inf in the model)")
+    return f"model {name!r}, method {method}: " + "; ".join(parts)
+
+
+def _slug(method_id: str, results: dict) -> str:
+    """File-name part for a method: its name, or its full id when two ids share a name."""
+    name = method_id.split("(")[0]
+    if sum(1 for m in results if m.split("(")[0] == name) > 1:
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in method_id).strip("_")
+    return name
+
+
+def _write_matrix(path: Path, matrix: np.ndarray, names: Sequence[str]) -> None:
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["model", *names])
+        for name, row in zip(names, matrix):
+            writer.writerow([name, *(f"{v:.6f}" for v in row)])
+
+
+def read_matrix(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Read a matrix written by `ModelSpace.save` (affinity_<method>.csv)."""
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        names = rows[0][1:]
+        matrix = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    except (OSError, IndexError, ValueError) as exc:
+        raise InputError(f"{path}: not an affinity matrix CSV written by modelspace ({exc})") from exc
+    if matrix.shape != (len(names), len(names)):
+        raise InputError(f"{path}: expected a square matrix with {len(names)} rows, got shape {matrix.shape}")
+    return matrix, names

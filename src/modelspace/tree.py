@@ -1,0 +1,92 @@
+"""The model-similarity tree: agglomerative clustering on the distance 1 − affinity, and Newick."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.cluster import hierarchy
+from scipy.spatial.distance import squareform
+
+from .errors import InputError
+
+METHODS = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
+"""The linkage methods scipy offers. The tree's default is "average" (UPGMA); centroid, median
+and ward assume Euclidean distances, which 1 − affinity is not, so use them knowingly."""
+
+# Characters that end an unquoted Newick label (and '_', which readers turn into a blank).
+_NEWICK_SPECIAL = set(" \t\r\n()[]':;,_")
+
+
+def similarity_tree(affinity: np.ndarray, method: str = "average") -> np.ndarray:
+    """Return a scipy linkage matrix ((N-1) × 4) clustering the models by 1 − affinity.
+
+    The affinity is symmetrised ((A + Aᵀ)/2), the distance clipped at 0 (rounding can push an
+    affinity a hair above 1) and its diagonal set to 0.
+
+    Raises:
+        InputError: a non-square, non-finite or smaller than 2×2 matrix, or an unknown method.
+    """
+    a = np.asarray(affinity, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise InputError(f"affinity: expected a square matrix, got shape {a.shape}")
+    if a.shape[0] < 2:
+        raise InputError(f"affinity: a tree needs at least 2 models, got {a.shape[0]}")
+    if not np.all(np.isfinite(a)):
+        raise InputError("affinity: the matrix holds NaN or infinite values")
+    if method not in METHODS:
+        raise InputError(f"method: unknown linkage method {method!r}; expected one of {METHODS}")
+    dist = np.clip(1.0 - (a + a.T) / 2.0, 0.0, None)
+    np.fill_diagonal(dist, 0.0)
+    return hierarchy.linkage(squareform(dist, checks=False), method=method)
+
+
+def to_newick(linkage: np.ndarray, names: Sequence[str]) -> str:
+    """Return the tree as a Newick string with branch lengths, ending with ';'.
+
+    A branch length is the difference between the heights of the parent and child merges (leaves
+    sit at height 0). Names holding whitespace, Newick punctuation or '_' are single-quoted
+    (with any inner quote doubled), so that every reader gets the exact name back.
+
+    Built bottom-up without recursion, so deep (chain-like) trees of thousands of leaves work.
+
+    Raises:
+        InputError: an invalid linkage, or a names list of the wrong length.
+    """
+    z = _checked_linkage(linkage)
+    n = z.shape[0] + 1
+    if isinstance(names, str) or len(names) != n:
+        raise InputError(f"names: expected {n} names for a linkage of {n} leaves, got "
+                         f"{1 if isinstance(names, str) else len(names)}")
+    text = [_quote(str(name)) for name in names]
+    height = [0.0] * n
+    for left, right, h, _count in z:
+        children = (int(left), int(right))
+        parts = [f"{text[c]}:{_length(h - height[c])}" for c in children]
+        text.append("(" + ",".join(parts) + ")")
+        height.append(float(h))
+    return text[-1] + ";"
+
+
+def leaf_order(linkage: np.ndarray) -> list[int]:
+    """Return the leaves' left-to-right order in the dendrogram: a permutation of 0..N-1."""
+    return [int(i) for i in hierarchy.leaves_list(_checked_linkage(linkage))]
+
+
+def _checked_linkage(linkage: np.ndarray) -> np.ndarray:
+    z = np.asarray(linkage, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] != 4 or z.shape[0] < 1 \
+            or not hierarchy.is_valid_linkage(z, throw=False):
+        raise InputError(f"linkage: not a valid scipy linkage matrix (shape {z.shape})")
+    return z
+
+
+def _quote(name: str) -> str:
+    if name and not (set(name) & _NEWICK_SPECIAL):
+        return name
+    return "'" + name.replace("'", "''") + "'"
+
+
+def _length(value: float) -> str:
+    # 10 significant digits: enough to keep distinct heights distinct, short enough to read.
+    return f"{value:.10g}"

@@ -1,0 +1,109 @@
+"""Report figures: valid PNGs for small and large zoos, clear errors on mismatched input."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelspace import plots
+from modelspace.errors import InputError
+from modelspace.evaluation import evaluation_report, oracle_curves, random_curves
+from modelspace.tree import leaf_order, similarity_tree
+
+
+def affinity(n, seed=0):
+    x = np.random.default_rng(seed).normal(size=(n, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x @ x.T
+
+
+def assert_png(path, returned):
+    assert returned == path and path.is_file()
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        im.verify()
+    with Image.open(path) as im:
+        assert im.size[0] > 0 and im.size[1] > 0
+        return im.size
+
+
+@pytest.mark.parametrize("n", [3, 120])
+def test_heatmap_and_dendrogram(tmp_path, n):
+    a = affinity(n)
+    names = [f"model_{i}" for i in range(n)]
+    z = similarity_tree(a)
+    heat = tmp_path / f"heat{n}.png"
+    assert_png(heat, plots.plot_heatmap(a, names, heat, order=leaf_order(z)))
+    tree = tmp_path / f"tree{n}.png"
+    assert_png(tree, plots.plot_dendrogram(z, names, tree))
+
+
+def test_heatmap_thins_tick_labels(tmp_path, monkeypatch):
+    # Capture the axes' tick labels by wrapping the save step.
+    seen = {}
+
+    def capture(fig, path):
+        ax = fig.axes[0]
+        seen["x"] = [t.get_text() for t in ax.get_xticklabels()]
+        return original(fig, path)
+
+    original = plots._save
+    monkeypatch.setattr(plots, "_save", capture)
+    names = [f"m{i}" for i in range(120)]
+    plots.plot_heatmap(affinity(120), names, tmp_path / "h.png")
+    assert len(seen["x"]) == 60 and seen["x"][:3] == ["m0", "m2", "m4"]  # every 2nd of 120
+    order = list(range(2, -1, -1))
+    plots.plot_heatmap(affinity(3), ["a", "b", "c"], tmp_path / "h3.png", order=order)
+    assert seen["x"] == ["c", "b", "a"]  # all shown, in the given order
+
+
+def test_attribution_grid(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.uniform(size=(8, 3, 16, 16)).astype(np.float32)
+    maps = {"resnet": rng.normal(size=(8, 3, 16, 16)), "vit": np.zeros((8, 3, 16, 16)),
+            "flat": rng.normal(size=(8, 3 * 16 * 16))}
+    path = tmp_path / "grid.png"
+    size = assert_png(path, plots.plot_attribution_grid(images, maps, path, max_images=4))
+    signed = tmp_path / "grid_signed.png"
+    size2 = assert_png(signed, plots.plot_attribution_grid(
+        (images * 255).astype(np.uint8), maps, signed, max_images=10, signed=True))
+    assert size2[0] > size[0]  # 8 columns are wider than 4
+
+
+def test_heat_normalises_each_map():
+    m = np.zeros((2, 3, 2, 2))
+    m[0, 0, 0, 0] = 4.0
+    m[0, 1, 0, 0] = -2.0
+    m[0, 2, 1, 1] = 1.0
+    absolute = plots._heat(m, signed=False)
+    np.testing.assert_allclose(absolute[0], [[1.0, 0.0], [0.0, 1 / 6]])
+    np.testing.assert_allclose(absolute[1], 0.0)  # an all-zero map stays blank
+    np.testing.assert_allclose(plots._heat(m, signed=True)[0], [[1.0, 0.0], [0.0, 0.5]])
+
+
+def test_curves(tmp_path):
+    report = evaluation_report({"attribution": oracle_curves(19), "worse": random_curves(19)}, 19)
+    path = tmp_path / "sub" / "curves.png"
+    assert_png(path, plots.plot_curves(report, path))
+    assert_png(path, plots.plot_curves(report, path, k_max=10))
+
+
+def test_mismatched_inputs_are_rejected(tmp_path):
+    out = tmp_path / "x.png"
+    with pytest.raises(InputError, match="names"):
+        plots.plot_heatmap(affinity(4), ["a", "b"], out)
+    with pytest.raises(InputError, match="square"):
+        plots.plot_heatmap(np.ones((3, 4)), ["a", "b", "c"], out)
+    with pytest.raises(InputError, match="order"):
+        plots.plot_heatmap(affinity(3), ["a", "b", "c"], out, order=[0, 0, 1])
+    with pytest.raises(InputError, match="names"):
+        plots.plot_dendrogram(similarity_tree(affinity(4)), ["a"], out)
+    images = np.zeros((2, 3, 8, 8))
+    with pytest.raises(InputError, match="images"):
+        plots.plot_attribution_grid(np.zeros((2, 1, 8, 8)), {"m": np.zeros((2, 3, 8, 8))}, out)
+    with pytest.raises(InputError, match=r"maps\['m'\]"):
+        plots.plot_attribution_grid(images, {"m": np.zeros((2, 3, 4, 4))}, out)
+    with pytest.raises(InputError, match=r"maps\['m'\]"):
+        plots.plot_attribution_grid(images, {"m": np.zeros((3, 3, 8, 8))}, out)
+    with pytest.raises(InputError, match="report"):
+        plots.plot_curves({"random": {}}, out)
+    assert not out.exists()

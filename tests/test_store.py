@@ -1,0 +1,300 @@
+"""Tests of the map store: shards, integrity checks, removal, affinity cache, work units."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from modelspace.errors import InputError, StoreError
+from modelspace.store import EntryKey, MapStore, ShardInfo, WorkUnit, plan_units
+
+PROBE = "ab" * 32
+METHOD = "lrp_epsilon(epsilon=1e-06)"
+N, SHAPE = 10, (3, 4, 4)
+F = 3 * 4 * 4
+
+
+def key_for(model_key, method=METHOD, probe_hash=PROBE, size=4):
+    return EntryKey(model_key=model_key, probe_hash=probe_hash, method=method, probe_size=size)
+
+
+def unit_normalised(maps):
+    """Expected stored rows: each flattened map divided by its L2 norm."""
+    rows = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with MapStore(tmp_path / "store") as s:
+        yield s
+
+
+@pytest.fixture
+def maps():
+    rng = np.random.default_rng(1)
+    # Rows on very different scales, to show normalisation is per row.
+    scale = 10.0 ** rng.uniform(-3, 3, size=(N, 1, 1, 1))
+    return (rng.standard_normal((N, *SHAPE)) * scale).astype(np.float32)
+
+
+def write_all(store, key, maps, shard_size=4, name="model"):
+    units = plan_units(key, name, len(maps), shard_size=shard_size)
+    infos = [store.write(u, maps[u.start:u.stop]) for u in units]
+    return units, infos
+
+
+def test_plan_units_covers_images_in_shards():
+    key = key_for("m1")
+    units = plan_units(key, "resnet", 10, shard_size=4)
+    assert [(u.shard, u.start, u.stop) for u in units] == [(0, 0, 4), (1, 4, 8), (2, 8, 10)]
+    assert all(u.key == key and u.model_name == "resnet" for u in units)
+    with pytest.raises(InputError, match="shard_size"):
+        plan_units(key, "resnet", 10, shard_size=0)
+
+
+def test_write_read_round_trip_normalises_rows(store, maps):
+    key = key_for("m1")
+    _, infos = write_all(store, key, maps)
+    assert all(isinstance(i, ShardInfo) and Path(i.path).is_file() for i in infos)
+    out = store.read(key)
+    assert out.dtype == np.float32 and out.shape == (N, F)
+    np.testing.assert_allclose(out, unit_normalised(maps), atol=2e-3)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=2e-3)
+    assert store.is_complete(key, N)
+
+
+def test_tiny_gradients_do_not_underflow(store, maps):
+    key = key_for("m1")
+    tiny = torch.from_numpy(maps.astype(np.float64) * 1e-12)  # far below float16's range
+    write_all(store, key, tiny)
+    np.testing.assert_allclose(store.read(key), unit_normalised(maps), atol=2e-3)
+
+
+def test_read_across_shard_boundaries(store, maps):
+    key = key_for("m1")
+    write_all(store, key, maps, shard_size=3)
+    expected = unit_normalised(maps)
+    np.testing.assert_allclose(store.read(key, 2, 8), expected[2:8], atol=2e-3)
+    np.testing.assert_allclose(store.read(key, 9, 10), expected[9:10], atol=2e-3)
+    assert store.read(key, 4, 4).shape == (0, F)
+    with pytest.raises(StoreError, match="rows 10..11"):
+        store.read(key, 8, 12)
+
+
+def test_read_only_loads_overlapping_shards(store, maps):
+    key = key_for("m1")
+    _, infos = write_all(store, key, maps)
+    os.remove(infos[0].path)  # shard 0 gone: rows 4..9 must still be readable
+    np.testing.assert_allclose(store.read(key, 4, 10), unit_normalised(maps)[4:], atol=2e-3)
+
+
+def test_zero_and_nonfinite_rows_are_counted_and_zeroed(store, maps):
+    key = key_for("m1")
+    maps[1] = 0.0
+    maps[5, 0, 0, 0] = np.nan
+    maps[6, 2, 1, 1] = np.inf
+    _, infos = write_all(store, key, maps)
+    assert [(i.n_zero, i.n_nonfinite) for i in infos] == [(1, 0), (0, 2), (0, 0)]
+    assert store.health(key) == {"n_zero": 1, "n_nonfinite": 2}
+    out = store.read(key)
+    assert np.all(out[[1, 5, 6]] == 0) and np.isfinite(out).all()
+    good = [0, 2, 3, 4, 7, 8, 9]
+    np.testing.assert_allclose(out[good], unit_normalised(maps[good]), atol=2e-3)
+    assert store.health(key_for("other")) == {"n_zero": 0, "n_nonfinite": 0}
+
+
+def test_write_checks_batch_size_and_feature_count(store, maps):
+    key = key_for("m1")
+    unit = plan_units(key, "resnet50", N, shard_size=4)[0]
+    with pytest.raises(StoreError, match="resnet50"):
+        store.write(unit, maps[:3])
+    store.write(unit, maps[:4])
+    second = plan_units(key, "resnet50", N, shard_size=4)[1]
+    with pytest.raises(StoreError, match="resnet50.*48"):
+        store.write(second, maps[4:8, :2])
+
+
+def test_missing_lists_absent_deleted_and_corrupt_units(store, maps):
+    key = key_for("m1")
+    units = plan_units(key, "m", N, shard_size=4)
+    assert store.missing(units) == units
+    infos = {u.shard: store.write(u, maps[u.start:u.stop]) for u in (units[0], units[2])}
+    assert store.missing(units) == [units[1]]
+    assert not store.is_complete(key, N)
+
+    os.remove(infos[0].path)
+    assert store.missing(units) == [units[0], units[1]]
+    assert not store.is_complete(key, N)
+    with pytest.raises(StoreError, match=f"shard_{0:05d}.npy"):
+        store.read(key, 0, 4)
+
+    corrupt = Path(infos[2].path)
+    payload = bytearray(corrupt.read_bytes())
+    payload[-3] ^= 0x01  # one flipped bit in the data, same size
+    corrupt.write_bytes(bytes(payload))
+    assert store.missing(units) == units
+    assert store.missing(units, verify=False) == [units[0], units[1]]  # size check only
+    with pytest.raises(StoreError, match=str(corrupt)):
+        store.read(key, 8, 10)
+
+    # A rerun recomputes exactly what is missing and the entry is whole again.
+    for unit in store.missing(units):
+        store.write(unit, maps[unit.start:unit.stop])
+    assert store.missing(units) == []
+    np.testing.assert_allclose(store.read(key), unit_normalised(maps), atol=2e-3)
+
+
+def test_missing_when_shard_size_changed(store, maps):
+    key = key_for("m1")
+    write_all(store, key, maps, shard_size=4)
+    resharded = plan_units(key, "m", N, shard_size=5)
+    assert store.missing(resharded) == resharded  # same shard numbers, other ranges
+    for unit in resharded:
+        store.write(unit, maps[unit.start:unit.stop])
+    # The old shard 2 (rows 8..9) overlapped the new shard 1 and was dropped with its file.
+    assert store.missing(resharded) == []
+    np.testing.assert_allclose(store.read(key), unit_normalised(maps), atol=2e-3)
+    files = sorted(p.name for p in Path(store.root, "arrays").rglob("*.npy"))
+    assert files == ["shard_00000.npy", "shard_00001.npy"]
+
+
+def test_layout_and_method_slugs(store, maps):
+    a, b = key_for("c0ffee", method="a(b)"), key_for("c0ffee", method="a_b_")
+    info_a = store.write(plan_units(a, "m", 2)[0], maps[:2])
+    info_b = store.write(plan_units(b, "m", 2)[0], maps[2:4])
+    rel = Path(info_a.path).relative_to(store.root).parts
+    assert rel[:3] == ("arrays", "c0", "c0ffee")
+    assert rel[4:] == (f"{PROBE[:16]}_4", "shard_00000.npy")
+    assert info_a.path != info_b.path  # similar method ids never share a folder
+    np.testing.assert_allclose(store.read(a), unit_normalised(maps[:2]), atol=2e-3)
+    np.testing.assert_allclose(store.read(b), unit_normalised(maps[2:4]), atol=2e-3)
+
+
+def test_remove_entry_and_remove_model(store, maps):
+    k1, k2, k3 = key_for("m1"), key_for("m2"), key_for("m3")
+    other_method = key_for("m1", method="saliency")
+    for k in (k1, k2, k3, other_method):
+        store.register_model(k.model_key, f"name_{k.model_key}", {"source": "python:x"})
+    files = {k: [i.path for i in write_all(store, k, maps)[1]] for k in (k1, k2, other_method)}
+    store.put_affinities([(k1, k2, 0.5), (k1, k3, 0.25), (k2, k3, 0.75)])
+
+    assert store.remove_entry(other_method) == 3
+    assert not any(os.path.exists(p) for p in files[other_method])
+
+    assert store.remove_model("m1") == 3
+    assert not any(os.path.exists(p) for p in files[k1])
+    assert not (store.root / "arrays" / "m1").exists()  # empty folders pruned
+    assert all(os.path.exists(p) for p in files[k2])
+    assert store.get_affinity(k1, k2) is None and store.get_affinity(k3, k1) is None
+    assert store.get_affinity(k2, k3) == 0.75
+    assert [m["model_key"] for m in store.models()] == ["m2", "m3"]
+    assert store.missing(plan_units(k1, "m", N, 4)) == plan_units(k1, "m", N, 4)
+
+
+def test_affinity_cache_is_symmetric(store):
+    a, b, c = key_for("aa"), key_for("bb"), key_for("cc")
+    assert store.get_affinity(a, b) is None
+    store.put_affinities([(b, a, 0.7), (a, a, 1.0)])
+    assert store.get_affinity(a, b) == 0.7 and store.get_affinity(b, a) == 0.7
+    assert store.get_affinity(a, a) == 1.0
+    assert store.get_affinity(a, c) is None
+    store.put_affinities([(a, b, 0.1)])  # recomputed value replaces the old one
+    assert store.get_affinity(b, a) == 0.1
+    # Other method or probe: a different cache slot, and pairs across them are refused.
+    assert store.get_affinity(key_for("aa", method="saliency"), key_for("bb", method="saliency")) is None
+    with pytest.raises(InputError, match="method"):
+        store.get_affinity(a, key_for("bb", method="saliency"))
+    with pytest.raises(InputError, match="value"):
+        store.put_affinities([(a, c, float("nan"))])
+
+
+def test_put_affinities_is_one_transaction(store):
+    a, b = key_for("aa"), key_for("bb")
+    bad = key_for("cc", probe_hash="ff" * 32)
+
+    def pairs():
+        yield a, b, 0.3
+        yield a, bad, 0.4  # invalid pair: nothing of this batch may be stored
+
+    with pytest.raises(InputError, match="probe_hash"):
+        store.put_affinities(pairs())
+    assert store.get_affinity(a, b) is None
+
+
+def test_models_registry_upsert_and_latest(store):
+    store.register_model("k1", "resnet", {"source": "timm:resnet18", "layer": "fc"})
+    store.register_model("k2", "resnet", {"source": "timm:resnet18", "layer": "avgpool"})
+    store.register_model("k3", "vit", {"source": "hf:vit"})
+    assert store.model_key("resnet") == "k2"
+    assert store.model_key("unknown") is None
+    store.register_model("k1", "resnet", {"source": "timm:resnet18", "layer": "fc"})
+    assert store.model_key("resnet") == "k1"
+    models = store.models()
+    assert [m["model_key"] for m in models] == ["k2", "k3", "k1"]
+    assert models[2]["spec"] == {"source": "timm:resnet18", "layer": "fc"}
+    with pytest.raises(InputError, match="vit"):
+        store.register_model("k4", "vit", {"bad": object()})
+
+
+def test_work_unit_json_round_trip():
+    unit = WorkUnit(key_for("m1"), "resnet", shard=2, start=512, stop=600)
+    text = json.dumps(unit.to_dict())
+    assert WorkUnit.from_dict(json.loads(text)) == unit
+    with pytest.raises(InputError, match="stop"):
+        WorkUnit.from_dict({k: v for k, v in unit.to_dict().items() if k != "stop"})
+    with pytest.raises(InputError, match="stop"):
+        WorkUnit(key_for("m1"), "resnet", shard=0, start=5, stop=5)
+
+
+def test_entry_key_validation():
+    with pytest.raises(InputError, match="model_key"):
+        key_for("../escape")
+    with pytest.raises(InputError, match="probe_size"):
+        key_for("m1", size=0)
+    with pytest.raises(InputError, match="method"):
+        key_for("m1", method="")
+
+
+def test_reopened_store_sees_everything(tmp_path, maps):
+    root = tmp_path / "store"
+    key, other = key_for("m1"), key_for("m2")
+    with MapStore(root) as first:
+        first.register_model("m1", "resnet", {"source": "python:a"})
+        write_all(first, key, maps)
+        first.put_affinities([(key, other, 0.42)])
+        before = first.read(key)
+    with MapStore(root) as again:
+        assert again.models() == [{"model_key": "m1", "name": "resnet", "spec": {"source": "python:a"}}]
+        assert again.model_key("resnet") == "m1"
+        assert again.is_complete(key, N)
+        np.testing.assert_array_equal(again.read(key), before)
+        assert again.get_affinity(other, key) == 0.42
+        assert again.missing(plan_units(key, "resnet", N, 4)) == []
+
+
+def test_two_store_objects_share_one_root(tmp_path, maps):
+    root = tmp_path / "store"
+    key = key_for("m1")
+    units = plan_units(key, "m", N, 4)
+    with MapStore(root) as one, MapStore(root) as two:
+        one.write(units[0], maps[0:4])
+        two.write(units[1], maps[4:8])
+        one.write(units[2], maps[8:10])
+        assert two.missing(units) == [] and one.missing(units) == []
+        np.testing.assert_array_equal(one.read(key), two.read(key))
+
+
+def test_bad_root_and_bad_manifest_name_the_file(tmp_path):
+    not_a_folder = tmp_path / "plain_file"
+    not_a_folder.write_text("x")
+    with pytest.raises(StoreError, match="plain_file"):
+        MapStore(not_a_folder)
+    root = tmp_path / "broken_store"
+    root.mkdir()
+    (root / "manifest.sqlite").write_bytes(b"definitely not sqlite" * 100)
+    with pytest.raises(StoreError, match="manifest.sqlite"):
+        MapStore(root)

@@ -1,0 +1,117 @@
+"""Small deterministic models for the tests (import as ``toy_models``; also a ``python:`` source).
+
+Each builder seeds its own RNG (without disturbing the global one), randomises batch-norm statistics so
+that batch norm is not an identity, and returns the model in eval mode.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _build(seed: int, cls: type, *args: int) -> nn.Module:
+    """``cls(*args)`` built under ``torch.manual_seed(seed)`` in a forked RNG (the global one is untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(*args)
+        _randomise_bn(model)
+    return model.eval()
+
+
+def _randomise_bn(model: nn.Module) -> None:
+    """Non-trivial running statistics and affine parameters, so eval-mode BN changes its input."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+
+
+class TinyCNN(nn.Module):
+    """``encoder`` (conv-bn-relu-maxpool-conv) followed by ``head`` (global average pool + linear)."""
+
+    def __init__(self, width: int = 8, classes: int = 5):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 3, padding=1),
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def tiny_cnn(width: int = 8) -> nn.Module:
+    """TinyCNN; encoder name ``encoder``, R of shape (B, width, S/2, S/2)."""
+    return _build(0, TinyCNN, width)
+
+
+class BasicBlock(nn.Module):
+    """conv-bn-relu-conv-bn, then a functional residual add ``out + identity`` and a ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu2 = nn.ReLU()  # a separate module from relu1, so per-module hooks can tell them apart
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        out = out + identity
+        return self.relu2(out)
+
+
+class TinyResNet(nn.Module):
+    """Stem (conv+bn+relu), maxpool, ``layer1``, ``layer2`` (stride 2), avgpool, fc."""
+
+    def __init__(self, width: int = 8, classes: int = 5):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(2)
+        self.layer1 = BasicBlock(width, width)
+        self.layer2 = BasicBlock(width, 2 * width, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def tiny_resnet(width: int = 8) -> nn.Module:
+    """TinyResNet; encoder name ``layer2``, R of shape (B, 2·width, S/4, S/4)."""
+    return _build(1, TinyResNet, width)
+
+
+class TinyMLP(nn.Module):
+    """``encoder`` (flatten, linear, relu) and ``head`` (linear), for 3×8×8 inputs."""
+
+    def __init__(self, size: int = 8, hidden: int = 16, classes: int = 4):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def tiny_mlp() -> nn.Module:
+    """TinyMLP for 8×8 inputs; encoder name ``encoder``, R of shape (B, 16)."""
+    return _build(2, TinyMLP)
