@@ -14,6 +14,7 @@ from typing import Sequence
 
 from . import __version__
 from .errors import InputError, ModelspaceError
+from .evaluation import format_table
 
 EXAMPLES = {
     "run": "modelspace run zoo.toml probe_images/ --out results/ --truth taskonomy",
@@ -106,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"evaluation_{method}.json").write_text(json.dumps(report, indent=1))
     plot_curves(report, out / f"pk_curves_{method}.png")
-    _emit(args, report, _table(report))
+    _emit(args, report, format_table(report))
     return 0
 
 
@@ -175,19 +176,6 @@ def _space(args: argparse.Namespace):
                       device=args.device, progress=not args.quiet)
 
 
-def _table(report: dict) -> str:
-    """P@1, P@3, P@5, R@5 per method, random and oracle."""
-    rows = [(name, c) for name, c in report["methods"].items()]
-    rows += [("random", report["random"]), ("oracle", report["oracle"])]
-    width = max(len(n) for n, _ in rows)
-    lines = [f"{'method':{width}s}  P@1    P@3    P@5    R@5"]
-    for name, c in rows:
-        at = {k: (p, r) for k, p, r in zip(c["ks"], c["precision"], c["recall"])}
-        cells = [at.get(k, (float("nan"),) * 2) for k in (1, 3, 5)]
-        lines.append(f"{name:{width}s}  " + "  ".join(f"{p:.3f}" for p, _ in cells) + f"  {cells[2][1]:.3f}")
-    return "\n".join(lines)
-
-
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
     lines = [f"probe: {summary['probe']['n_images']} images, hash {summary['probe']['hash'][:12]}"]
     for method_id, r in space.results_.items():
@@ -197,7 +185,7 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
     for f in space.failures_:
         lines.append(f"failed: {f.model} ({f.method or 'load'}): {f.message}")
     if summary.get("evaluation"):
-        lines.append("\n" + _table(summary["evaluation"]))
+        lines.append("\n" + format_table(summary["evaluation"]))
     lines.append(done)
     _emit(args, summary, "\n".join(lines))
 

@@ -404,3 +404,17 @@ def evaluation_report(curves_by_method: Mapping[str, Curves], n_candidates: int,
     return {"n_candidates": int(n_candidates), "n_relevant": int(n_relevant), "methods": methods,
             "random": random_curves(n_candidates, n_relevant).to_dict(),
             "oracle": oracle_curves(n_candidates, n_relevant).to_dict()}
+
+
+def format_table(report: Mapping, ks: Sequence[int] = (1, 3, 5)) -> str:
+    """A plain-text table of an `evaluation_report`: P@K at `ks` and R@K at the last K, per
+    method and baseline, then random and oracle."""
+    rows = list(report["methods"].items()) + [("random", report["random"]), ("oracle", report["oracle"])]
+    width = max(len(name) for name, _ in rows)
+    header = f"{'method':{width}s}  " + "  ".join(f"P@{k:<3d}" for k in ks) + f"  R@{ks[-1]}"
+    lines = [header]
+    for name, curves in rows:
+        at = {k: (p, r) for k, p, r in zip(curves["ks"], curves["precision"], curves["recall"])}
+        cells = [at.get(k, (float("nan"), float("nan"))) for k in ks]
+        lines.append(f"{name:{width}s}  " + "  ".join(f"{p:.3f}" for p, _ in cells) + f"  {cells[-1][1]:.3f}")
+    return "\n".join(lines)

@@ -158,19 +158,25 @@ class ModelSpace:
         self._check_fitted()
         return [n for n in self.members_ if all(n in r.names for r in self.results_.values())]
 
-    def evaluate(self, truth: GroundTruth | str | Path, n_relevant: int = 5) -> dict:
+    def evaluate(self, truth: GroundTruth | str | Path, n_relevant: int = 5, models: Sequence[str] | None = None) -> dict:
         """P@K and R@K of every method's ranking against a ground truth, beside random and oracle.
 
-        Models are matched to the truth's tasks by their task label (`ModelSpec.task`, else name).
+        Models are matched to the truth's tasks by their task label (`ModelSpec.task`, else name);
+        `models` restricts the evaluation to some of them (their labels must be unique).
         """
         self._check_fitted()
         truth = truth if isinstance(truth, GroundTruth) else GroundTruth.load(truth)
+        if models is not None and set(models) - set(self.members_):
+            raise InputError(f"models not in this space: {', '.join(sorted(set(models) - set(self.members_)))}")
         curves, details, n_candidates = {}, {}, 0
         for method_id, result in self.results_.items():
-            duplicates = sorted({label for label in result.labels if result.labels.count(label) > 1})
+            keep = [i for i, n in enumerate(result.names) if models is None or n in models]
+            labels = [result.labels[i] for i in keep]
+            duplicates = sorted({label for label in labels if labels.count(label) > 1})
             if duplicates:
-                raise InputError(f"task labels must be unique to evaluate; repeated: {', '.join(duplicates)}")
-            ranking = rank_sources(result.affinity, result.labels)
+                raise InputError(f"task labels must be unique to evaluate; repeated: {', '.join(duplicates)} "
+                                 "(pass models=[...] to evaluate a subset)")
+            ranking = rank_sources(result.affinity[np.ix_(keep, keep)], labels)
             curves[method_id], details[method_id] = evaluate(ranking, truth, n_relevant, restrict_to_estimated=True)
             n_candidates = max(n_candidates, len(curves[method_id].ks))
         report = evaluation_report(curves, n_candidates, n_relevant)

@@ -1,0 +1,502 @@
+"""Label-free baseline estimators: similarities between models' encoder activations.
+
+Where the attribution pipeline compares *how* models look at the probe images, these baselines
+compare *what* the models compute there: the encoder output R of every model on the same N
+probe images, flattened to an (N, D) matrix per model (`encoder_activations`).
+
+Every baseline is a short declaration over one mechanism (`Similarity`):
+
+    p = baseline.prepare(x)        # once per model: checks, then centring / SVD / Gram / RDM
+    s = baseline.compare(p, q)     # once per pair: cheap, on the prepared forms
+
+so an M-model matrix (`similarity_matrix`) costs M preparations and M(M+1)/2 comparisons.
+
+    SVCCA      Raghu et al., 2017      mean canonical correlation of the top-variance subspaces
+    LinearCKA  Kornblith et al., 2019  centred kernel alignment with linear kernels
+    RBFCKA     Kornblith et al., 2019  ... with RBF kernels, bandwidth relative to the median distance
+    RSA        Kriegeskorte et al.,    Spearman correlation of representational dissimilarity
+               2008                    matrices (upper triangles)
+
+All four are invariant to an isotropic scaling of a representation, so `prepare` first divides
+by the largest magnitude: it keeps float64 sums of fourth powers (CKA's norms) from under- or
+overflowing whatever the activations' scale. A representation that is constant across the images
+carries no information about them and makes every score undefined: `prepare` raises
+`AttributionError` naming it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from tqdm.auto import tqdm
+
+from .errors import AttributionError, InputError
+from .models.encoder import EncoderTap
+
+__all__ = [
+    "BASELINES",
+    "LinearCKA",
+    "Prepared",
+    "RBFCKA",
+    "RSA",
+    "SVCCA",
+    "Similarity",
+    "encoder_activations",
+    "get_baseline",
+    "register_baseline",
+    "similarity_matrix",
+]
+
+BASELINES: dict[str, type["Similarity"]] = {}
+ALIASES: dict[str, str] = {}
+
+
+# ------------------------------------------------------------------------------------ activations
+
+
+def encoder_activations(
+    model: Any,
+    images: torch.Tensor,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
+    """The encoder output R of `model` on each probe image, flattened: float32 (N, D).
+
+    Args:
+        model: a `LoadedModel` (its ``module``, ``encoder``, ``transform`` and ``name`` are used).
+        images: probe images, float (N, 3, S, S) in [0, 1], before the model's transform T_i.
+        batch_size: images per forward pass.
+        device: where the batches are sent; the module must already be there
+            (``load_model(spec, device)``).
+        progress: show a tqdm bar over batches.
+
+    Raises:
+        InputError: bad `images` or `batch_size`.
+        AttributionError: R is not a floating-point tensor, changes size between batches, or holds
+            non-finite values (the message names the model and the count of images).
+    """
+    name = getattr(model, "name", "model")
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+        desc = (f"shape {tuple(images.shape)} {images.dtype}" if isinstance(images, torch.Tensor)
+                else type(images).__name__)
+        raise InputError(f"images: expected a float tensor (N, 3, S, S), got {desc}")
+    if images.shape[0] == 0:
+        raise InputError("images: expected at least one image, got N = 0")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
+
+    tap = EncoderTap(model.module, model.encoder, name)
+    n = images.shape[0]
+    rows: list[np.ndarray] = []
+    starts = range(0, n, batch_size)
+    with torch.no_grad():
+        for start in tqdm(starts, desc=f"{name} · activations", unit="batch", disable=not progress, leave=False):
+            x = model.transform(images[start:start + batch_size].to(device))
+            r = tap(x)
+            if not r.is_floating_point():
+                raise AttributionError(f"model {name!r}: the encoder output is not a floating-point tensor "
+                                       f"(got {r.dtype})")
+            rows.append(r.detach().reshape(r.shape[0], -1).float().cpu().numpy())
+            if rows[-1].shape[1] != rows[0].shape[1]:
+                raise AttributionError(f"model {name!r}: the encoder output has {rows[0].shape[1]} values per "
+                                       f"image in the first batch but {rows[-1].shape[1]} at image {start}")
+    out = np.concatenate(rows)
+    bad = int((~np.isfinite(out).all(axis=1)).sum())
+    if bad:
+        raise AttributionError(f"model {name!r}: non-finite encoder output for {bad} of {n} images")
+    return out
+
+
+# ----------------------------------------------------------------------------------- the mechanism
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One representation in a baseline's own precomputed form; `data` is private to the baseline."""
+
+    baseline: str
+    what: str
+    n_images: int
+    data: Any
+
+
+def register_baseline(*aliases: str) -> Callable[[type["Similarity"]], type["Similarity"]]:
+    """Class decorator adding a baseline to the registry under its `name` (and aliases)."""
+
+    def add(cls: type[Similarity]) -> type[Similarity]:
+        BASELINES[cls.name] = cls
+        for alias in aliases:
+            ALIASES[alias] = cls.name
+        return cls
+
+    return add
+
+
+class Similarity:
+    """Base declaration: a symmetric similarity between two representations of the same N images.
+
+    Subclasses declare `_prepare` (per-representation work on a checked float64 (N, D) matrix)
+    and `_compare` (per-pair work on two prepared forms). `prepare` and `compare` are the checked
+    public entry points; calling the object compares two raw representations.
+    """
+
+    name: ClassVar[str]
+    #: the fewest images for which the baseline is defined
+    min_images: ClassVar[int] = 2
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Parameters that change the scores."""
+        return {}
+
+    @property
+    def id(self) -> str:
+        """Canonical identity, e.g. 'linear_cka' or 'svcca(variance=0.99)'."""
+        if not self.params:
+            return self.name
+        inner = ",".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({inner})"
+
+    def __repr__(self) -> str:
+        return self.id
+
+    def prepare(self, x: np.ndarray, what: str = "representation") -> Prepared:
+        """Check an (N, ...) representation of N images and precompute what `compare` needs.
+
+        `what` names the representation (a model) in error messages.
+        """
+        checked = _check_representation(x, what, self.min_images)
+        return Prepared(self.name, what, checked.shape[0], self._prepare(checked, what))
+
+    def compare(self, a: Prepared, b: Prepared) -> float:
+        """The similarity of two prepared representations of the same images."""
+        for arg, p in (("a", a), ("b", b)):
+            if not isinstance(p, Prepared) or p.baseline != self.name:
+                raise InputError(f"{self.name}: argument {arg!r} must come from {self.name}.prepare, "
+                                 f"got {type(p).__name__}")
+        if a.n_images != b.n_images:
+            raise InputError(f"{self.name}: {a.what!r} has {a.n_images} images but {b.what!r} has "
+                             f"{b.n_images}; both must describe the same probe images")
+        return float(self._compare(a.data, b.data))
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Similarity of two raw representations (N, ...) of the same N images."""
+        return self.compare(self.prepare(x, "x"), self.prepare(y, "y"))
+
+    # -- to declare
+
+    def _prepare(self, x: np.ndarray, what: str) -> Any:
+        raise NotImplementedError
+
+    def _compare(self, a: Any, b: Any) -> float:
+        raise NotImplementedError
+
+
+def get_baseline(name: str | Similarity, **params: Any) -> Similarity:
+    """Look a baseline up by name or alias ('svcca', 'cka', 'rbf_cka', 'rsa', ...) and configure it."""
+    if isinstance(name, Similarity):
+        if params:
+            raise InputError("pass parameters either to the baseline object or to get_baseline, not both")
+        return name
+    if not isinstance(name, str):
+        raise InputError(f"baseline: expected a name or a Similarity, got {type(name).__name__}")
+    key = ALIASES.get(name, name)
+    if key not in BASELINES:
+        known = sorted(set(BASELINES) | set(ALIASES))
+        raise InputError(f"baseline: unknown baseline {name!r}; known: {', '.join(known)}")
+    cls = BASELINES[key]
+    try:  # an unknown keyword is the user's mistake: InputError naming it, not a TypeError
+        inspect.signature(cls).bind(**params)
+    except TypeError:
+        allowed = [p for p in inspect.signature(cls).parameters]
+        raise InputError(f"baseline {key!r}: unknown parameter(s) {sorted(set(params) - set(allowed))}; "
+                         f"it takes {allowed or 'none'}") from None
+    return cls(**params)
+
+
+def similarity_matrix(
+    activations: Sequence[np.ndarray],
+    baseline: str | Similarity,
+    progress: bool = True,
+    names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The (M, M) float64 matrix of a baseline between M representations of the same N images.
+
+    Exactly symmetric; the diagonal is each representation's computed self-similarity (1 up to
+    rounding). `names` labels the representations in error messages (default ``activations[i]``).
+
+    Raises:
+        InputError: no activations, mismatched image counts, a bad baseline or bad names.
+        AttributionError: one or more degenerate representations; the message names every one,
+            and ``err.bad_names`` lists them so that a caller can drop them.
+    """
+    baseline = get_baseline(baseline)
+    if isinstance(activations, np.ndarray) and activations.ndim >= 2:
+        activations = list(activations)  # a stacked (M, N, D) array is M representations
+    if len(activations) == 0:
+        raise InputError("activations: expected at least one representation")
+    m = len(activations)
+    if names is None:
+        names = [f"activations[{i}]" for i in range(m)]
+    if isinstance(names, str) or len(names) != m:
+        raise InputError(f"names: expected {m} names (one per representation), got "
+                         f"{1 if isinstance(names, str) else len(names)}")
+
+    prepared: list[Prepared] = []
+    failures: list[tuple[str, str]] = []
+    for x, what in tqdm(list(zip(activations, names)), desc=f"{baseline.name} · prepare", unit="model",
+                        disable=not progress, leave=False):
+        try:
+            prepared.append(baseline.prepare(x, what))
+        except AttributionError as exc:  # collected, so one error names every degenerate model
+            failures.append((what, str(exc)))
+    if failures:
+        err = AttributionError(f"{baseline.name}: {len(failures)} degenerate representation(s): "
+                               + "; ".join(msg for _, msg in failures))
+        err.bad_names = [what for what, _ in failures]
+        raise err
+    counts = {p.n_images for p in prepared}
+    if len(counts) > 1:
+        listing = ", ".join(f"{p.what!r}: {p.n_images}" for p in prepared)
+        raise InputError(f"activations: representations of different image counts ({listing})")
+
+    out = np.empty((m, m), dtype=np.float64)
+    for i in tqdm(range(m), desc=f"{baseline.name} · compare", unit="row", disable=not progress, leave=False):
+        for j in range(i, m):
+            out[i, j] = out[j, i] = baseline.compare(prepared[i], prepared[j])
+    return out
+
+
+# -------------------------------------------------------------------------------- shared helpers
+
+
+def _check_representation(x: Any, what: str, min_images: int) -> np.ndarray:
+    """float64 (N, D), scaled to max |x| = 1; InputError for a bad shape, AttributionError for bad values."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"representation {what!r}: not an array: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise InputError(f"representation {what!r}: expected a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim < 2 or arr.shape[0] < min_images or arr[0].size == 0:
+        raise InputError(f"representation {what!r}: expected an array (N, D, ...) of N >= {min_images} "
+                         f"images with D >= 1 values each, got shape {arr.shape}")
+    # Differences below a few ulps of the input precision are rounding, not signal (a constant
+    # float32 output can jitter by an ulp between batches).
+    eps = np.finfo(arr.dtype).eps if np.issubdtype(arr.dtype, np.floating) else np.finfo(np.float64).eps
+    arr = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    bad = int((~np.isfinite(arr).all(axis=1)).sum())
+    if bad:
+        raise AttributionError(f"representation {what!r}: non-finite values for {bad} of {arr.shape[0]} images")
+    peak = np.abs(arr).max()
+    if peak == 0:
+        raise AttributionError(f"representation {what!r}: all zero for all {arr.shape[0]} images")
+    arr /= peak
+    spread = np.linalg.norm(arr - arr.mean(axis=0))
+    if spread <= 10 * eps * np.linalg.norm(arr):
+        raise AttributionError(f"representation {what!r}: the same for all {arr.shape[0]} images "
+                               "(no variance across images), so no similarity is defined")
+    return arr
+
+
+def _centre(x: np.ndarray) -> np.ndarray:
+    """Subtract the mean image: every baseline here compares variation across images."""
+    return x - x.mean(axis=0)
+
+
+def _centre_gram(k: np.ndarray) -> np.ndarray:
+    """H K H with H = I − 11ᵀ/N, without forming H."""
+    k = k - k.mean(axis=0, keepdims=True)
+    return k - k.mean(axis=1, keepdims=True)
+
+
+def _positive_float(value: Any, baseline: str, param: str, upper: float | None = None) -> float:
+    """A finite float > 0 (and <= upper), or InputError naming the baseline and the parameter."""
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = np.isfinite(value) and value > 0 and (upper is None or value <= upper)
+    if not ok:
+        bound = f"in (0, {upper}]" if upper is not None else "a finite number > 0"
+        raise InputError(f"{baseline}: {param} must be {bound}, got {value!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------------- baselines
+
+
+@register_baseline()
+class SVCCA(Similarity):
+    """Singular vector CCA (Raghu et al., 2017).
+
+    Per representation: centre over images, SVD, keep the top k directions that explain
+    `variance` of the variance. Per pair: CCA between the two reduced subspaces; the score is the
+    mean of the min(k_a, k_b) canonical correlations.
+
+    CCA is invariant to any invertible linear map within a subspace, so the reduced data's own
+    orthonormal basis, the top-k left singular vectors U_k, is all a representation needs; the
+    canonical correlations are then the singular values of U_aᵀ U_b (cosines of the principal
+    angles), which avoids inverting covariance matrices. The SVD of an (N, D) matrix works in
+    sample space when D > N. Keep N well above k: with k close to N any two subspaces look
+    correlated (CCA overfits), as Raghu et al. note.
+    """
+
+    name = "svcca"
+
+    def __init__(self, variance: float = 0.99) -> None:
+        self.variance = _positive_float(variance, self.name, "variance", upper=1.0)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"variance": self.variance}
+
+    def _prepare(self, x: np.ndarray, what: str) -> np.ndarray:
+        u, s, _ = np.linalg.svd(_centre(x), full_matrices=False)
+        # Directions at rounding level are not part of the data (the centring alone removes one).
+        rank = int((s > s[0] * max(x.shape) * np.finfo(np.float64).eps).sum())
+        explained = np.cumsum(s[:rank] ** 2) / np.sum(s[:rank] ** 2)
+        # The smallest k reaching the target; the slack keeps variance=1.0 from missing by rounding.
+        k = min(int(np.searchsorted(explained, self.variance * (1 - 1e-12))) + 1, rank)
+        return u[:, :k]
+
+    def _compare(self, a: np.ndarray, b: np.ndarray) -> float:
+        correlations = np.linalg.svd(a.T @ b, compute_uv=False)
+        return float(np.clip(correlations, 0.0, 1.0).mean())
+
+
+@register_baseline("cka")
+class LinearCKA(Similarity):
+    """Linear centred kernel alignment (Kornblith et al., 2019).
+
+    CKA = ⟨K_c, L_c⟩_F / (‖K_c‖_F ‖L_c‖_F) with K_c = H X Xᵀ H, the centred linear Gram matrix.
+    With X centred, ⟨K_c, L_c⟩_F = ‖Yᵀ X‖²_F, so a representation keeps whichever is smaller:
+    its centred features (N, D) when D < N, else its centred Gram matrix (N, N).
+    """
+
+    name = "linear_cka"
+
+    def _prepare(self, x: np.ndarray, what: str) -> tuple[str, np.ndarray, float]:
+        xc = _centre(x)
+        n, d = xc.shape
+        if d < n:
+            return "features", xc, float(np.linalg.norm(xc.T @ xc))
+        gram = xc @ xc.T
+        return "gram", gram, float(np.linalg.norm(gram))
+
+    def _compare(self, a: tuple[str, np.ndarray, float], b: tuple[str, np.ndarray, float]) -> float:
+        return float(np.clip(_linear_hsic(a, b) / (a[2] * b[2]), 0.0, 1.0))
+
+
+def _linear_hsic(a: tuple[str, np.ndarray, float], b: tuple[str, np.ndarray, float]) -> float:
+    """⟨K_a, K_b⟩_F (unnormalised HSIC) from the two prepared forms, at the cheapest cost."""
+    (kind_a, ma, _), (kind_b, mb, _) = a, b
+    if kind_a == kind_b == "features":
+        return float(np.sum((mb.T @ ma) ** 2))           # ‖X_bᵀ X_a‖²_F
+    if kind_a == kind_b == "gram":
+        return float(np.sum(ma * mb))                    # ⟨K_a, K_b⟩_F
+    feats, gram = (ma, mb) if kind_a == "features" else (mb, ma)
+    return float(np.sum((gram @ feats) * feats))         # tr(Xᵀ K X)
+
+
+@register_baseline("cka_rbf")
+class RBFCKA(Similarity):
+    """CKA with RBF kernels (Kornblith et al., 2019).
+
+    K_ij = exp(−‖x_i − x_j‖² / (2 (σ·m)²)) with m the median distance between distinct images, so
+    the kernel, like the score, does not change under isotropic scaling or rotation of x.
+    """
+
+    name = "rbf_cka"
+
+    def __init__(self, sigma: float = 0.8) -> None:
+        self.sigma = _positive_float(sigma, self.name, "sigma")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"sigma": self.sigma}
+
+    def _prepare(self, x: np.ndarray, what: str) -> tuple[np.ndarray, float]:
+        xc = _centre(x)
+        gram = xc @ xc.T  # N×N: distances in sample space whatever D
+        sq_norms = np.diag(gram)
+        sq_dist = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * gram, 0.0)
+        upper = np.triu_indices(len(xc), 1)
+        median = float(np.median(np.sqrt(sq_dist[upper])))
+        # Below this, the median is rounding from the Gram-matrix identity, not a distance.
+        if median <= 1e-6 * np.sqrt(sq_norms.mean()):
+            raise AttributionError(f"representation {what!r}: more than half of the image pairs coincide "
+                                   "(median pairwise distance 0), so the RBF bandwidth is undefined")
+        kc = _centre_gram(np.exp(-sq_dist / (2.0 * (self.sigma * median) ** 2)))
+        return kc, float(np.linalg.norm(kc))
+
+    def _compare(self, a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> float:
+        return float(np.clip(np.sum(a[0] * b[0]) / (a[1] * b[1]), 0.0, 1.0))
+
+
+@register_baseline("rsa_spearman")
+class RSA(Similarity):
+    """Representational similarity analysis (Kriegeskorte et al., 2008).
+
+    Per representation: the representational dissimilarity matrix (RDM) between images, by
+    default 1 − Pearson correlation of two images' feature vectors ("correlation"); "cosine"
+    (1 − cosine) and "euclidean" distances are also offered. Per pair: the Spearman correlation
+    of the two RDMs' upper triangles.
+
+    Spearman's ρ is Pearson's r of the ranks, so a representation keeps its centred, unit-norm
+    rank vector and a comparison is one dot product. Exactly tied dissimilarities get average
+    ranks; ties broken by rounding in the Gram matrix do not.
+    """
+
+    name = "rsa"
+    min_images = 3  # one pair of images gives one dissimilarity: no correlation
+    metrics: ClassVar[tuple[str, ...]] = ("correlation", "cosine", "euclidean")
+
+    def __init__(self, metric: str = "correlation") -> None:
+        if metric not in self.metrics:
+            raise InputError(f"{self.name}: metric must be one of {', '.join(self.metrics)}, got {metric!r}")
+        self.metric = metric
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"metric": self.metric}
+
+    def _prepare(self, x: np.ndarray, what: str) -> np.ndarray:
+        rdm = self._rdm(x, what)
+        ranks = rankdata(rdm[np.triu_indices(len(x), 1)])
+        ranks -= ranks.mean()
+        norm = np.linalg.norm(ranks)
+        if norm == 0:
+            raise AttributionError(f"representation {what!r}: all pairs of images are equally dissimilar, "
+                                   "so the RDM has no ranking to correlate")
+        return ranks / norm
+
+    def _compare(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.clip(a @ b, -1.0, 1.0))
+
+    def _rdm(self, x: np.ndarray, what: str) -> np.ndarray:
+        """The (N, N) dissimilarity matrix of the images (rows of x)."""
+        if self.metric == "euclidean":
+            xc = _centre(x)  # distances do not change; the Gram identity loses less to rounding
+            gram = xc @ xc.T
+            sq = np.diag(gram)
+            return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0))
+        rows = x - x.mean(axis=1, keepdims=True) if self.metric == "correlation" else x
+        norms = np.linalg.norm(rows, axis=1)
+        scale = np.linalg.norm(x, axis=1)
+        # Rows with nothing left after row-centring (a constant image vector) have no correlation.
+        flat = norms <= 10 * np.finfo(np.float64).eps * np.maximum(scale, np.finfo(np.float64).tiny)
+        if flat.any():
+            kind = "constant across features" if self.metric == "correlation" else "all zero"
+            raise AttributionError(f"representation {what!r}: {kind} for {int(flat.sum())} of "
+                                   f"{len(x)} images, so the {self.metric} distance is undefined")
+        unit = rows / norms[:, None]
+        return 1.0 - unit @ unit.T

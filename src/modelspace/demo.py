@@ -1,0 +1,106 @@
+"""`modelspace demo`: the built-in benchmark world end to end.
+
+Renders a probe set (a seed the zoo never trained on), loads the built-in zoo (group 1: one
+encoder-decoder per task; group 2: other architectures, input sizes and domains), computes
+saliency, gradient×input and ε-LRP maps, the affinities, rankings and trees, and grades each
+method's per-target source ranking against the measured transfer oracle with P@K / R@K, beside
+random ranking, the oracle itself and label-free baselines (SVCCA, CKA, RSA) computed on the
+same probe set's encoder activations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .baselines import encoder_activations, get_baseline, similarity_matrix
+from .evaluation import GroundTruth, evaluate, format_table, rank_sources
+from .models.sources import load_model
+from .models.spec import load_zoo
+from .probe import ProbeSet
+from .space import DEFAULT_METHODS, ModelSpace
+from .tree import similarity_tree, to_newick
+from .world.build import ZOO_DIR
+from .world.render import render_batch
+
+PROBE_SEED = 4000  # not a training (1000), test (2000) or shifted-domain (3000) seed
+BASELINES = ("svcca", "linear_cka", "rbf_cka", "rsa")
+
+
+def load_world(zoo_dir: Path = ZOO_DIR) -> tuple[list, dict, GroundTruth, dict]:
+    """The built-in zoo's specs, its record (groups, losses), the oracle and its metadata."""
+    specs = load_zoo(zoo_dir / "zoo.toml")
+    record = json.loads((zoo_dir / "zoo.json").read_text())
+    truth = GroundTruth.from_csv(zoo_dir / "oracle_ranking.csv")
+    oracle_info = json.loads((zoo_dir / "oracle.json").read_text())
+    return specs, record, truth, oracle_info
+
+
+def run_demo(
+    out: str | Path,
+    full: bool = False,
+    n_probe: int | None = None,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    baselines: Sequence[str] = BASELINES,
+    progress: bool = True,
+    zoo_dir: Path = ZOO_DIR,
+) -> dict:
+    """Run the benchmark into `out`; returns the report (with a printable `table`)."""
+    start = time.time()
+    out = Path(out)
+    specs, record, truth, oracle_info = load_world(Path(zoo_dir))
+    group1 = [s.name for s in specs if record["models"][s.name]["group"] == 1]
+    n = n_probe or (1000 if full else 250)
+    probe = ProbeSet.from_array(render_batch(n, PROBE_SEED)["rgb"])
+
+    space = ModelSpace(methods=methods, store=out / "store", progress=progress).fit(specs, probe)
+    report = space.evaluate(truth, models=group1)
+    labels = {s.name: s.label for s in specs}
+
+    # Label-free baselines on the same probe set's encoder activations (group 1).
+    images = probe.batch(0, len(probe))
+    acts = [encoder_activations(load_model(s), images, progress=False) for s in specs if s.name in group1]
+    for name in baselines:
+        baseline = get_baseline(name)
+        sim = similarity_matrix(acts, baseline, progress=False, names=group1)
+        curves, details = evaluate(rank_sources(sim, [labels[n] for n in group1]), truth, restrict_to_estimated=True)
+        report["methods"][baseline.name] = curves.to_dict()
+        report["per_target"][baseline.name] = details
+    space.evaluation_ = report
+    space.save(out)
+
+    trees = _trees(space, group1, oracle_info, out)
+    summary = {
+        **space.summary(),
+        "group1": group1,
+        "oracle_top5_agreement_between_seeds": oracle_info["top5_agreement_between_seeds"],
+        "trees": trees,
+        "seconds": round(time.time() - start, 1),
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    table = format_table(report)
+    table += (f"\n\n{len(group1)} targets (group 1), {len(specs)} models, {len(probe)} probe images, "
+              f"{summary['seconds']:.0f} s. Oracle repeatability (top-5 agreement of two readout seeds): "
+              f"{oracle_info['top5_agreement_between_seeds']:.2f}. Results in {out}/")
+    return {**summary, "table": table}
+
+
+def _trees(space: ModelSpace, group1: list[str], oracle_info: dict, out: Path) -> dict:
+    """Newick trees of group 1: the oracle's (from symmetrised transfer scores) and each method's."""
+    from .plots import plot_dendrogram
+
+    tasks = oracle_info["tasks"]
+    score = 1.0 - np.asarray(oracle_info["transfer_loss"])
+    oracle_affinity = (score + score.T) / 2
+    linkage = similarity_tree(oracle_affinity)
+    trees = {"oracle": to_newick(linkage, tasks)}
+    plot_dendrogram(linkage, tasks, out / "dendrogram_oracle.png", title="Oracle tree (measured transfers)")
+    for method_id, result in space.results_.items():
+        keep = [i for i, n in enumerate(result.names) if n in group1]
+        sub = result.affinity[np.ix_(keep, keep)]
+        trees[method_id] = to_newick(similarity_tree(sub), [result.names[i] for i in keep])
+    return trees

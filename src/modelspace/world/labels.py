@@ -1,0 +1,198 @@
+"""Task catalogue (`TASKS`) and the label computations that are not ray casting.
+
+Image-based labels (2D edges, 2D keypoints) are computed from the rendered RGB; geometric ones
+(occlusion edges, 3D keypoints, segments) from the ray caster's per-pixel buffers. The helpers
+`noisy`, `to_grey`, `mask_centre` and `task_input` build the inputs of the self-supervised tasks.
+All arrays are channel-last: one image is H×W×C, a batch N×H×W×C.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .scene import MAX_DEPTH, MAX_OBJECTS, N_CLASSES, OBJECT_TYPES
+
+N_SEGMENTS = 32
+"""`segment25d` / `segment2d` ids are < N_SEGMENTS (later segments share the last id)."""
+CURVATURE_SCALE = 10.0
+"""`curvature` = mean curvature (1/m) / CURVATURE_SCALE, clipped to [0, 1] (r = 0.1 m sphere -> 1)."""
+N_LAYOUT = 9
+LAYOUT_ANGLE = math.radians(30.0)  # room_layout maps yaw / pitch in ±30° to [0, 1]
+
+DENSE_REGRESSION = "dense_regression"
+DENSE_CLASSIFICATION = "dense_classification"
+IMAGE_CLASSIFICATION = "image_classification"
+IMAGE_REGRESSION = "image_regression"
+
+TASKS: dict[str, tuple[str, int, str]] = {
+    # name: (kind, channels, description). Channels are output channels a model needs: the number
+    # of classes for classification tasks. Dense regression labels are float32 H×W×channels in
+    # [0, 1]; dense classification labels int64 H×W; image labels int64 () or float32 (channels,).
+    "depth_z": (DENSE_REGRESSION, 1, f"z-buffer depth (camera z) / {MAX_DEPTH:g} m"),
+    "depth_euclidean": (DENSE_REGRESSION, 1, f"distance from the camera centre along the ray / {MAX_DEPTH:g} m"),
+    "normals": (DENSE_REGRESSION, 3, "surface normal in the camera frame (x right, y up, z forward), (n + 1) / 2"),
+    "reshading": (DENSE_REGRESSION, 1, "shading without albedo: ambient + light × lambert × shadow, clipped"),
+    "edges2d": (DENSE_REGRESSION, 1, "Sobel gradient magnitude of the grey image / 4, clipped"),
+    "edges3d": (DENSE_REGRESSION, 1, "occlusion edges: 1 on the near side of an object silhouette, else 0"),
+    "curvature": (DENSE_REGRESSION, 1, f"mean surface curvature (1/m) / {CURVATURE_SCALE:g}: 0 on planes, 1/r spheres"),
+    "keypoints2d": (DENSE_REGRESSION, 1, "Shi-Tomasi corner response of the grey image, 1 - exp(-λmin / k)"),
+    "keypoints3d": (DENSE_REGRESSION, 1, "visible 3D keypoints (box/room corners, rims, apexes) as Gaussians"),
+    "segment_semantic": (DENSE_CLASSIFICATION, N_CLASSES, "per-pixel class, index into SEMANTIC_CLASSES"),
+    "segment25d": (DENSE_CLASSIFICATION, N_SEGMENTS, "geometric segments: planar face / normal-binned patch ids"),
+    "segment2d": (DENSE_CLASSIFICATION, N_SEGMENTS, "instance segments (room surface or object) ids"),
+    "object_class": (IMAGE_CLASSIFICATION, len(OBJECT_TYPES), "type of the largest visible object (OBJECT_TYPES)"),
+    "object_count": (IMAGE_CLASSIFICATION, MAX_OBJECTS + 1, "number of objects with at least one visible pixel"),
+    "room_layout": (IMAGE_REGRESSION, N_LAYOUT, "vp x, vp y, yaw, pitch, wall/floor/ceiling/back distances"),
+    "vanishing_point": (IMAGE_REGRESSION, 2, "room depth-direction vanishing point (x, y), image coords in [0, 1]"),
+    "autoencoding": (DENSE_REGRESSION, 3, "the RGB image itself (input: the image)"),
+    "denoising": (DENSE_REGRESSION, 3, "the clean RGB image (input: noisy(image))"),
+    "colorization": (DENSE_REGRESSION, 3, "the RGB image (input: to_grey(image))"),
+    "inpainting": (DENSE_REGRESSION, 3, "the image's centre patch, H/2×W/2 (input: mask_centre(image))"),
+}
+"""Task name -> (kind, channels, one-line description). Segment ids are numbered in order of first
+appearance in raster order (row by row), so they are instance-like: compare them up to relabelling."""
+
+SELF_SUPERVISED = ("autoencoding", "denoising", "colorization", "inpainting")
+IMAGE_TARGETS = ("autoencoding", "denoising", "colorization")
+"""Tasks whose target is the RGB image itself; `render` returns them as the same array as "rgb"."""
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs of the self-supervised tasks
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """Luma (BT.601) of ``image`` (..., H, W, 3), repeated on 3 channels so RGB models can take it."""
+    grey = image @ np.array([0.299, 0.587, 0.114], dtype=image.dtype)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def noisy(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.1) -> np.ndarray:
+    """``image`` plus Gaussian noise of std ``sigma``, clipped to [0, 1]."""
+    noise = rng.normal(0.0, sigma, size=image.shape).astype(image.dtype)
+    return np.clip(image + noise, 0.0, 1.0)
+
+
+def centre_slices(height: int, width: int) -> tuple[slice, slice]:
+    """Rows and columns of the centre patch (half the size in each direction)."""
+    return slice(height // 4, height // 4 + height // 2), slice(width // 4, width // 4 + width // 2)
+
+
+def mask_centre(image: np.ndarray, fill: float = 0.5) -> np.ndarray:
+    """A copy of ``image`` (..., H, W, C) with its centre patch set to ``fill`` (mid grey)."""
+    rows, cols = centre_slices(*image.shape[-3:-1])
+    out = image.copy()
+    out[..., rows, cols, :] = fill
+    return out
+
+
+def centre_patch(image: np.ndarray) -> np.ndarray:
+    """The centre patch of ``image`` (..., H, W, C): the `inpainting` target."""
+    rows, cols = centre_slices(*image.shape[-3:-1])
+    return image[..., rows, cols, :].copy()
+
+
+def task_input(task: str, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """What a model for ``task`` sees: the image, or its noisy / grey / masked version."""
+    if task == "denoising":
+        return noisy(image, rng if rng is not None else np.random.default_rng(0))
+    if task == "colorization":
+        return to_grey(image)
+    if task == "inpainting":
+        return mask_centre(image)
+    return image
+
+
+# --------------------------------------------------------------------------------------------
+# Image-based labels
+
+
+def _filter3(img: np.ndarray, k_rows, k_cols) -> np.ndarray:
+    """Separable 3×3 correlation of a 2-D image with edge padding (k_rows along y, k_cols along x)."""
+    p = np.pad(img, 1, mode="edge")
+    h = k_cols[0] * p[:, :-2] + k_cols[1] * p[:, 1:-1] + k_cols[2] * p[:, 2:]
+    return k_rows[0] * h[:-2] + k_rows[1] * h[1:-1] + k_rows[2] * h[2:]
+
+
+def sobel(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gx, gy) Sobel responses of a 2-D image: a unit step gives 4."""
+    gx = _filter3(grey, (1, 2, 1), (-1, 0, 1))
+    gy = _filter3(grey, (-1, 0, 1), (1, 2, 1))
+    return gx, gy
+
+
+def edges2d(rgb: np.ndarray) -> np.ndarray:
+    """Sobel magnitude of the luma, / 4 (a unit step -> 1), clipped to [0, 1]; H×W."""
+    gx, gy = sobel(to_grey(rgb)[..., 0])
+    return np.clip(np.hypot(gx, gy) / 4.0, 0.0, 1.0)
+
+
+KEYPOINT_SCALE = 0.002  # λmin at which the corner response reaches 1 - 1/e
+
+
+def keypoints2d(rgb: np.ndarray) -> np.ndarray:
+    """Shi-Tomasi corner response: smaller eigenvalue of the smoothed structure tensor; H×W."""
+    gx, gy = sobel(to_grey(rgb)[..., 0])
+    gx, gy = gx / 8.0, gy / 8.0  # per-pixel derivative estimates
+
+    def window(a):  # binomial 3×3 window
+        return _filter3(a, (0.25, 0.5, 0.25), (0.25, 0.5, 0.25))
+
+    a, b, c = window(gx * gx), window(gx * gy), window(gy * gy)
+    lam_min = (a + c) / 2 - np.sqrt(((a - c) / 2) ** 2 + b * b)
+    return 1.0 - np.exp(-np.maximum(lam_min, 0.0) / KEYPOINT_SCALE)
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry-based labels
+
+
+def relabel_by_appearance(keys: np.ndarray, k: int = N_SEGMENTS) -> np.ndarray:
+    """Integer keys (H, W) -> ids 0, 1, ... in order of first appearance (raster order), capped at k-1."""
+    uniq, first, inverse = np.unique(keys.ravel(), return_index=True, return_inverse=True)
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(uniq))
+    return np.minimum(rank[inverse], k - 1).reshape(keys.shape)
+
+
+def normal_bin(normals: np.ndarray) -> np.ndarray:
+    """Which of the 6 axis directions (±x, ±y, ±z) each normal (..., 3) is closest to: 0..5."""
+    axis = np.argmax(np.abs(normals), axis=-1)
+    positive = np.take_along_axis(normals, axis[..., None], -1)[..., 0] > 0
+    return 2 * axis + positive
+
+
+def occlusion_edges(t: np.ndarray, solid: np.ndarray, near_floor: np.ndarray, floor_slack: np.ndarray) -> np.ndarray:
+    """Occlusion edges (H, W) float32 in {0, 1}.
+
+    Objects are convex and the room is seen from inside, so depth is discontinuous exactly where two
+    4-neighbouring pixels see different solids (room = 0, object k = k + 1) — except where an object
+    rests on the floor. There a floor pixel and an object pixel within about a pixel footprint of the
+    floor (``near_floor``) form a crease when their distances ``t`` differ by less than the floor's own
+    depth spread across a pixel (``floor_slack``, 0 off the floor). The nearer pixel of each
+    discontinuous pair, the occluder, is marked.
+    """
+    edges = np.zeros(t.shape, dtype=bool)
+    for axis in (0, 1):
+        a, b = [slice(None)] * 2, [slice(None)] * 2
+        a[axis], b[axis] = slice(None, -1), slice(1, None)
+        a, b = tuple(a), tuple(b)
+        gap = np.abs(t[a] - t[b])
+        contact = (near_floor[a] & (gap < floor_slack[b])) | (near_floor[b] & (gap < floor_slack[a]))
+        jump = (solid[a] != solid[b]) & ~contact
+        edges[a] |= jump & (t[a] <= t[b])
+        edges[b] |= jump & (t[b] < t[a])
+    return edges.astype(np.float32)
+
+
+def splat(points_xy: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    """Max of isotropic Gaussians (peak 1) at pixel coordinates ``points_xy`` (K, 2: col, row)."""
+    out = np.zeros((size, size))
+    if len(points_xy) == 0:
+        return out
+    grid = np.arange(size, dtype=float)
+    gx = np.exp(-((grid[None, :] - points_xy[:, :1]) ** 2) / (2 * sigma**2))  # (K, W)
+    gy = np.exp(-((grid[None, :] - points_xy[:, 1:]) ** 2) / (2 * sigma**2))  # (K, H)
+    return (gy[:, :, None] * gx[:, None, :]).max(axis=0)
