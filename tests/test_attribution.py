@@ -278,3 +278,14 @@ def test_method_registry_and_ids() -> None:
         get_method("lrp", epsilon=-1)
     with pytest.raises(InputError, match="no parameter"):
         get_method("saliency", epsilon=1)
+
+
+def test_attribute_many_shares_the_backward_pass_and_changes_nothing() -> None:
+    from modelspace.attribution import attribute_many
+
+    net, x = resnet("functional"), inputs()
+    methods = [get_method("saliency"), get_method("gxi"), get_method("lrp", epsilon=EPS)]
+    assert [m.plain_gradient for m in methods] == [True, True, False]
+    together = attribute_many(net, x, methods)
+    for m in methods:
+        torch.testing.assert_close(together[m.id], attribute(net, x, m), rtol=0, atol=0)

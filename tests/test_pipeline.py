@@ -157,13 +157,13 @@ def test_evaluation_of_a_truth_made_from_the_estimate_is_the_oracle(world, tmp_p
 def count_units(monkeypatch) -> list[str]:
     """Record the model name of every unit of work that is actually computed."""
     computed: list[str] = []
-    original = executor.run_unit
+    original = executor.run_units
 
-    def counting(unit, *args, **kwargs):
-        computed.append(unit.model_name)
-        return original(unit, *args, **kwargs)
+    def counting(units, *args, **kwargs):
+        computed.extend(u.model_name for u in units)
+        return original(units, *args, **kwargs)
 
-    monkeypatch.setattr(executor, "run_unit", counting)
+    monkeypatch.setattr(executor, "run_units", counting)
     return computed
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from modelspace.world import (
     DOMAINS,
+    Domain,
     MAX_DEPTH,
     MAX_OBJECTS,
     N_CLASSES,
@@ -217,7 +218,8 @@ def test_edge_pixels_are_nearer_than_a_neighbour_on_another_surface(scenes):
         centre_t, centre_id = t[1:-1, 1:-1], ids[1:-1, 1:-1]
         occluder = np.zeros((SIZE, SIZE), dtype=bool)
         for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            nt, nid = t[1 + di : SIZE + 1 + di, 1 + dj : SIZE + 1 + dj], ids[1 + di : SIZE + 1 + di, 1 + dj : SIZE + 1 + dj]
+            window = (slice(1 + di, SIZE + 1 + di), slice(1 + dj, SIZE + 1 + dj))
+            nt, nid = t[window], ids[window]
             occluder |= (nid != centre_id) & (nt >= centre_t)
         assert np.all(occluder[out["edges3d"][..., 0] > 0])
 
@@ -394,3 +396,11 @@ def test_objects_domain_has_more_smaller_objects():
 def test_unknown_domain_is_rejected():
     with pytest.raises(ValueError, match="unknown domain"):
         sample_scene(np.random.default_rng(0), "nope")
+
+
+def test_domains_outside_the_label_ranges_are_rejected():
+    with pytest.raises(ValueError, match="n_objects"):
+        Domain("crowded", n_objects=(2, MAX_OBJECTS + 1))
+    custom = Domain("custom", n_objects=(1, 1), object_weights=(0.0, 1.0, 0.0, 0.0))
+    scene = sample_scene(np.random.default_rng(0), custom)
+    assert [obj.kind for obj in scene.objects] == ["box"]

@@ -26,10 +26,9 @@ carries no information about them and makes every score undefined: `prepare` rai
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,6 +37,7 @@ from tqdm.auto import tqdm
 
 from .errors import AttributionError, InputError
 from .models.encoder import EncoderTap
+from .registry import Declared, Registry
 
 __all__ = [
     "BASELINES",
@@ -53,8 +53,8 @@ __all__ = [
     "similarity_matrix",
 ]
 
-BASELINES: dict[str, type["Similarity"]] = {}
-ALIASES: dict[str, str] = {}
+BASELINES = Registry("baseline")
+register_baseline = BASELINES.register
 
 
 # ------------------------------------------------------------------------------------ activations
@@ -127,19 +127,7 @@ class Prepared:
     data: Any
 
 
-def register_baseline(*aliases: str) -> Callable[[type["Similarity"]], type["Similarity"]]:
-    """Class decorator adding a baseline to the registry under its `name` (and aliases)."""
-
-    def add(cls: type[Similarity]) -> type[Similarity]:
-        BASELINES[cls.name] = cls
-        for alias in aliases:
-            ALIASES[alias] = cls.name
-        return cls
-
-    return add
-
-
-class Similarity:
+class Similarity(Declared):
     """Base declaration: a symmetric similarity between two representations of the same N images.
 
     Subclasses declare `_prepare` (per-representation work on a checked float64 (N, D) matrix)
@@ -150,22 +138,6 @@ class Similarity:
     name: ClassVar[str]
     #: the fewest images for which the baseline is defined
     min_images: ClassVar[int] = 2
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """Parameters that change the scores."""
-        return {}
-
-    @property
-    def id(self) -> str:
-        """Canonical identity, e.g. 'linear_cka' or 'svcca(variance=0.99)'."""
-        if not self.params:
-            return self.name
-        inner = ",".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
-        return f"{self.name}({inner})"
-
-    def __repr__(self) -> str:
-        return self.id
 
     def prepare(self, x: np.ndarray, what: str = "representation") -> Prepared:
         """Check an (N, ...) representation of N images and precompute what `compare` needs.
@@ -200,25 +172,8 @@ class Similarity:
 
 
 def get_baseline(name: str | Similarity, **params: Any) -> Similarity:
-    """Look a baseline up by name or alias ('svcca', 'cka', 'rbf_cka', 'rsa', ...) and configure it."""
-    if isinstance(name, Similarity):
-        if params:
-            raise InputError("pass parameters either to the baseline object or to get_baseline, not both")
-        return name
-    if not isinstance(name, str):
-        raise InputError(f"baseline: expected a name or a Similarity, got {type(name).__name__}")
-    key = ALIASES.get(name, name)
-    if key not in BASELINES:
-        known = sorted(set(BASELINES) | set(ALIASES))
-        raise InputError(f"baseline: unknown baseline {name!r}; known: {', '.join(known)}")
-    cls = BASELINES[key]
-    try:  # an unknown keyword is the user's mistake: InputError naming it, not a TypeError
-        inspect.signature(cls).bind(**params)
-    except TypeError:
-        allowed = [p for p in inspect.signature(cls).parameters]
-        raise InputError(f"baseline {key!r}: unknown parameter(s) {sorted(set(params) - set(allowed))}; "
-                         f"it takes {allowed or 'none'}") from None
-    return cls(**params)
+    """A configured baseline from a name or alias ('svcca', 'cka', 'rbf_cka', 'rsa', ...), or the object as is."""
+    return BASELINES.get(name, **params)
 
 
 def similarity_matrix(

@@ -27,6 +27,7 @@ EXAMPLES = {
     "remove": "modelspace remove my_model --store store/",
     "methods": "modelspace methods",
     "demo": "modelspace demo --out demo-out/",
+    "study": "modelspace study --out study-out/ --n-probe 1000",
 }
 
 
@@ -144,8 +145,16 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    report = run_demo(args.out, full=args.full, progress=not args.quiet)
+    report = run_demo(args.out, full=args.full, n_probe=args.n_probe, progress=not args.quiet)
     _emit(args, report, report.get("table", ""))
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study import run_study
+
+    results = run_study(args.out, n_probe=args.n_probe, progress=not args.quiet)
+    _emit(args, results, results["table"])
     return 0
 
 
@@ -276,7 +285,12 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "the built-in benchmark end to end", [])
     p.add_argument("--out", default="modelspace-demo")
-    p.add_argument("--full", action="store_true", help="more probe images (slower)")
+    p.add_argument("--full", action="store_true", help="1000 probe images instead of 250 (slower)")
+    p.add_argument("--n-probe", type=int, default=None, help="number of probe images (overrides --full)")
+
+    p = add("study", cmd_study, "fidelity study: estimators × probe domains, probe-size curve, clustering, asymmetry", [])
+    p.add_argument("--out", default="modelspace-study")
+    p.add_argument("--n-probe", type=int, default=1000, help="probe images per domain (default 1000)")
     return parser
 
 

@@ -17,9 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .baselines import encoder_activations, get_baseline, similarity_matrix
-from .evaluation import GroundTruth, evaluate, format_table, rank_sources
-from .models.sources import load_model
+from .evaluation import GroundTruth, format_table
 from .models.spec import load_zoo
 from .probe import ProbeSet
 from .space import DEFAULT_METHODS, ModelSpace
@@ -57,20 +55,8 @@ def run_demo(
     n = n_probe or (1000 if full else 250)
     probe = ProbeSet.from_array(render_batch(n, PROBE_SEED)["rgb"])
 
-    space = ModelSpace(methods=methods, store=out / "store", progress=progress).fit(specs, probe)
-    report = space.evaluate(truth, models=group1)
-    labels = {s.name: s.label for s in specs}
-
-    # Label-free baselines on the same probe set's encoder activations (group 1).
-    images = probe.batch(0, len(probe))
-    acts = [encoder_activations(load_model(s), images, progress=False) for s in specs if s.name in group1]
-    for name in baselines:
-        baseline = get_baseline(name)
-        sim = similarity_matrix(acts, baseline, progress=False, names=group1)
-        curves, details = evaluate(rank_sources(sim, [labels[n] for n in group1]), truth, restrict_to_estimated=True)
-        report["methods"][baseline.name] = curves.to_dict()
-        report["per_target"][baseline.name] = details
-    space.evaluation_ = report
+    space = ModelSpace(methods=methods, baselines=baselines, store=out / "store", progress=progress).fit(specs, probe)
+    space.evaluate(truth, models=group1)
     space.save(out)
 
     trees = _trees(space, group1, oracle_info, out)
@@ -82,7 +68,7 @@ def run_demo(
         "seconds": round(time.time() - start, 1),
     }
     (out / "results.json").write_text(json.dumps(summary, indent=1))
-    table = format_table(report)
+    table = format_table(space.evaluation_)
     table += (f"\n\n{len(group1)} targets (group 1), {len(specs)} models, {len(probe)} probe images, "
               f"{summary['seconds']:.0f} s. Oracle repeatability (top-5 agreement of two readout seeds): "
               f"{oracle_info['top5_agreement_between_seeds']:.2f}. Results in {out}/")

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from .attribution import AttributionMethod, attribute
+from .attribution import AttributionMethod, attribute_many
 from .models.sources import LoadedModel
 from .probe import ProbeSet
 from .store import MapStore, ShardInfo, WorkUnit
@@ -22,14 +22,38 @@ from .store import MapStore, ShardInfo, WorkUnit
 def compute_maps(
     model: LoadedModel,
     images: torch.Tensor,
-    method: AttributionMethod,
+    methods: Sequence[AttributionMethod],
     probe_size: int,
     device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """Maps of a batch of probe images (B, 3, S, S) in [0, 1]: T_i, attribution, T_i⁻¹."""
+) -> dict[str, torch.Tensor]:
+    """Maps of a batch of probe images (B, 3, S, S) in [0, 1] per method: T_i, attribution, T_i⁻¹."""
     x = model.transform(images.to(device))
-    maps = attribute(model.module, x, method, encoder=model.encoder, model_name=model.name)
-    return model.transform.inverse(maps.detach(), probe_size).float().cpu()
+    maps = attribute_many(model.module, x, methods, encoder=model.encoder, model_name=model.name)
+    return {k: model.transform.inverse(v.detach(), probe_size).float().cpu() for k, v in maps.items()}
+
+
+def run_units(
+    units: Sequence[WorkUnit],
+    model: LoadedModel,
+    probe: ProbeSet,
+    methods: Sequence[AttributionMethod],
+    store: MapStore,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+) -> list[ShardInfo]:
+    """Units of one model covering the same shard (one per method), computed together in batches
+    (methods that share a backward pass share it) and written to the store, one atomic write each."""
+    by_id = {m.id: m for m in methods}
+    todo = [by_id[u.key.method] for u in units]
+    start, stop = units[0].start, units[0].stop
+    if any((u.start, u.stop) != (start, stop) for u in units):
+        raise ValueError("run_units: the units must cover the same probe shard")
+    parts: dict[str, list[torch.Tensor]] = {m.id: [] for m in todo}
+    for begin in range(start, stop, batch_size):
+        batch = compute_maps(model, probe.batch(begin, min(begin + batch_size, stop)), todo, probe.size, device)
+        for method_id, maps in batch.items():
+            parts[method_id].append(maps)
+    return [store.write(u, torch.cat(parts[u.key.method])) for u in units]
 
 
 def run_unit(
@@ -41,16 +65,12 @@ def run_unit(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
 ) -> ShardInfo:
-    """Compute one shard's maps in batches and write them to the store in one atomic step."""
-    parts = [
-        compute_maps(model, probe.batch(start, min(start + batch_size, unit.stop)), method, probe.size, device)
-        for start in range(unit.start, unit.stop, batch_size)
-    ]
-    return store.write(unit, torch.cat(parts))
+    """The whole job of one unit: what a distributed worker runs, given the unit's record."""
+    return run_units([unit], model, probe, [method], store, batch_size, device)[0]
 
 
 class LocalExecutor:
-    """Runs the units of one model in this process, with a progress bar over its shards."""
+    """Runs the units of one model in this process, shard by shard, all methods of a shard together."""
 
     def __init__(self, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True) -> None:
         self.batch_size = batch_size
@@ -60,10 +80,13 @@ class LocalExecutor:
     def run(
         self,
         model: LoadedModel,
-        method: AttributionMethod,
+        methods: Sequence[AttributionMethod],
         units: Sequence[WorkUnit],
         probe: ProbeSet,
         store: MapStore,
     ) -> list[ShardInfo]:
-        bar = tqdm(units, desc=f"{model.name} · {method.name}", unit="shard", leave=False, disable=not self.progress)
-        return [run_unit(u, model, probe, method, store, self.batch_size, self.device) for u in bar]
+        shards: dict[tuple[int, int], list[WorkUnit]] = {}
+        for unit in units:
+            shards.setdefault((unit.start, unit.stop), []).append(unit)
+        bar = tqdm(shards.values(), desc=model.name, unit="shard", leave=False, disable=not self.progress)
+        return [info for group in bar for info in run_units(group, model, probe, methods, store, self.batch_size, self.device)]

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from . import __version__
 from .affinity import affinity_matrix, affinity_row
 from .attribution import AttributionMethod, get_method
+from .baselines import Prepared, Similarity, encoder_activations, get_baseline
 from .errors import InputError, ModelspaceError
 from .evaluation import GroundTruth, evaluate, evaluation_report, rank_sources
 from .executor import LocalExecutor
@@ -76,6 +77,7 @@ class _Member:
     spec: ModelSpec
     key: str
     entries: dict[str, EntryKey]
+    prepared: dict[str, Prepared] = field(default_factory=dict)  # baseline id -> prepared activations
 
 
 class ModelSpace:
@@ -84,6 +86,10 @@ class ModelSpace:
     Parameters
     ----------
     methods : attribution methods (names, aliases or `AttributionMethod` objects).
+    baselines : label-free baselines on the encoder activations of the same probe set
+        ("svcca", "linear_cka", "rbf_cka", "rsa"); their matrices sit beside the methods' in
+        `results_` and are evaluated alike. They are recomputed on every fit (one forward pass
+        per model; only their compact prepared forms are kept in memory, not the activations).
     store : folder of the map store (resumable across runs); None uses a temporary folder.
     batch_size : probe images per forward+backward pass.
     shard_size : probe images per unit of work (the grain of resuming and of distribution).
@@ -96,6 +102,7 @@ class ModelSpace:
     def __init__(
         self,
         methods: Sequence[str | AttributionMethod] = DEFAULT_METHODS,
+        baselines: Sequence[str | Similarity] = (),
         store: str | Path | MapStore | None = None,
         batch_size: int = 32,
         shard_size: int = 256,
@@ -105,6 +112,7 @@ class ModelSpace:
         progress: bool = True,
     ) -> None:
         self.methods = methods
+        self.baselines = baselines
         self.store = store
         self.batch_size = batch_size
         self.shard_size = shard_size
@@ -127,6 +135,7 @@ class ModelSpace:
         self.probe_ = probe if isinstance(probe, ProbeSet) else ProbeSet.from_array(probe)
         self.store_ = self._open_store()
         self.methods_ = [get_method(m) for m in self.methods]
+        self.baselines_ = [get_baseline(b) for b in self.baselines]
         self.members_: dict[str, _Member] = {}
         self.failures_: list[Failure] = []
         models = list(models)
@@ -184,7 +193,7 @@ class ModelSpace:
         self.evaluation_ = report
         return report
 
-    def save(self, out: str | Path, grid_images: int = 6) -> Path:
+    def save(self, out: str | Path, grid_images: int = 6, grid_models: int = 12) -> Path:
         """Write matrices (CSV), rankings (JSON), trees (Newick + PNG), heatmaps, the
         attribution grid, failures and `results.json` (settings and any evaluation) to `out`."""
         from . import plots  # matplotlib is imported only when something is drawn
@@ -201,8 +210,10 @@ class ModelSpace:
                 plots.plot_dendrogram(r.linkage, r.names, out / f"dendrogram_{slug}.png", title=f"Similarity tree · {method_id}")
                 plots.plot_heatmap(r.affinity, r.names, out / f"heatmap_{slug}.png", order=leaf_order(r.linkage),
                                    title=f"Attribution affinity · {method_id}")
-            if r.names:
-                plots.plot_attribution_grid(self.probe_.batch(0, grid_images).numpy(), self.maps(method_id, grid_images),
+            if r.names and method_id in {m.id for m in self.methods_}:
+                maps = self.maps(method_id, grid_images)
+                shown = _spread(r, grid_models)
+                plots.plot_attribution_grid(self.probe_.batch(0, grid_images).numpy(), {n: maps[n] for n in shown},
                                             out / f"grid_{slug}.png", max_images=grid_images)
         if getattr(self, "evaluation_", None):
             plots.plot_curves(self.evaluation_, out / "pk_curves.png")
@@ -228,6 +239,7 @@ class ModelSpace:
             "torch_version": torch.__version__,
             "probe": {"hash": self.probe_.hash, "n_images": len(self.probe_), "size": self.probe_.size},
             "methods": [m.id for m in self.methods_],
+            "baselines": [b.id for b in self.baselines_],
             "models": [{"name": n, "task": m.spec.label, "key": m.key, "source": m.spec.source}
                        for n, m in self.members_.items()],
             "failures": [f.to_dict() for f in self.failures_],
@@ -251,34 +263,67 @@ class ModelSpace:
             return
         self.store_.register_model(loaded.key, name, loaded.spec.to_dict())
         entries = {}
+        keys = {m.id: EntryKey(loaded.key, self.probe_.hash, m.id, self.probe_.size) for m in self.methods_}
         executor = LocalExecutor(self.batch_size, self.device, self.progress)
-        for method in self.methods_:
-            key = EntryKey(loaded.key, self.probe_.hash, method.id, self.probe_.size)
+        # Methods that share a backward pass run together; any other method runs alone, so that a
+        # method the model cannot support (ε-LRP through attention, say) fails by itself.
+        plain = [m for m in self.methods_ if m.plain_gradient]
+        groups = ([plain] if plain else []) + [[m] for m in self.methods_ if not m.plain_gradient]
+        for group in groups:
+            units = [u for m in group for u in plan_units(keys[m.id], name, len(self.probe_), self.shard_size)]
             try:
-                todo = self.store_.missing(plan_units(key, name, len(self.probe_), self.shard_size))
-                executor.run(loaded, method, todo, self.probe_, self.store_)
+                executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
             except ModelspaceError as exc:
-                self._fail(name, method.id, exc)
+                for method in group:
+                    self._fail(name, method.id, exc)
                 continue
-            health = self.store_.health(key)
-            if health["n_zero"] or health["n_nonfinite"]:
-                self._fail(name, method.id, _degenerate_message(name, method.id, health, len(self.probe_)))
-                continue
-            entries[method.id] = key
-        self.members_[name] = _Member(loaded.spec, loaded.key, entries)
+            for method in group:
+                health = self.store_.health(keys[method.id])
+                if health["n_zero"] or health["n_nonfinite"]:
+                    self._fail(name, method.id, _degenerate_message(name, method.id, health, len(self.probe_)))
+                else:
+                    entries[method.id] = keys[method.id]
+        self.members_[name] = _Member(loaded.spec, loaded.key, entries, self._prepare_baselines(loaded))
+
+    def _prepare_baselines(self, loaded: LoadedModel) -> dict[str, Prepared]:
+        """Encoder activations on the probe set, in each baseline's compact prepared form."""
+        if not self.baselines_:
+            return {}
+        try:
+            acts = encoder_activations(loaded, self.probe_.batch(0, len(self.probe_)), self.batch_size, self.device,
+                                       progress=False)
+        except ModelspaceError as exc:
+            self._fail(loaded.name, "baselines", exc)
+            return {}
+        prepared = {}
+        for baseline in self.baselines_:
+            try:
+                prepared[baseline.id] = baseline.prepare(acts, loaded.name)
+            except ModelspaceError as exc:
+                self._fail(loaded.name, baseline.id, exc)
+        return prepared
 
     def _assemble(self) -> None:
         """Affinities from the store's pair cache; only missing pairs are computed (one row per new model)."""
         self.results_: dict[str, MethodResult] = {}
         for method in self.methods_:
             members = [(n, m) for n, m in self.members_.items() if method.id in m.entries]
-            names = [n for n, _ in members]
             keys = [m.entries[method.id] for _, m in members]
-            affinity = self._affinity(keys, names)
-            linkage = similarity_tree(affinity, self.linkage) if len(names) >= 2 else None
-            labels = [m.spec.label for _, m in members]
-            ranking = rank_sources(affinity, names) if len(names) >= 2 else {}
-            self.results_[method.id] = MethodResult(method.id, names, labels, affinity, linkage, ranking)
+            self.results_[method.id] = self._result(method.id, members, self._affinity(keys, [n for n, _ in members]))
+        for baseline in self.baselines_:
+            members = [(n, m) for n, m in self.members_.items() if baseline.id in m.prepared]
+            prepared = [m.prepared[baseline.id] for _, m in members]
+            matrix = np.eye(len(prepared))
+            for i in range(len(prepared)):
+                for j in range(i + 1, len(prepared)):
+                    matrix[i, j] = matrix[j, i] = baseline.compare(prepared[i], prepared[j])
+            self.results_[baseline.id] = self._result(baseline.id, members, matrix)
+
+    def _result(self, estimator: str, members: list[tuple[str, _Member]], matrix: np.ndarray) -> MethodResult:
+        names = [n for n, _ in members]
+        linkage = similarity_tree(matrix, self.linkage) if len(names) >= 2 else None
+        ranking = rank_sources(matrix, names) if len(names) >= 2 else {}
+        return MethodResult(estimator, names, [m.spec.label for _, m in members], matrix, linkage, ranking)
 
     def _affinity(self, keys: list[EntryKey], names: list[str]) -> np.ndarray:
         n, n_images = len(keys), len(self.probe_)
@@ -327,9 +372,9 @@ class ModelSpace:
             raise InputError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
         if isinstance(self.methods, (str, AttributionMethod)) or not self.methods:
             raise InputError("methods must be a non-empty list of method names")
-        ids = [get_method(m).id for m in self.methods]
+        ids = [get_method(m).id for m in self.methods] + [get_baseline(b).id for b in self.baselines]
         if len(set(ids)) != len(ids):
-            raise InputError(f"methods are repeated: {ids}")
+            raise InputError(f"methods or baselines are repeated: {ids}")
 
     def _open_store(self) -> MapStore:
         if isinstance(self.store, MapStore):
@@ -351,6 +396,15 @@ class ModelSpace:
         if not matches:
             raise InputError(f"method {method!r} was not computed; methods: {', '.join(self.results_)}")
         return matches[0]
+
+
+def _spread(result: MethodResult, k: int) -> list[str]:
+    """Up to k model names spread evenly along the similarity tree's leaf order (all if fewer)."""
+    if len(result.names) <= k or result.linkage is None:
+        return result.names
+    order = leaf_order(result.linkage)
+    picks = sorted({order[round(i * (len(order) - 1) / (k - 1))] for i in range(k)}, key=order.index)
+    return [result.names[i] for i in picks]
 
 
 def _degenerate_message(name: str, method: str, health: dict, n_images: int) -> str:

@@ -15,57 +15,19 @@ input passes (several for integrated gradients or SmoothGrad) and how the map is
 from __future__ import annotations
 
 import contextlib
-import inspect
-from typing import Callable, ClassVar, ContextManager, Iterator
+from typing import ClassVar, ContextManager, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import AttributionError, InputError
 from ..models.encoder import EncoderTap
+from ..registry import Declared, Registry
 
-METHODS: dict[str, type["AttributionMethod"]] = {}
-ALIASES: dict[str, str] = {}
-
-
-def register_method(*aliases: str) -> Callable[[type["AttributionMethod"]], type["AttributionMethod"]]:
-    """Class decorator adding a method to the registry under its `name` (and aliases)."""
-
-    def add(cls: type[AttributionMethod]) -> type[AttributionMethod]:
-        METHODS[cls.name] = cls
-        for alias in aliases:
-            ALIASES[alias] = cls.name
-        return cls
-
-    return add
-
-
-class AttributionMethod:
+class AttributionMethod(Declared):
     """Base declaration: the gradient of mean(R), read off as-is. Subclasses override parts."""
 
     name: ClassVar[str] = "gradient"
-
-    def __init__(self, **params: float) -> None:
-        allowed = {p for p in inspect.signature(type(self).__init__).parameters if p != "self"}
-        unknown = set(params) - allowed
-        if unknown:
-            raise InputError(f"method {self.name!r} has no parameter(s) {sorted(unknown)}")
-
-    @property
-    def params(self) -> dict[str, float]:
-        """Parameters that change the maps (part of the store key)."""
-        return {}
-
-    @property
-    def id(self) -> str:
-        """Canonical identity, e.g. 'saliency' or 'lrp_epsilon(epsilon=1e-06)'."""
-        if not self.params:
-            return self.name
-        inner = ",".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
-        return f"{self.name}({inner})"
-
-    def __repr__(self) -> str:
-        return self.id
 
     def rules(self, module: nn.Module, model_name: str) -> ContextManager:
         """Backward rules active while the forward pass builds the graph (none: plain autograd)."""
@@ -84,20 +46,20 @@ class AttributionMethod:
         """Turn the (weighted) gradient at the input into the attribution map."""
         return grad
 
+    @property
+    def plain_gradient(self) -> bool:
+        """True when only `read` differs from the base: such methods can share one backward pass."""
+        cls = type(self)
+        return all(getattr(cls, part) is getattr(AttributionMethod, part) for part in ("rules", "seed", "passes"))
+
+
+METHODS = Registry("attribution method")
+register_method = METHODS.register
+
 
 def get_method(method: str | AttributionMethod, **params: float) -> AttributionMethod:
-    """Look a method up by name or alias ('saliency', 'gxi', 'lrp', ...) and configure it."""
-    if isinstance(method, AttributionMethod):
-        if params:
-            raise InputError("pass parameters either to the method object or to get_method, not both")
-        return method
-    if not isinstance(method, str):
-        raise InputError(f"method must be a name or an AttributionMethod, got {type(method).__name__}")
-    key = ALIASES.get(method, method)
-    if key not in METHODS:
-        known = sorted(set(METHODS) | set(ALIASES))
-        raise InputError(f"unknown attribution method {method!r}; known: {', '.join(known)}")
-    return METHODS[key](**params)
+    """A configured method from a name or alias ('saliency', 'gxi', 'lrp', ...), or the object as is."""
+    return METHODS.get(method, **params)
 
 
 @contextlib.contextmanager
@@ -111,6 +73,23 @@ def frozen_parameters(module: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+def attribute_many(
+    module: nn.Module,
+    x: torch.Tensor,
+    methods: Sequence[AttributionMethod],
+    encoder: str | None = None,
+    model_name: str = "model",
+) -> dict[str, torch.Tensor]:
+    """Maps of several methods for one batch, keyed by method id. Methods that differ only in
+    how they read the gradient (saliency, gradient×input) share one forward+backward pass."""
+    plain = [m for m in methods if m.plain_gradient]
+    maps = {m.id: attribute(module, x, m, encoder, model_name) for m in methods if not m.plain_gradient}
+    if plain:
+        grad = attribute(module, x, "gradient", encoder, model_name)
+        maps.update({m.id: m.read(x.detach(), grad) for m in plain})
+    return {m.id: maps[m.id] for m in methods}
 
 
 def attribute(

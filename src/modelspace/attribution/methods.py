@@ -50,7 +50,6 @@ class EpsilonLRP(AttributionMethod):
     name = "lrp_epsilon"
 
     def __init__(self, epsilon: float = 1e-6) -> None:
-        super().__init__(epsilon=epsilon)
         if not epsilon > 0:
             raise InputError(f"lrp_epsilon: epsilon must be > 0, got {epsilon!r}")
         self.epsilon = float(epsilon)
@@ -73,7 +72,6 @@ class IntegratedGradients(AttributionMethod):
     name = "integrated_gradients"
 
     def __init__(self, steps: int = 16) -> None:
-        super().__init__(steps=steps)
         if int(steps) < 1:
             raise InputError(f"integrated_gradients: steps must be >= 1, got {steps!r}")
         self.steps = int(steps)
@@ -97,7 +95,6 @@ class SmoothGrad(AttributionMethod):
     name = "smoothgrad"
 
     def __init__(self, samples: int = 8, noise: float = 0.15, seed: int = 0) -> None:
-        super().__init__(samples=samples, noise=noise, seed=seed)
         self.samples, self.noise, self.seed_value = int(samples), float(noise), int(seed)
 
     @property

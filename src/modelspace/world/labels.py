@@ -14,7 +14,7 @@ import numpy as np
 
 from .scene import MAX_DEPTH, MAX_OBJECTS, N_CLASSES, OBJECT_TYPES
 
-N_SEGMENTS = 32
+N_SEGMENTS = 48
 """`segment25d` / `segment2d` ids are < N_SEGMENTS (later segments share the last id)."""
 CURVATURE_SCALE = 10.0
 """`curvature` = mean curvature (1/m) / CURVATURE_SCALE, clipped to [0, 1] (r = 0.1 m sphere -> 1)."""
@@ -36,7 +36,7 @@ TASKS: dict[str, tuple[str, int, str]] = {
     "reshading": (DENSE_REGRESSION, 1, "shading without albedo: ambient + light × lambert × shadow, clipped"),
     "edges2d": (DENSE_REGRESSION, 1, "Sobel gradient magnitude of the grey image / 4, clipped"),
     "edges3d": (DENSE_REGRESSION, 1, "occlusion edges: 1 on the near side of an object silhouette, else 0"),
-    "curvature": (DENSE_REGRESSION, 1, f"mean surface curvature (1/m) / {CURVATURE_SCALE:g}: 0 on planes, 1/r spheres"),
+    "curvature": (DENSE_REGRESSION, 1, f"mean curvature (1/m) / {CURVATURE_SCALE:g}: 0 on planes, 1/r spheres"),
     "keypoints2d": (DENSE_REGRESSION, 1, "Shi-Tomasi corner response of the grey image, 1 - exp(-λmin / k)"),
     "keypoints3d": (DENSE_REGRESSION, 1, "visible 3D keypoints (box/room corners, rims, apexes) as Gaussians"),
     "segment_semantic": (DENSE_CLASSIFICATION, N_CLASSES, "per-pixel class, index into SEMANTIC_CLASSES"),

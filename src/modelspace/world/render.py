@@ -157,6 +157,21 @@ def _keypoints3d(scene: Scene, depth_z: np.ndarray, size: int) -> np.ndarray:
     return splat(pix[visible], size, sigma=size / 64)
 
 
+def _edges3d(scene: Scene, t: np.ndarray, points: np.ndarray, d: np.ndarray, instance: np.ndarray) -> np.ndarray:
+    """Occlusion edges (H×W) from ray distances ``t``, hit points and world rays ``d`` (flat)."""
+    size = t.shape[0]
+    solid = np.maximum(instance - N_ROOM_SURFACES + 1, 0)  # room 0, object k -> k + 1
+    # Where an object rests on the floor, depth is continuous (a crease, not an occlusion): object
+    # pixels within ~1.5 pixel footprints of the floor, next to floor pixels at about the same
+    # distance (the floor's depth spread over one pixel grows as 1 / sin(grazing angle)).
+    footprint = t * 2 * scene.tan_half_fov / size  # metres per pixel across the ray
+    height = (points[:, 1] - scene.room.lo[1]).reshape(t.shape)
+    near_floor = (solid > 0) & (height < 1.5 * footprint)
+    grazing = np.maximum(np.abs(d[:, 1]), 1e-3).reshape(t.shape)  # sin of the ray-floor angle
+    floor_slack = np.where(instance == FLOOR, 1.25 * footprint / grazing, 0.0)
+    return occlusion_edges(t, solid, near_floor, floor_slack)
+
+
 def _largest_object(instance: np.ndarray, scene: Scene) -> tuple[int, int]:
     """(object_count, object_class) of the visible objects; class -1 when none is visible."""
     counts = np.bincount(instance.ravel(), minlength=N_ROOM_SURFACES + len(scene.objects))
@@ -190,9 +205,8 @@ def render(scene: Scene, size: int = 64) -> dict[str, np.ndarray]:
     direct = _light(scene, points, hits.normal)
 
     shading = scene.ambient + scene.light_intensity * direct
-    light_rgb = scene.ambient * np.asarray(scene.ambient_colour) + scene.light_intensity * np.outer(
-        direct, scene.light_colour
-    )
+    ambient_rgb = scene.ambient * np.asarray(scene.ambient_colour)
+    light_rgb = ambient_rgb + scene.light_intensity * np.outer(direct, scene.light_colour)
     shape2 = (size, size)
     rgb = np.clip(hits.albedo * light_rgb, 0.0, 1.0).reshape(size, size, 3).astype(np.float32)
 
@@ -200,15 +214,6 @@ def render(scene: Scene, size: int = 64) -> dict[str, np.ndarray]:
     depth_z = (hits.t * d_cam[:, 2]).reshape(shape2)
     t = hits.t.reshape(shape2)
     instance = hits.instance.reshape(shape2)
-    solid = np.maximum(instance - N_ROOM_SURFACES + 1, 0)  # room 0, object k -> k + 1
-    # Where an object rests on the floor, depth is continuous (a crease, not an occlusion): object
-    # pixels within ~1.5 pixel footprints of the floor, next to floor pixels at about the same
-    # distance (the floor's depth spread over one pixel grows as 1 / sin(grazing angle)).
-    footprint = t * 2 * scene.tan_half_fov / size  # metres per pixel across the ray
-    height = (points[:, 1] - scene.room.lo[1]).reshape(shape2)
-    near_floor = (solid > 0) & (height < 1.5 * footprint)
-    grazing = np.maximum(np.abs(d[:, 1]), 1e-3).reshape(shape2)  # sin of the ray-floor angle
-    floor_slack = np.where(instance == FLOOR, 1.25 * footprint / grazing, 0.0)
     geometry_key = (hits.instance * 16 + hits.face) * 6 + normal_bin(normals_cam)
     count, largest = _largest_object(instance, scene)
 
@@ -223,7 +228,7 @@ def render(scene: Scene, size: int = 64) -> dict[str, np.ndarray]:
         "normals": dense((normals_cam + 1) / 2),
         "reshading": dense(shading),
         "edges2d": dense(edges2d(rgb)),
-        "edges3d": dense(occlusion_edges(t, solid, near_floor, floor_slack)),
+        "edges3d": dense(_edges3d(scene, t, points, d, instance)),
         "curvature": dense(hits.curvature / CURVATURE_SCALE),
         "keypoints2d": dense(keypoints2d(rgb)),
         "keypoints3d": dense(_keypoints3d(scene, depth_z, size)),

@@ -80,14 +80,20 @@ class Domain:
     yaw_deg: float = 12.0  # camera yaw is uniform in ±yaw_deg
     pitch_deg: tuple[float, float] = (-15.0, 5.0)
 
+    def __post_init__(self):
+        if not 1 <= self.n_objects[0] <= self.n_objects[1] <= MAX_OBJECTS:
+            raise ValueError(f"Domain {self.name!r}: n_objects {self.n_objects} must lie within 1..{MAX_OBJECTS}")
+        if len(self.object_weights) != len(OBJECT_TYPES) or len(self.texture_weights) != len(PATTERNS):
+            raise ValueError(f"Domain {self.name!r}: one weight per object type and per texture pattern")
+
 
 DOMAINS: dict[str, Domain] = {
     "train": Domain("train"),
     # Warm, dim light, saturated colours, mostly fine stripes: same geometry, new appearance.
     "shifted": Domain(
         "shifted",
-        light_intensity=(0.45, 0.7),
-        ambient=(0.1, 0.2),
+        light_intensity=(0.55, 0.8),
+        ambient=(0.12, 0.22),
         light_colour=(1.0, 0.75, 0.45),
         ambient_colour=(1.0, 0.8, 0.6),
         saturation=(0.7, 1.0),
@@ -210,7 +216,7 @@ def _nearest_root(a, b, c, valid) -> np.ndarray:
     sq = np.sqrt(np.maximum(disc, 0.0))
     a = np.where(np.abs(a) < 1e-12, 1e-12, a)
     t = np.full(np.shape(disc), np.inf)
-    for root in ((-b + sq) / (2 * a), (-b - sq) / (2 * a)):  # later roots win ties → nearest last
+    for root in ((-b + sq) / (2 * a), (-b - sq) / (2 * a)):  # keep the smaller valid root
         ok = (disc >= 0) & (root > EPS) & valid(root) & (root < t)
         t = np.where(ok, root, t)
     return t
@@ -546,7 +552,7 @@ def _place_objects(rng, domain, room_lo, room_hi, rotation, tan_half) -> tuple[S
         material = sample_material(rng, domain)
         for _attempt in range(30):
             x = rng.uniform(room_lo[0] + 0.1, room_hi[0] - 0.1)
-            z = rng.uniform(1.0, room_hi[2] - 0.1)
+            z = 1.0 + (room_hi[2] - 1.1) * rng.uniform() ** 1.5  # favour nearer, larger-looking objects
             shape = _build(kind, params, x, room_lo[1], z, material)
             fp = shape.footprint
             inside = room_lo[0] + fp + 0.1 < x < room_hi[0] - fp - 0.1 and 1.0 + fp < z < room_hi[2] - fp - 0.1
