@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .affinity import affinity_matrix
-from .baselines import encoder_activations, get_baseline
+from .baselines import encoder_activations
 from .demo import BASELINES, load_world
 from .evaluation import GroundTruth, evaluate, rank_sources
 from .models.sources import load_model

@@ -283,7 +283,7 @@ def load_hf(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
     try:
         from transformers import AutoModel
     except ModuleNotFoundError:
-        raise ModelLoadError(f"'hf:' sources need transformers "
+        raise ModelLoadError("'hf:' sources need transformers "
                              "(pip install 'modelspace[hf]')") from None
     try:
         module = AutoModel.from_pretrained(ref, local_files_only=True, **spec.kwargs_dict())

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..baselines import encoder_activations
 from ..models.sources import LoadedModel
-from . import labels, train
+from . import train
 
 READOUT_SIZE = 16
 LAMBDAS = tuple(10.0 ** p for p in range(-2, 5))

@@ -51,7 +51,6 @@ from .labels import (
     splat,
 )
 from .scene import (
-    FIRST_OBJECT_CLASS,
     FLOOR,
     MAX_DEPTH,
     N_ROOM_SURFACES,
