@@ -47,6 +47,7 @@ __all__ = [
     "RSA",
     "SVCCA",
     "Similarity",
+    "compare_all",
     "encoder_activations",
     "get_baseline",
     "register_baseline",
@@ -222,6 +223,12 @@ def similarity_matrix(
         listing = ", ".join(f"{p.what!r}: {p.n_images}" for p in prepared)
         raise InputError(f"activations: representations of different image counts ({listing})")
 
+    return compare_all(baseline, prepared, progress)
+
+
+def compare_all(baseline: Similarity, prepared: Sequence[Prepared], progress: bool = False) -> np.ndarray:
+    """The (M, M) matrix of a baseline over M prepared representations (diagonal computed too)."""
+    m = len(prepared)
     out = np.empty((m, m), dtype=np.float64)
     for i in tqdm(range(m), desc=f"{baseline.name} · compare", unit="row", disable=not progress, leave=False):
         for j in range(i, m):

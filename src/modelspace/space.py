@@ -29,7 +29,7 @@ from tqdm import tqdm
 from . import __version__
 from .affinity import affinity_matrix, affinity_row
 from .attribution import AttributionMethod, get_method
-from .baselines import Prepared, Similarity, encoder_activations, get_baseline
+from .baselines import Prepared, Similarity, compare_all, encoder_activations, get_baseline
 from .errors import InputError, ModelspaceError
 from .evaluation import GroundTruth, evaluate, evaluation_report, rank_sources
 from .executor import LocalExecutor
@@ -312,11 +312,7 @@ class ModelSpace:
             self.results_[method.id] = self._result(method.id, members, self._affinity(keys, [n for n, _ in members]))
         for baseline in self.baselines_:
             members = [(n, m) for n, m in self.members_.items() if baseline.id in m.prepared]
-            prepared = [m.prepared[baseline.id] for _, m in members]
-            matrix = np.eye(len(prepared))
-            for i in range(len(prepared)):
-                for j in range(i + 1, len(prepared)):
-                    matrix[i, j] = matrix[j, i] = baseline.compare(prepared[i], prepared[j])
+            matrix = compare_all(baseline, [m.prepared[baseline.id] for _, m in members])
             self.results_[baseline.id] = self._result(baseline.id, members, matrix)
 
     def _result(self, estimator: str, members: list[tuple[str, _Member]], matrix: np.ndarray) -> MethodResult:

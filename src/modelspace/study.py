@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .affinity import affinity_matrix
-from .baselines import encoder_activations
+from .baselines import encoder_activations, similarity_matrix
 from .demo import BASELINES, load_world
 from .evaluation import GroundTruth, evaluate, rank_sources
 from .models.sources import load_model
@@ -142,11 +142,7 @@ def _probe_size_curve(space: ModelSpace, specs, group1, tasks, truth: GroundTrut
     for baseline in space.baselines_:
         curve[baseline.id] = {}
         for n in sizes:
-            prepared = [baseline.prepare(a[:n], name) for a, name in zip(acts, group1)]
-            matrix = np.eye(len(prepared))
-            for i in range(len(prepared)):
-                for j in range(i + 1, len(prepared)):
-                    matrix[i, j] = matrix[j, i] = baseline.compare(prepared[i], prepared[j])
+            matrix = similarity_matrix([a[:n] for a in acts], baseline, progress=False, names=group1)
             curve[baseline.id][n] = _p_at(evaluate(rank_sources(matrix, labels), truth, restrict_to_estimated=True)[0], 3)
     return curve
 
