@@ -79,14 +79,15 @@ class Config:
     naive_subset: int       # models of the subset the estimate is timed on
     matrix_repeats: int     # repeats of the streamed matrix for N <= 100
     insertion_ns: tuple     # N already in the space before one model is added
+    min_sample: float       # attribution: a timed sample is the mean of as many calls as fill this (s)
 
 
-FULL = Config(repeats=5, warmup=1, zoo_batch=16, hf_batch=8, hf_size=224, n_images=1000, map_size=64,
+FULL = Config(repeats=7, warmup=1, zoo_batch=16, hf_batch=8, hf_size=224, n_images=1000, map_size=64,
               affinity_ns=(20, 100, 500), naive_max=20, naive_subset=8, matrix_repeats=3,
-              insertion_ns=(10, 20, 50, 100))
+              insertion_ns=(10, 20, 50, 100), min_sample=0.2)
 QUICK = Config(repeats=1, warmup=1, zoo_batch=2, hf_batch=1, hf_size=32, n_images=64, map_size=16,
                affinity_ns=(5, 10, 20), naive_max=5, naive_subset=3, matrix_repeats=1,
-               insertion_ns=(3, 5, 10))
+               insertion_ns=(3, 5, 10), min_sample=0.0)
 
 
 # ------------------------------------------------------------------------------------ report
@@ -138,6 +139,23 @@ def short(text: str, limit: int = 110) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """Fraction of all CPUs busy over `seconds` (from /proc/stat; None where there is none)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
 def header(report: Report, cfg: Config, args: argparse.Namespace, quick: bool) -> None:
     versions = [f"torch {torch.__version__}", f"numpy {np.__version__}", f"modelspace {modelspace.__version__}"]
     for name in ("transformers", "captum"):
@@ -157,6 +175,11 @@ def header(report: Report, cfg: Config, args: argparse.Namespace, quick: bool) -
     report.add(f"- python {platform.python_version()}; " + "; ".join(versions))
     report.add(f"- command: `python benchmarks/bench.py {shlex.join(sys.argv[1:])}`".replace("bench.py `", "bench.py`"))
     report.add(f"- configuration: {cfg}")
+    busy = cpu_busy()
+    if busy is not None and busy > 0.2:
+        report.add(f"- ⚠ **the machine was not idle at the start** ({busy:.0%} of the CPUs busy with other work): with "
+                   "other work on the CPUs, torch's threads wait for each other and single calls slow down many "
+                   "times over; rows marked ⚠ are unreliable, rerun on an idle machine.")
     report.add("- method: each ratio compares variants timed interleaved (round robin) in this run on the same "
                "inputs, median of the repeats after warm-up; absolute times are for context only.")
     report.add()
@@ -211,16 +234,25 @@ class Timings:
         return f"{r:.2f} ({fmt_s(self.median(a))}{mark})"
 
 
-def interleaved(variants: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> Timings:
-    """Time the variants in turns: `warmup` untimed calls each, then `repeats` rounds of one call each."""
-    for fn in variants.values():
+def interleaved(variants: dict[str, Callable[[], Any]], warmup: int, repeats: int,
+                min_sample: float = 0.0) -> Timings:
+    """Time the variants in turns: `warmup` untimed calls each, then `repeats` rounds of one sample
+    each. A sample is the mean of k calls, k chosen per variant so that a sample lasts at least
+    `min_sample` seconds (fast calls are otherwise at the mercy of the clock and the scheduler)."""
+    calls = {}
+    for name, fn in variants.items():
         for _ in range(warmup):
             fn()
+        calls[name] = 1 if min_sample <= 0 else max(1, math.ceil(min_sample / max(timed(fn)[1], 1e-6)))
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
             gc.collect()
-            samples[name].append(timed(fn)[1])
+            k = calls[name]
+            start = time.perf_counter()
+            for _ in range(k):
+                fn()
+            samples[name].append((time.perf_counter() - start) / k)
     return Timings(samples)
 
 
@@ -562,7 +594,7 @@ def run_attribution(report: Report, cfg: Config, sections: set[str], models: lis
         outputs.clear()
         # Floor first in each round, then ours, then Captum.
         order = sorted(variants, key=lambda k: (not k.startswith("floor"), k.startswith("captum"), k))
-        med = interleaved({k: variants[k] for k in order}, cfg.warmup, cfg.repeats)
+        med = interleaved({k: variants[k] for k in order}, cfg.warmup, cfg.repeats, cfg.min_sample)
         print(f"  {fmt_s(time.perf_counter() - t_model)}: " +
               ", ".join(f"{k} {fmt_s(med.median(k))}" for k in order), flush=True)
 
@@ -608,7 +640,8 @@ def run_attribution(report: Report, cfg: Config, sections: set[str], models: lis
         report.add()
         report.add("Ratio = `attribute(module, x, method, encoder=...)` / floor (one plain forward to R through the "
                    "model's leading modules, no hooks, and `torch.autograd.grad(r.mean() * B, x)`), the median over "
-                   "rounds of the two times measured in the same round; in brackets the median time of ours, and "
+                   f"{cfg.repeats} rounds of the two times measured in the same round (a time is the mean of as many "
+                   f"calls as fill {cfg.min_sample} s, one call for the larger models); in brackets the median time of ours, and "
                    "⚠ with the range of the per-round ratios where they scatter by more than ±15 % (load on the "
                    "machine). Input = batch × channels × height × width.")
         report.add()
@@ -810,7 +843,7 @@ def run_insertion(report: Report, cfg: Config) -> None:
                 # What add() spends on the pair cache: one get_affinity query per pair of the N+1 models.
                 "lookups": lambda: [store.get_affinity(keys[a.name], keys[b.name])
                                     for i, a in enumerate(everyone) for b in everyone[i + 1:]],
-            }, warmup=0, repeats=cfg.matrix_repeats)
+            }, warmup=0, repeats=cfg.matrix_repeats if n <= 20 else 1)
             adds[n], fulls[n], lookups[n] = t_add, t_full, med.median("lookups")
             rows.append([n, fmt_s(t_add), fmt_s(t_full), f"**{t_full / t_add:.1f}**", f"{t_add / n * 1e3:.0f} ms",
                          fmt_s(med.median("row_mem")), fmt_s(med.median("full_mem")),
@@ -830,7 +863,7 @@ def run_insertion(report: Report, cfg: Config) -> None:
                "(and re-reads the cached pairs, builds the tree and rankings). Against it, recomputing: "
                "`affinity_matrix` over the same N+1 models read from the store. Both are timed once (a second "
                "add() would find its row cached). Beside them, the same row and matrix from maps held in memory "
-               f"(median of {cfg.matrix_repeats}), the pair-cache lookups that add() makes, and the bytes loaded "
+               f"(median of {cfg.matrix_repeats} for N ≤ 20, else one run), the pair-cache lookups that add() makes, and the bytes loaded "
                "from shard files per byte of maps read (add() / recompute; 1× = each map read once).")
     report.add()
     report.table(["N", "add()", "recompute (store)", "recompute / add", "add() / N", "row (memory)",
