@@ -75,8 +75,9 @@ class Registry(dict):
         if key not in self:
             raise InputError(f"unknown {self.kind} {spec!r}; known: {', '.join(sorted(set(self) | set(self.aliases)))}")
         cls = self[key]
-        allowed = list(inspect.signature(cls).parameters)
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:  # the user's mistake: an InputError naming it, not a TypeError
-            raise InputError(f"{self.kind} {key!r} has no parameter(s) {unknown}; it takes {allowed or 'none'}")
+        if params:  # checked only when given: inspecting a signature costs more than a small attribution
+            allowed = list(inspect.signature(cls).parameters)
+            unknown = sorted(set(params) - set(allowed))
+            if unknown:  # the user's mistake: an InputError naming it, not a TypeError
+                raise InputError(f"{self.kind} {key!r} has no parameter(s) {unknown}; it takes {allowed or 'none'}")
         return cls(**params)
