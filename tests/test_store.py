@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,31 @@ def test_affinity_cache_is_symmetric(store):
         store.get_affinity(a, key_for("bb", method="saliency"))
     with pytest.raises(InputError, match="value"):
         store.put_affinities([(a, c, float("nan"))])
+
+
+def test_affinities_among_reads_the_cache_in_one_query(store):
+    a, b, c, other = key_for("aa"), key_for("bb"), key_for("cc"), key_for("dd")
+    store.put_affinities([(b, a, 0.7), (c, a, 0.2), (other, a, 0.9)])
+    assert store.affinities_among([a, b, c]) == {(0, 1): 0.7, (0, 2): 0.2}
+    assert store.affinities_among([c, b, a]) == {(1, 2): 0.7, (0, 2): 0.2}  # indices follow the order given
+    assert store.affinities_among([]) == {}
+    with pytest.raises(InputError, match="keys"):
+        store.affinities_among([a, key_for("bb", method="saliency")])
+
+
+def test_a_shard_changed_after_a_verified_read_is_verified_again(store, maps):
+    # Repeated reads skip re-hashing an unchanged file; a file changed in place must not be trusted.
+    key = key_for("m1")
+    _, infos = write_all(store, key, maps)
+    for info in infos:  # aged, as files of an earlier run are: fresh files are always re-hashed
+        os.utime(info.path, ns=(time.time_ns() - 10**10,) * 2)
+    np.testing.assert_allclose(store.read(key, 0, 4), store.read(key, 0, 4))  # second read: mapped
+    corrupt = Path(infos[0].path)
+    payload = bytearray(corrupt.read_bytes())
+    payload[-3] ^= 0x01
+    corrupt.write_bytes(bytes(payload))
+    with pytest.raises(StoreError, match="checksum"):
+        store.read(key, 0, 4)
 
 
 def test_put_affinities_is_one_transaction(store):

@@ -182,7 +182,8 @@ def _space(args: argparse.Namespace):
 
     methods = [get_method(m, epsilon=args.epsilon) if get_method(m).name == "lrp_epsilon" else m for m in args.methods]
     return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
-                      device=args.device, progress=not args.quiet)
+                      device=args.device, precision=args.precision, channels_last=args.channels_last,
+                      workers=args.workers, progress=not args.quiet)
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
@@ -230,6 +231,10 @@ def _parser() -> argparse.ArgumentParser:
     compute.add_argument("--batch-size", type=int, default=32)
     compute.add_argument("--shard-size", type=int, default=256, help="probe images per unit of work")
     compute.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    compute.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                         help="autocast precision of the forward pass (default fp32; bf16/fp16 on GPUs)")
+    compute.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster on GPUs)")
+    compute.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
     truth_opts = argparse.ArgumentParser(add_help=False)
     truth_opts.add_argument("--truth", default=None, help="ground truth: 'taskonomy' or a CSV file")
     truth_opts.add_argument("--n-relevant", type=int, default=5, help="true top sources counted relevant (default 5)")

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from .attribution import AttributionMethod, attribute_many
 from .models.sources import LoadedModel
 from .probe import ProbeSet
+from .runtime import Runtime
 from .store import MapStore, ShardInfo, WorkUnit
 
 
@@ -24,12 +25,17 @@ def compute_maps(
     images: torch.Tensor,
     methods: Sequence[AttributionMethod],
     probe_size: int,
-    device: str | torch.device = "cpu",
+    runtime: Runtime | str | torch.device = "cpu",
 ) -> dict[str, torch.Tensor]:
-    """Maps of a batch of probe images (B, 3, S, S) in [0, 1] per method: T_i, attribution, T_i⁻¹."""
-    x = model.transform(images.to(device))
-    maps = attribute_many(model.module, x, methods, encoder=model.encoder, model_name=model.name)
-    return {k: model.transform.inverse(v.detach(), probe_size).float().cpu() for k, v in maps.items()}
+    """Maps of a batch of probe images (B, 3, S, S) in [0, 1] per method: T_i, attribution, T_i⁻¹.
+
+    `runtime` is a `Runtime` or just a device; the model must already be on that device (and in
+    its memory layout: `Runtime.prepare`)."""
+    runtime = _as_runtime(runtime)
+    x = runtime.layout(model.transform(images.to(runtime.device)))
+    with runtime.autocast():
+        maps = attribute_many(model.module, x, methods, encoder=model.encoder, model_name=model.name)
+    return {k: model.transform.inverse(v.detach().float(), probe_size).cpu() for k, v in maps.items()}
 
 
 def run_units(
@@ -39,21 +45,23 @@ def run_units(
     methods: Sequence[AttributionMethod],
     store: MapStore,
     batch_size: int = 32,
-    device: str | torch.device = "cpu",
+    runtime: Runtime | str | torch.device = "cpu",
 ) -> list[ShardInfo]:
     """Units of one model covering the same shard (one per method), computed together in batches
     (methods that share a backward pass share it) and written to the store, one atomic write each."""
-    by_id = {m.id: m for m in methods}
+    runtime = _as_runtime(runtime)
+    by_id = {runtime.store_method(m.id): m for m in methods}
     todo = [by_id[u.key.method] for u in units]
     start, stop = units[0].start, units[0].stop
     if any((u.start, u.stop) != (start, stop) for u in units):
         raise ValueError("run_units: the units must cover the same probe shard")
+    runtime = _as_runtime(runtime)
     parts: dict[str, list[torch.Tensor]] = {m.id: [] for m in todo}
-    for begin in range(start, stop, batch_size):
-        batch = compute_maps(model, probe.batch(begin, min(begin + batch_size, stop)), todo, probe.size, device)
+    for images in runtime.batches(probe, start, stop, batch_size):
+        batch = compute_maps(model, images, todo, probe.size, runtime)
         for method_id, maps in batch.items():
             parts[method_id].append(maps)
-    return [store.write(u, torch.cat(parts[u.key.method])) for u in units]
+    return [store.write(u, torch.cat(parts[by_id[u.key.method].id])) for u in units]
 
 
 def run_unit(
@@ -63,18 +71,19 @@ def run_unit(
     method: AttributionMethod,
     store: MapStore,
     batch_size: int = 32,
-    device: str | torch.device = "cpu",
+    runtime: Runtime | str | torch.device = "cpu",
 ) -> ShardInfo:
     """The whole job of one unit: what a distributed worker runs, given the unit's record."""
-    return run_units([unit], model, probe, [method], store, batch_size, device)[0]
+    return run_units([unit], model, probe, [method], store, batch_size, runtime)[0]
 
 
 class LocalExecutor:
     """Runs the units of one model in this process, shard by shard, all methods of a shard together."""
 
-    def __init__(self, batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = True) -> None:
+    def __init__(self, batch_size: int = 32, runtime: Runtime | str | torch.device = "cpu",
+                 progress: bool = True) -> None:
         self.batch_size = batch_size
-        self.device = device
+        self.runtime = _as_runtime(runtime)
         self.progress = progress
 
     def run(
@@ -89,4 +98,8 @@ class LocalExecutor:
         for unit in units:
             shards.setdefault((unit.start, unit.stop), []).append(unit)
         bar = tqdm(shards.values(), desc=model.name, unit="shard", leave=False, disable=not self.progress)
-        return [info for group in bar for info in run_units(group, model, probe, methods, store, self.batch_size, self.device)]
+        return [info for group in bar for info in run_units(group, model, probe, methods, store, self.batch_size, self.runtime)]
+
+
+def _as_runtime(runtime: Runtime | str | torch.device) -> Runtime:
+    return runtime if isinstance(runtime, Runtime) else Runtime(device=str(runtime))

@@ -33,6 +33,7 @@ from .baselines import Prepared, Similarity, compare_all, encoder_activations, g
 from .errors import InputError, ModelspaceError
 from .evaluation import GroundTruth, evaluate, evaluation_report, rank_sources
 from .executor import LocalExecutor
+from .runtime import Runtime
 from .models.sources import LoadedModel, load_model
 from .models.spec import ModelSpec
 from .probe import ProbeSet
@@ -94,6 +95,10 @@ class ModelSpace:
     batch_size : probe images per forward+backward pass.
     shard_size : probe images per unit of work (the grain of resuming and of distribution).
     device : torch device for the models ("cpu", "cuda", "cuda:1").
+    precision : "fp32", or "bf16"/"fp16" autocast for the forward pass (see `runtime`); maps of
+        another precision are stored under their own key.
+    channels_last : NHWC memory layout for models and inputs (faster convolutions on GPUs).
+    workers : DataLoader worker processes feeding probe batches (0: in this process).
     linkage : scipy linkage method of the similarity tree.
     on_error : "record" keeps going and lists failures in `failures_`; "raise" stops at the first.
     progress : show progress bars.
@@ -107,6 +112,9 @@ class ModelSpace:
         batch_size: int = 32,
         shard_size: int = 256,
         device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        channels_last: bool = False,
+        workers: int = 0,
         linkage: str = "average",
         on_error: str = "record",
         progress: bool = True,
@@ -117,6 +125,9 @@ class ModelSpace:
         self.batch_size = batch_size
         self.shard_size = shard_size
         self.device = device
+        self.precision = precision
+        self.channels_last = channels_last
+        self.workers = workers
         self.linkage = linkage
         self.on_error = on_error
         self.progress = progress
@@ -261,10 +272,12 @@ class ModelSpace:
         except ModelspaceError as exc:
             self._fail(name, None, exc)
             return
+        self.runtime_.prepare(loaded.module)
         self.store_.register_model(loaded.key, name, loaded.spec.to_dict())
         entries = {}
-        keys = {m.id: EntryKey(loaded.key, self.probe_.hash, m.id, self.probe_.size) for m in self.methods_}
-        executor = LocalExecutor(self.batch_size, self.device, self.progress)
+        keys = {m.id: EntryKey(loaded.key, self.probe_.hash, self.runtime_.store_method(m.id), self.probe_.size)
+                for m in self.methods_}
+        executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
         # Methods that share a backward pass run together; any other method runs alone, so that a
         # method the model cannot support (ε-LRP through attention, say) fails by itself.
         plain = [m for m in self.methods_ if m.plain_gradient]
@@ -325,12 +338,9 @@ class ModelSpace:
         n, n_images = len(keys), len(self.probe_)
         a = np.eye(n)
         known = np.eye(n, dtype=bool)
-        for i in range(n):
-            for j in range(i + 1, n):
-                value = self.store_.get_affinity(keys[i], keys[j])
-                if value is not None:
-                    a[i, j] = a[j, i] = value
-                    known[i, j] = known[j, i] = True
+        for (i, j), value in self.store_.affinities_among(keys).items():
+            a[i, j] = a[j, i] = value
+            known[i, j] = known[j, i] = True
         readers = [lambda s, e, k=k: self.store_.read(k, s, e) for k in keys]
         if n >= 2 and not known[~np.eye(n, dtype=bool)].any():
             a = affinity_matrix(readers, n_images, names, progress=self.progress)
@@ -364,6 +374,7 @@ class ModelSpace:
             value = getattr(self, arg)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{arg} must be a positive integer, got {value!r}")
+        self.runtime_ = Runtime(self.device, self.precision, bool(self.channels_last), self.workers)
         if self.on_error not in ("record", "raise"):
             raise InputError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
         if isinstance(self.methods, (str, AttributionMethod)) or not self.methods:

@@ -31,6 +31,7 @@ import re
 import sqlite3
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +44,9 @@ from tqdm import tqdm
 from modelspace.errors import InputError, StoreError
 
 SCHEMA_VERSION = 1
+# Filesystems stamp modification times in coarse ticks (a few ms on ext4, 2 s on FAT): a file
+# modified less than this before it was verified is verified again on every read.
+_STAMP_GRANULARITY_NS = 2_000_000_000
 _BUSY_TIMEOUT_S = 60.0
 # Keys become folder names: keep them to characters that are safe on every filesystem.
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -193,6 +197,11 @@ class MapStore:
         self.arrays.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()  # one connection, possibly shared by threads
         self._conn = _open_manifest(self.manifest)
+        # Shard files whose checksum this process has verified, by relative path, with the
+        # (inode, size, mtime) they had then. A streamed affinity reads each shard several
+        # times (once per chunk it overlaps); hashing it every time cost most of `add`.
+        # A rewritten file (atomic rename: new inode; in place: new mtime) is verified again.
+        self._verified: dict[str, tuple[int, int, int]] = {}
 
     def close(self) -> None:
         """Close the manifest connection."""
@@ -382,6 +391,26 @@ class MapStore:
         )
         return float(rows[0][0]) if rows else None
 
+    def affinities_among(self, keys: Sequence[EntryKey]) -> dict[tuple[int, int], float]:
+        """Every cached affinity among ``keys`` in one query: {(i, j): value} with i < j."""
+        if not keys:
+            return {}
+        first = keys[0]
+        scope = (first.probe_hash, first.method, first.probe_size)
+        if any((k.probe_hash, k.method, k.probe_size) != scope for k in keys):
+            raise InputError("keys: affinities are only cached among entries of one probe set, method and size")
+        index = {k.model_key: i for i, k in enumerate(keys)}
+        rows = self._query(
+            "SELECT model_a, model_b, value FROM affinities WHERE probe_hash = ? AND method = ? AND probe_size = ?",
+            scope,
+        )
+        found = {}
+        for a, b, value in rows:
+            if a in index and b in index and a != b:
+                i, j = sorted((index[a], index[b]))
+                found[(i, j)] = float(value)
+        return found
+
     def put_affinities(self, pairs: Iterable[tuple[EntryKey, EntryKey, float]]) -> None:
         """Cache many pair affinities in one transaction (finite values only)."""
         rows = []
@@ -455,9 +484,18 @@ class MapStore:
             return False
 
     def _load_shard(self, rel: str, checksum: str, shape: tuple[int, int]) -> np.ndarray:
-        """Read one shard file, verify its checksum and shape, return the float16 array."""
+        """One shard file as a float16 array, its checksum and shape verified.
+
+        The first read in this process hashes the whole file; later reads of the same,
+        unchanged file map it into memory instead, so only the rows asked for are touched.
+        """
         path = self.root / rel
         try:
+            stamp = _file_stamp(path)
+            if self._verified.get(rel) == stamp:
+                data = np.load(path, mmap_mode="r", allow_pickle=False)
+                if data.shape == shape:
+                    return data
             payload = path.read_bytes()
         except OSError as exc:
             raise StoreError(f"shard file {str(path)!r} cannot be read ({exc}); recompute it") from exc
@@ -469,6 +507,8 @@ class MapStore:
             raise StoreError(f"shard file {str(path)!r} is not a valid .npy file: {exc}") from exc
         if data.shape != shape:
             raise StoreError(f"shard file {str(path)!r} has shape {data.shape}, the manifest says {shape}")
+        if time.time_ns() - stamp[2] > _STAMP_GRANULARITY_NS:
+            self._verified[rel] = stamp  # a file this fresh could change again within one mtime tick
         return data
 
     def _delete_files(self, rel_paths: Iterable[str]) -> None:
@@ -677,6 +717,12 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is replaced or rewritten: inode, size, modification time."""
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _file_sha256(path: Path) -> str:

@@ -29,6 +29,7 @@ without residual additions the two coincide, and they part as ε grows.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any, Callable, Iterator
 
 import torch
@@ -40,9 +41,10 @@ from ..errors import AttributionError
 
 
 def _stabilised(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """z + ε·sign(z), with sign(0) = +1 so that the denominator is never zero for ε > 0."""
-    sign = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-    return z + epsilon * sign
+    """z + ε·sign(z), with the sign of a zero taken from its sign bit (+0 → +ε, −0 → −ε), so that
+    the denominator is never zero for ε > 0. `copysign` is one pass; comparisons and `where` are
+    several times slower on CPU and were half the cost of ε-LRP on the zoo's models."""
+    return torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z).add_(z)
 
 
 class _ScaleByInput(torch.autograd.Function):
@@ -64,15 +66,18 @@ class _Divide(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, epsilon: float) -> torch.Tensor:
-        ctx.save_for_backward(_stabilised(z, epsilon))
+        # z itself is saved (nothing else holds it, so nothing modifies it in place) and the
+        # denominator is formed in backward: no extra tensor is kept alive between the passes.
+        ctx.save_for_backward(z)
+        ctx.epsilon = epsilon
         # A copy, not a view: models modify outputs in place (ReLU(inplace=True), `out += x`),
         # which autograd forbids on views made inside a custom Function.
         return z.clone()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (denominator,) = ctx.saved_tensors
-        return grad / denominator, None
+        (z,) = ctx.saved_tensors
+        return grad / _stabilised(z, ctx.epsilon), None
 
 
 class _InplaceSum(torch.autograd.Function):
@@ -182,30 +187,20 @@ class _EpsilonMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-@contextlib.contextmanager
-def _module_tracker(module: nn.Module) -> Iterator[Callable[[], str]]:
-    """Tracks which module is running, so that errors can name it."""
-    stack: list[str] = []
+def _running_module(root: nn.Module) -> str:
+    """The innermost submodule of `root` whose forward is on the Python call stack.
 
-    def enter(label: str) -> Callable[..., None]:
-        def hook(*_: Any) -> None:
-            stack.append(label)
-
-        return hook
-
-    def leave(*_: Any) -> None:  # returns None: a forward hook's return value would replace the output
-        if stack:
-            stack.pop()
-
-    handles = []
-    for name, sub in module.named_modules():
-        handles.append(sub.register_forward_pre_hook(enter(f"{name or '<root>'} ({type(sub).__name__})")))
-        handles.append(sub.register_forward_hook(leave))
-    try:
-        yield lambda: stack[-1] if stack else "<top level>"
-    finally:
-        for h in handles:
-            h.remove()
+    Looked up only when an error is raised, so that the normal path pays nothing: hooks on every
+    module to track the same thing cost two Python calls per module per forward pass.
+    """
+    names = {id(sub): name for name, sub in root.named_modules()}
+    frame = inspect.currentframe()
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names:
+            return f"{names[id(owner)] or '<root>'} ({type(owner).__name__})"
+        frame = frame.f_back
+    return "<top level>"
 
 
 @contextlib.contextmanager
@@ -217,5 +212,5 @@ def epsilon_rules(module: nn.Module, epsilon: float, model_name: str = "model") 
             f"{model_name}: ε-LRP needs the Python module; a TorchScript model runs outside its rules "
             "(use saliency or gradient_x_input, or load the model from Python source or a checkpoint)"
         )
-    with _module_tracker(module) as where, _EpsilonMode(epsilon, model_name, where):
+    with _EpsilonMode(epsilon, model_name, lambda: _running_module(module)):
         yield
