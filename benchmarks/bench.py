@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+import levers  # noqa: E402  (benchmarks/levers.py: sections 5-7)
 import modelspace
 from modelspace.affinity import affinity_matrix, affinity_naive, affinity_row
 from modelspace.attribution import attribute
@@ -54,7 +55,7 @@ from modelspace.models.encoder import EncoderTap, first_tensor
 from modelspace.models.sources import hf_default_encoder
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("attribution", "captum", "affinity", "insertion")
+SECTIONS = ("attribution", "captum", "affinity", "insertion", "levers", "sketch", "gpu")
 METHODS = ("saliency", "gradient_x_input", "lrp_epsilon")
 TARGET_FLOOR = {"saliency": 1.15, "gradient_x_input": 1.15, "lrp_epsilon": 1.5}
 TARGET_CAPTUM = 1.0
@@ -874,6 +875,16 @@ def run_insertion(report: Report, cfg: Config) -> None:
     report.add()
 
 
+# ------------------------------------------------------------------------------------ sections 5-7
+
+
+def lever_models(cfg: Config, quick: bool) -> list[BenchModel]:
+    """Two zoo architectures and the Hugging Face ResNet-18 for the levers section."""
+    zoo = [m for m in zoo_models(cfg, quick) if "resnet" in m.name or "mobilenet" in m.name]
+    hf = [m for m in hf_models(cfg) if "ResNet-18" in m.name]
+    return zoo + hf
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -913,6 +924,14 @@ def main(argv: list[str] | None = None) -> int:
         section("affinity", lambda: run_affinity(report, cfg))
     if "insertion" in sections:
         section("insertion", lambda: run_insertion(report, cfg))
+    bench = sys.modules[__name__]
+    if "levers" in sections:
+        section("levers", lambda: (levers.run_levers(report, cfg, lever_models(cfg, args.quick), bench),
+                                   levers.run_workers(report, cfg, bench)))
+    if "sketch" in sections:
+        section("sketch", lambda: levers.run_sketch(report, cfg, bench))
+    if "gpu" in sections:
+        section("gpu", lambda: levers.run_gpu(report, cfg, bench, args.quick))
     report.add(f"Total benchmark time: {fmt_s(time.perf_counter() - started)}.")
     report.write()
     print(f"\nwrote {out}", flush=True)
