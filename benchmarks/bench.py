@@ -841,9 +841,8 @@ def run_insertion(report: Report, cfg: Config) -> None:
             med = interleaved({
                 "row_mem": lambda: affinity_row(memory_readers[0], memory_readers[1:], n_img, names, progress=False),
                 "full_mem": lambda: affinity_matrix(memory_readers, n_img, names, progress=False),
-                # What add() spends on the pair cache: one get_affinity query per pair of the N+1 models.
-                "lookups": lambda: [store.get_affinity(keys[a.name], keys[b.name])
-                                    for i, a in enumerate(everyone) for b in everyone[i + 1:]],
+                # What add() spends on the pair cache: one query for every cached pair among the N+1 models.
+                "lookups": lambda: store.affinities_among([keys[m.name] for m in everyone]),
             }, warmup=0, repeats=cfg.matrix_repeats if n <= 20 else 1)
             adds[n], fulls[n], lookups[n] = t_add, t_full, med.median("lookups")
             rows.append([n, fmt_s(t_add), fmt_s(t_full), f"**{t_full / t_add:.1f}**", f"{t_add / n * 1e3:.0f} ms",
