@@ -259,8 +259,9 @@ def _facts(data: ReportData) -> str:
              (str(len([v for v in data.estimators if v.kind == "baseline"])), "baselines"),
              (str(len(s.get("failures") or [])), "failures")]
     if data.evaluation:
-        best = max(data.evaluation["methods"].items(), key=lambda kv: _at(kv[1], 5)[0])
-        facts.append((f"{_at(best[1], 5)[0]:.2f}", f"best P@5 ({best[0]})"))
+        k = min(5, data.evaluation["n_candidates"])  # P@5, or the last K of a smaller zoo
+        best = max(data.evaluation["methods"].items(), key=lambda kv: _at(kv[1], k)[0])
+        facts.append((f"{_at(best[1], k)[0]:.2f}", f"best P@{k} ({best[0]})"))
     return '<div class="facts">' + "".join(f"<div><b>{_e(v)}</b><span>{_e(k)}</span></div>" for v, k in facts) + "</div>"
 
 
