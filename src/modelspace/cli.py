@@ -1,7 +1,7 @@
 """The `modelspace` command: a thin shell over the Python API.
 
 Exit codes: 0 success, 2 bad input (zoo file, probe folder, ground truth, arguments),
-1 a failure inside the run.
+1 a failure inside the run (or a bug: the traceback is printed), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import __version__
 from .errors import InputError, ModelspaceError
 from .evaluation import format_table
 
 EXAMPLES = {
-    "run": "modelspace run zoo.toml probe_images/ --out results/ --truth taskonomy",
+    "run": "modelspace run zoo.toml probe_images/            # → modelspace-out/report.html\n"
+           "  modelspace run zoo.yaml probe_images/ --out results/ --truth taskonomy --methods saliency lrp",
     "probe": "modelspace probe probe_images/ --size 64 --limit 500 --out probe.npz",
     "embed": "modelspace embed zoo.toml probe.npz --store store/ --methods saliency lrp",
     "affinity": "modelspace affinity zoo.toml probe.npz --store store/ --out results/",
@@ -26,6 +28,8 @@ EXAMPLES = {
     "models": "modelspace models --store store/",
     "remove": "modelspace remove my_model --store store/",
     "methods": "modelspace methods",
+    "report": "modelspace report results/                # → results/report.html\n"
+              "  modelspace report results/ --truth truth.csv --output page.html",
     "demo": "modelspace demo --out demo-out/",
     "study": "modelspace study --out study-out/ --n-probe 1000",
 }
@@ -35,11 +39,31 @@ EXAMPLES = {
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .evaluation import GroundTruth
+
+    if args.store is None:  # kept beside the results, so that running again resumes
+        args.store = str(Path(args.out) / "store")
+    truth = GroundTruth.load(args.truth) if args.truth else None  # a bad truth fails before any work
     space = _space(args).fit(_zoo(args.zoo), _probe(args))
-    if args.truth:
-        space.evaluate(args.truth, args.n_relevant)
+    if truth is not None:
+        space.evaluate(truth, args.n_relevant)
     space.save(args.out)
-    _report(args, space.summary(), space, f"wrote {args.out}")
+    summary = space.summary()
+    done = f"wrote {args.out}/"
+    if not args.no_report:
+        page = _write_page(args, space, truth, Path(args.out) / "report.html")
+        summary["report"] = str(page)
+        done += f"\nreport: {page}"
+    _report(args, summary, space, done)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import from_folder, write_report
+
+    data = from_folder(args.folder, truth=args.truth, n_relevant=args.n_relevant, title=args.title)
+    page = write_report(data, args.output or Path(args.folder) / "report.html", progress=not args.quiet)
+    _emit(args, {"report": str(page)}, f"report: {page}")
     return 0
 
 
@@ -142,10 +166,19 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_page(args: argparse.Namespace, space, truth, path: Path) -> Path:
+    from .report import from_space, write_report
+
+    data = from_space(space, truth=truth)
+    data.settings["command"] = "modelspace " + " ".join(args.argv)  # so the page says how it was made
+    return write_report(data, path, progress=not args.quiet)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    report = run_demo(args.out, full=args.full, n_probe=args.n_probe, progress=not args.quiet)
+    report = run_demo(args.out, full=args.full, n_probe=args.n_probe, progress=not args.quiet,
+                      write_page=not args.no_report)
     _emit(args, report, report.get("table", ""))
     return 0
 
@@ -201,7 +234,7 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
 
 
 def _emit(args: argparse.Namespace, data, text: str) -> None:
-    if args.json:
+    if args.json:  # progress bars go to stderr: stdout stays one JSON document
         print(json.dumps(data, indent=1, default=str))
     elif not args.quiet:
         print(text)
@@ -212,7 +245,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="modelspace",
         description="Which pre-trained vision model transfers best to which task, without labels "
                     "(attribution-map model space, Song et al., NeurIPS 2019).",
-        epilog="examples:\n  " + "\n  ".join(EXAMPLES.values()),
+        epilog="examples:\n  " + "\n  ".join(EXAMPLES.values())
+               + "\n\nexit codes: 0 done, 2 bad input (file, folder, argument), 1 failure inside the run, 130 interrupted."
+               + "\n`modelspace COMMAND --help` explains each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"modelspace {__version__}")
@@ -224,12 +259,14 @@ def _parser() -> argparse.ArgumentParser:
     probe_opts.add_argument("--limit", type=int, default=None, help="use a seeded sample of N probe images")
     probe_opts.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     compute = argparse.ArgumentParser(add_help=False)
-    compute.add_argument("--store", default=None, help="map store folder (resumable); default: a temporary one")
+    compute.add_argument("--store", default=None, help="map store folder (resumable); default: OUT/store for "
+                         "`run`, a temporary one otherwise")
     compute.add_argument("--methods", nargs="+", default=["saliency", "gradient_x_input", "lrp_epsilon"],
-                         help="attribution methods (see `modelspace methods`)")
+                         help="attribution methods (see `modelspace methods`; default: all three)")
     compute.add_argument("--epsilon", type=float, default=1e-6, help="ε of ε-LRP (default 1e-6)")
-    compute.add_argument("--batch-size", type=int, default=32)
-    compute.add_argument("--shard-size", type=int, default=256, help="probe images per unit of work")
+    compute.add_argument("--batch-size", type=int, default=32, help="probe images per forward+backward pass "
+                         "(default 32)")
+    compute.add_argument("--shard-size", type=int, default=256, help="probe images per unit of work (default 256)")
     compute.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     compute.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                          help="autocast precision of the forward pass (default fp32; bf16/fp16 on GPUs)")
@@ -243,64 +280,75 @@ def _parser() -> argparse.ArgumentParser:
 
     def add(name: str, func, help_text: str, parents: list) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common, *parents], help=help_text, description=help_text,
-                           epilog=f"example:\n  {EXAMPLES[name]}", formatter_class=argparse.RawDescriptionHelpFormatter)
+                           epilog=f"examples:\n  {EXAMPLES[name]}", formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
         return p
 
-    p = add("run", cmd_run, "the whole pipeline: maps, affinities, rankings, trees, plots (and evaluation)",
-            [probe_opts, compute, truth_opts])
+    p = add("run", cmd_run, "the whole pipeline: maps, affinities, rankings, trees, plots, the HTML report "
+            "(and the evaluation, with --truth)", [probe_opts, compute, truth_opts])
+    p.add_argument("zoo", help="zoo file (TOML or YAML)")
+    p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
+    p.add_argument("--out", default="modelspace-out", help="output folder (default modelspace-out)")
+    p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
+
+    p = add("report", cmd_report, "one self-contained HTML page of an output folder (figures embedded; "
+            "opens offline)", [truth_opts])
+    p.add_argument("folder", help="output folder of `modelspace run` or `modelspace demo`")
+    p.add_argument("--output", default=None, help="HTML file to write (default FOLDER/report.html)")
+    p.add_argument("--title", default="modelspace report", help="page title")
+
+    p = add("probe", cmd_probe, "load a probe image folder once and save it (.npz) with its content hash", [])
+    p.add_argument("folder", help="folder of images (searched recursively)")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    p.add_argument("--limit", type=int, default=None, help="keep a seeded sample of N images")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    p.add_argument("--out", default="probe.npz", help="file to write (default probe.npz)")
+
+    p = add("embed", cmd_embed, "compute and store the attribution maps (only those missing)", [probe_opts, compute])
+    p.add_argument("zoo", help="zoo file (TOML or YAML)")
+    p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
+
+    p = add("affinity", cmd_affinity, "affinity matrices, rankings, trees and plots from the store", [probe_opts, compute])
     p.add_argument("zoo", help="zoo file (TOML or YAML)")
     p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
     p.add_argument("--out", default="modelspace-out", help="output folder (default modelspace-out)")
 
-    p = add("probe", cmd_probe, "load a probe image folder once and save it (.npz) with its content hash", [])
-    p.add_argument("folder")
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="probe.npz")
-
-    p = add("embed", cmd_embed, "compute and store the attribution maps (only those missing)", [probe_opts, compute])
-    p.add_argument("zoo")
-    p.add_argument("probe")
-
-    p = add("affinity", cmd_affinity, "affinity matrices, rankings, trees and plots from the store", [probe_opts, compute])
-    p.add_argument("zoo")
-    p.add_argument("probe")
-    p.add_argument("--out", default="modelspace-out")
-
     p = add("tree", cmd_tree, "agglomerative similarity tree (Newick + dendrogram) of an affinity CSV", [])
-    p.add_argument("affinity")
-    p.add_argument("--linkage", default="average")
-    p.add_argument("--out", default="modelspace-out")
+    p.add_argument("affinity", help="affinity_<method>.csv written by `run` or `affinity`")
+    p.add_argument("--linkage", default="average", help="scipy linkage method (default average)")
+    p.add_argument("--out", default="modelspace-out", help="output folder (default modelspace-out)")
 
-    p = add("evaluate", cmd_evaluate, "P@K / R@K of an affinity CSV against a ground truth", [truth_opts])
-    p.add_argument("affinity")
+    p = add("evaluate", cmd_evaluate, "P@K / R@K of an affinity CSV against a ground truth (default taskonomy)",
+            [truth_opts])
+    p.add_argument("affinity", help="affinity_<method>.csv written by `run` or `affinity`")
     p.add_argument("--zoo", default=None, help="zoo file mapping model names to task labels")
-    p.add_argument("--out", default="modelspace-out")
+    p.add_argument("--out", default="modelspace-out", help="output folder (default modelspace-out)")
 
     p = add("models", cmd_models, "list the models in a store", [])
-    p.add_argument("--store", required=True)
+    p.add_argument("--store", required=True, help="map store folder")
 
     p = add("remove", cmd_remove, "remove a model's maps and affinities from a store", [])
-    p.add_argument("name")
-    p.add_argument("--store", required=True)
+    p.add_argument("name", help="model name, as `modelspace models` lists it")
+    p.add_argument("--store", required=True, help="map store folder")
 
     add("methods", cmd_methods, "list the attribution methods", [])
 
-    p = add("demo", cmd_demo, "the built-in benchmark end to end", [])
-    p.add_argument("--out", default="modelspace-demo")
+    p = add("demo", cmd_demo, "the built-in benchmark end to end (writes OUT/report.html)", [])
+    p.add_argument("--out", default="modelspace-demo", help="output folder (default modelspace-demo)")
     p.add_argument("--full", action="store_true", help="1000 probe images instead of 250 (slower)")
     p.add_argument("--n-probe", type=int, default=None, help="number of probe images (overrides --full)")
+    p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
 
     p = add("study", cmd_study, "fidelity study: estimators × probe domains, probe-size curve, clustering, asymmetry", [])
-    p.add_argument("--out", default="modelspace-study")
+    p.add_argument("--out", default="modelspace-study", help="output folder (default modelspace-study)")
     p.add_argument("--n-probe", type=int, default=1000, help="probe images per domain (default 1000)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     if getattr(args, "truth", None) is None and args.command == "evaluate":
         args.truth = "taskonomy"
     try:
@@ -310,6 +358,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ModelspaceError as exc:
         print(f"modelspace: failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("modelspace: interrupted (a store keeps the finished units: run again to resume)", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 (a bug or an environment problem: shown with its traceback)
+        traceback.print_exc()
+        print("modelspace: internal error (exit 1); the traceback above says where", file=sys.stderr)
         return 1
 
 

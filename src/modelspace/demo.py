@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from .evaluation import GroundTruth, format_table
 from .models.spec import load_zoo
 from .probe import ProbeSet
-from .space import DEFAULT_METHODS, ModelSpace
+from .space import DEFAULT_METHODS, ModelSpace, _write_matrix
 from .tree import similarity_tree, to_newick
 from .world.build import ZOO_DIR
 from .world.render import render_batch
@@ -46,8 +46,10 @@ def run_demo(
     baselines: Sequence[str] = BASELINES,
     progress: bool = True,
     zoo_dir: Path = ZOO_DIR,
+    write_page: bool = True,
 ) -> dict:
-    """Run the benchmark into `out`; returns the report (with a printable `table`)."""
+    """Run the benchmark into `out`; returns the report (with a printable `table`) and, with
+    `write_page`, writes `out/report.html`."""
     start = time.time()
     out = Path(out)
     specs, record, truth, oracle_info = load_world(Path(zoo_dir))
@@ -59,7 +61,8 @@ def run_demo(
     space.evaluate(truth, models=group1)
     space.save(out)
 
-    trees = _trees(space, group1, oracle_info, out)
+    trees, oracle_affinity = _trees(space, group1, oracle_info, out)
+    _write_matrix(out / "oracle_affinity.csv", oracle_affinity, oracle_info["tasks"])  # `modelspace report` reads it
     summary = {
         **space.summary(),
         "group1": group1,
@@ -68,15 +71,24 @@ def run_demo(
         "seconds": round(time.time() - start, 1),
     }
     (out / "results.json").write_text(json.dumps(summary, indent=1))
+    if write_page:
+        from .report import from_space, write_report
+
+        data = from_space(space, truth=truth, title="modelspace demo: the built-in world",
+                          truth_tree=(oracle_affinity, list(oracle_info["tasks"]), "Oracle tree (measured transfers)"))
+        data.settings = {**summary, "command": "modelspace demo --out " + str(out)}
+        summary["report"] = str(write_report(data, out / "report.html", progress=progress))
     table = format_table(space.evaluation_)
     table += (f"\n\n{len(group1)} targets (group 1), {len(specs)} models, {len(probe)} probe images, "
               f"{summary['seconds']:.0f} s. Oracle repeatability (top-5 agreement of two readout seeds): "
-              f"{oracle_info['top5_agreement_between_seeds']:.2f}. Results in {out}/")
+              f"{oracle_info['top5_agreement_between_seeds']:.2f}. Results in {out}/"
+              + (f", the page: {summary['report']}" if write_page else ""))
     return {**summary, "table": table}
 
 
-def _trees(space: ModelSpace, group1: list[str], oracle_info: dict, out: Path) -> dict:
-    """Newick trees of group 1: the oracle's (from symmetrised transfer scores) and each method's."""
+def _trees(space: ModelSpace, group1: list[str], oracle_info: dict, out: Path) -> tuple[dict, np.ndarray]:
+    """Newick trees of group 1, the oracle's (from symmetrised transfer scores) and each method's,
+    and the oracle's symmetrised affinity."""
     from .plots import plot_dendrogram
 
     tasks = oracle_info["tasks"]
@@ -89,4 +101,4 @@ def _trees(space: ModelSpace, group1: list[str], oracle_info: dict, out: Path) -
         keep = [i for i, n in enumerate(result.names) if n in group1]
         sub = result.affinity[np.ix_(keep, keep)]
         trees[method_id] = to_newick(similarity_tree(sub), [result.names[i] for i in keep])
-    return trees
+    return trees, oracle_affinity

@@ -1,0 +1,465 @@
+"""The HTML report: one self-contained page of a run, readable offline and for 5 or 200 models.
+
+    from modelspace.report import from_space, write_report
+    write_report(from_space(space, truth="taskonomy"), "out/report.html")
+
+or, from a folder that `ModelSpace.save` (`modelspace run`) wrote: `write_report(from_folder("out/"), ...)`.
+
+The page holds the attribution-map grid (the paper's Figure 2), per estimator the affinity heatmap
+in tree order, the dendrogram and a 2-D map of the model space (classical MDS on 1 − affinity),
+per-target tables of the top sources, and — with a ground truth — the P@K/R@K curves beside random
+and oracle and the truth's tree beside the estimated one; last, the settings that reproduce it.
+Figures are PNGs inlined as data: URIs; the style and a small script are inline too.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from . import report_figures as figs
+from .errors import InputError
+from .evaluation import GroundTruth, evaluate, evaluation_report, rank_sources
+from .report_assets import CSS, JS
+from .tree import leaf_order, similarity_tree
+
+TOP_SOURCES = 5
+"""Sources listed per target in the tables."""
+
+WIDE_FROM = 24
+"""From this many models on, the heatmap takes the page's full width."""
+
+
+@dataclass
+class EstimatorView:
+    """One estimator's model space as the report shows it (an attribution method or a baseline)."""
+
+    id: str
+    names: list[str]
+    affinity: np.ndarray
+    labels: list[str] | None = None  # task labels matched against a ground truth (default: names)
+    kind: str = "method"  # "method" (attribution) or "baseline"
+    grid: bytes | None = None  # PNG of the attribution grid, attribution methods only
+
+    def __post_init__(self) -> None:
+        self.affinity = np.asarray(self.affinity, dtype=np.float64)
+        if self.affinity.shape != (len(self.names), len(self.names)):
+            raise InputError(f"estimator {self.id!r}: affinity of shape {self.affinity.shape} "
+                             f"for {len(self.names)} models")
+        self.labels = list(self.labels) if self.labels is not None else list(self.names)
+        self.linkage = similarity_tree(self.affinity) if len(self.names) >= 2 else None
+        self.order = leaf_order(self.linkage) if self.linkage is not None else list(range(len(self.names)))
+        self.ranking = rank_sources(self.affinity, self.names) if len(self.names) >= 2 else {}
+
+
+@dataclass
+class ReportData:
+    """Everything the page shows; build it with `from_space` or `from_folder`, or by hand."""
+
+    estimators: list[EstimatorView]
+    settings: dict = field(default_factory=dict)  # the run's summary (results.json)
+    evaluation: dict | None = None  # an `evaluation_report` dict
+    truth: GroundTruth | None = None
+    truth_tree: tuple[np.ndarray, list[str], str] | None = None  # affinity over tasks, tasks, caption
+    title: str = "modelspace report"
+
+
+# --------------------------------------------------------------------------- building the data
+
+
+def from_space(space, truth: GroundTruth | str | Path | None = None,
+               truth_tree: tuple[np.ndarray, list[str], str] | None = None,
+               grid_images: int = 6, grid_models: int = 8, title: str = "modelspace report") -> ReportData:
+    """Report data of a fitted `ModelSpace` (its evaluation, if `evaluate` was called, included)."""
+    from .space import _spread
+
+    space._check_fitted()
+    method_ids = {m.id for m in space.methods_}
+    views = []
+    for method_id, r in space.results_.items():
+        grid = None
+        if method_id in method_ids and r.names:
+            maps = space.maps(method_id, grid_images)
+            images = space.probe_.batch(0, grid_images).numpy()
+            grid = figs.grid_png(images, {n: maps[n] for n in _spread(r, grid_models)}, grid_images)
+        views.append(EstimatorView(method_id, list(r.names), r.affinity, list(r.labels),
+                                   "method" if method_id in method_ids else "baseline", grid))
+    truth = _truth(truth)
+    if truth is not None and truth_tree is None:
+        truth_tree = truth_affinity(truth, views[0].labels if views else [])
+    return ReportData(views, space.summary(), getattr(space, "evaluation_", None), truth, truth_tree, title)
+
+
+def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = None, n_relevant: int = 5,
+                title: str = "modelspace report") -> ReportData:
+    """Report data of an output folder written by `ModelSpace.save` (`modelspace run`, `demo`).
+
+    With a `truth` the evaluation is recomputed against it; otherwise the folder's own is shown.
+    The truth's tree comes from `oracle_affinity.csv` in the folder if there is one (the demo writes it).
+    """
+    from .space import _slug, read_matrix
+
+    folder = Path(folder)
+    results_file = folder / "results.json"
+    try:
+        settings = json.loads(results_file.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{results_file}: not found; is {folder} a folder written by `modelspace run`?") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{results_file}: unreadable ({exc})") from exc
+    if not isinstance(settings, dict) or "methods" not in settings:
+        raise InputError(f"{results_file}: no 'methods' field; not written by modelspace")
+    tasks = {m["name"]: m.get("task", m["name"]) for m in settings.get("models", [])}
+    ids = [*settings["methods"], *settings.get("baselines", [])]
+    every = dict.fromkeys(ids)
+    views = []
+    for estimator in ids:
+        slug = _slug(estimator, every)
+        csv_file = folder / f"affinity_{slug}.csv"
+        if not csv_file.exists():
+            raise InputError(f"{csv_file}: missing (listed in {results_file.name} as {estimator!r})")
+        matrix, names = read_matrix(csv_file)
+        grid_file = folder / f"grid_{slug}.png"
+        grid = grid_file.read_bytes() if grid_file.exists() else None
+        views.append(EstimatorView(estimator, names, matrix, [tasks.get(n, n) for n in names],
+                                   "method" if estimator in settings["methods"] else "baseline", grid))
+    truth = _truth(truth)
+    evaluation = settings.get("evaluation")
+    if truth is not None:
+        evaluation = evaluate_views(views, truth, n_relevant)
+    truth_tree = None
+    if (folder / "oracle_affinity.csv").exists():
+        matrix, tasks_ = read_matrix(folder / "oracle_affinity.csv")
+        truth_tree = (matrix, tasks_, "Oracle tree (measured transfers)")
+    elif truth is not None:
+        truth_tree = truth_affinity(truth, views[0].labels if views else [])
+    return ReportData(views, settings, evaluation, truth, truth_tree, title)
+
+
+def evaluate_views(views: list[EstimatorView], truth: GroundTruth, n_relevant: int = 5) -> dict:
+    """P@K / R@K of every estimator against `truth` (models matched by task label)."""
+    curves, n_candidates = {}, 0
+    for view in views:
+        duplicates = sorted({label for label in view.labels if view.labels.count(label) > 1})
+        if duplicates:
+            raise InputError(f"task labels must be unique to evaluate; {view.id} repeats {', '.join(duplicates)}")
+        curves[view.id], _ = evaluate(rank_sources(view.affinity, view.labels), truth, n_relevant,
+                                      restrict_to_estimated=True)
+        n_candidates = max(n_candidates, len(curves[view.id].ks))
+    return evaluation_report(curves, n_candidates, n_relevant)
+
+
+def truth_affinity(truth: GroundTruth, labels: list[str]) -> tuple[np.ndarray, list[str], str] | None:
+    """A similarity over the tasks both in `labels` and the truth, from the truth's ranks, for its tree.
+
+    A target's candidates score 1 (best) down to 0 (worst) by rank; the score is symmetrised.
+    None when fewer than two tasks are shared.
+    """
+    tasks = [t for t in dict.fromkeys(labels) if t in truth.ranking]
+    if len(tasks) < 2:
+        return None
+    index = {t: i for i, t in enumerate(tasks)}
+    score = np.full((len(tasks), len(tasks)), np.nan)
+    for t in tasks:
+        ranked = [s for s in truth.ranking[t] if s in index]
+        for pos, s in enumerate(ranked):
+            score[index[t], index[s]] = 1.0 - pos / max(len(ranked) - 1, 1)
+    score = np.where(np.isnan(score), np.nan_to_num(score.T, nan=0.0), score)  # one-sided pairs
+    a = (score + score.T) / 2
+    np.fill_diagonal(a, 1.0)
+    return a, tasks, "Ground-truth tree (from its ranks)"
+
+
+def _truth(truth: GroundTruth | str | Path | None) -> GroundTruth | None:
+    if truth is None or isinstance(truth, GroundTruth):
+        return truth
+    return GroundTruth.load(truth)
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def write_report(data: ReportData, path: str | Path, progress: bool = False) -> Path:
+    """Write the page to `path` (parents created); returns the path."""
+    from tqdm import tqdm
+
+    if not data.estimators:
+        raise InputError("report: no estimator to show (every model failed?)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page = _Page()
+    steps = [("maps", _section_maps), ("space", _section_space), ("sources", _section_sources),
+             ("evaluation", _section_evaluation), ("settings", _section_settings)]
+    body = []
+    for _, section in tqdm(steps, desc="report", unit="section", disable=not progress):
+        body.append(section(data, page))
+    path.write_text(page.document(data, "\n".join(b for b in body if b)), encoding="utf-8")
+    return path
+
+
+class _Page:
+    """Collects the JSON blocks the figures' tooltips read, with unique ids."""
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple[str, str]] = []
+
+    def data(self, payload: Any) -> str:
+        ident = f"d{len(self.blocks)}"
+        # "</" cannot end the script block early once escaped.
+        self.blocks.append((ident, json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")))
+        return ident
+
+    def document(self, data: ReportData, body: str) -> str:
+        scripts = "\n".join(f'<script type="application/json" id="{i}">{p}</script>' for i, p in self.blocks)
+        nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in _nav(data))
+        return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(data.title)}</title>
+<style>{CSS}</style></head>
+<body>
+<header><div class="wrap"><h1>{_e(data.title)}</h1>
+<p class="lead">Transferability estimated from attribution maps (Song et al., NeurIPS 2019): two models are as
+close as their attribution maps on the same unlabeled probe images; a target's best sources are its nearest models.</p>
+{_facts(data)}<nav>{nav}</nav></div></header>
+<main class="wrap">
+{body}
+</main>
+<footer class="wrap">modelspace {_e(__version__)} · built {_e(_now())} · self-contained: no network needed.</footer>
+<div id="tip"></div>
+{scripts}
+<script>{JS}</script>
+</body></html>
+"""
+
+
+def _nav(data: ReportData) -> list[tuple[str, str]]:
+    items = [("maps", "Attribution maps")] if any(v.grid for v in data.estimators) else []
+    items += [("space", "Model space"), ("sources", "Sources per target")]
+    if data.evaluation or data.truth_tree:
+        items.append(("evaluation", "Evaluation"))
+    return items + [("settings", "Settings")]
+
+
+def _facts(data: ReportData) -> str:
+    s = data.settings
+    probe = s.get("probe") or {}
+    n_models = max(len(v.names) for v in data.estimators)
+    facts = [(str(n_models), "models"),
+             (str(probe.get("n_images", "–")), f"probe images ({probe.get('size', '?')} px)"),
+             (str(len([v for v in data.estimators if v.kind == "method"])), "attribution methods"),
+             (str(len([v for v in data.estimators if v.kind == "baseline"])), "baselines"),
+             (str(len(s.get("failures") or [])), "failures")]
+    if data.evaluation:
+        k = min(5, data.evaluation["n_candidates"])  # P@5, or the last K of a smaller zoo
+        best = max(data.evaluation["methods"].items(), key=lambda kv: _at(kv[1], k)[0])
+        facts.append((f"{_at(best[1], k)[0]:.2f}", f"best P@{k} ({best[0]})"))
+    return '<div class="facts">' + "".join(f"<div><b>{_e(v)}</b><span>{_e(k)}</span></div>" for v, k in facts) + "</div>"
+
+
+def _section_maps(data: ReportData, page: _Page) -> str:
+    views = [v for v in data.estimators if v.grid]
+    if not views:
+        return ""
+    panels = [(v.id, _figure(v.grid, f"Attribution maps, {v.id}",
+                             "Top row: probe images. Below: one row per model (a few, spread along the similarity tree), "
+                             "Σ|channels| of its map, each map scaled to its own maximum.", zoom=True))
+              for v in views]
+    return ('<section id="maps"><h2>Attribution maps</h2><p class="muted">What each model looks at: the attribution '
+            "of the mean of its encoder output to the input pixels, for the first probe images.</p>"
+            + _tabs(panels) + "</section>")
+
+
+def _section_space(data: ReportData, page: _Page) -> str:
+    panels = []
+    for v in data.estimators:
+        if len(v.names) < 2:
+            panels.append((v.id, '<p class="muted">Fewer than two models: no matrix to show.</p>'))
+            continue
+        ordered = [v.names[i] for i in v.order]
+        matrix = v.affinity[np.ix_(v.order, v.order)]
+        png, box = figs.heatmap_png(matrix, ordered, f"Affinity · {v.id}")
+        hm = page.data({"kind": "matrix", "box": box, "labels": ordered,
+                        "values": np.round(matrix, 4).tolist()})
+        thinned = len(figs.thin_labels(len(ordered))) < len(ordered)
+        heat = _figure(png, f"Affinity heatmap of {v.id}", "Rows and columns in the order of the similarity tree"
+                       + ("; every k-th name is written" if thinned else "") + ". Hover a cell for its pair and value; "
+                       "click to zoom.", hover=hm, zoom=True)
+        coords = figs.classical_mds(v.affinity)
+        groups = figs.clusters(v.linkage, len(v.names))
+        mds_img, mds_box = figs.mds_png(coords, v.names, groups, v.order, f"Model space · {v.id}")
+        notes = [f" ({lab})" if lab != name else "" for name, lab in zip(v.names, v.labels)]
+        md = page.data({"kind": "points", "box": mds_box, "labels": v.names, "notes": notes,
+                        "x": np.round(coords[:, 0], 5).tolist(), "y": np.round(coords[:, 1], 5).tolist()})
+        mds = _figure(mds_img, f"Model-space map of {v.id}", "Classical MDS on 1 − affinity; colours are clusters "
+                      "cut from the tree. Hover a point for its name.", hover=md)
+        tree = _figure(figs.dendrogram_png(v.linkage, v.names, f"Similarity tree · {v.id}"),
+                       f"Similarity tree of {v.id}", "Average linkage on 1 − affinity.", scroll=len(v.names) > 30)
+        if len(v.names) > WIDE_FROM:  # a large matrix gets the page's full width, the map and tree share a row
+            panels.append((v.id, f'{heat}<div class="cols"><div>{mds}</div><div>{tree}</div></div>'))
+        else:
+            panels.append((v.id, f'<div class="cols"><div>{heat}</div><div>{mds}</div></div>{tree}'))
+    return ('<section id="space"><h2>Model space</h2><p class="muted">Affinity = mean cosine of two models\' '
+            "attribution maps over the probe images (1 = the same maps). Baselines compare encoder activations "
+            "instead.</p>" + _tabs(panels) + "</section>")
+
+
+def _section_sources(data: ReportData, page: _Page) -> str:
+    n_rel = (data.evaluation or {}).get("n_relevant", 5)
+    views = [v for v in data.estimators if v.ranking]
+    if not views:
+        return ""
+    targets = list(dict.fromkeys(n for v in views for n in v.names))
+    label_of = {n: lab for v in views for n, lab in zip(v.names, v.labels)}
+    rows = []
+    for target in targets:
+        label = label_of.get(target, target)
+        relevant = set(data.truth.relevant(label, n_rel)) if data.truth and label in data.truth.ranking else None
+        head = "".join(f"<th>{_e(v.id)}</th>" for v in views) + ("<th>ground truth</th>" if relevant is not None else "")
+        body = []
+        for k in range(TOP_SOURCES):
+            cells = []
+            for v in views:
+                ranked = v.ranking.get(target, [])
+                if k >= len(ranked):
+                    cells.append("<td></td>")
+                    continue
+                name, value = ranked[k]
+                hit = relevant is not None and dict(zip(v.names, v.labels)).get(name, name) in relevant
+                cells.append(f'<td{" class=hit" if hit else ""}>{_e(name)}<span class="v">{value:.3f}</span></td>')
+            if relevant is not None:
+                truth_ranked = data.truth.relevant(label, TOP_SOURCES)
+                cells.append(f"<td>{_e(truth_ranked[k]) if k < len(truth_ranked) else ''}</td>")
+            body.append(f'<tr><td class="num">{k + 1}</td>{"".join(cells)}</tr>')
+        best = views[0].ranking.get(target, [])
+        hint = f"{views[0].id}: {best[0][0]} {best[0][1]:.3f}" if best else ""
+        task = f" · task {label}" if label != target else ""
+        rows.append(f'<details class="target" data-name="{_e(target)} {_e(label)}"><summary><b>{_e(target)}</b>'
+                    f'<span class="muted">{_e(task)} · best source by {_e(hint)}</span></summary>'
+                    f'<div class="tablewrap"><table><tr><th class="num">#</th>{head}</tr>{"".join(body)}</table></div>'
+                    "</details>")
+    note = (f" ✓ marks a source among the ground truth's top {n_rel} for that target." if data.truth else "")
+    return ('<section id="sources"><h2>Sources per target</h2>'
+            f'<p class="muted">For each model as a target, its top {TOP_SOURCES} sources by each estimator, with the '
+            f"affinity.{note}</p>"
+            '<p><input type="search" id="target-filter" placeholder="filter targets by name or task"></p>'
+            + "".join(rows) + "</section>")
+
+
+def _section_evaluation(data: ReportData, page: _Page) -> str:
+    parts = []
+    ev = data.evaluation
+    if ev:
+        parts.append(f'<p class="muted">Each target\'s top {ev["n_relevant"]} measured sources are the relevant ones; '
+                     f'P@K = relevant among the estimate\'s top K / K, R@K = / {ev["n_relevant"]}; averaged over '
+                     f'targets, {ev["n_candidates"]} candidates. Random and oracle are the reference lines.</p>')
+        parts.append(_score_table(ev))
+        parts.append(_figure(figs.curves_png(ev), "P@K and R@K curves", "Solid: estimators; dashed: random "
+                             "(grey) and oracle (black)."))
+    if data.truth_tree:
+        matrix, tasks, caption = data.truth_tree
+        oracle = _figure(figs.dendrogram_png(similarity_tree(matrix), tasks, caption), caption,
+                         "Average linkage on 1 − the truth's symmetrised similarity.", scroll=len(tasks) > 30)
+        panels = []
+        for v in data.estimators:
+            keep = [v.labels.index(t) for t in tasks if t in v.labels]
+            if len(keep) < 2:
+                continue
+            tree = similarity_tree(v.affinity[np.ix_(keep, keep)])
+            panels.append((v.id, _figure(figs.dendrogram_png(tree, [v.labels[i] for i in keep],
+                                                            f"Estimated tree · {v.id}"),
+                                         f"Estimated tree of {v.id}", "The same tasks, from the estimate.",
+                                         scroll=len(tasks) > 30)))
+        parts.append('<h3>Ground truth\'s tree beside the estimated one</h3>'
+                     f'<div class="cols"><div>{oracle}</div><div>{_tabs(panels)}</div></div>')
+    if not parts:
+        return ""
+    return '<section id="evaluation"><h2>Evaluation</h2>' + "".join(parts) + "</section>"
+
+
+def _score_table(ev: dict) -> str:
+    ks = [k for k in (1, 3, 5) if k <= ev["n_candidates"]] or [1]
+    head = "".join(f'<th class="num">P@{k}</th>' for k in ks) + f'<th class="num">R@{ks[-1]}</th>'
+    rows = []
+    entries = [(n, c, "") for n, c in ev["methods"].items()] + [(r, ev[r], "ref") for r in ("random", "oracle")]
+    for name, curves, cls in entries:
+        cells = "".join(f'<td class="num">{_at(curves, k)[0]:.3f}</td>' for k in ks)
+        cells += f'<td class="num">{_at(curves, ks[-1])[1]:.3f}</td>'
+        rows.append(f'<tr class="{cls}"><td>{_e(name)}</td>{cells}</tr>')
+    return f"<table><tr><th>estimator</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _section_settings(data: ReportData, page: _Page) -> str:
+    import matplotlib
+    import scipy
+
+    s = data.settings
+    probe = s.get("probe") or {}
+    side = probe.get("size", "?")
+    pairs = [("probe", f"{probe.get('n_images', '?')} images, {side}×{side} px, hash {probe.get('hash', '?')}"),
+             ("attribution methods", ", ".join(s.get("methods", [v.id for v in data.estimators if v.kind == "method"]))),
+             ("baselines", ", ".join(s.get("baselines", [])) or "none"),
+             ("ground truth", data.truth.origin if data.truth else ("as evaluated in the run" if data.evaluation
+                                                                    else "none")),
+             ("computed with", f"modelspace {s.get('modelspace_version', '?')}, torch {s.get('torch_version', '?')}"),
+             ("report built with", (f"modelspace {__version__}, Python {platform.python_version()}, numpy "
+                                    f"{np.__version__}, scipy {scipy.__version__}, matplotlib {matplotlib.__version__}")),
+             ("built", _now())]
+    if s.get("command"):
+        pairs.append(("command", s["command"]))
+    kv = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs)
+    models = s.get("models") or [{"name": n} for n in data.estimators[0].names]
+    model_rows = "".join(f"<tr><td>{_e(m.get('name'))}</td><td>{_e(m.get('task', ''))}</td>"
+                         f"<td><code>{_e(m.get('source', ''))}</code></td><td><code>{_e(str(m.get('key', ''))[:12])}"
+                         "</code></td></tr>" for m in models)
+    failures = "".join(f"<tr><td>{_e(f['model'])}</td><td>{_e(f.get('method') or 'loading')}</td>"
+                       f"<td>{_e(f['message'])}</td></tr>" for f in s.get("failures") or [])
+    return ('<section id="settings"><h2>Settings</h2><table>' + kv + "</table>"
+            f"<details><summary>{len(models)} models</summary><div class=\"tablewrap\"><table><tr><th>name</th>"
+            f"<th>task</th><th>source</th><th>key</th></tr>{model_rows}</table></div></details>"
+            + (f"<h3>Failures</h3><table><tr><th>model</th><th>step</th><th>why</th></tr>{failures}</table>"
+               if failures else "")
+            + "</section>")
+
+
+# --------------------------------------------------------------------------- small pieces
+
+
+def _figure(png: bytes, alt: str, caption: str, hover: str | None = None, zoom: bool = False,
+            scroll: bool = False) -> str:
+    attrs = f' data-hover="{hover}"' if hover else ""
+    img = f'<img src="{figs.data_uri(png)}" alt="{_e(alt)}"{attrs}>'
+    if scroll:
+        img = f'<div class="scroll">{img}</div>'
+    cls = ' class="zoomable"' if zoom and not scroll else ""
+    return f"<figure{cls}>{img}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _tabs(panels: list[tuple[str, str]]) -> str:
+    if len(panels) == 1:
+        return panels[0][1]
+    buttons = "".join(f'<button type="button">{_e(name)}</button>' for name, _ in panels)
+    bodies = "".join(f'<div class="panel">{body}</div>' for _, body in panels)
+    return f'<div class="tabbed"><div class="tabs">{buttons}</div>{bodies}</div>'
+
+
+def _at(curves: dict, k: int) -> tuple[float, float]:
+    ks = curves["ks"]
+    i = ks.index(k) if k in ks else len(ks) - 1
+    return curves["precision"][i], curves["recall"][i]
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
