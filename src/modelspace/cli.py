@@ -51,7 +51,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     info = {"out": str(args.out), "n_images": len(probe), "size": probe.size, "hash": probe.hash,
             "skipped": [{"path": p, "reason": r} for p, r in probe.skipped]}
     _emit(args, info, f"{len(probe)} images at {probe.size}×{probe.size} (hash {probe.hash[:12]}), "
-                      f"{len(probe.skipped)} skipped → {args.out}")
+                      f"{len(probe.skipped)} skipped → {args.out}" + _skipped_lines(probe.skipped))
     return 0
 
 
@@ -186,7 +186,8 @@ def _space(args: argparse.Namespace):
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
-    lines = [f"probe: {summary['probe']['n_images']} images, hash {summary['probe']['hash'][:12]}"]
+    lines = [f"probe: {summary['probe']['n_images']} images, hash {summary['probe']['hash'][:12]}, "
+             f"{len(space.probe_.skipped)} files skipped" + _skipped_lines(space.probe_.skipped)]
     for method_id, r in space.results_.items():
         lines.append(f"\n{method_id}: {len(r.names)} models")
         for target, ranked in list(r.ranking.items())[:12]:
@@ -197,6 +198,14 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
         lines.append("\n" + format_table(summary["evaluation"]))
     lines.append(done)
     _emit(args, summary, "\n".join(lines))
+
+
+def _skipped_lines(skipped, shown: int = 20) -> str:
+    """One line per skipped probe file (path: reason), the first ``shown`` of them."""
+    lines = [f"\n  skipped {path}: {reason}" for path, reason in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"\n  ... and {len(skipped) - shown} more")
+    return "".join(lines)
 
 
 def _emit(args: argparse.Namespace, data, text: str) -> None:
