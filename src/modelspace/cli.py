@@ -57,8 +57,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     space = _space(args).embed(_zoo(args.zoo), _probe(args))
-    info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_]}
-    _emit(args, info, f"maps of {len(space.members_)} models in {args.store}; {len(space.failures_)} failures"
+    info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_], "work": space.work_}
+    _emit(args, info, f"maps of {len(space.members_)} models in {args.store}; {len(space.failures_)} failures; "
+                      f"{space.work_['computed']} units computed, {space.work_['reused']} found in the store"
                       + "".join(f"\n  {f.model}: {f.message}" for f in space.failures_))
     return 0
 

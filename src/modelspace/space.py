@@ -138,6 +138,7 @@ class ModelSpace:
         self.baselines_ = [get_baseline(b) for b in self.baselines]
         self.members_: dict[str, _Member] = {}
         self.failures_: list[Failure] = []
+        self.work_ = {"computed": 0, "reused": 0}  # units (model x method x shard) computed here / found stored
         models = list(models)
         for model in tqdm(models, desc="models", unit="model", disable=not self.progress or len(models) < 2):
             self._embed(model)
@@ -246,6 +247,7 @@ class ModelSpace:
             "models": [{"name": n, "task": m.spec.label, "key": m.key, "source": m.spec.source}
                        for n, m in self.members_.items()],
             "failures": [f.to_dict() for f in self.failures_],
+            "work": dict(getattr(self, "work_", {})),
             "evaluation": getattr(self, "evaluation_", None),
         }
 
@@ -275,7 +277,9 @@ class ModelSpace:
         for group in groups:
             units = [u for m in group for u in plan_units(keys[m.id], name, len(self.probe_), self.shard_size)]
             try:
-                executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
+                written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
+                self.work_["computed"] += len(written)
+                self.work_["reused"] += len(units) - len(written)
             except Exception as exc:  # noqa: BLE001 - one model crashing (input too small ...) must not end the run
                 for method in group:
                     self._fail(name, method.id, _run_error(loaded, exc))
