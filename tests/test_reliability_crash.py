@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelspace import executor
-from modelspace import ModelSpace, ProbeSet
+from modelspace import ModelSpace, ProbeSet, executor
 from modelspace.errors import StoreError
 from modelspace.models import load_zoo
 from modelspace.store import EntryKey, MapStore, plan_units
