@@ -35,7 +35,7 @@ EXAMPLES = {
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    space = _space(args).fit(_zoo(args.zoo), _probe(args))
+    space = _space(args).fit(_zoo(args.zoo, args.trust_checkpoints), _probe(args))
     if args.truth:
         space.evaluate(args.truth, args.n_relevant)
     space.save(args.out)
@@ -56,7 +56,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    space = _space(args).embed(_zoo(args.zoo), _probe(args))
+    space = _space(args).embed(_zoo(args.zoo, args.trust_checkpoints), _probe(args))
     info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_], "work": space.work_}
     _emit(args, info, f"maps of {len(space.members_)} models in {args.store}; {len(space.failures_)} failures; "
                       f"{space.work_['computed']} units computed, {space.work_['reused']} found in the store"
@@ -65,7 +65,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
-    space = _space(args).fit(_zoo(args.zoo), _probe(args))
+    space = _space(args).fit(_zoo(args.zoo, args.trust_checkpoints), _probe(args))
     space.save(args.out)
     _report(args, space.summary(), space, f"wrote {args.out}")
     return 0
@@ -162,10 +162,15 @@ def cmd_study(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- plumbing
 
 
-def _zoo(path: str):
+def _zoo(path: str, trust_checkpoints: bool = False):
+    from dataclasses import replace
+
     from .models.spec import load_zoo
 
-    return load_zoo(path)
+    specs = load_zoo(path)
+    if trust_checkpoints:  # the explicit opt-in to unpickle every checkpoint of this zoo file
+        specs = [replace(s, trust_checkpoint=True) if s.prefix == "checkpoint" else s for s in specs]
+    return specs
 
 
 def _probe(args: argparse.Namespace):
@@ -240,6 +245,8 @@ def _parser() -> argparse.ArgumentParser:
     compute.add_argument("--batch-size", type=int, default=32)
     compute.add_argument("--shard-size", type=int, default=256, help="probe images per unit of work")
     compute.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    compute.add_argument("--trust-checkpoints", action="store_true",
+                         help="unpickle checkpoint files in full (can run code in them); only for files you trust")
     truth_opts = argparse.ArgumentParser(add_help=False)
     truth_opts.add_argument("--truth", default=None, help="ground truth: 'taskonomy' or a CSV file")
     truth_opts.add_argument("--n-relevant", type=int, default=5, help="true top sources counted relevant (default 5)")
