@@ -21,7 +21,7 @@ from modelspace.errors import ModelLoadError, ZooError
 from modelspace.models import load_model, load_zoo
 
 sys.path.insert(0, str(Path(__file__).parent))
-import toy_models  # noqa: E402
+import toy_models
 
 
 class Payload:
