@@ -115,3 +115,48 @@ class TinyMLP(nn.Module):
 def tiny_mlp() -> nn.Module:
     """TinyMLP for 8×8 inputs; encoder name ``encoder``, R of shape (B, 16)."""
     return _build(2, TinyMLP)
+
+
+# ----------------------------------------------------------------------------- broken models (issue 7)
+
+
+def dead_cnn() -> nn.Module:
+    """A TinyCNN whose encoder output is 0 for every input (zero weights, negative bias, ReLU):
+    its encoder output does not depend on the input, so every attribution map is all zero."""
+    model = tiny_cnn()
+    with torch.no_grad():
+        last = model.encoder[-1]
+        last.weight.zero_()
+        last.bias.fill_(-1.0)
+    model.encoder.append(nn.ReLU())
+    return model
+
+
+def nonfinite_cnn(value: str = "nan") -> nn.Module:
+    """A TinyCNN with one weight set to NaN (or inf): its encoder output and maps are not finite."""
+    model = tiny_cnn()
+    with torch.no_grad():
+        model.encoder[0].weight[0, 0, 0, 0] = float(value)
+    return model
+
+
+def failing_constructor() -> nn.Module:
+    """A constructor that raises, as a broken user factory would."""
+    raise RuntimeError("this factory is broken on purpose")
+
+
+class _SlowCNN(TinyCNN):
+    def __init__(self, delay: float):
+        super().__init__()
+        self.delay = delay
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(self.delay)  # stands for a big model: keeps a unit of work in flight long enough to race
+        return super().forward(x)
+
+
+def slow_cnn(delay: float = 0.05, seed: int = 0) -> nn.Module:
+    """TinyCNN that sleeps ``delay`` seconds per forward pass (for crash and concurrency tests)."""
+    return _build(seed, _SlowCNN, delay)

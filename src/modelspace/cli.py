@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.store is None:  # kept beside the results, so that running again resumes
         args.store = str(Path(args.out) / "store")
     truth = GroundTruth.load(args.truth) if args.truth else None  # a bad truth fails before any work
-    space = _space(args).fit(_zoo(args.zoo), _probe(args))
+    space = _space(args).fit(_zoo(args.zoo, args.trust_checkpoints), _probe(args))
     if truth is not None:
         space.evaluate(truth, args.n_relevant)
     space.save(args.out)
@@ -75,20 +75,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
     info = {"out": str(args.out), "n_images": len(probe), "size": probe.size, "hash": probe.hash,
             "skipped": [{"path": p, "reason": r} for p, r in probe.skipped]}
     _emit(args, info, f"{len(probe)} images at {probe.size}×{probe.size} (hash {probe.hash[:12]}), "
-                      f"{len(probe.skipped)} skipped → {args.out}")
+                      f"{len(probe.skipped)} skipped → {args.out}" + _skipped_lines(probe.skipped))
     return 0
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    space = _space(args).embed(_zoo(args.zoo), _probe(args))
-    info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_]}
-    _emit(args, info, f"maps of {len(space.members_)} models in {args.store}; {len(space.failures_)} failures"
+    space = _space(args).embed(_zoo(args.zoo, args.trust_checkpoints), _probe(args))
+    info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_], "work": space.work_}
+    _emit(args, info, f"maps of {len(space.members_)} models in {args.store}; {len(space.failures_)} failures; "
+                      f"{space.work_['computed']} units computed, {space.work_['reused']} found in the store"
                       + "".join(f"\n  {f.model}: {f.message}" for f in space.failures_))
     return 0
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
-    space = _space(args).fit(_zoo(args.zoo), _probe(args))
+    space = _space(args).fit(_zoo(args.zoo, args.trust_checkpoints), _probe(args))
     space.save(args.out)
     _report(args, space.summary(), space, f"wrote {args.out}")
     return 0
@@ -194,10 +195,15 @@ def cmd_study(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- plumbing
 
 
-def _zoo(path: str):
+def _zoo(path: str, trust_checkpoints: bool = False):
+    from dataclasses import replace
+
     from .models.spec import load_zoo
 
-    return load_zoo(path)
+    specs = load_zoo(path)
+    if trust_checkpoints:  # the explicit opt-in to unpickle every checkpoint of this zoo file
+        specs = [replace(s, trust_checkpoint=True) if s.prefix == "checkpoint" else s for s in specs]
+    return specs
 
 
 def _probe(args: argparse.Namespace):
@@ -220,7 +226,8 @@ def _space(args: argparse.Namespace):
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
-    lines = [f"probe: {summary['probe']['n_images']} images, hash {summary['probe']['hash'][:12]}"]
+    lines = [f"probe: {summary['probe']['n_images']} images, hash {summary['probe']['hash'][:12]}, "
+             f"{len(space.probe_.skipped)} files skipped" + _skipped_lines(space.probe_.skipped)]
     for method_id, r in space.results_.items():
         lines.append(f"\n{method_id}: {len(r.names)} models")
         for target, ranked in list(r.ranking.items())[:12]:
@@ -231,6 +238,14 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
         lines.append("\n" + format_table(summary["evaluation"]))
     lines.append(done)
     _emit(args, summary, "\n".join(lines))
+
+
+def _skipped_lines(skipped, shown: int = 20) -> str:
+    """One line per skipped probe file (path: reason), the first ``shown`` of them."""
+    lines = [f"\n  skipped {path}: {reason}" for path, reason in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"\n  ... and {len(skipped) - shown} more")
+    return "".join(lines)
 
 
 def _emit(args: argparse.Namespace, data, text: str) -> None:
@@ -272,6 +287,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="autocast precision of the forward pass (default fp32; bf16/fp16 on GPUs)")
     compute.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster on GPUs)")
     compute.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
+    compute.add_argument("--trust-checkpoints", action="store_true",
+                         help="unpickle checkpoint files in full (can run code in them); only for files you trust")
     truth_opts = argparse.ArgumentParser(add_help=False)
     truth_opts.add_argument("--truth", default=None, help="ground truth: 'taskonomy' or a CSV file")
     truth_opts.add_argument("--n-relevant", type=int, default=5, help="true top sources counted relevant (default 5)")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from tqdm import tqdm
 
 from .attribution import AttributionMethod, attribute_many
+from .locking import run_exclusive
 from .models.sources import LoadedModel
 from .probe import ProbeSet
 from .runtime import Runtime
@@ -97,8 +97,10 @@ class LocalExecutor:
         shards: dict[tuple[int, int], list[WorkUnit]] = {}
         for unit in units:
             shards.setdefault((unit.start, unit.stop), []).append(unit)
-        bar = tqdm(shards.values(), desc=model.name, unit="shard", leave=False, disable=not self.progress)
-        return [info for group in bar for info in run_units(group, model, probe, methods, store, self.batch_size, self.runtime)]
+        # Claimed shard by shard, so that two processes sharing the store never compute a unit twice.
+        return run_exclusive(store, list(shards.values()),
+                             lambda group: run_units(group, model, probe, methods, store, self.batch_size, self.runtime),
+                             progress=self.progress, desc=model.name)
 
 
 def _as_runtime(runtime: Runtime | str | torch.device) -> Runtime:

@@ -12,10 +12,23 @@ Conventions
   followed, so a link loop cannot hang it), keeps files whose extension is one of
   ``IMAGE_EXTENSIONS`` (any case) and orders them by relative POSIX path. ``limit`` draws
   a sample with ``numpy.random.default_rng(seed)``; the sample keeps the sorted order.
-  Each image is EXIF-rotated, converted to RGB (16-bit and float images are rescaled to
-  0..255; an alpha channel is dropped), resized so that its shorter side is ``size``
-  (bilinear) and centre-cropped to ``size`` x ``size``. A file that cannot be decoded is
-  recorded in ``skipped`` as ``(path, "ExceptionClass: message")`` and the rest still load.
+  Each image is EXIF-rotated (``ImageOps.exif_transpose``), converted to RGB, resized so
+  that its shorter side is ``size`` (bilinear) and centre-cropped to ``size`` x ``size``.
+  Conversion rules: grayscale (L, LA, 1) is copied to the three channels; palette images
+  take their palette colours; CMYK goes through PIL's CMYK -> RGB; an alpha channel is
+  dropped, not composited (the RGB stored under a transparent pixel is kept, which is what
+  ``Image.convert("RGB")`` and so most training pipelines do); 16-bit images are scaled by
+  255 / 65535 (never clipped), float images in [0, 1] by 255, 32-bit integer images holding
+  values above 65535 are stretched to their peak. The extension only selects candidate
+  files: the format is read from the content, so a PNG named ``.jpg`` is used.
+- A file that cannot be used is recorded in ``skipped`` as ``(path, reason)`` and the rest
+  still load; the reason starts with one of ``SKIP_REASONS`` (``"empty file"``, ``"not an
+  image"``, ``"corrupt or truncated"``, ``"too large"``, ``"unreadable"``, ``"not a regular
+  file"``, ``"symbolic link loop"``, ``"broken symbolic link"``), then the detail. "too
+  large" means the header declares more than ``MAX_PIXELS`` pixels (PIL's decompression-bomb
+  limit): it is refused from the header, before any pixel is decoded. A FIFO, socket or device
+  named like an image is refused without reading from it (it could block forever). No file
+  left, or none at all, is a ``ProbeError`` naming the folder.
 - ``from_array`` takes NCHW or NHWC (3 channels; NCHW wins when both fit) or (N, H, W)
   grayscale, as uint8 0..255 or float in [0, 1]. With ``size`` the images are resized to
   ``size`` x ``size`` (bilinear, antialiased; non-square images are stretched); without
@@ -25,15 +38,18 @@ Conventions
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from modelspace.errors import InputError, ProbeError
@@ -43,6 +59,16 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Floats this far outside [0, 1] are rounding noise, not a wrong value range.
 _FLOAT_TOLERANCE = 1e-6
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+#: Largest image (width x height) read from a probe folder: PIL's own decompression-bomb limit.
+#: Larger files are skipped from their header, so a tiny file declaring 10^9 pixels allocates nothing.
+MAX_PIXELS = 89_478_485
+
+#: The kinds of reason a probe file is skipped for (each reason starts with one of them).
+SKIP_REASONS = (
+    "empty file", "not an image", "corrupt or truncated", "too large", "unreadable",
+    "not a regular file", "symbolic link loop", "broken symbolic link",
+)
 
 
 class ProbeSet:
@@ -140,7 +166,7 @@ class ProbeSet:
                 arrays.append(_load_image(folder / rel, size))
                 names.append(rel)
             except Exception as exc:  # any decoder failure skips the file, never the run
-                skipped.append((rel, f"{type(exc).__name__}: {exc}"))
+                skipped.append((rel, _skip_reason(exc)))
 
         if not arrays:
             raise ProbeError(
@@ -257,14 +283,56 @@ def _sample(files: list[str], limit: int | None, seed: int) -> list[str]:
     return [files[i] for i in sorted(chosen.tolist())]
 
 
+class _Unusable(Exception):
+    """A probe file refused before decoding; the message is the whole skip reason."""
+
+
 def _load_image(path: Path, size: int) -> np.ndarray:
-    """Decode one file into a uint8 (size, size, 3) RGB array."""
-    with Image.open(path) as img:
-        # Lets JPEG decode at a reduced scale that still covers size x size: much faster.
-        img.draft(None, (size, size))
-        img = ImageOps.exif_transpose(img)
-        rgb = _to_rgb(img)
+    """Decode one file into a uint8 (size, size, 3) RGB array (raises on anything unusable)."""
+    # O_NONBLOCK: opening a FIFO named "x.png" for reading would otherwise block forever; the
+    # type is then checked on the open descriptor itself, so nothing can be swapped in between.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unusable("not a regular file (a FIFO, socket or device named like an image)")
+        if info.st_size == 0:
+            raise _Unusable("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x its limit and would then decode: make it an error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fh)
+        with img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:  # from the header: no pixel decoded yet
+                raise _Unusable(f"too large: {width}x{height} = {width * height} pixels exceeds the "
+                                f"decompression-bomb limit of {MAX_PIXELS} (modelspace.probe.MAX_PIXELS)")
+            # Lets JPEG decode at a reduced scale that still covers size x size: much faster.
+            img.draft(None, (size, size))
+            img = ImageOps.exif_transpose(img)
+            rgb = _to_rgb(img)
     return np.asarray(_resize_and_crop(rgb, size), dtype=np.uint8)
+
+
+def _skip_reason(exc: Exception) -> str:
+    """A reason starting with one of SKIP_REASONS, then the exception's detail."""
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, _Unusable):
+        return str(exc)
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"too large: {detail}"
+    if isinstance(exc, UnidentifiedImageError):  # its message names a file descriptor: say it plainly
+        return "not an image: UnidentifiedImageError: PIL recognises no image format in its content"
+    if isinstance(exc, PermissionError):
+        return f"unreadable: {detail}"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return f"symbolic link loop: {detail}"
+    if isinstance(exc, FileNotFoundError):
+        return f"broken symbolic link: {detail} (or the file vanished while reading)"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"unreadable: {detail}"
+    # Decoder errors: PIL raises OSError("image file is truncated"), SyntaxError, ValueError ...
+    return f"corrupt or truncated: {detail}"
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -30,7 +30,7 @@ from . import __version__
 from .affinity import affinity_matrix, affinity_row
 from .attribution import AttributionMethod, get_method
 from .baselines import Prepared, Similarity, compare_all, encoder_activations, get_baseline
-from .errors import InputError, ModelspaceError
+from .errors import InputError, ModelLoadError, ModelspaceError
 from .evaluation import GroundTruth, evaluate, evaluation_report, rank_sources
 from .executor import LocalExecutor
 from .runtime import Runtime
@@ -149,6 +149,7 @@ class ModelSpace:
         self.baselines_ = [get_baseline(b) for b in self.baselines]
         self.members_: dict[str, _Member] = {}
         self.failures_: list[Failure] = []
+        self.work_ = {"computed": 0, "reused": 0}  # units (model x method x shard) computed here / found stored
         models = list(models)
         for model in tqdm(models, desc="models", unit="model", disable=not self.progress or len(models) < 2):
             self._embed(model)
@@ -210,6 +211,7 @@ class ModelSpace:
         from . import plots  # matplotlib is imported only when something is drawn
 
         self._check_fitted()
+        grid_images = min(grid_images, len(self.probe_))  # a probe set smaller than the grid crashed here
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         for method_id, r in self.results_.items():
@@ -248,12 +250,15 @@ class ModelSpace:
         return {
             "modelspace_version": __version__,
             "torch_version": torch.__version__,
-            "probe": {"hash": self.probe_.hash, "n_images": len(self.probe_), "size": self.probe_.size},
+            "probe": {"hash": self.probe_.hash, "n_images": len(self.probe_), "size": self.probe_.size,
+                      "n_skipped": len(self.probe_.skipped),
+                      "skipped": [{"path": p, "reason": r} for p, r in self.probe_.skipped]},
             "methods": [m.id for m in self.methods_],
             "baselines": [b.id for b in self.baselines_],
             "models": [{"name": n, "task": m.spec.label, "key": m.key, "source": m.spec.source}
                        for n, m in self.members_.items()],
             "failures": [f.to_dict() for f in self.failures_],
+            "work": dict(getattr(self, "work_", {})),
             "evaluation": getattr(self, "evaluation_", None),
         }
 
@@ -285,10 +290,12 @@ class ModelSpace:
         for group in groups:
             units = [u for m in group for u in plan_units(keys[m.id], name, len(self.probe_), self.shard_size)]
             try:
-                executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
-            except ModelspaceError as exc:
+                written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
+                self.work_["computed"] += len(written)
+                self.work_["reused"] += len(units) - len(written)
+            except Exception as exc:  # noqa: BLE001 - one model crashing (input too small ...) must not end the run
                 for method in group:
-                    self._fail(name, method.id, exc)
+                    self._fail(name, method.id, _run_error(loaded, exc))
                 continue
             for method in group:
                 health = self.store_.health(keys[method.id])
@@ -305,8 +312,8 @@ class ModelSpace:
         try:
             acts = encoder_activations(loaded, self.probe_.batch(0, len(self.probe_)), self.batch_size, self.device,
                                        progress=False)
-        except ModelspaceError as exc:
-            self._fail(loaded.name, "baselines", exc)
+        except Exception as exc:  # noqa: BLE001 - as in _embed: the model is recorded, the run goes on
+            self._fail(loaded.name, "baselines", _run_error(loaded, exc))
             return {}
         prepared = {}
         for baseline in self.baselines_:
@@ -412,6 +419,18 @@ def _spread(result: MethodResult, k: int) -> list[str]:
     order = leaf_order(result.linkage)
     picks = sorted({order[round(i * (len(order) - 1) / (k - 1))] for i in range(k)}, key=order.index)
     return [result.names[i] for i in picks]
+
+
+def _run_error(loaded: LoadedModel, exc: Exception) -> Exception:
+    """A modelspace error as is; anything else raised while running a model, wrapped to name it."""
+    if isinstance(exc, ModelspaceError):
+        return exc
+    hint = ""
+    if "too small" in str(exc) or "Kernel size can't be greater" in str(exc):
+        hint = f" (input_size {list(loaded.spec.input_size)} may be too small for this model's layers)"
+    error = ModelLoadError(f"model {loaded.name!r} failed while running: {type(exc).__name__}: {exc}{hint}")
+    error.__cause__ = exc
+    return error
 
 
 def _degenerate_message(name: str, method: str, health: dict, n_images: int) -> str:

@@ -17,7 +17,21 @@ sha256 is kept in the manifest, so a missing or corrupt file is noticed by ``mis
 model pair (``model_a <= model_b``) under one probe hash, method and size.
 
 Several processes may share one store: each ``MapStore`` holds one connection with a
-busy timeout, and every write is one short transaction.
+busy timeout, and every write is one short transaction. So that two processes embedding the
+same models do not both compute a unit, a process first *claims* it (``claim``: a row in the
+``claims`` table with its pid, host and a random owner token, taken in one ``BEGIN IMMEDIATE``
+transaction) and releases it after writing; ``modelspace.locking.run_exclusive`` runs units
+that way. A claim whose process is gone (same host, pid no longer alive, e.g. after
+``kill -9``) or older than ``CLAIM_STALE_S`` is taken over. Claims live in SQLite rather than
+in lock files because the manifest is already the one place every process agrees on, and a
+row outlives a crash without leaving a lock held (an ``flock`` would be released by the
+kernel too, but not on every network filesystem).
+
+Crash safety: a shard file is complete before it is renamed into place, and its manifest row
+(with the file's sha256) is committed after the rename, so a process killed at any moment
+leaves either no row (the unit is recomputed), or a row whose file checks out. Temporary files
+of a killed write (``.shard_*.npy.*.tmp``) are never read, and are deleted by the next process
+that claims that unit.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ import json
 import math
 import os
 import re
+import socket
 import sqlite3
 import tempfile
 import threading
@@ -86,7 +101,24 @@ CREATE TABLE IF NOT EXISTS affinities (
     CHECK (model_a <= model_b)
 );
 CREATE INDEX IF NOT EXISTS affinities_b ON affinities (model_b);
+CREATE TABLE IF NOT EXISTS claims (
+    model_key TEXT NOT NULL,
+    probe_hash TEXT NOT NULL,
+    method TEXT NOT NULL,
+    probe_size INTEGER NOT NULL,
+    shard INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (model_key, probe_hash, method, probe_size, shard)
+);
 """
+
+#: A claim older than this is taken over even when its process looks alive (another host, whose
+#: pids cannot be checked from here, or a pid reused by an unrelated process).
+CLAIM_STALE_S = 3600.0
+_HOST = socket.gethostname()
 
 
 # ---------------------------------------------------------------------- keys and units
@@ -381,6 +413,64 @@ class MapStore:
         self._delete_files(paths)
         return len(paths)
 
+    # ------------------------------------------------------------------ claims (see the module docstring)
+    def claim(self, units: Sequence[WorkUnit], owner: str) -> bool:
+        """Claim all ``units`` for ``owner`` in one transaction; False (nothing claimed) when a live
+        process holds any of them. Claims of dead processes are taken over."""
+        now = time.time()
+        with self._transaction() as cur:
+            for unit in units:
+                held = cur.execute(
+                    "SELECT owner, pid, host, since FROM claims WHERE model_key = ? AND probe_hash = ? "
+                    "AND method = ? AND probe_size = ? AND shard = ?",
+                    (*_key_tuple(unit.key), unit.shard),
+                ).fetchone()
+                if held and held[0] != owner and _claim_alive(*held[1:], now=now):
+                    return False
+            cur.executemany(
+                "INSERT OR REPLACE INTO claims (model_key, probe_hash, method, probe_size, shard, owner, pid, "
+                "host, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*_key_tuple(u.key), u.shard, owner, os.getpid(), _HOST, now) for u in units],
+            )
+        return True
+
+    def release(self, units: Sequence[WorkUnit], owner: str) -> None:
+        """Drop ``owner``'s claims on ``units`` (claims taken over by another owner are left alone)."""
+        with self._transaction() as cur:
+            cur.executemany(
+                "DELETE FROM claims WHERE model_key = ? AND probe_hash = ? AND method = ? AND probe_size = ? "
+                "AND shard = ? AND owner = ?",
+                [(*_key_tuple(u.key), u.shard, owner) for u in units],
+            )
+
+    def clear_stale_claims(self) -> int:
+        """Delete the claims of dead processes (left by a crash after its last write); returns how many."""
+        now = time.time()
+        with self._transaction() as cur:
+            rows = cur.execute("SELECT rowid, pid, host, since FROM claims").fetchall()
+            stale = [(rowid,) for rowid, *held in rows if not _claim_alive(*held, now=now)]
+            cur.executemany("DELETE FROM claims WHERE rowid = ?", stale)
+        return len(stale)
+
+    def claims(self) -> list[dict]:
+        """Current claims (``{"model_key", "method", "shard", "pid", "host", "since"}``), for inspection."""
+        rows = self._query("SELECT model_key, method, shard, pid, host, since FROM claims ORDER BY since")
+        return [dict(zip(("model_key", "method", "shard", "pid", "host", "since"), r)) for r in rows]
+
+    def discard_partial(self, units: Sequence[WorkUnit]) -> int:
+        """Delete temporary files left by killed writes of these units; call only while holding their
+        claims (otherwise a live writer's temp file could be removed). Returns the number deleted."""
+        removed = 0
+        for unit in units:
+            path = self.root / self._shard_relpath(unit.key, unit.shard)
+            for tmp in path.parent.glob(f".{path.name}.*.tmp") if path.parent.is_dir() else ():
+                try:
+                    tmp.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
     # ------------------------------------------------------------------ affinities
     def get_affinity(self, a: EntryKey, b: EntryKey) -> float | None:
         """The cached affinity of an unordered pair of entries, or None."""
@@ -591,6 +681,25 @@ def _open_manifest(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _claim_alive(pid: int, host: str, since: float, now: float) -> bool:
+    """Whether a claim's process may still be working on it (see CLAIM_STALE_S)."""
+    if now - since > CLAIM_STALE_S:
+        return False
+    if host != _HOST:
+        return True  # cannot check another machine's pids: trust the claim until it is stale
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    try:  # a killed but not yet reaped child still answers signal 0: look at its state (Linux)
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _check_safe_key(value, name: str) -> None:

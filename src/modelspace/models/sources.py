@@ -195,7 +195,8 @@ def _read_checkpoint(path: Path, spec: ModelSpec) -> Any:
         raise ModelLoadError(
             f"checkpoint {path} contains pickled Python objects besides tensors, and "
             "loading those can run arbitrary code, so it was refused. If you trust this file, set "
-            "trust_checkpoint = true for this model.") from exc
+            "trust_checkpoint = true for this model (or pass --trust-checkpoints to the modelspace "
+            f"command). Refused because: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
 
 
 def _state_dict_of(obj: Any, spec: ModelSpec, path: Path) -> Mapping[str, Any]:

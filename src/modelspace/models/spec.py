@@ -39,16 +39,29 @@ false) are optional. Any other key is an error, so typos do not pass silently.
 Sources: ``python:pkg.module:callable``, ``checkpoint:PATH`` (with ``constructor``, or a trusted file that
 pickles the whole module), ``torchscript:PATH``, ``hf:DIR_OR_HUB_ID``, ``timm:NAME``, ``torchvision:NAME``.
 
-Paths: a relative ``checkpoint:`` / ``torchscript:`` path is taken as written relative to the zoo file's
-folder (not the working directory), so a zoo file and its weights can move together; absolute paths and
-``~`` are allowed. An ``hf:`` reference is resolved the same way when that folder exists next to the zoo
-file; otherwise it is kept as a hub id (looked up in the local Hugging Face cache only).
+Paths: a relative ``checkpoint:`` / ``torchscript:`` path is taken relative to the zoo file's folder
+(not the working directory), so a zoo file and its weights can move together, and it must stay inside
+that folder: ``weights/a.pt`` is fine, ``../other/a.pt`` (which climbs out of it) is a ZooError naming the
+model and the field. To use a file elsewhere, write its absolute path (or ``~/...``): an absolute path
+says plainly where it points, a relative one cannot quietly leave the zoo's folder. The check is on the
+written path (``..`` components), not on symbolic links the user placed inside the folder. An ``hf:``
+reference follows the same rule when it is a relative path with ``..``; otherwise it is resolved
+against the zoo file's folder when that folder exists, else kept as a hub id (local cache only).
+
+Security: a zoo file is read as plain data (TOML, or YAML with ``yaml.safe_load``: Python tags such as
+``!!python/object/apply`` are refused, never executed). Loading its models is another matter: a
+``python:`` source or ``constructor`` imports and calls the code it names, a ``torchscript:`` file is a
+program, and a ``checkpoint:`` file is read with ``torch.load(weights_only=True)`` (tensors and plain
+containers only; a pickle that would construct other objects is refused) unless ``trust_checkpoint =
+true`` or the CLI's ``--trust-checkpoints`` says the file is trusted. Treat a zoo file from someone else
+like code: read its sources before running it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -325,16 +338,29 @@ def _normalisation(d: Mapping[str, Any], at: _Where) -> dict[str, Any]:
     return {"mean": d["mean"], "std": d["std"]} if has_mean else {}
 
 
-def _resolve_source_path(source: Any, base_dir: Path | None) -> Any:
+def _inside(base_dir: Path, path: Path, source: str, at: _Where) -> Path:
+    """``base_dir / path`` normalised, refused when its ``..`` components climb out of ``base_dir``."""
+    joined = Path(os.path.normpath(base_dir / path))
+    if joined != base_dir and base_dir not in joined.parents:
+        raise at.error("source", f"relative path {str(path)!r} in {source!r} leads outside the zoo file's folder "
+                                 f"{str(base_dir)!r}; write an absolute path to use a file there")
+    return joined
+
+
+def _resolve_source_path(source: Any, base_dir: Path | None, at: _Where | None = None) -> Any:
     """Make a relative file reference relative to the zoo file's folder (see the module docstring)."""
     if base_dir is None or not isinstance(source, str):
         return source
+    at = at or _Where("zoo")
+    base_dir = Path(os.path.normpath(base_dir))
     prefix, ref = split_source(source)
     if prefix in _PATH_SOURCES and ref.strip():
         path = Path(ref).expanduser()
-        return f"{prefix}:{path if path.is_absolute() else base_dir / path}"
+        return f"{prefix}:{path if path.is_absolute() else _inside(base_dir, path, source, at)}"
     if prefix == "hf" and ref.strip():
         path = Path(ref).expanduser()
+        if not path.is_absolute() and ".." in path.parts:
+            return f"hf:{_inside(base_dir, path, source, at)}"
         local = path if path.is_absolute() else base_dir / path
         if local.is_dir():
             return f"hf:{local}"
@@ -358,7 +384,7 @@ def spec_from_dict(d: Mapping, where: str, base_dir: Path | None = None, *, inde
         raise at.error(str(unknown[0]), f"unknown field; known fields are {sorted(_FILE_KEYS)}")
     values = {k: v for k, v in d.items() if k not in ("normalize", "mean", "std")}
     values.update(_normalisation(d, at))
-    values["source"] = _resolve_source_path(d.get("source"), base_dir)
+    values["source"] = _resolve_source_path(d.get("source"), base_dir, at)
     values = _validate(values, at)  # errors here name the file; ModelSpec re-checks the clean values
     return ModelSpec(**values)
 
