@@ -82,6 +82,7 @@ def from_space(space, truth: GroundTruth | str | Path | None = None,
     from .space import _spread
 
     space._check_fitted()
+    grid_images = min(grid_images, len(space.probe_))  # a probe set may be smaller than the grid
     method_ids = {m.id for m in space.methods_}
     views = []
     for method_id, r in space.results_.items():
