@@ -107,3 +107,12 @@ def test_mismatched_inputs_are_rejected(tmp_path):
     with pytest.raises(InputError, match="report"):
         plots.plot_curves({"random": {}}, out)
     assert not out.exists()
+
+
+def test_heatmap_colour_range_leaves_out_the_diagonal():
+    from modelspace.plots import off_diagonal_range
+
+    a = np.array([[1.0, 0.2, 0.5], [0.2, 1.0, 0.3], [0.5, 0.3, 1.0]])
+    assert off_diagonal_range(a) == (0.2, 0.5)
+    flat = np.array([[1.0, 0.4], [0.4, 1.0]])  # nothing to spread: the full range
+    assert off_diagonal_range(flat) == (0.4, 1.0)

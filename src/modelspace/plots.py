@@ -24,6 +24,16 @@ MAX_TICK_LABELS = 60
 """At most about this many model names label a heatmap axis; beyond, every k-th one shows."""
 
 
+def off_diagonal_range(a: np.ndarray) -> tuple[float, float]:
+    """The colour range of an affinity heatmap: the off-diagonal values only. The diagonal (1 by
+    definition) would otherwise take the top of the scale and squeeze every real difference into
+    a few shades; it is drawn in the top colour instead."""
+    off = a[~np.eye(len(a), dtype=bool)]
+    if off.size == 0 or not np.isfinite(off).all() or off.max() <= off.min():
+        return float(np.nanmin(a)), float(np.nanmax(a))
+    return float(off.min()), float(off.max())
+
+
 def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
                  order: Sequence[int] | None = None, title: str = "Attribution affinity") -> Path:
     """Draw the affinity matrix, rows and columns in `order` (e.g. the tree's leaf order)."""
@@ -39,8 +49,10 @@ def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
     side = min(4.0 + 0.12 * n, 24.0)
     fig = _figure((side + 1.5, side))
     ax = fig.add_subplot()
-    image = ax.imshow(a, cmap="viridis", interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="affinity")
+    low, high = off_diagonal_range(a)
+    image = ax.imshow(a, cmap="viridis", interpolation="nearest", vmin=low, vmax=high)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="affinity",
+                 extend="max" if a.max() > high else "neither")
     step = max(1, math.ceil(n / MAX_TICK_LABELS))
     ticks = np.arange(0, n, step)
     size = _font_size(len(ticks))

@@ -86,17 +86,18 @@ def heatmap_png(matrix: np.ndarray, labels: Sequence[str], title: str) -> tuple[
     fig = plots._figure((width, height), layout=None)
     box = [left / width, bottom / height, side / width, side / height]
     ax = fig.add_axes(box)
-    image = ax.imshow(a, cmap="viridis", interpolation="nearest", aspect="auto")
+    low, high = plots.off_diagonal_range(a)
+    image = ax.imshow(a, cmap="viridis", interpolation="nearest", aspect="auto", vmin=low, vmax=high)
     ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=font)
     ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=font)
     if n <= ANNOTATE_CELLS:  # a handful of models: the values themselves, written in the cells
         for i in range(n):
             for j in range(n):
                 ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                        color="black" if a[i, j] > (a.max() + a.min()) / 2 else "white")
+                        color="black" if a[i, j] > (low + high) / 2 else "white")
     ax.set_title(title, fontsize=11)
     cax = fig.add_axes([(left + side + 0.15) / width, bottom / height, 0.18 / width, side / height])
-    fig.colorbar(image, cax=cax, label="affinity")
+    fig.colorbar(image, cax=cax, label="affinity", extend="max" if a.max() > high else "neither")
     return _png(fig), _box_from_bottom(box)
 
 
