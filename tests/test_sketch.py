@@ -49,3 +49,69 @@ def test_bad_sketch_input_is_named():
         sketched_affinity([np.ones((3, 4)), np.ones((3, 5))], names=["a", "b"])
     with pytest.raises(InputError, match="'a'"):
         sketched_affinity([np.zeros((3, 4))], names=["a"])
+
+
+# ------------------------------------------------------------------ the sketch inside a ModelSpace and its store
+
+
+@pytest.fixture(scope="module")
+def zoo_and_probe():
+    import torch
+
+    from modelspace.models import load_zoo
+    from modelspace.probe import ProbeSet
+    from modelspace.world.build import ZOO_DIR
+
+    by_name = {s.name: s for s in load_zoo(ZOO_DIR / "zoo.toml")}
+    specs = [by_name[n] for n in ("depth_z", "edges2d", "normals", "object_class")]
+    gen = torch.Generator().manual_seed(2)
+    return specs, ProbeSet.from_array(torch.randint(0, 256, (32, 3, 48, 48), dtype=torch.uint8, generator=gen))
+
+
+def test_modelspace_sketch_estimates_the_exact_space_and_never_rereads_sketched_maps(zoo_and_probe, tmp_path,
+                                                                                    monkeypatch):
+    from modelspace import ModelSpace
+    from modelspace.store import MapStore
+
+    specs, probe = zoo_and_probe
+    kw = dict(methods=["saliency"], progress=False, batch_size=16)
+    exact = ModelSpace(store=tmp_path / "exact", **kw).fit(specs, probe).results_["saliency"].affinity
+    sketched = ModelSpace(store=tmp_path / "sketch", sketch=1024, **kw).fit(specs[:3], probe)
+    np.testing.assert_allclose(np.diag(sketched.results_["saliency"].affinity), 1.0, rtol=1e-6)
+    assert np.abs(sketched.results_["saliency"].affinity - exact[:3, :3]).max() < 0.05
+
+    reads = []
+    original = MapStore.read
+    monkeypatch.setattr(MapStore, "read", lambda self, key, *a, **k: reads.append(key.model_key) or original(self, key, *a, **k))
+    again = ModelSpace(store=tmp_path / "sketch", sketch=1024, **kw).fit(specs[:3], probe)
+    assert reads == []  # maps and sketches are all stored: nothing is read but the sketches
+    np.testing.assert_allclose(again.results_["saliency"].affinity, sketched.results_["saliency"].affinity)
+    again.add(specs[3])
+    assert set(reads) == {again.members_[specs[3].name].key}  # only the new model's maps, to sketch them
+    assert np.abs(again.results_["saliency"].affinity - exact).max() < 0.05
+    with pytest.raises(InputError, match="sketch"):
+        ModelSpace(sketch=0, **kw).fit(specs[:1], probe)
+
+
+def test_stored_sketches_follow_their_maps(tmp_path):
+    from modelspace.store import EntryKey, MapStore, plan_units
+
+    store = MapStore(tmp_path)
+    key = EntryKey("m" * 8, "p" * 16, "saliency", 4)
+    units = plan_units(key, "m", 6, shard_size=3)
+    maps = np.random.default_rng(0).normal(size=(6, 3, 4, 4)).astype(np.float32)
+    for u in units:
+        store.write(u, maps[u.start:u.stop])
+    sketch = MapSketcher(dim=8).sketch(lambda s, e: store.read(key, s, e), 6)
+    store.put_sketch(key, 8, 0, sketch)
+    np.testing.assert_array_equal(store.get_sketch(key, 8, 0), sketch)
+    assert store.get_sketch(key, 16, 0) is None and store.get_sketch(key, 8, 1) is None
+    path = next(tmp_path.rglob("sketch_d8_s0.npy"))
+    path.write_bytes(path.read_bytes()[:-4])  # corrupt: refused, so the caller recomputes it
+    assert store.get_sketch(key, 8, 0) is None
+    store.put_sketch(key, 8, 0, sketch)
+    store.write(units[1], maps[3:6] * 2)  # new maps: the sketch made from the old ones is gone
+    assert store.get_sketch(key, 8, 0) is None and not list(tmp_path.rglob("sketch_*.npy"))
+    store.put_sketch(key, 8, 0, sketch)
+    store.remove_model(key.model_key)
+    assert store.get_sketch(key, 8, 0) is None and not list(tmp_path.rglob("sketch_*.npy"))

@@ -222,7 +222,7 @@ def _space(args: argparse.Namespace):
     methods = [get_method(m, epsilon=args.epsilon) if get_method(m).name == "lrp_epsilon" else m for m in args.methods]
     return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
-                      workers=args.workers, progress=not args.quiet)
+                      workers=args.workers, sketch=args.sketch, progress=not args.quiet)
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
@@ -287,6 +287,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="autocast precision of the forward pass (default fp32; bf16/fp16 on GPUs)")
     compute.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster on GPUs)")
     compute.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
+    compute.add_argument("--sketch", type=int, default=None, metavar="K",
+                         help="estimate affinities from K-dimensional random projections of the maps, kept in the "
+                              "store (for very large stores; default: exact)")
     compute.add_argument("--trust-checkpoints", action="store_true",
                          help="unpickle checkpoint files in full (can run code in them); only for files you trust")
     truth_opts = argparse.ArgumentParser(add_help=False)

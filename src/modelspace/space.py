@@ -34,6 +34,7 @@ from .errors import InputError, ModelLoadError, ModelspaceError
 from .evaluation import GroundTruth, evaluate, evaluation_report, rank_sources
 from .executor import LocalExecutor
 from .runtime import Runtime
+from .sketch import MapSketcher, sketched_affinity
 from .models.sources import LoadedModel, load_model
 from .models.spec import ModelSpec
 from .probe import ProbeSet
@@ -41,6 +42,7 @@ from .store import EntryKey, MapStore, plan_units
 from .tree import leaf_order, similarity_tree, to_newick
 
 DEFAULT_METHODS = ("saliency", "gradient_x_input", "lrp_epsilon")
+SKETCH_SEED = 0  # one projection for every sketch in a store, so that sketches stay comparable
 
 
 @dataclass
@@ -99,6 +101,10 @@ class ModelSpace:
         another precision are stored under their own key.
     channels_last : NHWC memory layout for models and inputs (faster convolutions on GPUs).
     workers : DataLoader worker processes feeding probe batches (0: in this process).
+    sketch : None (exact affinities), or k: affinities estimated from k-dimensional random
+        projections of the maps (`modelspace.sketch`), kept in the store, so that later fits and
+        `add` never read the maps of models already sketched. For very large stores; the error
+        against the exact affinity is measured in `benchmarks/RESULTS.md`.
     linkage : scipy linkage method of the similarity tree.
     on_error : "record" keeps going and lists failures in `failures_`; "raise" stops at the first.
     progress : show progress bars.
@@ -115,6 +121,7 @@ class ModelSpace:
         precision: str = "fp32",
         channels_last: bool = False,
         workers: int = 0,
+        sketch: int | None = None,
         linkage: str = "average",
         on_error: str = "record",
         progress: bool = True,
@@ -128,6 +135,7 @@ class ModelSpace:
         self.precision = precision
         self.channels_last = channels_last
         self.workers = workers
+        self.sketch = sketch
         self.linkage = linkage
         self.on_error = on_error
         self.progress = progress
@@ -254,6 +262,7 @@ class ModelSpace:
                       "n_skipped": len(self.probe_.skipped),
                       "skipped": [{"path": p, "reason": r} for p, r in self.probe_.skipped]},
             "methods": [m.id for m in self.methods_],
+            "sketch": self.sketch,
             "baselines": [b.id for b in self.baselines_],
             "models": [{"name": n, "task": m.spec.label, "key": m.key, "source": m.spec.source}
                        for n, m in self.members_.items()],
@@ -342,6 +351,8 @@ class ModelSpace:
         return MethodResult(estimator, names, [m.spec.label for _, m in members], matrix, linkage, ranking)
 
     def _affinity(self, keys: list[EntryKey], names: list[str]) -> np.ndarray:
+        if self.sketch is not None:
+            return self._sketched_affinity(keys, names)
         n, n_images = len(keys), len(self.probe_)
         a = np.eye(n)
         known = np.eye(n, dtype=bool)
@@ -367,6 +378,18 @@ class ModelSpace:
             self.store_.put_affinities((keys[i], keys[j], float(a[i, j])) for j in todo)
         return a
 
+    def _sketched_affinity(self, keys: list[EntryKey], names: list[str]) -> np.ndarray:
+        """Affinities from stored sketches; a model without one is sketched from its maps once."""
+        sketcher = MapSketcher(dim=self.sketch, seed=SKETCH_SEED)
+        sketches = []
+        for key in keys:
+            sketch = self.store_.get_sketch(key, self.sketch, SKETCH_SEED)
+            if sketch is None:
+                sketch = sketcher.sketch(lambda s, e, k=key: self.store_.read(k, s, e), len(self.probe_))
+                self.store_.put_sketch(key, self.sketch, SKETCH_SEED, sketch)
+            sketches.append(sketch)
+        return sketched_affinity(sketches, names) if keys else np.zeros((0, 0))
+
     # ------------------------------------------------------------------ helpers
 
     def _fail(self, name: str, method: str | None, exc: Exception | str) -> None:
@@ -382,6 +405,8 @@ class ModelSpace:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{arg} must be a positive integer, got {value!r}")
         self.runtime_ = Runtime(self.device, self.precision, bool(self.channels_last), self.workers)
+        if self.sketch is not None and (not isinstance(self.sketch, int) or isinstance(self.sketch, bool) or self.sketch < 1):
+            raise InputError(f"sketch must be None or a positive integer (the sketch length), got {self.sketch!r}")
         if self.on_error not in ("record", "raise"):
             raise InputError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
         if isinstance(self.methods, (str, AttributionMethod)) or not self.methods:

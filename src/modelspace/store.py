@@ -101,6 +101,17 @@ CREATE TABLE IF NOT EXISTS affinities (
     CHECK (model_a <= model_b)
 );
 CREATE INDEX IF NOT EXISTS affinities_b ON affinities (model_b);
+CREATE TABLE IF NOT EXISTS sketches (
+    model_key TEXT NOT NULL,
+    probe_hash TEXT NOT NULL,
+    method TEXT NOT NULL,
+    probe_size INTEGER NOT NULL,
+    dim INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    PRIMARY KEY (model_key, probe_hash, method, probe_size, dim, seed)
+);
 CREATE TABLE IF NOT EXISTS claims (
     model_key TEXT NOT NULL,
     probe_hash TEXT NOT NULL,
@@ -294,6 +305,8 @@ class MapStore:
 
         with self._transaction() as cur:
             stale = self._overlapping_shards(cur, unit)
+            sketch_paths = self._drop_sketches(cur, "model_key = ? AND probe_hash = ? AND method = ? AND probe_size = ?",
+                                               _key_tuple(key))  # made from the maps being replaced
             cur.executemany(
                 "DELETE FROM shards WHERE model_key = ? AND probe_hash = ? AND method = ? "
                 "AND probe_size = ? AND shard = ?",
@@ -310,7 +323,7 @@ class MapStore:
                 ),
             )
         # Files of shards that a write with another shard size superseded.
-        self._delete_files(rel_path for _, rel_path in stale if rel_path != rel)
+        self._delete_files([rel_path for _, rel_path in stale if rel_path != rel] + sketch_paths)
         return ShardInfo(n_zero=n_zero, n_nonfinite=n_nonfinite, path=str(path), checksum=checksum)
 
     def missing(self, units: Sequence[WorkUnit], verify: bool = True, progress: bool = False) -> list[WorkUnit]:
@@ -399,7 +412,8 @@ class MapStore:
                 "AND (model_a = ? OR model_b = ?)",
                 (key.probe_hash, key.method, key.probe_size, key.model_key, key.model_key),
             )
-        self._delete_files(paths)
+            sketch_paths = self._drop_sketches(cur, where, _key_tuple(key))
+        self._delete_files(paths + sketch_paths)
         return len(paths)
 
     def remove_model(self, model_key: str) -> int:
@@ -410,8 +424,47 @@ class MapStore:
             cur.execute("DELETE FROM shards WHERE model_key = ?", (model_key,))
             cur.execute("DELETE FROM affinities WHERE model_a = ? OR model_b = ?", (model_key, model_key))
             cur.execute("DELETE FROM models WHERE model_key = ?", (model_key,))
-        self._delete_files(paths)
+            sketch_paths = self._drop_sketches(cur, "model_key = ?", (model_key,))
+        self._delete_files(paths + sketch_paths)
         return len(paths)
+
+    # ------------------------------------------------------------------ sketches (see `modelspace.sketch`)
+    def put_sketch(self, key: EntryKey, dim: int, seed: int, sketch: np.ndarray) -> None:
+        """Keep an entry's (Np, dim) random-projection sketch beside its maps (replaced when they are)."""
+        rel = self._shard_relpath(key, 0).rsplit("/", 1)[0] + f"/sketch_d{int(dim)}_s{int(seed)}.npy"
+        payload = _npy_bytes(np.asarray(sketch, dtype=np.float32))
+        _atomic_write(self.root / rel, payload)
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO sketches (model_key, probe_hash, method, probe_size, dim, seed, path, "
+                "checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*_key_tuple(key), int(dim), int(seed), rel, hashlib.sha256(payload).hexdigest()),
+            )
+
+    def get_sketch(self, key: EntryKey, dim: int, seed: int) -> np.ndarray | None:
+        """The entry's stored sketch, or None when there is none or its file fails its checksum
+        (the caller then recomputes it from the maps)."""
+        rows = self._query(
+            "SELECT path, checksum FROM sketches WHERE model_key = ? AND probe_hash = ? AND method = ? "
+            "AND probe_size = ? AND dim = ? AND seed = ?",
+            (*_key_tuple(key), int(dim), int(seed)),
+        )
+        if not rows:
+            return None
+        try:
+            payload = (self.root / rows[0][0]).read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(payload).hexdigest() != rows[0][1]:
+            return None
+        return np.load(io.BytesIO(payload), allow_pickle=False)
+
+    @staticmethod
+    def _drop_sketches(cur, where: str, params: tuple) -> list[str]:
+        """Delete sketch rows matching ``where`` inside a transaction; returns their file paths."""
+        paths = [r[0] for r in cur.execute(f"SELECT path FROM sketches WHERE {where}", params)]
+        cur.execute(f"DELETE FROM sketches WHERE {where}", params)
+        return paths
 
     # ------------------------------------------------------------------ claims (see the module docstring)
     def claim(self, units: Sequence[WorkUnit], owner: str) -> bool:
