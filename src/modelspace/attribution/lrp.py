@@ -8,9 +8,9 @@ bias that are constants) redistributes the relevance R_z arriving at z as
 where J = ∂z/∂x. The bias, the running statistics of a BatchNorm and any constant operand
 absorb their share, so relevance is conserved only up to what they take. Autograd already
 computes Jᵀ(·); the rule needs only two element-wise steps around it, which this module
-inserts as a tiny autograd function on the input and a gradient hook on the output:
+inserts as tiny autograd functions:
 
-    z = f(ScaleByInput(x))    # backward: ÷ (z + ε·sign z) by z's hook, then Jᵀ, then ⊙ x
+    z = Divide(f(ScaleByInput(x)))   # backward: ÷ (z+ε·sign z), then Jᵀ, then ⊙ x
 
 Relevance travels through the graph in the place of the gradient. Everything that is not a
 linear operation (ReLU and other element-wise activations, reshapes, concatenation) passes it
@@ -61,16 +61,23 @@ class _ScaleByInput(torch.autograd.Function):
         return grad * x
 
 
-def _divide_on_the_way_back(z: torch.Tensor, epsilon: float) -> None:
-    """Make the relevance arriving at z be divided by z + ε·sign(z) before it flows further back.
+class _Divide(torch.autograd.Function):
+    """Identity forward; backward divides the incoming relevance by the stabilised output."""
 
-    A tensor hook, not an autograd Function around z: a Function would have to return a copy of z
-    (autograd forbids in-place changes of views made inside one, and models change outputs in
-    place: ReLU(inplace=True), `out += x`). A hook registered before such an in-place change
-    receives the gradient of z as it was, and the denominator is taken now, from that value.
-    """
-    denominator = _stabilised(z.detach(), epsilon)
-    z.register_hook(lambda grad: grad / denominator)
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, epsilon: float) -> torch.Tensor:
+        # z itself is saved (nothing else holds it, so nothing modifies it in place) and the
+        # denominator is formed in backward: no extra tensor is kept alive between the passes.
+        ctx.save_for_backward(z)
+        ctx.epsilon = epsilon
+        # A copy, not a view: models modify outputs in place (ReLU(inplace=True), `out += x`),
+        # which autograd forbids on views made inside a custom Function.
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (z,) = ctx.saved_tensors
+        return grad / _stabilised(z, ctx.epsilon), None
 
 
 class _InplaceSum(torch.autograd.Function):
@@ -164,8 +171,9 @@ class _EpsilonMode(TorchFunctionMode):
         if func in LINEAR_OPS:
             wrap = lambda a: _ScaleByInput.apply(a) if _is_activation(a) else a  # noqa: E731
             out = func(*[wrap(a) for a in args], **{k: wrap(v) for k, v in kwargs.items()})
-            _divide_on_the_way_back(out[0] if isinstance(out, tuple) else out, self.epsilon)  # tuple: pooling indices
-            return out
+            if isinstance(out, tuple):  # max pooling with indices
+                return (_Divide.apply(out[0], self.epsilon), *out[1:])
+            return _Divide.apply(out, self.epsilon)
         if func in INPLACE_SUMS:
             a, b = args[0], args[1]
             alpha = INPLACE_SUMS[func] * kwargs.get("alpha", 1.0)
