@@ -650,14 +650,8 @@ def run_attribution(report: Report, cfg: Config, sections: set[str], models: lis
         report.add()
         report.table(["model", "input", "floor", "saliency", "gradient×input", "ε-LRP", "notes"], floor_rows)
         for method in METHODS:
-            target = TARGET_FLOOR[method]
-            got = floor_ratios[method]
-            if not got:
-                report.target(f"{method} ≤ {target}× floor", None, "no model measured")
-                continue
-            worst = max(got, key=lambda t: t[1])
-            report.target(f"{method} ≤ {target}× floor", worst[1] <= target,
-                          f"worst {worst[1]:.2f} on {worst[0]}; all: " + ", ".join(f"{r:.2f}" for _, r in got))
+            worst_against(report, f"{method} ≤ {TARGET_FLOOR[method]}× floor", floor_ratios[method],
+                          TARGET_FLOOR[method], "no model measured")
         report.add()
     if want_captum:
         report.add("## 2. Ours vs Captum")
@@ -669,14 +663,19 @@ def run_attribution(report: Report, cfg: Config, sections: set[str], models: lis
         report.add()
         report.table(["model", "input", "saliency", "gradient×input", "ε-LRP", "notes"], captum_rows)
         for method in METHODS:
-            got = captum_ratios[method]
-            if not got:
-                report.target(f"{method} ≤ {TARGET_CAPTUM}× Captum", None, "no model with both")
-                continue
-            worst = max(got, key=lambda t: t[1])
-            report.target(f"{method} ≤ {TARGET_CAPTUM}× Captum", worst[1] <= TARGET_CAPTUM,
-                          f"worst {worst[1]:.2f} on {worst[0]}; all: " + ", ".join(f"{r:.2f}" for _, r in got))
+            worst_against(report, f"{method} ≤ {TARGET_CAPTUM}× Captum", captum_ratios[method], TARGET_CAPTUM,
+                          "no model with both")
         report.add()
+
+
+def worst_against(report: Report, what: str, got: list[tuple[str, float]], target: float, if_none: str) -> None:
+    """One target line: met when the worst (model, ratio) of `got` is within `target`."""
+    if not got:
+        report.target(what, None, if_none)
+        return
+    worst = max(got, key=lambda t: t[1])
+    report.target(what, worst[1] <= target,
+                  f"worst {worst[1]:.2f} on {worst[0]}; all: " + ", ".join(f"{r:.2f}" for _, r in got))
 
 
 # ------------------------------------------------------------------------------------ section 3

@@ -406,6 +406,27 @@ def evaluation_report(curves_by_method: Mapping[str, Curves], n_candidates: int,
             "oracle": oracle_curves(n_candidates, n_relevant).to_dict()}
 
 
+def evaluate_matrices(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], truth: GroundTruth,
+                      n_relevant: int = 5, hint: str = "") -> tuple[dict, dict]:
+    """Score estimators given as {name: (affinity, task labels)} against `truth`.
+
+    Each affinity is turned into per-target rankings by its task labels (which must be unique)
+    and scored with `evaluate(..., restrict_to_estimated=True)`. Returns the `evaluation_report`
+    of all of them and, per estimator, the per-target details. `hint` ends the error message
+    about repeated labels (how the caller can avoid them).
+    """
+    curves, details, n_candidates = {}, {}, 0
+    for name, (affinity, labels) in matrices.items():
+        labels = list(labels)
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise InputError(f"task labels must be unique to evaluate; {name} repeats {', '.join(duplicates)}{hint}")
+        curves[name], details[name] = evaluate(rank_sources(affinity, labels), truth, n_relevant,
+                                               restrict_to_estimated=True)
+        n_candidates = max(n_candidates, len(curves[name].ks))
+    return evaluation_report(curves, n_candidates, n_relevant), details
+
+
 def format_table(report: Mapping, ks: Sequence[int] = (1, 3, 5)) -> str:
     """A plain-text table of an `evaluation_report`: P@K at `ks` and R@K at the last K, per
     method and baseline, then random and oracle."""

@@ -55,7 +55,6 @@ def run_units(
     start, stop = units[0].start, units[0].stop
     if any((u.start, u.stop) != (start, stop) for u in units):
         raise ValueError("run_units: the units must cover the same probe shard")
-    runtime = _as_runtime(runtime)
     parts: dict[str, list[torch.Tensor]] = {m.id: [] for m in todo}
     for images in runtime.batches(probe, start, stop, batch_size):
         batch = compute_maps(model, images, todo, probe.size, runtime)

@@ -27,7 +27,7 @@ import numpy as np
 from . import __version__
 from . import report_figures as figs
 from .errors import InputError
-from .evaluation import GroundTruth, evaluate, evaluation_report, rank_sources
+from .evaluation import GroundTruth, evaluate_matrices, rank_sources
 from .report_assets import CSS, JS
 from .tree import leaf_order, similarity_tree
 
@@ -48,6 +48,8 @@ class EstimatorView:
     labels: list[str] | None = None  # task labels matched against a ground truth (default: names)
     kind: str = "method"  # "method" (attribution) or "baseline"
     grid: bytes | None = None  # PNG of the attribution grid, attribution methods only
+    linkage: np.ndarray | None = None  # the similarity tree; computed (average linkage) when not given
+    ranking: dict | None = None  # sources per target; computed when not given
 
     def __post_init__(self) -> None:
         self.affinity = np.asarray(self.affinity, dtype=np.float64)
@@ -55,9 +57,11 @@ class EstimatorView:
             raise InputError(f"estimator {self.id!r}: affinity of shape {self.affinity.shape} "
                              f"for {len(self.names)} models")
         self.labels = list(self.labels) if self.labels is not None else list(self.names)
-        self.linkage = similarity_tree(self.affinity) if len(self.names) >= 2 else None
+        if self.linkage is None and len(self.names) >= 2:
+            self.linkage = similarity_tree(self.affinity)
+        if self.ranking is None:
+            self.ranking = rank_sources(self.affinity, self.names) if len(self.names) >= 2 else {}
         self.order = leaf_order(self.linkage) if self.linkage is not None else list(range(len(self.names)))
-        self.ranking = rank_sources(self.affinity, self.names) if len(self.names) >= 2 else {}
 
 
 @dataclass
@@ -91,8 +95,9 @@ def from_space(space, truth: GroundTruth | str | Path | None = None,
             maps = space.maps(method_id, grid_images)
             images = space.probe_.batch(0, grid_images).numpy()
             grid = figs.grid_png(images, {n: maps[n] for n in _spread(r, grid_models)}, grid_images)
+        # The space's own tree and rankings: its linkage method may not be the default.
         views.append(EstimatorView(method_id, list(r.names), r.affinity, list(r.labels),
-                                   "method" if method_id in method_ids else "baseline", grid))
+                                   "method" if method_id in method_ids else "baseline", grid, r.linkage, r.ranking))
     truth = _truth(truth)
     if truth is not None and truth_tree is None:
         truth_tree = truth_affinity(truth, views[0].labels if views else [])
@@ -147,15 +152,7 @@ def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = Non
 
 def evaluate_views(views: list[EstimatorView], truth: GroundTruth, n_relevant: int = 5) -> dict:
     """P@K / R@K of every estimator against `truth` (models matched by task label)."""
-    curves, n_candidates = {}, 0
-    for view in views:
-        duplicates = sorted({label for label in view.labels if view.labels.count(label) > 1})
-        if duplicates:
-            raise InputError(f"task labels must be unique to evaluate; {view.id} repeats {', '.join(duplicates)}")
-        curves[view.id], _ = evaluate(rank_sources(view.affinity, view.labels), truth, n_relevant,
-                                      restrict_to_estimated=True)
-        n_candidates = max(n_candidates, len(curves[view.id].ks))
-    return evaluation_report(curves, n_candidates, n_relevant)
+    return evaluate_matrices({v.id: (v.affinity, v.labels) for v in views}, truth, n_relevant)[0]
 
 
 def truth_affinity(truth: GroundTruth, labels: list[str]) -> tuple[np.ndarray, list[str], str] | None:

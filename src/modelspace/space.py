@@ -31,7 +31,7 @@ from .affinity import affinity_matrix, affinity_row
 from .attribution import AttributionMethod, get_method
 from .baselines import Prepared, Similarity, compare_all, encoder_activations, get_baseline
 from .errors import InputError, ModelLoadError, ModelspaceError
-from .evaluation import GroundTruth, evaluate, evaluation_report, rank_sources
+from .evaluation import GroundTruth, evaluate_matrices, rank_sources
 from .executor import LocalExecutor
 from .runtime import Runtime
 from .sketch import MapSketcher, sketched_affinity
@@ -197,18 +197,12 @@ class ModelSpace:
         truth = truth if isinstance(truth, GroundTruth) else GroundTruth.load(truth)
         if models is not None and set(models) - set(self.members_):
             raise InputError(f"models not in this space: {', '.join(sorted(set(models) - set(self.members_)))}")
-        curves, details, n_candidates = {}, {}, 0
+        matrices = {}
         for method_id, result in self.results_.items():
             keep = [i for i, n in enumerate(result.names) if models is None or n in models]
-            labels = [result.labels[i] for i in keep]
-            duplicates = sorted({label for label in labels if labels.count(label) > 1})
-            if duplicates:
-                raise InputError(f"task labels must be unique to evaluate; repeated: {', '.join(duplicates)} "
-                                 "(pass models=[...] to evaluate a subset)")
-            ranking = rank_sources(result.affinity[np.ix_(keep, keep)], labels)
-            curves[method_id], details[method_id] = evaluate(ranking, truth, n_relevant, restrict_to_estimated=True)
-            n_candidates = max(n_candidates, len(curves[method_id].ks))
-        report = evaluation_report(curves, n_candidates, n_relevant)
+            matrices[method_id] = (result.affinity[np.ix_(keep, keep)], [result.labels[i] for i in keep])
+        report, details = evaluate_matrices(matrices, truth, n_relevant,
+                                            hint=" (pass models=[...] to evaluate a subset)")
         report["per_target"] = details
         self.evaluation_ = report
         return report
