@@ -19,6 +19,7 @@ from modelspace.world import (
     OBJECT_TYPES,
     ROOM_SURFACES,
     SEMANTIC_CLASSES,
+    SMOOTHED,
     TASKS,
     camera_rays,
     centre_patch,
@@ -37,12 +38,13 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def scenes():
-    """12 scenes of each named domain (with their Scene objects) rendered once for the module."""
+    """12 scenes of each named domain (with their Scene objects) rendered once for the module,
+    with the `SMOOTHED` labels as computed, so that their geometry can be checked exactly."""
     out = []
     for name in DOMAINS:
         for i in range(12):
             scene = sample_scene(scene_rng(100, i), name)
-            out.append((scene, render(scene, SIZE)))
+            out.append((scene, render(scene, SIZE, smoothed=False)))
     return out
 
 
@@ -126,6 +128,20 @@ def test_every_task_present_with_its_kind_dtype_shape_and_range():
             assert a.min() >= 0.0 and a.max() <= 1.0, task
     assert TASKS["segment_semantic"][1] == N_CLASSES == len(SEMANTIC_CLASSES)
     assert TASKS["object_count"][1] == MAX_OBJECTS + 1
+
+
+@pytest.mark.parametrize("size", [64, 40])
+def test_smoothed_labels_are_the_computed_ones_under_a_gaussian(size):
+    from scipy.ndimage import gaussian_filter
+
+    scene = sample_scene(scene_rng(5, 3))
+    sharp, out = render(scene, size, smoothed=False), render(scene, size)
+    for task, sigma in SMOOTHED.items():
+        expected = gaussian_filter(sharp[task][..., 0].astype(np.float64), sigma * size / 64, mode="nearest", truncate=3.0)
+        np.testing.assert_allclose(out[task][..., 0], expected, atol=1e-6, err_msg=task)
+        assert out[task][..., 0].max() < sharp[task].max() or sharp[task].max() == 0, task
+    for task in set(TASKS) - set(SMOOTHED):
+        np.testing.assert_array_equal(out[task], sharp[task], err_msg=task)
 
 
 def test_image_sizes_other_than_64():

@@ -13,6 +13,7 @@ import importlib
 from .labels import (
     CURVATURE_SCALE,
     N_SEGMENTS,
+    SMOOTHED,
     TASKS,
     centre_patch,
     mask_centre,
@@ -54,6 +55,7 @@ __all__ = [
     "MAX_OBJECTS",
     "N_CLASSES",
     "N_SEGMENTS",
+    "SMOOTHED",
     "OBJECT_TYPES",
     "ROOM_SURFACES",
     "SEMANTIC_CLASSES",

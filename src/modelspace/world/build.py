@@ -1,25 +1,36 @@
 """Regenerate the built-in world's artifacts: the trained zoo and the measured transfer oracle.
 
-    python -m modelspace.world.build                 # everything, into src/modelspace/world/zoo/
-    python -m modelspace.world.build --oracle-only   # keep the weights, re-measure the oracle
+    python -m modelspace.world.build --resume            # everything, resuming model by model
+    python -m modelspace.world.build --only depth_z       # (re)train some models, then the oracle
+    python -m modelspace.world.build --skip-oracle        # train only
+    python -m modelspace.world.build --quick --out DIR    # a miniature: 3 tasks, a few steps
 
-Writes `<name>.pt` (float16 state dicts, loaded with weights_only=True), `zoo.toml` (the zoo
-file `modelspace` reads), `zoo.json` (groups, domains, recipe, own held-out losses),
-`oracle_ranking.csv` and `transfer_matrix.csv` (the ground-truth formats of
-`modelspace.evaluation`), and `oracle.json` (protocol, seeds, budgets, from-scratch and
-pixel-readout losses, repeatability). Uses a GPU when one is present; on 2 CPU cores the
-whole run took 51 minutes (rendering 1, training 28, oracle 22; the oracle has since been made faster
-for wide label maps by an exact row-space shortcut).
+Writes into `--out` (default: the package's `world/zoo/`):
+
+- `<name>.pt`: float16 state dicts, loaded with weights_only=True;
+- `records/<name>.json`: each model's recipe, training curve and held-out figures beside the
+  image-blind predictor's, written as the model finishes (the resume point);
+- `transfers.json`: every trained readout's held-out loss, written after each target (the
+  oracle's resume point);
+- `zoo.toml` (the zoo file `modelspace` reads), `zoo.json` (groups, domains, recipe, figures),
+  `oracle_ranking.csv` and `transfer_matrix.csv` (the ground-truth formats of
+  `modelspace.evaluation`) and `oracle.json` (protocol, losses, validity figures).
+
+Rendered scenes are cached in `--cache` (deterministic: scene i depends only on its seed).
+The same command runs on a GPU when one is present (`--device`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
-from dataclasses import asdict, dataclass, field
+import zlib
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..models.sources import load_model
@@ -29,36 +40,132 @@ from .nets import ENCODERS
 from .render import render_batch
 
 ZOO_DIR = Path(__file__).parent / "zoo"
-SEEDS = {"train": 1000, "test": 2000, "shifted": 3000}
+SEEDS = {"train": 1000, "validation": 1500, "test": 2000, "shifted": 3000}
+RECIPE = train.Recipe(steps=10_000, batch=32, lr=2e-3, eval_every=250, min_steps=3000, plateau=0.02, halvings=2,
+                      patience=2, precision="bfloat16", channels_last=True)
+"""Every model's recipe: Adam until the held-out loss stops improving (see `train`)."""
+SCENES = {"train": 10_000, "validation": 500, "test": 1000}
+CACHE_VERSION = 2
+"""Part of the render cache's folder names: raise it whenever a label's definition changes."""
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One model of the built-in zoo."""
+    """One model of the built-in zoo.
+
+    `seed` selects the initialisation and the batch order; two entries that differ only in
+    their seed are seed twins."""
 
     name: str
     task: str
-    arch: str = "tasknet"
+    arch: str = "restasknet"
     input_size: int = 64
     domain: str = "train"
     group: int = 1
+    seed: int = 0
     kwargs: dict = field(default_factory=dict)
+    train_scenes: int | None = None
+    mirror: bool = False
 
 
-GROUP1 = [Entry(task, task) for task in labels.TASKS]
+MORE_DATA = {"train_scenes": 40_000, "mirror": True}
+"""For image classification. On 10 000 scenes object_class over-fitted (training cross-entropy 0.24,
+held-out 0.77, accuracy 0.725 where 0.80 counts as learned), so these models see four times the
+scenes, mirrored at random (`train.Recipe.mirror`)."""
+
+
+def _more_data(task: str) -> dict:
+    return MORE_DATA if labels.TASKS[task][0] == labels.IMAGE_CLASSIFICATION else {}
+
+
+GROUP1 = [Entry(task, task, **_more_data(task)) for task in labels.TASKS]
+_AA = {"antialias": True, "predict_size": 32}
 GROUP2 = [
-    Entry("depth_z@vgg48", "depth_z", "vgg", 48, group=2),
-    Entry("depth_z@resnet80", "depth_z", "resnet", 80, group=2),
-    Entry("depth_z@mobilenet64", "depth_z", "mobilenet", 64, group=2),
-    Entry("normals@vgg64", "normals", "vgg", 64, group=2),
-    Entry("normals@resnet48", "normals", "resnet", 48, group=2),
-    Entry("segment_semantic@mobilenet80", "segment_semantic", "mobilenet", 80, group=2),
-    Entry("segment_semantic@resnet64", "segment_semantic", "resnet", 64, group=2),
-    Entry("object_class@vgg64", "object_class", "vgg", 64, group=2, kwargs={"depth": 1}),
-    Entry("depth_z@shifted", "depth_z", "tasknet", 64, domain="shifted", group=2),
-    Entry("normals@shifted", "normals", "tasknet", 64, domain="shifted", group=2),
+    Entry("depth_z@vgg48", "depth_z", "vgg", 48, group=2, kwargs={"predict_size": 32}),
+    Entry("depth_z@resnet80", "depth_z", "resnet", 80, group=2, kwargs=_AA),
+    Entry("depth_z@mobilenet64", "depth_z", "mobilenet", 64, group=2, kwargs=_AA),
+    Entry("normals@vgg64", "normals", "vgg", 64, group=2, kwargs={"predict_size": 32}),
+    Entry("normals@resnet48", "normals", "resnet", 48, group=2, kwargs=_AA),
+    Entry("segment_semantic@mobilenet80", "segment_semantic", "mobilenet", 80, group=2, kwargs=_AA),
+    Entry("segment_semantic@resnet64", "segment_semantic", "resnet", 64, group=2, kwargs=_AA),
+    Entry("object_class@vgg64", "object_class", "vgg", 64, group=2, kwargs={"depth": 1}, **MORE_DATA),
+    Entry("depth_z@shifted", "depth_z", domain="shifted", group=2),
+    Entry("normals@shifted", "normals", domain="shifted", group=2),
 ]
-ZOO = GROUP1 + GROUP2
+TWIN_TASKS = ("depth_z", "normals", "reshading", "keypoints2d", "segment_semantic", "segment2d", "room_layout",
+              "vanishing_point")
+GROUP3 = [Entry(f"{task}@seed1", task, group=3, seed=1) for task in TWIN_TASKS]
+"""Seed twins: group-1 tasks trained again from another initialisation and batch order."""
+ZOO = GROUP1 + GROUP3 + GROUP2
+"""In training order: the oracle needs groups 1 and 3."""
+
+QUICK_TASKS = ("depth_z", "normals", "object_count")
+
+
+def quick_zoo() -> list[Entry]:
+    """The miniature: three tasks, one twin (what CI builds)."""
+    first = [replace(e, train_scenes=None) for e in GROUP1 if e.task in QUICK_TASKS]
+    return first + [Entry("depth_z@seed1", "depth_z", group=3, seed=1)]
+
+
+# --------------------------------------------------------------------------------------------
+# Scenes
+
+
+def _render_chunk(args: tuple[int, int, str, int]) -> dict:
+    n, seed, domain, start = args
+    return render_batch(n, seed, domain=domain, start=start)
+
+
+def render_set(n: int, seed: int, domain: str, cache: Path | None, workers: int = 2,
+               chunk: int = 2000) -> dict[str, np.ndarray]:
+    """Scenes 0..n-1 of `seed`, rendered `chunk` at a time in `workers` processes.
+
+    Cached as one .npy per label in `cache` (written chunk by chunk, so memory stays bounded) and
+    read back memory-mapped, so that parallel builds share one copy in the page cache."""
+    chunks = [(len(part), seed, domain, int(part[0])) for part in np.array_split(np.arange(n), -(-n // chunk))]
+    folder = cache / f"v{CACHE_VERSION}_{domain}_{seed}_{n}" if cache else None
+    if folder is None:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            parts = pool.map(_render_chunk, chunks)
+        data = {key: np.concatenate([p[key] for p in parts]) for key in parts[0] if key not in labels.IMAGE_TARGETS}
+    else:
+        if not (folder / "done").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            arrays = {}
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for (count, _, _, start), part in zip(chunks, pool.imap(_render_chunk, chunks)):
+                    for key, value in part.items():
+                        if key in labels.IMAGE_TARGETS:
+                            continue
+                        if key not in arrays:
+                            arrays[key] = np.lib.format.open_memmap(folder / f"{key}.npy", mode="w+", dtype=value.dtype,
+                                                                    shape=(n, *value.shape[1:]))
+                        arrays[key][start : start + count] = value
+            for array in arrays.values():
+                array.flush()
+            (folder / "done").write_text(json.dumps(sorted(arrays)))
+        data = {key: np.load(folder / f"{key}.npy", mmap_mode="r") for key in json.loads((folder / "done").read_text())}
+    data.update({task: data["rgb"] for task in labels.IMAGE_TARGETS})
+    return data
+
+
+def train_key(e: Entry, scenes: dict[str, int]) -> tuple[str, int]:
+    """Which rendered set an entry trains on: (domain, number of scenes)."""
+    return e.domain, e.train_scenes or scenes["train"]
+
+
+def render_sets(entries: list[Entry], scenes: dict[str, int], cache: Path | None) -> dict:
+    """"train", "validation" and "test" (the train domain), and each entry's training set under `train_key`."""
+    sets = {split: render_set(scenes[split], SEEDS[split], "train", cache) for split in ("train", "validation", "test")}
+    sets[("train", scenes["train"])] = sets["train"]
+    for domain, n in sorted({train_key(e, scenes) for e in entries} - {("train", scenes["train"])}):
+        sets[(domain, n)] = render_set(n, SEEDS[domain], domain, cache)
+    return sets
+
+
+# --------------------------------------------------------------------------------------------
+# Models
 
 
 def zoo_toml(entries: list[Entry]) -> str:
@@ -77,97 +184,215 @@ def zoo_toml(entries: list[Entry]) -> str:
     return "\n".join(blocks)
 
 
-def render_sets(n_train: int, n_test: int, domains: set[str]) -> dict[str, dict]:
-    sets = {"train": render_batch(n_train, SEEDS["train"]), "test": render_batch(n_test, SEEDS["test"])}
-    for domain in domains - {"train"}:
-        sets[domain] = render_batch(n_train, SEEDS[domain], domain=domain)
-    return sets
+def task_figures(task: str, model, data: dict[str, dict], input_size: int, device: str) -> dict:
+    """A trained model's held-out figures beside the image-blind predictor's, and whether the task
+    counts as learned: normalised loss ≤ 0.3 (regression), or accuracy ≥ 2× the majority class's
+    (classification)."""
+    metrics = train.held_out_metrics(model, task, data["test"], input_size, device=device)
+    trivial = train.trivial_metrics(task, data["train"], data["test"])
+    figures = {"held_out": metrics, "trivial": trivial}
+    if "accuracy" in metrics:
+        figures["learned"] = metrics["accuracy"] >= 2 * trivial["majority_accuracy"]
+    else:
+        figures["normalised_loss"] = metrics["loss"] / trivial["variance"]
+        figures["learned"] = figures["normalised_loss"] <= 0.3
+    return figures
 
 
-def train_zoo(entries: list[Entry], out: Path, data: dict[str, dict], recipe: train.Recipe, device: str,
-              resume: bool) -> dict:
-    """Train every entry (or keep its weights with --resume); returns the zoo.json record."""
-    record_path = out / "zoo.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else {"models": {}}
-    record["recipe"] = asdict(recipe)
-    record["data"] = {"n_train": len(data["train"]["rgb"]), "n_test": len(data["test"]["rgb"]), "seeds": SEEDS}
-    for index, e in enumerate(entries):
-        weights = out / f"{e.name}.pt"
-        if resume and weights.exists() and e.name in record["models"]:
-            continue
-        print(f"[{index + 1}/{len(entries)}] {e.name}: {e.arch}, input {e.input_size}, domain {e.domain}", flush=True)
-        torch.manual_seed(10_000 + ZOO.index(e))  # each model its own initialisation
-        model = train.make_model(e.arch, e.task, **e.kwargs)
-        log = train.train_model(model, e.task, data[e.domain], e.input_size, recipe, device)
-        loss = train.held_out_loss(model, e.task, data["test"], e.input_size, device=device)
-        state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.cpu().state_dict().items()}
-        torch.save(state, weights)
-        record["models"][e.name] = {**asdict(e), **log, "held_out_loss": loss}
-        record_path.write_text(json.dumps(record, indent=1))
-        print(f"    held-out loss {loss:.4f} ({log['seconds']} s)", flush=True)
+def train_entry(e: Entry, out: Path, data: dict, scenes: dict[str, int], recipe: train.Recipe, device: str) -> dict:
+    """Train one entry, save its weights, then its record (the record marks it done)."""
+    torch.manual_seed(zlib.crc32(e.name.encode()))  # each model its own initialisation
+    model = train.make_model(e.arch, e.task, **e.kwargs)
+    recipe = replace(recipe, seed=e.seed, mirror=e.mirror)
+    log = train.train_model(model, e.task, data[train_key(e, scenes)], e.input_size, recipe, device,
+                            validation=data["validation"])
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.cpu().state_dict().items()}
+    torch.save(state, out / f"{e.name}.pt")
+    # The figures come from the float16 weights, as a user will load them.
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    record = {**asdict(e), "recipe": asdict(recipe), **log, **task_figures(e.task, model.to(device), data, e.input_size, device)}
+    _write_json(out / "records" / f"{e.name}.json", record)
     return record
 
 
-def measure(out: Path, data: dict[str, dict], record: dict) -> dict:
-    """The oracle over group 1, from the shipped (float16) weights as any user would load them."""
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(value, indent=1))
+    partial.replace(path)
+
+
+def _records(out: Path) -> dict[str, dict]:
+    folder = out / "records"
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))} if folder.exists() else {}
+
+
+def train_zoo(entries: list[Entry], out: Path, data: dict, scenes: dict[str, int], recipe: train.Recipe, device: str,
+              resume: bool, worker: tuple[int, int] = (0, 1)) -> None:
+    """Train every entry this worker owns (every `n`-th from the `i`-th), skipping finished ones with `resume`."""
+    i, n = worker
+    for index, e in enumerate(entries):
+        if index % n != i or (resume and (out / "records" / f"{e.name}.json").exists() and (out / f"{e.name}.pt").exists()):
+            continue
+        print(f"[{index + 1}/{len(entries)}] {e.name}: {e.arch}, input {e.input_size}, domain {e.domain}, seed {e.seed}",
+              flush=True)
+        record = train_entry(e, out, data, scenes, recipe, device)
+        figure = (f"accuracy {record['held_out']['accuracy']:.3f} vs majority {record['trivial']['majority_accuracy']:.3f}"
+                  if "accuracy" in record["held_out"] else f"normalised loss {record['normalised_loss']:.3f}")
+        print(f"    {e.name}: {figure}, {record['steps']} steps, converged {record['converged']} "
+              f"({record['seconds']:.0f} s)", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Oracle
+
+
+def oracle_pairs(entries: list[Entry]) -> list[tuple[str, str]]:
+    """Every (target task, source model) the oracle trains a readout for: all group-1 pairs, and
+    each twin as a source for the targets its zoo copy covers (the twinned tasks)."""
+    group1 = [e for e in entries if e.group == 1]
+    twins = [e for e in entries if e.group == 3]
+    pairs = [(t.task, s.name) for t in group1 for s in group1]
+    twinned = {e.task for e in twins}
+    pairs += [(t.task, s.name) for t in group1 if t.task in twinned for s in twins]
+    return pairs
+
+
+def measure(entries: list[Entry], out: Path, data: dict[str, dict], readout: oracle.ReadoutRecipe,
+            progress: bool = True) -> dict:
+    """The oracle from the shipped (float16) weights, as any user would load them."""
     specs = {s.name: s for s in load_zoo(out / "zoo.toml")}
-    models = {e.task: load_model(specs[e.name]) for e in GROUP1}
+    names = [e.name for e in entries if e.group in (1, 3)]
+    models = {name: load_model(specs[name]) for name in names}
+    progress_path = out / "transfers.json"
+    done = json.loads(progress_path.read_text())["loss"] if progress_path.exists() else None
+    if done is not None and json.loads(progress_path.read_text())["readout"] != asdict(readout):
+        done = None  # measured under another readout recipe: start again
+    save = lambda r: _write_json(progress_path, {"readout": asdict(readout), "loss": r.loss})  # noqa: E731
     start = time.time()
-    result = oracle.measure_oracle(models, data["train"], data["test"])
-    tasks = result.tasks
+    result = oracle.measure_transfers(models, {e.name: e.task for e in entries}, oracle_pairs(entries), data["train"],
+                                      data["test"], readout, done=done, on_target=save, progress=progress)
+    save(result)
+    info = oracle_summary(entries, result, readout)
+    info["seconds"] = round(time.time() - start, 1)
+    return info
+
+
+def oracle_summary(entries: list[Entry], result: oracle.TransferResult, readout: oracle.ReadoutRecipe) -> dict:
+    """oracle.json: protocol, losses, and the validity figures the shipped-data tests enforce."""
+    group1 = [e for e in entries if e.group == 1]
+    tasks = [e.task for e in group1]
+    seeds = list(readout.seeds)
+    by_seed = np.array([[[result.loss[s][t][src] for src in tasks] for t in tasks] for s in seeds])
+    loss = by_seed.mean(0)
+    # A readout's noise: the standard deviation between seeds of one pair, pooled over the sources.
+    noise = {t: float(np.sqrt(np.mean(by_seed[:, i, :].var(0, ddof=1)))) for i, t in enumerate(tasks)}
+    validity = {}
+    for i, t in enumerate(tasks):
+        order = np.argsort(loss[i], kind="stable")
+        others = np.delete(loss[i], i)
+        validity[t] = {
+            "own_rank": int(np.where(order == i)[0][0]) + 1,
+            "best_source": tasks[order[0]],
+            "best_minus_median": float(np.median(others) - others.min()),
+            "readout_noise": noise[t],
+        }
+        validity[t]["gap_over_noise"] = validity[t]["best_minus_median"] / max(noise[t], 1e-12)
+    ranking = _ranking(tasks, loss)
+    by_seed_ranking = [_ranking(tasks, m) for m in by_seed]
+    twins = [e for e in entries if e.group == 3]
+    twin_of = {e.task: e.name for e in twins}
+    retrain = {}
+    for t in twin_of:
+        row = {src: np.mean([result.loss[s][t][twin_of.get(src, src)] for s in seeds]) for src in tasks}
+        second = [src for src in sorted(row, key=row.get) if src != t][:5]
+        retrain[t] = {"top5_first_copy": ranking[t][:5], "top5_second_copy": second,
+                      "agreement": len(set(second) & set(ranking[t][:5])) / 5}
+    return {
+        "protocol": oracle.PROTOCOL,
+        "readout": asdict(readout),
+        "tasks": tasks,
+        "trivial_loss": {t: result.trivial[t] for t in tasks},
+        "transfer_loss": loss.round(6).tolist(),
+        "transfer_loss_by_seed": by_seed.round(6).tolist(),
+        "validity": validity,
+        "own_best_count": sum(v["own_rank"] == 1 for v in validity.values()),
+        "top5_agreement_between_seeds": float(np.mean([len(set(by_seed_ranking[0][t][:5]) & set(by_seed_ranking[1][t][:5])) / 5
+                                                       for t in tasks])),
+        "zoo_retraining": {"twinned_models": [e.name for e in twins], "targets": retrain,
+                           "top5_agreement": float(np.mean([v["agreement"] for v in retrain.values()])) if retrain else None},
+    }
+
+
+def _ranking(tasks: list[str], loss: np.ndarray) -> dict[str, list[str]]:
+    """Per target, the other tasks as sources, lowest loss first."""
+    return {t: [tasks[j] for j in np.argsort(loss[i], kind="stable") if j != i] for i, t in enumerate(tasks)}
+
+
+def write_oracle(out: Path, info: dict) -> None:
+    tasks, loss = info["tasks"], np.asarray(info["transfer_loss"])
     with open(out / "oracle_ranking.csv", "w") as fh:
         fh.write("target," + ",".join(f"rank{k}" for k in range(1, len(tasks))) + "\n")
-        for target, ranked in result.ranking().items():
+        for target, ranked in _ranking(tasks, loss).items():
             fh.write(f"{target},{','.join(ranked)}\n")
     with open(out / "transfer_matrix.csv", "w") as fh:  # higher = better, as the matrix format expects
         fh.write("target\\source," + ",".join(tasks) + "\n")
         for i, target in enumerate(tasks):
-            fh.write(target + "," + ",".join(f"{1 - v:.6f}" for v in result.loss[i]) + "\n")
-    info = {
-        "protocol": oracle.__doc__.strip(),
-        "readout": {"kind": "ridge regression (closed form)", "lambdas": list(oracle.LAMBDAS),
-                    "validation_fraction": 0.2, "label_resolution": oracle.READOUT_SIZE},
-        "data": record["data"],
-        "seeds": {"readout_halves": [0, 1], "note": "the two readouts use disjoint halves of the training scenes"},
-        "tasks": tasks,
-        "transfer_loss": result.loss.round(6).tolist(),
-        "transfer_loss_by_seed": [m.round(6).tolist() for m in result.loss_by_seed],
-        "own_task_model_loss": {e.task: record["models"][e.name]["held_out_loss"] for e in GROUP1},
-        "pixel_readout_loss": result.pixel_loss,
-        "top5_agreement_between_seeds": result.top5_agreement,
-        "seconds": round(time.time() - start, 1),
-    }
-    (out / "oracle.json").write_text(json.dumps(info, indent=1))
-    print(f"oracle: top-5 agreement between the two readout seeds {result.top5_agreement:.3f}", flush=True)
-    return info
+            fh.write(target + "," + ",".join(f"{1 - v:.6f}" for v in loss[i]) + "\n")
+    _write_json(out / "oracle.json", info)
 
 
-def main(argv: list[str] | None = None) -> None:
+def write_zoo_record(entries: list[Entry], out: Path, scenes: dict[str, int], recipe: train.Recipe) -> dict:
+    records = _records(out)
+    missing = [e.name for e in entries if e.name not in records]
+    if missing:
+        raise SystemExit(f"{out}: {len(missing)} models are not trained yet ({', '.join(missing[:5])}…); "
+                         "run the build again with --resume")
+    record = {"recipe": asdict(recipe), "data": {"scenes": scenes, "seeds": SEEDS},
+              "models": {e.name: records[e.name] for e in entries}}
+    _write_json(out / "zoo.json", record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ZOO_DIR)
-    parser.add_argument("--steps", type=int, default=train.Recipe.steps)
-    parser.add_argument("--n-train", type=int, default=2000)
-    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=ZOO_DIR, help="where the artifacts go (default: %(default)s)")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "modelspace" / "world",
+                        help="rendered scenes (default: %(default)s)")
     parser.add_argument("--only", nargs="*", help="train only these model names")
-    parser.add_argument("--resume", action="store_true", help="keep models already trained")
-    parser.add_argument("--oracle-only", action="store_true", help="re-measure the oracle from the shipped weights")
-    parser.add_argument("--skip-oracle", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="keep models already trained and readouts already measured")
+    parser.add_argument("--skip-oracle", action="store_true", help="train only")
+    parser.add_argument("--worker", default="0/1", help="I/N: train every N-th model from the I-th (parallel builds)")
+    parser.add_argument("--quick", action="store_true", help="a miniature: 3 tasks and a twin, few scenes and steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    entries, scenes, recipe, readout = ZOO, SCENES, RECIPE, oracle.ReadoutRecipe()
+    if args.quick:
+        entries = quick_zoo()
+        scenes = {"train": 256, "validation": 64, "test": 64}
+        recipe = replace(RECIPE, steps=40, eval_every=10, min_steps=20, batch=16, halvings=0)
+        readout = oracle.ReadoutRecipe(epochs=2, n_train=256, batch=64)
+    worker = tuple(int(v) for v in args.worker.split("/"))
     args.out.mkdir(parents=True, exist_ok=True)
-    entries = [e for e in ZOO if not args.only or e.name in args.only]
     start = time.time()
-    data = render_sets(args.n_train, args.n_test, {e.domain for e in entries})
-    print(f"rendered the training sets in {time.time() - start:.0f} s", flush=True)
-    (args.out / "zoo.toml").write_text(zoo_toml(ZOO))
-    if args.oracle_only:
-        record = json.loads((args.out / "zoo.json").read_text())
-    else:
-        record = train_zoo(entries, args.out, data, train.Recipe(steps=args.steps), args.device, args.resume)
-    if not args.skip_oracle:
-        measure(args.out, data, record)
-    print(f"done in {time.time() - start:.0f} s", flush=True)
+    data = render_sets(entries, scenes, args.cache)
+    print(f"scenes ready in {time.time() - start:.0f} s", flush=True)
+    (args.out / "zoo.toml").write_text(zoo_toml(entries))
+    chosen = [e for e in entries if not args.only or e.name in args.only]
+    train_zoo(chosen, args.out, data, scenes, recipe, args.device, args.resume and not args.only, worker)
+    if args.skip_oracle or worker != (0, 1):
+        return 0
+    write_zoo_record(entries, args.out, scenes, recipe)
+    info = measure(entries, args.out, data, readout)
+    write_oracle(args.out, info)
+    print(f"oracle: own encoder best for {info['own_best_count']}/{len(info['tasks'])} targets; "
+          f"zoo-retraining top-5 agreement {info['zoo_retraining']['top5_agreement']}; done in {time.time() - start:.0f} s",
+          flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

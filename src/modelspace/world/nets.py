@@ -1,12 +1,19 @@
 """Architectures of the built-in zoo.
 
-Group 1 (Taskonomy-like) shares one encoder-decoder, `TaskNet`: the encoder maps a 64×64 image
-to an 8×8×16 bottleneck (the representation R, module `encoder`), a decoder upsamples it back
-to 64×64 for dense tasks, a small MLP reads it for image-level tasks.
+Group 1 (Taskonomy-like) shares one encoder-decoder, `ResTaskNet`: a residual encoder of three
+stages maps a 64×64 image to an 8×8×64 representation R (module `encoder`); a decoder brings R
+to 32×32 predictions, upsampled bilinearly to the 64×64 labels, or a small MLP reads R for
+image-level tasks.
 
 Group 2 (beyond Taskonomy) varies the encoder: VGG-, ResNet- and MobileNet-style stacks of
 different depth, width and input size, with their own encoder names (`features`, `layer3`),
-and one shared kind of head that brings any feature map to the 64×64 label resolution.
+and one shared kind of head that brings any feature map to the label resolution.
+
+Every downsampling step of a strided network is anti-aliased (`BlurDown`, a binomial filter
+before subsampling): a stride-2 3×3 convolution covers input pixels unevenly, and that
+unevenness is what printed a checkerboard on the attribution maps of the first zoo.
+`TaskNet`, `antialias=False` and `predict_size=64` describe that first zoo's models, so its
+shipped weights still load.
 All constructors take plain keyword arguments so that a zoo file can name them.
 """
 
@@ -27,17 +34,41 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1, groups: int = 1, kernel: 
     return nn.Sequential(*conv_bn(cin, cout, stride, groups, kernel), nn.ReLU(inplace=True))
 
 
-class DenseHead(nn.Module):
-    """Any feature map → out_channels × 64 × 64 (bilinear upsampling between two convolutions)."""
+class BlurDown(nn.Module):
+    """Anti-aliased 2× downsampling: the binomial filter [1, 2, 1]ᵀ[1, 2, 1] / 16, then every
+    second pixel (Zhang, "Making convolutional networks shift-invariant again", 2019).
 
-    def __init__(self, cin: int, out_channels: int, width: int = 32) -> None:
+    Written as two 2×2 average pools (a box filter convolved with itself is the binomial one),
+    which are fast in any precision and have an exact ε-LRP rule."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (0, 1, 0, 1), mode="replicate")
+        return F.avg_pool2d(F.avg_pool2d(x, 2, stride=1), 2, stride=2)
+
+
+def downsample(antialias: bool) -> nn.Module:
+    return BlurDown() if antialias else nn.Identity()
+
+
+class DenseHead(nn.Module):
+    """Any feature map → out_channels × 64 × 64.
+
+    The convolutions run at `predict_size` (bilinear upsampling between them); with
+    `predict_size` < 64 the prediction is then upsampled bilinearly to the label size, which
+    keeps the costly full-resolution convolutions out of training."""
+
+    def __init__(self, cin: int, out_channels: int, width: int = 32, predict_size: int = LABEL_SIZE) -> None:
         super().__init__()
+        self.predict_size = predict_size
         self.pre = conv_bn_relu(cin, width)
         self.post = nn.Sequential(conv_bn_relu(width, width // 2), nn.Conv2d(width // 2, out_channels, 3, padding=1))
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        h = F.interpolate(self.pre(r), size=(LABEL_SIZE, LABEL_SIZE), mode="bilinear", align_corners=False)
-        return self.post(h)
+        size = (self.predict_size, self.predict_size)
+        out = self.post(F.interpolate(self.pre(r), size=size, mode="bilinear", align_corners=False))
+        if self.predict_size != LABEL_SIZE:
+            out = F.interpolate(out, size=(LABEL_SIZE, LABEL_SIZE), mode="bilinear", align_corners=False)
+        return out
 
 
 class ImageHead(nn.Module):
@@ -52,8 +83,8 @@ class ImageHead(nn.Module):
         return self.mlp(self.pool(F.relu(r)))
 
 
-def head(cin: int, out_channels: int, dense: bool) -> nn.Module:
-    return DenseHead(cin, out_channels) if dense else ImageHead(cin, out_channels)
+def head(cin: int, out_channels: int, dense: bool, predict_size: int = LABEL_SIZE) -> nn.Module:
+    return DenseHead(cin, out_channels, predict_size=predict_size) if dense else ImageHead(cin, out_channels)
 
 
 class TaskNet(nn.Module):
@@ -79,7 +110,8 @@ class TaskNet(nn.Module):
 class VGGNet(nn.Module):
     """Group 2: `depth` conv layers per stage, three max-pooled stages; R = `features` output."""
 
-    def __init__(self, out_channels: int, dense: bool = True, width: int = 16, depth: int = 2) -> None:
+    def __init__(self, out_channels: int, dense: bool = True, width: int = 16, depth: int = 2,
+                 predict_size: int = LABEL_SIZE) -> None:
         super().__init__()
         layers, cin = [], 3
         for stage in range(3):
@@ -89,39 +121,81 @@ class VGGNet(nn.Module):
                 cin = cout
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        self.head = head(cin, out_channels, dense)
+        self.head = head(cin, out_channels, dense, predict_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    """Two 3×3 convolutions and a shortcut. With `antialias`, a stride-2 block blurs and subsamples
+    first, and both branches then run at stride 1."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, antialias: bool = False) -> None:
         super().__init__()
-        self.body = nn.Sequential(conv_bn_relu(cin, cout, stride), conv_bn(cout, cout))
-        self.shortcut = conv_bn(cin, cout, stride, kernel=1) if (stride != 1 or cin != cout) else nn.Identity()
+        self.down = downsample(antialias and stride == 2)
+        conv_stride = 1 if antialias else stride
+        self.body = nn.Sequential(conv_bn_relu(cin, cout, conv_stride), conv_bn(cout, cout))
+        reshape = stride != 1 or cin != cout
+        self.shortcut = conv_bn(cin, cout, conv_stride, kernel=1) if reshape else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.down(x)
         out = self.body(x)
         out += self.shortcut(x)
         return self.relu(out)
 
 
+class ResTaskNet(nn.Module):
+    """Group 1: the shared encoder-decoder. R = `encoder` output, 8×8×widths[-1] at a 64×64 input.
+
+    Encoder: a 3×3 stem at full resolution, then one stage per later width, each opening with an
+    anti-aliased 2× downsampling and holding `blocks[i]` residual blocks."""
+
+    def __init__(self, out_channels: int, dense: bool = True, widths: tuple[int, ...] = (16, 32, 64, 64),
+                 blocks: tuple[int, ...] = (1, 1, 2), predict_size: int = 32) -> None:
+        super().__init__()
+        if len(blocks) != len(widths) - 1:
+            raise ValueError(f"blocks: expected {len(widths) - 1} stage depths for widths {tuple(widths)}, got {tuple(blocks)}")
+        layers, cin = [conv_bn_relu(3, widths[0])], widths[0]
+        for width, depth in zip(widths[1:], blocks):
+            layers += [BasicBlock(cin, width, 2, antialias=True)]
+            layers += [BasicBlock(width, width) for _ in range(depth - 1)]
+            cin = width
+        self.encoder = nn.Sequential(*layers)
+        if dense:
+            steps = [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), conv_bn_relu(cin, 48),
+                     nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), conv_bn_relu(48, 32),
+                     nn.Conv2d(32, out_channels, 3, padding=1)]
+            if predict_size != 32:
+                raise ValueError(f"predict_size: ResTaskNet predicts at 32×32 (4× its 8×8 R), got {predict_size}")
+            steps.append(nn.Upsample(size=(LABEL_SIZE, LABEL_SIZE), mode="bilinear", align_corners=False))
+            self.decoder = nn.Sequential(*steps)
+        else:
+            self.decoder = ImageHead(cin, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
 class ResNetSmall(nn.Module):
     """Group 2: a stride-2 stem and three residual stages; R = `layer3` output."""
 
-    def __init__(self, out_channels: int, dense: bool = True, width: int = 16, blocks: int = 1) -> None:
+    def __init__(self, out_channels: int, dense: bool = True, width: int = 16, blocks: int = 1,
+                 antialias: bool = False, predict_size: int = LABEL_SIZE) -> None:
         super().__init__()
-        self.stem = conv_bn_relu(3, width, 2)
+        stem_stride = 1 if antialias else 2
+        self.stem = nn.Sequential(*conv_bn_relu(3, width, stem_stride), downsample(antialias))
 
         def stage(cin: int, cout: int, stride: int) -> nn.Sequential:
-            return nn.Sequential(BasicBlock(cin, cout, stride), *[BasicBlock(cout, cout) for _ in range(blocks - 1)])
+            return nn.Sequential(BasicBlock(cin, cout, stride, antialias),
+                                 *[BasicBlock(cout, cout) for _ in range(blocks - 1)])
 
         self.layer1 = stage(width, width, 1)
         self.layer2 = stage(width, 2 * width, 2)
         self.layer3 = stage(2 * width, 4 * width, 2)
-        self.head = head(4 * width, out_channels, dense)
+        self.head = head(4 * width, out_channels, dense, predict_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layer3(self.layer2(self.layer1(self.stem(x)))))
@@ -130,24 +204,33 @@ class ResNetSmall(nn.Module):
 class MobileNetSmall(nn.Module):
     """Group 2: depthwise-separable convolutions (MobileNet v1 style); R = `features` output."""
 
-    def __init__(self, out_channels: int, dense: bool = True, width: int = 16) -> None:
+    def __init__(self, out_channels: int, dense: bool = True, width: int = 16, antialias: bool = False,
+                 predict_size: int = LABEL_SIZE) -> None:
         super().__init__()
+        conv_stride = 1 if antialias else 2
+
+        def strided(cin: int, cout: int, stride: int, groups: int = 1) -> nn.Sequential:
+            # Anti-aliased: convolve at stride 1, then blur and subsample (module keys as without).
+            if stride == 1:
+                return conv_bn_relu(cin, cout, groups=groups)
+            return nn.Sequential(*conv_bn_relu(cin, cout, conv_stride, groups=groups), downsample(antialias))
 
         def separable(cin: int, cout: int, stride: int) -> nn.Sequential:
-            return nn.Sequential(conv_bn_relu(cin, cin, stride, groups=cin), conv_bn_relu(cin, cout, kernel=1))
+            return nn.Sequential(strided(cin, cin, stride, groups=cin), conv_bn_relu(cin, cout, kernel=1))
 
         self.features = nn.Sequential(
-            conv_bn_relu(3, width, 2), separable(width, 2 * width, 1), separable(2 * width, 4 * width, 2),
+            strided(3, width, 2), separable(width, 2 * width, 1), separable(2 * width, 4 * width, 2),
             separable(4 * width, 4 * width, 1), separable(4 * width, 8 * width, 2),
         )
-        self.head = head(8 * width, out_channels, dense)
+        self.head = head(8 * width, out_channels, dense, predict_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
 
-ARCHITECTURES = {"tasknet": TaskNet, "vgg": VGGNet, "resnet": ResNetSmall, "mobilenet": MobileNetSmall}
-ENCODERS = {"tasknet": "encoder", "vgg": "features", "resnet": "layer3", "mobilenet": "features"}
+ARCHITECTURES = {"restasknet": ResTaskNet, "tasknet": TaskNet, "vgg": VGGNet, "resnet": ResNetSmall,
+                 "mobilenet": MobileNetSmall}
+ENCODERS = {"restasknet": "encoder", "tasknet": "encoder", "vgg": "features", "resnet": "layer3", "mobilenet": "features"}
 
 
 def build(arch: str, **kwargs) -> nn.Module:

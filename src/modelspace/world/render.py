@@ -41,6 +41,7 @@ from .labels import (
     CURVATURE_SCALE,
     IMAGE_TARGETS,
     LAYOUT_ANGLE,
+    SMOOTHED,
     TASKS,
     centre_patch,
     edges2d,
@@ -48,6 +49,7 @@ from .labels import (
     normal_bin,
     occlusion_edges,
     relabel_by_appearance,
+    smooth,
     splat,
 )
 from .scene import (
@@ -190,8 +192,11 @@ def room_layout(scene: Scene) -> np.ndarray:
     return np.clip(np.concatenate([vp, angles, distances]), 0.0, 1.0).astype(np.float32)
 
 
-def render(scene: Scene, size: int = 64) -> dict[str, np.ndarray]:
+def render(scene: Scene, size: int = 64, smoothed: bool = True) -> dict[str, np.ndarray]:
     """Render ``scene`` at size×size: "rgb", "instance" and one label per `TASKS` entry.
+
+    With ``smoothed=False`` the `SMOOTHED` labels come out as computed (one-pixel edges, exact
+    curvature), before the smoothing that defines them as tasks.
 
     The image-target tasks ("autoencoding", "denoising", "colorization") are the "rgb" array itself,
     not copies: do not modify it in place.
@@ -240,6 +245,9 @@ def render(scene: Scene, size: int = 64) -> dict[str, np.ndarray]:
         "vanishing_point": scene.vanishing_point().astype(np.float32),
         "inpainting": centre_patch(rgb),
     }
+    if smoothed:
+        for task, sigma in SMOOTHED.items():
+            out[task] = smooth(out[task][..., 0], sigma * size / 64)[..., None].astype(np.float32)
     out.update({task: rgb for task in IMAGE_TARGETS})
     return out
 
