@@ -49,14 +49,14 @@ from torch.overrides import TorchFunctionMode
 
 import levers  # noqa: E402  (benchmarks/levers.py: sections 5-7)
 import modelspace
-from modelspace.affinity import affinity_matrix, affinity_naive, affinity_row
-from modelspace.attribution import attribute
+from modelspace.similarity import affinity_matrix, affinity_naive, affinity_row
+from modelspace.attribution import DEFAULT_METHODS, attribute
 from modelspace.models.encoder import EncoderTap, first_tensor
 from modelspace.models.sources import hf_default_encoder
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("attribution", "captum", "affinity", "insertion", "levers", "sketch", "gpu")
-METHODS = ("saliency", "gradient_x_input", "lrp_epsilon")
+METHODS = DEFAULT_METHODS
 TARGET_FLOOR = {"saliency": 1.15, "gradient_x_input": 1.15, "lrp_epsilon": 1.5}
 TARGET_CAPTUM = 1.0
 LRP_EPSILON = 1e-6  # modelspace's default ε, given to Captum's EpsilonRule too
@@ -788,7 +788,7 @@ def run_insertion(report: Report, cfg: Config) -> None:
     from modelspace import ModelSpace, ProbeSet
     from modelspace.models import LoadedModel, ModelSpec
     from modelspace.models.transforms import InputTransform
-    from modelspace.store import EntryKey, MapStore, plan_units
+    from modelspace.maps import EntryKey, MapStore, plan_units
 
     n_img, s = cfg.n_images, cfg.map_size
     feat = 3 * s * s

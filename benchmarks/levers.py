@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelspace.affinity import affinity_matrix
-from modelspace.attribution import attribute
-from modelspace.runtime import Runtime
-from modelspace.sketch import MapSketcher, sketched_affinity
+from modelspace.similarity import affinity_matrix
+from modelspace.attribution import DEFAULT_METHODS, attribute
+from modelspace.maps import Runtime
+from modelspace.similarity import MapSketcher, sketched_affinity
 
-LEVER_METHODS = ("saliency", "gradient_x_input", "lrp_epsilon")
+LEVER_METHODS = DEFAULT_METHODS
 
 
 def per_image_cosines(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
@@ -115,7 +115,7 @@ def run_workers(report, cfg, bench) -> None:
 def zoo_saliency_maps(n_images: int) -> tuple[list[str], list[np.ndarray]]:
     """The built-in zoo's saliency maps on rendered probe images, as (Np, F) arrays per model."""
     from modelspace import ModelSpace, ProbeSet
-    from modelspace.demo import PROBE_SEED
+    from modelspace.world.demo import PROBE_SEED
     from modelspace.models import load_zoo
     from modelspace.world.build import ZOO_DIR
     from modelspace.world.render import render_batch

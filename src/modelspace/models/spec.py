@@ -65,9 +65,10 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from modelspace.errors import ZooError
+from modelspace.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -194,11 +195,17 @@ def _check_kwargs(value: Any, at: _Where) -> FrozenMapping:
     return frozen
 
 
-def _known_prefixes() -> set[str]:
-    # Imported here, not at the top: sources.py imports this module, and users may register new prefixes.
-    from modelspace.models.sources import SOURCES
+#: Source prefix -> loader ``loader(spec, ref) -> (nn.Module, default_encoder)``; the loaders live in
+#: `sources` and register here, so that a spec is checked against every prefix known at the time.
+SOURCES = Registry("model source")
 
-    return set(SOURCES)
+
+def register_source(prefix: str) -> Callable:
+    """Decorator registering ``loader(spec, ref) -> (nn.Module, default_encoder)`` for ``prefix:...`` sources."""
+    if not isinstance(prefix, str) or not prefix.isidentifier():
+        raise ValueError(f"source prefix must be an identifier, got {prefix!r}")
+
+    return lambda loader: SOURCES.add(prefix, loader)
 
 
 def split_source(source: str) -> tuple[str, str]:
@@ -210,7 +217,7 @@ def split_source(source: str) -> tuple[str, str]:
 def _check_source(source: Any, at: _Where) -> str:
     _check_str(source, "source", at, optional=False)
     prefix, ref = split_source(source)
-    known = _known_prefixes()
+    known = set(SOURCES)
     if prefix not in known:
         raise at.error("source", f"unknown source {source!r}: expected one of "
                                  + ", ".join(f"'{p}:...'" for p in sorted(known)))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import DegenerateMapsError, InputError
+from ..errors import DegenerateMapsError, InputError, check_int
 
 MapReader = Callable[[int, int], np.ndarray]
 """(start, stop) -> float array (stop - start, F): one model's maps for probe images start..stop-1,
@@ -221,19 +221,13 @@ def _check_common(readers, n_images, names, memory_budget, what: str) -> None:
         raise InputError(f"{what}: expected at least one map reader")
     if not all(callable(r) for r in readers):
         raise InputError(f"{what}: every map reader must be callable (start, stop) -> array")
-    if not _is_positive_int(n_images):
-        raise InputError(f"n_images: expected a positive integer, got {n_images!r}")
+    check_int(n_images, "n_images")
     if isinstance(names, str) or len(names) != len(readers):
         raise InputError(
             f"names: expected {len(readers)} model names (one per reader), got "
             f"{1 if isinstance(names, str) else len(names)}"
         )
-    if not _is_positive_int(memory_budget):
-        raise InputError(f"memory_budget: expected a positive number of bytes, got {memory_budget!r}")
-
-
-def _is_positive_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+    check_int(memory_budget, "memory_budget")
 
 
 def _probe_features(reader: MapReader, name: str) -> int:

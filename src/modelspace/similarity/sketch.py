@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .affinity import MapReader
-from .errors import InputError
+from ..errors import InputError, check_int
 
 _FEATURE_BLOCK = 4096  # rows of P generated at a time
 
@@ -36,10 +36,7 @@ class MapSketcher:
     """
 
     def __init__(self, dim: int = 256, seed: int = 0, chunk: int = 128) -> None:
-        for name, value in (("dim", dim), ("chunk", chunk)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"{name}: expected a positive integer, got {value!r}")
-        self.dim, self.seed, self.chunk = dim, int(seed), chunk
+        self.dim, self.seed, self.chunk = check_int(dim, "dim"), int(seed), check_int(chunk, "chunk")
 
     def _blocks(self, n_features: int):
         """(start, stop, P[start:stop]) over the features, each block from its own seeded stream."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..baselines import encoder_activations
+from ..maps import encoder_activations
 from ..models.sources import LoadedModel
 from . import train
 
