@@ -19,7 +19,7 @@ from modelspace.attribution import DEFAULT_METHODS
 from conftest import subprocess_env
 from modelspace.cli import main
 from modelspace.evaluation import GroundTruth
-from modelspace.models.spec import load_zoo
+from modelspace.models import load_zoo
 from modelspace.probe import ProbeSet
 from modelspace.results import read_matrix
 from modelspace.space import ModelSpace

@@ -1,4 +1,5 @@
-"""Models: zoo specifications, the source registry, encoder capture and input transforms."""
+"""Models: specifications and the source registry (spec), zoo files (zoo), loaders (sources), encoder
+capture (encoder) and input transforms (transforms)."""
 
 from modelspace.models.encoder import EncoderTap, first_tensor, resolve_module
 from modelspace.models.sources import (
@@ -9,7 +10,8 @@ from modelspace.models.sources import (
     register_source,
     state_dict_hash,
 )
-from modelspace.models.spec import ModelSpec, load_zoo, spec_from_dict
+from modelspace.models.spec import ModelSpec, spec_from_dict
+from modelspace.models.zoo import load_zoo
 from modelspace.models.transforms import InputTransform
 
 __all__ = [
