@@ -39,10 +39,14 @@ _RANK_HEADER = re.compile(r"rank\d+", re.IGNORECASE)
 class GroundTruth:
     """Ground-truth transfer ranking: for each target task, candidate source tasks best first.
 
-    Attributes:
-        targets: the target tasks, in file order.
-        sources: every task that appears as a source (file order of first appearance).
-        ranking: target -> its candidate sources, best first (the target itself excluded).
+    Attributes
+    ----------
+    targets
+        the target tasks, in file order.
+    sources
+        every task that appears as a source (file order of first appearance).
+    ranking
+        target -> its candidate sources, best first (the target itself excluded).
     """
 
     def __init__(self, ranking: Mapping[str, Sequence[str]], sources: Sequence[str] | None = None,
@@ -82,8 +86,10 @@ class GroundTruth:
           source. An empty cell means "not evaluated" (the source is left out for that target).
         - ranking: header ``target,rank1,rank2,...``; each row a target and its sources best first.
 
-        Raises:
-            GroundTruthError: an unreadable or malformed file, naming the file and the row.
+        Raises
+        ------
+        GroundTruthError
+            an unreadable or malformed file, naming the file and the row.
         """
         path = Path(path)
         try:
@@ -283,10 +289,17 @@ def evaluate(ranking: Mapping[str, Sequence[str]], truth: GroundTruth, n_relevan
     estimate ranks, so that a zoo covering part of the ground truth's tasks is not charged for
     the absent ones.
 
-    Returns:
-        (mean curves, per-target details {target: {"relevant", "ranked", "hits_at_k"}}).
-    Raises:
-        GroundTruthError: no target in common (names both task lists).
+    Returns
+    -------
+    curves : Curves
+        The mean curves.
+    details : dict
+        Per target: ``{"relevant", "ranked", "hits_at_k", "n_candidates"}``.
+
+    Raises
+    ------
+    GroundTruthError
+        no target in common (names both task lists).
     """
     check_int(n_relevant, "n_relevant")
     if not isinstance(ranking, Mapping):

@@ -68,26 +68,39 @@ class ModelSpace:
 
     Parameters
     ----------
-    methods : attribution methods (names, aliases or `AttributionMethod` objects).
-    baselines : label-free baselines on the encoder activations of the same probe set
+    methods : sequence of str or AttributionMethod
+        Attribution methods (names, aliases or `AttributionMethod` objects).
+    baselines : sequence of str or Similarity
+        Label-free baselines on the encoder activations of the same probe set
         ("svcca", "linear_cka", "rbf_cka", "rsa"); their matrices sit beside the methods' in
         `results_` and are evaluated alike. They are recomputed on every fit (one forward pass
         per model; only their compact prepared forms are kept in memory, not the activations).
-    store : folder of the map store (resumable across runs); None uses a temporary folder.
-    batch_size : probe images per forward+backward pass.
-    shard_size : probe images per unit of work (the grain of resuming and of distribution).
-    device : torch device for the models ("cpu", "cuda", "cuda:1").
-    precision : "fp32", or "bf16"/"fp16" autocast for the forward pass (see `runtime`); maps of
+    store : str, Path, MapStore or None
+        Folder of the map store (resumable across runs); None uses a temporary folder.
+    batch_size : int
+        Probe images per forward+backward pass.
+    shard_size : int
+        Probe images per unit of work (the grain of resuming and of distribution).
+    device : str or torch.device
+        Torch device for the models ("cpu", "cuda", "cuda:1").
+    precision : str
+        "fp32", or "bf16"/"fp16" autocast for the forward pass (see `maps.runtime`); maps of
         another precision are stored under their own key.
-    channels_last : NHWC memory layout for models and inputs (faster convolutions on GPUs).
-    workers : DataLoader worker processes feeding probe batches (0: in this process).
-    sketch : None (exact affinities), or k: affinities estimated from k-dimensional random
-        projections of the maps (`modelspace.sketch`), kept in the store, so that later fits and
+    channels_last : bool
+        NHWC memory layout for models and inputs (faster convolutions on GPUs).
+    workers : int
+        DataLoader worker processes feeding probe batches (0: in this process).
+    sketch : int or None
+        None (exact affinities), or k: affinities estimated from k-dimensional random
+        projections of the maps (`similarity.sketch`), kept in the store, so that later fits and
         `add` never read the maps of models already sketched. For very large stores; the error
         against the exact affinity is measured in `benchmarks/RESULTS.md`.
-    linkage : scipy linkage method of the similarity tree.
-    on_error : "record" keeps going and lists failures in `failures_`; "raise" stops at the first.
-    progress : show progress bars.
+    linkage : str
+        Scipy linkage method of the similarity tree.
+    on_error : str
+        "record" keeps going and lists failures in `failures_`; "raise" stops at the first.
+    progress : bool
+        Show progress bars.
     """
 
     def __init__(

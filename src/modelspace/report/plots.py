@@ -91,12 +91,17 @@ def plot_attribution_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], pa
                           max_images: int = 6, signed: bool = False) -> Path:
     """The paper's Figure 2: probe images on top, one row of attribution heatmaps per model.
 
-    Args:
-        images: (n, 3, S, S) float in [0, 1] (uint8 in [0, 255] is accepted too).
-        maps: model name -> its maps for the same images, (n, C, S, S) or flattened (n, C·S·S).
-        max_images: the first this many images are shown.
-        signed: sum the channels keeping the sign (blue-white-red); by default Σ|·| (dark-to-hot).
-            Each map is normalised on its own, so the colours compare places within one map.
+    Parameters
+    ----------
+    images
+        (n, 3, S, S) float in [0, 1] (uint8 in [0, 255] is accepted too).
+    maps
+        model name -> its maps for the same images, (n, C, S, S) or flattened (n, C·S·S).
+    max_images
+        the first this many images are shown.
+    signed
+        sum the channels keeping the sign (blue-white-red); by default Σ|·| (dark-to-hot).
+        Each map is normalised on its own, so the colours compare places within one map.
     """
     imgs = _checked_images(images)
     if not maps:

@@ -135,10 +135,13 @@ def similarity_matrix(
     Exactly symmetric; the diagonal is each representation's computed self-similarity (1 up to
     rounding). `names` labels the representations in error messages (default ``activations[i]``).
 
-    Raises:
-        InputError: no activations, mismatched image counts, a bad baseline or bad names.
-        AttributionError: one or more degenerate representations; the message names every one,
-            and ``err.bad_names`` lists them so that a caller can drop them.
+    Raises
+    ------
+    InputError
+        no activations, mismatched image counts, a bad baseline or bad names.
+    AttributionError
+        one or more degenerate representations; the message names every one,
+        and ``err.bad_names`` lists them so that a caller can drop them.
     """
     baseline = get_baseline(baseline)
     if isinstance(activations, np.ndarray) and activations.ndim >= 2:

@@ -9,7 +9,7 @@ model's row then costs N·Np·k instead of reading N·Np·F.
 
 Every model must be sketched with the same P (same `dim`, `seed` and F); P is never held whole:
 it is regenerated block by block from the seed, so memory stays at one block whatever F is.
-`benchmarks/bench.py` reports the error of sketched against exact affinities.
+`benchmarks/` reports the error of sketched against exact affinities.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ class MapSketcher:
 
     Parameters
     ----------
-    dim : k, the sketch length (error ∝ 1/√k).
-    seed : seed of the projection; sketches are comparable only under the same seed and dim.
-    chunk : probe images read per step.
+    dim : int
+        k, the sketch length (error ∝ 1/√k).
+    seed : int
+        Seed of the projection; sketches are comparable only under the same seed and dim.
+    chunk : int
+        Probe images read per step.
     """
 
     def __init__(self, dim: int = 256, seed: int = 0, chunk: int = 128) -> None:

@@ -104,8 +104,10 @@ def to_newick(linkage: np.ndarray, names: Sequence[str]) -> str:
 
     Built bottom-up without recursion, so deep (chain-like) trees of thousands of leaves work.
 
-    Raises:
-        InputError: an invalid linkage, or a names list of the wrong length.
+    Raises
+    ------
+    InputError
+        an invalid linkage, or a names list of the wrong length.
     """
     z = _checked_linkage(linkage)
     n = z.shape[0] + 1
