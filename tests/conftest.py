@@ -12,11 +12,17 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from modelspace.maps.store import normalise_rows
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
+
+
+def images(b: int = 2, s: int = 16, seed: int = 0) -> torch.Tensor:
+    """b random images (b, 3, s, s) in [0, 1], the same for the same seed."""
+    return torch.rand(b, 3, s, s, generator=torch.Generator().manual_seed(seed))
 
 
 def names(n: int) -> list[str]:
