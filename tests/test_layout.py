@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle between its modules, and no private name imported across them.
+"""The package's shape: no import cycle between its modules, no private name imported or reached across
+them, and no test that edits the import path.
 
 The import graph is read from the source with `ast` (nothing is imported): an edge A → B for every
 `import`/`from ... import` of a modelspace module anywhere in A, function bodies included, since a
@@ -91,3 +92,23 @@ def test_no_private_name_is_imported_across_modules() -> None:
                for target, name in edges
                if name and name.startswith("_") and not name.startswith("__")]
     assert not private, "\n".join(private)
+
+
+def test_no_private_attribute_is_reached_from_outside() -> None:
+    """``obj._name`` only on the object's own class (self, cls, an autograd ctx): the report and the CLI
+    use the public API of what they are given."""
+    found = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls", "ctx"))):
+                found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, "\n".join(found)
+
+
+def test_no_test_edits_the_import_path() -> None:
+    """The tests folder is on the path through pyproject's `pythonpath`; no test module changes sys.path."""
+    tests = Path(__file__).resolve().parent
+    editing = [str(p.relative_to(tests)) for p in tests.rglob("*.py")
+               if p.name != Path(__file__).name and "sys.path" in p.read_text(encoding="utf-8")]
+    assert not editing, f"these test files touch sys.path: {editing}"

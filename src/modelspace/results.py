@@ -213,7 +213,7 @@ def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
         if grids and estimator in grids:
             images, maps = grids[estimator]
             plots.plot_attribution_grid(images, maps, out / file_name("grid", stem), max_images=len(images))
-    if evaluation:
+    if evaluation is not None:
         plots.plot_curves(evaluation, out / CURVES_PNG)
     (out / RESULTS_JSON).write_text(json.dumps(summary, indent=1))
     return out
