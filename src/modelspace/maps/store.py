@@ -69,7 +69,7 @@ class MapStore:
         self.claims_ = Claims(self.db)
         # Shard files whose checksum this process has verified, by relative path, with the
         # (inode, size, mtime) they had then. A streamed affinity reads each shard several
-        # times (once per chunk it overlaps); hashing it every time cost most of `add`.
+        # times (once per chunk it overlaps); hashing it on every read would dominate `add`.
         # A rewritten file (atomic rename: new inode; in place: new mtime) is verified again.
         self._verified: dict[str, tuple[int, int, int]] = {}
 
