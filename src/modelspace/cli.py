@@ -17,6 +17,7 @@ from ._version import __version__
 from .attribution import DEFAULT_METHODS
 from .errors import InputError, ModelspaceError
 from .evaluation import format_table
+from .results import REPORT_HTML
 
 EXAMPLES = {
     "run": "modelspace run zoo.toml probe_images/            # → modelspace-out/report.html\n"
@@ -52,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = space.summary()
     done = f"wrote {args.out}/"
     if not args.no_report:
-        page = _write_page(args, space, truth, Path(args.out) / "report.html")
+        page = _write_page(args, space, truth, Path(args.out) / REPORT_HTML)
         summary["report"] = str(page)
         done += f"\nreport: {page}"
     _report(args, summary, space, done)
@@ -63,7 +64,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import from_folder, write_report
 
     data = from_folder(args.folder, truth=args.truth, n_relevant=args.n_relevant, title=args.title)
-    page = write_report(data, args.output or Path(args.folder) / "report.html", progress=not args.quiet)
+    page = write_report(data, args.output or Path(args.folder) / REPORT_HTML, progress=not args.quiet)
     _emit(args, {"report": str(page)}, f"report: {page}")
     return 0
 
@@ -118,7 +119,7 @@ def cmd_tree(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import Evaluation, GroundTruth, evaluate
     from .report.plots import plot_curves
-    from .results import read_matrix, stem_of
+    from .results import file_name, read_matrix, stem_of
     from .similarity import rank_sources
 
     matrix, names = read_matrix(args.affinity)
@@ -132,8 +133,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluation = Evaluation({method: curves}, len(curves.ks), args.n_relevant, {method: details})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"evaluation_{method}.json").write_text(json.dumps(evaluation.to_dict(), indent=1))
-    plot_curves(evaluation, out / f"pk_curves_{method}.png")
+    (out / file_name("evaluation", method)).write_text(json.dumps(evaluation.to_dict(), indent=1))
+    plot_curves(evaluation, out / file_name("curves", method))
     _emit(args, evaluation.to_dict(), format_table(evaluation))
     return 0
 

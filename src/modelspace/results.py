@@ -9,6 +9,9 @@ names are decided in one place:
     ranking_<stem>.json       sources per target, best first, with the affinity
     tree_<stem>.nwk           the similarity tree (Newick)
     dendrogram_<stem>.png, heatmap_<stem>.png, grid_<stem>.png, pk_curves.png
+    report.html               the page (`report`)
+    oracle_affinity.csv       a ground truth's similarity over tasks, for its tree (the demo writes it)
+    evaluation_<stem>.json, pk_curves_<stem>.png   what `modelspace evaluate` writes
 
 ``<stem>`` is the estimator's name, or its full id made filesystem-safe when two ids share a
 name (`file_stem`).
@@ -34,8 +37,11 @@ KINDS = ("method", "baseline")
 
 RESULTS_JSON = "results.json"
 CURVES_PNG = "pk_curves.png"
+REPORT_HTML = "report.html"
+TRUTH_AFFINITY_CSV = "oracle_affinity.csv"
 _PATTERNS = {"affinity": "affinity_{}.csv", "ranking": "ranking_{}.json", "tree": "tree_{}.nwk",
-             "dendrogram": "dendrogram_{}.png", "heatmap": "heatmap_{}.png", "grid": "grid_{}.png"}
+             "dendrogram": "dendrogram_{}.png", "heatmap": "heatmap_{}.png", "grid": "grid_{}.png",
+             "evaluation": "evaluation_{}.json", "curves": "pk_curves_{}.png"}
 
 
 # --------------------------------------------------------------------------- records
@@ -132,7 +138,7 @@ def file_stem(estimator: str, estimators: Sequence[str]) -> str:
 
 def file_name(kind: str, stem: str) -> str:
     """The name of one output file: ``kind`` is "affinity", "ranking", "tree", "dendrogram",
-    "heatmap" or "grid"."""
+    "heatmap", "grid", "evaluation" or "curves"."""
     if kind not in _PATTERNS:
         raise InputError(f"kind: expected one of {', '.join(_PATTERNS)}, got {kind!r}")
     return _PATTERNS[kind].format(stem)

@@ -248,7 +248,7 @@ class MapStore:
         self._delete_files(paths + sketch_paths)
         return len(paths)
 
-    # ------------------------------------------------------------------ sketches (see `modelspace.sketch`)
+    # ------------------------------------------------------------------ sketches (see `similarity.sketch`)
     def put_sketch(self, key: EntryKey, dim: int, seed: int, sketch: np.ndarray) -> None:
         """Keep an entry's (Np, dim) random-projection sketch beside its maps (replaced when they are)."""
         rel = self.shard_relpath(key, 0).rsplit("/", 1)[0] + f"/sketch_d{int(dim)}_s{int(seed)}.npy"

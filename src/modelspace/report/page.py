@@ -27,7 +27,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import InputError
 from ..evaluation import Curves, Evaluation, GroundTruth, evaluate_matrices
-from ..results import MethodResult, read_matrix
+from ..results import TRUTH_AFFINITY_CSV, MethodResult, read_matrix
 from ..results import load as load_folder
 from ..similarity import classical_mds, clusters, similarity_tree
 from . import figures as figs
@@ -111,8 +111,8 @@ def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = Non
     if truth is not None:
         evaluation = evaluate_views(views, truth, n_relevant)
     truth_tree = None
-    if (folder / "oracle_affinity.csv").exists():
-        matrix, tasks_ = read_matrix(folder / "oracle_affinity.csv")
+    if (folder / TRUTH_AFFINITY_CSV).exists():
+        matrix, tasks_ = read_matrix(folder / TRUTH_AFFINITY_CSV)
         truth_tree = (matrix, tasks_, "Oracle tree (measured transfers)")
     elif truth is not None:
         truth_tree = truth_affinity(truth, views[0].labels if views else [])
