@@ -2,17 +2,10 @@
 capture (encoder) and input transforms (transforms)."""
 
 from modelspace.models.encoder import EncoderTap, first_tensor, resolve_module
-from modelspace.models.sources import (
-    SOURCES,
-    LoadedModel,
-    load_model,
-    model_key,
-    register_source,
-    state_dict_hash,
-)
-from modelspace.models.spec import ModelSpec, spec_from_dict
-from modelspace.models.zoo import load_zoo
+from modelspace.models.sources import LoadedModel, load_model, model_key, state_dict_hash
+from modelspace.models.spec import SOURCES, ModelSpec, list_sources, register_source, spec_from_dict
 from modelspace.models.transforms import InputTransform
+from modelspace.models.zoo import load_zoo
 
 __all__ = [
     "EncoderTap",
@@ -22,6 +15,7 @@ __all__ = [
     "SOURCES",
     "first_tensor",
     "load_model",
+    "list_sources",
     "load_zoo",
     "model_key",
     "register_source",

@@ -178,6 +178,11 @@ def register_source(prefix: str) -> Callable:
     return lambda loader: SOURCES.add(prefix, loader)
 
 
+def list_sources() -> list[str]:
+    """The registered source prefixes, sorted."""
+    return sorted(SOURCES)
+
+
 def split_source(source: str) -> tuple[str, str]:
     """Split ``"prefix:reference"`` into its two parts (the reference may itself contain ':')."""
     prefix, sep, ref = source.partition(":")
@@ -187,10 +192,10 @@ def split_source(source: str) -> tuple[str, str]:
 def _check_source(source: Any, at: _Where) -> str:
     _check_str(source, "source", at, optional=False)
     prefix, ref = split_source(source)
-    known = set(SOURCES)
+    known = list_sources()
     if prefix not in known:
         raise at.error("source", f"unknown source {source!r}: expected one of "
-                                 + ", ".join(f"'{p}:...'" for p in sorted(known)))
+                                 + ", ".join(f"'{p}:...'" for p in known))
     if not ref.strip():
         raise at.error("source", f"{prefix!r} needs a reference after the colon, got {source!r}")
     if prefix == "python" and not _PYTHON_REF.match(ref):
