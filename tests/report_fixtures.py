@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +9,10 @@ import numpy as np
 from modelspace.evaluation import GroundTruth
 from modelspace.models.spec import ModelSpec
 from modelspace.probe import ProbeSet
-from modelspace.report import EstimatorView, ReportData, evaluate_views, truth_affinity
+from modelspace.report import ReportData, evaluate_views, truth_affinity
+from modelspace.results import MethodResult
 from modelspace.space import ModelSpace
 
-TESTS = Path(__file__).parent
 TASKS = ["alpha", "beta", "gamma", "delta", "epsilon"]
 
 # A ground truth over the five toy tasks (rank1 best).
@@ -28,8 +27,6 @@ TRUTH = GroundTruth({
 
 def toy_specs() -> list[ModelSpec]:
     """Five small models of three architectures and several input sizes (tests/toy_models.py)."""
-    if str(TESTS) not in sys.path:
-        sys.path.insert(0, str(TESTS))
     rows = [("cnn_small", "tiny_cnn", {}, 32), ("cnn_wide", "tiny_cnn", {"width": 12}, 40),
             ("resnet", "tiny_resnet", {}, 32), ("resnet_wide", "tiny_resnet", {"width": 12}, 48),
             ("cnn_tiny", "tiny_cnn", {"width": 4}, 24)]
@@ -70,7 +67,7 @@ def large_report(n: int = 200, with_truth: bool = True) -> ReportData:
     """A synthetic n-model space (no maps computed), with a ground truth derived from it plus noise."""
     names = [f"model_{i:03d}_{'abcdefgh'[i % 8]}" for i in range(n)]
     a, b = clustered_affinity(n, 8), clustered_affinity(n, 8, seed=1)
-    views = [EstimatorView("saliency", names, a), EstimatorView("linear_cka", names, b, kind="baseline")]
+    views = [MethodResult("saliency", names, names, a), MethodResult("linear_cka", names, names, b, kind="baseline")]
     settings = {"probe": {"n_images": 1000, "size": 64, "hash": "0" * 64}, "methods": ["saliency"],
                 "baselines": ["linear_cka"], "models": [{"name": n_, "task": n_, "source": "synthetic"} for n_ in names]}
     if not with_truth:

@@ -5,38 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelspace.affinity import affinity_matrix, affinity_naive, affinity_row
+from modelspace.similarity import affinity_matrix, affinity_naive, affinity_row
+from conftest import Reader, names, readers_for, unit_rows
 from modelspace.errors import DegenerateMapsError, InputError
-
-
-def normalised(maps: np.ndarray) -> np.ndarray:
-    """(Np, ...) raw maps -> (Np, F) float32 rows of unit norm, as the store serves them."""
-    flat = maps.reshape(len(maps), -1).astype(np.float64)
-    return (flat / np.linalg.norm(flat, axis=1, keepdims=True)).astype(np.float32)
-
-
-class Reader:
-    """A MapReader over an in-memory array that records the chunks asked for."""
-
-    def __init__(self, rows: np.ndarray):
-        self.rows, self.calls = rows, []
-
-    def __call__(self, start: int, stop: int) -> np.ndarray:
-        self.calls.append((start, stop))
-        return self.rows[start:stop]
-
-
-def readers_for(raw_maps):
-    return [Reader(normalised(m)) for m in raw_maps]
 
 
 def random_maps(seed, n_models=5, n_images=13, shape=(3, 4, 4)):
     rng = np.random.default_rng(seed)
     return [rng.normal(size=(n_images, *shape)).astype(np.float32) for _ in range(n_models)]
-
-
-def names(n):
-    return [f"m{i}" for i in range(n)]
 
 
 def cosine_mean(a, b):
@@ -119,7 +95,7 @@ def test_positive_scaling_invariance_of_naive_reference():
 def test_streamed_renormalises_rows_that_are_only_nearly_unit():
     # The store keeps float16 rows, whose norms are 1 only to ~1e-3; and raw rows of any norm.
     maps = random_maps(7, n_models=4)
-    stored = [Reader(normalised(m).astype(np.float16)) for m in maps]
+    stored = [Reader(unit_rows(m).astype(np.float16)) for m in maps]
     a = affinity_matrix(stored, 13, names(4), progress=False)
     np.testing.assert_allclose(np.diag(a), 1.0, atol=1e-6)
     np.testing.assert_allclose(a, affinity_naive(maps), atol=2e-3)
@@ -146,7 +122,7 @@ def test_row_equals_matrix_row(budget):
 
 @pytest.mark.parametrize("budget", [1, 2**30])
 def test_zero_and_nan_maps_raise_naming_models_and_counts(budget):
-    maps = [normalised(m) for m in random_maps(10, n_models=4)]
+    maps = [unit_rows(m) for m in random_maps(10, n_models=4)]
     maps[1][[2, 5, 11]] = 0.0  # three all-zero maps
     maps[3][7, 4] = np.nan  # one non-finite map
     with pytest.raises(DegenerateMapsError) as info:
@@ -159,7 +135,7 @@ def test_zero_and_nan_maps_raise_naming_models_and_counts(budget):
 
 
 def test_row_degenerate_new_model_is_named():
-    maps = [normalised(m) for m in random_maps(11, n_models=2)]
+    maps = [unit_rows(m) for m in random_maps(11, n_models=2)]
     bad = maps[0].copy()
     bad[0] = np.inf
     with pytest.raises(DegenerateMapsError, match="'newbie' \\(1 of 13"):
@@ -184,7 +160,7 @@ def test_bad_arguments():
         affinity_matrix(readers, 13, names(2), memory_budget=0, progress=False)
     with pytest.raises(InputError, match="names"):
         affinity_row(readers[0], readers, 13, names(2), progress=False)  # lacks the new name
-    short = Reader(normalised(random_maps(14, n_models=1, shape=(2, 2, 2))[0]))
+    short = Reader(unit_rows(random_maps(14, n_models=1, shape=(2, 2, 2))[0]))
     with pytest.raises(InputError, match="'m1'"):
         affinity_matrix([readers[0], short], 13, names(2), progress=False)
     with pytest.raises(InputError, match="shape"):
@@ -223,7 +199,7 @@ def test_peak_memory_is_bounded_by_the_chunk_not_the_data():
     import tracemalloc
 
     rng = np.random.default_rng(16)
-    rows = [normalised(rng.normal(size=(400, 1000))) for _ in range(4)]  # 6.4 MB in all
+    rows = [unit_rows(rng.normal(size=(400, 1000))) for _ in range(4)]  # 6.4 MB in all
     readers = [Reader(r) for r in rows]  # views: reading allocates nothing
     budget = 4 * 5 * 1000 * 4  # five images per chunk: 80 kB
     affinity_matrix(readers, 10, names(4), memory_budget=budget, progress=False)  # warm caches

@@ -14,6 +14,7 @@ from torch import nn
 
 from modelspace.attribution import attribute, get_method
 from modelspace.errors import AttributionError, InputError
+from toy_models import MeanHead, randomise_bn
 
 captum_attr = pytest.importorskip("captum.attr")
 from captum.attr._utils.lrp_rules import EpsilonRule  # noqa: E402
@@ -56,7 +57,7 @@ def cnn(seed: int = 0) -> nn.Module:
         nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
         nn.Conv2d(8, 4, 1),
     )
-    return _randomise_bn(net)
+    return randomise_bn(net, mean=0.5, var=(0.5, 2.0), bias=0.2).double().eval()
 
 
 def resnet(style: str, seed: int = 0) -> nn.Module:
@@ -65,32 +66,7 @@ def resnet(style: str, seed: int = 0) -> nn.Module:
         nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
         Block(6, style), Block(6, style), nn.Conv2d(6, 5, 1),
     )
-    return _randomise_bn(net)
-
-
-def _randomise_bn(net: nn.Module) -> nn.Module:
-    """Non-trivial running statistics and affine terms, then eval mode and float64."""
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return net.double().eval()
-
-
-class MeanHead(nn.Module):
-    """encoder → mean(R) as a fixed 1×1-output convolution with weights 1/D (for Captum)."""
-
-    def __init__(self, encoder: nn.Module, r_shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        self.encoder = encoder
-        c, h, w = r_shape
-        self.head = nn.Conv2d(c, 1, (h, w), bias=False).double()
-        nn.init.constant_(self.head.weight, 1.0 / (c * h * w))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x)).flatten(1)
+    return randomise_bn(net, mean=0.5, var=(0.5, 2.0), bias=0.2).double().eval()
 
 
 def inputs(n: int = 3, size: int = 8, seed: int = 1) -> torch.Tensor:

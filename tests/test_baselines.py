@@ -13,17 +13,17 @@ from scipy.spatial.distance import pdist
 from scipy.stats import spearmanr
 from torch import nn
 
-from modelspace.baselines import (
+from modelspace.similarity import (
     BASELINES,
     RSA,
     SVCCA,
     LinearCKA,
     RBFCKA,
     Similarity,
-    encoder_activations,
     get_baseline,
     similarity_matrix,
 )
+from modelspace.maps import encoder_activations
 from modelspace.errors import AttributionError, InputError
 from modelspace.models.sources import LoadedModel
 from modelspace.models.spec import ModelSpec

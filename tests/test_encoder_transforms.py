@@ -9,14 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import images
 from modelspace.errors import InputError, ModelLoadError, ZooError
 from modelspace.models import EncoderTap, InputTransform, ModelSpec, first_tensor, resolve_module
 from toy_models import tiny_cnn, tiny_mlp, tiny_resnet
-
-
-def images(b: int = 2, s: int = 16, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, 3, s, s, generator=g)
 
 
 # ----------------------------------------------------------------------------------------- EncoderTap

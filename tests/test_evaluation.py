@@ -14,8 +14,8 @@ from modelspace.evaluation import (
     evaluation_report,
     oracle_curves,
     random_curves,
-    rank_sources,
 )
+from modelspace.similarity import rank_sources
 
 TRUTH_DIR = resources.files("modelspace").joinpath("data").joinpath("truth")
 AFFINITY_CSV = TRUTH_DIR.joinpath("taskonomy_affinity.csv")

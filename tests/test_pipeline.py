@@ -4,7 +4,6 @@ probe images, the CLI and the Python API, resuming, adding and removing models."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,19 @@ import pytest
 import torch
 from PIL import Image
 
-import modelspace.executor as executor
+import modelspace.maps.executor as executor
 import modelspace.space as space_module
+from modelspace.attribution import DEFAULT_METHODS
+from conftest import subprocess_env
 from modelspace.cli import main
 from modelspace.evaluation import GroundTruth
-from modelspace.models.spec import load_zoo
+from modelspace.models import load_zoo
 from modelspace.probe import ProbeSet
-from modelspace.space import ModelSpace, read_matrix
-from modelspace.store import MapStore
+from modelspace.results import read_matrix
+from modelspace.space import ModelSpace
+from modelspace.maps import MapStore
 
-TESTS = Path(__file__).parent
-METHODS = ["saliency", "gradient_x_input", "lrp_epsilon"]
+METHODS = list(DEFAULT_METHODS)
 
 
 def write_probe(folder: Path, n: int = 12, size: int = 40) -> Path:
@@ -48,7 +49,6 @@ def write_probe(folder: Path, n: int = 12, size: int = 40) -> Path:
 def world(tmp_path_factory) -> dict:
     """A zoo file over Python, TorchScript and Hugging Face sources, and a probe folder."""
     root = tmp_path_factory.mktemp("world")
-    sys.path.insert(0, str(TESTS))
     import toy_models
 
     scripted = torch.jit.trace(toy_models.tiny_cnn(width=6).encoder, torch.rand(1, 3, 24, 24))
@@ -223,7 +223,7 @@ def test_a_failing_model_is_recorded_and_the_others_survive(world) -> None:
 
 
 def test_console_script_and_exit_codes(world, tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env = subprocess_env()
     ok = subprocess.run([sys.executable, "-m", "modelspace.cli", "methods"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0 and "lrp_epsilon" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "modelspace.cli", "run", str(tmp_path / "nope.toml"), str(world["probe"]),

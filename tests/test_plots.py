@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modelspace import plots
+from modelspace.report import plots
 from modelspace.errors import InputError
 from modelspace.evaluation import evaluation_report, oracle_curves, random_curves
-from modelspace.tree import leaf_order, similarity_tree
+from modelspace.similarity import leaf_order, similarity_tree
 
 
 def affinity(n, seed=0):
@@ -110,7 +110,7 @@ def test_mismatched_inputs_are_rejected(tmp_path):
 
 
 def test_heatmap_colour_range_leaves_out_the_diagonal():
-    from modelspace.plots import off_diagonal_range
+    from modelspace.report.plots import off_diagonal_range
 
     a = np.array([[1.0, 0.2, 0.5], [0.2, 1.0, 0.3], [0.5, 0.3, 1.0]])
     assert off_diagonal_range(a) == (0.2, 0.5)

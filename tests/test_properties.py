@@ -15,27 +15,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelspace.affinity import affinity_matrix, affinity_naive, affinity_row
-from modelspace.evaluation import GroundTruth, evaluate, oracle_curves, rank_sources
-from modelspace.store import _normalise_rows
+from conftest import names, store_readers
+from modelspace.evaluation import GroundTruth, evaluate, oracle_curves
+from modelspace.similarity import affinity_matrix, affinity_naive, affinity_row, rank_sources
 
 SETTINGS = settings(max_examples=30, deadline=None)
-
-
-def store_rows(raw: np.ndarray) -> np.ndarray:
-    """Rows as the store serves them: flattened, L2-normalised (in float64), stored as float16."""
-    rows, n_zero, n_nonfinite = _normalise_rows(raw.reshape(len(raw), -1))
-    assert n_zero == n_nonfinite == 0
-    return rows.astype(np.float16).astype(np.float32)
-
-
-def readers(maps):
-    rows = [store_rows(m) for m in maps]
-    return [lambda s, e, r=r: r[s:e] for r in rows]
-
-
-def names(n):
-    return [f"m{i}" for i in range(n)]
 
 
 @st.composite
@@ -57,7 +41,7 @@ TOL = 3e-3
 @given(maps=model_maps(), budget=st.integers(1, 2000))
 def test_streamed_matrix_matches_naive_and_is_a_proper_similarity(maps, budget):
     n = len(maps)
-    a = affinity_matrix(readers(maps), len(maps[0]), names(n), memory_budget=budget, progress=False)
+    a = affinity_matrix(store_readers(maps), len(maps[0]), names(n), memory_budget=budget, progress=False)
     assert a.shape == (n, n) and np.isfinite(a).all()
     assert np.array_equal(a, a.T)
     np.testing.assert_allclose(np.diag(a), 1.0, atol=TOL)
@@ -69,7 +53,7 @@ def test_streamed_matrix_matches_naive_and_is_a_proper_similarity(maps, budget):
 @given(maps=model_maps(max_models=3))
 def test_a_model_has_affinity_one_with_itself(maps):
     twice = [maps[0], maps[0].copy()]
-    np.testing.assert_allclose(affinity_matrix(readers(twice), len(maps[0]), ["a", "b"], progress=False), 1.0,
+    np.testing.assert_allclose(affinity_matrix(store_readers(twice), len(maps[0]), ["a", "b"], progress=False), 1.0,
                                atol=TOL)
     np.testing.assert_allclose(affinity_naive(twice), 1.0, atol=1e-12)
 
@@ -82,8 +66,8 @@ def test_invariant_to_positive_scaling_per_model_and_per_image(maps, data):
     per_model = [10.0 ** data.draw(exponents) for _ in range(n)]
     per_image = [np.array([10.0 ** data.draw(exponents) for _ in range(n_images)])[:, None] for _ in range(n)]
     scaled = [m * c * s for m, c, s in zip(maps, per_model, per_image)]
-    base = affinity_matrix(readers(maps), n_images, names(n), progress=False)
-    np.testing.assert_allclose(affinity_matrix(readers(scaled), n_images, names(n), progress=False), base, atol=TOL)
+    base = affinity_matrix(store_readers(maps), n_images, names(n), progress=False)
+    np.testing.assert_allclose(affinity_matrix(store_readers(scaled), n_images, names(n), progress=False), base, atol=TOL)
     np.testing.assert_allclose(affinity_naive(scaled), affinity_naive(maps), atol=1e-9)
     # A negative factor is not a positive scaling: it flips the sign of the model's row.
     flipped = [-maps[0], *maps[1:]]
@@ -97,13 +81,13 @@ def test_invariant_to_positive_scaling_per_model_and_per_image(maps, data):
 @given(maps=model_maps(), budget=st.integers(1, 2000), data=st.data())
 def test_added_row_and_permutation_agree_with_the_matrix(maps, budget, data):
     n, n_images = len(maps), len(maps[0])
-    a = affinity_matrix(readers(maps), n_images, names(n), memory_budget=budget, progress=False)
+    a = affinity_matrix(store_readers(maps), n_images, names(n), memory_budget=budget, progress=False)
     if n >= 2:
-        r = readers(maps)
+        r = store_readers(maps)
         row = affinity_row(r[0], r[1:], n_images, names(n), memory_budget=budget, progress=False)
         np.testing.assert_allclose(row, a[0, 1:], atol=1e-6)
     order = data.draw(st.permutations(range(n)))
-    permuted = affinity_matrix(readers([maps[i] for i in order]), n_images, names(n), progress=False)
+    permuted = affinity_matrix(store_readers([maps[i] for i in order]), n_images, names(n), progress=False)
     np.testing.assert_allclose(permuted, a[np.ix_(order, order)], atol=1e-6)
 
 

@@ -17,14 +17,15 @@ from report_fixtures import TASKS, TRUTH, large_report, toy_space
 
 from modelspace.cli import main
 from modelspace.errors import InputError
+from modelspace.results import MethodResult
 from modelspace.report import (
-    EstimatorView,
     ReportData,
     from_folder,
     from_space,
     write_report,
 )
-from modelspace.report_figures import MAX_TICK_LABELS, classical_mds, thin_labels
+from modelspace.report.plots import MAX_TICK_LABELS, thin_labels
+from modelspace.similarity import classical_mds
 
 
 class _Parts(HTMLParser):
@@ -167,7 +168,7 @@ def test_report_of_a_bad_folder_names_it_and_exits_2(tmp_path, capsys) -> None:
     assert main(["report", str(tmp_path), "--quiet"]) == 2
     assert "affinity_saliency.csv" in capsys.readouterr().err
     with pytest.raises(InputError, match="affinity of shape"):
-        EstimatorView("x", ["a", "b"], np.eye(3))
+        MethodResult("x", ["a", "b"], ["a", "b"], np.eye(3))
     with pytest.raises(InputError, match="no estimator"):
         write_report(ReportData([]), tmp_path / "r.html")
 

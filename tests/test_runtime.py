@@ -10,7 +10,7 @@ from modelspace import ModelSpace
 from modelspace.errors import InputError
 from modelspace.models import load_model, load_zoo
 from modelspace.probe import ProbeSet
-from modelspace.runtime import Runtime
+from modelspace.maps import Runtime
 from modelspace.world.build import ZOO_DIR
 
 

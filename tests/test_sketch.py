@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelspace.affinity import affinity_naive
+from modelspace.similarity import affinity_naive
 from modelspace.errors import InputError
-from modelspace.sketch import MapSketcher, sketched_affinity
+from modelspace.similarity import MapSketcher, sketched_affinity
 
 
 def correlated_maps(n_models=6, n_images=40, n_features=5000, seed=0):
@@ -71,7 +71,7 @@ def zoo_and_probe():
 def test_modelspace_sketch_estimates_the_exact_space_and_never_rereads_sketched_maps(zoo_and_probe, tmp_path,
                                                                                     monkeypatch):
     from modelspace import ModelSpace
-    from modelspace.store import MapStore
+    from modelspace.maps import MapStore
 
     specs, probe = zoo_and_probe
     kw = dict(methods=["saliency"], progress=False, batch_size=16)
@@ -94,7 +94,7 @@ def test_modelspace_sketch_estimates_the_exact_space_and_never_rereads_sketched_
 
 
 def test_stored_sketches_follow_their_maps(tmp_path):
-    from modelspace.store import EntryKey, MapStore, plan_units
+    from modelspace.maps import EntryKey, MapStore, plan_units
 
     store = MapStore(tmp_path)
     key = EntryKey("m" * 8, "p" * 16, "saliency", 4)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import images
 from modelspace.errors import ModelLoadError, ZooError
 from modelspace.models import (
     SOURCES,
@@ -20,10 +21,6 @@ from toy_models import tiny_cnn, tiny_resnet
 
 VISION_SKIP = ("torchvision's release for torch 2.13 does not import with the CPU torch build here "
                "(and timm imports torchvision); these tests run where it imports, e.g. a GPU machine")
-
-
-def images(b: int = 2, s: int = 16) -> torch.Tensor:
-    return torch.rand(b, 3, s, s, generator=torch.Generator().manual_seed(0))
 
 
 class Meta:

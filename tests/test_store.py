@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from modelspace.errors import InputError, StoreError
-from modelspace.store import EntryKey, MapStore, ShardInfo, WorkUnit, plan_units
+from modelspace.maps import EntryKey, MapStore, ShardInfo, WorkUnit, plan_units
 
 PROBE = "ab" * 32
 METHOD = "lrp_epsilon(epsilon=1e-06)"

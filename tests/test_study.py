@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelspace import study
-from modelspace.space import MethodResult
+from modelspace.world import study
+from modelspace.results import MethodResult
 from modelspace.world.textures import texture_batch
 
 

@@ -5,7 +5,7 @@ import pytest
 from scipy.cluster import hierarchy
 
 from modelspace.errors import InputError
-from modelspace.tree import leaf_order, similarity_tree, to_newick
+from modelspace.similarity import leaf_order, similarity_tree, to_newick
 
 
 def parse_newick(text: str):

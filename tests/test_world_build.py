@@ -172,7 +172,9 @@ def test_make_target_normalisers_follow_their_definitions() -> None:
     assert seg.trivial == pytest.approx(float(-(test_fractions * prior.log()[None, :, None, None]).sum(1).mean()))
     depth = oracle.make_target("depth_z", train_data, test_data, n_train=20)
     assert depth.y_train.shape == (20, 256) and depth.channels == 1
-    assert depth.trivial == pytest.approx(float(oracle.readout_targets("depth_z", test_data).var()), rel=1e-6)
+    # the image-blind predictor knows the position: its loss is the per-position variance, averaged
+    test_depth = oracle.readout_targets("depth_z", test_data).astype(np.float64)
+    assert depth.trivial == pytest.approx(float(test_depth.var(0).mean()), rel=1e-5)
 
 
 def test_transfers_resume_without_retraining(monkeypatch) -> None:

@@ -15,19 +15,39 @@ def _build(seed: int, cls: type, *args: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(*args)
-        _randomise_bn(model)
+        randomise_bn(model)
     return model.eval()
 
 
-def _randomise_bn(model: nn.Module) -> None:
-    """Non-trivial running statistics and affine parameters, so eval-mode BN changes its input."""
+def randomise_bn(model: nn.Module, mean: float = 0.2, var: tuple[float, float] = (0.5, 1.5),
+                 bias: float = 0.1) -> nn.Module:
+    """Non-trivial running statistics and affine parameters, so that eval-mode BN changes its input.
+
+    Running means are drawn from U(-mean, mean), variances from U(*var), weights from U(0.5, 1.5) and
+    biases from U(-bias, bias). Returns the model.
+    """
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             with torch.no_grad():
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
+                m.running_mean.uniform_(-mean, mean)
+                m.running_var.uniform_(*var)
                 m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
+                m.bias.uniform_(-bias, bias)
+    return model
+
+
+class MeanHead(nn.Module):
+    """encoder → mean(R) as a fixed 1×1-output convolution with weights 1/D (for Captum)."""
+
+    def __init__(self, encoder: nn.Module, r_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        c, h, w = r_shape
+        self.head = nn.Conv2d(c, 1, (h, w), bias=False).double()
+        nn.init.constant_(self.head.weight, 1.0 / (c * h * w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x)).flatten(1)
 
 
 class TinyCNN(nn.Module):

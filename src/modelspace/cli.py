@@ -13,9 +13,11 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
+from .attribution import DEFAULT_METHODS
 from .errors import InputError, ModelspaceError
 from .evaluation import format_table
+from .results import REPORT_HTML
 
 EXAMPLES = {
     "run": "modelspace run zoo.toml probe_images/            # → modelspace-out/report.html\n"
@@ -51,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = space.summary()
     done = f"wrote {args.out}/"
     if not args.no_report:
-        page = _write_page(args, space, truth, Path(args.out) / "report.html")
+        page = _write_page(args, space, truth, Path(args.out) / REPORT_HTML)
         summary["report"] = str(page)
         done += f"\nreport: {page}"
     _report(args, summary, space, done)
@@ -62,7 +64,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import from_folder, write_report
 
     data = from_folder(args.folder, truth=args.truth, n_relevant=args.n_relevant, title=args.title)
-    page = write_report(data, args.output or Path(args.folder) / "report.html", progress=not args.quiet)
+    page = write_report(data, args.output or Path(args.folder) / REPORT_HTML, progress=not args.quiet)
     _emit(args, {"report": str(page)}, f"report: {page}")
     return 0
 
@@ -96,9 +98,9 @@ def cmd_affinity(args: argparse.Namespace) -> int:
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
-    from .plots import plot_dendrogram
-    from .space import read_matrix
-    from .tree import similarity_tree, to_newick
+    from .report.plots import plot_dendrogram
+    from .results import file_name, read_matrix, stem_of
+    from .similarity import similarity_tree, to_newick
 
     matrix, names = read_matrix(args.affinity)
     if len(names) < 2:
@@ -106,18 +108,19 @@ def cmd_tree(args: argparse.Namespace) -> int:
     linkage = similarity_tree(matrix, args.linkage)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = Path(args.affinity).stem.replace("affinity_", "tree_")
+    stem = stem_of(args.affinity)
     newick = to_newick(linkage, names)
-    (out / f"{stem}.nwk").write_text(newick + "\n")
-    plot_dendrogram(linkage, names, out / f"{stem.replace('tree_', 'dendrogram_')}.png")
+    (out / file_name("tree", stem)).write_text(newick + "\n")
+    plot_dendrogram(linkage, names, out / file_name("dendrogram", stem))
     _emit(args, {"newick": newick}, newick)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import GroundTruth, evaluate, evaluation_report, rank_sources
-    from .plots import plot_curves
-    from .space import read_matrix
+    from .evaluation import Evaluation, GroundTruth, evaluate
+    from .report.plots import plot_curves
+    from .results import file_name, read_matrix, stem_of
+    from .similarity import rank_sources
 
     matrix, names = read_matrix(args.affinity)
     labels = names
@@ -126,19 +129,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         labels = [tasks.get(n, n) for n in names]
     truth = GroundTruth.load(args.truth)
     curves, details = evaluate(rank_sources(matrix, labels), truth, args.n_relevant, restrict_to_estimated=True)
-    method = Path(args.affinity).stem.replace("affinity_", "")
-    report = evaluation_report({method: curves}, len(curves.ks), args.n_relevant)
-    report["per_target"] = {method: details}
+    method = stem_of(args.affinity)
+    evaluation = Evaluation({method: curves}, len(curves.ks), args.n_relevant, {method: details})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"evaluation_{method}.json").write_text(json.dumps(report, indent=1))
-    plot_curves(report, out / f"pk_curves_{method}.png")
-    _emit(args, report, format_table(report))
+    (out / file_name("evaluation", method)).write_text(json.dumps(evaluation.to_dict(), indent=1))
+    plot_curves(evaluation, out / file_name("curves", method))
+    _emit(args, evaluation.to_dict(), format_table(evaluation))
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .store import MapStore
+    from .maps import MapStore
 
     with MapStore(args.store) as store:
         models = store.models()
@@ -148,7 +150,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from .store import MapStore
+    from .maps import MapStore
 
     with MapStore(args.store) as store:
         key = store.model_key(args.name)
@@ -160,9 +162,9 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from .attribution import METHODS
+    from .attribution import list_methods
 
-    info = {name: (cls.__doc__ or "").strip().splitlines()[0] for name, cls in sorted(METHODS.items())}
+    info = list_methods()
     _emit(args, info, "\n".join(f"{k:22s} {v}" for k, v in info.items()))
     return 0
 
@@ -176,7 +178,7 @@ def _write_page(args: argparse.Namespace, space, truth, path: Path) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .world.demo import run_demo
 
     report = run_demo(args.out, full=args.full, n_probe=args.n_probe, progress=not args.quiet,
                       write_page=not args.no_report)
@@ -185,7 +187,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .study import run_study
+    from .world.study import run_study
 
     results = run_study(args.out, n_probe=args.n_probe, progress=not args.quiet)
     _emit(args, results, results["table"])
@@ -198,7 +200,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 def _zoo(path: str, trust_checkpoints: bool = False):
     from dataclasses import replace
 
-    from .models.spec import load_zoo
+    from .models import load_zoo
 
     specs = load_zoo(path)
     if trust_checkpoints:  # the explicit opt-in to unpickle every checkpoint of this zoo file
@@ -276,7 +278,7 @@ def _parser() -> argparse.ArgumentParser:
     compute = argparse.ArgumentParser(add_help=False)
     compute.add_argument("--store", default=None, help="map store folder (resumable); default: OUT/store for "
                          "`run`, a temporary one otherwise")
-    compute.add_argument("--methods", nargs="+", default=["saliency", "gradient_x_input", "lrp_epsilon"],
+    compute.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                          help="attribution methods (see `modelspace methods`; default: all three)")
     compute.add_argument("--epsilon", type=float, default=1e-6, help="ε of ε-LRP (default 1e-6)")
     compute.add_argument("--batch-size", type=int, default=32, help="probe images per forward+backward pass "

@@ -1,8 +1,11 @@
 """Exception types. Each names the file, model or field at fault.
 
 `InputError` (and subclasses) means the user's input is wrong: the CLI exits with code 2.
-Any other `ModelspaceError` is a failure inside a run: exit code 1.
+Any other `ModelspaceError` is a failure inside a run: exit code 1. `check_int` is the one
+integer-argument check every module uses.
 """
+
+import numbers
 
 
 class ModelspaceError(Exception):
@@ -39,3 +42,25 @@ class DegenerateMapsError(AttributionError):
 
 class StoreError(ModelspaceError):
     """A store that is unreadable or inconsistent (names the file)."""
+
+
+def check_int(value, name: str, minimum: int = 1, *, optional: bool = False) -> int | None:
+    """``value`` as a plain int, or InputError naming ``name`` unless it is an integer >= ``minimum``.
+
+    Parameters
+    ----------
+    value : object
+        The argument to check; bools are refused, numpy integers accepted.
+    name : str
+        The argument's name, for the message.
+    minimum : int
+        The smallest value allowed.
+    optional : bool
+        Whether None is allowed (and returned as is).
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        extra = " or None" if optional else ""
+        raise InputError(f"{name}: expected an integer >= {minimum}{extra}, got {value!r}")
+    return int(value)

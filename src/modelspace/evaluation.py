@@ -16,14 +16,15 @@ import csv
 import io
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .errors import GroundTruthError, InputError
+from .errors import GroundTruthError, InputError, check_int
+from .similarity.ranking import rank_sources
 
 BUNDLED = {"taskonomy": "taskonomy_ranking.csv"}
 """Ground truths shipped in modelspace/data/truth, by name."""
@@ -38,10 +39,14 @@ _RANK_HEADER = re.compile(r"rank\d+", re.IGNORECASE)
 class GroundTruth:
     """Ground-truth transfer ranking: for each target task, candidate source tasks best first.
 
-    Attributes:
-        targets: the target tasks, in file order.
-        sources: every task that appears as a source (file order of first appearance).
-        ranking: target -> its candidate sources, best first (the target itself excluded).
+    Attributes
+    ----------
+    targets
+        the target tasks, in file order.
+    sources
+        every task that appears as a source (file order of first appearance).
+    ranking
+        target -> its candidate sources, best first (the target itself excluded).
     """
 
     def __init__(self, ranking: Mapping[str, Sequence[str]], sources: Sequence[str] | None = None,
@@ -81,8 +86,10 @@ class GroundTruth:
           source. An empty cell means "not evaluated" (the source is left out for that target).
         - ranking: header ``target,rank1,rank2,...``; each row a target and its sources best first.
 
-        Raises:
-            GroundTruthError: an unreadable or malformed file, naming the file and the row.
+        Raises
+        ------
+        GroundTruthError
+            an unreadable or malformed file, naming the file and the row.
         """
         path = Path(path)
         try:
@@ -134,7 +141,7 @@ class GroundTruth:
 
     def relevant(self, target: str, n_relevant: int = 5) -> list[str]:
         """The target's top `n_relevant` sources (fewer if it ranks fewer)."""
-        _check_positive(n_relevant, "n_relevant")
+        check_int(n_relevant, "n_relevant")
         if target not in self.ranking:
             raise GroundTruthError(f"{self.origin}: no ground truth for target {target!r}; "
                                    f"targets: {self.targets}")
@@ -236,34 +243,6 @@ def _check_unique(names: Sequence[str], what: str, origin: str) -> None:
         raise GroundTruthError(f"{origin}: duplicate {what}: {dup}")
 
 
-def _check_positive(value, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{what}: expected a positive integer, got {value!r}")
-
-
-# --------------------------------------------------------------------------- estimated ranking
-
-
-def rank_sources(affinity: np.ndarray, names: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
-    """Per target (row), the other models by descending affinity (ties by name), with the value."""
-    a = np.asarray(affinity, dtype=np.float64)
-    if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise InputError(f"affinity: expected a square matrix, got shape {a.shape}")
-    if isinstance(names, str) or len(names) != a.shape[0]:
-        raise InputError(f"names: expected {a.shape[0]} names, got "
-                         f"{1 if isinstance(names, str) else len(names)}")
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if list(names).count(n) > 1})
-        raise InputError(f"names: duplicate model names {dup}")
-    if not np.all(np.isfinite(a)):
-        raise InputError("affinity: the matrix holds NaN or infinite values")
-    out = {}
-    for i, target in enumerate(names):
-        pairs = sorted((-a[i, j], str(names[j])) for j in range(len(names)) if j != i)
-        out[str(target)] = [(name, float(-neg)) for neg, name in pairs]
-    return out
-
-
 # --------------------------------------------------------------------------- curves
 
 
@@ -287,6 +266,11 @@ class Curves:
         return {"ks": [int(k) for k in self.ks], "precision": [float(p) for p in self.precision],
                 "recall": [float(r) for r in self.recall]}
 
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Curves":
+        """Curves from `to_dict`'s output."""
+        return cls(list(d["ks"]), list(d["precision"]), list(d["recall"]))
+
 
 def evaluate(ranking: Mapping[str, Sequence[str]], truth: GroundTruth, n_relevant: int = 5, *,
              restrict_to_estimated: bool = False) -> tuple[Curves, dict]:
@@ -305,12 +289,19 @@ def evaluate(ranking: Mapping[str, Sequence[str]], truth: GroundTruth, n_relevan
     estimate ranks, so that a zoo covering part of the ground truth's tasks is not charged for
     the absent ones.
 
-    Returns:
-        (mean curves, per-target details {target: {"relevant", "ranked", "hits_at_k"}}).
-    Raises:
-        GroundTruthError: no target in common (names both task lists).
+    Returns
+    -------
+    curves : Curves
+        The mean curves.
+    details : dict
+        Per target: ``{"relevant", "ranked", "hits_at_k", "n_candidates"}``.
+
+    Raises
+    ------
+    GroundTruthError
+        no target in common (names both task lists).
     """
-    _check_positive(n_relevant, "n_relevant")
+    check_int(n_relevant, "n_relevant")
     if not isinstance(ranking, Mapping):
         raise InputError(f"ranking: expected a mapping target -> sources, "
                          f"got {type(ranking).__name__}")
@@ -382,37 +373,97 @@ def oracle_curves(n_candidates: int, n_relevant: int = 5) -> Curves:
 
 
 def _check_baseline_args(n_candidates: int, n_relevant: int) -> None:
-    _check_positive(n_candidates, "n_candidates")
-    _check_positive(n_relevant, "n_relevant")
+    check_int(n_candidates, "n_candidates")
+    check_int(n_relevant, "n_relevant")
     if n_relevant > n_candidates:
         raise InputError(f"n_relevant: {n_relevant} exceeds n_candidates {n_candidates}")
 
 
-def evaluation_report(curves_by_method: Mapping[str, Curves], n_candidates: int,
-                      n_relevant: int = 5) -> dict:
-    """A JSON-able report: the methods' curves and the random and oracle references.
+@dataclass(frozen=True)
+class Evaluation(Mapping):
+    """Every estimator's curves against one ground truth, beside the random and oracle references.
 
-    Shape: {"n_candidates", "n_relevant", "methods": {name: curves}, "random": curves,
-    "oracle": curves}, each curves being `Curves.to_dict()`.
+    Read it by attribute (``evaluation.methods["saliency"].at(5)``). It also reads like the JSON
+    document `to_dict` gives (``evaluation["methods"]["saliency"]["precision"]``), so code written
+    against a `results.json` works on it unchanged.
+
+    Attributes
+    ----------
+    methods : dict of str to Curves
+        Per estimator id, its mean curves.
+    n_candidates : int
+        The largest number of candidate sources of a scored target (the last K).
+    n_relevant : int
+        The truth's top sources counted relevant per target.
+    per_target : dict
+        Per estimator, per target: ``{"relevant", "ranked", "hits_at_k", "n_candidates"}``.
     """
-    methods = {}
-    for name, curves in curves_by_method.items():
-        if not isinstance(curves, Curves):
-            raise InputError(f"curves_by_method[{name!r}]: expected Curves, "
-                             f"got {type(curves).__name__}")
-        methods[str(name)] = curves.to_dict()
-    return {"n_candidates": int(n_candidates), "n_relevant": int(n_relevant), "methods": methods,
-            "random": random_curves(n_candidates, n_relevant).to_dict(),
-            "oracle": oracle_curves(n_candidates, n_relevant).to_dict()}
+
+    methods: dict[str, Curves]
+    n_candidates: int
+    n_relevant: int = 5
+    per_target: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, curves in self.methods.items():
+            if not isinstance(curves, Curves):
+                raise InputError(f"curves_by_method[{name!r}]: expected Curves, got {type(curves).__name__}")
+        object.__setattr__(self, "n_candidates", check_int(self.n_candidates, "n_candidates"))
+        object.__setattr__(self, "n_relevant", check_int(self.n_relevant, "n_relevant"))
+
+    @property
+    def random(self) -> Curves:
+        """The expected curves of a uniformly random ranking."""
+        return random_curves(self.n_candidates, self.n_relevant)
+
+    @property
+    def oracle(self) -> Curves:
+        """The curves of the perfect ranking."""
+        return oracle_curves(self.n_candidates, self.n_relevant)
+
+    def rows(self) -> list[tuple[str, Curves]]:
+        """(name, curves) of every estimator, then random and oracle."""
+        return [*self.methods.items(), ("random", self.random), ("oracle", self.oracle)]
+
+    def to_dict(self) -> dict:
+        """The JSON form: ``{"n_candidates", "n_relevant", "methods", "random", "oracle"}`` (and
+        ``"per_target"`` when there are details), each curves as `Curves.to_dict`."""
+        out = {"n_candidates": self.n_candidates, "n_relevant": self.n_relevant,
+               "methods": {str(name): c.to_dict() for name, c in self.methods.items()},
+               "random": self.random.to_dict(), "oracle": self.oracle.to_dict()}
+        if self.per_target:
+            out["per_target"] = self.per_target
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Evaluation":
+        """An evaluation from its JSON form (a `results.json`'s ``"evaluation"``)."""
+        if not isinstance(d, Mapping) or not isinstance(d.get("methods"), Mapping):
+            raise InputError("evaluation: expected a mapping with a 'methods' mapping")
+        methods = {name: Curves.from_dict(c) for name, c in d["methods"].items()}
+        return cls(methods, d["n_candidates"], d.get("n_relevant", 5), dict(d.get("per_target") or {}))
+
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+def evaluation_report(curves_by_method: Mapping[str, Curves], n_candidates: int, n_relevant: int = 5) -> dict:
+    """The JSON form of an `Evaluation` of these curves (see `Evaluation.to_dict`)."""
+    return Evaluation(dict(curves_by_method), n_candidates, n_relevant).to_dict()
 
 
 def evaluate_matrices(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], truth: GroundTruth,
-                      n_relevant: int = 5, hint: str = "") -> tuple[dict, dict]:
+                      n_relevant: int = 5, hint: str = "") -> Evaluation:
     """Score estimators given as {name: (affinity, task labels)} against `truth`.
 
     Each affinity is turned into per-target rankings by its task labels (which must be unique)
-    and scored with `evaluate(..., restrict_to_estimated=True)`. Returns the `evaluation_report`
-    of all of them and, per estimator, the per-target details. `hint` ends the error message
+    and scored with `evaluate(..., restrict_to_estimated=True)`. `hint` ends the error message
     about repeated labels (how the caller can avoid them).
     """
     curves, details, n_candidates = {}, {}, 0
@@ -424,18 +475,20 @@ def evaluate_matrices(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], 
         curves[name], details[name] = evaluate(rank_sources(affinity, labels), truth, n_relevant,
                                                restrict_to_estimated=True)
         n_candidates = max(n_candidates, len(curves[name].ks))
-    return evaluation_report(curves, n_candidates, n_relevant), details
+    return Evaluation(curves, n_candidates, n_relevant, details)
 
 
-def format_table(report: Mapping, ks: Sequence[int] = (1, 3, 5)) -> str:
-    """A plain-text table of an `evaluation_report`: P@K at `ks` and R@K at the last K, per
-    method and baseline, then random and oracle."""
-    rows = list(report["methods"].items()) + [("random", report["random"]), ("oracle", report["oracle"])]
+def format_table(evaluation: Evaluation | Mapping, ks: Sequence[int] = (1, 3, 5)) -> str:
+    """A plain-text table: P@K at `ks` and R@K at the last K, per method and baseline, then random
+    and oracle. Takes an `Evaluation` or its JSON form."""
+    if not isinstance(evaluation, Evaluation):
+        evaluation = Evaluation.from_dict(evaluation)
+    rows = evaluation.rows()
     width = max(len(name) for name, _ in rows)
     header = f"{'method':{width}s}  " + "  ".join(f"P@{k:<3d}" for k in ks) + f"  R@{ks[-1]}"
     lines = [header]
     for name, curves in rows:
-        at = {k: (p, r) for k, p, r in zip(curves["ks"], curves["precision"], curves["recall"])}
+        at = {k: (p, r) for k, p, r in zip(curves.ks, curves.precision, curves.recall)}
         cells = [at.get(k, (float("nan"), float("nan"))) for k in ks]
         lines.append(f"{name:{width}s}  " + "  ".join(f"{p:.3f}" for p, _ in cells) + f"  {cells[-1][1]:.3f}")
     return "\n".join(lines)

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from modelspace.errors import InputError, ProbeError
+from modelspace.errors import InputError, ProbeError, check_int
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -147,9 +147,9 @@ class ProbeSet:
     ) -> "ProbeSet":
         """Read every image under ``folder`` (see the module docstring for the rules)."""
         folder = Path(folder)
-        _check_positive_int(size, "size")
+        check_int(size, "size")
         if limit is not None:
-            _check_positive_int(limit, "limit")
+            check_int(limit, "limit")
         if not folder.is_dir():
             raise ProbeError(f"probe folder {str(folder)!r} does not exist or is not a folder")
 
@@ -180,7 +180,7 @@ class ProbeSet:
     def from_array(cls, array, size: int | None = None, names=None) -> "ProbeSet":
         """Build a probe set from an in-memory array (see the module docstring)."""
         if size is not None:
-            _check_positive_int(size, "size")
+            check_int(size, "size")
         data = _to_numpy(array)
         data = _to_nchw(data)
         if len(data) == 0:
@@ -254,12 +254,6 @@ def _check_images(images) -> None:
         raise ProbeError(f"images: expected square images, got {images.shape[2]}x{images.shape[3]}")
     if images.shape[0] == 0 or images.shape[2] == 0:
         raise ProbeError(f"images: empty tensor of shape {tuple(images.shape)}")
-
-
-def _check_positive_int(value, name: str) -> None:
-    """Raise InputError unless ``value`` is an int >= 1 (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name}: expected a positive integer, got {value!r}")
 
 
 # ---------------------------------------------------------------------- folders

@@ -1,7 +1,8 @@
 """One shape for every pluggable piece: a registry from names (and aliases) to declarations.
 
 Attribution methods and label-free baselines are both small classes registered under a name and
-configured by keyword parameters (as timm maps model names to constructors):
+configured by keyword parameters (as timm maps model names to constructors); model sources are
+loader functions registered under their prefix (`models.spec.SOURCES`, filled with `add`):
 
     METHODS = Registry("attribution method")
 
@@ -53,6 +54,13 @@ class Registry(dict):
         self.kind = kind
         self.aliases: dict[str, str] = {}
 
+    def add(self, name: str, entry: Any) -> Any:
+        """Register ``entry`` under ``name``; a name is registered once."""
+        if name in self:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self[name] = entry
+        return entry
+
     def register(self, *aliases: str) -> Callable[[type[T]], type[T]]:
         """Class decorator adding a declaration under its `name` (and aliases)."""
 
@@ -62,6 +70,10 @@ class Registry(dict):
             return cls
 
         return add
+
+    def describe(self) -> dict[str, str]:
+        """Every declaration's name with the first line of its docstring, sorted by name."""
+        return {name: ((cls.__doc__ or "").strip().splitlines() or [""])[0] for name, cls in sorted(self.items())}
 
     def get(self, spec: str | Declared, **params: Any) -> Any:  # type: ignore[override]
         """An instance from a name or alias and keyword parameters (or an instance, as is)."""

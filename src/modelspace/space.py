@@ -16,7 +16,6 @@ through) is recorded in `failures_` and left out; the other models' results are 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,51 +25,32 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import __version__
-from .affinity import affinity_matrix, affinity_row
-from .attribution import AttributionMethod, get_method
-from .baselines import Prepared, Similarity, compare_all, encoder_activations, get_baseline
-from .errors import InputError, ModelLoadError, ModelspaceError
-from .evaluation import GroundTruth, evaluate_matrices, rank_sources
-from .executor import LocalExecutor
-from .runtime import Runtime
-from .sketch import MapSketcher, sketched_affinity
-from .models.sources import LoadedModel, load_model
-from .models.spec import ModelSpec
+from . import results
+from ._version import __version__
+from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
+from .errors import InputError, ModelLoadError, ModelspaceError, check_int
+from .evaluation import Evaluation, GroundTruth, evaluate_matrices
+from .maps import EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, method_key, plan_units
+from .models import LoadedModel, ModelSpec, load_model
 from .probe import ProbeSet
-from .store import EntryKey, MapStore, plan_units
-from .tree import leaf_order, similarity_tree, to_newick
+from .results import Failure, MethodResult
+from .similarity import (
+    MapSketcher,
+    Prepared,
+    Similarity,
+    affinity_matrix,
+    affinity_row,
+    compare_all,
+    get_baseline,
+    rank_sources,
+    similarity_tree,
+    sketched_affinity,
+    spread,
+)
 
-DEFAULT_METHODS = ("saliency", "gradient_x_input", "lrp_epsilon")
+__all__ = ["DEFAULT_METHODS", "Failure", "MethodResult", "ModelSpace"]
+
 SKETCH_SEED = 0  # one projection for every sketch in a store, so that sketches stay comparable
-
-
-@dataclass
-class Failure:
-    """Why a model is missing from a method's results."""
-
-    model: str
-    method: str | None  # None: failed before any method (loading, encoder name)
-    message: str
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "method": self.method, "message": self.message}
-
-
-@dataclass
-class MethodResult:
-    """The model space of one attribution method."""
-
-    method: str
-    names: list[str]
-    labels: list[str]
-    affinity: np.ndarray
-    linkage: np.ndarray | None = None
-    ranking: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
-
-    @property
-    def newick(self) -> str:
-        return to_newick(self.linkage, self.names) if self.linkage is not None else "();"
 
 
 @dataclass
@@ -88,26 +68,39 @@ class ModelSpace:
 
     Parameters
     ----------
-    methods : attribution methods (names, aliases or `AttributionMethod` objects).
-    baselines : label-free baselines on the encoder activations of the same probe set
+    methods : sequence of str or AttributionMethod
+        Attribution methods (names, aliases or `AttributionMethod` objects).
+    baselines : sequence of str or Similarity
+        Label-free baselines on the encoder activations of the same probe set
         ("svcca", "linear_cka", "rbf_cka", "rsa"); their matrices sit beside the methods' in
         `results_` and are evaluated alike. They are recomputed on every fit (one forward pass
         per model; only their compact prepared forms are kept in memory, not the activations).
-    store : folder of the map store (resumable across runs); None uses a temporary folder.
-    batch_size : probe images per forward+backward pass.
-    shard_size : probe images per unit of work (the grain of resuming and of distribution).
-    device : torch device for the models ("cpu", "cuda", "cuda:1").
-    precision : "fp32", or "bf16"/"fp16" autocast for the forward pass (see `runtime`); maps of
+    store : str, Path, MapStore or None
+        Folder of the map store (resumable across runs); None uses a temporary folder.
+    batch_size : int
+        Probe images per forward+backward pass.
+    shard_size : int
+        Probe images per unit of work (the grain of resuming and of distribution).
+    device : str or torch.device
+        Torch device for the models ("cpu", "cuda", "cuda:1").
+    precision : str
+        "fp32", or "bf16"/"fp16" autocast for the forward pass (see `maps.runtime`); maps of
         another precision are stored under their own key.
-    channels_last : NHWC memory layout for models and inputs (faster convolutions on GPUs).
-    workers : DataLoader worker processes feeding probe batches (0: in this process).
-    sketch : None (exact affinities), or k: affinities estimated from k-dimensional random
-        projections of the maps (`modelspace.sketch`), kept in the store, so that later fits and
+    channels_last : bool
+        NHWC memory layout for models and inputs (faster convolutions on GPUs).
+    workers : int
+        DataLoader worker processes feeding probe batches (0: in this process).
+    sketch : int or None
+        None (exact affinities), or k: affinities estimated from k-dimensional random
+        projections of the maps (`similarity.sketch`), kept in the store, so that later fits and
         `add` never read the maps of models already sketched. For very large stores; the error
         against the exact affinity is measured in `benchmarks/RESULTS.md`.
-    linkage : scipy linkage method of the similarity tree.
-    on_error : "record" keeps going and lists failures in `failures_`; "raise" stops at the first.
-    progress : show progress bars.
+    linkage : str
+        Scipy linkage method of the similarity tree.
+    on_error : str
+        "record" keeps going and lists failures in `failures_`; "raise" stops at the first.
+    progress : bool
+        Show progress bars.
     """
 
     def __init__(
@@ -187,7 +180,8 @@ class ModelSpace:
         self._check_fitted()
         return [n for n in self.members_ if all(n in r.names for r in self.results_.values())]
 
-    def evaluate(self, truth: GroundTruth | str | Path, n_relevant: int = 5, models: Sequence[str] | None = None) -> dict:
+    def evaluate(self, truth: GroundTruth | str | Path, n_relevant: int = 5,
+                 models: Sequence[str] | None = None) -> Evaluation:
         """P@K and R@K of every method's ranking against a ground truth, beside random and oracle.
 
         Models are matched to the truth's tasks by their task label (`ModelSpec.task`, else name);
@@ -201,39 +195,27 @@ class ModelSpace:
         for method_id, result in self.results_.items():
             keep = [i for i, n in enumerate(result.names) if models is None or n in models]
             matrices[method_id] = (result.affinity[np.ix_(keep, keep)], [result.labels[i] for i in keep])
-        report, details = evaluate_matrices(matrices, truth, n_relevant,
-                                            hint=" (pass models=[...] to evaluate a subset)")
-        report["per_target"] = details
-        self.evaluation_ = report
-        return report
+        self.evaluation_ = evaluate_matrices(matrices, truth, n_relevant,
+                                             hint=" (pass models=[...] to evaluate a subset)")
+        return self.evaluation_
 
     def save(self, out: str | Path, grid_images: int = 6, grid_models: int = 12) -> Path:
-        """Write matrices (CSV), rankings (JSON), trees (Newick + PNG), heatmaps, the
-        attribution grid, failures and `results.json` (settings and any evaluation) to `out`."""
-        from . import plots  # matplotlib is imported only when something is drawn
-
+        """Write the output folder (see `results`): matrices (CSV), rankings (JSON), trees (Newick +
+        PNG), heatmaps, the attribution grids and `results.json` (settings, failures, any evaluation)."""
         self._check_fitted()
-        grid_images = min(grid_images, len(self.probe_))  # a probe set smaller than the grid crashed here
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for method_id, r in self.results_.items():
-            slug = _slug(method_id, self.results_)
-            _write_matrix(out / f"affinity_{slug}.csv", r.affinity, r.names)
-            (out / f"ranking_{slug}.json").write_text(json.dumps(r.ranking, indent=1))
-            if len(r.names) >= 2:
-                (out / f"tree_{slug}.nwk").write_text(r.newick + "\n")
-                plots.plot_dendrogram(r.linkage, r.names, out / f"dendrogram_{slug}.png", title=f"Similarity tree · {method_id}")
-                plots.plot_heatmap(r.affinity, r.names, out / f"heatmap_{slug}.png", order=leaf_order(r.linkage),
-                                   title=f"Attribution affinity · {method_id}")
-            if r.names and method_id in {m.id for m in self.methods_}:
-                maps = self.maps(method_id, grid_images)
-                shown = _spread(r, grid_models)
-                plots.plot_attribution_grid(self.probe_.batch(0, grid_images).numpy(), {n: maps[n] for n in shown},
-                                            out / f"grid_{slug}.png", max_images=grid_images)
-        if getattr(self, "evaluation_", None):
-            plots.plot_curves(self.evaluation_, out / "pk_curves.png")
-        (out / "results.json").write_text(json.dumps(self.summary(), indent=1))
-        return out
+        grids = {r.id: self.grid(r.id, grid_images, grid_models)
+                 for r in self.results_.values() if r.kind == "method" and r.names}
+        return results.save(out, self.results_, self.summary(), grids, getattr(self, "evaluation_", None))
+
+    def grid(self, method: str, n_images: int = 6, n_models: int = 12) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The first probe images (n, 3, S, S) and the maps of up to `n_models` models spread along
+        the method's tree: what an attribution grid shows."""
+        self._check_fitted()
+        n_images = min(n_images, len(self.probe_))  # the probe set may be smaller than the grid
+        result = self.results_[self._method_id(method)]
+        maps = self.maps(result.id, n_images)
+        shown = spread(result.names, result.linkage, n_models)
+        return self.probe_.batch(0, n_images).numpy(), {n: maps[n] for n in shown}
 
     def maps(self, method: str, n_images: int | None = None) -> dict[str, np.ndarray]:
         """Stored maps (L2-normalised, at probe size) of the first `n_images` probe images per model."""
@@ -262,7 +244,7 @@ class ModelSpace:
                        for n, m in self.members_.items()],
             "failures": [f.to_dict() for f in self.failures_],
             "work": dict(getattr(self, "work_", {})),
-            "evaluation": getattr(self, "evaluation_", None),
+            "evaluation": self.evaluation_.to_dict() if getattr(self, "evaluation_", None) else None,
         }
 
     # ------------------------------------------------------------------ steps
@@ -283,14 +265,10 @@ class ModelSpace:
         self.runtime_.prepare(loaded.module)
         self.store_.register_model(loaded.key, name, loaded.spec.to_dict())
         entries = {}
-        keys = {m.id: EntryKey(loaded.key, self.probe_.hash, self.runtime_.store_method(m.id), self.probe_.size)
+        keys = {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.id, self.runtime_.precision), self.probe_.size)
                 for m in self.methods_}
         executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
-        # Methods that share a backward pass run together; any other method runs alone, so that a
-        # method the model cannot support (ε-LRP through attention, say) fails by itself.
-        plain = [m for m in self.methods_ if m.plain_gradient]
-        groups = ([plain] if plain else []) + [[m] for m in self.methods_ if not m.plain_gradient]
-        for group in groups:
+        for group in backward_groups(self.methods_):
             units = [u for m in group for u in plan_units(keys[m.id], name, len(self.probe_), self.shard_size)]
             try:
                 written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
@@ -313,7 +291,7 @@ class ModelSpace:
         if not self.baselines_:
             return {}
         try:
-            acts = encoder_activations(loaded, self.probe_.batch(0, len(self.probe_)), self.batch_size, self.device,
+            acts = encoder_activations(loaded, self.probe_.batch(0, len(self.probe_)), self.batch_size, self.runtime_,
                                        progress=False)
         except Exception as exc:  # noqa: BLE001 - as in _embed: the model is recorded, the run goes on
             self._fail(loaded.name, "baselines", _run_error(loaded, exc))
@@ -332,17 +310,19 @@ class ModelSpace:
         for method in self.methods_:
             members = [(n, m) for n, m in self.members_.items() if method.id in m.entries]
             keys = [m.entries[method.id] for _, m in members]
-            self.results_[method.id] = self._result(method.id, members, self._affinity(keys, [n for n, _ in members]))
+            matrix = self._affinity(keys, [n for n, _ in members])
+            self.results_[method.id] = self._result(method.id, members, matrix, "method")
         for baseline in self.baselines_:
             members = [(n, m) for n, m in self.members_.items() if baseline.id in m.prepared]
             matrix = compare_all(baseline, [m.prepared[baseline.id] for _, m in members])
-            self.results_[baseline.id] = self._result(baseline.id, members, matrix)
+            self.results_[baseline.id] = self._result(baseline.id, members, matrix, "baseline")
 
-    def _result(self, estimator: str, members: list[tuple[str, _Member]], matrix: np.ndarray) -> MethodResult:
+    def _result(self, estimator: str, members: list[tuple[str, _Member]], matrix: np.ndarray,
+                kind: str) -> MethodResult:
         names = [n for n, _ in members]
         linkage = similarity_tree(matrix, self.linkage) if len(names) >= 2 else None
         ranking = rank_sources(matrix, names) if len(names) >= 2 else {}
-        return MethodResult(estimator, names, [m.spec.label for _, m in members], matrix, linkage, ranking)
+        return MethodResult(estimator, names, [m.spec.label for _, m in members], matrix, linkage, ranking, kind)
 
     def _affinity(self, keys: list[EntryKey], names: list[str]) -> np.ndarray:
         if self.sketch is not None:
@@ -394,13 +374,10 @@ class ModelSpace:
             tqdm.write(f"modelspace: {name}: skipped ({method or 'loading'}): {exc}")
 
     def _validate(self) -> None:
-        for arg in ("batch_size", "shard_size"):
-            value = getattr(self, arg)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"{arg} must be a positive integer, got {value!r}")
+        check_int(self.batch_size, "batch_size")
+        check_int(self.shard_size, "shard_size")
         self.runtime_ = Runtime(self.device, self.precision, bool(self.channels_last), self.workers)
-        if self.sketch is not None and (not isinstance(self.sketch, int) or isinstance(self.sketch, bool) or self.sketch < 1):
-            raise InputError(f"sketch must be None or a positive integer (the sketch length), got {self.sketch!r}")
+        check_int(self.sketch, "sketch", optional=True)
         if self.on_error not in ("record", "raise"):
             raise InputError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
         if isinstance(self.methods, (str, AttributionMethod)) or not self.methods:
@@ -431,15 +408,6 @@ class ModelSpace:
         return matches[0]
 
 
-def _spread(result: MethodResult, k: int) -> list[str]:
-    """Up to k model names spread evenly along the similarity tree's leaf order (all if fewer)."""
-    if len(result.names) <= k or result.linkage is None:
-        return result.names
-    order = leaf_order(result.linkage)
-    picks = sorted({order[round(i * (len(order) - 1) / (k - 1))] for i in range(k)}, key=order.index)
-    return [result.names[i] for i in picks]
-
-
 def _run_error(loaded: LoadedModel, exc: Exception) -> Exception:
     """A modelspace error as is; anything else raised while running a model, wrapped to name it."""
     if isinstance(exc, ModelspaceError):
@@ -459,38 +427,3 @@ def _degenerate_message(name: str, method: str, health: dict, n_images: int) -> 
     if health["n_nonfinite"]:
         parts.append(f"{health['n_nonfinite']} of {n_images} maps are not finite (NaN or Inf in the model)")
     return f"model {name!r}, method {method}: " + "; ".join(parts)
-
-
-def _slug(method_id: str, results: dict) -> str:
-    """File-name part for a method: its name, or its full id when two ids share a name."""
-    name = method_id.split("(")[0]
-    if sum(1 for m in results if m.split("(")[0] == name) > 1:
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in method_id).strip("_")
-    return name
-
-
-def _write_matrix(path: Path, matrix: np.ndarray, names: Sequence[str]) -> None:
-    import csv
-
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["model", *names])
-        for name, row in zip(names, matrix):
-            writer.writerow([name, *(f"{v:.6f}" for v in row)])
-
-
-def read_matrix(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read a matrix written by `ModelSpace.save` (affinity_<method>.csv)."""
-    import csv
-
-    path = Path(path)
-    try:
-        with open(path, newline="") as fh:
-            rows = list(csv.reader(fh))
-        names = rows[0][1:]
-        matrix = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
-    except (OSError, IndexError, ValueError) as exc:
-        raise InputError(f"{path}: not an affinity matrix CSV written by modelspace ({exc})") from exc
-    if matrix.shape != (len(names), len(names)):
-        raise InputError(f"{path}: expected a square matrix with {len(names)} rows, got shape {matrix.shape}")
-    return matrix, names

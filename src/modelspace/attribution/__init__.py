@@ -1,7 +1,18 @@
-"""Attribution maps of mean(R) with respect to the input (step 3 of the pipeline)."""
+"""Attribution maps of mean(R) with respect to the input: one mechanism, methods declared over it."""
 
-from . import methods as _methods  # noqa: F401  (registers the methods)
-from .base import METHODS, AttributionMethod, attribute, attribute_many, get_method, register_method
+from . import methods  # noqa: F401  (registers the methods)
+from .base import (
+    DEFAULT_METHODS,
+    METHODS,
+    AttributionMethod,
+    attribute,
+    attribute_many,
+    backward_groups,
+    get_method,
+    list_methods,
+    register_method,
+)
 from .lrp import epsilon_rules
 
-__all__ = ["METHODS", "AttributionMethod", "attribute", "attribute_many", "get_method", "register_method", "epsilon_rules"]
+__all__ = ["DEFAULT_METHODS", "METHODS", "AttributionMethod", "attribute", "attribute_many", "backward_groups",
+           "epsilon_rules", "get_method", "list_methods", "register_method"]

@@ -24,6 +24,7 @@ from ..errors import AttributionError, InputError
 from ..models.encoder import EncoderTap
 from ..registry import Declared, Registry
 
+
 class AttributionMethod(Declared):
     """Base declaration: the gradient of mean(R), read off as-is. Subclasses override parts."""
 
@@ -56,10 +57,18 @@ class AttributionMethod(Declared):
 METHODS = Registry("attribution method")
 register_method = METHODS.register
 
+DEFAULT_METHODS = ("saliency", "gradient_x_input", "lrp_epsilon")
+"""The seed paper's three methods: what `ModelSpace`, the CLI and the benchmarks use by default."""
+
 
 def get_method(method: str | AttributionMethod, **params: float) -> AttributionMethod:
     """A configured method from a name or alias ('saliency', 'gxi', 'lrp', ...), or the object as is."""
     return METHODS.get(method, **params)
+
+
+def list_methods() -> dict[str, str]:
+    """Every registered method's name with the first line of its docstring, sorted by name."""
+    return METHODS.describe()
 
 
 @contextlib.contextmanager
@@ -75,6 +84,17 @@ def frozen_parameters(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+def backward_groups(methods: Sequence[AttributionMethod]) -> list[list[AttributionMethod]]:
+    """The methods grouped by the backward pass they can share.
+
+    Methods that differ only in how they read the gradient (saliency, gradient×input) form one
+    group, first; every other method is a group of its own, so that a method a model cannot
+    support (ε-LRP through attention, say) fails by itself.
+    """
+    plain = [m for m in methods if m.plain_gradient]
+    return ([plain] if plain else []) + [[m] for m in methods if not m.plain_gradient]
+
+
 def attribute_many(
     module: nn.Module,
     x: torch.Tensor,
@@ -82,13 +102,15 @@ def attribute_many(
     encoder: str | None = None,
     model_name: str = "model",
 ) -> dict[str, torch.Tensor]:
-    """Maps of several methods for one batch, keyed by method id. Methods that differ only in
-    how they read the gradient (saliency, gradient×input) share one forward+backward pass."""
-    plain = [m for m in methods if m.plain_gradient]
-    maps = {m.id: attribute(module, x, m, encoder, model_name) for m in methods if not m.plain_gradient}
-    if plain:
-        grad = attribute(module, x, "gradient", encoder, model_name)
-        maps.update({m.id: m.read(x.detach(), grad) for m in plain})
+    """Maps of several methods for one batch, keyed by method id; each of `backward_groups` runs
+    one forward+backward pass."""
+    maps = {}
+    for group in backward_groups(methods):
+        if group[0].plain_gradient:
+            grad = attribute(module, x, "gradient", encoder, model_name)
+            maps.update({m.id: m.read(x.detach(), grad) for m in group})
+        else:
+            maps[group[0].id] = attribute(module, x, group[0], encoder, model_name)
     return {m.id: maps[m.id] for m in methods}
 
 

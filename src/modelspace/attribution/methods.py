@@ -11,7 +11,7 @@ from typing import ContextManager, Iterator
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, check_int
 from .base import AttributionMethod, register_method
 from .lrp import epsilon_rules
 
@@ -72,9 +72,7 @@ class IntegratedGradients(AttributionMethod):
     name = "integrated_gradients"
 
     def __init__(self, steps: int = 16) -> None:
-        if int(steps) < 1:
-            raise InputError(f"integrated_gradients: steps must be >= 1, got {steps!r}")
-        self.steps = int(steps)
+        self.steps = check_int(steps, "integrated_gradients: steps")
 
     @property
     def params(self) -> dict[str, float]:

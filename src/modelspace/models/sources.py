@@ -25,27 +25,8 @@ from torch import nn
 
 from modelspace.errors import InputError, ModelLoadError, ZooError
 from modelspace.models.encoder import EncoderTap, find_module
-from modelspace.models.spec import ModelSpec, split_source
+from modelspace.models.spec import SOURCES, ModelSpec, register_source, split_source
 from modelspace.models.transforms import InputTransform
-
-Loader = Callable[[ModelSpec, str], "tuple[nn.Module, str | None]"]
-
-#: Source prefix -> loader. Add entries with `register_source`.
-SOURCES: dict[str, Loader] = {}
-
-
-def register_source(prefix: str) -> Callable[[Loader], Loader]:
-    """Decorator registering ``loader(spec, ref) -> (nn.Module, default_encoder)`` for ``prefix:...`` sources."""
-    if not isinstance(prefix, str) or not prefix.isidentifier():
-        raise ValueError(f"source prefix must be an identifier, got {prefix!r}")
-
-    def decorate(loader: Loader) -> Loader:
-        if prefix in SOURCES:
-            raise ValueError(f"source prefix {prefix!r} is already registered")
-        SOURCES[prefix] = loader
-        return loader
-
-    return decorate
 
 
 @dataclass

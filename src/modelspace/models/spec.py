@@ -1,35 +1,5 @@
-"""Model specifications (`ModelSpec`) and zoo files that list them (`load_zoo`).
-
-A zoo file lists the models to compare. Two formats are read, chosen by the file's extension.
-
-TOML (``.toml``, one ``[[model]]`` table per model)::
-
-    [[model]]
-    name = "resnet_cls"
-    source = "checkpoint:weights/resnet_cls.pt"    # relative to this file's folder
-    constructor = "python:mypkg.nets:resnet18"
-    kwargs = { num_classes = 10 }
-    encoder = "layer4"
-    input_size = 224                                # or [height, width]
-    normalize = "imagenet"                          # or "none", "half", or mean = [...] and std = [...]
-
-    [[model]]
-    name = "depth"
-    task = "depth_zbuffer"                          # label matched against a ground truth (default: name)
-    source = "torchscript:/abs/path/depth.pt"
-
-YAML (``.yaml`` / ``.yml``, read with ``yaml.safe_load`` only; needs pyyaml), a top-level ``models:`` list::
-
-    models:
-      - name: resnet_cls
-        source: "checkpoint:weights/resnet_cls.pt"
-        constructor: "python:mypkg.nets:resnet18"
-        kwargs: {num_classes: 10}
-        encoder: layer4
-      - name: vit
-        source: "hf:google/vit-base-patch16-224-in21k"
-        mean: [0.5, 0.5, 0.5]
-        std: [0.5, 0.5, 0.5]
+"""Model specifications: `ModelSpec` (one zoo entry, checked), the registry of source prefixes, and
+`spec_from_dict` (one zoo-file entry, with its relative paths resolved). Zoo files: `zoo`.
 
 Fields: ``name`` and ``source`` are required; ``task``, ``encoder``, ``input_size`` (default 224×224),
 ``normalize`` / ``mean`` + ``std`` (default ImageNet statistics), ``constructor`` (``checkpoint:`` only),
@@ -65,9 +35,10 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from modelspace.errors import ZooError
+from modelspace.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -194,11 +165,22 @@ def _check_kwargs(value: Any, at: _Where) -> FrozenMapping:
     return frozen
 
 
-def _known_prefixes() -> set[str]:
-    # Imported here, not at the top: sources.py imports this module, and users may register new prefixes.
-    from modelspace.models.sources import SOURCES
+#: Source prefix -> loader ``loader(spec, ref) -> (nn.Module, default_encoder)``; the loaders live in
+#: `sources` and register here, so that a spec is checked against every prefix known at the time.
+SOURCES = Registry("model source")
 
-    return set(SOURCES)
+
+def register_source(prefix: str) -> Callable:
+    """Decorator registering ``loader(spec, ref) -> (nn.Module, default_encoder)`` for ``prefix:...`` sources."""
+    if not isinstance(prefix, str) or not prefix.isidentifier():
+        raise ValueError(f"source prefix must be an identifier, got {prefix!r}")
+
+    return lambda loader: SOURCES.add(prefix, loader)
+
+
+def list_sources() -> list[str]:
+    """The registered source prefixes, sorted."""
+    return sorted(SOURCES)
 
 
 def split_source(source: str) -> tuple[str, str]:
@@ -210,10 +192,10 @@ def split_source(source: str) -> tuple[str, str]:
 def _check_source(source: Any, at: _Where) -> str:
     _check_str(source, "source", at, optional=False)
     prefix, ref = split_source(source)
-    known = _known_prefixes()
+    known = list_sources()
     if prefix not in known:
         raise at.error("source", f"unknown source {source!r}: expected one of "
-                                 + ", ".join(f"'{p}:...'" for p in sorted(known)))
+                                 + ", ".join(f"'{p}:...'" for p in known))
     if not ref.strip():
         raise at.error("source", f"{prefix!r} needs a reference after the colon, got {source!r}")
     if prefix == "python" and not _PYTHON_REF.match(ref):
@@ -387,73 +369,3 @@ def spec_from_dict(d: Mapping, where: str, base_dir: Path | None = None, *, inde
     values["source"] = _resolve_source_path(d.get("source"), base_dir, at)
     values = _validate(values, at)  # errors here name the file; ModelSpec re-checks the clean values
     return ModelSpec(**values)
-
-
-def _read_toml(path: Path) -> Any:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            raise ZooError(f"{path}: reading TOML on Python 3.10 needs the 'tomli' package "
-                           "(pip install tomli), or use a YAML zoo file") from None
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ZooError(f"{path}: not valid TOML: {exc}") from exc
-    extra = sorted(set(data) - {"model"})
-    if extra:
-        hint = " (use [[model]], singular)" if "models" in extra else ""
-        raise ZooError(f"{path}: unknown top-level key {extra[0]!r}; a TOML zoo lists [[model]] tables{hint}")
-    return data.get("model")
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        import yaml
-    except ModuleNotFoundError:
-        raise ZooError(f"{path}: reading YAML needs pyyaml (pip install 'modelspace[yaml]'), "
-                       "or use a TOML zoo file") from None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)  # safe_load: tags like !!python/object are refused, never executed
-    except yaml.YAMLError as exc:
-        raise ZooError(f"{path}: not valid YAML (only plain data, no Python tags, is read): {exc}") from exc
-    if not isinstance(data, dict):
-        raise ZooError(f"{path}: expected a top-level 'models:' list")
-    extra = sorted(set(data) - {"models"}, key=str)
-    if extra:
-        raise ZooError(f"{path}: unknown top-level key {extra[0]!r}; a YAML zoo holds a 'models:' list")
-    return data.get("models")
-
-
-def load_zoo(path: str | Path) -> list[ModelSpec]:
-    """Read a zoo file (TOML or YAML, by extension) into a list of ModelSpecs, in file order.
-
-    Raises ZooError naming the file, the model and the field for any malformed entry, and for
-    duplicate model names.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ZooError(f"{path}: zoo file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".toml":
-        entries, expected = _read_toml(path), "[[model]] tables"
-    elif suffix in (".yaml", ".yml"):
-        entries, expected = _read_yaml(path), "a 'models:' list"
-    else:
-        raise ZooError(f"{path}: unknown zoo file type {suffix!r}; expected .toml, .yaml or .yml")
-    if not isinstance(entries, list) or not entries:
-        raise ZooError(f"{path}: no models found; expected {expected}")
-    base_dir = path.absolute().parent
-    specs: list[ModelSpec] = []
-    seen: dict[str, int] = {}
-    for i, entry in enumerate(entries, start=1):
-        spec = spec_from_dict(entry, str(path), base_dir, index=i)
-        if spec.name in seen:
-            raise ZooError(f"{path}: model {spec.name!r} (#{i}): field 'name': duplicate of model #{seen[spec.name]}")
-        seen[spec.name] = i
-        specs.append(spec)
-    return specs

@@ -8,15 +8,12 @@ with different input sizes can be compared pixel for pixel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from modelspace.errors import InputError
-
-if TYPE_CHECKING:
-    from modelspace.models.spec import ModelSpec
+from modelspace.errors import InputError, check_int
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -62,11 +59,10 @@ class InputTransform:
         upsampling, keeps a constant map constant.
         """
         _check_4d(maps, "InputTransform.inverse maps")
-        if isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size <= 0:
-            raise InputError(f"InputTransform.inverse probe_size: expected a positive int, got {probe_size!r}")
+        check_int(probe_size, "InputTransform.inverse probe_size")
         return _resize(maps, (probe_size, probe_size))
 
     @classmethod
-    def from_spec(cls, spec: "ModelSpec") -> "InputTransform":
-        """The transform a ModelSpec describes (its input_size, mean and std)."""
+    def from_spec(cls, spec: Any) -> "InputTransform":
+        """The transform a `ModelSpec` (or anything with input_size, mean and std) describes."""
         return cls(size=tuple(spec.input_size), mean=tuple(spec.mean), std=tuple(spec.std))

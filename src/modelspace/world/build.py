@@ -33,8 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.sources import load_model
-from ..models.spec import load_zoo
+from ..models import load_model, load_zoo
 from . import labels, oracle, train
 from .nets import ENCODERS
 from .render import render_batch

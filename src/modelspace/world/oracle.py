@@ -6,8 +6,9 @@ noisy image when t is denoising, a grey one for colorization, ...) once, and tra
 convolutional readout (`Readout`: one architecture and one budget, `ReadoutRecipe`, for every
 pair) from R to t's labels. Dense labels are read at 16×16 (area-averaged; class maps as class
 fractions), image-level labels as classes or values. The score is the readout's held-out loss
-normalised by the loss of the best image-blind predictor (label variance for regression, the
-cross-entropy of the training class frequencies for classification): 0 is perfect, 1 is no
+normalised by the loss of an image-blind predictor (for regression the per-position label
+variance of the test scenes, i.e. predicting each pixel's or component's test mean; for
+classification the cross-entropy of the training class frequencies): 0 is perfect, 1 is no
 better than ignoring the image. Each pair is trained with two seeds; their spread is the
 readout's noise.
 
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..baselines import encoder_activations
+from ..maps import encoder_activations
 from ..models.sources import LoadedModel
 from . import train
 
@@ -37,8 +38,8 @@ PROTOCOL = (
     "(noisy, grey or masked for the self-supervised targets) cached; a readout (two 3x3 convolutions of 32 "
     "channels with batch norm and ReLU, then a 1x1 convolution at 16x16 for dense targets or a 4x4 pool and a "
     "linear layer for image targets) trained with Adam and a cosine schedule on the same scenes and budget for "
-    "every pair; held-out loss on test scenes normalised by the image-blind predictor's (label variance; "
-    "cross-entropy of the class prior). Two readout seeds per pair; the transfer loss is their mean."
+    "every pair; held-out loss on test scenes normalised by an image-blind predictor's (per-position "
+    "test-label variance; cross-entropy of the training class prior). Two readout seeds per pair; the transfer loss is their mean."
 )
 LAMBDAS = tuple(10.0 ** p for p in range(-2, 5))
 
@@ -215,8 +216,8 @@ class Target:
     """A target task's labels as the readout predicts them, and its normaliser.
 
     `y` is (N, Q) float for regression, (N,) class indices for image classification, (N, K, s, s)
-    class fractions for dense classification. `trivial` is the loss of the best image-blind
-    predictor fitted on the training labels (label variance; cross-entropy of the class prior),
+    class fractions for dense classification. `trivial` is the loss of an image-blind predictor
+    (the per-position variance of the test labels; the cross-entropy of the training class prior),
     so that a normalised loss of 1 means "no better than ignoring the image"."""
 
     kind: str

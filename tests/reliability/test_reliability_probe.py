@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import subprocess_env
 from modelspace.cli import main
 from modelspace.errors import ProbeError
 from modelspace.probe import MAX_PIXELS, SKIP_REASONS, ProbeSet
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 SIZE = 8
 
 
@@ -154,7 +154,7 @@ def test_unreadable_permissions(tmp_path):
             "p = ProbeSet.from_folder(sys.argv[1], size=8, progress=False)\n"
             "print(json.dumps({'names': p.names, 'skipped': p.skipped}))\n"
         )
-        env = {**os.environ, "PYTHONPATH": str(SRC)}
+        env = subprocess_env()
         done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env, check=False,
                               timeout=120)
         assert done.returncode == 0, done.stderr

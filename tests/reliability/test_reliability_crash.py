@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -22,19 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelspace import ModelSpace, ProbeSet, executor
+from conftest import subprocess_env
+from modelspace import ModelSpace, ProbeSet
+from modelspace.maps import executor
 from modelspace.errors import StoreError
 from modelspace.models import load_zoo
-from modelspace.store import EntryKey, MapStore, plan_units
+from modelspace.maps import EntryKey, MapStore, plan_units
 
-TESTS = Path(__file__).resolve().parent
-SRC = TESTS.parent / "src"
 N_IMAGES, SHARD = 8, 1
 METHODS = ["saliency", "gradient_x_input"]
-
-
-def env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
 
 
 @pytest.fixture
@@ -87,7 +82,7 @@ def reference_affinity(s: dict, store: Path) -> dict:
 
 def test_kill_9_mid_run_loses_only_the_unit_in_flight_and_a_rerun_resumes(setup, monkeypatch):
     s = setup
-    proc = subprocess.Popen(embed_cmd(s), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(embed_cmd(s), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
         while manifest_rows(s["store"]) < 5:  # some shards written, most not
@@ -129,7 +124,7 @@ def test_corrupt_and_partial_shard_files_are_detected_and_recomputed(setup, monk
     units = plan_units(key, "slow_1", N_IMAGES, SHARD)
     with MapStore(s["store"]) as store:
         before = store.read(key)
-        paths = [store.root / store._shard_relpath(key, u.shard) for u in units]
+        paths = [store.root / store.shard_relpath(key, u.shard) for u in units]
     flipped, truncated = paths[2], paths[5]
     data = bytearray(flipped.read_bytes())
     data[-10] ^= 0xFF  # inside the float16 payload: same size, different numbers
@@ -167,7 +162,7 @@ def test_a_rerun_removes_the_temp_file_of_a_killed_write(setup):
     space = ModelSpace(methods=["saliency"], store=s["store"], shard_size=SHARD, progress=False).fit(specs, probe)
     key = space.members_["slow_0"].entries["saliency"]
     with MapStore(s["store"]) as store:
-        path = store.root / store._shard_relpath(key, 3)
+        path = store.root / store.shard_relpath(key, 3)
         store.remove_entry(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     leftover = path.parent / f".{path.name}.dead01.tmp"
@@ -178,7 +173,7 @@ def test_a_rerun_removes_the_temp_file_of_a_killed_write(setup):
 
 def test_two_processes_embedding_into_one_store_compute_each_unit_once(setup):
     s = setup
-    procs = [subprocess.Popen(embed_cmd(s, "--json"), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    procs = [subprocess.Popen(embed_cmd(s, "--json"), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outputs):

@@ -24,12 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from . import report_figures as figs
-from .errors import InputError
-from .evaluation import GroundTruth, evaluate_matrices, rank_sources
-from .report_assets import CSS, JS
-from .tree import leaf_order, similarity_tree
+from .._version import __version__
+from ..errors import InputError
+from ..evaluation import Curves, Evaluation, GroundTruth, evaluate_matrices
+from ..results import TRUTH_AFFINITY_CSV, MethodResult, read_matrix
+from ..results import load as load_folder
+from ..similarity import classical_mds, clusters, similarity_tree
+from . import figures as figs
+from .assets import CSS, JS
+from .plots import thin_labels
 
 TOP_SOURCES = 5
 """Sources listed per target in the tables."""
@@ -39,41 +42,35 @@ WIDE_FROM = 24
 
 
 @dataclass
-class EstimatorView:
-    """One estimator's model space as the report shows it (an attribution method or a baseline)."""
+class ReportData:
+    """Everything the page shows; build it with `from_space` or `from_folder`, or by hand.
 
-    id: str
-    names: list[str]
-    affinity: np.ndarray
-    labels: list[str] | None = None  # task labels matched against a ground truth (default: names)
-    kind: str = "method"  # "method" (attribution) or "baseline"
-    grid: bytes | None = None  # PNG of the attribution grid, attribution methods only
-    linkage: np.ndarray | None = None  # the similarity tree; computed (average linkage) when not given
-    ranking: dict | None = None  # sources per target; computed when not given
+    Attributes
+    ----------
+    estimators : list of MethodResult
+        The attribution methods' and baselines' model spaces.
+    settings : dict
+        The run's summary (`results.json`).
+    evaluation : Evaluation or None
+        Scores against a ground truth (its JSON form is accepted too).
+    truth : GroundTruth or None
+    truth_tree : (affinity over tasks, tasks, caption) or None
+    title : str
+    grids : dict of str to bytes
+        PNG of the attribution grid per method id.
+    """
+
+    estimators: list[MethodResult]
+    settings: dict = field(default_factory=dict)
+    evaluation: Evaluation | None = None
+    truth: GroundTruth | None = None
+    truth_tree: tuple[np.ndarray, list[str], str] | None = None
+    title: str = "modelspace report"
+    grids: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.affinity = np.asarray(self.affinity, dtype=np.float64)
-        if self.affinity.shape != (len(self.names), len(self.names)):
-            raise InputError(f"estimator {self.id!r}: affinity of shape {self.affinity.shape} "
-                             f"for {len(self.names)} models")
-        self.labels = list(self.labels) if self.labels is not None else list(self.names)
-        if self.linkage is None and len(self.names) >= 2:
-            self.linkage = similarity_tree(self.affinity)
-        if self.ranking is None:
-            self.ranking = rank_sources(self.affinity, self.names) if len(self.names) >= 2 else {}
-        self.order = leaf_order(self.linkage) if self.linkage is not None else list(range(len(self.names)))
-
-
-@dataclass
-class ReportData:
-    """Everything the page shows; build it with `from_space` or `from_folder`, or by hand."""
-
-    estimators: list[EstimatorView]
-    settings: dict = field(default_factory=dict)  # the run's summary (results.json)
-    evaluation: dict | None = None  # an `evaluation_report` dict
-    truth: GroundTruth | None = None
-    truth_tree: tuple[np.ndarray, list[str], str] | None = None  # affinity over tasks, tasks, caption
-    title: str = "modelspace report"
+        if self.evaluation is not None and not isinstance(self.evaluation, Evaluation):
+            self.evaluation = Evaluation.from_dict(self.evaluation)
 
 
 # --------------------------------------------------------------------------- building the data
@@ -82,26 +79,21 @@ class ReportData:
 def from_space(space, truth: GroundTruth | str | Path | None = None,
                truth_tree: tuple[np.ndarray, list[str], str] | None = None,
                grid_images: int = 6, grid_models: int = 8, title: str = "modelspace report") -> ReportData:
-    """Report data of a fitted `ModelSpace` (its evaluation, if `evaluate` was called, included)."""
-    from .space import _spread
+    """Report data of a fitted `ModelSpace` (its evaluation, if `evaluate` was called, included).
 
-    space._check_fitted()
-    grid_images = min(grid_images, len(space.probe_))  # a probe set may be smaller than the grid
-    method_ids = {m.id for m in space.methods_}
-    views = []
-    for method_id, r in space.results_.items():
-        grid = None
-        if method_id in method_ids and r.names:
-            maps = space.maps(method_id, grid_images)
-            images = space.probe_.batch(0, grid_images).numpy()
-            grid = figs.grid_png(images, {n: maps[n] for n in _spread(r, grid_models)}, grid_images)
-        # The space's own tree and rankings: its linkage method may not be the default.
-        views.append(EstimatorView(method_id, list(r.names), r.affinity, list(r.labels),
-                                   "method" if method_id in method_ids else "baseline", grid, r.linkage, r.ranking))
+    The space's own trees and rankings are shown: its linkage method may not be the default.
+    """
+    settings = space.summary()  # raises if the space is not fitted
+    views = list(space.results_.values())
+    grids = {}
+    for v in views:
+        if v.kind == "method" and v.names:
+            images, maps = space.grid(v.id, grid_images, grid_models)
+            grids[v.id] = figs.grid_png(images, maps, len(images))
     truth = _truth(truth)
     if truth is not None and truth_tree is None:
         truth_tree = truth_affinity(truth, views[0].labels if views else [])
-    return ReportData(views, space.summary(), getattr(space, "evaluation_", None), truth, truth_tree, title)
+    return ReportData(views, settings, getattr(space, "evaluation_", None), truth, truth_tree, title, grids)
 
 
 def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = None, n_relevant: int = 5,
@@ -111,48 +103,25 @@ def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = Non
     With a `truth` the evaluation is recomputed against it; otherwise the folder's own is shown.
     The truth's tree comes from `oracle_affinity.csv` in the folder if there is one (the demo writes it).
     """
-    from .space import _slug, read_matrix
-
     folder = Path(folder)
-    results_file = folder / "results.json"
-    try:
-        settings = json.loads(results_file.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{results_file}: not found; is {folder} a folder written by `modelspace run`?") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{results_file}: unreadable ({exc})") from exc
-    if not isinstance(settings, dict) or "methods" not in settings:
-        raise InputError(f"{results_file}: no 'methods' field; not written by modelspace")
-    tasks = {m["name"]: m.get("task", m["name"]) for m in settings.get("models", [])}
-    ids = [*settings["methods"], *settings.get("baselines", [])]
-    every = dict.fromkeys(ids)
-    views = []
-    for estimator in ids:
-        slug = _slug(estimator, every)
-        csv_file = folder / f"affinity_{slug}.csv"
-        if not csv_file.exists():
-            raise InputError(f"{csv_file}: missing (listed in {results_file.name} as {estimator!r})")
-        matrix, names = read_matrix(csv_file)
-        grid_file = folder / f"grid_{slug}.png"
-        grid = grid_file.read_bytes() if grid_file.exists() else None
-        views.append(EstimatorView(estimator, names, matrix, [tasks.get(n, n) for n in names],
-                                   "method" if estimator in settings["methods"] else "baseline", grid))
+    settings, results, grids = load_folder(folder)
+    views = list(results.values())
     truth = _truth(truth)
     evaluation = settings.get("evaluation")
     if truth is not None:
         evaluation = evaluate_views(views, truth, n_relevant)
     truth_tree = None
-    if (folder / "oracle_affinity.csv").exists():
-        matrix, tasks_ = read_matrix(folder / "oracle_affinity.csv")
+    if (folder / TRUTH_AFFINITY_CSV).exists():
+        matrix, tasks_ = read_matrix(folder / TRUTH_AFFINITY_CSV)
         truth_tree = (matrix, tasks_, "Oracle tree (measured transfers)")
     elif truth is not None:
         truth_tree = truth_affinity(truth, views[0].labels if views else [])
-    return ReportData(views, settings, evaluation, truth, truth_tree, title)
+    return ReportData(views, settings, evaluation, truth, truth_tree, title, grids)
 
 
-def evaluate_views(views: list[EstimatorView], truth: GroundTruth, n_relevant: int = 5) -> dict:
+def evaluate_views(views: list[MethodResult], truth: GroundTruth, n_relevant: int = 5) -> Evaluation:
     """P@K / R@K of every estimator against `truth` (models matched by task label)."""
-    return evaluate_matrices({v.id: (v.affinity, v.labels) for v in views}, truth, n_relevant)[0]
+    return evaluate_matrices({v.id: (v.affinity, v.labels) for v in views}, truth, n_relevant)
 
 
 def truth_affinity(truth: GroundTruth, labels: list[str]) -> tuple[np.ndarray, list[str], str] | None:
@@ -240,7 +209,7 @@ close as their attribution maps on the same unlabeled probe images; a target's b
 
 
 def _nav(data: ReportData) -> list[tuple[str, str]]:
-    items = [("maps", "Attribution maps")] if any(v.grid for v in data.estimators) else []
+    items = [("maps", "Attribution maps")] if data.grids else []
     items += [("space", "Model space"), ("sources", "Sources per target")]
     if data.evaluation or data.truth_tree:
         items.append(("evaluation", "Evaluation"))
@@ -257,17 +226,17 @@ def _facts(data: ReportData) -> str:
              (str(len([v for v in data.estimators if v.kind == "baseline"])), "baselines"),
              (str(len(s.get("failures") or [])), "failures")]
     if data.evaluation:
-        k = min(5, data.evaluation["n_candidates"])  # P@5, or the last K of a smaller zoo
-        best = max(data.evaluation["methods"].items(), key=lambda kv: _at(kv[1], k)[0])
+        k = min(5, data.evaluation.n_candidates)  # P@5, or the last K of a smaller zoo
+        best = max(data.evaluation.methods.items(), key=lambda kv: _at(kv[1], k)[0])
         facts.append((f"{_at(best[1], k)[0]:.2f}", f"best P@{k} ({best[0]})"))
     return '<div class="facts">' + "".join(f"<div><b>{_e(v)}</b><span>{_e(k)}</span></div>" for v, k in facts) + "</div>"
 
 
 def _section_maps(data: ReportData, page: _Page) -> str:
-    views = [v for v in data.estimators if v.grid]
+    views = [v for v in data.estimators if v.id in data.grids]
     if not views:
         return ""
-    panels = [(v.id, _figure(v.grid, f"Attribution maps, {v.id}",
+    panels = [(v.id, _figure(data.grids[v.id], f"Attribution maps, {v.id}",
                              "Top row: probe images. Below: one row per model (a few, spread along the similarity tree), "
                              "Σ|channels| of its map, each map scaled to its own maximum.", zoom=True))
               for v in views]
@@ -287,12 +256,12 @@ def _section_space(data: ReportData, page: _Page) -> str:
         png, box = figs.heatmap_png(matrix, ordered, f"Affinity · {v.id}")
         hm = page.data({"kind": "matrix", "box": box, "labels": ordered,
                         "values": np.round(matrix, 4).tolist()})
-        thinned = len(figs.thin_labels(len(ordered))) < len(ordered)
+        thinned = len(thin_labels(len(ordered))) < len(ordered)
         heat = _figure(png, f"Affinity heatmap of {v.id}", "Rows and columns in the order of the similarity tree"
                        + ("; every k-th name is written" if thinned else "") + ". Hover a cell for its pair and value; "
                        "click to zoom.", hover=hm, zoom=True)
-        coords = figs.classical_mds(v.affinity)
-        groups = figs.clusters(v.linkage, len(v.names))
+        coords = classical_mds(v.affinity)
+        groups = clusters(v.linkage, len(v.names))
         mds_img, mds_box = figs.mds_png(coords, v.names, groups, v.order, f"Model space · {v.id}")
         notes = [f" ({lab})" if lab != name else "" for name, lab in zip(v.names, v.labels)]
         md = page.data({"kind": "points", "box": mds_box, "labels": v.names, "notes": notes,
@@ -311,7 +280,7 @@ def _section_space(data: ReportData, page: _Page) -> str:
 
 
 def _section_sources(data: ReportData, page: _Page) -> str:
-    n_rel = (data.evaluation or {}).get("n_relevant", 5)
+    n_rel = data.evaluation.n_relevant if data.evaluation else 5
     views = [v for v in data.estimators if v.ranking]
     if not views:
         return ""
@@ -356,9 +325,9 @@ def _section_evaluation(data: ReportData, page: _Page) -> str:
     parts = []
     ev = data.evaluation
     if ev:
-        parts.append(f'<p class="muted">Each target\'s top {ev["n_relevant"]} measured sources are the relevant ones; '
-                     f'P@K = relevant among the estimate\'s top K / K, R@K = / {ev["n_relevant"]}; averaged over '
-                     f'targets, {ev["n_candidates"]} candidates. Random and oracle are the reference lines.</p>')
+        parts.append(f'<p class="muted">Each target\'s top {ev.n_relevant} measured sources are the relevant ones; '
+                     f'P@K = relevant among the estimate\'s top K / K, R@K = / {ev.n_relevant}; averaged over '
+                     f'targets, {ev.n_candidates} candidates. Random and oracle are the reference lines.</p>')
         parts.append(_score_table(ev))
         parts.append(_figure(figs.curves_png(ev), "P@K and R@K curves", "Solid: estimators; dashed: random "
                              "(grey) and oracle (black)."))
@@ -383,11 +352,11 @@ def _section_evaluation(data: ReportData, page: _Page) -> str:
     return '<section id="evaluation"><h2>Evaluation</h2>' + "".join(parts) + "</section>"
 
 
-def _score_table(ev: dict) -> str:
-    ks = [k for k in (1, 3, 5) if k <= ev["n_candidates"]] or [1]
+def _score_table(ev: Evaluation) -> str:
+    ks = [k for k in (1, 3, 5) if k <= ev.n_candidates] or [1]
     head = "".join(f'<th class="num">P@{k}</th>' for k in ks) + f'<th class="num">R@{ks[-1]}</th>'
     rows = []
-    entries = [(n, c, "") for n, c in ev["methods"].items()] + [(r, ev[r], "ref") for r in ("random", "oracle")]
+    entries = [(n, c, "" if n in ev.methods else "ref") for n, c in ev.rows()]
     for name, curves, cls in entries:
         cells = "".join(f'<td class="num">{_at(curves, k)[0]:.3f}</td>' for k in ks)
         cells += f'<td class="num">{_at(curves, ks[-1])[1]:.3f}</td>'
@@ -449,10 +418,9 @@ def _tabs(panels: list[tuple[str, str]]) -> str:
     return f'<div class="tabbed"><div class="tabs">{buttons}</div>{bodies}</div>'
 
 
-def _at(curves: dict, k: int) -> tuple[float, float]:
-    ks = curves["ks"]
-    i = ks.index(k) if k in ks else len(ks) - 1
-    return curves["precision"][i], curves["recall"][i]
+def _at(curves: Curves, k: int) -> tuple[float, float]:
+    """(P@k, R@k), or at the last K when the curves stop before k."""
+    return curves.at(k if k in curves.ks else curves.ks[-1])
 
 
 def _e(text: Any) -> str:

@@ -3,21 +3,32 @@
 `run_unit` is the whole job of a unit and needs nothing but the unit, the model, the probe set
 and the store, so a distributed executor (Ray, a job array) can ship `WorkUnit.to_dict()` to
 other processes and call it there against a shared store. `LocalExecutor` runs them in this
-process, loading each model once.
+process, loading each model once, and `run_exclusive` makes several processes sharing a store
+compute each unit once between them (see `claims`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
+from tqdm import tqdm
 
-from .attribution import AttributionMethod, attribute_many
-from .locking import run_exclusive
-from .models.sources import LoadedModel
-from .probe import ProbeSet
+from ..attribution import AttributionMethod, attribute_many
+from ..models import LoadedModel
+from ..errors import InputError
+from ..probe import ProbeSet
+from .keys import WorkUnit, method_key
 from .runtime import Runtime
-from .store import MapStore, ShardInfo, WorkUnit
+from .store import MapStore, ShardInfo
+
+T = TypeVar("T")
+
+#: Seconds between two looks at units another process holds.
+POLL_S = 0.2
 
 
 def compute_maps(
@@ -31,8 +42,8 @@ def compute_maps(
 
     `runtime` is a `Runtime` or just a device; the model must already be on that device (and in
     its memory layout: `Runtime.prepare`)."""
-    runtime = _as_runtime(runtime)
-    x = runtime.layout(model.transform(images.to(runtime.device)))
+    runtime = Runtime.of(runtime)
+    x = runtime.inputs(model.transform, images)
     with runtime.autocast():
         maps = attribute_many(model.module, x, methods, encoder=model.encoder, model_name=model.name)
     return {k: model.transform.inverse(v.detach().float(), probe_size).cpu() for k, v in maps.items()}
@@ -49,12 +60,12 @@ def run_units(
 ) -> list[ShardInfo]:
     """Units of one model covering the same shard (one per method), computed together in batches
     (methods that share a backward pass share it) and written to the store, one atomic write each."""
-    runtime = _as_runtime(runtime)
-    by_id = {runtime.store_method(m.id): m for m in methods}
+    runtime = Runtime.of(runtime)
+    by_id = {method_key(m.id, runtime.precision): m for m in methods}
     todo = [by_id[u.key.method] for u in units]
     start, stop = units[0].start, units[0].stop
     if any((u.start, u.stop) != (start, stop) for u in units):
-        raise ValueError("run_units: the units must cover the same probe shard")
+        raise InputError("units: they must cover the same probe shard")
     parts: dict[str, list[torch.Tensor]] = {m.id: [] for m in todo}
     for images in runtime.batches(probe, start, stop, batch_size):
         batch = compute_maps(model, images, todo, probe.size, runtime)
@@ -82,7 +93,7 @@ class LocalExecutor:
     def __init__(self, batch_size: int = 32, runtime: Runtime | str | torch.device = "cpu",
                  progress: bool = True) -> None:
         self.batch_size = batch_size
-        self.runtime = _as_runtime(runtime)
+        self.runtime = Runtime.of(runtime)
         self.progress = progress
 
     def run(
@@ -102,5 +113,40 @@ class LocalExecutor:
                              progress=self.progress, desc=model.name)
 
 
-def _as_runtime(runtime: Runtime | str | torch.device) -> Runtime:
-    return runtime if isinstance(runtime, Runtime) else Runtime(device=str(runtime))
+def run_exclusive(
+    store: MapStore,
+    groups: Sequence[Sequence[WorkUnit]],
+    work: Callable[[list[WorkUnit]], list[T]],
+    *,
+    progress: bool = False,
+    desc: str | None = None,
+) -> list[T]:
+    """Call ``work(units)`` for the still-missing units of each group, each group claimed first.
+
+    A group is the set of units computed together (one probe shard of one model, all its
+    methods). Returns the concatenated results of the ``work`` calls this process made; units
+    found written (by another process, or before) are not passed to ``work``.
+    """
+    owner = uuid.uuid4().hex  # per call, so that two threads of one process are told apart too
+    store.claims_.clear_stale()  # a process killed after its last write but before releasing leaves one
+    pending = [list(g) for g in groups if g]
+    results: list[T] = []
+    with tqdm(total=len(pending), desc=desc, unit="shard", leave=False, disable=not progress) as bar:
+        while pending:
+            deferred = []
+            for group in pending:
+                if not store.claims_.claim(group, owner):
+                    deferred.append(group)  # a live process computes it now: look again later
+                    continue
+                try:
+                    todo = store.missing(group)  # it may have been written since the caller looked
+                    if todo:
+                        store.discard_partial(todo)
+                        results.extend(work(todo))
+                finally:
+                    store.claims_.release(group, owner)
+                bar.update(1)
+            if deferred and len(deferred) == len(pending):
+                time.sleep(POLL_S)  # every remaining group is held by others: wait for them
+            pending = deferred
+    return results

@@ -18,10 +18,19 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
 
-from .errors import InputError
+from ..errors import InputError, check_int
 
 MAX_TICK_LABELS = 60
-"""At most about this many model names label a heatmap axis; beyond, every k-th one shows."""
+"""At most this many model names label a heatmap axis; beyond, every k-th one shows (the page's
+hover shows all)."""
+
+
+def thin_labels(n: int, max_labels: int = MAX_TICK_LABELS) -> list[int]:
+    """Indices of the labels to draw on an axis of n items: all, or every k-th one (k smallest that fits)."""
+    if n < 0 or max_labels < 1:
+        raise InputError(f"thin_labels: n must be ≥ 0 and max_labels ≥ 1, got {n}, {max_labels}")
+    step = max(1, math.ceil(n / max_labels))
+    return list(range(0, n, step))
 
 
 def off_diagonal_range(a: np.ndarray) -> tuple[float, float]:
@@ -47,15 +56,14 @@ def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
     labels = [str(names[i]) for i in idx]
 
     side = min(4.0 + 0.12 * n, 24.0)
-    fig = _figure((side + 1.5, side))
+    fig = figure((side + 1.5, side))
     ax = fig.add_subplot()
     low, high = off_diagonal_range(a)
     image = ax.imshow(a, cmap="viridis", interpolation="nearest", vmin=low, vmax=high)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="affinity",
                  extend="max" if a.max() > high else "neither")
-    step = max(1, math.ceil(n / MAX_TICK_LABELS))
-    ticks = np.arange(0, n, step)
-    size = _font_size(len(ticks))
+    ticks = thin_labels(n)
+    size = font_size(len(ticks))
     ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=size)
     ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=size)
     ax.set_title(title)
@@ -70,10 +78,10 @@ def plot_dendrogram(linkage: np.ndarray, names: Sequence[str], path: str | Path,
         raise InputError(f"linkage: not a valid scipy linkage matrix (shape {z.shape})")
     n = z.shape[0] + 1
     _check_names(names, n, "linkage")
-    fig = _figure((8.0, min(2.0 + 0.22 * n, 60.0)))
+    fig = figure((8.0, min(2.0 + 0.22 * n, 60.0)))
     ax = fig.add_subplot()
     hierarchy.dendrogram(z, labels=[str(s) for s in names], orientation="left", ax=ax,
-                         leaf_font_size=_font_size(n), color_threshold=0)
+                         leaf_font_size=font_size(n), color_threshold=0)
     ax.set_xlabel("1 − affinity")
     ax.set_title(title)
     return _save(fig, path)
@@ -83,25 +91,29 @@ def plot_attribution_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], pa
                           max_images: int = 6, signed: bool = False) -> Path:
     """The paper's Figure 2: probe images on top, one row of attribution heatmaps per model.
 
-    Args:
-        images: (n, 3, S, S) float in [0, 1] (uint8 in [0, 255] is accepted too).
-        maps: model name -> its maps for the same images, (n, C, S, S) or flattened (n, C·S·S).
-        max_images: the first this many images are shown.
-        signed: sum the channels keeping the sign (blue-white-red); by default Σ|·| (dark-to-hot).
-            Each map is normalised on its own, so the colours compare places within one map.
+    Parameters
+    ----------
+    images
+        (n, 3, S, S) float in [0, 1] (uint8 in [0, 255] is accepted too).
+    maps
+        model name -> its maps for the same images, (n, C, S, S) or flattened (n, C·S·S).
+    max_images
+        the first this many images are shown.
+    signed
+        sum the channels keeping the sign (blue-white-red); by default Σ|·| (dark-to-hot).
+        Each map is normalised on its own, so the colours compare places within one map.
     """
     imgs = _checked_images(images)
     if not maps:
         raise InputError("maps: expected at least one model's maps")
-    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
-        raise InputError(f"max_images: expected a positive integer, got {max_images!r}")
+    check_int(max_images, "max_images")
     n_show = min(len(imgs), max_images)
     rows = {name: _heat(_checked_maps(m, name, imgs.shape), signed)[:n_show]
             for name, m in maps.items()}
 
     # A fixed layout: the constrained solver takes seconds on a grid of a hundred small images.
     width, height = 1.4 * n_show + 1.8, 1.4 * (len(rows) + 1)
-    fig = _figure((width, height), layout=None)
+    fig = figure((width, height), layout=None)
     fig.subplots_adjust(left=1.7 / width, right=0.99, bottom=0.01, top=0.99, wspace=0.04, hspace=0.04)
     axes = fig.subplots(len(rows) + 1, n_show, squeeze=False)
     for c in range(n_show):
@@ -126,12 +138,11 @@ def plot_curves(report: Mapping, path: str | Path, k_max: int | None = None) -> 
     Random and oracle references are dashed. `k_max` cuts the K axis.
     """
     methods = _checked_report(report)
-    if k_max is not None and (isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1):
-        raise InputError(f"k_max: expected a positive integer or None, got {k_max!r}")
+    check_int(k_max, "k_max", optional=True)
     lines = [(name, c, "-", None) for name, c in methods.items()]
     lines += [(ref, report[ref], "--", colour) for ref, colour in _REFERENCES if ref in report]
 
-    fig = _figure((11.0, 4.2))
+    fig = figure((11.0, 4.2))
     ax_p, ax_r = fig.subplots(1, 2)
     for name, curves, style, colour in lines:
         ks = np.asarray(curves["ks"])
@@ -155,7 +166,7 @@ def plot_curves(report: Mapping, path: str | Path, k_max: int | None = None) -> 
 _REFERENCES = (("random", "0.5"), ("oracle", "black"))  # grey and black: apart from the methods
 
 
-def _figure(size: tuple[float, float], layout: str | None = "constrained") -> Figure:
+def figure(size: tuple[float, float], layout: str | None = "constrained") -> Figure:
     fig = Figure(figsize=size, dpi=100, layout=layout)
     FigureCanvasAgg(fig)
     return fig
@@ -171,7 +182,7 @@ def _save(fig: Figure, path: str | Path | BinaryIO) -> Path | BinaryIO:
     return path
 
 
-def _font_size(n_labels: int) -> float:
+def font_size(n_labels: int) -> float:
     # Shrinks from 10 pt for a handful of labels to 5 pt for a crowded axis.
     return float(np.clip(10.0 - n_labels / 12.0, 5.0, 10.0))
 

@@ -1,14 +1,16 @@
-"""The model-similarity tree: agglomerative clustering on the distance 1 − affinity, and Newick."""
+"""The model-similarity tree (agglomerative clustering on 1 − affinity, Newick), its flat clusters and
+the classical MDS map of the same distance."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
-from .errors import InputError
+from ..errors import InputError
 
 METHODS = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
 """The linkage methods scipy offers. The tree's default is "average" (UPGMA); centroid, median
@@ -18,27 +20,79 @@ and ward assume Euclidean distances, which 1 − affinity is not, so use them kn
 _NEWICK_SPECIAL = set(" \t\r\n()[]':;,_")
 
 
-def similarity_tree(affinity: np.ndarray, method: str = "average") -> np.ndarray:
-    """Return a scipy linkage matrix ((N-1) × 4) clustering the models by 1 − affinity.
+def distance(affinity: np.ndarray) -> np.ndarray:
+    """1 − affinity, symmetrised ((A + Aᵀ)/2), clipped at 0 and with a zero diagonal.
 
-    The affinity is symmetrised ((A + Aᵀ)/2), the distance clipped at 0 (rounding can push an
-    affinity a hair above 1) and its diagonal set to 0.
+    Rounding can push an affinity a hair above 1; the clip keeps the distance a distance.
 
-    Raises:
-        InputError: a non-square, non-finite or smaller than 2×2 matrix, or an unknown method.
+    Raises
+    ------
+    InputError
+        A non-square, empty or non-finite matrix.
     """
     a = np.asarray(affinity, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise InputError(f"affinity: expected a square matrix, got shape {a.shape}")
-    if a.shape[0] < 2:
-        raise InputError(f"affinity: a tree needs at least 2 models, got {a.shape[0]}")
+    if a.shape[0] == 0:
+        raise InputError(f"affinity: expected a non-empty square matrix, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise InputError("affinity: the matrix holds NaN or infinite values")
-    if method not in METHODS:
-        raise InputError(f"method: unknown linkage method {method!r}; expected one of {METHODS}")
     dist = np.clip(1.0 - (a + a.T) / 2.0, 0.0, None)
     np.fill_diagonal(dist, 0.0)
+    return dist
+
+
+def similarity_tree(affinity: np.ndarray, method: str = "average") -> np.ndarray:
+    """Return a scipy linkage matrix ((N-1) × 4) clustering the models by `distance`.
+
+    Raises
+    ------
+    InputError
+        A non-square, non-finite or smaller than 2×2 matrix, or an unknown method.
+    """
+    a = np.asarray(affinity, dtype=np.float64)
+    if a.ndim == 2 and a.shape[0] == a.shape[1] and a.shape[0] < 2:
+        raise InputError(f"affinity: a tree needs at least 2 models, got {a.shape[0]}")
+    dist = distance(a)
+    if method not in METHODS:
+        raise InputError(f"method: unknown linkage method {method!r}; expected one of {METHODS}")
     return hierarchy.linkage(squareform(dist, checks=False), method=method)
+
+
+def classical_mds(affinity: np.ndarray, dims: int = 2) -> np.ndarray:
+    """Coordinates (N × dims) whose distances approximate `distance` (Torgerson's classical MDS).
+
+    Dimensions with a non-positive eigenvalue (a non-Euclidean distance, or fewer models than
+    dims + 1) are left at 0.
+    """
+    d = distance(affinity)
+    n = len(d)
+    centring = np.eye(n) - 1.0 / n
+    b = -0.5 * centring @ (d**2) @ centring  # double-centred squared distances: a Gram matrix
+    values, vectors = np.linalg.eigh(b)
+    top = np.argsort(values)[::-1][:dims]
+    coords = np.zeros((n, dims))
+    for k, i in enumerate(top):
+        if values[i] > 1e-12:
+            coords[:, k] = vectors[:, i] * np.sqrt(values[i])
+    return coords
+
+
+def clusters(linkage: np.ndarray | None, n: int) -> np.ndarray:
+    """A flat clustering cut from the tree (about √(n/2) groups, 2 to 10) for colouring points."""
+    if linkage is None or n < 3:
+        return np.zeros(n, dtype=int)
+    k = int(np.clip(round(math.sqrt(n / 2)), 2, 10))
+    return hierarchy.fcluster(linkage, k, criterion="maxclust") - 1
+
+
+def spread(names: Sequence[str], linkage: np.ndarray | None, k: int) -> list[str]:
+    """Up to k names spread evenly along the tree's leaf order (all of them if there are fewer)."""
+    if len(names) <= k or linkage is None:
+        return list(names)
+    order = leaf_order(linkage)
+    picks = sorted({order[round(i * (len(order) - 1) / (k - 1))] for i in range(k)}, key=order.index)
+    return [names[i] for i in picks]
 
 
 def to_newick(linkage: np.ndarray, names: Sequence[str]) -> str:
@@ -50,8 +104,10 @@ def to_newick(linkage: np.ndarray, names: Sequence[str]) -> str:
 
     Built bottom-up without recursion, so deep (chain-like) trees of thousands of leaves work.
 
-    Raises:
-        InputError: an invalid linkage, or a names list of the wrong length.
+    Raises
+    ------
+    InputError
+        an invalid linkage, or a names list of the wrong length.
     """
     z = _checked_linkage(linkage)
     n = z.shape[0] + 1

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import DegenerateMapsError, InputError
+from ..errors import DegenerateMapsError, InputError, check_int
 
 MapReader = Callable[[int, int], np.ndarray]
 """(start, stop) -> float array (stop - start, F): one model's maps for probe images start..stop-1,
@@ -38,21 +38,30 @@ def affinity_matrix(
 ) -> np.ndarray:
     """Return the (N, N) float64 affinity matrix of N models, streamed over the probe images.
 
-    Args:
-        readers: one `MapReader` per model.
-        n_images: the number of probe images Np; every reader serves rows 0..Np-1.
-        names: one label per model, used in error messages.
-        memory_budget: bytes allowed for one stacked chunk (N × chunk × F × 4); at least one image
-            per chunk is read whatever the budget.
-        progress: show a tqdm bar over chunks.
+    Parameters
+    ----------
+    readers
+        one `MapReader` per model.
+    n_images
+        the number of probe images Np; every reader serves rows 0..Np-1.
+    names
+        one label per model, used in error messages.
+    memory_budget
+        bytes allowed for one stacked chunk (N × chunk × F × 4); at least one image
+        per chunk is read whatever the budget.
+    progress
+        show a tqdm bar over chunks.
 
     The matrix is exactly symmetric; its diagonal comes from the data (1 up to rounding).
 
-    Raises:
-        InputError: bad arguments, or a reader returning an array of the wrong shape.
-        DegenerateMapsError: some maps are all-zero or non-finite. The message names every such
-            model with its count of bad images; ``err.bad_counts`` maps name -> count so that the
-            caller can drop those models.
+    Raises
+    ------
+    InputError
+        bad arguments, or a reader returning an array of the wrong shape.
+    DegenerateMapsError
+        some maps are all-zero or non-finite. The message names every such
+        model with its count of bad images; ``err.bad_counts`` maps name -> count so that the
+        caller can drop those models.
     """
     _check_common(readers, n_images, names, memory_budget, "readers")
     n_features = _probe_features(readers[0], names[0])
@@ -83,16 +92,24 @@ def affinity_row(
 
     This is how a model is added to an existing matrix: one row, O(len(others)) work per image.
 
-    Args:
-        new: the new model's reader.
-        others: the readers of the models already in the matrix.
-        n_images: the number of probe images Np.
-        names: ``[new_name, *other_names]`` (length ``len(others) + 1``), used in error messages.
-        memory_budget, progress: as in `affinity_matrix`.
+    Parameters
+    ----------
+    new
+        the new model's reader.
+    others
+        the readers of the models already in the matrix.
+    n_images
+        the number of probe images Np.
+    names
+        ``[new_name, *other_names]`` (length ``len(others) + 1``), used in error messages.
+    memory_budget, progress
+        as in `affinity_matrix`.
 
-    Raises:
-        InputError, DegenerateMapsError: as in `affinity_matrix` (the new model and the others are
-            all checked).
+    Raises
+    ------
+    InputError, DegenerateMapsError
+        as in `affinity_matrix` (the new model and the others are
+        all checked).
     """
     if not isinstance(others, Sequence) or len(others) == 0:
         raise InputError("others: expected a non-empty sequence of map readers")
@@ -112,15 +129,19 @@ def affinity_row(
 def affinity_naive(maps: Sequence[np.ndarray]) -> np.ndarray:
     """Reference implementation: a per-pair loop of per-image cosines on raw maps.
 
-    Args:
-        maps: one array per model, shape (Np, ...) with the same shape for every model; maps need
-            not be normalised.
+    Parameters
+    ----------
+    maps
+        one array per model, shape (Np, ...) with the same shape for every model; maps need
+        not be normalised.
 
     Slow and memory-hungry on purpose (everything in float64, nothing streamed): it exists to
     check `affinity_matrix` and to benchmark it.
 
-    Raises:
-        InputError: mismatched shapes. DegenerateMapsError: a zero-norm or non-finite map.
+    Raises
+    ------
+    InputError
+        mismatched shapes. DegenerateMapsError: a zero-norm or non-finite map.
     """
     if len(maps) == 0:
         raise InputError("maps: expected at least one model's maps")
@@ -221,19 +242,13 @@ def _check_common(readers, n_images, names, memory_budget, what: str) -> None:
         raise InputError(f"{what}: expected at least one map reader")
     if not all(callable(r) for r in readers):
         raise InputError(f"{what}: every map reader must be callable (start, stop) -> array")
-    if not _is_positive_int(n_images):
-        raise InputError(f"n_images: expected a positive integer, got {n_images!r}")
+    check_int(n_images, "n_images")
     if isinstance(names, str) or len(names) != len(readers):
         raise InputError(
             f"names: expected {len(readers)} model names (one per reader), got "
             f"{1 if isinstance(names, str) else len(names)}"
         )
-    if not _is_positive_int(memory_budget):
-        raise InputError(f"memory_budget: expected a positive number of bytes, got {memory_budget!r}")
-
-
-def _is_positive_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+    check_int(memory_budget, "memory_budget")
 
 
 def _probe_features(reader: MapReader, name: str) -> int:

@@ -24,16 +24,17 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.stats import spearmanr
 
-from .affinity import affinity_matrix
-from .baselines import encoder_activations, similarity_matrix
+from ..attribution import DEFAULT_METHODS
+from ..evaluation import GroundTruth, evaluate
+from ..maps import encoder_activations
+from ..models import load_model
+from ..probe import ProbeSet
+from ..similarity import affinity_matrix, rank_sources, similarity_matrix
+from ..space import ModelSpace
+from .build import ZOO_DIR
 from .demo import BASELINES, load_world
-from .evaluation import GroundTruth, evaluate, rank_sources
-from .models.sources import load_model
-from .probe import ProbeSet
-from .space import DEFAULT_METHODS, ModelSpace
-from .world.build import ZOO_DIR
-from .world.render import render_batch
-from .world.textures import texture_batch
+from .render import render_batch
+from .textures import texture_batch
 
 DOMAINS: dict[str, Callable[[int], np.ndarray]] = {
     "train": lambda n: render_batch(n, 4000)["rgb"],
@@ -59,13 +60,13 @@ def run_study(out: str | Path, n_probe: int = 1000, sizes: Sequence[int] = SIZES
             print(f"probe domain {domain!r}: {n_probe} images", flush=True)
         probe = ProbeSet.from_array(DOMAINS[domain](n_probe))
         space = ModelSpace(DEFAULT_METHODS, baselines=BASELINES, store=out / "store", progress=progress).fit(specs, probe)
-        report = space.evaluate(truth, models=group1)
+        evaluation = space.evaluate(truth, models=group1)
         rows = {}
         for estimator, result in space.results_.items():
-            curves = report["methods"][estimator]
+            curves = evaluation.methods[estimator]
             rows[estimator] = {
-                **{f"P@{k}": curves["precision"][k - 1] for k in (1, 3, 5)},
-                "R@5": curves["recall"][4],
+                **{f"P@{k}": curves.at(k)[0] for k in (1, 3, 5)},
+                "R@5": curves.at(5)[1],
                 "rho": _rank_correlation(result, group1, tasks, oracle_score),
                 "same_task_nn": _same_task_rate(result.affinity, [tasks[n] for n in result.names]),
             }
@@ -124,7 +125,7 @@ def _chance_same_task(labels: list[str]) -> float:
 
 
 def _p_at(curves, k: int) -> float:
-    return float(curves.precision[k - 1])
+    return float(curves.at(k)[0])
 
 
 def _probe_size_curve(space: ModelSpace, specs, group1, tasks, truth: GroundTruth, sizes, probe) -> dict:

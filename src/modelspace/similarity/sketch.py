@@ -9,7 +9,7 @@ model's row then costs N·Np·k instead of reading N·Np·F.
 
 Every model must be sketched with the same P (same `dim`, `seed` and F); P is never held whole:
 it is regenerated block by block from the seed, so memory stays at one block whatever F is.
-`benchmarks/bench.py` reports the error of sketched against exact affinities.
+`benchmarks/` reports the error of sketched against exact affinities.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .affinity import MapReader
-from .errors import InputError
+from ..errors import InputError, check_int
 
 _FEATURE_BLOCK = 4096  # rows of P generated at a time
 
@@ -30,16 +30,16 @@ class MapSketcher:
 
     Parameters
     ----------
-    dim : k, the sketch length (error ∝ 1/√k).
-    seed : seed of the projection; sketches are comparable only under the same seed and dim.
-    chunk : probe images read per step.
+    dim : int
+        k, the sketch length (error ∝ 1/√k).
+    seed : int
+        Seed of the projection; sketches are comparable only under the same seed and dim.
+    chunk : int
+        Probe images read per step.
     """
 
     def __init__(self, dim: int = 256, seed: int = 0, chunk: int = 128) -> None:
-        for name, value in (("dim", dim), ("chunk", chunk)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"{name}: expected a positive integer, got {value!r}")
-        self.dim, self.seed, self.chunk = dim, int(seed), chunk
+        self.dim, self.seed, self.chunk = check_int(dim, "dim"), int(seed), check_int(chunk, "chunk")
 
     def _blocks(self, n_features: int):
         """(start, stop, P[start:stop]) over the features, each block from its own seeded stream."""

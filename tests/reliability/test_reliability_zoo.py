@@ -7,7 +7,6 @@ says it is trusted (which shows the payload is live, so the default test could f
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ from modelspace.cli import main
 from modelspace.errors import ModelLoadError, ZooError
 from modelspace.models import load_model, load_zoo
 
-sys.path.insert(0, str(Path(__file__).parent))
 import toy_models
 
 

@@ -2,7 +2,7 @@
 
 Where the attribution pipeline compares *how* models look at the probe images, these baselines
 compare *what* the models compute there: the encoder output R of every model on the same N
-probe images, flattened to an (N, D) matrix per model (`encoder_activations`).
+probe images, flattened to an (N, D) matrix per model (`maps.activations`).
 
 Every baseline is a short declaration over one mechanism (`Similarity`):
 
@@ -35,9 +35,8 @@ import torch
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
-from .errors import AttributionError, InputError
-from .models.encoder import EncoderTap
-from .registry import Declared, Registry
+from ..errors import AttributionError, InputError
+from ..registry import Declared, Registry
 
 __all__ = [
     "BASELINES",
@@ -48,71 +47,14 @@ __all__ = [
     "SVCCA",
     "Similarity",
     "compare_all",
-    "encoder_activations",
     "get_baseline",
+    "list_baselines",
     "register_baseline",
     "similarity_matrix",
 ]
 
 BASELINES = Registry("baseline")
 register_baseline = BASELINES.register
-
-
-# ------------------------------------------------------------------------------------ activations
-
-
-def encoder_activations(
-    model: Any,
-    images: torch.Tensor,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> np.ndarray:
-    """The encoder output R of `model` on each probe image, flattened: float32 (N, D).
-
-    Args:
-        model: a `LoadedModel` (its ``module``, ``encoder``, ``transform`` and ``name`` are used).
-        images: probe images, float (N, 3, S, S) in [0, 1], before the model's transform T_i.
-        batch_size: images per forward pass.
-        device: where the batches are sent; the module must already be there
-            (``load_model(spec, device)``).
-        progress: show a tqdm bar over batches.
-
-    Raises:
-        InputError: bad `images` or `batch_size`.
-        AttributionError: R is not a floating-point tensor, changes size between batches, or holds
-            non-finite values (the message names the model and the count of images).
-    """
-    name = getattr(model, "name", "model")
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        desc = (f"shape {tuple(images.shape)} {images.dtype}" if isinstance(images, torch.Tensor)
-                else type(images).__name__)
-        raise InputError(f"images: expected a float tensor (N, 3, S, S), got {desc}")
-    if images.shape[0] == 0:
-        raise InputError("images: expected at least one image, got N = 0")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
-
-    tap = EncoderTap(model.module, model.encoder, name)
-    n = images.shape[0]
-    rows: list[np.ndarray] = []
-    starts = range(0, n, batch_size)
-    with torch.no_grad():
-        for start in tqdm(starts, desc=f"{name} · activations", unit="batch", disable=not progress, leave=False):
-            x = model.transform(images[start:start + batch_size].to(device))
-            r = tap(x)
-            if not r.is_floating_point():
-                raise AttributionError(f"model {name!r}: the encoder output is not a floating-point tensor "
-                                       f"(got {r.dtype})")
-            rows.append(r.detach().reshape(r.shape[0], -1).float().cpu().numpy())
-            if rows[-1].shape[1] != rows[0].shape[1]:
-                raise AttributionError(f"model {name!r}: the encoder output has {rows[0].shape[1]} values per "
-                                       f"image in the first batch but {rows[-1].shape[1]} at image {start}")
-    out = np.concatenate(rows)
-    bad = int((~np.isfinite(out).all(axis=1)).sum())
-    if bad:
-        raise AttributionError(f"model {name!r}: non-finite encoder output for {bad} of {n} images")
-    return out
 
 
 # ----------------------------------------------------------------------------------- the mechanism
@@ -177,6 +119,11 @@ def get_baseline(name: str | Similarity, **params: Any) -> Similarity:
     return BASELINES.get(name, **params)
 
 
+def list_baselines() -> dict[str, str]:
+    """Every registered baseline's name with the first line of its docstring, sorted by name."""
+    return BASELINES.describe()
+
+
 def similarity_matrix(
     activations: Sequence[np.ndarray],
     baseline: str | Similarity,
@@ -188,10 +135,13 @@ def similarity_matrix(
     Exactly symmetric; the diagonal is each representation's computed self-similarity (1 up to
     rounding). `names` labels the representations in error messages (default ``activations[i]``).
 
-    Raises:
-        InputError: no activations, mismatched image counts, a bad baseline or bad names.
-        AttributionError: one or more degenerate representations; the message names every one,
-            and ``err.bad_names`` lists them so that a caller can drop them.
+    Raises
+    ------
+    InputError
+        no activations, mismatched image counts, a bad baseline or bad names.
+    AttributionError
+        one or more degenerate representations; the message names every one,
+        and ``err.bad_names`` lists them so that a caller can drop them.
     """
     baseline = get_baseline(baseline)
     if isinstance(activations, np.ndarray) and activations.ndim >= 2:

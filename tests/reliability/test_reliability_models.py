@@ -6,20 +6,19 @@ run without it."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from modelspace.attribution import DEFAULT_METHODS
 from modelspace import ModelSpace, ModelSpec, ProbeSet
 from modelspace.cli import main
 from modelspace.errors import ZooError
 from modelspace.models import load_zoo
 
-sys.path.insert(0, str(Path(__file__).parent))
 
-METHODS = ["saliency", "gradient_x_input", "lrp_epsilon"]
+METHODS = list(DEFAULT_METHODS)
 GOOD = [
     ModelSpec("good_cnn", "python:toy_models:tiny_cnn", input_size=16),
     ModelSpec("good_resnet", "python:toy_models:tiny_resnet", encoder="layer2", input_size=24),

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluation import GroundTruth, format_table
-from .models.spec import load_zoo
-from .probe import ProbeSet
-from .space import DEFAULT_METHODS, ModelSpace, _write_matrix
-from .tree import similarity_tree, to_newick
-from .world.build import ZOO_DIR
-from .world.render import render_batch
+from ..attribution import DEFAULT_METHODS
+from ..evaluation import GroundTruth, format_table
+from ..models import load_zoo
+from ..probe import ProbeSet
+from ..results import REPORT_HTML, RESULTS_JSON, TRUTH_AFFINITY_CSV, file_name, write_matrix
+from ..similarity import similarity_tree, to_newick
+from ..space import ModelSpace
+from .build import ZOO_DIR
+from .render import render_batch
 
 PROBE_SEED = 4000  # not a training (1000), test (2000) or shifted-domain (3000) seed
 BASELINES = ("svcca", "linear_cka", "rbf_cka", "rsa")
@@ -62,7 +64,7 @@ def run_demo(
     space.save(out)
 
     trees, oracle_affinity = _trees(space, group1, oracle_info, out)
-    _write_matrix(out / "oracle_affinity.csv", oracle_affinity, oracle_info["tasks"])  # `modelspace report` reads it
+    write_matrix(out / TRUTH_AFFINITY_CSV, oracle_affinity, oracle_info["tasks"])  # `modelspace report` reads it
     summary = {
         **space.summary(),
         "group1": group1,
@@ -70,14 +72,14 @@ def run_demo(
         "trees": trees,
         "seconds": round(time.time() - start, 1),
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    (out / RESULTS_JSON).write_text(json.dumps(summary, indent=1))
     if write_page:
-        from .report import from_space, write_report
+        from ..report import from_space, write_report
 
         data = from_space(space, truth=truth, title="modelspace demo: the built-in world",
                           truth_tree=(oracle_affinity, list(oracle_info["tasks"]), "Oracle tree (measured transfers)"))
         data.settings = {**summary, "command": "modelspace demo --out " + str(out)}
-        summary["report"] = str(write_report(data, out / "report.html", progress=progress))
+        summary["report"] = str(write_report(data, out / REPORT_HTML, progress=progress))
     table = format_table(space.evaluation_)
     table += (f"\n\n{len(group1)} targets (group 1), {len(specs)} models, {len(probe)} probe images, "
               f"{summary['seconds']:.0f} s. Oracle repeatability (top-5 agreement of two readout seeds): "
@@ -89,14 +91,14 @@ def run_demo(
 def _trees(space: ModelSpace, group1: list[str], oracle_info: dict, out: Path) -> tuple[dict, np.ndarray]:
     """Newick trees of group 1, the oracle's (from symmetrised transfer scores) and each method's,
     and the oracle's symmetrised affinity."""
-    from .plots import plot_dendrogram
+    from ..report.plots import plot_dendrogram
 
     tasks = oracle_info["tasks"]
     score = 1.0 - np.asarray(oracle_info["transfer_loss"])
     oracle_affinity = (score + score.T) / 2
     linkage = similarity_tree(oracle_affinity)
     trees = {"oracle": to_newick(linkage, tasks)}
-    plot_dendrogram(linkage, tasks, out / "dendrogram_oracle.png", title="Oracle tree (measured transfers)")
+    plot_dendrogram(linkage, tasks, out / file_name("dendrogram", "oracle"), title="Oracle tree (measured transfers)")
     for method_id, result in space.results_.items():
         keep = [i for i, n in enumerate(result.names) if n in group1]
         sub = result.affinity[np.ix_(keep, keep)]

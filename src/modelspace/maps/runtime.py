@@ -6,34 +6,51 @@ executor consults, so that the attribution code itself stays free of them:
 * ``device``: where the models run ("cpu", "cuda", "cuda:1").
 * ``precision``: "fp32" (default), or "bf16"/"fp16" to run the forward pass under autocast.
   The backward pass follows the forward's dtypes. Maps change slightly, so the precision is part
-  of the store key (``store_method``): fp32 and bf16 maps never mix in one affinity.
-  `benchmarks/bench.py` reports the cosine agreement of such maps with fp32 ones.
+  of the store key (`keys.method_key`): fp32 and bf16 maps never mix in one affinity.
+  `benchmarks/` reports the cosine agreement of such maps with fp32 ones.
 * ``channels_last``: NHWC memory layout for models and inputs (faster convolutions on tensor cores).
 * ``workers`` / ``pin_memory``: probe batches prepared by DataLoader worker processes and copied
   from page-locked memory. Batches travel as uint8 (4× fewer bytes than float32) and become
   floats on the device.
 
-Parameter gradients are never computed (`attribution.base.frozen_parameters`) and maps are stored
-as float16 (`store`), whatever the runtime.
+The runtime moves tensors and modules only; it knows nothing of store keys. Parameter gradients
+are never computed (`attribution.base.frozen_parameters`) and maps are stored as float16
+(`store`), whatever the runtime.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import ContextManager, Iterator
+from typing import Callable, ContextManager, Iterator
 
 import torch
 from torch import nn
 
-from .errors import InputError
-from .probe import ProbeSet
+from ..errors import InputError, check_int
+from ..probe import ProbeSet
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
 class Runtime:
+    """Where and how models run; see the module docstring for each field.
+
+    Parameters
+    ----------
+    device : str
+        A torch device name.
+    precision : str
+        "fp32", "bf16" or "fp16" (autocast of the forward pass).
+    channels_last : bool
+        NHWC memory layout for models and inputs.
+    workers : int
+        DataLoader worker processes (0: batches are made in this process).
+    pin_memory : bool or None
+        Page-locked host memory for the batches; None pins when the device is CUDA.
+    """
+
     device: str = "cpu"
     precision: str = "fp32"
     channels_last: bool = False
@@ -48,16 +65,17 @@ class Runtime:
             raise InputError(f"device: {self.device!r} is not a torch device ({exc})") from exc
         if self.precision not in PRECISIONS:
             raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 0:
-            raise InputError(f"workers: expected a whole number >= 0, got {self.workers!r}")
+        check_int(self.workers, "workers", minimum=0)
+
+    @classmethod
+    def of(cls, runtime: "Runtime | str | torch.device") -> "Runtime":
+        """A runtime as is, or the default runtime on a device."""
+        return runtime if isinstance(runtime, Runtime) else cls(device=str(runtime))
 
     @property
     def device_type(self) -> str:
+        """The device's type: "cpu", "cuda", ..."""
         return torch.device(self.device).type
-
-    def store_method(self, method_id: str) -> str:
-        """The method part of a store key: maps of another precision are other data."""
-        return method_id if self.precision == "fp32" else f"{method_id}@{self.precision}"
 
     def prepare(self, module: nn.Module) -> nn.Module:
         """The model on the device, in the chosen memory layout."""
@@ -67,6 +85,10 @@ class Runtime:
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         """An input batch in the chosen memory layout."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def inputs(self, transform: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        """Probe images as a model's input: on the device, through its T_i, in the chosen layout."""
+        return self.layout(transform(images.to(self.device)))
 
     def autocast(self) -> ContextManager:
         """Autocast for the forward pass, or nothing at fp32."""

@@ -1,0 +1,252 @@
+"""The benchmark harness: configurations, the markdown results writer, timers and synthetic maps.
+
+Every figure is a ratio of two things measured side by side in one run, on the same inputs: the
+variants of a row are timed interleaved (round robin, after warm-up), so that a change of machine
+load hits all of them alike, and the median over the repeats is kept.
+"""
+
+
+import argparse
+import contextlib
+import datetime as dt
+import gc
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import modelspace
+
+
+
+HERE = Path(__file__).resolve().parent
+GIB = 2**30
+
+
+# ------------------------------------------------------------------------------------ configuration
+
+
+@dataclass(frozen=True)
+class Config:
+    repeats: int            # timed repeats per variant (median kept), after `warmup` calls
+    warmup: int
+    zoo_batch: int          # batch of the built-in zoo's models (their own input sizes, 48-80 px)
+    hf_batch: int           # batch of the Hugging Face ResNet / ViT models
+    hf_size: int            # their input size
+    n_images: int           # Np, probe images per model (affinity, insertion)
+    map_size: int           # S: maps are 3 × S × S (F = 3·S²)
+    affinity_ns: tuple      # N for the streamed matrix
+    naive_max: int          # the naive loop is run whole up to this N, estimated beyond
+    naive_subset: int       # models of the subset the estimate is timed on
+    matrix_repeats: int     # repeats of the streamed matrix for N <= 100
+    insertion_ns: tuple     # N already in the space before one model is added
+    min_sample: float       # attribution: a timed sample is the mean of as many calls as fill this (s)
+
+
+FULL = Config(repeats=7, warmup=1, zoo_batch=16, hf_batch=8, hf_size=224, n_images=1000, map_size=64,
+              affinity_ns=(20, 100, 500), naive_max=20, naive_subset=8, matrix_repeats=3,
+              insertion_ns=(10, 20, 50, 100), min_sample=0.2)
+QUICK = Config(repeats=1, warmup=1, zoo_batch=2, hf_batch=1, hf_size=32, n_images=64, map_size=16,
+               affinity_ns=(5, 10, 20), naive_max=5, naive_subset=3, matrix_repeats=1,
+               insertion_ns=(3, 5, 10), min_sample=0.0)
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+class Report:
+    """Markdown lines, echoed to stdout as they come and written to `out` after each section."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.lines: list[str] = []
+
+    def add(self, text: str = "") -> None:
+        self.lines.append(text)
+        print(text, flush=True)
+
+    def table(self, headers: list[str], rows: list[list[Any]]) -> None:
+        self.add("| " + " | ".join(headers) + " |")
+        self.add("|" + "|".join("---" for _ in headers) + "|")
+        for row in rows:
+            self.add("| " + " | ".join(str(c) for c in row) + " |")
+        self.add()
+
+    def target(self, what: str, met: bool | None, detail: str) -> None:
+        verdict = "n/a" if met is None else ("**met**" if met else "**missed**")
+        self.add(f"- {what}: {verdict} ({detail})")
+
+    def write(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text("\n".join(self.lines) + "\n")
+
+
+def fmt_s(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def fmt_bytes(n: float) -> str:
+    if n >= GIB:
+        return f"{n / GIB:.2f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.0f} MiB"
+    return f"{n / 2**10:.0f} KiB"
+
+
+def short(text: str, limit: int = 110) -> str:
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """Fraction of all CPUs busy over `seconds` (from /proc/stat; None where there is none)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def header(report: Report, cfg: Config, args: argparse.Namespace, quick: bool) -> None:
+    versions = [f"torch {torch.__version__}", f"numpy {np.__version__}", f"modelspace {modelspace.__version__}"]
+    for name in ("transformers", "captum"):
+        with contextlib.suppress(ImportError):
+            versions.append(f"{name} {__import__(name).__version__}")
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    report.add("# modelspace benchmark results")
+    report.add()
+    if quick:
+        report.add("> **Smoke configuration (`--quick`)**: tiny inputs, few repeats. The figures only show that "
+                   "the script runs; do not read performance from them.")
+        report.add()
+    report.add(f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
+    report.add(f"- machine: {platform.platform()}, {platform.machine()}, "
+               f"{platform.processor() or 'cpu n/a'}; {os.cpu_count()} CPUs; "
+               f"torch threads {torch.get_num_threads()}; load average at start {load}")
+    report.add(f"- python {platform.python_version()}; " + "; ".join(versions))
+    report.add(f"- command: `python benchmarks/bench.py {shlex.join(sys.argv[1:])}`".replace("bench.py `", "bench.py`"))
+    report.add(f"- configuration: {cfg}")
+    busy = cpu_busy()
+    if busy is not None and busy > 0.2:
+        report.add(f"- ⚠ **the machine was not idle at the start** ({busy:.0%} of the CPUs busy with other work): with "
+                   "other work on the CPUs, torch's threads wait for each other and single calls slow down many "
+                   "times over; rows marked ⚠ are unreliable, rerun on an idle machine.")
+    report.add("- method: each ratio compares variants timed interleaved (round robin) in this run on the same "
+               "inputs, median of the repeats after warm-up; absolute times are for context only.")
+    report.add()
+
+
+# ------------------------------------------------------------------------------------ timing
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def traced(fn: Callable[[], Any]) -> tuple[Any, float, int]:
+    """Run `fn` once under tracemalloc: (result, seconds, peak bytes allocated during the call)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        out, seconds = timed(fn)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return out, seconds, peak
+
+
+class Timings:
+    """Per-round samples of interleaved variants: medians, and ratios paired within each round."""
+
+    def __init__(self, samples: dict[str, list[float]]) -> None:
+        self.samples = samples
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.samples
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.samples[name])
+
+    def ratios(self, a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(self.samples[a], self.samples[b])]
+
+    def ratio(self, a: str, b: str) -> float:
+        """Median over rounds of a / b measured in the same round (robust to slow drifts of load)."""
+        return statistics.median(self.ratios(a, b))
+
+    def cell(self, a: str, b: str) -> str:
+        """'ratio (time of a)', marked when the per-round ratios scatter by more than ±15 %."""
+        r, rs = self.ratio(a, b), self.ratios(a, b)
+        noisy = len(rs) > 1 and (max(rs) > 1.15 * r or min(rs) < r / 1.15)
+        mark = f" ⚠ rounds {min(rs):.2f}–{max(rs):.2f}" if noisy else ""
+        return f"{r:.2f} ({fmt_s(self.median(a))}{mark})"
+
+
+def interleaved(variants: dict[str, Callable[[], Any]], warmup: int, repeats: int,
+                min_sample: float = 0.0) -> Timings:
+    """Time the variants in turns: `warmup` untimed calls each, then `repeats` rounds of one sample
+    each. A sample is the mean of k calls, k chosen per variant so that a sample lasts at least
+    `min_sample` seconds (fast calls are otherwise at the mercy of the clock and the scheduler)."""
+    calls = {}
+    for name, fn in variants.items():
+        for _ in range(warmup):
+            fn()
+        calls[name] = 1 if min_sample <= 0 else max(1, math.ceil(min_sample / max(timed(fn)[1], 1e-6)))
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            gc.collect()
+            k = calls[name]
+            start = time.perf_counter()
+            for _ in range(k):
+                fn()
+            samples[name].append((time.perf_counter() - start) / k)
+    return Timings(samples)
+
+
+
+class SyntheticMaps:
+    """Normalised float16 maps of many models without holding them all: model i's row k is a row
+    of one shared pool (a per-model random choice of rows), read as float32 like `MapStore.read`."""
+
+    def __init__(self, n_images: int, n_features: int, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.n_images, self.n_features = n_images, n_features
+        pool = rng.random((n_images + 251, n_features), dtype=np.float32) - 0.25
+        pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+        self.pool = pool.astype(np.float16)
+        self.seed = seed
+
+    def rows(self, model: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, model))
+        return rng.permutation(len(self.pool))[: self.n_images]
+
+    def reader(self, model: int) -> Callable[[int, int], np.ndarray]:
+        idx = self.rows(model)
+        return lambda start, stop: self.pool[idx[start:stop]].astype(np.float32)
+
+    def array(self, model: int) -> np.ndarray:
+        return self.pool[self.rows(model)]

@@ -1,0 +1,96 @@
+"""Files that are either whole or absent: atomic writes, checksums, change stamps.
+
+A reader sees the old file or the whole new one (temp file, fsync, rename, fsync of the folder),
+and a file's sha256 is kept beside its path, so a missing or corrupt file is noticed, never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StoreError
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """The .npy serialisation of an array (no pickle)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def sha256(payload: bytes) -> str:
+    """Hex sha256 of bytes in memory."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is replaced or rewritten: inode, size, modification time."""
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def atomic_write(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise StoreError(f"shard file {str(path)!r} cannot be written: {exc}") from exc
+        raise
+    _fsync_dir(path.parent)
+
+
+def partial_writes(path: Path) -> list[Path]:
+    """Temporary files that interrupted `atomic_write` calls of ``path`` left behind."""
+    return list(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+
+
+def prune_empty_dirs(folder: Path, stop_at: Path) -> None:
+    """Remove ``folder`` and its parents while empty, never ``stop_at`` or above."""
+    stop_at = stop_at.resolve()
+    folder = folder.resolve()
+    while folder != stop_at and stop_at in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty, or another process is writing into it
+        folder = folder.parent
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename on POSIX; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

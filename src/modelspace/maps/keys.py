@@ -1,0 +1,131 @@
+"""What a stored map is called: entry keys, units of work, and the one function naming a method's maps.
+
+An entry (`EntryKey`: model × probe set × method × probe size) is stored as shards of consecutive
+probe images; a `WorkUnit` is one shard of one entry, the independent, JSON-serialisable grain of
+work that an executor runs anywhere against a shared store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass
+
+from ..errors import InputError, check_int
+
+# Keys become folder names: keep them to characters that are safe on every filesystem.
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def method_key(method_id: str, precision: str = "fp32") -> str:
+    """The method part of a store key: the method's id, and the precision when it is not fp32.
+
+    Maps computed under autocast differ slightly from fp32 ones, so they are other data and never
+    mix with them in one affinity.
+
+    Parameters
+    ----------
+    method_id : str
+        A method's canonical id, e.g. ``"lrp_epsilon(epsilon=1e-06)"``.
+    precision : str
+        The runtime's precision, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+    """
+    return method_id if precision == "fp32" else f"{method_id}@{precision}"
+
+
+def method_folder(method: str) -> str:
+    """A filesystem-safe folder name for a method key; the hash suffix keeps distinct keys apart."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", method).strip("._-")[:48] or "method"
+    return f"{readable}-{hashlib.sha256(method.encode('utf-8')).hexdigest()[:8]}"
+
+
+def check_safe_key(value, name: str) -> None:
+    """Raise InputError unless ``value`` is a str usable as a folder name."""
+    if not isinstance(value, str) or not _SAFE_KEY.match(value):
+        raise InputError(
+            f"{name}: expected letters, digits, '_', '.' or '-' (starting with a letter or digit), "
+            f"got {value!r}"
+        )
+
+
+@dataclass(frozen=True)
+class EntryKey:
+    """Identity of one stored entry: model × probe set × method key × probe size."""
+
+    model_key: str
+    probe_hash: str
+    method: str
+    probe_size: int
+
+    def __post_init__(self):
+        check_safe_key(self.model_key, "model_key")
+        check_safe_key(self.probe_hash, "probe_hash")
+        if not isinstance(self.method, str) or not self.method.strip():
+            raise InputError(f"method: expected a non-empty str, got {self.method!r}")
+        # numpy integers would break JSON and SQLite binding: keep plain ints.
+        object.__setattr__(self, "probe_size", check_int(self.probe_size, "probe_size", minimum=1))
+
+    def describe(self) -> str:
+        """A short human description for error messages."""
+        return (f"model {self.model_key!r} (method {self.method!r}, probe {self.probe_hash[:12]}, "
+                f"size {self.probe_size})")
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One model × one shard of the probe set: the serialisable unit of work.
+
+    A distributed executor such as Ray ships `to_dict()` to other processes or nodes.
+    """
+
+    key: EntryKey
+    model_name: str
+    shard: int
+    start: int
+    stop: int
+
+    def __post_init__(self):
+        if not isinstance(self.key, EntryKey):
+            raise InputError(f"key: expected an EntryKey, got {type(self.key).__name__}")
+        if not isinstance(self.model_name, str):
+            raise InputError(f"model_name: expected a str, got {self.model_name!r}")
+        object.__setattr__(self, "shard", check_int(self.shard, "shard", minimum=0))
+        object.__setattr__(self, "start", check_int(self.start, "start", minimum=0))
+        object.__setattr__(self, "stop", check_int(self.stop, "stop", minimum=self.start + 1))
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict (plain str / int values only)."""
+        return {"key": asdict(self.key), "model_name": self.model_name, "shard": self.shard,
+                "start": self.start, "stop": self.stop}
+
+    @classmethod
+    def from_dict(cls, d) -> "WorkUnit":
+        """Rebuild a unit from `to_dict`'s output; a missing field raises InputError naming it."""
+        if not isinstance(d, dict):
+            raise InputError(f"work unit: expected a dict, got {type(d).__name__}")
+        fields = ("key", "model_name", "shard", "start", "stop")
+        missing = [f for f in fields if f not in d]
+        key = d.get("key")
+        if not missing and isinstance(key, dict):
+            missing = [f"key.{f}" for f in ("model_key", "probe_hash", "method", "probe_size") if f not in key]
+        if missing:
+            raise InputError(f"work unit: field {missing[0]!r} is missing")
+        if not isinstance(key, dict):
+            raise InputError(f"work unit: field 'key' must be a dict, got {type(key).__name__}")
+        return cls(
+            key=EntryKey(key["model_key"], key["probe_hash"], key["method"], key["probe_size"]),
+            model_name=d["model_name"],
+            shard=d["shard"],
+            start=d["start"],
+            stop=d["stop"],
+        )
+
+
+def plan_units(key: EntryKey, model_name: str, n_images: int, shard_size: int = 256) -> list[WorkUnit]:
+    """Split images 0 .. n_images - 1 into consecutive shards of ``shard_size`` (the last may be shorter)."""
+    check_int(n_images, "n_images", minimum=1)
+    check_int(shard_size, "shard_size", minimum=1)
+    return [
+        WorkUnit(key, model_name, shard, start, min(start + shard_size, n_images))
+        for shard, start in enumerate(range(0, n_images, shard_size))
+    ]

@@ -1,0 +1,471 @@
+"""The embedded map store: a SQLite manifest plus one ``.npy`` file per shard, no server.
+
+Layout under ``root``::
+
+    manifest.sqlite                                   see `manifest`
+    arrays/<mk[:2]>/<mk>/<method folder>/<probe_hash[:16]>_<size>/shard_<shard:05d>.npy
+
+``mk`` is the model key; the method folder is `keys.method_folder` of the method key. Each shard
+file holds float16 (B, F) rows: the attribution maps flattened and L2-normalised (rows that were
+all-zero or non-finite are stored as zeros and counted). Files are written atomically and their
+sha256 is kept in the manifest, so a missing or corrupt file is noticed by `missing` / `read` and
+recomputed on the next run. The store also caches pair affinities and random-projection sketches
+(`similarity.sketch`), both dropped when the maps they came from are replaced.
+
+Crash safety: a shard file is complete before it is renamed into place, and its manifest row
+(with the file's sha256) is committed after the rename, so a process killed at any moment
+leaves either no row (the unit is recomputed) or a row whose file checks out. Temporary files
+of a killed write are never read, and are deleted by the next process that claims that unit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import InputError, StoreError, check_int
+from .claims import Claims
+from .files import atomic_write, file_sha256, file_stamp, npy_bytes, partial_writes, prune_empty_dirs, sha256
+from .keys import EntryKey, WorkUnit, check_safe_key, method_folder
+from .manifest import ENTRY, Manifest, key_tuple, pair_tuple
+
+# Filesystems stamp modification times in coarse ticks (a few ms on ext4, 2 s on FAT): a file
+# modified less than this before it was verified is verified again on every read.
+_STAMP_GRANULARITY_NS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """What ``MapStore.write`` stored: degenerate-row counts, the absolute file path, its sha256."""
+
+    n_zero: int
+    n_nonfinite: int
+    path: str
+    checksum: str
+
+
+# ---------------------------------------------------------------------- the store
+class MapStore:
+    """Attribution maps and cached affinities on disk (see the module docstring)."""
+
+    def __init__(self, root):
+        self.root = Path(root).expanduser().absolute()
+        self.arrays = self.root / "arrays"
+        self.manifest = self.root / "manifest.sqlite"
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"store root {str(self.root)!r} exists and is not a folder")
+        self.arrays.mkdir(parents=True, exist_ok=True)
+        self.db = Manifest(self.manifest)
+        self.claims_ = Claims(self.db)
+        # Shard files whose checksum this process has verified, by relative path, with the
+        # (inode, size, mtime) they had then. A streamed affinity reads each shard several
+        # times (once per chunk it overlaps); hashing it on every read would dominate `add`.
+        # A rewritten file (atomic rename: new inode; in place: new mtime) is verified again.
+        self._verified: dict[str, tuple[int, int, int]] = {}
+
+    def close(self) -> None:
+        """Close the manifest connection."""
+        self.db.close()
+
+    def __enter__(self) -> "MapStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MapStore({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ models
+    def register_model(self, model_key: str, name: str, spec: dict) -> None:
+        """Insert or update a model; it becomes the latest key registered under ``name``."""
+        check_safe_key(model_key, "model_key")
+        if not isinstance(name, str) or not name:
+            raise InputError(f"name: expected a non-empty str for model {model_key!r}, got {name!r}")
+        try:
+            spec_json = json.dumps(spec, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"spec of model {name!r} is not JSON-serialisable: {exc}") from exc
+        with self.db.transaction() as cur:
+            (seq,) = cur.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM models").fetchone()
+            cur.execute(
+                "INSERT INTO models (model_key, name, spec, seq) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(model_key) DO UPDATE SET name = excluded.name, "
+                "spec = excluded.spec, seq = excluded.seq",
+                (model_key, name, spec_json, seq),
+            )
+
+    def models(self) -> list[dict]:
+        """Registered models, oldest registration first: ``[{"model_key", "name", "spec"}]``."""
+        rows = self.db.query("SELECT model_key, name, spec FROM models ORDER BY seq")
+        return [{"model_key": k, "name": n, "spec": json.loads(s)} for k, n, s in rows]
+
+    def model_key(self, name: str) -> str | None:
+        """The key most recently registered under ``name``, or None."""
+        rows = self.db.query("SELECT model_key FROM models WHERE name = ? ORDER BY seq DESC LIMIT 1", (name,))
+        return rows[0][0] if rows else None
+
+    # ------------------------------------------------------------------ shards
+    def write(self, unit: WorkUnit, maps) -> ShardInfo:
+        """Normalise, store and register the maps of one work unit (replaces an older copy)."""
+        rows = _flatten(maps, unit)
+        normalised, n_zero, n_nonfinite = normalise_rows(rows)
+        key = unit.key
+        self._check_feature_count(unit, normalised.shape[1])
+
+        rel = self.shard_relpath(key, unit.shard)
+        path = self.root / rel
+        payload = npy_bytes(normalised.astype(np.float16))
+        checksum = sha256(payload)
+        atomic_write(path, payload)
+
+        with self.db.transaction() as cur:
+            stale = self._overlapping_shards(cur, unit)
+            sketch_paths = self._drop_sketches(cur, ENTRY, key_tuple(key))  # made from the maps being replaced
+            cur.executemany(
+                f"DELETE FROM shards WHERE {ENTRY} AND shard = ?",
+                [(*key_tuple(key), shard) for shard, _ in stale],
+            )
+            cur.execute(
+                "INSERT OR REPLACE INTO shards (model_key, probe_hash, method, probe_size, shard, "
+                "start, stop, n_features, path, checksum, nbytes, n_zero, n_nonfinite, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *key_tuple(key), unit.shard, unit.start, unit.stop, normalised.shape[1],
+                    rel, checksum, len(payload), n_zero, n_nonfinite,
+                    datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                ),
+            )
+        # Files of shards that a write with another shard size superseded.
+        self._delete_files([rel_path for _, rel_path in stale if rel_path != rel] + sketch_paths)
+        return ShardInfo(n_zero=n_zero, n_nonfinite=n_nonfinite, path=str(path), checksum=checksum)
+
+    def missing(self, units: Sequence[WorkUnit], verify: bool = True, progress: bool = False) -> list[WorkUnit]:
+        """The units whose shard is not usable: never written, another range, file gone or corrupt.
+
+        ``verify=False`` skips the sha256 check and only compares file sizes (faster).
+        """
+        absent = []
+        for unit in tqdm(list(units), desc="checking store", unit="shard", disable=not progress):
+            row = self.db.query(
+                f"SELECT start, stop, path, checksum, nbytes FROM shards WHERE {ENTRY} AND shard = ?",
+                (*key_tuple(unit.key), unit.shard),
+            )
+            if not row or not self._shard_ok(unit, row[0], verify):
+                absent.append(unit)
+        return absent
+
+    def read(self, key: EntryKey, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start`` .. ``stop - 1`` of an entry as float32 (n, F), checksums verified."""
+        shards = self.db.query(
+            f"SELECT start, stop, n_features, path, checksum FROM shards WHERE {ENTRY} ORDER BY start",
+            key_tuple(key),
+        )
+        if not shards:
+            raise StoreError(f"no maps stored for {key.describe()} in {str(self.manifest)!r}")
+        stop = shards[-1][1] if stop is None else stop
+        check_int(start, "start", minimum=0)
+        check_int(stop, "stop", minimum=start)
+        n_features = shards[0][2]
+        out = np.empty((stop - start, n_features), dtype=np.float32)
+        covered = start
+        for s_start, s_stop, s_features, rel, checksum in shards:
+            if s_stop <= start or s_start >= stop:
+                continue  # only load the shards that overlap the request
+            if s_start > covered:
+                break
+            data = self._load_shard(rel, checksum, (s_stop - s_start, s_features))
+            lo, hi = max(start, s_start), min(stop, s_stop)
+            out[lo - start:hi - start] = data[lo - s_start:hi - s_start]
+            covered = max(covered, hi)
+        if covered < stop:
+            raise StoreError(
+                f"rows {covered}..{stop - 1} of {key.describe()} are not in the store "
+                f"{str(self.root)!r}; recompute them"
+            )
+        return out
+
+    def is_complete(self, key: EntryKey, n_images: int) -> bool:
+        """Whether the manifest covers rows 0 .. n_images - 1 and every shard file exists.
+
+        Checksums are not verified here (``read`` and ``missing`` do that).
+        """
+        check_int(n_images, "n_images", minimum=1)
+        shards = self.db.query(
+            f"SELECT start, stop, path FROM shards WHERE {ENTRY} ORDER BY start",
+            key_tuple(key),
+        )
+        covered = 0
+        for s_start, s_stop, rel in shards:
+            if s_start > covered or not (self.root / rel).is_file():
+                return False
+            covered = max(covered, s_stop)
+        return covered >= n_images
+
+    def health(self, key: EntryKey) -> dict:
+        """``{"n_zero", "n_nonfinite"}``: degenerate rows summed over the entry's shards."""
+        (n_zero, n_nonfinite), = self.db.query(
+            "SELECT COALESCE(SUM(n_zero), 0), COALESCE(SUM(n_nonfinite), 0) FROM shards "
+            f"WHERE {ENTRY}",
+            key_tuple(key),
+        )
+        return {"n_zero": int(n_zero), "n_nonfinite": int(n_nonfinite)}
+
+    # ------------------------------------------------------------------ removal
+    def remove_entry(self, key: EntryKey) -> int:
+        """Delete an entry's shards (rows and files) and the affinities computed from it."""
+        with self.db.transaction() as cur:
+            paths = [r[0] for r in cur.execute(f"SELECT path FROM shards WHERE {ENTRY}", key_tuple(key))]
+            cur.execute(f"DELETE FROM shards WHERE {ENTRY}", key_tuple(key))
+            cur.execute(
+                "DELETE FROM affinities WHERE probe_hash = ? AND method = ? AND probe_size = ? "
+                "AND (model_a = ? OR model_b = ?)",
+                (key.probe_hash, key.method, key.probe_size, key.model_key, key.model_key),
+            )
+            sketch_paths = self._drop_sketches(cur, ENTRY, key_tuple(key))
+        self._delete_files(paths + sketch_paths)
+        return len(paths)
+
+    def remove_model(self, model_key: str) -> int:
+        """Delete every entry, file, cached affinity and the registration of a model."""
+        check_safe_key(model_key, "model_key")
+        with self.db.transaction() as cur:
+            paths = [r[0] for r in cur.execute("SELECT path FROM shards WHERE model_key = ?", (model_key,))]
+            cur.execute("DELETE FROM shards WHERE model_key = ?", (model_key,))
+            cur.execute("DELETE FROM affinities WHERE model_a = ? OR model_b = ?", (model_key, model_key))
+            cur.execute("DELETE FROM models WHERE model_key = ?", (model_key,))
+            sketch_paths = self._drop_sketches(cur, "model_key = ?", (model_key,))
+        self._delete_files(paths + sketch_paths)
+        return len(paths)
+
+    # ------------------------------------------------------------------ sketches (see `similarity.sketch`)
+    def put_sketch(self, key: EntryKey, dim: int, seed: int, sketch: np.ndarray) -> None:
+        """Keep an entry's (Np, dim) random-projection sketch beside its maps (replaced when they are)."""
+        rel = self.shard_relpath(key, 0).rsplit("/", 1)[0] + f"/sketch_d{int(dim)}_s{int(seed)}.npy"
+        payload = npy_bytes(np.asarray(sketch, dtype=np.float32))
+        atomic_write(self.root / rel, payload)
+        with self.db.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO sketches (model_key, probe_hash, method, probe_size, dim, seed, path, "
+                "checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key_tuple(key), int(dim), int(seed), rel, sha256(payload)),
+            )
+
+    def get_sketch(self, key: EntryKey, dim: int, seed: int) -> np.ndarray | None:
+        """The entry's stored sketch, or None when there is none or its file fails its checksum
+        (the caller then recomputes it from the maps)."""
+        rows = self.db.query(
+            f"SELECT path, checksum FROM sketches WHERE {ENTRY} AND dim = ? AND seed = ?",
+            (*key_tuple(key), int(dim), int(seed)),
+        )
+        if not rows:
+            return None
+        try:
+            payload = (self.root / rows[0][0]).read_bytes()
+        except OSError:
+            return None
+        if sha256(payload) != rows[0][1]:
+            return None
+        return np.load(io.BytesIO(payload), allow_pickle=False)
+
+    @staticmethod
+    def _drop_sketches(cur, where: str, params: tuple) -> list[str]:
+        """Delete sketch rows matching ``where`` inside a transaction; returns their file paths."""
+        paths = [r[0] for r in cur.execute(f"SELECT path FROM sketches WHERE {where}", params)]
+        cur.execute(f"DELETE FROM sketches WHERE {where}", params)
+        return paths
+
+    # ------------------------------------------------------------------ claims (see `claims`)
+    def claims(self) -> list[dict]:
+        """Current claims (``{"model_key", "method", "shard", "pid", "host", "since"}``), for inspection."""
+        return self.claims_.list()
+
+    def discard_partial(self, units: Sequence[WorkUnit]) -> int:
+        """Delete temporary files left by killed writes of these units; call only while holding their
+        claims (otherwise a live writer's temp file could be removed). Returns the number deleted."""
+        removed = 0
+        for unit in units:
+            path = self.root / self.shard_relpath(unit.key, unit.shard)
+            for tmp in partial_writes(path):
+                try:
+                    tmp.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+    # ------------------------------------------------------------------ affinities
+    def get_affinity(self, a: EntryKey, b: EntryKey) -> float | None:
+        """The cached affinity of an unordered pair of entries, or None."""
+        rows = self.db.query(
+            "SELECT value FROM affinities WHERE probe_hash = ? AND method = ? AND probe_size = ? "
+            "AND model_a = ? AND model_b = ?",
+            pair_tuple(a, b),
+        )
+        return float(rows[0][0]) if rows else None
+
+    def affinities_among(self, keys: Sequence[EntryKey]) -> dict[tuple[int, int], float]:
+        """Every cached affinity among ``keys`` in one query: {(i, j): value} with i < j."""
+        if not keys:
+            return {}
+        first = keys[0]
+        scope = (first.probe_hash, first.method, first.probe_size)
+        if any((k.probe_hash, k.method, k.probe_size) != scope for k in keys):
+            raise InputError("keys: affinities are only cached among entries of one probe set, method and size")
+        index = {k.model_key: i for i, k in enumerate(keys)}
+        rows = self.db.query(
+            "SELECT model_a, model_b, value FROM affinities WHERE probe_hash = ? AND method = ? AND probe_size = ?",
+            scope,
+        )
+        found = {}
+        for a, b, value in rows:
+            if a in index and b in index and a != b:
+                i, j = sorted((index[a], index[b]))
+                found[(i, j)] = float(value)
+        return found
+
+    def put_affinities(self, pairs: Iterable[tuple[EntryKey, EntryKey, float]]) -> None:
+        """Cache many pair affinities in one transaction (finite values only)."""
+        rows = []
+        for a, b, value in pairs:
+            value = float(value)
+            if not math.isfinite(value):
+                raise InputError(f"value: affinity of {a.model_key} and {b.model_key} is {value}, not finite")
+            rows.append((*pair_tuple(a, b), value))
+        with self.db.transaction() as cur:
+            cur.executemany(
+                "INSERT OR REPLACE INTO affinities (probe_hash, method, probe_size, model_a, model_b, value) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    # ------------------------------------------------------------------ internals
+    def shard_relpath(self, key: EntryKey, shard: int) -> str:
+        """The shard's path relative to the store root, POSIX form."""
+        folder = f"{key.probe_hash[:16]}_{key.probe_size}"
+        return (
+            f"arrays/{key.model_key[:2]}/{key.model_key}/{method_folder(key.method)}/"
+            f"{folder}/shard_{shard:05d}.npy"
+        )
+
+    def _check_feature_count(self, unit: WorkUnit, n_features: int) -> None:
+        """Refuse maps whose size differs from the entry's other shards."""
+        rows = self.db.query(
+            f"SELECT DISTINCT n_features FROM shards WHERE {ENTRY} AND shard != ?",
+            (*key_tuple(unit.key), unit.shard),
+        )
+        other = [r[0] for r in rows if r[0] != n_features]
+        if other:
+            raise StoreError(
+                f"model {unit.model_name!r}: shard {unit.shard} has {n_features} values per map "
+                f"but the stored shards of this entry have {other[0]}"
+            )
+
+    @staticmethod
+    def _overlapping_shards(cur, unit: WorkUnit) -> list[tuple[int, str]]:
+        """Other shards of the entry whose rows overlap the unit's (left by another shard size)."""
+        return cur.execute(
+            f"SELECT shard, path FROM shards WHERE {ENTRY} AND shard != ? AND start < ? AND stop > ?",
+            (*key_tuple(unit.key), unit.shard, unit.stop, unit.start),
+        ).fetchall()
+
+    def _shard_ok(self, unit: WorkUnit, row: tuple, verify: bool) -> bool:
+        """Whether a manifest row matches the unit's range and its file is intact."""
+        start, stop, rel, checksum, nbytes = row
+        path = self.root / rel
+        if (start, stop) != (unit.start, unit.stop):
+            return False
+        try:
+            if path.stat().st_size != nbytes:
+                return False
+            return not verify or file_sha256(path) == checksum
+        except OSError:
+            return False
+
+    def _load_shard(self, rel: str, checksum: str, shape: tuple[int, int]) -> np.ndarray:
+        """One shard file as a float16 array, its checksum and shape verified.
+
+        The first read in this process hashes the whole file; later reads of the same,
+        unchanged file map it into memory instead, so only the rows asked for are touched.
+        """
+        path = self.root / rel
+        try:
+            stamp = file_stamp(path)
+            if self._verified.get(rel) == stamp:
+                data = np.load(path, mmap_mode="r", allow_pickle=False)
+                if data.shape == shape:
+                    return data
+            payload = path.read_bytes()
+        except OSError as exc:
+            raise StoreError(f"shard file {str(path)!r} cannot be read ({exc}); recompute it") from exc
+        if sha256(payload) != checksum:
+            raise StoreError(f"shard file {str(path)!r} is corrupt (checksum mismatch); recompute it")
+        try:
+            data = np.load(io.BytesIO(payload), allow_pickle=False)
+        except Exception as exc:
+            raise StoreError(f"shard file {str(path)!r} is not a valid .npy file: {exc}") from exc
+        if data.shape != shape:
+            raise StoreError(f"shard file {str(path)!r} has shape {data.shape}, the manifest says {shape}")
+        if time.time_ns() - stamp[2] > _STAMP_GRANULARITY_NS:
+            self._verified[rel] = stamp  # a file this fresh could change again within one mtime tick
+        return data
+
+    def _delete_files(self, rel_paths: Iterable[str]) -> None:
+        """Delete shard files and any folders left empty (best effort: files may already be gone)."""
+        for rel in rel_paths:
+            path = self.root / rel
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"shard file {str(path)!r} cannot be deleted: {exc}") from exc
+            prune_empty_dirs(path.parent, self.arrays)
+
+
+def _flatten(maps, unit: WorkUnit) -> np.ndarray:
+    """The maps as a real-valued (B, F) numpy array, B checked against the unit."""
+    if isinstance(maps, torch.Tensor):
+        tensor = maps.detach().cpu()
+        if tensor.dtype in (torch.float16, torch.bfloat16):
+            tensor = tensor.to(torch.float32)  # numpy has no bfloat16
+        maps = tensor.numpy()
+    arr = np.asarray(maps)
+    expected = unit.stop - unit.start
+    if arr.dtype.kind not in "fiu":
+        raise StoreError(f"model {unit.model_name!r}: maps have dtype {arr.dtype}, expected real numbers")
+    if arr.ndim < 2 or arr.shape[0] != expected:
+        raise StoreError(
+            f"model {unit.model_name!r}: shard {unit.shard} covers {expected} images "
+            f"({unit.start}..{unit.stop - 1}) but the maps have shape {arr.shape}"
+        )
+    rows = arr.reshape(expected, -1)
+    if rows.shape[1] == 0:
+        raise StoreError(f"model {unit.model_name!r}: maps of shape {arr.shape} hold no values")
+    return rows
+
+
+def normalise_rows(rows: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """L2-normalise each row in float64; zero and non-finite rows become zeros and are counted."""
+    x = rows.astype(np.float64)
+    finite = np.isfinite(x).all(axis=1)
+    x[~finite] = 0.0
+    # Dividing by the row's peak first keeps the norm free of underflow and overflow.
+    peak = np.abs(x).max(axis=1)
+    nonzero = peak > 0
+    x[nonzero] /= peak[nonzero, None]
+    norm = np.linalg.norm(x, axis=1)
+    x[nonzero] /= norm[nonzero, None]
+    n_nonfinite = int((~finite).sum())
+    n_zero = int((finite & ~nonzero).sum())
+    return x, n_zero, n_nonfinite

@@ -1,0 +1,260 @@
+"""Results: the records a fit produces, and the output folder that holds them.
+
+`MethodResult` is one estimator's model space (an attribution method or a baseline); `Failure`
+says why a model is missing from one. The output folder is written and read here only, so file
+names are decided in one place:
+
+    results.json              settings, models, failures and any evaluation (`ModelSpace.summary`)
+    affinity_<stem>.csv       the matrix, first row and column the model names
+    ranking_<stem>.json       sources per target, best first, with the affinity
+    tree_<stem>.nwk           the similarity tree (Newick)
+    dendrogram_<stem>.png, heatmap_<stem>.png, grid_<stem>.png, pk_curves.png
+    report.html               the page (`report`)
+    oracle_affinity.csv       a ground truth's similarity over tasks, for its tree (the demo writes it)
+    evaluation_<stem>.json, pk_curves_<stem>.png   what `modelspace evaluate` writes
+
+``<stem>`` is the estimator's name, or its full id made filesystem-safe when two ids share a
+name (`file_stem`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .evaluation import Evaluation
+from .similarity.ranking import rank_sources
+from .similarity.tree import leaf_order, similarity_tree, to_newick
+
+KINDS = ("method", "baseline")
+"""An estimator is an attribution method or a baseline on encoder activations."""
+
+RESULTS_JSON = "results.json"
+CURVES_PNG = "pk_curves.png"
+REPORT_HTML = "report.html"
+TRUTH_AFFINITY_CSV = "oracle_affinity.csv"
+_PATTERNS = {"affinity": "affinity_{}.csv", "ranking": "ranking_{}.json", "tree": "tree_{}.nwk",
+             "dendrogram": "dendrogram_{}.png", "heatmap": "heatmap_{}.png", "grid": "grid_{}.png",
+             "evaluation": "evaluation_{}.json", "curves": "pk_curves_{}.png"}
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass
+class Failure:
+    """Why a model is missing from a method's results.
+
+    Attributes
+    ----------
+    model : str
+        The model's name.
+    method : str or None
+        The estimator id, or None when the model failed before any (loading, encoder name).
+    message : str
+        The error, naming the model.
+    """
+
+    model: str
+    method: str | None
+    message: str
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict."""
+        return {"model": self.model, "method": self.method, "message": self.message}
+
+
+@dataclass
+class MethodResult:
+    """The model space of one estimator: its affinity matrix, similarity tree and rankings.
+
+    Attributes
+    ----------
+    id : str
+        The estimator's id, e.g. ``"saliency"`` or ``"lrp_epsilon(epsilon=1e-06)"``.
+    names : list of str
+        The models, in matrix order.
+    labels : list of str
+        Each model's task label, matched against a ground truth.
+    affinity : np.ndarray
+        (N, N) float64.
+    linkage : np.ndarray or None
+        The similarity tree; computed (average linkage) when not given and N >= 2.
+    ranking : dict
+        Per target model, the other models best first with their affinity; computed when not given.
+    kind : str
+        "method" (attribution) or "baseline".
+    """
+
+    id: str
+    names: list[str]
+    labels: list[str]
+    affinity: np.ndarray
+    linkage: np.ndarray | None = None
+    ranking: dict[str, list[tuple[str, float]]] | None = None
+    kind: str = "method"
+
+    def __post_init__(self) -> None:
+        self.names = list(self.names)
+        self.labels = list(self.labels) if self.labels is not None else list(self.names)
+        self.affinity = np.asarray(self.affinity, dtype=np.float64)
+        if self.affinity.shape != (len(self.names), len(self.names)):
+            raise InputError(f"estimator {self.id!r}: affinity of shape {self.affinity.shape} "
+                             f"for {len(self.names)} models")
+        if self.kind not in KINDS:
+            raise InputError(f"kind: expected one of {KINDS}, got {self.kind!r}")
+        if self.linkage is None and len(self.names) >= 2:
+            self.linkage = similarity_tree(self.affinity)
+        if self.ranking is None:
+            self.ranking = rank_sources(self.affinity, self.names) if len(self.names) >= 2 else {}
+
+    @property
+    def newick(self) -> str:
+        """The tree in Newick form ("();" with fewer than two models)."""
+        return to_newick(self.linkage, self.names) if self.linkage is not None else "();"
+
+    @property
+    def order(self) -> list[int]:
+        """The models' order along the tree's leaves (matrix order without a tree)."""
+        return leaf_order(self.linkage) if self.linkage is not None else list(range(len(self.names)))
+
+
+# --------------------------------------------------------------------------- file names
+
+
+def file_stem(estimator: str, estimators: Sequence[str]) -> str:
+    """The file-name part for an estimator: its name, or its full id when two ids share a name."""
+    name = estimator.split("(")[0]
+    if sum(1 for e in estimators if e.split("(")[0] == name) > 1:
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in estimator).strip("_")
+    return name
+
+
+def file_name(kind: str, stem: str) -> str:
+    """The name of one output file: ``kind`` is "affinity", "ranking", "tree", "dendrogram",
+    "heatmap", "grid", "evaluation" or "curves"."""
+    if kind not in _PATTERNS:
+        raise InputError(f"kind: expected one of {', '.join(_PATTERNS)}, got {kind!r}")
+    return _PATTERNS[kind].format(stem)
+
+
+def stem_of(path: str | Path) -> str:
+    """The estimator stem of an output file's path (``affinity_saliency.csv`` → ``saliency``)."""
+    name = Path(path).name
+    for pattern in _PATTERNS.values():
+        prefix, suffix = pattern.split("{}")
+        if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
+            return name[len(prefix):len(name) - len(suffix)]
+    return Path(path).stem
+
+
+# --------------------------------------------------------------------------- matrices
+
+
+def write_matrix(path: str | Path, matrix: np.ndarray, names: Sequence[str]) -> None:
+    """Write a square matrix as CSV: a header ``model,<names>``, then one row per model."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["model", *names])
+        for name, row in zip(names, matrix):
+            writer.writerow([name, *(f"{v:.6f}" for v in row)])
+
+
+def read_matrix(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Read a matrix written by `write_matrix` (an ``affinity_<stem>.csv``)."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        names = rows[0][1:]
+        matrix = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    except (OSError, IndexError, ValueError) as exc:
+        raise InputError(f"{path}: not an affinity matrix CSV written by modelspace ({exc})") from exc
+    if matrix.shape != (len(names), len(names)):
+        raise InputError(f"{path}: expected a square matrix with {len(names)} rows, got shape {matrix.shape}")
+    return matrix, names
+
+
+# --------------------------------------------------------------------------- the folder
+
+
+def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
+         grids: Mapping[str, tuple[np.ndarray, dict[str, np.ndarray]]] | None = None,
+         evaluation: Evaluation | None = None) -> Path:
+    """Write an output folder: matrices, rankings, trees and their figures, and `results.json`.
+
+    Parameters
+    ----------
+    out : path
+        The folder (created).
+    results : mapping of str to MethodResult
+        Per estimator id, its model space.
+    summary : dict
+        The JSON-able settings and results (`ModelSpace.summary`).
+    grids : mapping, optional
+        Per attribution method, (probe images (n, 3, S, S), {model: maps}) for its attribution grid.
+    evaluation : Evaluation, optional
+        Drawn as `CURVES_PNG` when given.
+    """
+    from .report import plots  # matplotlib is imported only when something is drawn
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for estimator, r in results.items():
+        stem = file_stem(estimator, list(results))
+        write_matrix(out / file_name("affinity", stem), r.affinity, r.names)
+        (out / file_name("ranking", stem)).write_text(json.dumps(r.ranking, indent=1))
+        if len(r.names) >= 2:
+            (out / file_name("tree", stem)).write_text(r.newick + "\n")
+            plots.plot_dendrogram(r.linkage, r.names, out / file_name("dendrogram", stem),
+                                  title=f"Similarity tree · {estimator}")
+            plots.plot_heatmap(r.affinity, r.names, out / file_name("heatmap", stem), order=r.order,
+                               title=f"Attribution affinity · {estimator}")
+        if grids and estimator in grids:
+            images, maps = grids[estimator]
+            plots.plot_attribution_grid(images, maps, out / file_name("grid", stem), max_images=len(images))
+    if evaluation is not None:
+        plots.plot_curves(evaluation, out / CURVES_PNG)
+    (out / RESULTS_JSON).write_text(json.dumps(summary, indent=1))
+    return out
+
+
+def load(folder: str | Path) -> tuple[dict, dict[str, MethodResult], dict[str, bytes]]:
+    """Read an output folder: (settings, results per estimator id, grid PNGs per method id).
+
+    Raises
+    ------
+    InputError
+        No or an unreadable `results.json`, or a matrix it lists is missing.
+    """
+    folder = Path(folder)
+    results_file = folder / RESULTS_JSON
+    try:
+        settings = json.loads(results_file.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{results_file}: not found; is {folder} a folder written by `modelspace run`?") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{results_file}: unreadable ({exc})") from exc
+    if not isinstance(settings, dict) or "methods" not in settings:
+        raise InputError(f"{results_file}: no 'methods' field; not written by modelspace")
+    tasks = {m["name"]: m.get("task", m["name"]) for m in settings.get("models", [])}
+    ids = [*settings["methods"], *settings.get("baselines", [])]
+    results, grids = {}, {}
+    for estimator in ids:
+        stem = file_stem(estimator, ids)
+        csv_file = folder / file_name("affinity", stem)
+        if not csv_file.exists():
+            raise InputError(f"{csv_file}: missing (listed in {results_file.name} as {estimator!r})")
+        matrix, names = read_matrix(csv_file)
+        kind = "method" if estimator in settings["methods"] else "baseline"
+        results[estimator] = MethodResult(estimator, names, [tasks.get(n, n) for n in names], matrix, kind=kind)
+        grid_file = folder / file_name("grid", stem)
+        if grid_file.exists():
+            grids[estimator] = grid_file.read_bytes()
+    return settings, results, grids

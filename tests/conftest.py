@@ -1,0 +1,70 @@
+"""Shared helpers of the tests: map readers as the affinity code sees them, model names, the
+environment of a subprocess running modelspace, and the toy-model fixtures.
+
+The tests folder is on the import path (pyproject's ``pythonpath``), so zoo files can name the toy
+models as ``python:toy_models:tiny_cnn`` and test modules import these helpers with
+``from conftest import ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from modelspace.maps.store import normalise_rows
+
+TESTS = Path(__file__).resolve().parent
+SRC = TESTS.parent / "src"
+
+
+def images(b: int = 2, s: int = 16, seed: int = 0) -> torch.Tensor:
+    """b random images (b, 3, s, s) in [0, 1], the same for the same seed."""
+    return torch.rand(b, 3, s, s, generator=torch.Generator().manual_seed(seed))
+
+
+def names(n: int) -> list[str]:
+    """Model names m0 .. m{n-1}."""
+    return [f"m{i}" for i in range(n)]
+
+
+def unit_rows(maps: np.ndarray) -> np.ndarray:
+    """(Np, ...) raw maps -> (Np, F) float32 rows of unit norm."""
+    flat = maps.reshape(len(maps), -1).astype(np.float64)
+    return (flat / np.linalg.norm(flat, axis=1, keepdims=True)).astype(np.float32)
+
+
+def store_rows(raw: np.ndarray) -> np.ndarray:
+    """Rows as the store serves them: flattened, L2-normalised (in float64), kept as float16."""
+    rows, n_zero, n_nonfinite = normalise_rows(raw.reshape(len(raw), -1))
+    assert n_zero == n_nonfinite == 0
+    return rows.astype(np.float16).astype(np.float32)
+
+
+class Reader:
+    """A map reader over in-memory rows that records the chunks asked for."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows, self.calls = rows, []
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        self.calls.append((start, stop))
+        return self.rows[start:stop]
+
+
+def readers_for(raw_maps, rows=unit_rows) -> list[Reader]:
+    """One `Reader` per model over its maps turned into rows by ``rows`` (unit norm by default)."""
+    return [Reader(rows(m)) for m in raw_maps]
+
+
+def store_readers(raw_maps) -> list[Reader]:
+    """One `Reader` per model over its maps as the store serves them (`store_rows`)."""
+    return readers_for(raw_maps, store_rows)
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a `modelspace` subprocess: this checkout's sources and the toy models."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
+
