@@ -44,7 +44,7 @@ RECIPE = train.Recipe(steps=10_000, batch=32, lr=2e-3, eval_every=250, min_steps
                       patience=2, precision="bfloat16", channels_last=True)
 """Every model's recipe: Adam until the held-out loss stops improving (see `train`)."""
 SCENES = {"train": 10_000, "validation": 500, "test": 1000}
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Part of the render cache's folder names: raise it whenever a label's definition changes."""
 
 

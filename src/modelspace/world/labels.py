@@ -18,13 +18,13 @@ N_SEGMENTS = 48
 """`segment25d` / `segment2d` ids are < N_SEGMENTS (later segments share the last id)."""
 CURVATURE_SCALE = 10.0
 """`curvature` = mean curvature (1/m) / CURVATURE_SCALE, clipped to [0, 1] (r = 0.1 m sphere -> 1)."""
-SMOOTHED = {"edges2d": 2.0, "edges3d": 2.0, "curvature": 2.0, "keypoints3d": 3.0}
-"""Labels made of thin structures (edges, curvature at silhouettes, keypoint blobs), smoothed by a
-Gaussian of this σ in pixels at 64×64 (scaled with the image size). A dense model predicts at
-32×32, so a one-pixel line cannot be placed to the pixel; unsmoothed, these four tasks stayed at a
-normalised held-out loss of 0.35–0.64 after training to convergence. The σ are the smallest of
+SMOOTHED = {"edges2d": 2.0, "edges3d": 2.0, "curvature": 2.0, "keypoints3d": 3.0, "inpainting": 2.0}
+"""Labels whose pixel-scale detail no model can place (one-pixel edges, curvature at silhouettes,
+keypoint blobs, the texture of a hidden patch), smoothed by a Gaussian of this σ in pixels at 64×64
+(scaled with the image size). A dense model predicts at 32×32; unsmoothed, these five tasks stayed
+at a normalised held-out loss of 0.35–0.64 after training to convergence. Each σ is the smallest of
 1, 1.5, 2 and 3 at which those converged models' own predictions, smoothed alike, reach ≤ 0.3
-(E[smooth(y) | x] = smooth(E[y | x])), rounded up to 2 px for the three that needed less."""
+(E[smooth(y) | x] = smooth(E[y | x])), rounded up to 2 px for those that needed less."""
 N_LAYOUT = 9
 LAYOUT_ANGLE = math.radians(30.0)  # room_layout maps yaw / pitch in ±30° to [0, 1]
 
@@ -56,7 +56,7 @@ TASKS: dict[str, tuple[str, int, str]] = {
     "autoencoding": (DENSE_REGRESSION, 3, "the RGB image itself (input: the image)"),
     "denoising": (DENSE_REGRESSION, 3, "the clean RGB image (input: noisy(image))"),
     "colorization": (DENSE_REGRESSION, 3, "the RGB image (input: to_grey(image))"),
-    "inpainting": (DENSE_REGRESSION, 3, "the image's centre patch, H/2×W/2 (input: mask_centre(image))"),
+    "inpainting": (DENSE_REGRESSION, 3, "the image's centre patch, H/2×W/2, smoothed (input: mask_centre(image))"),
 }
 """Task name -> (kind, channels, one-line description). Segment ids are numbered in order of first
 appearance in raster order (row by row), so they are instance-like: compare them up to relabelling."""
@@ -195,11 +195,12 @@ def occlusion_edges(t: np.ndarray, solid: np.ndarray, near_floor: np.ndarray, fl
 
 
 def smooth(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian smoothing of a 2-D image: kernel radius round(3σ), edge padding."""
+    """Separable Gaussian smoothing of an H×W(×C) image over H and W: kernel radius round(3σ), edge padding."""
     radius = int(3 * sigma + 0.5)
     taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
     taps /= taps.sum()
-    padded = np.pad(image.astype(np.float64), radius, mode="edge")
+    pad = [(radius, radius)] * 2 + [(0, 0)] * (image.ndim - 2)
+    padded = np.pad(image.astype(np.float64), pad, mode="edge")
     rows = sum(w * padded[:, k : k + image.shape[1]] for k, w in enumerate(taps))
     return sum(w * rows[k : k + image.shape[0]] for k, w in enumerate(taps))
 

@@ -247,7 +247,7 @@ def render(scene: Scene, size: int = 64, smoothed: bool = True) -> dict[str, np.
     }
     if smoothed:
         for task, sigma in SMOOTHED.items():
-            out[task] = smooth(out[task][..., 0], sigma * size / 64)[..., None].astype(np.float32)
+            out[task] = smooth(out[task], sigma * size / 64).astype(np.float32)
     out.update({task: rgb for task in IMAGE_TARGETS})
     return out
 
