@@ -259,3 +259,34 @@ def test_render_set_writes_chunks_into_the_cache_and_reads_them_back(tmp_path) -
     for key, value in direct.items():
         np.testing.assert_array_equal(cached[key], value, err_msg=key)
         np.testing.assert_array_equal(again[key], value, err_msg=key)
+
+
+def test_oracle_split_over_workers_then_merged_and_a_retrained_source_measured_again(tmp_path, monkeypatch) -> None:
+    out, cache = tmp_path / "zoo", tmp_path / "cache"
+    quick = ["--quick", "--out", str(out), "--cache", str(cache)]
+    for i in (0, 1):
+        assert build.main([*quick, "--skip-oracle", "--worker", f"{i}/2"]) == 0
+    for i in (0, 1):
+        assert build.main([*quick, "--oracle-only", "--worker", f"{i}/2"]) == 0
+    parts = [json.loads((out / f"transfers-{i}of2.json").read_text())["loss"]["0"] for i in (0, 1)]
+    targets = list(dict.fromkeys(t for t, _ in build.oracle_pairs(build.quick_zoo())))
+    assert set(parts[0]) == set(targets[0::2])  # the first worker measured its own targets only
+    assert set(parts[0]) | set(parts[1]) == set(build.QUICK_TASKS)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a readout was trained again")
+
+    monkeypatch.setattr(oracle, "readout_loss", no_training)
+    assert build.main([*quick, "--resume"]) == 0  # merges: nothing left to measure
+    merged = json.loads((out / "transfers.json").read_text())["loss"]["0"]
+    assert merged == {**parts[0], **parts[1]}
+
+    calls = []
+    monkeypatch.setattr(oracle, "readout_loss", lambda target, features, recipe, seed: calls.append(seed) or 0.5)
+    state = torch.load(out / "depth_z.pt", weights_only=True)  # depth_z changes, as a retrained model would
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first] + 0.01
+    torch.save(state, out / "depth_z.pt")
+    assert build.main([*quick, "--oracle-only"]) == 0  # measures depth_z's readouts again, only those
+    pairs_from_depth_z = [p for p in build.oracle_pairs(build.quick_zoo()) if p[1] == "depth_z"]
+    assert len(calls) == len(pairs_from_depth_z) * len(oracle.ReadoutRecipe().seeds)

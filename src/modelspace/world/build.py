@@ -3,6 +3,9 @@
     python -m modelspace.world.build --resume            # everything, resuming model by model
     python -m modelspace.world.build --only depth_z       # (re)train some models, then the oracle
     python -m modelspace.world.build --skip-oracle        # train only
+    python -m modelspace.world.build --worker 0/2 &       # two processes side by side (models,
+    python -m modelspace.world.build --worker 1/2 &       #   then oracle targets), and a last
+    wait; python -m modelspace.world.build --resume       #   run that merges and writes the oracle
     python -m modelspace.world.build --quick --out DIR    # a miniature: 3 tasks, a few steps
 
 Writes into `--out` (default: the package's `world/zoo/`):
@@ -10,8 +13,8 @@ Writes into `--out` (default: the package's `world/zoo/`):
 - `<name>.pt`: float16 state dicts, loaded with weights_only=True;
 - `records/<name>.json`: each model's recipe, training curve and held-out figures beside the
   image-blind predictor's, written as the model finishes (the resume point);
-- `transfers.json`: every trained readout's held-out loss, written after each target (the
-  oracle's resume point);
+- `transfers.json` (`transfers-<i>of<n>.json` from worker i of n): every trained readout's
+  held-out loss, written after each target (the oracle's resume point);
 - `zoo.toml` (the zoo file `modelspace` reads), `zoo.json` (groups, domains, recipe, figures),
   `oracle_ranking.csv` and `transfer_matrix.csv` (the ground-truth formats of
   `modelspace.evaluation`) and `oracle.json` (protocol, losses, validity figures).
@@ -33,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models import load_model, load_zoo
+from ..models import load_model, load_zoo, state_dict_hash
 from . import labels, oracle, train
 from .nets import ENCODERS
 from .render import render_batch
@@ -258,23 +261,51 @@ def oracle_pairs(entries: list[Entry]) -> list[tuple[str, str]]:
 
 
 def measure(entries: list[Entry], out: Path, data: dict[str, dict], readout: oracle.ReadoutRecipe,
-            progress: bool = True) -> dict:
-    """The oracle from the shipped (float16) weights, as any user would load them."""
+            worker: tuple[int, int] = (0, 1), progress: bool = True) -> dict | None:
+    """The oracle from the shipped (float16) weights, as any user would load them.
+
+    Worker `i` of `n` measures every `n`-th target from the `i`-th into `transfers-<i>of<n>.json`
+    and returns None; the single run (0 of 1) reuses every progress file measured under the same
+    readout recipe, measures what is missing and returns `oracle_summary`."""
+    missing = [e.name for e in entries if e.group in (1, 3) and not (out / "records" / f"{e.name}.json").exists()]
+    if missing:
+        raise SystemExit(f"{out}: the oracle needs every group-1 and group-3 model; not trained yet: {', '.join(missing)}")
     specs = {s.name: s for s in load_zoo(out / "zoo.toml")}
     names = [e.name for e in entries if e.group in (1, 3)]
     models = {name: load_model(specs[name]) for name in names}
-    progress_path = out / "transfers.json"
-    done = json.loads(progress_path.read_text())["loss"] if progress_path.exists() else None
-    if done is not None and json.loads(progress_path.read_text())["readout"] != asdict(readout):
-        done = None  # measured under another readout recipe: start again
-    save = lambda r: _write_json(progress_path, {"readout": asdict(readout), "loss": r.loss})  # noqa: E731
+    i, n = worker
+    pairs = oracle_pairs(entries)
+    targets = list(dict.fromkeys(t for t, _ in pairs))
+    pairs = [(t, s) for t, s in pairs if targets.index(t) % n == i]
+    progress_path = out / ("transfers.json" if n == 1 else f"transfers-{i}of{n}.json")
+    weights = {name: state_dict_hash(m.module) for name, m in models.items()}
+    save = lambda r: _write_json(progress_path, {"readout": asdict(readout), "weights": weights, "loss": r.loss})  # noqa: E731
     start = time.time()
-    result = oracle.measure_transfers(models, {e.name: e.task for e in entries}, oracle_pairs(entries), data["train"],
-                                      data["test"], readout, done=done, on_target=save, progress=progress)
+    result = oracle.measure_transfers(models, {e.name: e.task for e in entries}, pairs, data["train"], data["test"],
+                                      readout, done=_measured(out, readout, weights), on_target=save, progress=progress)
     save(result)
+    if n > 1:
+        return None
     info = oracle_summary(entries, result, readout)
     info["seconds"] = round(time.time() - start, 1)
     return info
+
+
+def _measured(out: Path, readout: oracle.ReadoutRecipe, weights: dict[str, str]) -> dict:
+    """Every readout loss in `out`'s progress files that was measured under this readout recipe
+    from a source with these weights (`weights`: source name -> state-dict hash); a retrained
+    source is measured again."""
+    done: dict = {}
+    recipe = json.loads(json.dumps(asdict(readout)))  # as saved: tuples become lists
+    for path in sorted(out.glob("transfers*.json")):
+        saved = json.loads(path.read_text())
+        if saved["readout"] != recipe:
+            continue
+        for seed, by_target in saved["loss"].items():
+            for target, row in by_target.items():
+                kept = {s: v for s, v in row.items() if saved["weights"].get(s) == weights.get(s)}
+                done.setdefault(int(seed), {}).setdefault(target, {}).update(kept)
+    return done
 
 
 def oracle_summary(entries: list[Entry], result: oracle.TransferResult, readout: oracle.ReadoutRecipe) -> dict:
@@ -361,7 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="train only these model names")
     parser.add_argument("--resume", action="store_true", help="keep models already trained and readouts already measured")
     parser.add_argument("--skip-oracle", action="store_true", help="train only")
-    parser.add_argument("--worker", default="0/1", help="I/N: train every N-th model from the I-th (parallel builds)")
+    parser.add_argument("--oracle-only", action="store_true", help="measure the oracle from the trained models")
+    parser.add_argument("--worker", default="0/1",
+                        help="I/N: train every N-th model from the I-th, then measure every N-th oracle target "
+                             "(parallel builds; a last run without --worker merges and writes the oracle)")
     parser.add_argument("--quick", action="store_true", help="a miniature: 3 tasks and a twin, few scenes and steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -381,8 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"scenes ready in {time.time() - start:.0f} s", flush=True)
     (args.out / "zoo.toml").write_text(zoo_toml(entries))
     chosen = [e for e in entries if not args.only or e.name in args.only]
-    train_zoo(chosen, args.out, data, scenes, recipe, args.device, args.resume and not args.only, worker)
-    if args.skip_oracle or worker != (0, 1):
+    if not args.oracle_only:
+        train_zoo(chosen, args.out, data, scenes, recipe, args.device, args.resume and not args.only, worker)
+    if args.skip_oracle:
+        return 0
+    if worker != (0, 1):
+        measure(entries, args.out, data, readout, worker)
         return 0
     write_zoo_record(entries, args.out, scenes, recipe)
     info = measure(entries, args.out, data, readout)
