@@ -9,11 +9,14 @@ import pytest
 from modelspace.errors import GroundTruthError, InputError
 from modelspace.evaluation import (
     Curves,
+    Evaluation,
     GroundTruth,
     evaluate,
     evaluation_report,
+    format_table,
     oracle_curves,
     random_curves,
+    spearman,
 )
 from modelspace.similarity import rank_sources
 
@@ -285,3 +288,39 @@ def test_report_is_json_and_holds_references(taskonomy):
 def test_curves_to_dict():
     c = Curves([1, 2], [1.0, 0.5], [0.5, 0.5])
     assert c.to_dict() == {"ks": [1, 2], "precision": [1.0, 0.5], "recall": [0.5, 0.5]}
+
+
+def test_spearman_matches_scipy_on_random_orders_with_left_out_sources():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    names = [f"s{i}" for i in range(12)]
+    for _ in range(50):
+        truth = list(rng.permutation(names))
+        ranked = list(rng.permutation(names))[: rng.integers(2, 13)]
+        shared = [s for s in ranked if s in truth]
+        expected = spearmanr([ranked.index(s) for s in shared], [truth.index(s) for s in shared]).statistic
+        assert spearman(ranked, truth) == pytest.approx(expected)
+    assert spearman(["a"], ["a", "b"]) is None
+
+
+def test_rho_is_one_for_the_truth_minus_one_reversed_and_near_zero_at_random(taskonomy):
+    def rho(ranking):
+        curves, details = evaluate(ranking, taskonomy)
+        return Evaluation({"x": curves}, len(curves.ks), per_target={"x": details}).rho["x"]
+
+    assert rho(taskonomy.ranking) == pytest.approx(1.0)
+    assert rho({t: r[::-1] for t, r in taskonomy.ranking.items()}) == pytest.approx(-1.0)
+    rng = np.random.default_rng(1)
+    shuffled = [rho({t: list(rng.permutation(r)) for t, r in taskonomy.ranking.items()}) for _ in range(40)]
+    assert abs(np.mean(shuffled)) < 0.05
+
+
+def test_format_table_shows_rho_and_extra_columns(taskonomy):
+    curves, details = evaluate(taskonomy.ranking, taskonomy)
+    evaluation = Evaluation({"truth": curves}, len(curves.ks), per_target={"truth": details})
+    lines = format_table(evaluation, columns={"twin NN": {"truth": 0.25}}).splitlines()
+    assert lines[0].split()[-3:] == ["ρ", "twin", "NN"]
+    assert lines[1].split()[-2:] == ["1.000", "0.250"]
+    assert lines[2].split()[0] == "random" and lines[2].split()[-2:] == ["0.000", "–"]
+    assert "ρ" not in format_table(Evaluation({"truth": curves}, len(curves.ks)))

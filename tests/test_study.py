@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from modelspace.world import study
-from modelspace.results import MethodResult
+from modelspace.world.demo import chance_same_task_rate, same_task_rate
 from modelspace.world.textures import texture_batch
 
 
@@ -19,19 +19,12 @@ def test_same_task_rate_and_chance() -> None:
         [0.1, 0.1, 0.8, 1.0, 0.2],   # b → b  (hit)
         [0.1, 0.95, 0.2, 0.2, 1.0],  # c has no partner: not counted
     ])
-    assert study._same_task_rate(affinity, labels) == pytest.approx(3 / 4)
-    assert study._chance_same_task(labels) == pytest.approx(1 / 4)  # one partner among 4 others
-
-
-def test_rank_correlation_is_one_for_an_estimate_ordered_like_the_oracle() -> None:
-    tasks = ["t0", "t1", "t2", "t3"]
-    loss = np.array([[0, 0.1, 0.5, 0.9], [0.2, 0, 0.4, 0.3], [0.7, 0.1, 0, 0.2], [0.3, 0.6, 0.9, 0]])
-    scores = study._oracle_scores({"tasks": tasks, "transfer_loss": loss.tolist()})
-    monotone = MethodResult("m", tasks, tasks, np.exp(-5 * loss))  # any decreasing function of the loss
-    names = {t: t for t in tasks}
-    assert study._rank_correlation(monotone, tasks, names, scores) == pytest.approx(1.0)
-    reversed_ = MethodResult("m", tasks, tasks, loss)
-    assert study._rank_correlation(reversed_, tasks, names, scores) == pytest.approx(-1.0)
+    assert same_task_rate(affinity, labels) == pytest.approx(3 / 4)
+    assert chance_same_task_rate(labels) == pytest.approx(1 / 4)  # one partner among 4 others
+    queries = [False, True, True, False, True]  # asked: the second a (miss), the first b (hit); c skipped
+    assert same_task_rate(affinity, labels, queries) == pytest.approx(1 / 2)
+    assert chance_same_task_rate(labels, queries) == pytest.approx(1 / 4)
+    assert np.isnan(same_task_rate(affinity, labels, [False, False, False, False, True]))
 
 
 def test_textures_are_deterministic_and_cover_every_family() -> None:

@@ -8,6 +8,9 @@ sources is scored at every cut-off K by
     R@K = (relevant sources among the estimate's top K) / n_relevant,
 
 averaged over the targets. `random_curves` and `oracle_curves` give the two reference lines.
+Beside them, ρ: per target, the Spearman correlation between the estimate's order of the
+candidates it ranks and the truth's order of the same sources, averaged over the targets (the
+anchor figure of the RSA / DDS line of work; random ranking gives 0 in expectation, the oracle 1).
 """
 
 from __future__ import annotations
@@ -294,7 +297,8 @@ def evaluate(ranking: Mapping[str, Sequence[str]], truth: GroundTruth, n_relevan
     curves : Curves
         The mean curves.
     details : dict
-        Per target: ``{"relevant", "ranked", "hits_at_k", "n_candidates"}``.
+        Per target: ``{"relevant", "ranked", "hits_at_k", "n_candidates", "spearman"}``
+        (``spearman`` is None below two ranked candidates).
 
     Raises
     ------
@@ -320,7 +324,8 @@ def evaluate(ranking: Mapping[str, Sequence[str]], truth: GroundTruth, n_relevan
         relevant = candidates[:n_relevant]
         details[target] = {"relevant": relevant, "ranked": ranked,
                            "hits_at_k": _hits(ranked, set(relevant)),
-                           "n_candidates": len(candidates)}
+                           "n_candidates": len(candidates),
+                           "spearman": spearman(ranked, candidates)}
 
     n_candidates = max(d["n_candidates"] for d in details.values())
     if n_candidates == 0:
@@ -355,6 +360,17 @@ def _pad(hits: list[int], length: int) -> list[int]:
 def _hits(ranked: list[str], relevant: set[str]) -> list[int]:
     """Cumulative count of relevant sources in ranked[:K], K = 1..len(ranked)."""
     return [int(h) for h in np.cumsum([s in relevant for s in ranked])]
+
+
+def spearman(ranked: Sequence[str], truth_order: Sequence[str]) -> float | None:
+    """Spearman's ρ between the order of `ranked` and the order `truth_order` gives the same
+    sources: 1 − 6 Σ d² / (n (n² − 1)) over rank positions (orders have no ties). None below two."""
+    position = {s: i for i, s in enumerate(s for s in truth_order if s in set(ranked))}
+    n = len(position)
+    if n < 2:
+        return None
+    d = np.array([i - position[s] for i, s in enumerate(s for s in ranked if s in position)], dtype=np.float64)
+    return float(1.0 - 6.0 * (d**2).sum() / (n * (n * n - 1)))
 
 
 def random_curves(n_candidates: int, n_relevant: int = 5) -> Curves:
@@ -421,18 +437,29 @@ class Evaluation(Mapping):
         """The curves of the perfect ranking."""
         return oracle_curves(self.n_candidates, self.n_relevant)
 
+    @property
+    def rho(self) -> dict[str, float]:
+        """Per estimator with `per_target` details: the mean over targets of Spearman's ρ (NaN
+        when no target ranks two candidates). Random ranking gives 0 in expectation, the oracle 1."""
+        out = {}
+        for name, targets in self.per_target.items():
+            values = [d["spearman"] for d in targets.values() if d.get("spearman") is not None]
+            out[name] = float(np.mean(values)) if values else float("nan")
+        return out
+
     def rows(self) -> list[tuple[str, Curves]]:
         """(name, curves) of every estimator, then random and oracle."""
         return [*self.methods.items(), ("random", self.random), ("oracle", self.oracle)]
 
     def to_dict(self) -> dict:
         """The JSON form: ``{"n_candidates", "n_relevant", "methods", "random", "oracle"}`` (and
-        ``"per_target"`` when there are details), each curves as `Curves.to_dict`."""
+        ``"per_target"`` and ``"rho"`` when there are details), each curves as `Curves.to_dict`."""
         out = {"n_candidates": self.n_candidates, "n_relevant": self.n_relevant,
                "methods": {str(name): c.to_dict() for name, c in self.methods.items()},
                "random": self.random.to_dict(), "oracle": self.oracle.to_dict()}
         if self.per_target:
             out["per_target"] = self.per_target
+            out["rho"] = self.rho
         return out
 
     @classmethod
@@ -478,17 +505,28 @@ def evaluate_matrices(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], 
     return Evaluation(curves, n_candidates, n_relevant, details)
 
 
-def format_table(evaluation: Evaluation | Mapping, ks: Sequence[int] = (1, 3, 5)) -> str:
-    """A plain-text table: P@K at `ks` and R@K at the last K, per method and baseline, then random
-    and oracle. Takes an `Evaluation` or its JSON form."""
+def format_table(evaluation: Evaluation | Mapping, ks: Sequence[int] = (1, 3, 5),
+                 columns: Mapping[str, Mapping[str, float]] | None = None) -> str:
+    """A plain-text table: P@K at `ks` and R@K at the last K, and ρ when the evaluation has
+    per-target details, per method and baseline, then random and oracle. Takes an `Evaluation`
+    or its JSON form. `columns` adds named columns, {column: {row name: value}} ("–" where a row
+    has no value)."""
     if not isinstance(evaluation, Evaluation):
         evaluation = Evaluation.from_dict(evaluation)
     rows = evaluation.rows()
+    extra = dict(columns or {})
+    if evaluation.per_target:
+        extra = {"ρ": {**evaluation.rho, "random": 0.0, "oracle": 1.0}, **extra}
     width = max(len(name) for name, _ in rows)
-    header = f"{'method':{width}s}  " + "  ".join(f"P@{k:<3d}" for k in ks) + f"  R@{ks[-1]}"
-    lines = [header]
+    header = f"{'method':{width}s}  " + "  ".join(f"P@{k:<3d}" for k in ks) + f"  R@{ks[-1]:<3d}"
+    header += "".join(f"  {c:>{max(6, len(c))}s}" for c in extra)
+    lines = [header.rstrip()]
     for name, curves in rows:
         at = {k: (p, r) for k, p, r in zip(curves.ks, curves.precision, curves.recall)}
         cells = [at.get(k, (float("nan"), float("nan"))) for k in ks]
-        lines.append(f"{name:{width}s}  " + "  ".join(f"{p:.3f}" for p, _ in cells) + f"  {cells[-1][1]:.3f}")
+        line = f"{name:{width}s}  " + "  ".join(f"{p:.3f}" for p, _ in cells) + f"  {cells[-1][1]:.3f}"
+        for c, values in extra.items():
+            value = values.get(name)
+            line += f"  {'–' if value is None else format(value, '.3f'):>{max(6, len(c))}s}"
+        lines.append(line)
     return "\n".join(lines)

@@ -355,11 +355,16 @@ def _section_evaluation(data: ReportData, page: _Page) -> str:
 def _score_table(ev: Evaluation) -> str:
     ks = [k for k in (1, 3, 5) if k <= ev.n_candidates] or [1]
     head = "".join(f'<th class="num">P@{k}</th>' for k in ks) + f'<th class="num">R@{ks[-1]}</th>'
+    rho = {**ev.rho, "random": 0.0, "oracle": 1.0} if ev.per_target else None
+    if rho is not None:
+        head += '<th class="num" title="mean per-target Spearman correlation with the truth\'s order">ρ</th>'
     rows = []
     entries = [(n, c, "" if n in ev.methods else "ref") for n, c in ev.rows()]
     for name, curves, cls in entries:
         cells = "".join(f'<td class="num">{_at(curves, k)[0]:.3f}</td>' for k in ks)
         cells += f'<td class="num">{_at(curves, ks[-1])[1]:.3f}</td>'
+        if rho is not None:
+            cells += f'<td class="num">{rho.get(name, float("nan")):.3f}</td>'
         rows.append(f'<tr class="{cls}"><td>{_e(name)}</td>{cells}</tr>')
     return f"<table><tr><th>estimator</th>{head}</tr>{''.join(rows)}</table>"
 

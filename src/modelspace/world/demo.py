@@ -63,12 +63,19 @@ def run_demo(
     space.evaluate(truth, models=group1)
     space.save(out)
 
+    # Groups 2 and 3 repeat group-1 tasks: a sound estimate puts each next to a model of its task.
+    tasks = {s.name: s.label for s in specs}
+    later = {s.name for s in specs if record["models"][s.name]["group"] in (2, 3)}
+    nn = {name: same_task_rate(r.affinity, [tasks[n] for n in r.names], [n in later for n in r.names])
+          for name, r in space.results_.items()}
+    nn["random"] = chance_same_task_rate([tasks[s.name] for s in specs], [s.name in later for s in specs])
     trees, oracle_affinity = _trees(space, group1, oracle_info, out)
     write_matrix(out / TRUTH_AFFINITY_CSV, oracle_affinity, oracle_info["tasks"])  # `modelspace report` reads it
     summary = {
         **space.summary(),
         "group1": group1,
         "oracle_top5_agreement_between_seeds": oracle_info["top5_agreement_between_seeds"],
+        "same_task_nn": nn,
         "trees": trees,
         "seconds": round(time.time() - start, 1),
     }
@@ -80,12 +87,43 @@ def run_demo(
                           truth_tree=(oracle_affinity, list(oracle_info["tasks"]), "Oracle tree (measured transfers)"))
         data.settings = {**summary, "command": "modelspace demo --out " + str(out)}
         summary["report"] = str(write_report(data, out / REPORT_HTML, progress=progress))
-    table = format_table(space.evaluation_)
-    table += (f"\n\n{len(group1)} targets (group 1), {len(specs)} models, {len(probe)} probe images, "
+    table = format_table(space.evaluation_, columns={"NN": nn})
+    table += (f"\n\nρ: mean per-target Spearman with the measured order; NN: how often a group-2 or group-3 "
+              f"model's nearest neighbour has its task (random: its chance rate).\n"
+              f"{len(group1)} targets (group 1), {len(specs)} models, {len(probe)} probe images, "
               f"{summary['seconds']:.0f} s. Oracle repeatability (top-5 agreement of two readout seeds): "
               f"{oracle_info['top5_agreement_between_seeds']:.2f}. Results in {out}/"
               + (f", the page: {summary['report']}" if write_page else ""))
     return {**summary, "table": table}
+
+
+def same_task_rate(affinity: np.ndarray, labels: Sequence[str], queries: Sequence[bool] | None = None) -> float:
+    """How often a query model's nearest neighbour (highest affinity, itself excluded) has its task.
+
+    Parameters
+    ----------
+    affinity : (n, n) array
+    labels : the n models' tasks.
+    queries : which models are asked (default: all); one whose task no other model has is skipped.
+    """
+    labels = list(labels)
+    asked = [i for i in range(len(labels)) if (queries is None or queries[i]) and labels.count(labels[i]) > 1]
+    if not asked:
+        return float("nan")
+    hits = 0
+    for i in asked:
+        row = np.asarray(affinity[i], dtype=np.float64).copy()
+        row[i] = -np.inf
+        hits += labels[int(np.argmax(row))] == labels[i]
+    return hits / len(asked)
+
+
+def chance_same_task_rate(labels: Sequence[str], queries: Sequence[bool] | None = None) -> float:
+    """`same_task_rate`'s expectation when each nearest neighbour is drawn at random."""
+    labels = list(labels)
+    rates = [(labels.count(label) - 1) / (len(labels) - 1) for i, label in enumerate(labels)
+             if (queries is None or queries[i]) and labels.count(label) > 1]
+    return float(np.mean(rates)) if rates else float("nan")
 
 
 def _trees(space: ModelSpace, group1: list[str], oracle_info: dict, out: Path) -> tuple[dict, np.ndarray]:

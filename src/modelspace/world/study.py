@@ -5,10 +5,10 @@ domain (the training renderer domain, a shifted renderer domain, procedural text
 any scene), it measures:
 
 - P@1, P@3, P@5, R@5 against the measured transfer oracle (group 1, top-5 relevant);
-- ρ: the mean over targets of the Spearman correlation between the estimated affinity of each
-  source and its measured transfer score;
-- the same-task clustering rate: how often a model's nearest neighbour (all 30 models) is a
-  model of the same task (other architecture, input size or domain), beside the chance rate;
+- ρ: the mean over targets of the Spearman correlation between the estimated and the measured
+  order of the sources (`Evaluation.rho`);
+- the same-task nearest-neighbour rate: how often a group-2 or group-3 model's nearest
+  neighbour among all models has its task (`demo.same_task_rate`), beside the chance rate;
 
 and, on the training domain, P@3 against the number of probe images, and what the symmetry of
 the estimate costs (see `asymmetry`).
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from ..attribution import DEFAULT_METHODS
 from ..evaluation import GroundTruth, evaluate
@@ -32,7 +31,7 @@ from ..probe import ProbeSet
 from ..similarity import affinity_matrix, rank_sources, similarity_matrix
 from ..space import ModelSpace
 from .build import ZOO_DIR
-from .demo import BASELINES, load_world
+from .demo import BASELINES, chance_same_task_rate, load_world, same_task_rate
 from .render import render_batch
 from .textures import texture_batch
 
@@ -52,8 +51,8 @@ def run_study(out: str | Path, n_probe: int = 1000, sizes: Sequence[int] = SIZES
     out.mkdir(parents=True, exist_ok=True)
     specs, record, truth, oracle_info = load_world(Path(zoo_dir))
     group1 = [s.name for s in specs if record["models"][s.name]["group"] == 1]
+    later = {s.name for s in specs if record["models"][s.name]["group"] in (2, 3)}
     tasks = {s.name: s.label for s in specs}
-    oracle_score = _oracle_scores(oracle_info)
     results: dict = {"n_probe": n_probe, "domains": {}, "group1": group1}
     for domain in domains:
         if progress:
@@ -67,11 +66,13 @@ def run_study(out: str | Path, n_probe: int = 1000, sizes: Sequence[int] = SIZES
             rows[estimator] = {
                 **{f"P@{k}": curves.at(k)[0] for k in (1, 3, 5)},
                 "R@5": curves.at(5)[1],
-                "rho": _rank_correlation(result, group1, tasks, oracle_score),
-                "same_task_nn": _same_task_rate(result.affinity, [tasks[n] for n in result.names]),
+                "rho": evaluation.rho[estimator],
+                "same_task_nn": same_task_rate(result.affinity, [tasks[n] for n in result.names],
+                                               [n in later for n in result.names]),
             }
         results["domains"][domain] = {"estimators": rows, "failures": [f.to_dict() for f in space.failures_],
-                                      "chance_same_task_nn": _chance_same_task([tasks[s.name] for s in specs])}
+                                      "chance_same_task_nn": chance_same_task_rate([tasks[s.name] for s in specs],
+                                                                                   [s.name in later for s in specs])}
         if domain == "train":
             results["probe_size_curve"] = _probe_size_curve(space, specs, group1, tasks, truth, sizes, probe)
             results["asymmetry"] = _asymmetry(space, group1, tasks, truth, oracle_info)
@@ -84,44 +85,6 @@ def run_study(out: str | Path, n_probe: int = 1000, sizes: Sequence[int] = SIZES
 
 
 # ------------------------------------------------------------------------------ measures
-
-
-def _oracle_scores(oracle_info: dict) -> dict[str, dict[str, float]]:
-    """Measured transfer score (1 − normalised loss) of each source for each target."""
-    tasks, loss = oracle_info["tasks"], np.asarray(oracle_info["transfer_loss"])
-    return {t: {s: 1.0 - loss[i, j] for j, s in enumerate(tasks) if s != t} for i, t in enumerate(tasks)}
-
-
-def _rank_correlation(result, group1: list[str], tasks: dict, oracle_score: dict) -> float:
-    """Mean over targets of Spearman(estimated affinity, measured transfer score) over sources."""
-    index = {tasks[n]: i for i, n in enumerate(result.names) if n in group1}
-    rhos = []
-    for target, scores in oracle_score.items():
-        if target not in index:
-            continue
-        sources = [s for s in scores if s in index]
-        est = [result.affinity[index[target], index[s]] for s in sources]
-        rhos.append(spearmanr(est, [scores[s] for s in sources]).statistic)
-    return float(np.nanmean(rhos))
-
-
-def _same_task_rate(affinity: np.ndarray, labels: list[str]) -> float:
-    """Of the models whose task has another model, how many have one as nearest neighbour."""
-    hits, counted = 0, 0
-    for i, label in enumerate(labels):
-        if labels.count(label) < 2:
-            continue
-        row = affinity[i].copy()
-        row[i] = -np.inf
-        hits += labels[int(np.argmax(row))] == label
-        counted += 1
-    return hits / counted if counted else float("nan")
-
-
-def _chance_same_task(labels: list[str]) -> float:
-    """Expected rate of `_same_task_rate` for a random nearest neighbour."""
-    rates = [(labels.count(label) - 1) / (len(labels) - 1) for label in labels if labels.count(label) >= 2]
-    return float(np.mean(rates))
 
 
 def _p_at(curves, k: int) -> float:
@@ -191,7 +154,8 @@ def format_study(results: dict) -> str:
     """Markdown tables of the study (what the README's results section holds)."""
     domains = list(results["domains"])
     lines = [f"P@K / R@K against the measured oracle ({len(results['group1'])} targets, top-5 relevant), "
-             f"ρ = mean per-target Spearman(affinity, measured transfer), NN = same-task nearest-neighbour rate; "
+             f"ρ = mean per-target Spearman between the estimated and the measured order of the sources, "
+             f"NN = how often a group-2 or group-3 model's nearest neighbour has its task; "
              f"{results['n_probe']} probe images per domain.", ""]
     header = "| estimator | " + " | ".join(f"{d}: P@1 | P@3 | P@5 | R@5 | ρ | NN" for d in domains) + " |"
     lines += [header, "|" + "---|" * (1 + 6 * len(domains))]
