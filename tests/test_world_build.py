@@ -11,6 +11,7 @@ import torch
 from modelspace.models.encoder import EncoderTap
 from modelspace.models.transforms import InputTransform
 from modelspace.world import build, nets, oracle, train
+from modelspace.world.demo import run_demo
 from modelspace.world.render import render_batch
 
 
@@ -243,6 +244,13 @@ def test_quick_build_end_to_end_and_resume(tmp_path, capsys) -> None:
     assert set(info["validity"]) == set(info["tasks"]) == set(build.QUICK_TASKS)
     assert info["zoo_retraining"]["twinned_models"] == ["depth_z@seed1"]
     assert (out / "oracle_ranking.csv").read_text().count("\n") == len(info["tasks"]) + 1
+    # The demo on this zoo carries the oracle's validity figures to its summary and its page.
+    summary = run_demo(tmp_path / "demo", n_probe=8, progress=False, zoo_dir=out)
+    assert summary["oracle_validity"]["own_best_count"] == info["own_best_count"]
+    page = (tmp_path / "demo" / "report.html").read_text(encoding="utf-8")
+    assert "How far the measured oracle can be trusted" in page
+    assert all(f"<td>{t}</td>" in page for t in info["tasks"])
+    assert f"own encoder best for {info['own_best_count']}/3 targets" in summary["table"]
     capsys.readouterr()
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")}
     assert build.main(["--quick", "--out", str(out), "--cache", str(cache), "--resume"]) == 0

@@ -331,6 +331,9 @@ def _section_evaluation(data: ReportData, page: _Page) -> str:
         parts.append(_score_table(ev))
         parts.append(_figure(figs.curves_png(ev), "P@K and R@K curves", "Solid: estimators; dashed: random "
                              "(grey) and oracle (black)."))
+    validity = data.settings.get("oracle_validity")
+    if validity:
+        parts.append(_validity_table(validity))
     if data.truth_tree:
         matrix, tasks, caption = data.truth_tree
         oracle = _figure(figs.dendrogram_png(similarity_tree(matrix), tasks, caption), caption,
@@ -367,6 +370,26 @@ def _score_table(ev: Evaluation) -> str:
             cells += f'<td class="num">{rho.get(name, float("nan")):.3f}</td>'
         rows.append(f'<tr class="{cls}"><td>{_e(name)}</td>{cells}</tr>')
     return f"<table><tr><th>estimator</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _validity_table(validity: dict) -> str:
+    """How far the measured oracle can be trusted (the figures `oracle.json` records)."""
+    per_target = validity["validity"]
+    retrain = validity.get("zoo_retraining") or {}
+    facts = [f"its own encoder is the best source for {validity['own_best_count']} of {len(per_target)} targets",
+             f"two readout seeds agree on {validity['top5_agreement_between_seeds']:.2f} of the top-5 sources"]
+    if retrain.get("top5_agreement") is not None:
+        facts.append(f"retraining {len(retrain['twinned_models'])} task models from another seed keeps "
+                     f"{retrain['top5_agreement']:.2f} of the top-5 sources")
+    head = "".join(f'<th class="num">{h}</th>' for h in ("own rank", "best − median", "readout noise", "gap / noise"))
+    rows = "".join(
+        f'<tr><td>{_e(t)}</td><td>{_e(v["best_source"])}</td><td class="num">{v["own_rank"]}</td>'
+        f'<td class="num">{v["best_minus_median"]:.3f}</td><td class="num">{v["readout_noise"]:.4f}</td>'
+        f'<td class="num">{v["gap_over_noise"]:.1f}</td></tr>'
+        for t, v in per_target.items())
+    return ('<h3>How far the measured oracle can be trusted</h3>'
+            f'<p class="muted">Per target: {"; ".join(facts)}.</p>'
+            f'<table><tr><th>target</th><th>best source</th>{head}</tr>{rows}</table>')
 
 
 def _section_settings(data: ReportData, page: _Page) -> str:
