@@ -17,6 +17,7 @@ Sections, one module each:
   levers       channels-last, bf16 autocast and data-loading workers (levers.py).
   sketch       random-projection sketches against the exact affinity (sketch.py).
   gpu          20 ResNet-50-class models × 1000 probe images at 224² on CUDA (gpu.py).
+  world        the world build's training levers: bf16, channels-last, the 32×32 decoder (world.py).
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ import gpu
 import insertion
 import levers
 import sketch
+import world
 from bench_models import hf_models, lever_models, zoo_models
 from harness import FULL, HERE, QUICK, Report, fmt_s, header
 
-SECTIONS = ("attribution", "captum", "affinity", "insertion", "levers", "sketch", "gpu")
+SECTIONS = ("attribution", "captum", "affinity", "insertion", "levers", "sketch", "gpu", "world")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         section("sketch", lambda: sketch.run_sketch(report, cfg))
     if "gpu" in sections:
         section("gpu", lambda: gpu.run_gpu(report, cfg, args.quick))
+    if "world" in sections:
+        section("world", lambda: world.run_world(report, cfg))
     report.add(f"Total benchmark time: {fmt_s(time.perf_counter() - started)}.")
     report.write()
     print(f"\nwrote {out}", flush=True)
