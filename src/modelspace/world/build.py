@@ -3,9 +3,12 @@
     python -m modelspace.world.build --resume            # everything, resuming model by model
     python -m modelspace.world.build --only depth_z       # (re)train some models, then the oracle
     python -m modelspace.world.build --skip-oracle        # train only
-    python -m modelspace.world.build --worker 0/2 &       # two processes side by side (models,
-    python -m modelspace.world.build --worker 1/2 &       #   then oracle targets), and a last
-    wait; python -m modelspace.world.build --resume       #   run that merges and writes the oracle
+    python -m modelspace.world.build --resume --skip-oracle --worker 0/2 &   # two processes side by
+    python -m modelspace.world.build --resume --skip-oracle --worker 1/2 &   # side: the models...
+    wait
+    python -m modelspace.world.build --oracle-only --worker 0/2 &            # ...the oracle's
+    python -m modelspace.world.build --oracle-only --worker 1/2 &            # readouts, target by
+    wait; python -m modelspace.world.build --oracle-only                     # target; merged
     python -m modelspace.world.build --quick --out DIR    # a miniature: 3 tasks, a few steps
 
 Writes into `--out` (default: the package's `world/zoo/`):
@@ -391,12 +394,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "modelspace" / "world",
                         help="rendered scenes (default: %(default)s)")
     parser.add_argument("--only", nargs="*", help="train only these model names")
-    parser.add_argument("--resume", action="store_true", help="keep models already trained and readouts already measured")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep models already trained (readouts are always kept when measured under the same "
+                             "readout recipe from the same source weights)")
     parser.add_argument("--skip-oracle", action="store_true", help="train only")
     parser.add_argument("--oracle-only", action="store_true", help="measure the oracle from the trained models")
     parser.add_argument("--worker", default="0/1",
-                        help="I/N: train every N-th model from the I-th, then measure every N-th oracle target "
-                             "(parallel builds; a last run without --worker merges and writes the oracle)")
+                        help="I/N: train every N-th model from the I-th, or with --oracle-only measure every N-th "
+                             "oracle target (parallel builds; a last run without --worker merges and writes the oracle)")
     parser.add_argument("--quick", action="store_true", help="a miniature: 3 tasks and a twin, few scenes and steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

@@ -50,7 +50,7 @@ def readout_targets(task: str, data: dict[str, np.ndarray]) -> np.ndarray:
     label = data[task]
     n = len(label)
     if kind == "dense_regression":
-        maps = torch.from_numpy(np.asarray(label, dtype=np.float32).reshape(n, label.shape[1], label.shape[2], -1))
+        maps = torch.from_numpy(np.array(label, dtype=np.float32).reshape(n, label.shape[1], label.shape[2], -1))
         maps = maps.permute(0, 3, 1, 2)
     elif kind == "dense_classification":
         maps = F.one_hot(torch.from_numpy(np.asarray(label)).long(), channels).permute(0, 3, 1, 2).float()
