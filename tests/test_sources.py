@@ -20,7 +20,7 @@ from modelspace.models.sources import _timm_weight_source, torchvision_default_e
 from toy_models import tiny_cnn, tiny_resnet
 
 VISION_SKIP = ("torchvision's release for torch 2.13 does not import with the CPU torch build here "
-               "(and timm imports torchvision); these tests run where it imports, e.g. a GPU machine")
+               "(and timm imports torchvision); .ci/run's second environment runs these tests (DEVELOPERS.md)")
 
 
 class Meta:

@@ -291,7 +291,8 @@ def _timm_weight_source(cfg: Any) -> str | None:
 def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
     """``timm:NAME``: ``timm.create_model``; pretrained weights must already be cached (offline).
 
-    Default encoder: the last entry of ``model.feature_info``.
+    Default encoder: the module whose output ``forward_features`` returns (the last feature map
+    before pooling), else the last entry of ``model.feature_info``.
     """
     try:
         import timm
@@ -312,11 +313,36 @@ def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
         # timm only warns and keeps random weights here; a silent random model would corrupt the results
         raise ModelLoadError(f"timm model {ref!r} has no pretrained weights; set "
                              "pretrained = false to use it with random weights")
+    default = _timm_features_module(module)
     info = getattr(module, "feature_info", None)
-    default = None
-    if isinstance(info, (list, tuple)) and info and isinstance(info[-1], Mapping):
+    if default is None and isinstance(info, (list, tuple)) and info and isinstance(info[-1], Mapping):
         default = info[-1].get("module")
     return module, default
+
+
+def _timm_features_module(module: nn.Module) -> str | None:
+    """The module whose output timm's ``forward_features`` returns: the last feature map before
+    pooling (``feature_info`` can name an earlier one, e.g. EfficientNet's blocks before its 1×1
+    head convolution). Found with one forward of a blank image at the model's own input size."""
+    size = (getattr(module, "pretrained_cfg", None) or {}).get("input_size")
+    if not hasattr(module, "forward_features") or not size:
+        return None
+    produced: dict[int, str] = {}
+
+    def record(name: str):
+        return lambda mod, args, out: produced.__setitem__(id(out), name) if isinstance(out, torch.Tensor) else None
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in module.named_modules() if n]
+    training = module.training
+    try:
+        module.eval()
+        with torch.no_grad():
+            out = module.forward_features(torch.zeros(1, *size))
+    finally:
+        for h in hooks:
+            h.remove()
+        module.train(training)
+    return produced.get(id(out))
 
 
 # --------------------------------------------------------------------------------------- torchvision
