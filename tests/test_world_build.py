@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,3 +299,26 @@ def test_oracle_split_over_workers_then_merged_and_a_retrained_source_measured_a
     assert build.main([*quick, "--oracle-only"]) == 0  # measures depth_z's readouts again, only those
     pairs_from_depth_z = [p for p in build.oracle_pairs(build.quick_zoo()) if p[1] == "depth_z"]
     assert len(calls) == len(pairs_from_depth_z) * len(oracle.ReadoutRecipe().seeds)
+
+
+STAGED = Path(__file__).resolve().parents[1] / "world-v2"
+
+
+@pytest.mark.skipif(not (STAGED / "records").is_dir(), reason="no staged world-v2 build in this checkout")
+def test_staged_world_v2_models_converged_and_learned() -> None:
+    """Criterion 1 on every model the v2 build has committed so far, from each record's figures: a
+    recorded held-out curve whose best loss gained under 2 % over the last fifth of the steps, and
+    (recomputed) a learned task (regression: MSE / label variance ≤ 0.3; classification: accuracy at
+    least twice the majority class's)."""
+    records = [json.loads(p.read_text()) for p in sorted((STAGED / "records").glob("*.json"))]
+    assert records
+    for r in records:
+        steps = [s for s, _ in r["curve"]]
+        assert len(steps) >= 4 and steps[-1] == r["steps"] and r["converged"], r["name"]
+        assert r["last_fifth_gain"] < 0.02, r["name"]  # from the unrounded curve, as training saw it
+        held_out, trivial = r["held_out"], r["trivial"]
+        if "accuracy" in held_out:
+            assert held_out["accuracy"] >= 2 * trivial["majority_accuracy"], r["name"]
+        else:
+            assert held_out["loss"] / trivial["variance"] <= 0.3, r["name"]
+        assert (STAGED / f"{r['name']}.pt").is_file(), r["name"]

@@ -180,7 +180,7 @@ def train_model(
     record = {"train_loss_last100": float(np.mean(losses[-100:])), "seconds": round(time.time() - start, 1),
               "steps": step}
     if recipe.eval_every:
-        record.update(curve=[[s, round(v, 6)] for s, v in curve], converged=converged,
+        record.update(curve=[[s, float(f"{v:.6g}")] for s, v in curve], converged=converged,
                       last_fifth_gain=plateau_change(curve), final_lr=lr)
     return record
 
