@@ -447,6 +447,10 @@ class Evaluation(Mapping):
             out[name] = float(np.mean(values)) if values else float("nan")
         return out
 
+    def rho_rows(self) -> dict[str, float]:
+        """`rho` with the references of `rows`: random 0 (its expectation) and oracle 1."""
+        return {**self.rho, "random": 0.0, "oracle": 1.0}
+
     def rows(self) -> list[tuple[str, Curves]]:
         """(name, curves) of every estimator, then random and oracle."""
         return [*self.methods.items(), ("random", self.random), ("oracle", self.oracle)]
@@ -516,7 +520,7 @@ def format_table(evaluation: Evaluation | Mapping, ks: Sequence[int] = (1, 3, 5)
     rows = evaluation.rows()
     extra = dict(columns or {})
     if evaluation.per_target:
-        extra = {"ρ": {**evaluation.rho, "random": 0.0, "oracle": 1.0}, **extra}
+        extra = {"ρ": evaluation.rho_rows(), **extra}
     width = max(len(name) for name, _ in rows)
     header = f"{'method':{width}s}  " + "  ".join(f"P@{k:<3d}" for k in ks) + f"  R@{ks[-1]:<3d}"
     header += "".join(f"  {c:>{max(6, len(c))}s}" for c in extra)

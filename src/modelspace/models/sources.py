@@ -313,6 +313,8 @@ def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
         # timm only warns and keeps random weights here; a silent random model would corrupt the results
         raise ModelLoadError(f"timm model {ref!r} has no pretrained weights; set "
                              "pretrained = false to use it with random weights")
+    if spec.encoder is not None:  # the zoo names R: no forward pass to find the default
+        return module, None
     default = _timm_features_module(module)
     info = getattr(module, "feature_info", None)
     if default is None and isinstance(info, (list, tuple)) and info and isinstance(info[-1], Mapping):

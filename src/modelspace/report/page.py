@@ -358,7 +358,7 @@ def _section_evaluation(data: ReportData, page: _Page) -> str:
 def _score_table(ev: Evaluation) -> str:
     ks = [k for k in (1, 3, 5) if k <= ev.n_candidates] or [1]
     head = "".join(f'<th class="num">P@{k}</th>' for k in ks) + f'<th class="num">R@{ks[-1]}</th>'
-    rho = {**ev.rho, "random": 0.0, "oracle": 1.0} if ev.per_target else None
+    rho = ev.rho_rows() if ev.per_target else None
     if rho is not None:
         head += '<th class="num" title="mean per-target Spearman correlation with the truth\'s order">ρ</th>'
     rows = []
