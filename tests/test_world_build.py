@@ -301,6 +301,26 @@ def test_oracle_split_over_workers_then_merged_and_a_retrained_source_measured_a
     assert len(calls) == len(pairs_from_depth_z) * len(oracle.ReadoutRecipe().seeds)
 
 
+def test_resumed_workers_share_the_unfinished_entries_evenly(tmp_path, monkeypatch) -> None:
+    entries = [build.Entry(f"m{k}", "depth_z") for k in range(7)]
+    (tmp_path / "records").mkdir()
+    for k in (0, 2, 4):  # finished: weights and record
+        (tmp_path / f"m{k}.pt").write_bytes(b"")
+        (tmp_path / "records" / f"m{k}.json").write_text("{}")
+    (tmp_path / "m1.pt").write_bytes(b"")  # weights without a record: not finished
+
+    def fake_train(e, *args):
+        trained[-1].append(e.name)
+        return {"held_out": {"loss": 0.1}, "normalised_loss": 0.1, "steps": 1, "converged": True, "seconds": 0}
+
+    monkeypatch.setattr(build, "train_entry", fake_train)
+    trained = []
+    for i in (0, 1):
+        trained.append([])
+        build.train_zoo(entries, tmp_path, {}, {}, build.RECIPE, "cpu", resume=True, worker=(i, 2))
+    assert trained == [["m1", "m5"], ["m3", "m6"]]
+
+
 STAGED = Path(__file__).resolve().parents[1] / "world-v2"
 
 
