@@ -3,6 +3,7 @@ probe images, the CLI and the Python API, resuming, adding and removing models."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from PIL import Image
 
 import modelspace.maps.executor as executor
 import modelspace.space as space_module
-from modelspace.attribution import DEFAULT_METHODS
+from modelspace.attribution import DEFAULT_METHODS, AttributionMethod
+from modelspace.errors import AttributionError
 from conftest import subprocess_env
 from modelspace.cli import main
 from modelspace.evaluation import GroundTruth
@@ -137,6 +139,14 @@ def test_cli_run_end_to_end(world, tmp_path) -> None:
     assert results["evaluation"]["oracle"]["precision"][:2] == [1.0, 1.0]
     assert (out / "pk_curves.png").exists()
 
+    # The refusal is kept in the store: a rerun skips it, saying why, unless asked to retry.
+    rerun = ["run", str(world["zoo"]), str(world["probe"]), "--out", str(tmp_path / "again"), "--store",
+             str(tmp_path / "store"), "--probe-size", "32", "--quiet", "--no-report"]
+    for extra, expected in (([], "skipped, failed before: "), (["--retry-failed"], "scripted")):
+        assert main(rerun + extra) == 0
+        (failure,) = json.loads((tmp_path / "again" / "results.json").read_text())["failures"]
+        assert failure["message"].startswith(expected) and "TorchScript" in failure["message"]
+
 
 def test_evaluation_of_a_truth_made_from_the_estimate_is_the_oracle(world, tmp_path) -> None:
     """The written rankings are the ones evaluated: grading an estimate against itself gives the oracle."""
@@ -220,6 +230,54 @@ def test_a_failing_model_is_recorded_and_the_others_survive(world) -> None:
     assert set(failed) == {"resnet", "missing"}
     assert "layer9" in failed["resnet"] and "nowhere.pt" in failed["missing"]
     assert space.results_["saliency"].names == ["cnn_small", "cnn_wide", "scripted", "hf_resnet"]
+
+
+class RefusesOneModel(AttributionMethod):
+    """The gradient, except for the model named `refused`, whose rules refuse it (as ε-LRP refuses
+    an operation it has no rule for): a deterministic failure of one method on one model."""
+
+    name = "refuses_one"
+
+    def __init__(self, refused: str = "cnn_wide") -> None:
+        self.refused, self.calls = refused, []  # no `params`: one id, whichever model it refuses
+
+    def rules(self, module, model_name):
+        self.calls.append(model_name)
+        if model_name == self.refused:
+            raise AttributionError(f"{model_name}: no rule for this model")
+        return contextlib.nullcontext()
+
+
+def test_a_model_failing_one_method_keeps_the_others_and_the_failure_is_remembered(world, tmp_path, capsys) -> None:
+    specs = load_zoo(world["zoo"])[:3]
+    probe = ProbeSet.from_folder(world["probe"], size=32, progress=False)
+    method = RefusesOneModel()
+    space = ModelSpace(methods=["saliency", method], store=tmp_path / "store", progress=False).fit(specs, probe)
+    names = ["cnn_small", "cnn_wide", "resnet"]
+    assert space.names_ == {"saliency": names, method.id: ["cnn_small", "resnet"]}
+    assert [(f.model, f.method) for f in space.failures_] == [("cnn_wide", method.id)]
+    out = space.save(tmp_path / "out")
+    assert read_matrix(out / "affinity_saliency.csv")[1] == names
+    saved = json.loads((out / "results.json").read_text())
+    assert [m["name"] for m in saved["models"]] == names
+    assert [(f["model"], f["method"]) for f in saved["failures"]] == [("cnn_wide", method.id)]
+
+    # A rerun on the same store meets the recorded failure instead of running the model again...
+    method.calls.clear()
+    again = ModelSpace(methods=["saliency", method], store=tmp_path / "store").fit(specs, probe)
+    assert "cnn_wide" not in method.calls
+    (failure,) = again.failures_
+    assert failure.message.startswith("skipped, failed before: ") and "no rule for this model" in failure.message
+    assert "modelspace: cnn_wide (refuses_one" in capsys.readouterr().err
+    assert again.names_ == space.names_
+    # ...unless asked to retry; a model that then succeeds is forgotten as failed.
+    retried = ModelSpace(methods=["saliency", method], store=tmp_path / "store", retry_failed=True, progress=False)
+    assert retried.fit(specs, probe).failures_[0].message.endswith("no rule for this model")
+    assert method.calls.count("cnn_wide") == 1
+    method.refused = "nobody"
+    fixed = ModelSpace(methods=["saliency", method], store=tmp_path / "store", retry_failed=True, progress=False)
+    assert fixed.fit(specs, probe).failures_ == [] and fixed.names_[method.id] == names
+    assert MapStore(tmp_path / "store").failure(fixed.members_["cnn_wide"].entries[method.id]) is None
 
 
 def test_console_script_and_exit_codes(world, tmp_path) -> None:

@@ -196,6 +196,32 @@ def test_remove_entry_and_remove_model(store, maps):
     assert store.missing(plan_units(k1, "m", N, 4)) == plan_units(k1, "m", N, 4)
 
 
+def test_failures_are_kept_per_entry_and_go_with_their_model(tmp_path):
+    import sqlite3
+
+    root = tmp_path / "store"
+    with MapStore(root) as store:
+        pass
+    with sqlite3.connect(root / "manifest.sqlite") as conn:  # a store written before failures were kept
+        conn.execute("DROP TABLE failures")
+    with MapStore(root) as store:
+        lrp, sal, other = key_for("m1"), key_for("m1", method="saliency"), key_for("m2")
+        store.put_failure(lrp, "m1: no rule for layer_norm")
+        store.put_failure(other, "m2: all maps zero")
+        assert store.failure(lrp) == "m1: no rule for layer_norm" and store.failure(sal) is None
+        store.put_failure(lrp, "m1: newer reason")
+        assert store.failure(lrp) == "m1: newer reason"
+    with MapStore(root) as store:  # kept across processes
+        assert store.failure(lrp) == "m1: newer reason"
+        store.clear_failure(lrp)
+        assert store.failure(lrp) is None
+        store.put_failure(lrp, "again")
+        store.remove_entry(lrp)
+        assert store.failure(lrp) is None
+        store.remove_model("m2")
+        assert store.failure(other) is None
+
+
 def test_affinity_cache_is_symmetric(store):
     a, b, c = key_for("aa"), key_for("bb"), key_for("cc")
     assert store.get_affinity(a, b) is None

@@ -224,7 +224,8 @@ def _space(args: argparse.Namespace):
     methods = [get_method(m, epsilon=args.epsilon) if get_method(m).name == "lrp_epsilon" else m for m in args.methods]
     return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
-                      workers=args.workers, sketch=args.sketch, progress=not args.quiet)
+                      workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
+                      progress=not args.quiet)
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
@@ -292,6 +293,8 @@ def _parser() -> argparse.ArgumentParser:
     compute.add_argument("--sketch", type=int, default=None, metavar="K",
                          help="estimate affinities from K-dimensional random projections of the maps, kept in the "
                               "store (for very large stores; default: exact)")
+    compute.add_argument("--retry-failed", action="store_true",
+                         help="compute again the models and methods the store records as failed before")
     compute.add_argument("--trust-checkpoints", action="store_true",
                          help="unpickle checkpoint files in full (can run code in them); only for files you trust")
     truth_opts = argparse.ArgumentParser(add_help=False)

@@ -11,11 +11,15 @@
 Configuration goes to `__init__`, the work happens in `fit`, results land in attributes with a
 trailing underscore (the scikit-learn convention). A model that fails (cannot load, has no
 such encoder layer, gives all-zero or non-finite maps, has a layer ε-LRP cannot propagate
-through) is recorded in `failures_` and left out; the other models' results are unaffected.
+through) is recorded in `failures_` and left out of that method's results only: its other
+methods, and the other models, are unaffected. A failure that would happen again (anything but
+running out of memory or disk) is kept in the store, and later fits skip that model and method
+with "skipped, failed before: <reason>" unless `retry_failed` is set.
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +32,7 @@ from tqdm import tqdm
 from . import results
 from ._version import __version__
 from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
-from .errors import InputError, ModelLoadError, ModelspaceError, check_int
+from .errors import InputError, ModelLoadError, ModelspaceError, StoreError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices
 from .maps import EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, method_key, plan_units
 from .models import LoadedModel, ModelSpec, load_model
@@ -99,6 +103,8 @@ class ModelSpace:
         Scipy linkage method of the similarity tree.
     on_error : str
         "record" keeps going and lists failures in `failures_`; "raise" stops at the first.
+    retry_failed : bool
+        Compute again the maps of models and methods that the store records as failed before.
     progress : bool
         Show progress bars.
     """
@@ -117,6 +123,7 @@ class ModelSpace:
         sketch: int | None = None,
         linkage: str = "average",
         on_error: str = "record",
+        retry_failed: bool = False,
         progress: bool = True,
     ) -> None:
         self.methods = methods
@@ -131,6 +138,7 @@ class ModelSpace:
         self.sketch = sketch
         self.linkage = linkage
         self.on_error = on_error
+        self.retry_failed = retry_failed
         self.progress = progress
 
     # ------------------------------------------------------------------ public API
@@ -175,10 +183,12 @@ class ModelSpace:
         return self
 
     @property
-    def names_(self) -> list[str]:
-        """Models with results for every method."""
+    def names_(self) -> dict[str, list[str]]:
+        """The models in each estimator's results (method or baseline id -> names, in fit order).
+
+        A model that failed one method is missing from that method's list only."""
         self._check_fitted()
-        return [n for n in self.members_ if all(n in r.names for r in self.results_.values())]
+        return {estimator: list(r.names) for estimator, r in self.results_.items()}
 
     def evaluate(self, truth: GroundTruth | str | Path, n_relevant: int = 5,
                  models: Sequence[str] | None = None) -> Evaluation:
@@ -268,23 +278,39 @@ class ModelSpace:
         keys = {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.id, self.runtime_.precision), self.probe_.size)
                 for m in self.methods_}
         executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
-        for group in backward_groups(self.methods_):
+        for group in backward_groups(self._not_failed_before(name, keys)):
             units = [u for m in group for u in plan_units(keys[m.id], name, len(self.probe_), self.shard_size)]
             try:
                 written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
                 self.work_["computed"] += len(written)
                 self.work_["reused"] += len(units) - len(written)
             except Exception as exc:  # noqa: BLE001 - one model crashing (input too small ...) must not end the run
+                error = _run_error(loaded, exc)
                 for method in group:
-                    self._fail(name, method.id, _run_error(loaded, exc))
+                    self._fail(name, method.id, error, keys[method.id] if _repeatable(exc) else None)
                 continue
             for method in group:
                 health = self.store_.health(keys[method.id])
                 if health["n_zero"] or health["n_nonfinite"]:
-                    self._fail(name, method.id, _degenerate_message(name, method.id, health, len(self.probe_)))
+                    message = _degenerate_message(name, method.id, health, len(self.probe_))
+                    self._fail(name, method.id, message, keys[method.id])
                 else:
                     entries[method.id] = keys[method.id]
         self.members_[name] = _Member(loaded.spec, loaded.key, entries, self._prepare_baselines(loaded))
+
+    def _not_failed_before(self, name: str, keys: dict[str, EntryKey]) -> list[AttributionMethod]:
+        """The methods to run for a model: those the store records as failed are skipped (and
+        reported again) unless `retry_failed` is set, which forgets the record instead."""
+        todo = []
+        for method in self.methods_:
+            reason = self.store_.failure(keys[method.id])
+            if reason is not None and self.retry_failed:
+                self.store_.clear_failure(keys[method.id])
+            elif reason is not None:
+                self._fail(name, method.id, f"skipped, failed before: {reason}")
+                continue
+            todo.append(method)
+        return todo
 
     def _prepare_baselines(self, loaded: LoadedModel) -> dict[str, Prepared]:
         """Encoder activations on the probe set, in each baseline's compact prepared form."""
@@ -366,12 +392,15 @@ class ModelSpace:
 
     # ------------------------------------------------------------------ helpers
 
-    def _fail(self, name: str, method: str | None, exc: Exception | str) -> None:
+    def _fail(self, name: str, method: str | None, exc: Exception | str, remember: EntryKey | None = None) -> None:
+        """Record a failure (and, with `remember`, keep it in the store for later fits), or raise it."""
+        if remember is not None:
+            self.store_.put_failure(remember, str(exc))
         if self.on_error == "raise":
             raise exc if isinstance(exc, Exception) else ModelspaceError(exc)
         self.failures_.append(Failure(name, method, str(exc)))
         if self.progress:
-            tqdm.write(f"modelspace: {name}: skipped ({method or 'loading'}): {exc}")
+            tqdm.write(f"modelspace: {name} ({method or 'loading'}): {exc}", file=sys.stderr)  # stdout: results only
 
     def _validate(self) -> None:
         check_int(self.batch_size, "batch_size")
@@ -418,6 +447,12 @@ def _run_error(loaded: LoadedModel, exc: Exception) -> Exception:
     error = ModelLoadError(f"model {loaded.name!r} failed while running: {type(exc).__name__}: {exc}{hint}")
     error.__cause__ = exc
     return error
+
+
+def _repeatable(exc: BaseException) -> bool:
+    """Whether running the same model again would fail the same way: not for a lack of memory or
+    disk, or a store that could not be written."""
+    return not isinstance(exc, (MemoryError, torch.OutOfMemoryError, OSError, StoreError))
 
 
 def _degenerate_message(name: str, method: str, health: dict, n_images: int) -> str:

@@ -1,8 +1,9 @@
 """The store's manifest: one SQLite file (WAL mode) that every process sharing a store agrees on.
 
 Tables: ``models`` (registered models), ``shards`` (one row per shard file, with its sha256),
-``affinities`` (cached pair values, ``model_a <= model_b``), ``sketches`` and ``claims`` (units a
-process is computing, see `claims`). Every write is one short ``BEGIN IMMEDIATE`` transaction, so
+``affinities`` (cached pair values, ``model_a <= model_b``), ``sketches``, ``failures`` (entries
+that failed for a reason a rerun would meet again) and ``claims`` (units a process is computing,
+see `claims`). Tables are only ever added, so stores written before a table existed still open. Every write is one short ``BEGIN IMMEDIATE`` transaction, so
 the busy timeout, not an error, handles two processes writing at once.
 """
 
@@ -63,6 +64,15 @@ CREATE TABLE IF NOT EXISTS sketches (
     path TEXT NOT NULL,
     checksum TEXT NOT NULL,
     PRIMARY KEY (model_key, probe_hash, method, probe_size, dim, seed)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    model_key TEXT NOT NULL,
+    probe_hash TEXT NOT NULL,
+    method TEXT NOT NULL,
+    probe_size INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (model_key, probe_hash, method, probe_size)
 );
 CREATE TABLE IF NOT EXISTS claims (
     model_key TEXT NOT NULL,

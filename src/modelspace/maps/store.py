@@ -10,7 +10,9 @@ file holds float16 (B, F) rows: the attribution maps flattened and L2-normalised
 all-zero or non-finite are stored as zeros and counted). Files are written atomically and their
 sha256 is kept in the manifest, so a missing or corrupt file is noticed by `missing` / `read` and
 recomputed on the next run. The store also caches pair affinities and random-projection sketches
-(`similarity.sketch`), both dropped when the maps they came from are replaced.
+(`similarity.sketch`), both dropped when the maps they came from are replaced, and remembers
+entries that failed for a deterministic reason (`put_failure`), so that reruns need not meet the
+same error again.
 
 Crash safety: a shard file is complete before it is renamed into place, and its manifest row
 (with the file's sha256) is committed after the rename, so a process killed at any moment
@@ -221,12 +223,33 @@ class MapStore:
         )
         return {"n_zero": int(n_zero), "n_nonfinite": int(n_nonfinite)}
 
+    # ------------------------------------------------------------------ failures
+    def put_failure(self, key: EntryKey, reason: str) -> None:
+        """Remember that computing this entry failed for ``reason`` (replacing an older reason)."""
+        with self.db.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO failures (model_key, probe_hash, method, probe_size, reason, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (*key_tuple(key), str(reason), datetime.now(timezone.utc).isoformat(timespec="seconds")),
+            )
+
+    def failure(self, key: EntryKey) -> str | None:
+        """The reason this entry failed before, or None."""
+        rows = self.db.query(f"SELECT reason FROM failures WHERE {ENTRY}", key_tuple(key))
+        return rows[0][0] if rows else None
+
+    def clear_failure(self, key: EntryKey) -> None:
+        """Forget a recorded failure (the entry is to be, or has been, computed again)."""
+        with self.db.transaction() as cur:
+            cur.execute(f"DELETE FROM failures WHERE {ENTRY}", key_tuple(key))
+
     # ------------------------------------------------------------------ removal
     def remove_entry(self, key: EntryKey) -> int:
-        """Delete an entry's shards (rows and files) and the affinities computed from it."""
+        """Delete an entry's shards (rows and files), the affinities computed from it and any failure."""
         with self.db.transaction() as cur:
             paths = [r[0] for r in cur.execute(f"SELECT path FROM shards WHERE {ENTRY}", key_tuple(key))]
             cur.execute(f"DELETE FROM shards WHERE {ENTRY}", key_tuple(key))
+            cur.execute(f"DELETE FROM failures WHERE {ENTRY}", key_tuple(key))
             cur.execute(
                 "DELETE FROM affinities WHERE probe_hash = ? AND method = ? AND probe_size = ? "
                 "AND (model_a = ? OR model_b = ?)",
@@ -237,11 +260,12 @@ class MapStore:
         return len(paths)
 
     def remove_model(self, model_key: str) -> int:
-        """Delete every entry, file, cached affinity and the registration of a model."""
+        """Delete every entry, file, cached affinity, recorded failure and the registration of a model."""
         check_safe_key(model_key, "model_key")
         with self.db.transaction() as cur:
             paths = [r[0] for r in cur.execute("SELECT path FROM shards WHERE model_key = ?", (model_key,))]
             cur.execute("DELETE FROM shards WHERE model_key = ?", (model_key,))
+            cur.execute("DELETE FROM failures WHERE model_key = ?", (model_key,))
             cur.execute("DELETE FROM affinities WHERE model_a = ? OR model_b = ?", (model_key, model_key))
             cur.execute("DELETE FROM models WHERE model_key = ?", (model_key,))
             sketch_paths = self._drop_sketches(cur, "model_key = ?", (model_key,))
