@@ -112,3 +112,16 @@ def test_no_test_edits_the_import_path() -> None:
     editing = [str(p.relative_to(tests)) for p in tests.rglob("*.py")
                if p.name != Path(__file__).name and "sys.path" in p.read_text(encoding="utf-8")]
     assert not editing, f"these test files touch sys.path: {editing}"
+
+
+def test_no_extra_can_move_torch() -> None:
+    """torchvision and timm, unpinned, make pip replace the user's torch with the newest release
+    (measured: torch 2.13.0 -> 2.14.1 plus CUDA packages); no extra may name them."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    for extra, requirements in project["optional-dependencies"].items():
+        for requirement in requirements:
+            assert not requirement.lower().startswith(("torchvision", "timm")), (extra, requirement)
