@@ -37,12 +37,13 @@ import attribution
 import gpu
 import insertion
 import levers
+import real_models
 import sketch
 import world
 from bench_models import hf_models, lever_models, zoo_models
 from harness import FULL, HERE, QUICK, Report, fmt_s, header
 
-SECTIONS = ("attribution", "captum", "affinity", "insertion", "levers", "sketch", "gpu", "world")
+SECTIONS = ("attribution", "captum", "affinity", "insertion", "levers", "sketch", "gpu", "world", "real")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         section("gpu", lambda: gpu.run_gpu(report, cfg, args.quick))
     if "world" in sections:
         section("world", lambda: world.run_world(report, cfg))
+    if "real" in sections:
+        section("real", lambda: real_models.run_real(report, cfg))
     report.add(f"Total benchmark time: {fmt_s(time.perf_counter() - started)}.")
     report.write()
     print(f"\nwrote {out}", flush=True)
