@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import pytest
 import torch
 from torch import nn
 
-from conftest import images
+from conftest import images, key_before_preprocessing
 from modelspace.errors import ModelLoadError, ZooError
 from modelspace.models import (
     SOURCES,
@@ -187,21 +184,12 @@ def test_key_stable_across_loads_and_sensitive_to_weights(tmp_path):
     assert load_model(checkpoint_spec(tmp_path / "w.pt", input_size=64)).key != first.key
 
 
-def _old_key(spec_dict: dict, module: nn.Module) -> str:
-    """The identity key as modelspace computed it before preprocessing was read from models: sha256
-    of the canonical JSON of the eleven spec fields it had, a newline and the state-dict hash."""
-    fields = ("name", "source", "task", "encoder", "input_size", "mean", "std", "constructor", "kwargs",
-              "pretrained", "trust_checkpoint")
-    text = json.dumps({k: spec_dict[k] for k in fields}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256((text + "\n" + state_dict_hash(module)).encode()).hexdigest()
-
-
 def test_keys_of_specs_that_set_every_field_are_unchanged():
     # The built-in world's zoo sets every preprocessing field: its stores, written before, are reused.
     for spec in load_zoo(ZOO_DIR / "zoo.toml"):
         loaded = load_model(spec)
         assert loaded.preprocessing["from"] == dict(input_size="zoo", mean="zoo", std="zoo", interpolation="default")
-        assert loaded.key == _old_key(spec.to_dict(), loaded.module), spec.name
+        assert loaded.key == key_before_preprocessing(spec.to_dict(), state_dict_hash(loaded.module)), spec.name
     # keys computed by modelspace before this change (toy models are seeded: their weights are fixed)
     explicit = ModelSpec("cnn", "python:toy_models:tiny_cnn", input_size=32, mean=(0.5, 0.5, 0.5),
                          std=(0.25, 0.25, 0.25), encoder="encoder", kwargs={"width": 6})
