@@ -8,6 +8,8 @@ models as ``python:toy_models:tiny_cnn`` and test modules import these helpers w
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -68,3 +70,12 @@ def subprocess_env() -> dict[str, str]:
     """The environment of a `modelspace` subprocess: this checkout's sources and the toy models."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
 
+
+
+def key_before_preprocessing(spec: dict, state_hash: str) -> str:
+    """A model's identity key as modelspace computed it before models stated their own preprocessing:
+    sha256 of the canonical JSON of the eleven spec fields it had, a newline and the state-dict hash."""
+    fields = ("name", "source", "task", "encoder", "input_size", "mean", "std", "constructor", "kwargs",
+              "pretrained", "trust_checkpoint")
+    text = json.dumps({k: spec[k] for k in fields}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256((text + "\n" + state_hash).encode()).hexdigest()

@@ -11,7 +11,17 @@ from torch import nn
 
 from conftest import images
 from modelspace.errors import InputError, ModelLoadError, ZooError
-from modelspace.models import EncoderTap, InputTransform, ModelSpec, first_tensor, resolve_module
+from modelspace.attribution import attribute
+from modelspace.models import (
+    ChannelsLast,
+    Encoder,
+    EncoderTap,
+    InputTransform,
+    ModelSpec,
+    TokenGrid,
+    first_tensor,
+    resolve_module,
+)
 from toy_models import tiny_cnn, tiny_mlp, tiny_resnet
 
 
@@ -177,6 +187,69 @@ def test_script_submodule_inside_python_model_is_refused():
         EncoderTap(model, "encoder", "mixed")
 
 
+# ------------------------------------------------------------------------------------------- layouts
+
+
+class Tokens(nn.Module):
+    """(B, D, h, w) -> (B, h·w, D), row-major, as patch embeddings flatten their grid."""
+
+    def forward(self, grid):
+        return grid.flatten(2).transpose(1, 2)
+
+
+class TinyViT(nn.Module):
+    """ViT-shaped: 4-px patches by a strided convolution, ``prefix`` learned tokens before them, one block."""
+
+    def __init__(self, prefix: int = 1, dim: int = 6, channels_last: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.tokens = nn.Parameter(torch.randn(1, prefix, dim))
+        self.flat = Tokens()
+        self.block = nn.Linear(dim, dim)
+        self.channels_last = channels_last
+
+    def forward(self, x):
+        grid = self.patch(x)  # (B, D, h, w): what R must become
+        if self.channels_last:  # Swin-like: the grid, channels last
+            return self.block(grid.permute(0, 2, 3, 1)).mean()
+        return self.block(torch.cat([self.tokens.expand(len(x), -1, -1), self.flat(grid)], 1)).mean()
+
+
+def test_token_grid_drops_the_prefix_tokens_and_reshapes_the_patches():
+    model, x = TinyViT(prefix=2), images(s=16)  # 16×12 input: a 4×3 grid of patches
+    x = x[..., :12]
+    tap = EncoderTap(model, Encoder("flat", TokenGrid(2, (4, 4))), "vit")
+    torch.testing.assert_close(tap(x), model.patch(x))  # (B, h·w, D) patch tokens, before the prefix
+    torch.testing.assert_close(EncoderTap(model, Encoder("patch", TokenGrid(2, (4, 4))))(x), model.patch(x))  # a map
+    tokens = torch.cat([model.tokens.expand(2, -1, -1), model.patch(x).flatten(2).transpose(1, 2)], 1)
+    expected = model.block(tokens)[:, 2:].transpose(1, 2).reshape(2, 6, 4, 3)
+    torch.testing.assert_close(EncoderTap(model, Encoder("block", TokenGrid(2, (4, 4))), "vit")(x), expected)
+    assert EncoderTap(model, "block", "vit")(x).shape == (2, 14, 6)  # a plain name: R as the module gives it
+
+
+def test_token_grid_with_another_token_count_is_an_error_naming_the_model():
+    model, x = TinyViT(prefix=1), images(s=16)
+    with pytest.raises(ModelLoadError, match=r"model 'vit', encoder 'block': R has shape \(2, 17, 6\).*3 prefix"):
+        EncoderTap(model, Encoder("block", TokenGrid(3, (4, 4))), "vit")(x)
+
+
+def test_channels_last_is_permuted_to_a_map():
+    model, x = TinyViT(channels_last=True), images(s=16)
+    expected = model.block(model.patch(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(EncoderTap(model, Encoder("block", ChannelsLast()), "swin")(x), expected)
+
+
+def test_attribution_through_an_encoder_ref_is_that_of_the_mean_over_the_patch_tokens():
+    model, x = TinyViT(prefix=1), images(s=16)
+    grad = attribute(model, x, "gradient", encoder=Encoder("block", TokenGrid(1, (4, 4))), model_name="vit")
+    leaf = x.clone().requires_grad_(True)
+    flat = model.patch(leaf).flatten(2).transpose(1, 2)
+    patches = model.block(torch.cat([model.tokens.expand(2, -1, -1), flat], 1))[:, 1:]
+    (expected,) = torch.autograd.grad(patches.mean(dim=(1, 2)).sum(), leaf)  # the class token plays no part
+    torch.testing.assert_close(grad, expected)
+
+
 # ------------------------------------------------------------------------------------- InputTransform
 
 
@@ -203,6 +276,23 @@ def test_transform_upsamples_without_antialias():
 def test_transform_from_spec():
     spec = ModelSpec("m", "timm:a", input_size=(32, 48), mean=(0.0, 0.1, 0.2), std=(1.0, 2.0, 3.0))
     assert InputTransform.from_spec(spec) == InputTransform((32, 48), (0.0, 0.1, 0.2), (1.0, 2.0, 3.0))
+    bicubic = ModelSpec("m", "timm:a", input_size=8, mean=(0.0,) * 3, std=(1.0,) * 3, interpolation="bicubic")
+    assert InputTransform.from_spec(bicubic).interpolation == "bicubic"
+    with pytest.raises(InputError, match=r"model 'm': field 'input_size' is not resolved"):
+        InputTransform.from_spec(ModelSpec("m", "timm:a"))
+
+
+@pytest.mark.parametrize("size", [(10, 12), (24, 24)])
+def test_bicubic_transform_resizes_bicubic_and_inverts_bilinear(size):
+    t = InputTransform(size=size, mean=(0.0,) * 3, std=(1.0,) * 3, interpolation="bicubic")
+    x = images(s=16)
+    expected = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=size[0] < 16)
+    torch.testing.assert_close(t(x), expected)
+    maps = torch.rand(1, 3, *size)
+    back = F.interpolate(maps, size=(16, 16), mode="bilinear", align_corners=False, antialias=size[0] > 16)
+    torch.testing.assert_close(t.inverse(maps, 16), back)
+    with pytest.raises(InputError, match="interpolation"):
+        InputTransform(size=size, mean=(0.0,) * 3, std=(1.0,) * 3, interpolation="lanczos")
 
 
 def test_transform_rejects_bad_images():

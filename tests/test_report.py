@@ -191,6 +191,16 @@ def test_run_with_only_a_zoo_and_a_probe_folder(tmp_path, monkeypatch, capsys) -
     assert (out / "store").is_dir() and (out / "affinity_saliency.csv").exists()
     assert len(parse(out / "report.html").images) >= 3 * 3
     assert re.search(r"modelspace run zoo\.yaml probe_dir/", (out / "report.html").read_text(encoding="utf-8"))
+    # no --probe-size: the zoo's largest input side (32, 40, 32), so no model sees upsampled probe images
+    assert summary["probe"]["size"] == 40
+    wide = next(m for m in summary["models"] if m["name"] == "wide")
+    assert wide["preprocessing"]["input_size"] == [40, 40] and wide["preprocessing"]["from"]["input_size"] == "zoo"
+    line = "40×40 bilinear imagenet (default; input_size: zoo)"  # a python: model states nothing itself
+    assert line in (out / "report.html").read_text(encoding="utf-8")
+    assert main(["models", "--store", "modelspace-out/store"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [row.split("\t")[::2] for row in listed if row.startswith("wide")] == [["wide", "python:toy_models:tiny_cnn"]]
+    assert [row.split("\t")[-1] for row in listed if row.startswith("wide")] == [line]
 
 
 @pytest.mark.parametrize("command", ["run", "probe", "embed", "affinity", "tree", "evaluate", "models", "remove",

@@ -6,16 +6,22 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import images
+from conftest import images, key_before_preprocessing
 from modelspace.errors import ModelLoadError, ZooError
 from modelspace.models import (
     SOURCES,
     InputTransform,
     ModelSpec,
+    OwnConfig,
+    TokenGrid,
+    describe_preprocessing,
     load_model,
+    load_zoo,
+    probe_size_for,
     register_source,
     state_dict_hash,
 )
+from modelspace.world.build import ZOO_DIR
 from modelspace.models.sources import _timm_weight_source, torchvision_default_encoder
 from toy_models import tiny_cnn, tiny_resnet
 
@@ -178,6 +184,101 @@ def test_key_stable_across_loads_and_sensitive_to_weights(tmp_path):
     assert load_model(checkpoint_spec(tmp_path / "w.pt", input_size=64)).key != first.key
 
 
+def test_keys_of_specs_that_set_every_field_are_unchanged():
+    # The built-in world's zoo sets every preprocessing field: its stores, written before, are reused.
+    for spec in load_zoo(ZOO_DIR / "zoo.toml"):
+        loaded = load_model(spec)
+        assert loaded.preprocessing["from"] == dict(input_size="zoo", mean="zoo", std="zoo", interpolation="default")
+        assert loaded.key == key_before_preprocessing(spec.to_dict(), state_dict_hash(loaded.module)), spec.name
+    # keys computed by modelspace before this change (toy models are seeded: their weights are fixed)
+    explicit = ModelSpec("cnn", "python:toy_models:tiny_cnn", input_size=32, mean=(0.5, 0.5, 0.5),
+                         std=(0.25, 0.25, 0.25), encoder="encoder", kwargs={"width": 6})
+    assert load_model(explicit).key == "7f8f3d3a8dc4350ba632ddc89105252e5a0dd5901f06399cfb0d03e96d8add8f"
+    # a spec that sets nothing and whose model says nothing resolves to the defaults it had then
+    assert load_model(ModelSpec("cnn", "python:toy_models:tiny_cnn")).key == \
+        "35e53b2eff986a0a99a9759e1527bbea648e3a98c7828165aad68e45007c6379"
+
+
+@pytest.fixture
+def configured_source():
+    """A source whose model states its own preprocessing (and R's layout): what the dict it yields says
+    when the model is loaded, as if the model's configuration file were edited between loads."""
+    own: dict = {}
+
+    @register_source("configured_test")
+    def configured(spec, ref):
+        stated = {k: (v, "test cfg") for k, v in own.items() if k != "prefix"}
+        layout = TokenGrid(own["prefix"], (4, 4)) if "prefix" in own else None
+        return tiny_cnn(), "encoder", OwnConfig(stated, layout)
+
+    yield own
+    del SOURCES["configured_test"]
+
+
+def test_zoo_fields_win_then_the_model_own_config_then_defaults(configured_source):
+    configured_source.update(input_size=[40, 48], mean=[0.1, 0.2, 0.3], std=[0.4, 0.5, 0.6],
+                             interpolation="bicubic", crop_pct=0.875)
+    loaded = load_model(ModelSpec("m", "configured_test:x"))
+    assert loaded.transform == InputTransform((40, 48), (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "bicubic")
+    assert loaded.preprocessing == {"input_size": [40, 48], "mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6],
+                                    "interpolation": "bicubic", "crop_pct": 0.875,
+                                    "from": dict.fromkeys(("input_size", "mean", "std", "interpolation", "crop_pct"),
+                                                          "test cfg")}
+    zoo = load_model(ModelSpec("m", "configured_test:x", input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                               interpolation="bilinear"))
+    assert zoo.transform == InputTransform((32, 32), (0.5,) * 3, (0.5,) * 3, "bilinear")
+    assert set(zoo.preprocessing["from"].values()) == {"zoo", "test cfg"}  # crop_pct is still the model's
+    configured_source.clear()
+    configured_source["interpolation"] = "lanczos"
+    partial = load_model(ModelSpec("m", "configured_test:x", input_size=20))
+    assert partial.transform == InputTransform((20, 20), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+    assert partial.preprocessing["from"]["interpolation"].startswith("default (test cfg says 'lanczos'")
+    assert describe_preprocessing(partial.preprocessing) == \
+        "20×20 bilinear imagenet (default; input_size: zoo; interpolation: default (test cfg says 'lanczos', " \
+        "which T_i does not offer))"
+
+
+def test_a_bad_own_config_is_an_error_naming_the_model_the_field_and_where(configured_source):
+    configured_source.update(mean=[0, 0, 0], std=[1, 0, 1])
+    with pytest.raises(ModelLoadError, match=r"model 'm'.*test cfg: model 'm': field 'std': every value must be > 0"):
+        load_model(ModelSpec("m", "configured_test:x"))
+
+
+def test_key_follows_what_the_model_gets(configured_source):
+    def key(**zoo) -> str:
+        return load_model(ModelSpec("m", "configured_test:x", **zoo)).key
+
+    plain = key()
+    configured_source.update(mean=[0.5] * 3, std=[0.5] * 3)
+    half = key()
+    assert half != plain  # the model's own config changed: so did its input, and its key
+    # the key is taken over the values used: a zoo that sets them keeps its key whatever the model says
+    assert key(mean=(0.5,) * 3, std=(0.5,) * 3) == half
+    explicit = key(mean=(0.2,) * 3, std=(0.3,) * 3)
+    configured_source.clear()
+    assert key(mean=(0.2,) * 3, std=(0.3,) * 3) == explicit
+    assert key() == plain == key(interpolation="bilinear")
+    configured_source["crop_pct"] = 0.9
+    assert key() == plain  # recorded only: T_i is the same
+    configured_source["interpolation"] = "bicubic"
+    assert key() != plain
+    configured_source.clear()
+    configured_source["prefix"] = 1
+    assert key() != plain  # R laid out otherwise: other maps
+
+
+def test_probe_size_for_a_zoo(tmp_path, offline):
+    sized = [ModelSpec(f"m{s}", "python:toy_models:tiny_cnn", input_size=s) for s in (32, (40, 56), 48)]
+    assert probe_size_for(sized) == 56  # the largest input side: no model sees its probe images upsampled
+    assert probe_size_for([*sized, ModelSpec("big", "python:toy_models:tiny_cnn", input_size=518)]) == 224
+    assert probe_size_for([*sized, ModelSpec("unsized", "python:toy_models:tiny_cnn")]) == 224  # the default
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=64, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=32)
+    transformers.ViTModel(config).save_pretrained(tmp_path)
+    assert probe_size_for([*sized, ModelSpec("vit", f"hf:{tmp_path}")]) == 64  # read from its config.json
+
+
 def test_state_dict_hash_covers_dtype_and_buffers():
     a, b = tiny_cnn(), tiny_cnn()
     assert state_dict_hash(a) == state_dict_hash(b)
@@ -235,10 +336,43 @@ def test_hf_vit_offline(tmp_path, offline):
     x = loaded.transform(images(s=32))
     assert loaded.encoder in ("layers.1", "encoder")  # transformers 5.x / 4.x layout
     r = loaded.tap()(x)
-    assert r.shape == (2, 17, 16)  # (B, 16 patches + CLS token, hidden)
-    # R is the last block's output, before the final layer norm that the full forward applies
-    full = loaded.module(x).last_hidden_state
-    torch.testing.assert_close(loaded.module.layernorm(r), full)
+    assert r.shape == (2, 16, 4, 4)  # (B, hidden, 4×4 patches of 8 px): the CLS token dropped
+    # R is the last block's output (before the final layer norm), as transformers' own hidden states give it
+    tokens = loaded.module(x, output_hidden_states=True).hidden_states[-1]
+    assert tokens.shape == (2, 17, 16)
+    torch.testing.assert_close(r, tokens[:, 1:].transpose(1, 2).reshape(2, 16, 4, 4))
+
+
+def test_hf_vit_takes_its_input_from_the_saved_image_processor(tmp_path, offline):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=64)
+    transformers.ViTModel(config).save_pretrained(tmp_path)
+    bare = load_model(ModelSpec("hf-vit", f"hf:{tmp_path}"))  # no input_size in the zoo, no processor
+    assert bare.spec.input_size == (64, 64) and bare.preprocessing["from"]["input_size"] == "hf config"
+    processor = transformers.ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.1, 0.2, 0.3],
+                                               image_std=[0.4, 0.5, 0.6], resample=3)
+    processor.save_pretrained(tmp_path)
+    loaded = load_model(ModelSpec("hf-vit", f"hf:{tmp_path}"))
+    assert loaded.transform == InputTransform((64, 64), (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "bicubic")
+    assert set(loaded.preprocessing["from"].values()) == {"hf image processor"}
+    assert loaded.layout == TokenGrid(1, (8, 8)) and loaded.key != bare.key
+    # what the processor itself makes of a 64-px image is what T_i makes of it
+    image = (images(b=1, s=64) * 255).round().to(torch.uint8)
+    expected = processor(images=image, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(loaded.transform(image / 255.0), expected, atol=1e-5, rtol=1e-5)
+    r = loaded.tap()(loaded.transform(images(s=64)))
+    assert r.shape == (2, 32, 8, 8)  # 64 px in 8-px patches, the CLS token dropped
+
+
+def test_hf_config_with_other_than_three_channels_is_refused(tmp_path, offline):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=32, num_channels=1)
+    transformers.ViTModel(config).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"model 'gray'.*num_channels is 1"):
+        load_model(ModelSpec("gray", f"hf:{tmp_path}"))
 
 
 def test_hf_missing_model_is_a_load_error(tmp_path, offline):

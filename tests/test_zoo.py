@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelspace.errors import InputError, ZooError
-from modelspace.models import ModelSpec, load_zoo, spec_from_dict
+from modelspace.models import InputTransform, ModelSpec, load_model, load_zoo, spec_from_dict
 
 TOML_ZOO = """
 [[model]]
@@ -88,10 +88,24 @@ def test_parsed_values(tmp_path):
     assert scripted.pretrained is False and scripted.trust_checkpoint is False
 
 
-def test_defaults_are_imagenet_224():
+def test_unset_preprocessing_is_left_to_the_model_then_imagenet_224():
     spec = ModelSpec("m", "python:toy_models:tiny_cnn")
-    assert spec.input_size == (224, 224)
-    assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
+    assert (spec.input_size, spec.mean, spec.std, spec.interpolation) == (None, None, None, None)
+    # a python: model says nothing about itself: the defaults, recorded as such
+    loaded = load_model(spec)
+    assert loaded.spec.input_size == (224, 224) and loaded.spec.interpolation == "bilinear"
+    assert loaded.spec.mean == (0.485, 0.456, 0.406) and loaded.spec.std == (0.229, 0.224, 0.225)
+    assert loaded.preprocessing["from"] == dict.fromkeys(("input_size", "mean", "std", "interpolation"), "default")
+    assert loaded.transform == InputTransform((224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
+
+
+def test_parsed_interpolation_and_its_errors():
+    spec = spec_from_dict({"name": "m", "source": "timm:a", "interpolation": "bicubic"}, "inline")
+    assert spec.interpolation == "bicubic" and spec.to_dict()["interpolation"] == "bicubic"
+    with pytest.raises(ZooError, match=r"inline: model 'm': field 'interpolation': expected one of"):
+        spec_from_dict({"name": "m", "source": "timm:a", "interpolation": "lanczos"}, "inline")
+    with pytest.raises(ZooError, match=r"model 'm': field 'std': mean and std must be given together"):
+        ModelSpec("m", "timm:a", mean=(0.5, 0.5, 0.5))
 
 
 def test_relative_paths_resolve_against_zoo_folder(tmp_path, monkeypatch):

@@ -46,7 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.store is None:  # kept beside the results, so that running again resumes
         args.store = str(Path(args.out) / "store")
     truth = GroundTruth.load(args.truth) if args.truth else None  # a bad truth fails before any work
-    space = _space(args).fit(_zoo(args.zoo, args.trust_checkpoints), _probe(args))
+    specs = _zoo(args.zoo, args.trust_checkpoints)
+    space = _space(args).fit(specs, _probe(args, specs))
     if truth is not None:
         space.evaluate(truth, args.n_relevant)
     space.save(args.out)
@@ -82,7 +83,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    space = _space(args).embed(_zoo(args.zoo, args.trust_checkpoints), _probe(args))
+    specs = _zoo(args.zoo, args.trust_checkpoints)
+    space = _space(args).embed(specs, _probe(args, specs))
     info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_], "work": space.work_}
     _emit(args, info, f"maps of {len(space.members_)} models in {args.store}; {len(space.failures_)} failures; "
                       f"{space.work_['computed']} units computed, {space.work_['reused']} found in the store"
@@ -91,7 +93,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
-    space = _space(args).fit(_zoo(args.zoo, args.trust_checkpoints), _probe(args))
+    specs = _zoo(args.zoo, args.trust_checkpoints)
+    space = _space(args).fit(specs, _probe(args, specs))
     space.save(args.out)
     _report(args, space.summary(), space, f"wrote {args.out}")
     return 0
@@ -141,10 +144,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from .maps import MapStore
+    from .models import describe_preprocessing
 
     with MapStore(args.store) as store:
         models = store.models()
-    _emit(args, models, "\n".join(f"{m['name']}\t{m['model_key'][:12]}\t{m['spec'].get('source', '')}" for m in models)
+    _emit(args, models, "\n".join(f"{m['name']}\t{m['model_key'][:12]}\t{m['spec'].get('source', '')}\t"
+                                  + describe_preprocessing(m["spec"].get("preprocessing")) for m in models)
           or "(no models)")
     return 0
 
@@ -208,13 +213,16 @@ def _zoo(path: str, trust_checkpoints: bool = False):
     return specs
 
 
-def _probe(args: argparse.Namespace):
+def _probe(args: argparse.Namespace, specs):
+    """The probe set: a saved one, or the folder read at ``--probe-size`` (default: `probe_size_for` the zoo)."""
+    from .models import probe_size_for
     from .probe import ProbeSet
 
     path = Path(args.probe)
     if path.suffix == ".npz":
         return ProbeSet.load(path)
-    return ProbeSet.from_folder(path, size=args.probe_size, limit=args.limit, seed=args.seed, progress=not args.quiet)
+    size = args.probe_size if args.probe_size is not None else probe_size_for(specs)
+    return ProbeSet.from_folder(path, size=size, limit=args.limit, seed=args.seed, progress=not args.quiet)
 
 
 def _space(args: argparse.Namespace):
@@ -273,7 +281,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     common.add_argument("--json", action="store_true", help="print the result as JSON")
     probe_opts = argparse.ArgumentParser(add_help=False)
-    probe_opts.add_argument("--probe-size", type=int, default=64, help="probe image side in pixels (default 64)")
+    probe_opts.add_argument("--probe-size", type=int, default=None,
+                            help="probe image side in pixels (default: the zoo's largest model input side, "
+                                 "at most 224)")
     probe_opts.add_argument("--limit", type=int, default=None, help="use a seeded sample of N probe images")
     probe_opts.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     compute = argparse.ArgumentParser(add_help=False)

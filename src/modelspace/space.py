@@ -65,6 +65,7 @@ class _Member:
     key: str
     entries: dict[str, EntryKey]
     prepared: dict[str, Prepared] = field(default_factory=dict)  # baseline id -> prepared activations
+    preprocessing: dict = field(default_factory=dict)  # what T_i uses and where it came from
 
 
 class ModelSpace:
@@ -250,8 +251,8 @@ class ModelSpace:
             "methods": [m.id for m in self.methods_],
             "sketch": self.sketch,
             "baselines": [b.id for b in self.baselines_],
-            "models": [{"name": n, "task": m.spec.label, "key": m.key, "source": m.spec.source}
-                       for n, m in self.members_.items()],
+            "models": [{"name": n, "task": m.spec.label, "key": m.key, "source": m.spec.source,
+                        "preprocessing": m.preprocessing} for n, m in self.members_.items()],
             "failures": [f.to_dict() for f in self.failures_],
             "work": dict(getattr(self, "work_", {})),
             "evaluation": self.evaluation_.to_dict() if getattr(self, "evaluation_", None) else None,
@@ -273,7 +274,7 @@ class ModelSpace:
             self._fail(name, None, exc)
             return
         self.runtime_.prepare(loaded.module)
-        self.store_.register_model(loaded.key, name, loaded.spec.to_dict())
+        self.store_.register_model(loaded.key, name, {**loaded.spec.to_dict(), "preprocessing": loaded.preprocessing})
         entries = {}
         keys = {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.id, self.runtime_.precision), self.probe_.size)
                 for m in self.methods_}
@@ -296,7 +297,8 @@ class ModelSpace:
                     self._fail(name, method.id, message, keys[method.id])
                 else:
                     entries[method.id] = keys[method.id]
-        self.members_[name] = _Member(loaded.spec, loaded.key, entries, self._prepare_baselines(loaded))
+        self.members_[name] = _Member(loaded.spec, loaded.key, entries, self._prepare_baselines(loaded),
+                                      loaded.preprocessing)
 
     def _not_failed_before(self, name: str, keys: dict[str, EntryKey]) -> list[AttributionMethod]:
         """The methods to run for a model: those the store records as failed are skipped (and

@@ -13,10 +13,19 @@ import torch
 timm = pytest.importorskip("timm", reason="the vision suite runs in .ci/run's second environment (DEVELOPERS.md)")
 torchvision = pytest.importorskip("torchvision", reason="the vision suite runs in .ci/run's second environment")
 
+from conftest import key_before_preprocessing  # noqa: E402
 from modelspace import ModelSpace, ProbeSet  # noqa: E402
 from modelspace.attribution import attribute  # noqa: E402
 from modelspace.errors import AttributionError  # noqa: E402
-from modelspace.models import ModelSpec, load_model  # noqa: E402
+from modelspace.maps import encoder_activations  # noqa: E402
+from modelspace.models import (  # noqa: E402
+    InputTransform,
+    ModelSpec,
+    load_model,
+    own_config,
+    resolve_preprocessing,
+    state_dict_hash,
+)
 
 CNNS = {  # source -> the module whose input is the global pool's (the last feature map before pooling)
     "timm:resnet18": None, "timm:convnext_atto": None, "timm:efficientnet_b0": None,
@@ -61,7 +70,7 @@ def test_gradient_methods_run_on_every_family(source: str) -> None:
     model = load_model(_spec(source))
     x = model.transform(_x())
     for method in ("saliency", "gradient_x_input"):
-        a = attribute(model.module, x, method, encoder=model.encoder, model_name=model.name)
+        a = attribute(model.module, x, method, encoder=model.encoder_ref, model_name=model.name)
         assert a.shape == x.shape and torch.isfinite(a).all() and a.abs().sum() > 0, method
 
 
@@ -69,7 +78,7 @@ def test_gradient_methods_run_on_every_family(source: str) -> None:
 def test_epsilon_lrp_runs_on_plain_cnns(source: str) -> None:
     model = load_model(_spec(source))
     x = model.transform(_x())
-    a = attribute(model.module, x, "lrp_epsilon", encoder=model.encoder, model_name=model.name)
+    a = attribute(model.module, x, "lrp_epsilon", encoder=model.encoder_ref, model_name=model.name)
     assert a.shape == x.shape and torch.isfinite(a).all() and a.abs().sum() > 0
 
 
@@ -78,7 +87,7 @@ def test_epsilon_lrp_runs_on_plain_cnns(source: str) -> None:
 def test_epsilon_lrp_refusal_names_the_operation_and_the_module(source: str, operation: str) -> None:
     model = load_model(_spec(source))
     with pytest.raises(AttributionError, match=rf"{model.name}: .*{operation}.* in module \S+"):
-        attribute(model.module, model.transform(_x()), "lrp_epsilon", encoder=model.encoder, model_name=model.name)
+        attribute(model.module, model.transform(_x()), "lrp_epsilon", encoder=model.encoder_ref, model_name=model.name)
 
 
 def test_every_baseline_and_gradient_method_end_to_end(tmp_path) -> None:
@@ -117,3 +126,129 @@ def test_torchvision_pretrained_weights_from_the_local_hub_cache(tmp_path) -> No
         torch.hub.set_dir(old)
     for name, value in reference.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], value, msg=name)
+
+
+# --------------------------------------------------------------------------- each model's own preprocessing
+
+
+@pytest.mark.parametrize("name, kwargs", [("vit_tiny_patch16_224", {}), ("resnet18", {}),
+                                          ("vit_small_patch14_reg4_dinov2", {"img_size": 56})])
+def test_timm_models_get_their_own_preprocessing(name: str, kwargs: dict) -> None:
+    model = load_model(ModelSpec(name, f"timm:{name}", pretrained=False, kwargs=kwargs))
+    cfg = timm.data.resolve_data_config({}, model=timm.create_model(name, pretrained=False, **kwargs))
+    # built with img_size=, a ViT takes that size, whatever its pretrained_cfg says
+    size = tuple(kwargs.get("img_size", cfg["input_size"][1]) for _ in range(2))
+    assert model.transform == InputTransform(size, cfg["mean"], cfg["std"], cfg["interpolation"])
+    assert cfg["interpolation"] == "bicubic" and model.preprocessing["crop_pct"] == cfg["crop_pct"]
+    assert model.preprocessing["from"]["mean"] == "timm pretrained_cfg"
+    assert model.preprocessing["from"]["input_size"] == ("timm model img_size" if kwargs else "timm pretrained_cfg")
+    # the weightless reading (for the probe size) says the same
+    spec = ModelSpec(name, f"timm:{name}", kwargs=kwargs)
+    assert resolve_preprocessing(spec, own_config(spec).stated)[1] == model.preprocessing
+
+
+@pytest.mark.parametrize("name", ["resnet18", "swin_t", "vit_b_16"])
+def test_torchvision_models_get_their_default_weights_transforms(name: str) -> None:
+    model = load_model(ModelSpec(name, f"torchvision:{name}", pretrained=False))  # no weights: DEFAULT's metadata
+    t = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    assert model.transform == InputTransform((t.crop_size[0],) * 2, tuple(t.mean), tuple(t.std), t.interpolation.value)
+    assert model.preprocessing["crop_pct"] == round(t.crop_size[0] / t.resize_size[0], 4)
+    spec = ModelSpec(name, f"torchvision:{name}")
+    assert resolve_preprocessing(spec, own_config(spec).stated)[1] == model.preprocessing
+
+
+def test_zoo_fields_still_win_over_the_model() -> None:
+    model = load_model(ModelSpec("r18", "timm:resnet18", pretrained=False, input_size=64, mean=(0.5,) * 3,
+                                 std=(0.5,) * 3, interpolation="bilinear"))
+    assert model.transform == InputTransform((64, 64), (0.5,) * 3, (0.5,) * 3, "bilinear")
+    assert set(model.preprocessing["from"].values()) == {"zoo", "timm pretrained_cfg"}  # crop_pct recorded only
+
+
+# --------------------------------------------------------------------------- ViT-style encoders: a token grid
+
+
+@pytest.mark.parametrize("name, kwargs, prefix", [("vit_tiny_patch16_224", {}, 1),
+                                                  ("deit_tiny_distilled_patch16_224", {}, 2),  # class + distillation
+                                                  ("vit_small_patch14_reg4_dinov2", {"img_size": 56}, 5)])  # + 4 registers
+def test_timm_vit_r_is_the_patch_token_grid_of_forward_features(name: str, kwargs: dict, prefix: int) -> None:
+    model = load_model(ModelSpec(name, f"timm:{name}", pretrained=False, kwargs=kwargs))
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x = model.transform(images)
+    r = model.tap()(x)
+    tokens = model.module.forward_features(x)  # timm's own features: every token, after the final norm
+    h, w = model.module.patch_embed.grid_size
+    assert model.module.num_prefix_tokens == prefix and tokens.shape[1] == prefix + h * w
+    assert r.shape == (2, tokens.shape[2], h, w)
+    torch.testing.assert_close(r, tokens[:, prefix:].transpose(1, 2).reshape(r.shape))
+    # the baselines see the same R; the attribution seeds mean(R) over the patch tokens only
+    np.testing.assert_allclose(encoder_activations(model, images, progress=False), r.reshape(2, -1).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+    grad = attribute(model.module, x, "gradient", encoder=model.encoder_ref, model_name=model.name)
+    leaf = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(model.module.forward_features(leaf)[:, prefix:].mean(dim=(1, 2)).sum(), leaf)
+    torch.testing.assert_close(grad, expected)
+
+
+def test_timm_swin_r_is_forward_features_channels_first() -> None:
+    model = load_model(_spec("timm:swin_tiny_patch4_window7_224"))
+    x = model.transform(_x())
+    features = model.module.forward_features(x)  # (B, H, W, C) in timm 1.x
+    r = model.tap()(x)
+    assert features.shape == (2, 7, 7, 768) and r.shape == (2, 768, 7, 7)  # 224 / 32 = 7: one cell per final patch
+    torch.testing.assert_close(r, features.permute(0, 3, 1, 2))
+
+
+def test_torchvision_vit_r_is_the_encoder_output_without_the_class_token() -> None:
+    model = load_model(_spec("torchvision:vit_b_16"))
+    x = model.transform(_x())
+    vit = model.module
+    with torch.no_grad():  # the ViT forward spelled out: patches, class token first, encoder, head on token 0
+        patches = vit.conv_proj(x).flatten(2).transpose(1, 2)
+        tokens = vit.encoder(torch.cat([vit.class_token.expand(2, -1, -1), patches], 1))
+        torch.testing.assert_close(vit.heads(tokens[:, 0]), vit(x))
+        r = model.tap()(x)
+    assert r.shape == (2, 768, 14, 14)
+    torch.testing.assert_close(r, tokens[:, 1:].transpose(1, 2).reshape(2, 768, 14, 14))
+
+
+def test_torchvision_swin_r_is_features_channels_first() -> None:
+    model = load_model(_spec("torchvision:swin_t"))
+    x = model.transform(_x())
+    swin = model.module
+    with torch.no_grad():
+        features = swin.features(x)
+        torch.testing.assert_close(swin.head(swin.flatten(swin.avgpool(swin.permute(swin.norm(features))))), swin(x))
+        r = model.tap()(x)
+    assert features.shape == (2, 7, 7, 768) and r.shape == (2, 768, 7, 7)
+    torch.testing.assert_close(r, features.permute(0, 3, 1, 2))
+
+
+def test_store_keys_change_only_where_r_or_the_input_changes() -> None:
+    explicit = {"mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bilinear"}  # and input_size: _spec
+    for source in ("timm:resnet18", "torchvision:resnet18", "timm:convnext_atto"):  # R unchanged: the key too
+        model = load_model(_spec(source, **explicit))
+        assert model.layout is None
+        assert model.key == key_before_preprocessing(model.spec.to_dict(), state_dict_hash(model.module)), source
+    for source in ("timm:vit_tiny_patch16_224", "torchvision:swin_t"):  # R is now a map: another key
+        model = load_model(_spec(source, **explicit))
+        assert model.layout is not None and model.spec.interpolation == "bilinear"
+        assert model.key != key_before_preprocessing(model.spec.to_dict(), state_dict_hash(model.module)), source
+
+
+def test_hf_vit_without_input_size_runs_end_to_end(tmp_path, monkeypatch) -> None:
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=64)
+    transformers.ViTModel(config).save_pretrained(tmp_path / "vit")
+    transformers.ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.5] * 3,
+                                   image_std=[0.25] * 3).save_pretrained(tmp_path / "vit")
+    specs = [ModelSpec("hf_vit", f"hf:{tmp_path / 'vit'}"), _spec("timm:deit_tiny_distilled_patch16_224")]
+    probe = ProbeSet.from_array(np.random.default_rng(0).integers(0, 256, (4, 3, 96, 96), dtype=np.uint8))
+    space = ModelSpace(methods=("saliency",), baselines=("linear_cka",), store=tmp_path / "store",
+                       progress=False).fit(specs, probe)
+    assert not space.failures_
+    vit = space.summary()["models"][0]["preprocessing"]
+    assert vit["input_size"] == [64, 64] and vit["mean"] == [0.5] * 3 and vit["std"] == [0.25] * 3
+    assert set(vit["from"].values()) == {"hf image processor"}

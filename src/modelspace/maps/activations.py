@@ -13,7 +13,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import AttributionError, InputError, check_int
-from ..models.encoder import EncoderTap
 from .runtime import Runtime
 
 
@@ -29,8 +28,8 @@ def encoder_activations(
     Parameters
     ----------
     model : LoadedModel
-        Its ``module``, ``encoder``, ``transform`` and ``name`` are used; the module must already
-        be on the runtime's device (``load_model(spec, device)``).
+        Its ``tap()`` (R, laid out as a map), ``transform`` and ``name`` are used; the module must
+        already be on the runtime's device (``load_model(spec, device)``).
     images : torch.Tensor
         Probe images, float (N, 3, S, S) in [0, 1], before the model's transform T_i.
     batch_size : int
@@ -58,7 +57,7 @@ def encoder_activations(
     check_int(batch_size, "batch_size")
     runtime = Runtime.of(runtime)
 
-    tap = EncoderTap(model.module, model.encoder, name)
+    tap = model.tap()  # R laid out as a map, as the attribution methods see it
     n = images.shape[0]
     rows: list[np.ndarray] = []
     starts = range(0, n, batch_size)

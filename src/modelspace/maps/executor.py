@@ -45,7 +45,7 @@ def compute_maps(
     runtime = Runtime.of(runtime)
     x = runtime.inputs(model.transform, images)
     with runtime.autocast():
-        maps = attribute_many(model.module, x, methods, encoder=model.encoder, model_name=model.name)
+        maps = attribute_many(model.module, x, methods, encoder=model.encoder_ref, model_name=model.name)
     return {k: model.transform.inverse(v.detach().float(), probe_size).cpu() for k, v in maps.items()}
 
 

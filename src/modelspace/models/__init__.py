@@ -1,25 +1,51 @@
 """Models: specifications and the source registry (spec), zoo files (zoo), loaders (sources), encoder
 capture (encoder) and input transforms (transforms)."""
 
-from modelspace.models.encoder import EncoderTap, first_tensor, resolve_module
-from modelspace.models.sources import LoadedModel, load_model, model_key, state_dict_hash
-from modelspace.models.spec import SOURCES, ModelSpec, list_sources, register_source, spec_from_dict
+from modelspace.models.encoder import ChannelsLast, Encoder, EncoderTap, TokenGrid, first_tensor, resolve_module
+from modelspace.models.sources import (
+    PROBE_SIZE_CAP,
+    LoadedModel,
+    OwnConfig,
+    load_model,
+    model_key,
+    own_config,
+    probe_size_for,
+    state_dict_hash,
+)
+from modelspace.models.spec import (
+    SOURCES,
+    ModelSpec,
+    describe_preprocessing,
+    list_sources,
+    register_source,
+    resolve_preprocessing,
+    spec_from_dict,
+)
 from modelspace.models.transforms import InputTransform
 from modelspace.models.zoo import load_zoo
 
 __all__ = [
+    "ChannelsLast",
+    "Encoder",
     "EncoderTap",
     "InputTransform",
     "LoadedModel",
     "ModelSpec",
+    "OwnConfig",
+    "PROBE_SIZE_CAP",
     "SOURCES",
+    "TokenGrid",
+    "describe_preprocessing",
     "first_tensor",
     "load_model",
     "list_sources",
     "load_zoo",
     "model_key",
+    "own_config",
+    "probe_size_for",
     "register_source",
     "resolve_module",
+    "resolve_preprocessing",
     "spec_from_dict",
     "state_dict_hash",
 ]

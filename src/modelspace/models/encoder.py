@@ -13,12 +13,19 @@ is not supported on ScriptModules"), on the top module and on submodules alike. 
 network, i.e. each module on the path is called on its parent's own input (checked in the TorchScript
 graph, so a wrong name fails early instead of computing the wrong R). Otherwise export the encoder
 itself as the TorchScript file and leave ``encoder`` unset, which takes the whole output as R.
+
+Layouts: R is compared and attributed as a map (B, C, H, W). Transformers give something else, so their
+loaders declare how R is laid out, as plain data, and the tap turns it into a map, in this one place:
+`TokenGrid` (ViT, DeiT: (B, prefix + h·w, D) tokens; the class / distillation / register tokens are
+dropped and the patch tokens become (B, D, h, w)) and `ChannelsLast` (Swin: (B, H, W, C) → (B, C, H, W)).
+mean(R) is then the mean over the patch tokens, and the baselines see a spatial map like a CNN's.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -123,15 +130,73 @@ def _check_script_prefix(module: torch.jit.ScriptModule, name: str, model_name: 
         parent = getattr(parent, part)
 
 
+@dataclass(frozen=True)
+class TokenGrid:
+    """R is ViT-style tokens (B, prefix + h·w, D): drop the ``prefix`` tokens (class, distillation,
+    registers) and reshape the patch tokens, row-major as patch embeddings flatten them, to (B, D, h, w).
+
+    ``stride`` is the input pixels per token (height, width): the grid is (H // stride_h, W // stride_w)
+    of the model input. A (B, h·w, D) R (a module before the prefix tokens are added) is reshaped
+    alike; any other token count is an error, R of another rank is kept as it is.
+    """
+
+    prefix: int
+    stride: tuple[int, int]
+
+    def to_dict(self) -> dict:
+        return {"token_grid": {"prefix": self.prefix, "stride": list(self.stride)}}
+
+    def apply(self, r: torch.Tensor, x: torch.Tensor, where: str) -> torch.Tensor:
+        if r.ndim != 3:
+            return r
+        h, w = x.shape[-2] // self.stride[0], x.shape[-1] // self.stride[1]
+        if r.shape[1] not in (self.prefix + h * w, h * w):
+            raise ModelLoadError(f"{where}: R has shape {tuple(r.shape)}; a {tuple(x.shape[-2:])} input in "
+                                 f"{self.stride[0]}×{self.stride[1]} patches gives {h}×{w} patch tokens after "
+                                 f"{self.prefix} prefix tokens, i.e. {self.prefix + h * w} tokens")
+        return r[:, r.shape[1] - h * w:].transpose(1, 2).reshape(r.shape[0], r.shape[2], h, w)
+
+
+@dataclass(frozen=True)
+class ChannelsLast:
+    """R is a channels-last map (B, H, W, C), as every stage of timm's and torchvision's Swin gives it:
+    permuted to (B, C, H, W). R of another rank is kept as it is."""
+
+    def to_dict(self) -> dict:
+        return {"channels_last": True}
+
+    def apply(self, r: torch.Tensor, x: torch.Tensor, where: str) -> torch.Tensor:
+        return r.permute(0, 3, 1, 2) if r.ndim == 4 else r
+
+
+#: How a loader may declare R's layout (None: R is already a map, or whatever the module gives).
+Layout = TokenGrid | ChannelsLast
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """Where R is read (a module name; None: the whole model output) and how it is laid out.
+
+    What `LoadedModel.encoder_ref` gives: pass it wherever a function takes an ``encoder`` name
+    (`attribution.attribute`, `EncoderTap`) so that R is the same map everywhere.
+    """
+
+    name: str | None
+    layout: Layout | None = None
+
+
 class EncoderTap:
     """Runs a model up to its encoder output R, captured by a forward hook on the named module.
 
     With stop=True the forward pass ends right after R (an exception raised in the hook and caught here),
-    so decoders/heads cost nothing. ``name=None`` takes the whole model output as R. When the named module
-    runs several times in one forward, R is its first output. See the module docstring for TorchScript.
+    so decoders/heads cost nothing. ``name=None`` takes the whole model output as R; an `Encoder` gives
+    the name and R's layout, applied to R here (see the module docstring). When the named module runs
+    several times in one forward, R is its first output. See the module docstring for TorchScript.
     """
 
-    def __init__(self, module: nn.Module, name: str | None, model_name: str = "model", stop: bool = True):
+    def __init__(self, module: nn.Module, name: str | Encoder | None, model_name: str = "model",
+                 stop: bool = True):
+        name, self.layout = (name.name, name.layout) if isinstance(name, Encoder) else (name, None)
         self.module = module
         self.name = name
         self.model_name = model_name
@@ -152,12 +217,17 @@ class EncoderTap:
         return tensor
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """R for the (already transformed) model input ``x``: the first tensor of the captured output."""
+        """R for the (already transformed) model input ``x``: the first tensor of the captured output,
+        laid out as a map when the encoder declares a layout."""
         if self.target is None:
-            return self._as_tensor(self.module(x), "the model")
-        if self.scripted:
-            return self._as_tensor(self.target(x), f"module {self.name!r}")
-        return self._capture(x)
+            r = self._as_tensor(self.module(x), "the model")
+        elif self.scripted:
+            r = self._as_tensor(self.target(x), f"module {self.name!r}")
+        else:
+            r = self._capture(x)
+        if self.layout is None:
+            return r
+        return self.layout.apply(r, x, f"model {self.model_name!r}, encoder {self.name!r}")
 
     def _capture(self, x: torch.Tensor) -> torch.Tensor:
         captured: list[Any] = []

@@ -1,10 +1,15 @@
 """One registry from source prefixes (``python:``, ``checkpoint:`` ...) to the loaders that build models.
 
-A loader is ``loader(spec, ref) -> (module, default_encoder)``: ``ref`` is the text after the prefix and
-``default_encoder`` the encoder module name used when the spec names none (None: the whole output).
+A loader is ``loader(spec, ref) -> (module, default_encoder[, own])``: ``ref`` is the text after the
+prefix, ``default_encoder`` the encoder module name used when the spec names none (None: the whole
+output) and ``own`` an `OwnConfig`, what the model says about itself as plain data: its own
+preprocessing (timm's pretrained_cfg, torchvision's weights transforms, a Hugging Face image processor
+or config) and the layout of R (`encoder.TokenGrid` for ViTs, `encoder.ChannelsLast` for Swin).
 Loaders raise ModelLoadError without naming the model: `load_model` wraps every loader, turns its
-failures (any exception) into ModelLoadError naming the model and the source, puts the module in eval
-mode without parameter gradients, and computes the model's identity key.
+failures (any exception) into ModelLoadError naming the model and the source, resolves the
+preprocessing (`spec.resolve_preprocessing`: the zoo entry's fields, then the model's, then the
+defaults), puts the module in eval mode without parameter gradients, and computes the model's identity
+key over what the model actually gets.
 
 Optional libraries (transformers, safetensors, timm, torchvision) are imported inside their loaders
 only, so the rest of modelspace works without them.
@@ -14,38 +19,75 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from modelspace.errors import InputError, ModelLoadError, ZooError
-from modelspace.models.encoder import EncoderTap, find_module
-from modelspace.models.spec import SOURCES, ModelSpec, register_source, split_source
+from modelspace.models.encoder import ChannelsLast, Encoder, EncoderTap, Layout, TokenGrid, find_module
+from modelspace.models.spec import SOURCES, ModelSpec, register_source, resolve_preprocessing, split_source
 from modelspace.models.transforms import InputTransform
+
+#: The largest probe size `probe_size_for` picks (see there).
+PROBE_SIZE_CAP = 224
+
+
+@dataclass(frozen=True)
+class OwnConfig:
+    """What a model says about itself, as its loader reads it: plain data.
+
+    Attributes
+    ----------
+    stated : dict
+        Preprocessing field → (value, where it was read) for the fields the model's configuration
+        states: ``input_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct`` (`resolve_preprocessing`).
+    layout : TokenGrid, ChannelsLast or None
+        How the encoder output R is laid out when it is not a (B, C, H, W) map (`EncoderTap` applies it).
+    """
+
+    stated: dict = field(default_factory=dict)
+    layout: Layout | None = None
+
+
+def _stated(origin: str, **values: Any) -> dict:
+    """``{field: (value, origin)}`` for the values that are not None."""
+    return {k: (v, origin) for k, v in values.items() if v is not None}
 
 
 @dataclass
 class LoadedModel:
-    """A model ready for attribution: module, resolved encoder name, input transform and identity key."""
+    """A model ready for attribution: module, resolved encoder name, input transform and identity key.
+
+    ``spec`` is the resolved spec (every preprocessing field set), ``preprocessing`` the record of what
+    T_i uses and where each field came from (`resolve_preprocessing`), ``layout`` how R is laid out.
+    """
 
     spec: ModelSpec
     module: nn.Module
     encoder: str | None
     transform: InputTransform
     key: str
+    layout: Layout | None = None
+    preprocessing: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def encoder_ref(self) -> Encoder:
+        """The encoder name with R's layout: what to pass as ``encoder`` to `attribution.attribute`."""
+        return Encoder(self.encoder, self.layout)
+
     def tap(self, stop: bool = True) -> EncoderTap:
-        """An EncoderTap that returns this model's encoder output R."""
-        return EncoderTap(self.module, self.encoder, self.name, stop=stop)
+        """An EncoderTap that returns this model's encoder output R (laid out as a map)."""
+        return EncoderTap(self.module, self.encoder_ref, self.name, stop=stop)
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -67,9 +109,21 @@ def state_dict_hash(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def model_key(spec: ModelSpec, module: nn.Module) -> str:
-    """Identity of a loaded model: sha256 of the canonical spec JSON and the state-dict hash."""
-    return hashlib.sha256((spec.to_json() + "\n" + state_dict_hash(module)).encode()).hexdigest()
+def model_key(spec: ModelSpec, module: nn.Module, layout: Layout | None = None) -> str:
+    """Identity of a loaded model: sha256 of the resolved spec's canonical JSON and the state-dict hash.
+
+    The JSON is ``spec.to_dict()`` with ``interpolation`` only when it is not bilinear and ``layout``
+    only when R is laid out (`TokenGrid`, `ChannelsLast`): the two change the maps, and a spec whose
+    model gets neither (every CNN resized bilinearly, the built-in world's zoo) keeps the key it had
+    before they existed, so stores written then are reused.
+    """
+    identity = spec.to_dict()
+    if identity["interpolation"] in (None, "bilinear"):
+        del identity["interpolation"]
+    if layout is not None:
+        identity["layout"] = layout.to_dict()
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256((text + "\n" + state_dict_hash(module)).encode()).hexdigest()
 
 
 def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedModel:
@@ -84,7 +138,8 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedMod
                        f"known prefixes: {', '.join(sorted(SOURCES))}")
     where = f"model {spec.name!r} (source {spec.source!r})"
     try:
-        module, default_encoder = SOURCES[prefix](spec, ref)
+        module, default_encoder, *rest = SOURCES[prefix](spec, ref)
+        own = rest[0] if rest else OwnConfig()
     except InputError:
         raise
     except ModelLoadError as exc:  # a loader's own message: add which model and source
@@ -94,14 +149,50 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedMod
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"{where}: the loader gave a {type(module).__name__}, "
                              "not a torch.nn.Module")
+    if not isinstance(own, OwnConfig):
+        raise ModelLoadError(f"{where}: the loader's third value is a {type(own).__name__}, not an OwnConfig")
+    try:
+        resolved, record = resolve_preprocessing(spec, own.stated)
+    except ZooError as exc:
+        raise ModelLoadError(f"{where}: its own configuration is not usable: {exc}") from exc
     encoder = spec.encoder if spec.encoder is not None else default_encoder
-    key = model_key(spec, module)  # hashed on the CPU, before moving: the device is not part of identity
+    key = model_key(resolved, module, own.layout)  # hashed on the CPU, before moving: the device is not identity
     module = module.to(device).eval()
     for param in module.parameters():  # attribution needs input gradients only; a loop, since
         param.requires_grad_(False)     # ScriptModules refuse module.requires_grad_
     EncoderTap(module, encoder, spec.name)  # checks the encoder name now rather than mid-run
-    return LoadedModel(spec=spec, module=module, encoder=encoder,
-                       transform=InputTransform.from_spec(spec), key=key)
+    return LoadedModel(spec=resolved, module=module, encoder=encoder, transform=InputTransform.from_spec(resolved),
+                       key=key, layout=own.layout, preprocessing=record)
+
+
+def own_config(spec: ModelSpec) -> OwnConfig:
+    """What a model's own configuration says, read without its weights: timm and torchvision models
+    are built on the meta device, a Hugging Face model's files are read. Empty for other sources, and
+    when it cannot be read (`load_model` then reports the problem)."""
+    reader = _CONFIG_READERS.get(spec.prefix)
+    if reader is None:
+        return OwnConfig()
+    try:
+        return reader(spec, spec.ref)
+    except Exception:  # noqa: BLE001 - a hint only: loading the model says what is wrong
+        return OwnConfig()
+
+
+def probe_size_for(specs: Sequence[ModelSpec], cap: int = PROBE_SIZE_CAP) -> int:
+    """The probe size that suits a zoo: its largest model input side, at most ``cap`` pixels.
+
+    Maps are compared at the probe size, and each model gets the probe images resized to its input:
+    from the largest side on, no model sees them upsampled (blurred); the cap bounds the store, which
+    keeps every map at probe size (a 224-px map is 3·224²·2 bytes = 294 KiB per image and method).
+    A spec without ``input_size`` counts with its own configuration's (`own_config`), else 224.
+    """
+    largest = 0
+    for spec in sorted(specs, key=lambda s: s.input_size is None):  # the zoo's own sizes first: cheaper
+        size = spec.input_size or resolve_preprocessing(spec, own_config(spec).stated)[0].input_size
+        largest = max(largest, *size)
+        if largest >= cap:
+            return cap
+    return largest or cap
 
 
 # --------------------------------------------------------------------------------------------- python
@@ -259,8 +350,79 @@ def hf_default_encoder(module: nn.Module) -> str | None:
     return None
 
 
+#: Hugging Face model types whose encoder gives ViT-style tokens -> class tokens before the patches
+#: (registers, ``config.num_register_tokens``, are added).
+HF_PREFIX_TOKENS = {"vit": 1, "deit": 2, "dinov2": 1, "dinov2_with_registers": 1, "beit": 1,
+                    "data2vec-vision": 1, "vit_msn": 1}
+
+#: PIL resampling codes (what Hugging Face image processors store) -> names.
+_PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+def _pair(value: Any) -> tuple[int, int] | None:
+    """An int or a (height, width) pair as a pair; None stays None."""
+    if value is None:
+        return None
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _resample_name(value: Any) -> str | None:
+    """A processor's ``resample``, a PIL code (slow processors) or an InterpolationMode (fast ones), by name."""
+    if value is None:
+        return None
+    try:
+        return _PIL_RESAMPLE.get(int(value), str(value))
+    except (TypeError, ValueError):
+        return str(getattr(value, "value", value))
+
+
+def _hf_processor(ref: str) -> Any:
+    """The image processor saved beside the model, or None."""
+    try:
+        from transformers import AutoImageProcessor
+
+        return AutoImageProcessor.from_pretrained(ref, local_files_only=True)
+    except Exception:  # noqa: BLE001 - no processor saved (OSError), or one this transformers cannot build
+        return None
+
+
+def hf_config(ref: str, config: Any) -> OwnConfig:
+    """What a Hugging Face model says about its input: the image processor saved with it (size, mean,
+    std, resample, crop), else ``config.image_size``; and for ViT-like model types, the token grid."""
+    channels = getattr(config, "num_channels", 3)
+    if channels != 3:
+        raise ModelLoadError(f"config.num_channels is {channels}; modelspace feeds RGB images (3 channels)")
+    stated = _stated("hf config", input_size=_pair(getattr(config, "image_size", None)))
+    processor = _hf_processor(ref)
+    if processor is not None:
+        origin = "hf image processor"
+        size, crop = getattr(processor, "size", None) or {}, getattr(processor, "crop_size", None) or {}
+        resized = _pair(size.get("shortest_edge")) or (
+            (size.get("height"), size.get("width")) if size.get("height") else None)
+        cropped = (crop.get("height"), crop.get("width")) if getattr(processor, "do_center_crop", False) and crop else None
+        normalize = getattr(processor, "do_normalize", True)
+        resample = getattr(processor, "resample", None)
+        stated.update(_stated(
+            origin, input_size=cropped or resized,
+            mean=getattr(processor, "image_mean", None) if normalize else (0.0, 0.0, 0.0),
+            std=getattr(processor, "image_std", None) if normalize else (1.0, 1.0, 1.0),
+            interpolation=_resample_name(resample),
+            crop_pct=round(cropped[0] / resized[0], 4) if cropped and resized else getattr(processor, "crop_pct", None)))
+    layout = None
+    if getattr(config, "model_type", None) in HF_PREFIX_TOKENS:
+        prefix = HF_PREFIX_TOKENS[config.model_type] + int(getattr(config, "num_register_tokens", 0) or 0)
+        layout = TokenGrid(prefix, _pair(config.patch_size))
+    return OwnConfig(stated, layout)
+
+
+def _hf_files_config(spec: ModelSpec, ref: str) -> OwnConfig:
+    from transformers import AutoConfig
+
+    return hf_config(ref, AutoConfig.from_pretrained(ref, local_files_only=True))
+
+
 @register_source("hf")
-def load_hf(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
+def load_hf(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConfig]:
     """``hf:DIR_OR_HUB_ID``: ``transformers.AutoModel.from_pretrained`` offline (local dir or HF cache)."""
     try:
         from transformers import AutoModel
@@ -272,7 +434,7 @@ def load_hf(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
     except OSError as exc:  # what transformers raises for a missing folder / uncached hub id
         raise ModelLoadError(f"{ref!r} is neither a local model folder nor in the "
                              f"Hugging Face cache (nothing is downloaded): {exc}") from exc
-    return module, hf_default_encoder(module)
+    return module, hf_default_encoder(module), hf_config(ref, module.config)
 
 
 # --------------------------------------------------------------------------------------------- timm
@@ -287,8 +449,37 @@ def _timm_weight_source(cfg: Any) -> str | None:
     return None
 
 
+def timm_config(module: nn.Module) -> OwnConfig:
+    """What a timm model says about its input (``timm.data.resolve_data_config``: its pretrained_cfg)
+    and how its ``forward_features`` lays out R (ViT tokens, Swin's channels-last map)."""
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=module)
+    stated = _stated("timm pretrained_cfg", input_size=tuple(cfg["input_size"][1:]), mean=cfg.get("mean"),
+                     std=cfg.get("std"), interpolation=cfg.get("interpolation") or None, crop_pct=cfg.get("crop_pct"))
+    embed = getattr(module, "patch_embed", None)
+    built = _pair(getattr(embed, "img_size", None))
+    if built and not getattr(module, "dynamic_img_size", False) and built != stated["input_size"][0]:
+        stated["input_size"] = (built, "timm model img_size")  # built with img_size=: the cfg keeps the pretraining size
+    layout = None
+    if getattr(module, "output_fmt", None) == "NHWC":
+        layout = ChannelsLast()
+    elif getattr(module, "num_prefix_tokens", None) is not None and embed is not None:
+        grid = _pair(getattr(embed, "grid_size", None))
+        stride = (built[0] // grid[0], built[1] // grid[1]) if built and grid else _pair(embed.patch_size)
+        layout = TokenGrid(int(module.num_prefix_tokens), stride)
+    return OwnConfig(stated, layout)
+
+
+def _timm_meta_config(spec: ModelSpec, ref: str) -> OwnConfig:
+    import timm
+
+    with torch.device("meta"):  # no memory, no initialisation: only the configuration is read
+        return timm_config(timm.create_model(ref, pretrained=False, **spec.kwargs_dict()))
+
+
 @register_source("timm")
-def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
+def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConfig]:
     """``timm:NAME``: ``timm.create_model``; pretrained weights must already be cached (offline).
 
     Default encoder: the module whose output ``forward_features`` returns (the last feature map
@@ -313,21 +504,21 @@ def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
         # timm only warns and keeps random weights here; a silent random model would corrupt the results
         raise ModelLoadError(f"timm model {ref!r} has no pretrained weights; set "
                              "pretrained = false to use it with random weights")
+    own = timm_config(module)
     if spec.encoder is not None:  # the zoo names R: no forward pass to find the default
-        return module, None
-    default = _timm_features_module(module)
+        return module, None, own
+    default = _timm_features_module(module, spec.input_size or own.stated["input_size"][0])
     info = getattr(module, "feature_info", None)
     if default is None and isinstance(info, (list, tuple)) and info and isinstance(info[-1], Mapping):
         default = info[-1].get("module")
-    return module, default
+    return module, default, own
 
 
-def _timm_features_module(module: nn.Module) -> str | None:
+def _timm_features_module(module: nn.Module, size: tuple[int, int]) -> str | None:
     """The module whose output timm's ``forward_features`` returns: the last feature map before
     pooling (``feature_info`` can name an earlier one, e.g. EfficientNet's blocks before its 1×1
-    head convolution). Found with one forward of a blank image at the model's own input size."""
-    size = (getattr(module, "pretrained_cfg", None) or {}).get("input_size")
-    if not hasattr(module, "forward_features") or not size:
+    head convolution), or a ViT's final norm. Found with one forward of a blank image at the input size."""
+    if not hasattr(module, "forward_features"):
         return None
     produced: dict[int, str] = {}
 
@@ -339,7 +530,7 @@ def _timm_features_module(module: nn.Module) -> str | None:
     try:
         module.eval()
         with torch.no_grad():
-            out = module.forward_features(torch.zeros(1, *size))
+            out = module.forward_features(torch.zeros(1, 3, *size))
     finally:
         for h in hooks:
             h.remove()
@@ -370,8 +561,42 @@ def _torchvision_cached(weights: Any) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
+def torchvision_config(ref: str, module: nn.Module) -> OwnConfig:
+    """What a torchvision architecture expects: its DEFAULT weights' ``transforms()`` (crop size, mean,
+    std, interpolation; the weights used when pretrained, and what the architecture was trained with
+    when not), the model's own ``image_size`` when it was built with another one; and R's layout."""
+    import torchvision
+
+    stated = {}
+    try:
+        weights = torchvision.models.get_model_weights(ref).DEFAULT
+        t = weights.transforms()
+        crop, resize = tuple((list(t.crop_size) * 2)[:2]), t.resize_size
+        stated = _stated(f"torchvision {weights} transforms", input_size=crop, mean=tuple(t.mean), std=tuple(t.std),
+                         interpolation=t.interpolation.value,
+                         crop_pct=round(crop[0] / resize[0], 4) if resize else None)
+    except (AttributeError, KeyError, ValueError, TypeError):  # no weights, or weights of another task
+        pass
+    built = _pair(getattr(module, "image_size", None))
+    if built and stated.get("input_size", (None,))[0] != built:
+        stated["input_size"] = (built, "torchvision model image_size")
+    layout = None
+    if isinstance(module, torchvision.models.VisionTransformer):
+        layout = TokenGrid(1, _pair(module.patch_size))  # the class token, then the patches
+    elif isinstance(module, torchvision.models.SwinTransformer):
+        layout = ChannelsLast()
+    return OwnConfig(stated, layout)
+
+
+def _torchvision_meta_config(spec: ModelSpec, ref: str) -> OwnConfig:
+    import torchvision
+
+    with torch.device("meta"):
+        return torchvision_config(ref, torchvision.models.get_model(ref, weights=None, **spec.kwargs_dict()))
+
+
 @register_source("torchvision")
-def load_torchvision(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
+def load_torchvision(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConfig]:
     """``torchvision:NAME``: ``torchvision.models.get_model``; DEFAULT weights must already be cached."""
     try:
         import torchvision
@@ -387,4 +612,8 @@ def load_torchvision(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
                                  f"cached at {cached} and nothing is downloaded; put the file there, or set "
                                  "pretrained = false for random weights")
     module = torchvision.models.get_model(ref, weights=weights, **spec.kwargs_dict())
-    return module, torchvision_default_encoder(ref)
+    return module, torchvision_default_encoder(ref), torchvision_config(ref, module)
+
+
+#: Source prefix -> ``reader(spec, ref) -> OwnConfig`` without the weights (`own_config`).
+_CONFIG_READERS = {"timm": _timm_meta_config, "torchvision": _torchvision_meta_config, "hf": _hf_files_config}

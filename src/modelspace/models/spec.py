@@ -1,10 +1,15 @@
 """Model specifications: `ModelSpec` (one zoo entry, checked), the registry of source prefixes, and
 `spec_from_dict` (one zoo-file entry, with its relative paths resolved). Zoo files: `zoo`.
 
-Fields: ``name`` and ``source`` are required; ``task``, ``encoder``, ``input_size`` (default 224×224),
-``normalize`` / ``mean`` + ``std`` (default ImageNet statistics), ``constructor`` (``checkpoint:`` only),
+Fields: ``name`` and ``source`` are required; ``task``, ``encoder``, ``input_size``, ``normalize`` /
+``mean`` + ``std``, ``interpolation`` ("bilinear" or "bicubic"), ``constructor`` (``checkpoint:`` only),
 ``kwargs``, ``pretrained`` (``timm:`` / ``torchvision:``, default true) and ``trust_checkpoint`` (default
 false) are optional. Any other key is an error, so typos do not pass silently.
+
+Preprocessing (``input_size``, ``mean`` / ``std``, ``interpolation``): a field the entry sets wins; a
+field it leaves unset (None) comes from the model's own configuration, which its loader reads (timm's
+pretrained_cfg, torchvision's weights transforms, a Hugging Face image processor or config), then from
+`DEFAULTS` (224×224, ImageNet statistics, bilinear). `resolve_preprocessing` is that one rule.
 
 Sources: ``python:pkg.module:callable``, ``checkpoint:PATH`` (with ``constructor``, or a trusted file that
 pickles the whole module), ``torchscript:PATH``, ``hf:DIR_OR_HUB_ID``, ``timm:NAME``, ``torchvision:NAME``.
@@ -33,7 +38,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -54,9 +59,18 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 _PATH_SOURCES = ("checkpoint", "torchscript")
 _PYTHON_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _FILE_KEYS = {
-    "name", "source", "task", "encoder", "input_size", "mean", "std", "normalize",
+    "name", "source", "task", "encoder", "input_size", "mean", "std", "normalize", "interpolation",
     "constructor", "kwargs", "pretrained", "trust_checkpoint",
 }
+
+#: The resize modes T_i offers (`transforms.InputTransform`).
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+#: Preprocessing of a model whose zoo entry and own configuration say nothing.
+DEFAULTS: dict[str, Any] = {"input_size": (224, 224), "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+                            "interpolation": "bilinear"}
+#: The preprocessing fields: resolved by `resolve_preprocessing`, recorded with where each came from.
+PREPROCESSING = ("input_size", "mean", "std", "interpolation")
 
 
 class FrozenMapping(tuple):
@@ -110,8 +124,10 @@ def _check_str(value: Any, fld: str, at: _Where, optional: bool = True) -> str |
     return value
 
 
-def _check_size(value: Any, at: _Where) -> tuple[int, int]:
-    """`input_size`: an int (square) or [height, width] of positive ints."""
+def _check_size(value: Any, at: _Where) -> tuple[int, int] | None:
+    """`input_size`: an int (square) or [height, width] of positive ints; None: from the model."""
+    if value is None:
+        return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
     ok = (
@@ -124,8 +140,10 @@ def _check_size(value: Any, at: _Where) -> tuple[int, int]:
     return (int(value[0]), int(value[1]))
 
 
-def _check_triple(value: Any, fld: str, at: _Where, positive: bool) -> tuple[float, float, float]:
-    """`mean` / `std`: three finite numbers (one per RGB channel); std must be > 0."""
+def _check_triple(value: Any, fld: str, at: _Where, positive: bool) -> tuple[float, float, float] | None:
+    """`mean` / `std`: three finite numbers (one per RGB channel); std must be > 0; None: from the model."""
+    if value is None:
+        return None
     ok = (
         isinstance(value, (list, tuple))
         and len(value) == 3
@@ -136,6 +154,12 @@ def _check_triple(value: Any, fld: str, at: _Where, positive: bool) -> tuple[flo
     if positive and any(v <= 0 for v in value):
         raise at.error(fld, f"every value must be > 0 (it divides the image), got {list(value)!r}")
     return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def _check_interpolation(value: Any, at: _Where) -> str | None:
+    if value is not None and value not in INTERPOLATIONS:
+        raise at.error("interpolation", f"expected one of {list(INTERPOLATIONS)}, got {value!r}")
+    return value
 
 
 def _check_bool(value: Any, fld: str, at: _Where) -> bool:
@@ -226,9 +250,12 @@ def _validate(values: dict[str, Any], at: _Where) -> dict[str, Any]:
     out["source"] = _check_source(values.get("source"), at)
     out["task"] = _check_str(values.get("task"), "task", at)
     out["encoder"] = _check_str(values.get("encoder"), "encoder", at)
-    out["input_size"] = _check_size(values.get("input_size", (224, 224)), at)
-    out["mean"] = _check_triple(values.get("mean", IMAGENET_MEAN), "mean", at, positive=False)
-    out["std"] = _check_triple(values.get("std", IMAGENET_STD), "std", at, positive=True)
+    out["input_size"] = _check_size(values.get("input_size"), at)
+    out["mean"] = _check_triple(values.get("mean"), "mean", at, positive=False)
+    out["std"] = _check_triple(values.get("std"), "std", at, positive=True)
+    if (out["mean"] is None) != (out["std"] is None):
+        raise at.error("std" if out["std"] is None else "mean", "mean and std must be given together")
+    out["interpolation"] = _check_interpolation(values.get("interpolation"), at)
     out["pretrained"] = _check_bool(values.get("pretrained", True), "pretrained", at)
     out["trust_checkpoint"] = _check_bool(values.get("trust_checkpoint", False), "trust_checkpoint", at)
     out["constructor"] = _check_constructor(values.get("constructor"), out["source"], out["trust_checkpoint"], at)
@@ -243,15 +270,18 @@ class ModelSpec:
     Values are checked on construction (`ZooError` naming the model and the field). ``input_size`` may be
     given as an int, ``mean`` / ``std`` / ``input_size`` as lists, and ``kwargs`` as a dict: they are stored
     as tuples so the spec stays hashable; ``kwargs_dict()`` gives the keyword arguments back as a dict.
+    A preprocessing field left None comes from the model (see the module docstring); `load_model`
+    gives the resolved spec, every field set, as ``LoadedModel.spec``.
     """
 
     name: str
     source: str
     task: str | None = None
     encoder: str | None = None
-    input_size: tuple[int, int] = (224, 224)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: str | None = None
     constructor: str | None = None
     kwargs: tuple = field(default=())
     pretrained: bool = True
@@ -283,15 +313,17 @@ class ModelSpec:
         return {k: _thaw(v) for k, v in self.kwargs}
 
     def to_dict(self) -> dict[str, Any]:
-        """A canonical JSON-able dict of every field (the model's identity hash is taken over it)."""
+        """A canonical JSON-able dict of every field (None: unset; the model's identity hash is taken
+        over the resolved spec's, `sources.model_key`)."""
         return {
             "name": self.name,
             "source": self.source,
             "task": self.task,
             "encoder": self.encoder,
-            "input_size": list(self.input_size),
-            "mean": list(self.mean),
-            "std": list(self.std),
+            "input_size": _thaw(self.input_size),
+            "mean": _thaw(self.mean),
+            "std": _thaw(self.std),
+            "interpolation": self.interpolation,
             "constructor": self.constructor,
             "kwargs": self.kwargs_dict(),
             "pretrained": self.pretrained,
@@ -369,3 +401,75 @@ def spec_from_dict(d: Mapping, where: str, base_dir: Path | None = None, *, inde
     values["source"] = _resolve_source_path(d.get("source"), base_dir, at)
     values = _validate(values, at)  # errors here name the file; ModelSpec re-checks the clean values
     return ModelSpec(**values)
+
+
+# ------------------------------------------------------------------------------------- preprocessing
+
+
+def resolve_preprocessing(spec: ModelSpec, stated: Mapping[str, tuple[Any, str]]) -> tuple[ModelSpec, dict]:
+    """The preprocessing a model gets, and where each field came from: the one place of the rule.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The zoo entry; a preprocessing field it sets wins.
+    stated : mapping
+        What the model's own configuration says, read by its loader: field → (value, where it was
+        read), e.g. ``{"interpolation": ("bicubic", "timm pretrained_cfg")}``. Fields: `PREPROCESSING`
+        and ``crop_pct`` (recorded only: T_i resizes the whole probe image, see `transforms`).
+
+    Returns
+    -------
+    resolved : ModelSpec
+        ``spec`` with every preprocessing field set.
+    record : dict
+        The values used and, under ``"from"``, per field ``"zoo"``, the configuration it was read
+        from, or ``"default"``: plain JSON data for results.json, the store and the report.
+
+    Raises
+    ------
+    ZooError
+        A stated value that is not a valid field value; the message names the configuration, the
+        model and the field.
+    """
+    values, origins = {}, {}
+    for fld in PREPROCESSING:
+        value, origin = getattr(spec, fld), "zoo"
+        if value is None and fld in stated:
+            value, origin = stated[fld]
+            at = _Where(origin, spec.name)
+            if fld == "interpolation" and value not in INTERPOLATIONS:
+                value, origin = DEFAULTS[fld], f"default ({origin} says {value!r}, which T_i does not offer)"
+            elif fld == "input_size":
+                value = _check_size(_thaw(value), at)
+            elif fld in ("mean", "std"):
+                value = _check_triple(_thaw(value), fld, at, positive=fld == "std")
+        if value is None:
+            value, origin = DEFAULTS[fld], "default"
+        values[fld], origins[fld] = value, origin
+    record = {fld: _thaw(values[fld]) for fld in PREPROCESSING}
+    if "crop_pct" in stated:
+        record["crop_pct"], origins["crop_pct"] = stated["crop_pct"]
+    record["from"] = origins
+    return replace(spec, **values), record
+
+
+def describe_preprocessing(record: Mapping[str, Any] | None) -> str:
+    """One short line of a `resolve_preprocessing` record, e.g.
+    ``"224×224 bicubic imagenet crop_pct 0.9 (timm pretrained_cfg; input_size: zoo)"``."""
+    if not record:
+        return ""
+    named = {(tuple(m), tuple(s)): k for k, (m, s) in NORMALIZATIONS.items()}
+    mean, std = tuple(record.get("mean") or ()), tuple(record.get("std") or ())
+    size = record.get("input_size") or ["?", "?"]
+    parts = [f"{size[0]}×{size[1]}", str(record.get("interpolation", "")),
+             named.get((mean, std), f"mean {list(mean)} std {list(std)}")]
+    if record.get("crop_pct") is not None:
+        parts.append(f"crop_pct {record['crop_pct']}")
+    origins = dict(record.get("from") or {})
+    if not origins:
+        return " ".join(parts)
+    counts = list(origins.values())
+    main = max(dict.fromkeys(counts), key=counts.count)  # the most frequent origin, first seen on ties
+    others = [f"{fld}: {origin}" for fld, origin in origins.items() if origin != main]
+    return " ".join(parts) + f" ({'; '.join([main, *others])})"

@@ -27,6 +27,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import InputError
 from ..evaluation import Curves, Evaluation, GroundTruth, evaluate_matrices
+from ..models import describe_preprocessing
 from ..results import TRUTH_AFFINITY_CSV, MethodResult, read_matrix
 from ..results import load as load_folder
 from ..similarity import classical_mds, clusters, similarity_tree
@@ -413,13 +414,14 @@ def _section_settings(data: ReportData, page: _Page) -> str:
     kv = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs)
     models = s.get("models") or [{"name": n} for n in data.estimators[0].names]
     model_rows = "".join(f"<tr><td>{_e(m.get('name'))}</td><td>{_e(m.get('task', ''))}</td>"
-                         f"<td><code>{_e(m.get('source', ''))}</code></td><td><code>{_e(str(m.get('key', ''))[:12])}"
-                         "</code></td></tr>" for m in models)
+                         f"<td><code>{_e(m.get('source', ''))}</code></td>"
+                         f"<td>{_e(describe_preprocessing(m.get('preprocessing')))}</td>"
+                         f"<td><code>{_e(str(m.get('key', ''))[:12])}</code></td></tr>" for m in models)
     failures = "".join(f"<tr><td>{_e(f['model'])}</td><td>{_e(f.get('method') or 'loading')}</td>"
                        f"<td>{_e(f['message'])}</td></tr>" for f in s.get("failures") or [])
     return ('<section id="settings"><h2>Settings</h2><table>' + kv + "</table>"
             f"<details><summary>{len(models)} models</summary><div class=\"tablewrap\"><table><tr><th>name</th>"
-            f"<th>task</th><th>source</th><th>key</th></tr>{model_rows}</table></div></details>"
+            f"<th>task</th><th>source</th><th>input (from)</th><th>key</th></tr>{model_rows}</table></div></details>"
             + (f"<h3>Failures</h3><table><tr><th>model</th><th>step</th><th>why</th></tr>{failures}</table>"
                if failures else "")
             + "</section>")
