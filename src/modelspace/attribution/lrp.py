@@ -297,7 +297,7 @@ ATTENTION: dict[Any, Callable] = {
 }
 # Products: the ε rule in the one operand that is not a constant factor (see FACTOR_OPS).
 PRODUCT_OPS: frozenset = frozenset(
-    [torch.mul, torch.div, torch.matmul, torch.bmm, torch.einsum]
+    [torch.mul, torch.div, torch.matmul, torch.bmm, torch.einsum, torch.addmm, torch.baddbmm]
     + _methods("mul", "div", "matmul", "__mul__", "__rmul__", "__truediv__", "__rtruediv__", "__matmul__",
                "__rmatmul__")
 )
@@ -315,7 +315,7 @@ IDENTITY_OPS: frozenset = frozenset(
      F.hardtanh, torch.tanh, torch.sigmoid, F.hardsigmoid]
     + _methods("tanh", "tanh_", "sigmoid", "sigmoid_")
 )
-# Their outputs are constant factors in products: gates, attention weights, normalisation scales.
+# Operations whose outputs are constant factors in products: gates, attention weights, normalisation scales.
 FACTOR_OPS: frozenset = frozenset(
     [torch.sigmoid, F.hardsigmoid, F.softmax, torch.softmax, torch.rsqrt]
     + _methods("sigmoid", "sigmoid_", "softmax", "rsqrt")
