@@ -202,26 +202,28 @@ def test_lrp_conserves_relevance_without_bias() -> None:
     torch.testing.assert_close(relevance, net(x).mean(dim=(1, 2, 3)), rtol=1e-8, atol=1e-12)
 
 
-def test_lrp_refuses_layer_norm_and_names_it() -> None:
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LayerNorm(144)).double().eval()
-    with pytest.raises(AttributionError, match=r"toy.*layer_norm.*2 \(LayerNorm\)"):
+def test_lrp_refuses_local_response_norm_and_names_it() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.LocalResponseNorm(2)).double().eval()
+    with pytest.raises(AttributionError, match=r"toy.*local_response_norm.*2 \(LocalResponseNorm\)"):
         attribute(net, inputs(), "lrp", model_name="toy")
 
 
-class Gate(nn.Module):
+class Bilinear(nn.Module):
+    """A product of two activations with no gate, attention weights or scale among them."""
+
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.conv(x))
+        return x * self.conv(x)
 
 
 def test_lrp_refuses_products_of_activations() -> None:
-    with pytest.raises(AttributionError, match="product of two activations"):
-        attribute(Gate().double().eval(), inputs(), "lrp", model_name="gated")
+    with pytest.raises(AttributionError, match=r"bilinear: .*mul.* in module <root> \(Bilinear\) \(a product of two activations"):
+        attribute(Bilinear().double().eval(), inputs(), "lrp", model_name="bilinear")
     # the gradient methods have no such restriction
-    assert attribute(Gate().double().eval(), inputs(), "saliency").abs().sum() > 0
+    assert attribute(Bilinear().double().eval(), inputs(), "saliency").abs().sum() > 0
 
 
 def test_encoder_output_that_ignores_input_gives_zero_maps() -> None:

@@ -15,7 +15,7 @@ torchvision = pytest.importorskip("torchvision", reason="the vision suite runs i
 
 from conftest import key_before_preprocessing  # noqa: E402
 from modelspace import ModelSpace, ProbeSet  # noqa: E402
-from modelspace.attribution import attribute  # noqa: E402
+from modelspace.attribution import attribute, get_method  # noqa: E402
 from modelspace.errors import AttributionError  # noqa: E402
 from modelspace.maps import encoder_activations  # noqa: E402
 from modelspace.models import (  # noqa: E402
@@ -82,12 +82,39 @@ def test_epsilon_lrp_runs_on_plain_cnns(source: str) -> None:
     assert a.shape == x.shape and torch.isfinite(a).all() and a.abs().sum() > 0
 
 
-@pytest.mark.parametrize("source, operation", [("timm:convnext_atto", "layer_norm"), ("timm:vit_tiny_patch16_224", "layer_norm"),
-                                               ("timm:efficientnet_b0", "mul"), ("torchvision:mobilenet_v3_small", "mul")])
-def test_epsilon_lrp_refusal_names_the_operation_and_the_module(source: str, operation: str) -> None:
-    model = load_model(_spec(source))
-    with pytest.raises(AttributionError, match=rf"{model.name}: .*{operation}.* in module \S+"):
-        attribute(model.module, model.transform(_x()), "lrp_epsilon", encoder=model.encoder_ref, model_name=model.name)
+# ε-LRP on the families whose layer norms, attention, gates and smooth activations need the rules beyond
+# linear layers (their correctness: test_lrp_references.py), each with its default encoder and R (ViT:
+# the patch-token grid). One batch at 32–64 px keeps them fast.
+SMALL_LRP = {  # source -> kwargs
+    "timm:vit_small_patch16_224": {"img_size": 32}, "timm:convnext_tiny": {},
+    "timm:efficientnet_b0": {}, "timm:mobilenetv3_large_100": {},
+    "timm:swin_tiny_patch4_window7_224": {"img_size": 64, "window_size": 2},
+    "torchvision:vit_b_16": {"image_size": 32}, "torchvision:convnext_tiny": {},
+    "torchvision:efficientnet_b0": {}, "torchvision:mobilenet_v3_small": {},
+}
+# torchvision's EfficientNet at its random init shrinks activations ~40× per stage, to ~1e-14 at R: the
+# default ε = 1e-6 would absorb all relevance there (maps of exact zeros), so it runs with a smaller ε.
+EPSILON = {"torchvision:efficientnet_b0": 1e-20}
+
+
+@pytest.mark.parametrize("source", list(SMALL_LRP))
+def test_epsilon_lrp_runs_through_norms_attention_and_gates(source: str) -> None:
+    kwargs = SMALL_LRP[source]
+    size = kwargs.get("img_size", 32)
+    model = load_model(ModelSpec(source.replace(":", "-"), source, pretrained=False, input_size=size, kwargs=kwargs))
+    x = model.transform(torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    method = get_method("lrp_epsilon", epsilon=EPSILON.get(source, 1e-6))
+    a = attribute(model.module, x, method, encoder=model.encoder_ref, model_name=model.name)
+    assert a.shape == x.shape and torch.isfinite(a).all() and a.abs().sum() > 0
+
+
+def test_epsilon_lrp_refusal_names_the_operation_and_the_module() -> None:
+    """gMLP's spatial gating multiplies two activations, u · proj(v), neither of them a gate."""
+    model = load_model(ModelSpec("gmlp", "timm:gmlp_ti16_224", pretrained=False, input_size=32, kwargs={"img_size": 32}))
+    x = model.transform(torch.rand(1, 3, 32, 32))
+    with pytest.raises(AttributionError, match=r"gmlp: .*mul in module blocks\.\d+\.mlp_channels\.gate "
+                                               r"\(SpatialGatingUnit\) \(a product of two activations"):
+        attribute(model.module, x, "lrp_epsilon", encoder=model.encoder_ref, model_name=model.name)
 
 
 def test_every_baseline_and_gradient_method_end_to_end(tmp_path) -> None:

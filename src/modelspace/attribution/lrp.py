@@ -12,23 +12,54 @@ inserts as tiny autograd functions:
 
     z = Divide(f(ScaleByInput(x)))   # backward: ÷ (z+ε·sign z), then Jᵀ, then ⊙ x
 
-Relevance travels through the graph in the place of the gradient. Everything that is not a
-linear operation (ReLU and other element-wise activations, reshapes, concatenation) passes it
-on unchanged, as in the standard treatment of activations. The rules attach to *operations*,
-caught with a TorchFunctionMode, rather than to module types: residual additions written as
-`out = out + identity` or `out += identity`, `x.mean(...)` and functional convolutions are
-handled exactly like their module counterparts, in any model, without tracing it.
+Relevance travels through the graph in the place of the gradient. The rules attach to
+*operations*, caught with a TorchFunctionMode, rather than to module types: residual additions
+written as `out = out + identity` or `out += identity`, `x.mean(...)` and functional convolutions
+are handled exactly like their module counterparts, in any model, without tracing it.
 
-Operations that have no ε rule (layer/group normalisation, softmax, products of two
-activations such as attention or gating) raise `AttributionError` naming the operation and the
-module it ran in. This is the genuine layer-wise rule, not the modified-gradient form used by
-DeepExplain (which equals gradient×input on ReLU networks); with ε → 0 on a ReLU network
-without residual additions the two coincide, and they part as ε grows.
+Operations that are not linear get the conservative rules of the transformer-LRP literature
+(Ali et al., ICML 2022, "XAI for Transformers: Better Explanations through Conservative
+Propagation"; Achtibat et al., ICML 2024, "AttnLRP"), each declared in a table below. The idea
+is one: hold the nonlinear factor constant, and the operation becomes linear in what remains.
+
+- Linear operations (convolutions, linear layers, BatchNorm, average and max pooling, sums,
+  means, negation) and products with a constant (layer scale, `x * 0.5`): the ε rule.
+- Normalisations (layer_norm, group_norm, rms_norm, normalize): the scale 1/σ is a constant, so
+  the layer is linear in x (the centring is linear) and the ε rule applies to the whole layer,
+  γ and β acting as a weight and a bias (Ali et al.'s LN rule; AttnLRP Prop. 3.4; lxt's
+  layer_norm). Its forward is computed as (x − mean)·(1/σ)·γ + β: equal to the op up to rounding.
+- Attention (scaled_dot_product_attention, multi_head_attention_forward): the attention weights
+  are constants, so the output is linear in the values V and the ε rule applies to weights·V;
+  no relevance reaches Q and K (Ali et al.'s AH rule; lxt's CP-LRP for vision transformers). Both
+  fused ops are rewritten here as explicit weights·V, whatever flags the model sets, so timm's
+  `fused_attn` and nn.MultiheadAttention need no change.
+- Products of two activations: an operand made by a gate or weight op (sigmoid, hard sigmoid,
+  softmax, rsqrt; also after reshaping or dropout) and the divisor of a division are constants,
+  and the ε rule applies to the other operand. This covers squeeze-excitation gates x·σ(W·pool x),
+  SiLU written as x·σ(x), attention written as softmax(QKᵀ)·V and norms written as x·rsqrt(·).
+  Gates are constants as in Ali et al. (and lxt's CP-LRP gated MLP), not AttnLRP's uniform rule
+  (half the relevance to each operand): no relevance enters the branch that computes a gate,
+  the same choice as for attention, and x·σ(x) then agrees with F.silu's identity rule.
+- Element-wise activations (GELU, SiLU, hard swish, tanh, ELU, ReLU6, ...; sigmoid and hard
+  sigmoid used alone): the identity rule R_x = R_y (AttnLRP eq. 9). ReLU keeps its gradient, a
+  0/1 mask, which is the identity wherever relevance arrives (an output of 0 carries none).
+- Reshapes, concatenation, padding and the like pass relevance on unchanged, through autograd.
+
+Operations with no rule (a product of two activations neither of which is a gate, weight or
+scale, such as Q·Kᵀ; a softmax or rsqrt whose own output receives relevance; division by an
+activation; local response normalisation, instance normalisation, log-softmax) raise
+`AttributionError` naming the operation and the module it ran in, *when relevance reaches
+them*: the forward pass records where they ran and the backward pass raises. So Q·Kᵀ and the
+softmax of explicitly written attention, which the AH rule leaves without relevance, run freely.
+This is the genuine layer-wise rule, not the modified-gradient form used by DeepExplain (which
+equals gradient×input on ReLU networks); with ε → 0 on a ReLU network without residual
+additions the two coincide, and they part as ε grows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from typing import Any, Callable, Iterator
 
@@ -100,11 +131,142 @@ class _InplaceSum(torch.autograd.Function):
         return a_before * share, grad_b, None, None
 
 
+class _PassThrough(torch.autograd.Function):
+    """The identity rule: forward applies an element-wise activation, backward hands the
+    relevance on unchanged."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, activation: Callable) -> torch.Tensor:
+        out = activation(x)
+        if out is x:  # the activation ran in place (inplace=True)
+            ctx.mark_dirty(x)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+class _Refused(torch.autograd.Function):
+    """Identity forward; backward raises the error prepared in the forward pass: relevance has
+    reached an operation that has no rule."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, error: AttributionError) -> torch.Tensor:
+        ctx.error = error
+        return z.clone()  # a copy, not a view: see _Divide
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None]:
+        raise ctx.error
+
+
+class _NoRule(Exception):
+    """Raised by a rewrite (below) for a case it has no rule for; the mode names op and module."""
+
+
 def _tensor_method(name: str) -> Any:
     return getattr(torch.Tensor, name)
 
 
-# Operations linear in their activation operands: the ε rule applies to them.
+def _methods(*names: str) -> list:
+    return [_tensor_method(n) for n in names]
+
+
+# ------------------------------------------------------------------ normalisations: 1/σ is a constant
+
+
+def _affine(y: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    y = y if weight is None else y * weight
+    return y if bias is None else y + bias
+
+
+def _inverse_std(centred: torch.Tensor, dims: tuple[int, ...], eps: float) -> torch.Tensor:
+    """1/σ, detached: the constant that makes a normalisation linear in its input."""
+    return torch.rsqrt(centred.detach().square().mean(dims, keepdim=True) + eps)
+
+
+def _layer_norm(x: torch.Tensor, normalized_shape: Any, weight: Any = None, bias: Any = None,
+                eps: float = 1e-5) -> torch.Tensor:
+    dims = tuple(range(-len(normalized_shape), 0))
+    centred = x - x.mean(dims, keepdim=True)
+    return _affine(centred * _inverse_std(centred, dims, eps), weight, bias)
+
+
+def _group_norm(x: torch.Tensor, num_groups: int, weight: Any = None, bias: Any = None,
+                eps: float = 1e-5) -> torch.Tensor:
+    groups = x.reshape(x.shape[0], num_groups, -1)
+    centred = groups - groups.mean(-1, keepdim=True)
+    y = (centred * _inverse_std(centred, (-1,), eps)).reshape(x.shape)
+    per_channel = (1, -1) + (1,) * (x.dim() - 2)  # γ and β are per channel
+    return _affine(y, None if weight is None else weight.view(per_channel),
+                   None if bias is None else bias.view(per_channel))
+
+
+def _rms_norm(x: torch.Tensor, normalized_shape: Any, weight: Any = None, eps: float | None = None) -> torch.Tensor:
+    dims = tuple(range(-len(normalized_shape), 0))
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    return _affine(x * _inverse_std(x, dims, eps), weight, None)
+
+
+def _normalize(x: torch.Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out: Any = None) -> torch.Tensor:
+    if out is not None:
+        raise _NoRule("normalize with out=")
+    return x / x.detach().norm(p, dim, keepdim=True).clamp_min(eps)
+
+
+# ------------------------------------------------------------------ attention: the weights are constants
+
+
+def _scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                                  attn_mask: Any = None, dropout_p: float = 0.0, is_causal: bool = False,
+                                  scale: float | None = None, enable_gqa: bool = False) -> torch.Tensor:
+    """weights·V with the weights held constant; run under the rules, so the product gets the ε rule."""
+    if dropout_p > 0:
+        raise _NoRule("attention dropout is random; run the model in eval mode")
+    # The weights exactly as SDPA forms them (mask, causal flag, scale, grouped heads): attending
+    # over the identity matrix returns them.
+    s = key.shape[-2]
+    eye = torch.eye(s, dtype=value.dtype, device=value.device).expand(*value.shape[:-2], s, s)
+    mask = attn_mask.detach() if isinstance(attn_mask, torch.Tensor) else attn_mask
+    gqa = {"enable_gqa": True} if enable_gqa else {}  # torch ≥ 2.5 only
+    weights = F.scaled_dot_product_attention(query.detach(), key.detach(), eye, mask, 0.0, is_causal, scale=scale, **gqa)
+    if enable_gqa:
+        value = value.repeat_interleave(query.shape[-3] // value.shape[-3], dim=-3)
+    return weights @ value
+
+
+_MHA = inspect.signature(F.multi_head_attention_forward)
+
+
+def _multi_head_attention(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """nn.MultiheadAttention's functional form with its weights held constant; run under the rules,
+    so the value projection, weights·V and the output projection get the ε rule."""
+    a = _MHA.bind(*args, **kwargs)
+    a.apply_defaults()
+    a = a.arguments
+    if a["bias_v"] is not None or a["add_zero_attn"] or a["static_v"] is not None:
+        raise _NoRule("values beyond the projected input: bias_v, add_zero_attn or static_v")
+    if a["training"] and a["dropout_p"] > 0:
+        raise _NoRule("attention dropout is random; run the model in eval mode")
+    if a["value"].dim() != 3:
+        raise _NoRule("unbatched input")
+    constants = {name: a[name].detach() for name in ("query", "key", "value")}
+    _, weights = F.multi_head_attention_forward(**{**a, **constants, "need_weights": True, "average_attn_weights": False})
+    n, h, l, s = weights.shape
+    w_v = a["v_proj_weight"] if a["use_separate_proj_weight"] else a["in_proj_weight"].chunk(3)[2]
+    b_v = None if a["in_proj_bias"] is None else a["in_proj_bias"].chunk(3)[2]
+    v = F.linear(a["value"], w_v, b_v).reshape(s, n * h, -1).transpose(0, 1)  # (N·H, S, E/H)
+    out = (weights.reshape(n * h, l, s) @ v).transpose(0, 1).reshape(l * n, -1)
+    out = F.linear(out, a["out_proj_weight"], a["out_proj_bias"]).view(l, n, -1)
+    if not a["need_weights"]:
+        return out, None
+    return out, weights.mean(dim=1) if a["average_attn_weights"] else weights
+
+
+# ------------------------------------------------------------------ the rules, per operation
+
+# Linear in their activation operands: the ε rule.
 LINEAR_OPS: frozenset = frozenset(
     [
         torch.conv1d, torch.conv2d, torch.conv3d,
@@ -114,27 +276,69 @@ LINEAR_OPS: frozenset = frozenset(
         F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
         F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
         F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
-        torch.add, torch.sub, torch.mean, torch.sum,
+        torch.add, torch.sub, torch.mean, torch.sum, torch.neg,
     ]
-    + [_tensor_method(n) for n in ("add", "sub", "__add__", "__radd__", "__sub__", "__rsub__", "mean", "sum")]
+    + _methods("add", "sub", "__add__", "__radd__", "__sub__", "__rsub__", "mean", "sum", "neg", "__neg__")
 )
 # In-place sums (`out += identity` arrives as add_): same rule, done in place.
 INPLACE_SUMS: dict[Any, float] = {
     _tensor_method("add_"): 1.0, _tensor_method("__iadd__"): 1.0,
     _tensor_method("sub_"): -1.0, _tensor_method("__isub__"): -1.0,
 }
-# Operations ε-LRP cannot propagate through when any operand is an activation.
-UNSUPPORTED_OPS: frozenset = frozenset(
-    [F.layer_norm, F.group_norm, F.instance_norm, F.local_response_norm, F.normalize,
-     F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
-     _tensor_method("softmax"), _tensor_method("log_softmax")]
-)
-# Products: fine with a constant factor, unsupported between two activations (attention, gates).
+# Normalisations, as functions linear in x with the scale 1/σ held constant: the ε rule over those.
+FIXED_SCALE: dict[Any, Callable] = {
+    F.layer_norm: _layer_norm, F.group_norm: _group_norm, F.normalize: _normalize,
+    **({F.rms_norm: _rms_norm} if hasattr(F, "rms_norm") else {}),  # torch ≥ 2.4
+}
+# Fused attention, rewritten as weights·V with the weights held constant (run under these rules).
+ATTENTION: dict[Any, Callable] = {
+    F.scaled_dot_product_attention: _scaled_dot_product_attention,
+    F.multi_head_attention_forward: _multi_head_attention,
+}
+# Products: the ε rule in the one operand that is not a constant factor (see FACTOR_OPS).
 PRODUCT_OPS: frozenset = frozenset(
-    [torch.mul, torch.div, torch.matmul, torch.bmm, torch.einsum, F.scaled_dot_product_attention]
-    + [_tensor_method(n) for n in ("mul", "div", "matmul", "__mul__", "__rmul__", "__truediv__",
-                                   "__matmul__", "mul_", "div_", "__imul__", "__itruediv__")]
+    [torch.mul, torch.div, torch.matmul, torch.bmm, torch.einsum, torch.addmm, torch.baddbmm]
+    + _methods("mul", "div", "matmul", "__mul__", "__rmul__", "__truediv__", "__rtruediv__", "__matmul__",
+               "__rmatmul__")
 )
+# Where a product is a division: the position of the divisor, a normalisation's scale.
+DIVISOR: dict[Any, int] = {torch.div: 1, _tensor_method("div"): 1, _tensor_method("__truediv__"): 1,
+                           _tensor_method("__rtruediv__"): 0}
+# In-place products, done as their out-of-place rule and copied back.
+INPLACE_PRODUCTS: dict[Any, Any] = {
+    _tensor_method("mul_"): torch.mul, _tensor_method("__imul__"): torch.mul,
+    _tensor_method("div_"): torch.div, _tensor_method("__itruediv__"): torch.div,
+}
+# Element-wise activations: the identity rule (ReLU keeps its 0/1 gradient mask, see above).
+IDENTITY_OPS: frozenset = frozenset(
+    [F.gelu, F.silu, F.mish, F.hardswish, F.elu, F.selu, F.celu, F.leaky_relu, F.softplus, F.relu6,
+     F.hardtanh, torch.tanh, torch.sigmoid, F.hardsigmoid]
+    + _methods("tanh", "tanh_", "sigmoid", "sigmoid_")
+)
+# Operations whose outputs are constant factors in products: gates, attention weights, normalisation scales.
+FACTOR_OPS: frozenset = frozenset(
+    [torch.sigmoid, F.hardsigmoid, F.softmax, torch.softmax, torch.rsqrt]
+    + _methods("sigmoid", "sigmoid_", "softmax", "rsqrt")
+)
+# No rule: relevance reaching them is refused (softmax and rsqrt too, unless they act as factors).
+UNSUPPORTED_OPS: frozenset = frozenset(
+    [F.instance_norm, F.local_response_norm, F.log_softmax, torch.log_softmax, F.softmax, torch.softmax,
+     torch.rsqrt, torch.reciprocal]
+    + _methods("log_softmax", "softmax", "rsqrt", "reciprocal")
+)
+
+_FACTOR = "_modelspace_lrp_factor"  # marks a tensor made by a FACTOR_OPS operation
+
+
+def _mark_factor(out: Any) -> Any:
+    for t in out if isinstance(out, (tuple, list)) else [out]:
+        if isinstance(t, torch.Tensor):
+            setattr(t, _FACTOR, True)
+    return out
+
+
+def _is_factor(value: Any) -> bool:
+    return getattr(value, _FACTOR, False)
 
 
 def _is_activation(value: Any) -> bool:
@@ -146,7 +350,7 @@ def _op_name(func: Callable) -> str:
 
 
 class _EpsilonMode(TorchFunctionMode):
-    """Applies the ε rule to every linear operation on activations run while it is active."""
+    """Applies the rules above to every operation on activations run while it is active."""
 
     def __init__(self, epsilon: float, model_name: str, where: Callable[[], str]) -> None:
         super().__init__()
@@ -161,6 +365,33 @@ class _EpsilonMode(TorchFunctionMode):
             "or choose an encoder output before this operation"
         )
 
+    def _epsilon(self, f: Callable, args: Any, kwargs: dict) -> Any:
+        """The ε rule for f, linear in its activation operands."""
+        wrap = lambda a: _ScaleByInput.apply(a) if _is_activation(a) else a  # noqa: E731
+        out = f(*[wrap(a) for a in args], **{k: wrap(v) for k, v in kwargs.items()})
+        if isinstance(out, tuple):  # max pooling with indices
+            return (_Divide.apply(out[0], self.epsilon), *out[1:])
+        return _Divide.apply(out, self.epsilon)
+
+    def _refused(self, func: Callable, args: tuple, kwargs: dict, why: str) -> Any:
+        """The operation as is; relevance reaching it raises, naming it and its module."""
+        return _Refused.apply(func(*args, **kwargs), self._refuse(func, why))
+
+    def _product(self, func: Callable, args: tuple, kwargs: dict) -> Any:
+        """The ε rule in the one operand that is not a constant factor, or a refusal."""
+        if func is torch.einsum and len(args) == 2 and isinstance(args[1], (list, tuple)):
+            args = (args[0], *args[1])
+        operands = [i for i, a in enumerate(args) if _is_activation(a)]
+        divisor = DIVISOR.get(func)
+        held = {i for i in operands if _is_factor(args[i]) or (i == divisor and len(operands) > 1)}
+        values = [i for i in operands if i not in held]
+        if values == [divisor]:
+            return self._refused(func, args, kwargs, "a division by an activation")
+        if len(values) != 1 or any(map(_is_activation, kwargs.values())):
+            return self._refused(func, args, kwargs, "a product of two activations, none of them a gate (sigmoid), "
+                                 "attention weights (softmax) or a normalisation scale (rsqrt, a divisor)")
+        return self._epsilon(func, [a.detach() if i in held else a for i, a in enumerate(args)], kwargs)
+
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if not torch.is_grad_enabled():
@@ -168,32 +399,47 @@ class _EpsilonMode(TorchFunctionMode):
         activations = [a for a in (*args, *kwargs.values()) if _is_activation(a)]
         if not activations:
             return func(*args, **kwargs)
+        try:
+            return self._apply_rule(func, args, kwargs, activations)
+        except _NoRule as why:
+            raise self._refuse(func, str(why)) from None
+
+    def _apply_rule(self, func: Callable, args: tuple, kwargs: dict, activations: list) -> Any:
         if func in LINEAR_OPS:
-            wrap = lambda a: _ScaleByInput.apply(a) if _is_activation(a) else a  # noqa: E731
-            out = func(*[wrap(a) for a in args], **{k: wrap(v) for k, v in kwargs.items()})
-            if isinstance(out, tuple):  # max pooling with indices
-                return (_Divide.apply(out[0], self.epsilon), *out[1:])
-            return _Divide.apply(out, self.epsilon)
+            return self._epsilon(func, args, kwargs)
         if func in INPLACE_SUMS:
             a, b = args[0], args[1]
             alpha = INPLACE_SUMS[func] * kwargs.get("alpha", 1.0)
             if not isinstance(b, torch.Tensor):
                 b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
             return _InplaceSum.apply(a, b, alpha, self.epsilon)
-        if func in UNSUPPORTED_OPS:
-            raise self._refuse(func, "no ε rule for this normalisation")
-        if func in PRODUCT_OPS and len(activations) >= 2:
-            raise self._refuse(func, "a product of two activations, e.g. attention or gating")
-        return func(*args, **kwargs)
+        if func in FIXED_SCALE:
+            return self._epsilon(FIXED_SCALE[func], args, kwargs)
+        if func in PRODUCT_OPS:
+            return self._product(func, args, kwargs)
+        if func in INPLACE_PRODUCTS:
+            out = self._product(INPLACE_PRODUCTS[func], (args[0].clone(), *args[1:]), kwargs)
+            return args[0].copy_(out)
+        if func in ATTENTION:
+            with self:  # the rewrite's own operations get these rules
+                return ATTENTION[func](*args, **kwargs)
+        if func in IDENTITY_OPS and _is_activation(args[0]):
+            out = _PassThrough.apply(args[0], lambda x: func(x, *args[1:], **kwargs))
+        elif func in UNSUPPORTED_OPS:
+            out = self._refused(func, args, kwargs, "no ε rule for this operation")
+        else:
+            out = func(*args, **kwargs)
+            # reshaping, copying or dropping out a constant factor leaves a constant factor
+            return _mark_factor(out) if all(map(_is_factor, activations)) else out
+        return _mark_factor(out) if func in FACTOR_OPS else out
 
 
-def _running_module(root: nn.Module) -> str:
-    """The innermost submodule of `root` whose forward is on the Python call stack.
+def _running_module(names: dict[int, str]) -> str:
+    """The innermost submodule (`names`: id → name) whose forward is on the Python call stack.
 
-    Looked up only when an error is raised, so that the normal path pays nothing: hooks on every
-    module to track the same thing cost two Python calls per module per forward pass.
+    Looked up only where an operation without a rule runs, so that the normal path pays nothing:
+    hooks on every module to track the same thing cost two Python calls per module per forward pass.
     """
-    names = {id(sub): name for name, sub in root.named_modules()}
     frame = inspect.currentframe()
     while frame is not None:
         owner = frame.f_locals.get("self")
@@ -212,5 +458,6 @@ def epsilon_rules(module: nn.Module, epsilon: float, model_name: str = "model") 
             f"{model_name}: ε-LRP needs the Python module; a TorchScript model runs outside its rules "
             "(use saliency or gradient_x_input, or load the model from Python source or a checkpoint)"
         )
-    with _EpsilonMode(epsilon, model_name, lambda: _running_module(module)):
+    names = functools.cache(lambda: {id(sub): name for name, sub in module.named_modules()})
+    with _EpsilonMode(epsilon, model_name, lambda: _running_module(names())):
         yield
