@@ -267,3 +267,9 @@ def test_attribute_many_shares_the_backward_pass_and_changes_nothing() -> None:
     together = attribute_many(net, x, methods)
     for m in methods:
         torch.testing.assert_close(together[m.id], attribute(net, x, m), rtol=0, atol=0)
+
+
+def test_a_method_whose_rules_changed_gets_a_new_store_key_not_a_new_id() -> None:
+    lrp = get_method("lrp", epsilon=1e-6)
+    assert lrp.id == "lrp_epsilon(epsilon=1e-06)" and lrp.store_id == f"{lrp.id}#rules{lrp.rules_version}"
+    assert lrp.rules_version >= 2 and get_method("saliency").store_id == "saliency"

@@ -276,7 +276,7 @@ class ModelSpace:
         self.runtime_.prepare(loaded.module)
         self.store_.register_model(loaded.key, name, {**loaded.spec.to_dict(), "preprocessing": loaded.preprocessing})
         entries = {}
-        keys = {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.id, self.runtime_.precision), self.probe_.size)
+        keys = {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.store_id, self.runtime_.precision), self.probe_.size)
                 for m in self.methods_}
         executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
         for group in backward_groups(self._not_failed_before(name, keys)):

@@ -29,6 +29,14 @@ class AttributionMethod(Declared):
     """Base declaration: the gradient of mean(R), read off as-is. Subclasses override parts."""
 
     name: ClassVar[str] = "gradient"
+    rules_version: ClassVar[int] = 0
+    """Raised whenever a method's rules come to compute something else for some model, so that maps
+    stored under the old rules are never reused: it is part of the store key (`store_id`), not of `id`."""
+
+    @property
+    def store_id(self) -> str:
+        """The method's part of a store key: its `id`, and its rules version when there is one."""
+        return f"{self.id}#rules{self.rules_version}" if self.rules_version else self.id
 
     def rules(self, module: nn.Module, model_name: str) -> ContextManager:
         """Backward rules active while the forward pass builds the graph (none: plain autograd)."""

@@ -48,6 +48,7 @@ class EpsilonLRP(AttributionMethod):
     """Genuine layer-wise ε-LRP (see `lrp.py`); relevance starts at R_k / D, mean(R)'s own terms."""
 
     name = "lrp_epsilon"
+    rules_version = 2  # 2: rules for norms, attention, gates and constant factors; identity on smooth activations
 
     def __init__(self, epsilon: float = 1e-6) -> None:
         if not epsilon > 0:

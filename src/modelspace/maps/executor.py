@@ -61,7 +61,7 @@ def run_units(
     """Units of one model covering the same shard (one per method), computed together in batches
     (methods that share a backward pass share it) and written to the store, one atomic write each."""
     runtime = Runtime.of(runtime)
-    by_id = {method_key(m.id, runtime.precision): m for m in methods}
+    by_id = {method_key(m.store_id, runtime.precision): m for m in methods}
     todo = [by_id[u.key.method] for u in units]
     start, stop = units[0].start, units[0].stop
     if any((u.start, u.stop) != (start, stop) for u in units):
