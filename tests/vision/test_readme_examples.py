@@ -81,6 +81,8 @@ def cache_timm_weights(name: str, cache: Path) -> None:
     model = timm.create_model(name, pretrained=False)
     repo = cache / ("models--" + model.pretrained_cfg["hf_hub_id"].replace("/", "--"))
     commit = "0" * 40
+    if (repo / "snapshots" / commit / "model.safetensors").is_file():
+        return
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
