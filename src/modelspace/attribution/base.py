@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import AttributionError, InputError
-from ..models.encoder import EncoderTap
+from ..models.encoder import Encoder, EncoderTap
 from ..registry import Declared, Registry
 
 
@@ -107,7 +107,7 @@ def attribute_many(
     module: nn.Module,
     x: torch.Tensor,
     methods: Sequence[AttributionMethod],
-    encoder: str | None = None,
+    encoder: str | Encoder | None = None,
     model_name: str = "model",
 ) -> dict[str, torch.Tensor]:
     """Maps of several methods for one batch, keyed by method id; each of `backward_groups` runs
@@ -126,12 +126,13 @@ def attribute(
     module: nn.Module,
     x: torch.Tensor,
     method: str | AttributionMethod = "saliency",
-    encoder: str | None = None,
+    encoder: str | Encoder | None = None,
     model_name: str = "model",
 ) -> torch.Tensor:
     """Attribution maps of mean(R) w.r.t. a batch of model inputs `x` (B, C, H, W).
 
-    `encoder` names the module whose output is R (None: the whole model output). Returns a
+    `encoder` names the module whose output is R (None: the whole model output), or is an `Encoder`
+    (a loaded model's `encoder_ref`), which also lays R out as a map. Returns a
     float32 tensor shaped like `x`, in the model's input space, one map per sample; samples
     are independent because the model runs in eval mode.
     """
