@@ -117,12 +117,13 @@ def test_epsilon_lrp_refusal_names_the_operation_and_the_module() -> None:
         attribute(model.module, x, "lrp_epsilon", encoder=model.encoder_ref, model_name=model.name)
 
 
-def test_every_baseline_and_gradient_method_end_to_end(tmp_path) -> None:
+def test_every_method_and_baseline_end_to_end(tmp_path) -> None:
     specs = [_spec(s) for s in ("timm:resnet18", "timm:convnext_atto", "timm:vit_tiny_patch16_224",
                                 "torchvision:mobilenet_v3_small", "torchvision:swin_t")]
     probe = ProbeSet.from_array(np.random.default_rng(0).integers(0, 256, (4, 3, SIZE, SIZE), dtype=np.uint8))
-    space = ModelSpace(methods=("saliency", "gradient_x_input"), baselines=("svcca", "linear_cka", "rbf_cka", "rsa"),
-                       store=tmp_path / "store", progress=False).fit(specs, probe)
+    space = ModelSpace(methods=("saliency", "gradient_x_input", "lrp_epsilon"),
+                       baselines=("svcca", "linear_cka", "rbf_cka", "rsa"), store=tmp_path / "store",
+                       progress=False).fit(specs, probe)
     assert not space.failures_
     for estimator, result in space.results_.items():
         assert result.names == [s.name for s in specs], estimator
