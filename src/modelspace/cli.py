@@ -1,7 +1,10 @@
 """The `modelspace` command: a thin shell over the Python API.
 
-Exit codes: 0 success, 2 bad input (zoo file, probe folder, ground truth, arguments),
-1 a failure inside the run (or a bug: the traceback is printed), 130 interrupted.
+Exit codes: 0 success (every model × method of `run`, `embed` and `affinity` has its maps),
+1 a failure inside the run: some models failed, including those skipped as "failed before" (the
+others' results are still written), or a bug (the traceback is printed); 2 bad input (zoo file,
+probe folder, ground truth, arguments); 3 the store or environment cannot be used (read-only,
+disk full, locked: the message names the path); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .attribution import DEFAULT_METHODS
-from .errors import InputError, ModelspaceError
+from .errors import InputError, ModelspaceError, StorageError
 from .evaluation import format_table
 from .results import REPORT_HTML
 
@@ -58,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary["report"] = str(page)
         done += f"\nreport: {page}"
     _report(args, summary, space, done)
-    return 0
+    return _failed(space)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -89,7 +92,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     _emit(args, info, f"maps of {len(space.members_)} models in {args.store}; {len(space.failures_)} failures; "
                       f"{space.work_['computed']} units computed, {space.work_['reused']} found in the store"
                       + "".join(f"\n  {f.model}: {f.message}" for f in space.failures_))
-    return 0
+    return _failed(space)
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
@@ -97,7 +100,7 @@ def cmd_affinity(args: argparse.Namespace) -> int:
     space = _space(args).fit(specs, _probe(args, specs))
     space.save(args.out)
     _report(args, space.summary(), space, f"wrote {args.out}")
-    return 0
+    return _failed(space)
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
@@ -202,6 +205,18 @@ def cmd_study(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- plumbing
 
 
+def _failed(space) -> int:
+    """Exit code of a command that ran models: 1 when any model × method failed (or was skipped as
+    failed before, which is still a failure: its maps are missing), else 0."""
+    if not space.failures_:
+        return 0
+    models = sorted({f.model for f in space.failures_})
+    total = len(set(space.members_) | set(models))
+    print(f"modelspace: {len(models)} of {total} models failed ({', '.join(models)}); the others' results are "
+          "written (exit 1)", file=sys.stderr)
+    return 1
+
+
 def _zoo(path: str, trust_checkpoints: bool = False):
     from dataclasses import replace
 
@@ -272,7 +287,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Which pre-trained vision model transfers best to which task, without labels "
                     "(attribution-map model space, Song et al., NeurIPS 2019).",
         epilog="examples:\n  " + "\n  ".join(EXAMPLES.values())
-               + "\n\nexit codes: 0 done, 2 bad input (file, folder, argument), 1 failure inside the run, 130 interrupted."
+               + "\n\nexit codes: 0 done, 1 some models failed (the others' results are written) or another failure "
+                 "inside the run, 2 bad input (file, folder, argument), 3 the store cannot be used (read-only, disk "
+                 "full, locked), 130 interrupted."
                + "\n`modelspace COMMAND --help` explains each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -391,6 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"modelspace: error: {exc}", file=sys.stderr)
         return 2
+    except StorageError as exc:  # not the models' fault: the store or disk (exit 3, see the module docstring)
+        print(f"modelspace: store error: {exc}", file=sys.stderr)
+        return 3
     except ModelspaceError as exc:
         print(f"modelspace: failed: {exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,9 @@ such encoder layer, gives all-zero or non-finite maps, has a layer ε-LRP cannot
 through) is recorded in `failures_` and left out of that method's results only: its other
 methods, and the other models, are unaffected. A failure that would happen again (anything but
 running out of memory or disk) is kept in the store, and later fits skip that model and method
-with "skipped, failed before: <reason>" unless `retry_failed` is set.
+with "skipped, failed before: <reason>" unless `retry_failed` is set. A store that cannot be
+written or read at all (`StorageError`: read-only, disk full, locked) is not a model's failure: it
+stops the run, keeping the work already stored.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from tqdm import tqdm
 from . import results
 from ._version import __version__
 from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
-from .errors import InputError, ModelLoadError, ModelspaceError, StoreError, check_int
+from .errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices
 from .maps import EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, method_key, plan_units
 from .models import LoadedModel, ModelSpec, load_model
@@ -285,6 +287,8 @@ class ModelSpace:
                 written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
                 self.work_["computed"] += len(written)
                 self.work_["reused"] += len(units) - len(written)
+            except StorageError:
+                raise  # the store, not this model: every later model would fail alike (kept work stays)
             except Exception as exc:  # noqa: BLE001 - one model crashing (input too small ...) must not end the run
                 error = _run_error(loaded, exc)
                 for method in group:

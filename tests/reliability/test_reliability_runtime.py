@@ -92,3 +92,87 @@ def test_a_manifest_path_outside_the_store_is_never_deleted_or_read(tmp_path, ho
         store.write(unit, np.ones((8, 3, 4, 4), np.float32))
         assert store.read(key).shape == (8, 48)
     assert outside.read_text() == "not the store's"
+
+
+# ---------------------------------------------------------------------- item 2: exit codes
+GOOD_MODEL = '[[model]]\nname = "{name}"\nsource = "python:toy_models:tiny_cnn"\ninput_size = 16\n\n'
+BAD_ENCODER = '[[model]]\nname = "{name}"\nsource = "python:toy_models:tiny_cnn"\nencoder = "nope"\ninput_size = 16\n\n'
+
+
+@pytest.fixture
+def run_files(tmp_path) -> dict:
+    """A saved probe set of 4 images at 16 px, and a helper writing zoo files of toy models."""
+    from modelspace import ProbeSet
+
+    probe = tmp_path / "probe.npz"
+    ProbeSet.from_array(np.random.default_rng(0).uniform(0, 1, (4, 3, 16, 16)).astype(np.float32)).save(probe)
+
+    def zoo(*entries: tuple[str, str]) -> Path:
+        path = tmp_path / "zoo.toml"
+        path.write_text("".join(template.format(name=name) for template, name in entries))
+        return path
+
+    return {"root": tmp_path, "probe": probe, "zoo": zoo}
+
+
+def run_cmd(files: dict, zoo: Path, *extra: str) -> list[str]:
+    return ["run", str(zoo), str(files["probe"]), "--out", str(files["root"] / "out"), "--methods", "saliency",
+            "--no-report", *extra]
+
+
+@pytest.mark.parametrize("how", ["chmod", "simulated"])
+def test_a_read_only_store_stops_the_run_with_exit_3_naming_the_path(run_files, how, monkeypatch, capsys) -> None:
+    """Trial: with the store's `arrays/` read-only, `modelspace run` exited 0 and wrote a report with
+    empty matrices, listing every model as "failed while running: OSError: [Errno 30] Read-only file
+    system" (the folder was made outside the guarded block of the atomic write)."""
+    import errno
+    import os
+
+    store = run_files["root"] / "store"
+    arrays = store / "arrays"
+    MapStore(store).close()
+    if how == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        arrays.chmod(0o555)
+    else:  # what a read-only mount does to every folder made under arrays/
+        real_mkdir = Path.mkdir
+
+        def mkdir(self, *args, **kwargs):
+            if arrays in self.parents and not self.exists():
+                raise OSError(errno.EROFS, "Read-only file system", str(self))
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    zoo = run_files["zoo"]((GOOD_MODEL, "a"), (GOOD_MODEL.replace("16", "20"), "b"))
+    try:
+        code = main(run_cmd(run_files, zoo, "--store", str(store), "--quiet"))
+    finally:
+        arrays.chmod(0o755)
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert str(arrays) in err and ("Read-only file system" in err or "Permission denied" in err)
+    assert "failed while running" not in err
+    assert not (run_files["root"] / "out" / "results.json").exists()
+
+
+def test_some_models_failing_is_exit_1_with_the_others_results_written(run_files, capsys) -> None:
+    """Trial: `run` with a bad encoder name exited 0."""
+    zoo = run_files["zoo"]((GOOD_MODEL, "a"), (BAD_ENCODER, "bad"), (GOOD_MODEL.replace("16", "20"), "b"))
+    assert main(run_cmd(run_files, zoo, "--quiet")) == 1
+    results = json.loads((run_files["root"] / "out" / "results.json").read_text())
+    assert [f["model"] for f in results["failures"]] == ["bad"]
+    assert (run_files["root"] / "out" / "affinity_saliency.csv").read_text().splitlines()[0] == "model,a,b"
+    assert "1 of 3 models failed (bad)" in capsys.readouterr().err
+    # Skipped as "failed before" on a rerun: still missing maps, still exit 1.
+    assert main(run_cmd(run_files, zoo, "--quiet")) == 1
+
+
+@pytest.mark.parametrize("command", ["run", "embed"])
+def test_every_model_failing_is_exit_1(run_files, command, capsys) -> None:
+    """Trial: `run` and `embed` where every model fails exited 0."""
+    zoo = run_files["zoo"]((BAD_ENCODER, "bad1"), (BAD_ENCODER, "bad2"))
+    args = run_cmd(run_files, zoo, "--quiet") if command == "run" else [
+        "embed", str(zoo), str(run_files["probe"]), "--store", str(run_files["root"] / "s"), "--quiet"]
+    assert main(args) == 1
+    assert "2 of 2 models failed" in capsys.readouterr().err

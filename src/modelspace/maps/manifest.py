@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ..errors import InputError, StoreError
+from ..errors import InputError, StorageError, StoreError
 from .keys import EntryKey
 
 SCHEMA_VERSION = 1
@@ -133,7 +133,7 @@ class Manifest:
             try:
                 return self.conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"manifest {str(self.path)!r}: {exc}") from exc
+                raise StorageError(f"manifest {str(self.path)!r}: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection."""
@@ -155,7 +155,7 @@ class Transaction:
             m.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             m.lock.release()
-            raise StoreError(f"manifest {str(m.path)!r} is locked or unreadable: {exc}") from exc
+            raise StorageError(f"manifest {str(m.path)!r} is locked, read-only or unreadable: {exc}") from exc
         return m.conn.cursor()
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -164,11 +164,11 @@ class Transaction:
             m.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
         except sqlite3.Error as err:
             if exc_type is None:
-                raise StoreError(f"manifest {str(m.path)!r}: commit failed: {err}") from err
+                raise StorageError(f"manifest {str(m.path)!r}: commit failed (read-only or full disk?): {err}") from err
         finally:
             m.lock.release()
         if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"manifest {str(m.path)!r}: {exc}") from exc
+            raise StorageError(f"manifest {str(m.path)!r}: {exc}") from exc
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -177,7 +177,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit (see Transaction), never implicit.
         conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
     except sqlite3.Error as exc:
-        raise StoreError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+        raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
@@ -199,7 +199,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise
     except sqlite3.Error as exc:
         conn.close()
-        raise StoreError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+        raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
     except StoreError:
         conn.close()
         raise

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import InputError, StoreError, check_int
+from ..errors import InputError, StorageError, StoreError, check_int
 from .claims import Claims
 from .files import atomic_write, file_sha256, file_stamp, npy_bytes, partial_writes, prune_empty_dirs, sha256
 from .keys import EntryKey, WorkUnit, check_safe_key, method_folder
@@ -71,7 +71,10 @@ class MapStore:
         self.manifest = self.root / "manifest.sqlite"
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"store root {str(self.root)!r} exists and is not a folder")
-        self.arrays.mkdir(parents=True, exist_ok=True)
+        try:
+            self.arrays.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"store folder {str(self.arrays)!r} cannot be created: {exc}") from exc
         self.db = Manifest(self.manifest)
         self.claims_ = Claims(self.db)
         # Shard files whose checksum this process has verified, by relative path, with the
@@ -487,7 +490,7 @@ class MapStore:
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                raise StoreError(f"shard file {str(path)!r} cannot be deleted: {exc}") from exc
+                raise StorageError(f"shard file {str(path)!r} cannot be deleted: {exc}") from exc
             prune_empty_dirs(path.parent, self.arrays)
 
 
