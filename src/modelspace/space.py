@@ -36,7 +36,8 @@ from ._version import __version__
 from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
 from .errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices
-from .maps import EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, method_key, plan_units
+from .maps import (EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, kept_torch_state, method_key,
+                   plan_units)
 from .models import LoadedModel, ModelSpec, load_model
 from .probe import ProbeSet
 from .results import Failure, MethodResult
@@ -164,13 +165,15 @@ class ModelSpace:
         self.work_ = {"computed": 0, "reused": 0}  # units (model x method x shard) computed here / found stored
         models = list(models)
         for model in tqdm(models, desc="models", unit="model", disable=not self.progress or len(models) < 2):
-            self._embed(model)
+            with kept_torch_state():  # a model's code may change torch's global settings: not for the next
+                self._embed(model)
         return self
 
     def add(self, model: ModelSpec | LoadedModel) -> "ModelSpace":
         """Add one model: only its maps and its row of each affinity matrix are computed."""
         self._check_fitted(assembled=False)
-        self._embed(model)
+        with kept_torch_state():
+            self._embed(model)
         self._assemble()
         return self
 
@@ -275,6 +278,11 @@ class ModelSpace:
         except ModelspaceError as exc:
             self._fail(name, None, exc)
             return
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit from a constructor that parses argv
+            self._fail(name, None, _wrapped(name, "failed while loading", exc))
+            return
         self.runtime_.prepare(loaded.module)
         self.store_.register_model(loaded.key, name, {**loaded.spec.to_dict(), "preprocessing": loaded.preprocessing})
         entries = {}
@@ -287,9 +295,9 @@ class ModelSpace:
                 written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
                 self.work_["computed"] += len(written)
                 self.work_["reused"] += len(units) - len(written)
-            except StorageError:
+            except (StorageError, KeyboardInterrupt):
                 raise  # the store, not this model: every later model would fail alike (kept work stays)
-            except Exception as exc:  # noqa: BLE001 - one model crashing (input too small ...) must not end the run
+            except BaseException as exc:  # noqa: BLE001 - one model crashing (input too small, sys.exit ...) must not end the run
                 error = _run_error(loaded, exc)
                 for method in group:
                     self._fail(name, method.id, error, keys[method.id] if _repeatable(exc) else None)
@@ -325,7 +333,9 @@ class ModelSpace:
         try:
             acts = encoder_activations(loaded, self.probe_.batch(0, len(self.probe_)), self.batch_size, self.runtime_,
                                        progress=False)
-        except Exception as exc:  # noqa: BLE001 - as in _embed: the model is recorded, the run goes on
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - as in _embed: the model is recorded, the run goes on
             self._fail(loaded.name, "baselines", _run_error(loaded, exc))
             return {}
         prepared = {}
@@ -443,14 +453,19 @@ class ModelSpace:
         return matches[0]
 
 
-def _run_error(loaded: LoadedModel, exc: Exception) -> Exception:
+def _run_error(loaded: LoadedModel, exc: BaseException) -> Exception:
     """A modelspace error as is; anything else raised while running a model, wrapped to name it."""
     if isinstance(exc, ModelspaceError):
         return exc
     hint = ""
     if "too small" in str(exc) or "Kernel size can't be greater" in str(exc):
         hint = f" (input_size {list(loaded.spec.input_size)} may be too small for this model's layers)"
-    error = ModelLoadError(f"model {loaded.name!r} failed while running: {type(exc).__name__}: {exc}{hint}")
+    return _wrapped(loaded.name, "failed while running", exc, hint)
+
+
+def _wrapped(name: str, doing: str, exc: BaseException, hint: str = "") -> ModelLoadError:
+    """``exc`` (any exception, SystemExit included) as a ModelLoadError naming the model."""
+    error = ModelLoadError(f"model {name!r} {doing}: {type(exc).__name__}: {exc}{hint}")
     error.__cause__ = exc
     return error
 

@@ -176,3 +176,37 @@ def test_every_model_failing_is_exit_1(run_files, command, capsys) -> None:
         "embed", str(zoo), str(run_files["probe"]), "--store", str(run_files["root"] / "s"), "--quiet"]
     assert main(args) == 1
     assert "2 of 2 models failed" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- item 8: models that end or poison a run
+def test_a_model_cannot_end_the_run_or_change_torch_for_the_next(run_files, capsys) -> None:
+    """Trial: a constructor that parses argv raised SystemExit, which ended the run with no message;
+    a constructor that set torch's default dtype to float64 made every later model fail."""
+    import torch
+
+    from modelspace import ModelSpace, ModelSpec, ProbeSet
+
+    probe = ProbeSet.load(run_files["probe"])
+    good = [ModelSpec("a", "python:toy_models:tiny_cnn", input_size=16),
+            ModelSpec("b", "python:toy_models:tiny_resnet", encoder="layer2", input_size=16)]
+    before = (torch.get_default_dtype(), torch.is_grad_enabled(), torch.are_deterministic_algorithms_enabled(),
+              torch.get_num_threads())
+    clean = ModelSpace(methods=["saliency"], progress=False).fit(good, probe)
+    models = [ModelSpec("poison", "python:toy_models:state_changing_cnn", input_size=16), good[0],
+              ModelSpec("exits", "python:toy_models:argv_parsing_constructor", input_size=16), good[1]]
+    space = ModelSpace(methods=["saliency"], progress=False).fit(models, probe)
+    after = (torch.get_default_dtype(), torch.is_grad_enabled(), torch.are_deterministic_algorithms_enabled(),
+             torch.get_num_threads())
+    assert after == before
+    assert [(f.model, f.message.split(": ")[-2:]) for f in space.failures_] == [("exits", ["SystemExit", "2"])]
+    assert "failed while loading" in space.failures_[0].message
+    assert space.names_["saliency"] == ["poison", "a", "b"]
+    np.testing.assert_allclose(space.results_["saliency"].affinity[1:, 1:], clean.results_["saliency"].affinity,
+                               atol=1e-6)
+    # Through the CLI: a failed model, exit 1, not the constructor's exit status.
+    zoo = run_files["zoo"]((GOOD_MODEL, "a"),
+                           (GOOD_MODEL.replace("tiny_cnn", "argv_parsing_constructor"), "exits"))
+    assert main(run_cmd(run_files, zoo, "--quiet")) == 1
+    assert "failed (exits)" in capsys.readouterr().err
+    (failure,) = json.loads((run_files["root"] / "out" / "results.json").read_text())["failures"]
+    assert failure["model"] == "exits" and "SystemExit: 2" in failure["message"]
