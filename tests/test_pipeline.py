@@ -248,7 +248,7 @@ class RefusesOneModel(AttributionMethod):
         return contextlib.nullcontext()
 
 
-def test_a_model_failing_one_method_keeps_the_others_and_the_failure_is_remembered(world, tmp_path, capsys) -> None:
+def test_a_model_failing_one_method_keeps_the_others_and_the_failure_is_remembered(world, tmp_path, caplog) -> None:
     specs = load_zoo(world["zoo"])[:3]
     probe = ProbeSet.from_folder(world["probe"], size=32, progress=False)
     method = RefusesOneModel()
@@ -268,7 +268,7 @@ def test_a_model_failing_one_method_keeps_the_others_and_the_failure_is_remember
     assert "cnn_wide" not in method.calls
     (failure,) = again.failures_
     assert failure.message.startswith("skipped, failed before: ") and "no rule for this model" in failure.message
-    assert "modelspace: cnn_wide (refuses_one" in capsys.readouterr().err
+    assert "model 'cnn_wide': skipped, failed before" in caplog.text  # logged once (logger "modelspace")
     assert again.names_ == space.names_
     # ...unless asked to retry; a model that then succeeds is forgotten as failed.
     retried = ModelSpace(methods=["saliency", method], store=tmp_path / "store", retry_failed=True, progress=False)

@@ -176,6 +176,18 @@ def argv_parsing_constructor() -> nn.Module:
     return tiny_cnn()
 
 
+class _ChattyCNN(TinyCNN):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        print(f"forward on a batch of {len(x)}")  # as research code does
+        return super().forward(x)
+
+
+def chatty_cnn() -> nn.Module:
+    """A TinyCNN that prints to stdout when built and on every forward pass."""
+    print("building chatty_cnn, loading weights ... done")
+    return _build(0, _ChattyCNN)
+
+
 def state_changing_cnn() -> nn.Module:
     """A working TinyCNN whose constructor leaves torch's global state changed: float64 default dtype,
     grad mode off, deterministic algorithms on, one CPU thread."""

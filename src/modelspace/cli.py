@@ -10,17 +10,24 @@ disk full, locked: the message names the path); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+
+from tqdm import tqdm
 
 from ._version import __version__
 from .attribution import DEFAULT_METHODS
 from .errors import InputError, ModelspaceError, StorageError
 from .evaluation import format_table
 from .results import REPORT_HTML
+
+_log = logging.getLogger("modelspace")
 
 EXAMPLES = {
     "run": "modelspace run zoo.toml probe_images/            # → modelspace-out/report.html\n"
@@ -90,8 +97,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     space = _space(args).embed(specs, _probe(args, specs))
     info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_], "work": space.work_}
     _emit(args, info, f"maps of {len(space.members_)} models in {args.store}; {len(space.failures_)} failures; "
-                      f"{space.work_['computed']} units computed, {space.work_['reused']} found in the store"
-                      + "".join(f"\n  {f.model}: {f.message}" for f in space.failures_))
+                      f"{space.work_['computed']} units computed, {space.work_['reused']} found in the store")
     return _failed(space)
 
 
@@ -212,8 +218,8 @@ def _failed(space) -> int:
         return 0
     models = sorted({f.model for f in space.failures_})
     total = len(set(space.members_) | set(models))
-    print(f"modelspace: {len(models)} of {total} models failed ({', '.join(models)}); the others' results are "
-          "written (exit 1)", file=sys.stderr)
+    _log.error("%d of %d models failed (%s); the others' results are written (exit 1)", len(models), total,
+               ", ".join(models))
     return 1
 
 
@@ -258,8 +264,8 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
         lines.append(f"\n{method_id}: {len(r.names)} models")
         for target, ranked in list(r.ranking.items())[:12]:
             lines.append(f"  {target:20s} ← " + ", ".join(f"{s} {a:.3f}" for s, a in ranked[:3]))
-    for f in space.failures_:
-        lines.append(f"failed: {f.model} ({f.method or 'load'}): {f.message}")
+    if space.failures_:  # each failure's message went to stderr as it happened, and is in results.json
+        lines.append(f"failed: {', '.join(dict.fromkeys(f.model for f in space.failures_))}")
     if summary.get("evaluation"):
         lines.append("\n" + format_table(summary["evaluation"]))
     lines.append(done)
@@ -275,10 +281,50 @@ def _skipped_lines(skipped, shown: int = 20) -> str:
 
 
 def _emit(args: argparse.Namespace, data, text: str) -> None:
+    """The command's result, on the real stdout (everything else goes to stderr, see `main`)."""
+    out = getattr(args, "stdout", None) or sys.stdout
     if args.json:  # progress bars go to stderr: stdout stays one JSON document
-        print(json.dumps(data, indent=1, default=str))
+        print(json.dumps(data, indent=1, default=str), file=out)
     elif not args.quiet:
-        print(text)
+        print(text, file=out)
+
+
+class _TqdmHandler(logging.Handler):
+    """Log records to stderr through tqdm, so that they do not break a progress bar in half."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging's own convention
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _console(quiet: bool):
+    """While a command runs: stdout is stderr (a model's own ``print`` must not break ``--json``),
+    "modelspace" log records go to stderr (failures; only errors with ``--quiet``), and ``--quiet``
+    also silences the progress bars of Hugging Face libraries."""
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("modelspace: %(message)s"))
+    level = _log.level
+    _log.addHandler(handler)
+    _log.setLevel(logging.ERROR if quiet else logging.INFO)
+    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_DISABLE_PROGRESS_BARS",)}
+    if quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub and transformers on import
+        if "transformers" in sys.modules:  # imported already: its flag was read then
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _log.removeHandler(handler)
+        _log.setLevel(level)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -401,10 +447,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv
+    args.stdout = sys.stdout  # results only; `_console` sends everything else to stderr
     if getattr(args, "truth", None) is None and args.command == "evaluate":
         args.truth = "taskonomy"
     try:
-        return args.func(args)
+        with _console(args.quiet):
+            return args.func(args)
     except InputError as exc:
         print(f"modelspace: error: {exc}", file=sys.stderr)
         return 2

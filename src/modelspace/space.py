@@ -21,7 +21,7 @@ stops the run, keeping the work already stored.
 
 from __future__ import annotations
 
-import sys
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,8 @@ from .similarity import (
 )
 
 __all__ = ["DEFAULT_METHODS", "Failure", "MethodResult", "ModelSpace"]
+
+_log = logging.getLogger(__name__)  # under "modelspace": the CLI prints its records to stderr
 
 SKETCH_SEED = 0  # one projection for every sketch in a store, so that sketches stay comparable
 
@@ -415,8 +417,9 @@ class ModelSpace:
         if self.on_error == "raise":
             raise exc if isinstance(exc, Exception) else ModelspaceError(exc)
         self.failures_.append(Failure(name, method, str(exc)))
-        if self.progress:
-            tqdm.write(f"modelspace: {name} ({method or 'loading'}): {exc}", file=sys.stderr)  # stdout: results only
+        # Once per failure, naming the model once (most messages already start with it).
+        text = str(exc) if repr(name) in str(exc) else f"model {name!r}: {exc}"
+        _log.warning("%s [%s]", text, method or "loading")
 
     def _validate(self) -> None:
         check_int(self.batch_size, "batch_size")

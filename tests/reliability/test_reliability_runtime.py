@@ -210,3 +210,21 @@ def test_a_model_cannot_end_the_run_or_change_torch_for_the_next(run_files, caps
     assert "failed (exits)" in capsys.readouterr().err
     (failure,) = json.loads((run_files["root"] / "out" / "results.json").read_text())["failures"]
     assert failure["model"] == "exits" and "SystemExit: 2" in failure["message"]
+
+
+# ---------------------------------------------------------------------- item 9: stdout is the result only
+@pytest.mark.parametrize("command", ["run", "embed"])
+def test_json_stdout_is_one_document_whatever_the_models_print(run_files, command, capsys) -> None:
+    """Trial: a model's own ``print`` went to stdout, so ``--json`` stdout was not JSON. Failures are
+    printed once each (on stderr), naming the model once."""
+    zoo = run_files["zoo"]((GOOD_MODEL.replace("tiny_cnn", "chatty_cnn"), "chatty"), (GOOD_MODEL, "plain"),
+                           (BAD_ENCODER, "bad"))
+    args = run_cmd(run_files, zoo, "--json") if command == "run" else [
+        "embed", str(zoo), str(run_files["probe"]), "--store", str(run_files["root"] / "s"), "--json"]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    document = json.loads(out)
+    assert [f["model"] for f in document["failures"]] == ["bad"]
+    assert "building chatty_cnn" in err and "forward on a batch" in err
+    failure_lines = [line for line in err.splitlines() if "'bad'" in line]
+    assert len(failure_lines) == 1 and failure_lines[0].count("bad") == 1, err
