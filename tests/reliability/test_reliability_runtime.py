@@ -228,3 +228,66 @@ def test_json_stdout_is_one_document_whatever_the_models_print(run_files, comman
     assert "building chatty_cnn" in err and "forward on a batch" in err
     failure_lines = [line for line in err.splitlines() if "'bad'" in line]
     assert len(failure_lines) == 1 and failure_lines[0].count("bad") == 1, err
+
+
+# ---------------------------------------------------------------------- item 5: leftover claims
+def leftover_claims(run_files, claims_of: list[tuple[int, str, float, float | None]]) -> tuple[Path, Path]:
+    """A store where a first `embed` computed the 2 units of model "a", whose shard rows were then
+    dropped and replaced by claims (pid, host, since, heartbeat or None) of another process."""
+    import sqlite3
+    import time
+
+    from modelspace import ModelSpace, ModelSpec, ProbeSet
+
+    store = run_files["root"] / "store"
+    ModelSpace(methods=["saliency"], store=store, shard_size=2, progress=False).embed(
+        [ModelSpec("a", "python:toy_models:tiny_cnn", input_size=16)], ProbeSet.load(run_files["probe"]))
+    now = time.time()
+    with sqlite3.connect(store / "manifest.sqlite") as conn:
+        rows = conn.execute("SELECT model_key, probe_hash, method, probe_size, shard FROM shards").fetchall()
+        conn.execute("DELETE FROM shards")
+        for row, (pid, host, age, beat_age) in zip(rows, claims_of):
+            conn.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (*row, f"o{pid}", pid, host, now - age))
+            if beat_age is not None:
+                conn.execute("INSERT INTO heartbeats VALUES (?, ?, ?, ?, ?)", (f"o{pid}", pid, host, now - age,
+                                                                              now - beat_age))
+    return store, run_files["zoo"]((GOOD_MODEL, "a"))
+
+
+def test_a_leftover_claim_of_another_host_or_pid_1_is_taken_over(run_files) -> None:
+    """Trial: a claim left by another host, or by pid 1 of this host (alive, but not a modelspace
+    process), blocked the rerun silently for up to an hour."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import subprocess_env
+
+    store, zoo = leftover_claims(run_files, [(4242, "another-host", 300, None), (1, __import__("socket").gethostname(),
+                                                                               200, 180)])
+    start = time.time()
+    done = subprocess.run([sys.executable, "-m", "modelspace.cli", "embed", str(zoo), str(run_files["probe"]),
+                           "--store", str(store), "--shard-size", "2", "--methods", "saliency", "--json", "--quiet"],
+                          capture_output=True, text=True, env=subprocess_env(), timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["work"] == {"computed": 2, "reused": 0}
+    assert time.time() - start < 60
+
+
+def test_a_fresh_claim_is_waited_for_naming_its_holder(run_files, monkeypatch, caplog) -> None:
+    """A claim whose process beats is respected; the wait says who holds it, and once the heartbeat
+    is older than the stale limit (shortened here to 1.5 s) the claim is taken over."""
+    import time
+
+    from modelspace import ModelSpace, ModelSpec, ProbeSet
+    from modelspace.maps import claims
+
+    monkeypatch.setattr(claims, "CLAIM_STALE_S", 1.5)
+    store, _ = leftover_claims(run_files, [(4242, "another-host", 0, 0)])
+    start = time.time()
+    space = ModelSpace(methods=["saliency"], store=store, shard_size=2, progress=False).embed(
+        [ModelSpec("a", "python:toy_models:tiny_cnn", input_size=16)], ProbeSet.load(run_files["probe"]))
+    assert space.work_ == {"computed": 2, "reused": 0}
+    assert time.time() - start > 1.0  # it waited for the fresh claim
+    waits = [r.getMessage() for r in caplog.records if "waiting for a shard" in r.getMessage()]
+    assert len(waits) == 1 and "pid 4242 on host another-host" in waits[0], caplog.text

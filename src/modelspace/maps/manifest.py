@@ -3,7 +3,7 @@
 Tables: ``models`` (registered models), ``shards`` (one row per shard file, with its sha256),
 ``affinities`` (cached pair values, ``model_a <= model_b``), ``sketches``, ``failures`` (entries
 that failed for a reason a rerun would meet again) and ``claims`` (units a process is computing,
-see `claims`). Tables are only ever added, so stores written before a table existed still open. Every write is one short ``BEGIN IMMEDIATE`` transaction, so
+see `claims`), ``heartbeats`` (when each claiming process last showed it was alive). Tables are only ever added, so stores written before a table existed still open. Every write is one short ``BEGIN IMMEDIATE`` transaction, so
 the busy timeout, not an error, handles two processes writing at once.
 """
 
@@ -85,6 +85,13 @@ CREATE TABLE IF NOT EXISTS claims (
     host TEXT NOT NULL,
     since REAL NOT NULL,
     PRIMARY KEY (model_key, probe_hash, method, probe_size, shard)
+);
+CREATE TABLE IF NOT EXISTS heartbeats (
+    owner TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    started REAL NOT NULL,
+    beat REAL NOT NULL
 );
 """
 
