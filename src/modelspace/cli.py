@@ -254,7 +254,7 @@ def _space(args: argparse.Namespace):
     return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
                       workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
-                      progress=not args.quiet)
+                      recompute=args.recompute, progress=not args.quiet)
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
@@ -368,6 +368,9 @@ def _parser() -> argparse.ArgumentParser:
                               "store (for very large stores; default: exact)")
     compute.add_argument("--retry-failed", action="store_true",
                          help="compute again the models and methods the store records as failed before")
+    compute.add_argument("--recompute", nargs="+", default=[], metavar="NAME",
+                         help="drop and compute again the stored maps of these models (after editing their code: "
+                              "store keys cover a model's spec and weights, not its code)")
     compute.add_argument("--trust-checkpoints", action="store_true",
                          help="unpickle checkpoint files in full (can run code in them); only for files you trust")
     truth_opts = argparse.ArgumentParser(add_help=False)

@@ -111,6 +111,10 @@ class ModelSpace:
         "record" keeps going and lists failures in `failures_`; "raise" stops at the first.
     retry_failed : bool
         Compute again the maps of models and methods that the store records as failed before.
+    recompute : sequence of str
+        Names of models whose stored maps (and the affinities and sketches made from them) are
+        dropped and computed again. A model's store key covers its spec and weights, not its code:
+        after editing the code of a ``python:`` model, name it here (CLI: ``--recompute NAME``).
     progress : bool
         Show progress bars.
     """
@@ -130,6 +134,7 @@ class ModelSpace:
         linkage: str = "average",
         on_error: str = "record",
         retry_failed: bool = False,
+        recompute: Sequence[str] = (),
         progress: bool = True,
     ) -> None:
         self.methods = methods
@@ -145,6 +150,7 @@ class ModelSpace:
         self.linkage = linkage
         self.on_error = on_error
         self.retry_failed = retry_failed
+        self.recompute = recompute
         self.progress = progress
 
     # ------------------------------------------------------------------ public API
@@ -166,6 +172,10 @@ class ModelSpace:
         self.failures_: list[Failure] = []
         self.work_ = {"computed": 0, "reused": 0}  # units (model x method x shard) computed here / found stored
         models = list(models)
+        names = {m.spec.name if isinstance(m, LoadedModel) else getattr(m, "name", None) for m in models}
+        unknown = [n for n in self.recompute if n not in names]
+        if unknown:  # a typo would otherwise silently reuse the stale maps it was meant to drop
+            raise InputError(f"recompute: no model named {', '.join(map(repr, unknown))} among the models given")
         for model in tqdm(models, desc="models", unit="model", disable=not self.progress or len(models) < 2):
             with kept_torch_state():  # a model's code may change torch's global settings: not for the next
                 self._embed(model)
@@ -290,6 +300,9 @@ class ModelSpace:
         entries = {}
         keys = {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.store_id, self.runtime_.precision), self.probe_.size)
                 for m in self.methods_}
+        if name in self.recompute:  # its code changed under the same key: drop what the old code computed
+            for key in keys.values():
+                self.store_.remove_entry(key)
         executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
         for group in backward_groups(self._not_failed_before(name, keys)):
             units = [u for m in group for u in plan_units(keys[m.id], name, len(self.probe_), self.shard_size)]
@@ -428,6 +441,8 @@ class ModelSpace:
         check_int(self.sketch, "sketch", optional=True)
         if self.on_error not in ("record", "raise"):
             raise InputError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
+        if isinstance(self.recompute, str) or not all(isinstance(n, str) for n in self.recompute):
+            raise InputError(f"recompute: expected a list of model names, got {self.recompute!r}")
         if isinstance(self.methods, (str, AttributionMethod)) or not self.methods:
             raise InputError("methods must be a non-empty list of method names")
         ids = [get_method(m).id for m in self.methods] + [get_baseline(b).id for b in self.baselines]

@@ -291,3 +291,66 @@ def test_a_fresh_claim_is_waited_for_naming_its_holder(run_files, monkeypatch, c
     assert time.time() - start > 1.0  # it waited for the fresh claim
     waits = [r.getMessage() for r in caplog.records if "waiting for a shard" in r.getMessage()]
     assert len(waits) == 1 and "pid 4242 on host another-host" in waits[0], caplog.text
+
+
+# ---------------------------------------------------------------------- item 3: edited model code
+EDITED_MODEL = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.{act}(), nn.Conv2d(4, 4, 3, padding=1))
+
+    def forward(self, x):
+        return self.encoder(x).mean((2, 3))
+
+
+def build():
+    torch.manual_seed(0)  # the same weights whatever the activation
+    return Net()
+'''
+
+
+def test_edited_model_code_is_recomputed_on_request(run_files) -> None:
+    """Trial: a ``python:`` model whose activation changed from ReLU to tanh, with the same weights,
+    silently reused the maps of the old code (the store key covers spec and weights, not code).
+    `--recompute NAME` drops and recomputes them; without it the maps are reused, as documented."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    package = run_files["root"] / "pkg"
+    package.mkdir()
+    source = package / "edited_model.py"
+    zoo = run_files["zoo"]((GOOD_MODEL.replace("toy_models:tiny_cnn", "edited_model:build"), "edited"))
+    env = subprocess_env()
+    env["PYTHONPATH"] += f"{__import__('os').pathsep}{package}"
+
+    def embed(store: str, *extra: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "modelspace.cli", "embed", str(zoo), str(run_files["probe"]),
+                               "--store", str(run_files["root"] / store), "--methods", "saliency", "--json",
+                               "--quiet", *extra], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["work"]
+
+    def checksums(store: str) -> list[str]:
+        with sqlite3.connect(run_files["root"] / store / "manifest.sqlite") as conn:
+            return [r[0] for r in conn.execute("SELECT checksum FROM shards ORDER BY shard")]
+
+    source.write_text(EDITED_MODEL.format(act="ReLU"))
+    assert embed("store") == {"computed": 1, "reused": 0}
+    relu = checksums("store")
+    source.write_text(EDITED_MODEL.format(act="Tanh"))
+    assert embed("store") == {"computed": 0, "reused": 1}  # the key did not change: documented reuse
+    assert embed("store", "--recompute", "edited") == {"computed": 1, "reused": 0}
+    assert embed("fresh") == {"computed": 1, "reused": 0}
+    assert checksums("store") == checksums("fresh") != relu
+    done = subprocess.run([sys.executable, "-m", "modelspace.cli", "embed", str(zoo), str(run_files["probe"]),
+                           "--store", str(run_files["root"] / "store"), "--recompute", "edtied", "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "edtied" in done.stderr
