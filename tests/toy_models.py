@@ -165,6 +165,40 @@ def failing_constructor() -> nn.Module:
     raise RuntimeError("this factory is broken on purpose")
 
 
+def argv_parsing_constructor() -> nn.Module:
+    """A constructor that parses the command line, as research scripts do: ``SystemExit(2)`` under
+    any other program's arguments."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="toy_model_script")
+    parser.add_argument("--config", required=True)
+    parser.parse_args()
+    return tiny_cnn()
+
+
+class _ChattyCNN(TinyCNN):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        print(f"forward on a batch of {len(x)}")  # as research code does
+        return super().forward(x)
+
+
+def chatty_cnn() -> nn.Module:
+    """A TinyCNN that prints to stdout when built and on every forward pass."""
+    print("building chatty_cnn, loading weights ... done")
+    return _build(0, _ChattyCNN)
+
+
+def state_changing_cnn() -> nn.Module:
+    """A working TinyCNN whose constructor leaves torch's global state changed: float64 default dtype,
+    grad mode off, deterministic algorithms on, one CPU thread."""
+    model = tiny_cnn()
+    torch.set_default_dtype(torch.float64)
+    torch.set_grad_enabled(False)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    return model
+
+
 class _SlowCNN(TinyCNN):
     def __init__(self, delay: float):
         super().__init__()

@@ -1,23 +1,33 @@
 """The `modelspace` command: a thin shell over the Python API.
 
-Exit codes: 0 success, 2 bad input (zoo file, probe folder, ground truth, arguments),
-1 a failure inside the run (or a bug: the traceback is printed), 130 interrupted.
+Exit codes: 0 success (every model × method of `run`, `embed` and `affinity` has its maps),
+1 a failure inside the run: some models failed, including those skipped as "failed before" (the
+others' results are still written), or a bug (the traceback is printed); 2 bad input (zoo file,
+probe folder, ground truth, arguments); 3 the store or environment cannot be used (read-only,
+disk full, locked: the message names the path); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ._version import __version__
 from .attribution import DEFAULT_METHODS
-from .errors import InputError, ModelspaceError
+from .errors import InputError, ModelspaceError, StorageError
 from .evaluation import format_table
 from .results import REPORT_HTML
+
+_log = logging.getLogger("modelspace")
 
 EXAMPLES = {
     "run": "modelspace run zoo.toml probe_images/            # → modelspace-out/report.html\n"
@@ -58,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary["report"] = str(page)
         done += f"\nreport: {page}"
     _report(args, summary, space, done)
-    return 0
+    return _failed(space)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -87,9 +97,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     space = _space(args).embed(specs, _probe(args, specs))
     info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_], "work": space.work_}
     _emit(args, info, f"maps of {len(space.members_)} models in {args.store}; {len(space.failures_)} failures; "
-                      f"{space.work_['computed']} units computed, {space.work_['reused']} found in the store"
-                      + "".join(f"\n  {f.model}: {f.message}" for f in space.failures_))
-    return 0
+                      f"{space.work_['computed']} units computed, {space.work_['reused']} found in the store")
+    return _failed(space)
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
@@ -97,7 +106,7 @@ def cmd_affinity(args: argparse.Namespace) -> int:
     space = _space(args).fit(specs, _probe(args, specs))
     space.save(args.out)
     _report(args, space.summary(), space, f"wrote {args.out}")
-    return 0
+    return _failed(space)
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
@@ -202,6 +211,18 @@ def cmd_study(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- plumbing
 
 
+def _failed(space) -> int:
+    """Exit code of a command that ran models: 1 when any model × method failed (or was skipped as
+    failed before, which is still a failure: its maps are missing), else 0."""
+    if not space.failures_:
+        return 0
+    models = sorted({f.model for f in space.failures_})
+    total = len(set(space.members_) | set(models))
+    _log.error("%d of %d models failed (%s); the others' results are written (exit 1)", len(models), total,
+               ", ".join(models))
+    return 1
+
+
 def _zoo(path: str, trust_checkpoints: bool = False):
     from dataclasses import replace
 
@@ -233,7 +254,7 @@ def _space(args: argparse.Namespace):
     return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
                       workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
-                      progress=not args.quiet)
+                      recompute=args.recompute, progress=not args.quiet)
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
@@ -243,8 +264,8 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
         lines.append(f"\n{method_id}: {len(r.names)} models")
         for target, ranked in list(r.ranking.items())[:12]:
             lines.append(f"  {target:20s} ← " + ", ".join(f"{s} {a:.3f}" for s, a in ranked[:3]))
-    for f in space.failures_:
-        lines.append(f"failed: {f.model} ({f.method or 'load'}): {f.message}")
+    if space.failures_:  # each failure's message went to stderr as it happened, and is in results.json
+        lines.append(f"failed: {', '.join(dict.fromkeys(f.model for f in space.failures_))}")
     if summary.get("evaluation"):
         lines.append("\n" + format_table(summary["evaluation"]))
     lines.append(done)
@@ -260,10 +281,50 @@ def _skipped_lines(skipped, shown: int = 20) -> str:
 
 
 def _emit(args: argparse.Namespace, data, text: str) -> None:
+    """The command's result, on the real stdout (everything else goes to stderr, see `main`)."""
+    out = getattr(args, "stdout", None) or sys.stdout
     if args.json:  # progress bars go to stderr: stdout stays one JSON document
-        print(json.dumps(data, indent=1, default=str))
+        print(json.dumps(data, indent=1, default=str), file=out)
     elif not args.quiet:
-        print(text)
+        print(text, file=out)
+
+
+class _TqdmHandler(logging.Handler):
+    """Log records to stderr through tqdm, so that they do not break a progress bar in half."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging's own convention
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _console(quiet: bool):
+    """While a command runs: stdout is stderr (a model's own ``print`` must not break ``--json``),
+    "modelspace" log records go to stderr (failures; only errors with ``--quiet``), and ``--quiet``
+    also silences the progress bars of Hugging Face libraries."""
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("modelspace: %(message)s"))
+    level = _log.level
+    _log.addHandler(handler)
+    _log.setLevel(logging.ERROR if quiet else logging.INFO)
+    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_DISABLE_PROGRESS_BARS",)}
+    if quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub and transformers on import
+        if "transformers" in sys.modules:  # imported already: its flag was read then
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _log.removeHandler(handler)
+        _log.setLevel(level)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -272,7 +333,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Which pre-trained vision model transfers best to which task, without labels "
                     "(attribution-map model space, Song et al., NeurIPS 2019).",
         epilog="examples:\n  " + "\n  ".join(EXAMPLES.values())
-               + "\n\nexit codes: 0 done, 2 bad input (file, folder, argument), 1 failure inside the run, 130 interrupted."
+               + "\n\nexit codes: 0 done, 1 some models failed (the others' results are written) or another failure "
+                 "inside the run, 2 bad input (file, folder, argument), 3 the store cannot be used (read-only, disk "
+                 "full, locked), 130 interrupted."
                + "\n`modelspace COMMAND --help` explains each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -305,6 +368,9 @@ def _parser() -> argparse.ArgumentParser:
                               "store (for very large stores; default: exact)")
     compute.add_argument("--retry-failed", action="store_true",
                          help="compute again the models and methods the store records as failed before")
+    compute.add_argument("--recompute", nargs="+", default=[], metavar="NAME",
+                         help="drop and compute again the stored maps of these models (after editing their code: "
+                              "store keys cover a model's spec and weights, not its code)")
     compute.add_argument("--trust-checkpoints", action="store_true",
                          help="unpickle checkpoint files in full (can run code in them); only for files you trust")
     truth_opts = argparse.ArgumentParser(add_help=False)
@@ -384,13 +450,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv
+    args.stdout = sys.stdout  # results only; `_console` sends everything else to stderr
     if getattr(args, "truth", None) is None and args.command == "evaluate":
         args.truth = "taskonomy"
     try:
-        return args.func(args)
+        with _console(args.quiet):
+            return args.func(args)
     except InputError as exc:
         print(f"modelspace: error: {exc}", file=sys.stderr)
         return 2
+    except StorageError as exc:  # not the models' fault: the store or disk (exit 3, see the module docstring)
+        print(f"modelspace: store error: {exc}", file=sys.stderr)
+        return 3
     except ModelspaceError as exc:
         print(f"modelspace: failed: {exc}", file=sys.stderr)
         return 1

@@ -14,12 +14,14 @@ such encoder layer, gives all-zero or non-finite maps, has a layer ε-LRP cannot
 through) is recorded in `failures_` and left out of that method's results only: its other
 methods, and the other models, are unaffected. A failure that would happen again (anything but
 running out of memory or disk) is kept in the store, and later fits skip that model and method
-with "skipped, failed before: <reason>" unless `retry_failed` is set.
+with "skipped, failed before: <reason>" unless `retry_failed` is set. A store that cannot be
+written or read at all (`StorageError`: read-only, disk full, locked) is not a model's failure: it
+stops the run, keeping the work already stored.
 """
 
 from __future__ import annotations
 
-import sys
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +34,10 @@ from tqdm import tqdm
 from . import results
 from ._version import __version__
 from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
-from .errors import InputError, ModelLoadError, ModelspaceError, StoreError, check_int
+from .errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices
-from .maps import EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, method_key, plan_units
+from .maps import (EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, kept_torch_state, method_key,
+                   plan_units)
 from .models import LoadedModel, ModelSpec, load_model
 from .probe import ProbeSet
 from .results import Failure, MethodResult
@@ -53,6 +56,8 @@ from .similarity import (
 )
 
 __all__ = ["DEFAULT_METHODS", "Failure", "MethodResult", "ModelSpace"]
+
+_log = logging.getLogger(__name__)  # under "modelspace": the CLI prints its records to stderr
 
 SKETCH_SEED = 0  # one projection for every sketch in a store, so that sketches stay comparable
 
@@ -106,6 +111,10 @@ class ModelSpace:
         "record" keeps going and lists failures in `failures_`; "raise" stops at the first.
     retry_failed : bool
         Compute again the maps of models and methods that the store records as failed before.
+    recompute : sequence of str
+        Names of models whose stored maps (and the affinities and sketches made from them) are
+        dropped and computed again. A model's store key covers its spec and weights, not its code:
+        after editing the code of a ``python:`` model, name it here (CLI: ``--recompute NAME``).
     progress : bool
         Show progress bars.
     """
@@ -125,6 +134,7 @@ class ModelSpace:
         linkage: str = "average",
         on_error: str = "record",
         retry_failed: bool = False,
+        recompute: Sequence[str] = (),
         progress: bool = True,
     ) -> None:
         self.methods = methods
@@ -140,6 +150,7 @@ class ModelSpace:
         self.linkage = linkage
         self.on_error = on_error
         self.retry_failed = retry_failed
+        self.recompute = recompute
         self.progress = progress
 
     # ------------------------------------------------------------------ public API
@@ -161,14 +172,20 @@ class ModelSpace:
         self.failures_: list[Failure] = []
         self.work_ = {"computed": 0, "reused": 0}  # units (model x method x shard) computed here / found stored
         models = list(models)
+        names = {m.spec.name if isinstance(m, LoadedModel) else getattr(m, "name", None) for m in models}
+        unknown = [n for n in self.recompute if n not in names]
+        if unknown:  # a typo would otherwise silently reuse the stale maps it was meant to drop
+            raise InputError(f"recompute: no model named {', '.join(map(repr, unknown))} among the models given")
         for model in tqdm(models, desc="models", unit="model", disable=not self.progress or len(models) < 2):
-            self._embed(model)
+            with kept_torch_state():  # a model's code may change torch's global settings: not for the next
+                self._embed(model)
         return self
 
     def add(self, model: ModelSpec | LoadedModel) -> "ModelSpace":
         """Add one model: only its maps and its row of each affinity matrix are computed."""
         self._check_fitted(assembled=False)
-        self._embed(model)
+        with kept_torch_state():
+            self._embed(model)
         self._assemble()
         return self
 
@@ -273,11 +290,19 @@ class ModelSpace:
         except ModelspaceError as exc:
             self._fail(name, None, exc)
             return
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit from a constructor that parses argv
+            self._fail(name, None, _wrapped(name, "failed while loading", exc))
+            return
         self.runtime_.prepare(loaded.module)
         self.store_.register_model(loaded.key, name, {**loaded.spec.to_dict(), "preprocessing": loaded.preprocessing})
         entries = {}
         keys = {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.store_id, self.runtime_.precision), self.probe_.size)
                 for m in self.methods_}
+        if name in self.recompute:  # its code changed under the same key: drop what the old code computed
+            for key in keys.values():
+                self.store_.remove_entry(key)
         executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
         for group in backward_groups(self._not_failed_before(name, keys)):
             units = [u for m in group for u in plan_units(keys[m.id], name, len(self.probe_), self.shard_size)]
@@ -285,7 +310,9 @@ class ModelSpace:
                 written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
                 self.work_["computed"] += len(written)
                 self.work_["reused"] += len(units) - len(written)
-            except Exception as exc:  # noqa: BLE001 - one model crashing (input too small ...) must not end the run
+            except (StorageError, KeyboardInterrupt):
+                raise  # the store, not this model: every later model would fail alike (kept work stays)
+            except BaseException as exc:  # noqa: BLE001 - one model crashing (input too small, sys.exit ...) must not end the run
                 error = _run_error(loaded, exc)
                 for method in group:
                     self._fail(name, method.id, error, keys[method.id] if _repeatable(exc) else None)
@@ -321,7 +348,9 @@ class ModelSpace:
         try:
             acts = encoder_activations(loaded, self.probe_.batch(0, len(self.probe_)), self.batch_size, self.runtime_,
                                        progress=False)
-        except Exception as exc:  # noqa: BLE001 - as in _embed: the model is recorded, the run goes on
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - as in _embed: the model is recorded, the run goes on
             self._fail(loaded.name, "baselines", _run_error(loaded, exc))
             return {}
         prepared = {}
@@ -401,8 +430,9 @@ class ModelSpace:
         if self.on_error == "raise":
             raise exc if isinstance(exc, Exception) else ModelspaceError(exc)
         self.failures_.append(Failure(name, method, str(exc)))
-        if self.progress:
-            tqdm.write(f"modelspace: {name} ({method or 'loading'}): {exc}", file=sys.stderr)  # stdout: results only
+        # Once per failure, naming the model once (most messages already start with it).
+        text = str(exc) if repr(name) in str(exc) else f"model {name!r}: {exc}"
+        _log.warning("%s [%s]", text, method or "loading")
 
     def _validate(self) -> None:
         check_int(self.batch_size, "batch_size")
@@ -411,6 +441,8 @@ class ModelSpace:
         check_int(self.sketch, "sketch", optional=True)
         if self.on_error not in ("record", "raise"):
             raise InputError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
+        if isinstance(self.recompute, str) or not all(isinstance(n, str) for n in self.recompute):
+            raise InputError(f"recompute: expected a list of model names, got {self.recompute!r}")
         if isinstance(self.methods, (str, AttributionMethod)) or not self.methods:
             raise InputError("methods must be a non-empty list of method names")
         ids = [get_method(m).id for m in self.methods] + [get_baseline(b).id for b in self.baselines]
@@ -439,14 +471,19 @@ class ModelSpace:
         return matches[0]
 
 
-def _run_error(loaded: LoadedModel, exc: Exception) -> Exception:
+def _run_error(loaded: LoadedModel, exc: BaseException) -> Exception:
     """A modelspace error as is; anything else raised while running a model, wrapped to name it."""
     if isinstance(exc, ModelspaceError):
         return exc
     hint = ""
     if "too small" in str(exc) or "Kernel size can't be greater" in str(exc):
         hint = f" (input_size {list(loaded.spec.input_size)} may be too small for this model's layers)"
-    error = ModelLoadError(f"model {loaded.name!r} failed while running: {type(exc).__name__}: {exc}{hint}")
+    return _wrapped(loaded.name, "failed while running", exc, hint)
+
+
+def _wrapped(name: str, doing: str, exc: BaseException, hint: str = "") -> ModelLoadError:
+    """``exc`` (any exception, SystemExit included) as a ModelLoadError naming the model."""
+    error = ModelLoadError(f"model {name!r} {doing}: {type(exc).__name__}: {exc}{hint}")
     error.__cause__ = exc
     return error
 

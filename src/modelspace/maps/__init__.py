@@ -8,9 +8,9 @@ shared by concurrent processes.
 from .activations import encoder_activations
 from .executor import LocalExecutor, compute_maps, run_exclusive, run_unit, run_units
 from .keys import EntryKey, WorkUnit, method_key, plan_units
-from .runtime import PRECISIONS, Runtime
+from .runtime import PRECISIONS, Runtime, kept_torch_state
 from .store import MapStore, ShardInfo
 
 __all__ = ["EntryKey", "LocalExecutor", "MapStore", "PRECISIONS", "Runtime", "ShardInfo", "WorkUnit",
-           "compute_maps", "encoder_activations", "method_key", "plan_units", "run_exclusive", "run_unit",
+           "compute_maps", "encoder_activations", "kept_torch_state", "method_key", "plan_units", "run_exclusive", "run_unit",
            "run_units"]

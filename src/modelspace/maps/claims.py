@@ -5,9 +5,12 @@ started while the first run is still going) would otherwise both compute every u
 first *claims* a shard's units (a row per unit in the manifest's ``claims`` table with its pid,
 host and a random owner token, taken in one transaction), skips units another live process
 holds, and comes back to them when it has nothing else to do: by then they are usually written,
-and are read instead of recomputed. A claim whose process is gone (same host, pid no longer
-alive, e.g. after ``kill -9``) or older than `CLAIM_STALE_S` is taken over, so a crash never
-leaves a unit locked; no process waits while holding a claim, so two cannot deadlock.
+and are read instead of recomputed. While it holds claims, a process *beats*: a thread stamps its
+row of the ``heartbeats`` table every `HEARTBEAT_S`. A claim is taken over when its process is
+gone (same host, pid no longer alive, e.g. after ``kill -9``) or its heartbeat is older than
+`CLAIM_STALE_S` (a process on another host, or a pid reused by an unrelated process, once held a
+leftover claim for an hour), so a crash never leaves a unit locked for long; no process waits
+while holding a claim, so two cannot deadlock. A process that waits logs who holds the unit.
 
 Claims live in SQLite rather than in lock files because the manifest is already the one place
 every process agrees on, and a row outlives a crash without leaving a lock held (an ``flock``
@@ -16,17 +19,21 @@ would be released by the kernel too, but not on every network filesystem).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .keys import WorkUnit
 from .manifest import ENTRY, Manifest, key_tuple
 
-#: A claim older than this is taken over even when its process looks alive (another host, whose
-#: pids cannot be checked from here, or a pid reused by an unrelated process).
-CLAIM_STALE_S = 3600.0
+#: A claim whose process has not beaten for this long is taken over even when the process looks
+#: alive (another host, whose pids cannot be checked from here, or a pid reused by an unrelated one).
+CLAIM_STALE_S = 120.0
+#: How often a claiming process stamps its heartbeat (well inside `CLAIM_STALE_S`).
+HEARTBEAT_S = 30.0
 _HOST = socket.gethostname()
 
 
@@ -45,7 +52,7 @@ class Claims:
         now = time.time()
         with self.manifest.transaction() as cur:
             for unit in units:
-                held = cur.execute(f"SELECT owner, pid, host, since FROM claims WHERE {ENTRY} AND shard = ?",
+                held = cur.execute(f"SELECT owner, pid, host, {_LAST_SEEN} FROM claims WHERE {ENTRY} AND shard = ?",
                                    (*key_tuple(unit.key), unit.shard)).fetchone()
                 if held and held[0] != owner and claim_alive(*held[1:], now=now):
                     return False
@@ -66,10 +73,55 @@ class Claims:
         """Delete the claims of dead processes (left by a crash after its last write); returns how many."""
         now = time.time()
         with self.manifest.transaction() as cur:
-            rows = cur.execute("SELECT rowid, pid, host, since FROM claims").fetchall()
+            rows = cur.execute(f"SELECT rowid, pid, host, {_LAST_SEEN} FROM claims").fetchall()
             stale = [(rowid,) for rowid, *held in rows if not claim_alive(*held, now=now)]
             cur.executemany("DELETE FROM claims WHERE rowid = ?", stale)
         return len(stale)
+
+    def holder(self, units: Sequence[WorkUnit]) -> dict | None:
+        """Who holds the first of ``units`` that is claimed: ``{"pid", "host", "since", "beat"}`` (unix
+        times; ``beat`` is the last heartbeat, None for a process that does not beat), or None."""
+        for unit in units:
+            rows = self.manifest.query(
+                f"SELECT pid, host, since, (SELECT beat FROM heartbeats h WHERE h.owner = claims.owner) "
+                f"FROM claims WHERE {ENTRY} AND shard = ?", (*key_tuple(unit.key), unit.shard))
+            if rows:
+                return dict(zip(("pid", "host", "since", "beat"), rows[0]))
+        return None
+
+    @contextlib.contextmanager
+    def heartbeat(self, owner: str, every: float | None = None) -> Iterator[None]:
+        """Stamp ``owner``'s heartbeat now and every ``every`` seconds (`HEARTBEAT_S`) from a thread,
+        until the block ends; a long shard (a big model on a CPU) keeps its claims alive meanwhile."""
+        every = HEARTBEAT_S if every is None else every
+        self._beat(owner, started=True)
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    self._beat(owner)
+                except Exception:  # noqa: BLE001 - best effort: the main thread meets a broken store itself
+                    pass
+
+        thread = threading.Thread(target=beat, name=f"modelspace-heartbeat-{owner[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            with self.manifest.transaction() as cur:
+                cur.execute("DELETE FROM heartbeats WHERE owner = ?", (owner,))
+
+    def _beat(self, owner: str, started: bool = False) -> None:
+        now = time.time()
+        with self.manifest.transaction() as cur:
+            if started:
+                cur.execute("INSERT OR REPLACE INTO heartbeats (owner, pid, host, started, beat) VALUES (?, ?, ?, ?, ?)",
+                            (owner, os.getpid(), _HOST, now, now))
+            else:
+                cur.execute("UPDATE heartbeats SET beat = ? WHERE owner = ?", (now, owner))
 
     def list(self) -> list[dict]:
         """Current claims (``{"model_key", "method", "shard", "pid", "host", "since"}``), oldest first."""
@@ -78,9 +130,15 @@ class Claims:
         return [dict(zip(fields, r)) for r in rows]
 
 
-def claim_alive(pid: int, host: str, since: float, now: float) -> bool:
-    """Whether a claim's process may still be working on it (see `CLAIM_STALE_S`)."""
-    if now - since > CLAIM_STALE_S:
+# When a claim's process was last seen alive: its latest heartbeat, or, for a process of an older
+# modelspace that does not beat, the time it claimed the unit.
+_LAST_SEEN = "COALESCE((SELECT beat FROM heartbeats h WHERE h.owner = claims.owner), since)"
+
+
+def claim_alive(pid: int, host: str, last_seen: float, now: float) -> bool:
+    """Whether a claim's process may still be working on it: seen (heartbeat) within `CLAIM_STALE_S`
+    and, on this host, its pid alive."""
+    if now - last_seen > CLAIM_STALE_S:
         return False
     if host != _HOST:
         return True  # another machine's pids cannot be checked: trust the claim until it is stale

@@ -9,8 +9,10 @@ compute each unit once between them (see `claims`).
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -21,11 +23,14 @@ from ..attribution import AttributionMethod, attribute_many
 from ..models import LoadedModel
 from ..errors import InputError
 from ..probe import ProbeSet
+from . import claims
 from .keys import WorkUnit, method_key
 from .runtime import Runtime
 from .store import MapStore, ShardInfo
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 #: Seconds between two looks at units another process holds.
 POLL_S = 0.2
@@ -131,12 +136,15 @@ def run_exclusive(
     store.claims_.clear_stale()  # a process killed after its last write but before releasing leaves one
     pending = [list(g) for g in groups if g]
     results: list[T] = []
-    with tqdm(total=len(pending), desc=desc, unit="shard", leave=False, disable=not progress) as bar:
+    told: set[tuple] = set()  # holders already named: one line per holder, not one per poll
+    with store.claims_.heartbeat(owner), \
+            tqdm(total=len(pending), desc=desc, unit="shard", leave=False, disable=not progress) as bar:
         while pending:
             deferred = []
             for group in pending:
                 if not store.claims_.claim(group, owner):
                     deferred.append(group)  # a live process computes it now: look again later
+                    _tell_holder(store, group, told)
                     continue
                 try:
                     todo = store.missing(group)  # it may have been written since the caller looked
@@ -150,3 +158,18 @@ def run_exclusive(
                 time.sleep(POLL_S)  # every remaining group is held by others: wait for them
             pending = deferred
     return results
+
+
+def _tell_holder(store: MapStore, group: Sequence[WorkUnit], told: set[tuple]) -> None:
+    """Log, once per holder, who holds a unit this process waits for and when it will be taken over."""
+    held = store.claims_.holder(group)
+    if held is None or (held["host"], held["pid"], held["since"]) in told:
+        return
+    told.add((held["host"], held["pid"], held["since"]))
+    since = datetime.fromtimestamp(held["since"], timezone.utc).isoformat(timespec="seconds")
+    seen = held["beat"] if held["beat"] is not None else held["since"]
+    unit = group[0]
+    _log.warning("waiting for %s shard %d (%s): claimed by pid %d on host %s since %s, last heartbeat %.0f s ago; "
+                 "taken over once it is %.0f s old (or at once if that process is gone)", unit.model_name,
+                 unit.shard, unit.key.method, held["pid"], held["host"], since, time.time() - seen,
+                 claims.CLAIM_STALE_S)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import StorageError
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -46,8 +46,11 @@ def file_stamp(path: Path) -> tuple[int, int, int]:
 
 def atomic_write(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # a read-only or full store: the caller stops the run, see StorageError
+        raise StorageError(_unwritable(path, exc)) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -60,9 +63,15 @@ def atomic_write(path: Path, payload: bytes) -> None:
         except OSError:
             pass
         if isinstance(exc, OSError):
-            raise StoreError(f"shard file {str(path)!r} cannot be written: {exc}") from exc
+            raise StorageError(_unwritable(path, exc)) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def _unwritable(path: Path, exc: OSError) -> str:
+    """The message of a store file that cannot be written: the path, the cause and the fix."""
+    return (f"store file {str(path)!r} cannot be written: {exc}. Make the store folder writable or free disk "
+            "space (or pass another --store), then run again: the work already stored is kept")
 
 
 def partial_writes(path: Path) -> list[Path]:

@@ -3,7 +3,7 @@
 Tables: ``models`` (registered models), ``shards`` (one row per shard file, with its sha256),
 ``affinities`` (cached pair values, ``model_a <= model_b``), ``sketches``, ``failures`` (entries
 that failed for a reason a rerun would meet again) and ``claims`` (units a process is computing,
-see `claims`). Tables are only ever added, so stores written before a table existed still open. Every write is one short ``BEGIN IMMEDIATE`` transaction, so
+see `claims`), ``heartbeats`` (when each claiming process last showed it was alive). Tables are only ever added, so stores written before a table existed still open. Every write is one short ``BEGIN IMMEDIATE`` transaction, so
 the busy timeout, not an error, handles two processes writing at once.
 """
 
@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ..errors import InputError, StoreError
+from ..errors import InputError, StorageError, StoreError
 from .keys import EntryKey
 
 SCHEMA_VERSION = 1
@@ -86,6 +86,13 @@ CREATE TABLE IF NOT EXISTS claims (
     since REAL NOT NULL,
     PRIMARY KEY (model_key, probe_hash, method, probe_size, shard)
 );
+CREATE TABLE IF NOT EXISTS heartbeats (
+    owner TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    started REAL NOT NULL,
+    beat REAL NOT NULL
+);
 """
 
 #: The WHERE clause selecting one entry's rows, in `key_tuple` order.
@@ -133,7 +140,7 @@ class Manifest:
             try:
                 return self.conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"manifest {str(self.path)!r}: {exc}") from exc
+                raise StorageError(f"manifest {str(self.path)!r}: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection."""
@@ -155,7 +162,7 @@ class Transaction:
             m.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             m.lock.release()
-            raise StoreError(f"manifest {str(m.path)!r} is locked or unreadable: {exc}") from exc
+            raise StorageError(f"manifest {str(m.path)!r} is locked, read-only or unreadable: {exc}") from exc
         return m.conn.cursor()
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -164,11 +171,11 @@ class Transaction:
             m.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
         except sqlite3.Error as err:
             if exc_type is None:
-                raise StoreError(f"manifest {str(m.path)!r}: commit failed: {err}") from err
+                raise StorageError(f"manifest {str(m.path)!r}: commit failed (read-only or full disk?): {err}") from err
         finally:
             m.lock.release()
         if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"manifest {str(m.path)!r}: {exc}") from exc
+            raise StorageError(f"manifest {str(m.path)!r}: {exc}") from exc
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -177,7 +184,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         # isolation_level=None: transactions are explicit (see Transaction), never implicit.
         conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
     except sqlite3.Error as exc:
-        raise StoreError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+        raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
@@ -199,7 +206,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise
     except sqlite3.Error as exc:
         conn.close()
-        raise StoreError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+        raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
     except StoreError:
         conn.close()
         raise

@@ -124,3 +124,26 @@ class _Uint8Batches(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         begin = self.start + i * self.batch_size
         return self.probe.images[begin:min(begin + self.batch_size, self.stop)]
+
+
+@contextlib.contextmanager
+def kept_torch_state() -> Iterator[None]:
+    """Restore torch's process-wide settings on exit: default dtype, grad mode, the deterministic
+    algorithms flag (and its warn-only mode) and the number of CPU threads.
+
+    Loading a model runs its author's code, which may change these (a constructor that calls
+    ``torch.set_default_dtype(torch.float64)`` made every later model of a run fail); each model is
+    loaded and run inside this context so that it cannot poison the next one.
+    """
+    dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_grad_enabled(grad)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        if torch.get_num_threads() != threads:  # setting it is not free (thread pools are rebuilt)
+            torch.set_num_threads(threads)

@@ -9,7 +9,9 @@ Layout under ``root``::
 file holds float16 (B, F) rows: the attribution maps flattened and L2-normalised (rows that were
 all-zero or non-finite are stored as zeros and counted). Files are written atomically and their
 sha256 is kept in the manifest, so a missing or corrupt file is noticed by `missing` / `read` and
-recomputed on the next run. The store also caches pair affinities and random-projection sketches
+recomputed on the next run. A path read from the manifest is used only if it resolves (through
+any ``..`` and symbolic links) to a file inside ``arrays/``: an edited row never makes the store
+read or delete a file elsewhere. The store also caches pair affinities and random-projection sketches
 (`similarity.sketch`), both dropped when the maps they came from are replaced, and remembers
 entries that failed for a deterministic reason (`put_failure`), so that reruns need not meet the
 same error again.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import InputError, StoreError, check_int
+from ..errors import InputError, StorageError, StoreError, check_int
 from .claims import Claims
 from .files import atomic_write, file_sha256, file_stamp, npy_bytes, partial_writes, prune_empty_dirs, sha256
 from .keys import EntryKey, WorkUnit, check_safe_key, method_folder
@@ -44,6 +47,8 @@ from .manifest import ENTRY, Manifest, key_tuple, pair_tuple
 # Filesystems stamp modification times in coarse ticks (a few ms on ext4, 2 s on FAT): a file
 # modified less than this before it was verified is verified again on every read.
 _STAMP_GRANULARITY_NS = 2_000_000_000
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,10 @@ class MapStore:
         self.manifest = self.root / "manifest.sqlite"
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"store root {str(self.root)!r} exists and is not a folder")
-        self.arrays.mkdir(parents=True, exist_ok=True)
+        try:
+            self.arrays.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"store folder {str(self.arrays)!r} cannot be created: {exc}") from exc
         self.db = Manifest(self.manifest)
         self.claims_ = Claims(self.db)
         # Shard files whose checksum this process has verified, by relative path, with the
@@ -209,7 +217,7 @@ class MapStore:
         )
         covered = 0
         for s_start, s_stop, rel in shards:
-            if s_start > covered or not (self.root / rel).is_file():
+            if s_start > covered or not self._inside(rel) or not (self.root / rel).is_file():
                 return False
             covered = max(covered, s_stop)
         return covered >= n_images
@@ -295,9 +303,9 @@ class MapStore:
         if not rows:
             return None
         try:
-            payload = (self.root / rows[0][0]).read_bytes()
-        except OSError:
-            return None
+            payload = self._file(rows[0][0]).read_bytes()
+        except (OSError, StoreError):
+            return None  # recomputed from the maps
         if sha256(payload) != rows[0][1]:
             return None
         return np.load(io.BytesIO(payload), allow_pickle=False)
@@ -406,9 +414,9 @@ class MapStore:
     def _shard_ok(self, unit: WorkUnit, row: tuple, verify: bool) -> bool:
         """Whether a manifest row matches the unit's range and its file is intact."""
         start, stop, rel, checksum, nbytes = row
+        if (start, stop) != (unit.start, unit.stop) or not self._inside(rel):
+            return False  # recomputed; the write replaces the row
         path = self.root / rel
-        if (start, stop) != (unit.start, unit.stop):
-            return False
         try:
             if path.stat().st_size != nbytes:
                 return False
@@ -422,7 +430,7 @@ class MapStore:
         The first read in this process hashes the whole file; later reads of the same,
         unchanged file map it into memory instead, so only the rows asked for are touched.
         """
-        path = self.root / rel
+        path = self._file(rel)
         try:
             stamp = file_stamp(path)
             if self._verified.get(rel) == stamp:
@@ -444,16 +452,45 @@ class MapStore:
             self._verified[rel] = stamp  # a file this fresh could change again within one mtime tick
         return data
 
+    def _inside(self, rel: str) -> bool:
+        """Whether a path from the manifest resolves to a place inside ``arrays/``."""
+        try:
+            self._file(rel)
+        except StoreError:
+            return False
+        return True
+
+    def _file(self, rel: str) -> Path:
+        """The file of a path read from the manifest, or StoreError naming it unless it resolves (through
+        ``..`` and symbolic links) to a place inside ``arrays/``. An absolute path or ``../`` in an edited
+        row would otherwise make `read` serve, and `remove_model` delete, any file the user can write."""
+        path = self.root / str(rel)  # an absolute ``rel`` replaces the root
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.arrays.resolve()):
+            raise StoreError(
+                f"manifest {str(self.manifest)!r} names the shard file {str(rel)!r}, which lies outside the "
+                f"store's arrays folder (it resolves to {str(resolved)!r}); it is neither read nor deleted. Was "
+                "the manifest edited? `modelspace remove NAME` drops the model's rows, the next run recomputes it"
+            )
+        return path
+
     def _delete_files(self, rel_paths: Iterable[str]) -> None:
-        """Delete shard files and any folders left empty (best effort: files may already be gone)."""
+        """Delete shard files and any folders left empty (best effort: files may already be gone).
+
+        A manifest path outside ``arrays/`` is never deleted: its row is gone, the file is left and
+        a warning names it."""
         for rel in rel_paths:
-            path = self.root / rel
+            try:
+                path = self._file(rel)
+            except StoreError as exc:
+                _log.warning("%s", exc)
+                continue
             try:
                 path.unlink()
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                raise StoreError(f"shard file {str(path)!r} cannot be deleted: {exc}") from exc
+                raise StorageError(f"shard file {str(path)!r} cannot be deleted: {exc}") from exc
             prune_empty_dirs(path.parent, self.arrays)
 
 

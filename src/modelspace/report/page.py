@@ -173,6 +173,30 @@ def write_report(data: ReportData, path: str | Path, progress: bool = False) -> 
     return path
 
 
+# Inside <script>, "</script" ends the block and "<!--" followed by "<script" makes the browser
+# skip the real "</script>" (HTML's "script data double escaped" state), swallowing the rest of
+# the page's scripts; "&" and ">" complete those sequences. U+2028/2029 are line ends to older JS.
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(payload: Any) -> str:
+    """``payload`` as JSON that is safe as the text of a ``<script>`` element, whatever strings it holds.
+
+    Parameters
+    ----------
+    payload : object
+        JSON-able data.
+
+    Returns
+    -------
+    str
+        Compact JSON with ``<``, ``>``, ``&``, U+2028 and U+2029 written as ``\\uXXXX`` escapes, so
+        that it parses to the same value and holds no markup.
+    """
+    text = json.dumps(payload, separators=(",", ":"))
+    return "".join(_SCRIPT_ESCAPES.get(c, c) for c in text)
+
+
 class _Page:
     """Collects the JSON blocks the figures' tooltips read, with unique ids."""
 
@@ -181,8 +205,7 @@ class _Page:
 
     def data(self, payload: Any) -> str:
         ident = f"d{len(self.blocks)}"
-        # "</" cannot end the script block early once escaped.
-        self.blocks.append((ident, json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")))
+        self.blocks.append((ident, script_json(payload)))
         return ident
 
     def document(self, data: ReportData, body: str) -> str:
