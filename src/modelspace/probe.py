@@ -13,7 +13,9 @@ Conventions
   ``IMAGE_EXTENSIONS`` (any case) and orders them by relative POSIX path. ``limit`` draws
   a sample with ``numpy.random.default_rng(seed)``; the sample keeps the sorted order.
   Each image is EXIF-rotated (``ImageOps.exif_transpose``), converted to RGB, resized so
-  that its shorter side is ``size`` (bilinear) and centre-cropped to ``size`` x ``size``.
+  that its shorter side is ``size`` (bilinear) and centre-cropped to ``size`` x ``size``; only the
+  cropped window is computed (the pixels of PIL's whole-image resize, bit for bit), so a 1 x 100000
+  strip needs no 64 x 6 400 000 intermediate.
   Conversion rules: grayscale (L, LA, 1) is copied to the three channels; palette images
   take their palette colours; CMYK goes through PIL's CMYK -> RGB; an alpha channel is
   dropped, not composited (the RGB stored under a transparent pixel is kept, which is what
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import stat
 import warnings
@@ -47,6 +50,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import PIL
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -358,16 +362,96 @@ def _rescale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _resize_and_crop(img: Image.Image, size: int) -> Image.Image:
-    """Resize so the shorter side is ``size`` (bilinear), then centre-crop size x size."""
+    """Resize so the shorter side is ``size`` (bilinear), then centre-crop size x size.
+
+    The pixels are those of ``img.resize((new_w, new_h), BILINEAR, reducing_gap=3.0)`` cropped
+    to the centre, bit for bit, but only the ``size`` x ``size`` window is computed, from the
+    source pixels under it: a 1 x 100000 strip at size 64 would otherwise need a 64 x 6 400 000
+    intermediate image (2.1 GB). So the memory of a load follows ``size`` and the decoded file.
+    """
     width, height = img.size
     scale = size / min(width, height)
     new_w = max(size, round(width * scale))
     new_h = max(size, round(height * scale))
-    if (new_w, new_h) != (width, height):
-        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
     left = (new_w - size) // 2
     top = (new_h - size) // 2
-    return img.crop((left, top, left + size, top + size))
+    if (new_w, new_h) == (width, height):
+        return img.crop((left, top, left + size, top + size))
+    # PIL's resize with reducing_gap=3.0 first reduces by whole factors (block means), then resamples.
+    fx = int(width / new_w / 3.0) or 1
+    fy = int(height / new_h / 3.0) or 1
+    reduced = fx > 1 or fy > 1
+    cols = _bilinear_taps(-(-width // fx), width / fx, new_w, left, size)
+    rows = _bilinear_taps(-(-height // fy), height / fy, new_h, top, size)
+    (x0, x1), (y0, y1) = cols[0], rows[0]
+    if reduced:  # blocks aligned with the whole image's, so each block mean is the same
+        box = (x0 * fx, y0 * fy, min(width, x1 * fx), min(height, y1 * fy))
+        window = img.reduce((fx, fy), box=box)
+    else:
+        window = img.crop((x0, y0, x1, y1))
+    pixels = np.asarray(window.convert("RGB"), dtype=np.int64)
+    # PIL's two passes in PIL's order (each rounds to 8 bits, so the order shows): Pillow 13 runs the
+    # vertical pass first when the height shrinks by more than twice the pixels the width does.
+    in_w, in_h = -(-width // fx), -(-height // fy)
+    passes = [(cols, x0, 1), (rows, y0, 0)]
+    if _PIL_VERTICAL_FIRST and in_h - new_h > 0 and in_h - new_h > 2 * (in_w - new_w):
+        passes.reverse()
+    for (_, weights, starts), origin, axis in passes:
+        if weights is not None:
+            pixels = _apply_taps(pixels, weights, starts - origin, axis=axis)
+    return Image.fromarray(pixels.astype(np.uint8), "RGB")
+
+
+#: Pillow 13 chose the order of the two passes by the sizes (``ImagingResampleInner``); before, horizontal first.
+_PIL_VERTICAL_FIRST = int(PIL.__version__.split(".")[0]) >= 13
+
+#: PIL's fixed-point precision for 8-bit resampling (``PRECISION_BITS`` in Resample.c).
+_PRECISION_BITS = 32 - 8 - 2
+
+
+def _bilinear_taps(in_size: int, in_end: float, out_size: int, first: int, count: int):
+    """PIL's bilinear coefficients (``precompute_coeffs`` then ``normalize_coeffs_8bpc``) for outputs
+    ``first`` .. ``first + count - 1`` of a resample of ``in_size`` pixels, box [0, in_end), to ``out_size``.
+
+    Returns ``((lo, hi), weights, starts)``: the input range the outputs read, the (count, ksize)
+    integer weights (None where PIL skips the pass: same size, whole box) and each output's first
+    input index. Computed as PIL does, step by step, so the result is the same to the bit.
+    """
+    end = float(np.float32(in_end))  # PIL passes the box as C floats
+    lo_out = np.arange(first, first + count)
+    if out_size == in_size and end == out_size:  # PIL: no pass along this axis
+        return (first, first + count), None, lo_out
+    scale = end / out_size
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale  # the bilinear filter's support is 1
+    ksize = int(math.ceil(support)) * 2 + 1
+    center = (lo_out + 0.5) * scale
+    xmin = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)
+    arg = np.abs(((taps[None, :] + xmin[:, None]) - center[:, None] + 0.5) * (1.0 / filterscale))
+    weights = np.where(arg < 1.0, 1.0 - arg, 0.0)
+    weights[taps[None, :] >= xmax[:, None]] = 0.0
+    total = np.zeros(count)
+    for k in range(ksize):  # summed in C's order: the rounding is the same
+        total = total + weights[:, k]
+    weights = np.where(total[:, None] != 0.0, weights / np.where(total == 0.0, 1.0, total)[:, None], weights)
+    fixed = np.where(weights < 0, np.trunc(-0.5 + weights * (1 << _PRECISION_BITS)),
+                     np.trunc(0.5 + weights * (1 << _PRECISION_BITS))).astype(np.int64)
+    return (int(xmin.min()), int((xmin + xmax).max())), fixed, xmin
+
+
+def _apply_taps(pixels: np.ndarray, weights: np.ndarray, starts: np.ndarray, axis: int) -> np.ndarray:
+    """One resampling pass of PIL's 8-bit fixed-point arithmetic along ``axis`` (0 rows, 1 columns)."""
+    out = np.full(pixels.shape[:axis] + (len(starts),) + pixels.shape[axis + 1:], 1 << (_PRECISION_BITS - 1),
+                  dtype=np.int64)
+    limit = pixels.shape[axis] - 1
+    for k in range(weights.shape[1]):
+        # Taps beyond an output's range have weight 0; clamping their index keeps the read in bounds.
+        index = np.minimum(starts + k, limit)
+        w = weights[:, k].reshape((-1, 1) if axis == 0 else (1, -1))[..., None]
+        out += np.take(pixels, index, axis=axis) * w
+    return np.clip(out >> _PRECISION_BITS, 0, 255)
 
 
 # ---------------------------------------------------------------------- arrays
