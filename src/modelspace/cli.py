@@ -202,6 +202,59 @@ def cmd_study(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- plumbing
 
 
+def _preflight(args: argparse.Namespace) -> None:
+    """Check the device and the output paths before any work, so a bad one is a message, not a traceback
+    after hours of computing."""
+    if getattr(args, "device", None) is not None:
+        _check_device(args.device)
+    if args.command == "probe":
+        _check_writable(Path(args.out), "--out", folder=False)
+    elif args.command == "report":
+        if args.output is not None:
+            _check_writable(Path(args.output), "--output", folder=False)
+    elif getattr(args, "out", None) is not None:
+        _check_writable(Path(args.out), "--out", folder=True)
+
+
+def _check_device(device: str) -> None:
+    """Raise InputError unless ``device`` names a torch device this machine has."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InputError(f"--device {device!r}: not a torch device ({exc}); e.g. cpu, cuda, cuda:1") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "built with" if torch.backends.cuda.is_built() else "built without"
+            raise InputError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, {built} "
+                             "CUDA); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {device}: MPS is not available here; use --device cpu")
+
+
+def _check_writable(path: Path, flag: str, folder: bool) -> None:
+    """Raise InputError unless ``path`` can be written: a folder (created later) or a file."""
+    import os
+
+    if path.exists():
+        if folder and not path.is_dir():
+            raise InputError(f"{flag} {path}: exists and is not a folder")
+        if not folder and path.is_dir():
+            raise InputError(f"{flag} {path}: is a folder; give a file name")
+    # The nearest existing folder is where the first file or folder will be made.
+    base = path if folder and path.is_dir() else path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise InputError(f"{flag} {path}: {base} is not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: {base} is not writable")
+
+
 def _zoo(path: str, trust_checkpoints: bool = False):
     from dataclasses import replace
 
@@ -387,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "truth", None) is None and args.command == "evaluate":
         args.truth = "taskonomy"
     try:
+        _preflight(args)
         return args.func(args)
     except InputError as exc:
         print(f"modelspace: error: {exc}", file=sys.stderr)

@@ -164,7 +164,10 @@ class GroundTruth:
     @classmethod
     def _parse(cls, text: str, origin: str) -> "GroundTruth":
         reader = csv.reader(io.StringIO(text))
-        rows = [(i, [c.strip() for c in row]) for i, row in enumerate(reader, start=1)]
+        try:
+            rows = [(i, [c.strip() for c in row]) for i, row in enumerate(reader, start=1)]
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (131 072 characters)
+            raise GroundTruthError(f"{origin}: line {reader.line_num}: not readable as CSV ({exc})") from None
         rows = [(i, r) for i, r in rows if any(r)]  # blank lines carry nothing
         if not rows:
             raise GroundTruthError(f"{origin}: empty file")

@@ -151,7 +151,7 @@ class ProbeSet:
     ) -> "ProbeSet":
         """Read every image under ``folder`` (see the module docstring for the rules)."""
         folder = Path(folder)
-        check_int(size, "size")
+        _check_size(size)
         if limit is not None:
             check_int(limit, "limit")
         if not folder.is_dir():
@@ -184,7 +184,7 @@ class ProbeSet:
     def from_array(cls, array, size: int | None = None, names=None) -> "ProbeSet":
         """Build a probe set from an in-memory array (see the module docstring)."""
         if size is not None:
-            check_int(size, "size")
+            _check_size(size)
         data = _to_numpy(array)
         data = _to_nchw(data)
         if len(data) == 0:
@@ -235,6 +235,13 @@ class ProbeSet:
             if field not in fields:
                 raise ProbeError(f"probe file {str(path)!r} lacks the field {field!r}")
         skipped = fields.get("skipped", np.empty((0, 2), dtype=str))
+        # What `save` writes: names (N,), skipped (k, 2); anything else is not one of its files.
+        if fields["names"].ndim != 1:
+            raise ProbeError(f"probe file {str(path)!r}: field 'names' must be a 1-D array of names, "
+                             f"got shape {fields['names'].shape}")
+        if skipped.ndim != 2 or skipped.shape[1] != 2:
+            raise ProbeError(f"probe file {str(path)!r}: field 'skipped' must be a (k, 2) array of "
+                             f"(path, reason) rows, got shape {skipped.shape}")
         try:
             return cls(
                 torch.from_numpy(np.ascontiguousarray(fields["images"])),
@@ -246,6 +253,14 @@ class ProbeSet:
 
 
 # ---------------------------------------------------------------------- validation
+def _check_size(size) -> None:
+    """Refuse a probe side whose images could not be held: checked before anything is allocated."""
+    check_int(size, "size")
+    if size * size > MAX_PIXELS:
+        raise ProbeError(f"size: {size} x {size} = {size * size} pixels per probe image exceeds the limit of "
+                         f"{MAX_PIXELS} (modelspace.probe.MAX_PIXELS); probe images are a few hundred pixels wide")
+
+
 def _check_images(images) -> None:
     """Raise ProbeError unless ``images`` is a non-empty uint8 (N, 3, S, S) tensor."""
     if not isinstance(images, torch.Tensor):
