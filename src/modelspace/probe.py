@@ -26,7 +26,8 @@ Conventions
 - A file that cannot be used is recorded in ``skipped`` as ``(path, reason)`` and the rest
   still load; the reason starts with one of ``SKIP_REASONS`` (``"empty file"``, ``"not an
   image"``, ``"corrupt or truncated"``, ``"too large"``, ``"unreadable"``, ``"not a regular
-  file"``, ``"symbolic link loop"``, ``"broken symbolic link"``), then the detail. "too
+  file"``, ``"symbolic link loop"``, ``"broken symbolic link"``, ``"non-finite pixels"``: a
+  float image holding NaN or infinity), then the detail. "too
   large" means the header declares more than ``MAX_PIXELS`` pixels (PIL's decompression-bomb
   limit): it is refused from the header, before any pixel is decoded. A FIFO, socket or device
   named like an image is refused without reading from it (it could block forever). No file
@@ -71,7 +72,7 @@ MAX_PIXELS = 89_478_485
 #: The kinds of reason a probe file is skipped for (each reason starts with one of them).
 SKIP_REASONS = (
     "empty file", "not an image", "corrupt or truncated", "too large", "unreadable",
-    "not a regular file", "symbolic link loop", "broken symbolic link",
+    "not a regular file", "symbolic link loop", "broken symbolic link", "non-finite pixels",
 )
 
 
@@ -362,6 +363,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def _rescale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     """Map a 16-bit, 32-bit integer or float single-channel image to uint8 0..255."""
     values = values.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():  # NaN would turn black (or any value) without a word: refuse the file
+        raise _Unusable(f"non-finite pixels: {int((~finite).sum())} of {values.size} values are NaN or "
+                        f"infinite (mode {mode})")
     peak = float(values.max()) if values.size else 0.0
     if mode in _SIXTEEN_BIT_MODES:
         scale = 255.0 / 65535.0

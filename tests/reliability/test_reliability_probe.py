@@ -331,3 +331,19 @@ def test_normal_images_give_the_same_probe_pixels_as_resizing_the_whole_image(tm
         expected = _reference_resize_and_crop(Image.fromarray(pixels), size)
         got = probe.images[0].permute(1, 2, 0).numpy()
         assert np.array_equal(got, expected), (width, height, size)
+
+
+def test_a_float_tiff_holding_nan_is_skipped_with_a_reason_not_turned_black(tmp_path):
+    """Issue 14, item 10: a float TIFF with NaN became an all-black probe image without a word."""
+    values = np.random.default_rng(0).random((24, 32), dtype=np.float32)
+    Image.fromarray(values, mode="F").save(tmp_path / "fine.tif")
+    values[3, 4] = np.nan
+    Image.fromarray(values, mode="F").save(tmp_path / "nan.tif")
+    values[3, 4] = np.inf
+    Image.fromarray(values, mode="F").save(tmp_path / "inf.tif")
+    probe = ProbeSet.from_folder(tmp_path, size=SIZE, progress=False)
+    assert probe.names == ["fine.tif"] and probe.images.max() > 0
+    for name in ("nan.tif", "inf.tif"):
+        reason = reason_of(probe, name)
+        assert reason.startswith("non-finite pixels: 1 of 768 values are NaN or infinite"), reason
+        assert any(reason.startswith(k) for k in SKIP_REASONS)
