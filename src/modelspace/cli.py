@@ -41,12 +41,14 @@ EXAMPLES = {
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .evaluation import GroundTruth
+    from .evaluation import GroundTruth, check_truth
 
     if args.store is None:  # kept beside the results, so that running again resumes
         args.store = str(Path(args.out) / "store")
     truth = GroundTruth.load(args.truth) if args.truth else None  # a bad truth fails before any work
     specs = _zoo(args.zoo, args.trust_checkpoints)
+    if truth is not None:  # so does a truth that cannot score these models (e.g. too few candidates)
+        check_truth(truth, [spec.label for spec in specs], args.n_relevant)
     space = _space(args).fit(specs, _probe(args, specs))
     if truth is not None:
         space.evaluate(truth, args.n_relevant)

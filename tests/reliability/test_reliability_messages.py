@@ -109,3 +109,46 @@ def test_a_read_only_out_folder_is_a_message(tmp_path):
         assert f"--out {locked}/p.npz: {locked} is not writable" in done.stderr
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- issue 14, item 10
+def _three_model_run(root: Path) -> tuple[Path, Path]:
+    images = root / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    zoo = root / "zoo.toml"
+    zoo.write_text("".join(f'[[model]]\nname = "{n}"\nsource = "python:toy_models:tiny_cnn"\nkwargs = {{width = {w}}}\n'
+                           f"input_size = 16\n\n" for n, w in (("a", 4), ("b", 6), ("c", 8))))
+    return zoo, images
+
+
+def test_run_with_fewer_candidates_than_n_relevant_is_refused_before_computing(tmp_path, capsys):
+    """Issue 14, item 10: `run --truth` whose truth ranks 2 candidates per target with --n-relevant 5
+    computed every map, then exited 2 and wrote nothing. It is refused before any map is computed."""
+    zoo, images = _three_model_run(tmp_path)
+    truth = tmp_path / "truth.csv"
+    truth.write_text("target,rank1,rank2\na,b,c\nb,a,c\nc,a,b\n")
+    argv = ["run", str(zoo), str(images), "--truth", str(truth), "--out", str(tmp_path / "out"),
+            "--store", str(tmp_path / "store"), "--methods", "saliency", "--quiet", "--no-report"]
+    assert main([*argv, "--n-relevant", "5"]) == 2
+    err = capsys.readouterr().err
+    assert f"{truth}: n_relevant 5 exceeds the 2 candidate source(s)" in err and "Traceback" not in err
+    assert not (tmp_path / "store").exists() and not (tmp_path / "out").exists()  # nothing was computed
+    assert main([*argv, "--n-relevant", "2"]) == 0  # the same run within the bound works
+
+
+def test_truth_names_matching_no_model_are_listed_not_dropped_silently(caplog):
+    """Issue 14, item 10: a truth CSV naming a source 'bb' (typo) or 'c\\x00' matched no model and was
+    left out without a word, changing P@K. The names are logged as a warning; none matching is an error."""
+    from modelspace.errors import GroundTruthError
+    from modelspace.evaluation import GroundTruth, check_truth, evaluate_matrices
+
+    truth = GroundTruth({"a": ["bb", "c\x00", "b"], "b": ["a", "c"], "c": ["a", "b"]}, origin="typo.csv")
+    affinity = np.array([[1.0, 0.5, 0.2], [0.5, 1.0, 0.3], [0.2, 0.3, 1.0]])
+    with caplog.at_level("WARNING", logger="modelspace.evaluation"):
+        evaluate_matrices({"saliency": (affinity, ["a", "b", "c"])}, truth, n_relevant=1)
+    [record] = [r for r in caplog.records if "match no model" in r.getMessage()]
+    assert "typo.csv: 2 name(s)" in record.getMessage() and "'bb', 'c\\x00'" in record.getMessage()
+    with pytest.raises(GroundTruthError, match="no target is a model's task label"):
+        check_truth(truth, ["x", "y"], n_relevant=1)
