@@ -347,3 +347,21 @@ def test_a_float_tiff_holding_nan_is_skipped_with_a_reason_not_turned_black(tmp_
         reason = reason_of(probe, name)
         assert reason.startswith("non-finite pixels: 1 of 768 values are NaN or infinite"), reason
         assert any(reason.startswith(k) for k in SKIP_REASONS)
+
+
+def test_a_pillow_whose_resampling_is_not_reproduced_keeps_its_own_pixels(tmp_path, monkeypatch):
+    """Issue 14, item 1: the window is computed as Pillow resamples (its pass order changed in Pillow 13).
+    Should a Pillow differ, a one-time check notices and the whole-image resize is used (pixels kept)."""
+    from modelspace import probe as probe_module
+
+    monkeypatch.setattr(probe_module, "_PIL_VERTICAL_FIRST", not probe_module._PIL_VERTICAL_FIRST)
+    probe_module._window_matches_pil.cache_clear()
+    try:
+        assert not probe_module._window_matches_pil()
+        pixels = np.random.default_rng(3).integers(0, 256, (426, 26, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "tall.png")
+        probe = ProbeSet.from_folder(tmp_path, size=16, progress=False)
+        expected = _reference_resize_and_crop(Image.fromarray(pixels), 16)
+        assert np.array_equal(probe.images[0].permute(1, 2, 0).numpy(), expected)
+    finally:
+        probe_module._window_matches_pil.cache_clear()
