@@ -440,7 +440,7 @@ def _resize_window(img: Image.Image, size: int, new_w: int, new_h: int, left: in
         window = img.reduce((fx, fy), box=box)
     else:
         window = img.crop((x0, y0, x1, y1))
-    pixels = np.asarray(window.convert("RGB"), dtype=np.int64)
+    pixels = np.asarray(window.convert("RGB"), dtype=np.uint8)
     # PIL's two passes in PIL's order (each rounds to 8 bits, so the order shows): Pillow 13 runs the
     # vertical pass first when the height shrinks by more than twice the pixels the width does.
     in_w, in_h = -(-width // fx), -(-height // fy)
@@ -450,7 +450,7 @@ def _resize_window(img: Image.Image, size: int, new_w: int, new_h: int, left: in
     for (_, weights, starts), origin, axis in passes:
         if weights is not None:
             pixels = _apply_taps(pixels, weights, starts - origin, axis=axis)
-    return Image.fromarray(pixels.astype(np.uint8), "RGB")
+    return Image.fromarray(pixels, "RGB")
 
 
 #: Pillow 13 chose the order of the two passes by the sizes (``ImagingResampleInner``); before, horizontal first.
@@ -488,21 +488,25 @@ def _bilinear_taps(in_size: int, in_end: float, out_size: int, first: int, count
         total = total + weights[:, k]
     weights = np.where(total[:, None] != 0.0, weights / np.where(total == 0.0, 1.0, total)[:, None], weights)
     fixed = np.where(weights < 0, np.trunc(-0.5 + weights * (1 << _PRECISION_BITS)),
-                     np.trunc(0.5 + weights * (1 << _PRECISION_BITS))).astype(np.int64)
+                     np.trunc(0.5 + weights * (1 << _PRECISION_BITS))).astype(np.int32)
     return (int(xmin.min()), int((xmin + xmax).max())), fixed, xmin
 
 
 def _apply_taps(pixels: np.ndarray, weights: np.ndarray, starts: np.ndarray, axis: int) -> np.ndarray:
-    """One resampling pass of PIL's 8-bit fixed-point arithmetic along ``axis`` (0 rows, 1 columns)."""
+    """One resampling pass of PIL's 8-bit fixed-point arithmetic along ``axis`` (0 rows, 1 columns).
+
+    uint8 in and out, as PIL stores the result of each pass. The sums fit in int32 as in PIL's C: the
+    bilinear weights are >= 0 and add up to about 2**22, so 255 * 2**22 + 2**21 < 2**31.
+    """
     out = np.full(pixels.shape[:axis] + (len(starts),) + pixels.shape[axis + 1:], 1 << (_PRECISION_BITS - 1),
-                  dtype=np.int64)
+                  dtype=np.int32)
     limit = pixels.shape[axis] - 1
     for k in range(weights.shape[1]):
         # Taps beyond an output's range have weight 0; clamping their index keeps the read in bounds.
         index = np.minimum(starts + k, limit)
         w = weights[:, k].reshape((-1, 1) if axis == 0 else (1, -1))[..., None]
         out += np.take(pixels, index, axis=axis) * w
-    return np.clip(out >> _PRECISION_BITS, 0, 255)
+    return np.clip(out >> _PRECISION_BITS, 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------- arrays
