@@ -51,12 +51,14 @@ EXAMPLES = {
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .evaluation import GroundTruth
+    from .evaluation import GroundTruth, check_truth
 
     if args.store is None:  # kept beside the results, so that running again resumes
         args.store = str(Path(args.out) / "store")
     truth = GroundTruth.load(args.truth) if args.truth else None  # a bad truth fails before any work
     specs = _zoo(args.zoo, args.trust_checkpoints)
+    if truth is not None:  # so does a truth that cannot score these models (e.g. too few candidates)
+        check_truth(truth, [spec.label for spec in specs], args.n_relevant)
     space = _space(args).fit(specs, _probe(args, specs))
     if truth is not None:
         space.evaluate(truth, args.n_relevant)
@@ -221,6 +223,59 @@ def _failed(space) -> int:
     _log.error("%d of %d models failed (%s); the others' results are written (exit 1)", len(models), total,
                ", ".join(models))
     return 1
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Check the device and the output paths before any work, so a bad one is a message, not a traceback
+    after hours of computing."""
+    if getattr(args, "device", None) is not None:
+        _check_device(args.device)
+    if args.command == "probe":
+        _check_writable(Path(args.out), "--out", folder=False)
+    elif args.command == "report":
+        if args.output is not None:
+            _check_writable(Path(args.output), "--output", folder=False)
+    elif getattr(args, "out", None) is not None:
+        _check_writable(Path(args.out), "--out", folder=True)
+
+
+def _check_device(device: str) -> None:
+    """Raise InputError unless ``device`` names a torch device this machine has."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InputError(f"--device {device!r}: not a torch device ({exc}); e.g. cpu, cuda, cuda:1") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "built with" if torch.backends.cuda.is_built() else "built without"
+            raise InputError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, {built} "
+                             "CUDA); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {device}: MPS is not available here; use --device cpu")
+
+
+def _check_writable(path: Path, flag: str, folder: bool) -> None:
+    """Raise InputError unless ``path`` can be written: a folder (created later) or a file."""
+    import os
+
+    if path.exists():
+        if folder and not path.is_dir():
+            raise InputError(f"{flag} {path}: exists and is not a folder")
+        if not folder and path.is_dir():
+            raise InputError(f"{flag} {path}: is a folder; give a file name")
+    # The nearest existing folder is where the first file or folder will be made.
+    base = path if folder and path.is_dir() else path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise InputError(f"{flag} {path}: {base} is not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: {base} is not writable")
 
 
 def _zoo(path: str, trust_checkpoints: bool = False):
@@ -454,6 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "truth", None) is None and args.command == "evaluate":
         args.truth = "taskonomy"
     try:
+        _preflight(args)
         with _console(args.quiet):
             return args.func(args)
     except InputError as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,6 +35,7 @@ BUNDLED = {"taskonomy": "taskonomy_ranking.csv"}
 
 _MATRIX_CORNERS = {"target\\source", "target/source", "target"}
 _RANK_HEADER = re.compile(r"rank\d+", re.IGNORECASE)
+_LOG = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -164,7 +166,10 @@ class GroundTruth:
     @classmethod
     def _parse(cls, text: str, origin: str) -> "GroundTruth":
         reader = csv.reader(io.StringIO(text))
-        rows = [(i, [c.strip() for c in row]) for i, row in enumerate(reader, start=1)]
+        try:
+            rows = [(i, [c.strip() for c in row]) for i, row in enumerate(reader, start=1)]
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (131 072 characters)
+            raise GroundTruthError(f"{origin}: line {reader.line_num}: not readable as CSV ({exc})") from None
         rows = [(i, r) for i, r in rows if any(r)]  # blank lines carry nothing
         if not rows:
             raise GroundTruthError(f"{origin}: empty file")
@@ -489,6 +494,38 @@ def evaluation_report(curves_by_method: Mapping[str, Curves], n_candidates: int,
     return Evaluation(dict(curves_by_method), n_candidates, n_relevant).to_dict()
 
 
+def unmatched_names(truth: GroundTruth, labels: Sequence[str]) -> list[str]:
+    """The truth's targets and sources (in its order) that are no model's task label.
+
+    `evaluate` leaves them out (a zoo may cover part of a ground truth), so a typo in a truth file
+    changes P@K silently unless someone lists them: `evaluate_matrices` logs them as a warning.
+    """
+    have = set(labels)
+    return [n for n in dict.fromkeys([*truth.targets, *truth.sources]) if n not in have]
+
+
+def check_truth(truth: GroundTruth, labels: Sequence[str], n_relevant: int = 5) -> None:
+    """Check, before any map is computed, that `truth` can score models with these task `labels`.
+
+    Raises
+    ------
+    GroundTruthError
+        no target of the truth is a label, or no scored target ranks `n_relevant` of the labels
+        (the evaluation would fail only after the whole run).
+    """
+    check_int(n_relevant, "n_relevant")
+    have = set(labels)
+    targets = [t for t in truth.targets if t in have]
+    if not targets:
+        raise GroundTruthError(f"{truth.origin}: no target is a model's task label; targets "
+                               f"{truth.targets[:10]}, labels {sorted(have)[:10]}")
+    n_candidates = max(sum(s in have for s in truth.ranking[t]) for t in targets)
+    if n_candidates < n_relevant:
+        raise GroundTruthError(f"{truth.origin}: n_relevant {n_relevant} exceeds the {n_candidates} candidate "
+                               f"source(s) it ranks among the models' task labels; lower --n-relevant "
+                               f"(n_relevant=) to at most {n_candidates} or add models")
+
+
 def evaluate_matrices(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], truth: GroundTruth,
                       n_relevant: int = 5, hint: str = "") -> Evaluation:
     """Score estimators given as {name: (affinity, task labels)} against `truth`.
@@ -498,6 +535,12 @@ def evaluate_matrices(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], 
     about repeated labels (how the caller can avoid them).
     """
     curves, details, n_candidates = {}, {}, 0
+    every_label = [label for _, labels in matrices.values() for label in labels]
+    unmatched = unmatched_names(truth, every_label)
+    if unmatched and every_label:
+        shown = ", ".join(repr(n) for n in unmatched[:20]) + (f" and {len(unmatched) - 20} more" if len(unmatched) > 20 else "")
+        _LOG.warning("%s: %d name(s) match no model's task label and are left out of the scores: %s",
+                     truth.origin, len(unmatched), shown)
     for name, (affinity, labels) in matrices.items():
         labels = list(labels)
         duplicates = sorted({label for label in labels if labels.count(label) > 1})

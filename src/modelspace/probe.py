@@ -13,7 +13,9 @@ Conventions
   ``IMAGE_EXTENSIONS`` (any case) and orders them by relative POSIX path. ``limit`` draws
   a sample with ``numpy.random.default_rng(seed)``; the sample keeps the sorted order.
   Each image is EXIF-rotated (``ImageOps.exif_transpose``), converted to RGB, resized so
-  that its shorter side is ``size`` (bilinear) and centre-cropped to ``size`` x ``size``.
+  that its shorter side is ``size`` (bilinear) and centre-cropped to ``size`` x ``size``; only the
+  cropped window is computed (the pixels of PIL's whole-image resize, bit for bit), so a 1 x 100000
+  strip needs no 64 x 6 400 000 intermediate.
   Conversion rules: grayscale (L, LA, 1) is copied to the three channels; palette images
   take their palette colours; CMYK goes through PIL's CMYK -> RGB; an alpha channel is
   dropped, not composited (the RGB stored under a transparent pixel is kept, which is what
@@ -24,7 +26,8 @@ Conventions
 - A file that cannot be used is recorded in ``skipped`` as ``(path, reason)`` and the rest
   still load; the reason starts with one of ``SKIP_REASONS`` (``"empty file"``, ``"not an
   image"``, ``"corrupt or truncated"``, ``"too large"``, ``"unreadable"``, ``"not a regular
-  file"``, ``"symbolic link loop"``, ``"broken symbolic link"``), then the detail. "too
+  file"``, ``"symbolic link loop"``, ``"broken symbolic link"``, ``"non-finite pixels"``: a
+  float image holding NaN or infinity), then the detail. "too
   large" means the header declares more than ``MAX_PIXELS`` pixels (PIL's decompression-bomb
   limit): it is refused from the header, before any pixel is decoded. A FIFO, socket or device
   named like an image is refused without reading from it (it could block forever). No file
@@ -39,7 +42,9 @@ Conventions
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
+import math
 import os
 import stat
 import warnings
@@ -47,6 +52,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import PIL
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -67,7 +73,7 @@ MAX_PIXELS = 89_478_485
 #: The kinds of reason a probe file is skipped for (each reason starts with one of them).
 SKIP_REASONS = (
     "empty file", "not an image", "corrupt or truncated", "too large", "unreadable",
-    "not a regular file", "symbolic link loop", "broken symbolic link",
+    "not a regular file", "symbolic link loop", "broken symbolic link", "non-finite pixels",
 )
 
 
@@ -147,7 +153,7 @@ class ProbeSet:
     ) -> "ProbeSet":
         """Read every image under ``folder`` (see the module docstring for the rules)."""
         folder = Path(folder)
-        check_int(size, "size")
+        _check_size(size)
         if limit is not None:
             check_int(limit, "limit")
         if not folder.is_dir():
@@ -180,7 +186,7 @@ class ProbeSet:
     def from_array(cls, array, size: int | None = None, names=None) -> "ProbeSet":
         """Build a probe set from an in-memory array (see the module docstring)."""
         if size is not None:
-            check_int(size, "size")
+            _check_size(size)
         data = _to_numpy(array)
         data = _to_nchw(data)
         if len(data) == 0:
@@ -231,6 +237,13 @@ class ProbeSet:
             if field not in fields:
                 raise ProbeError(f"probe file {str(path)!r} lacks the field {field!r}")
         skipped = fields.get("skipped", np.empty((0, 2), dtype=str))
+        # What `save` writes: names (N,), skipped (k, 2); anything else is not one of its files.
+        if fields["names"].ndim != 1:
+            raise ProbeError(f"probe file {str(path)!r}: field 'names' must be a 1-D array of names, "
+                             f"got shape {fields['names'].shape}")
+        if skipped.ndim != 2 or skipped.shape[1] != 2:
+            raise ProbeError(f"probe file {str(path)!r}: field 'skipped' must be a (k, 2) array of "
+                             f"(path, reason) rows, got shape {skipped.shape}")
         try:
             return cls(
                 torch.from_numpy(np.ascontiguousarray(fields["images"])),
@@ -242,6 +255,14 @@ class ProbeSet:
 
 
 # ---------------------------------------------------------------------- validation
+def _check_size(size) -> None:
+    """Refuse a probe side whose images could not be held: checked before anything is allocated."""
+    check_int(size, "size")
+    if size * size > MAX_PIXELS:
+        raise ProbeError(f"size: {size} x {size} = {size * size} pixels per probe image exceeds the limit of "
+                         f"{MAX_PIXELS} (modelspace.probe.MAX_PIXELS); probe images are a few hundred pixels wide")
+
+
 def _check_images(images) -> None:
     """Raise ProbeError unless ``images`` is a non-empty uint8 (N, 3, S, S) tensor."""
     if not isinstance(images, torch.Tensor):
@@ -343,6 +364,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def _rescale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     """Map a 16-bit, 32-bit integer or float single-channel image to uint8 0..255."""
     values = values.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():  # NaN would turn black (or any value) without a word: refuse the file
+        raise _Unusable(f"non-finite pixels: {int((~finite).sum())} of {values.size} values are NaN or "
+                        f"infinite (mode {mode})")
     peak = float(values.max()) if values.size else 0.0
     if mode in _SIXTEEN_BIT_MODES:
         scale = 255.0 / 65535.0
@@ -358,16 +383,130 @@ def _rescale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _resize_and_crop(img: Image.Image, size: int) -> Image.Image:
-    """Resize so the shorter side is ``size`` (bilinear), then centre-crop size x size."""
+    """Resize so the shorter side is ``size`` (bilinear), then centre-crop size x size.
+
+    The pixels are those of ``img.resize((new_w, new_h), BILINEAR, reducing_gap=3.0)`` cropped
+    to the centre, bit for bit, but only the ``size`` x ``size`` window is computed, from the
+    source pixels under it: a 1 x 100000 strip at size 64 would otherwise need a 64 x 6 400 000
+    intermediate image (2.1 GB). So the memory of a load follows ``size`` and the decoded file.
+    """
     width, height = img.size
     scale = size / min(width, height)
     new_w = max(size, round(width * scale))
     new_h = max(size, round(height * scale))
-    if (new_w, new_h) != (width, height):
-        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
     left = (new_w - size) // 2
     top = (new_h - size) // 2
+    if (new_w, new_h) == (width, height):
+        return img.crop((left, top, left + size, top + size))
+    if not _window_matches_pil() and new_w * new_h <= MAX_PIXELS:
+        # A Pillow whose resampling this module does not reproduce: keep its pixels (bounded memory).
+        return _resize_whole(img, size, new_w, new_h, left, top)
+    return _resize_window(img, size, new_w, new_h, left, top)
+
+
+def _resize_whole(img: Image.Image, size: int, new_w: int, new_h: int, left: int, top: int) -> Image.Image:
+    """The rule as PIL states it: resize the whole image, then crop (memory new_w x new_h)."""
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
     return img.crop((left, top, left + size, top + size))
+
+
+@functools.lru_cache(maxsize=None)
+def _window_matches_pil() -> bool:
+    """Whether `_resize_window` gives this Pillow's pixels bit for bit: checked once, on shapes that take
+    either pass order and the reduce step."""
+    rng = np.random.default_rng(0)
+    for width, height, size in ((26, 426, 16), (426, 26, 16), (640, 480, 64), (97, 333, 50), (7, 30, 40)):
+        img = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        scale = size / min(width, height)
+        new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+        args = (size, new_w, new_h, (new_w - size) // 2, (new_h - size) // 2)
+        if not np.array_equal(np.asarray(_resize_window(img, *args)), np.asarray(_resize_whole(img, *args))):
+            return False
+    return True
+
+
+def _resize_window(img: Image.Image, size: int, new_w: int, new_h: int, left: int, top: int) -> Image.Image:
+    """The size x size window at (left, top) of the whole-image resize, computed from the pixels under it."""
+    width, height = img.size
+    # PIL's resize with reducing_gap=3.0 first reduces by whole factors (block means), then resamples.
+    fx = int(width / new_w / 3.0) or 1
+    fy = int(height / new_h / 3.0) or 1
+    reduced = fx > 1 or fy > 1
+    cols = _bilinear_taps(-(-width // fx), width / fx, new_w, left, size)
+    rows = _bilinear_taps(-(-height // fy), height / fy, new_h, top, size)
+    (x0, x1), (y0, y1) = cols[0], rows[0]
+    if reduced:  # blocks aligned with the whole image's, so each block mean is the same
+        box = (x0 * fx, y0 * fy, min(width, x1 * fx), min(height, y1 * fy))
+        window = img.reduce((fx, fy), box=box)
+    else:
+        window = img.crop((x0, y0, x1, y1))
+    pixels = np.asarray(window.convert("RGB"), dtype=np.uint8)
+    # PIL's two passes in PIL's order (each rounds to 8 bits, so the order shows): Pillow 13 runs the
+    # vertical pass first when the height shrinks by more than twice the pixels the width does.
+    in_w, in_h = -(-width // fx), -(-height // fy)
+    passes = [(cols, x0, 1), (rows, y0, 0)]
+    if _PIL_VERTICAL_FIRST and in_h - new_h > 0 and in_h - new_h > 2 * (in_w - new_w):
+        passes.reverse()
+    for (_, weights, starts), origin, axis in passes:
+        if weights is not None:
+            pixels = _apply_taps(pixels, weights, starts - origin, axis=axis)
+    return Image.fromarray(pixels, "RGB")
+
+
+#: Pillow 13 chose the order of the two passes by the sizes (``ImagingResampleInner``); before, horizontal first.
+_PIL_VERTICAL_FIRST = int(PIL.__version__.split(".")[0]) >= 13
+
+#: PIL's fixed-point precision for 8-bit resampling (``PRECISION_BITS`` in Resample.c).
+_PRECISION_BITS = 32 - 8 - 2
+
+
+def _bilinear_taps(in_size: int, in_end: float, out_size: int, first: int, count: int):
+    """PIL's bilinear coefficients (``precompute_coeffs`` then ``normalize_coeffs_8bpc``) for outputs
+    ``first`` .. ``first + count - 1`` of a resample of ``in_size`` pixels, box [0, in_end), to ``out_size``.
+
+    Returns ``((lo, hi), weights, starts)``: the input range the outputs read, the (count, ksize)
+    integer weights (None where PIL skips the pass: same size, whole box) and each output's first
+    input index. Computed as PIL does, step by step, so the result is the same to the bit.
+    """
+    end = float(np.float32(in_end))  # PIL passes the box as C floats
+    lo_out = np.arange(first, first + count)
+    if out_size == in_size and end == out_size:  # PIL: no pass along this axis
+        return (first, first + count), None, lo_out
+    scale = end / out_size
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale  # the bilinear filter's support is 1
+    ksize = int(math.ceil(support)) * 2 + 1
+    center = (lo_out + 0.5) * scale
+    xmin = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
+    xmax = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)
+    arg = np.abs(((taps[None, :] + xmin[:, None]) - center[:, None] + 0.5) * (1.0 / filterscale))
+    weights = np.where(arg < 1.0, 1.0 - arg, 0.0)
+    weights[taps[None, :] >= xmax[:, None]] = 0.0
+    total = np.zeros(count)
+    for k in range(ksize):  # summed in C's order: the rounding is the same
+        total = total + weights[:, k]
+    weights = np.where(total[:, None] != 0.0, weights / np.where(total == 0.0, 1.0, total)[:, None], weights)
+    fixed = np.where(weights < 0, np.trunc(-0.5 + weights * (1 << _PRECISION_BITS)),
+                     np.trunc(0.5 + weights * (1 << _PRECISION_BITS))).astype(np.int32)
+    return (int(xmin.min()), int((xmin + xmax).max())), fixed, xmin
+
+
+def _apply_taps(pixels: np.ndarray, weights: np.ndarray, starts: np.ndarray, axis: int) -> np.ndarray:
+    """One resampling pass of PIL's 8-bit fixed-point arithmetic along ``axis`` (0 rows, 1 columns).
+
+    uint8 in and out, as PIL stores the result of each pass. The sums fit in int32 as in PIL's C: the
+    bilinear weights are >= 0 and add up to about 2**22, so 255 * 2**22 + 2**21 < 2**31.
+    """
+    out = np.full(pixels.shape[:axis] + (len(starts),) + pixels.shape[axis + 1:], 1 << (_PRECISION_BITS - 1),
+                  dtype=np.int32)
+    limit = pixels.shape[axis] - 1
+    for k in range(weights.shape[1]):
+        # Taps beyond an output's range have weight 0; clamping their index keeps the read in bounds.
+        index = np.minimum(starts + k, limit)
+        w = weights[:, k].reshape((-1, 1) if axis == 0 else (1, -1))[..., None]
+        out += np.take(pixels, index, axis=axis) * w
+    return np.clip(out >> _PRECISION_BITS, 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------- arrays

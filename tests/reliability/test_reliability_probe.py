@@ -269,3 +269,99 @@ def test_cli_probe_counts_and_names_skipped_files(tmp_path, capsys):
     assert {s["path"]: s["reason"].split(":")[0] for s in info["skipped"]} == {
         "notes.jpg": "not an image", "zero.png": "empty file (0 bytes)"}
     assert ProbeSet.load(out).skipped == [(s["path"], s["reason"]) for s in info["skipped"]]
+
+
+# ---------------------------------------------------------------------- issue 14, item 1
+_MEMORY_PROBE = (
+    "import json, resource, sys\n"
+    "from modelspace.probe import ProbeSet\n"
+    "vm = int(next(l for l in open('/proc/self/status') if l.startswith('VmSize')).split()[1]) * 1024\n"
+    "# A cap 1.5 GB above what is mapped now: the old resize (2.1 GB, 14.1 GB) fails fast, never swaps.\n"
+    "resource.setrlimit(resource.RLIMIT_AS, (vm + 1536 * 2**20, resource.RLIM_INFINITY))\n"
+    "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    "p = ProbeSet.from_folder(sys.argv[1], size=int(sys.argv[2]), progress=False)\n"
+    "grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024\n"
+    "print(json.dumps({'names': p.names, 'skipped': p.skipped, 'grown': grown, 'shape': list(p.images.shape)}))\n"
+)
+
+
+@pytest.mark.parametrize("width, height, size", [(1, 100_000, 64), (10_000, 3, 1024)])
+def test_thin_or_wide_images_load_in_memory_bounded_by_the_probe_size(tmp_path, width, height, size):
+    """Issue 14, item 1: a 370-byte 1x100000 PNG at size 64 took 2.1 GB, a 10000x3 one at 1024 took
+    14.1 GB: the whole image was resized (short side -> size, so 64 x 6 400 000) before the crop. Only
+    the size x size window is computed now; the peak RSS of the load (a fresh process) stays small."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(tmp_path / "strip.png")
+    done = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(tmp_path), str(size)], capture_output=True,
+                          text=True, env=subprocess_env(), check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["skipped"] == [] and result["names"] == ["strip.png"]
+    assert result["shape"] == [1, 3, size, size]
+    window = size * size * 3 * 8  # bytes of the output window held as int64: a generous unit
+    assert result["grown"] < 64 * 2**20 + 12 * window, result["grown"]
+
+
+def _reference_resize_and_crop(img: Image.Image, size: int) -> np.ndarray:
+    """The documented rule written directly in PIL (what probe.py did before): resize the whole image so
+    the shorter side is ``size`` (bilinear, reducing_gap 3), then crop the centre."""
+    width, height = img.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return np.asarray(img.crop((left, top, left + size, top + size)).convert("RGB"))
+
+
+def test_normal_images_give_the_same_probe_pixels_as_resizing_the_whole_image(tmp_path):
+    """Issue 14, item 1: computing only the window changes no pixel (probe hashes, and so stored maps,
+    stay valid): landscape, portrait, square, up- and downscaled, with and without PIL's reduce step."""
+    rng = np.random.default_rng(5)
+    shapes = [(640, 480, 64), (480, 640, 64), (4000, 3000, 64), (500, 500, 224), (333, 97, 224), (97, 333, 50),
+              (26, 426, 16), (209, 116, 32), (1024, 768, 1024), (7, 1000, 16), (300, 300, 300)]
+    shapes += [(int(rng.integers(1, 700)), int(rng.integers(1, 700)), int(rng.choice([8, 32, 64, 224])))
+               for _ in range(40)]
+    for i, (width, height, size) in enumerate(shapes):
+        folder = tmp_path / f"case{i}"
+        folder.mkdir()
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "img.png")
+        probe = ProbeSet.from_folder(folder, size=size, progress=False)
+        expected = _reference_resize_and_crop(Image.fromarray(pixels), size)
+        got = probe.images[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(got, expected), (width, height, size)
+
+
+def test_a_float_tiff_holding_nan_is_skipped_with_a_reason_not_turned_black(tmp_path):
+    """Issue 14, item 10: a float TIFF with NaN became an all-black probe image without a word."""
+    values = np.random.default_rng(0).random((24, 32), dtype=np.float32)
+    Image.fromarray(values, mode="F").save(tmp_path / "fine.tif")
+    values[3, 4] = np.nan
+    Image.fromarray(values, mode="F").save(tmp_path / "nan.tif")
+    values[3, 4] = np.inf
+    Image.fromarray(values, mode="F").save(tmp_path / "inf.tif")
+    probe = ProbeSet.from_folder(tmp_path, size=SIZE, progress=False)
+    assert probe.names == ["fine.tif"] and probe.images.max() > 0
+    for name in ("nan.tif", "inf.tif"):
+        reason = reason_of(probe, name)
+        assert reason.startswith("non-finite pixels: 1 of 768 values are NaN or infinite"), reason
+        assert any(reason.startswith(k) for k in SKIP_REASONS)
+
+
+def test_a_pillow_whose_resampling_is_not_reproduced_keeps_its_own_pixels(tmp_path, monkeypatch):
+    """Issue 14, item 1: the window is computed as Pillow resamples (its pass order changed in Pillow 13).
+    Should a Pillow differ, a one-time check notices and the whole-image resize is used (pixels kept)."""
+    from modelspace import probe as probe_module
+
+    monkeypatch.setattr(probe_module, "_PIL_VERTICAL_FIRST", not probe_module._PIL_VERTICAL_FIRST)
+    probe_module._window_matches_pil.cache_clear()
+    try:
+        assert not probe_module._window_matches_pil()
+        pixels = np.random.default_rng(3).integers(0, 256, (426, 26, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "tall.png")
+        probe = ProbeSet.from_folder(tmp_path, size=16, progress=False)
+        expected = _reference_resize_and_crop(Image.fromarray(pixels), 16)
+        assert np.array_equal(probe.images[0].permute(1, 2, 0).numpy(), expected)
+    finally:
+        probe_module._window_matches_pil.cache_clear()

@@ -7,6 +7,7 @@ says it is trusted (which shows the payload is live, so the default test could f
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from modelspace import ModelSpace, ModelSpec, ProbeSet
 from modelspace.cli import main
 from modelspace.errors import ModelLoadError, ZooError
 from modelspace.models import load_model, load_zoo
+from modelspace.models.spec import MAX_KWARGS_DEPTH, MAX_KWARGS_VALUES
 
 import toy_models
 
@@ -194,3 +196,45 @@ def test_an_entry_that_is_not_a_table_names_its_position(tmp_path):
     with pytest.raises(ZooError, match=r"model #2: expected a table") as info:
         load_zoo(path)
     assert str(path) in str(info.value)
+
+
+def alias_bomb(depth: int = 9) -> str:
+    """A YAML zoo whose kwargs are a 'billion laughs': each level lists the previous one nine times."""
+    lines = ["models:", "  - name: bomb", "    source: python:toy_models:tiny_cnn", "    kwargs:",
+             '      l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, depth):
+        lines.append(f"      l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_in_kwargs_is_refused_before_it_expands(tmp_path):
+    """Issue 14, item 6: a 629-byte zoo file whose kwargs nest aliases nine deep (9^9 strings once
+    expanded) ran for over 90 s in `_freeze` / `to_json`. It is refused, naming file, model and field,
+    after counting at most MAX_KWARGS_VALUES values."""
+    text = alias_bomb()
+    assert len(text) < 700
+    path = tmp_path / "zoo.yaml"
+    path.write_text(text)
+
+    def on_alarm(*_):
+        raise TimeoutError("the alias bomb was expanded")
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(60)  # a hang becomes a failure, not a stuck test run
+    try:
+        with pytest.raises(ZooError) as err:
+            load_zoo(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    message = str(err.value)
+    assert str(path) in message and "model 'bomb'" in message and "field 'kwargs'" in message
+    assert f"more than {MAX_KWARGS_VALUES} values" in message
+    # Deep nesting without aliases is refused too; small kwargs with aliases still load.
+    deep = "x"
+    for _ in range(MAX_KWARGS_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(ZooError, match="nested more than"):
+        ModelSpec(name="deep", source="python:toy_models:tiny_cnn", kwargs={"v": deep})
+    path.write_text(alias_bomb(depth=3))
+    [spec] = load_zoo(path)
+    assert len(spec.kwargs_dict()["l2"]) == 9 and spec.kwargs_dict()["l2"][0][0] == ["lol"] * 9

@@ -82,6 +82,35 @@ class FrozenMapping(tuple):
         return f"FrozenMapping({dict(self)!r})"
 
 
+#: Most values (scalars, lists, tables, each counted once per place it appears) a spec's kwargs may hold,
+#: and the deepest nesting: a YAML alias bomb (629 bytes, aliases nine deep) would otherwise expand into
+#: billions of values while being frozen and written as JSON.
+MAX_KWARGS_VALUES = 10_000
+MAX_KWARGS_DEPTH = 32
+
+
+def _kwargs_too_large(value: Any) -> str | None:
+    """Why ``value`` is too large to freeze (see MAX_KWARGS_VALUES / MAX_KWARGS_DEPTH), or None.
+
+    Walks the value as `_freeze` would expand it, aliases (one object in several places) counted at every
+    place, and stops at the first bound passed: it never does more than MAX_KWARGS_VALUES steps.
+    """
+    count, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        count += 1
+        if count > MAX_KWARGS_VALUES:
+            return (f"holds more than {MAX_KWARGS_VALUES} values once expanded (a YAML anchor/alias bomb?); "
+                    "pass large data through a file the constructor reads")
+        if depth > MAX_KWARGS_DEPTH:
+            return f"is nested more than {MAX_KWARGS_DEPTH} levels deep"
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
+    return None
+
+
 def _freeze(value: Any) -> Any:
     """Turn lists and mappings into tuples / FrozenMappings (recursively) so they can be hashed."""
     if isinstance(value, Mapping):
@@ -181,6 +210,9 @@ def _check_kwargs(value: Any, at: _Where) -> FrozenMapping:
     for key in value:
         if not isinstance(key, str) or not key.isidentifier():
             raise at.error("kwargs", f"keyword {key!r} is not a valid Python identifier")
+    too_large = _kwargs_too_large(value)
+    if too_large:
+        raise at.error("kwargs", too_large)
     frozen = _freeze(value)
     try:
         hash(frozen)

@@ -55,6 +55,10 @@ def _read_toml(path: Path) -> Any:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ZooError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ZooError(f"{path}: not UTF-8 text ({exc}); save the zoo file as UTF-8") from None
+    except RecursionError:  # the parser recurses once per level: [[[[...]]]] 100 000 deep
+        raise ZooError(f"{path}: nested too deeply to read (a zoo file needs a few levels)") from None
     extra = sorted(set(data) - {"model"})
     if extra:
         hint = " (use [[model]], singular)" if "models" in extra else ""
@@ -73,6 +77,10 @@ def _read_yaml(path: Path) -> Any:
             data = yaml.safe_load(fh)  # safe_load: tags like !!python/object are refused, never executed
     except yaml.YAMLError as exc:
         raise ZooError(f"{path}: not valid YAML (only plain data, no Python tags, is read): {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ZooError(f"{path}: not UTF-8 text ({exc}); save the zoo file as UTF-8") from None
+    except RecursionError:  # the composer recurses once per level: [[[[...]]]] 100 000 deep
+        raise ZooError(f"{path}: nested too deeply to read (a zoo file needs a few levels)") from None
     if not isinstance(data, dict):
         raise ZooError(f"{path}: expected a top-level 'models:' list")
     extra = sorted(set(data) - {"models"}, key=str)
