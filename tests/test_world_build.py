@@ -375,3 +375,12 @@ def test_staged_world_v2_oracle_is_valid() -> None:
     assert len(v["twinned"]) >= 6 and np.mean(list(v["retraining"].values())) >= 0.8, v["retraining"]
     assert set(v["twinned"]) == {e.name for e in build.GROUP3}
     assert all((STAGED / f"{name}.pt").is_file() for name in v["twinned"])
+
+
+def test_a_shifted_domain_model_is_stopped_and_judged_on_its_own_domain() -> None:
+    scenes = {"train": 10, "validation": 2, "test": 3}
+    data = {"train": "t", "validation": "v", "test": "s", ("train", 10): "t",
+            ("shifted", 10): "T*", ("validation", "shifted"): "V*", ("test", "shifted"): "S*"}
+    shifted = build.entry_sets(build.Entry("depth_z@shifted", "depth_z", domain="shifted", group=2), data, scenes)
+    assert shifted == {"train": "T*", "validation": "V*", "test": "S*"}
+    assert build.entry_sets(build.Entry("depth_z", "depth_z"), data, scenes) == {"train": "t", "validation": "v", "test": "s"}

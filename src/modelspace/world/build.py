@@ -170,12 +170,25 @@ def train_key(e: Entry, scenes: dict[str, int]) -> tuple[str, int]:
 
 
 def render_sets(entries: list[Entry], scenes: dict[str, int], cache: Path | None) -> dict:
-    """"train", "validation" and "test" (the train domain), and each entry's training set under `train_key`."""
+    """"train", "validation" and "test" (the train domain), each entry's training set under `train_key`,
+    and ("validation", domain) / ("test", domain) for the other domains' entries."""
     sets = {split: render_set(scenes[split], SEEDS[split], "train", cache) for split in ("train", "validation", "test")}
     sets[("train", scenes["train"])] = sets["train"]
     for domain, n in sorted({train_key(e, scenes) for e in entries} - {("train", scenes["train"])}):
         sets[(domain, n)] = render_set(n, SEEDS[domain], domain, cache)
+    for domain in sorted({e.domain for e in entries} - {"train"}):
+        for split in ("validation", "test"):
+            sets[(split, domain)] = render_set(scenes[split], SEEDS[split], domain, cache)
     return sets
+
+
+def entry_sets(e: Entry, data: dict, scenes: dict[str, int]) -> dict:
+    """The scenes an entry is trained on, stopped by and judged on, all of its own domain: a model of
+    the shifted domain is learned when it does its task there."""
+    if e.domain == "train":
+        return {"train": data["train"], "validation": data["validation"], "test": data["test"]}
+    return {"train": data[train_key(e, scenes)], "validation": data[("validation", e.domain)],
+            "test": data[("test", e.domain)]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,13 +231,14 @@ def train_entry(e: Entry, out: Path, data: dict, scenes: dict[str, int], recipe:
     torch.manual_seed(zlib.crc32(e.name.encode()))  # each model its own initialisation
     model = train.make_model(e.arch, e.task, **e.kwargs)
     recipe = replace(recipe, seed=e.seed, mirror=e.mirror, min_steps=e.min_steps or recipe.min_steps)
+    own = entry_sets(e, data, scenes)
     log = train.train_model(model, e.task, data[train_key(e, scenes)], e.input_size, recipe, device,
-                            validation=data["validation"])
+                            validation=own["validation"])
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.cpu().state_dict().items()}
     torch.save(state, out / f"{e.name}.pt")
     # The figures come from the float16 weights, as a user will load them.
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    record = {**asdict(e), "recipe": asdict(recipe), **log, **task_figures(e.task, model.to(device), data, e.input_size, device)}
+    record = {**asdict(e), "recipe": asdict(recipe), **log, **task_figures(e.task, model.to(device), own, e.input_size, device)}
     _write_json(out / "records" / f"{e.name}.json", record)
     return record
 
