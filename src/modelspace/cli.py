@@ -261,8 +261,6 @@ def _check_device(device: str) -> None:
 
 def _check_writable(path: Path, flag: str, folder: bool) -> None:
     """Raise InputError unless ``path`` can be written: a folder (created later) or a file."""
-    import os
-
     if path.exists():
         if folder and not path.is_dir():
             raise InputError(f"{flag} {path}: exists and is not a folder")
