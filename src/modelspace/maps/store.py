@@ -11,8 +11,10 @@ all-zero or non-finite are stored as zeros and counted). Files are written atomi
 sha256 is kept in the manifest, so a missing or corrupt file is noticed by `missing` / `read` and
 recomputed on the next run. A path read from the manifest is used only if it resolves (through
 any ``..`` and symbolic links) to a file inside ``arrays/``: an edited row never makes the store
-read or delete a file elsewhere. The store also caches pair affinities and random-projection sketches
-(`similarity.sketch`), both dropped when the maps they came from are replaced, and remembers
+read or delete a file elsewhere. An entry's shard size is fixed by the first `plan` of it, in any
+process. The store also caches pair affinities (each row with a checksum over its fields: a row
+that fails it is recomputed) and random-projection sketches (`similarity.sketch`), both dropped
+when the maps they came from are replaced, and remembers
 entries that failed for a deterministic reason (`put_failure`), so that reruns need not meet the
 same error again.
 
