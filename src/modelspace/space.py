@@ -36,8 +36,7 @@ from ._version import __version__
 from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
 from .errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices
-from .maps import (EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, kept_torch_state, method_key,
-                   plan_units)
+from .maps import EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, kept_torch_state, method_key
 from .models import LoadedModel, ModelSpec, load_model
 from .probe import ProbeSet
 from .results import Failure, MethodResult
@@ -90,7 +89,9 @@ class ModelSpace:
     batch_size : int
         Probe images per forward+backward pass.
     shard_size : int
-        Probe images per unit of work (the grain of resuming and of distribution).
+        Probe images per unit of work (the grain of resuming and of distribution). Maps already
+        planned in the store (by an earlier or a concurrent run) keep the shard size they were
+        planned with (`MapStore.plan`).
     device : str or torch.device
         Torch device for the models ("cpu", "cuda", "cuda:1").
     precision : str
@@ -305,7 +306,7 @@ class ModelSpace:
                 self.store_.remove_entry(key)
         executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
         for group in backward_groups(self._not_failed_before(name, keys)):
-            units = [u for m in group for u in plan_units(keys[m.id], name, len(self.probe_), self.shard_size)]
+            units = [u for m in group for u in self.store_.plan(keys[m.id], name, len(self.probe_), self.shard_size)]
             try:
                 written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
                 self.work_["computed"] += len(written)

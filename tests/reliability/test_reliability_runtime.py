@@ -354,3 +354,103 @@ def test_edited_model_code_is_recomputed_on_request(run_files) -> None:
                            "--store", str(run_files["root"] / "store"), "--recompute", "edtied", "--quiet"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and "edtied" in done.stderr
+
+
+# ---------------------------------------------------------------------- cached affinities
+def test_an_edited_cached_affinity_is_recomputed_not_used(run_files, caplog) -> None:
+    """Trial: a value of the manifest's ``affinities`` table edited with sqlite3 (0.99 in place of the
+    computed value) was served as is by `get_affinity`, `affinities_among` and the next fit."""
+    import sqlite3
+
+    from modelspace import ModelSpace, ProbeSet
+    from modelspace.models import load_zoo
+
+    zoo = run_files["zoo"]((GOOD_MODEL, "a"), (GOOD_MODEL.replace("16", "20"), "b"), (GOOD_MODEL, "c"))
+    store, probe = run_files["root"] / "store", ProbeSet.load(run_files["probe"])
+    clean = ModelSpace(methods=["saliency"], store=store, progress=False).fit(load_zoo(zoo), probe)
+    keys = [clean.members_[n].entries[clean.methods_[0].id] for n in "abc"]
+    with MapStore(store) as st:
+        assert st.affinities_among(keys) == {(0, 1): clean.results_["saliency"].affinity[0, 1],
+                                             (0, 2): clean.results_["saliency"].affinity[0, 2],
+                                             (1, 2): clean.results_["saliency"].affinity[1, 2]}
+    low, high = sorted((keys[0].model_key, keys[1].model_key))
+    with sqlite3.connect(store / "manifest.sqlite") as conn:
+        assert conn.execute("UPDATE affinities SET value = 0.99 WHERE model_a = ? AND model_b = ?",
+                            (low, high)).rowcount == 1
+    caplog.set_level("WARNING", logger="modelspace")
+    with MapStore(store) as st:
+        assert st.get_affinity(keys[0], keys[1]) is None
+        assert (0, 1) not in st.affinities_among(keys) and len(st.affinities_among(keys)) == 2
+    warnings = [r.getMessage() for r in caplog.records if "cached affinity" in r.getMessage()]
+    assert len(warnings) == 3 and all(str(store / "manifest.sqlite") in w and ": 1 cached" in w for w in warnings)
+    again = ModelSpace(methods=["saliency"], store=store, progress=False).fit(load_zoo(zoo), probe)
+    # One row recomputed (affinity_row rounds in another order than the full matrix: float32 ulps).
+    np.testing.assert_allclose(again.results_["saliency"].affinity, clean.results_["saliency"].affinity, atol=1e-6)
+    with MapStore(store) as st:  # recomputed and replaced with a good row
+        assert st.get_affinity(keys[0], keys[1]) == pytest.approx(clean.results_["saliency"].affinity[0, 1], abs=1e-6)
+
+
+def test_a_version_1_store_opens_and_its_unchecked_affinities_are_recomputed(run_files, caplog) -> None:
+    """A store written before affinities carried a checksum (schema version 1: no such column) opens,
+    is migrated in place, and its cached values are recomputed rather than trusted."""
+    import sqlite3
+
+    from modelspace import ModelSpace, ProbeSet
+    from modelspace.maps.manifest import SCHEMA_VERSION
+    from modelspace.models import load_zoo
+
+    zoo = run_files["zoo"]((GOOD_MODEL, "a"), (GOOD_MODEL.replace("16", "20"), "b"))
+    store, probe = run_files["root"] / "store", ProbeSet.load(run_files["probe"])
+    clean = ModelSpace(methods=["saliency"], store=store, progress=False).fit(load_zoo(zoo), probe)
+    truth = clean.results_["saliency"].affinity
+    with sqlite3.connect(store / "manifest.sqlite") as conn:  # the table as version 1 made it, with a wrong value
+        rows = conn.execute("SELECT probe_hash, method, probe_size, model_a, model_b FROM affinities").fetchall()
+        conn.execute("DROP TABLE affinities")
+        conn.execute("DROP TABLE layouts")
+        conn.execute("CREATE TABLE affinities (probe_hash TEXT NOT NULL, method TEXT NOT NULL, probe_size INTEGER NOT "
+                     "NULL, model_a TEXT NOT NULL, model_b TEXT NOT NULL, value REAL NOT NULL, PRIMARY KEY (probe_hash, "
+                     "method, probe_size, model_a, model_b), CHECK (model_a <= model_b))")
+        conn.executemany("INSERT INTO affinities VALUES (?, ?, ?, ?, ?, 0.5)", rows)
+        conn.execute("PRAGMA user_version = 1")
+    caplog.set_level("WARNING", logger="modelspace")
+    again = ModelSpace(methods=["saliency"], store=store, progress=False).fit(load_zoo(zoo), probe)
+    np.testing.assert_allclose(again.results_["saliency"].affinity, truth, atol=1e-6)
+    assert any("1 cached affinity value(s) ignored" in r.getMessage() for r in caplog.records)
+    assert again.work_ == {"computed": 0, "reused": 2}  # the maps were kept
+    with sqlite3.connect(store / "manifest.sqlite") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("SELECT COUNT(*) FROM affinities WHERE checksum IS NOT NULL").fetchone()[0] == 1
+
+
+# ---------------------------------------------------------------------- a manifest that is not SQLite
+@pytest.mark.parametrize("size", [1, 15, 16, 100, 4096])
+def test_a_manifest_of_random_bytes_is_refused_and_left_untouched(tmp_path, size) -> None:
+    """Trial: a manifest.sqlite of one random byte opened as an empty store (SQLite took it for a new
+    database and overwrote it to 64 KiB): the store's content was lost without a word. Sizes from 16
+    bytes on were already refused by SQLite ("file is not a database")."""
+    import os
+
+    from modelspace.errors import StorageError
+
+    (tmp_path / "arrays").mkdir()
+    manifest = tmp_path / "manifest.sqlite"
+    content = os.urandom(size)
+    manifest.write_bytes(content)
+    with pytest.raises(StorageError, match="is not an SQLite database") as info:
+        MapStore(tmp_path)
+    message = str(info.value)
+    assert str(manifest) in message and "Move it aside" in message and "arrays" in message
+    assert manifest.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays", "manifest.sqlite"]  # no -wal / -shm made
+
+
+def test_cli_on_a_manifest_of_random_bytes_is_exit_3_naming_it(run_files, capsys) -> None:
+    store = run_files["root"] / "store"
+    store.mkdir()
+    (store / "manifest.sqlite").write_bytes(b"\x07")
+    zoo = run_files["zoo"]((GOOD_MODEL, "a"))
+    code = main(["embed", str(zoo), str(run_files["probe"]), "--store", str(store), "--methods", "saliency", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert str(store / "manifest.sqlite") in err and "not an SQLite database" in err
+    assert (store / "manifest.sqlite").read_bytes() == b"\x07"

@@ -1,10 +1,21 @@
 """The store's manifest: one SQLite file (WAL mode) that every process sharing a store agrees on.
 
 Tables: ``models`` (registered models), ``shards`` (one row per shard file, with its sha256),
-``affinities`` (cached pair values, ``model_a <= model_b``), ``sketches``, ``failures`` (entries
-that failed for a reason a rerun would meet again) and ``claims`` (units a process is computing,
-see `claims`), ``heartbeats`` (when each claiming process last showed it was alive). Tables are only ever added, so stores written before a table existed still open. Every write is one short ``BEGIN IMMEDIATE`` transaction, so
+``layouts`` (the shard size of each entry, fixed by the first process that plans it),
+``affinities`` (cached pair values, ``model_a <= model_b``, each with a checksum over its own
+fields), ``sketches``, ``failures`` (entries that failed for a reason a rerun would meet again),
+``claims`` (units a process is computing, see `claims`) and ``heartbeats`` (when each claiming
+process last showed it was alive). Every write is one short ``BEGIN IMMEDIATE`` transaction, so
 the busy timeout, not an error, handles two processes writing at once.
+
+Schema changes: tables are added with ``CREATE TABLE IF NOT EXISTS`` and columns with ``ALTER TABLE``
+when a store is opened (`_MIGRATIONS`), inside the transaction that checks the version, so a store
+written by an older modelspace opens and is upgraded in place; a store of a newer schema than this
+modelspace knows is refused. Version 2 added ``affinities.checksum`` (rows of version 1 have none
+and are recomputed on first use) and ``layouts``.
+
+A file in the manifest's place that does not start with SQLite's header is refused before SQLite
+sees it: SQLite would take a file shorter than its header for a new database and overwrite it.
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ from pathlib import Path
 from ..errors import InputError, StorageError, StoreError
 from .keys import EntryKey
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_S = 60.0
 
 _SCHEMA = """
@@ -50,10 +61,19 @@ CREATE TABLE IF NOT EXISTS affinities (
     model_a TEXT NOT NULL,
     model_b TEXT NOT NULL,
     value REAL NOT NULL,
+    checksum TEXT,
     PRIMARY KEY (probe_hash, method, probe_size, model_a, model_b),
     CHECK (model_a <= model_b)
 );
 CREATE INDEX IF NOT EXISTS affinities_b ON affinities (model_b);
+CREATE TABLE IF NOT EXISTS layouts (
+    model_key TEXT NOT NULL,
+    probe_hash TEXT NOT NULL,
+    method TEXT NOT NULL,
+    probe_size INTEGER NOT NULL,
+    shard_size INTEGER NOT NULL,
+    PRIMARY KEY (model_key, probe_hash, method, probe_size)
+);
 CREATE TABLE IF NOT EXISTS sketches (
     model_key TEXT NOT NULL,
     probe_hash TEXT NOT NULL,
@@ -94,6 +114,15 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     beat REAL NOT NULL
 );
 """
+
+# Columns added after a table was first released: (table, column, declaration). Applied to a store
+# whose table lacks the column; SQLite can only add columns that may be NULL or have a default.
+_MIGRATIONS = [
+    ("affinities", "checksum", "TEXT"),  # version 2
+]
+
+#: The first 16 bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 #: The WHERE clause selecting one entry's rows, in `key_tuple` order.
 ENTRY = "model_key = ? AND probe_hash = ? AND method = ? AND probe_size = ?"
@@ -180,6 +209,7 @@ class Transaction:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) the manifest in WAL mode with the schema in place."""
+    _check_header(path)
     try:
         # isolation_level=None: transactions are explicit (see Transaction), never implicit.
         conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
@@ -199,6 +229,9 @@ def _connect(path: Path) -> sqlite3.Connection:
             # One statement at a time: executescript would commit the open transaction.
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
+            for table, column, declaration in _MIGRATIONS:
+                if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -211,3 +244,26 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _check_header(path: Path) -> None:
+    """StorageError, leaving the file as it is, unless ``path`` is missing, empty or an SQLite database.
+
+    SQLite itself refuses most other files ("file is not a database"), but takes one shorter than its
+    100-byte header for a new database and overwrites it, so the header is checked first.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return  # a new store
+    except IsADirectoryError:
+        raise StorageError(f"manifest {str(path)!r} is a folder, not a file; move it aside and run again") from None
+    except OSError as exc:
+        raise StorageError(f"manifest {str(path)!r} cannot be read: {exc}") from exc
+    if head and head != SQLITE_HEADER:
+        raise StorageError(
+            f"manifest {str(path)!r} is not an SQLite database (its first bytes are not SQLite's header; it was "
+            f"left untouched). Move it aside (e.g. to {path.name}.damaged) and run again: a new manifest is created "
+            f"and the maps are computed again; the files under {str(path.parent / 'arrays')!r} are kept"
+        )

@@ -11,8 +11,10 @@ all-zero or non-finite are stored as zeros and counted). Files are written atomi
 sha256 is kept in the manifest, so a missing or corrupt file is noticed by `missing` / `read` and
 recomputed on the next run. A path read from the manifest is used only if it resolves (through
 any ``..`` and symbolic links) to a file inside ``arrays/``: an edited row never makes the store
-read or delete a file elsewhere. The store also caches pair affinities and random-projection sketches
-(`similarity.sketch`), both dropped when the maps they came from are replaced, and remembers
+read or delete a file elsewhere. An entry's shard size is fixed by the first `plan` of it, in any
+process. The store also caches pair affinities (each row with a checksum over its fields: a row
+that fails it is recomputed) and random-projection sketches (`similarity.sketch`), both dropped
+when the maps they came from are replaced, and remembers
 entries that failed for a deterministic reason (`put_failure`), so that reruns need not meet the
 same error again.
 
@@ -41,7 +43,7 @@ from tqdm import tqdm
 from ..errors import InputError, StorageError, StoreError, check_int
 from .claims import Claims
 from .files import atomic_write, file_sha256, file_stamp, npy_bytes, partial_writes, prune_empty_dirs, sha256
-from .keys import EntryKey, WorkUnit, check_safe_key, method_folder
+from .keys import EntryKey, WorkUnit, check_safe_key, method_folder, plan_units
 from .manifest import ENTRY, Manifest, key_tuple, pair_tuple
 
 # Filesystems stamp modification times in coarse ticks (a few ms on ext4, 2 s on FAT): a file
@@ -82,6 +84,8 @@ class MapStore:
         # times (once per chunk it overlaps); hashing it on every read would dominate `add`.
         # A rewritten file (atomic rename: new inode; in place: new mtime) is verified again.
         self._verified: dict[str, tuple[int, int, int]] = {}
+        # (model name, shard size asked, size stored) already logged by `plan`: one line per model.
+        self._told: set[tuple[str, int, int]] = set()
 
     def close(self) -> None:
         """Close the manifest connection."""
@@ -159,6 +163,36 @@ class MapStore:
         # Files of shards that a write with another shard size superseded.
         self._delete_files([rel_path for _, rel_path in stale if rel_path != rel] + sketch_paths)
         return ShardInfo(n_zero=n_zero, n_nonfinite=n_nonfinite, path=str(path), checksum=checksum)
+
+    def plan(self, key: EntryKey, model_name: str, n_images: int, shard_size: int) -> list[WorkUnit]:
+        """The work units of an entry, in the entry's one shard layout.
+
+        The first process to plan an entry fixes its shard size (an entry stored before layouts
+        were recorded keeps the size of its shard 0); every later plan, in any process, uses that
+        size whatever ``shard_size`` it asks for, so that runs with different ``--shard-size`` on
+        one store share units instead of superseding each other's shards. A differing request is
+        logged once per model. `remove_entry` and `remove_model` forget the layout.
+        """
+        check_int(n_images, "n_images", minimum=1)
+        check_int(shard_size, "shard_size", minimum=1)
+        with self.db.transaction() as cur:
+            row = cur.execute(f"SELECT shard_size FROM layouts WHERE {ENTRY}", key_tuple(key)).fetchone()
+            if row is None:
+                first = cur.execute(f"SELECT start, stop FROM shards WHERE {ENTRY} AND shard = 0",
+                                    key_tuple(key)).fetchone()
+                size = first[1] - first[0] if first and first[0] == 0 and first[1] > 0 else shard_size
+                cur.execute(
+                    "INSERT INTO layouts (model_key, probe_hash, method, probe_size, shard_size) VALUES (?, ?, ?, ?, ?)",
+                    (*key_tuple(key), size),
+                )
+            else:
+                size = row[0]
+        if min(size, n_images) != min(shard_size, n_images) and (model_name, shard_size, size) not in self._told:
+            self._told.add((model_name, shard_size, size))
+            _log.warning("model %r: its maps in %r were planned in shards of %d images (by an earlier or concurrent "
+                         "run); that layout is kept, shard size %d applies to maps not planned yet", model_name,
+                         str(self.root), size, shard_size)
+        return plan_units(key, model_name, n_images, size)
 
     def missing(self, units: Sequence[WorkUnit], verify: bool = True, progress: bool = False) -> list[WorkUnit]:
         """The units whose shard is not usable: never written, another range, file gone or corrupt.
@@ -253,11 +287,13 @@ class MapStore:
 
     # ------------------------------------------------------------------ removal
     def remove_entry(self, key: EntryKey) -> int:
-        """Delete an entry's shards (rows and files), the affinities computed from it and any failure."""
+        """Delete an entry's shards (rows and files), its shard layout, the affinities computed from it
+        and any failure."""
         with self.db.transaction() as cur:
             paths = [r[0] for r in cur.execute(f"SELECT path FROM shards WHERE {ENTRY}", key_tuple(key))]
             cur.execute(f"DELETE FROM shards WHERE {ENTRY}", key_tuple(key))
             cur.execute(f"DELETE FROM failures WHERE {ENTRY}", key_tuple(key))
+            cur.execute(f"DELETE FROM layouts WHERE {ENTRY}", key_tuple(key))
             cur.execute(
                 "DELETE FROM affinities WHERE probe_hash = ? AND method = ? AND probe_size = ? "
                 "AND (model_a = ? OR model_b = ?)",
@@ -268,12 +304,14 @@ class MapStore:
         return len(paths)
 
     def remove_model(self, model_key: str) -> int:
-        """Delete every entry, file, cached affinity, recorded failure and the registration of a model."""
+        """Delete every entry, file, shard layout, cached affinity, recorded failure and the registration
+        of a model."""
         check_safe_key(model_key, "model_key")
         with self.db.transaction() as cur:
             paths = [r[0] for r in cur.execute("SELECT path FROM shards WHERE model_key = ?", (model_key,))]
             cur.execute("DELETE FROM shards WHERE model_key = ?", (model_key,))
             cur.execute("DELETE FROM failures WHERE model_key = ?", (model_key,))
+            cur.execute("DELETE FROM layouts WHERE model_key = ?", (model_key,))
             cur.execute("DELETE FROM affinities WHERE model_a = ? OR model_b = ?", (model_key, model_key))
             cur.execute("DELETE FROM models WHERE model_key = ?", (model_key,))
             sketch_paths = self._drop_sketches(cur, "model_key = ?", (model_key,))
@@ -338,16 +376,21 @@ class MapStore:
 
     # ------------------------------------------------------------------ affinities
     def get_affinity(self, a: EntryKey, b: EntryKey) -> float | None:
-        """The cached affinity of an unordered pair of entries, or None."""
+        """The cached affinity of an unordered pair of entries, or None (also when the row fails its
+        checksum: then it is to be recomputed, and `put_affinities` replaces it)."""
+        pair = pair_tuple(a, b)
         rows = self.db.query(
-            "SELECT value FROM affinities WHERE probe_hash = ? AND method = ? AND probe_size = ? "
+            "SELECT value, checksum FROM affinities WHERE probe_hash = ? AND method = ? AND probe_size = ? "
             "AND model_a = ? AND model_b = ?",
-            pair_tuple(a, b),
+            pair,
         )
-        return float(rows[0][0]) if rows else None
+        good = self._checked_affinities([(pair, value, checksum) for value, checksum in rows])
+        return good[0] if good else None
 
     def affinities_among(self, keys: Sequence[EntryKey]) -> dict[tuple[int, int], float]:
-        """Every cached affinity among ``keys`` in one query: {(i, j): value} with i < j."""
+        """Every cached affinity among ``keys`` in one query: {(i, j): value} with i < j.
+
+        Rows failing their checksum are left out (see `get_affinity`)."""
         if not keys:
             return {}
         first = keys[0]
@@ -356,30 +399,44 @@ class MapStore:
             raise InputError("keys: affinities are only cached among entries of one probe set, method and size")
         index = {k.model_key: i for i, k in enumerate(keys)}
         rows = self.db.query(
-            "SELECT model_a, model_b, value FROM affinities WHERE probe_hash = ? AND method = ? AND probe_size = ?",
+            "SELECT model_a, model_b, value, checksum FROM affinities "
+            "WHERE probe_hash = ? AND method = ? AND probe_size = ?",
             scope,
         )
+        wanted = [(a, b, value, checksum) for a, b, value, checksum in rows if a in index and b in index and a != b]
+        good = self._checked_affinities([((*scope, a, b), value, checksum) for a, b, value, checksum in wanted])
         found = {}
-        for a, b, value in rows:
-            if a in index and b in index and a != b:
+        for (a, b, value, _), ok in zip(wanted, good):
+            if ok is not None:
                 i, j = sorted((index[a], index[b]))
-                found[(i, j)] = float(value)
+                found[(i, j)] = ok
         return found
 
     def put_affinities(self, pairs: Iterable[tuple[EntryKey, EntryKey, float]]) -> None:
-        """Cache many pair affinities in one transaction (finite values only)."""
+        """Cache many pair affinities in one transaction (finite values only), each with its checksum."""
         rows = []
         for a, b, value in pairs:
             value = float(value)
             if not math.isfinite(value):
                 raise InputError(f"value: affinity of {a.model_key} and {b.model_key} is {value}, not finite")
-            rows.append((*pair_tuple(a, b), value))
+            pair = pair_tuple(a, b)
+            rows.append((*pair, value, affinity_checksum(pair, value)))
         with self.db.transaction() as cur:
             cur.executemany(
-                "INSERT OR REPLACE INTO affinities (probe_hash, method, probe_size, model_a, model_b, value) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO affinities (probe_hash, method, probe_size, model_a, model_b, value, checksum) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+
+    def _checked_affinities(self, rows: list[tuple[tuple, float, str | None]]) -> list[float | None]:
+        """Each (pair, value, checksum) row's value, or None where the checksum is missing or wrong;
+        one warning names the manifest and the number of rows ignored."""
+        values = [float(value) if _affinity_ok(pair, value, checksum) else None for pair, value, checksum in rows]
+        ignored = values.count(None)
+        if ignored:
+            _log.warning("manifest %r: %d cached affinity value(s) ignored and recomputed: checksum missing "
+                         "(stored before values carried one) or wrong (the row was edited)", str(self.manifest), ignored)
+        return values
 
     # ------------------------------------------------------------------ internals
     def shard_relpath(self, key: EntryKey, shard: int) -> str:
@@ -514,6 +571,18 @@ def _flatten(maps, unit: WorkUnit) -> np.ndarray:
     if rows.shape[1] == 0:
         raise StoreError(f"model {unit.model_name!r}: maps of shape {arr.shape} hold no values")
     return rows
+
+
+def affinity_checksum(pair: tuple, value: float) -> str:
+    """sha256 over an affinity row's fields: ``pair`` as `pair_tuple` gives it and the value's repr
+    (exact for a float, which SQLite keeps as an 8-byte IEEE double)."""
+    text = "\x1f".join([*(str(f) for f in pair), repr(float(value))])
+    return sha256(text.encode("utf-8"))
+
+
+def _affinity_ok(pair: tuple, value, checksum) -> bool:
+    """Whether a cached affinity row is as `put_affinities` wrote it (a value edited to text is not)."""
+    return isinstance(value, float) and checksum == affinity_checksum(pair, value)
 
 
 def normalise_rows(rows: np.ndarray) -> tuple[np.ndarray, int, int]:
