@@ -242,6 +242,7 @@ def test_quick_build_end_to_end_and_resume(tmp_path, capsys) -> None:
     assert set(record["models"]) == {e.name for e in build.quick_zoo()}
     for name, model in record["models"].items():
         assert model["curve"] and "learned" in model and (out / f"{name}.pt").exists()
+        assert model["recipe"]["precision"] == ("bfloat16" if build.native_bfloat16("cpu") else "float32")
     assert set(info["validity"]) == set(info["tasks"]) == set(build.QUICK_TASKS)
     assert info["zoo_retraining"]["twinned_models"] == ["depth_z@seed1"]
     assert (out / "oracle_ranking.csv").read_text().count("\n") == len(info["tasks"]) + 1
