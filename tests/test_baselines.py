@@ -52,7 +52,9 @@ def reference_svcca(x: np.ndarray, y: np.ndarray, variance: float = 0.99) -> flo
         evals, evecs = np.linalg.eigh(zc.T @ zc / (len(z) - 1))
         order = np.argsort(evals)[::-1]
         evals, evecs = evals[order], evecs[:, order]
-        k = int(np.argmax(np.cumsum(evals) / evals.sum() >= variance)) + 1
+        # The cumulative share can end a rounding error short of 1.0; with no entry reaching the
+        # target, argmax would give 0, i.e. one direction instead of all of them.
+        k = int(np.argmax(np.cumsum(evals) / evals.sum() >= variance - 1e-12)) + 1
         return zc @ evecs[:, :k]
 
     a, b = reduce(x), reduce(y)
