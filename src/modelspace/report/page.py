@@ -443,7 +443,7 @@ def _section_settings(data: ReportData, page: _Page) -> str:
     failures = "".join(f"<tr><td>{_e(f['model'])}</td><td>{_e(f.get('method') or 'loading')}</td>"
                        f"<td>{_e(f['message'])}</td></tr>" for f in s.get("failures") or [])
     return ('<section id="settings"><h2>Settings</h2><table>' + kv + "</table>"
-            f"<details><summary>{len(models)} models</summary><div class=\"tablewrap\"><table><tr><th>name</th>"
+            f"<details><summary>{len(models)} model{'' if len(models) == 1 else 's'}</summary><div class=\"tablewrap\"><table><tr><th>name</th>"
             f"<th>task</th><th>source</th><th>input (from)</th><th>key</th></tr>{model_rows}</table></div></details>"
             + (f"<h3>Failures</h3><table><tr><th>model</th><th>step</th><th>why</th></tr>{failures}</table>"
                if failures else "")
