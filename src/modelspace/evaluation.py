@@ -184,7 +184,8 @@ class GroundTruth:
         tail = [c for c in header[1:] if c]
         if [c.lower() for c in header] == list(_LONG_HEADER):
             return cls._parse_long(body, origin)
-        if len(header) == 3 and all(len(r) == 3 for _, r in body) and _is_number(header[2]):
+        if (len(header) == 3 and all(len(r) == 3 for _, r in body) and _is_number(header[2])
+                and header[0].lower() not in _MATRIX_CORNERS):  # `target,1,2`: a matrix of two numbered sources
             return cls._parse_long(rows, origin)  # no header: every row a (target, source, score) triple
         if header[0].lower() == "target" and tail and all(_RANK_HEADER.fullmatch(c) for c in tail):
             return cls._parse_ranking(body, origin)
