@@ -133,6 +133,8 @@ def test_item2_embed_without_store_keeps_its_work_in_runs_default_store(trial, c
     assert "maps of 3 models in modelspace-out/store; 0 failures; 3 units computed" in out  # was "in None"
     assert "maps are stored in modelspace-out/store" in err
     assert (trial["work"] / "modelspace-out" / "store" / "manifest.sqlite").is_file()
+    code, out, _ = run(capsys, "models")  # the store commands default to it too
+    assert code == 0 and len(out.splitlines()) == 3
     # `affinity` without --store reads the same store (nothing computed again), as `run` would.
     code, out, err = run(capsys, "affinity", str(trial["zoo"]), str(trial["probe"]), "--methods", "saliency", "--json")
     assert code == 0, err

@@ -3,8 +3,9 @@
 Exit codes: 0 success (every model × method of `run`, `embed` and `affinity` has its maps),
 1 a failure inside the run: some models failed, including those skipped as "failed before" (the
 others' results are still written), or a bug (the traceback is printed); 2 bad input (zoo file,
-probe folder, ground truth, arguments); 3 the store or environment cannot be used (read-only,
-disk full, locked: the message names the path); 130 interrupted.
+probe folder, ground truth, arguments, a path holding no store for `models`, `remove` and `gc`,
+an ambiguous name for `remove`); 3 the store or environment cannot be used (read-only, disk full,
+locked: the message names the path); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .results import REPORT_HTML
 _log = logging.getLogger("modelspace")
 
 #: Where every command that writes a folder writes by default, and (as ``DEFAULT_OUT/store``) the store
-#: that `run`, `embed`, `affinity` and `gc` use without ``--store``. The demo and the study write into
+#: that every command with ``--store`` uses without it. The demo and the study write into
 #: their own subfolders of it, so that they never overwrite a run's results.
 DEFAULT_OUT = "modelspace-out"
 DEFAULT_STORE = f"{DEFAULT_OUT}/store"
@@ -186,8 +187,8 @@ def _describe_entry(m: dict) -> str:
     summary = spec.get("source", "") + (f" kwargs {json.dumps(kwargs, sort_keys=True)}" if kwargs else "")
     if spec.get("constructor"):
         summary += f" constructor {spec['constructor']}"
-    when = m.get("first_stored") or "no maps stored"
-    return f"  {m['model_key']}  {m['name']}  first stored {when}, {plural(m.get('n_shards', 0), 'shard')}: {summary}"
+    when = f"first stored {m['first_stored']}" if m.get("first_stored") else "no maps stored"
+    return f"  {m['model_key']}  {m['name']}  {when}, {plural(m.get('n_shards', 0), 'shard')}: {summary}"
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -575,12 +576,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
     p = add("models", cmd_models, "list the models in a store", [])
-    p.add_argument("--store", required=True, help="map store folder (an existing store)")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder, an existing one (default {DEFAULT_STORE})")
 
     p = add("remove", cmd_remove, "remove a model's maps and affinities from a store", [])
     p.add_argument("name", help="model name, or model key or a unique prefix of it, as `modelspace models` lists "
                                 "them; a name that several stored models share is refused with the candidates")
-    p.add_argument("--store", required=True, help="map store folder (an existing store)")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder, an existing one (default {DEFAULT_STORE})")
 
     p = add("gc", cmd_gc, "remove from a store every model that is not one of a zoo's current models (stale "
             "entries left after a model's spec or weights changed, models dropped from the zoo). Every model of "
