@@ -259,6 +259,7 @@ def test_item6_results_and_rankings_take_the_names_maps_takes(trial) -> None:
     with pytest.raises(KeyError, match=r"'gradient' is not one of the estimator ids: 'saliency', 'lrp_epsilon"):
         space.results_["gradient"]
     assert space.results_.get("nothing") is None
+    assert "lrp" in space.results_ and "nothing" not in space.results_ and space.results_.get("lrp") is lrp
 
 
 README_NETS = '''

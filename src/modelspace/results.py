@@ -86,6 +86,15 @@ class Keyed(dict):
         except KeyError:
             return default
 
+    def __contains__(self, key) -> bool:  # `"lrp" in results_` agrees with `results_["lrp"]`
+        if dict.__contains__(self, key):
+            return True
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
+
     def __reduce__(self):  # pickles (and copies) as a plain dict: a resolver may be a bound method
         return dict, (dict(self),)
 
