@@ -324,3 +324,26 @@ def test_format_table_shows_rho_and_extra_columns(taskonomy):
     assert lines[1].split()[-2:] == ["1.000", "0.250"]
     assert lines[2].split()[0] == "random" and lines[2].split()[-2:] == ["0.000", "–"]
     assert "ρ" not in format_table(Evaluation({"truth": curves}, len(curves.ks)))
+
+
+def test_long_truth_with_or_without_header_equals_the_matrix(tmp_path):
+    rows = "a,b,0.9\na,c,0.1\nb,a,0.5\nb,c,0.7\nc,a,0.2\nc,b,0.2\n"
+    (tmp_path / "long.csv").write_text("target,source,score\n" + rows)
+    (tmp_path / "bare.csv").write_text(rows)
+    (tmp_path / "matrix.csv").write_text("target\\source,a,b,c\na,,0.9,0.1\nb,0.5,,0.7\nc,0.2,0.2,\n")
+    truths = [GroundTruth.from_csv(tmp_path / f) for f in ("long.csv", "bare.csv", "matrix.csv")]
+    assert truths[0] == truths[1] == truths[2]
+    assert truths[0].ranking == {"a": ["b", "c"], "b": ["c", "a"], "c": ["a", "b"]}  # higher first; tie by name
+    (tmp_path / "twice.csv").write_text("target,source,score\na,b,1\na,b,2\n")
+    with pytest.raises(GroundTruthError, match=r"twice.csv: row 3 \(target 'a'\): source 'b' listed twice"):
+        GroundTruth.from_csv(tmp_path / "twice.csv")
+    # a matrix of two numbered sources is still a matrix, not a headerless long file
+    (tmp_path / "numbered.csv").write_text("target,1,2\nx,0.5,0.7\n")
+    assert GroundTruth.from_csv(tmp_path / "numbered.csv").ranking == {"x": ["2", "1"]}
+
+
+def test_table_shows_a_dash_not_nan_beyond_the_candidates():
+    truth = GroundTruth({"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"]})
+    curves, details = evaluate({"a": ["b", "c"], "b": ["c", "a"], "c": ["a", "b"]}, truth, 2)
+    table = format_table(Evaluation({"m": curves}, len(curves.ks), 2, {"m": details}))
+    assert "nan" not in table and table.splitlines()[1].split()[1:5] == ["1.000", "–", "–", "–"]

@@ -203,7 +203,7 @@ def test_run_with_only_a_zoo_and_a_probe_folder(tmp_path, monkeypatch, capsys) -
     assert [row.split("\t")[-1] for row in listed if row.startswith("wide")] == [line]
 
 
-@pytest.mark.parametrize("command", ["run", "probe", "embed", "affinity", "tree", "evaluate", "models", "remove",
+@pytest.mark.parametrize("command", ["run", "probe", "embed", "affinity", "tree", "evaluate", "models", "remove", "gc",
                                      "methods", "report", "demo", "study"])
 def test_every_command_has_help_with_examples(command, capsys) -> None:
     with pytest.raises(SystemExit) as done:

@@ -290,6 +290,22 @@ def test_models_registry_upsert_and_latest(store):
     assert models[2]["spec"] == {"source": "timm:resnet18", "layer": "fc"}
     with pytest.raises(InputError, match="vit"):
         store.register_model("k4", "vit", {"bad": object()})
+    # `remove` and `gc` find models by key, name (every key under it) or unique key prefix.
+    assert [m["model_key"] for m in store.match_models("k3")] == ["k3"]
+    assert [m["model_key"] for m in store.match_models("resnet")] == ["k2", "k1"]
+    assert [m["model_key"] for m in store.match_models("k")] == ["k2", "k3", "k1"]  # ambiguous prefix
+    assert store.match_models("nothing") == [] and store.match_models("") == []
+
+
+def test_a_store_that_must_exist_is_not_created(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="store 'nope' does not exist"):
+        MapStore("nope", create=False)
+    assert not (tmp_path / "nope").exists()
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InputError, match="is not a map store"):
+        MapStore(tmp_path / "plain", create=False)
+    assert list((tmp_path / "plain").iterdir()) == []
 
 
 def test_work_unit_json_round_trip():
@@ -320,7 +336,10 @@ def test_reopened_store_sees_everything(tmp_path, maps):
         first.put_affinities([(key, other, 0.42)])
         before = first.read(key)
     with MapStore(root) as again:
-        assert again.models() == [{"model_key": "m1", "name": "resnet", "spec": {"source": "python:a"}}]
+        (model,) = again.models()
+        assert {k: model[k] for k in ("model_key", "name", "spec")} == {"model_key": "m1", "name": "resnet",
+                                                                         "spec": {"source": "python:a"}}
+        assert model["n_shards"] == len(again.db.query("SELECT path FROM shards")) and model["first_stored"]
         assert again.model_key("resnet") == "m1"
         assert again.is_complete(key, N)
         np.testing.assert_array_equal(again.read(key), before)

@@ -3,8 +3,9 @@
 Exit codes: 0 success (every model × method of `run`, `embed` and `affinity` has its maps),
 1 a failure inside the run: some models failed, including those skipped as "failed before" (the
 others' results are still written), or a bug (the traceback is printed); 2 bad input (zoo file,
-probe folder, ground truth, arguments); 3 the store or environment cannot be used (read-only,
-disk full, locked: the message names the path); 130 interrupted.
+probe folder, ground truth, arguments, a path holding no store for `models`, `remove` and `gc`,
+an ambiguous name for `remove`); 3 the store or environment cannot be used (read-only, disk full,
+locked: the message names the path); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -29,21 +30,32 @@ from .results import REPORT_HTML
 
 _log = logging.getLogger("modelspace")
 
+#: Where every command that writes a folder writes by default, and (as ``DEFAULT_OUT/store``) the store
+#: that every command with ``--store`` uses without it. The demo and the study write into
+#: their own subfolders of it, so that they never overwrite a run's results.
+DEFAULT_OUT = "modelspace-out"
+DEFAULT_STORE = f"{DEFAULT_OUT}/store"
+DEFAULT_N_RELEVANT = 5
+
 EXAMPLES = {
-    "run": "modelspace run zoo.toml probe_images/            # → modelspace-out/report.html\n"
+    "run": "modelspace run zoo.toml probe_images/            # → modelspace-out/report.html, maps in modelspace-out/store\n"
            "  modelspace run zoo.yaml probe_images/ --out results/ --truth taskonomy --methods saliency lrp",
-    "probe": "modelspace probe probe_images/ --size 64 --limit 500 --out probe.npz",
-    "embed": "modelspace embed zoo.toml probe.npz --store store/ --methods saliency lrp",
+    "probe": "modelspace probe probe_images/ --probe-size 64 --limit 500 --out probe.npz",
+    "embed": "modelspace embed zoo.toml probe.npz --store store/ --methods saliency lrp\n"
+             "  modelspace embed zoo.toml probe.npz                 # → modelspace-out/store, as `run` would",
     "affinity": "modelspace affinity zoo.toml probe.npz --store store/ --out results/",
     "tree": "modelspace tree results/affinity_saliency.csv --out results/",
     "evaluate": "modelspace evaluate results/affinity_saliency.csv --truth taskonomy --zoo zoo.toml",
     "models": "modelspace models --store store/",
-    "remove": "modelspace remove my_model --store store/",
+    "remove": "modelspace remove my_model --store store/\n"
+              "  modelspace remove 631407ed --store store/       # one of several entries named alike, by key prefix",
+    "gc": "modelspace gc --keep-zoo zoo.toml --store store/ --dry-run   # what would go\n"
+          "  modelspace gc --keep-zoo zoo.toml --store store/",
     "methods": "modelspace methods",
     "report": "modelspace report results/                # → results/report.html\n"
-              "  modelspace report results/ --truth truth.csv --output page.html",
-    "demo": "modelspace demo --out demo-out/",
-    "study": "modelspace study --out study-out/ --n-probe 1000",
+              "  modelspace report results/ --truth truth.csv --out page.html",
+    "demo": "modelspace demo                        # → modelspace-out/demo/report.html",
+    "study": "modelspace study --n-probe 1000         # → modelspace-out/study/",
 }
 
 
@@ -51,14 +63,12 @@ EXAMPLES = {
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .evaluation import GroundTruth, check_truth
+    from .evaluation import GroundTruth
 
-    if args.store is None:  # kept beside the results, so that running again resumes
-        args.store = str(Path(args.out) / "store")
     truth = GroundTruth.load(args.truth) if args.truth else None  # a bad truth fails before any work
     specs = _zoo(args.zoo, args.trust_checkpoints)
     if truth is not None:  # so does a truth that cannot score these models (e.g. too few candidates)
-        check_truth(truth, [spec.label for spec in specs], args.n_relevant)
+        _n_relevant(args, truth, [spec.label for spec in specs])
     space = _space(args).fit(specs, _probe(args, specs))
     if truth is not None:
         space.evaluate(truth, args.n_relevant)
@@ -76,8 +86,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import from_folder, write_report
 
-    data = from_folder(args.folder, truth=args.truth, n_relevant=args.n_relevant, title=args.title)
-    page = write_report(data, args.output or Path(args.folder) / REPORT_HTML, progress=not args.quiet)
+    n_relevant = DEFAULT_N_RELEVANT if args.n_relevant is None else args.n_relevant
+    data = from_folder(args.folder, truth=args.truth, n_relevant=n_relevant, title=args.title)
+    page = write_report(data, args.out or Path(args.folder) / REPORT_HTML, progress=not args.quiet)
     _emit(args, {"report": str(page)}, f"report: {page}")
     return 0
 
@@ -85,11 +96,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from .probe import ProbeSet
 
-    probe = ProbeSet.from_folder(args.folder, size=args.size, limit=args.limit, seed=args.seed, progress=not args.quiet)
+    probe = ProbeSet.from_folder(args.folder, size=args.probe_size, limit=args.limit, seed=args.seed,
+                                 progress=not args.quiet)
     probe.save(args.out)
     info = {"out": str(args.out), "n_images": len(probe), "size": probe.size, "hash": probe.hash,
             "skipped": [{"path": p, "reason": r} for p, r in probe.skipped]}
-    _emit(args, info, f"{len(probe)} images at {probe.size}×{probe.size} (hash {probe.hash[:12]}), "
+    _emit(args, info, f"{plural(len(probe), 'image')} at {probe.size}×{probe.size} (hash {probe.hash[:12]}), "
                       f"{len(probe.skipped)} skipped → {args.out}" + _skipped_lines(probe.skipped))
     return 0
 
@@ -97,9 +109,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     specs = _zoo(args.zoo, args.trust_checkpoints)
     space = _space(args).embed(specs, _probe(args, specs))
-    info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_], "work": space.work_}
-    _emit(args, info, f"maps of {len(space.members_)} models in {args.store}; {len(space.failures_)} failures; "
-                      f"{space.work_['computed']} units computed, {space.work_['reused']} found in the store")
+    info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_], "work": space.work_,
+            "store": args.store}
+    _emit(args, info, f"maps of {plural(len(space.members_), 'model')} in {args.store}; "
+                      f"{plural(len(space.failures_), 'failure')}; {plural(space.work_['computed'], 'unit')} computed, "
+                      f"{space.work_['reused']} found in the store")
     return _failed(space)
 
 
@@ -142,6 +156,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         tasks = {spec.name: spec.label for spec in _zoo(args.zoo)}
         labels = [tasks.get(n, n) for n in names]
     truth = GroundTruth.load(args.truth)
+    _n_relevant(args, truth, labels)
     curves, details = evaluate(rank_sources(matrix, labels), truth, args.n_relevant, restrict_to_estimated=True)
     method = stem_of(args.affinity)
     evaluation = Evaluation({method: curves}, len(curves.ks), args.n_relevant, {method: details})
@@ -157,7 +172,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .maps import MapStore
     from .models import describe_preprocessing
 
-    with MapStore(args.store) as store:
+    with MapStore(args.store, create=False) as store:
         models = store.models()
     _emit(args, models, "\n".join(f"{m['name']}\t{m['model_key'][:12]}\t{m['spec'].get('source', '')}\t"
                                   + describe_preprocessing(m["spec"].get("preprocessing")) for m in models)
@@ -165,15 +180,67 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_entry(m: dict) -> str:
+    """One line per stored model, to tell apart entries of one name: key, first stored, spec summary."""
+    spec = m["spec"]
+    kwargs = spec.get("kwargs") or {}
+    summary = spec.get("source", "") + (f" kwargs {json.dumps(kwargs, sort_keys=True)}" if kwargs else "")
+    if spec.get("constructor"):
+        summary += f" constructor {spec['constructor']}"
+    when = f"first stored {m['first_stored']}" if m.get("first_stored") else "no maps stored"
+    return f"  {m['model_key']}  {m['name']}  {when}, {plural(m.get('n_shards', 0), 'shard')}: {summary}"
+
+
 def cmd_remove(args: argparse.Namespace) -> int:
     from .maps import MapStore
 
-    with MapStore(args.store) as store:
-        key = store.model_key(args.name)
-        if key is None:
-            raise InputError(f"no model named {args.name!r} in store {args.store}")
-        removed = store.remove_model(key)
-    _emit(args, {"removed": args.name, "shards": removed}, f"removed {args.name} ({removed} shards)")
+    with MapStore(args.store, create=False) as store:
+        matches = store.match_models(args.name)
+        if not matches:
+            raise InputError(f"no model named or keyed {args.name!r} in store {args.store} "
+                             "(`modelspace models --store ...` lists them)")
+        if len(matches) > 1:  # several entries under one name (its spec or weights changed): never guess
+            lines = "\n".join(_describe_entry(m) for m in matches)
+            raise InputError(f"{args.name!r} names {len(matches)} models in store {args.store}; nothing removed. "
+                             f"Pass the key (or a unique prefix of it) of the one to remove, or run "
+                             f"`modelspace gc --keep-zoo ZOO` to remove those no zoo entry has any more:\n{lines}")
+        model = matches[0]
+        removed = store.remove_model(model["model_key"])
+    _emit(args, {"removed": model["name"], "model_key": model["model_key"], "shards": removed},
+          f"removed {model['name']} {model['model_key'][:12]} ({plural(removed, 'shard')})")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from .maps import MapStore, kept_torch_state
+    from .models import load_model
+
+    specs = _zoo(args.keep_zoo, args.trust_checkpoints)
+    with MapStore(args.store, create=False) as store:
+        stored = store.models()
+        # A model's key covers its resolved spec and its weights hash, so each model is loaded
+        # (weights included), as `run` does, to know the key it has now.
+        keep, unknown = set(), set()
+        for spec in specs:
+            try:
+                with kept_torch_state():
+                    keep.add(load_model(spec).key)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a model that cannot load: keep what it might own
+                unknown.add(spec.name)
+                _log.warning("model %r cannot be loaded, so its current key is unknown; its stored entries are "
+                             "kept: %s", spec.name, exc)
+        stale = [m for m in stored if m["model_key"] not in keep and m["name"] not in unknown]
+        removed = {m["model_key"]: 0 if args.dry_run else store.remove_model(m["model_key"]) for m in stale}
+    verb = "would remove" if args.dry_run else "removed"
+    lines = [f"{verb} {m['name']} {m['model_key'][:12]} ({plural(m['n_shards'] if args.dry_run else removed[m['model_key']], 'shard')})"
+             for m in stale]
+    lines.append(f"{verb} {plural(len(stale), 'model')}, kept {len(stored) - len(stale)} of {len(stored)}"
+                 + (" (dry run: nothing deleted)" if args.dry_run else ""))
+    _emit(args, {"dry_run": args.dry_run, "removed": [{"name": m["name"], "model_key": m["model_key"],
+                                                       "shards": m["n_shards"]} for m in stale],
+                 "kept": len(stored) - len(stale), "unloadable": sorted(unknown)}, "\n".join(lines))
     return 0
 
 
@@ -220,7 +287,7 @@ def _failed(space) -> int:
         return 0
     models = sorted({f.model for f in space.failures_})
     total = len(set(space.members_) | set(models))
-    _log.error("%d of %d models failed (%s); the others' results are written (exit 1)", len(models), total,
+    _log.error("%d of %s failed (%s); the others' results are written (exit 1)", len(models), plural(total, "model"),
                ", ".join(models))
     return 1
 
@@ -233,8 +300,8 @@ def _preflight(args: argparse.Namespace) -> None:
     if args.command == "probe":
         _check_writable(Path(args.out), "--out", folder=False)
     elif args.command == "report":
-        if args.output is not None:
-            _check_writable(Path(args.output), "--output", folder=False)
+        if args.out is not None:
+            _check_writable(Path(args.out), "--out", folder=False)
     elif getattr(args, "out", None) is not None:
         _check_writable(Path(args.out), "--out", folder=True)
 
@@ -276,6 +343,23 @@ def _check_writable(path: Path, flag: str, folder: bool) -> None:
         raise InputError(f"{flag} {path}: {base} is not writable")
 
 
+def _n_relevant(args: argparse.Namespace, truth, labels) -> int:
+    """``--n-relevant`` checked against the candidates the truth ranks among these task labels (a message
+    naming their number and the flag when it exceeds them); left out, the default 5, lowered to the
+    number of candidates when there are fewer (a small zoo must not fail on the defaults)."""
+    from .evaluation import check_truth, count_candidates
+
+    if args.n_relevant is None:
+        n_candidates = count_candidates(truth, labels)
+        args.n_relevant = min(DEFAULT_N_RELEVANT, n_candidates)
+        if args.n_relevant < DEFAULT_N_RELEVANT:
+            _log.warning("%s ranks only %s among these models: each target's top %d count as relevant "
+                         "(--n-relevant defaults to %d)", truth.origin, plural(n_candidates, "candidate source"),
+                         args.n_relevant, DEFAULT_N_RELEVANT)
+    check_truth(truth, labels, args.n_relevant)
+    return args.n_relevant
+
+
 def _zoo(path: str, trust_checkpoints: bool = False):
     from dataclasses import replace
 
@@ -303,6 +387,9 @@ def _space(args: argparse.Namespace):
     from .attribution import get_method
     from .space import ModelSpace
 
+    if args.store is None:  # one default for every command that computes: running again resumes there
+        args.store = str(Path(getattr(args, "out", None) or DEFAULT_OUT) / "store")
+        _log.info("maps are stored in %s (the default store; --store chooses another)", args.store)
     methods = [get_method(m, epsilon=args.epsilon) if get_method(m).name == "lrp_epsilon" else m for m in args.methods]
     return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
@@ -314,7 +401,7 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
     lines = [f"probe: {summary['probe']['n_images']} images, hash {summary['probe']['hash'][:12]}, "
              f"{len(space.probe_.skipped)} files skipped" + _skipped_lines(space.probe_.skipped)]
     for method_id, r in space.results_.items():
-        lines.append(f"\n{method_id}: {len(r.names)} models")
+        lines.append(f"\n{method_id}: {plural(len(r.names), 'model')}")
         for target, ranked in list(r.ranking.items())[:12]:
             lines.append(f"  {target:20s} ← " + ", ".join(f"{s} {a:.3f}" for s, a in ranked[:3]))
     if space.failures_:  # each failure's message went to stderr as it happened, and is in results.json
@@ -323,6 +410,11 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
         lines.append("\n" + format_table(summary["evaluation"]))
     lines.append(done)
     _emit(args, summary, "\n".join(lines))
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 model"``, ``"0 models"``, ``"3 models"``: a count with its noun."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _skipped_lines(skipped, shown: int = 20) -> str:
@@ -403,8 +495,8 @@ def _parser() -> argparse.ArgumentParser:
     probe_opts.add_argument("--limit", type=int, default=None, help="use a seeded sample of N probe images")
     probe_opts.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     compute = argparse.ArgumentParser(add_help=False)
-    compute.add_argument("--store", default=None, help="map store folder (resumable); default: OUT/store for "
-                         "`run`, a temporary one otherwise")
+    compute.add_argument("--store", default=None, help=f"map store folder (resumable); default: OUT/store, i.e. "
+                         f"{DEFAULT_STORE} unless --out says otherwise (`embed`, which has no --out: {DEFAULT_STORE})")
     compute.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                          help="attribution methods (see `modelspace methods`; default: all three)")
     compute.add_argument("--epsilon", type=float, default=1e-6, help="ε of ε-LRP (default 1e-6)")
@@ -428,7 +520,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="unpickle checkpoint files in full (can run code in them); only for files you trust")
     truth_opts = argparse.ArgumentParser(add_help=False)
     truth_opts.add_argument("--truth", default=None, help="ground truth: 'taskonomy' or a CSV file")
-    truth_opts.add_argument("--n-relevant", type=int, default=5, help="true top sources counted relevant (default 5)")
+    truth_opts.add_argument("--n-relevant", type=int, default=None,
+                            help=f"true top sources counted relevant (default {DEFAULT_N_RELEVANT}, or the number of "
+                                 "candidate sources when the truth ranks fewer among the models)")
 
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -442,18 +536,21 @@ def _parser() -> argparse.ArgumentParser:
             "(and the evaluation, with --truth)", [probe_opts, compute, truth_opts])
     p.add_argument("zoo", help="zoo file (TOML or YAML)")
     p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
-    p.add_argument("--out", default="modelspace-out", help="output folder (default modelspace-out)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
 
     p = add("report", cmd_report, "one self-contained HTML page of an output folder (figures embedded; "
             "opens offline)", [truth_opts])
     p.add_argument("folder", help="output folder of `modelspace run` or `modelspace demo`")
-    p.add_argument("--output", default=None, help="HTML file to write (default FOLDER/report.html)")
+    p.add_argument("--out", default=None, help="HTML file to write (default FOLDER/report.html)")
+    p.add_argument("--output", dest="out", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # its old name
     p.add_argument("--title", default="modelspace report", help="page title")
 
     p = add("probe", cmd_probe, "load a probe image folder once and save it (.npz) with its content hash", [])
     p.add_argument("folder", help="folder of images (searched recursively)")
-    p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    p.add_argument("--probe-size", type=int, default=64, help="image side in pixels (default 64)")
+    p.add_argument("--size", dest="probe_size", type=int, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # its old name, kept for scripts
     p.add_argument("--limit", type=int, default=None, help="keep a seeded sample of N images")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     p.add_argument("--out", default="probe.npz", help="file to write (default probe.npz)")
@@ -465,36 +562,46 @@ def _parser() -> argparse.ArgumentParser:
     p = add("affinity", cmd_affinity, "affinity matrices, rankings, trees and plots from the store", [probe_opts, compute])
     p.add_argument("zoo", help="zoo file (TOML or YAML)")
     p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
-    p.add_argument("--out", default="modelspace-out", help="output folder (default modelspace-out)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
     p = add("tree", cmd_tree, "agglomerative similarity tree (Newick + dendrogram) of an affinity CSV", [])
     p.add_argument("affinity", help="affinity_<method>.csv written by `run` or `affinity`")
     p.add_argument("--linkage", default="average", help="scipy linkage method (default average)")
-    p.add_argument("--out", default="modelspace-out", help="output folder (default modelspace-out)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
     p = add("evaluate", cmd_evaluate, "P@K / R@K of an affinity CSV against a ground truth (default taskonomy)",
             [truth_opts])
     p.add_argument("affinity", help="affinity_<method>.csv written by `run` or `affinity`")
     p.add_argument("--zoo", default=None, help="zoo file mapping model names to task labels")
-    p.add_argument("--out", default="modelspace-out", help="output folder (default modelspace-out)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
     p = add("models", cmd_models, "list the models in a store", [])
-    p.add_argument("--store", required=True, help="map store folder")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder, an existing one (default {DEFAULT_STORE})")
 
     p = add("remove", cmd_remove, "remove a model's maps and affinities from a store", [])
-    p.add_argument("name", help="model name, as `modelspace models` lists it")
-    p.add_argument("--store", required=True, help="map store folder")
+    p.add_argument("name", help="model name, or model key or a unique prefix of it, as `modelspace models` lists "
+                                "them; a name that several stored models share is refused with the candidates")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder, an existing one (default {DEFAULT_STORE})")
+
+    p = add("gc", cmd_gc, "remove from a store every model that is not one of a zoo's current models (stale "
+            "entries left after a model's spec or weights changed, models dropped from the zoo). Every model of "
+            "the zoo is loaded, weights included, to compute its current key", [])
+    p.add_argument("--keep-zoo", required=True, metavar="ZOO", help="zoo file whose models are kept")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder (default {DEFAULT_STORE})")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, delete nothing")
+    p.add_argument("--trust-checkpoints", action="store_true",
+                   help="unpickle checkpoint files in full (can run code in them); only for files you trust")
 
     add("methods", cmd_methods, "list the attribution methods", [])
 
     p = add("demo", cmd_demo, "the built-in benchmark end to end (writes OUT/report.html)", [])
-    p.add_argument("--out", default="modelspace-demo", help="output folder (default modelspace-demo)")
+    p.add_argument("--out", default=f"{DEFAULT_OUT}/demo", help=f"output folder (default {DEFAULT_OUT}/demo)")
     p.add_argument("--full", action="store_true", help="1000 probe images instead of 250 (slower)")
     p.add_argument("--n-probe", type=int, default=None, help="number of probe images (overrides --full)")
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
 
     p = add("study", cmd_study, "fidelity study: estimators × probe domains, probe-size curve, clustering, asymmetry", [])
-    p.add_argument("--out", default="modelspace-study", help="output folder (default modelspace-study)")
+    p.add_argument("--out", default=f"{DEFAULT_OUT}/study", help=f"output folder (default {DEFAULT_OUT}/study)")
     p.add_argument("--n-probe", type=int, default=1000, help="probe images per domain (default 1000)")
     return parser
 

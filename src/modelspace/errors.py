@@ -17,6 +17,14 @@ class InputError(ModelspaceError, ValueError):
     """Bad user input: a zoo file, a probe folder, an argument."""
 
 
+class UnknownKeyError(InputError, KeyError):
+    """A key a result mapping does not have; the message says which keys it has (a KeyError, so that
+    ``except KeyError`` and ``dict.get`` idioms keep working)."""
+
+    def __str__(self) -> str:  # KeyError would show the message's repr, quotes and escapes included
+        return str(self.args[0]) if self.args else ""
+
+
 class ZooError(InputError):
     """A malformed zoo file or model specification (names the model and the field)."""
 

@@ -35,6 +35,7 @@ BUNDLED = {"taskonomy": "taskonomy_ranking.csv"}
 
 _MATRIX_CORNERS = {"target\\source", "target/source", "target"}
 _RANK_HEADER = re.compile(r"rank\d+", re.IGNORECASE)
+_LONG_HEADER = ("target", "source", "score")
 _LOG = logging.getLogger(__name__)
 
 
@@ -90,6 +91,10 @@ class GroundTruth:
           header cells source names; one row per target of numeric scores, higher = better
           source. An empty cell means "not evaluated" (the source is left out for that target).
         - ranking: header ``target,rank1,rank2,...``; each row a target and its sources best first.
+        - long: header ``target,source,score`` (or no header: three columns, the third a number), one
+          row per (target, source) pair, higher score = better source; a pair not listed is "not
+          evaluated", a row with target = source is ignored. Equal scores are ordered by source name
+          (as in a matrix), so ties never depend on the row order.
 
         Raises
         ------
@@ -177,13 +182,38 @@ class GroundTruth:
         if not body:
             raise GroundTruthError(f"{origin}: a header but no target rows")
         tail = [c for c in header[1:] if c]
+        if [c.lower() for c in header] == list(_LONG_HEADER):
+            return cls._parse_long(body, origin)
+        if (len(header) == 3 and all(len(r) == 3 for _, r in body) and _is_number(header[2])
+                and header[0].lower() not in _MATRIX_CORNERS):  # `target,1,2`: a matrix of two numbered sources
+            return cls._parse_long(rows, origin)  # no header: every row a (target, source, score) triple
         if header[0].lower() == "target" and tail and all(_RANK_HEADER.fullmatch(c) for c in tail):
             return cls._parse_ranking(body, origin)
         if header[0].lower() in _MATRIX_CORNERS:
             return cls._parse_matrix(header, body, origin)
         raise GroundTruthError(
             f"{origin}: row {header_line}: unrecognised header {header[:3]}...; expected "
-            f"'target,rank1,rank2,...' (ranking) or 'target\\source,<source>,...' (matrix)")
+            f"'target,rank1,rank2,...' (ranking), 'target\\source,<source>,...' (matrix) or "
+            f"'target,source,score' (long)")
+
+    @classmethod
+    def _parse_long(cls, body, origin: str) -> "GroundTruth":
+        scores: dict[str, dict[str, float]] = {}
+        for line, row in body:
+            if len(row) != 3:
+                raise GroundTruthError(f"{origin}: row {line}: {len(row)} cells; the long format has three "
+                                       f"(target,source,score)")
+            target, source, text = row
+            where = f"{origin}: row {line} (target {target!r})"
+            if not target or not source:
+                raise GroundTruthError(f"{origin}: row {line}: empty target or source name")
+            if source in scores.get(target, {}):
+                raise GroundTruthError(f"{where}: source {source!r} listed twice")
+            scores.setdefault(target, {})[source] = _cell(text, source, where) if text else math.nan
+        targets = list(scores)
+        sources = list(dict.fromkeys(s for row in scores.values() for s in row))
+        matrix = np.array([[scores[t].get(s, math.nan) for s in sources] for t in targets], dtype=np.float64)
+        return cls.from_matrix(matrix, targets, sources, origin=origin)
 
     @classmethod
     def _parse_ranking(cls, body, origin: str) -> "GroundTruth":
@@ -220,6 +250,13 @@ class GroundTruth:
             values.append([_cell(c, s, where) for c, s in zip(row[1:], sources)])
         _check_unique(targets, "targets", origin)
         return cls.from_matrix(np.array(values, dtype=np.float64), targets, sources, origin=origin)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _cell(text: str, source: str, where: str) -> float:
@@ -397,7 +434,8 @@ def _check_baseline_args(n_candidates: int, n_relevant: int) -> None:
     check_int(n_candidates, "n_candidates")
     check_int(n_relevant, "n_relevant")
     if n_relevant > n_candidates:
-        raise InputError(f"n_relevant: {n_relevant} exceeds n_candidates {n_candidates}")
+        raise InputError(f"n_relevant: {n_relevant} exceeds the {n_candidates} candidate source(s) the truth ranks "
+                         f"among these models; lower --n-relevant (n_relevant=) to at most {n_candidates}")
 
 
 @dataclass(frozen=True)
@@ -504,6 +542,23 @@ def unmatched_names(truth: GroundTruth, labels: Sequence[str]) -> list[str]:
     return [n for n in dict.fromkeys([*truth.targets, *truth.sources]) if n not in have]
 
 
+def count_candidates(truth: GroundTruth, labels: Sequence[str]) -> int:
+    """The number of candidate sources the evaluation of models with these task `labels` has: the most
+    that any target of `truth` among the labels ranks among them (the last K of the curves).
+
+    Raises
+    ------
+    GroundTruthError
+        no target of the truth is a label.
+    """
+    have = set(labels)
+    targets = [t for t in truth.targets if t in have]
+    if not targets:
+        raise GroundTruthError(f"{truth.origin}: no target is a model's task label; targets "
+                               f"{truth.targets[:10]}, labels {sorted(have)[:10]}")
+    return max(sum(s in have for s in truth.ranking[t]) for t in targets)
+
+
 def check_truth(truth: GroundTruth, labels: Sequence[str], n_relevant: int = 5) -> None:
     """Check, before any map is computed, that `truth` can score models with these task `labels`.
 
@@ -514,12 +569,7 @@ def check_truth(truth: GroundTruth, labels: Sequence[str], n_relevant: int = 5) 
         (the evaluation would fail only after the whole run).
     """
     check_int(n_relevant, "n_relevant")
-    have = set(labels)
-    targets = [t for t in truth.targets if t in have]
-    if not targets:
-        raise GroundTruthError(f"{truth.origin}: no target is a model's task label; targets "
-                               f"{truth.targets[:10]}, labels {sorted(have)[:10]}")
-    n_candidates = max(sum(s in have for s in truth.ranking[t]) for t in targets)
+    n_candidates = count_candidates(truth, labels)
     if n_candidates < n_relevant:
         raise GroundTruthError(f"{truth.origin}: n_relevant {n_relevant} exceeds the {n_candidates} candidate "
                                f"source(s) it ranks among the models' task labels; lower --n-relevant "
@@ -557,7 +607,8 @@ def format_table(evaluation: Evaluation | Mapping, ks: Sequence[int] = (1, 3, 5)
     """A plain-text table: P@K at `ks` and R@K at the last K, and ρ when the evaluation has
     per-target details, per method and baseline, then random and oracle. Takes an `Evaluation`
     or its JSON form. `columns` adds named columns, {column: {row name: value}} ("–" where a row
-    has no value)."""
+    has no value). A K beyond the number of candidates (P@5 with 3 candidate sources) has no value
+    and shows "–", never NaN; the columns stay the same for every truth."""
     if not isinstance(evaluation, Evaluation):
         evaluation = Evaluation.from_dict(evaluation)
     rows = evaluation.rows()
@@ -570,10 +621,16 @@ def format_table(evaluation: Evaluation | Mapping, ks: Sequence[int] = (1, 3, 5)
     lines = [header.rstrip()]
     for name, curves in rows:
         at = {k: (p, r) for k, p, r in zip(curves.ks, curves.precision, curves.recall)}
-        cells = [at.get(k, (float("nan"), float("nan"))) for k in ks]
-        line = f"{name:{width}s}  " + "  ".join(f"{p:.3f}" for p, _ in cells) + f"  {cells[-1][1]:.3f}"
+        cells = [at.get(k, (None, None)) for k in ks]
+        line = (f"{name:{width}s}  " + "  ".join(_cell_text(p, f"P@{k:<3d}") for (p, _), k in zip(cells, ks))
+                + f"  {_cell_text(cells[-1][1], f'R@{ks[-1]:<3d}')}")
         for c, values in extra.items():
             value = values.get(name)
             line += f"  {'–' if value is None else format(value, '.3f'):>{max(6, len(c))}s}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _cell_text(value: float | None, column: str) -> str:
+    """A table cell: the value to 3 decimals, or "–" (K beyond the candidates), as wide as ``column``."""
+    return f"{value:.3f}" if value is not None else f"{'–':{len(column)}s}"

@@ -56,7 +56,7 @@ import PIL
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm import tqdm
+from .progress import progress as progress_bar
 
 from modelspace.errors import InputError, ProbeError, check_int
 
@@ -167,7 +167,7 @@ class ProbeSet:
             )
 
         arrays, names, skipped = [], [], []
-        for rel in tqdm(files, desc="probe images", unit="img", disable=not progress):
+        for rel in progress_bar(files, desc="probe images", unit="img", disable=not progress):
             try:
                 arrays.append(_load_image(folder / rel, size))
                 names.append(rel)

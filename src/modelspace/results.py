@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, UnknownKeyError
 from .evaluation import Evaluation
 from .similarity.ranking import rank_sources
 from .similarity.tree import leaf_order, similarity_tree, to_newick
@@ -45,6 +45,58 @@ _PATTERNS = {"affinity": "affinity_{}.csv", "ranking": "ranking_{}.json", "tree"
 
 
 # --------------------------------------------------------------------------- records
+
+
+class Keyed(dict):
+    """A dict whose missing keys raise `UnknownKeyError` saying what the keys are, and, with ``resolve``,
+    also finds an entry under another name for its key (an alias).
+
+    Parameters
+    ----------
+    items : mapping or iterable of pairs
+        The entries.
+    what : str
+        What the keys are, for the message ("target model names", "estimator ids").
+    hint : str
+        Appended to the message.
+    resolve : callable, optional
+        ``resolve(name) -> key``: the key another name stands for (raising InputError when none).
+    """
+
+    def __init__(self, items=(), what: str = "keys", resolve=None, hint: str = "") -> None:
+        super().__init__(items)
+        self.what = what
+        self.resolve = resolve
+        self.hint = hint
+
+    def __missing__(self, key):
+        if self.resolve is not None and isinstance(key, str):
+            try:
+                resolved = self.resolve(key)
+            except InputError:
+                resolved = None
+            if resolved is not None and dict.__contains__(self, resolved):
+                return dict.__getitem__(self, resolved)
+        shown = ", ".join(repr(k) for k in list(self)[:20]) + (f" and {len(self) - 20} more" if len(self) > 20 else "")
+        raise UnknownKeyError(f"{key!r} is not one of the {self.what}: {shown or '(none)'}{self.hint}")
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key) -> bool:  # `"lrp" in results_` agrees with `results_["lrp"]`
+        if dict.__contains__(self, key):
+            return True
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
+
+    def __reduce__(self):  # pickles (and copies) as a plain dict: a resolver may be a bound method
+        return dict, (dict(self),)
 
 
 @dataclass
@@ -113,6 +165,9 @@ class MethodResult:
             self.linkage = similarity_tree(self.affinity)
         if self.ranking is None:
             self.ranking = rank_sources(self.affinity, self.names) if len(self.names) >= 2 else {}
+        # Keyed by target *model name* (not task label): a wrong key says which names there are.
+        self.ranking = Keyed(self.ranking, "target model names", hint=" (rankings are keyed by model name, "
+                             "not task label)")
 
     @property
     def newick(self) -> str:

@@ -22,6 +22,7 @@ stops the run, keeping the work already stored.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import results
 from ._version import __version__
@@ -37,9 +37,10 @@ from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, ge
 from .errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices
 from .maps import EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, kept_torch_state, method_key
-from .models import LoadedModel, ModelSpec, load_model
+from .models import PROBE_SIZE_CAP, LoadedModel, ModelSpec, load_model, probe_size_for
 from .probe import ProbeSet
-from .results import Failure, MethodResult
+from .progress import progress as progress_bar
+from .results import Failure, Keyed, MethodResult
 from .similarity import (
     MapSketcher,
     Prepared,
@@ -156,28 +157,38 @@ class ModelSpace:
 
     # ------------------------------------------------------------------ public API
 
-    def fit(self, models: Iterable[ModelSpec | LoadedModel], probe: ProbeSet | Any) -> "ModelSpace":
-        """Compute (or reuse from the store) every model's maps, then the affinities and trees."""
+    def fit(self, models: Iterable[ModelSpec | LoadedModel], probe: ProbeSet | str | Path | Any) -> "ModelSpace":
+        """Compute (or reuse from the store) every model's maps, then the affinities and trees.
+
+        Parameters
+        ----------
+        models : iterable of ModelSpec or LoadedModel
+            The models (`load_zoo` reads a zoo file into specs).
+        probe : ProbeSet, str, Path or array
+            The probe images: a `ProbeSet`; a folder of images, read as the CLI reads one (at the
+            models' largest input side, at most 224 px: `probe_size_for`); a ``.npz`` written by
+            `ProbeSet.save` (``modelspace probe``); or an (N, 3, S, S) array.
+        """
         self.embed(models, probe)
         self._assemble()
         return self
 
-    def embed(self, models: Iterable[ModelSpec | LoadedModel], probe: ProbeSet | Any) -> "ModelSpace":
-        """Only the maps: compute whatever the store lacks (`fit` without the affinities)."""
+    def embed(self, models: Iterable[ModelSpec | LoadedModel], probe: ProbeSet | str | Path | Any) -> "ModelSpace":
+        """Only the maps: compute whatever the store lacks (`fit` without the affinities; the same arguments)."""
         self._validate()
-        self.probe_ = probe if isinstance(probe, ProbeSet) else ProbeSet.from_array(probe)
+        models = list(models)
+        self.probe_ = self._probe_set(probe, models)
         self.store_ = self._open_store()
         self.methods_ = [get_method(m) for m in self.methods]
         self.baselines_ = [get_baseline(b) for b in self.baselines]
         self.members_: dict[str, _Member] = {}
         self.failures_: list[Failure] = []
         self.work_ = {"computed": 0, "reused": 0}  # units (model x method x shard) computed here / found stored
-        models = list(models)
         names = {m.spec.name if isinstance(m, LoadedModel) else getattr(m, "name", None) for m in models}
         unknown = [n for n in self.recompute if n not in names]
         if unknown:  # a typo would otherwise silently reuse the stale maps it was meant to drop
             raise InputError(f"recompute: no model named {', '.join(map(repr, unknown))} among the models given")
-        for model in tqdm(models, desc="models", unit="model", disable=not self.progress or len(models) < 2):
+        for model in progress_bar(models, desc="models", unit="model", disable=not self.progress or len(models) < 2):
             with kept_torch_state():  # a model's code may change torch's global settings: not for the next
                 self._embed(model)
         return self
@@ -364,7 +375,8 @@ class ModelSpace:
 
     def _assemble(self) -> None:
         """Affinities from the store's pair cache; only missing pairs are computed (one row per new model)."""
-        self.results_: dict[str, MethodResult] = {}
+        # Found by id, name or alias, as `maps` finds them: one resolver (`_method_id`) for both.
+        self.results_: dict[str, MethodResult] = Keyed(what="estimator ids", resolve=self._method_id)
         for method in self.methods_:
             members = [(n, m) for n, m in self.members_.items() if method.id in m.entries]
             keys = [m.entries[method.id] for _, m in members]
@@ -450,6 +462,19 @@ class ModelSpace:
         if len(set(ids)) != len(ids):
             raise InputError(f"methods or baselines are repeated: {ids}")
 
+    def _probe_set(self, probe: ProbeSet | str | Path | Any, models: list) -> ProbeSet:
+        """``probe`` as a ProbeSet: as is, a folder or ``.npz`` path (as the CLI reads them), or an array."""
+        if isinstance(probe, ProbeSet):
+            return probe
+        if isinstance(probe, (str, os.PathLike)):
+            path = Path(probe)
+            if path.suffix == ".npz":
+                return ProbeSet.load(path)
+            specs = [m.spec if isinstance(m, LoadedModel) else m for m in models if isinstance(m, (ModelSpec, LoadedModel))]
+            return ProbeSet.from_folder(path, size=probe_size_for(specs) if specs else PROBE_SIZE_CAP,
+                                        progress=self.progress)
+        return ProbeSet.from_array(probe)
+
     def _open_store(self) -> MapStore:
         if isinstance(self.store, MapStore):
             return self.store
@@ -463,10 +488,17 @@ class ModelSpace:
             raise ModelspaceError("this ModelSpace is not fitted yet: call fit(models, probe) first")
 
     def _method_id(self, method: str) -> str:
-        if method in self.results_:
+        """The id of the computed estimator ``method`` names: an id, a name or an alias ("lrp",
+        "lrp_epsilon", "lrp_epsilon(epsilon=1e-06)", "cka"); the first computed one of that name."""
+        if dict.__contains__(self.results_, method):
             return method
-        wanted = get_method(method).name
-        matches = [m.id for m in self.methods_ if m.name == wanted]
+        matches = []
+        for lookup, computed in ((get_method, self.methods_), (get_baseline, self.baselines_)):
+            try:
+                wanted = lookup(method).name
+            except (InputError, KeyError, TypeError, ValueError):
+                continue
+            matches += [e.id for e in computed if e.name == wanted]
         if not matches:
             raise InputError(f"method {method!r} was not computed; methods: {', '.join(self.results_)}")
         return matches[0]

@@ -72,7 +72,8 @@ def test_cli_refuses_the_malicious_checkpoint_unless_trusted(evil_checkpoint, tm
                    'constructor = "python:toy_models:tiny_cnn"\ninput_size = 16\n')
     probe = tmp_path / "probe.npz"
     ProbeSet.from_array(np.random.default_rng(0).uniform(0, 1, (3, 3, 16, 16)).astype(np.float32)).save(probe)
-    common = ["embed", str(zoo), str(probe), "--methods", "saliency", "--json", "--quiet"]
+    common = ["embed", str(zoo), str(probe), "--store", str(tmp_path / "store"), "--methods", "saliency", "--json",
+              "--quiet"]
     assert main(common) == 1  # "evil" refused: a failed model, exit 1 (issue 14 item 2)
     assert not marker.exists()
     assert main([*common, "--trust-checkpoints"]) == 0

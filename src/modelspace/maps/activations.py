@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar
 
 from ..errors import AttributionError, InputError, check_int
 from .runtime import Runtime
@@ -62,7 +62,7 @@ def encoder_activations(
     rows: list[np.ndarray] = []
     starts = range(0, n, batch_size)
     with torch.no_grad():
-        for start in tqdm(starts, desc=f"{name} · activations", unit="batch", disable=not progress, leave=False):
+        for start in progress_bar(starts, desc=f"{name} · activations", unit="batch", disable=not progress, leave=False):
             x = runtime.inputs(model.transform, images[start:start + batch_size])
             with runtime.autocast():
                 r = tap(x)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch
-from tqdm import tqdm
+from ..progress import progress as progress_bar
 
 from ..attribution import AttributionMethod, attribute_many
 from ..models import LoadedModel
@@ -115,7 +115,7 @@ class LocalExecutor:
         # Claimed shard by shard, so that two processes sharing the store never compute a unit twice.
         return run_exclusive(store, list(shards.values()),
                              lambda group: run_units(group, model, probe, methods, store, self.batch_size, self.runtime),
-                             progress=self.progress, desc=model.name)
+                             progress=self.progress, desc=f"{model.name} · {'+'.join(m.name for m in methods)}")
 
 
 def run_exclusive(
@@ -138,7 +138,7 @@ def run_exclusive(
     results: list[T] = []
     told: set[tuple] = set()  # holders already named: one line per holder, not one per poll
     with store.claims_.heartbeat(owner), \
-            tqdm(total=len(pending), desc=desc, unit="shard", leave=False, disable=not progress) as bar:
+            progress_bar(total=len(pending), desc=desc, unit="shard", leave=False, disable=not progress) as bar:
         while pending:
             deferred = []
             for group in pending:

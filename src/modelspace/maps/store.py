@@ -38,7 +38,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from ..progress import progress as progress_bar
 
 from ..errors import InputError, StorageError, StoreError, check_int
 from .claims import Claims
@@ -65,14 +65,28 @@ class ShardInfo:
 
 # ---------------------------------------------------------------------- the store
 class MapStore:
-    """Attribution maps and cached affinities on disk (see the module docstring)."""
+    """Attribution maps and cached affinities on disk (see the module docstring).
 
-    def __init__(self, root):
+    Parameters
+    ----------
+    root : str or Path
+        The store folder.
+    create : bool
+        Make the folder and an empty manifest when there is none (the default, for commands that
+        compute); False refuses a path that holds no store with an `InputError` naming it (for
+        commands that only read or delete, where a mistyped path must not become a new store).
+    """
+
+    def __init__(self, root, create: bool = True):
         self.root = Path(root).expanduser().absolute()
         self.arrays = self.root / "arrays"
         self.manifest = self.root / "manifest.sqlite"
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"store root {str(self.root)!r} exists and is not a folder")
+        if not create and not self.manifest.is_file():
+            # A mistyped path must not become a new, empty store that then lists "(no models)".
+            what = "does not exist" if not self.root.exists() else "is not a map store (it has no manifest.sqlite)"
+            raise InputError(f"store {str(root)!r} {what}")
         try:
             self.arrays.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -120,9 +134,24 @@ class MapStore:
             )
 
     def models(self) -> list[dict]:
-        """Registered models, oldest registration first: ``[{"model_key", "name", "spec"}]``."""
-        rows = self.db.query("SELECT model_key, name, spec FROM models ORDER BY seq")
-        return [{"model_key": k, "name": n, "spec": json.loads(s)} for k, n, s in rows]
+        """Registered models, oldest registration first: ``[{"model_key", "name", "spec", "n_shards",
+        "first_stored"}]`` (``first_stored``: when its first shard was written, None without shards)."""
+        rows = self.db.query(
+            "SELECT m.model_key, m.name, m.spec, COUNT(s.path), MIN(s.created) FROM models m "
+            "LEFT JOIN shards s ON s.model_key = m.model_key GROUP BY m.model_key ORDER BY m.seq")
+        return [{"model_key": k, "name": n, "spec": json.loads(s), "n_shards": c, "first_stored": t}
+                for k, n, s, c, t in rows]
+
+    def match_models(self, query: str) -> list[dict]:
+        """The registered models ``query`` names (`models` records): the one whose key it is, else every
+        model registered under that name (several once a model's spec or weights changed), else those
+        whose key starts with it. More than one means ``query`` is ambiguous; none, that nothing matches."""
+        models = self.models()
+        for match in ([m for m in models if m["model_key"] == query], [m for m in models if m["name"] == query],
+                      [m for m in models if query and m["model_key"].startswith(query.lower())]):
+            if match:
+                return match
+        return []
 
     def model_key(self, name: str) -> str | None:
         """The key most recently registered under ``name``, or None."""
@@ -200,7 +229,7 @@ class MapStore:
         ``verify=False`` skips the sha256 check and only compares file sizes (faster).
         """
         absent = []
-        for unit in tqdm(list(units), desc="checking store", unit="shard", disable=not progress):
+        for unit in progress_bar(list(units), desc="checking store", unit="shard", disable=not progress):
             row = self.db.query(
                 f"SELECT start, stop, path, checksum, nbytes FROM shards WHERE {ENTRY} AND shard = ?",
                 (*key_tuple(unit.key), unit.shard),

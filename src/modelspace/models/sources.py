@@ -17,11 +17,15 @@ only, so the rest of modelspace works without them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
+import logging
 import os
 import pickle
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -197,6 +201,71 @@ def probe_size_for(specs: Sequence[ModelSpec], cap: int = PROBE_SIZE_CAP) -> int
 
 # --------------------------------------------------------------------------------------------- python
 
+_log = logging.getLogger(__name__)
+_IMPORT_LOCK = threading.RLock()  # sys.path and sys.modules are process-wide
+#: Top-level module name → the zoo folder it was imported from (by `zoo_imports`).
+_FROM_ZOO: dict[str, str] = {}
+
+
+def _local_top(folder: str, top: str) -> bool:
+    """Whether ``folder`` holds a module or package named ``top`` (what an import there would find)."""
+    base = Path(folder) / top
+    return base.with_suffix(".py").is_file() or base.is_dir()
+
+
+def _origin(module: Any) -> str | None:
+    """The folder a top-level module or package was imported from, or None (built-in, namespace)."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None
+    path = Path(file).resolve().parent
+    return str(path.parent if Path(file).name == "__init__.py" else path)
+
+
+@contextlib.contextmanager
+def zoo_imports(zoo_dir: str | None, module_name: str):
+    """Import ``module_name`` as if the zoo file's folder were first on ``sys.path``, for this import only.
+
+    The rule: while a zoo's ``python:`` source or constructor is imported, the zoo file's folder is the
+    first entry of ``sys.path`` (unless it is on it already), and it is taken off again afterwards, so
+    another zoo, or later code, does not see the modules of this one. Imported modules stay in
+    ``sys.modules`` as any import does (the next model of the zoo reuses them). When the folder holds
+    the top-level module (``mynets.py`` or ``mynets/``) and ``sys.modules`` has a module of that name
+    imported from *another zoo's* folder, that one is dropped from the cache (with its submodules) and
+    the module is imported from this folder: two zoos may each have their own ``mynets.py``. A module of
+    that name imported from anywhere else (an installed package, the working directory) stays what
+    ``sys.modules`` holds, as Python's own import would keep it; a warning names the shadowed file.
+    """
+    if not zoo_dir:
+        yield
+        return
+    folder = os.path.normpath(zoo_dir)
+    top = module_name.split(".")[0]
+    with _IMPORT_LOCK:
+        local = _local_top(folder, top)
+        cached = sys.modules.get(top)
+        if local and cached is not None and _origin(cached) != str(Path(folder).resolve()):
+            if top in _FROM_ZOO:  # another zoo's module of the same name: this zoo gets its own
+                for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+                    del sys.modules[name]
+            else:
+                _log.warning("python source %r: module %r is already imported from %s, so %s beside the zoo "
+                             "file is not used; rename it to use it", module_name, top,
+                             _origin(cached) or "a built-in", Path(folder) / top)
+        added = folder not in sys.path
+        if added:
+            sys.path.insert(0, folder)
+        importlib.invalidate_caches()  # a file written since the last import in this folder is found
+        try:
+            yield
+        finally:
+            if added:
+                with contextlib.suppress(ValueError):
+                    sys.path.remove(folder)
+            module = sys.modules.get(top)
+            if local and module is not None and _origin(module) == str(Path(folder).resolve()):
+                _FROM_ZOO[top] = folder
+
 
 def _import_callable(ref: str, spec: ModelSpec, field: str) -> Callable[..., Any]:
     """Import ``pkg.module:attr.path`` and return the attribute."""
@@ -204,8 +273,9 @@ def _import_callable(ref: str, spec: ModelSpec, field: str) -> Callable[..., Any
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
+        where = f" (searched the zoo file's folder {spec.zoo_dir} first, then sys.path)" if spec.zoo_dir else ""
         raise ModelLoadError(f"field {field!r}: cannot import module {module_name!r}: "
-                             f"{exc}") from exc
+                             f"{exc}{where}") from exc
     for part in attr_path.split("."):
         if not hasattr(obj, part):
             raise ModelLoadError(f"field {field!r}: {module_name!r} has no attribute "
@@ -217,8 +287,10 @@ def _import_callable(ref: str, spec: ModelSpec, field: str) -> Callable[..., Any
 
 
 def _build_python(ref: str, spec: ModelSpec, field: str) -> nn.Module:
-    factory = _import_callable(ref, spec, field)
-    module = factory(**spec.kwargs_dict())
+    # The call too: a factory may import a helper beside it only when it runs.
+    with zoo_imports(spec.zoo_dir, ref.partition(":")[0]):
+        factory = _import_callable(ref, spec, field)
+        module = factory(**spec.kwargs_dict())
     if not isinstance(module, nn.Module):
         raise ModelLoadError(f"field {field!r}: {ref!r} returned a "
                              f"{type(module).__name__}, not a torch.nn.Module")

@@ -23,6 +23,10 @@ written path (``..`` components), not on symbolic links the user placed inside t
 reference follows the same rule when it is a relative path with ``..``; otherwise it is resolved
 against the zoo file's folder when that folder exists, else kept as a hub id (local cache only).
 
+Imports: a ``python:`` source or constructor is imported with the zoo file's folder first on
+``sys.path`` (only while it is imported), so ``python:mynets:tiny`` finds ``mynets.py`` beside the zoo
+file; the rule and its caching are stated in `sources.zoo_imports`.
+
 Security: a zoo file is read as plain data (TOML, or YAML with ``yaml.safe_load``: Python tags such as
 ``!!python/object/apply`` are refused, never executed). Loading its models is another matter: a
 ``python:`` source or ``constructor`` imports and calls the code it names, a ``torchscript:`` file is a
@@ -292,6 +296,10 @@ def _validate(values: dict[str, Any], at: _Where) -> dict[str, Any]:
     out["trust_checkpoint"] = _check_bool(values.get("trust_checkpoint", False), "trust_checkpoint", at)
     out["constructor"] = _check_constructor(values.get("constructor"), out["source"], out["trust_checkpoint"], at)
     out["kwargs"] = _check_kwargs(values.get("kwargs", ()), at)
+    zoo_dir = values.get("zoo_dir")
+    if zoo_dir is not None and not isinstance(zoo_dir, (str, os.PathLike)):
+        raise at.error("zoo_dir", f"expected a folder path, got {type(zoo_dir).__name__}")
+    out["zoo_dir"] = os.fspath(zoo_dir) if zoo_dir is not None else None
     return out
 
 
@@ -318,6 +326,10 @@ class ModelSpec:
     kwargs: tuple = field(default=())
     pretrained: bool = True
     trust_checkpoint: bool = False
+    #: The zoo file's folder (set by `spec_from_dict`): where ``python:`` sources and constructors are
+    #: also imported from (`sources.zoo_imports`). Where the spec was read, not what the model is: left
+    #: out of `to_dict`, equality and so of the model's key.
+    zoo_dir: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -432,6 +444,8 @@ def spec_from_dict(d: Mapping, where: str, base_dir: Path | None = None, *, inde
     values.update(_normalisation(d, at))
     values["source"] = _resolve_source_path(d.get("source"), base_dir, at)
     values = _validate(values, at)  # errors here name the file; ModelSpec re-checks the clean values
+    if base_dir is not None:
+        values["zoo_dir"] = os.path.normpath(base_dir)
     return ModelSpec(**values)
 
 

@@ -157,7 +157,7 @@ def _truth(truth: GroundTruth | str | Path | None) -> GroundTruth | None:
 
 def write_report(data: ReportData, path: str | Path, progress: bool = False) -> Path:
     """Write the page to `path` (parents created); returns the path."""
-    from tqdm import tqdm
+    from ..progress import progress as progress_bar
 
     if not data.estimators:
         raise InputError("report: no estimator to show (every model failed?)")
@@ -167,7 +167,7 @@ def write_report(data: ReportData, path: str | Path, progress: bool = False) -> 
     steps = [("maps", _section_maps), ("space", _section_space), ("sources", _section_sources),
              ("evaluation", _section_evaluation), ("settings", _section_settings)]
     body = []
-    for _, section in tqdm(steps, desc="report", unit="section", disable=not progress):
+    for _, section in progress_bar(steps, desc="report", unit="section", disable=not progress):
         body.append(section(data, page))
     path.write_text(page.document(data, "\n".join(b for b in body if b)), encoding="utf-8")
     return path
@@ -443,7 +443,7 @@ def _section_settings(data: ReportData, page: _Page) -> str:
     failures = "".join(f"<tr><td>{_e(f['model'])}</td><td>{_e(f.get('method') or 'loading')}</td>"
                        f"<td>{_e(f['message'])}</td></tr>" for f in s.get("failures") or [])
     return ('<section id="settings"><h2>Settings</h2><table>' + kv + "</table>"
-            f"<details><summary>{len(models)} models</summary><div class=\"tablewrap\"><table><tr><th>name</th>"
+            f"<details><summary>{len(models)} model{'' if len(models) == 1 else 's'}</summary><div class=\"tablewrap\"><table><tr><th>name</th>"
             f"<th>task</th><th>source</th><th>input (from)</th><th>key</th></tr>{model_rows}</table></div></details>"
             + (f"<h3>Failures</h3><table><tr><th>model</th><th>step</th><th>why</th></tr>{failures}</table>"
                if failures else "")

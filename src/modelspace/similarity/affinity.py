@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar
 
 from ..errors import DegenerateMapsError, InputError, check_int
 
@@ -193,7 +193,7 @@ class _ChunkScanner:
         buf = np.empty((n_models, self.chunk * n_feat), dtype=np.float32)
         buf3 = buf.reshape(n_models, self.chunk, n_feat)  # the same memory, by model and image
         starts = range(0, self.n_images, self.chunk)
-        for start in tqdm(starts, desc=desc, unit="chunk", disable=not progress):
+        for start in progress_bar(starts, desc=desc, unit="chunk", disable=not progress):
             stop = min(start + self.chunk, self.n_images)
             flat, block = buf[:, : (stop - start) * n_feat], buf3[:, : stop - start]
             for m, reader in enumerate(self.readers):

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from scipy.stats import rankdata
-from tqdm.auto import tqdm
+from ..progress import progress as progress_bar
 
 from ..errors import AttributionError, InputError
 from ..registry import Declared, Registry
@@ -157,7 +157,7 @@ def similarity_matrix(
 
     prepared: list[Prepared] = []
     failures: list[tuple[str, str]] = []
-    for x, what in tqdm(list(zip(activations, names)), desc=f"{baseline.name} · prepare", unit="model",
+    for x, what in progress_bar(list(zip(activations, names)), desc=f"{baseline.name} · prepare", unit="model",
                         disable=not progress, leave=False):
         try:
             prepared.append(baseline.prepare(x, what))
@@ -180,7 +180,7 @@ def compare_all(baseline: Similarity, prepared: Sequence[Prepared], progress: bo
     """The (M, M) matrix of a baseline over M prepared representations (diagonal computed too)."""
     m = len(prepared)
     out = np.empty((m, m), dtype=np.float64)
-    for i in tqdm(range(m), desc=f"{baseline.name} · compare", unit="row", disable=not progress, leave=False):
+    for i in progress_bar(range(m), desc=f"{baseline.name} · compare", unit="row", disable=not progress, leave=False):
         for j in range(i, m):
             out[i, j] = out[j, i] = baseline.compare(prepared[i], prepared[j])
     return out
