@@ -322,6 +322,22 @@ def test_resumed_workers_share_the_unfinished_entries_evenly(tmp_path, monkeypat
     assert trained == [["m1", "m5"], ["m3", "m6"]]
 
 
+def test_a_resumed_worker_skips_an_entry_another_process_finished_meanwhile(tmp_path, monkeypatch) -> None:
+    entries = [build.Entry(f"m{k}", "depth_z") for k in range(3)]
+    trained = []
+
+    def fake_train(e, out, *args):
+        trained.append(e.name)
+        if e.name == "m0":  # while m0 trains, another process (a run with --only m2) finishes m2
+            (out / "records").mkdir(exist_ok=True)
+            (out / "records" / "m2.json").write_text("{}")
+        return {"held_out": {"loss": 0.1}, "normalised_loss": 0.1, "steps": 1, "converged": True, "seconds": 0}
+
+    monkeypatch.setattr(build, "train_entry", fake_train)
+    build.train_zoo(entries, tmp_path, {}, {}, build.RECIPE, "cpu", resume=True)
+    assert trained == ["m0", "m1"]
+
+
 STAGED = Path(__file__).resolve().parents[1] / "world-v2"
 
 

@@ -277,6 +277,8 @@ def train_zoo(entries: list[Entry], out: Path, data: dict, scenes: dict[str, int
     todo = [(index, e) for index, e in enumerate(entries)
             if not (resume and (out / "records" / f"{e.name}.json").exists() and (out / f"{e.name}.pt").exists())]
     for index, e in todo[i::n]:
+        if resume and (out / "records" / f"{e.name}.json").exists():
+            continue  # finished meanwhile by another process (e.g. one started with --only)
         print(f"[{index + 1}/{len(entries)}] {e.name}: {e.arch}, input {e.input_size}, domain {e.domain}, seed {e.seed}",
               flush=True)
         record = train_entry(e, out, data, scenes, recipe, device)
