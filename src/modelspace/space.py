@@ -82,9 +82,10 @@ class ModelSpace:
         Attribution methods (names, aliases or `AttributionMethod` objects).
     baselines : sequence of str or Similarity
         Label-free baselines on the encoder activations of the same probe set
-        ("svcca", "linear_cka", "rbf_cka", "rsa"); their matrices sit beside the methods' in
+        ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara"); their matrices sit beside the methods' in
         `results_` and are evaluated alike. They are recomputed on every fit (one forward pass
         per model; only their compact prepared forms are kept in memory, not the activations).
+        DEPARA also takes the affinity of its `method`, which must be among `methods`.
     store : str, Path, MapStore or None
         Folder of the map store (resumable across runs); None uses a temporary folder.
     batch_size : int
@@ -384,7 +385,13 @@ class ModelSpace:
             self.results_[method.id] = self._result(method.id, members, matrix, "method")
         for baseline in self.baselines_:
             members = [(n, m) for n, m in self.members_.items() if baseline.id in m.prepared]
+            if baseline.uses_affinity:  # e.g. DEPARA: a model whose maps failed has no node term
+                node = self.results_[self._method_id(baseline.method)]
+                members = [(n, m) for n, m in members if n in node.names]
             matrix = compare_all(baseline, [m.prepared[baseline.id] for _, m in members])
+            if baseline.uses_affinity:
+                rows = [node.names.index(n) for n, _ in members]
+                matrix = baseline.combine(node.affinity[np.ix_(rows, rows)], matrix)
             self.results_[baseline.id] = self._result(baseline.id, members, matrix, "baseline")
 
     def _result(self, estimator: str, members: list[tuple[str, _Member]], matrix: np.ndarray,
@@ -459,6 +466,11 @@ class ModelSpace:
         if isinstance(self.methods, (str, AttributionMethod)) or not self.methods:
             raise InputError("methods must be a non-empty list of method names")
         ids = [get_method(m).id for m in self.methods] + [get_baseline(b).id for b in self.baselines]
+        names = {get_method(m).name for m in self.methods}
+        for baseline in map(get_baseline, self.baselines):
+            if baseline.uses_affinity and baseline.method not in names:
+                raise InputError(f"baselines: {baseline.id} needs the maps of method {baseline.method!r}; "
+                                 f"add it to methods (methods: {', '.join(sorted(names))})")
         if len(set(ids)) != len(ids):
             raise InputError(f"methods or baselines are repeated: {ids}")
 
