@@ -5,6 +5,7 @@
     space.results_["saliency"].affinity          # (N, N) mean-of-cosines matrix
     space.results_["saliency"].ranking["depth"]  # sources of target 'depth', best first
     space.evaluate("taskonomy")                  # P@K / R@K against a ground truth
+    space.score_with_labels(images, labels)      # LogME, H-score, ... per model, on labelled images
     space.add(another_spec)                      # computes its maps and one new row only
     space.save("runs/out")                       # matrices, rankings, trees, plots, results.json
 
@@ -36,11 +37,21 @@ from ._version import __version__
 from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
 from .errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices
-from .maps import EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, kept_torch_state, method_key
+from .maps import (
+    EntryKey,
+    LocalExecutor,
+    MapStore,
+    Runtime,
+    encoder_activations,
+    kept_torch_state,
+    method_key,
+    source_probabilities,
+)
 from .models import PROBE_SIZE_CAP, LoadedModel, ModelSpec, load_model, probe_size_for
 from .probe import ProbeSet
 from .progress import progress as progress_bar
 from .results import Failure, Keyed, MethodResult
+from .transferability import TransferabilityScore, get_score
 from .similarity import (
     MapSketcher,
     Prepared,
@@ -71,6 +82,7 @@ class _Member:
     entries: dict[str, EntryKey]
     prepared: dict[str, Prepared] = field(default_factory=dict)  # baseline id -> prepared activations
     preprocessing: dict = field(default_factory=dict)  # what T_i uses and where it came from
+    loaded: LoadedModel | None = None  # the model object when the caller passed one (it holds it anyway)
 
 
 class ModelSpace:
@@ -221,6 +233,84 @@ class ModelSpace:
         self._check_fitted()
         return {estimator: list(r.names) for estimator, r in self.results_.items()}
 
+    def score_with_labels(
+        self,
+        images: ProbeSet | str | Path | Any,
+        labels: Sequence[Any],
+        scores: Sequence[str | TransferabilityScore] = ("logme", "hscore", "transrate", "gbc"),
+    ) -> dict[str, dict[str, float]]:
+        """Label-based transferability scores of every model of the space on labelled target images.
+
+        Parameters
+        ----------
+        images : ProbeSet, str, Path or array
+            The labelled target images, read as `fit` reads a probe set.
+        labels : sequence
+            One label per image (class labels; float targets for ``LogME(regression=True)``).
+        scores : sequence of str or TransferabilityScore
+            Names or objects from `transferability` (`list_scores`): "logme", "hscore", "transrate",
+            "gbc" on each model's global-average-pooled encoder output R; "leep", "nce" on the
+            softmax of the model's whole output (its classifier head), for models that have one.
+
+        Returns
+        -------
+        dict
+            score id -> {model name: score}, higher is better; also kept in `label_scores_`. A model
+            for which a score fails (no classifier head, degenerate features) is left out of that
+            score and recorded in `failures_`. Cost per model: one forward pass to R over the images
+            (with pooling) and, for LEEP / NCE, one whole forward pass; then the scores (LogME: one
+            SVD of the (N, C) features).
+        """
+        self._check_fitted(assembled=False)
+        if isinstance(scores, (str, TransferabilityScore)) or not scores:
+            raise InputError("scores: expected a non-empty list of score names, e.g. ['logme', 'hscore']")
+        scorers = [get_score(s) for s in scores]
+        ids = [s.id for s in scorers]
+        if len(set(ids)) != len(ids):
+            raise InputError(f"scores are repeated: {ids}")
+        target = self._probe_set(images, [m.spec for m in self.members_.values()])
+        if isinstance(labels, str) or len(labels) != len(target):
+            raise InputError(f"labels: expected {len(target)} labels (one per image), got "
+                             f"{1 if isinstance(labels, str) else len(labels)}")
+        batch = target.batch(0, len(target))
+        self.label_scores_: dict[str, dict[str, float]] = {i: {} for i in ids}
+        for name, member in progress_bar(list(self.members_.items()), desc="label scores", unit="model",
+                                         disable=not self.progress or len(self.members_) < 2):
+            with kept_torch_state():
+                inputs = self._label_inputs(name, member, batch, {s.takes for s in scorers})
+            for scorer in scorers:
+                if scorer.takes not in inputs:
+                    continue  # its input could not be computed: recorded already
+                try:
+                    self.label_scores_[scorer.id][name] = scorer(inputs[scorer.takes], labels)
+                except InputError:
+                    raise  # the labels' fault, the same for every model
+                except ModelspaceError as exc:
+                    self._fail(name, scorer.id, exc)
+        return self.label_scores_
+
+    def _label_inputs(self, name: str, member: _Member, batch: torch.Tensor, takes: set[str]) -> dict[str, np.ndarray]:
+        """A model's pooled encoder features and / or source-class probabilities on the labelled images."""
+        try:
+            loaded = member.loaded or load_model(member.spec, self.device)
+        except ModelspaceError as exc:
+            self._fail(name, "label scores", exc)
+            return {}
+        self.runtime_.prepare(loaded.module)
+        inputs = {}
+        runs = {"features": lambda: encoder_activations(loaded, batch, self.batch_size, self.runtime_,
+                                                        progress=False, pool=True),
+                "probs": lambda: source_probabilities(loaded, batch, self.batch_size, self.runtime_, progress=False)}
+        for kind in sorted(takes):
+            try:
+                inputs[kind] = runs[kind]()
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - as in _embed: the model is recorded, the run goes on
+                self._fail(name, "label scores" if kind == "features" else "label scores (classifier head)",
+                           _run_error(loaded, exc))
+        return inputs
+
     def evaluate(self, truth: GroundTruth | str | Path, n_relevant: int = 5,
                  models: Sequence[str] | None = None) -> Evaluation:
         """P@K and R@K of every method's ranking against a ground truth, beside random and oracle.
@@ -338,7 +428,7 @@ class ModelSpace:
                 else:
                     entries[method.id] = keys[method.id]
         self.members_[name] = _Member(loaded.spec, loaded.key, entries, self._prepare_baselines(loaded),
-                                      loaded.preprocessing)
+                                      loaded.preprocessing, model if isinstance(model, LoadedModel) else None)
 
     def _not_failed_before(self, name: str, keys: dict[str, EntryKey]) -> list[AttributionMethod]:
         """The methods to run for a model: those the store records as failed are skipped (and
