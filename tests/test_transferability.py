@@ -332,3 +332,67 @@ def test_score_with_labels_uses_pooled_features_and_the_head():
         space.score_with_labels(target, labels[:4])
     with pytest.raises(InputError, match="scores"):
         space.score_with_labels(target, labels, scores="logme")
+
+
+# ----------------------------------------------------------------------------------- CLI --labels
+
+NETS = """
+import torch
+from torch import nn
+
+
+def tiny(width=4, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1))
+"""
+
+
+def write_png(path, seed: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
+
+
+def test_cli_labels_folder_and_csv(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    from modelspace.cli import main
+
+    (tmp_path / "mynets.py").write_text(NETS)
+    (tmp_path / "zoo.toml").write_text("".join(
+        f'[[model]]\nname = "{n}"\nsource = "python:mynets:tiny"\ninput_size = 16\nkwargs = {{ seed = {i} }}\n\n'
+        for i, n in enumerate(["a", "b"])))
+    monkeypatch.delitem(sys.modules, "mynets", raising=False)
+    for i in range(4):
+        write_png(tmp_path / "probe" / f"{i}.png", i)
+    for i in range(6):
+        write_png(tmp_path / "labelled" / ("cat" if i % 2 else "dog") / f"{i}.png", 10 + i)
+    try:
+        code = main(["run", str(tmp_path / "zoo.toml"), str(tmp_path / "probe"), "--methods", "saliency",
+                     "--no-report", "--out", str(tmp_path / "out"), "--labels", str(tmp_path / "labelled"),
+                     "--label-scores", "logme", "hscore"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert "label-based scores on 6 labelled images" in out
+        scores = json.loads((tmp_path / "out" / "label_scores.json").read_text())
+        assert set(scores) == {"logme(regression=False)", "hscore"} and set(scores["hscore"]) == {"a", "b"}
+        # the same labels as a CSV beside the images give the same scores
+        (tmp_path / "labelled" / "labels.csv").write_text(
+            "image,label\n" + "".join(f"{'cat' if i % 2 else 'dog'}/{i}.png,{'cat' if i % 2 else 'dog'}\n"
+                                      for i in range(6)))
+        code = main(["run", str(tmp_path / "zoo.toml"), str(tmp_path / "probe"), "--methods", "saliency",
+                     "--no-report", "--out", str(tmp_path / "out2"), "--labels",
+                     str(tmp_path / "labelled" / "labels.csv"), "--label-scores", "logme", "hscore", "--quiet"])
+        assert code == 0, capsys.readouterr().err
+        again = json.loads((tmp_path / "out2" / "label_scores.json").read_text())
+        for score in scores:
+            for model in scores[score]:
+                assert again[score][model] == pytest.approx(scores[score][model], abs=1e-9)
+        (tmp_path / "bad.csv").write_text("image,label\nnope.png,cat\n")
+        code = main(["run", str(tmp_path / "zoo.toml"), str(tmp_path / "probe"), "--no-report",
+                     "--out", str(tmp_path / "out3"), "--labels", str(tmp_path / "bad.csv")])
+        assert code == 2 and "nope.png" in capsys.readouterr().err
+    finally:
+        sys.modules.pop("mynets", None)
