@@ -2,7 +2,7 @@
 
 Each is checked against a transcription of its paper's definition written here with explicit
 loops and explicit matrices (not the module's vectorised forms), plus the invariances the
-definition implies. Tolerances: 1e-10 absolute on scores in [−1, 2] (float64 throughout; the
+definition implies. Tolerances: 1e-10 absolute on scores in [−1, 1] (float64 throughout; the
 only differences are summation order).
 """
 
@@ -158,7 +158,8 @@ def test_depara_combines_affinity_and_edge_term():
     for i in range(3):
         for j in range(3):
             edge = spearmanr(pdist(acts[i], "cosine"), pdist(acts[j], "cosine")).statistic
-            assert s[i, j] == pytest.approx(affinity[i, j] + 0.5 * edge, abs=TOL)
+            assert s[i, j] == pytest.approx((affinity[i, j] + 0.5 * edge) / 1.5, abs=TOL)
+    np.testing.assert_allclose(np.diag(s), 1.0, atol=TOL)  # scaled by 1 / (1 + λ): self-similarity 1
     with pytest.raises(InputError, match="affinity"):
         similarity_matrix(acts, "depara", progress=False)
     with pytest.raises(InputError, match="affinity"):
@@ -201,7 +202,7 @@ def probe_images(n: int = 6, size: int = 12) -> np.ndarray:
     return rng(6).integers(0, 256, (n, 3, size, size), dtype=np.uint8)
 
 
-def test_depara_in_a_space_is_node_plus_lambda_edge():
+def test_depara_in_a_space_is_node_plus_lambda_edge_over_one_plus_lambda():
     """The space's DEPARA matrix against the definition from the space's own maps and activations:
     node = mean over images of the maps' cosines (explicit loop), edge = scipy's Spearman."""
     models = tiny_models()
@@ -219,10 +220,10 @@ def test_depara_in_a_space_is_node_plus_lambda_edge():
             edge = spearmanr(pdist(acts[a], "cosine"), pdist(acts[b], "cosine")).statistic
             # float16 maps in the store (cosines within ~1e-3) and float32 activations (ranks of
             # nearly tied distances may swap): 1e-2 is the bound for this tiny case.
-            assert result.affinity[i, j] == pytest.approx(node + 0.5 * edge, abs=1e-2)
-    # exactly: the method's affinity plus λ times the cosine RSA of the same activations
+            assert result.affinity[i, j] == pytest.approx((node + 0.5 * edge) / 1.5, abs=1e-2)
+    # exactly: (the method's affinity + λ · the cosine RSA of the same activations) / (1 + λ)
     edges = similarity_matrix([acts[n] for n in result.names], RSA("cosine"), progress=False)
-    np.testing.assert_allclose(result.affinity - space.results_["gradient_x_input"].affinity, 0.5 * edges,
+    np.testing.assert_allclose(1.5 * result.affinity - space.results_["gradient_x_input"].affinity, 0.5 * edges,
                                atol=1e-6)
 
 

@@ -155,7 +155,7 @@ def similarity_matrix(
     """The (M, M) float64 matrix of a baseline between M representations of the same N images.
 
     Exactly symmetric; the diagonal is each representation's computed self-similarity (1 up to
-    rounding; 1 + λ for DEPARA). `names` labels the representations in error messages (default
+    rounding). `names` labels the representations in error messages (default
     ``activations[i]``). `affinity` is the (M, M) attribution affinity of the same models, in the
     same order, for a baseline with `uses_affinity` (DEPARA), and refused for any other.
 
@@ -565,7 +565,11 @@ class DEPARA(RSA):
     computed once for both). S_edge: the Spearman correlation of the two models' edge weights
     (the upper triangles of their cosine-distance matrices; `RSA` with metric "cosine"), which
     `compare` computes from the activations. λ = `edge_weight` is 1.0, the equal weighting of the
-    two terms (not tuned here). S lies in [−1 − λ, 1 + λ]; a model's score with itself is 1 + λ.
+    two terms (not tuned here).
+
+    The matrix holds S / (1 + λ): the same order of every ranking, but a model's score with itself
+    is 1 as for every other estimator, so that the tree and the map can read 1 − score as a
+    distance (S itself reaches 1 + λ, and 1 − S would be clipped at 0).
     """
 
     name = "depara"
@@ -586,4 +590,4 @@ class DEPARA(RSA):
         return {"method": self.method, "edge_weight": self.edge_weight}
 
     def combine(self, affinity: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        return affinity + self.edge_weight * matrix
+        return (affinity + self.edge_weight * matrix) / (1.0 + self.edge_weight)
