@@ -312,7 +312,8 @@ def test_score_with_labels_uses_pooled_features_and_the_head():
     space = ModelSpace(methods=["saliency"], progress=False).fit(models, probe)
     target = rng(9).integers(0, 256, (10, 3, 12, 12), dtype=np.uint8)
     labels = ["cat", "dog"] * 5
-    out = space.score_with_labels(target, labels, scores=["logme", "hscore", "gbc", "leep", "nce"])
+    # fitted from LoadedModel objects (their spec names no loadable source): passed again, by name
+    out = space.score_with_labels(target, labels, scores=["logme", "hscore", "gbc", "leep", "nce"], models=models)
     assert out is space.label_scores_
     assert set(out) == {"logme(regression=False)", "hscore", "gbc(covariance='spherical')", "leep", "nce"}
     assert set(out["leep"]) == set(out["nce"]) == {"a", "b"}  # no classifier head: left out, recorded
@@ -329,7 +330,9 @@ def test_score_with_labels_uses_pooled_features_and_the_head():
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
         assert out["leep"][model.name] == pytest.approx(LEEP()(probs, labels), abs=1e-9)
     with pytest.raises(InputError, match="labels"):
-        space.score_with_labels(target, labels[:4])
+        space.score_with_labels(target, labels[:4], models=models)
+    with pytest.raises(InputError, match="models"):
+        space.score_with_labels(target, labels, models=[loaded("stranger", Tiny(4))])
     with pytest.raises(InputError, match="scores"):
         space.score_with_labels(target, labels, scores="logme")
 

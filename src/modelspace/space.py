@@ -82,7 +82,6 @@ class _Member:
     entries: dict[str, EntryKey]
     prepared: dict[str, Prepared] = field(default_factory=dict)  # baseline id -> prepared activations
     preprocessing: dict = field(default_factory=dict)  # what T_i uses and where it came from
-    loaded: LoadedModel | None = None  # the model object when the caller passed one (it holds it anyway)
 
 
 class ModelSpace:
@@ -238,6 +237,7 @@ class ModelSpace:
         images: ProbeSet | str | Path | Any,
         labels: Sequence[Any],
         scores: Sequence[str | TransferabilityScore] = ("logme", "hscore", "transrate", "gbc"),
+        models: Iterable[LoadedModel] = (),
     ) -> dict[str, dict[str, float]]:
         """Label-based transferability scores of every model of the space on labelled target images.
 
@@ -251,6 +251,10 @@ class ModelSpace:
             Names or objects from `transferability` (`list_scores`): "logme", "hscore", "transrate",
             "gbc" on each model's global-average-pooled encoder output R; "leep", "nce" on the
             softmax of the model's whole output (its classifier head), for models that have one.
+        models : iterable of LoadedModel
+            Loaded models of the space to use as they are (matched by name), e.g. those passed to
+            `fit` as `LoadedModel` objects: a space keeps only specs, and every other model is loaded
+            again from its spec, one at a time.
 
         Returns
         -------
@@ -272,12 +276,18 @@ class ModelSpace:
         if isinstance(labels, str) or len(labels) != len(target):
             raise InputError(f"labels: expected {len(target)} labels (one per image), got "
                              f"{1 if isinstance(labels, str) else len(labels)}")
+        given = {}
+        for model in models:
+            if not isinstance(model, LoadedModel) or model.name not in self.members_:
+                raise InputError(f"models: expected LoadedModel objects of models in this space, got "
+                                 f"{getattr(model, 'name', type(model).__name__)!r}")
+            given[model.name] = model
         batch = target.batch(0, len(target))
         self.label_scores_: dict[str, dict[str, float]] = {i: {} for i in ids}
         for name, member in progress_bar(list(self.members_.items()), desc="label scores", unit="model",
                                          disable=not self.progress or len(self.members_) < 2):
             with kept_torch_state():
-                inputs = self._label_inputs(name, member, batch, {s.takes for s in scorers})
+                inputs = self._label_inputs(name, given.get(name) or member.spec, batch, {s.takes for s in scorers})
             for scorer in scorers:
                 if scorer.takes not in inputs:
                     continue  # its input could not be computed: recorded already
@@ -289,10 +299,11 @@ class ModelSpace:
                     self._fail(name, scorer.id, exc)
         return self.label_scores_
 
-    def _label_inputs(self, name: str, member: _Member, batch: torch.Tensor, takes: set[str]) -> dict[str, np.ndarray]:
+    def _label_inputs(self, name: str, model: ModelSpec | LoadedModel, batch: torch.Tensor,
+                      takes: set[str]) -> dict[str, np.ndarray]:
         """A model's pooled encoder features and / or source-class probabilities on the labelled images."""
         try:
-            loaded = member.loaded or load_model(member.spec, self.device)
+            loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
         except ModelspaceError as exc:
             self._fail(name, "label scores", exc)
             return {}
@@ -428,7 +439,7 @@ class ModelSpace:
                 else:
                     entries[method.id] = keys[method.id]
         self.members_[name] = _Member(loaded.spec, loaded.key, entries, self._prepare_baselines(loaded),
-                                      loaded.preprocessing, model if isinstance(model, LoadedModel) else None)
+                                      loaded.preprocessing)
 
     def _not_failed_before(self, name: str, keys: dict[str, EntryKey]) -> list[AttributionMethod]:
         """The methods to run for a model: those the store records as failed are skipped (and
