@@ -131,23 +131,29 @@ def test_dds_drops_constant_features_and_checks_arguments():
 # ---------------------------------------------------------------------------- DEPARA reference
 
 
+def edge_reference(x: np.ndarray, y: np.ndarray) -> float:
+    """Song et al. (2020), as their tools/spearman_edge.py: centre R over the images, cosine distances
+    between images, Spearman's ρ of the two distance vectors (scipy)."""
+    return spearmanr(pdist(x - x.mean(axis=0), "cosine"), pdist(y - y.mean(axis=0), "cosine")).statistic
+
+
 def test_depara_edge_term_is_spearman_of_cosine_distances():
     r = rng(3)
-    x, y = r.standard_normal((10, 6)), r.standard_normal((10, 4))
-    expected = spearmanr(pdist(x, "cosine"), pdist(y, "cosine")).statistic
-    assert DEPARA()(x, y) == pytest.approx(expected, abs=TOL)
+    x, y = r.standard_normal((10, 6)) + 2.0, r.standard_normal((10, 4))
+    assert DEPARA()(x, y) == pytest.approx(edge_reference(x, y), abs=TOL)
+    assert DEPARA().id == "depara(edge_weight=0.25,method='gradient_x_input')"
 
 
 def test_depara_edge_term_invariances():
-    """Cosine distances between images do not change under an orthogonal map of the feature space
-    or a positive rescaling of each image's vector; they do change under a translation."""
+    """Cosine distances between centred images do not change under an orthogonal map of the feature
+    space, a translation or an isotropic scaling; they do change under a per-image rescaling."""
     r = rng(4)
     x = r.standard_normal((15, 6))
     q, _ = np.linalg.qr(r.standard_normal((6, 6)))
     depara = DEPARA()
-    assert depara(x, x @ q) == pytest.approx(1.0, abs=TOL)
-    assert depara(x, x * r.uniform(0.1, 10, (15, 1))) == pytest.approx(1.0, abs=TOL)
-    assert depara(x, x + 3.0) < 0.99
+    assert depara(x, 3.0 * x @ q) == pytest.approx(1.0, abs=TOL)
+    assert depara(x, x + r.normal(0, 5, 6)) == pytest.approx(1.0, abs=TOL)
+    assert depara(x, x * r.uniform(0.1, 10, (15, 1))) < 0.99
 
 
 def test_depara_combines_affinity_and_edge_term():
@@ -157,7 +163,7 @@ def test_depara_combines_affinity_and_edge_term():
     s = similarity_matrix(acts, DEPARA(edge_weight=0.5), progress=False, affinity=affinity)
     for i in range(3):
         for j in range(3):
-            edge = spearmanr(pdist(acts[i], "cosine"), pdist(acts[j], "cosine")).statistic
+            edge = edge_reference(acts[i], acts[j])
             assert s[i, j] == pytest.approx((affinity[i, j] + 0.5 * edge) / 1.5, abs=TOL)
     np.testing.assert_allclose(np.diag(s), 1.0, atol=TOL)  # scaled by 1 / (1 + λ): self-similarity 1
     with pytest.raises(InputError, match="affinity"):
@@ -217,12 +223,13 @@ def test_depara_in_a_space_is_node_plus_lambda_edge_over_one_plus_lambda():
         for j, b in enumerate(result.names):
             flat_a, flat_b = maps[a].reshape(len(images), -1), maps[b].reshape(len(images), -1)
             node = np.mean([u @ v / (np.linalg.norm(u) * np.linalg.norm(v)) for u, v in zip(flat_a, flat_b)])
-            edge = spearmanr(pdist(acts[a], "cosine"), pdist(acts[b], "cosine")).statistic
+            edge = edge_reference(acts[a], acts[b])
             # float16 maps in the store (cosines within ~1e-3) and float32 activations (ranks of
             # nearly tied distances may swap): 1e-2 is the bound for this tiny case.
             assert result.affinity[i, j] == pytest.approx((node + 0.5 * edge) / 1.5, abs=1e-2)
-    # exactly: (the method's affinity + λ · the cosine RSA of the same activations) / (1 + λ)
-    edges = similarity_matrix([acts[n] for n in result.names], RSA("cosine"), progress=False)
+    # exactly: (the method's affinity + λ · the cosine RSA of the same centred activations) / (1 + λ)
+    edges = similarity_matrix([acts[n] - acts[n].mean(axis=0) for n in result.names], RSA("cosine"),
+                              progress=False)
     np.testing.assert_allclose(1.5 * result.affinity - space.results_["gradient_x_input"].affinity, 0.5 * edges,
                                atol=1e-6)
 
