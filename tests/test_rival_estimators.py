@@ -58,7 +58,7 @@ def reference_dds(x: np.ndarray, y: np.ndarray, kernel: str, debiased: bool, sig
                     k[i, j] = np.exp(-np.sum(np.abs(z[i] - z[j])) / d)
                 elif kernel == "rbf":
                     k[i, j] = np.exp(-np.sum((z[i] - z[j]) ** 2) / (2 * (sigma * median) ** 2))
-                else:
+                else:  # cosine, cosine_rdm
                     k[i, j] = z[i] @ z[j] / (np.linalg.norm(z[i]) * np.linalg.norm(z[j]))
         return k
 
@@ -78,7 +78,10 @@ def reference_dds(x: np.ndarray, y: np.ndarray, kernel: str, debiased: bool, sig
                                  + total / ((n - 1) * (n - 2)))
         return out
 
-    a, b = centre(kernel_matrix(zscore(x))), centre(kernel_matrix(zscore(y)))
+    kx, ky = kernel_matrix(zscore(x)), kernel_matrix(zscore(y))
+    if kernel == "cosine_rdm":  # the authors' form: CKA of the dissimilarity matrices 1 − cos
+        kx, ky = 1 - kx, 1 - ky
+    a, b = centre(kx), centre(ky)
     return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
 
 
@@ -91,12 +94,14 @@ def test_dds_matches_reference(kernel, debiased):
     dds = DDS(kernel=kernel, debiased=debiased)
     assert dds(x, y) == pytest.approx(reference_dds(x, y, kernel, debiased), abs=TOL)
     assert dds(x, x) == pytest.approx(1.0, abs=TOL)
+    if kernel == "cosine":
+        assert dds(x, y) == pytest.approx(reference_dds(x, y, "cosine_rdm", debiased), abs=TOL)
 
 
 def test_dds_defaults_and_id():
     dds = get_baseline("dds")
-    assert (dds.kernel, dds.debiased) == ("laplacian", True)
-    assert dds.id == "dds(debiased=True,kernel='laplacian')"
+    assert (dds.kernel, dds.debiased) == ("cosine", True)
+    assert dds.id == "dds(debiased=True,kernel='cosine')"
     assert DDS("rbf").id == "dds(debiased=True,kernel='rbf',sigma=0.5)"
     assert isinstance(get_baseline("duality_diagram"), DDS)
 
