@@ -28,6 +28,8 @@ from .errors import InputError, ModelspaceError, StorageError
 from .evaluation import format_table
 from .results import REPORT_HTML
 
+LABEL_SCORES_JSON = "label_scores.json"  # what `run --labels` writes beside results.json
+
 _log = logging.getLogger("modelspace")
 
 #: Where every command that writes a folder writes by default, and (as ``DEFAULT_OUT/store``) the store
@@ -39,7 +41,8 @@ DEFAULT_N_RELEVANT = 5
 
 EXAMPLES = {
     "run": "modelspace run zoo.toml probe_images/            # → modelspace-out/report.html, maps in modelspace-out/store\n"
-           "  modelspace run zoo.yaml probe_images/ --out results/ --truth taskonomy --methods saliency lrp",
+           "  modelspace run zoo.yaml probe_images/ --out results/ --truth taskonomy --methods saliency lrp\n"
+           "  modelspace run zoo.toml probe_images/ --labels labelled/   # + LogME, H-score, ... per model",
     "probe": "modelspace probe probe_images/ --probe-size 64 --limit 500 --out probe.npz",
     "embed": "modelspace embed zoo.toml probe.npz --store store/ --methods saliency lrp\n"
              "  modelspace embed zoo.toml probe.npz                 # → modelspace-out/store, as `run` would",
@@ -69,12 +72,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     specs = _zoo(args.zoo, args.trust_checkpoints)
     if truth is not None:  # so does a truth that cannot score these models (e.g. too few candidates)
         _n_relevant(args, truth, [spec.label for spec in specs])
+    labelled = _labelled(args, specs) if args.labels else None  # bad labels fail before any work too
     space = _space(args).fit(specs, _probe(args, specs))
     if truth is not None:
         space.evaluate(truth, args.n_relevant)
     space.save(args.out)
     summary = space.summary()
     done = f"wrote {args.out}/"
+    if labelled is not None:
+        scores = space.score_with_labels(*labelled, scores=args.label_scores)
+        (Path(args.out) / LABEL_SCORES_JSON).write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+        summary["label_scores"] = scores
+        summary["failures"] = [f.to_dict() for f in space.failures_]  # with those of the label scores
+        done = _label_lines(scores, len(labelled[1])) + "\n" + done
     if not args.no_report:
         page = _write_page(args, space, truth, Path(args.out) / REPORT_HTML)
         summary["report"] = str(page)
@@ -383,6 +393,54 @@ def _probe(args: argparse.Namespace, specs):
     return ProbeSet.from_folder(path, size=size, limit=args.limit, seed=args.seed, progress=not args.quiet)
 
 
+def _labelled(args: argparse.Namespace, specs):
+    """``--labels``: the labelled target images (read as the probe folder is) and their labels, from a
+    folder with one subfolder per class or from a CSV of ``image,label`` rows (paths relative to the
+    CSV's folder; a first row ``image,label`` is a header)."""
+    import csv
+
+    from .models import probe_size_for
+    from .probe import ProbeSet
+
+    path = Path(args.labels)
+    size = args.probe_size if args.probe_size is not None else probe_size_for(specs)
+    if path.is_dir():
+        images = ProbeSet.from_folder(path, size=size, progress=not args.quiet)
+        loose = [n for n in images.names if "/" not in n]
+        if loose:
+            raise InputError(f"--labels {path}: {loose[0]!r} is not in a class subfolder; put each image in "
+                             "a folder named after its class, or pass a CSV of image,label rows")
+        return images, [n.split("/", 1)[0] for n in images.names]
+    if not path.is_file():
+        raise InputError(f"--labels {path}: no such folder or CSV file")
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.reader(fh) if r and any(cell.strip() for cell in r)]
+    if rows and [c.strip().lower() for c in rows[0]] == ["image", "label"]:
+        rows = rows[1:]
+    bad = [i for i, r in enumerate(rows) if len(r) != 2]
+    if not rows or bad:
+        raise InputError(f"--labels {path}: expected rows image,label" + (f" (row {bad[0] + 1} has "
+                         f"{len(rows[bad[0]])} cells)" if bad else ", found none"))
+    wanted = {Path(image.strip()).as_posix(): label.strip() for image, label in rows}
+    images = ProbeSet.from_folder(path.parent, size=size, progress=not args.quiet)
+    index = {n: i for i, n in enumerate(images.names)}
+    missing = [n for n in wanted if n not in index]
+    if missing:
+        raise InputError(f"--labels {path}: {len(missing)} listed image(s) not found (or not readable) under "
+                         f"{path.parent}: {', '.join(missing[:5])}")
+    keep = [index[n] for n in wanted]
+    return images.subset(keep), [wanted[images.names[i]] for i in keep]
+
+
+def _label_lines(scores: dict[str, dict[str, float]], n_images: int) -> str:
+    """The label-based scores as one line per score, models best first."""
+    lines = [f"label-based scores on {n_images} labelled images (higher is better):"]
+    for score, per_model in scores.items():
+        ranked = sorted(per_model.items(), key=lambda kv: -kv[1])
+        lines.append(f"  {score:28s} " + ", ".join(f"{m} {v:.4g}" for m, v in ranked))
+    return "\n".join(lines)
+
+
 def _space(args: argparse.Namespace):
     from .attribution import get_method
     from .space import ModelSpace
@@ -538,6 +596,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
+    p.add_argument("--labels", default=None, metavar="PATH",
+                   help="labelled target images: a folder with one subfolder per class, or a CSV of "
+                        f"image,label rows (paths relative to the CSV); scores every model → OUT/{LABEL_SCORES_JSON}")
+    p.add_argument("--label-scores", nargs="+", default=["logme", "hscore", "transrate", "gbc"], metavar="SCORE",
+                   help="label-based scores with --labels (default: logme hscore transrate gbc; also leep nce "
+                        "for models with a classifier head)")
 
     p = add("report", cmd_report, "one self-contained HTML page of an output folder (figures embedded; "
             "opens offline)", [truth_opts])

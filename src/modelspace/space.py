@@ -5,6 +5,7 @@
     space.results_["saliency"].affinity          # (N, N) mean-of-cosines matrix
     space.results_["saliency"].ranking["depth"]  # sources of target 'depth', best first
     space.evaluate("taskonomy")                  # P@K / R@K against a ground truth
+    space.score_with_labels(images, labels)      # LogME, H-score, ... per model, on labelled images
     space.add(another_spec)                      # computes its maps and one new row only
     space.save("runs/out")                       # matrices, rankings, trees, plots, results.json
 
@@ -36,11 +37,21 @@ from ._version import __version__
 from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
 from .errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices
-from .maps import EntryKey, LocalExecutor, MapStore, Runtime, encoder_activations, kept_torch_state, method_key
+from .maps import (
+    EntryKey,
+    LocalExecutor,
+    MapStore,
+    Runtime,
+    encoder_activations,
+    kept_torch_state,
+    method_key,
+    source_probabilities,
+)
 from .models import PROBE_SIZE_CAP, LoadedModel, ModelSpec, load_model, probe_size_for
 from .probe import ProbeSet
 from .progress import progress as progress_bar
 from .results import Failure, Keyed, MethodResult
+from .transferability import TransferabilityScore, get_score
 from .similarity import (
     MapSketcher,
     Prepared,
@@ -82,9 +93,10 @@ class ModelSpace:
         Attribution methods (names, aliases or `AttributionMethod` objects).
     baselines : sequence of str or Similarity
         Label-free baselines on the encoder activations of the same probe set
-        ("svcca", "linear_cka", "rbf_cka", "rsa"); their matrices sit beside the methods' in
+        ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara"); their matrices sit beside the methods' in
         `results_` and are evaluated alike. They are recomputed on every fit (one forward pass
         per model; only their compact prepared forms are kept in memory, not the activations).
+        DEPARA also takes the affinity of its `method`, which must be among `methods`.
     store : str, Path, MapStore or None
         Folder of the map store (resumable across runs); None uses a temporary folder.
     batch_size : int
@@ -219,6 +231,96 @@ class ModelSpace:
         A model that failed one method is missing from that method's list only."""
         self._check_fitted()
         return {estimator: list(r.names) for estimator, r in self.results_.items()}
+
+    def score_with_labels(
+        self,
+        images: ProbeSet | str | Path | Any,
+        labels: Sequence[Any],
+        scores: Sequence[str | TransferabilityScore] = ("logme", "hscore", "transrate", "gbc"),
+        models: Iterable[LoadedModel] = (),
+    ) -> dict[str, dict[str, float]]:
+        """Label-based transferability scores of every model of the space on labelled target images.
+
+        Parameters
+        ----------
+        images : ProbeSet, str, Path or array
+            The labelled target images, read as `fit` reads a probe set.
+        labels : sequence
+            One label per image (class labels; float targets for ``LogME(regression=True)``).
+        scores : sequence of str or TransferabilityScore
+            Names or objects from `transferability` (`list_scores`): "logme", "hscore", "transrate",
+            "gbc" on each model's global-average-pooled encoder output R; "leep", "nce" on the
+            softmax of the model's whole output (its classifier head), for models that have one.
+        models : iterable of LoadedModel
+            Loaded models of the space to use as they are (matched by name), e.g. those passed to
+            `fit` as `LoadedModel` objects: a space keeps only specs, and every other model is loaded
+            again from its spec, one at a time.
+
+        Returns
+        -------
+        dict
+            score id -> {model name: score}, higher is better; also kept in `label_scores_`. A model
+            for which a score fails (no classifier head, degenerate features) is left out of that
+            score and recorded in `failures_`. Cost per model: one forward pass to R over the images
+            (with pooling) and, for LEEP / NCE, one whole forward pass; then the scores (LogME: one
+            SVD of the (N, C) features).
+        """
+        self._check_fitted(assembled=False)
+        if isinstance(scores, (str, TransferabilityScore)) or not scores:
+            raise InputError("scores: expected a non-empty list of score names, e.g. ['logme', 'hscore']")
+        scorers = [get_score(s) for s in scores]
+        ids = [s.id for s in scorers]
+        if len(set(ids)) != len(ids):
+            raise InputError(f"scores are repeated: {ids}")
+        target = self._probe_set(images, [m.spec for m in self.members_.values()])
+        if isinstance(labels, str) or len(labels) != len(target):
+            raise InputError(f"labels: expected {len(target)} labels (one per image), got "
+                             f"{1 if isinstance(labels, str) else len(labels)}")
+        given = {}
+        for model in models:
+            if not isinstance(model, LoadedModel) or model.name not in self.members_:
+                raise InputError(f"models: expected LoadedModel objects of models in this space, got "
+                                 f"{getattr(model, 'name', type(model).__name__)!r}")
+            given[model.name] = model
+        batch = target.batch(0, len(target))
+        self.label_scores_: dict[str, dict[str, float]] = {i: {} for i in ids}
+        for name, member in progress_bar(list(self.members_.items()), desc="label scores", unit="model",
+                                         disable=not self.progress or len(self.members_) < 2):
+            with kept_torch_state():
+                inputs = self._label_inputs(name, given.get(name) or member.spec, batch, {s.takes for s in scorers})
+            for scorer in scorers:
+                if scorer.takes not in inputs:
+                    continue  # its input could not be computed: recorded already
+                try:
+                    self.label_scores_[scorer.id][name] = scorer(inputs[scorer.takes], labels)
+                except InputError:
+                    raise  # the labels' fault, the same for every model
+                except ModelspaceError as exc:
+                    self._fail(name, scorer.id, exc)
+        return self.label_scores_
+
+    def _label_inputs(self, name: str, model: ModelSpec | LoadedModel, batch: torch.Tensor,
+                      takes: set[str]) -> dict[str, np.ndarray]:
+        """A model's pooled encoder features and / or source-class probabilities on the labelled images."""
+        try:
+            loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
+        except ModelspaceError as exc:
+            self._fail(name, "label scores", exc)
+            return {}
+        self.runtime_.prepare(loaded.module)
+        inputs = {}
+        runs = {"features": lambda: encoder_activations(loaded, batch, self.batch_size, self.runtime_,
+                                                        progress=False, pool=True),
+                "probs": lambda: source_probabilities(loaded, batch, self.batch_size, self.runtime_, progress=False)}
+        for kind in sorted(takes):
+            try:
+                inputs[kind] = runs[kind]()
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - as in _embed: the model is recorded, the run goes on
+                self._fail(name, "label scores" if kind == "features" else "label scores (classifier head)",
+                           _run_error(loaded, exc))
+        return inputs
 
     def evaluate(self, truth: GroundTruth | str | Path, n_relevant: int = 5,
                  models: Sequence[str] | None = None) -> Evaluation:
@@ -384,7 +486,13 @@ class ModelSpace:
             self.results_[method.id] = self._result(method.id, members, matrix, "method")
         for baseline in self.baselines_:
             members = [(n, m) for n, m in self.members_.items() if baseline.id in m.prepared]
+            if baseline.uses_affinity:  # e.g. DEPARA: a model whose maps failed has no node term
+                node = self.results_[self._method_id(baseline.method)]
+                members = [(n, m) for n, m in members if n in node.names]
             matrix = compare_all(baseline, [m.prepared[baseline.id] for _, m in members])
+            if baseline.uses_affinity:
+                rows = [node.names.index(n) for n, _ in members]
+                matrix = baseline.combine(node.affinity[np.ix_(rows, rows)], matrix)
             self.results_[baseline.id] = self._result(baseline.id, members, matrix, "baseline")
 
     def _result(self, estimator: str, members: list[tuple[str, _Member]], matrix: np.ndarray,
@@ -459,6 +567,11 @@ class ModelSpace:
         if isinstance(self.methods, (str, AttributionMethod)) or not self.methods:
             raise InputError("methods must be a non-empty list of method names")
         ids = [get_method(m).id for m in self.methods] + [get_baseline(b).id for b in self.baselines]
+        names = {get_method(m).name for m in self.methods}
+        for baseline in map(get_baseline, self.baselines):
+            if baseline.uses_affinity and baseline.method not in names:
+                raise InputError(f"baselines: {baseline.id} needs the maps of method {baseline.method!r}; "
+                                 f"add it to methods (methods: {', '.join(sorted(names))})")
         if len(set(ids)) != len(ids):
             raise InputError(f"methods or baselines are repeated: {ids}")
 

@@ -5,7 +5,7 @@ per (model, probe set, method, probe size) and kept on disk in shards that survi
 shared by concurrent processes.
 """
 
-from .activations import encoder_activations
+from .activations import encoder_activations, source_probabilities
 from .executor import LocalExecutor, compute_maps, run_exclusive, run_unit, run_units
 from .keys import EntryKey, WorkUnit, method_key, plan_units
 from .runtime import PRECISIONS, Runtime, kept_torch_state
@@ -13,4 +13,4 @@ from .store import MapStore, ShardInfo
 
 __all__ = ["EntryKey", "LocalExecutor", "MapStore", "PRECISIONS", "Runtime", "ShardInfo", "WorkUnit",
            "compute_maps", "encoder_activations", "kept_torch_state", "method_key", "plan_units", "run_exclusive", "run_unit",
-           "run_units"]
+           "run_units", "source_probabilities"]

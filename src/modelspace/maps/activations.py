@@ -1,4 +1,6 @@
-"""Encoder activations: the output R of a model's encoder on probe images, for the baselines.
+"""Encoder activations: the output R of a model's encoder on probe images, for the baselines and
+(global-average-pooled) the label-based scores; and a classifier head's predicted distribution, for
+LEEP and NCE (`source_probabilities`).
 
 They run through the same `Runtime` as the attribution maps (device, autocast, memory layout), so
 that a baseline and a method compare models under the same conditions.
@@ -13,7 +15,10 @@ import torch
 from ..progress import progress as progress_bar
 
 from ..errors import AttributionError, InputError, check_int
+from ..models import first_tensor
 from .runtime import Runtime
+
+__all__ = ["encoder_activations", "source_probabilities"]
 
 
 def encoder_activations(
@@ -22,8 +27,10 @@ def encoder_activations(
     batch_size: int = 64,
     runtime: Runtime | str | torch.device = "cpu",
     progress: bool = True,
+    pool: bool = False,
 ) -> np.ndarray:
-    """The encoder output R of `model` on each probe image, flattened: float32 (N, D).
+    """The encoder output R of `model` on each probe image, flattened: float32 (N, D); with `pool`,
+    averaged over R's spatial positions first: float32 (N, C) (global average pooling of the map).
 
     Parameters
     ----------
@@ -38,6 +45,9 @@ def encoder_activations(
         How the forward passes run, or just a device.
     progress : bool
         Show a tqdm bar over batches.
+    pool : bool
+        Average R (B, C, ...) over every axis after its channels (the features that the label-based
+        scores use, as LogME and the others do); an R of shape (B, C) is kept as is.
 
     Raises
     ------
@@ -47,7 +57,49 @@ def encoder_activations(
         R is not a floating-point tensor, changes size between batches, or holds non-finite
         values (the message names the model and the count of images).
     """
+    _check_images(images, batch_size)
+    runtime = Runtime.of(runtime)
+
+    tap = model.tap()  # R laid out as a map, as the attribution methods see it
+
+    def rows(r: torch.Tensor) -> torch.Tensor:
+        if pool and r.ndim > 2 and r.is_floating_point():  # float32 sums, whatever the autocast precision
+            return r.reshape(r.shape[0], r.shape[1], -1).mean(dim=2, dtype=torch.float32)
+        return r
+
+    return _batched(model, "encoder output", images, batch_size, runtime, progress, lambda x: rows(tap(x)))
+
+
+def source_probabilities(
+    model: Any,
+    images: torch.Tensor,
+    batch_size: int = 64,
+    runtime: Runtime | str | torch.device = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
+    """The softmax of `model`'s whole output on each image: float32 (N, Z), the predicted distribution
+    of its classifier head over its Z source classes (what LEEP and NCE take).
+
+    The arguments are those of `encoder_activations`. The output (its first tensor, for a tuple or
+    an HF ModelOutput) must be (B, Z) logits with Z >= 2: anything else raises AttributionError,
+    since a model without a classifier head has no source label distribution.
+    """
     name = getattr(model, "name", "model")
+    _check_images(images, batch_size)
+    runtime = Runtime.of(runtime)
+
+    def probs(x: torch.Tensor) -> torch.Tensor:
+        out = first_tensor(model.module(x))
+        if out is None or out.ndim != 2 or out.shape[1] < 2 or not out.is_floating_point():
+            shape = "no tensor" if out is None else f"shape {tuple(out.shape)} {out.dtype}"
+            raise AttributionError(f"model {name!r}: its output ({shape}) is not (B, Z) classifier logits "
+                                   "over Z >= 2 classes, so it has no source label distribution")
+        return torch.softmax(out.float(), dim=1)
+
+    return _batched(model, "output", images, batch_size, runtime, progress, probs)
+
+
+def _check_images(images: Any, batch_size: int) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
         desc = (f"shape {tuple(images.shape)} {images.dtype}" if isinstance(images, torch.Tensor)
                 else type(images).__name__)
@@ -55,26 +107,29 @@ def encoder_activations(
     if images.shape[0] == 0:
         raise InputError("images: expected at least one image, got N = 0")
     check_int(batch_size, "batch_size")
-    runtime = Runtime.of(runtime)
 
-    tap = model.tap()  # R laid out as a map, as the attribution methods see it
+
+def _batched(model: Any, what: str, images: torch.Tensor, batch_size: int, runtime: Runtime, progress: bool,
+             run: Any) -> np.ndarray:
+    """``run`` (transformed batch -> (B, ...) tensor) over the images in batches, as float32 (N, D)."""
+    name = getattr(model, "name", "model")
     n = images.shape[0]
     rows: list[np.ndarray] = []
     starts = range(0, n, batch_size)
     with torch.no_grad():
-        for start in progress_bar(starts, desc=f"{name} · activations", unit="batch", disable=not progress, leave=False):
+        for start in progress_bar(starts, desc=f"{name} · {what}", unit="batch", disable=not progress, leave=False):
             x = runtime.inputs(model.transform, images[start:start + batch_size])
             with runtime.autocast():
-                r = tap(x)
+                r = run(x)
             if not r.is_floating_point():
-                raise AttributionError(f"model {name!r}: the encoder output is not a floating-point tensor "
+                raise AttributionError(f"model {name!r}: the {what} is not a floating-point tensor "
                                        f"(got {r.dtype})")
             rows.append(r.detach().reshape(r.shape[0], -1).float().cpu().numpy())
             if rows[-1].shape[1] != rows[0].shape[1]:
-                raise AttributionError(f"model {name!r}: the encoder output has {rows[0].shape[1]} values per "
+                raise AttributionError(f"model {name!r}: the {what} has {rows[0].shape[1]} values per "
                                        f"image in the first batch but {rows[-1].shape[1]} at image {start}")
     out = np.concatenate(rows)
     bad = int((~np.isfinite(out).all(axis=1)).sum())
     if bad:
-        raise AttributionError(f"model {name!r}: non-finite encoder output for {bad} of {n} images")
+        raise AttributionError(f"model {name!r}: non-finite {what} for {bad} of {n} images")
     return out

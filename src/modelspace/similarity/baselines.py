@@ -16,8 +16,17 @@ so an M-model matrix (`similarity_matrix`) costs M preparations and M(M+1)/2 com
     RBFCKA     Kornblith et al., 2019  ... with RBF kernels, bandwidth relative to the median distance
     RSA        Kriegeskorte et al.,    Spearman correlation of representational dissimilarity
                2008                    matrices (upper triangles)
+    DDS        Dwivedi et al., 2020    debiased CKA between kernel matrices of z-scored features
+    DEPARA     Song et al., 2020       attribution affinity + λ · Spearman correlation of the
+                                       images' cosine-distance matrices
 
-All four are invariant to an isotropic scaling of a representation, so `prepare` first divides
+DEPARA is the one estimator here that needs more than activations: its node term is the
+attribution affinity of one of the space's methods. Such an estimator sets `uses_affinity`, names
+the method in its `method` parameter, and `combine`s that method's (M, M) affinity with its own
+activation matrix; `similarity_matrix(..., affinity=...)` and `ModelSpace` pass it in. Its
+`compare` (and calling it) gives the activation term alone.
+
+SVCCA, the CKAs and RSA are invariant to an isotropic scaling of a representation, so `prepare` first divides
 by the largest magnitude: it keeps float64 sums of fourth powers (CKA's norms) from under- or
 overflowing whatever the activations' scale. A representation that is constant across the images
 carries no information about them and makes every score undefined: `prepare` raises
@@ -32,14 +41,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from scipy.spatial.distance import cdist
 from scipy.stats import rankdata
 from ..progress import progress as progress_bar
 
+from ..attribution import METHODS
 from ..errors import AttributionError, InputError
 from ..registry import Declared, Registry
 
 __all__ = [
     "BASELINES",
+    "DDS",
+    "DEPARA",
     "LinearCKA",
     "Prepared",
     "RBFCKA",
@@ -81,6 +94,9 @@ class Similarity(Declared):
     name: ClassVar[str]
     #: the fewest images for which the baseline is defined
     min_images: ClassVar[int] = 2
+    #: whether the score also needs the attribution affinity of the method named by `self.method`
+    #: (then `combine` makes the score from that affinity and the activation matrix)
+    uses_affinity: ClassVar[bool] = False
 
     def prepare(self, x: np.ndarray, what: str = "representation") -> Prepared:
         """Check an (N, ...) representation of N images and precompute what `compare` needs.
@@ -104,6 +120,11 @@ class Similarity(Declared):
     def __call__(self, x: np.ndarray, y: np.ndarray) -> float:
         """Similarity of two raw representations (N, ...) of the same N images."""
         return self.compare(self.prepare(x, "x"), self.prepare(y, "y"))
+
+    def combine(self, affinity: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """The (M, M) score from a method's attribution affinity and this baseline's own matrix
+        over the same M models (only for estimators with `uses_affinity`)."""
+        return matrix
 
     # -- to declare
 
@@ -129,11 +150,14 @@ def similarity_matrix(
     baseline: str | Similarity,
     progress: bool = True,
     names: Sequence[str] | None = None,
+    affinity: np.ndarray | None = None,
 ) -> np.ndarray:
     """The (M, M) float64 matrix of a baseline between M representations of the same N images.
 
     Exactly symmetric; the diagonal is each representation's computed self-similarity (1 up to
-    rounding). `names` labels the representations in error messages (default ``activations[i]``).
+    rounding). `names` labels the representations in error messages (default
+    ``activations[i]``). `affinity` is the (M, M) attribution affinity of the same models, in the
+    same order, for a baseline with `uses_affinity` (DEPARA), and refused for any other.
 
     Raises
     ------
@@ -144,6 +168,11 @@ def similarity_matrix(
         and ``err.bad_names`` lists them so that a caller can drop them.
     """
     baseline = get_baseline(baseline)
+    if baseline.uses_affinity and affinity is None:
+        raise InputError(f"affinity: {baseline.name} combines an attribution affinity with the activations; "
+                         "pass the (M, M) affinity of its method")
+    if affinity is not None and not baseline.uses_affinity:
+        raise InputError(f"affinity: {baseline.name} uses the activations only; pass affinity=None")
     if isinstance(activations, np.ndarray) and activations.ndim >= 2:
         activations = list(activations)  # a stacked (M, N, D) array is M representations
     if len(activations) == 0:
@@ -173,7 +202,14 @@ def similarity_matrix(
         listing = ", ".join(f"{p.what!r}: {p.n_images}" for p in prepared)
         raise InputError(f"activations: representations of different image counts ({listing})")
 
-    return compare_all(baseline, prepared, progress)
+    matrix = compare_all(baseline, prepared, progress)
+    if affinity is None:
+        return matrix
+    affinity = np.asarray(affinity, dtype=np.float64)
+    if affinity.shape != (m, m):
+        raise InputError(f"affinity: expected an ({m}, {m}) matrix (one row per representation), "
+                         f"got shape {affinity.shape}")
+    return baseline.combine(affinity, matrix)
 
 
 def compare_all(baseline: Similarity, prepared: Sequence[Prepared], progress: bool = False) -> np.ndarray:
@@ -412,3 +448,162 @@ class RSA(Similarity):
                                    f"{len(x)} images, so the {self.metric} distance is undefined")
         unit = rows / norms[:, None]
         return 1.0 - unit @ unit.T
+
+
+@register_baseline("duality_diagram")
+class DDS(Similarity):
+    """Duality diagram similarity (Dwivedi et al., ECCV 2020).
+
+    A representation is read through a duality diagram (X, Q, D): X's features z-scored over the
+    images (Q), an (N, N) kernel between images (D), then the two kernel matrices are compared by
+    centred kernel alignment. The defaults are those of the authors' code
+    (``computeDDS_taskonomy.py``, ``utils.py``): z-scoring, CKA with the debiased (U-statistic)
+    centring of Székely & Rizzo (2014) as in Kornblith et al.'s ``cka(..., debiased=True)`` (so
+    scores can be slightly negative), and the cosine kernel, their best combination on Taskonomy
+    (their notebook: z-scoring + cosine, correlation 0.862 with transfer performance; Laplacian
+    0.860, RBF 0.842).
+
+    kernel
+        "cosine" the cosine similarity of z_i and z_j (CKA is the same on the distance 1 − cos,
+        the authors' "cosine" RDM: centring removes the constant and the sign cancels);
+        "laplacian" exp(−γ‖z_i − z_j‖₁) with γ = 1/D (the default γ of scikit-learn's
+        ``laplacian_kernel``, which the authors' code calls); "rbf" exp(−‖z_i − z_j‖² / (2 (σ·m)²))
+        with m the median distance between distinct images and σ = `sigma` (0.5, the authors'
+        threshold; their code, Kornblith et al.'s, takes the median of all N² squared distances,
+        zeros of the diagonal included, which differs slightly for small N).
+    debiased
+        True: U-centring (the diagonal is dropped and the centring is unbiased for HSIC);
+        False: the usual H K H, as `LinearCKA` / `RBFCKA`.
+
+    A feature constant over the images has no z-score: it is left out, as scikit-learn's
+    ``StandardScaler`` (which maps it to 0) effectively does.
+    """
+
+    name = "dds"
+    min_images = 4  # the unbiased HSIC divides by N (N − 3)
+    kernels: ClassVar[tuple[str, ...]] = ("cosine", "laplacian", "rbf")
+
+    def __init__(self, kernel: str = "cosine", sigma: float = 0.5, debiased: bool = True) -> None:
+        if kernel not in self.kernels:
+            raise InputError(f"{self.name}: kernel must be one of {', '.join(self.kernels)}, got {kernel!r}")
+        if not isinstance(debiased, (bool, np.bool_)):
+            raise InputError(f"{self.name}: debiased must be True or False, got {debiased!r}")
+        self.kernel = kernel
+        self.sigma = _positive_float(sigma, self.name, "sigma")
+        self.debiased = bool(debiased)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"kernel": self.kernel, "debiased": self.debiased}
+        if self.kernel == "rbf":  # sigma changes nothing for the other kernels
+            params["sigma"] = self.sigma
+        return params
+
+    def _prepare(self, x: np.ndarray, what: str) -> tuple[np.ndarray, float]:
+        z = _zscore(x)
+        k = self._kernel(z, what)
+        kc = _u_centre(k) if self.debiased else _centre_gram(k)
+        norm = float(np.linalg.norm(kc))
+        if norm <= 1e-12 * max(float(np.linalg.norm(k)), np.finfo(np.float64).tiny):
+            raise AttributionError(f"representation {what!r}: the {self.kernel} kernel matrix is constant "
+                                   "after centring, so DDS is undefined")
+        return kc, norm
+
+    def _compare(self, a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> float:
+        return float(np.clip(np.sum(a[0] * b[0]) / (a[1] * b[1]), -1.0, 1.0))
+
+    def _kernel(self, z: np.ndarray, what: str) -> np.ndarray:
+        if self.kernel == "laplacian":
+            return np.exp(-cdist(z, z, "cityblock") / z.shape[1])
+        if self.kernel == "cosine":
+            norms = np.linalg.norm(z, axis=1)
+            if (norms == 0).any():  # an image at the mean of every feature has no direction
+                raise AttributionError(f"representation {what!r}: {int((norms == 0).sum())} image(s) equal the "
+                                       "mean image, so their cosine similarity is undefined")
+            unit = z / norms[:, None]
+            return unit @ unit.T
+        gram = z @ z.T
+        sq = np.diag(gram)
+        sq_dist = np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0)
+        median = float(np.median(np.sqrt(sq_dist[np.triu_indices(len(z), 1)])))
+        if median <= 1e-6 * np.sqrt(sq.mean()):
+            raise AttributionError(f"representation {what!r}: more than half of the image pairs coincide "
+                                   "(median pairwise distance 0), so the RBF bandwidth is undefined")
+        return np.exp(-sq_dist / (2.0 * (self.sigma * median) ** 2))
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    """Each feature to mean 0 and (population) standard deviation 1 over the images; features
+    constant over the images (at rounding level) are dropped."""
+    xc = _centre(x)
+    sd = np.sqrt(np.mean(xc ** 2, axis=0))
+    keep = sd > 10 * np.finfo(np.float64).eps * np.maximum(np.abs(x).max(axis=0), np.finfo(np.float64).tiny)
+    return xc[:, keep] / sd[keep]
+
+
+def _u_centre(k: np.ndarray) -> np.ndarray:
+    """The U-centred kernel matrix (Székely & Rizzo, 2014): diagonal 0, and off the diagonal
+    K_ij − r_i/(N−2) − r_j/(N−2) + t/((N−1)(N−2)) with r the row sums and t the total of K with
+    its diagonal zeroed; ⟨K̃, L̃⟩ / (N (N−3)) is then an unbiased estimate of HSIC."""
+    n = len(k)
+    k = k.copy()
+    np.fill_diagonal(k, 0.0)
+    rows = k.sum(axis=1)
+    out = k - rows[:, None] / (n - 2) - rows[None, :] / (n - 2) + rows.sum() / ((n - 1) * (n - 2))
+    np.fill_diagonal(out, 0.0)
+    return out
+
+
+@register_baseline("deep_attribution_graph")
+class DEPARA(Similarity):
+    """Deep attribution graph (DEPARA; Song et al., CVPR 2020): node + λ · edge similarity.
+
+    A model's DEPARA over the probe images is a graph with one node per image, carrying the
+    image's attribution map, and edges weighted by the cosine distance between the images'
+    representations R. Two graphs are compared by
+
+        S = S_node + λ · S_edge
+
+    S_node: the mean over images of the cosine between the two models' attribution maps, i.e.
+    the seed paper's affinity, taken from the space's results for `method` (gradient×input, the
+    node term of the authors' code; its maps are computed once for both). S_edge: the Spearman
+    correlation of the two models' edge weights, the upper triangles of their cosine-distance
+    matrices between images, which `compare` computes from the activations. As in the authors'
+    code (``tools/spearman_edge.py``), R is centred over the images before the cosine distances,
+    so the edge term does not change under a translation or an orthogonal map of R.
+
+    λ = `edge_weight` = 0.25, the default of the authors' code (``prcurve/plot.py``), where it is
+    the value for the Taskonomy probe images; they use 0.03 and 0.27 for their COCO and indoor
+    probe sets. It is not tuned here.
+
+    The matrix holds S / (1 + λ): the same order of every ranking, but a model's score with itself
+    is 1 as for every other estimator, so that the tree and the map can read 1 − score as a
+    distance (S itself reaches 1 + λ, and 1 − S would be clipped at 0).
+    """
+
+    name = "depara"
+    min_images = 3
+    uses_affinity = True
+
+    def __init__(self, method: str = "gradient_x_input", edge_weight: float = 0.25) -> None:
+        if not isinstance(method, str) or METHODS.aliases.get(method, method) not in METHODS:
+            known = ", ".join(sorted(set(METHODS) | set(METHODS.aliases)))
+            raise InputError(f"{self.name}: method must name an attribution method ({known}), got {method!r}")
+        # Only the name is kept: the maps are those of the space's method of that name.
+        self.method = METHODS.aliases.get(method, method)
+        self.edge_weight = _positive_float(edge_weight, self.name, "edge_weight")
+        self._edges = RSA("cosine")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"method": self.method, "edge_weight": self.edge_weight}
+
+    def _prepare(self, x: np.ndarray, what: str) -> np.ndarray:
+        # the edge weights are RSA's cosine RDM of the centred R; its prepared form is the ranks
+        return self._edges.prepare(_centre(x), what).data
+
+    def _compare(self, a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.clip(a @ b, -1.0, 1.0))
+
+    def combine(self, affinity: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        return (affinity + self.edge_weight * matrix) / (1.0 + self.edge_weight)
