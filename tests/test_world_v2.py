@@ -1,0 +1,156 @@
+"""World v2's artifacts, each figure read from the build's files and checked against its definition:
+criterion 1 on every trained model's record, and (once the build has merged its oracle) the zoo against
+its definition, the oracle's files and its validity criteria 2a-c and 3, and the oracle reproduced in
+miniature from the weights.
+
+The build writes into `world-v2/` until it is complete; then it replaces the shipped zoo
+(`build.ZOO_DIR`) and these tests read that."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from modelspace.models import load_model, load_zoo
+from modelspace.evaluation import GroundTruth
+from modelspace.world import build, oracle
+from modelspace.world.render import render_batch
+
+ZOO = Path(__file__).resolve().parents[1] / "world-v2"
+merged = pytest.mark.skipif(not (ZOO / "oracle.json").is_file(), reason="the world-v2 build has not merged its oracle yet")
+
+
+@pytest.fixture(scope="module")
+def records() -> dict:
+    found = {p.stem: json.loads(p.read_text()) for p in sorted((ZOO / "records").glob("*.json"))}
+    if not found:
+        pytest.skip("no world-v2 model trained in this checkout")
+    return found
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict:
+    return {
+        "specs": {s.name: s for s in load_zoo(ZOO / "zoo.toml")},
+        "record": json.loads((ZOO / "zoo.json").read_text()),
+        "oracle": json.loads((ZOO / "oracle.json").read_text()),
+    }
+
+
+def oracle_validity(info: dict) -> dict:
+    """Criteria 2a–c recomputed from the raw per-seed readout losses of oracle.json (not from the
+    build's own summary of them)."""
+    tasks = info["tasks"]
+    by_seed = np.asarray(info["transfer_loss_by_seed"])  # (seeds, targets, sources)
+    loss = by_seed.mean(0)
+    own_rank, gap_over_noise = {}, {}
+    for i, t in enumerate(tasks):
+        own_rank[t] = 1 + int((loss[i] < loss[i, i]).sum())
+        others = np.delete(loss[i], i)
+        noise = np.sqrt(np.mean(by_seed[:, i, :].var(0, ddof=1)))  # seed-to-seed std, pooled over sources
+        gap_over_noise[t] = (np.median(others) - others.min()) / noise
+    retrain = info["zoo_retraining"]["targets"]
+    return {"own_rank": own_rank, "gap_over_noise": gap_over_noise,
+            "retraining": {t: len(set(v["top5_first_copy"]) & set(v["top5_second_copy"])) / 5 for t, v in retrain.items()},
+            "twinned": info["zoo_retraining"]["twinned_models"]}
+
+
+@merged
+def test_zoo_is_the_build_definition(shipped) -> None:
+    """Every entry of `build.ZOO`, with its weights, in zoo.toml and zoo.json; the three groups,
+    architectures, input sizes and domains the world promises."""
+    models = shipped["record"]["models"]
+    assert list(shipped["specs"]) == list(models) == [e.name for e in build.ZOO]
+    for e in build.ZOO:
+        assert (models[e.name]["task"], models[e.name]["arch"], models[e.name]["group"]) == (e.task, e.arch, e.group)
+        assert (ZOO / f"{e.name}.pt").is_file()
+    groups = [m["group"] for m in models.values()]
+    assert groups.count(1) == 20 and groups.count(3) >= 6 and groups.count(2) >= 8
+    assert {m["arch"] for m in models.values() if m["group"] == 2} >= {"vgg", "resnet", "mobilenet"}
+    assert len({shipped["specs"][n].input_size for n in shipped["specs"]}) >= 3
+    assert {m["domain"] for m in models.values()} == {"train", "shifted"}
+    assert sum(p.stat().st_size for p in ZOO.glob("*.pt")) <= 30e6  # weights stay small
+
+
+def test_every_model_converged_and_learned(records) -> None:
+    """Criterion 1 from each model's record: its best held-out loss gained under 2 % over the last
+    fifth of the steps (curve recorded), and its task is learned (regression: MSE / label variance
+    ≤ 0.3; classification: accuracy at least twice the majority class's), recomputed here."""
+    for name, r in records.items():
+        steps = [s for s, _ in r["curve"]]
+        assert len(steps) >= 4 and steps[-1] == r["steps"] and r["converged"], name
+        assert r["last_fifth_gain"] < 0.02, name
+        held_out, trivial = r["held_out"], r["trivial"]
+        if "accuracy" in held_out:
+            assert held_out["accuracy"] >= 2 * trivial["majority_accuracy"], name
+        else:
+            assert held_out["loss"] / trivial["variance"] <= 0.3, name
+        assert r["learned"], name
+
+
+@merged
+def test_shipped_weights_load_safely_and_run(shipped) -> None:
+    spec = shipped["specs"]["depth_z@resnet80"]
+    assert not spec.trust_checkpoint  # weights_only=True
+    model = load_model(spec)
+    r = model.tap()(model.transform(torch.rand(2, 3, 64, 64)))
+    assert r.ndim == 4 and torch.isfinite(r).all()
+
+
+@merged
+def test_oracle_files_agree(shipped) -> None:
+    info = shipped["oracle"]
+    ranking = GroundTruth.from_csv(ZOO / "oracle_ranking.csv")
+    matrix = GroundTruth.from_csv(ZOO / "transfer_matrix.csv")
+    assert ranking.ranking == matrix.ranking
+    assert info["tasks"] == ranking.targets == [e.task for e in build.GROUP1]
+    loss = np.asarray(info["transfer_loss"])
+    assert np.allclose(loss, np.asarray(info["transfer_loss_by_seed"]).mean(0), atol=2e-6)
+    # Every target is served by some source better than by ignoring the image.
+    assert (loss.min(axis=1) < 0.7).all(), dict(zip(info["tasks"], loss.min(axis=1)))
+    summary = info["validity"]
+    recomputed = oracle_validity(info)
+    assert {t: v["own_rank"] for t, v in summary.items()} == recomputed["own_rank"]
+    assert info["own_best_count"] == sum(r == 1 for r in recomputed["own_rank"].values())
+
+
+@merged
+def test_oracle_own_encoder_never_below_third_and_gaps_beyond_noise(shipped) -> None:
+    """Criteria 2a (second half: the own encoder never below 3rd), 2b (best − median source more than
+    5 × the readout's seed-to-seed noise for every target), 2c (≥ 6 group-1 models retrained from
+    another seed; top-5 agreement ≥ 0.8 on the targets they cover) and 3 (the twins are in the zoo)."""
+    v = oracle_validity(shipped["oracle"])
+    assert len(v["own_rank"]) == 20 and max(v["own_rank"].values()) <= 3, v["own_rank"]
+    assert min(v["gap_over_noise"].values()) > 5, v["gap_over_noise"]
+    assert len(v["twinned"]) >= 6 and np.mean(list(v["retraining"].values())) >= 0.8, v["retraining"]
+    assert set(v["twinned"]) == {e.name for e in build.GROUP3} <= set(shipped["specs"])
+
+
+@merged
+@pytest.mark.xfail(strict=True, reason="criterion 2a is not met by the shipped oracle: the own encoder is the best "
+                                       "source for 14 of 20 targets (README, 'What the demo shows')")
+def test_oracle_own_encoder_is_best_for_18_of_20_targets(shipped) -> None:
+    ranks = oracle_validity(shipped["oracle"])["own_rank"]
+    assert sum(r == 1 for r in ranks.values()) >= 18, ranks
+
+
+@merged
+def test_shipped_oracle_is_reproduced_in_miniature(shipped) -> None:
+    """The oracle's code, run from the shipped weights on the same scenes, gives the shipped readout
+    losses: one image-level target from two sources (its own encoder and another), both seeds."""
+    info = shipped["oracle"]
+    recipe = oracle.ReadoutRecipe(**{**info["readout"], "seeds": tuple(info["readout"]["seeds"])})
+    data = {"train": render_batch(recipe.n_train, build.SEEDS["train"]), "test": render_batch(1000, build.SEEDS["test"])}
+    target, sources = "vanishing_point", ["vanishing_point", "room_layout"]
+    models = {s: load_model(shipped["specs"][s]) for s in sources}
+    result = oracle.measure_transfers(models, {s: s for s in sources}, [(target, s) for s in sources],
+                                      data["train"], data["test"], recipe, progress=False)
+    by_seed = np.asarray(info["transfer_loss_by_seed"])
+    i = info["tasks"].index(target)
+    for k, seed in enumerate(recipe.seeds):
+        for s in sources:
+            assert result.loss[seed][target][s] == pytest.approx(by_seed[k, i, info["tasks"].index(s)], rel=2e-3), (seed, s)
