@@ -24,6 +24,7 @@ from modelspace.report import (
     from_space,
     write_report,
 )
+from modelspace.report.page import matrix_from_hover
 from modelspace.report.plots import MAX_TICK_LABELS, thin_labels
 from modelspace.similarity import classical_mds
 
@@ -117,7 +118,7 @@ def test_five_model_page_has_every_section_and_decodable_figures(toy, tmp_path) 
     matrices = [b for b in parts.blocks.values() if b["kind"] == "matrix"]
     result = space.results_["saliency"]
     order = [result.names.index(n) for n in matrices[0]["labels"]]
-    shown = np.array(matrices[0]["values"]) / matrices[0]["scale"]
+    shown = matrix_from_hover(matrices[0])
     np.testing.assert_allclose(shown, result.affinity[np.ix_(order, order)], atol=5e-4 + 1e-9)  # 3 decimals
 
 
@@ -132,12 +133,13 @@ def test_two_hundred_models_stay_legible(tmp_path) -> None:
     parts = parse(page)
     heatmap = next(b for b in parts.blocks.values() if b["kind"] == "matrix")
     assert len(heatmap["labels"]) == 200 and len(heatmap["values"]) == 200
+    assert heatmap["symmetric"] and len(heatmap["values"][150]) == 50  # the upper triangle only
     assert 0 < heatmap["box"]["left"] < 1 and 0 < heatmap["box"]["width"] < 1
     image = decoded(next(img for img in parts.images if img.get("data-hover")))
     assert image.size[0] <= 1200  # fits a laptop screen at 1:1; the thinned labels stay readable
     # The box the tooltip uses is where the cells are drawn: a cell's centre pixel has its value's colour
     # (to rendering noise at 4 px a cell; a box off by one cell would miss by far more, the matrix is noisy).
-    values, box = np.array(heatmap["values"]) / heatmap["scale"], heatmap["box"]
+    values, box = matrix_from_hover(heatmap), heatmap["box"]
     pixels, (width, height) = np.asarray(image.convert("RGB"), dtype=float), image.size
     off = values[~np.eye(200, dtype=bool)]  # the colour scale spans the off-diagonal values
     scale = np.clip((values - off.min()) / (off.max() - off.min()), 0.0, 1.0)

@@ -20,10 +20,11 @@ from modelspace.evaluation import compare_estimators, evaluate_matrices, GroundT
 from modelspace.report import ReportData, write_report
 from modelspace.report import figures as figs
 from modelspace.report import plots
+from modelspace.report.page import hover_values, matrix_from_hover
 from modelspace.results import MethodResult, save
 from modelspace.similarity import classical_mds, clusters, leaf_order, mds_explained, similarity_tree, tree_agreement
 
-PAGE_200_BOUND = 1_500_000
+PAGE_200_BOUND = 1_300_000
 """Bytes the 200-model synthetic page (two estimators, a truth) may take; README states the sizes."""
 
 
@@ -214,3 +215,15 @@ def test_cli_report_takes_a_summary_estimator(tmp_path, capsys) -> None:
 def test_two_hundred_model_page_stays_small(tmp_path) -> None:
     page = write_report(large_report(200), tmp_path / "report.html")
     assert page.stat().st_size < PAGE_200_BOUND, page.stat().st_size
+
+
+def test_hover_values_round_trip_to_three_decimals() -> None:
+    a = clustered_affinity(7, 2)
+    block = hover_values(a)
+    assert block["symmetric"] and [len(r) for r in block["values"]] == [7, 6, 5, 4, 3, 2, 1]
+    np.testing.assert_allclose(matrix_from_hover(block), a, atol=5e-4 + 1e-12)
+    b = a.copy()
+    b[0, 1] += 0.1  # an asymmetric estimate keeps every cell
+    block = hover_values(b)
+    assert not block["symmetric"] and len(block["values"][6]) == 7
+    np.testing.assert_allclose(matrix_from_hover(block), b, atol=5e-4 + 1e-12)

@@ -106,7 +106,8 @@ JS = """
       if (p.u < 0 || p.u >= 1 || p.v < 0 || p.v >= 1) { hide(); return; }
       if (d.kind === "matrix") {
         var n = d.labels.length, i = Math.floor(p.v * n), j = Math.floor(p.u * n);
-        place(ev, d.labels[i] + " \\u2194 " + d.labels[j] + ": " + (d.values[i][j] / d.scale).toFixed(3));
+        var value = d.symmetric ? d.values[Math.min(i, j)][Math.abs(j - i)] : d.values[i][j];  // upper triangle
+        place(ev, d.labels[i] + " \\u2194 " + d.labels[j] + ": " + (value / d.scale).toFixed(3));
       } else {
         var sx = d.box.xlim[1] - d.box.xlim[0], sy = d.box.ylim[1] - d.box.ylim[0];
         var best = -1, bestD = 14 * 14;

@@ -473,9 +473,7 @@ def _section_space(data: ReportData, page: _Page) -> str:
         ordered = [v.names[i] for i in v.order]
         matrix = v.affinity[np.ix_(v.order, v.order)]
         png, box = figs.heatmap_png(matrix, ordered, f"Affinity · {v.id}")
-        # Thousandths as integers: the tooltip shows 3 decimals, and "123" is half the bytes of "0.123".
-        hm = page.data({"kind": "matrix", "box": box, "labels": ordered, "scale": MATRIX_SCALE,
-                        "values": np.rint(matrix * MATRIX_SCALE).astype(int).tolist()})
+        hm = page.data({"kind": "matrix", "box": box, "labels": ordered, **hover_values(matrix)})
         thinned = len(thin_labels(len(ordered))) < len(ordered)
         heat = _figure(png, f"Affinity heatmap of {v.id}", "Rows and columns in the order of the similarity tree"
                        + ("; every k-th name is written" if thinned else "") + "; the diagonal (1 by definition) is "
@@ -501,6 +499,35 @@ def _section_space(data: ReportData, page: _Page) -> str:
     return ('<section id="space"><h2>Model space</h2><p class="muted">Affinity = mean cosine of two models\' '
             "attribution maps over the probe images (1 = the same maps). Baselines compare encoder activations "
             "instead.</p>" + _tabs(panels) + "</section>")
+
+
+def hover_values(matrix: np.ndarray) -> dict:
+    """The heatmap's hover data: thousandths as integers (the tooltip shows 3 decimals, and "123" is half
+    the bytes of "0.123"), and of a symmetric matrix only the upper triangle, row by row (i ≤ j).
+
+    Returns
+    -------
+    dict
+        ``{"scale": MATRIX_SCALE, "symmetric": bool, "values": rows}``; `matrix_from_hover` inverts it.
+    """
+    ints = np.rint(np.asarray(matrix, dtype=np.float64) * MATRIX_SCALE).astype(int)
+    symmetric = bool(np.array_equal(ints, ints.T))
+    values = [row[i:].tolist() for i, row in enumerate(ints)] if symmetric else ints.tolist()
+    return {"scale": MATRIX_SCALE, "symmetric": symmetric, "values": values}
+
+
+def matrix_from_hover(block: dict) -> np.ndarray:
+    """The matrix (to 3 decimals) that `hover_values` wrote."""
+    rows = block["values"]
+    n = len(rows)
+    out = np.zeros((n, n))
+    for i, row in enumerate(rows):
+        if block.get("symmetric"):
+            out[i, i:] = row
+            out[i:, i] = row
+        else:
+            out[i] = row
+    return out / block["scale"]
 
 
 def _section_sources(data: ReportData, page: _Page) -> str:
