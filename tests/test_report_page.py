@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,9 +187,15 @@ def test_failures_are_linked_from_the_top_and_the_truth_has_a_readable_name(tmp_
     assert sections(text)[:2] == ["summary", "failures"]
     assert re.search(r'<a href="#failures" class="fail"><b>3</b><span>failures</span></a>', text)
     assert f'<span title="{data.truth.origin}">built-in taskonomy</span>' in text
-    data.truth.origin = "/home/someone/truths/my_truth.csv"
+    import modelspace
+
+    data.truth.origin = str(Path(modelspace.__file__).parent / "world" / "zoo" / "oracle_ranking.csv")  # the demo's
     text = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
-    assert f'<span title="{data.truth.origin}">my_truth.csv</span>' in text
+    assert f'<span title="{data.truth.origin}">built-in world oracle_ranking.csv</span>' in text
+    for origin in ("/home/someone/truths/my_truth.csv", "/home/someone/modelspace/my_truth.csv"):  # a user's file
+        data.truth.origin = origin
+        text = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+        assert f'<span title="{origin}">my_truth.csv</span>' in text
 
 
 def test_tree_agreement_on_the_page_is_the_cophenetic_correlation(page_30) -> None:

@@ -698,17 +698,25 @@ def _section_settings(data: ReportData, page: _Page) -> str:
 
 
 def _truth_label(origin: str) -> tuple[str, str]:
-    """A ground truth's readable name and its full origin: "built-in taskonomy" for a bundled one (also
-    when given by its path inside the package), the file name for a file."""
-    bundled = {file: name for name, file in BUNDLED.items()}
-    path = Path(origin)
+    """A ground truth's readable name and its full origin: "built-in taskonomy" for a bundled one (also when
+    given by its path inside the installed package, e.g. in site-packages), "built-in world oracle_ranking.csv"
+    for another file of the package (the demo's), the file name for any other file."""
     if origin.endswith(", bundled)"):
         return f"built-in {origin.split(' (')[0]}", origin
-    if path.name in bundled and "modelspace" in path.parts:  # the packaged file, e.g. in site-packages
-        return f"built-in {bundled[path.name]}", origin
-    if len(path.parts) > 1:
-        return path.name, origin
-    return origin, origin
+    path = Path(origin)
+    parts = path.parts
+    if len(parts) < 2:
+        return origin, origin
+    package = Path(__file__).resolve().parents[1]  # this modelspace package
+    installed = "modelspace" in parts[:-1] and bool({"site-packages", "dist-packages"} & set(parts))
+    if not (installed or path.resolve().is_relative_to(package)):
+        return parts[-1], origin
+    bundled = {file: name for name, file in BUNDLED.items()}
+    if parts[-1] in bundled:
+        return f"built-in {bundled[parts[-1]]}", origin
+    parts = path.resolve().parts if not installed else parts
+    below = parts[len(parts) - parts[::-1].index("modelspace"):]  # the path inside the package
+    return f"built-in {below[0]} {parts[-1]}" if len(below) > 1 else f"built-in {parts[-1]}", origin
 
 
 def _truth_cell(truth: GroundTruth) -> str:
