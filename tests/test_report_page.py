@@ -234,3 +234,19 @@ def test_hover_values_round_trip_to_three_decimals() -> None:
     block = hover_values(b)
     assert not block["symmetric"] and len(block["values"][6]) == 7
     np.testing.assert_allclose(matrix_from_hover(block), b, atol=5e-4 + 1e-12)
+
+
+@pytest.mark.parametrize("n_relevant, metric", [(2, "P@2"), (5, "ρ")])
+def test_summary_leads_with_a_measure_that_can_tell_estimators_apart(tmp_path, n_relevant, metric) -> None:
+    # Six tasks, five candidates each: with 2 relevant, P@5 is 2/5 for every order (P@2 is used); with all
+    # 5 relevant, every P@K is 1 whatever the order, so the summary compares Spearman's ρ.
+    tasks = [f"task{i}" for i in range(6)]
+    views = [MethodResult("saliency", tasks, tasks, clustered_affinity(6, 2)),
+             MethodResult("linear_cka", tasks, tasks, clustered_affinity(6, 2, seed=2), kind="baseline")]
+    a = clustered_affinity(6, 2, seed=5)
+    truth = GroundTruth({t: [tasks[j] for j in np.argsort(-a[i]) if j != i] for i, t in enumerate(tasks)})
+    ev = evaluate_matrices({v.id: (v.affinity, tasks) for v in views}, truth, n_relevant=n_relevant)
+    text = write_report(ReportData(views, {}, ev, truth), tmp_path / "r.html").read_text(encoding="utf-8")
+    c = compare_estimators(ev, "rho") if metric == "ρ" else compare_estimators(ev, k=2)
+    assert c.metric == metric
+    assert f"ranks sources best: {metric} {c.scores[c.best]:.2f} against {c.scores['random']:.2f}" in text

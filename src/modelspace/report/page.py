@@ -245,10 +245,18 @@ def resolve_estimator(views: list[MethodResult], name: str) -> MethodResult:
     raise InputError(f"summary estimator: {name!r} is not one of the estimators: {', '.join(v.id for v in views)}")
 
 
+def headline_k(evaluation: Evaluation) -> int:
+    """The K of the P@K the page leads with: 5, or fewer when the truth counts fewer relevant sources or
+    ranks fewer candidates (at K above the relevant count, P@K cannot reach 1 and says less)."""
+    return max(1, min(5, evaluation.n_relevant, evaluation.n_candidates))
+
+
 def _compare(evaluation: Evaluation | None) -> Comparison | None:
     if evaluation is None or not evaluation.per_target:
         return None  # an evaluation read from an old results.json may lack the per-target details
-    return compare_estimators(evaluation, "precision", 5, **BOOTSTRAP)
+    if evaluation.n_relevant >= evaluation.n_candidates:  # every candidate is relevant: P@K is 1 for any order
+        return compare_estimators(evaluation, "rho", **BOOTSTRAP)
+    return compare_estimators(evaluation, "precision", headline_k(evaluation), **BOOTSTRAP)
 
 
 def _summary_view(data: ReportData, comparison: Comparison | None, chosen: str | None) -> tuple[MethodResult, str]:
@@ -259,7 +267,7 @@ def _summary_view(data: ReportData, comparison: Comparison | None, chosen: str |
     if comparison is not None and comparison.best in {v.id for v in views}:
         return next(v for v in views if v.id == comparison.best), f"the best by {comparison.metric}"
     if data.evaluation:
-        k = min(5, data.evaluation.n_candidates)
+        k = headline_k(data.evaluation)
         best = max(data.evaluation.methods, key=lambda n: _at(data.evaluation.methods[n], k)[0])
         if best in {v.id for v in views}:
             return next(v for v in views if v.id == best), f"the best by P@{k}"
@@ -325,7 +333,7 @@ def _facts(data: ReportData) -> str:
              (str(len([v for v in data.estimators if v.kind == "baseline"])), "baselines"),
              (str(len(s.get("failures") or [])), "failures")]
     if data.evaluation:
-        k = min(5, data.evaluation.n_candidates)  # P@5, or the last K of a smaller zoo
+        k = headline_k(data.evaluation)  # P@5, or fewer for a smaller zoo or truth
         best = max(data.evaluation.methods.items(), key=lambda kv: _at(kv[1], k)[0])
         facts.append((f"{_at(best[1], k)[0]:.2f}", f"best P@{k} ({best[0]})"))
     cells = []
@@ -344,16 +352,17 @@ def _section_summary(data: ReportData, page: _Page) -> str:
         ev = data.evaluation
         origin = _truth_label(data.truth.origin)[0] if data.truth else "the run's ground truth"
         rho = ev.rho.get(c.best, float("nan"))
-        oracle = _at(ev.oracle, int(c.metric[2:]))[0]
+        oracle = _at(ev.oracle, headline_k(ev))[0] if c.metric.startswith("P@") else 1.0
+        also = f"; mean Spearman ρ {rho:.2f}" if c.metric.startswith("P@") and np.isfinite(rho) else ""
         lead = (f"Against {_e(origin)}, over {c.n_targets} targets, <b>{_e(c.best)}</b> ranks sources best: "
                 f"{c.metric} {c.scores[c.best]:.2f} against {c.scores['random']:.2f} for random ranking and "
-                f"{oracle:.2f} for the oracle" + (f"; mean Spearman ρ {rho:.2f}" if np.isfinite(rho) else "") + ".")
+                f"{oracle:.2f} for the oracle{also}.")
         items.append(_difference(c, c.vs_random, "random ranking"))
         if c.vs_runner_up is not None:
             items.append(_difference(c, c.vs_runner_up, f"the runner-up, {c.vs_runner_up.other} "
                                      f"({c.scores[c.vs_runner_up.other]:.2f})"))
     elif data.evaluation:
-        k = min(5, data.evaluation.n_candidates)
+        k = headline_k(data.evaluation)
         best = max(data.evaluation.methods, key=lambda n: _at(data.evaluation.methods[n], k)[0])
         lead = (f"<b>{_e(best)}</b> has the best P@{k}, {_at(data.evaluation.methods[best], k)[0]:.2f} against "
                 f"{_at(data.evaluation.random, k)[0]:.2f} for random ranking; the evaluation holds no per-target "
@@ -393,13 +402,16 @@ def _difference(c: Comparison, d, against: str) -> str:
 
 def _summary_table(data: ReportData, c: Comparison) -> str:
     rho = data.evaluation.rho_rows()
+    extra = c.metric != "ρ"  # a ρ column beside a P@K headline
     rows = "".join(f'<tr{" class=ref" if n == "random" else ""}><td>{_e(n)}</td><td class="num">{v:.3f}</td>'
-                   f'<td class="num">{rho.get(n, float("nan")):.3f}</td>'
-                   f'<td class="num">{c.scores[c.best] - v:+.3f}</td></tr>' for n, v in c.scores.items())
-    return (f'<details><summary>The figures this rests on ({c.metric} and ρ per estimator, mean over '
+                   + (f'<td class="num">{rho.get(n, float("nan")):.3f}</td>' if extra else "")
+                   + f'<td class="num">{c.scores[c.best] - v:+.3f}</td></tr>' for n, v in c.scores.items())
+    what = f"{c.metric} and ρ" if extra else c.metric
+    return (f'<details><summary>The figures this rests on ({what} per estimator, mean over '
             f'{c.n_targets} targets; details under <a href="#evaluation">Evaluation</a>)</summary>'
-            f'<table><tr><th>estimator</th><th class="num">{c.metric}</th><th class="num">ρ</th>'
-            f'<th class="num">best − this</th></tr>{rows}</table></details>')
+            f'<table><tr><th>estimator</th><th class="num">{c.metric}</th>'
+            + ('<th class="num">ρ</th>' if extra else "")
+            + f'<th class="num">best − this</th></tr>{rows}</table></details>')
 
 
 def _structure(view: MethodResult) -> list[str]:
