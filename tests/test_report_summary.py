@@ -40,9 +40,9 @@ def test_compare_estimators_against_a_hand_computation() -> None:
     assert c.scores == pytest.approx({"good": 1.0, "poor": 0.0, "random": 1 / 3})
     assert (c.vs_runner_up.other, c.vs_runner_up.mean, c.vs_runner_up.low, c.vs_runner_up.high) == ("poor", 1, 1, 1)
     assert c.vs_random.mean == pytest.approx(2 / 3) and c.vs_random.distinguishable
-    # ρ: 'good' orders every target's three candidates as the truth does (1), 'poor' reverses a, b, d (−1)
-    # and orders c's [a, b, d]... by hand: c's truth is d, a, b; 'poor' gives b .9, a .5, d .1 → ranks
-    # (b, a, d) against (d, a, b): d = (2, 0, 2) for b, a, d → ρ = 1 − 6·8/24 = −1.
+    # ρ: 'good' orders every target's three candidates as the truth does (ρ = 1); 'poor' reverses each, e.g.
+    # for c the truth is (d, a, b) and 'poor' gives b .9, a .5, d .1: rank differences (2, 0, 2), so
+    # ρ = 1 − 6·8 / (3·8) = −1.
     r = compare_estimators(ev, metric="rho")
     assert r.metric == "ρ" and r.scores == pytest.approx({"good": 1.0, "poor": -1.0, "random": 0.0})
     assert r.vs_runner_up.mean == pytest.approx(2.0)
