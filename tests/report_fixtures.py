@@ -10,6 +10,7 @@ from modelspace.evaluation import GroundTruth
 from modelspace.models.spec import ModelSpec
 from modelspace.probe import ProbeSet
 from modelspace.report import ReportData, evaluate_views, truth_affinity
+from modelspace.report import figures as figs
 from modelspace.results import MethodResult
 from modelspace.space import ModelSpace
 
@@ -63,18 +64,44 @@ def clustered_affinity(n: int, k: int, seed: int = 0) -> np.ndarray:
     return x @ x.T
 
 
-def large_report(n: int = 200, with_truth: bool = True) -> ReportData:
-    """A synthetic n-model space (no maps computed), with a ground truth derived from it plus noise."""
+DEMO_METHODS = ["saliency", "gradient_x_input", "lrp_epsilon(epsilon=1e-06)"]
+DEMO_BASELINES = ["svcca(variance=0.99)", "linear_cka", "rbf_cka(sigma=0.8)", "rsa(metric='correlation')"]
+
+
+def synthetic_grid(names: list[str], seed: int, n_images: int = 6, size: int = 64, n_models: int = 8) -> bytes:
+    """An attribution grid of smooth random unit-norm maps (what the demo's grids look like, in bytes)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    images = rng.uniform(0.2, 0.8, size=(n_images, 3, 1, 1)) * np.ones((1, 1, size, size))
+    maps = {}
+    for name in names[:n_models]:
+        cx, cy = rng.uniform(0.2, 0.8, size=(2, n_images, 1, 1, 1))
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.02) + 0.3 * rng.random((n_images, 3, size, size))
+        maps[name] = blob / np.linalg.norm(blob.reshape(n_images, -1), axis=1)[:, None, None, None]
+    return figs.grid_png(images.astype(np.float32), maps, n_images)
+
+
+def large_report(n: int = 200, with_truth: bool = True, demo_like: bool = False) -> ReportData:
+    """A synthetic n-model space (no maps computed), with a ground truth derived from it plus noise.
+
+    With `demo_like`, the estimators and attribution grids of `modelspace demo` (three methods with a
+    grid each, four baselines) instead of one method and one baseline.
+    """
     names = [f"model_{i:03d}_{'abcdefgh'[i % 8]}" for i in range(n)]
     a, b = clustered_affinity(n, 8), clustered_affinity(n, 8, seed=1)
-    views = [MethodResult("saliency", names, names, a), MethodResult("linear_cka", names, names, b, kind="baseline")]
-    settings = {"probe": {"n_images": 1000, "size": 64, "hash": "0" * 64}, "methods": ["saliency"],
-                "baselines": ["linear_cka"], "models": [{"name": n_, "task": n_, "source": "synthetic"} for n_ in names]}
+    methods, baselines = (DEMO_METHODS, DEMO_BASELINES) if demo_like else (["saliency"], ["linear_cka"])
+    views = [MethodResult(m, names, names, a if k == 0 else clustered_affinity(n, 8, seed=10 + k))
+             for k, m in enumerate(methods)]
+    views += [MethodResult(m, names, names, b if k == 0 else clustered_affinity(n, 8, seed=20 + k), kind="baseline")
+              for k, m in enumerate(baselines)]
+    settings = {"probe": {"n_images": 1000, "size": 64, "hash": "0" * 64}, "methods": methods,
+                "baselines": baselines, "models": [{"name": n_, "task": n_, "source": "synthetic"} for n_ in names]}
+    grids = {m: synthetic_grid(names, k) for k, m in enumerate(methods)} if demo_like else {}
     if not with_truth:
-        return ReportData(views, settings, title=f"{n} synthetic models")
+        return ReportData(views, settings, title=f"{n} synthetic models", grids=grids)
     rng = np.random.default_rng(3)
     noisy = a + 0.3 * rng.random(a.shape)
     truth = GroundTruth({t: [names[j] for j in np.argsort(-noisy[i]) if j != i] for i, t in enumerate(names)},
                         origin="synthetic truth")
     return ReportData(views, settings, evaluate_views(views, truth), truth, truth_affinity(truth, names),
-                      title=f"{n} synthetic models")
+                      title=f"{n} synthetic models", grids=grids)

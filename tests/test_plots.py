@@ -69,15 +69,36 @@ def test_attribution_grid(tmp_path):
     assert size2[0] > size[0]  # 8 columns are wider than 4
 
 
-def test_heat_normalises_each_map():
+def test_heat_sums_channels_and_a_grid_shares_one_scale():
     m = np.zeros((2, 3, 2, 2))
     m[0, 0, 0, 0] = 4.0
     m[0, 1, 0, 0] = -2.0
     m[0, 2, 1, 1] = 1.0
     absolute = plots._heat(m, signed=False)
-    np.testing.assert_allclose(absolute[0], [[1.0, 0.0], [0.0, 1 / 6]])
-    np.testing.assert_allclose(absolute[1], 0.0)  # an all-zero map stays blank
-    np.testing.assert_allclose(plots._heat(m, signed=True)[0], [[1.0, 0.0], [0.0, 0.5]])
+    np.testing.assert_allclose(absolute[0], [[6.0, 0.0], [0.0, 1.0]])  # not rescaled per map
+    np.testing.assert_allclose(absolute[1], 0.0)
+    np.testing.assert_allclose(plots._heat(m, signed=True)[0], [[2.0, 0.0], [0.0, 1.0]])
+    # One scale for the grid: a weak map stays dim beside a strong one instead of being stretched to white.
+    assert plots.shared_scale([absolute], percentile=100) == 6.0
+    assert plots.shared_scale([np.zeros((2, 2))]) == 1.0  # an all-zero grid still has a scale
+
+
+def test_attribution_grid_has_one_colour_bar(tmp_path, monkeypatch):
+    seen = {}
+    original = plots._save
+
+    def capture(fig, path):
+        images = [im for ax in fig.axes for im in ax.get_images()]
+        seen["limits"] = {im.get_clim() for im in images if im.get_cmap().name == "hot"}
+        seen["axes"] = len(fig.axes)
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    rng = np.random.default_rng(0)
+    maps = {"strong": rng.normal(size=(3, 3, 8, 8)) * 10, "weak": rng.normal(size=(3, 3, 8, 8))}
+    plots.plot_attribution_grid(rng.uniform(size=(3, 3, 8, 8)), maps, tmp_path / "g.png", max_images=3)
+    assert len(seen["limits"]) == 1  # every map on the same scale
+    assert seen["axes"] == 3 * 3 + 1  # the images, the two model rows, and one colour bar
 
 
 def test_curves(tmp_path):

@@ -24,6 +24,7 @@ from modelspace.report import (
     from_space,
     write_report,
 )
+from modelspace.report.page import matrix_from_hover
 from modelspace.report.plots import MAX_TICK_LABELS, thin_labels
 from modelspace.similarity import classical_mds
 
@@ -104,9 +105,9 @@ def test_five_model_page_has_every_section_and_decodable_figures(toy, tmp_path) 
     space, _ = toy
     page = write_report(from_space(space, truth=TRUTH), tmp_path / "report.html")
     parts = parse(page)
-    assert parts.sections == ["maps", "space", "sources", "evaluation", "settings"]
-    # 2 attribution grids; per estimator (3) heatmap, map, tree; curves; truth tree + 3 estimated trees.
-    assert len(parts.images) == 2 + 3 * 3 + 1 + 1 + 3
+    assert parts.sections == ["summary", "maps", "space", "sources", "evaluation", "settings"]
+    # 2 attribution grids; per estimator (3) heatmap, map, tree; curves; truth tree + 3 estimated trees; agreement.
+    assert len(parts.images) == 2 + 3 * 3 + 1 + 1 + 3 + 1
     assert all(decoded(img).size[0] > 100 for img in parts.images)
     assert all(link.startswith(("data:", "#")) for link in parts.links), "the page must not reach out"
     text = page.read_text(encoding="utf-8")
@@ -117,12 +118,13 @@ def test_five_model_page_has_every_section_and_decodable_figures(toy, tmp_path) 
     matrices = [b for b in parts.blocks.values() if b["kind"] == "matrix"]
     result = space.results_["saliency"]
     order = [result.names.index(n) for n in matrices[0]["labels"]]
-    np.testing.assert_allclose(matrices[0]["values"], result.affinity[np.ix_(order, order)], atol=1e-4)
+    shown = matrix_from_hover(matrices[0])
+    np.testing.assert_allclose(shown, result.affinity[np.ix_(order, order)], atol=5e-4 + 1e-9)  # 3 decimals
 
 
 def test_page_without_ground_truth_leaves_evaluation_out(tmp_path) -> None:
     parts = parse(write_report(large_report(12, with_truth=False), tmp_path / "report.html"))
-    assert parts.sections == ["space", "sources", "settings"]
+    assert parts.sections == ["summary", "space", "sources", "settings"]
     assert len(parts.images) == 2 * 3 and all(decoded(img).size[1] > 100 for img in parts.images)
 
 
@@ -131,17 +133,20 @@ def test_two_hundred_models_stay_legible(tmp_path) -> None:
     parts = parse(page)
     heatmap = next(b for b in parts.blocks.values() if b["kind"] == "matrix")
     assert len(heatmap["labels"]) == 200 and len(heatmap["values"]) == 200
+    assert heatmap["symmetric"] and len(heatmap["values"][150]) == 50  # the upper triangle only
     assert 0 < heatmap["box"]["left"] < 1 and 0 < heatmap["box"]["width"] < 1
     image = decoded(next(img for img in parts.images if img.get("data-hover")))
     assert image.size[0] <= 1200  # fits a laptop screen at 1:1; the thinned labels stay readable
     # The box the tooltip uses is where the cells are drawn: a cell's centre pixel has its value's colour
     # (to rendering noise at 4 px a cell; a box off by one cell would miss by far more, the matrix is noisy).
-    values, box = np.array(heatmap["values"]), heatmap["box"]
+    values, box = matrix_from_hover(heatmap), heatmap["box"]
     pixels, (width, height) = np.asarray(image.convert("RGB"), dtype=float), image.size
     off = values[~np.eye(200, dtype=bool)]  # the colour scale spans the off-diagonal values
     scale = np.clip((values - off.min()) / (off.max() - off.min()), 0.0, 1.0)
     errors = []
     for i, j in np.random.default_rng(0).integers(0, 200, size=(60, 2)):
+        if i == j:
+            continue  # the diagonal is grey, outside the scale (test_plots checks it)
         x = int(width * (box["left"] + box["width"] * (j + 0.5) / 200))
         y = int(height * (box["top"] + box["height"] * (i + 0.5) / 200))
         errors.append(np.abs(pixels[y, x] - np.array(colormaps["viridis"](scale[i, j])[:3]) * 255).max())

@@ -2,7 +2,10 @@
 
 Chromium is driven over the DevTools protocol (tests/chromium_cdp.py), so what is checked is what the
 browser saw — console calls, uncaught exceptions, log errors, requests — not what the page says of
-itself. Screenshots go to tests/artifacts/ (ignored by git) and to $MODELSPACE_ARTIFACTS when set.
+itself. Screenshots go to tests/artifacts/ and to $MODELSPACE_ARTIFACTS when set; the two of the top of a
+demo-like page (30 models, the demo's seven estimators and three attribution grids) and of a 200-model page,
+and of their Model space section, shrunk to a palette PNG (`modest`), are committed (`git add -f`: the folder is otherwise ignored). The MDS
+names are drawn into the figure, not DOM elements: tests/test_report_page.py checks their boxes do not overlap.
 
 Needs Debian's `chromium` package (`apt-get install chromium`). Without it the tests skip, except
 when $CI is set: there a missing browser fails, so CI cannot pass by skipping.
@@ -15,8 +18,10 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from chromium_cdp import IMAGES_JS, Browser, find_chromium
+from PIL import Image
 from report_fixtures import TRUTH, large_report, toy_space
 
 from modelspace.report import from_space, write_report
@@ -39,11 +44,24 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def pages(tmp_path_factory) -> dict[str, Path]:
+def reports(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("pages")
-    space = toy_space(root / "store")
-    return {"5": write_report(from_space(space, truth=TRUTH), root / "report_5.html"),
-            "200": write_report(large_report(200), root / "report_200.html")}
+    return {"5": from_space(toy_space(root / "store"), truth=TRUTH), "demo30": large_report(30, demo_like=True),
+            "200": large_report(200), "root": root}
+
+
+@pytest.fixture(scope="module")
+def pages(reports) -> dict[str, Path]:
+    return {size: write_report(data, reports["root"] / f"report_{size}.html")
+            for size, data in reports.items() if size != "root"}
+
+
+def modest(path: Path, width: int = 1100) -> Path:
+    """Shrink a screenshot to `width` px and a 128-colour palette, so that committing it costs little."""
+    image = Image.open(path).convert("RGB")
+    image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
+    image.quantize(128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    return path
 
 
 def keep(path: Path) -> Path:
@@ -55,28 +73,46 @@ def keep(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("size, n_images", [("5", 2 + 9 + 1 + 1 + 3), ("200", 6 + 1 + 1 + 2)])
+# Images: grids; heatmap, map and tree per estimator; curves; truth's tree; estimated trees (not repeated
+# beyond 30 tasks); tree agreement.
+@pytest.mark.parametrize("size, n_images", [("5", 2 + 3 * 3 + 1 + 1 + 3 + 1), ("demo30", 3 + 7 * 3 + 1 + 1 + 7 + 1),
+                                            ("200", 2 * 3 + 1 + 1 + 0 + 1)])
 def test_report_opens_cleanly_in_chromium(browser, pages, size, n_images) -> None:
     browser.open(pages[size])
     seen = browser.evaluate(IMAGES_JS)
     assert seen["n"] == n_images
     assert seen["broken"] == [], f"images that did not decode: {seen['broken']}"
     assert all(w > 100 and h > 100 for w, h in seen["sizes"])
+    assert ["summary"] == seen["sections"][:1]  # the conclusion comes first
     assert {"space", "sources", "evaluation", "settings"} <= set(seen["sections"])
     assert seen["external"] == []
     assert browser.problems() == []
     assert all(url.startswith(("file:", "data:")) for url in browser.requests()), browser.requests()
+    summary = browser.evaluate("""(() => {
+      const s = document.querySelector("#summary");
+      const r = s.getBoundingClientRect();
+      return {text: s.querySelector(".conclusion").textContent, top: r.top + window.scrollY,
+              items: s.querySelectorAll("li").length};
+    })()""")
+    assert "ranks sources best" in summary["text"] and summary["items"] >= 3
+    assert summary["top"] < 800  # within the first screen
     shot = keep(browser.screenshot(ARTIFACTS / f"report_{size}.png"))
     assert shot.stat().st_size > 20_000
+    if size in ("demo30", "200"):
+        assert modest(shot).stat().st_size < 400_000
+        browser.evaluate("document.getElementById('space').scrollIntoView()")  # the heatmap and the map
+        assert modest(keep(browser.screenshot(ARTIFACTS / f"report_{size}_space.png"))).stat().st_size < 400_000
+        browser.evaluate("window.scrollTo(0, 0)")
     keep(browser.screenshot(ARTIFACTS / f"report_{size}_full.png", full_page=True))
 
 
-def test_heatmap_hover_shows_the_pair_and_value_under_the_pointer(browser, pages) -> None:
+def test_heatmap_hover_shows_the_affinity_under_the_pointer(browser, pages, reports) -> None:
     browser.open(pages["200"])
     data = browser.evaluate("JSON.parse(document.getElementById("
                             "document.querySelector('img[data-hover]').dataset.hover).textContent)")
     box, n = data["box"], len(data["labels"])
-    for i, j in [(3, 150), (199, 0), (120, 120)]:
+    result = reports["200"].estimators[0]  # the first tab's heatmap
+    for i, j in [(3, 150), (199, 0), (120, 120), (57, 58)]:
         # Scroll the cell's centre to the middle of the window, then point at it.
         x, y = browser.evaluate(f"""(() => {{
           const img = document.querySelector("img[data-hover]");
@@ -87,7 +123,22 @@ def test_heatmap_hover_shows_the_pair_and_value_under_the_pointer(browser, pages
         }})()""")
         browser.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
         tip = browser.evaluate("document.getElementById('tip').textContent")
-        assert tip == f"{data['labels'][i]} \u2194 {data['labels'][j]}: {data['values'][i][j]:.3f}"
+        pair, value = tip.rsplit(": ", 1)
+        assert pair == f"{data['labels'][i]} \u2194 {data['labels'][j]}"
+        # The value shown is the affinity itself (to the 3 decimals shown), not a colour read back.
+        a, b = result.names.index(data["labels"][i]), result.names.index(data["labels"][j])
+        assert abs(float(value) - result.affinity[a, b]) <= 0.0005 + 1e-9, (tip, result.affinity[a, b])
+    assert np.isclose(result.affinity[0, 0], 1.0)
+    assert browser.problems() == []
+
+
+def test_failures_counter_leads_to_the_failures(browser, tmp_path) -> None:
+    data = large_report(12)
+    data.settings["failures"] = [{"model": "broken", "method": None, "message": "cannot load broken"}]
+    browser.open(write_report(data, tmp_path / "failures.html"))
+    browser.evaluate("document.querySelector('.facts a[href=\"#failures\"]').click()")
+    top = browser.evaluate("document.getElementById('failures').getBoundingClientRect().top")
+    assert abs(top) < 5  # the click scrolled the section to the top of the window
     assert browser.problems() == []
 
 

@@ -98,7 +98,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     n_relevant = DEFAULT_N_RELEVANT if args.n_relevant is None else args.n_relevant
     data = from_folder(args.folder, truth=args.truth, n_relevant=n_relevant, title=args.title)
-    page = write_report(data, args.out or Path(args.folder) / REPORT_HTML, progress=not args.quiet)
+    page = write_report(data, args.out or Path(args.folder) / REPORT_HTML, progress=not args.quiet,
+                        summary_estimator=args.summary_estimator)
     _emit(args, {"report": str(page)}, f"report: {page}")
     return 0
 
@@ -267,7 +268,7 @@ def _write_page(args: argparse.Namespace, space, truth, path: Path) -> Path:
 
     data = from_space(space, truth=truth)
     data.settings["command"] = "modelspace " + " ".join(args.argv)  # so the page says how it was made
-    return write_report(data, path, progress=not args.quiet)
+    return write_report(data, path, progress=not args.quiet, summary_estimator=args.summary_estimator)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -602,6 +603,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--label-scores", nargs="+", default=["logme", "hscore", "transrate", "gbc"], metavar="SCORE",
                    help="label-based scores with --labels (default: logme hscore transrate gbc; also leep nce "
                         "for models with a classifier head)")
+    p.add_argument("--summary-estimator", default=None, metavar="ID",
+                   help="estimator whose sources the report's summary lines name (default: the best by P@5 "
+                        "with --truth, else the first)")
 
     p = add("report", cmd_report, "one self-contained HTML page of an output folder (figures embedded; "
             "opens offline)", [truth_opts])
@@ -609,6 +613,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="HTML file to write (default FOLDER/report.html)")
     p.add_argument("--output", dest="out", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # its old name
     p.add_argument("--title", default="modelspace report", help="page title")
+    p.add_argument("--summary-estimator", default=None, metavar="ID",
+                   help="estimator whose sources the summary lines name (default: the best by P@5 with a "
+                        "ground truth, else the first)")
 
     p = add("probe", cmd_probe, "load a probe image folder once and save it (.npz) with its content hash", [])
     p.add_argument("folder", help="folder of images (searched recursively)")

@@ -634,3 +634,158 @@ def format_table(evaluation: Evaluation | Mapping, ks: Sequence[int] = (1, 3, 5)
 def _cell_text(value: float | None, column: str) -> str:
     """A table cell: the value to 3 decimals, or "–" (K beyond the candidates), as wide as ``column``."""
     return f"{value:.3f}" if value is not None else f"{'–':{len(column)}s}"
+
+
+# --------------------------------------------------------------------------- are the differences real?
+
+
+@dataclass(frozen=True)
+class Difference:
+    """The mean difference of two estimators' per-target scores and its bootstrap interval.
+
+    Attributes
+    ----------
+    other : str
+        The estimator compared with the best ("random" for the reference).
+    mean : float
+        Mean over targets of best − other.
+    low, high : float
+        The bootstrap percentile interval of that mean.
+    """
+
+    other: str
+    mean: float
+    low: float
+    high: float
+
+    @property
+    def distinguishable(self) -> bool:
+        """False when the interval contains 0: the data cannot tell the two apart."""
+        return not self.low <= 0.0 <= self.high
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Which estimator scored best against a truth, and whether its lead is more than chance.
+
+    Attributes
+    ----------
+    metric : str
+        ``"P@K"`` (with the K) or ``"ρ"``.
+    scores : dict of str to float
+        Mean score per estimator, best first, then ``"random"``.
+    best : str
+    vs_runner_up : Difference or None
+        None with a single estimator.
+    vs_random : Difference
+    n_targets, n_resamples, seed, level
+        How the intervals were drawn.
+    """
+
+    metric: str
+    scores: dict[str, float]
+    best: str
+    vs_runner_up: Difference | None
+    vs_random: Difference
+    n_targets: int
+    n_resamples: int
+    seed: int
+    level: float
+
+
+def bootstrap_interval(differences: Sequence[float], n_resamples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of paired per-target `differences`.
+
+    Targets are resampled with replacement `n_resamples` times (NumPy's default generator seeded
+    with `seed`); the interval holds the central `level` of the resampled means.
+
+    Parameters
+    ----------
+    differences : sequence of float
+        One value per target (e.g. P@5 of one estimator minus another's).
+    n_resamples, seed, level
+        Number of resamples, generator seed, coverage in (0, 1).
+
+    Returns
+    -------
+    (low, high) : tuple of float
+    """
+    d = np.asarray(differences, dtype=np.float64)
+    check_int(n_resamples, "n_resamples")
+    if d.ndim != 1 or len(d) == 0 or not np.isfinite(d).all():
+        raise InputError(f"differences: expected a non-empty 1-D array of finite values, got shape {d.shape}")
+    if not 0.0 < level < 1.0:
+        raise InputError(f"level: expected a coverage in (0, 1), got {level!r}")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(n_resamples, len(d)))].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def per_target_scores(evaluation: Evaluation, metric: str = "precision", k: int = 5) -> dict[str, dict[str, float]]:
+    """Per estimator, per target: P@k (``metric="precision"``) or Spearman's ρ (``"rho"``), and the
+    same for ``"random"`` (its expectation per target: relevant / candidates for P@k, 0 for ρ).
+
+    Needs the evaluation's `per_target` details. A target whose ρ is undefined (fewer than two ranked
+    candidates) is left out; k beyond the candidates is cut to the last K.
+    """
+    if not evaluation.per_target:
+        raise InputError("evaluation: no per-target details to compare estimators on")
+    if metric not in ("precision", "rho"):
+        raise InputError(f"metric: expected 'precision' or 'rho', got {metric!r}")
+    k = min(check_int(k, "k"), evaluation.n_candidates)
+    out: dict[str, dict[str, float]] = {"random": {}}
+    for name, targets in evaluation.per_target.items():
+        out[name] = {}
+        for target, d in targets.items():
+            if metric == "rho":
+                if d.get("spearman") is not None:
+                    out[name][target] = float(d["spearman"])
+                    out["random"][target] = 0.0
+            else:
+                hits = _pad(list(d["hits_at_k"]), k)
+                out[name][target] = hits[k - 1] / k
+                out["random"][target] = len(d["relevant"]) / max(d["n_candidates"], 1)
+    return out
+
+
+def compare_estimators(evaluation: Evaluation, metric: str = "precision", k: int = 5, n_resamples: int = 2000,
+                       seed: int = 0, level: float = 0.95) -> Comparison:
+    """The best estimator by mean P@k (or ρ), and bootstrap intervals of its lead over the runner-up
+    and over random ranking.
+
+    The differences are paired: each resample draws targets with replacement and takes the mean over
+    them of best − other, so the intervals reflect how much the lead depends on which targets were
+    scored. A lead whose interval contains 0 is not distinguishable from no lead.
+
+    Parameters
+    ----------
+    evaluation : Evaluation
+        With per-target details (as `evaluate_matrices` gives).
+    metric : {"precision", "rho"}
+    k : int
+        The cut-off of P@k (cut to the last K of a smaller zoo).
+    n_resamples, seed, level
+        See `bootstrap_interval`.
+    """
+    scores = per_target_scores(evaluation, metric, k)
+    names = [n for n in scores if n != "random"]
+    targets = [t for t in scores["random"] if all(t in scores[n] for n in names)]
+    if not names or not targets:
+        raise InputError("evaluation: no target scored by every estimator")
+    table = {n: np.array([scores[n][t] for t in targets]) for n in [*names, "random"]}
+    means = {n: float(table[n].mean()) for n in names}
+    ranked = sorted(names, key=lambda n: -means[n])  # stable: ties keep the evaluation's order
+    best = ranked[0]
+
+    def diff(other: str) -> Difference:
+        d = table[best] - table[other]
+        low, high = bootstrap_interval(d, n_resamples, seed, level)
+        return Difference(other, float(d.mean()), low, high)
+
+    label = f"P@{min(k, evaluation.n_candidates)}" if metric == "precision" else "ρ"
+    return Comparison(label, {**{n: means[n] for n in ranked}, "random": float(table["random"].mean())}, best,
+                      diff(ranked[1]) if len(ranked) > 1 else None, diff("random"), len(targets), n_resamples,
+                      seed, level)

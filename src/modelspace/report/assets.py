@@ -16,6 +16,10 @@ nav a:hover { text-decoration: underline; }
 .facts { display: flex; flex-wrap: wrap; gap: 8px 22px; margin: 10px 0 6px; }
 .facts div b { display: block; font-size: 18px; }
 .facts div span { color: var(--muted); font-size: 12px; }
+.facts a { color: inherit; text-decoration: none; display: block; }
+.facts a.fail b { color: #cf222e; text-decoration: underline; }
+p.conclusion { font-size: 15px; }
+p.warn { color: #9a6700; }
 figure { margin: 8px 0 16px; }
 figure img { max-width: 100%; height: auto; display: block; border: 1px solid var(--line); border-radius: 4px;
              background: #fff; }
@@ -102,7 +106,8 @@ JS = """
       if (p.u < 0 || p.u >= 1 || p.v < 0 || p.v >= 1) { hide(); return; }
       if (d.kind === "matrix") {
         var n = d.labels.length, i = Math.floor(p.v * n), j = Math.floor(p.u * n);
-        place(ev, d.labels[i] + " \\u2194 " + d.labels[j] + ": " + d.values[i][j].toFixed(3));
+        var value = d.symmetric ? d.values[Math.min(i, j)][Math.abs(j - i)] : d.values[i][j];  // upper triangle
+        place(ev, d.labels[i] + " \\u2194 " + d.labels[j] + ": " + (value / d.scale).toFixed(3));
       } else {
         var sx = d.box.xlim[1] - d.box.xlim[0], sy = d.box.ylim[1] - d.box.ylim[0];
         var best = -1, bestD = 14 * 14;

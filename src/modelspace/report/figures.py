@@ -4,6 +4,7 @@ The heatmap and the model-space map are drawn on axes at a fixed place in the fi
 engine), so the page knows where each cell or point lands in the image and can show a tooltip
 under the pointer by reading the matrix it embeds as JSON. The dendrogram, the P@K/R@K curves and
 the attribution grid come from `plots` unchanged; the MDS coordinates and clusters from `similarity.tree`.
+Every PNG has a palette of at most 256 colours (`plots.compact_png`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.lines import Line2D
 
+from ..similarity import clusters
 from . import plots
 
 MAX_POINT_LABELS = 40
 """At most this many points of the model-space map carry their name; the others show on hover."""
+
+MAX_COLOUR_GROUPS = 20
+"""Points are coloured by task when the models share tasks among at most this many; else by cluster."""
 
 ANNOTATE_CELLS = 12
 """Up to this many models, the heatmap writes each value in its cell."""
@@ -40,7 +46,7 @@ def heatmap_png(matrix: np.ndarray, labels: Sequence[str], title: str) -> tuple[
     box = [left / width, bottom / height, side / width, side / height]
     ax = fig.add_axes(box)
     low, high = plots.off_diagonal_range(a)
-    image = ax.imshow(a, cmap="viridis", interpolation="nearest", aspect="auto", vmin=low, vmax=high)
+    image = plots.draw_affinity(ax, a, aspect="auto")
     ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=font)
     ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=font)
     if n <= ANNOTATE_CELLS:  # a handful of models: the values themselves, written in the cells
@@ -50,39 +56,134 @@ def heatmap_png(matrix: np.ndarray, labels: Sequence[str], title: str) -> tuple[
                         color="black" if a[i, j] > (low + high) / 2 else "white")
     ax.set_title(title, fontsize=11)
     cax = fig.add_axes([(left + side + 0.15) / width, bottom / height, 0.18 / width, side / height])
-    fig.colorbar(image, cax=cax, label="affinity", extend="max" if a.max() > high else "neither")
+    fig.colorbar(image, cax=cax, label="affinity (diagonal grey)")
     return _png(fig), _box_from_bottom(box)
 
 
-def mds_png(coords: np.ndarray, labels: Sequence[str], groups: np.ndarray, order: Sequence[int],
-            title: str) -> tuple[bytes, dict]:
-    """Scatter of the MDS map, coloured by tree cluster; returns the PNG and the axes box and limits."""
+def colour_groups(names: Sequence[str], tasks: Sequence[str], linkage: np.ndarray | None) -> tuple[np.ndarray, list[str] | None]:
+    """What the model-space map is coloured by: the task when models share tasks (at most
+    `MAX_COLOUR_GROUPS` of them), with the task names for a legend; else the tree's clusters (no legend)."""
+    distinct = list(dict.fromkeys(tasks))
+    if len(distinct) < len(names) and len(distinct) <= MAX_COLOUR_GROUPS:
+        index = {t: i for i, t in enumerate(distinct)}
+        return np.array([index[t] for t in tasks], dtype=int), distinct
+    return clusters(linkage, len(names)), None
+
+
+def mds_figure(coords: np.ndarray, labels: Sequence[str], groups: np.ndarray, order: Sequence[int], title: str,
+               explained: Sequence[float] | None = None, legend: Sequence[str] | None = None):
+    """The MDS map as a matplotlib figure: points coloured by `groups` (named by `legend` when given),
+    at most `MAX_POINT_LABELS` names placed where they overlap no other name and no point
+    (`place_labels`), the axes titled with the share of variance they hold. Returns (figure, box)."""
     xy = np.asarray(coords, dtype=np.float64)[:, :2]
     n = len(xy)
     centre = (xy.max(axis=0) + xy.min(axis=0)) / 2 if n else np.zeros(2)
     half = max(float(np.ptp(xy, axis=0).max()) / 2 if n else 0.0, 1e-6) * 1.15
     lim = [centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half]
-    side, margin = 6.0, 0.6
-    fig = plots.figure((side + 2 * margin, side + 2 * margin), layout=None)
-    box = [margin / (side + 2 * margin), margin / (side + 2 * margin), side / (side + 2 * margin),
-           side / (side + 2 * margin)]
+    side, margin, right = 6.0, 0.6, (2.0 if legend else 0.0)
+    width, height = side + 2 * margin + right, side + 2 * margin
+    fig = plots.figure((width, height), layout=None)
+    box = [margin / width, margin / height, side / width, side / height]
     ax = fig.add_axes(box)
-    palette = colormaps["tab10"]
-    ax.scatter(xy[:, 0], xy[:, 1], c=[palette(int(g) % 10) for g in groups], s=36 if n <= 40 else 14,
+    palette = colormaps["tab10" if max(groups, default=0) < 10 else "tab20"]
+    size = 36 if n <= MAX_POINT_LABELS else 14
+    ax.scatter(xy[:, 0], xy[:, 1], c=[palette(int(g) % palette.N) for g in groups], s=size,
                edgecolors="white", linewidths=0.5, zorder=2)
-    shown = [order[i] for i in plots.thin_labels(n, MAX_POINT_LABELS)] if n > MAX_POINT_LABELS else range(n)
-    for i in shown:
-        ax.annotate(str(labels[i]), xy[i], textcoords="offset points", xytext=(4, 3),
-                    fontsize=8 if n <= 40 else 6, color="0.2")
     ax.set_xlim(lim[0], lim[1])
     ax.set_ylim(lim[2], lim[3])
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_xlabel("MDS 1")
-    ax.set_ylabel("MDS 2")
+    shares = list(explained) if explained is not None else []
+    for k, setter in enumerate((ax.set_xlabel, ax.set_ylabel)):
+        setter(f"MDS {k + 1}" + (f" ({shares[k]:.0%} of the variance)" if k < len(shares) else ""))
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.2)
-    return _png(fig), {**_box_from_bottom(box), "xlim": lim[:2], "ylim": lim[2:]}
+    if legend:
+        handles = [Line2D([], [], marker="o", linestyle="", color=palette(i % palette.N), label=str(t))
+                   for i, t in enumerate(legend)]
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=((side + 2 * margin) / width, 0.5),
+                   fontsize=8, frameon=False, title="task", title_fontsize=9)
+    priority = [order[i] for i in plots.thin_labels(n, MAX_POINT_LABELS)] if n > MAX_POINT_LABELS else list(order)
+    place_labels(ax, xy, labels, priority, fontsize=8 if n <= MAX_POINT_LABELS else 6,
+                 marker_px=np.sqrt(size) / 2 * fig.dpi / 72)
+    return fig, {**_box_from_bottom(box), "xlim": lim[:2], "ylim": lim[2:]}
+
+
+def mds_png(coords: np.ndarray, labels: Sequence[str], groups: np.ndarray, order: Sequence[int], title: str,
+            explained: Sequence[float] | None = None, legend: Sequence[str] | None = None) -> tuple[bytes, dict]:
+    """`mds_figure` as a PNG; returns the PNG and the axes box and limits."""
+    fig, box = mds_figure(coords, labels, groups, order, title, explained, legend)
+    return _png(fig), box
+
+
+def place_labels(ax, xy: np.ndarray, labels: Sequence[str], priority: Sequence[int], fontsize: float,
+                 marker_px: float = 3.0) -> list[int]:
+    """Write the names of the points in `priority` order, each at the first of a few spots around its
+    point where its box overlaps no name already written, no point and stays inside the axes; a name
+    with no such spot is left out (the page shows it on hover). Returns the indices written.
+
+    Greedy, in pixels: each name's box is measured once, then candidate offsets are tried in order
+    (right-above, left-above, right-below, left-below, above, below, and the same farther out).
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    points = ax.transData.transform(xy)
+    obstacles = np.column_stack([points - marker_px, points + marker_px])  # (x0, y0, x1, y1) per point
+    placed: list[np.ndarray] = []
+    written = []
+    to_points = 72.0 / ax.figure.dpi
+    for i in priority:
+        text = ax.annotate(str(labels[i]), xy[i], textcoords="offset points", xytext=(0, 0), fontsize=fontsize,
+                           color="0.2", ha="left", va="bottom", zorder=3)
+        extent = text.get_window_extent(renderer)
+        w, h = extent.width, extent.height
+        spot = None
+        for gap in (marker_px + 1.5, marker_px + 8.0):
+            for dx, dy in ((gap, gap * 0.6), (-gap - w, gap * 0.6), (gap, -gap * 0.6 - h), (-gap - w, -gap * 0.6 - h),
+                           (-w / 2, gap), (-w / 2, -gap - h)):
+                x0, y0 = extent.x0 + dx, extent.y0 + dy  # the box at offset (0, 0), moved
+                candidate = np.array([x0, y0, x0 + w, y0 + h])
+                if not (frame.x0 <= candidate[0] and candidate[2] <= frame.x1 and frame.y0 <= candidate[1]
+                        and candidate[3] <= frame.y1):
+                    continue
+                if _hits(candidate, obstacles) or (placed and _hits(candidate, np.array(placed))):
+                    continue
+                spot = (dx, dy, candidate)
+                break
+            if spot:
+                break
+        if spot is None:
+            text.remove()
+            continue
+        text.xyann = (spot[0] * to_points, spot[1] * to_points)
+        placed.append(spot[2])
+        written.append(i)
+    return written
+
+
+def _hits(box: np.ndarray, others: np.ndarray, pad: float = 1.0) -> bool:
+    """Whether `box` (x0, y0, x1, y1) comes within `pad` pixels of any of `others` (rows of the same)."""
+    return bool(np.any((box[0] < others[:, 2] + pad) & (others[:, 0] < box[2] + pad)
+                       & (box[1] < others[:, 3] + pad) & (others[:, 1] < box[3] + pad)))
+
+
+def agreement_png(values: dict[str, float], title: str) -> bytes:
+    """Horizontal bars: per estimator, the cophenetic correlation of its tree with the truth's."""
+    names = list(values)
+    fig = plots.figure((7.0, 0.9 + 0.32 * len(names)))
+    ax = fig.add_subplot()
+    shown = [0.0 if np.isnan(values[n]) else values[n] for n in names]
+    ax.barh(range(len(names)), shown, color=[f"C{i % 10}" for i in range(len(names))], height=0.6)
+    for i, n in enumerate(names):
+        ax.text(max(shown[i], 0) + 0.01, i, "n/a" if np.isnan(values[n]) else f"{values[n]:.2f}", va="center",
+                fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(min(0.0, min(shown, default=0.0)) - 0.05, 1.1)
+    ax.axvline(0, color="0.5", linewidth=0.8)
+    ax.set_xlabel("cophenetic correlation with the truth's tree (1 = the same tree)")
+    ax.set_title(title, fontsize=11)
+    return _png(fig)
 
 
 def dendrogram_png(linkage: np.ndarray, labels: Sequence[str], title: str) -> bytes:
@@ -112,9 +213,7 @@ def data_uri(png: bytes) -> str:
 
 
 def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    return buffer.getvalue()
+    return plots.compact_png(fig, dpi=DPI)
 
 
 def _box_from_bottom(box: list[float]) -> dict:

@@ -5,11 +5,13 @@
 
 or, from a folder that `ModelSpace.save` (`modelspace run`) wrote: `write_report(from_folder("out/"), ...)`.
 
-The page holds the attribution-map grid (the paper's Figure 2), per estimator the affinity heatmap
+The page opens with a summary drawn from the results (which estimator ranks sources best, by how much,
+and whether the lead is more than chance, by a bootstrap over targets; without a truth, how the models
+group), then any failures. It holds the attribution-map grid (the paper's Figure 2), per estimator the affinity heatmap
 in tree order, the dendrogram and a 2-D map of the model space (classical MDS on 1 − affinity),
 per-target tables of the top sources, and — with a ground truth — the P@K/R@K curves beside random
-and oracle and the truth's tree beside the estimated one; last, the settings that reproduce it.
-Figures are PNGs inlined as data: URIs; the style and a small script are inline too.
+and oracle and the truth's tree beside the estimated one with their agreement; last, the settings that
+reproduce it. Figures are palette PNGs inlined as data: URIs; the style and a small script are inline too.
 """
 
 from __future__ import annotations
@@ -26,11 +28,20 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import InputError
-from ..evaluation import Curves, Evaluation, GroundTruth, evaluate_matrices
+from ..evaluation import BUNDLED, Comparison, Curves, Evaluation, GroundTruth, compare_estimators, evaluate_matrices
 from ..models import describe_preprocessing
 from ..results import TRUTH_AFFINITY_CSV, MethodResult, read_matrix
 from ..results import load as load_folder
-from ..similarity import classical_mds, clusters, similarity_tree
+from ..similarity import (
+    HUB_SHARE,
+    classical_mds,
+    clusters,
+    hubs,
+    mds_explained,
+    similarity_tree,
+    top_sources,
+    tree_agreement,
+)
 from . import figures as figs
 from .assets import CSS, JS
 from .plots import thin_labels
@@ -40,6 +51,19 @@ TOP_SOURCES = 5
 
 WIDE_FROM = 24
 """From this many models on, the heatmap takes the page's full width."""
+
+MATRIX_SCALE = 1000
+"""The heatmap's hover data holds round(affinity × MATRIX_SCALE) as integers."""
+
+REPEAT_TREES_UP_TO = 30
+"""Up to this many tasks, the evaluation draws each estimate's tree beside the truth's even when it is the
+tree already under Model space; beyond, that tree is not drawn twice (the agreement figure compares them)."""
+
+OPEN_TARGETS = 3
+"""The first this many per-target tables are shown open; the others are collapsed."""
+
+BOOTSTRAP = {"n_resamples": 2000, "seed": 0, "level": 0.95}
+"""How the summary's intervals are drawn (`evaluation.compare_estimators`)."""
 
 
 @dataclass
@@ -155,8 +179,21 @@ def _truth(truth: GroundTruth | str | Path | None) -> GroundTruth | None:
 # --------------------------------------------------------------------------- the page
 
 
-def write_report(data: ReportData, path: str | Path, progress: bool = False) -> Path:
-    """Write the page to `path` (parents created); returns the path."""
+def write_report(data: ReportData, path: str | Path, progress: bool = False,
+                 summary_estimator: str | None = None) -> Path:
+    """Write the page to `path` (parents created); returns the path.
+
+    Parameters
+    ----------
+    data : ReportData
+    path : str or Path
+    progress : bool
+        A progress bar over the sections.
+    summary_estimator : str, optional
+        The estimator whose sources the per-target lines and the summary name (an id, or its name
+        without parameters, e.g. ``"lrp_epsilon"``). By default the best by P@5 when there is an
+        evaluation, else the first estimator.
+    """
     from ..progress import progress as progress_bar
 
     if not data.estimators:
@@ -164,7 +201,10 @@ def write_report(data: ReportData, path: str | Path, progress: bool = False) -> 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     page = _Page()
-    steps = [("maps", _section_maps), ("space", _section_space), ("sources", _section_sources),
+    page.comparison = _compare(data.evaluation)
+    page.view, page.why = _summary_view(data, page.comparison, summary_estimator)
+    steps = [("summary", _section_summary), ("failures", _section_failures), ("maps", _section_maps),
+             ("space", _section_space), ("sources", _section_sources),
              ("evaluation", _section_evaluation), ("settings", _section_settings)]
     body = []
     for _, section in progress_bar(steps, desc="report", unit="section", disable=not progress):
@@ -197,11 +237,52 @@ def script_json(payload: Any) -> str:
     return "".join(_SCRIPT_ESCAPES.get(c, c) for c in text)
 
 
+def resolve_estimator(views: list[MethodResult], name: str) -> MethodResult:
+    """The estimator of `views` named `name`: its id, or its name without parameters."""
+    for v in views:
+        if name in (v.id, v.id.split("(")[0]):
+            return v
+    raise InputError(f"summary estimator: {name!r} is not one of the estimators: {', '.join(v.id for v in views)}")
+
+
+def headline_k(evaluation: Evaluation) -> int:
+    """The K of the P@K the page leads with: 5, or fewer when the truth counts fewer relevant sources or
+    ranks fewer candidates (at K above the relevant count, P@K cannot reach 1 and says less)."""
+    return max(1, min(5, evaluation.n_relevant, evaluation.n_candidates))
+
+
+def _compare(evaluation: Evaluation | None) -> Comparison | None:
+    if evaluation is None or not evaluation.per_target:
+        return None  # an evaluation read from an old results.json may lack the per-target details
+    if evaluation.n_relevant >= evaluation.n_candidates:  # every candidate is relevant: P@K is 1 for any order
+        return compare_estimators(evaluation, "rho", **BOOTSTRAP)
+    return compare_estimators(evaluation, "precision", headline_k(evaluation), **BOOTSTRAP)
+
+
+def _summary_view(data: ReportData, comparison: Comparison | None, chosen: str | None) -> tuple[MethodResult, str]:
+    ranked = [v for v in data.estimators if v.ranking]
+    views = ranked or data.estimators
+    if chosen is not None:
+        return resolve_estimator(data.estimators, chosen), "chosen"
+    if comparison is not None and comparison.best in {v.id for v in views}:
+        return next(v for v in views if v.id == comparison.best), f"the best by {comparison.metric}"
+    if data.evaluation:
+        k = headline_k(data.evaluation)
+        best = max(data.evaluation.methods, key=lambda n: _at(data.evaluation.methods[n], k)[0])
+        if best in {v.id for v in views}:
+            return next(v for v in views if v.id == best), f"the best by P@{k}"
+    return views[0], "the first estimator; no ground truth to pick the best"
+
+
 class _Page:
-    """Collects the JSON blocks the figures' tooltips read, with unique ids."""
+    """Collects the JSON blocks the figures' tooltips read, with unique ids, and what the sections
+    share: the estimators' comparison and the estimator the summary lines use."""
 
     def __init__(self) -> None:
         self.blocks: list[tuple[str, str]] = []
+        self.comparison: Comparison | None = None
+        self.view: MethodResult | None = None
+        self.why = ""
 
     def data(self, payload: Any) -> str:
         ident = f"d{len(self.blocks)}"
@@ -233,7 +314,9 @@ close as their attribution maps on the same unlabeled probe images; a target's b
 
 
 def _nav(data: ReportData) -> list[tuple[str, str]]:
-    items = [("maps", "Attribution maps")] if data.grids else []
+    items = [("summary", "Summary")]
+    items += [("failures", "Failures")] if data.settings.get("failures") else []
+    items += [("maps", "Attribution maps")] if data.grids else []
     items += [("space", "Model space"), ("sources", "Sources per target")]
     if data.evaluation or data.truth_tree:
         items.append(("evaluation", "Evaluation"))
@@ -250,10 +333,133 @@ def _facts(data: ReportData) -> str:
              (str(len([v for v in data.estimators if v.kind == "baseline"])), "baselines"),
              (str(len(s.get("failures") or [])), "failures")]
     if data.evaluation:
-        k = min(5, data.evaluation.n_candidates)  # P@5, or the last K of a smaller zoo
+        k = headline_k(data.evaluation)  # P@5, or fewer for a smaller zoo or truth
         best = max(data.evaluation.methods.items(), key=lambda kv: _at(kv[1], k)[0])
         facts.append((f"{_at(best[1], k)[0]:.2f}", f"best P@{k} ({best[0]})"))
-    return '<div class="facts">' + "".join(f"<div><b>{_e(v)}</b><span>{_e(k)}</span></div>" for v, k in facts) + "</div>"
+    cells = []
+    for value, what in facts:
+        cell = f"<b>{_e(value)}</b><span>{_e(what)}</span>"
+        if what == "failures" and value != "0":  # the counter leads to the list
+            cell = f'<a href="#failures" class="fail">{cell}</a>'
+        cells.append(f"<div>{cell}</div>")
+    return '<div class="facts">' + "".join(cells) + "</div>"
+
+
+def _section_summary(data: ReportData, page: _Page) -> str:
+    view, c = page.view, page.comparison
+    items = []
+    if c is not None:
+        ev = data.evaluation
+        origin = _truth_label(data.truth.origin)[0] if data.truth else "the run's ground truth"
+        rho = ev.rho.get(c.best, float("nan"))
+        oracle = _at(ev.oracle, headline_k(ev))[0] if c.metric.startswith("P@") else 1.0
+        also = f"; mean Spearman ρ {rho:.2f}" if c.metric.startswith("P@") and np.isfinite(rho) else ""
+        lead = (f"Against {_e(origin)}, over {c.n_targets} targets, <b>{_e(c.best)}</b> ranks sources best: "
+                f"{c.metric} {c.scores[c.best]:.2f} against {c.scores['random']:.2f} for random ranking and "
+                f"{oracle:.2f} for the oracle{also}.")
+        items.append(_difference(c, c.vs_random, "random ranking"))
+        if c.vs_runner_up is not None:
+            items.append(_difference(c, c.vs_runner_up, f"the runner-up, {c.vs_runner_up.other} "
+                                     f"({c.scores[c.vs_runner_up.other]:.2f})"))
+    elif data.evaluation:
+        k = headline_k(data.evaluation)
+        best = max(data.evaluation.methods, key=lambda n: _at(data.evaluation.methods[n], k)[0])
+        lead = (f"<b>{_e(best)}</b> has the best P@{k}, {_at(data.evaluation.methods[best], k)[0]:.2f} against "
+                f"{_at(data.evaluation.random, k)[0]:.2f} for random ranking; the evaluation holds no per-target "
+                "scores, so whether the lead is more than chance cannot be said here.")
+    else:
+        lead = ("No ground truth was given, so this page cannot say which estimator predicts transfer best; it "
+                f"shows how the models group. By <b>{_e(view.id)}</b>:")
+        items += _structure(view)
+        items += _agreement_of_neighbours(data, view)
+    hub = hubs(view.ranking) if view.ranking else {}
+    if hub:
+        items.append("Hub" + ("s" if len(hub) > 1 else "") + ": " + "; ".join(
+            f"<b>{_e(s)}</b> is the best source of {n} of {len(view.ranking)} targets" for s, n in hub.items())
+            + f" by {_e(view.id)}. A source that many targets share says as much about the estimate (a generic "
+            "map close to all) as about transfer.")
+    elif view.ranking:
+        items.append(f"No hub: no model is the best source of more than a third of the targets by {_e(view.id)}.")
+    if view.ranking:
+        items.append(f"Sources per target name {_e(view.id)} ({_e(page.why)}); "
+                     "<code>--summary-estimator</code> chooses another.")
+    failures = data.settings.get("failures") or []
+    if failures:
+        items.append(f'<a href="#failures">{len(failures)} failure{"s" if len(failures) != 1 else ""}</a>: '
+                     "those models are missing from the estimators they failed in.")
+    table = _summary_table(data, c) if c is not None else ""
+    return ('<section id="summary"><h2>Summary</h2>'
+            f'<p class="conclusion">{lead}</p><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+            + table + "</section>")
+
+
+def _difference(c: Comparison, d, against: str) -> str:
+    verdict = ("<b>not distinguishable</b>: the interval contains 0" if not d.distinguishable
+               else "a real difference: the interval excludes 0")
+    return (f"Over {_e(against)}: {d.mean:+.2f} {c.metric} ({c.level:.0%} interval {d.low:+.2f} to {d.high:+.2f}, "
+            f"bootstrap over targets, {c.n_resamples} resamples) — {verdict}.")
+
+
+def _summary_table(data: ReportData, c: Comparison) -> str:
+    rho = data.evaluation.rho_rows()
+    extra = c.metric != "ρ"  # a ρ column beside a P@K headline
+    rows = "".join(f'<tr{" class=ref" if n == "random" else ""}><td>{_e(n)}</td><td class="num">{v:.3f}</td>'
+                   + (f'<td class="num">{rho.get(n, float("nan")):.3f}</td>' if extra else "")
+                   + f'<td class="num">{c.scores[c.best] - v:+.3f}</td></tr>' for n, v in c.scores.items())
+    what = f"{c.metric} and ρ" if extra else c.metric
+    return (f'<details><summary>The figures this rests on ({what} per estimator, mean over '
+            f'{c.n_targets} targets; details under <a href="#evaluation">Evaluation</a>)</summary>'
+            f'<table><tr><th>estimator</th><th class="num">{c.metric}</th>'
+            + ('<th class="num">ρ</th>' if extra else "")
+            + f'<th class="num">best − this</th></tr>{rows}</table></details>')
+
+
+def _structure(view: MethodResult) -> list[str]:
+    """What the matrix of one estimator says without a truth: clusters, closest pair, mutual neighbours."""
+    n = len(view.names)
+    if n < 2:
+        return []
+    groups = clusters(view.linkage, n)
+    sizes = sorted(np.bincount(groups).tolist(), reverse=True)
+    a = view.affinity.copy()
+    np.fill_diagonal(a, -np.inf)
+    i, j = np.unravel_index(np.argmax(a), a.shape)
+    np.fill_diagonal(a, np.inf)
+    k, m = np.unravel_index(np.argmin(a), a.shape)
+    tops = top_sources(view.ranking) if view.ranking else {}
+    mutual = sorted({tuple(sorted((t, s))) for t, s in tops.items() if tops.get(s) == t})
+    out = [f"{len(sizes)} clusters cut from the tree, of {', '.join(map(str, sizes))} models.",
+           f"Closest pair: {_e(view.names[i])} and {_e(view.names[j])} (affinity {view.affinity[i, j]:.3f}); "
+           f"least alike: {_e(view.names[k])} and {_e(view.names[m])} ({view.affinity[k, m]:.3f})."]
+    if tops:
+        shown = ", ".join(f"{_e(x)} – {_e(y)}" for x, y in mutual[:5]) + (" …" if len(mutual) > 5 else "")
+        out.append(f"{len(mutual)} pairs are each other's nearest neighbour" + (f": {shown}." if mutual else "."))
+    return out
+
+
+def _agreement_of_neighbours(data: ReportData, view: MethodResult) -> list[str]:
+    """How often the other estimators name the same nearest neighbour as `view`."""
+    mine = top_sources(view.ranking) if view.ranking else {}
+    parts = []
+    for v in data.estimators:
+        if v is view or not v.ranking or not mine:
+            continue
+        theirs = top_sources(v.ranking)
+        shared = [t for t in mine if t in theirs]
+        same = sum(mine[t] == theirs[t] for t in shared)
+        parts.append(f"{_e(v.id)} {same} of {len(shared)}")
+    return [f"Same nearest neighbour as {_e(view.id)}: " + "; ".join(parts) + "."] if parts else []
+
+
+def _section_failures(data: ReportData, page: _Page) -> str:
+    failures = data.settings.get("failures") or []
+    if not failures:
+        return ""
+    rows = "".join(f"<tr><td>{_e(f['model'])}</td><td>{_e(f.get('method') or 'loading')}</td>"
+                   f"<td>{_e(f['message'])}</td></tr>" for f in failures)
+    return ('<section id="failures"><h2>Failures</h2><p class="muted">These models are missing from the '
+            "estimators named (from every one when loading failed).</p>"
+            f"<table><tr><th>model</th><th>step</th><th>why</th></tr>{rows}</table></section>")
 
 
 def _section_maps(data: ReportData, page: _Page) -> str:
@@ -262,7 +468,8 @@ def _section_maps(data: ReportData, page: _Page) -> str:
         return ""
     panels = [(v.id, _figure(data.grids[v.id], f"Attribution maps, {v.id}",
                              "Top row: probe images. Below: one row per model (a few, spread along the similarity tree), "
-                             "Σ|channels| of its map, each map scaled to its own maximum.", zoom=True))
+                             "Σ|channels| of its map (a unit vector), on one colour scale for the whole grid "
+                             "(the colour bar), so brighter means more of the map's weight there.", zoom=True))
               for v in views]
     return ('<section id="maps"><h2>Attribution maps</h2><p class="muted">What each model looks at: the attribution '
             "of the mean of its encoder output to the input pixels, for the first probe images.</p>"
@@ -278,20 +485,23 @@ def _section_space(data: ReportData, page: _Page) -> str:
         ordered = [v.names[i] for i in v.order]
         matrix = v.affinity[np.ix_(v.order, v.order)]
         png, box = figs.heatmap_png(matrix, ordered, f"Affinity · {v.id}")
-        hm = page.data({"kind": "matrix", "box": box, "labels": ordered,
-                        "values": np.round(matrix, 4).tolist()})
+        hm = page.data({"kind": "matrix", "box": box, "labels": ordered, **hover_values(matrix)})
         thinned = len(thin_labels(len(ordered))) < len(ordered)
         heat = _figure(png, f"Affinity heatmap of {v.id}", "Rows and columns in the order of the similarity tree"
-                       + ("; every k-th name is written" if thinned else "") + ". Hover a cell for its pair and value; "
+                       + ("; every k-th name is written" if thinned else "") + "; the diagonal (1 by definition) is "
+                       "grey, outside the colour scale of the other pairs. Hover a cell for its pair and value; "
                        "click to zoom.", hover=hm, zoom=True)
         coords = classical_mds(v.affinity)
-        groups = clusters(v.linkage, len(v.names))
-        mds_img, mds_box = figs.mds_png(coords, v.names, groups, v.order, f"Model space · {v.id}")
+        groups, legend = figs.colour_groups(v.names, v.labels, v.linkage)
+        mds_img, mds_box = figs.mds_png(coords, v.names, groups, v.order, f"Model space · {v.id}",
+                                        mds_explained(v.affinity), legend)
         notes = [f" ({lab})" if lab != name else "" for name, lab in zip(v.names, v.labels)]
         md = page.data({"kind": "points", "box": mds_box, "labels": v.names, "notes": notes,
-                        "x": np.round(coords[:, 0], 5).tolist(), "y": np.round(coords[:, 1], 5).tolist()})
-        mds = _figure(mds_img, f"Model-space map of {v.id}", "Classical MDS on 1 − affinity; colours are clusters "
-                      "cut from the tree. Hover a point for its name.", hover=md)
+                        "x": np.round(coords[:, 0], 4).tolist(), "y": np.round(coords[:, 1], 4).tolist()})
+        colours = "tasks" if legend else "clusters cut from the tree"
+        mds = _figure(mds_img, f"Model-space map of {v.id}", f"Classical MDS on 1 − affinity; colours are {colours}; "
+                      "each axis says the share of the variance it holds. Names that would overlap are left out: "
+                      "hover a point for its name.", hover=md)
         tree = _figure(figs.dendrogram_png(v.linkage, v.names, f"Similarity tree · {v.id}"),
                        f"Similarity tree of {v.id}", "Average linkage on 1 − affinity.", scroll=len(v.names) > 30)
         if len(v.names) > WIDE_FROM:  # a large matrix gets the page's full width, the map and tree share a row
@@ -303,6 +513,35 @@ def _section_space(data: ReportData, page: _Page) -> str:
             "instead.</p>" + _tabs(panels) + "</section>")
 
 
+def hover_values(matrix: np.ndarray) -> dict:
+    """The heatmap's hover data: thousandths as integers (the tooltip shows 3 decimals, and "123" is half
+    the bytes of "0.123"), and of a symmetric matrix only the upper triangle, row by row (i ≤ j).
+
+    Returns
+    -------
+    dict
+        ``{"scale": MATRIX_SCALE, "symmetric": bool, "values": rows}``; `matrix_from_hover` inverts it.
+    """
+    ints = np.rint(np.asarray(matrix, dtype=np.float64) * MATRIX_SCALE).astype(int)
+    symmetric = bool(np.array_equal(ints, ints.T))
+    values = [row[i:].tolist() for i, row in enumerate(ints)] if symmetric else ints.tolist()
+    return {"scale": MATRIX_SCALE, "symmetric": symmetric, "values": values}
+
+
+def matrix_from_hover(block: dict) -> np.ndarray:
+    """The matrix (to 3 decimals) that `hover_values` wrote."""
+    rows = block["values"]
+    n = len(rows)
+    out = np.zeros((n, n))
+    for i, row in enumerate(rows):
+        if block.get("symmetric"):
+            out[i, i:] = row
+            out[i:, i] = row
+        else:
+            out[i] = row
+    return out / block["scale"]
+
+
 def _section_sources(data: ReportData, page: _Page) -> str:
     n_rel = data.evaluation.n_relevant if data.evaluation else 5
     views = [v for v in data.estimators if v.ranking]
@@ -310,8 +549,9 @@ def _section_sources(data: ReportData, page: _Page) -> str:
         return ""
     targets = list(dict.fromkeys(n for v in views for n in v.names))
     label_of = {n: lab for v in views for n, lab in zip(v.names, v.labels)}
+    lead = page.view if page.view in views else views[0]
     rows = []
-    for target in targets:
+    for position, target in enumerate(targets):
         label = label_of.get(target, target)
         relevant = set(data.truth.relevant(label, n_rel)) if data.truth and label in data.truth.ranking else None
         head = "".join(f"<th>{_e(v.id)}</th>" for v in views) + ("<th>ground truth</th>" if relevant is not None else "")
@@ -330,17 +570,21 @@ def _section_sources(data: ReportData, page: _Page) -> str:
                 truth_ranked = data.truth.relevant(label, TOP_SOURCES)
                 cells.append(f"<td>{_e(truth_ranked[k]) if k < len(truth_ranked) else ''}</td>")
             body.append(f'<tr><td class="num">{k + 1}</td>{"".join(cells)}</tr>')
-        best = views[0].ranking.get(target, [])
-        hint = f"{views[0].id}: {best[0][0]} {best[0][1]:.3f}" if best else ""
+        best = lead.ranking.get(target, [])
+        hint = f"{lead.id}: {best[0][0]} {best[0][1]:.3f}" if best else ""
         task = f" · task {label}" if label != target else ""
-        rows.append(f'<details class="target" data-name="{_e(target)} {_e(label)}"><summary><b>{_e(target)}</b>'
+        opened = " open" if position < OPEN_TARGETS else ""
+        rows.append(f'<details class="target"{opened} data-name="{_e(target)} {_e(label)}"><summary><b>{_e(target)}</b>'
                     f'<span class="muted">{_e(task)} · best source by {_e(hint)}</span></summary>'
                     f'<div class="tablewrap"><table><tr><th class="num">#</th>{head}</tr>{"".join(body)}</table></div>'
                     "</details>")
     note = (f" ✓ marks a source among the ground truth's top {n_rel} for that target." if data.truth else "")
+    hub = hubs(lead.ranking)
+    hub_line = ("".join(f'<p class="warn">Hub: <b>{_e(s)}</b> is the best source of {n} of {len(lead.ranking)} '
+                        f"targets by {_e(lead.id)} (more than {HUB_SHARE:.0%} of them).</p>" for s, n in hub.items()))
     return ('<section id="sources"><h2>Sources per target</h2>'
             f'<p class="muted">For each model as a target, its top {TOP_SOURCES} sources by each estimator, with the '
-            f"affinity.{note}</p>"
+            f"affinity.{note} Each line names the best source by {_e(lead.id)} ({_e(page.why)}).</p>{hub_line}"
             '<p><input type="search" id="target-filter" placeholder="filter targets by name or task"></p>'
             + "".join(rows) + "</section>")
 
@@ -353,8 +597,9 @@ def _section_evaluation(data: ReportData, page: _Page) -> str:
                      f'P@K = relevant among the estimate\'s top K / K, R@K = / {ev.n_relevant}; averaged over '
                      f'targets, {ev.n_candidates} candidates. Random and oracle are the reference lines.</p>')
         parts.append(_score_table(ev))
-        parts.append(_figure(figs.curves_png(ev), "P@K and R@K curves", "Solid: estimators; dashed: random "
-                             "(grey) and oracle (black)."))
+        banded = " The bands span the middle half of the targets (25th to 75th percentile)." if ev.per_target else ""
+        parts.append(_figure(figs.curves_png(ev), "P@K and R@K curves", "Estimators each with a colour, marker and "
+                             f"line style; dashed: random (grey) and oracle (black).{banded}"))
     validity = data.settings.get("oracle_validity")
     if validity:
         parts.append(_validity_table(validity))
@@ -362,18 +607,32 @@ def _section_evaluation(data: ReportData, page: _Page) -> str:
         matrix, tasks, caption = data.truth_tree
         oracle = _figure(figs.dendrogram_png(similarity_tree(matrix), tasks, caption), caption,
                          "Average linkage on 1 − the truth's symmetrised similarity.", scroll=len(tasks) > 30)
-        panels = []
+        panels, agreement = [], {}
         for v in data.estimators:
-            keep = [v.labels.index(t) for t in tasks if t in v.labels]
-            if len(keep) < 2:
+            shared = [t for t in tasks if t in v.labels]
+            if len(shared) < 2:
                 continue
+            keep = [v.labels.index(t) for t in shared]
             tree = similarity_tree(v.affinity[np.ix_(keep, keep)])
-            panels.append((v.id, _figure(figs.dendrogram_png(tree, [v.labels[i] for i in keep],
-                                                            f"Estimated tree · {v.id}"),
-                                         f"Estimated tree of {v.id}", "The same tasks, from the estimate.",
-                                         scroll=len(tasks) > 30)))
+            at = [tasks.index(t) for t in shared]
+            agreement[v.id] = tree_agreement(similarity_tree(matrix[np.ix_(at, at)]), tree)
+            r = agreement[v.id]
+            agree = "n/a" if np.isnan(r) else f"{r:.2f}"
+            if len(shared) > REPEAT_TREES_UP_TO and len(shared) == len(v.labels):
+                panels.append((v.id, f'<p class="muted">{_e(v.id)} over these tasks is its similarity tree under '
+                                     f'<a href="#space">Model space</a>, not drawn twice; cophenetic correlation with '
+                                     f"the truth's tree {agree}.</p>"))
+                continue
+            panels.append((v.id, _figure(figs.dendrogram_png(tree, shared, f"Estimated tree · {v.id}"),
+                                         f"Estimated tree of {v.id}", "The same tasks, from the estimate; cophenetic "
+                                         f"correlation with the truth's tree {agree}.", scroll=len(tasks) > 30)))
         parts.append('<h3>Ground truth\'s tree beside the estimated one</h3>'
                      f'<div class="cols"><div>{oracle}</div><div>{_tabs(panels)}</div></div>')
+        if agreement:
+            parts.append(_figure(figs.agreement_png(agreement, "Agreement of each estimated tree with the truth's"),
+                                 "Tree agreement", "Pearson correlation of the two trees' cophenetic distances (the "
+                                 "height at which two tasks first join) over every pair of shared tasks: 1 = the same "
+                                 "hierarchy, 0 = unrelated."))
     if not parts:
         return ""
     return '<section id="evaluation"><h2>Evaluation</h2>' + "".join(parts) + "</section>"
@@ -426,28 +685,55 @@ def _section_settings(data: ReportData, page: _Page) -> str:
     pairs = [("probe", f"{probe.get('n_images', '?')} images, {side}×{side} px, hash {probe.get('hash', '?')}"),
              ("attribution methods", ", ".join(s.get("methods", [v.id for v in data.estimators if v.kind == "method"]))),
              ("baselines", ", ".join(s.get("baselines", [])) or "none"),
-             ("ground truth", data.truth.origin if data.truth else ("as evaluated in the run" if data.evaluation
-                                                                    else "none")),
+             ("ground truth", data.truth if data.truth else ("as evaluated in the run" if data.evaluation
+                                                            else "none")),
              ("computed with", f"modelspace {s.get('modelspace_version', '?')}, torch {s.get('torch_version', '?')}"),
              ("report built with", (f"modelspace {__version__}, Python {platform.python_version()}, numpy "
                                     f"{np.__version__}, scipy {scipy.__version__}, matplotlib {matplotlib.__version__}")),
              ("built", _now())]
     if s.get("command"):
         pairs.append(("command", s["command"]))
-    kv = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs)
+    kv = "".join(f"<tr><th>{_e(k)}</th><td>{_truth_cell(v) if isinstance(v, GroundTruth) else _e(v)}</td></tr>"
+                 for k, v in pairs)
     models = s.get("models") or [{"name": n} for n in data.estimators[0].names]
     model_rows = "".join(f"<tr><td>{_e(m.get('name'))}</td><td>{_e(m.get('task', ''))}</td>"
                          f"<td><code>{_e(m.get('source', ''))}</code></td>"
                          f"<td>{_e(describe_preprocessing(m.get('preprocessing')))}</td>"
                          f"<td><code>{_e(str(m.get('key', ''))[:12])}</code></td></tr>" for m in models)
-    failures = "".join(f"<tr><td>{_e(f['model'])}</td><td>{_e(f.get('method') or 'loading')}</td>"
-                       f"<td>{_e(f['message'])}</td></tr>" for f in s.get("failures") or [])
+    n_failed = len(s.get("failures") or [])
     return ('<section id="settings"><h2>Settings</h2><table>' + kv + "</table>"
             f"<details><summary>{len(models)} model{'' if len(models) == 1 else 's'}</summary><div class=\"tablewrap\"><table><tr><th>name</th>"
             f"<th>task</th><th>source</th><th>input (from)</th><th>key</th></tr>{model_rows}</table></div></details>"
-            + (f"<h3>Failures</h3><table><tr><th>model</th><th>step</th><th>why</th></tr>{failures}</table>"
-               if failures else "")
+            + (f'<p>{n_failed} failure{"s" if n_failed != 1 else ""}: see <a href="#failures">Failures</a>.</p>'
+               if n_failed else "")
             + "</section>")
+
+
+def _truth_label(origin: str) -> tuple[str, str]:
+    """A ground truth's readable name and its full origin: "built-in taskonomy" for a bundled one (also when
+    given by its path inside the installed package, e.g. in site-packages), "built-in world oracle_ranking.csv"
+    for another file of the package (the demo's), the file name for any other file."""
+    if origin.endswith(", bundled)"):
+        return f"built-in {origin.split(' (')[0]}", origin
+    path = Path(origin)
+    parts = path.parts
+    if len(parts) < 2:
+        return origin, origin
+    package = Path(__file__).resolve().parents[1]  # this modelspace package
+    installed = "modelspace" in parts[:-1] and bool({"site-packages", "dist-packages"} & set(parts))
+    if not (installed or path.resolve().is_relative_to(package)):
+        return parts[-1], origin
+    bundled = {file: name for name, file in BUNDLED.items()}
+    if parts[-1] in bundled:
+        return f"built-in {bundled[parts[-1]]}", origin
+    parts = path.resolve().parts if not installed else parts
+    below = parts[len(parts) - parts[::-1].index("modelspace"):]  # the path inside the package
+    return f"built-in {below[0]} {parts[-1]}" if len(below) > 1 else f"built-in {parts[-1]}", origin
+
+
+def _truth_cell(truth: GroundTruth) -> str:
+    short, full = _truth_label(truth.origin)
+    return f'<span title="{_e(full)}">{_e(short)}</span>'  # the full path on hover
 
 
 # --------------------------------------------------------------------------- small pieces

@@ -18,11 +18,23 @@ from .baselines import (
     register_baseline,
     similarity_matrix,
 )
-from .ranking import rank_sources
+from .ranking import HUB_SHARE, hubs, rank_sources, top_sources
 from .sketch import MapSketcher, sketched_affinity
-from .tree import classical_mds, clusters, distance, leaf_order, similarity_tree, spread, to_newick
+from .tree import (
+    classical_mds,
+    clusters,
+    cophenetic,
+    distance,
+    leaf_order,
+    mds_explained,
+    similarity_tree,
+    spread,
+    to_newick,
+    tree_agreement,
+)
 
-__all__ = ["BASELINES", "DDS", "DEPARA", "LinearCKA", "MapReader", "MapSketcher", "Prepared", "RBFCKA", "RSA", "SVCCA", "Similarity",
-           "affinity_matrix", "affinity_naive", "affinity_row", "classical_mds", "clusters", "compare_all",
-           "distance", "get_baseline", "leaf_order", "list_baselines", "rank_sources", "register_baseline",
-           "similarity_matrix", "similarity_tree", "sketched_affinity", "spread", "to_newick"]
+__all__ = ["BASELINES", "DDS", "DEPARA", "HUB_SHARE", "LinearCKA", "MapReader", "MapSketcher", "Prepared", "RBFCKA",
+           "RSA", "SVCCA", "Similarity", "affinity_matrix", "affinity_naive", "affinity_row", "classical_mds",
+           "clusters", "compare_all", "cophenetic", "distance", "get_baseline", "hubs", "leaf_order",
+           "list_baselines", "mds_explained", "rank_sources", "register_baseline", "similarity_matrix",
+           "similarity_tree", "sketched_affinity", "spread", "to_newick", "top_sources", "tree_agreement"]

@@ -35,3 +35,34 @@ def rank_sources(affinity: np.ndarray, names: Sequence[str]) -> dict[str, list[t
         pairs = sorted((-a[i, j], str(names[j])) for j in range(len(names)) if j != i)
         out[str(target)] = [(name, float(-neg)) for neg, name in pairs]
     return out
+
+
+HUB_SHARE = 1 / 3
+"""A source that is the best source of more than this share of the targets is a hub."""
+
+
+def top_sources(ranking: dict[str, list]) -> dict[str, str]:
+    """Per target, its first-ranked source (targets ranking none are left out)."""
+    return {t: (r[0][0] if isinstance(r[0], tuple) else r[0]) for t, r in ranking.items() if r}
+
+
+def hubs(ranking: dict[str, list], share: float = HUB_SHARE) -> dict[str, int]:
+    """Sources that are the top-1 source of more than `share` of the targets, with how many, most first.
+
+    A hub says more about the estimate than about the models: one model that every other one is
+    closest to (a generic, high-norm map) makes every target's best source the same.
+
+    Parameters
+    ----------
+    ranking : dict
+        Per target, its sources best first (names, or (name, value) pairs as `rank_sources` gives).
+    share : float
+        The fraction of the targets' top-1 slots above which a source counts as a hub.
+    """
+    if not 0.0 < share < 1.0:
+        raise InputError(f"share: expected a fraction in (0, 1), got {share!r}")
+    tops = list(top_sources(ranking).values())
+    counts: dict[str, int] = {}
+    for s in tops:
+        counts[s] = counts.get(s, 0) + 1
+    return {s: c for s, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c > share * len(tops)}

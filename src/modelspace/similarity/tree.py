@@ -78,6 +78,50 @@ def classical_mds(affinity: np.ndarray, dims: int = 2) -> np.ndarray:
     return coords
 
 
+def mds_explained(affinity: np.ndarray, dims: int = 2) -> np.ndarray:
+    """The share of the variance each of the first `dims` classical-MDS axes holds: its eigenvalue over
+    the sum of the positive eigenvalues (0 where there is none)."""
+    d = distance(affinity)
+    n = len(d)
+    centring = np.eye(n) - 1.0 / n
+    values = np.sort(np.linalg.eigvalsh(-0.5 * centring @ (d**2) @ centring))[::-1]
+    positive = values[values > 1e-12]
+    shares = np.zeros(dims)
+    if positive.size:
+        top = np.clip(values[:dims], 0.0, None) / positive.sum()
+        shares[:len(top)] = top
+    return shares
+
+
+def cophenetic(linkage: np.ndarray) -> np.ndarray:
+    """The (N, N) cophenetic distances of a tree: for each pair of leaves, the height of the merge that
+    first joins them (0 on the diagonal)."""
+    z = _checked_linkage(linkage)
+    n = len(z) + 1
+    members = {i: [i] for i in range(n)}
+    out = np.zeros((n, n))
+    for step, (a, b, height, _) in enumerate(z):
+        left, right = members.pop(int(a)), members.pop(int(b))
+        out[np.ix_(left, right)] = height
+        out[np.ix_(right, left)] = height
+        members[n + step] = left + right
+    return out
+
+
+def tree_agreement(linkage_a: np.ndarray, linkage_b: np.ndarray) -> float:
+    """How alike two trees over the same leaves (in the same order) are: the Pearson correlation of
+    their cophenetic distances over the pairs of leaves (1 = the same hierarchy and heights up to
+    scale). NaN when either tree has all its merges at one height or fewer than three leaves."""
+    a, b = cophenetic(linkage_a), cophenetic(linkage_b)
+    if a.shape != b.shape:
+        raise InputError(f"trees: {len(a)} and {len(b)} leaves; the agreement needs the same leaves")
+    upper = np.triu_indices(len(a), 1)
+    x, y = a[upper], b[upper]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
 def clusters(linkage: np.ndarray | None, n: int) -> np.ndarray:
     """A flat clustering cut from the tree (about √(n/2) groups, 2 to 10) for colouring points."""
     if linkage is None or n < 3:
