@@ -37,13 +37,14 @@ def main():
         pairs += [(t, t), (t, other[rng.integers(len(other))])]
     base = oracle.ReadoutRecipe()
     n = base.n_train
-    out = {}
+    saved = HERE / "readout_budget.json"
+    out = json.loads(saved.read_text()) if saved.exists() else {}  # resumes pair by pair
     models = {}
     for t in tasks:
         target = oracle.make_target(t, tr, va, n)
         inputs = (train.task_input(t, tr["rgb"][:n], 0), train.task_input(t, va["rgb"], 1))
         for tt, s in pairs:
-            if tt != t:
+            if tt != t or f"{t}<-{s}" in out:
                 continue
             if s not in models:
                 models[s] = load_model(specs[s])
@@ -51,13 +52,14 @@ def main():
             row = {}
             for epochs in (8, 16, 32):
                 t0 = time.time()
-                row[epochs] = oracle.readout_loss(target, feats, replace(base, epochs=epochs), 0)
+                row[str(epochs)] = oracle.readout_loss(target, feats, replace(base, epochs=epochs), 0)
                 row[f"s{epochs}"] = round(time.time() - t0, 1)
             out[f"{t}<-{s}"] = row
             print(t, s, row, flush=True)
             (HERE / "readout_budget.json").write_text(json.dumps(out, indent=1))
     keys = list(out)
     for a, b in ((8, 16), (16, 32)):
+        a, b = str(a), str(b)  # JSON keys
         la, lb = np.mean([out[k][a] for k in keys]), np.mean([out[k][b] for k in keys])
         print(f"{a}->{b} epochs: mean val loss {la:.4f} -> {lb:.4f}, gain {(la - lb) / la:.3%}; "
               f"pairs gaining >2%: {sum((out[k][a]-out[k][b])/out[k][a] > 0.02 for k in keys)}/{len(keys)}")

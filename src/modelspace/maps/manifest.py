@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from ..errors import InputError, StorageError, StoreError
@@ -208,13 +209,32 @@ class Transaction:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) the manifest in WAL mode with the schema in place."""
+    """Open (creating if needed) the manifest in WAL mode with the schema in place.
+
+    SQLite does not call its busy handler for every lock it meets while a database is created or
+    switched to WAL by another process at the same moment, so "database is locked" can come at once
+    (two runs starting on a new store); the whole opening is then tried again until the busy timeout."""
     _check_header(path)
-    try:
-        # isolation_level=None: transactions are explicit (see Transaction), never implicit.
-        conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            return _open(path)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() > deadline:
+                raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+            time.sleep(0.05)
+        except sqlite3.Error as exc:
+            raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """One attempt of `_connect` (sqlite3 errors propagate; the connection is closed on any error)."""
+    # isolation_level=None: transactions are explicit (see Transaction), never implicit.
+    conn = sqlite3.connect(str(path), timeout=_BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
@@ -237,10 +257,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
-    except StoreError:
+    except BaseException:
         conn.close()
         raise
     return conn
