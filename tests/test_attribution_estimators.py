@@ -27,6 +27,7 @@ from modelspace.errors import InputError
 from modelspace.similarity import affinity_matrix, affinity_row
 from modelspace.space import ModelSpace
 from test_attribution import cnn, inputs, resnet
+from test_cli_usability import run, trial  # noqa: F401  (trial: a fixture)
 from test_rival_estimators import probe_images, tiny_models
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -240,3 +241,14 @@ def test_new_methods_in_a_space_match_the_reference_on_their_stored_maps() -> No
     grown = ModelSpace(methods=methods[2:3], progress=False, sketch=8, on_error="raise").fit(models[:2], probe_images())
     grown.add(models[2])
     np.testing.assert_allclose(grown.results_[sub].affinity, space.results_[sub].affinity, atol=1e-6)
+
+
+def test_cli_takes_ids_with_parameters(trial, capsys) -> None:  # noqa: F811  (the imported fixture)
+    """--methods takes ids; --epsilon configures only an ε-LRP named plainly."""
+    methods = ["transformed(method='gxi',pool=2)", "lrp_epsilon(epsilon=0.01)", "lrp"]
+    code, out, err = run(capsys, "affinity", str(trial["zoo"]), str(trial["probe"]), "--store", "s", "--out", "res",
+                         "--methods", *methods, "--epsilon", "0.1", "--json", "--quiet")
+    assert code == 0, err
+    written = sorted(p.name for p in (trial["work"] / "res").glob("affinity_*.csv"))
+    assert len(written) == 3, written
+    assert "epsilon=0.01" in out and "epsilon=0.1" in out and "pool=2" in out

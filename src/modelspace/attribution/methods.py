@@ -142,10 +142,9 @@ class SmoothGrad(AttributionMethod):
 
 @register_method("gif", "model_gif")
 class ModelGiF(AttributionMethod):
-    """ModelGiF's gradient field (Song et al., ICCV 2023): path-integrated gradient×input of
-    Σ_c max_pos R_c from a shuffled-image baseline, averaged over the input channels.
+    """ModelGiF's gradient field (Song et al., ICCV 2023): path-integrated gradient×input of Σ_c max R_c.
 
-    The target is the sum over R's channels of each channel's spatial maximum (instead of
+    From a shuffled-image baseline, averaged over the input channels. The target is the sum over R's channels of each channel's spatial maximum (instead of
     mean(R)); its gradient with respect to R is 1 at each channel's arg-max position and 0
     elsewhere, found again at every point of the path. The field is
     (x − x₀) ⊙ (1/n) Σ_i ∇target(x₀ + (i + ½)/n · (x − x₀)), the midpoint Riemann sum of the
