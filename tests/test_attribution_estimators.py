@@ -23,7 +23,7 @@ import torch
 
 from conftest import names, readers_for
 from modelspace.attribution import MapTransform, attribute, attribute_many, backward_groups, get_method, list_methods
-from modelspace.errors import InputError
+from modelspace.errors import AttributionError, InputError
 from modelspace.similarity import affinity_matrix, affinity_row
 from modelspace.space import ModelSpace
 from test_attribution import cnn, inputs, resnet
@@ -69,14 +69,20 @@ def test_modelgif_matches_captum_integrated_gradients(build) -> None:
 # ------------------------------------------------------------------------------ several directions
 
 
-def test_subspace_maps_match_finite_differences_of_each_direction() -> None:
-    net, x = cnn(), inputs(n=1, size=6)
-    method = get_method("gradient_x_input_subspace", directions=3, seed=5)
-    assert get_method("subspace").directions == 8 and get_method("subspace").cost == 8
+GROUPS_OF_4_IN_3 = torch.tensor([[0.5, 0.5, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", ["gradient_x_input_subspace", "gradient_x_input_groups"])
+def test_subspace_maps_match_finite_differences_of_each_direction(name: str) -> None:
+    net, x = cnn(), inputs(n=1, size=6)  # R has 4 channels
+    method = get_method(name, directions=3, **({"seed": 5} if name.endswith("subspace") else {}))
+    assert get_method(name).directions == 8 and get_method(name).cost == 8
     got = attribute(net, x, method)
     assert got.shape == (1, 3, 3, 6, 6)
     with torch.no_grad():
         u = method.channel_directions(net(x).shape[1])
+        if name.endswith("groups"):  # the definition: the means of channels {0, 1}, {2}, {3}
+            torch.testing.assert_close(u, GROUPS_OF_4_IN_3, rtol=0, atol=0)
 
         def f(z: torch.Tensor, k: int) -> torch.Tensor:
             return (u[k] * net(z).flatten(2).mean(dim=2)).sum()
@@ -98,6 +104,8 @@ def test_subspace_directions_are_seeded_gaussian_and_fixed() -> None:
     assert a.channel_directions(6).shape == (8, 6) and not torch.equal(a.channel_directions(6), b.channel_directions(6))
     with pytest.raises(InputError, match="directions"):
         get_method("subspace", directions=1)
+    with pytest.raises(AttributionError, match="3 channels, fewer than directions = 8"):
+        get_method("gxi_groups").channel_directions(3)
 
 
 def reference_subspace_affinity(maps: list[np.ndarray], k: int) -> np.ndarray:

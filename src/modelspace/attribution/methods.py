@@ -7,6 +7,7 @@ SmoothGrad show how a multi-pass method is declared (a few lines each). Beyond t
                                gradient×input of Σ_c max_pos R_c from a shuffled-image baseline
     gradient_x_input_subspace  gradient×input of K fixed random channel directions of R instead of
                                its mean, K maps per image compared as subspaces
+    gradient_x_input_groups    the same with the means of K groups of R's channels as directions
     transformed                any method's maps, finished by a `MapTransform` (absolute value,
                                channel mean, p×p pooling) before they are stored and compared
 
@@ -17,6 +18,7 @@ Cost per image, as a multiple of one forward+backward pass (`AttributionMethod.c
     smoothgrad(samples=n)                     n
     modelgif(steps=n)                         n (50 by default)
     gradient_x_input_subspace(directions=K)   ≤ K: one forward, K backward passes (8 by default)
+    gradient_x_input_groups(directions=K)     the same
     transformed(method=m, ...)                m's (the transform is a few array operations)
 """
 
@@ -29,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import InputError, check_int
+from ..errors import AttributionError, InputError, check_int
 from .base import AttributionMethod, get_method, register_method
 from .lrp import epsilon_rules
 
@@ -219,8 +221,9 @@ class GradientXInputSubspace(AttributionMethod):
     ‖G_i G_jᵀ‖²_F / (‖G_i G_iᵀ‖_F ‖G_j G_jᵀ‖_F) (`similarity.affinity_matrix` with
     ``directions=K``), which does not change when either model's directions are rotated or
     scaled, as it must not: channel c of one model has nothing to do with channel c of another.
-    In expectation over the directions it compares J_iᵀJ_i and J_jᵀJ_j, the input-space Grams of
-    the two encoders' whole channel Jacobians.
+    It is the cosine between the P × P Grams G_iᵀG_i and G_jᵀG_j; as K grows (UᵀU / K → I for the
+    (K, C) directions U) these tend to the Grams of the whole channel Jacobians (times x), so the
+    K maps sketch what every channel of R, not only their mean, sees in the image.
 
     Parameters
     ----------
@@ -263,6 +266,42 @@ class GradientXInputSubspace(AttributionMethod):
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return x * grad
+
+
+@register_method("gxi_groups")
+class GradientXInputGroups(GradientXInputSubspace):
+    """Gradient×input of the means of K groups of R's channels, compared as subspaces.
+
+    As `gradient_x_input_subspace`, with the directions u_k = the mean of the k-th of K contiguous,
+    near-equal groups of channels (``torch.tensor_split`` of 0..C−1: the first C mod K groups
+    have one channel more) instead of random ones: the
+    issue's "per-channel means", pooled into K groups so that the cost stays K passes whatever C.
+    Channel order is arbitrary in a network, so a group is an arbitrary set of channels, and the
+    subspace comparison does not pair group k of one model with group k of another. Needs C ≥ K.
+
+    Parameters
+    ----------
+    directions : int
+        K (8, as for the random directions, fixed before any measurement).
+    """
+
+    name = "gradient_x_input_groups"
+
+    def __init__(self, directions: int = 8) -> None:
+        super().__init__(directions=directions)
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"directions": self.directions}
+
+    def channel_directions(self, n_channels: int) -> torch.Tensor:
+        if n_channels < self.directions:
+            raise AttributionError(f"gradient_x_input_groups: R has {n_channels} channels, fewer than "
+                                   f"directions = {self.directions} groups")
+        u = torch.zeros(self.directions, n_channels, dtype=torch.float64)
+        for k, group in enumerate(torch.arange(n_channels).tensor_split(self.directions)):
+            u[k, group] = 1.0 / len(group)
+        return u
 
 
 @dataclass(frozen=True)
