@@ -259,7 +259,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from .attribution import list_methods
 
     info = list_methods()
-    _emit(args, info, "\n".join(f"{k:22s} {v}" for k, v in info.items()))
+    _emit(args, info, "\n".join(f"{k:26s} {v}" for k, v in info.items()))
     return 0
 
 
@@ -449,7 +449,9 @@ def _space(args: argparse.Namespace):
     if args.store is None:  # one default for every command that computes: running again resumes there
         args.store = str(Path(getattr(args, "out", None) or DEFAULT_OUT) / "store")
         _log.info("maps are stored in %s (the default store; --store chooses another)", args.store)
-    methods = [get_method(m, epsilon=args.epsilon) if get_method(m).name == "lrp_epsilon" else m for m in args.methods]
+    # --epsilon configures an ε-LRP named plainly; an id such as "lrp_epsilon(epsilon=0.01)" says its own ε
+    methods = [get_method(m, epsilon=args.epsilon) if "(" not in m and get_method(m).name == "lrp_epsilon" else m
+               for m in args.methods]
     return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
                       workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
@@ -557,7 +559,8 @@ def _parser() -> argparse.ArgumentParser:
     compute.add_argument("--store", default=None, help=f"map store folder (resumable); default: OUT/store, i.e. "
                          f"{DEFAULT_STORE} unless --out says otherwise (`embed`, which has no --out: {DEFAULT_STORE})")
     compute.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                         help="attribution methods (see `modelspace methods`; default: all three)")
+                         help="attribution methods (see `modelspace methods`; default: the paper's three); a "
+                         "name, or an id with parameters, e.g. \"transformed(method='gxi',pool=4)\"")
     compute.add_argument("--epsilon", type=float, default=1e-6, help="ε of ε-LRP (default 1e-6)")
     compute.add_argument("--batch-size", type=int, default=32, help="probe images per forward+backward pass "
                          "(default 32)")

@@ -12,10 +12,15 @@ loader functions registered under their prefix (`models.spec.SOURCES`, filled wi
         def __init__(self, epsilon: float = 1e-6): ...
 
     METHODS.get("lrp", epsilon=0.01)   # -> EpsilonLRP(epsilon=0.01); .id == "lrp_epsilon(epsilon=0.01)"
+    METHODS.get("lrp_epsilon(epsilon=0.01)")   # the same: an id names its declaration too
+
+An id is read back as a name and keyword parameters with Python literal values, so that whatever
+takes a name (the CLI's ``--methods``, a study's list of estimators) also takes a configured one.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 from typing import Any, Callable, ClassVar, TypeVar
 
@@ -83,6 +88,12 @@ class Registry(dict):
             return spec
         if not isinstance(spec, str):
             raise InputError(f"{self.kind}: expected a name, got {type(spec).__name__}")
+        if "(" in spec:
+            spec, given = _parse_id(spec, self.kind)
+            clash = sorted(set(given) & set(params))
+            if clash:
+                raise InputError(f"{self.kind} {spec!r}: parameter(s) {clash} given both in the id and by keyword")
+            params = {**given, **params}
         key = self.aliases.get(spec, spec)
         if key not in self:
             raise InputError(f"unknown {self.kind} {spec!r}; known: {', '.join(sorted(set(self) | set(self.aliases)))}")
@@ -93,3 +104,20 @@ class Registry(dict):
             if unknown:  # the user's mistake: an InputError naming it, not a TypeError
                 raise InputError(f"{self.kind} {key!r} has no parameter(s) {unknown}; it takes {allowed or 'none'}")
         return cls(**params)
+
+
+def _parse_id(text: str, kind: str) -> tuple[str, dict[str, Any]]:
+    """``"name(a=1,b='x')"`` → ("name", {"a": 1, "b": "x"}): an id (`Declared.id`) read back."""
+    try:
+        call = ast.parse(text.strip(), mode="eval").body
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.args:
+            raise ValueError("not name(key=value, ...)")
+        params = {}
+        for keyword in call.keywords:
+            if keyword.arg is None:
+                raise ValueError("** is not a parameter")
+            params[keyword.arg] = ast.literal_eval(keyword.value)
+    except (SyntaxError, ValueError) as exc:
+        raise InputError(f"{kind} {text!r}: expected a name or name(key=value, ...) with Python literal "
+                         f"values ({exc})") from None
+    return call.func.id, params

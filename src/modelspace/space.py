@@ -90,7 +90,8 @@ class ModelSpace:
     Parameters
     ----------
     methods : sequence of str or AttributionMethod
-        Attribution methods (names, aliases or `AttributionMethod` objects).
+        Attribution methods (names, aliases, ids such as ``"transformed(method='gxi',pool=4)"``, or
+        `AttributionMethod` objects; `attribution.list_methods`).
     baselines : sequence of str or Similarity
         Label-free baselines on the encoder activations of the same probe set
         ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara"); their matrices sit beside the methods' in
@@ -118,7 +119,8 @@ class ModelSpace:
         None (exact affinities), or k: affinities estimated from k-dimensional random
         projections of the maps (`similarity.sketch`), kept in the store, so that later fits and
         `add` never read the maps of models already sketched. For very large stores; the error
-        against the exact affinity is measured in `benchmarks/RESULTS.md`.
+        against the exact affinity is measured in `benchmarks/RESULTS.md`. Methods with several
+        maps per image (``gradient_x_input_subspace``) are compared exactly whatever this says.
     linkage : str
         Scipy linkage method of the similarity tree.
     on_error : str
@@ -360,11 +362,12 @@ class ModelSpace:
         return self.probe_.batch(0, n_images).numpy(), {n: maps[n] for n in shown}
 
     def maps(self, method: str, n_images: int | None = None) -> dict[str, np.ndarray]:
-        """Stored maps (L2-normalised, at probe size) of the first `n_images` probe images per model."""
+        """Stored maps (L2-normalised, at probe size) of the first `n_images` probe images per model:
+        (n, C, S, S), C = 3 (1 after a channel mean; K·C for a method with K directions)."""
         self._check_fitted()
         method_id = self._method_id(method)
         n = len(self.probe_) if n_images is None else min(n_images, len(self.probe_))
-        shape = (n, 3, self.probe_.size, self.probe_.size)
+        shape = (n, -1, self.probe_.size, self.probe_.size)
         return {
             name: self.store_.read(self.members_[name].entries[method_id], 0, n).reshape(shape)
             for name in self.results_[method_id].names
@@ -482,7 +485,7 @@ class ModelSpace:
         for method in self.methods_:
             members = [(n, m) for n, m in self.members_.items() if method.id in m.entries]
             keys = [m.entries[method.id] for _, m in members]
-            matrix = self._affinity(keys, [n for n, _ in members])
+            matrix = self._affinity(keys, [n for n, _ in members], method.directions)
             self.results_[method.id] = self._result(method.id, members, matrix, "method")
         for baseline in self.baselines_:
             members = [(n, m) for n, m in self.members_.items() if baseline.id in m.prepared]
@@ -502,8 +505,8 @@ class ModelSpace:
         ranking = rank_sources(matrix, names) if len(names) >= 2 else {}
         return MethodResult(estimator, names, [m.spec.label for _, m in members], matrix, linkage, ranking, kind)
 
-    def _affinity(self, keys: list[EntryKey], names: list[str]) -> np.ndarray:
-        if self.sketch is not None:
+    def _affinity(self, keys: list[EntryKey], names: list[str], directions: int = 1) -> np.ndarray:
+        if self.sketch is not None and directions == 1:  # a sketch keeps cosines only: K maps are compared exactly
             return self._sketched_affinity(keys, names)
         n, n_images = len(keys), len(self.probe_)
         a = np.eye(n)
@@ -513,7 +516,7 @@ class ModelSpace:
             known[i, j] = known[j, i] = True
         readers = [lambda s, e, k=k: self.store_.read(k, s, e) for k in keys]
         if n >= 2 and not known[~np.eye(n, dtype=bool)].any():
-            a = affinity_matrix(readers, n_images, names, progress=self.progress)
+            a = affinity_matrix(readers, n_images, names, progress=self.progress, directions=directions)
             self.store_.put_affinities((keys[i], keys[j], float(a[i, j])) for i in range(n) for j in range(i + 1, n))
             return a
         # Each model with unknown pairs gets one row against them, the newest (most unknown) first,
@@ -523,7 +526,7 @@ class ModelSpace:
             if not todo:
                 continue
             row = affinity_row(readers[i], [readers[j] for j in todo], n_images, [names[i]] + [names[j] for j in todo],
-                               progress=self.progress)
+                               progress=self.progress, directions=directions)
             for j, value in zip(todo, row):
                 a[i, j] = a[j, i] = value
                 known[i, j] = known[j, i] = True

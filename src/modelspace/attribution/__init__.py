@@ -1,4 +1,5 @@
-"""Attribution maps of mean(R) with respect to the input: one mechanism, methods declared over it."""
+"""Attribution maps of mean(R) (or of other directions of R) with respect to the input: one
+mechanism, methods declared over it."""
 
 from . import methods  # noqa: F401  (registers the methods)
 from .base import (
@@ -13,6 +14,7 @@ from .base import (
     register_method,
 )
 from .lrp import epsilon_rules
+from .methods import MapTransform
 
-__all__ = ["DEFAULT_METHODS", "METHODS", "AttributionMethod", "attribute", "attribute_many", "backward_groups",
+__all__ = ["DEFAULT_METHODS", "METHODS", "AttributionMethod", "MapTransform", "attribute", "attribute_many", "backward_groups",
            "epsilon_rules", "get_method", "list_methods", "register_method"]

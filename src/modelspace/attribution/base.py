@@ -6,16 +6,23 @@ one forward pass to the encoder output R and one backward pass from it:
     R = encoder(x)                       # the forward stops at R
     g = backward(R, seed=method.seed(R)) # d mean(R) / dx, possibly through modified rules
     A = method.read(x, g)                # |g|, x * g, the relevance itself, ...
+    M = method.finish(T⁻¹(A))            # at probe size: the map as it is stored and compared
 
-A method is a small declaration of the parts that differ: the seed of the backward pass, the
-rules active while the graph is built (ε-LRP swaps the backward of linear operations), the
-input passes (several for integrated gradients or SmoothGrad) and how the map is read off.
+A method is a small declaration of the parts that differ: the seed of the backward pass (or
+several seeds, `seeds`, one map per direction of R), the rules active while the graph is built
+(ε-LRP swaps the backward of linear operations), the input passes (several for integrated
+gradients, SmoothGrad or ModelGiF), how the map is read off, and how it is finished at probe
+size (`finish`: a channel mean, an absolute value, pooling; `methods.MapTransform`).
+
+Several seeds (``directions`` = K > 1) give K maps per image: `attribute` returns them as
+(B, K, C, H, W), the store keeps them as one row of K·F values, and the affinity compares two
+models' K maps per image as subspaces (`similarity.affinity_matrix(..., directions=K)`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import ClassVar, ContextManager, Iterator, Sequence
+from typing import Any, ClassVar, ContextManager, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -33,6 +40,15 @@ class AttributionMethod(Declared):
     """Raised whenever a method's rules come to compute something else for some model, so that maps
     stored under the old rules are never reused: it is part of the store key (`store_id`), not of `id`."""
 
+    directions: int = 1
+    """Maps per image: the number of tensors `seeds` returns (1: one map, compared by cosine)."""
+
+    @property
+    def cost(self) -> float:
+        """Cost per image as a multiple of one forward+backward pass (an upper bound: K backward
+        passes over one forward count as K). Saliency and gradient×input share theirs."""
+        return 1.0
+
     @property
     def store_id(self) -> str:
         """The method's part of a store key: its `id`, and its rules version when there is one."""
@@ -47,6 +63,11 @@ class AttributionMethod(Declared):
         d = r[0].numel()
         return torch.full_like(r, 1.0 / d)
 
+    def seeds(self, r: torch.Tensor) -> list[torch.Tensor]:
+        """The seeds of the backward passes, one per direction of R (`directions` of them); each
+        gives one map. By default the one seed of mean(R)."""
+        return [self.seed(r)]
+
     def passes(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
         """Inputs to differentiate at, with the weight of each gradient (one pass by default)."""
         yield x, 1.0
@@ -55,11 +76,18 @@ class AttributionMethod(Declared):
         """Turn the (weighted) gradient at the input into the attribution map."""
         return grad
 
+    def finish(self, maps: torch.Tensor) -> torch.Tensor:
+        """The maps at probe size (N, C, S, S), after T_i⁻¹, as they are stored and compared
+        (as they are by default). Runs per direction: N is B·K when there are K directions."""
+        return maps
+
     @property
     def plain_gradient(self) -> bool:
-        """True when only `read` differs from the base: such methods can share one backward pass."""
+        """True when only `read` and `finish` differ from the base: such methods can share one
+        backward pass."""
         cls = type(self)
-        return all(getattr(cls, part) is getattr(AttributionMethod, part) for part in ("rules", "seed", "passes"))
+        return self.directions == 1 and all(getattr(cls, part) is getattr(AttributionMethod, part)
+                                            for part in ("rules", "seed", "seeds", "passes"))
 
 
 METHODS = Registry("attribution method")
@@ -69,7 +97,7 @@ DEFAULT_METHODS = ("saliency", "gradient_x_input", "lrp_epsilon")
 """The seed paper's three methods: what `ModelSpace`, the CLI and the benchmarks use by default."""
 
 
-def get_method(method: str | AttributionMethod, **params: float) -> AttributionMethod:
+def get_method(method: str | AttributionMethod, /, **params: Any) -> AttributionMethod:
     """A configured method from a name or alias ('saliency', 'gxi', 'lrp', ...), or the object as is."""
     return METHODS.get(method, **params)
 
@@ -134,13 +162,16 @@ def attribute(
     `encoder` names the module whose output is R (None: the whole model output), or is an `Encoder`
     (a loaded model's `encoder_ref`), which also lays R out as a map. Returns a
     float32 tensor shaped like `x`, in the model's input space, one map per sample; samples
-    are independent because the model runs in eval mode.
+    are independent because the model runs in eval mode. A method with K = `directions` > 1
+    seeds returns (B, K, C, H, W): K backward passes per forward pass (the graph is kept between
+    them), one map per seed. `method.finish` is not applied here (it works at probe size).
     """
     method = get_method(method)
     if x.ndim < 2:
         raise InputError(f"{model_name}: input batch must have a batch dimension, got shape {tuple(x.shape)}")
     x = x.detach()
-    total = torch.zeros_like(x)
+    k = method.directions
+    totals = [torch.zeros_like(x) for _ in range(k)]
     tap = EncoderTap(module, encoder, model_name=model_name)
     with frozen_parameters(module), torch.enable_grad():
         for x_pass, weight in method.passes(x):
@@ -152,7 +183,15 @@ def attribute(
                 if not r.requires_grad:
                     # R does not depend on the input: every map is zero, reported downstream.
                     continue
-                (grad,) = torch.autograd.grad(r, x_pass, grad_outputs=method.seed(r.detach()), allow_unused=True)
-            if grad is not None:
-                total += weight * grad
-    return method.read(x, total)
+                seeds = method.seeds(r.detach())
+                if len(seeds) != k:
+                    raise AttributionError(f"{model_name}: method {method.id} declares {k} directions but "
+                                           f"its seeds gave {len(seeds)}")
+                for i, seed in enumerate(seeds):
+                    (grad,) = torch.autograd.grad(r, x_pass, grad_outputs=seed, allow_unused=True,
+                                                  retain_graph=i < k - 1)
+                    if grad is not None:
+                        totals[i] += weight * grad
+    if k == 1:
+        return method.read(x, totals[0])
+    return torch.stack([method.read(x, total) for total in totals], dim=1)

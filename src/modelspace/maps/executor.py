@@ -43,15 +43,27 @@ def compute_maps(
     probe_size: int,
     runtime: Runtime | str | torch.device = "cpu",
 ) -> dict[str, torch.Tensor]:
-    """Maps of a batch of probe images (B, 3, S, S) in [0, 1] per method: T_i, attribution, T_i⁻¹.
+    """Maps of a batch of probe images (B, 3, S, S) in [0, 1] per method: T_i, attribution, T_i⁻¹,
+    then the method's `finish` at probe size.
 
-    `runtime` is a `Runtime` or just a device; the model must already be on that device (and in
-    its memory layout: `Runtime.prepare`)."""
+    A method with K directions gives its K maps per image side by side along the channels:
+    (B, K·C, S, S), C the channels `finish` leaves (3, or 1 after a channel mean). `runtime` is a
+    `Runtime` or just a device; the model must already be on that device (and in its memory
+    layout: `Runtime.prepare`)."""
     runtime = Runtime.of(runtime)
     x = runtime.inputs(model.transform, images)
     with runtime.autocast():
         maps = attribute_many(model.module, x, methods, encoder=model.encoder_ref, model_name=model.name)
-    return {k: model.transform.inverse(v.detach().float(), probe_size).cpu() for k, v in maps.items()}
+    by_id = {m.id: m for m in methods}
+    out = {}
+    for method_id, v in maps.items():
+        v = v.detach().float()
+        batch = v.shape[0]
+        if by_id[method_id].directions > 1:  # (B, K, C, H, W): each direction is a map of its own
+            v = v.flatten(0, 1)
+        finished = by_id[method_id].finish(model.transform.inverse(v, probe_size))
+        out[method_id] = finished.reshape(batch, -1, *finished.shape[-2:]).cpu()
+    return out
 
 
 def run_units(

@@ -9,6 +9,16 @@ one chunk, the chunk is stacked as an (N, chunk, F) block and Σ_k M_k M_kᵀ is
 single matrix product. Peak memory is bounded by `memory_budget`, not by N · Np · F.
 
 Adding one model to a computed matrix costs one row: `affinity_row`.
+
+Methods with K maps per image (``directions`` = K > 1, e.g. ``gradient_x_input_subspace``) store
+them side by side in one row of K·P values. Two models are then compared per image as subspaces,
+
+    s_k(i, j) = ‖G_ik G_jkᵀ‖²_F / (‖G_ik G_ikᵀ‖_F · ‖G_jk G_jkᵀ‖_F),    G_ik: the K × P maps,
+
+which lies in [0, 1], is 1 when G_jkᵀG_jk ∝ G_ikᵀG_ik, and does not change when either model's K
+maps are rotated or scaled; Affinity(i, j) is its mean over the images. The per-image products
+are (N·K) × (N·K) Grams of the chunk's maps; the same streaming bounds the memory. With K = 1
+the formula would give cos², not the signed cosine, so K = 1 keeps the cosine.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ def affinity_matrix(
     *,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = True,
+    directions: int = 1,
 ) -> np.ndarray:
     """Return the (N, N) float64 affinity matrix of N models, streamed over the probe images.
 
@@ -51,6 +62,9 @@ def affinity_matrix(
         per chunk is read whatever the budget.
     progress
         show a tqdm bar over chunks.
+    directions
+        maps per image K (the method's `directions`): each row holds K maps of F / K values,
+        compared as subspaces (see the module docstring); 1 compares one map by cosine.
 
     The matrix is exactly symmetric; its diagonal comes from the data (1 up to rounding).
 
@@ -65,11 +79,15 @@ def affinity_matrix(
     """
     _check_common(readers, n_images, names, memory_budget, "readers")
     n_features = _probe_features(readers[0], names[0])
+    _check_directions(directions, n_features, names[0])
     chunk = _chunk_size(len(readers), n_features, n_images, memory_budget)
 
     gram = np.zeros((len(readers), len(readers)), dtype=np.float64)
     scan = _ChunkScanner(readers, names, n_images, n_features, chunk)
     for flat in scan.blocks(progress, desc="affinity"):
+        if directions > 1:
+            gram += _subspace_scores(flat, n_features, directions)
+            continue
         # One GEMM over (N, chunk·F) equals Σ_k M_k M_kᵀ: the per-image products are summed by
         # the contraction. float32 product, float64 accumulation across chunks.
         gram += (flat @ flat.T).astype(np.float64)
@@ -87,6 +105,7 @@ def affinity_row(
     *,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = True,
+    directions: int = 1,
 ) -> np.ndarray:
     """Return the affinity of one new model with each of `others`: shape (len(others),) float64.
 
@@ -102,7 +121,7 @@ def affinity_row(
         the number of probe images Np.
     names
         ``[new_name, *other_names]`` (length ``len(others) + 1``), used in error messages.
-    memory_budget, progress
+    memory_budget, progress, directions
         as in `affinity_matrix`.
 
     Raises
@@ -116,11 +135,15 @@ def affinity_row(
     readers = [new, *others]
     _check_common(readers, n_images, names, memory_budget, "new/others")
     n_features = _probe_features(new, names[0])
+    _check_directions(directions, n_features, names[0])
     chunk = _chunk_size(len(readers), n_features, n_images, memory_budget)
 
     row = np.zeros(len(others), dtype=np.float64)
     scan = _ChunkScanner(readers, names, n_images, n_features, chunk)
     for flat in scan.blocks(progress, desc="affinity row"):
+        if directions > 1:
+            row += _subspace_scores(flat, n_features, directions, row_only=True)
+            continue
         row += (flat[1:] @ flat[0]).astype(np.float64)
     scan.raise_if_degenerate()
     return row / n_images
@@ -167,6 +190,26 @@ def affinity_naive(maps: Sequence[np.ndarray]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- streaming machinery
+
+
+def _subspace_scores(flat: np.ndarray, n_features: int, k: int, row_only: bool = False) -> np.ndarray:
+    """Σ over a chunk's images of the subspace scores s(i, j): (N, N), or with `row_only` model 0
+    against the others, (N - 1,). `flat` is the scanner's (N, c·F) block, F = K·P per image."""
+    n = flat.shape[0]
+    g = flat.reshape(n, -1, k, n_features // k)  # (model, image, direction, P)
+    # ‖G_i G_iᵀ‖_F per model and image, from the K × K Grams (float64 sums of float32 products).
+    own = np.einsum("nckp,nclp->nckl", g, g)
+    norm = np.sqrt(np.einsum("nckl,nckl->nc", own, own, dtype=np.float64))
+    norm[norm == 0] = 1.0  # only on zeroed degenerate rows, whose error the scanner raises
+    g = g.transpose(1, 0, 2, 3)  # (image, model, direction, P)
+    if row_only:
+        cross = np.einsum("ckp,cmlp->cmkl", g[:, 0], g[:, 1:])  # (image, model, K, K)
+        sq = np.einsum("cmkl,cmkl->cm", cross, cross, dtype=np.float64)
+        return (sq / (norm[0][:, None] * norm[1:].T)).sum(axis=0)
+    stacked = g.reshape(g.shape[0], n * k, -1)
+    cross = (stacked @ stacked.transpose(0, 2, 1)).reshape(-1, n, k, n, k)  # (image, N, K, N, K)
+    sq = np.einsum("cikjl,cikjl->cij", cross, cross, dtype=np.float64)
+    return (sq / (norm.T[:, :, None] * norm.T[:, None, :])).sum(axis=0)
 
 
 class _ChunkScanner:
@@ -257,6 +300,14 @@ def _probe_features(reader: MapReader, name: str) -> int:
     if row.ndim != 2 or row.shape[0] != 1 or row.shape[1] < 1:
         raise InputError(f"model {name!r}: reader(0, 1) returned shape {row.shape}, expected (1, F)")
     return int(row.shape[1])
+
+
+def _check_directions(directions, n_features: int, name: str) -> None:
+    """Raise InputError unless `directions` is an int >= 1 that divides the map length F."""
+    check_int(directions, "directions")
+    if n_features % directions:
+        raise InputError(f"directions: model {name!r} has maps of {n_features} values, not a multiple of "
+                         f"directions = {directions}")
 
 
 def _chunk_size(n_models: int, n_features: int, n_images: int, memory_budget: int) -> int:
