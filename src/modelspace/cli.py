@@ -268,7 +268,14 @@ def _write_page(args: argparse.Namespace, space, truth, path: Path) -> Path:
 
     data = from_space(space, truth=truth)
     data.settings["command"] = "modelspace " + " ".join(args.argv)  # so the page says how it was made
-    return write_report(data, path, progress=not args.quiet, summary_estimator=args.summary_estimator)
+    chosen = args.summary_estimator
+    if chosen is None and truth is None and getattr(space, "results_", None) is not None:
+        from .space import DEFAULT_ESTIMATOR
+
+        # no ground truth to pick the best: lead with the default estimator, when it was computed
+        result = space.results_.get(DEFAULT_ESTIMATOR)
+        chosen = result.id if result is not None else None
+    return write_report(data, path, progress=not args.quiet, summary_estimator=chosen)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -444,13 +451,14 @@ def _label_lines(scores: dict[str, dict[str, float]], n_images: int) -> str:
 
 def _space(args: argparse.Namespace):
     from .attribution import get_method
-    from .space import ModelSpace
+    from .space import ModelSpace, default_baselines
 
     if args.store is None:  # one default for every command that computes: running again resumes there
         args.store = str(Path(getattr(args, "out", None) or DEFAULT_OUT) / "store")
         _log.info("maps are stored in %s (the default store; --store chooses another)", args.store)
     methods = [get_method(m, epsilon=args.epsilon) if get_method(m).name == "lrp_epsilon" else m for m in args.methods]
-    return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
+    baselines = default_baselines(methods) if args.command == "run" else []
+    return ModelSpace(methods=methods, baselines=baselines, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
                       workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
                       recompute=args.recompute, progress=not args.quiet)
