@@ -44,7 +44,8 @@ def test_textures_are_deterministic_and_cover_every_family() -> None:
 
 
 def test_study_in_miniature(tmp_path) -> None:
-    results = study.run_study(tmp_path, n_probe=12, sizes=(6, 12), domains=("train", "textures"), progress=False)
+    results = study.run_study(tmp_path, n_probe=12, sizes=(6, 12), domains=("train", "textures"), progress=False,
+                              label_scores=("logme", "hscore", "leep"), label_sizes=(12,), n_resamples=200)
     assert set(results["domains"]) == {"train", "textures"}
     rows = results["domains"]["train"]["estimators"]
     assert {"saliency", "gradient_x_input", "svcca(variance=0.99)"} <= set(rows)
@@ -55,6 +56,16 @@ def test_study_in_miniature(tmp_path) -> None:
     table = (tmp_path / "table.md").read_text()
     assert table.startswith("P@K / R@K") and "| saliency |" in table and "| random |" in table
     assert (tmp_path / "probe_size_curve.png").exists()
+    # the "which estimator when" table: every study estimator on every domain, DEPARA's λ cross-validated
+    which_rows = results["which"]["domains"]["textures"]["rows"]
+    assert {"saliency", "rsa", "dds", "depara", "depara (λ by LOO-CV)", "hscore (n=12)"} <= set(which_rows)
+    assert which_rows["depara (λ by LOO-CV)"]["kind"] == "cross-validated"
+    assert which_rows["hscore (n=12)"]["labels"] == 12 and which_rows["hscore (n=12)"]["figures"]["P@5"]["n"] == 2
+    assert which_rows["saliency"]["cost"] > 0 and which_rows["saliency"]["passes"] == 1
+    assert which_rows["rsa"]["twin"]["n_twins"] == 0  # the shipped v1 zoo has no seed twins: n/a
+    assert "leep" in results["which"]["domains"]["train"]["not_applicable"]
+    assert "## Which estimator when" in table and "### Recommendation" in table
+    assert results["which"]["default_estimator"] == DEFAULT_ESTIMATOR
 
 
 # ------------------------------------------------------------------ the "which estimator when" table
