@@ -679,7 +679,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-probe", type=int, default=None, help="number of probe images (overrides --full)")
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
 
-    p = add("study", cmd_study, "fidelity study: estimators × probe domains, probe-size curve, clustering, asymmetry", [])
+    p = add("study", cmd_study, "fidelity study: estimators × probe domains, probe-size curve, clustering, asymmetry, and the "
+            "'which estimator when' table (OUT/table.md)", [])
     p.add_argument("--out", default=f"{DEFAULT_OUT}/study", help=f"output folder (default {DEFAULT_OUT}/study)")
     p.add_argument("--n-probe", type=int, default=1000, help="probe images per domain (default 1000)")
     return parser
