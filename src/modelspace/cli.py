@@ -269,12 +269,16 @@ def _write_page(args: argparse.Namespace, space, truth, path: Path) -> Path:
     data = from_space(space, truth=truth)
     data.settings["command"] = "modelspace " + " ".join(args.argv)  # so the page says how it was made
     chosen = args.summary_estimator
-    if chosen is None and truth is None and getattr(space, "results_", None) is not None:
+    if chosen is None and truth is None:
         from .space import DEFAULT_ESTIMATOR
 
-        # no ground truth to pick the best: lead with the default estimator, when it was computed
+        # No ground truth to pick the best: lead with the default estimator when it was computed. The
+        # page leads with its first ranked estimator by itself (and says so), so it is named only
+        # when it is another one.
         result = space.results_.get(DEFAULT_ESTIMATOR)
-        chosen = result.id if result is not None else None
+        first = next((v for v in data.estimators if v.ranking), None)
+        if result is not None and (first is None or first.id != result.id):
+            chosen = result.id
     return write_report(data, path, progress=not args.quiet, summary_estimator=chosen)
 
 
