@@ -378,6 +378,8 @@ def _label_based(specs, group1: list[str], tasks: dict[str, str], truth: GroundT
         features[spec.name] = {v: encoder_activations(loaded, b, pool=True, progress=False) for v, b in batches.items()}
     for scorer, regression in scorers:
         for n in sorted(sizes):
+            if progress:
+                print(f"  {scorer.name}, n = {n}: {len(targets)} targets × {len(sources)} sources", flush=True)
             ranking, skipped = {}, []
             for t in targets:
                 kind, channels, _ = TASKS[t]
