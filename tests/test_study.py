@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
-from modelspace.world import study
+from modelspace.attribution import DEFAULT_METHODS, METHODS
+from modelspace.errors import InputError
+from modelspace.evaluation import GroundTruth, evaluate, leave_one_target_out
+from modelspace.similarity import BASELINES
+from modelspace.space import DEFAULT_ESTIMATOR, default_baselines
+from modelspace.world import study, which
 from modelspace.world.demo import chance_same_task_rate, same_task_rate
 from modelspace.world.textures import texture_batch
 
@@ -37,7 +44,8 @@ def test_textures_are_deterministic_and_cover_every_family() -> None:
 
 
 def test_study_in_miniature(tmp_path) -> None:
-    results = study.run_study(tmp_path, n_probe=12, sizes=(6, 12), domains=("train", "textures"), progress=False)
+    results = study.run_study(tmp_path, n_probe=12, sizes=(6, 12), domains=("train", "textures"), progress=False,
+                              label_scores=("logme", "hscore", "leep"), label_sizes=(12,), n_resamples=200)
     assert set(results["domains"]) == {"train", "textures"}
     rows = results["domains"]["train"]["estimators"]
     assert {"saliency", "gradient_x_input", "svcca(variance=0.99)"} <= set(rows)
@@ -48,3 +56,183 @@ def test_study_in_miniature(tmp_path) -> None:
     table = (tmp_path / "table.md").read_text()
     assert table.startswith("P@K / R@K") and "| saliency |" in table and "| random |" in table
     assert (tmp_path / "probe_size_curve.png").exists()
+    # the "which estimator when" table: every study estimator on every domain, DEPARA's λ cross-validated
+    which_rows = results["which"]["domains"]["textures"]["rows"]
+    assert {"saliency", "rsa", "dds", "depara", "depara (λ by LOO-CV)", "hscore (n=12)"} <= set(which_rows)
+    assert which_rows["depara (λ by LOO-CV)"]["kind"] == "cross-validated"
+    assert which_rows["hscore (n=12)"]["labels"] == 12 and which_rows["hscore (n=12)"]["figures"]["P@5"]["n"] == 2
+    assert which_rows["saliency"]["cost"] > 0 and which_rows["saliency"]["passes"] == 1
+    assert which_rows["rsa"]["twin"]["n_twins"] == 0  # the shipped v1 zoo has no seed twins: n/a
+    assert "leep" in results["which"]["domains"]["train"]["not_applicable"]
+    assert "## Which estimator when" in table and "### Recommendation" in table
+    assert results["which"]["default_estimator"] == DEFAULT_ESTIMATOR
+
+
+# ------------------------------------------------------------------ the "which estimator when" table
+
+
+def test_bootstrap_summary_matches_a_direct_transcription() -> None:
+    values = {"a": 1.0, "b": 0.0, "c": 0.5, "d": 0.25}
+    s = which.summarise(values, n_resamples=500, seed=3)
+    # by hand: draw 4 targets with replacement 500 times, mean each draw, take the 2.5 / 97.5 percentiles
+    v = np.array([1.0, 0.0, 0.5, 0.25])
+    rng = np.random.default_rng(3)
+    means = np.array([v[rng.integers(0, 4, size=4)].mean() for _ in range(500)])
+    assert s["mean"] == pytest.approx(0.4375)
+    assert (s["low"], s["high"]) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    assert s["sd"] == pytest.approx(np.std(v, ddof=1)) and s["n"] == 4
+    assert (s["q25"], s["q75"]) == pytest.approx((0.1875, 0.625))
+    assert which.summarise({}) is None
+
+
+def test_paired_comparison_with_the_best() -> None:
+    per_target = {
+        "strong": {f"t{i}": 0.8 for i in range(10)},
+        "close": {f"t{i}": 0.8 - 0.02 * (i % 2) for i in range(10)},  # 0.01 behind, on alternate targets
+        "weak": {f"t{i}": 0.2 for i in range(10)},
+    }
+    per_target["strong"]["t0"] = 0.76  # a 0.02 lead that one target can undo
+    best, diffs = which.compare_with_best(per_target, n_resamples=1000)
+    assert best == "strong"
+    assert not diffs["close"].distinguishable  # 0.02 apart: not called different
+    assert diffs["weak"].distinguishable and diffs["weak"].mean == pytest.approx(0.596)
+    # paired: the difference's interval, by hand
+    d = np.array([per_target["strong"][t] - per_target["close"][t] for t in per_target["strong"]])
+    rng = np.random.default_rng(which.SEED)
+    means = d[rng.integers(0, 10, size=(1000, 10))].mean(axis=1)
+    assert (diffs["close"].low, diffs["close"].high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    # a score defined on 2 targets is not the best of 10-target estimators however high its mean
+    best, diffs = which.compare_with_best({**per_target, "two targets": {"t1": 1.0, "t2": 1.0}}, n_resamples=100)
+    assert best == "strong" and diffs["two targets"].mean == pytest.approx(-0.2)
+
+
+def test_leave_one_target_out_by_hand() -> None:
+    # λ=a is best on t1 and t2, λ=b on t3 only; leaving t3 out chooses a; leaving t1 (or t2) out,
+    # a: (t2 + t3)/2 = (0.8 + 0.0)/2 = 0.4, b: (0.5 + 0.9)/2 = 0.7, so b
+    scores = {"a": {"t1": 0.9, "t2": 0.8, "t3": 0.0}, "b": {"t1": 0.6, "t2": 0.5, "t3": 0.9}}
+    cv = leave_one_target_out(scores)
+    assert cv.chosen == {"t1": "b", "t2": "b", "t3": "a"}
+    assert cv.per_target == {"t1": 0.6, "t2": 0.5, "t3": 0.0}
+    assert cv.mean == pytest.approx(1.1 / 3)  # below both values' in-sample means (0.567, 0.667): no peeking
+    assert cv.counts == {"b": 2, "a": 1}
+    tie = leave_one_target_out({"first": {"x": 1.0, "y": 1.0}, "second": {"x": 1.0, "y": 1.0}})
+    assert set(tie.chosen.values()) == {"first"}  # ties go to the value declared first
+    with pytest.raises(InputError):
+        leave_one_target_out({"a": {"t1": 1.0}})
+    with pytest.raises(InputError):
+        leave_one_target_out({"a": {"t1": 1.0, "t2": 0.0}, "b": {"t1": 1.0}})
+
+
+def test_cross_validated_row_carries_every_figure_of_the_chosen_value() -> None:
+    def figures(p5):
+        return {m: {t: (v if m == "P@5" else 10 * v) for t, v in p5.items()} for m in which.METRICS}
+    grid = {0.25: figures({"t1": 0.9, "t2": 0.8, "t3": 0.0}), 1.0: figures({"t1": 0.6, "t2": 0.5, "t3": 0.9})}
+    row = which.cross_validated_row(grid)
+    assert row["chosen"] == {"t1": 1.0, "t2": 1.0, "t3": 0.25}
+    assert row["per_target"]["P@5"] == {"t1": 0.6, "t2": 0.5, "t3": 0.0}
+    assert row["per_target"]["rho"] == {"t1": 6.0, "t2": 5.0, "t3": 0.0}
+
+
+def test_per_target_figures_from_evaluation_details() -> None:
+    truth = GroundTruth({"t": ["a", "b", "c", "d", "e", "f", "g"]})
+    _, details = evaluate({"t": ["a", "g", "b", "f", "c", "d", "e"]}, truth)
+    f = which.per_target_figures(details)
+    assert f["P@1"]["t"] == 1.0 and f["P@3"]["t"] == pytest.approx(2 / 3)
+    assert f["P@5"]["t"] == pytest.approx(3 / 5) and f["R@5"]["t"] == pytest.approx(3 / 5)
+    assert f["rho"]["t"] == pytest.approx(details["t"]["spearman"])
+
+
+def test_twin_check() -> None:
+    names = ["a", "b", "c", "a@seed1", "b@seed1"]
+    affinity = np.array([
+        [1.0, 0.2, 0.1, 0.9, 0.3],
+        [0.2, 1.0, 0.5, 0.1, 0.4],
+        [0.1, 0.5, 1.0, 0.2, 0.6],
+        [0.9, 0.1, 0.2, 1.0, 0.1],   # a's twin: nearest a (hit)
+        [0.3, 0.4, 0.6, 0.1, 1.0],   # b's twin: nearest c (miss)
+    ])
+    check = which.twin_check(affinity, names)
+    assert check["n_twins"] == 2 and check["nn_hits"] == 1 and check["nn_original"] == 0.5
+    # twin a@seed1 vs a over the other non-twins (b, c): (0.1, 0.2) vs (0.2, 0.1): ρ = −1;
+    # b@seed1 vs b over (a, c): (0.3, 0.6) vs (0.2, 0.5): ρ = 1
+    assert check["rank_agreement"] == pytest.approx(0.0)
+    none = which.twin_check(affinity[:3, :3], names[:3])
+    assert none["n_twins"] == 0 and none["nn_original"] is None and none["rank_agreement"] is None
+    assert "n/a" in which.format_which(_tiny_which(twin=none))
+
+
+def test_cost_measurement_is_a_ratio_of_wall_times() -> None:
+    now = [0.0]
+
+    def work(seconds):  # advances a fake clock: the ratio is exact whatever the machine's load
+        def run():
+            now[0] += seconds
+        return run
+
+    assert which.measure_cost(work(3.0), work(1.5), repeats=2, clock=lambda: now[0]) == pytest.approx(2.0)
+    # the real clock: a 50 ms call costs more than a 5 ms one, however busy the machine
+    assert which.measure_cost(lambda: time.sleep(0.05), lambda: time.sleep(0.005), repeats=1) > 1.5
+    with pytest.raises(InputError):
+        which.measure_cost(lambda: None, lambda: None, repeats=0)
+
+
+def _row(kind, p5, labels=0, cost=1.0, twin=None):
+    per_target = {m: dict(p5) for m in which.METRICS}
+    return {"id": kind, "kind": kind, "labels": labels, "cost": cost, "per_target": per_target,
+            "same_task_nn": 0.5 if labels == 0 else None, "twin": twin}
+
+
+def _tiny_which(twin=None) -> dict:
+    targets = [f"t{i}" for i in range(8)]
+    rows = {
+        "saliency": _row("attribution", {t: 0.2 + 0.05 * (i % 2) for i, t in enumerate(targets)}, cost=1.0, twin=twin),
+        "rsa": _row("label-free", {t: 0.6 for t in targets}, cost=0.4),
+        "dds": _row("label-free", {t: 0.6 + (0.04 if i % 2 else -0.02) for i, t in enumerate(targets)}, cost=0.6),
+        "logme (n=50)": _row("label-based", {t: 0.3 for t in targets}, labels=50, cost=0.3),
+        "logme (n=1000)": _row("label-based", {t: 0.9 for t in targets}, labels=1000, cost=0.5),
+    }
+    which.summarise_rows(rows, n_resamples=300)
+    domains = {"train": {"rows": rows, "n_targets": 8, "random_p5": 5 / 7, "chance_same_task_nn": 0.1,
+                         "not_applicable": {"leep": "needs a classifier head on every source"}}}
+    recommendation, supported = which.recommend({"train": rows}, "saliency", n_resamples=300)
+    return {"domains": domains, "recommendation": recommendation, "supported_estimator": supported,
+            "cv": {"depara λ": {"train": {"0.25": 6, "1": 2}}}, "notes": ["a note"], "n_resamples": 300}
+
+
+def test_which_table_and_recommendation() -> None:
+    data = _tiny_which()
+    rows = data["domains"]["train"]["rows"]
+    assert rows["logme (n=1000)"]["best"] and rows["saliency"]["vs_best"]["low"] > 0
+    # dds (0.61) and rsa (0.60) cannot be told apart: the higher mean is recommended, the cheaper named
+    rec = data["recommendation"]
+    assert data["supported_estimator"] == "dds"
+    assert rec["no labels"].startswith("`dds`") and "`rsa` (0.4× fwd+bwd)" in rec["no labels"]
+    assert rec["many models"].startswith("`rsa`")
+    assert "do not beat `dds`" in rec["few labels"]  # 50 labels: 0.3 < 0.6
+    assert rec["many labels"].startswith("use the label-based score")  # 1000 labels: 0.9
+    assert "these numbers support `dds`" in rec["default"]
+    table = which.format_which(data)
+    lines = table.splitlines()
+    assert lines[0] == "## Which estimator when" and "### Probe domain: train" in lines
+    header = next(line for line in lines if line.startswith("| estimator |"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "estimator", "kind", "labels", "cost", "targets", "P@1", "P@3", "P@5", "R@5", "ρ", "NN", "twin NN", "twin ρ",
+        "vs best (P@5)"]
+    rsa = next(line for line in lines if line.startswith("| rsa |"))
+    cells = [c.strip() for c in rsa.strip("|").split("|")]
+    assert cells[:5] == ["rsa", "label-free", "0", "0.4", "8"] and cells[7] == "0.60 [0.60, 0.60]"
+    assert cells[-1].startswith("<")  # behind logme n=1000 by 0.30 on every target
+    order = [line.split("|")[1].strip() for line in lines if line.startswith("| ") and "estimator" not in line]
+    assert order[:5] == ["saliency", "rsa", "dds", "logme (n=50)", "logme (n=1000)"]  # kinds in table order
+    assert "| leep |" in table and "n/a: needs a classifier head" in table
+    assert "### Recommendation" in table and "- depara λ: train: 0.25 (6), 1 (2)" in table
+
+
+def test_default_estimator_is_one_constant_and_its_baseline_is_computed() -> None:
+    # named once, in space.py (the study's recommendation refers to it), and a registered estimator
+    assert DEFAULT_ESTIMATOR in METHODS or DEFAULT_ESTIMATOR in BASELINES
+    assert default_baselines(DEFAULT_METHODS, "saliency") == []  # a method: computed among the methods
+    assert default_baselines(DEFAULT_METHODS, "linear_cka") == ["linear_cka"]
+    assert default_baselines(DEFAULT_METHODS, "depara") == ["depara"]
+    assert default_baselines(["saliency"], "depara") == []  # its node method's maps are not computed
+    assert default_baselines(DEFAULT_METHODS, "no_such_estimator") == []

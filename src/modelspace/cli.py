@@ -268,7 +268,18 @@ def _write_page(args: argparse.Namespace, space, truth, path: Path) -> Path:
 
     data = from_space(space, truth=truth)
     data.settings["command"] = "modelspace " + " ".join(args.argv)  # so the page says how it was made
-    return write_report(data, path, progress=not args.quiet, summary_estimator=args.summary_estimator)
+    chosen = args.summary_estimator
+    if chosen is None and truth is None:
+        from .space import DEFAULT_ESTIMATOR
+
+        # No ground truth to pick the best: lead with the default estimator when it was computed. The
+        # page leads with its first ranked estimator by itself (and says so), so it is named only
+        # when it is another one.
+        result = space.results_.get(DEFAULT_ESTIMATOR)
+        first = next((v for v in data.estimators if v.ranking), None)
+        if result is not None and (first is None or first.id != result.id):
+            chosen = result.id
+    return write_report(data, path, progress=not args.quiet, summary_estimator=chosen)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -444,7 +455,7 @@ def _label_lines(scores: dict[str, dict[str, float]], n_images: int) -> str:
 
 def _space(args: argparse.Namespace):
     from .attribution import get_method
-    from .space import ModelSpace
+    from .space import ModelSpace, default_baselines
 
     if args.store is None:  # one default for every command that computes: running again resumes there
         args.store = str(Path(getattr(args, "out", None) or DEFAULT_OUT) / "store")
@@ -452,7 +463,8 @@ def _space(args: argparse.Namespace):
     # --epsilon configures an ε-LRP named plainly; an id such as "lrp_epsilon(epsilon=0.01)" says its own ε
     methods = [get_method(m, epsilon=args.epsilon) if "(" not in m and get_method(m).name == "lrp_epsilon" else m
                for m in args.methods]
-    return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
+    baselines = default_baselines(methods) if args.command == "run" else []
+    return ModelSpace(methods=methods, baselines=baselines, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
                       workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
                       recompute=args.recompute, progress=not args.quiet)
@@ -674,7 +686,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-probe", type=int, default=None, help="number of probe images (overrides --full)")
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
 
-    p = add("study", cmd_study, "fidelity study: estimators × probe domains, probe-size curve, clustering, asymmetry", [])
+    p = add("study", cmd_study, "fidelity study: estimators × probe domains, probe-size curve, clustering, asymmetry, and the "
+            "'which estimator when' table (OUT/table.md)", [])
     p.add_argument("--out", default=f"{DEFAULT_OUT}/study", help=f"output folder (default {DEFAULT_OUT}/study)")
     p.add_argument("--n-probe", type=int, default=1000, help="probe images per domain (default 1000)")
     return parser

@@ -66,9 +66,18 @@ from .similarity import (
     spread,
 )
 
-__all__ = ["DEFAULT_METHODS", "Failure", "MethodResult", "ModelSpace"]
+__all__ = ["DEFAULT_ESTIMATOR", "DEFAULT_METHODS", "Failure", "MethodResult", "ModelSpace", "default_baselines"]
 
 _log = logging.getLogger(__name__)  # under "modelspace": the CLI prints its records to stderr
+
+DEFAULT_ESTIMATOR = "saliency"
+"""The label-free estimator `modelspace run` leads with: an attribution method or a baseline name.
+
+It is what the report's summary lines use when no ground truth picks the best, and, when it names a
+baseline, `modelspace run` computes that baseline beside the attribution methods (`default_baselines`).
+The paper's three methods (`DEFAULT_METHODS`) are always computed whatever it is. Its value is set from
+`modelspace study`'s measurement: the study's table ends with the estimator its numbers support. Until
+then it stays what `modelspace run` led with before it existed: the first of `DEFAULT_METHODS`."""
 
 SKETCH_SEED = 0  # one projection for every sketch in a store, so that sketches stay comparable
 
@@ -618,6 +627,27 @@ class ModelSpace:
         if not matches:
             raise InputError(f"method {method!r} was not computed; methods: {', '.join(self.results_)}")
         return matches[0]
+
+
+def default_baselines(methods: Sequence[str | AttributionMethod], estimator: str = DEFAULT_ESTIMATOR) -> list[str]:
+    """The baselines a run computes by default beside `methods`: `estimator` when it names a
+    registered baseline (not an attribution method) whose needs `methods` meet, else none.
+
+    DEPARA, for one, needs the maps of its node method; without them among `methods` it is left out
+    rather than failing the run.
+    """
+    try:
+        get_method(estimator)
+        return []  # an attribution method: computed among the methods
+    except InputError:
+        pass
+    try:
+        baseline = get_baseline(estimator)
+    except InputError:
+        return []
+    if baseline.uses_affinity and baseline.method not in {get_method(m).name for m in methods}:
+        return []
+    return [estimator]
 
 
 def _run_error(loaded: LoadedModel, exc: BaseException) -> Exception:

@@ -12,6 +12,14 @@ any scene), it measures:
 
 and, on the training domain, P@3 against the number of probe images, and what the symmetry of
 the estimate costs (see `asymmetry`).
+
+Then the measured "which estimator when" table (`which`, written to ``table.md`` after the figures
+above): every estimator of `STUDY_METHODS` and `STUDY_BASELINES`, DEPARA with its λ chosen by
+leave-one-target-out cross-validation over `DEPARA_GRID` beside the fixed λ, and the label-based
+scores of `LABEL_SCORES` on `LABEL_SIZES` labelled images of each target; per probe domain,
+bootstrap intervals over targets, paired comparisons with the best, the seed-twin check, the cost
+per model as a multiple of one forward+backward pass (measured) and the labels needed; then a
+recommendation per regime generated from those numbers.
 """
 
 from __future__ import annotations
@@ -23,15 +31,21 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..attribution import DEFAULT_METHODS
+import torch
+
+from ..attribution import DEFAULT_METHODS, get_method
+from ..errors import ModelspaceError
 from ..evaluation import GroundTruth, evaluate
-from ..maps import encoder_activations
+from ..maps import Runtime, compute_maps, encoder_activations
 from ..models import load_model
 from ..probe import ProbeSet
-from ..similarity import affinity_matrix, rank_sources, similarity_matrix
-from ..space import ModelSpace
+from ..similarity import affinity_matrix, get_baseline, rank_sources, similarity_matrix
+from ..space import DEFAULT_ESTIMATOR, ModelSpace
+from ..transferability import get_score
+from . import which
 from .build import ZOO_DIR
 from .demo import BASELINES, chance_same_task_rate, load_world, same_task_rate
+from .labels import TASKS, task_input
 from .render import render_batch
 from .textures import texture_batch
 
@@ -42,10 +56,43 @@ DOMAINS: dict[str, Callable[[int], np.ndarray]] = {
 }
 SIZES = (16, 64, 256, 1000)
 
+STUDY_METHODS: tuple[str, ...] = (*DEFAULT_METHODS,)
+"""The attribution methods the study measures: a newly registered method is measured by adding its
+name (or alias) here, and nowhere else."""
+STUDY_BASELINES: tuple[str, ...] = (*BASELINES, "dds", "depara")
+"""The label-free baselines the study measures (representation similarities, DDS, DEPARA), likewise."""
+LABEL_SCORES: tuple[str, ...] = ("logme", "hscore", "transrate", "gbc", "leep", "nce")
+"""Label-based scores, each on the world's targets where it applies (see `_label_based`)."""
+LABEL_SIZES: tuple[int, ...] = (50, 200, 1000)
+"""Labelled target images per target for the label-based rows (the first n of one rendered set)."""
+LABEL_SEED = 7000  # not a training (1000), test (2000), shifted (3000) or probe (4000-6000) seed
+LABEL_GRID = 4
+"""Dense labels are read as their area means over a LABEL_GRID × LABEL_GRID grid (class fractions for
+class maps), flattened, as LogME's regression targets: fixed before any score was seen."""
+LABEL_COLUMNS = 8
+"""Regression targets with more columns are reduced to their top LABEL_COLUMNS principal components
+(over the n labelled images): LogME runs its fixed point once per column, and a 4×4 grid of 48 segment
+classes would be 768 columns."""
+DEPARA_GRID: tuple[float, ...] = (0.25, 0.03, 0.1, 0.5, 1.0)
+"""DEPARA's λ values for leave-one-target-out cross-validation, declared before looking at the oracle:
+the authors' values (0.25 Taskonomy, the default and first, so that it wins ties; 0.03 COCO) and a
+coarse grid around them."""
+COST_MODELS = 2
+"""Group-1 models the costs are measured on (the ratios are averaged over them)."""
+COST_REPEATS = 2
+"""Timed runs per cost measurement, after one warm-up run; the fastest counts."""
+
 
 def run_study(out: str | Path, n_probe: int = 1000, sizes: Sequence[int] = SIZES, domains: Sequence[str] = tuple(DOMAINS),
-              progress: bool = True, zoo_dir: Path = ZOO_DIR) -> dict:
-    """Run the whole study into `out` (results.json, plots, table.md); returns the results."""
+              progress: bool = True, zoo_dir: Path = ZOO_DIR, methods: Sequence[str] = STUDY_METHODS,
+              baselines: Sequence[str] = STUDY_BASELINES, label_scores: Sequence[str] = LABEL_SCORES,
+              label_sizes: Sequence[int] = LABEL_SIZES, depara_grid: Sequence[float] = DEPARA_GRID,
+              n_resamples: int = which.N_RESAMPLES, measure_costs: bool = True) -> dict:
+    """Run the whole study into `out` (results.json, plots, table.md); returns the results.
+
+    `methods`, `baselines`, `label_scores`, `label_sizes` and `depara_grid` default to the module's
+    constants; `measure_costs=False` skips the timing (the cost column then reads n/a).
+    """
     start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,34 +101,58 @@ def run_study(out: str | Path, n_probe: int = 1000, sizes: Sequence[int] = SIZES
     later = {s.name for s in specs if record["models"][s.name]["group"] in (2, 3)}
     tasks = {s.name: s.label for s in specs}
     results: dict = {"n_probe": n_probe, "domains": {}, "group1": group1}
+    table_rows: dict[str, dict[str, dict]] = {}
+    cv_chosen: dict[str, dict[str, dict]] = {}
+    costs: dict[str, float] = {}
     for domain in domains:
         if progress:
             print(f"probe domain {domain!r}: {n_probe} images", flush=True)
         probe = ProbeSet.from_array(DOMAINS[domain](n_probe))
-        space = ModelSpace(DEFAULT_METHODS, baselines=BASELINES, store=out / "store", progress=progress).fit(specs, probe)
+        space = ModelSpace(methods, baselines=baselines, store=out / "store", progress=progress).fit(specs, probe)
         evaluation = space.evaluate(truth, models=group1)
-        rows = {}
+        rows, table_rows[domain] = {}, {}
+        methods_by_id = {m.id: m for m in space.methods_}
         for estimator, result in space.results_.items():
             curves = evaluation.methods[estimator]
             rows[estimator] = {
                 **{f"P@{k}": curves.at(k)[0] for k in (1, 3, 5)},
                 "R@5": curves.at(5)[1],
                 "rho": evaluation.rho[estimator],
-                "same_task_nn": same_task_rate(result.affinity, [tasks[n] for n in result.names],
-                                               [n in later for n in result.names]),
+                "same_task_nn": _nn(result, tasks, later),
             }
+            table_rows[domain][_display(estimator, space.results_)] = {
+                "id": estimator, "kind": "attribution" if result.kind == "method" else "label-free", "labels": 0,
+                "per_target": which.per_target_figures(evaluation.per_target[estimator]),
+                "same_task_nn": rows[estimator]["same_task_nn"], "twin": which.twin_check(result.affinity, result.names),
+                **({"passes": _passes(method)} if (method := methods_by_id.get(estimator)) else {})}
+        depara = next((b for b in space.baselines_ if b.name == "depara"), None)
+        if depara is not None and depara_grid:
+            row, chosen = _depara_cv(space, depara, depara_grid, group1, truth)
+            table_rows[domain][f"{_display(depara.id, space.results_)} (λ by LOO-CV)"] = row
+            cv_chosen.setdefault(f"depara λ (fixed: {depara.edge_weight:g})", {})[domain] = chosen
         results["domains"][domain] = {"estimators": rows, "failures": [f.to_dict() for f in space.failures_],
                                       "chance_same_task_nn": chance_same_task_rate([tasks[s.name] for s in specs],
                                                                                    [s.name in later for s in specs])}
         if domain == "train":
             results["probe_size_curve"] = _probe_size_curve(space, specs, group1, tasks, truth, sizes, probe)
             results["asymmetry"] = _asymmetry(space, group1, tasks, truth, oracle_info)
+        if measure_costs and not costs:  # the costs do not depend on the probe domain: measured once
+            costs = _costs(space, specs, group1, probe)
+    label_rows, not_applicable, label_costs = _label_based(specs, group1, tasks, truth, label_scores, label_sizes,
+                                                           measure_costs, progress)
+    results["which"] = _which(table_rows, label_rows, not_applicable, {**costs, **label_costs}, cv_chosen, results,
+                              n_resamples, len(group1))
     results["seconds"] = round(time.time() - start, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable))
     results["table"] = format_study(results)
     (out / "table.md").write_text(results["table"] + "\n")
     _plots(results, out)
     return results
+
+
+def _nn(result, tasks: dict[str, str], later: set[str]) -> float:
+    """The same-task nearest-neighbour rate of one estimator's result (groups 2 and 3 asked)."""
+    return same_task_rate(result.affinity, [tasks[n] for n in result.names], [n in later for n in result.names])
 
 
 # ------------------------------------------------------------------------------ measures
@@ -95,18 +166,20 @@ def _probe_size_curve(space: ModelSpace, specs, group1, tasks, truth: GroundTrut
     """P@3 with only the first n probe images, for each estimator (maps re-read, not recomputed)."""
     labels = [tasks[n] for n in group1]
     curve: dict[str, dict[int, float]] = {}
+    node: dict[tuple[str, int], np.ndarray] = {}  # method name, n -> affinity (DEPARA's node term)
     for method in space.methods_:
         keys = [space.members_[n].entries[method.id] for n in group1]
         readers = [lambda s, e, k=k: space.store_.read(k, s, e) for k in keys]
         curve[method.id] = {}
         for n in sizes:
-            matrix = affinity_matrix(readers, n, group1, progress=False)
+            matrix = node[method.name, n] = affinity_matrix(readers, n, group1, progress=False)
             curve[method.id][n] = _p_at(evaluate(rank_sources(matrix, labels), truth, restrict_to_estimated=True)[0], 3)
     acts = [encoder_activations(load_model(s), probe.batch(0, len(probe)), progress=False) for s in specs if s.name in group1]
     for baseline in space.baselines_:
         curve[baseline.id] = {}
         for n in sizes:
-            matrix = similarity_matrix([a[:n] for a in acts], baseline, progress=False, names=group1)
+            affinity = node[baseline.method, n] if baseline.uses_affinity else None
+            matrix = similarity_matrix([a[:n] for a in acts], baseline, progress=False, names=group1, affinity=affinity)
             curve[baseline.id][n] = _p_at(evaluate(rank_sources(matrix, labels), truth, restrict_to_estimated=True)[0], 3)
     return curve
 
@@ -141,6 +214,280 @@ def _asymmetry(space: ModelSpace, group1, tasks, truth: GroundTruth, oracle_info
         curves = evaluate(ranking, truth, restrict_to_estimated=True)[0]
         out["generality_variant"][estimator] = {f"P@{k}": _p_at(curves, k) for k in (1, 3, 5)}
     return out
+
+
+# ------------------------------------------------------------------------- which estimator when
+
+
+def _display(estimator: str, results) -> str:
+    """The table name of an estimator id: its bare name unless two computed ids share it."""
+    short = estimator.split("(")[0]
+    return estimator if sum(e.split("(")[0] == short for e in results) > 1 else short
+
+
+def _depara_cv(space: ModelSpace, depara, grid: Sequence[float], group1: list[str], truth: GroundTruth
+               ) -> tuple[dict, dict]:
+    """DEPARA with λ chosen by leave-one-target-out cross-validation over `grid` (group-1 targets).
+
+    DEPARA's matrix is (A + λ E) / (1 + λ) with A its node method's affinity; E, the activation
+    (edge) term, is recovered from the fixed-λ matrix, so that no λ costs another pass over the models.
+    """
+    result, node = space.results_[depara.id], space.results_[depara.method]
+    keep = [n for n in result.names if n in group1 and n in node.names]
+    s = result.affinity[np.ix_(*[[result.names.index(n) for n in keep]] * 2)]
+    a = node.affinity[np.ix_(*[[node.names.index(n) for n in keep]] * 2)]
+    lam = depara.edge_weight
+    edge = ((1 + lam) * s - a) / lam
+    labels = [result.labels[result.names.index(n)] for n in keep]
+    figures = {}
+    for value in grid:
+        variant = get_baseline(depara.name, method=depara.method, edge_weight=value)
+        _, details = evaluate(rank_sources(variant.combine(a, edge), labels), truth, restrict_to_estimated=True)
+        figures[value] = which.per_target_figures(details)
+    cv = which.cross_validated_row(figures)
+    row = {"id": depara.id, "kind": "cross-validated", "labels": 0, "per_target": cv["per_target"],
+           "same_task_nn": None, "twin": None}
+    return row, {f"{v:g}": c for v, c in cv["counts"].items()}
+
+
+def _passes(method) -> int:
+    """How many forward+backward passes an attribution method makes per image (its input passes)."""
+    return len(list(method.passes(torch.zeros(1, 3, 4, 4))))
+
+
+def _batches(images: torch.Tensor, size: int = 32):
+    return (images[i:i + size] for i in range(0, len(images), size))
+
+
+def _forward_backward(loaded, images: torch.Tensor, runtime: Runtime) -> None:
+    """The cost unit: one forward pass to R and one backward pass from R to the input, per image,
+    with the weights frozen as the attribution methods have them (no weight gradients)."""
+    tap = loaded.tap()
+    flags = [(p, p.requires_grad) for p in loaded.module.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        for batch in _batches(images):
+            x = runtime.inputs(loaded.transform, batch).requires_grad_(True)
+            r = tap(x)
+            torch.autograd.grad(r, x, grad_outputs=torch.ones_like(r))
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _costs(space: ModelSpace, specs, group1: list[str], probe: ProbeSet) -> dict[str, float]:
+    """Each estimator's per-model computation, timed against one forward+backward pass of the same
+    model over the same probe images (the mean ratio over `COST_MODELS` group-1 models).
+
+    Attribution methods: their maps (each method alone; saliency and gradient×input share one
+    pass when computed together). Baselines: the encoder forward pass and the baseline's
+    per-model preparation, plus the node method's maps for DEPARA. The pairwise comparisons (M − 1
+    per added model, cheap next to these) are not counted.
+    """
+    images, runtime = probe.batch(0, len(probe)), Runtime.of("cpu")
+    ratios: dict[str, list[float]] = {}
+    for spec in [s for s in specs if s.name in group1][:COST_MODELS]:
+        loaded = load_model(spec)
+
+        def reference(loaded=loaded) -> None:
+            _forward_backward(loaded, images, runtime)
+
+        def maps(methods, loaded=loaded) -> None:
+            for batch in _batches(images):
+                compute_maps(loaded, batch, methods, probe.size, runtime)
+
+        def prepare(baseline, loaded=loaded) -> None:
+            baseline.prepare(encoder_activations(loaded, images, progress=False), loaded.name)
+            if baseline.uses_affinity:
+                maps([get_method(baseline.method)])
+
+        for method in space.methods_:
+            ratios.setdefault(method.id, []).append(which.measure_cost(lambda m=method: maps([m]), reference,
+                                                                       COST_REPEATS))
+        for baseline in space.baselines_:
+            ratios.setdefault(baseline.id, []).append(which.measure_cost(lambda b=baseline: prepare(b), reference,
+                                                                         COST_REPEATS))
+    return {estimator: float(np.mean(r)) for estimator, r in ratios.items()}
+
+
+def _regression_targets(label: np.ndarray, kind: str, channels: int) -> np.ndarray:
+    """A target task's labels as (N, Q) float regression targets: image values as they are, dense
+    maps as area means over a `LABEL_GRID` grid (class maps as the fractions of each class); constant
+    columns dropped, then at most `LABEL_COLUMNS` principal components."""
+    n = len(label)
+    if kind == "dense_classification":
+        label = np.stack([label == k for k in range(channels)], axis=-1)
+    if kind != "image_regression":
+        h, w = label.shape[1:3]
+        g = LABEL_GRID
+        label = np.asarray(label, dtype=np.float64).reshape(n, g, h // g, g, w // g, -1).mean(axis=(2, 4))
+    y = np.asarray(label, dtype=np.float64).reshape(n, -1)
+    y = y[:, y.std(axis=0) > 0]  # a column constant over the images carries no information
+    if y.shape[1] > LABEL_COLUMNS:
+        u, s, _ = np.linalg.svd(y - y.mean(axis=0), full_matrices=False)
+        y = u[:, :LABEL_COLUMNS] * s[:LABEL_COLUMNS]
+    return y
+
+
+def _label_based(specs, group1: list[str], tasks: dict[str, str], truth: GroundTruth, scores: Sequence[str],
+                 sizes: Sequence[int], measure_costs: bool, progress: bool) -> tuple[dict, dict, dict]:
+    """Rows of the label-based scores: each group-1 target scored with n labelled images of its task
+    (rendered in the training domain, seed `LABEL_SEED`, as the target's model sees them), every
+    group-1 model ranked as a source by its score, graded against the oracle like the estimators.
+
+    A score that takes class labels only (H-score, TransRate, GBC) is scored on the image-classification
+    targets and is n/a on the others; LogME takes the others as regression (`_regression_targets`).
+    LEEP and NCE need a classifier head on every source: n/a here, where most sources are dense
+    predictors. Returns (rows, n/a reasons, costs per row).
+    """
+    rows: dict[str, dict] = {}
+    not_applicable: dict[str, str] = {}
+    costs: dict[str, float] = {}
+    if not scores or not sizes:
+        return rows, not_applicable, costs
+    n_max = max(sizes)
+    if progress:
+        print(f"label-based scores: {n_max} labelled images per target", flush=True)
+    data = render_batch(n_max, LABEL_SEED)
+    sources = [s for s in specs if s.name in group1]
+    targets = [t for t in truth.targets if t in {tasks[n] for n in group1}]
+    heads = sum(TASKS[tasks[n]][0] == "image_classification" for n in group1)
+    scorers = []
+    for name in scores:
+        scorer = get_score(name)
+        if scorer.takes == "probs":
+            not_applicable[scorer.name] = (f"needs a classifier head on every source; {heads} of {len(group1)} "
+                                           "group-1 sources have one")
+            continue
+        try:
+            regression = get_score(name, regression=True)
+        except ModelspaceError:  # a classification-only score has no regression form
+            regression = None
+        scorers.append((scorer, regression))
+    # features: one forward pass per source model and input variant (the image, or the noisy,
+    # grey or masked image of a self-supervised target)
+    variants = {t: (t if task_input(t, data["rgb"]) is not data["rgb"] else "image") for t in targets}
+    batches = {v: ProbeSet.from_array(task_input(v, data["rgb"]) if v != "image" else data["rgb"]).batch(0, n_max)
+               for v in set(variants.values())}
+    features: dict[str, dict[str, np.ndarray]] = {}
+    loaded_first = None
+    for spec in sources:
+        loaded = load_model(spec)
+        loaded_first = loaded_first or loaded
+        features[spec.name] = {v: encoder_activations(loaded, b, pool=True, progress=False) for v, b in batches.items()}
+    for scorer, regression in scorers:
+        for n in sorted(sizes):
+            if progress:
+                print(f"  {scorer.name}, n = {n}: {len(targets)} targets × {len(sources)} sources", flush=True)
+            ranking, skipped = {}, []
+            for t in targets:
+                kind, channels, _ = TASKS[t]
+                if kind == "image_classification":
+                    use, y = scorer, np.asarray(data[t][:n])
+                elif regression is not None:
+                    use, y = regression, _regression_targets(data[t][:n], kind, channels)
+                else:
+                    continue
+                try:
+                    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # reported below
+                        values = {s.name: use(features[s.name][variants[t]][:n], y) for s in sources}
+                except ModelspaceError as exc:  # e.g. GBC with a class seen once among n images
+                    skipped.append(f"{t} ({exc})")
+                    continue
+                bad = [m for m, v in values.items() if not np.isfinite(v)]
+                if bad:  # e.g. LogME's evidence without a maximum when D >= n: no order to grade
+                    skipped.append(f"{t} (not finite for {len(bad)} of {len(values)} sources)")
+                    continue
+                ranking[t] = [tasks[m] for m in sorted(values, key=lambda m: -values[m])]
+            if not ranking:
+                not_applicable[f"{scorer.name} (n={n})"] = (
+                    f"no target scored: failed on all {len(skipped)} it applies to, e.g. {skipped[0]}" if skipped
+                    else "no target it applies to")
+                continue
+            _, details = evaluate(ranking, truth, restrict_to_estimated=True)
+            row = {"id": f"{scorer.id} n={n}", "kind": "label-based", "labels": n,
+                   "per_target": which.per_target_figures(details), "same_task_nn": None, "twin": None}
+            if skipped:
+                row["note"] = "not scored: " + "; ".join(skipped)
+            rows[f"{scorer.name} (n={n})"] = row
+            if measure_costs and loaded_first is not None:
+                row["cost"] = _label_cost(loaded_first, batches["image"] if "image" in batches else
+                                          next(iter(batches.values())), scorer, regression, data, targets, n)
+    return rows, not_applicable, costs
+
+
+def _label_cost(loaded, images: torch.Tensor, scorer, regression, data: dict, targets: list[str], n: int) -> float:
+    """One label-based score's per-model cost on n labelled images (pooled forward pass + the score),
+    against one forward+backward pass over the same n images; on the first target it applies to."""
+    runtime = Runtime.of("cpu")
+    target = next((t for t in targets if TASKS[t][0] == "image_classification"), None)
+    use = scorer
+    if target is not None:
+        y = np.asarray(data[target][:n])
+    else:
+        target = targets[0]
+        kind, channels, _ = TASKS[target]
+        use, y = regression, _regression_targets(data[target][:n], kind, channels)
+
+    def run() -> None:
+        try:
+            use(encoder_activations(loaded, images[:n], pool=True, progress=False), y)
+        except ModelspaceError:
+            pass  # timed all the same: the forward pass is most of the cost
+
+    return which.measure_cost(run, lambda: _forward_backward(loaded, images[:n], runtime), COST_REPEATS)
+
+
+def _which(table_rows: dict, label_rows: dict, not_applicable: dict, costs: dict, cv_chosen: dict, results: dict,
+           n_resamples: int, n_targets: int) -> dict:
+    """The "which estimator when" table's data: summarised rows per domain, the recommendation, notes."""
+    domains = {}
+    ids = []
+    for domain, rows in table_rows.items():
+        rows = {**rows, **json.loads(json.dumps(label_rows))}  # the same labelled images on every domain
+        for row in rows.values():
+            row.setdefault("cost", costs.get(row["id"]))
+            ids.append(row["id"])
+        which.summarise_rows(rows, n_resamples)
+        domains[domain] = {"rows": rows, "not_applicable": not_applicable, "n_targets": n_targets,
+                           "random_p5": 5 / (n_targets - 1),
+                           "chance_same_task_nn": results["domains"][domain]["chance_same_task_nn"]}
+    recommendation, supported = which.recommend({d: b["rows"] for d, b in domains.items()}, DEFAULT_ESTIMATOR,
+                                                n_resamples)
+    twins = max((r["twin"] or {}).get("n_twins", 0) for b in domains.values() for r in b["rows"].values())
+    passes = {r["id"]: r["passes"] for b in domains.values() for r in b["rows"].values() if "passes" in r}
+    notes = [
+        "Parameters, all fixed before the oracle was looked at: "
+        + ", ".join(f"`{i}`" for i in dict.fromkeys(ids) if "n=" not in i)
+        + "; each model's declared encoder layer R; one direction of R (its mean), signed maps.",
+        *([f"DEPARA's λ: the fixed value above, and, as a separate row, chosen per held-out target by leave-one-target-out "
+           f"cross-validation over {list(DEPARA_GRID)} (by mean {which.CRITERION} on the other targets); that row has no "
+           "single λ, so its NN and twin figures are n/a."] if cv_chosen else []),
+        f"Label-based rows: the first n of {max(LABEL_SIZES)} labelled images per target (training renderer domain, "
+        f"seed {LABEL_SEED}, the target model's input), features = R averaged over its spatial positions; dense labels "
+        f"as {LABEL_GRID}×{LABEL_GRID} area means, regression targets cut to their top {LABEL_COLUMNS} principal "
+        "components (LogME regression); they do not use the probe images, so they are the "
+        "same on every domain; NN and twin figures are model-to-model and n/a for them.",
+        "Cost: measured on CPU, each estimator's per-model computation over the same images timed against one forward "
+        f"pass to R and one backward pass to the input (fastest of {COST_REPEATS} timed runs after a warm-up, mean "
+        f"over {COST_MODELS} group-1 models); the M − 1 pairwise comparisons per model are not counted. Derived "
+        "from the passes instead, an attribution method costs its number of input passes: "
+        + ", ".join(f"`{i}` {n}" for i, n in passes.items())
+        + " (saliency and gradient×input share one when computed together).",
+        "Seed twins: models named `X@seed…` beside an original `X`"
+        + ("." if twins else "; this world has none, so the twin figures are n/a (world v2 adds them)."),
+    ]
+    notes += [f"{name}: {row['note']}" for name, row in next(iter(domains.values()))["rows"].items() if row.get("note")]
+    return {"domains": domains, "recommendation": recommendation, "supported_estimator": supported,
+            "default_estimator": DEFAULT_ESTIMATOR, "cv": cv_chosen, "notes": notes,
+            "n_resamples": n_resamples, "level": which.LEVEL}
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 # ------------------------------------------------------------------------------ output
@@ -185,6 +532,8 @@ def format_study(results: dict) -> str:
                   "| estimator | P@1 | P@3 | P@5 |", "|---|---|---|---|"]
         for est, r in a["generality_variant"].items():
             lines.append(f"| {_short(est)} | {r['P@1']:.2f} | {r['P@3']:.2f} | {r['P@5']:.2f} |")
+    if "which" in results:
+        lines += ["", which.format_which(results["which"]).rstrip()]
     return "\n".join(lines)
 
 

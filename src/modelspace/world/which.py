@@ -1,0 +1,430 @@
+"""The measured "which estimator when" table of `modelspace study`, and the pieces it is made of.
+
+Per probe domain and estimator, from the per-target details of an evaluation against the oracle:
+
+- P@1, P@3, P@5, R@5 and Spearman's ρ, each a mean over targets with a percentile bootstrap
+  interval over targets (`summarise`: targets resampled with replacement, `N_RESAMPLES` times,
+  seed `SEED`), ρ also with its spread (sd and interquartile range) over targets;
+- a paired comparison with the domain's best estimator by P@5 (`compare_with_best`): the mean
+  per-target difference and its bootstrap interval, so that two estimators 0.02 apart on the
+  same targets are called different only when the interval leaves out 0;
+- the seed-twin check (`twin_check`): whether a ``name@seed…`` model's nearest neighbour is its
+  original, and how far the twin's and the original's rankings of the other models agree;
+- the cost per model as a multiple of one forward+backward pass (`measure_cost`);
+- the labels it needs (0 for a label-free estimator).
+
+`cross_validated_row` gives an estimator whose free parameter is chosen by leave-one-target-out
+cross-validation (`evaluation.leave_one_target_out`) the same figures; `recommend` turns the rows
+into a plain recommendation per regime, and `format_which` into the markdown of ``table.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from ..errors import InputError
+from ..evaluation import Difference, bootstrap_interval, leave_one_target_out
+
+__all__ = ["CRITERION", "KINDS", "LEVEL", "METRICS", "N_RESAMPLES", "SEED", "TWIN_MARK", "compare_with_best",
+           "cross_validated_row", "format_which", "measure_cost", "paired_difference", "per_target_figures",
+           "recommend", "summarise", "summarise_rows", "twin_check"]
+
+METRICS = ("P@1", "P@3", "P@5", "R@5", "rho")
+"""The per-target figures of a row, in table order."""
+KINDS = ("attribution", "label-free", "cross-validated", "label-based")
+"""Row kinds, in table order: attribution methods, label-free baselines (representation
+similarity, DEPARA), cross-validated variants, label-based scores."""
+N_RESAMPLES = 2000
+SEED = 0
+LEVEL = 0.95
+TWIN_MARK = "@seed"
+"""A model named ``X@seed…`` is the seed twin of model ``X`` (world v2's group 3)."""
+CRITERION = "P@5"
+"""The figure the best estimator, ties and cross-validated choices are judged by."""
+
+
+# --------------------------------------------------------------------------------- figures
+
+
+def per_target_figures(details: Mapping[str, Mapping]) -> dict[str, dict[str, float]]:
+    """Per metric, per target: the figures of one estimator from `evaluate`'s per-target details.
+
+    P@k = hits among the top k / k (a target with fewer than k candidates keeps its last count),
+    R@5 = hits among the top 5 / relevant sources, ρ = the details' Spearman (targets without one
+    are left out of ρ only).
+    """
+    out: dict[str, dict[str, float]] = {m: {} for m in METRICS}
+    for target, d in details.items():
+        hits = list(d["hits_at_k"]) or [0]
+        for k in (1, 3, 5):
+            out[f"P@{k}"][target] = hits[min(k, len(hits)) - 1] / k
+        out["R@5"][target] = hits[min(5, len(hits)) - 1] / max(len(d["relevant"]), 1)
+        if d.get("spearman") is not None:
+            out["rho"][target] = float(d["spearman"])
+    return out
+
+
+def summarise(values: Mapping[str, float], n_resamples: int = N_RESAMPLES, seed: int = SEED,
+              level: float = LEVEL) -> dict[str, float] | None:
+    """Mean over targets, its bootstrap interval (`evaluation.bootstrap_interval`), sd and quartiles.
+
+    Returns None for no targets.
+    """
+    v = np.array(list(values.values()), dtype=np.float64)
+    if len(v) == 0:
+        return None
+    low, high = bootstrap_interval(v, n_resamples, seed, level)
+    q25, q75 = np.percentile(v, [25, 75])
+    return {"mean": float(v.mean()), "low": low, "high": high, "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "q25": float(q25), "q75": float(q75), "n": len(v)}
+
+
+def compare_with_best(per_target: Mapping[str, Mapping[str, float]], n_resamples: int = N_RESAMPLES,
+                      seed: int = SEED, level: float = LEVEL) -> tuple[str, dict[str, Difference]]:
+    """The best estimator by mean score, and each other's paired difference from it.
+
+    Parameters
+    ----------
+    per_target : mapping
+        Estimator -> {target: score} (e.g. P@5). Each comparison uses the targets both score.
+
+    Returns
+    -------
+    best : str
+        The highest mean among the estimators that score the most targets.
+    differences : dict
+        Estimator -> `Difference` (best − other: mean and bootstrap interval over the common
+        targets); ``distinguishable`` is False when the interval holds 0. The best itself is left out,
+        and so is an estimator sharing no target with it.
+    """
+    scored = {e: s for e, s in per_target.items() if s}
+    if not scored:
+        raise InputError("per_target: no estimator scores any target")
+    # Only an estimator scoring the most targets can be the best: a mean over 2 targets is not
+    # compared with one over 20.
+    coverage = max(len(s) for s in scored.values())
+    best = max((e for e in scored if len(scored[e]) == coverage),
+               key=lambda e: float(np.mean(list(scored[e].values()))))  # first maximum
+    out = {}
+    for estimator, scores in scored.items():
+        d = paired_difference(scored[best], scores, n_resamples, seed, level) if estimator != best else None
+        if d is not None:
+            out[estimator] = Difference(estimator, d.mean, d.low, d.high)
+    return best, out
+
+
+def paired_difference(a: Mapping[str, float], b: Mapping[str, float], n_resamples: int = N_RESAMPLES,
+                      seed: int = SEED, level: float = LEVEL) -> Difference | None:
+    """Mean over the targets both score of a − b, with its bootstrap interval (None: no common target)."""
+    common = [t for t in a if t in b]
+    if not common:
+        return None
+    d = np.array([a[t] - b[t] for t in common])
+    low, high = bootstrap_interval(d, n_resamples, seed, level)
+    return Difference("b", float(d.mean()), low, high)
+
+
+def twin_check(affinity: np.ndarray, names: Sequence[str], mark: str = TWIN_MARK) -> dict[str, Any]:
+    """The seed-twin check of one estimator's (M, M) affinity over models `names`.
+
+    A twin is a model named ``X{mark}…`` whose original ``X`` is among `names`. Returns
+
+    - ``n_twins``: how many twins have their original here (0: the figures are None, "n/a");
+    - ``nn_original``: the fraction of twins whose nearest neighbour (highest affinity, itself
+      excluded) is their original; ``nn_hits`` the count;
+    - ``rank_agreement``: the mean over twins of the Spearman correlation between the twin's and
+      the original's affinities to every other model (twins excluded): whether the estimate
+      ranks sources for a re-trained model as it does for the original.
+    """
+    a = np.asarray(affinity, dtype=np.float64)
+    names = list(names)
+    if a.shape != (len(names), len(names)):
+        raise InputError(f"affinity: expected a ({len(names)}, {len(names)}) matrix, got shape {a.shape}")
+    index = {n: i for i, n in enumerate(names)}
+    pairs = [(index[n], index[n.split(mark)[0]]) for n in names if mark in n and n.split(mark)[0] in index]
+    if not pairs:
+        return {"n_twins": 0, "nn_hits": None, "nn_original": None, "rank_agreement": None}
+    others = [i for i, n in enumerate(names) if mark not in n]
+    hits, agreement = 0, []
+    for twin, original in pairs:
+        row = a[twin].copy()
+        row[twin] = -np.inf
+        hits += int(np.argmax(row)) == original
+        rest = [j for j in others if j != original]
+        if len(rest) >= 2:
+            rho = spearmanr(a[twin, rest], a[original, rest])[0]
+            if np.isfinite(rho):
+                agreement.append(float(rho))
+    return {"n_twins": len(pairs), "nn_hits": hits, "nn_original": hits / len(pairs),
+            "rank_agreement": float(np.mean(agreement)) if agreement else None}
+
+
+def cross_validated_row(figures_by_value: Mapping[Any, Mapping[str, Mapping[str, float]]],
+                        criterion: str = CRITERION) -> dict[str, Any]:
+    """The figures of an estimator whose free parameter is chosen per held-out target.
+
+    Parameters
+    ----------
+    figures_by_value : mapping
+        Parameter value (in the pre-declared order of the grid) -> `per_target_figures` of the
+        estimator with that value.
+    criterion : str
+        The figure the value is chosen by (on the other targets).
+
+    Returns
+    -------
+    dict
+        ``per_target`` (each metric: every target's figure under the value chosen without it),
+        ``chosen`` (target -> value), ``counts`` (value -> times chosen) and ``criterion``.
+    """
+    values = list(figures_by_value)
+    if not values:
+        raise InputError("figures_by_value: expected at least one parameter value")
+    cv = leave_one_target_out({v: figures_by_value[v][criterion] for v in values})
+    per_target = {m: {t: figures_by_value[v][m][t] for t, v in cv.chosen.items() if t in figures_by_value[v][m]}
+                  for m in METRICS}
+    return {"per_target": per_target, "chosen": dict(cv.chosen), "counts": cv.counts, "criterion": criterion}
+
+
+def measure_cost(run: Callable[[], Any], reference: Callable[[], Any], repeats: int = 3,
+                 clock: Callable[[], float] = time.perf_counter) -> float:
+    """How many `reference` calls one `run` call costs: the ratio of their fastest wall times.
+
+    Each is called once first (allocation, lazy initialisation), then `repeats` times; the fastest
+    time is the one least disturbed by other work on the machine. `clock` reads the time in seconds.
+    """
+    if not isinstance(repeats, int) or repeats < 1:
+        raise InputError(f"repeats: expected an integer >= 1, got {repeats!r}")
+
+    def fastest(fn: Callable[[], Any]) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = clock()
+            fn()
+            times.append(clock() - start)
+        return min(times)
+
+    base = fastest(reference)
+    return fastest(run) / max(base, 1e-9)
+
+
+# ---------------------------------------------------------------------------- the table
+
+
+def _cell(s: dict | None, ci: bool = True) -> str:
+    if s is None:
+        return "n/a"
+    return f"{s['mean']:.2f} [{s['low']:.2f}, {s['high']:.2f}]" if ci else f"{s['mean']:.2f}"
+
+
+def _rho_cell(s: dict | None) -> str:
+    if s is None:
+        return "n/a"
+    return f"{s['mean']:.2f} ± {s['sd']:.2f} [{s['low']:.2f}, {s['high']:.2f}]"
+
+
+def _vs_best(row: dict) -> str:
+    d = row.get("vs_best")
+    if row.get("best"):
+        return "best"
+    if d is None:
+        return "–"
+    sign = "=" if not (d["low"] > 0 or d["high"] < 0) else "<"
+    return f"{sign} {-d['mean']:+.2f} [{-d['high']:+.2f}, {-d['low']:+.2f}]"
+
+
+def _twin_cells(row: dict) -> list[str]:
+    twin = row.get("twin")
+    if not twin or not twin.get("n_twins"):
+        return ["n/a", "n/a"]
+    ra = twin["rank_agreement"]
+    return [f"{twin['nn_hits']}/{twin['n_twins']}", "n/a" if ra is None else f"{ra:.2f}"]
+
+
+def _number(value: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if value is None or not np.isfinite(value) else format(value, fmt)
+
+
+def summarise_rows(rows: Mapping[str, dict], n_resamples: int = N_RESAMPLES, seed: int = SEED,
+                   level: float = LEVEL) -> None:
+    """Fill in each row's ``figures`` (metric -> `summarise`) from its ``per_target``, and mark the
+    best label-free or label-based row by `CRITERION` and every other row's paired difference from it
+    (``vs_best``: mean, low, high of best − row)."""
+    for row in rows.values():
+        row["figures"] = {m: summarise(row["per_target"].get(m, {}), n_resamples, seed, level) for m in METRICS}
+    comparable = {e: r["per_target"][CRITERION] for e, r in rows.items() if r["per_target"].get(CRITERION)}
+    if not comparable:
+        return
+    best, diffs = compare_with_best(comparable, n_resamples, seed, level)
+    for estimator, row in rows.items():
+        row["best"] = estimator == best
+        d = diffs.get(estimator)
+        row["vs_best"] = None if d is None else {"mean": d.mean, "low": d.low, "high": d.high}
+
+
+def format_which(which: Mapping[str, Any]) -> str:
+    """The markdown of the "which estimator when" table: one table per probe domain, then the
+    recommendation per regime and the notes.
+
+    `which` holds ``domains`` ({domain: {"rows": {estimator: row}, "n_targets", "random_p5"}}),
+    ``recommendation`` (regime -> text), ``notes`` (lines) and optional ``cv`` (estimator ->
+    chosen values). A row holds ``kind``, ``labels``, ``cost``, ``figures`` (see `summarise_rows`),
+    ``same_task_nn``, ``twin`` and optional ``note``.
+    """
+    level = int(round(which.get("level", LEVEL) * 100))
+    lines = ["## Which estimator when", "",
+             f"Mean over targets [{level} % bootstrap interval over targets, {which.get('n_resamples', N_RESAMPLES)} "
+             f"resamples]; ρ: mean ± sd over targets [interval]; vs best: the paired difference from the domain's best "
+             f"by {CRITERION} ('=' when its interval holds 0: not distinguishable; '<' when it does not). "
+             "NN: same-task nearest-neighbour rate; twin NN: seed twins whose nearest neighbour is their original; "
+             "twin ρ: Spearman between a twin's and its original's affinities to the other models. Cost: per model, "
+             "as a multiple of one forward+backward pass over the same images. Labels: labelled target images needed.",
+             ""]
+    header = ("| estimator | kind | labels | cost | targets | P@1 | P@3 | P@5 | R@5 | ρ | NN | twin NN | twin ρ "
+              f"| vs best ({CRITERION}) |")
+    for domain, block in which["domains"].items():
+        lines += [f"### Probe domain: {domain}", "", header, "|" + "---|" * 14]
+        rows = block["rows"]
+        for kind in KINDS:
+            for estimator, row in rows.items():
+                if row["kind"] != kind:
+                    continue
+                f = row["figures"]
+                n_targets = f[CRITERION]["n"] if f.get(CRITERION) else 0
+                cells = [estimator, kind, str(row["labels"]), _number(row.get("cost"), ".1f"), str(n_targets),
+                         _cell(f["P@1"]), _cell(f["P@3"]), _cell(f["P@5"]), _cell(f["R@5"], ci=False),
+                         _rho_cell(f["rho"]), _number(row.get("same_task_nn")), *_twin_cells(row), _vs_best(row)]
+                lines.append("| " + " | ".join(cells) + " |")
+        for estimator, reason in block.get("not_applicable", {}).items():
+            lines.append(f"| {estimator} | label-based | – | – | 0 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | "
+                         f"n/a: {reason} |")
+        if "random_p5" in block:
+            p = block["random_p5"]
+            chance = block.get("chance_same_task_nn")
+            lines.append(f"| random | reference | 0 | 0 | {block.get('n_targets', '')} | {p:.2f} | {p:.2f} | {p:.2f} | "
+                         f"{p:.2f} | 0 | {_number(chance)} | – | 0 | – |")
+        lines.append("")
+    if which.get("cv"):
+        lines += ["Free parameters chosen by leave-one-target-out cross-validation (each target scored with the "
+                  f"value that maximises mean {CRITERION} on the other targets): values chosen (times), per domain:", ""]
+        for estimator, by_domain in which["cv"].items():
+            chosen = "; ".join(f"{d}: " + ", ".join(f"{v} ({c})" for v, c in counts.items())
+                               for d, counts in by_domain.items())
+            lines.append(f"- {estimator}: {chosen}")
+        lines.append("")
+    if which.get("recommendation"):
+        lines += ["### Recommendation", ""]
+        lines += [f"- **{regime}**: {text}" for regime, text in which["recommendation"].items()]
+        lines.append("")
+    if which.get("notes"):
+        lines += ["### Notes", ""] + [f"- {note}" for note in which["notes"]]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------- the advice
+
+
+def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str, n_resamples: int = N_RESAMPLES,
+              seed: int = SEED, level: float = LEVEL) -> tuple[dict[str, str], str | None]:
+    """A plain recommendation per regime, generated from the rows of every probe domain.
+
+    - no labels: among label-free rows (attribution methods and label-free baselines; not the
+      cross-validated ones, which a user without a measured oracle cannot reproduce), those not
+      distinguishable from the domain's best by `CRITERION` on *every* domain (paired bootstrap);
+      of these the highest mean over domains. Cheaper ones it cannot be told apart from are named.
+    - many models: of the same set, the cheapest per model.
+    - few labels (n ≤ 200) and many labels: the best label-based row at that n, and whether it
+      beats the no-label choice distinguishably on every domain (same targets, paired).
+
+    Parameters
+    ----------
+    domains : mapping
+        Domain -> {estimator: row} with ``kind``, ``labels``, ``cost``, ``per_target``.
+    default_estimator : str
+        The current default label-free estimator (`space.DEFAULT_ESTIMATOR`); the last line says
+        whether the numbers support it.
+
+    Returns
+    -------
+    (regime -> text, the supported label-free estimator or None)
+    """
+    def p5(row: dict) -> dict[str, float]:
+        return row["per_target"].get(CRITERION, {})
+
+    def mean_over_domains(estimator: str) -> float:
+        return float(np.mean([np.mean(list(p5(rows[estimator]).values())) for rows in domains.values()]))
+
+    # an estimator missing from a domain (every model failed there) cannot be recommended for all
+    label_free = [e for e, r in next(iter(domains.values())).items()
+                  if r["kind"] in ("attribution", "label-free") and all(e in rows and p5(rows[e]) for rows in domains.values())]
+    out: dict[str, str] = {}
+    if not label_free:
+        return {"no labels": "no label-free estimator was measured"}, None
+    tied_count = dict.fromkeys(label_free, 0)
+    for rows in domains.values():
+        best, diffs = compare_with_best({e: p5(rows[e]) for e in label_free if e in rows}, n_resamples, seed, level)
+        for e in label_free:
+            if e == best or (e in diffs and not diffs[e].distinguishable):
+                tied_count[e] += 1
+    most = max(tied_count.values())
+    robust = [e for e in label_free if tied_count[e] == most]
+    every = most == len(domains)
+    choice = max(robust, key=mean_over_domains)  # first maximum: the table's order breaks ties
+    cost = {e: next(iter(domains.values()))[e].get("cost") for e in label_free}
+
+    def price(e: str) -> float:
+        return np.inf if cost[e] is None else float(cost[e])
+
+    cheaper = [e for e in robust if price(e) < price(choice)]
+    where = "every probe domain" if every else f"{most} of {len(domains)} probe domains (none is on all)"
+    text = (f"`{choice}`: highest {CRITERION} averaged over domains ({mean_over_domains(choice):.2f}) among the "
+            f"label-free estimators not distinguishable from the best on {where}")
+    if cheaper:
+        text += "; " + ", ".join(f"`{e}` ({_number(cost[e], '.1f')}× fwd+bwd)" for e in cheaper)
+        text += f" cannot be told apart from it and cost{'s' if len(cheaper) == 1 else ''} less"
+    out["no labels"] = text + "."
+    thrifty = min(robust, key=lambda e: (price(e), -mean_over_domains(e)))
+    out["many models"] = (f"`{thrifty}`: the cheapest per model ({_number(cost[thrifty], '.1f')}× fwd+bwd) of those "
+                          f"not distinguishable from the best on {where}; every estimator here also compares each "
+                          "pair of models once (M − 1 comparisons per added model).")
+    sizes = sorted({r["labels"] for r in next(iter(domains.values())).values() if r["kind"] == "label-based"})
+    for regime, wanted in (("few labels", [n for n in sizes if n <= 200]), ("many labels", [n for n in sizes if n > 200])):
+        if not wanted:
+            continue
+        parts = []
+        for n in wanted:
+            rows0 = next(iter(domains.values()))
+            candidates = [e for e, r in rows0.items() if r["kind"] == "label-based" and r["labels"] == n and p5(r)]
+            if not candidates:
+                continue
+            # full coverage first: a score defined on 2 targets is not compared with one on all of them
+            coverage = max(len(p5(rows0[e])) for e in candidates)
+            best = max((e for e in candidates if len(p5(rows0[e])) == coverage),
+                       key=lambda e: float(np.mean(list(p5(rows0[e]).values()))))
+            wins = 0
+            for rows in domains.values():  # on the targets both score, paired
+                d = paired_difference(p5(rows[best]), p5(rows[choice]), n_resamples, seed, level)
+                wins += d is not None and d.low > 0
+            everywhere = wins == len(domains)
+            verdict = (f"beats `{choice}` distinguishably on every domain" if everywhere
+                       else f"beats `{choice}` distinguishably on {wins} of {len(domains)} domains only")
+            parts.append((everywhere, f"n = {n}: `{best}` (P@5 {np.mean(list(p5(rows0[best]).values())):.2f}) "
+                                      f"{verdict}"))
+        if parts:
+            advice = ("use the label-based score where it wins: " if any(w for w, _ in parts) else
+                      f"labels at these n do not beat `{choice}` on every domain, so it stays the choice: ")
+            out[regime] = advice + "; ".join(text for _, text in parts) + "."
+    out["default"] = (f"`modelspace run`'s default label-free estimator is `{default_estimator}`; these numbers support "
+                      + ("keeping it." if _same(default_estimator, choice) else f"`{choice}`."))
+    return out, choice
+
+
+def _same(a: str, b: str) -> bool:
+    """Whether two estimator ids name the same estimator (an id with parameters and its bare name)."""
+    return a == b or a.split("(")[0] == b.split("(")[0]
