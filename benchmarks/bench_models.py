@@ -157,7 +157,7 @@ def zoo_models(cfg: Config, quick: bool) -> list[BenchModel]:
 
         out = []
         torch.manual_seed(0)
-        for arch, size in (("tasknet", 64), ("vgg", 48), ("resnet", 80), ("mobilenet", 64)):
+        for arch, size in (("restasknet", 64), ("vgg", 48), ("resnet", 80), ("mobilenet", 64)):
             module = freeze(nets.build(arch, out_channels=1))
             x = torch.nn.functional.interpolate(probe, size=(size, size), mode="bilinear", align_corners=False)
             out.append(BenchModel(f"{arch} (random weights)", module, nets.ENCODERS[arch], (x - 0.5) / 0.25,

@@ -1,4 +1,7 @@
-"""The built-in world's shipped artifacts: zoo, oracle, and the demo end to end (quick mode)."""
+"""The built-in world (world v2): criterion 1 on every trained model's record, the zoo against its
+definition, the oracle's files and its validity criteria 2a-c and 3, each figure read from the shipped
+files and checked against its definition; the oracle reproduced in miniature from the weights; training
+determinism and the demo end to end."""
 
 from __future__ import annotations
 
@@ -18,6 +21,13 @@ ZOO = build.ZOO_DIR
 
 
 @pytest.fixture(scope="module")
+def records() -> dict:
+    found = {p.stem: json.loads(p.read_text()) for p in sorted((ZOO / "records").glob("*.json"))}
+    assert found, f"no training record in {ZOO / 'records'}: run `python -m modelspace.world.build`"
+    return found
+
+
+@pytest.fixture(scope="module")
 def shipped() -> dict:
     if not (ZOO / "oracle.json").exists():
         pytest.fail(f"the built-in zoo is missing from {ZOO}: run `python -m modelspace.world.build`")
@@ -28,14 +38,55 @@ def shipped() -> dict:
     }
 
 
-def test_zoo_matches_its_definition(shipped) -> None:
-    assert set(shipped["specs"]) == set(shipped["record"]["models"])
-    groups = [m["group"] for m in shipped["record"]["models"].values()]
-    assert groups.count(1) >= 16 and groups.count(2) >= 8
-    archs = {m["arch"] for m in shipped["record"]["models"].values() if m["group"] == 2}
-    assert {"vgg", "resnet", "mobilenet"} <= archs
-    sizes = {shipped["specs"][n].input_size for n in shipped["specs"]}
-    assert len(sizes) >= 3  # heterogeneous input sizes
+def oracle_validity(info: dict) -> dict:
+    """Criteria 2a–c recomputed from the raw per-seed readout losses of oracle.json (not from the
+    build's own summary of them)."""
+    tasks = info["tasks"]
+    by_seed = np.asarray(info["transfer_loss_by_seed"])  # (seeds, targets, sources)
+    loss = by_seed.mean(0)
+    own_rank, gap_over_noise = {}, {}
+    for i, t in enumerate(tasks):
+        own_rank[t] = 1 + int((loss[i] < loss[i, i]).sum())
+        others = np.delete(loss[i], i)
+        noise = np.sqrt(np.mean(by_seed[:, i, :].var(0, ddof=1)))  # seed-to-seed std, pooled over sources
+        gap_over_noise[t] = (np.median(others) - others.min()) / noise
+    retrain = info["zoo_retraining"]["targets"]
+    return {"own_rank": own_rank, "gap_over_noise": gap_over_noise,
+            "retraining": {t: len(set(v["top5_first_copy"]) & set(v["top5_second_copy"])) / 5 for t, v in retrain.items()},
+            "twinned": info["zoo_retraining"]["twinned_models"]}
+
+
+def test_zoo_is_the_build_definition(shipped) -> None:
+    """Every entry of `build.ZOO`, with its weights, in zoo.toml and zoo.json; the three groups,
+    architectures, input sizes and domains the world promises."""
+    models = shipped["record"]["models"]
+    assert list(shipped["specs"]) == list(models) == [e.name for e in build.ZOO]
+    for e in build.ZOO:
+        assert (models[e.name]["task"], models[e.name]["arch"], models[e.name]["group"]) == (e.task, e.arch, e.group)
+        assert (ZOO / f"{e.name}.pt").is_file()
+    groups = [m["group"] for m in models.values()]
+    assert groups.count(1) == 20 and groups.count(3) >= 6 and groups.count(2) >= 8
+    assert {m["arch"] for m in models.values() if m["group"] == 2} >= {"vgg", "resnet", "mobilenet"}
+    assert len({shipped["specs"][n].input_size for n in shipped["specs"]}) >= 3
+    assert {m["domain"] for m in models.values()} == {"train", "shifted"}
+    assert sum(p.stat().st_size for p in ZOO.glob("*.pt")) <= 30e6  # weights stay small
+
+
+def test_every_model_converged_and_learned(records) -> None:
+    """Criterion 1 from each model's record: its best held-out loss gained under 2 % over the last
+    fifth of the steps (curve recorded), and its task is learned (regression: MSE / label variance
+    ≤ 0.3; classification: accuracy at least twice the majority class's), recomputed here."""
+    assert set(records) == {e.name for e in build.ZOO}
+    for name, r in records.items():
+        steps = [s for s, _ in r["curve"]]
+        assert len(steps) >= 4 and steps[-1] == r["steps"] and r["converged"], name
+        assert r["last_fifth_gain"] < 0.02, name
+        held_out, trivial = r["held_out"], r["trivial"]
+        if "accuracy" in held_out:
+            assert held_out["accuracy"] >= 2 * trivial["majority_accuracy"], name
+        else:
+            assert held_out["loss"] / trivial["variance"] <= 0.3, name
+        assert r["learned"], name
 
 
 def test_shipped_weights_load_safely_and_run(shipped) -> None:
@@ -47,31 +98,54 @@ def test_shipped_weights_load_safely_and_run(shipped) -> None:
 
 
 def test_oracle_files_agree(shipped) -> None:
+    info = shipped["oracle"]
     ranking = GroundTruth.from_csv(ZOO / "oracle_ranking.csv")
     matrix = GroundTruth.from_csv(ZOO / "transfer_matrix.csv")
     assert ranking.ranking == matrix.ranking
-    info = shipped["oracle"]
-    assert info["tasks"] == ranking.targets and len(info["tasks"]) >= 16
-    loss = np.array(info["transfer_loss"])
-    # a trained transfer beats the no-encoder pixel readout for most targets
-    best = loss.min(axis=1)
-    assert np.mean([b < info["pixel_readout_loss"][t] for b, t in zip(best, info["tasks"])]) > 0.5
+    assert info["tasks"] == ranking.targets == [e.task for e in build.GROUP1]
+    loss = np.asarray(info["transfer_loss"])
+    assert np.allclose(loss, np.asarray(info["transfer_loss_by_seed"]).mean(0), atol=2e-6)
+    # Every target is served by some source better than by ignoring the image.
+    assert (loss.min(axis=1) < 0.7).all(), dict(zip(info["tasks"], loss.min(axis=1)))
+    summary = info["validity"]
+    recomputed = oracle_validity(info)
+    assert {t: v["own_rank"] for t, v in summary.items()} == recomputed["own_rank"]
+    assert info["own_best_count"] == sum(r == 1 for r in recomputed["own_rank"].values())
+
+
+def test_oracle_own_encoder_never_below_third_and_gaps_beyond_noise(shipped) -> None:
+    """Criteria 2a (second half: the own encoder never below 3rd), 2b (best − median source more than
+    5 × the readout's seed-to-seed noise for every target), 2c (≥ 6 group-1 models retrained from
+    another seed; top-5 agreement ≥ 0.8 on the targets they cover) and 3 (the twins are in the zoo)."""
+    v = oracle_validity(shipped["oracle"])
+    assert len(v["own_rank"]) == 20 and max(v["own_rank"].values()) <= 3, v["own_rank"]
+    assert min(v["gap_over_noise"].values()) > 5, v["gap_over_noise"]
+    assert len(v["twinned"]) >= 6 and np.mean(list(v["retraining"].values())) >= 0.8, v["retraining"]
+    assert set(v["twinned"]) == {e.name for e in build.GROUP3} <= set(shipped["specs"])
+
+
+@pytest.mark.xfail(strict=True, reason="criterion 2a is not met by the shipped oracle: the own encoder is the best "
+                                       "source for 14 of 20 targets (README, 'What the demo shows')")
+def test_oracle_own_encoder_is_best_for_18_of_20_targets(shipped) -> None:
+    ranks = oracle_validity(shipped["oracle"])["own_rank"]
+    assert sum(r == 1 for r in ranks.values()) >= 18, ranks
 
 
 def test_shipped_oracle_is_reproduced_in_miniature(shipped) -> None:
-    """The regeneration code, run for 3 targets × 5 sources on the same scenes, gives the shipped entries."""
+    """The oracle's code, run from the shipped weights on the same scenes, gives the shipped readout
+    losses: one image-level target from two sources (its own encoder and another), both seeds."""
     info = shipped["oracle"]
-    n_train, n_test = info["data"]["n_train"], info["data"]["n_test"]
-    data = {"train": render_batch(n_train, build.SEEDS["train"]), "test": render_batch(n_test, build.SEEDS["test"])}
-    models = {t: load_model(shipped["specs"][t]) for t in info["tasks"]}
-    targets = ["room_layout", "object_class", "vanishing_point"]  # few label columns: quick to fit
-    sources = ["depth_z", "normals", "edges2d", "segment_semantic", "autoencoding"]
-    result = oracle.measure_oracle(models, data["train"], data["test"], progress=False, targets=targets, sources=sources)
-    shipped_loss = np.array(info["transfer_loss"])
-    for t in targets:
+    recipe = oracle.ReadoutRecipe(**{**info["readout"], "seeds": tuple(info["readout"]["seeds"])})
+    data = {"train": render_batch(recipe.n_train, build.SEEDS["train"]), "test": render_batch(1000, build.SEEDS["test"])}
+    target, sources = "vanishing_point", ["vanishing_point", "room_layout"]
+    models = {s: load_model(shipped["specs"][s]) for s in sources}
+    result = oracle.measure_transfers(models, {s: s for s in sources}, [(target, s) for s in sources],
+                                      data["train"], data["test"], recipe, progress=False)
+    by_seed = np.asarray(info["transfer_loss_by_seed"])
+    i = info["tasks"].index(target)
+    for k, seed in enumerate(recipe.seeds):
         for s in sources:
-            i, j = info["tasks"].index(t), info["tasks"].index(s)
-            assert result.loss[i, j] == pytest.approx(shipped_loss[i, j], rel=1e-4, abs=1e-5), (t, s)
+            assert result.loss[seed][target][s] == pytest.approx(by_seed[k, i, info["tasks"].index(s)], rel=2e-3), (seed, s)
 
 
 def test_training_is_deterministic() -> None:
@@ -79,7 +153,7 @@ def test_training_is_deterministic() -> None:
 
     def trained() -> dict:
         torch.manual_seed(0)
-        model = train.make_model("tasknet", "normals")
+        model = train.make_model("restasknet", "normals")
         train.train_model(model, "normals", data, 64, train.Recipe(steps=3, batch=4), log=False)
         return model.state_dict()
 
@@ -104,24 +178,3 @@ def test_demo_quick_end_to_end(tmp_path, capsys) -> None:
     for f in ("pk_curves.png", "dendrogram_oracle.png", "heatmap_saliency.png", "grid_lrp_epsilon.png"):
         assert (out / f).stat().st_size > 1000
     assert set(results["trees"]) >= {"oracle", "saliency"}
-
-
-def test_ridge_readout_matches_the_direct_solution() -> None:
-    """The row-space shortcut for wide label matrices equals plain ridge on every column."""
-    rng = np.random.default_rng(0)
-    x, x_test = rng.normal(size=(120, 16)), rng.normal(size=(40, 16))
-    w = rng.normal(size=(16, 300))
-    y, y_test = x @ w * 0.2 + rng.normal(size=(120, 300)), x_test @ w * 0.2 + rng.normal(size=(40, 300))
-    loss, lam = oracle.ridge_loss(x, y, x_test, y_test)
-    # direct: standardise, pick λ on the first 20 % of the training rows, refit on all, score the test rows
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    xs, xts, y_mean = (x - mean) / std, (x_test - mean) / std, y.mean(0)
-
-    def fit(a, b, lam_):
-        return np.linalg.solve(a.T @ a + lam_ * np.eye(a.shape[1]), a.T @ b)
-
-    val = 24
-    best = min(oracle.LAMBDAS, key=lambda l: ((xs[:val] @ fit(xs[val:], y[val:] - y_mean, l) - (y[:val] - y_mean)) ** 2).mean())
-    prediction = xts @ fit(xs, y - y_mean, best) + y_mean
-    expected = ((prediction - y_test) ** 2).mean() / ((y_test - y_test.mean(0)) ** 2).mean()
-    assert lam == best and loss == pytest.approx(expected, rel=1e-10)

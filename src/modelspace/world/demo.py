@@ -28,7 +28,7 @@ from .build import ZOO_DIR
 from .render import render_batch
 
 PROBE_SEED = 4000  # not a training (1000), test (2000) or shifted-domain (3000) seed
-BASELINES = ("svcca", "linear_cka", "rbf_cka", "rsa")
+BASELINES = ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara")
 VALIDITY_KEYS = ("validity", "own_best_count", "top5_agreement_between_seeds", "zoo_retraining")
 """The oracle's validity figures (`build.oracle_summary`) that the demo carries to its page."""
 

@@ -11,9 +11,7 @@ and one shared kind of head that brings any feature map to the label resolution.
 
 Every downsampling step of a strided network is anti-aliased (`BlurDown`, a binomial filter
 before subsampling): a stride-2 3×3 convolution covers input pixels unevenly, and that
-unevenness is what printed a checkerboard on the attribution maps of the first zoo.
-`TaskNet`, `antialias=False` and `predict_size=64` describe that first zoo's models, so its
-shipped weights still load.
+unevenness prints a checkerboard on attribution maps (`tests/test_world_build.py` measures it).
 All constructors take plain keyword arguments so that a zoo file can name them.
 """
 
@@ -85,26 +83,6 @@ class ImageHead(nn.Module):
 
 def head(cin: int, out_channels: int, dense: bool, predict_size: int = LABEL_SIZE) -> nn.Module:
     return DenseHead(cin, out_channels, predict_size=predict_size) if dense else ImageHead(cin, out_channels)
-
-
-class TaskNet(nn.Module):
-    """Group 1: the shared encoder-decoder. R = `encoder` output, 8×8×code at a 64×64 input."""
-
-    def __init__(self, out_channels: int, dense: bool = True, width: int = 16, code: int = 16) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(
-            conv_bn_relu(3, width, 2), conv_bn_relu(width, 2 * width, 2),
-            conv_bn_relu(2 * width, 4 * width, 2), conv_bn(4 * width, code),
-        )
-        if dense:
-            up = lambda cin, cout: nn.Sequential(nn.Upsample(scale_factor=2), conv_bn_relu(cin, cout))  # noqa: E731
-            self.decoder = nn.Sequential(nn.ReLU(), up(code, 4 * width), up(4 * width, 2 * width), up(2 * width, width),
-                                         nn.Conv2d(width, out_channels, 3, padding=1))
-        else:
-            self.decoder = ImageHead(code, out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
 
 
 class VGGNet(nn.Module):
@@ -228,9 +206,9 @@ class MobileNetSmall(nn.Module):
         return self.head(self.features(x))
 
 
-ARCHITECTURES = {"restasknet": ResTaskNet, "tasknet": TaskNet, "vgg": VGGNet, "resnet": ResNetSmall,
+ARCHITECTURES = {"restasknet": ResTaskNet, "vgg": VGGNet, "resnet": ResNetSmall,
                  "mobilenet": MobileNetSmall}
-ENCODERS = {"restasknet": "encoder", "tasknet": "encoder", "vgg": "features", "resnet": "layer3", "mobilenet": "features"}
+ENCODERS = {"restasknet": "encoder", "vgg": "features", "resnet": "layer3", "mobilenet": "features"}
 
 
 def build(arch: str, **kwargs) -> nn.Module:

@@ -6,7 +6,7 @@ drawn with numpy seed 0; train one readout (seed 0) per pair at 8, 16 and 32 epo
 reports). The budget is the smallest at which doubling it lowers the mean normalised validation
 loss of the sample by under 2 %, the criterion the task models are held to.
 
-    python world-v2/checks/readout_budget.py [THREADS]   # 56 readout epochs a pair; writes readout_budget.json
+    python src/modelspace/world/zoo/checks/readout_budget.py [THREADS]   # 56 readout epochs a pair; writes readout_budget.json
 """
 import json
 import sys
