@@ -343,6 +343,33 @@ def test_hf_vit_offline(tmp_path, offline):
     torch.testing.assert_close(r, tokens[:, 1:].transpose(1, 2).reshape(2, 16, 4, 4))
 
 
+def test_hf_weights_missing_from_the_checkpoint_keep_the_key_across_loads(tmp_path, offline):
+    """A checkpoint saved without the pooler (what a ViT backbone's save_pretrained gives):
+    transformers initialises the missing weights at random on every load. They used to change the
+    model's key each time, so every run computed the model again under a second entry of its name."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=32)
+    transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
+    spec = ModelSpec("hf-vit", f"hf:{tmp_path}")
+    torch.manual_seed(7)
+    expected_next = torch.rand(3)
+    torch.manual_seed(7)
+    first, second = load_model(spec), load_model(spec)
+    assert "pooler.dense.weight" in first.module.state_dict()  # newly initialised, so not in the file
+    assert first.key == second.key
+    torch.testing.assert_close(torch.rand(3), expected_next)  # the caller's RNG stream is untouched
+
+
+def unseeded_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3))
+
+
+def test_an_unseeded_python_constructor_keeps_its_key_across_loads():
+    spec = ModelSpec("unseeded", f"python:{__name__}:unseeded_cnn", input_size=16)
+    assert load_model(spec).key == load_model(spec).key
+
+
 def test_hf_vit_takes_its_input_from_the_saved_image_processor(tmp_path, offline):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)

@@ -471,8 +471,8 @@ def _space(args: argparse.Namespace):
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
-    lines = [f"probe: {summary['probe']['n_images']} images, hash {summary['probe']['hash'][:12]}, "
-             f"{len(space.probe_.skipped)} files skipped" + _skipped_lines(space.probe_.skipped)]
+    lines = [f"probe: {plural(summary['probe']['n_images'], 'image')}, hash {summary['probe']['hash'][:12]}, "
+             f"{plural(len(space.probe_.skipped), 'file')} skipped" + _skipped_lines(space.probe_.skipped)]
     for method_id, r in space.results_.items():
         lines.append(f"\n{method_id}: {plural(len(r.names), 'model')}")
         for target, ranked in list(r.ranking.items())[:12]:

@@ -41,6 +41,9 @@ from modelspace.models.transforms import InputTransform
 #: The largest probe size `probe_size_for` picks (see there).
 PROBE_SIZE_CAP = 224
 
+#: The seed of torch's CPU generator while a loader builds a model (`load_model`), in a forked RNG.
+LOAD_SEED = 0
+
 
 @dataclass(frozen=True)
 class OwnConfig:
@@ -135,6 +138,13 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedMod
 
     Raises ZooError for an unknown source prefix or a bad encoder name, and ModelLoadError (naming the
     model and the source, with the cause chained) when the loader fails.
+
+    The loader runs with torch's CPU generator seeded (`LOAD_SEED`, in a forked RNG: the caller's stream
+    is untouched), so weights it leaves to random initialisation come out the same on every load: those
+    a Hugging Face checkpoint lacks (e.g. a ViT pooler, newly initialised by transformers), a
+    ``pretrained = false`` timm or torchvision model, a ``python:`` constructor that does not seed. The
+    key hashes the weights, so without this such a model got a new key, and was computed again under a
+    second entry of its name, on every run.
     """
     prefix, ref = split_source(spec.source)
     if prefix not in SOURCES:
@@ -142,7 +152,9 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedMod
                        f"known prefixes: {', '.join(sorted(SOURCES))}")
     where = f"model {spec.name!r} (source {spec.source!r})"
     try:
-        module, default_encoder, *rest = SOURCES[prefix](spec, ref)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(LOAD_SEED)
+            module, default_encoder, *rest = SOURCES[prefix](spec, ref)
         own = rest[0] if rest else OwnConfig()
     except InputError:
         raise

@@ -428,12 +428,15 @@ def _structure(view: MethodResult) -> list[str]:
     k, m = np.unravel_index(np.argmin(a), a.shape)
     tops = top_sources(view.ranking) if view.ranking else {}
     mutual = sorted({tuple(sorted((t, s))) for t, s in tops.items() if tops.get(s) == t})
-    out = [f"{len(sizes)} clusters cut from the tree, of {', '.join(map(str, sizes))} models.",
+    counts = ", ".join(map(str, sizes[:-1])) + (" and " if len(sizes) > 1 else "") + str(sizes[-1])
+    out = [f"{len(sizes)} {'cluster' if len(sizes) == 1 else 'clusters'} cut from the tree, of {counts} "
+           f"{'model' if sizes == [1] else 'models'}.",
            f"Closest pair: {_e(view.names[i])} and {_e(view.names[j])} (affinity {view.affinity[i, j]:.3f}); "
            f"least alike: {_e(view.names[k])} and {_e(view.names[m])} ({view.affinity[k, m]:.3f})."]
     if tops:
         shown = ", ".join(f"{_e(x)} – {_e(y)}" for x, y in mutual[:5]) + (" …" if len(mutual) > 5 else "")
-        out.append(f"{len(mutual)} pairs are each other's nearest neighbour" + (f": {shown}." if mutual else "."))
+        pairs = "1 pair is" if len(mutual) == 1 else f"{len(mutual)} pairs are"
+        out.append(f"{pairs} each other's nearest neighbour" + (f": {shown}." if mutual else "."))
     return out
 
 
