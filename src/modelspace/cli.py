@@ -58,7 +58,7 @@ EXAMPLES = {
     "report": "modelspace report results/                # → results/report.html\n"
               "  modelspace report results/ --truth truth.csv --out page.html",
     "demo": "modelspace demo                        # → modelspace-out/demo/report.html",
-    "study": "modelspace study --n-probe 200          # → modelspace-out/study/",
+    "study": "modelspace study --n-probe 100          # → modelspace-out/study/",
 }
 
 
@@ -689,7 +689,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("study", cmd_study, "fidelity study: estimators × probe domains, probe-size curve, clustering, asymmetry, and the "
             "'which estimator when' table (OUT/table.md)", [])
     p.add_argument("--out", default=f"{DEFAULT_OUT}/study", help=f"output folder (default {DEFAULT_OUT}/study)")
-    p.add_argument("--n-probe", type=int, default=None, help="probe images per domain (default 200: world.study.N_PROBE)")
+    p.add_argument("--n-probe", type=int, default=None, help="probe images per domain (default 100: world.study.N_PROBE)")
     return parser
 
 
