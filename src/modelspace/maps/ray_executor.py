@@ -1,13 +1,15 @@
-"""Running a zoo on a Ray cluster: one actor per model, the driver the only writer of the store.
+"""Running a zoo on a Ray cluster: a pool of actors, one model each at a time; the driver the only writer of the store.
 
 The mechanism is the local one moved onto a cluster, unit for unit (`run_units` is what an actor
 runs), declared by one object, `RayExecutor`:
 
-* **One actor per model.** It loads the model once (on its node, on its share of a GPU:
-  ``gpus_per_model`` may be a fraction, so that small models share a GPU), and computes, shard by
-  shard, every method of a backward group in one pass, as `LocalExecutor` does. It can also
-  prepare the model's baseline activations. At most about twice as many actors as the cluster has
-  slots are alive at once, so a zoo of any size never holds more than that many models in memory.
+* **One model per actor at a time.** A pool of actors, one per slot (the cluster's CPUs or GPUs
+  over one model's share, ``gpus_per_model`` may be a fraction so that small models share a GPU,
+  counted when the run starts), takes the models one after another. An actor loads a model once and
+  computes, shard by shard, every method of a backward group in one pass, as `LocalExecutor` does
+  (`run_units`); it can also prepare the model's baseline activations. Worker processes, their
+  Python and torch start once per slot, not once per model, and the cluster never holds more models
+  in memory than it has slots.
 * **The driver is the store's only writer.** SQLite must not be written from several machines
   over a network filesystem, so workers never open the manifest: an actor returns each shard
   encoded (`encode_shard`: the ``.npy`` bytes and their sha256, computed on the worker). The
@@ -40,6 +42,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError
@@ -95,17 +98,16 @@ class ModelWorker:
     died (``kill -9``) is told apart from a model that raised.
     """
 
-    def __init__(self, probe: list, runtime: Runtime, batch_size: int, shared_root: str | None) -> None:
-        # The probe set's object ref comes inside a list, so Ray does not resolve it at construction:
-        # read once per process, from the node's object store, when the first shard needs it.
-        self._probe_ref, self._probe = probe[0], None
+    def __init__(self, runtime: Runtime, batch_size: int, shared_root: str | None) -> None:
         self.runtime, self.batch_size, self.shared_root = runtime, batch_size, shared_root
+        self.probe_id, self.probe = None, None
         self.name: str | None = None
         self.loaded: LoadedModel | None = None
 
-    def load(self, model: Any) -> dict:
+    def load(self, model: Any, probe: list) -> dict:
         """The model's record (a LoadedModel without its module), or ``{"error", "remember"}``."""
         name = _name(model)
+        self._use(probe)
         try:
             loaded = self._loaded(model)
         except ModelspaceError as exc:
@@ -114,10 +116,11 @@ class ModelWorker:
             return {"error": _portable(wrapped_error(name, "failed while loading", exc)), "remember": False, **_where()}
         return {"loaded": dataclasses.replace(loaded, module=None), **_where()}
 
-    def run(self, model: Any, units: list[dict], methods: list) -> dict:
+    def run(self, model: Any, probe: list, units: list[dict], methods: list) -> dict:
         """One probe shard of several methods sharing a backward pass: ``{"shards": [(unit, EncodedShard)]}``."""
         todo = [WorkUnit.from_dict(u) for u in units]
         try:
+            self._use(probe)
             loaded = self._loaded(model)  # again after Ray restarted this actor in a fresh process
             sink = _Sink(self.shared_root)
             with kept_torch_state():
@@ -128,9 +131,10 @@ class ModelWorker:
             return {"error": _portable(error), "remember": repeatable(exc), **_where()}
         return {"shards": sink.shards, **_where()}
 
-    def baselines(self, model: Any, baselines: list) -> dict:
+    def baselines(self, model: Any, probe: list, baselines: list) -> dict:
         """The model's baseline activations, prepared (`prepare_baselines`)."""
         try:
+            self._use(probe)
             loaded = self._loaded(model)
         except BaseException as exc:  # noqa: BLE001
             return {"error": _portable(wrapped_error(_name(model), "failed while loading", exc)), **_where()}
@@ -138,13 +142,14 @@ class ModelWorker:
             prepared, errors = prepare_baselines(loaded, baselines, self.probe, self.batch_size, self.runtime)
         return {"prepared": prepared, "errors": [(what, _portable(exc)) for what, exc in errors], **_where()}
 
-    @property
-    def probe(self) -> Any:
-        if self._probe is None:
+    def _use(self, probe: list) -> None:
+        """The probe set, from the node's object store, once per process (its ref comes with every call,
+        inside a list so that Ray does not copy it in each time: a restarted actor needs no constructor
+        argument kept alive in the object store)."""
+        if self.probe_id != probe[0].hex():
             import ray
 
-            self._probe = ray.get(self._probe_ref)
-        return self._probe
+            self.probe_id, self.probe = probe[0].hex(), ray.get(probe[0])
 
     def _loaded(self, model: Any) -> LoadedModel:
         if self.name != _name(model):
@@ -170,7 +175,7 @@ class _Sink:
     def write(self, unit: WorkUnit, maps) -> None:
         shard = encode_shard(unit, maps)
         if self.shared_root is not None:  # the store folder is on every node: the file goes into place here
-            atomic_write(os.path.join(self.shared_root, shard_relpath(unit.key, unit.shard)), shard.payload)
+            atomic_write(Path(self.shared_root) / shard_relpath(unit.key, unit.shard), shard.payload)
             shard = shard.without_payload()
         self.shards.append((unit.to_dict(), shard))
 
@@ -208,7 +213,7 @@ class _Model:
 
 
 class RayExecutor:
-    """Embeds many models on a Ray cluster, one actor per model (see the module docstring).
+    """Embeds many models on a Ray cluster: a pool of actors, one model each at a time (see the module docstring).
 
     Parameters
     ----------
@@ -254,7 +259,7 @@ class RayExecutor:
         self._connect(ray)
         self._ray = ray
         self._worker = ray.remote(max_restarts=self.max_retries, max_task_retries=self.max_retries)(ModelWorker)
-        self._probe_ref = ray.put(probe)  # once: every actor reads the same copy from its node's object store
+        self._probe = [ray.put(probe)]  # once: every actor reads the same copy from its node's object store
         self._shared_root = str(store.root) if self.shared_store else None
         models = list(models)
         idle = deque(self._new_actor() for _ in range(min(self._slots(ray), len(models))))
@@ -275,7 +280,7 @@ class RayExecutor:
                         model = queue.popleft()
                         m = _Model(_name(model), ray.put(model), idle.popleft())
                         live[m.name] = m
-                        pending[m.actor.load.remote(m.ref)] = (m.name, "load")
+                        pending[m.actor.load.remote(m.ref, self._probe)] = (m.name, "load")
                     for m in live.values():
                         if idle and m.actor is None and m.waiting:
                             m.actor = idle.popleft()
@@ -306,8 +311,12 @@ class RayExecutor:
                                 store.claims_.release(units, owner)
                             bar.update(len(units))
                     for m in list(live.values()):
+                        if m.actor is not None and m.loaded is not None and not m.actor_dead:
+                            for ref, units in self._dispatch(m, store, owner, job):  # e.g. just planned
+                                pending[ref], held[ref] = (m.name, "run"), units
                         if m.actor is None or m.running or any(n == m.name for n, _ in pending.values()):
                             continue
+                        # Nothing in flight: the model is done, or waits for shards another process holds.
                         idle.append(m.actor if not m.actor_dead else self._new_actor())
                         m.actor = None
                         if m.waiting and m.loaded is not None and not m.failed.issuperset(
@@ -326,7 +335,7 @@ class RayExecutor:
 
     def _new_actor(self):
         return self._worker.options(num_cpus=self.cpus_per_model, num_gpus=self.gpus_per_model).remote(
-            [self._probe_ref], self._worker_runtime(), self.batch_size, self._shared_root)
+            self._worker_runtime(), self.batch_size, self._shared_root)
 
     def _connect(self, ray) -> None:
         if ray.is_initialized():
@@ -365,7 +374,7 @@ class RayExecutor:
                 shards.setdefault((unit.start, unit.stop), []).append(unit)
             m.waiting.extend((methods, group) for group in shards.values())
         if baselines:
-            pending[m.actor.baselines.remote(m.ref, list(baselines))] = (m.name, "baselines")
+            pending[m.actor.baselines.remote(m.ref, self._probe, list(baselines))] = (m.name, "baselines")
 
     def _prepared(self, ref, m: _Model, job: Job) -> None:
         out = self._get(ref, m, "failed while preparing baselines")
@@ -394,7 +403,7 @@ class RayExecutor:
             store.discard_partial(todo)
             job.counted(0, len(group) - len(todo))
             m.running += 1
-            ref = m.actor.run.remote(m.ref, [u.to_dict() for u in todo], methods)
+            ref = m.actor.run.remote(m.ref, self._probe, [u.to_dict() for u in todo], methods)
             sent.append((ref, todo))
             m.methods_of[ref] = methods
         m.waiting = keep
