@@ -464,8 +464,27 @@ class ModelSpace:
             raise InputError(f"models: names repeated: {sorted({n for n in names if names.count(n) > 1})}")
         executor = RayExecutor(self.ray_address, self.gpus_per_model, self.cpus_per_model, self.batch_size,
                                self.runtime_, self.progress, self.shared_store)
-        executor.run(models, self.probe_, self.store_, _RayJob(self), self.baselines_)
+        before = list(self.members_)
+        job = _RayJob(admit=self._admit, failed=self._ray_failed, settle=self._settle, counted=self._counted)
+        executor.run(models, self.probe_, self.store_, job, self.baselines_)
         self.placements_ += executor.placements
+        # Models finish in any order on a cluster; the space keeps the order they were given in.
+        self.members_ = {n: self.members_[n] for n in before + names if n in self.members_}
+
+    def _ray_failed(self, name: str, methods: list | None, error: Exception, remember: bool,
+                    loaded: LoadedModel | None) -> None:
+        """A failure a Ray run reports: to load (``methods`` None), of baselines (their ids), or of methods."""
+        if methods is None:
+            self._fail(name, None, error)
+        elif all(isinstance(m, str) for m in methods):  # "baselines", or a baseline's id
+            for what in methods:
+                self._fail(name, what, error)
+        else:
+            self._group_failed(loaded, methods, error, remember)
+
+    def _counted(self, computed: int, reused: int) -> None:
+        self.work_["computed"] += computed
+        self.work_["reused"] += reused
 
     def _check_new(self, model: ModelSpec | LoadedModel) -> str:
         """The name of a model about to join the space (InputError for a non-model or a name already in it);
@@ -693,31 +712,14 @@ class ModelSpace:
         return matches[0]
 
 
+@dataclass(frozen=True)
 class _RayJob:
     """What a Ray run asks of the space (`maps.ray_executor.Job`): the space's own steps, model by model."""
 
-    def __init__(self, space: ModelSpace) -> None:
-        self.space = space
-
-    def admit(self, loaded: LoadedModel) -> list:
-        return self.space._admit(loaded)
-
-    def failed(self, name: str, methods: list | None, error: Exception, remember: bool,
-               loaded: LoadedModel | None) -> None:
-        if methods is None:
-            self.space._fail(name, None, error)
-        elif all(isinstance(m, str) for m in methods):  # baselines: "baselines" or a baseline's id
-            for what in methods:
-                self.space._fail(name, what, error)
-        else:
-            self.space._group_failed(loaded, methods, error, remember)
-
-    def settle(self, loaded: LoadedModel, failed: set[str], prepared: dict) -> None:
-        self.space._settle(loaded, failed, prepared)
-
-    def counted(self, computed: int, reused: int) -> None:
-        self.space.work_["computed"] += computed
-        self.space.work_["reused"] += reused
+    admit: Any
+    failed: Any
+    settle: Any
+    counted: Any
 
 
 def _degenerate_message(name: str, method: str, health: dict, n_images: int) -> str:
