@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -89,7 +90,8 @@ def main() -> None:
         timed_fit(root, small[:1], probe)  # warm-up: imports, first model load
         local = {n: timed_fit(root, specs, probe) for n, specs in (("small", small), ("large", large))}
         start = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="rb", dir="/tmp"),
+        ray_tmp = tempfile.mkdtemp(prefix="rb", dir="/tmp")  # short: Ray's socket paths must fit AF_UNIX's limit
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_tmp,
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(PATHS)}})  # the toy models
         init_s = time.perf_counter() - start
         try:
@@ -98,6 +100,7 @@ def main() -> None:
             two = timed_fit(root, large, probe, executor="ray", cpus_per_model=1)
         finally:
             ray.shutdown()
+            shutil.rmtree(ray_tmp, ignore_errors=True)
         rate = commit_rate(root)
 
     print("\n## 1. Per-unit overhead, Ray against the local executor (CPU)")
