@@ -317,8 +317,8 @@ def _failed(space) -> int:
 def _preflight(args: argparse.Namespace) -> None:
     """Check the device and the output paths before any work, so a bad one is a message, not a traceback
     after hours of computing."""
-    if getattr(args, "device", None) is not None:
-        _check_device(args.device)
+    if getattr(args, "device", None) is not None and getattr(args, "executor", "local") == "local":
+        _check_device(args.device)  # with Ray the device is the workers', which this machine may not have
     if args.command == "probe":
         _check_writable(Path(args.out), "--out", folder=False)
     elif args.command == "report":
@@ -467,7 +467,9 @@ def _space(args: argparse.Namespace):
     return ModelSpace(methods=methods, baselines=baselines, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
                       workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
-                      recompute=args.recompute, progress=not args.quiet)
+                      recompute=args.recompute, progress=not args.quiet, executor=args.executor,
+                      ray_address=args.ray_address, gpus_per_model=args.gpus_per_model,
+                      cpus_per_model=args.cpus_per_model, shared_store=args.shared_store)
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
@@ -590,6 +592,20 @@ def _parser() -> argparse.ArgumentParser:
     compute.add_argument("--recompute", nargs="+", default=[], metavar="NAME",
                          help="drop and compute again the stored maps of these models (after editing their code: "
                               "store keys cover a model's spec and weights, not its code)")
+    compute.add_argument("--executor", default="local", choices=["local", "ray"],
+                         help="where models run: 'local' (this process, default) or 'ray' (a Ray cluster, one actor "
+                              "per model; needs the 'ray' extra)")
+    compute.add_argument("--ray-address", default=None, metavar="ADDR",
+                         help="with --executor ray: 'auto' (the cluster this machine is in), ray://HOST:10001, or "
+                              "none to start a local Ray instance")
+    compute.add_argument("--gpus-per-model", type=float, default=0.0, metavar="F",
+                         help="with --executor ray: GPUs per model, a fraction shares one (e.g. 0.25; needs --device "
+                              "cuda; default 0)")
+    compute.add_argument("--cpus-per-model", type=float, default=1.0, metavar="N",
+                         help="with --executor ray: CPUs per model (default 1)")
+    compute.add_argument("--shared-store", action="store_true",
+                         help="with --executor ray: every node sees --store at the same path; workers write shard "
+                              "files into it (default: shards come back through Ray's object store)")
     compute.add_argument("--trust-checkpoints", action="store_true",
                          help="unpickle checkpoint files in full (can run code in them); only for files you trust")
     truth_opts = argparse.ArgumentParser(add_help=False)

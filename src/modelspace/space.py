@@ -35,7 +35,7 @@ import torch
 from . import results
 from ._version import __version__
 from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
-from .errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError, check_int
+from .errors import InputError, ModelspaceError, StorageError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices
 from .maps import (
     EntryKey,
@@ -44,6 +44,10 @@ from .maps import (
     Runtime,
     encoder_activations,
     kept_torch_state,
+    prepare_baselines,
+    repeatable as _repeatable,
+    run_error as _run_error,
+    wrapped_error as _wrapped,
     method_key,
     source_probabilities,
 )
@@ -142,6 +146,21 @@ class ModelSpace:
         after editing the code of a ``python:`` model, name it here (CLI: ``--recompute NAME``).
     progress : bool
         Show progress bars.
+    executor : str
+        "local" (default): models run one after another in this process. "ray": on a Ray cluster,
+        one actor per model, this process the store's only writer (`maps.ray_executor`; needs the
+        ``ray`` extra). See README, "Running on a Ray cluster".
+    ray_address : str or None
+        With ``executor="ray"``: None starts a local Ray instance, "auto" joins the cluster this
+        machine belongs to, "ray://HOST:10001" connects to a remote one (Ray Client).
+    gpus_per_model : float
+        With ``executor="ray"``: GPUs each model asks for; a fraction (0.25) lets small models
+        share a GPU. Needs ``device="cuda"``.
+    cpus_per_model : float
+        With ``executor="ray"``: CPUs each model asks for.
+    shared_store : bool
+        With ``executor="ray"``: every node sees the store folder at the same path, so workers
+        write shard files into it themselves; False (default) sends them through Ray's object store.
     """
 
     def __init__(
@@ -161,6 +180,11 @@ class ModelSpace:
         retry_failed: bool = False,
         recompute: Sequence[str] = (),
         progress: bool = True,
+        executor: str = "local",
+        ray_address: str | None = None,
+        gpus_per_model: float = 0.0,
+        cpus_per_model: float = 1.0,
+        shared_store: bool = False,
     ) -> None:
         self.methods = methods
         self.baselines = baselines
@@ -177,6 +201,11 @@ class ModelSpace:
         self.retry_failed = retry_failed
         self.recompute = recompute
         self.progress = progress
+        self.executor = executor
+        self.ray_address = ray_address
+        self.gpus_per_model = gpus_per_model
+        self.cpus_per_model = cpus_per_model
+        self.shared_store = shared_store
 
     # ------------------------------------------------------------------ public API
 
@@ -211,6 +240,10 @@ class ModelSpace:
         unknown = [n for n in self.recompute if n not in names]
         if unknown:  # a typo would otherwise silently reuse the stale maps it was meant to drop
             raise InputError(f"recompute: no model named {', '.join(map(repr, unknown))} among the models given")
+        self.placements_: list[dict] = []  # executor="ray": where each computed unit ran
+        if self.executor == "ray":
+            self._embed_ray(models)
+            return self
         for model in progress_bar(models, desc="models", unit="model", disable=not self.progress or len(models) < 2):
             with kept_torch_state():  # a model's code may change torch's global settings: not for the next
                 self._embed(model)
@@ -219,8 +252,11 @@ class ModelSpace:
     def add(self, model: ModelSpec | LoadedModel) -> "ModelSpace":
         """Add one model: only its maps and its row of each affinity matrix are computed."""
         self._check_fitted(assembled=False)
-        with kept_torch_state():
-            self._embed(model)
+        if self.executor == "ray":
+            self._embed_ray([model])
+        else:
+            with kept_torch_state():
+                self._embed(model)
         self._assemble()
         return self
 
@@ -405,12 +441,7 @@ class ModelSpace:
 
     def _embed(self, model: ModelSpec | LoadedModel) -> None:
         """Load one model and compute whatever maps of it the store lacks."""
-        name = model.spec.name if isinstance(model, LoadedModel) else getattr(model, "name", None)
-        if not isinstance(model, (ModelSpec, LoadedModel)):
-            raise InputError(f"models must be ModelSpec or LoadedModel objects, got {type(model).__name__}")
-        if name in self.members_:
-            raise InputError(f"model {name!r} is already in this space")
-        self.failures_ = [f for f in self.failures_ if f.model != name]
+        name = self._check_new(model)
         try:
             loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
         except ModelspaceError as exc:
@@ -422,16 +453,9 @@ class ModelSpace:
             self._fail(name, None, _wrapped(name, "failed while loading", exc))
             return
         self.runtime_.prepare(loaded.module)
-        self.store_.register_model(loaded.key, name, {**loaded.spec.to_dict(), "preprocessing": loaded.preprocessing})
-        entries = {}
-        keys = {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.store_id, self.runtime_.precision), self.probe_.size)
-                for m in self.methods_}
-        if name in self.recompute:  # its code changed under the same key: drop what the old code computed
-            for key in keys.values():
-                self.store_.remove_entry(key)
         executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
-        for group in backward_groups(self._not_failed_before(name, keys)):
-            units = [u for m in group for u in self.store_.plan(keys[m.id], name, len(self.probe_), self.shard_size)]
+        failed: set[str] = set()
+        for group, units in self._admit(loaded):
             try:
                 written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
                 self.work_["computed"] += len(written)
@@ -439,19 +463,92 @@ class ModelSpace:
             except (StorageError, KeyboardInterrupt):
                 raise  # the store, not this model: every later model would fail alike (kept work stays)
             except BaseException as exc:  # noqa: BLE001 - one model crashing (input too small, sys.exit ...) must not end the run
-                error = _run_error(loaded, exc)
-                for method in group:
-                    self._fail(name, method.id, error, keys[method.id] if _repeatable(exc) else None)
-                continue
-            for method in group:
-                health = self.store_.health(keys[method.id])
-                if health["n_zero"] or health["n_nonfinite"]:
-                    message = _degenerate_message(name, method.id, health, len(self.probe_))
-                    self._fail(name, method.id, message, keys[method.id])
-                else:
-                    entries[method.id] = keys[method.id]
-        self.members_[name] = _Member(loaded.spec, loaded.key, entries, self._prepare_baselines(loaded),
-                                      loaded.preprocessing)
+                self._group_failed(loaded, group, _run_error(loaded, exc), _repeatable(exc))
+                failed.update(m.id for m in group)
+        self._settle(loaded, failed, self._prepare_baselines(loaded))
+
+    def _embed_ray(self, models: list) -> None:
+        """Every model on a Ray cluster, one actor each; this process commits what they compute."""
+        from .maps.ray_executor import RayExecutor  # here only: nothing else in modelspace imports Ray
+
+        names = [self._check_new(m) for m in models]
+        if len(set(names)) != len(names):
+            raise InputError(f"models: names repeated: {sorted({n for n in names if names.count(n) > 1})}")
+        executor = RayExecutor(self.ray_address, self.gpus_per_model, self.cpus_per_model, self.batch_size,
+                               self.runtime_, self.progress, self.shared_store)
+        before = list(self.members_)
+        job = _RayJob(admit=self._admit, failed=self._ray_failed, settle=self._settle, counted=self._counted)
+        executor.run(models, self.probe_, self.store_, job, self.baselines_)
+        self.placements_ += executor.placements
+        # Models finish in any order on a cluster; the space keeps the order they were given in.
+        self.members_ = {n: self.members_[n] for n in before + names if n in self.members_}
+
+    def _ray_failed(self, name: str, methods: list | None, error: Exception, remember: bool,
+                    loaded: LoadedModel | None) -> None:
+        """A failure a Ray run reports: to load (``methods`` None), of baselines (their ids), or of methods."""
+        if methods is None:
+            self._fail(name, None, error)
+        elif all(isinstance(m, str) for m in methods):  # "baselines", or a baseline's id
+            for what in methods:
+                self._fail(name, what, error)
+        else:
+            self._group_failed(loaded, methods, error, remember)
+
+    def _counted(self, computed: int, reused: int) -> None:
+        self.work_["computed"] += computed
+        self.work_["reused"] += reused
+
+    def _check_new(self, model: ModelSpec | LoadedModel) -> str:
+        """The name of a model about to join the space (InputError for a non-model or a name already in it);
+        its failures of an earlier `add` are forgotten."""
+        name = model.spec.name if isinstance(model, LoadedModel) else getattr(model, "name", None)
+        if not isinstance(model, (ModelSpec, LoadedModel)):
+            raise InputError(f"models must be ModelSpec or LoadedModel objects, got {type(model).__name__}")
+        if name in self.members_:
+            raise InputError(f"model {name!r} is already in this space")
+        self.failures_ = [f for f in self.failures_ if f.model != name]
+        return name
+
+    def _admit(self, loaded: LoadedModel) -> list[tuple[list[AttributionMethod], list]]:
+        """Register a loaded model and plan its work: ``[(methods sharing a backward pass, their units)]``.
+
+        ``loaded`` needs no module (a Ray worker's record of the model it loaded has none)."""
+        name = loaded.name
+        self.store_.register_model(loaded.key, name, {**loaded.spec.to_dict(), "preprocessing": loaded.preprocessing})
+        keys = self._keys(loaded)
+        if name in self.recompute:  # its code changed under the same key: drop what the old code computed
+            for key in keys.values():
+                self.store_.remove_entry(key)
+        return [(group, [u for m in group for u in self.store_.plan(keys[m.id], name, len(self.probe_), self.shard_size)])
+                for group in backward_groups(self._not_failed_before(name, keys))]
+
+    def _keys(self, loaded: LoadedModel) -> dict[str, EntryKey]:
+        return {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.store_id, self.runtime_.precision),
+                               self.probe_.size) for m in self.methods_}
+
+    def _group_failed(self, loaded: LoadedModel, group: Sequence[AttributionMethod], error: Exception,
+                      remember: bool) -> None:
+        """Record the failure of a group of methods of a model (in the store too when it would happen again)."""
+        keys = self._keys(loaded)
+        for method in group:
+            self._fail(loaded.name, method.id, error, keys[method.id] if remember else None)
+
+    def _settle(self, loaded: LoadedModel, failed: set[str], prepared: dict[str, Prepared]) -> None:
+        """A model whose work is done joins the space with the methods whose maps are whole and healthy."""
+        keys, entries = self._keys(loaded), {}
+        done = [m for g in backward_groups(self.methods_) for m in g if m.id not in failed]
+        for method in done:
+            if self.store_.failure(keys[method.id]) is not None:
+                continue  # skipped: failed before (already reported by `_not_failed_before`)
+            if not self.store_.is_complete(keys[method.id], len(self.probe_)):
+                continue  # its work was interrupted (a failure recorded elsewhere)
+            health = self.store_.health(keys[method.id])
+            if health["n_zero"] or health["n_nonfinite"]:
+                self._fail(loaded.name, method.id, _degenerate_message(loaded.name, method.id, health, len(self.probe_)),
+                           keys[method.id])
+            else:
+                entries[method.id] = keys[method.id]
+        self.members_[loaded.name] = _Member(loaded.spec, loaded.key, entries, prepared, loaded.preprocessing)
 
     def _not_failed_before(self, name: str, keys: dict[str, EntryKey]) -> list[AttributionMethod]:
         """The methods to run for a model: those the store records as failed are skipped (and
@@ -471,20 +568,9 @@ class ModelSpace:
         """Encoder activations on the probe set, in each baseline's compact prepared form."""
         if not self.baselines_:
             return {}
-        try:
-            acts = encoder_activations(loaded, self.probe_.batch(0, len(self.probe_)), self.batch_size, self.runtime_,
-                                       progress=False)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - as in _embed: the model is recorded, the run goes on
-            self._fail(loaded.name, "baselines", _run_error(loaded, exc))
-            return {}
-        prepared = {}
-        for baseline in self.baselines_:
-            try:
-                prepared[baseline.id] = baseline.prepare(acts, loaded.name)
-            except ModelspaceError as exc:
-                self._fail(loaded.name, baseline.id, exc)
+        prepared, errors = prepare_baselines(loaded, self.baselines_, self.probe_, self.batch_size, self.runtime_)
+        for what, exc in errors:
+            self._fail(loaded.name, what, exc)
         return prepared
 
     def _assemble(self) -> None:
@@ -572,6 +658,15 @@ class ModelSpace:
         check_int(self.shard_size, "shard_size")
         self.runtime_ = Runtime(self.device, self.precision, bool(self.channels_last), self.workers)
         check_int(self.sketch, "sketch", optional=True)
+        if self.executor not in ("local", "ray"):
+            raise InputError(f"executor: expected 'local' or 'ray', got {self.executor!r}")
+        if self.executor == "ray":
+            from .maps.ray_executor import check_resources, import_ray
+
+            import_ray()  # a clear error naming the extra before any work
+            check_resources(self.gpus_per_model, self.cpus_per_model, self.runtime_)
+            if self.ray_address is not None and not isinstance(self.ray_address, str):
+                raise InputError(f"ray_address: expected None, 'auto' or 'ray://HOST:PORT', got {self.ray_address!r}")
         if self.on_error not in ("record", "raise"):
             raise InputError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
         if isinstance(self.recompute, str) or not all(isinstance(n, str) for n in self.recompute):
@@ -650,27 +745,14 @@ def default_baselines(methods: Sequence[str | AttributionMethod], estimator: str
     return [estimator]
 
 
-def _run_error(loaded: LoadedModel, exc: BaseException) -> Exception:
-    """A modelspace error as is; anything else raised while running a model, wrapped to name it."""
-    if isinstance(exc, ModelspaceError):
-        return exc
-    hint = ""
-    if "too small" in str(exc) or "Kernel size can't be greater" in str(exc):
-        hint = f" (input_size {list(loaded.spec.input_size)} may be too small for this model's layers)"
-    return _wrapped(loaded.name, "failed while running", exc, hint)
+@dataclass(frozen=True)
+class _RayJob:
+    """What a Ray run asks of the space (`maps.ray_executor.Job`): the space's own steps, model by model."""
 
-
-def _wrapped(name: str, doing: str, exc: BaseException, hint: str = "") -> ModelLoadError:
-    """``exc`` (any exception, SystemExit included) as a ModelLoadError naming the model."""
-    error = ModelLoadError(f"model {name!r} {doing}: {type(exc).__name__}: {exc}{hint}")
-    error.__cause__ = exc
-    return error
-
-
-def _repeatable(exc: BaseException) -> bool:
-    """Whether running the same model again would fail the same way: not for a lack of memory or
-    disk, or a store that could not be written."""
-    return not isinstance(exc, (MemoryError, torch.OutOfMemoryError, OSError, StoreError))
+    admit: Any
+    failed: Any
+    settle: Any
+    counted: Any
 
 
 def _degenerate_message(name: str, method: str, health: dict, n_images: int) -> str:

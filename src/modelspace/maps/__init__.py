@@ -5,12 +5,14 @@ per (model, probe set, method, probe size) and kept on disk in shards that survi
 shared by concurrent processes.
 """
 
-from .activations import encoder_activations, source_probabilities
-from .executor import LocalExecutor, compute_maps, run_exclusive, run_unit, run_units
+from .activations import encoder_activations, prepare_baselines, source_probabilities
+from .executor import (LocalExecutor, compute_maps, repeatable, run_error, run_exclusive, run_unit, run_units,
+                       wrapped_error)
 from .keys import EntryKey, WorkUnit, method_key, plan_units
 from .runtime import PRECISIONS, Runtime, kept_torch_state
-from .store import MapStore, ShardInfo
+from .store import EncodedShard, MapStore, ShardInfo, encode_shard, shard_relpath
 
-__all__ = ["EntryKey", "LocalExecutor", "MapStore", "PRECISIONS", "Runtime", "ShardInfo", "WorkUnit",
-           "compute_maps", "encoder_activations", "kept_torch_state", "method_key", "plan_units", "run_exclusive", "run_unit",
-           "run_units", "source_probabilities"]
+__all__ = ["EncodedShard", "EntryKey", "LocalExecutor", "MapStore", "PRECISIONS", "Runtime", "ShardInfo", "WorkUnit",
+           "compute_maps", "encode_shard", "encoder_activations", "kept_torch_state", "method_key", "plan_units", "prepare_baselines", "repeatable", "run_error",
+           "run_exclusive", "run_unit",
+           "run_units", "shard_relpath", "source_probabilities", "wrapped_error"]

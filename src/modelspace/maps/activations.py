@@ -8,17 +8,17 @@ that a baseline and a method compare models under the same conditions.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from ..progress import progress as progress_bar
 
-from ..errors import AttributionError, InputError, check_int
+from ..errors import AttributionError, InputError, ModelspaceError, check_int
 from ..models import first_tensor
 from .runtime import Runtime
 
-__all__ = ["encoder_activations", "source_probabilities"]
+__all__ = ["encoder_activations", "prepare_baselines", "source_probabilities"]
 
 
 def encoder_activations(
@@ -68,6 +68,31 @@ def encoder_activations(
         return r
 
     return _batched(model, "encoder output", images, batch_size, runtime, progress, lambda x: rows(tap(x)))
+
+
+def prepare_baselines(model: Any, baselines: Sequence[Any], probe: Any, batch_size: int,
+                      runtime: Runtime) -> tuple[dict[str, Any], list[tuple[str, Exception]]]:
+    """A model's encoder activations on the whole probe set, in each baseline's compact prepared form.
+
+    Returns ``({baseline id: prepared}, [(what, error)])``: ``what`` is "baselines" when the
+    activations themselves could not be computed (then nothing is prepared), else the id of the
+    baseline whose `prepare` refused them. Runs wherever the model is (a Ray worker included).
+    """
+    from .executor import run_error  # executor imports this module's siblings; import at call time
+
+    try:
+        acts = encoder_activations(model, probe.batch(0, len(probe)), batch_size, runtime, progress=False)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - one model's failure is recorded, the run goes on
+        return {}, [("baselines", run_error(model, exc))]
+    prepared, errors = {}, []
+    for baseline in baselines:
+        try:
+            prepared[baseline.id] = baseline.prepare(acts, model.name)
+        except ModelspaceError as exc:
+            errors.append((baseline.id, exc))
+    return prepared, errors
 
 
 def source_probabilities(

@@ -21,7 +21,7 @@ from ..progress import progress as progress_bar
 
 from ..attribution import AttributionMethod, attribute_many
 from ..models import LoadedModel
-from ..errors import InputError
+from ..errors import InputError, ModelLoadError, ModelspaceError, StoreError
 from ..probe import ProbeSet
 from . import claims
 from .keys import WorkUnit, method_key
@@ -102,6 +102,29 @@ def run_unit(
 ) -> ShardInfo:
     """The whole job of one unit: what a distributed worker runs, given the unit's record."""
     return run_units([unit], model, probe, [method], store, batch_size, runtime)[0]
+
+
+def run_error(loaded: LoadedModel, exc: BaseException) -> Exception:
+    """A modelspace error as is; anything else raised while running a model, wrapped to name it."""
+    if isinstance(exc, ModelspaceError):
+        return exc
+    hint = ""
+    if "too small" in str(exc) or "Kernel size can't be greater" in str(exc):
+        hint = f" (input_size {list(loaded.spec.input_size)} may be too small for this model's layers)"
+    return wrapped_error(loaded.name, "failed while running", exc, hint)
+
+
+def wrapped_error(name: str, doing: str, exc: BaseException, hint: str = "") -> ModelLoadError:
+    """``exc`` (any exception, SystemExit included) as a ModelLoadError naming the model."""
+    error = ModelLoadError(f"model {name!r} {doing}: {type(exc).__name__}: {exc}{hint}")
+    error.__cause__ = exc
+    return error
+
+
+def repeatable(exc: BaseException) -> bool:
+    """Whether running the same model again would fail the same way: not for a lack of memory or
+    disk, or a store that could not be written."""
+    return not isinstance(exc, (MemoryError, torch.OutOfMemoryError, OSError, StoreError))
 
 
 class LocalExecutor:

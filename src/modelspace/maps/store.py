@@ -161,37 +161,54 @@ class MapStore:
     # ------------------------------------------------------------------ shards
     def write(self, unit: WorkUnit, maps) -> ShardInfo:
         """Normalise, store and register the maps of one work unit (replaces an older copy)."""
-        rows = _flatten(maps, unit)
-        normalised, n_zero, n_nonfinite = normalise_rows(rows)
-        key = unit.key
-        self._check_feature_count(unit, normalised.shape[1])
+        return self.commit(unit, encode_shard(unit, maps))
 
+    def commit(self, unit: WorkUnit, shard: "EncodedShard", in_place: bool = False) -> ShardInfo:
+        """Register a shard encoded elsewhere (`encode_shard`, e.g. on a Ray worker): its bytes are
+        checked against its checksum, written atomically, then its manifest row is committed.
+
+        Only the process that owns the manifest calls this (SQLite is never written from several
+        machines). ``in_place=True`` takes a shard whose file a worker already wrote atomically at its
+        place in the store (a filesystem every node sees): the file is read back and verified instead.
+        """
+        key = unit.key
+        self._check_feature_count(unit, shard.n_features)
         rel = self.shard_relpath(key, unit.shard)
         path = self.root / rel
-        payload = npy_bytes(normalised.astype(np.float16))
-        checksum = sha256(payload)
-        atomic_write(path, payload)
+        if in_place:
+            try:
+                got = file_sha256(path)
+            except OSError as exc:
+                raise StoreError(f"shard file {str(path)!r} written by a worker cannot be read ({exc})") from exc
+            nbytes = path.stat().st_size
+        else:
+            got, nbytes = sha256(shard.payload), len(shard.payload)
+        if got != shard.checksum:
+            raise StoreError(f"model {unit.model_name!r}: shard {unit.shard} does not match the checksum its worker "
+                             "computed (corrupted on the way); it is not stored and will be recomputed")
+        if not in_place:
+            atomic_write(path, shard.payload)
 
         with self.db.transaction() as cur:
             stale = self._overlapping_shards(cur, unit)
             sketch_paths = self._drop_sketches(cur, ENTRY, key_tuple(key))  # made from the maps being replaced
             cur.executemany(
                 f"DELETE FROM shards WHERE {ENTRY} AND shard = ?",
-                [(*key_tuple(key), shard) for shard, _ in stale],
+                [(*key_tuple(key), number) for number, _ in stale],
             )
             cur.execute(
                 "INSERT OR REPLACE INTO shards (model_key, probe_hash, method, probe_size, shard, "
                 "start, stop, n_features, path, checksum, nbytes, n_zero, n_nonfinite, created) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    *key_tuple(key), unit.shard, unit.start, unit.stop, normalised.shape[1],
-                    rel, checksum, len(payload), n_zero, n_nonfinite,
+                    *key_tuple(key), unit.shard, unit.start, unit.stop, shard.n_features,
+                    rel, shard.checksum, nbytes, shard.n_zero, shard.n_nonfinite,
                     datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 ),
             )
         # Files of shards that a write with another shard size superseded.
         self._delete_files([rel_path for _, rel_path in stale if rel_path != rel] + sketch_paths)
-        return ShardInfo(n_zero=n_zero, n_nonfinite=n_nonfinite, path=str(path), checksum=checksum)
+        return ShardInfo(n_zero=shard.n_zero, n_nonfinite=shard.n_nonfinite, path=str(path), checksum=shard.checksum)
 
     def plan(self, key: EntryKey, model_name: str, n_images: int, shard_size: int) -> list[WorkUnit]:
         """The work units of an entry, in the entry's one shard layout.
@@ -470,11 +487,7 @@ class MapStore:
     # ------------------------------------------------------------------ internals
     def shard_relpath(self, key: EntryKey, shard: int) -> str:
         """The shard's path relative to the store root, POSIX form."""
-        folder = f"{key.probe_hash[:16]}_{key.probe_size}"
-        return (
-            f"arrays/{key.model_key[:2]}/{key.model_key}/{method_folder(key.method)}/"
-            f"{folder}/shard_{shard:05d}.npy"
-        )
+        return shard_relpath(key, shard)
 
     def _check_feature_count(self, unit: WorkUnit, n_features: int) -> None:
         """Refuse maps whose size differs from the entry's other shards."""
@@ -578,6 +591,41 @@ class MapStore:
             except OSError as exc:
                 raise StorageError(f"shard file {str(path)!r} cannot be deleted: {exc}") from exc
             prune_empty_dirs(path.parent, self.arrays)
+
+
+@dataclass(frozen=True)
+class EncodedShard:
+    """One unit's maps as the bytes of its shard file, ready for `MapStore.commit` anywhere.
+
+    ``payload`` is the ``.npy`` file (float16, rows L2-normalised); empty when a worker wrote the
+    file into a shared store itself. ``checksum`` is its sha256, computed where the maps were made.
+    """
+
+    payload: bytes
+    checksum: str
+    n_features: int
+    n_zero: int
+    n_nonfinite: int
+
+    def without_payload(self) -> "EncodedShard":
+        """The same record without the bytes (the file is already at its place in the store)."""
+        return EncodedShard(b"", self.checksum, self.n_features, self.n_zero, self.n_nonfinite)
+
+
+def encode_shard(unit: WorkUnit, maps) -> EncodedShard:
+    """Normalise one unit's (B, ...) maps into the bytes of its shard file; touches no store."""
+    normalised, n_zero, n_nonfinite = normalise_rows(_flatten(maps, unit))
+    payload = npy_bytes(normalised.astype(np.float16))
+    return EncodedShard(payload, sha256(payload), normalised.shape[1], n_zero, n_nonfinite)
+
+
+def shard_relpath(key: EntryKey, shard: int) -> str:
+    """A shard's path relative to a store's root, POSIX form (the same on every node)."""
+    folder = f"{key.probe_hash[:16]}_{key.probe_size}"
+    return (
+        f"arrays/{key.model_key[:2]}/{key.model_key}/{method_folder(key.method)}/"
+        f"{folder}/shard_{shard:05d}.npy"
+    )
 
 
 def _flatten(maps, unit: WorkUnit) -> np.ndarray:

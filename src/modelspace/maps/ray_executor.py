@@ -1,0 +1,464 @@
+"""Running a zoo on a Ray cluster: a pool of actors, one model each at a time; the driver the only writer of the store.
+
+The mechanism is the local one moved onto a cluster, unit for unit (`run_units` is what an actor
+runs), declared by one object, `RayExecutor`:
+
+* **One model per actor at a time.** A pool of actors, one per slot (the cluster's CPUs or GPUs
+  over one model's share, ``gpus_per_model`` may be a fraction so that small models share a GPU,
+  counted when the run starts), takes the models one after another. An actor loads a model once and
+  computes, shard by shard, every method of a backward group in one pass, as `LocalExecutor` does
+  (`run_units`); it can also prepare the model's baseline activations. Worker processes, their
+  Python and torch start once per slot, not once per model, and the cluster never holds more models
+  in memory than it has slots.
+* **The driver is the store's only writer.** SQLite must not be written from several machines
+  over a network filesystem, so workers never open the manifest: an actor returns each shard
+  encoded (`encode_shard`: the ``.npy`` bytes and their sha256, computed on the worker). The
+  driver streams results as they finish (``ray.wait``, one shard at a time, never all maps at
+  once), checks each shard's bytes against its checksum, writes the file atomically and commits
+  its manifest row (`MapStore.commit`).
+* **Two ways home for a shard.** By default shards come back through Ray's object store (no
+  shared filesystem needed; each shard is a few MB to a few tens of MB and is dropped once
+  committed). With ``shared_store=True`` every node must see the store folder at the same path
+  (NFS, a mounted bucket): the worker then writes the shard file into place itself, atomically,
+  and the driver reads it back to verify its checksum before committing the row.
+* **Claims as everywhere else.** The driver claims a shard's units before sending them (`claims`),
+  beats while it runs and releases them once committed, so a local process and a Ray run sharing
+  a store never compute a unit twice: each waits for the units the other holds.
+* **Faults.** An actor whose worker process dies (``kill -9``, a lost node) is restarted by Ray
+  up to ``max_retries`` times, reloading its model, and its unfinished calls are retried; after
+  that the model is a recorded failure, never a crashed run. A model that fails to load or to run
+  is a recorded per-model failure exactly as with the local executor. A driver killed mid-run
+  leaves committed shards and claims of a dead process; the rerun computes only what is missing.
+
+Ray is imported only here, and only when this executor is used (``pip install -e ".[ray]"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError
+from ..models import LoadedModel, load_model
+from ..progress import progress as progress_bar
+from .activations import prepare_baselines
+from .executor import POLL_S, repeatable, run_error, run_units, wrapped_error
+from .files import atomic_write
+from .keys import WorkUnit
+from .runtime import Runtime, kept_torch_state
+from .store import EncodedShard, MapStore, encode_shard, shard_relpath
+
+__all__ = ["RAY_EXTRA", "RayExecutor", "import_ray"]
+
+#: What to install when Ray is missing.
+RAY_EXTRA = "pip install -e '.[ray]' (from a checkout) or pip install 'modelspace[ray]'"
+
+
+def import_ray():
+    """The ``ray`` module, or InputError naming the extra that installs it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise InputError(f"executor='ray' needs Ray, which is not installed here ({exc}); install the 'ray' extra: "
+                         f"{RAY_EXTRA}") from None
+    return ray
+
+
+class Job(Protocol):
+    """What the driver of a Ray run asks of its caller (`ModelSpace`), model by model."""
+
+    def admit(self, loaded: LoadedModel) -> list[tuple[list, list[WorkUnit]]]:
+        """Register a model loaded by a worker (its record, without the module) and plan its work:
+        ``[(methods sharing a backward pass, their units)]``."""
+
+    def failed(self, name: str, methods: list | None, error: Exception, remember: bool,
+               loaded: LoadedModel | None) -> None:
+        """Record a model's failure: to load (``methods`` None) or to run a group of methods."""
+
+    def settle(self, loaded: LoadedModel, failed: set[str], prepared: dict) -> None:
+        """A model's work is done: it joins the results with its methods that did not fail."""
+
+    def counted(self, computed: int, reused: int) -> None:
+        """Units computed in this run, units found stored."""
+
+
+class ModelWorker:
+    """A Ray actor's state: the probe set, and the one model it computes now, loaded once.
+
+    An actor takes the models of a run one after another (a model per actor at a time, all of its
+    shards), so that a worker process, its Python and torch start once per slot, not once per model.
+    Returned errors, not raised ones: a model's failure is data for the driver, and a worker that
+    died (``kill -9``) is told apart from a model that raised.
+    """
+
+    def __init__(self, runtime: Runtime, batch_size: int, shared_root: str | None) -> None:
+        self.runtime, self.batch_size, self.shared_root = runtime, batch_size, shared_root
+        self.probe_id, self.probe = None, None
+        self.name: str | None = None
+        self.loaded: LoadedModel | None = None
+
+    def load(self, model: Any, probe: list) -> dict:
+        """The model's record (a LoadedModel without its module), or ``{"error", "remember"}``."""
+        name = _name(model)
+        self._use(probe)
+        try:
+            loaded = self._loaded(model)
+        except ModelspaceError as exc:
+            return {"error": _portable(exc), "remember": False, **_where()}
+        except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit from a constructor that parses argv
+            return {"error": _portable(wrapped_error(name, "failed while loading", exc)), "remember": False, **_where()}
+        return {"loaded": dataclasses.replace(loaded, module=None), **_where()}
+
+    def run(self, model: Any, probe: list, units: list[dict], methods: list) -> dict:
+        """One probe shard of several methods sharing a backward pass: ``{"shards": [(unit, EncodedShard)]}``."""
+        todo = [WorkUnit.from_dict(u) for u in units]
+        try:
+            self._use(probe)
+            loaded = self._loaded(model)  # again after Ray restarted this actor in a fresh process
+            sink = _Sink(self.shared_root)
+            with kept_torch_state():
+                run_units(todo, loaded, self.probe, methods, sink, self.batch_size, self.runtime)
+        except BaseException as exc:  # noqa: BLE001 - recorded per model by the driver
+            error = run_error(self.loaded, exc) if self.name == _name(model) else wrapped_error(
+                _name(model), "failed while loading", exc)
+            return {"error": _portable(error), "remember": repeatable(exc), **_where()}
+        return {"shards": sink.shards, **_where()}
+
+    def baselines(self, model: Any, probe: list, baselines: list) -> dict:
+        """The model's baseline activations, prepared (`prepare_baselines`)."""
+        try:
+            self._use(probe)
+            loaded = self._loaded(model)
+        except BaseException as exc:  # noqa: BLE001
+            return {"error": _portable(wrapped_error(_name(model), "failed while loading", exc)), **_where()}
+        with kept_torch_state():
+            prepared, errors = prepare_baselines(loaded, baselines, self.probe, self.batch_size, self.runtime)
+        return {"prepared": prepared, "errors": [(what, _portable(exc)) for what, exc in errors], **_where()}
+
+    def _use(self, probe: list) -> None:
+        """The probe set, from the node's object store, once per process (its ref comes with every call,
+        inside a list so that Ray does not copy it in each time: a restarted actor needs no constructor
+        argument kept alive in the object store)."""
+        if self.probe_id != probe[0].hex():
+            import ray
+
+            self.probe_id, self.probe = probe[0].hex(), ray.get(probe[0])
+
+    def _loaded(self, model: Any) -> LoadedModel:
+        if self.name != _name(model):
+            self.name = self.loaded = None  # the previous model's memory goes before the next one loads
+            with kept_torch_state():
+                loaded = model if isinstance(model, LoadedModel) else load_model(model, self.runtime.device)
+                self.runtime.prepare(loaded.module)
+            self.name, self.loaded = _name(model), loaded
+        return self.loaded
+
+
+def _name(model: Any) -> str:
+    return model.spec.name if isinstance(model, LoadedModel) else model.name
+
+
+class _Sink:
+    """What `run_units` writes to on a worker: encoded shards kept for the driver, never a manifest."""
+
+    def __init__(self, shared_root: str | None) -> None:
+        self.shared_root = shared_root
+        self.shards: list[tuple[dict, EncodedShard]] = []
+
+    def write(self, unit: WorkUnit, maps) -> None:
+        shard = encode_shard(unit, maps)
+        if self.shared_root is not None:  # the store folder is on every node: the file goes into place here
+            atomic_write(Path(self.shared_root) / shard_relpath(unit.key, unit.shard), shard.payload)
+            shard = shard.without_payload()
+        self.shards.append((unit.to_dict(), shard))
+
+
+def _where() -> dict:
+    """Which node and process did the work (recorded per unit: where the work ran)."""
+    import ray
+
+    return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+
+def _portable(error: Exception) -> Exception:
+    """``error`` if it survives pickling (it goes back to the driver), else a ModelLoadError with its text."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001 - any exception type may refuse to pickle
+        return ModelLoadError(str(error))
+
+
+@dataclasses.dataclass
+class _Model:
+    """The driver's view of one model in flight."""
+
+    name: str
+    ref: Any  # the spec (or loaded model) in Ray's object store: shipped once per node, not per call
+    actor: Any = None  # the actor computing it now
+    loaded: LoadedModel | None = None
+    waiting: deque = dataclasses.field(default_factory=deque)  # (methods, units of one shard) not yet sent
+    running: int = 0  # calls in flight
+    failed: set = dataclasses.field(default_factory=set)  # method ids that failed
+    prepared: dict = dataclasses.field(default_factory=dict)
+    methods_of: dict = dataclasses.field(default_factory=dict)  # object ref of a call -> its methods
+    actor_dead: bool = False
+
+
+class RayExecutor:
+    """Embeds many models on a Ray cluster: a pool of actors, one model each at a time (see the module docstring).
+
+    Parameters
+    ----------
+    address : str or None
+        None starts a local Ray instance (unless this process is already connected to one, or
+        ``RAY_ADDRESS`` names a cluster); "auto" joins the cluster this machine is a node of;
+        "ray://head:10001" connects through Ray Client.
+    gpus_per_model : float
+        GPUs each model's actor asks for; a fraction lets small models share a GPU. 0 runs on CPUs.
+    cpus_per_model : float
+        CPUs each model's actor asks for (Ray also caps its torch threads at this number).
+    batch_size : int
+        Probe images per forward+backward pass.
+    runtime : Runtime
+        Device, precision and layout on the workers; with GPUs the device is the worker's own
+        ``"cuda"`` (Ray chooses the GPU and shows the actor that one only).
+    progress : bool
+        One progress bar over all shards, with the models done in its description.
+    shared_store : bool
+        Workers write shard files into the store themselves (every node sees the store folder at
+        the same path); False sends them back through Ray's object store.
+    max_retries : int
+        Restarts of a model's actor whose worker process died, each retrying its unfinished calls.
+    runtime_env : dict or None
+        Ray's runtime environment for the workers (e.g. ``{"working_dir": "."}`` to ship the code of
+        ``python:`` models to a remote cluster); used when this executor connects to Ray.
+    """
+
+    def __init__(self, address: str | None = None, gpus_per_model: float = 0.0, cpus_per_model: float = 1.0,
+                 batch_size: int = 32, runtime: Runtime | str = "cpu", progress: bool = True,
+                 shared_store: bool = False, max_retries: int = 3, runtime_env: dict | None = None) -> None:
+        self.address, self.gpus_per_model, self.cpus_per_model = address, gpus_per_model, cpus_per_model
+        self.batch_size, self.runtime, self.progress = batch_size, Runtime.of(runtime), progress
+        self.shared_store, self.max_retries, self.runtime_env = shared_store, max_retries, runtime_env
+        check_resources(gpus_per_model, cpus_per_model, self.runtime)
+        #: Where each computed unit ran: ``{"model", "method", "shard", "node", "pid"}`` per unit.
+        self.placements: list[dict] = []
+
+    # ------------------------------------------------------------------ driver
+    def run(self, models: Sequence[Any], probe: Any, store: MapStore, job: Job, baselines: Sequence[Any] = ()) -> None:
+        """Load and compute every model on the cluster, committing shards to ``store`` as they arrive."""
+        ray = import_ray()
+        self._connect(ray)
+        self._ray = ray
+        self._worker = ray.remote(max_restarts=self.max_retries, max_task_retries=self.max_retries)(ModelWorker)
+        self._probe = [ray.put(probe)]  # once: every actor reads the same copy from its node's object store
+        self._shared_root = str(store.root) if self.shared_store else None
+        models = list(models)
+        idle = deque(self._new_actor() for _ in range(min(self._slots(ray), len(models))))
+        owner = uuid.uuid4().hex
+        store.claims_.clear_stale()
+        queue = deque(models)
+        live: dict[str, _Model] = {}
+        pending: dict[Any, tuple[str, str]] = {}  # object ref -> (model name, kind)
+        held: dict[Any, list[WorkUnit]] = {}  # object ref of a run call -> the units claimed for it
+        settled = 0
+        try:
+            with store.claims_.heartbeat(owner), progress_bar(total=0, desc=f"ray · 0 of {len(models)} models",
+                                                              unit="shard", disable=not self.progress) as bar:
+                while queue or live:
+                    # Free actors go to new models first; models whose shards another process holds (it is
+                    # computing them) get one back when no new model is left.
+                    while idle and queue:
+                        model = queue.popleft()
+                        m = _Model(_name(model), ray.put(model), idle.popleft())
+                        live[m.name] = m
+                        pending[m.actor.load.remote(m.ref, self._probe)] = (m.name, "load")
+                    for m in live.values():
+                        if idle and m.actor is None and m.waiting:
+                            m.actor = idle.popleft()
+                    for m in live.values():
+                        if m.actor is not None and m.loaded is not None:
+                            for ref, units in self._dispatch(m, store, owner, job):
+                                pending[ref], held[ref] = (m.name, "run"), units
+                    if pending:
+                        deferred = any(m.waiting and not m.running for m in live.values())
+                        ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S if deferred else 5.0)
+                    else:
+                        ready = []
+                        time.sleep(POLL_S)  # every remaining shard is claimed by another process
+                    for ref in ready:
+                        name, kind = pending.pop(ref)
+                        m = live[name]
+                        if kind == "load":
+                            self._loaded(ref, m, job, baselines, pending)
+                            bar.total += sum(len(group) for _, group in m.waiting)  # known once it is planned
+                        elif kind == "baselines":
+                            self._prepared(ref, m, job)
+                        else:
+                            m.running -= 1
+                            try:
+                                self._committed(ref, m, store, job)
+                            finally:
+                                units = held.pop(ref)
+                                store.claims_.release(units, owner)
+                            bar.update(len(units))
+                    for m in list(live.values()):
+                        if m.actor is not None and m.loaded is not None and not m.actor_dead:
+                            for ref, units in self._dispatch(m, store, owner, job):  # e.g. just planned
+                                pending[ref], held[ref] = (m.name, "run"), units
+                        if m.actor is None or m.running or any(n == m.name for n, _ in pending.values()):
+                            continue
+                        # Nothing in flight: the model is done, or waits for shards another process holds.
+                        idle.append(m.actor if not m.actor_dead else self._new_actor())
+                        m.actor = None
+                        if m.waiting and m.loaded is not None and not m.failed.issuperset(
+                                meth.id for methods, _ in m.waiting for meth in methods):
+                            continue  # shards another process holds: back to it when they are free or written
+                        del live[m.name]
+                        if m.loaded is not None:
+                            job.settle(m.loaded, m.failed, m.prepared)
+                        settled += 1
+                        bar.set_description(f"ray · {settled} of {len(models)} models (last: {m.name})")
+        finally:
+            for units in held.values():  # an interrupted driver leaves no claim of a live process behind
+                store.claims_.release(units, owner)
+            for actor in [*idle, *(m.actor for m in live.values() if m.actor is not None)]:
+                ray.kill(actor)
+
+    def _new_actor(self):
+        return self._worker.options(num_cpus=self.cpus_per_model, num_gpus=self.gpus_per_model).remote(
+            self._worker_runtime(), self.batch_size, self._shared_root)
+
+    def _connect(self, ray) -> None:
+        if ray.is_initialized():
+            return  # the caller connected (to a cluster of its choice): leave the connection as it is
+        kwargs: dict[str, Any] = {"log_to_driver": False}
+        if self.runtime_env is not None:
+            kwargs["runtime_env"] = self.runtime_env
+        if self.address is None:
+            kwargs["include_dashboard"] = False  # a local instance: nothing to look at, a process less
+        ray.init(address=self.address, **kwargs)
+
+    def _slots(self, ray) -> int:
+        """How many models the cluster can compute at once (its CPUs or GPUs over a model's share), at
+        least 1: the size of the actor pool, fixed when the run starts."""
+        resources = ray.cluster_resources()
+        slots = resources.get("CPU", 1.0) / self.cpus_per_model if self.cpus_per_model else float("inf")
+        if self.gpus_per_model:
+            slots = min(slots, resources.get("GPU", 0.0) / self.gpus_per_model)
+        return max(1, int(slots))
+
+    def _worker_runtime(self) -> Runtime:
+        if self.gpus_per_model:
+            return dataclasses.replace(self.runtime, device="cuda")  # Ray shows the actor its GPU as cuda:0
+        return self.runtime
+
+    def _loaded(self, ref, m: _Model, job: Job, baselines: Sequence[Any], pending: dict) -> None:
+        out = self._get(ref, m, "failed while loading")
+        if "error" in out:
+            m.actor_dead = "pid" not in out  # its actor died for good: the pool gets a fresh one
+            job.failed(m.name, None, out["error"], out["remember"], None)
+            return
+        m.loaded = out["loaded"]
+        for methods, units in job.admit(m.loaded):
+            shards: dict[tuple[int, int], list[WorkUnit]] = {}
+            for unit in units:
+                shards.setdefault((unit.start, unit.stop), []).append(unit)
+            m.waiting.extend((methods, group) for group in shards.values())
+        if baselines:
+            pending[m.actor.baselines.remote(m.ref, self._probe, list(baselines))] = (m.name, "baselines")
+
+    def _prepared(self, ref, m: _Model, job: Job) -> None:
+        out = self._get(ref, m, "failed while preparing baselines")
+        if "error" in out:
+            job.failed(m.name, ["baselines"], out["error"], False, m.loaded)
+            return
+        m.prepared = out["prepared"]
+        for what, error in out["errors"]:
+            job.failed(m.name, [what], error, False, m.loaded)
+
+    def _dispatch(self, m: _Model, store: MapStore, owner: str, job: Job) -> list[tuple[Any, list]]:
+        """Send the shards of ``m`` that are missing and free to claim; keep those another process holds."""
+        sent, keep = [], deque()
+        while m.waiting:
+            methods, group = m.waiting.popleft()
+            if any(meth.id in m.failed for meth in methods):
+                continue  # its group failed on another shard: as locally, the rest of the group is dropped
+            if not store.claims_.claim(group, owner):
+                keep.append((methods, group))  # a live process computes it now: look again later
+                continue
+            todo = store.missing(group)  # it may have been written since it was planned
+            if not todo:
+                store.claims_.release(group, owner)
+                job.counted(0, len(group))
+                continue
+            store.discard_partial(todo)
+            job.counted(0, len(group) - len(todo))
+            m.running += 1
+            ref = m.actor.run.remote(m.ref, self._probe, [u.to_dict() for u in todo], methods)
+            sent.append((ref, todo))
+            m.methods_of[ref] = methods
+        m.waiting = keep
+        return sent
+
+    def _committed(self, ref, m: _Model, store: MapStore, job: Job) -> None:
+        """Verify and commit the shards of one returned call."""
+        methods = m.methods_of.pop(ref)
+        out = self._get(ref, m, "failed while running")
+        if "error" in out:
+            m.actor_dead = m.actor_dead or "pid" not in out
+            self._group_failed(m, methods, out["error"], out["remember"], job)
+            return
+        for unit_dict, shard in out["shards"]:
+            unit = WorkUnit.from_dict(unit_dict)
+            try:
+                store.commit(unit, shard, in_place=self.shared_store)
+            except StorageError:
+                raise  # the store itself: stop the run, as locally
+            except StoreError as exc:  # a shard corrupted on its way: recorded, recomputed by the next run
+                self._group_failed(m, methods, exc, False, job)
+                return
+            self.placements.append({"model": m.name, "method": unit.key.method, "shard": unit.shard,
+                                    "node": out["node"], "pid": out["pid"]})
+        job.counted(len(out["shards"]), 0)
+
+    def _group_failed(self, m: _Model, methods: list, error: Exception, remember: bool, job: Job) -> None:
+        fresh = [meth for meth in methods if meth.id not in m.failed]
+        if fresh:  # once per method, however many of its shards were in flight
+            m.failed.update(meth.id for meth in fresh)
+            job.failed(m.name, fresh, error, remember, m.loaded)
+
+    def _get(self, ref, m: _Model, doing: str) -> dict:
+        """A call's result, or ``{"error"}`` (without "pid") when its actor died more often than it may be
+        restarted."""
+        try:
+            return self._ray.get(ref)
+        except self._ray.exceptions.RayActorError as exc:
+            error = ModelLoadError(f"model {m.name!r} {doing}: its Ray worker died {self.max_retries + 1} times "
+                                   f"(max_retries={self.max_retries}): {str(exc).splitlines()[0]}")
+            return {"error": error, "remember": False}
+
+
+def check_resources(gpus_per_model: Any, cpus_per_model: Any, runtime: Runtime) -> None:
+    """InputError naming the argument unless the per-model resources make sense with the device."""
+    for value, name in ((gpus_per_model, "gpus_per_model"), (cpus_per_model, "cpus_per_model")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise InputError(f"{name}: expected a number >= 0, got {value!r}")
+    if gpus_per_model > 1 and gpus_per_model != int(gpus_per_model):
+        raise InputError(f"gpus_per_model: a share of one GPU (0 < f <= 1) or a whole number, got {gpus_per_model!r}")
+    if runtime.device_type == "cuda" and not gpus_per_model:
+        raise InputError("gpus_per_model: device is CUDA, but Ray shows an actor no GPU unless it asks for one; "
+                         "give a share per model, e.g. gpus_per_model=0.25 (--gpus-per-model 0.25)")
+    if gpus_per_model and runtime.device_type != "cuda":
+        raise InputError(f"gpus_per_model: {gpus_per_model!r} GPUs per model, but device is {runtime.device!r}; "
+                         "pass device='cuda' (--device cuda)")
+    if not cpus_per_model and not gpus_per_model:
+        raise InputError("cpus_per_model: 0 with no GPUs would let Ray start every model at once; give at least a share")
