@@ -698,7 +698,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "the built-in benchmark end to end (writes OUT/report.html)", [])
     p.add_argument("--out", default=f"{DEFAULT_OUT}/demo", help=f"output folder (default {DEFAULT_OUT}/demo)")
-    p.add_argument("--full", action="store_true", help="1000 probe images instead of 250 (slower)")
+    p.add_argument("--full", action="store_true", help="1000 probe images instead of 100 (slower)")
     p.add_argument("--n-probe", type=int, default=None, help="number of probe images (overrides --full)")
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
 
