@@ -504,10 +504,6 @@ def _jsonable(value):
 # ------------------------------------------------------------------------------ output
 
 
-def _short(estimator: str) -> str:
-    return estimator.split("(")[0]
-
-
 def format_study(results: dict) -> str:
     """Markdown tables of the study (what the README's results section holds)."""
     domains = list(results["domains"])
@@ -523,7 +519,7 @@ def format_study(results: dict) -> str:
         for d in domains:
             r = results["domains"][d]["estimators"].get(est)
             cells += [f"{r[k]:.2f}" for k in ("P@1", "P@3", "P@5", "R@5", "rho", "same_task_nn")] if r else ["–"] * 6
-        lines.append(f"| {_short(est)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_display(est, estimators)} | " + " | ".join(cells) + " |")
     chance = [f"{results['domains'][d]['chance_same_task_nn']:.2f}" for d in domains]
     random_p = 5 / (len(results["group1"]) - 1)
     lines.append("| random | " + " | ".join(f"{random_p:.2f} | {random_p:.2f} | {random_p:.2f} | {random_p:.2f} | 0 | {c}"
@@ -533,7 +529,7 @@ def format_study(results: dict) -> str:
         lines += ["", "P@3 (training domain) against the number of probe images:", "",
                   "| estimator | " + " | ".join(str(s) for s in sizes) + " |", "|" + "---|" * (1 + len(sizes))]
         for est, curve in results["probe_size_curve"].items():
-            lines.append(f"| {_short(est)} | " + " | ".join(f"{curve[s]:.2f}" for s in sizes) + " |")
+            lines.append(f"| {_display(est, results['probe_size_curve'])} | " + " | ".join(f"{curve[s]:.2f}" for s in sizes) + " |")
     if "asymmetry" in results:
         a = results["asymmetry"]
         c = a["symmetric_oracle_ceiling"]
@@ -542,7 +538,7 @@ def format_study(results: dict) -> str:
                   "Source-generality variant (A[t,s] + mean affinity of s), training domain:", "",
                   "| estimator | P@1 | P@3 | P@5 |", "|---|---|---|---|"]
         for est, r in a["generality_variant"].items():
-            lines.append(f"| {_short(est)} | {r['P@1']:.2f} | {r['P@3']:.2f} | {r['P@5']:.2f} |")
+            lines.append(f"| {_display(est, a['generality_variant'])} | {r['P@1']:.2f} | {r['P@3']:.2f} | {r['P@5']:.2f} |")
     if "which" in results:
         lines += ["", which.format_which(results["which"]).rstrip()]
     return "\n".join(lines)
@@ -557,7 +553,7 @@ def _plots(results: dict, out: Path) -> None:
     ax = fig.subplots()
     for est, curve in results["probe_size_curve"].items():
         sizes = [int(s) for s in curve]
-        ax.plot(sizes, list(curve.values()), marker="o", label=_short(est))
+        ax.plot(sizes, list(curve.values()), marker="o", label=_display(est, results["probe_size_curve"]))
     ax.axhline(5 / (len(results["group1"]) - 1), color="grey", linestyle="--", label="random")
     ax.set_xscale("log")
     ax.set_xlabel("probe images")
