@@ -12,7 +12,7 @@ from modelspace.errors import InputError
 from modelspace.evaluation import GroundTruth, evaluate, leave_one_target_out
 from modelspace.similarity import BASELINES
 from modelspace.space import DEFAULT_ESTIMATOR, default_baselines
-from modelspace.world import study, which
+from modelspace.world import build, study, which
 from modelspace.world.demo import chance_same_task_rate, same_task_rate
 from modelspace.world.textures import texture_batch
 
@@ -62,7 +62,7 @@ def test_study_in_miniature(tmp_path) -> None:
     assert which_rows["depara (λ by LOO-CV)"]["kind"] == "cross-validated"
     assert which_rows["hscore (n=12)"]["labels"] == 12 and which_rows["hscore (n=12)"]["figures"]["P@5"]["n"] == 2
     assert which_rows["saliency"]["cost"] > 0 and which_rows["saliency"]["passes"] == 1
-    assert which_rows["rsa"]["twin"]["n_twins"] == 0  # the shipped v1 zoo has no seed twins: n/a
+    assert which_rows["rsa"]["twin"]["n_twins"] == len(build.GROUP3)  # world v2's seed twins, each checked
     assert "leep" in results["which"]["domains"]["train"]["not_applicable"]
     assert "## Which estimator when" in table and "### Recommendation" in table
     assert results["which"]["default_estimator"] == DEFAULT_ESTIMATOR
@@ -236,3 +236,6 @@ def test_default_estimator_is_one_constant_and_its_baseline_is_computed() -> Non
     assert default_baselines(DEFAULT_METHODS, "depara") == ["depara"]
     assert default_baselines(["saliency"], "depara") == []  # its node method's maps are not computed
     assert default_baselines(DEFAULT_METHODS, "no_such_estimator") == []
+    # a default nobody asked for never fails a run: DDS's debiased estimate needs 4 probe images
+    assert default_baselines(DEFAULT_METHODS, "dds", n_images=3) == []
+    assert default_baselines(DEFAULT_METHODS, "dds", n_images=4) == ["dds"]

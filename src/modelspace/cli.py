@@ -73,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if truth is not None:  # so does a truth that cannot score these models (e.g. too few candidates)
         _n_relevant(args, truth, [spec.label for spec in specs])
     labelled = _labelled(args, specs) if args.labels else None  # bad labels fail before any work too
-    space = _space(args).fit(specs, _probe(args, specs))
+    probe = _probe(args, specs)
+    space = _space(args, n_images=len(probe)).fit(specs, probe)
     if truth is not None:
         space.evaluate(truth, args.n_relevant)
     space.save(args.out)
@@ -130,7 +131,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_affinity(args: argparse.Namespace) -> int:
     specs = _zoo(args.zoo, args.trust_checkpoints)
-    space = _space(args).fit(specs, _probe(args, specs))
+    probe = _probe(args, specs)
+    space = _space(args, n_images=len(probe)).fit(specs, probe)
     space.save(args.out)
     _report(args, space.summary(), space, f"wrote {args.out}")
     return _failed(space)
@@ -453,7 +455,7 @@ def _label_lines(scores: dict[str, dict[str, float]], n_images: int) -> str:
     return "\n".join(lines)
 
 
-def _space(args: argparse.Namespace):
+def _space(args: argparse.Namespace, n_images: int | None = None):
     from .attribution import get_method
     from .space import ModelSpace, default_baselines
 
@@ -463,7 +465,7 @@ def _space(args: argparse.Namespace):
     # --epsilon configures an ε-LRP named plainly; an id such as "lrp_epsilon(epsilon=0.01)" says its own ε
     methods = [get_method(m, epsilon=args.epsilon) if "(" not in m and get_method(m).name == "lrp_epsilon" else m
                for m in args.methods]
-    baselines = default_baselines(methods) if args.command == "run" else []
+    baselines = default_baselines(methods, n_images=n_images) if args.command == "run" else []
     return ModelSpace(methods=methods, baselines=baselines, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
                       workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,

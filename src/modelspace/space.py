@@ -725,12 +725,14 @@ class ModelSpace:
         return matches[0]
 
 
-def default_baselines(methods: Sequence[str | AttributionMethod], estimator: str = DEFAULT_ESTIMATOR) -> list[str]:
+def default_baselines(methods: Sequence[str | AttributionMethod], estimator: str = DEFAULT_ESTIMATOR,
+                      n_images: int | None = None) -> list[str]:
     """The baselines a run computes by default beside `methods`: `estimator` when it names a
-    registered baseline (not an attribution method) whose needs `methods` meet, else none.
+    registered baseline (not an attribution method) whose needs `methods` and `n_images` (the probe
+    set's size, when known) meet, else none.
 
-    DEPARA, for one, needs the maps of its node method; without them among `methods` it is left out
-    rather than failing the run.
+    A default the user did not ask for is left out rather than failing the run: DEPARA without the
+    maps of its node method among `methods`, DDS on fewer probe images than its debiased estimate needs.
     """
     try:
         get_method(estimator)
@@ -742,6 +744,8 @@ def default_baselines(methods: Sequence[str | AttributionMethod], estimator: str
     except InputError:
         return []
     if baseline.uses_affinity and baseline.method not in {get_method(m).name for m in methods}:
+        return []
+    if n_images is not None and n_images < baseline.min_images:
         return []
     return [estimator]
 
