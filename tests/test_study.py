@@ -71,6 +71,19 @@ def test_study_in_miniature(tmp_path) -> None:
 # ------------------------------------------------------------------ the "which estimator when" table
 
 
+def test_label_targets_keep_only_components_with_variance() -> None:
+    # 40 two-class 8×8 label maps drawn from 3 distinct maps: their 4×4 class fractions (32 columns)
+    # span 2 dimensions after centring, so 2 components, not LABEL_COLUMNS, carry every distance
+    r = np.random.default_rng(0)
+    maps = r.integers(0, 2, (3, 8, 8))
+    label = maps[r.integers(0, 3, 40)]
+    y = study._regression_targets(label, "dense_classification", 2)
+    assert y.shape == (40, 2) and (y.std(axis=0) > 0).all()
+    fractions = np.stack([label == k for k in (0, 1)], -1).reshape(40, 4, 2, 4, 2, 2).mean(axis=(2, 4)).reshape(40, -1)
+    distances = np.linalg.norm(fractions[:, None] - fractions[None], axis=-1)
+    np.testing.assert_allclose(np.linalg.norm(y[:, None] - y[None], axis=-1), distances, atol=1e-12)
+
+
 def test_bootstrap_summary_matches_a_direct_transcription() -> None:
     values = {"a": 1.0, "b": 0.0, "c": 0.5, "d": 0.25}
     s = which.summarise(values, n_resamples=500, seed=3)
@@ -239,3 +252,18 @@ def test_default_estimator_is_one_constant_and_its_baseline_is_computed() -> Non
     # a default nobody asked for never fails a run: DDS's debiased estimate needs 4 probe images
     assert default_baselines(DEFAULT_METHODS, "dds", n_images=3) == []
     assert default_baselines(DEFAULT_METHODS, "dds", n_images=4) == ["dds"]
+
+
+def test_study_command_passes_its_choices_to_run_study(monkeypatch, tmp_path, capsys) -> None:
+    from modelspace.cli import main
+
+    calls = []
+    monkeypatch.setattr(study, "run_study", lambda out, **kw: calls.append((out, kw)) or {"table": "T"})
+    assert main(["study", "--out", str(tmp_path), "--quiet"]) == 0
+    assert calls[-1] == (str(tmp_path), {"progress": False})  # the module's defaults
+    assert main(["study", "--out", str(tmp_path), "--quiet", "--n-probe", "32", "--methods", "gradient_x_input",
+                 "modelgif", "--baselines", "rsa", "dds", "--no-labels"]) == 0
+    assert calls[-1][1] == {"progress": False, "n_probe": 32, "methods": ["gradient_x_input", "modelgif"],
+                            "baselines": ["rsa", "dds"], "label_scores": ()}
+    assert main(["study", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "T\n"  # the table is the command's stdout

@@ -77,7 +77,7 @@ def test_logme_fixed_point_is_the_evidence_maximum():
     # evidence is inside the (α, β) plane for both one-hot columns (without the second feature it
     # can lie at α → ∞, where the fixed point runs off too)
     f = np.column_stack([y + 0.6 * r.standard_normal(6), 1 + 0.3 * r.standard_normal(6)])
-    logme = LogME()
+    logme = LogME(max_iter=1000, tol=1e-12, eps=0)  # followed to convergence
     per_class = []
     for k in (0, 1):
         t = (y == k).astype(float)
@@ -96,7 +96,7 @@ def test_logme_regression_and_more_features_than_images():
     r = rng(2)
     f = r.standard_normal((6, 2))
     t = f @ [1.5, -0.5] + 0.3 * r.standard_normal(6)
-    value = LogME(regression=True)(f, t)
+    value = LogME(regression=True, max_iter=1000, tol=1e-12, eps=0)(f, t)
     grid_best, _, _ = brute_force_max(f, t)
     assert value * 6 == pytest.approx(grid_best, abs=1e-6)
     # D > N: the D − N zero eigenvalues of FᵀF enter log|A| as log α each
@@ -105,9 +105,44 @@ def test_logme_regression_and_more_features_than_images():
     for alpha, beta in ((0.7, 3.0), (20.0, 0.1)):
         assert logme_evidence(wide, target, alpha, beta) == pytest.approx(evidence(wide, target, alpha, beta),
                                                                           abs=TOL)
-    # a target the features interpolate: β → ∞, followed for max_iter steps, L stays finite
+    # a target the features interpolate: β → ∞; the published rule stops it where the authors' does
     value, alpha, beta = LogME(regression=True).evidence(wide, wide[:, 0])
-    assert np.isfinite(value) and beta > 1e6
+    assert (value, alpha, beta) == pytest.approx(published_rule(wide, wide[:, 0]), rel=1e-9)
+    assert np.isfinite(value)
+    runs_off = LogME(regression=True, max_iter=100, tol=1e-12, eps=0).evidence(wide, wide[:, 0])[2]
+    assert runs_off > 1e3 * beta  # no maximum: without the stopping rule β grows without bound
+
+
+def published_rule(f: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """The stopping rule of LogME's released code, written out with explicit matrices: from α = β = 1,
+    at most 11 updates α ← γ / (‖m‖² + 1e-5), β ← (n − γ) / (‖Fm − y‖² + 1e-5) with m, γ at the current
+    (α, β), stopping once λ = α/β moves by at most 1e-3 (relative); L at the last (α, β)."""
+    n, d = f.shape
+    alpha, beta = 1.0, 1.0
+    for _ in range(11):
+        a = alpha * np.eye(d) + beta * f.T @ f
+        m = beta * np.linalg.inv(a) @ f.T @ y
+        gamma = d - alpha * np.trace(np.linalg.inv(a))
+        lam = alpha / beta
+        alpha, beta = gamma / (m @ m + 1e-5), (n - gamma) / (np.sum((f @ m - y) ** 2) + 1e-5)
+        if abs(alpha / beta - lam) <= 1e-3 * lam:
+            break
+    return evidence(f, y, alpha, beta), alpha, beta
+
+
+def test_logme_default_is_the_published_stopping_rule():
+    r = rng(5)
+    # n = 12 images, D = 4 (a maximum exists) and D = 20 (D > n: the features interpolate any target)
+    for d in (4, 20):
+        f = r.standard_normal((12, d))
+        y = r.integers(0, 3, 12)
+        expected = np.mean([published_rule(f, (y == k).astype(float))[0] / 12 for k in range(3)])
+        assert LogME()(f, y) == pytest.approx(expected, rel=1e-9)
+    converged = LogME(max_iter=1000, tol=1e-12, eps=0)
+    assert LogME().id == "logme(regression=False)"
+    assert converged.id == "logme(eps=0.0,max_iter=1000,regression=False,tol=1e-12)"
+    with pytest.raises(InputError, match="eps"):
+        LogME(eps=-1.0)
 
 
 # --------------------------------------------------------------------------------------- H-score

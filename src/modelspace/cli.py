@@ -296,7 +296,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from .world.study import run_study
 
-    results = run_study(args.out, progress=not args.quiet, **({} if args.n_probe is None else {"n_probe": args.n_probe}))
+    chosen = {"n_probe": args.n_probe, "methods": args.methods, "baselines": args.baselines,
+              "label_scores": () if args.no_labels else None}
+    results = run_study(args.out, progress=not args.quiet, **{k: v for k, v in chosen.items() if v is not None})
     _emit(args, results, results["table"])
     return 0
 
@@ -708,6 +710,12 @@ def _parser() -> argparse.ArgumentParser:
             "'which estimator when' table (OUT/table.md)", [])
     p.add_argument("--out", default=f"{DEFAULT_OUT}/study", help=f"output folder (default {DEFAULT_OUT}/study)")
     p.add_argument("--n-probe", type=int, default=None, help="probe images per domain (default 100: world.study.N_PROBE)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help="attribution methods to measure (default: world.study.STUDY_METHODS), e.g. to add the "
+                        "costly modelgif beside gradient_x_input")
+    p.add_argument("--baselines", nargs="+", default=None, metavar="BASELINE",
+                   help="label-free baselines to measure (default: world.study.STUDY_BASELINES)")
+    p.add_argument("--no-labels", action="store_true", help="skip the label-based rows")
     return parser
 
 

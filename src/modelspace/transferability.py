@@ -126,6 +126,10 @@ def _positive(value: Any, score: str, param: str) -> float:
 # -------------------------------------------------------------------------------------- scores
 
 
+_LOGME_SOLVER = {"tol": 1e-3, "max_iter": 11, "eps": 1e-5}
+"""LogME's stopping rule in its authors' released code (see `LogME`)."""
+
+
 @register_score()
 class LogME(TransferabilityScore):
     """LogME (You et al., ICML 2021): the maximised log evidence of a linear model, per image.
@@ -137,18 +141,24 @@ class LogME(TransferabilityScore):
 
     A = α I + β FᵀF, m = β A⁻¹ Fᵀ y. It is maximised by the paper's fixed-point iteration
     (Algorithm 1, from MacKay's evidence framework), from α = β = 1:
-    γ = Σ_i β σ_i² / (α + β σ_i²), α ← γ / ‖m‖², β ← (n − γ) / ‖F m − y‖², with σ_i² the
-    eigenvalues of FᵀF, until α and β change by less than `tol` (relative; the paper iterates "until
-    convergence"), at most `max_iter` times. When the evidence has no maximum inside the (α, β)
-    plane (β → ∞ when the features interpolate the target, as they can when D >= N; α → ∞ when they
-    say nothing about it), the iteration follows it for `max_iter` steps and L is that limit's. LogME = mean over the K columns of L / n. One SVD of F
-    serves every column and iteration, so the cost is O(n D min(n, D)) plus O(K min(n, D)) per
-    iteration. Features are used as given (the paper does not normalise them).
+    γ = Σ_i β σ_i² / (α + β σ_i²), α ← γ / (‖m‖² + ε), β ← (n − γ) / (‖F m − y‖² + ε), with σ_i² the
+    eigenvalues of FᵀF, until λ = α / β changes by at most `tol` (relative), at most `max_iter` times.
+    LogME = mean over the K columns of L / n.
+
+    The paper iterates "until convergence" and does not say when to stop; the defaults are the
+    authors' released code's (at most 11 steps, tol 1e-3 on λ, ε = 1e-5), so that scores are
+    comparable with published ones. They matter where the evidence has no maximum inside the
+    (α, β) plane: when the features interpolate the target (D >= n, or a target in F's column
+    space) β grows without bound, and L is then the value where the iteration stops, finite but set
+    by the stopping rule rather than by the data. ``LogME(max_iter=1000, tol=1e-12, eps=0)`` follows
+    the iteration to the maximum where one exists. One SVD of F serves every column and iteration:
+    O(n D min(n, D)) plus O(K min(n, D)) per iteration. Features are used as given (the paper does
+    not normalise them).
     """
 
     name = "logme"
 
-    def __init__(self, regression: bool = False, tol: float = 1e-8, max_iter: int = 1000) -> None:
+    def __init__(self, regression: bool = False, tol: float = 1e-3, max_iter: int = 11, eps: float = 1e-5) -> None:
         if not isinstance(regression, (bool, np.bool_)):
             raise InputError(f"{self.name}: regression must be True or False, got {regression!r}")
         self.regression = bool(regression)
@@ -156,10 +166,15 @@ class LogME(TransferabilityScore):
         if not isinstance(max_iter, (int, np.integer)) or isinstance(max_iter, bool) or max_iter < 1:
             raise InputError(f"{self.name}: max_iter must be an integer >= 1, got {max_iter!r}")
         self.max_iter = int(max_iter)
+        if eps != 0:
+            eps = _positive(eps, self.name, "eps")
+        self.eps = float(eps)
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"regression": self.regression}  # tol and max_iter change only the last digits
+        solver = {k: v for k, v in (("tol", self.tol), ("max_iter", self.max_iter), ("eps", self.eps))
+                  if v != _LOGME_SOLVER[k]}  # the published rule is the unnamed default
+        return {"regression": self.regression, **solver}
 
     def check_labels(self, labels: Any, n: int) -> np.ndarray:
         if not self.regression:
@@ -178,13 +193,14 @@ class LogME(TransferabilityScore):
         return float(np.mean([self.evidence(f, t, svd)[0] / len(f) for t in targets.T]))
 
     def evidence(self, f: np.ndarray, y: np.ndarray, svd: tuple | None = None) -> tuple[float, float, float]:
-        """(max log evidence L, α, β) for features f (n, D) and one target column y (n,); `svd`, the
-        thin SVD of f when the caller has it."""
+        """(log evidence L where the iteration stops, α, β) for features f (n, D) and one target
+        column y (n,); `svd`, the thin SVD of f when the caller has it."""
         n = len(f)
         u, s, _ = np.linalg.svd(f, full_matrices=False) if svd is None else svd
         sigma2 = s ** 2
         uy = u.T @ y                               # y in the basis of F's left singular vectors
         rest = max(float(y @ y - uy @ uy), 0.0)    # the part of y outside F's column space: residual
+        tiny = np.finfo(np.float64).tiny           # with eps = 0, a zero residual must not divide
         alpha, beta = 1.0, 1.0
         for _ in range(self.max_iter):
             # 1 − β σ²/(α + β σ²) computed as α/(α + β σ²): no cancellation when the fit is near exact
@@ -192,12 +208,11 @@ class LogME(TransferabilityScore):
             gamma = float(np.sum(1 - keep))
             m2 = float(np.sum(((1 - keep) * uy) ** 2 / np.where(sigma2 > 0, sigma2, 1.0)))  # ‖m‖²
             res2 = float(np.sum((keep * uy) ** 2)) + rest                                  # ‖F m − y‖²
-            tiny = np.finfo(np.float64).tiny
-            new_alpha = gamma / max(m2, tiny)
-            new_beta = (n - len(sigma2) + float(keep.sum())) / max(res2, tiny)  # (n − γ) / ‖F m − y‖²
-            done = abs(new_alpha - alpha) <= self.tol * alpha and abs(new_beta - beta) <= self.tol * beta
+            new_alpha = gamma / max(m2 + self.eps, tiny)
+            new_beta = (n - len(sigma2) + float(keep.sum())) / max(res2 + self.eps, tiny)  # (n − γ) / …
+            lam, new_lam = alpha / beta, new_alpha / new_beta
             alpha, beta = new_alpha, new_beta
-            if done:
+            if abs(new_lam - lam) <= self.tol * lam:
                 break
         return logme_evidence(f, y, alpha, beta, (u, s)), alpha, beta
 

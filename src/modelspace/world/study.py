@@ -325,7 +325,7 @@ def _costs(space: ModelSpace, specs, group1: list[str], probe: ProbeSet) -> dict
 def _regression_targets(label: np.ndarray, kind: str, channels: int) -> np.ndarray:
     """A target task's labels as (N, Q) float regression targets: image values as they are, dense
     maps as area means over a `LABEL_GRID` grid (class maps as the fractions of each class); constant
-    columns dropped, then at most `LABEL_COLUMNS` principal components."""
+    columns dropped, then at most `LABEL_COLUMNS` principal components (those with nonzero variance)."""
     n = len(label)
     if kind == "dense_classification":
         label = np.stack([label == k for k in range(channels)], axis=-1)
@@ -337,7 +337,9 @@ def _regression_targets(label: np.ndarray, kind: str, channels: int) -> np.ndarr
     y = y[:, y.std(axis=0) > 0]  # a column constant over the images carries no information
     if y.shape[1] > LABEL_COLUMNS:
         u, s, _ = np.linalg.svd(y - y.mean(axis=0), full_matrices=False)
-        y = u[:, :LABEL_COLUMNS] * s[:LABEL_COLUMNS]
+        # only components with variance: labels of rank < LABEL_COLUMNS would add all-zero columns
+        keep = min(LABEL_COLUMNS, int(np.sum(s > 1e-9 * s[0])))
+        y = u[:, :keep] * s[:keep]
     return y
 
 
