@@ -205,14 +205,18 @@ def test_the_command_line_passes_the_ray_options(extra, message, tmp_path, monke
 
 
 # ----------------------------------------------------------------------------- a local instance
-def test_local_instance_equals_the_local_executor(reference, tmp_path, marked_env) -> None:
+def test_local_instance_equals_the_local_executor(reference, tmp_path, marked_env, capsys) -> None:
     """No address: the executor starts a local Ray instance. Baselines, a model that fails to load
-    and one whose maps are all zero behave as locally."""
+    and one whose maps are all zero behave as locally; each model reports its own progress."""
     assert not ray.is_initialized()
     broken = [ModelSpec(name="broken", source="python:toy_models:failing_constructor", input_size=32),
               ModelSpec(name="dead", source="python:toy_models:dead_cnn", input_size=32)]
     try:
-        space = _fit(tmp_path / "s", _specs() + broken, executor="ray", baselines=["linear_cka"])
+        space = _fit(tmp_path / "s", _specs() + broken, executor="ray", baselines=["linear_cka"], progress=True)
+        log = capsys.readouterr().err  # not a terminal: each bar is one line when it closes
+        for name in ("cnn", "wide", "res", "cnn2", "dead"):  # 3 methods × 3 shards each
+            assert re.search(rf"^modelspace: ray · {name}: 9 shards in ", log, re.M), log
+        assert "ray · broken:" not in log  # it never loaded: nothing planned
         _assert_same(space, reference["zoo"])
         assert {f.model for f in space.failures_} == {"broken", "dead"}
         assert [f.method for f in space.failures_ if f.model == "broken"] == [None]

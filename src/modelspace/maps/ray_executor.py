@@ -210,6 +210,7 @@ class _Model:
     prepared: dict = dataclasses.field(default_factory=dict)
     methods_of: dict = dataclasses.field(default_factory=dict)  # object ref of a call -> its methods
     actor_dead: bool = False
+    bar: Any = None  # its own progress bar, over its shards, open while it is in flight
 
 
 class RayExecutor:
@@ -231,7 +232,8 @@ class RayExecutor:
         Device, precision and layout on the workers; with GPUs the device is the worker's own
         ``"cuda"`` (Ray chooses the GPU and shows the actor that one only).
     progress : bool
-        One progress bar over all shards, with the models done in its description.
+        One progress bar over all shards, with the models done in its description, and one per model
+        in flight, over its shards (in a log: one line per model when it is done).
     shared_store : bool
         Workers write shard files into the store themselves (every node sees the store folder at
         the same path); False sends them back through Ray's object store.
@@ -299,7 +301,11 @@ class RayExecutor:
                         m = live[name]
                         if kind == "load":
                             self._loaded(ref, m, job, baselines, pending)
-                            bar.total += sum(len(group) for _, group in m.waiting)  # known once it is planned
+                            planned = sum(len(group) for _, group in m.waiting)  # known once it is planned
+                            bar.total += planned
+                            if planned:
+                                m.bar = progress_bar(total=planned, desc=f"ray · {m.name}", unit="shard",
+                                                     leave=False, disable=not self.progress)
                         elif kind == "baselines":
                             self._prepared(ref, m, job)
                         else:
@@ -310,6 +316,8 @@ class RayExecutor:
                                 units = held.pop(ref)
                                 store.claims_.release(units, owner)
                             bar.update(len(units))
+                            if m.bar is not None:
+                                m.bar.update(len(units))
                     for m in list(live.values()):
                         if m.actor is not None and m.loaded is not None and not m.actor_dead:
                             for ref, units in self._dispatch(m, store, owner, job):  # e.g. just planned
@@ -323,6 +331,8 @@ class RayExecutor:
                                 meth.id for methods, _ in m.waiting for meth in methods):
                             continue  # shards another process holds: back to it when they are free or written
                         del live[m.name]
+                        if m.bar is not None:
+                            m.bar.close()
                         if m.loaded is not None:
                             job.settle(m.loaded, m.failed, m.prepared)
                         settled += 1
@@ -330,6 +340,9 @@ class RayExecutor:
         finally:
             for units in held.values():  # an interrupted driver leaves no claim of a live process behind
                 store.claims_.release(units, owner)
+            for m in live.values():
+                if m.bar is not None:
+                    m.bar.close()
             for actor in [*idle, *(m.actor for m in live.values() if m.actor is not None)]:
                 ray.kill(actor)
 
