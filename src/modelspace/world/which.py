@@ -5,9 +5,10 @@ Per probe domain and estimator, from the per-target details of an evaluation aga
 - P@1, P@3, P@5, R@5 and Spearman's ρ, each a mean over targets with a percentile bootstrap
   interval over targets (`summarise`: targets resampled with replacement, `N_RESAMPLES` times,
   seed `SEED`), ρ also with its spread (sd and interquartile range) over targets;
-- a paired comparison with the domain's best estimator by P@5 (`compare_with_best`): the mean
-  per-target difference and its bootstrap interval, so that two estimators 0.02 apart on the
-  same targets are called different only when the interval leaves out 0;
+- a paired comparison with the domain's best label-free estimator by P@5 (`compare_with_best`):
+  the mean per-target difference and its bootstrap interval, so that two estimators 0.02 apart on
+  the same targets are called different only when the interval leaves out 0; a label-based score
+  is compared with the same estimator, which is what labels have to beat;
 - the seed-twin check (`twin_check`): whether a ``name@seed…`` model's nearest neighbour is its
   original, and how far the twin's and the original's rankings of the other models agree;
 - the cost per model as a multiple of one forward+backward pass (`measure_cost`);
@@ -235,7 +236,7 @@ def _vs_best(row: dict) -> str:
         return "best"
     if d is None:
         return "–"
-    sign = "=" if not (d["low"] > 0 or d["high"] < 0) else "<"
+    sign = "<" if d["low"] > 0 else ">" if d["high"] < 0 else "="
     return f"{sign} {-d['mean']:+.2f} [{-d['high']:+.2f}, {-d['low']:+.2f}]"
 
 
@@ -253,18 +254,22 @@ def _number(value: float | None, fmt: str = ".2f") -> str:
 
 def summarise_rows(rows: Mapping[str, dict], n_resamples: int = N_RESAMPLES, seed: int = SEED,
                    level: float = LEVEL) -> None:
-    """Fill in each row's ``figures`` (metric -> `summarise`) from its ``per_target``, and mark the
-    best label-free or label-based row by `CRITERION` and every other row's paired difference from it
-    (``vs_best``: mean, low, high of best − row)."""
+    """Fill in each row's ``figures`` (metric -> `summarise`) from its ``per_target``, mark the best
+    row that needs no labels by `CRITERION`, and give every other row, label-based ones included, its
+    paired difference from it (``vs_best``: mean, low, high of best − row). Labels are a different
+    regime: a label-based row is never "the best" a label-free one is measured against."""
     for row in rows.values():
         row["figures"] = {m: summarise(row["per_target"].get(m, {}), n_resamples, seed, level) for m in METRICS}
-    comparable = {e: r["per_target"][CRITERION] for e, r in rows.items() if r["per_target"].get(CRITERION)}
-    if not comparable:
+    scores = {e: r["per_target"][CRITERION] for e, r in rows.items() if r["per_target"].get(CRITERION)}
+    label_free = {e: s for e, s in scores.items() if not rows[e]["labels"]}
+    if not label_free:
         return
-    best, diffs = compare_with_best(comparable, n_resamples, seed, level)
+    best, diffs = compare_with_best(label_free, n_resamples, seed, level)
     for estimator, row in rows.items():
         row["best"] = estimator == best
         d = diffs.get(estimator)
+        if estimator in scores and estimator not in label_free:
+            d = paired_difference(label_free[best], scores[estimator], n_resamples, seed, level)
         row["vs_best"] = None if d is None else {"mean": d.mean, "low": d.low, "high": d.high}
 
 
@@ -281,7 +286,8 @@ def format_which(which: Mapping[str, Any]) -> str:
     lines = ["## Which estimator when", "",
              f"Mean over targets [{level} % bootstrap interval over targets, {which.get('n_resamples', N_RESAMPLES)} "
              f"resamples]; ρ: mean ± sd over targets [interval]; vs best: the paired difference from the domain's best "
-             f"by {CRITERION} ('=' when its interval holds 0: not distinguishable; '<' when it does not). "
+             f"label-free estimator by {CRITERION} ('=' when its interval holds 0: not distinguishable; '<' or '>' "
+             "when it does not, behind or ahead of it). "
              "NN: same-task nearest-neighbour rate; twin NN: seed twins whose nearest neighbour is their original; "
              "twin ρ: Spearman between a twin's and its original's affinities to the other models. Cost: per model, "
              "as a multiple of one forward+backward pass over the same images. Labels: labelled target images needed.",
