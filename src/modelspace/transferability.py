@@ -158,7 +158,8 @@ class LogME(TransferabilityScore):
 
     name = "logme"
 
-    def __init__(self, regression: bool = False, tol: float = 1e-3, max_iter: int = 11, eps: float = 1e-5) -> None:
+    def __init__(self, regression: bool = False, tol: float = _LOGME_SOLVER["tol"],
+                 max_iter: int = _LOGME_SOLVER["max_iter"], eps: float = _LOGME_SOLVER["eps"]) -> None:
         if not isinstance(regression, (bool, np.bool_)):
             raise InputError(f"{self.name}: regression must be True or False, got {regression!r}")
         self.regression = bool(regression)
