@@ -230,6 +230,10 @@ def test_oracle_summary_figures_by_their_definitions() -> None:
     first = [tasks[j] for j in np.argsort(mean[0]) if j != 0][:5]
     assert info["zoo_retraining"]["targets"]["a"]["top5_first_copy"] == first
     assert info["zoo_retraining"]["top5_agreement"] == 1.0
+    # In the second copy, a's own encoder is its twin (0.05 + 0.005 below every other source).
+    own = info["zoo_retraining"]["targets"]["a"]
+    assert (own["own_rank_first_copy"], own["own_rank_second_copy"]) == (1 + int(np.sum(mean[0] < mean[0, 0])), 1)
+    assert info["zoo_retraining"]["own_best_second_copy"] == 1
 
 
 def test_quick_build_end_to_end_and_resume(tmp_path, capsys) -> None:

@@ -380,9 +380,12 @@ def oracle_summary(entries: list[Entry], result: oracle.TransferResult, readout:
     retrain = {}
     for t in twin_of:
         row = {src: np.mean([result.loss[s][t][twin_of.get(src, src)] for s in seeds]) for src in tasks}
-        second = [src for src in sorted(row, key=row.get) if src != t][:5]
+        order = sorted(row, key=row.get)
+        second = [src for src in order if src != t][:5]
+        # Criterion 2a's own rank again, in the second copy: how much of 2a the zoo's seeds decide.
         retrain[t] = {"top5_first_copy": ranking[t][:5], "top5_second_copy": second,
-                      "agreement": len(set(second) & set(ranking[t][:5])) / 5}
+                      "agreement": len(set(second) & set(ranking[t][:5])) / 5,
+                      "own_rank_first_copy": validity[t]["own_rank"], "own_rank_second_copy": order.index(t) + 1}
     return {
         "protocol": oracle.PROTOCOL,
         "readout": asdict(readout),
@@ -395,7 +398,9 @@ def oracle_summary(entries: list[Entry], result: oracle.TransferResult, readout:
         "top5_agreement_between_seeds": float(np.mean([len(set(by_seed_ranking[0][t][:5]) & set(by_seed_ranking[1][t][:5])) / 5
                                                        for t in tasks])),
         "zoo_retraining": {"twinned_models": [e.name for e in twins], "targets": retrain,
-                           "top5_agreement": float(np.mean([v["agreement"] for v in retrain.values()])) if retrain else None},
+                           "top5_agreement": float(np.mean([v["agreement"] for v in retrain.values()])) if retrain else None,
+                           "own_best_first_copy": sum(v["own_rank_first_copy"] == 1 for v in retrain.values()),
+                           "own_best_second_copy": sum(v["own_rank_second_copy"] == 1 for v in retrain.values())},
     }
 
 
