@@ -28,6 +28,7 @@ from modelspace.models import load_model, load_zoo
 from modelspace.world import build, labels, oracle, train
 
 HERE = Path(__file__).resolve().parent
+EPOCHS = (8, 16, 32, 64)
 
 
 def main():
@@ -81,8 +82,6 @@ def main():
         print(f"{a}->{b} epochs over {len(keys)} pairs: mean val loss {la:.4f} -> {lb:.4f}, gain {(la - lb) / la:.2%}; "
               f"pairs gaining >2%: {sum((every[k][str(a)] - every[k][str(b)]) / every[k][str(a)] > 0.02 for k in keys)}")
 
-
-EPOCHS = (8, 16, 32, 64)
 
 if __name__ == "__main__":
     main()
