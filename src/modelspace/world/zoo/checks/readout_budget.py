@@ -48,11 +48,7 @@ def main():
     n = base.n_train
     saved = HERE / ("readout_budget.json" if n_workers == 1 else f"readout_budget-{worker}of{n_workers}.json")
     out = json.loads(saved.read_text()) if saved.exists() else {}
-    elsewhere = {}
-    for path in HERE.glob("readout_budget*.json"):
-        if path != saved:
-            for k, v in json.loads(path.read_text()).items():
-                elsewhere.setdefault(k, {}).update(v)
+    elsewhere = _merged(skip=saved)
     mine = [p for i, p in enumerate(pairs) if i % n_workers == worker]
     models = {}
     for t in tasks:
@@ -72,15 +68,22 @@ def main():
                 row[f"s{epochs}"] = round(time.time() - t0, 1)
                 saved.write_text(json.dumps(out, indent=1))
             print(t, s, row, file=sys.stderr, flush=True)
-    every = {}
-    for path in HERE.glob("readout_budget*.json"):
-        for k, v in json.loads(path.read_text()).items():
-            every.setdefault(k, {}).update(v)
+    every = _merged()
     for a, b in zip(EPOCHS, EPOCHS[1:]):
         keys = [k for k, v in every.items() if str(a) in v and str(b) in v]
         la, lb = np.mean([every[k][str(a)] for k in keys]), np.mean([every[k][str(b)] for k in keys])
         print(f"{a}->{b} epochs over {len(keys)} pairs: mean val loss {la:.4f} -> {lb:.4f}, gain {(la - lb) / la:.2%}; "
               f"pairs gaining >2%: {sum((every[k][str(a)] - every[k][str(b)]) / every[k][str(a)] > 0.02 for k in keys)}")
+
+
+def _merged(skip: Path | None = None) -> dict:
+    """Every measured pair over all result files, rung by rung."""
+    rows: dict = {}
+    for path in HERE.glob("readout_budget*.json"):
+        if path != skip:
+            for k, v in json.loads(path.read_text()).items():
+                rows.setdefault(k, {}).update(v)
+    return rows
 
 
 if __name__ == "__main__":
