@@ -44,14 +44,14 @@ def oracle_validity(info: dict) -> dict:
     tasks = info["tasks"]
     by_seed = np.asarray(info["transfer_loss_by_seed"])  # (seeds, targets, sources)
     loss = by_seed.mean(0)
-    own_rank, gap_over_noise = {}, {}
+    own_rank, noise, gap_over_noise = {}, {}, {}
     for i, t in enumerate(tasks):
         own_rank[t] = 1 + int((loss[i] < loss[i, i]).sum())
         others = np.delete(loss[i], i)
-        noise = np.sqrt(np.mean(by_seed[:, i, :].var(0, ddof=1)))  # seed-to-seed std, pooled over sources
-        gap_over_noise[t] = (np.median(others) - others.min()) / noise
+        noise[t] = np.sqrt(np.mean(by_seed[:, i, :].var(0, ddof=1)))  # seed-to-seed std, pooled over sources
+        gap_over_noise[t] = (np.median(others) - others.min()) / noise[t]
     retrain = info["zoo_retraining"]["targets"]
-    return {"own_rank": own_rank, "gap_over_noise": gap_over_noise,
+    return {"own_rank": own_rank, "noise": noise, "gap_over_noise": gap_over_noise,
             "retraining": {t: len(set(v["top5_first_copy"]) & set(v["top5_second_copy"])) / 5 for t, v in retrain.items()},
             "twinned": info["zoo_retraining"]["twinned_models"]}
 
@@ -105,10 +105,12 @@ def test_oracle_files_agree(shipped) -> None:
     assert info["tasks"] == ranking.targets == [e.task for e in build.GROUP1]
     loss = np.asarray(info["transfer_loss"])
     assert np.allclose(loss, np.asarray(info["transfer_loss_by_seed"]).mean(0), atol=2e-6)
-    # Every target is served by some source better than by ignoring the image.
-    assert (loss.min(axis=1) < 0.7).all(), dict(zip(info["tasks"], loss.min(axis=1)))
     summary = info["validity"]
     recomputed = oracle_validity(info)
+    # Every target is served by some source better than by ignoring the image (normalised loss 1), by
+    # more than 5 × its readout's seed-to-seed noise, the unit of criterion 2b.
+    margin = {t: (1 - loss[i].min()) / recomputed["noise"][t] for i, t in enumerate(info["tasks"])}
+    assert min(margin.values()) > 5, margin
     assert {t: v["own_rank"] for t, v in summary.items()} == recomputed["own_rank"]
     assert info["own_best_count"] == sum(r == 1 for r in recomputed["own_rank"].values())
 
@@ -125,7 +127,7 @@ def test_oracle_own_encoder_never_below_third_and_gaps_beyond_noise(shipped) -> 
 
 
 @pytest.mark.xfail(strict=True, reason="criterion 2a is not met by the shipped oracle: the own encoder is the best "
-                                       "source for 14 of 20 targets (README, 'What the demo shows')")
+                                       "source for 12 of 20 targets (README, 'What the demo shows')")
 def test_oracle_own_encoder_is_best_for_18_of_20_targets(shipped) -> None:
     ranks = oracle_validity(shipped["oracle"])["own_rank"]
     assert sum(r == 1 for r in ranks.values()) >= 18, ranks
@@ -145,7 +147,7 @@ def test_shipped_oracle_is_reproduced_in_miniature(shipped) -> None:
     by_seed = np.asarray(info["transfer_loss_by_seed"])
     i = info["tasks"].index(target)
     # Within a tenth of the readout's seed-to-seed noise for this target (the unit of criterion 2b):
-    # 500 Adam steps carry float32 rounding, which differs with the thread count and the CPU's kernels
+    # 1 000 Adam steps carry float32 rounding, which differs with the thread count and the CPU's kernels
     # (the shipped readouts were measured by one-thread workers), into the third digit.
     noise = np.sqrt(np.mean(by_seed[:, i, :].var(0, ddof=1)))
     for k, seed in enumerate(recipe.seeds):
