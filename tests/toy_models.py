@@ -190,12 +190,12 @@ def chatty_cnn() -> nn.Module:
 
 def state_changing_cnn() -> nn.Module:
     """A working TinyCNN whose constructor leaves torch's global state changed: float64 default dtype,
-    grad mode off, deterministic algorithms on, one CPU thread."""
+    grad mode off, deterministic algorithms on, and another CPU thread count than it found."""
     model = tiny_cnn()
     torch.set_default_dtype(torch.float64)
     torch.set_grad_enabled(False)
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
+    torch.set_num_threads(torch.get_num_threads() + 1)
     return model
 
 
