@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from modelspace.maps.store import normalise_rows
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # The suite runs in one process per core (pytest-xdist, pyproject's addopts). Torch's default of
     # one thread per core in every worker, and in the subprocesses the tests start, would have the
     # workers' thread pools contend for the same cores.
-    _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _threads = max(1, _cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     os.environ["OMP_NUM_THREADS"] = str(_threads)
     torch.set_num_threads(_threads)
-
-from modelspace.maps.store import normalise_rows
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
