@@ -19,9 +19,9 @@ import torch
 from modelspace.maps.store import normalise_rows
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # The suite runs in one process per core (pytest-xdist, pyproject's addopts). Torch's default of
-    # one thread per core in every worker, and in the subprocesses the tests start, would have the
-    # workers' thread pools contend for the same cores.
+    # The suite runs in one process per core (pytest-xdist's `-n auto`, the README's test command).
+    # Torch's default of one thread per core in every worker, and in the subprocesses the tests start,
+    # would have the workers' thread pools contend for the same cores.
     _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     _threads = max(1, _cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     os.environ["OMP_NUM_THREADS"] = str(_threads)
