@@ -27,15 +27,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = str(_threads)
     torch.set_num_threads(_threads)
 
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Files that hold a test marked `long` run first, each in the order it was collected. With
-    `-n auto` a file goes whole to one worker, and a long file started last keeps the run waiting
-    on one worker while the others are idle."""
-    long_files = {item.path for item in items if item.get_closest_marker("long")}
-    items.sort(key=lambda item: item.path not in long_files)
-
-
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
 

@@ -227,7 +227,6 @@ def computed_steps(stderr: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ tutorial
 
 
-@pytest.mark.long
 def test_the_tutorial_runs_as_written_on_a_user_zoo(user_zoo, tmp_path) -> None:
     section = readme_section("Tutorial: your models, your probe images, the report")
     (run,) = shell_block("Tutorial: your models, your probe images, the report")

@@ -283,7 +283,6 @@ def test_a_killed_worker_is_retried_and_the_matrix_is_a_clean_runs(cluster, refe
     assert restarted, "no shard was computed by the restarted actor"
 
 
-@pytest.mark.long
 def test_a_killed_driver_is_resumed_computing_only_what_is_missing(cluster, reference, tmp_path) -> None:
     store = tmp_path / "s"
     script = ("from test_ray import _fit, _specs, _probe\n"  # PYTHONPATH (_env) finds this checkout and the tests

@@ -26,7 +26,7 @@ from report_fixtures import TRUTH, large_report, toy_space
 
 from modelspace.report import from_space, write_report
 
-pytestmark = [pytest.mark.browser, pytest.mark.long]  # long: its pages take most of a minute to write
+pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

@@ -43,7 +43,6 @@ def test_textures_are_deterministic_and_cover_every_family() -> None:
     np.testing.assert_array_equal(texture_batch(5, seed=1), a[:5])
 
 
-@pytest.mark.long
 def test_study_in_miniature(tmp_path) -> None:
     results = study.run_study(tmp_path, n_probe=12, sizes=(6, 12), domains=("train", "textures"), progress=False,
                               label_scores=("logme", "hscore", "leep"), label_sizes=(12,), n_resamples=200)

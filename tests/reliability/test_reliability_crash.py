@@ -148,7 +148,6 @@ def stored_units(store: Path) -> dict[tuple, tuple]:
     return found
 
 
-@pytest.mark.long
 def test_kill_9_at_random_moments_loses_only_the_units_in_flight(setup, monkeypatch):
     """`modelspace embed` killed with SIGKILL six times, each run resuming the last: each kill comes once
     the manifest holds a number of shards drawn at random (seeded), plus a random fraction of a unit's
