@@ -39,11 +39,7 @@ def main():
     va = build.render_set(build.SCENES["validation"], build.SEEDS["validation"], "train", cache)
     specs = {s.name: s for s in load_zoo(str(HERE.parent / "zoo.toml"))}
     tasks = list(labels.TASKS)
-    rng = np.random.default_rng(0)
-    pairs = []
-    for t in tasks:
-        other = [s for s in tasks if s != t]
-        pairs += [(t, t), (t, other[rng.integers(len(other))])]
+    pairs = sample_pairs(tasks)
     base = oracle.ReadoutRecipe()
     n = base.n_train
     saved = HERE / ("readout_budget.json" if n_workers == 1 else f"readout_budget-{worker}of{n_workers}.json")
@@ -74,6 +70,16 @@ def main():
         la, lb = np.mean([every[k][str(a)] for k in keys]), np.mean([every[k][str(b)] for k in keys])
         print(f"{a}->{b} epochs over {len(keys)} pairs: mean val loss {la:.4f} -> {lb:.4f}, gain {(la - lb) / la:.2%}; "
               f"pairs gaining >2%: {sum((every[k][str(a)] - every[k][str(b)]) / every[k][str(a)] > 0.02 for k in keys)}")
+
+
+def sample_pairs(tasks: list[str]) -> list[tuple[str, str]]:
+    """Per target: (target, own encoder) and (target, one other source drawn with numpy seed 0)."""
+    rng = np.random.default_rng(0)
+    pairs = []
+    for t in tasks:
+        other = [s for s in tasks if s != t]
+        pairs += [(t, t), (t, other[rng.integers(len(other))])]
+    return pairs
 
 
 def _merged(skip: Path | None = None) -> dict:
