@@ -40,7 +40,7 @@ def main():
     specs = {s.name: s for s in load_zoo(str(HERE.parent / "zoo.toml"))}
     tasks = list(labels.TASKS)
     pairs = sample_pairs(tasks)
-    base = oracle.ReadoutRecipe()
+    base = replace(oracle.ReadoutRecipe(), n_train=2000)  # the scenes this rule was measured on
     n = base.n_train
     saved = HERE / ("readout_budget.json" if n_workers == 1 else f"readout_budget-{worker}of{n_workers}.json")
     out = json.loads(saved.read_text()) if saved.exists() else {}
