@@ -44,7 +44,7 @@ def main():
     n = base.n_train
     saved = HERE / ("readout_budget.json" if n_workers == 1 else f"readout_budget-{worker}of{n_workers}.json")
     out = json.loads(saved.read_text()) if saved.exists() else {}
-    elsewhere = _merged(skip=saved)
+    elsewhere = merged_results(skip=saved)
     mine = [p for i, p in enumerate(pairs) if i % n_workers == worker]
     models = {}
     for t in tasks:
@@ -64,7 +64,7 @@ def main():
                 row[f"s{epochs}"] = round(time.time() - t0, 1)
                 saved.write_text(json.dumps(out, indent=1))
             print(t, s, row, file=sys.stderr, flush=True)
-    every = _merged()
+    every = merged_results()
     for a, b in zip(EPOCHS, EPOCHS[1:]):
         keys = [k for k, v in every.items() if str(a) in v and str(b) in v]
         la, lb = np.mean([every[k][str(a)] for k in keys]), np.mean([every[k][str(b)] for k in keys])
@@ -82,10 +82,10 @@ def sample_pairs(tasks: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _merged(skip: Path | None = None) -> dict:
-    """Every measured pair over all result files, rung by rung."""
+def merged_results(skip: Path | None = None, stem: str = "readout_budget") -> dict:
+    """Every measured pair over all of a check's result files (`stem`*.json), rung by rung."""
     rows: dict = {}
-    for path in HERE.glob("readout_budget*.json"):
+    for path in HERE.glob(f"{stem}*.json"):
         if path != skip:
             for k, v in json.loads(path.read_text()).items():
                 rows.setdefault(k, {}).update(v)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from readout_budget import sample_pairs
+from readout_budget import merged_results, sample_pairs
 
 from modelspace.models import load_model, load_zoo
 from modelspace.world import build, labels, oracle, train
@@ -51,7 +51,7 @@ def main():
     base = oracle.ReadoutRecipe()
     saved = HERE / ("readout_scenes.json" if n_workers == 1 else f"readout_scenes-{worker}of{n_workers}.json")
     out = json.loads(saved.read_text()) if saved.exists() else {}
-    elsewhere = _merged(skip=saved)
+    elsewhere = merged_results(skip=saved, stem="readout_scenes")
     mine = [p for i, p in enumerate(sample_pairs(list(labels.TASKS))) if i % n_workers == worker]
     models = {}
     for n in SCENES:
@@ -75,22 +75,12 @@ def main():
                 row[f"s{n}"] = round(time.time() - t0, 1)
                 saved.write_text(json.dumps(out, indent=1))
                 print(t, s, n, row[str(n)], row[f"s{n}"], file=sys.stderr, flush=True)
-    every = _merged()
+    every = merged_results(stem="readout_scenes")
     for a, b in zip(SCENES, SCENES[1:]):
         keys = [k for k, v in every.items() if str(a) in v and str(b) in v]
         la, lb = np.mean([every[k][str(a)] for k in keys]), np.mean([every[k][str(b)] for k in keys])
         print(f"{a}->{b} scenes over {len(keys)} pairs: mean val loss {la:.4f} -> {lb:.4f}, gain {(la - lb) / la:.2%}; "
               f"pairs gaining >2%: {sum((every[k][str(a)] - every[k][str(b)]) / every[k][str(a)] > 0.02 for k in keys)}")
-
-
-def _merged(skip: Path | None = None) -> dict:
-    """Every measured pair over all result files, rung by rung."""
-    rows: dict = {}
-    for path in HERE.glob("readout_scenes*.json"):
-        if path != skip:
-            for k, v in json.loads(path.read_text()).items():
-                rows.setdefault(k, {}).update(v)
-    return rows
 
 
 if __name__ == "__main__":
