@@ -32,12 +32,7 @@ EPOCHS = (8, 16, 32, 64)
 
 
 def main():
-    torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
-    worker, n_workers = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else (0, 1)
-    cache = Path.home() / ".cache/modelspace/world"
-    tr = build.render_set(build.SCENES["train"], build.SEEDS["train"], "train", cache)
-    va = build.render_set(build.SCENES["validation"], build.SEEDS["validation"], "train", cache)
-    specs = {s.name: s for s in load_zoo(str(HERE.parent / "zoo.toml"))}
+    worker, n_workers, tr, va, specs = setup()
     tasks = list(labels.TASKS)
     pairs = sample_pairs(tasks)
     base = replace(oracle.ReadoutRecipe(), n_train=2000)  # the scenes this rule was measured on
@@ -70,6 +65,18 @@ def main():
         la, lb = np.mean([every[k][str(a)] for k in keys]), np.mean([every[k][str(b)] for k in keys])
         print(f"{a}->{b} epochs over {len(keys)} pairs: mean val loss {la:.4f} -> {lb:.4f}, gain {(la - lb) / la:.2%}; "
               f"pairs gaining >2%: {sum((every[k][str(a)] - every[k][str(b)]) / every[k][str(a)] > 0.02 for k in keys)}")
+
+
+def setup() -> tuple[int, int, dict, dict, dict]:
+    """A check's command line ([THREADS] [WORKER N]) applied, then the cached training and validation
+    scenes and the zoo's specs: (worker, workers, train, validation, specs)."""
+    torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
+    worker, n_workers = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else (0, 1)
+    cache = Path.home() / ".cache/modelspace/world"
+    tr = build.render_set(build.SCENES["train"], build.SEEDS["train"], "train", cache)
+    va = build.render_set(build.SCENES["validation"], build.SEEDS["validation"], "train", cache)
+    specs = {s.name: s for s in load_zoo(str(HERE.parent / "zoo.toml"))}
+    return worker, n_workers, tr, va, specs
 
 
 def sample_pairs(tasks: list[str]) -> list[tuple[str, str]]:

@@ -30,11 +30,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
-from readout_budget import merged_results, sample_pairs
+from readout_budget import merged_results, sample_pairs, setup
 
-from modelspace.models import load_model, load_zoo
-from modelspace.world import build, labels, oracle, train
+from modelspace.models import load_model
+from modelspace.world import labels, oracle, train
 
 HERE = Path(__file__).resolve().parent
 SCENES = (2000, 4000, 8000)
@@ -42,12 +41,7 @@ STEPS = 1000
 
 
 def main():
-    torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
-    worker, n_workers = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else (0, 1)
-    cache = Path.home() / ".cache/modelspace/world"
-    tr = build.render_set(build.SCENES["train"], build.SEEDS["train"], "train", cache)
-    va = build.render_set(build.SCENES["validation"], build.SEEDS["validation"], "train", cache)
-    specs = {s.name: s for s in load_zoo(str(HERE.parent / "zoo.toml"))}
+    worker, n_workers, tr, va, specs = setup()
     base = oracle.ReadoutRecipe()
     saved = HERE / ("readout_scenes.json" if n_workers == 1 else f"readout_scenes-{worker}of{n_workers}.json")
     out = json.loads(saved.read_text()) if saved.exists() else {}
