@@ -483,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     if worker != (0, 1):
         measure(entries, args.out, data, readout, worker)
         return 0
-    write_zoo_record(entries, args.out, scenes, recipe)
+    if not args.oracle_only:  # the zoo's record describes how its models were trained, not this machine
+        write_zoo_record(entries, args.out, scenes, recipe)
     info = measure(entries, args.out, data, readout)
     write_oracle(args.out, info)
     print(f"oracle: own encoder best for {info['own_best_count']}/{len(info['tasks'])} targets; "
