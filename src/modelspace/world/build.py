@@ -468,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     worker = tuple(int(v) for v in args.worker.split("/"))
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    data = render_sets(entries, scenes, args.cache)
+    # the oracle reads only the training domain's three sets, not the other entries' training sets
+    data = render_sets([] if args.oracle_only else entries, scenes, args.cache)
     print(f"scenes ready in {time.time() - start:.0f} s", flush=True)
     (args.out / "zoo.toml").write_text(zoo_toml(entries))
     chosen = [e for e in entries if not args.only or e.name in args.only]
