@@ -309,9 +309,11 @@ def measure(entries: list[Entry], out: Path, data: dict[str, dict], readout: ora
             worker: tuple[int, int] = (0, 1), progress: bool = True) -> dict | None:
     """The oracle from the shipped (float16) weights, as any user would load them.
 
-    Worker `i` of `n` measures every `n`-th target from the `i`-th into `transfers-<i>of<n>.json`
-    and returns None; the single run (0 of 1) reuses every progress file measured under the same
-    readout recipe, measures what is missing and returns `oracle_summary`."""
+    Worker `i` of `n` trains every target's readouts on every `n`-th source from the `i`-th (so that
+    each worker computes the frozen features of its own sources only), saves them into
+    `transfers-<i>of<n>.json` after each target and returns None; the single run (0 of 1) reuses
+    every progress file measured under the same readout recipe, measures what is missing and
+    returns `oracle_summary`."""
     missing = [e.name for e in entries if e.group in (1, 3) and not (out / "records" / f"{e.name}.json").exists()]
     if missing:
         raise SystemExit(f"{out}: the oracle needs every group-1 and group-3 model; not trained yet: {', '.join(missing)}")
@@ -320,8 +322,8 @@ def measure(entries: list[Entry], out: Path, data: dict[str, dict], readout: ora
     models = {name: load_model(specs[name]) for name in names}
     i, n = worker
     pairs = oracle_pairs(entries)
-    targets = list(dict.fromkeys(t for t, _ in pairs))
-    pairs = [(t, s) for t, s in pairs if targets.index(t) % n == i]
+    sources = list(dict.fromkeys(s for _, s in pairs))
+    pairs = [(t, s) for t, s in pairs if sources.index(s) % n == i]
     progress_path = out / ("transfers.json" if n == 1 else f"transfers-{i}of{n}.json")
     weights = {name: state_dict_hash(m.module) for name, m in models.items()}
     save = lambda r: _write_json(progress_path, {"readout": asdict(readout), "weights": weights, "loss": r.loss})  # noqa: E731

@@ -48,7 +48,7 @@ def readout_targets(task: str, data: dict[str, np.ndarray]) -> np.ndarray:
         maps = torch.from_numpy(np.array(label, dtype=np.float32).reshape(n, label.shape[1], label.shape[2], -1))
         maps = maps.permute(0, 3, 1, 2)
     elif kind == "dense_classification":
-        maps = F.one_hot(torch.from_numpy(np.asarray(label)).long(), channels).permute(0, 3, 1, 2).float()
+        maps = F.one_hot(torch.from_numpy(np.array(label)).long(), channels).permute(0, 3, 1, 2).float()
     elif kind == "image_classification":
         return np.eye(channels)[np.asarray(label)]
     else:
@@ -128,7 +128,7 @@ def make_target(task: str, train_data: dict, test_data: dict, n_train: int) -> T
     index = np.arange(n_train)
     if kind == "image_classification":
         y_train = torch.from_numpy(np.asarray(train_data[task])[index]).long()
-        y_test = torch.from_numpy(np.asarray(test_data[task])).long()
+        y_test = torch.from_numpy(np.array(test_data[task])).long()
         prior = (torch.bincount(y_train, minlength=channels).double() + 1) / (len(y_train) + channels)
         trivial = float(-prior.log()[y_test].mean())
         return Target(kind, y_train, y_test, trivial, channels, dense=False)
