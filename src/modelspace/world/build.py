@@ -7,8 +7,8 @@
     python -m modelspace.world.build --resume --skip-oracle --worker 1/2 &   # side: the models...
     wait
     python -m modelspace.world.build --oracle-only --worker 0/2 &            # ...the oracle's
-    python -m modelspace.world.build --oracle-only --worker 1/2 &            # readouts, target by
-    wait; python -m modelspace.world.build --oracle-only                     # target; merged
+    python -m modelspace.world.build --oracle-only --worker 1/2 &            # readouts, half the
+    wait; python -m modelspace.world.build --oracle-only                     # sources each; merged
     python -m modelspace.world.build --quick --out DIR    # a miniature: 3 tasks, a few steps
 
 Writes into `--out` (default: the package's `world/zoo/`):
@@ -448,8 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-oracle", action="store_true", help="train only")
     parser.add_argument("--oracle-only", action="store_true", help="measure the oracle from the trained models")
     parser.add_argument("--worker", default="0/1",
-                        help="I/N: train every N-th model from the I-th, or with --oracle-only measure every N-th "
-                             "oracle target (parallel builds; a last run without --worker merges and writes the oracle)")
+                        help="I/N: train every N-th model from the I-th, or with --oracle-only train the oracle's readouts "
+                             "on every N-th source from the I-th (parallel builds; a last run without --worker merges "
+                             "and writes the oracle)")
     parser.add_argument("--quick", action="store_true", help="a miniature: 3 tasks and a twin, few scenes and steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
