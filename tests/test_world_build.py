@@ -303,9 +303,12 @@ def test_oracle_split_over_workers_then_merged_and_a_retrained_source_measured_a
     first = next(k for k, v in state.items() if v.is_floating_point())
     state[first] = state[first] + 0.01
     torch.save(state, out / "depth_z.pt")
+    record = {**json.loads((out / "zoo.json").read_text()), "written_by": "the training run"}
+    (out / "zoo.json").write_text(json.dumps(record))
     assert build.main([*quick, "--oracle-only"]) == 0  # measures depth_z's readouts again, only those
     pairs_from_depth_z = [p for p in build.oracle_pairs(build.quick_zoo()) if p[1] == "depth_z"]
     assert len(calls) == len(pairs_from_depth_z) * len(oracle.ReadoutRecipe().seeds)
+    assert json.loads((out / "zoo.json").read_text()) == record  # the models' training record is left alone
 
 
 def test_resumed_workers_share_the_unfinished_entries_evenly(tmp_path, monkeypatch) -> None:
