@@ -1,0 +1,91 @@
+"""Readout capacity check: is the oracle's readout held back by its width?
+
+The oracle's own-encoder readouts stay far above the task models' own held-out losses (normals
+0.191 against 0.058, edges2d 0.133 against 0.020), so the readout, not the encoder, may bound what
+the oracle sees. Its two 3×3 convolutions have 32 channels, half of R's 64.
+
+Pre-declared rule (fixed before looking, as the budget and scenes rules were): keep the oracle's
+recipe (4 000 training scenes, 8 epochs, batch 32, learning rate 2e-3) and train readouts 32, 64
+or 128 channels wide on the budget rule's 40 pairs (per target its own encoder and one other
+source drawn with numpy seed 0), readout seed 0, scored on the 500 *validation* scenes. The width is
+the smallest at which doubling it lowers the sample's mean normalised validation loss by under 2 %,
+or 128 if none does; the 128 rung is measured only when 32 -> 64 gains 2 % or more. Which source
+comes first for which target plays no part in the rule. If the rule asks for more than 32, the
+whole oracle is measured again with it, whatever that shows.
+
+Width 32 is the oracle's recipe itself, so its figures are the scenes check's 4 000 rung
+(`readout_scenes.json`, the same pairs, seed and scenes), copied, not measured again.
+
+    python src/modelspace/world/zoo/checks/readout_width.py [THREADS] [WORKER N]
+
+Worker i of N measures every N-th pair into readout_width-<i>of<N>.json (one process per core);
+without a worker it measures what no file holds yet into readout_width.json. Every run resumes
+rung by rung and prints the rule's figures over all files.
+"""
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from readout_budget import merged_results, sample_pairs, setup
+
+from modelspace.models import load_model
+from modelspace.world import labels, oracle, train
+
+HERE = Path(__file__).resolve().parent
+WIDTHS = (32, 64, 128)
+GAIN = 0.02
+
+
+def gain(rows: dict, a: int, b: int) -> tuple[int, float, float]:
+    """(pairs measured at both widths, mean loss at `a`, mean loss at `b`)."""
+    keys = [k for k, v in rows.items() if str(a) in v and str(b) in v]
+    return len(keys), float(np.mean([rows[k][str(a)] for k in keys])), float(np.mean([rows[k][str(b)] for k in keys]))
+
+
+def rungs(rows: dict, n_pairs: int) -> tuple[int, ...]:
+    """The widths the rule still needs: 128 only once 32 -> 64 is complete and gains `GAIN` or more."""
+    n, la, lb = gain(rows, 32, 64)
+    return WIDTHS if n == n_pairs and (la - lb) / la >= GAIN else WIDTHS[:2]
+
+
+def main():
+    worker, n_workers, tr, va, specs = setup()
+    recipe = oracle.ReadoutRecipe()
+    pairs = sample_pairs(list(labels.TASKS))
+    saved = HERE / ("readout_width.json" if n_workers == 1 else f"readout_width-{worker}of{n_workers}.json")
+    out = json.loads(saved.read_text()) if saved.exists() else {}
+    for key, row in merged_results(stem="readout_scenes").items():
+        out.setdefault(key, {}).setdefault("32", row["4000"])
+    mine = [p for i, p in enumerate(pairs) if i % n_workers == worker]
+    models = {}
+    widths = rungs({**merged_results(stem="readout_width")}, len(pairs))
+    for t in dict.fromkeys(t for t, _ in mine):
+        elsewhere = merged_results(skip=saved, stem="readout_width")
+        todo = [s for tt, s in mine if tt == t and not all(str(w) in {**elsewhere, **out}.get(f"{t}<-{s}", {}) for w in widths)]
+        if not todo:
+            continue
+        target = oracle.make_target(t, tr, va, recipe.n_train)
+        inputs = (train.task_input(t, tr["rgb"][:recipe.n_train], 0), train.task_input(t, va["rgb"], 1))
+        for s in todo:
+            if s not in models:
+                models[s] = load_model(specs[s])
+            feats = oracle.standardise(*(oracle.frozen_features(models[s], x) for x in inputs))
+            row = out.setdefault(f"{t}<-{s}", dict(elsewhere.get(f"{t}<-{s}", {})))
+            for w in [w for w in widths if str(w) not in row]:
+                t0 = time.time()
+                row[str(w)] = oracle.readout_loss(target, feats, replace(recipe, width=w), 0)
+                row[f"s{w}"] = round(time.time() - t0, 1)
+                saved.write_text(json.dumps(out, indent=1))
+                print(t, s, w, row[str(w)], row[f"s{w}"], file=sys.stderr, flush=True)
+    every = merged_results(stem="readout_width")
+    for a, b in zip(WIDTHS, WIDTHS[1:]):
+        n, la, lb = gain(every, a, b)
+        if n:
+            print(f"width {a}->{b} over {n} pairs: mean val loss {la:.4f} -> {lb:.4f}, gain {(la - lb) / la:.2%}")
+
+
+if __name__ == "__main__":
+    main()
