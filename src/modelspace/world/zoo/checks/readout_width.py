@@ -16,6 +16,10 @@ whole oracle is measured again with it, whatever that shows.
 Width 32 is the oracle's recipe itself, so its figures are the scenes check's 4 000 rung
 (`readout_scenes.json`, the same pairs, seed and scenes), copied, not measured again.
 
+Result (40 pairs): 32 -> 64 channels +0.49 % (0.3412 -> 0.3429): the rule keeps 32, and 128 is not
+measured. The own-encoder pairs moved +0.40 %, the others +0.54 %; 20 of the 40 pairs came out lower
+at 64. 11 s a readout at width 64 on one thread.
+
     python src/modelspace/world/zoo/checks/readout_width.py [THREADS] [WORKER N]
 
 Worker i of N measures every N-th pair into readout_width-<i>of<N>.json (one process per core);
@@ -42,6 +46,8 @@ GAIN = 0.02
 def gain(rows: dict, a: int, b: int) -> tuple[int, float, float]:
     """(pairs measured at both widths, mean loss at `a`, mean loss at `b`)."""
     keys = [k for k, v in rows.items() if str(a) in v and str(b) in v]
+    if not keys:
+        return 0, float("nan"), float("nan")
     return len(keys), float(np.mean([rows[k][str(a)] for k in keys])), float(np.mean([rows[k][str(b)] for k in keys]))
 
 
