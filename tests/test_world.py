@@ -115,6 +115,32 @@ def test_oracle_files_agree(shipped) -> None:
     assert info["own_best_count"] == sum(r == 1 for r in recomputed["own_rank"].values())
 
 
+def declared_rung(results: dict, rungs: tuple[int, ...], gain: float = 0.02) -> int:
+    """The readout checks' shared rule (`world/zoo/checks/readout_*.py`): the smallest rung at which the
+    next one lowers the sampled pairs' mean validation loss by under `gain`, else the last rung."""
+    for a, b in zip(rungs, rungs[1:]):
+        pairs = [v for v in results.values() if str(a) in v and str(b) in v]
+        assert len(pairs) == 40, f"{len(pairs)} pairs measured at both {a} and {b}"
+        before, after = np.mean([v[str(a)] for v in pairs]), np.mean([v[str(b)] for v in pairs])
+        if (before - after) / before < gain:
+            return a
+    return rungs[-1]
+
+
+def test_readout_recipe_is_what_its_declared_rules_chose(shipped) -> None:
+    """The oracle's readout recipe against the three rules fixed before their results: 1 000 Adam steps
+    (the budget rule, on 2 000 scenes), 4 000 scenes (the scenes rule) and 32 channels (the width rule)."""
+    def read(rule: str) -> dict:
+        return json.loads((ZOO / "checks" / f"readout_{rule}.json").read_text())
+
+    recipe = oracle.ReadoutRecipe()
+    epochs_on_2000 = declared_rung(read("budget"), (8, 16, 32, 64))
+    assert recipe.epochs * recipe.n_train == epochs_on_2000 * 2000  # the same scene presentations, 1 000 steps
+    assert recipe.n_train == declared_rung(read("scenes"), (2000, 4000, 8000))
+    assert recipe.width == declared_rung(read("width"), (32, 64, 128))
+    assert shipped["oracle"]["readout"] == {**vars(recipe), "seeds": list(recipe.seeds)}
+
+
 def test_oracle_gaps_beyond_noise_and_repeatable_over_zoo_retraining(shipped) -> None:
     """Criteria 2b (best − median source more than 5 × the readout's seed-to-seed noise for every
     target), 2c (≥ 6 group-1 models retrained from another seed; top-5 agreement ≥ 0.8 on the targets
