@@ -33,38 +33,45 @@ EPOCHS = (8, 16, 32, 64)
 
 def main():
     worker, n_workers, tr, va, specs = setup()
-    tasks = list(labels.TASKS)
-    pairs = sample_pairs(tasks)
+    pairs = sample_pairs(list(labels.TASKS))
     base = replace(oracle.ReadoutRecipe(), n_train=2000)  # the scenes this rule was measured on
-    n = base.n_train
     saved = HERE / ("readout_budget.json" if n_workers == 1 else f"readout_budget-{worker}of{n_workers}.json")
     out = json.loads(saved.read_text()) if saved.exists() else {}
-    elsewhere = merged_results(skip=saved)
     mine = [p for i, p in enumerate(pairs) if i % n_workers == worker]
-    models = {}
-    for t in tasks:
-        todo = [(tt, s) for tt, s in mine if tt == t and not all(str(e) in {**elsewhere, **out}.get(f"{t}<-{s}", {}) for e in EPOCHS)]
-        if not todo:
-            continue
-        target = oracle.make_target(t, tr, va, n)
-        inputs = (train.task_input(t, tr["rgb"][:n], 0), train.task_input(t, va["rgb"], 1))
-        for _, s in todo:
-            if s not in models:
-                models[s] = load_model(specs[s])
-            feats = oracle.standardise(*(oracle.frozen_features(models[s], x) for x in inputs))
-            row = out.setdefault(f"{t}<-{s}", dict(elsewhere.get(f"{t}<-{s}", {})))
-            for epochs in [e for e in EPOCHS if str(e) not in row]:
-                t0 = time.time()
-                row[str(epochs)] = oracle.readout_loss(target, feats, replace(base, epochs=epochs), 0)
-                row[f"s{epochs}"] = round(time.time() - t0, 1)
-                saved.write_text(json.dumps(out, indent=1))
-            print(t, s, row, file=sys.stderr, flush=True)
+    measure_rungs(mine, {e: replace(base, epochs=e) for e in EPOCHS}, saved, out, merged_results(skip=saved),
+                  tr, va, specs)
     every = merged_results()
     for a, b in zip(EPOCHS, EPOCHS[1:]):
         keys = [k for k, v in every.items() if str(a) in v and str(b) in v]
         la, lb = np.mean([every[k][str(a)] for k in keys]), np.mean([every[k][str(b)] for k in keys])
         print(f"{a}->{b} epochs over {len(keys)} pairs: mean val loss {la:.4f} -> {lb:.4f}, gain {(la - lb) / la:.2%}; "
               f"pairs gaining >2%: {sum((every[k][str(a)] - every[k][str(b)]) / every[k][str(a)] > 0.02 for k in keys)}")
+
+
+def measure_rungs(mine: list[tuple[str, str]], recipes: dict[int, oracle.ReadoutRecipe], saved: Path, out: dict,
+                  elsewhere: dict, tr: dict, va: dict, specs: dict) -> None:
+    """Train readout seed 0 of each (target, source) pair in `mine` at every rung (`recipes`: rung ->
+    recipe, all on the same scenes) that neither `out` nor `elsewhere` holds yet; score it on the
+    validation scenes and save `out` into `saved` after each readout."""
+    n = next(iter(recipes.values())).n_train
+    models = {}
+    for t in dict.fromkeys(t for t, _ in mine):
+        todo = [s for tt, s in mine if tt == t and not all(str(r) in {**elsewhere, **out}.get(f"{t}<-{s}", {}) for r in recipes)]
+        if not todo:
+            continue
+        target = oracle.make_target(t, tr, va, n)
+        inputs = (train.task_input(t, tr["rgb"][:n], 0), train.task_input(t, va["rgb"], 1))
+        for s in todo:
+            if s not in models:
+                models[s] = load_model(specs[s])
+            feats = oracle.standardise(*(oracle.frozen_features(models[s], x) for x in inputs))
+            row = out.setdefault(f"{t}<-{s}", dict(elsewhere.get(f"{t}<-{s}", {})))
+            for rung in [r for r in recipes if str(r) not in row]:
+                t0 = time.time()
+                row[str(rung)] = oracle.readout_loss(target, feats, recipes[rung], 0)
+                row[f"s{rung}"] = round(time.time() - t0, 1)
+                saved.write_text(json.dumps(out, indent=1))
+                print(t, s, rung, row[str(rung)], row[f"s{rung}"], file=sys.stderr, flush=True)
 
 
 def setup() -> tuple[int, int, dict, dict, dict]:

@@ -27,16 +27,13 @@ without a worker it measures what no file holds yet into readout_width.json. Eve
 rung by rung and prints the rule's figures over all files.
 """
 import json
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from readout_budget import merged_results, sample_pairs, setup
+from readout_budget import measure_rungs, merged_results, sample_pairs, setup
 
-from modelspace.models import load_model
-from modelspace.world import labels, oracle, train
+from modelspace.world import labels, oracle
 
 HERE = Path(__file__).resolve().parent
 WIDTHS = (32, 64, 128)
@@ -66,26 +63,9 @@ def main():
     for key, row in merged_results(stem="readout_scenes").items():
         out.setdefault(key, {}).setdefault("32", row["4000"])
     mine = [p for i, p in enumerate(pairs) if i % n_workers == worker]
-    models = {}
-    widths = rungs({**merged_results(stem="readout_width")}, len(pairs))
-    for t in dict.fromkeys(t for t, _ in mine):
-        elsewhere = merged_results(skip=saved, stem="readout_width")
-        todo = [s for tt, s in mine if tt == t and not all(str(w) in {**elsewhere, **out}.get(f"{t}<-{s}", {}) for w in widths)]
-        if not todo:
-            continue
-        target = oracle.make_target(t, tr, va, recipe.n_train)
-        inputs = (train.task_input(t, tr["rgb"][:recipe.n_train], 0), train.task_input(t, va["rgb"], 1))
-        for s in todo:
-            if s not in models:
-                models[s] = load_model(specs[s])
-            feats = oracle.standardise(*(oracle.frozen_features(models[s], x) for x in inputs))
-            row = out.setdefault(f"{t}<-{s}", dict(elsewhere.get(f"{t}<-{s}", {})))
-            for w in [w for w in widths if str(w) not in row]:
-                t0 = time.time()
-                row[str(w)] = oracle.readout_loss(target, feats, replace(recipe, width=w), 0)
-                row[f"s{w}"] = round(time.time() - t0, 1)
-                saved.write_text(json.dumps(out, indent=1))
-                print(t, s, w, row[str(w)], row[f"s{w}"], file=sys.stderr, flush=True)
+    widths = rungs(merged_results(stem="readout_width"), len(pairs))
+    measure_rungs(mine, {w: replace(recipe, width=w) for w in widths}, saved, out,
+                  merged_results(skip=saved, stem="readout_width"), tr, va, specs)
     every = merged_results(stem="readout_width")
     for a, b in zip(WIDTHS, WIDTHS[1:]):
         n, la, lb = gain(every, a, b)
