@@ -70,7 +70,8 @@ from .similarity import (
     spread,
 )
 
-__all__ = ["DEFAULT_ESTIMATOR", "DEFAULT_METHODS", "Failure", "MethodResult", "ModelSpace", "default_baselines"]
+__all__ = ["DEFAULT_ESTIMATOR", "DEFAULT_METHODS", "Failure", "MethodResult", "ModelSpace", "default_baselines",
+           "get_estimator_id"]
 
 _log = logging.getLogger(__name__)  # under "modelspace": the CLI prints its records to stderr
 
@@ -567,7 +568,7 @@ class ModelSpace:
 
     def _prepare_baselines(self, loaded: LoadedModel) -> dict[str, Prepared]:
         """Encoder activations on the probe set, in each baseline's compact prepared form."""
-        if not self.baselines_:
+        if not any(not b.combines_estimators for b in self.baselines_):
             return {}
         prepared, errors = prepare_baselines(loaded, self.baselines_, self.probe_, self.batch_size, self.runtime_)
         for what, exc in errors:
@@ -584,6 +585,8 @@ class ModelSpace:
             matrix = self._affinity(keys, [n for n, _ in members], method.directions)
             self.results_[method.id] = self._result(method.id, members, matrix, "method")
         for baseline in self.baselines_:
+            if baseline.combines_estimators:
+                continue  # fused below, once every member's matrix is known
             members = [(n, m) for n, m in self.members_.items() if baseline.id in m.prepared]
             if baseline.uses_affinity:  # e.g. DEPARA: a model whose maps failed has no node term
                 node = self.results_[self._method_id(baseline.method)]
@@ -593,6 +596,13 @@ class ModelSpace:
                 rows = [node.names.index(n) for n, _ in members]
                 matrix = baseline.combine(node.affinity[np.ix_(rows, rows)], matrix)
             self.results_[baseline.id] = self._result(baseline.id, members, matrix, "baseline")
+        for fusion in (b for b in self.baselines_ if b.combines_estimators):
+            parts = [self.results_[get_estimator_id(m)] for m in fusion.members]
+            # a model a member failed on is left out of the fusion, not given a rank it never had
+            names = [n for n in parts[0].names if all(n in p.names for p in parts)]
+            matrices = [p.affinity[np.ix_(*[[p.names.index(n) for n in names]] * 2)] for p in parts]
+            self.results_[fusion.id] = self._result(fusion.id, [(n, self.members_[n]) for n in names],
+                                                    fusion.fuse(matrices), "baseline")
 
     def _result(self, estimator: str, members: list[tuple[str, _Member]], matrix: np.ndarray,
                 kind: str) -> MethodResult:
@@ -680,6 +690,11 @@ class ModelSpace:
             if baseline.uses_affinity and baseline.method not in names:
                 raise InputError(f"baselines: {baseline.id} needs the maps of method {baseline.method!r}; "
                                  f"add it to methods (methods: {', '.join(sorted(names))})")
+            if baseline.combines_estimators:
+                missing = [m for m in baseline.members if get_estimator_id(m) not in ids]
+                if missing:
+                    raise InputError(f"baselines: {baseline.id} fuses {', '.join(map(repr, missing))}, which this "
+                                     "space does not compute; add them to methods or baselines")
         if len(set(ids)) != len(ids):
             raise InputError(f"methods or baselines are repeated: {ids}")
 
@@ -723,6 +738,14 @@ class ModelSpace:
         if not matches:
             raise InputError(f"method {method!r} was not computed; methods: {', '.join(self.results_)}")
         return matches[0]
+
+
+def get_estimator_id(name: str) -> str:
+    """The canonical id of an estimator named by name, alias or id: a method's, else a baseline's."""
+    try:
+        return get_method(name).id
+    except InputError:
+        return get_baseline(name).id
 
 
 def default_baselines(methods: Sequence[str | AttributionMethod], estimator: str = DEFAULT_ESTIMATOR,

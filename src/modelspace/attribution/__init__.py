@@ -14,7 +14,8 @@ from .base import (
     register_method,
 )
 from .lrp import epsilon_rules
-from .methods import MapTransform
+from .methods import INPUT_BASELINES, MapTransform, input_baseline
 
-__all__ = ["DEFAULT_METHODS", "METHODS", "AttributionMethod", "MapTransform", "attribute", "attribute_many", "backward_groups",
+__all__ = ["DEFAULT_METHODS", "INPUT_BASELINES", "METHODS", "AttributionMethod", "MapTransform", "attribute", "attribute_many",
+           "backward_groups", "input_baseline",
            "epsilon_rules", "get_method", "list_methods", "register_method"]

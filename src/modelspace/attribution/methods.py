@@ -11,6 +11,10 @@ SmoothGrad show how a multi-pass method is declared (a few lines each). Beyond t
     transformed                any method's maps, finished by a `MapTransform` (absolute value,
                                channel mean, p×p pooling) before they are stored and compared
 
+Gradient×input, its subspace variant and integrated gradients take an input `baseline` x₀ and
+read gradient × (x − x₀): "zero" (the paper's x itself), "mean" (each image's per-channel mean
+removed) or "blur" (a Gaussian blur of the image removed, keeping its detail); `input_baseline`.
+
 Cost per image, as a multiple of one forward+backward pass (`AttributionMethod.cost`):
 
     saliency, gradient_x_input, lrp_epsilon   1 (saliency and gradient×input share theirs)
@@ -36,6 +40,51 @@ from .base import AttributionMethod, get_method, register_method
 from .lrp import epsilon_rules
 
 
+INPUT_BASELINES = ("zero", "mean", "blur")
+"""What gradient × (x − x₀) subtracts from the input x (`input_baseline`)."""
+BLUR_FRACTION = 1 / 16
+"""The "blur" baseline's Gaussian σ as a fraction of the input's shorter side (4 px at 64², 14 px
+at 224²): fixed from the images' geometry before any estimate was scored (world/candidates.toml)."""
+
+
+def input_baseline(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The reference input x₀ of a batch (B, C, H, W) in the model's own input space.
+
+    "zero": 0, so that x − x₀ is the input itself. "mean": every image's per-channel mean over its
+    pixels. "blur": a separable Gaussian blur (σ = `BLUR_FRACTION` of the shorter side, reflected
+    at the edges). The model's normalisation (x − μ) / σ is affine per channel, so with "mean" or
+    "blur" x − x₀ no longer depends on the normalisation's μ: the map keeps the image's structure
+    and loses its overall intensity.
+    """
+    if kind == "zero":
+        return torch.zeros_like(x)
+    if x.ndim != 4:
+        raise InputError(f"input baseline {kind!r}: expected image batches (B, C, H, W), got shape {tuple(x.shape)}")
+    if kind == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    sigma = BLUR_FRACTION * min(x.shape[2:])
+    radius = min(int(3 * sigma + 0.5), min(x.shape[2:]) - 1)  # reflection needs radius < side
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
+    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    c = x.shape[1]
+    out = F.pad(x, (radius, radius, 0, 0), mode="reflect")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _check_baseline(kind: Any, method: str) -> str:
+    if kind not in INPUT_BASELINES:
+        raise InputError(f"{method}: baseline must be one of {', '.join(INPUT_BASELINES)}, got {kind!r}")
+    return kind
+
+
+def _baseline_params(kind: str) -> dict[str, str]:
+    """The baseline's part of a method's params: none for "zero", so the paper's ids stay as they were."""
+    return {} if kind == "zero" else {"baseline": kind}
+
+
 @register_method("grad", "vanilla_gradient")
 class Gradient(AttributionMethod):
     """The signed gradient of mean(R)."""
@@ -55,12 +104,25 @@ class Saliency(AttributionMethod):
 
 @register_method("gxi", "grad_input", "input_x_gradient")
 class GradientXInput(AttributionMethod):
-    """x ⊙ ∂ mean(R) / ∂x, with x the model's own (normalised) input."""
+    """(x − x₀) ⊙ ∂ mean(R) / ∂x, with x the model's own (normalised) input; x₀ = 0 by default.
+
+    Parameters
+    ----------
+    baseline : str
+        x₀ (`input_baseline`): "zero" (the paper's gradient×input), "mean" or "blur".
+    """
 
     name = "gradient_x_input"
 
+    def __init__(self, baseline: str = "zero") -> None:
+        self.baseline = _check_baseline(baseline, self.name)
+
+    @property
+    def params(self) -> dict[str, str]:
+        return _baseline_params(self.baseline)
+
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return x * grad
+        return (x - input_baseline(x, self.baseline)) * grad
 
 
 @register_method("lrp", "epsilon_lrp", "elrp")
@@ -88,27 +150,37 @@ class EpsilonLRP(AttributionMethod):
 
 @register_method("ig")
 class IntegratedGradients(AttributionMethod):
-    """(x − x₀) ⊙ the mean gradient on the straight path from x₀ = 0, midpoint Riemann sum."""
+    """(x − x₀) ⊙ the mean gradient on the straight path from x₀, midpoint Riemann sum.
+
+    Parameters
+    ----------
+    steps : int
+        Points on the path: the cost in forward+backward passes per image.
+    baseline : str
+        x₀ (`input_baseline`): "zero" (the usual black image), "mean" or "blur".
+    """
 
     name = "integrated_gradients"
 
-    def __init__(self, steps: int = 16) -> None:
+    def __init__(self, steps: int = 16, baseline: str = "zero") -> None:
         self.steps = check_int(steps, "integrated_gradients: steps")
+        self.baseline = _check_baseline(baseline, self.name)
 
     @property
-    def params(self) -> dict[str, float]:
-        return {"steps": self.steps}
+    def params(self) -> dict[str, Any]:
+        return {"steps": self.steps, **_baseline_params(self.baseline)}
 
     @property
     def cost(self) -> float:
         return float(self.steps)
 
     def passes(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
+        x0 = input_baseline(x, self.baseline)
         for i in range(self.steps):
-            yield x * ((i + 0.5) / self.steps), 1.0 / self.steps
+            yield x0 + ((i + 0.5) / self.steps) * (x - x0), 1.0 / self.steps
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return x * grad
+        return (x - input_baseline(x, self.baseline)) * grad
 
 
 @register_method()
@@ -233,6 +305,8 @@ class GradientXInputSubspace(AttributionMethod):
     seed : int
         Seed of the directions, drawn per model from its channel count C (one (K, C) Gaussian
         matrix, the same for every image).
+    baseline : str
+        x₀ of gradient × (x − x₀) (`input_baseline`): "zero" (x itself), "mean" or "blur".
 
     Cost: one forward and K backward passes per image, at most K forward+backward passes (measured
     on two world models: 4.7× gradient×input at K = 8). The K backward passes run one after the
@@ -241,13 +315,14 @@ class GradientXInputSubspace(AttributionMethod):
 
     name = "gradient_x_input_subspace"
 
-    def __init__(self, directions: int = 8, seed: int = 0) -> None:
+    def __init__(self, directions: int = 8, seed: int = 0, baseline: str = "zero") -> None:
         self.directions = check_int(directions, "gradient_x_input_subspace: directions", minimum=2)
         self.seed_value = check_int(seed, "gradient_x_input_subspace: seed", minimum=0)
+        self.baseline = _check_baseline(baseline, self.name)
 
     @property
-    def params(self) -> dict[str, float]:
-        return {"directions": self.directions, "seed": self.seed_value}
+    def params(self) -> dict[str, Any]:
+        return {"directions": self.directions, "seed": self.seed_value, **_baseline_params(self.baseline)}
 
     @property
     def cost(self) -> float:
@@ -265,7 +340,7 @@ class GradientXInputSubspace(AttributionMethod):
         return [(u_k / positions).view(shape).expand_as(r) for u_k in u]
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return x * grad
+        return (x - input_baseline(x, self.baseline)) * grad
 
 
 @register_method("gxi_groups")

@@ -88,6 +88,8 @@ def prepare_baselines(model: Any, baselines: Sequence[Any], probe: Any, batch_si
         return {}, [("baselines", run_error(model, exc))]
     prepared, errors = {}, []
     for baseline in baselines:
+        if baseline.combines_estimators:  # a fusion is made from its members' matrices, not from R
+            continue
         try:
             prepared[baseline.id] = baseline.prepare(acts, model.name)
         except ModelspaceError as exc:

@@ -18,6 +18,7 @@ from .baselines import (
     register_baseline,
     similarity_matrix,
 )
+from .fusion import Fusion, pair_percentiles
 from .ranking import HUB_SHARE, hubs, rank_sources, top_sources
 from .sketch import MapSketcher, sketched_affinity
 from .tree import (
@@ -33,8 +34,8 @@ from .tree import (
     tree_agreement,
 )
 
-__all__ = ["BASELINES", "DDS", "DEPARA", "HUB_SHARE", "LinearCKA", "MapReader", "MapSketcher", "Prepared", "RBFCKA",
+__all__ = ["BASELINES", "DDS", "DEPARA", "Fusion", "HUB_SHARE", "LinearCKA", "MapReader", "MapSketcher", "Prepared", "RBFCKA",
            "RSA", "SVCCA", "Similarity", "affinity_matrix", "affinity_naive", "affinity_row", "classical_mds",
            "clusters", "compare_all", "cophenetic", "distance", "get_baseline", "hubs", "leaf_order",
-           "list_baselines", "mds_explained", "rank_sources", "register_baseline", "similarity_matrix",
+           "list_baselines", "mds_explained", "pair_percentiles", "rank_sources", "register_baseline", "similarity_matrix",
            "similarity_tree", "sketched_affinity", "spread", "to_newick", "top_sources", "tree_agreement"]

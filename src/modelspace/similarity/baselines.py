@@ -97,6 +97,8 @@ class Similarity(Declared):
     #: whether the score also needs the attribution affinity of the method named by `self.method`
     #: (then `combine` makes the score from that affinity and the activation matrix)
     uses_affinity: ClassVar[bool] = False
+    #: whether it is made from other estimators' matrices, not from activations (`fusion.Fusion`)
+    combines_estimators: ClassVar[bool] = False
 
     def prepare(self, x: np.ndarray, what: str = "representation") -> Prepared:
         """Check an (N, ...) representation of N images and precompute what `compare` needs.

@@ -25,6 +25,7 @@ recommendation per regime generated from those numbers.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,43 +34,53 @@ import numpy as np
 
 import torch
 
-from ..attribution import DEFAULT_METHODS, get_method
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from ..attribution import get_method
 from ..errors import ModelspaceError
 from ..evaluation import GroundTruth, evaluate
 from ..maps import Runtime, compute_maps, encoder_activations
 from ..models import load_model
 from ..probe import ProbeSet
 from ..similarity import affinity_matrix, get_baseline, rank_sources, similarity_matrix
-from ..space import DEFAULT_ESTIMATOR, ModelSpace
+from ..space import DEFAULT_ESTIMATOR, ModelSpace, get_estimator_id
 from ..transferability import get_score
 from . import which
 from .build import ZOO_DIR
-from .demo import BASELINES, chance_same_task_rate, load_world, same_task_rate
+from .demo import chance_same_task_rate, load_world, same_task_rate
 from .labels import TASKS, task_input
+from .photos import photo_batch
 from .render import render_batch
 from .textures import texture_batch
+
+REGISTRATION: dict = tomllib.loads((Path(__file__).with_name("candidates.toml")).read_text(encoding="utf-8"))
+"""``candidates.toml``: the estimators the study scores, the rule that picks the default among them,
+and the confidence signal, committed before any of them was scored (issue 31)."""
 
 DOMAINS: dict[str, Callable[[int], np.ndarray]] = {
     "train": lambda n: render_batch(n, 4000)["rgb"],
     "shifted": lambda n: render_batch(n, 5000, domain="shifted")["rgb"],
     "textures": lambda n: texture_batch(n, 6000),
+    "photos": lambda n: photo_batch(n, 8000),
 }
-N_PROBE = 100
+"""The probe domains: the zoo's own renderer, a shifted renderer (other light, palette, textures),
+procedural textures, and crops of real photographs (`photos.photo_batch`, scikit-image's bundled photos)."""
+N_PROBE = REGISTRATION["domains"]["n_probe"]
 """Probe images per domain. The subspace method costs about 5 passes of every one of the 37 models
 per image, which on 2 CPU cores puts 1000 images per domain at hours; the probe-size curve (below)
 says how much fewer images lose."""
 SIZES = (16, 32, 64, 100, 1000)
 
-STUDY_METHODS: tuple[str, ...] = (
-    *DEFAULT_METHODS,
-    "gradient_x_input_subspace",
-    "transformed(method='gradient_x_input',absolute=True)",
-    "transformed(method='gradient_x_input',pool=4)",
-)
-"""The attribution methods the study measures: a newly registered method is measured by adding its
-name (or alias) here, and nowhere else."""
-STUDY_BASELINES: tuple[str, ...] = BASELINES
-"""The label-free baselines the study measures (representation similarities, DDS, DEPARA), likewise."""
+STUDY_METHODS: tuple[str, ...] = tuple(REGISTRATION["candidates"]["methods"])
+"""The attribution methods the study measures, as registered in ``candidates.toml``: a newly
+registered method is measured by adding its name (or id) there, and nowhere else."""
+STUDY_BASELINES: tuple[str, ...] = (*REGISTRATION["candidates"]["baselines"], *REGISTRATION["candidates"]["fusions"])
+"""The label-free baselines (representation similarities, DDS, DEPARA) and fusions the study measures, likewise."""
+RULE_TIE: float = REGISTRATION["rule"]["tie"]
+"""Minima of mean P@5 within this of the highest count as tied (the registered rule)."""
 LABEL_SCORES: tuple[str, ...] = ("logme", "hscore", "transrate", "gbc", "leep", "nce")
 """Label-based scores, each on the world's targets where it applies (see `_label_based`)."""
 LABEL_SIZES: tuple[int, ...] = (50, 200, 1000)
@@ -182,15 +193,19 @@ def _probe_size_curve(space: ModelSpace, specs, group1, tasks, truth: GroundTrut
         readers = [lambda s, e, k=k: space.store_.read(k, s, e) for k in keys]
         curve[method.id] = {}
         for n in sizes:
-            matrix = node[method.name, n] = affinity_matrix(readers, n, group1, progress=False,
-                                                             directions=method.directions)
+            matrix = node[method.name, n] = node[method.id, n] = affinity_matrix(readers, n, group1, progress=False,
+                                                                                  directions=method.directions)
             curve[method.id][n] = _p_at(evaluate(rank_sources(matrix, labels), truth, restrict_to_estimated=True)[0], 3)
     acts = [encoder_activations(load_model(s), probe.batch(0, len(probe)), progress=False) for s in specs if s.name in group1]
     for baseline in space.baselines_:
         curve[baseline.id] = {}
         for n in sizes:
-            affinity = node[baseline.method, n] if baseline.uses_affinity else None
-            matrix = similarity_matrix([a[:n] for a in acts], baseline, progress=False, names=group1, affinity=affinity)
+            if baseline.combines_estimators:
+                matrix = node[baseline.id, n] = baseline.fuse([node[get_estimator_id(m), n] for m in baseline.members])
+            else:
+                affinity = node[baseline.method, n] if baseline.uses_affinity else None
+                matrix = node[baseline.id, n] = similarity_matrix([a[:n] for a in acts], baseline, progress=False,
+                                                                  names=group1, affinity=affinity)
             curve[baseline.id][n] = _p_at(evaluate(rank_sources(matrix, labels), truth, restrict_to_estimated=True)[0], 3)
     return curve
 
@@ -317,9 +332,14 @@ def _costs(space: ModelSpace, specs, group1: list[str], probe: ProbeSet) -> dict
             ratios.setdefault(method.id, []).append(which.measure_cost(lambda m=method: maps([m]), reference,
                                                                        COST_REPEATS))
         for baseline in space.baselines_:
+            if baseline.combines_estimators:
+                continue  # the sum of its members' costs, below
             ratios.setdefault(baseline.id, []).append(which.measure_cost(lambda b=baseline: prepare(b), reference,
                                                                          COST_REPEATS))
-    return {estimator: float(np.mean(r)) for estimator, r in ratios.items()}
+    costs = {estimator: float(np.mean(r)) for estimator, r in ratios.items()}
+    for fusion in (b for b in space.baselines_ if b.combines_estimators):
+        costs[fusion.id] = sum(costs[get_estimator_id(m)] for m in fusion.members)
+    return costs
 
 
 def _regression_targets(label: np.ndarray, kind: str, channels: int) -> np.ndarray:
@@ -467,7 +487,7 @@ def _which(table_rows: dict, label_rows: dict, not_applicable: dict, costs: dict
                            "random_p5": 5 / (n_targets - 1),
                            "chance_same_task_nn": results["domains"][domain]["chance_same_task_nn"]}
     recommendation, supported = which.recommend({d: b["rows"] for d, b in domains.items()}, DEFAULT_ESTIMATOR,
-                                                n_resamples)
+                                                n_resamples, tie=RULE_TIE)
     twins = max((r["twin"] or {}).get("n_twins", 0) for b in domains.values() for r in b["rows"].values())
     passes = {r["id"]: r["passes"] for b in domains.values() for r in b["rows"].values() if "passes" in r}
     notes = [

@@ -33,7 +33,8 @@ from ..evaluation import Difference, bootstrap_interval, leave_one_target_out
 
 __all__ = ["CRITERION", "KINDS", "LEVEL", "METRICS", "N_RESAMPLES", "SEED", "TWIN_MARK", "compare_with_best",
            "cross_validated_row", "format_which", "measure_cost", "paired_difference", "per_target_figures",
-           "recommend", "summarise", "summarise_rows", "twin_check"]
+           "format_confidence", "recommend", "registered_choice", "summarise", "summarise_rows", "twin_check",
+           "validate_confidence"]
 
 METRICS = ("P@1", "P@3", "P@5", "R@5", "rho")
 """The per-target figures of a row, in table order."""
@@ -45,6 +46,8 @@ SEED = 0
 LEVEL = 0.95
 TWIN_MARK = "@seed"
 """A model named ``X@seed…`` is the seed twin of model ``X`` (world v2's group 3)."""
+TIE = 0.005
+"""Minima within this of the highest count as tied in `registered_choice` (``world/candidates.toml``)."""
 CRITERION = "P@5"
 """The figure the best estimator, ties and cross-validated choices are judged by."""
 
@@ -336,14 +339,44 @@ def format_which(which: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------- the advice
 
 
+def registered_choice(domains: Mapping[str, Mapping[str, dict]], estimators: Sequence[str], tie: float = TIE
+                      ) -> tuple[str, dict[str, float]]:
+    """The registered selection rule (``world/candidates.toml``, [rule]): of `estimators`, the one
+    with the highest minimum over the domains of its mean `CRITERION` over targets; values within
+    `tie` of the highest count as tied, and ties go to the higher mean over the domains of mean ρ,
+    then to the lower cost (the rows' ``cost``; unknown counts as the highest), then to table order.
+
+    Returns the choice and every estimator's minimum over the domains.
+    """
+    def mean(row: dict, metric: str) -> float:
+        values = list(row["per_target"].get(metric, {}).values())
+        return float(np.mean(values)) if values else -np.inf
+
+    worst = {e: min(mean(rows[e], CRITERION) for rows in domains.values()) for e in estimators}
+    top = max(worst.values())
+    tied = [e for e in estimators if worst[e] >= top - tie]
+    rho = {e: float(np.mean([mean(rows[e], "rho") for rows in domains.values()])) for e in tied}
+    first = next(iter(domains.values()))
+
+    def price(e: str) -> float:
+        cost = first[e].get("cost")
+        return np.inf if cost is None else float(cost)
+
+    best_rho = max(rho.values())
+    tied = [e for e in tied if rho[e] >= best_rho - tie]
+    return min(tied, key=price), worst
+
+
 def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str, n_resamples: int = N_RESAMPLES,
-              seed: int = SEED, level: float = LEVEL) -> tuple[dict[str, str], str | None]:
+              seed: int = SEED, level: float = LEVEL, tie: float | None = None) -> tuple[dict[str, str], str | None]:
     """A plain recommendation per regime, generated from the rows of every probe domain.
 
-    - no labels: among label-free rows (attribution methods and label-free baselines; not the
-      cross-validated ones, which a user without a measured oracle cannot reproduce), those not
-      distinguishable from the domain's best by `CRITERION` on *every* domain (paired bootstrap);
-      of these the highest mean over domains. Cheaper ones it cannot be told apart from are named.
+    - no labels: the rule registered in ``world/candidates.toml`` (`registered_choice`): among
+      label-free rows (attribution methods, label-free baselines and fusions; not the
+      cross-validated ones, which a user without a measured oracle cannot reproduce), the highest
+      minimum over the domains of mean `CRITERION`; near-ties go to the higher mean ρ, then the
+      lower cost. Whether it is distinguishable from each domain's best (paired bootstrap) is said,
+      and cheaper rows that cannot be told apart from the best on as many domains are named.
     - many models: of the same set, the cheapest per model.
     - few labels (n ≤ 200) and many labels: the best label-based row at that n, and whether it
       beats the no-label choice distinguishably on every domain (same targets, paired).
@@ -381,16 +414,17 @@ def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str,
     most = max(tied_count.values())
     robust = [e for e in label_free if tied_count[e] == most]
     every = most == len(domains)
-    choice = max(robust, key=mean_over_domains)  # first maximum: the table's order breaks ties
+    choice, worst = registered_choice(domains, label_free, TIE if tie is None else tie)
     cost = {e: next(iter(domains.values()))[e].get("cost") for e in label_free}
 
     def price(e: str) -> float:
         return np.inf if cost[e] is None else float(cost[e])
 
-    cheaper = [e for e in robust if price(e) < price(choice)]
+    cheaper = [e for e in robust if price(e) < price(choice) and e != choice]
     where = "every probe domain" if every else f"{most} of {len(domains)} probe domains (none is on all)"
-    text = (f"`{choice}`: highest {CRITERION} averaged over domains ({mean_over_domains(choice):.2f}) among the "
-            f"label-free estimators not distinguishable from the best on {where}")
+    text = (f"`{choice}`: the registered rule's choice, the highest minimum over the {len(domains)} domains of mean "
+            f"{CRITERION} ({worst[choice]:.2f}; averaged over domains {mean_over_domains(choice):.2f}); it is not "
+            f"distinguishable from the best on {tied_count[choice]} of {len(domains)} domains")
     if cheaper:
         text += "; " + ", ".join(f"`{e}` ({_number(cost[e], '.1f')}× fwd+bwd)" for e in cheaper)
         text += f" cannot be told apart from it and cost{'s' if len(cheaper) == 1 else ''} less"
@@ -434,3 +468,72 @@ def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str,
 def _same(a: str, b: str) -> bool:
     """Whether two estimator ids name the same estimator (an id with parameters and its bare name)."""
     return a == b or a.split("(")[0] == b.split("(")[0]
+
+
+# ------------------------------------------------------------------------- the confidence, validated
+
+
+def validate_confidence(pairs: Sequence[Mapping[str, Any]], bands: Mapping[str, float], n_resamples: int = N_RESAMPLES,
+                        seed: int = SEED, level: float = LEVEL) -> dict[str, Any]:
+    """How well a label-free confidence predicts the realised `CRITERION`, over (target, domain) pairs.
+
+    Parameters
+    ----------
+    pairs : sequence of mapping
+        One per target and domain: ``confidence``, ``stability``, ``agreement`` (a signal may be
+        None where it is not defined) and ``realised`` (the target's P@5 against the oracle).
+    bands : mapping
+        ``high`` and ``medium``: the lower edges of the high and medium bands of the confidence.
+
+    Returns
+    -------
+    dict
+        Per signal: Spearman's ρ with the realised figure and its percentile bootstrap interval
+        (pairs resampled with replacement); per band of the confidence: the pairs in it and their
+        mean realised figure.
+    """
+    out: dict[str, Any] = {"n_pairs": len(pairs), "signals": {}, "bands": {}}
+    rng = np.random.default_rng(seed)
+    for signal in ("confidence", "stability", "agreement"):
+        kept = [(p[signal], p["realised"]) for p in pairs if p.get(signal) is not None]
+        if len(kept) < 3:
+            out["signals"][signal] = None
+            continue
+        x, y = np.array(kept, dtype=np.float64).T
+        rho = _spearman(x, y)
+        draws = [_spearman(x[i], y[i]) for i in rng.integers(0, len(x), size=(n_resamples, len(x)))]
+        draws = [d for d in draws if np.isfinite(d)]
+        tail = (1.0 - level) / 2 * 100
+        low, high = np.percentile(draws, [tail, 100 - tail]) if draws else (np.nan, np.nan)
+        out["signals"][signal] = {"rho": rho, "low": float(low), "high": float(high), "n": len(x)}
+    edges = (("high", bands["high"], np.inf), ("medium", bands["medium"], bands["high"]), ("low", -np.inf, bands["medium"]))
+    for band, low_edge, high_edge in edges:
+        realised = [p["realised"] for p in pairs if p.get("confidence") is not None and low_edge <= p["confidence"] < high_edge]
+        out["bands"][band] = {"n": len(realised), "mean": float(np.mean(realised)) if realised else None}
+    return out
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")  # no order on one side: undefined, not 0
+    return float(spearmanr(x, y)[0])
+
+
+def format_confidence(validation: Mapping[str, Mapping[str, Any]], bands: Mapping[str, float]) -> str:
+    """The markdown of the confidence's validation: one table of signals, one of bands, per estimator set."""
+    lines = ["## How far to trust a ranking: the confidence, validated", "",
+             f"Spearman's ρ over (target, domain) pairs between each signal and the realised {CRITERION} "
+             f"[{int(LEVEL * 100)} % bootstrap interval over the pairs]; then the realised {CRITERION} per band "
+             f"of the confidence (high ≥ {bands['high']}, medium ≥ {bands['medium']}, low below).", "",
+             "| estimators | pairs | confidence | stability | agreement | high: pairs, P@5 | medium | low |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, v in validation.items():
+        cells = []
+        for signal in ("confidence", "stability", "agreement"):
+            s = v["signals"].get(signal)
+            cells.append("n/a" if s is None else f"{s['rho']:+.2f} [{s['low']:+.2f}, {s['high']:+.2f}]")
+        for band in ("high", "medium", "low"):
+            b = v["bands"][band]
+            cells.append(f"{b['n']}, –" if b["mean"] is None else f"{b['n']}, {b['mean']:.2f}")
+        lines.append(f"| {name} | {v['n_pairs']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,81 @@
+"""Rank fusion: one estimate from several estimators that fail differently.
+
+Attribution maps and representations go wrong on different targets (README, "How far to trust
+it"), so a fusion of one of each can hold where either alone slips. The fusion is declared like a
+baseline (`register_baseline`, an id such as ``fusion(members=('dds','gradient_x_input_subspace'))``)
+but prepares nothing: `ModelSpace` computes its members as usual and fuses their matrices.
+
+Each member's matrix is read as ranks, not values, because the members' scales differ (a mean of
+cosines, a debiased CKA): a pair's fused score is the mean over the members of the pair's
+percentile among all model pairs of that member's matrix (average ranks for ties, 0 for the least
+similar pair, 1 for the most). The result is symmetric, as its members are, with 1 on the diagonal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.stats import rankdata
+
+from ..attribution import METHODS
+from ..errors import InputError
+from .baselines import BASELINES, Similarity, register_baseline
+
+__all__ = ["Fusion", "pair_percentiles"]
+
+
+def pair_percentiles(matrix: np.ndarray) -> np.ndarray:
+    """Each off-diagonal entry of a symmetric (M, M) matrix as its percentile among the M (M − 1) / 2
+    pairs (average ranks for ties, in [0, 1]); the diagonal is 1."""
+    m = len(matrix)
+    out = np.ones((m, m))
+    if m < 3:  # one pair: nothing to rank it against
+        return out
+    upper = np.triu_indices(m, 1)
+    ranks = (rankdata(matrix[upper]) - 1) / (len(upper[0]) - 1)
+    out[upper] = ranks
+    out[upper[::-1]] = ranks
+    return out
+
+
+@register_baseline("rank_fusion")
+class Fusion(Similarity):
+    """The mean of several estimators' pair percentiles (a rank fusion).
+
+    Parameters
+    ----------
+    members : tuple of str
+        Two or more estimators of the same run, by name, alias or id: attribution methods (computed
+        among the space's methods) and baselines (among its baselines). Not fusions.
+    """
+
+    name = "fusion"
+    combines_estimators: ClassVar[bool] = True
+
+    def __init__(self, members: Sequence[str] = ("dds", "gradient_x_input_subspace")) -> None:
+        if isinstance(members, str) or not isinstance(members, Sequence) or len(members) < 2:
+            raise InputError(f"{self.name}: members must be two or more estimator names, got {members!r}")
+        for member in members:
+            if not isinstance(member, str):
+                raise InputError(f"{self.name}: members must be names, got {member!r}")
+            base = member.split("(")[0]
+            base = METHODS.aliases.get(base, BASELINES.aliases.get(base, base))
+            if base == self.name or (base not in METHODS and base not in BASELINES):
+                raise InputError(f"{self.name}: member {member!r} is not an attribution method or a baseline")
+        self.members = tuple(members)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"members": self.members}
+
+    def fuse(self, matrices: Sequence[np.ndarray]) -> np.ndarray:
+        """The fused (M, M) matrix of the members' (M, M) matrices over the same models, in one order."""
+        shapes = {np.shape(m) for m in matrices}
+        if len(matrices) != len(self.members) or len(shapes) != 1:
+            raise InputError(f"{self.name}: expected {len(self.members)} matrices of one shape, got shapes {sorted(shapes)}")
+        return np.mean([pair_percentiles(np.asarray(m, dtype=np.float64)) for m in matrices], axis=0)
+
+    def _prepare(self, x: np.ndarray, what: str) -> Any:
+        raise InputError(f"{self.name}: a fusion fuses its members' matrices; it has no activations to prepare")
