@@ -287,3 +287,11 @@ def test_the_cli_prints_why_there_is_no_confidence(tmp_path, monkeypatch, capsys
     saved = json.loads((tmp_path / "res" / "results.json").read_text())["confidence"]
     assert saved and all("6 probe images" in v["note"] for v in saved.values())
     __import__("sys").modules.pop("mynets", None)
+
+
+def test_the_cli_summary_line_shows_the_band_with_s_and_g() -> None:
+    from modelspace.cli import _confidence_text
+
+    line = _confidence_text({"stability": 0.9, "agreement": None, "confidence": 0.9, "band": "high"})
+    assert line == "   · confidence high 0.90 (S 0.90)"
+    assert _confidence_text(None) == ""
