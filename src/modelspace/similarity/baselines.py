@@ -307,6 +307,12 @@ def _centre_gram(k: np.ndarray) -> np.ndarray:
     return k - k.mean(axis=1, keepdims=True)
 
 
+def _frobenius(m: np.ndarray) -> float:
+    """‖m‖_F by an element-wise sum: `np.linalg.norm`'s BLAS dot stalls on busy cores, and the halves
+    of `compare_halves` take it B × M times."""
+    return float(np.sqrt(np.sum(m * m)))
+
+
 def _positive_float(value: Any, baseline: str, param: str, upper: float | None = None) -> float:
     """A finite float > 0 (and <= upper), or InputError naming the baseline and the parameter."""
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
@@ -389,9 +395,9 @@ class LinearCKA(Similarity):
         kind, m, _ = data
         if kind == "features":
             xc = _centre(m[rows])
-            return "features", xc, float(np.linalg.norm(xc.T @ xc))
+            return "features", xc, _frobenius(xc.T @ xc)
         gram = _centre_gram(m[np.ix_(rows, rows)])
-        return "gram", gram, float(np.linalg.norm(gram))
+        return "gram", gram, _frobenius(gram)
 
 
 def _linear_hsic(a: tuple[str, np.ndarray, float], b: tuple[str, np.ndarray, float]) -> float:
@@ -444,7 +450,7 @@ class RBFCKA(Similarity):
         # bandwidth stays the one from the median distance over all images (the kernel values are
         # not recoverable with another one); the median of a random half is close to it.
         kc = _centre_gram(data[0][np.ix_(rows, rows)])
-        return kc, float(np.linalg.norm(kc))
+        return kc, _frobenius(kc)
 
 
 @register_baseline("rsa_spearman")
@@ -580,7 +586,7 @@ class DDS(Similarity):
         # median bandwidth: the half is read through the whole probe set's duality diagram.
         k = data[0][np.ix_(rows, rows)]
         kc = _u_centre(k) if self.debiased else _centre_gram(k)
-        return kc, float(np.linalg.norm(kc))
+        return kc, _frobenius(kc)
 
     def _kernel(self, z: np.ndarray, what: str) -> np.ndarray:
         if self.kernel == "laplacian":
