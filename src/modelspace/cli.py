@@ -477,18 +477,36 @@ def _space(args: argparse.Namespace, n_images: int | None = None):
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
+    from .results import confidence_summary
+
+    summary.setdefault("confidence", confidence_summary(space.results_))
     lines = [f"probe: {plural(summary['probe']['n_images'], 'image')}, hash {summary['probe']['hash'][:12]}, "
              f"{plural(len(space.probe_.skipped), 'file')} skipped" + _skipped_lines(space.probe_.skipped)]
+    notes = {r.confidence_note for r in space.results_.values()}
+    shared = len(notes) == 1 and "" not in notes  # e.g. too few probe images: said once, not per estimator
+    if shared:
+        lines.append(notes.pop())
     for method_id, r in space.results_.items():
         lines.append(f"\n{method_id}: {plural(len(r.names), 'model')}")
+        if r.confidence_note and not shared:
+            lines.append(f"  {r.confidence_note}")
         for target, ranked in list(r.ranking.items())[:12]:
-            lines.append(f"  {target:20s} ← " + ", ".join(f"{s} {a:.3f}" for s, a in ranked[:3]))
+            lines.append(f"  {target:20s} ← " + ", ".join(f"{s} {a:.3f}" for s, a in ranked[:3])
+                         + _confidence_text((r.confidence or {}).get(target)))
     if space.failures_:  # each failure's message went to stderr as it happened, and is in results.json
         lines.append(f"failed: {', '.join(dict.fromkeys(f.model for f in space.failures_))}")
     if summary.get("evaluation"):
         lines.append("\n" + format_table(summary["evaluation"]))
     lines.append(done)
     _emit(args, summary, "\n".join(lines))
+
+
+def _confidence_text(c: dict | None) -> str:
+    """A ranking line's confidence: ``"   · confidence high 0.86 (S 0.90, G 0.82)"``, or "" when none."""
+    if not c:
+        return ""
+    parts = [f"{name} {c[key]:.2f}" for name, key in (("S", "stability"), ("G", "agreement")) if c.get(key) is not None]
+    return f"   · confidence {c['band']} {c['confidence']:.2f} ({', '.join(parts)})"
 
 
 def plural(n: int, word: str) -> str:

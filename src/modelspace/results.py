@@ -32,7 +32,7 @@ from .evaluation import Evaluation
 from .similarity.ranking import rank_sources
 from .similarity.tree import leaf_order, similarity_tree, to_newick
 
-KINDS = ("method", "baseline")
+KINDS = ("method", "baseline", "fusion")
 """An estimator is an attribution method or a baseline on encoder activations."""
 
 RESULTS_JSON = "results.json"
@@ -141,7 +141,14 @@ class MethodResult:
     ranking : dict
         Per target model, the other models best first with their affinity; computed when not given.
     kind : str
-        "method" (attribution) or "baseline".
+        "method" (attribution), "baseline" (from the encoder activations) or "fusion" (from other
+        estimators' matrices, `similarity.Fusion`).
+    confidence : dict or None
+        Per target model, how far to trust its top-K sources (`similarity.confidence`):
+        ``{"stability", "agreement", "confidence", "band"}`` (and a ``"note"`` when S or G is
+        missing); None when none is given, and then `confidence_note` says why.
+    confidence_note : str
+        Why there is no confidence ("" when there is one).
     """
 
     id: str
@@ -151,6 +158,8 @@ class MethodResult:
     linkage: np.ndarray | None = None
     ranking: dict[str, list[tuple[str, float]]] | None = None
     kind: str = "method"
+    confidence: dict[str, dict] | None = None
+    confidence_note: str = ""
 
     def __post_init__(self) -> None:
         self.names = list(self.names)
@@ -276,7 +285,20 @@ def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
             plots.plot_attribution_grid(images, maps, out / file_name("grid", stem), max_images=len(images))
     if evaluation is not None:
         plots.plot_curves(evaluation, out / CURVES_PNG)
+    summary = {**summary, "confidence": confidence_summary(results)}
     (out / RESULTS_JSON).write_text(json.dumps(summary, indent=1))
+    return out
+
+
+def confidence_summary(results: Mapping[str, MethodResult]) -> dict:
+    """``results.json``'s ``"confidence"``: per estimator id, ``{"targets": {target: {...}}}`` or
+    ``{"note": why none}``."""
+    out = {}
+    for estimator, r in results.items():
+        if r.confidence:
+            out[estimator] = {"targets": r.confidence}
+        elif r.confidence_note:
+            out[estimator] = {"note": r.confidence_note}
     return out
 
 
@@ -307,8 +329,11 @@ def load(folder: str | Path) -> tuple[dict, dict[str, MethodResult], dict[str, b
         if not csv_file.exists():
             raise InputError(f"{csv_file}: missing (listed in {results_file.name} as {estimator!r})")
         matrix, names = read_matrix(csv_file)
-        kind = "method" if estimator in settings["methods"] else "baseline"
-        results[estimator] = MethodResult(estimator, names, [tasks.get(n, n) for n in names], matrix, kind=kind)
+        kind = ("method" if estimator in settings["methods"] else
+                "fusion" if estimator in settings.get("fusions", ()) else "baseline")
+        judged = settings.get("confidence", {}).get(estimator, {})
+        results[estimator] = MethodResult(estimator, names, [tasks.get(n, n) for n in names], matrix, kind=kind,
+                                          confidence=judged.get("targets"), confidence_note=judged.get("note", ""))
         grid_file = folder / file_name("grid", stem)
         if grid_file.exists():
             grids[estimator] = grid_file.read_bytes()

@@ -60,9 +60,16 @@ from .similarity import (
     MapSketcher,
     Prepared,
     Similarity,
+    Estimate,
+    affinity_halves,
     affinity_matrix,
     affinity_row,
     compare_all,
+    compare_halves,
+    confidence_k,
+    half_masks,
+    judge,
+    too_few_images,
     get_baseline,
     rank_sources,
     similarity_tree,
@@ -225,6 +232,7 @@ class ModelSpace:
         """
         self.embed(models, probe)
         self._assemble()
+        self._judge()
         return self
 
     def embed(self, models: Iterable[ModelSpec | LoadedModel], probe: ProbeSet | str | Path | Any) -> "ModelSpace":
@@ -260,6 +268,7 @@ class ModelSpace:
             with kept_torch_state():
                 self._embed(model)
         self._assemble()
+        self._judge()
         return self
 
     def remove(self, name: str, purge: bool = False) -> "ModelSpace":
@@ -271,6 +280,7 @@ class ModelSpace:
         if purge:
             self.store_.remove_model(member.key)
         self._assemble()
+        self._judge()
         return self
 
     @property
@@ -432,6 +442,7 @@ class ModelSpace:
             "methods": [m.id for m in self.methods_],
             "sketch": self.sketch,
             "baselines": [b.id for b in self.baselines_],
+            "fusions": [b.id for b in self.baselines_ if b.combines_estimators],
             "models": [{"name": n, "task": m.spec.label, "key": m.key, "source": m.spec.source,
                         "preprocessing": m.preprocessing} for n, m in self.members_.items()],
             "failures": [f.to_dict() for f in self.failures_],
@@ -602,7 +613,75 @@ class ModelSpace:
             names = [n for n in parts[0].names if all(n in p.names for p in parts)]
             matrices = [p.affinity[np.ix_(*[[p.names.index(n) for n in names]] * 2)] for p in parts]
             self.results_[fusion.id] = self._result(fusion.id, [(n, self.members_[n]) for n in names],
-                                                    fusion.fuse(matrices), "baseline")
+                                                    fusion.fuse(matrices), "fusion")
+
+    def _judge(self) -> None:
+        """A `confidence` per target on every result (`similarity.confidence`), or a `confidence_note`.
+
+        The halves are recomputed here, after `_assemble`, by one more streamed pass over each
+        method's maps (`affinity_halves`; from the stored sketches for sketched methods) and by
+        comparing each baseline's prepared forms restricted to each half. The half affinities are
+        not cached in the store: a rerun or `add` reads every model's maps once more for them,
+        so confidence costs about one extra full affinity pass per method, not one row.
+        """
+        note = too_few_images(len(self.probe_))
+        k = confidence_k(len(self.members_))
+        if note is None and k < 1:
+            note = f"confidence: not given: {len(self.members_)} models, fewer than the 3 a top-K needs"
+        if note is not None:
+            for r in self.results_.values():
+                r.confidence, r.confidence_note = None, note
+            return
+        masks = half_masks(len(self.probe_))
+        halves: dict[str, np.ndarray | None] = {}
+        why: dict[str, str] = {}
+        for method in self.methods_:
+            r = self.results_[method.id]
+            halves[method.id] = self._method_halves(method, r.names, masks) if len(r.names) >= 2 else None
+        for baseline in sorted(self.baselines_, key=lambda b: b.combines_estimators):  # fusions after their members
+            r = self.results_[baseline.id]
+            if baseline.combines_estimators:  # a fusion on a half fuses its members on that half
+                parts = [self.results_[get_estimator_id(m)] for m in baseline.members]
+                if any(halves.get(p.id) is None for p in parts):
+                    why[baseline.id] = "a member of the fusion cannot be recomputed on a half of the probe images"
+                    halves[baseline.id] = None
+                    continue
+                picks = [[p.names.index(n) for n in r.names] for p in parts]
+                halves[baseline.id] = np.stack([baseline.fuse([halves[p.id][b][np.ix_(i, i)] for p, i in zip(parts, picks)])
+                                                for b in range(len(masks))])
+                continue
+            got = compare_halves(baseline, [self.members_[n].prepared[baseline.id] for n in r.names], masks)
+            if got is None:
+                why[baseline.id] = f"{baseline.name} cannot be recomputed on a half of the probe images"
+            elif baseline.uses_affinity:  # the node term on a half is its method's half affinity
+                node = self.results_[self._method_id(baseline.method)]
+                rows = [node.names.index(n) for n in r.names]
+                node_halves = halves.get(node.id)
+                got = None if node_halves is None else np.stack(
+                    [baseline.combine(h[np.ix_(rows, rows)], g) for h, g in zip(node_halves, got)])
+            halves[baseline.id] = got
+        estimates = [Estimate(e, r.kind, r.names, r.affinity, halves.get(e),
+                              why.get(e, f"{e} ({r.kind}) is not recomputed on halves"))
+                     for e, r in self.results_.items() if len(r.names) >= 2]
+        judged = judge(estimates, k)
+        for e, r in self.results_.items():
+            found = judged.get(e) or {}
+            r.confidence = {t: c.to_dict() for t, c in found.items()} or None
+            r.confidence_note = "" if found else (
+                f"confidence: not given: {e} has neither halves nor an estimator of the other kind to agree with"
+                if len(r.names) > k else f"confidence: not given: {len(r.names)} models, fewer than K + 1 = {k + 1}")
+
+    def _method_halves(self, method: AttributionMethod, names: list[str], masks: np.ndarray) -> np.ndarray:
+        """(B, N, N): a method's affinity on each half, streamed (from sketches when it is sketched)."""
+        keys = [self.members_[n].entries[method.id] for n in names]
+        if self.sketch is not None and method.directions == 1:
+            sketches = [self.store_.get_sketch(k, self.sketch, SKETCH_SEED) for k in keys]
+            readers = [lambda s, e, x=x: x[s:e] for x in sketches]
+        else:
+            readers = [lambda s, e, k=k: self.store_.read(k, s, e) for k in keys]
+        _, halves = affinity_halves(readers, len(self.probe_), names, masks, progress=self.progress,
+                                    directions=method.directions)
+        return halves
 
     def _result(self, estimator: str, members: list[tuple[str, _Member]], matrix: np.ndarray,
                 kind: str) -> MethodResult:

@@ -42,6 +42,10 @@ tr.ref td { color: var(--muted); }
 td .v { color: var(--muted); font-variant-numeric: tabular-nums; margin-left: 4px; }
 td.hit { color: var(--hit); font-weight: 600; }
 td.hit::before { content: "✓ "; }
+.badge { display: inline-block; font-size: 11px; padding: 0 6px; border-radius: 9px; border: 1px solid;
+         font-variant-numeric: tabular-nums; margin-left: 6px; }
+.badge.high { color: var(--hit); } .badge.medium { color: #9a6700; } .badge.low { color: #cf222e; }
+tr.conf td { border-bottom: 2px solid var(--line); }
 details.target { border-bottom: 1px solid var(--line); padding: 3px 0; }
 details.target summary { cursor: pointer; }
 details.target summary .muted { margin-left: 8px; font-size: 12px; }

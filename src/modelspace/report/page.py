@@ -330,7 +330,7 @@ def _facts(data: ReportData) -> str:
     facts = [(str(n_models), "models"),
              (str(probe.get("n_images", "–")), f"probe images ({probe.get('size', '?')} px)"),
              (str(len([v for v in data.estimators if v.kind == "method"])), "attribution methods"),
-             (str(len([v for v in data.estimators if v.kind == "baseline"])), "baselines"),
+             (str(len([v for v in data.estimators if v.kind != "method"])), "baselines"),
              (str(len(s.get("failures") or [])), "failures")]
     if data.evaluation:
         k = headline_k(data.evaluation)  # P@5, or fewer for a smaller zoo or truth
@@ -573,23 +573,43 @@ def _section_sources(data: ReportData, page: _Page) -> str:
                 truth_ranked = data.truth.relevant(label, TOP_SOURCES)
                 cells.append(f"<td>{_e(truth_ranked[k]) if k < len(truth_ranked) else ''}</td>")
             body.append(f'<tr><td class="num">{k + 1}</td>{"".join(cells)}</tr>')
+        confidence = "".join(f"<td>{_badge(v, target)}</td>" for v in views) + ("<td></td>" if relevant is not None else "")
+        body.insert(0, f'<tr class="conf"><td class="num">C</td>{confidence}</tr>')
         best = lead.ranking.get(target, [])
         hint = f"{lead.id}: {best[0][0]} {best[0][1]:.3f}" if best else ""
         task = f" · task {label}" if label != target else ""
         opened = " open" if position < OPEN_TARGETS else ""
         rows.append(f'<details class="target"{opened} data-name="{_e(target)} {_e(label)}"><summary><b>{_e(target)}</b>'
-                    f'<span class="muted">{_e(task)} · best source by {_e(hint)}</span></summary>'
+                    f'<span class="muted">{_e(task)} · best source by {_e(hint)}</span>{_badge(lead, target)}</summary>'
                     f'<div class="tablewrap"><table><tr><th class="num">#</th>{head}</tr>{"".join(body)}</table></div>'
                     "</details>")
     note = (f" ✓ marks a source among the ground truth's top {n_rel} for that target." if data.truth else "")
     hub = hubs(lead.ranking)
     hub_line = ("".join(f'<p class="warn">Hub: <b>{_e(s)}</b> is the best source of {n} of {len(lead.ranking)} '
                         f"targets by {_e(lead.id)} (more than {HUB_SHARE:.0%} of them).</p>" for s, n in hub.items()))
+    notes = list(dict.fromkeys(v.confidence_note for v in views if v.confidence_note))
+    trust = ("Row C is each estimator's confidence in its top sources for that target (label-free: their "
+             "stability over halves of the probe images, S, and their agreement with the estimators built on the "
+             "other kind of evidence, G; hover for both): high ≥ 0.8, medium ≥ 0.6, else low. "
+             + " ".join(_e(n[:1].upper() + n[1:]) + "." for n in notes))
     return ('<section id="sources"><h2>Sources per target</h2>'
             f'<p class="muted">For each model as a target, its top {TOP_SOURCES} sources by each estimator, with the '
-            f"affinity.{note} Each line names the best source by {_e(lead.id)} ({_e(page.why)}).</p>{hub_line}"
+            f"affinity.{note} Each line names the best source by {_e(lead.id)} ({_e(page.why)}).</p>"
+            f'<p class="muted">{trust}</p>{hub_line}'
             '<p><input type="search" id="target-filter" placeholder="filter targets by name or task"></p>'
             + "".join(rows) + "</section>")
+
+
+def _badge(view: MethodResult, target: str) -> str:
+    """A target's confidence band under one estimator, with S and G on hover ("" when none)."""
+    c = (view.confidence or {}).get(target)
+    if not c:
+        return ""
+    parts = [f"{name} {c[key]:.2f}" for name, key in (("stability S", "stability"), ("agreement G", "agreement"))
+             if c.get(key) is not None]
+    hover = f"{view.id}: confidence {c['confidence']:.2f} from " + ", ".join(parts) + (
+        f" ({c['note']})" if c.get("note") else "")
+    return f'<span class="badge {_e(c["band"])}" title="{_e(hover)}">{_e(c["band"])} {c["confidence"]:.2f}</span>'
 
 
 def _section_evaluation(data: ReportData, page: _Page) -> str:

@@ -1,7 +1,7 @@
 """How close models are: affinities of their maps (exact or sketched), activation baselines, the
 similarity tree with its map and clusters, and the rankings read off a matrix."""
 
-from .affinity import MapReader, affinity_matrix, affinity_naive, affinity_row
+from .affinity import MapReader, affinity_halves, affinity_matrix, affinity_naive, affinity_row
 from .baselines import (
     BASELINES,
     DDS,
@@ -13,10 +13,25 @@ from .baselines import (
     Prepared,
     Similarity,
     compare_all,
+    compare_halves,
     get_baseline,
     list_baselines,
     register_baseline,
     similarity_matrix,
+)
+from .confidence import (
+    BANDS,
+    HALVES,
+    MIN_IMAGES,
+    Confidence,
+    Estimate,
+    agreement,
+    confidence_k,
+    half_masks,
+    judge,
+    too_few_images,
+    top_k,
+    top_k_stability,
 )
 from .fusion import Fusion, pair_percentiles
 from .ranking import HUB_SHARE, hubs, rank_sources, top_sources
@@ -34,8 +49,10 @@ from .tree import (
     tree_agreement,
 )
 
-__all__ = ["BASELINES", "DDS", "DEPARA", "Fusion", "HUB_SHARE", "LinearCKA", "MapReader", "MapSketcher", "Prepared", "RBFCKA",
-           "RSA", "SVCCA", "Similarity", "affinity_matrix", "affinity_naive", "affinity_row", "classical_mds",
-           "clusters", "compare_all", "cophenetic", "distance", "get_baseline", "hubs", "leaf_order",
-           "list_baselines", "mds_explained", "pair_percentiles", "rank_sources", "register_baseline", "similarity_matrix",
+__all__ = ["BANDS", "BASELINES", "DDS", "DEPARA", "Fusion", "HALVES", "HUB_SHARE", "LinearCKA", "MIN_IMAGES",
+           "MapReader", "MapSketcher", "Confidence", "Estimate", "Prepared", "RBFCKA", "RSA", "SVCCA", "Similarity",
+           "affinity_halves", "affinity_matrix", "affinity_naive", "affinity_row", "agreement", "classical_mds",
+           "clusters", "compare_all", "compare_halves", "confidence_k", "cophenetic", "distance", "get_baseline",
+           "half_masks", "hubs", "judge", "leaf_order", "list_baselines", "mds_explained", "pair_percentiles",
+           "rank_sources", "register_baseline", "similarity_matrix",
            "similarity_tree", "sketched_affinity", "spread", "to_newick", "top_sources", "tree_agreement"]

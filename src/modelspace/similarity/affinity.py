@@ -8,7 +8,9 @@ The maps of a zoo do not fit in memory (N models × Np images × F = 3·S·S flo
 one chunk, the chunk is stacked as an (N, chunk, F) block and Σ_k M_k M_kᵀ is accumulated with a
 single matrix product. Peak memory is bounded by `memory_budget`, not by N · Np · F.
 
-Adding one model to a computed matrix costs one row: `affinity_row`.
+Adding one model to a computed matrix costs one row: `affinity_row`. `affinity_halves` computes,
+in the same single pass, the affinity over random subsets of the images as well (the stability
+of `similarity.confidence`).
 
 Methods with K maps per image (``directions`` = K > 1, e.g. ``gradient_x_input_subspace``) store
 them side by side in one row of K·P values. Two models are then compared per image as subspaces,
@@ -95,6 +97,81 @@ def affinity_matrix(
 
     gram /= n_images
     return (gram + gram.T) / 2.0
+
+
+def affinity_halves(
+    readers: Sequence[MapReader],
+    n_images: int,
+    names: Sequence[str],
+    masks: np.ndarray,
+    *,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: bool = True,
+    directions: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The affinity over all probe images and over each of B subsets of them, in one streamed pass.
+
+    What `similarity.confidence` recomputes an attribution method's ranking on: Affinity_b(i, j)
+    is the mean over the images of subset b of the same per-image score as `affinity_matrix`.
+    Each chunk's per-image scores (chunk, N, N) are summed into the whole matrix and, with one
+    product ``masks[:, chunk] @ scores``, into the (B, N, N) subset sums, so nothing of size
+    Np × N × N is ever held: memory grows by chunk·N² + B·N² floats over `affinity_matrix`.
+
+    Parameters
+    ----------
+    readers, n_images, names, memory_budget, progress, directions
+        as in `affinity_matrix`.
+    masks
+        (B, Np) boolean: row b marks the images of subset b (`confidence.half_masks`); every
+        subset must hold at least one image.
+
+    Returns
+    -------
+    full : np.ndarray
+        (N, N) float64, as `affinity_matrix` up to float32 rounding.
+    halves : np.ndarray
+        (B, N, N) float64, each exactly symmetric.
+
+    Raises
+    ------
+    InputError, DegenerateMapsError
+        as in `affinity_matrix`; InputError also for masks of the wrong shape or an empty subset.
+    """
+    _check_common(readers, n_images, names, memory_budget, "readers")
+    masks = np.asarray(masks)
+    if masks.ndim != 2 or masks.shape[1] != n_images or masks.dtype != bool:
+        raise InputError(f"masks: expected a boolean (B, {n_images}) array, got {masks.dtype} {masks.shape}")
+    sizes = masks.sum(axis=1)
+    if (sizes == 0).any():
+        raise InputError(f"masks: subset(s) {np.flatnonzero(sizes == 0).tolist()} hold no image")
+    n_features = _probe_features(readers[0], names[0])
+    _check_directions(directions, n_features, names[0])
+    n = len(readers)
+    chunk = _chunk_size(n, n_features, n_images, memory_budget)
+
+    gram = np.zeros((n, n), dtype=np.float64)
+    sums = np.zeros((len(masks), n * n), dtype=np.float64)
+    weights = masks.astype(np.float64)
+    scan = _ChunkScanner(readers, names, n_images, n_features, chunk)
+    start = 0
+    for flat in scan.blocks(progress, desc="affinity + halves"):
+        c = flat.shape[1] // n_features
+        if directions > 1:
+            per_image = _subspace_scores(flat, n_features, directions, per_image=True)
+        else:
+            # The chunk's per-image Grams M_k M_kᵀ as c batched products of (N, F) blocks: the same
+            # products `affinity_matrix` contracts in one GEMM, kept apart so the halves can weigh them.
+            by_image = flat.reshape(n, c, n_features).transpose(1, 0, 2)
+            per_image = by_image @ by_image.transpose(0, 2, 1)
+        per_image = per_image.reshape(c, n * n)
+        gram += per_image.sum(axis=0, dtype=np.float64).reshape(n, n)
+        sums += weights[:, start:start + c] @ per_image.astype(np.float64)
+        start += c
+    scan.raise_if_degenerate()
+
+    gram /= n_images
+    halves = sums.reshape(-1, n, n) / sizes[:, None, None]
+    return (gram + gram.T) / 2.0, (halves + halves.transpose(0, 2, 1)) / 2.0
 
 
 def affinity_row(
@@ -192,9 +269,11 @@ def affinity_naive(maps: Sequence[np.ndarray]) -> np.ndarray:
 # --------------------------------------------------------------------------- streaming machinery
 
 
-def _subspace_scores(flat: np.ndarray, n_features: int, k: int, row_only: bool = False) -> np.ndarray:
+def _subspace_scores(flat: np.ndarray, n_features: int, k: int, row_only: bool = False,
+                     per_image: bool = False) -> np.ndarray:
     """Σ over a chunk's images of the subspace scores s(i, j): (N, N), or with `row_only` model 0
-    against the others, (N - 1,). `flat` is the scanner's (N, c·F) block, F = K·P per image."""
+    against the others, (N - 1,); with `per_image` the scores unsummed, (c, N, N).
+    `flat` is the scanner's (N, c·F) block, F = K·P per image."""
     n = flat.shape[0]
     g = flat.reshape(n, -1, k, n_features // k)  # (model, image, direction, P)
     # ‖G_i G_iᵀ‖_F per model and image, from the K × K Grams (float64 sums of float32 products).
@@ -209,7 +288,8 @@ def _subspace_scores(flat: np.ndarray, n_features: int, k: int, row_only: bool =
     stacked = g.reshape(g.shape[0], n * k, -1)
     cross = (stacked @ stacked.transpose(0, 2, 1)).reshape(-1, n, k, n, k)  # (image, N, K, N, K)
     sq = np.einsum("cikjl,cikjl->cij", cross, cross, dtype=np.float64)
-    return (sq / (norm.T[:, :, None] * norm.T[:, None, :])).sum(axis=0)
+    scores = sq / (norm.T[:, :, None] * norm.T[:, None, :])
+    return scores if per_image else scores.sum(axis=0)
 
 
 class _ChunkScanner:

@@ -60,6 +60,7 @@ __all__ = [
     "SVCCA",
     "Similarity",
     "compare_all",
+    "compare_halves",
     "get_baseline",
     "list_baselines",
     "register_baseline",
@@ -128,6 +129,21 @@ class Similarity(Declared):
         over the same M models (only for estimators with `uses_affinity`)."""
         return matrix
 
+    def restrict(self, p: Prepared, rows: np.ndarray) -> Prepared | None:
+        """The prepared form of the same representation on the probe images `rows` only (sorted
+        indices), or None when this baseline cannot derive it from its prepared form.
+
+        This is how `similarity.confidence` recomputes a baseline on a half of the probe images
+        without the activations, which a space does not keep.
+        """
+        rows = np.asarray(rows, dtype=np.intp)
+        if rows.ndim != 1 or len(rows) < self.min_images or np.any(np.diff(rows) <= 0) \
+                or rows[0] < 0 or rows[-1] >= p.n_images:
+            raise InputError(f"{self.name}: rows must be {self.min_images} or more sorted, distinct indices "
+                             f"below {p.n_images}")
+        data = self._restrict(p.data, rows)
+        return None if data is None else Prepared(self.name, p.what, len(rows), data)
+
     # -- to declare
 
     def _prepare(self, x: np.ndarray, what: str) -> Any:
@@ -135,6 +151,10 @@ class Similarity(Declared):
 
     def _compare(self, a: Any, b: Any) -> float:
         raise NotImplementedError
+
+    def _restrict(self, data: Any, rows: np.ndarray) -> Any:
+        """The prepared form restricted to the images `rows`; None: not derivable (the default)."""
+        return None
 
 
 def get_baseline(name: str | Similarity, **params: Any) -> Similarity:
@@ -214,6 +234,26 @@ def similarity_matrix(
     return baseline.combine(affinity, matrix)
 
 
+def compare_halves(baseline: Similarity, prepared: Sequence[Prepared], masks: np.ndarray,
+                   progress: bool = False) -> np.ndarray | None:
+    """(B, M, M): `compare_all` on each subset of the images that a row of the boolean (B, N)
+    `masks` marks (`Similarity.restrict`), or None when the baseline cannot be restricted.
+
+    A pair undefined on a subset (a representation constant there) scores -1, the bottom of any ranking.
+    For `uses_affinity` baselines this is the activation term alone, as `compare_all` is.
+    """
+    out = []
+    for mask in progress_bar(np.asarray(masks, dtype=bool), desc=f"{baseline.name} · halves", unit="half",
+                             disable=not progress, leave=False):
+        rows = np.flatnonzero(mask)
+        restricted = [baseline.restrict(p, rows) for p in prepared]
+        if any(r is None for r in restricted):
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out.append(compare_all(baseline, restricted))
+    return np.nan_to_num(np.stack(out), nan=-1.0) if out else None
+
+
 def compare_all(baseline: Similarity, prepared: Sequence[Prepared], progress: bool = False) -> np.ndarray:
     """The (M, M) matrix of a baseline over M prepared representations (diagonal computed too)."""
     m = len(prepared)
@@ -267,6 +307,12 @@ def _centre_gram(k: np.ndarray) -> np.ndarray:
     """H K H with H = I − 11ᵀ/N, without forming H."""
     k = k - k.mean(axis=0, keepdims=True)
     return k - k.mean(axis=1, keepdims=True)
+
+
+def _frobenius(m: np.ndarray) -> float:
+    """‖m‖_F by an element-wise sum: `np.linalg.norm`'s BLAS dot stalls on busy cores, and the halves
+    of `compare_halves` take it B × M times."""
+    return float(np.sqrt(np.sum(m * m)))
 
 
 def _positive_float(value: Any, baseline: str, param: str, upper: float | None = None) -> float:
@@ -345,6 +391,16 @@ class LinearCKA(Similarity):
     def _compare(self, a: tuple[str, np.ndarray, float], b: tuple[str, np.ndarray, float]) -> float:
         return float(np.clip(_linear_hsic(a, b) / (a[2] * b[2]), 0.0, 1.0))
 
+    def _restrict(self, data: tuple[str, np.ndarray, float], rows: np.ndarray) -> tuple[str, np.ndarray, float]:
+        # Exact: centring removes the mean image, and H_r (H K H)[rows] H_r = H_r K[rows] H_r, since
+        # H K H differs from K by row and column terms that the second centring removes.
+        kind, m, _ = data
+        if kind == "features":
+            xc = _centre(m[rows])
+            return "features", xc, _frobenius(xc.T @ xc)
+        gram = _centre_gram(m[np.ix_(rows, rows)])
+        return "gram", gram, _frobenius(gram)
+
 
 def _linear_hsic(a: tuple[str, np.ndarray, float], b: tuple[str, np.ndarray, float]) -> float:
     """⟨K_a, K_b⟩_F (unnormalised HSIC) from the two prepared forms, at the cheapest cost."""
@@ -391,6 +447,13 @@ class RBFCKA(Similarity):
     def _compare(self, a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> float:
         return float(np.clip(np.sum(a[0] * b[0]) / (a[1] * b[1]), 0.0, 1.0))
 
+    def _restrict(self, data: tuple[np.ndarray, float], rows: np.ndarray) -> tuple[np.ndarray, float]:
+        # Restricting and centring again is the centred kernel of the rows, except that the
+        # bandwidth stays the one from the median distance over all images (the kernel values are
+        # not recoverable with another one); the median of a random half is close to it.
+        kc = _centre_gram(data[0][np.ix_(rows, rows)])
+        return kc, _frobenius(kc)
+
 
 @register_baseline("rsa_spearman")
 class RSA(Similarity):
@@ -431,6 +494,9 @@ class RSA(Similarity):
 
     def _compare(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(np.clip(a @ b, -1.0, 1.0))
+
+    def _restrict(self, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return _restrict_ranks(data, rows)
 
     def _rdm(self, x: np.ndarray, what: str) -> np.ndarray:
         """The (N, N) dissimilarity matrix of the images (rows of x)."""
@@ -514,6 +580,16 @@ class DDS(Similarity):
     def _compare(self, a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> float:
         return float(np.clip(np.sum(a[0] * b[0]) / (a[1] * b[1]), -1.0, 1.0))
 
+    def _restrict(self, data: tuple[np.ndarray, float], rows: np.ndarray) -> tuple[np.ndarray, float]:
+        # Both centrings annihilate additive row and column terms, and the centred kernel differs
+        # from the raw one by such terms (off the diagonal, which U-centring ignores), so centring
+        # the restricted centred kernel again gives the centred kernel of the rows' raw kernel: exact.
+        # What is not redone is the z-scoring (over all images, not the half's) and, for "rbf", the
+        # median bandwidth: the half is read through the whole probe set's duality diagram.
+        k = data[0][np.ix_(rows, rows)]
+        kc = _u_centre(k) if self.debiased else _centre_gram(k)
+        return kc, _frobenius(kc)
+
     def _kernel(self, z: np.ndarray, what: str) -> np.ndarray:
         if self.kernel == "laplacian":
             return np.exp(-cdist(z, z, "cityblock") / z.shape[1])
@@ -532,6 +608,20 @@ class DDS(Similarity):
             raise AttributionError(f"representation {what!r}: more than half of the image pairs coincide "
                                    "(median pairwise distance 0), so the RBF bandwidth is undefined")
         return np.exp(-sq_dist / (2.0 * (self.sigma * median) ** 2))
+
+
+def _restrict_ranks(ranks: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """RSA's prepared form (the centred, unit-norm ranks of an RDM's upper triangle) on the image
+    pairs within `rows` (sorted), ranked again: exactly RSA's prepared form of the rows, because
+    ranks are a strictly increasing function of the dissimilarities that keeps their ties, and each
+    dissimilarity depends on its two images only."""
+    n = int(round((1 + np.sqrt(1 + 8 * len(ranks))) / 2))  # len(ranks) = n (n − 1) / 2
+    i, j = np.triu_indices(len(rows), 1)
+    a, b = rows[i], rows[j]
+    picked = rankdata(ranks[a * n - a * (a + 1) // 2 + (b - a - 1)])  # the condensed index of (a, b)
+    picked -= picked.mean()
+    norm = np.linalg.norm(picked)
+    return picked / norm if norm > 0 else picked
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -606,6 +696,11 @@ class DEPARA(Similarity):
 
     def _compare(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(np.clip(a @ b, -1.0, 1.0))
+
+    def _restrict(self, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        # As RSA's, except that R stays centred by its mean over all images (a half's mean would
+        # need the activations); the node term on a half is its method's half affinity.
+        return _restrict_ranks(data, rows)
 
     def combine(self, affinity: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         return (affinity + self.edge_weight * matrix) / (1.0 + self.edge_weight)

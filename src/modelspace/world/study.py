@@ -124,6 +124,7 @@ def run_study(out: str | Path, n_probe: int = N_PROBE, sizes: Sequence[int] = SI
     table_rows: dict[str, dict[str, dict]] = {}
     cv_chosen: dict[str, dict[str, dict]] = {}
     costs: dict[str, float] = {}
+    pairs: list[dict] = []  # the confidence beside the realised P@5, per estimator, target and domain
     for domain in domains:
         if progress:
             print(f"probe domain {domain!r}: {n_probe} images", flush=True)
@@ -159,16 +160,56 @@ def run_study(out: str | Path, n_probe: int = N_PROBE, sizes: Sequence[int] = SI
             results["asymmetry"] = _asymmetry(space, group1, tasks, truth, oracle_info)
         if measure_costs and not costs:  # the costs do not depend on the probe domain: measured once
             costs = _costs(space, specs, group1, probe)
+        pairs += _confidence_pairs(methods, baselines, out / "store", [s for s in specs if s.name in group1], probe,
+                                   truth, domain, progress)
     label_rows, not_applicable, label_costs = _label_based(specs, group1, tasks, truth, label_scores, label_sizes,
                                                            measure_costs, progress)
     results["which"] = _which(table_rows, label_rows, not_applicable, {**costs, **label_costs}, cv_chosen, results,
                               n_resamples, len(group1))
+    results["confidence"] = _confidence_validation(pairs, results["which"], n_resamples)
     results["seconds"] = round(time.time() - start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable))
     results["table"] = format_study(results)
     (out / "table.md").write_text(results["table"] + "\n")
     _plots(results, out)
     return results
+
+
+def _confidence_pairs(methods, baselines, store: Path, specs, probe: ProbeSet, truth: GroundTruth, domain: str,
+                      progress: bool) -> list[dict]:
+    """Each estimator's confidence per target beside the target's realised P@5, on one domain.
+
+    Judged as a user with the 20 task models would be: a space of the group-1 models alone (their
+    maps come from the study's store), whose rankings are the ones graded against the oracle.
+    """
+    space = ModelSpace(methods, baselines=baselines, store=store, progress=progress).fit(specs, probe)
+    evaluation = space.evaluate(truth)
+    pairs = []
+    for estimator, result in space.results_.items():
+        p5 = which.per_target_figures(evaluation.per_target[estimator])[which.CRITERION]
+        for name, label in zip(result.names, result.labels):
+            judged = (result.confidence or {}).get(name)
+            if judged is not None and label in p5:
+                pairs.append({"domain": domain, "estimator": estimator, "target": label, "realised": p5[label],
+                              **{k: judged[k] for k in ("confidence", "stability", "agreement")}})
+    return pairs
+
+
+def _confidence_validation(pairs: list[dict], which_data: dict, n_resamples: int) -> dict:
+    """The registered validation of the confidence: for the rule's choice and pooled over the
+    eligible label-free estimators (fixed-parameter rows), over (target, domain) pairs."""
+    bands = REGISTRATION["confidence"]["bands"]
+    rows = next(iter(which_data["domains"].values()))["rows"]
+    eligible = {r["id"] for r in rows.values() if r["kind"] in ("attribution", "label-free")}
+    chosen = which_data["supported_estimator"]
+    chosen_id = rows[chosen]["id"] if chosen in rows else None
+    validation = {}
+    if chosen_id is not None:
+        validation[f"`{chosen}` (the rule's choice)"] = which.validate_confidence(
+            [p for p in pairs if p["estimator"] == chosen_id], bands, n_resamples)
+    validation["every eligible estimator, pooled"] = which.validate_confidence(
+        [p for p in pairs if p["estimator"] in eligible], bands, n_resamples)
+    return {"pairs": pairs, "validation": validation, "bands": bands}
 
 
 def _nn(result, tasks: dict[str, str], later: set[str]) -> float:
@@ -563,6 +604,9 @@ def format_study(results: dict) -> str:
             lines.append(f"| {_display(est, a['generality_variant'])} | {r['P@1']:.2f} | {r['P@3']:.2f} | {r['P@5']:.2f} |")
     if "which" in results:
         lines += ["", which.format_which(results["which"]).rstrip()]
+    if results.get("confidence"):
+        lines += ["", which.format_confidence(results["confidence"]["validation"],
+                                              REGISTRATION["confidence"]["bands"]).rstrip()]
     return "\n".join(lines)
 
 
