@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from modelspace.attribution import attribute, get_method
+from modelspace.attribution import attribute, get_method, input_baseline
 from modelspace.errors import AttributionError, InputError
 from toy_models import MeanHead, randomise_bn
 
@@ -144,6 +144,46 @@ def test_integrated_gradients_matches_captum() -> None:
         x, baselines=0.0, target=0, n_steps=8, method="riemann_middle"
     )
     torch.testing.assert_close(attribute(net, x, get_method("ig", steps=8)), ref, rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["mean", "blur"])
+def test_integrated_gradients_from_an_input_baseline_matches_captum(kind: str) -> None:
+    net, x = resnet("module"), inputs(size=16)
+    x0 = input_baseline(x, kind)
+    ref = captum_attr.IntegratedGradients(with_head(net, x)).attribute(
+        x, baselines=x0, target=0, n_steps=8, method="riemann_middle"
+    )
+    torch.testing.assert_close(attribute(net, x, get_method("ig", steps=8, baseline=kind)), ref, rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["mean", "blur"])
+def test_gradient_times_input_minus_baseline_matches_captum(kind: str) -> None:
+    # Captum's InputXGradient of x − x₀ at x: the gradient of a model evaluated at (x − x₀) + x₀
+    net, x = cnn(), inputs(size=16)
+    x0 = input_baseline(x, kind)
+    head = with_head(net, x)
+    shifted = captum_attr.InputXGradient(lambda d: head(d + x0)).attribute(x - x0, target=0)
+    torch.testing.assert_close(attribute(net, x, get_method("gxi", baseline=kind)), shifted, rtol=1e-9, atol=1e-14)
+    subspace = attribute(net, x, get_method("gradient_x_input_subspace", directions=2, baseline=kind))
+    plain = attribute(net, x, get_method("gradient_x_input_subspace", directions=2))
+    grad = plain / x.unsqueeze(1)  # x ⊙ g, with no zero in x: the same gradients read against another baseline
+    torch.testing.assert_close(subspace, (x - x0).unsqueeze(1) * grad, rtol=1e-7, atol=1e-12)
+
+
+def test_input_baselines_against_scipy() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    x = inputs(n=2, size=48)[:, :, :, :40]  # not square: σ follows the shorter side (40 / 16 = 2.5)
+    blurred = gaussian_filter(x.numpy(), sigma=(0, 0, 2.5, 2.5), mode="mirror", truncate=int(3 * 2.5 + 0.5) / 2.5)
+    torch.testing.assert_close(input_baseline(x, "blur"), torch.from_numpy(blurred), rtol=0, atol=1e-12)
+    torch.testing.assert_close(input_baseline(x, "mean"), x.mean(dim=(2, 3), keepdim=True).expand_as(x))
+    assert (input_baseline(x, "zero") == 0).all()
+    with pytest.raises(InputError, match="baseline must be one of zero, mean, blur"):
+        get_method("gxi", baseline="grey")
+    # the paper's ids, and so its stored maps, are unchanged; the others carry the baseline
+    assert get_method("gxi").id == "gradient_x_input" and get_method("ig", steps=8).id == "integrated_gradients(steps=8)"
+    assert get_method("gxi", baseline="blur").id == "gradient_x_input(baseline='blur')"
+    assert get_method("gxi", baseline="blur").plain_gradient  # shares saliency's backward pass
 
 
 def captum_lrp(net: nn.Module, x: torch.Tensor, epsilon: float) -> torch.Tensor:

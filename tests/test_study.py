@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,13 @@ from modelspace.similarity import BASELINES
 from modelspace.space import DEFAULT_ESTIMATOR, default_baselines
 from modelspace.world import build, study, which
 from modelspace.world.demo import chance_same_task_rate, same_task_rate
+from modelspace.world.photos import PHOTOS, photo_batch
 from modelspace.world.textures import texture_batch
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 
 def test_same_task_rate_and_chance() -> None:
@@ -274,3 +282,64 @@ def test_study_command_passes_its_choices_to_run_study(monkeypatch, tmp_path, ca
                             "baselines": ["rsa", "dds"], "label_scores": ()}
     assert main(["study", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out == "T\n"  # the table is the command's stdout
+
+
+# ------------------------------------------------------------------ issue 31: registration, rule, photos
+
+
+def test_the_study_scores_exactly_the_registered_candidates() -> None:
+    registered = tomllib.loads((Path(study.__file__).with_name("candidates.toml")).read_text(encoding="utf-8"))
+    assert study.STUDY_METHODS == tuple(registered["candidates"]["methods"])
+    assert study.STUDY_BASELINES == (*registered["candidates"]["baselines"], *registered["candidates"]["fusions"])
+    assert list(study.DOMAINS) == registered["domains"]["names"] and study.N_PROBE == registered["domains"]["n_probe"]
+    assert study.RULE_TIE == registered["rule"]["tie"] == which.TIE
+    for name in study.STUDY_METHODS:
+        METHODS.get(name)  # every candidate is a declared, configurable method
+    for name in study.STUDY_BASELINES:
+        BASELINES.get(name)
+
+
+def test_registered_rule_takes_the_highest_minimum_over_domains() -> None:
+    targets = [f"t{i}" for i in range(4)]
+
+    def row(p5, rho=0.5, cost=1.0):
+        r = _row("label-free", {t: p5 for t in targets}, cost=cost)
+        r["per_target"]["rho"] = {t: rho for t in targets}
+        return r
+
+    # a: the higher mean (0.65) but a worse worst domain (0.40); b: 0.55 on both
+    domains = {"train": {"a": row(0.9), "b": row(0.55)}, "photos": {"a": row(0.4), "b": row(0.55)}}
+    choice, worst = which.registered_choice(domains, ["a", "b"])
+    assert choice == "b" and worst == {"a": pytest.approx(0.4), "b": pytest.approx(0.55)}
+    # within the tie (0.005) the higher mean ρ wins, then the lower cost
+    domains = {"train": {"a": row(0.552, rho=0.4), "b": row(0.55, rho=0.6)}}
+    assert which.registered_choice(domains, ["a", "b"])[0] == "b"
+    domains = {"train": {"a": row(0.55, cost=2.0), "b": row(0.551, cost=0.5)}}
+    assert which.registered_choice(domains, ["a", "b"])[0] == "b"
+    domains = {"train": {"a": row(0.56, cost=2.0), "b": row(0.55, cost=0.5)}}  # 0.01 apart: not tied
+    assert which.registered_choice(domains, ["a", "b"])[0] == "a"
+
+
+def test_photos_are_deterministic_crops_of_every_photograph() -> None:
+    a = photo_batch(18, seed=3, size=32)
+    assert a.shape == (18, 32, 32, 3) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    np.testing.assert_array_equal(a, photo_batch(18, seed=3, size=32))
+    np.testing.assert_array_equal(photo_batch(4, seed=3, size=32), a[:4])  # image i depends on (seed, i) only
+    assert not np.array_equal(a, photo_batch(18, seed=4, size=32))
+    # the greyscale photographs (camera, coins, brick: images 6-8 mod 9) have equal channels, the others not
+    grey = [np.allclose(x[..., 0], x[..., 1]) and np.allclose(x[..., 1], x[..., 2]) for x in a]
+    assert grey == [i % len(PHOTOS) >= 6 for i in range(18)]
+
+
+def test_confidence_validation_by_hand() -> None:
+    pairs = [{"confidence": c, "stability": s, "agreement": None, "realised": p}
+             for c, s, p in [(0.9, 1.0, 0.8), (0.85, 0.9, 0.6), (0.7, 0.5, 0.4), (0.5, 0.6, 0.2), (0.3, 0.2, 0.4)]]
+    v = which.validate_confidence(pairs, {"high": 0.8, "medium": 0.6}, n_resamples=200)
+    # ranks of C: 5 4 3 2 1; of P@5: 5 4 2.5 1 2.5 -> Spearman 0.8207826816681233
+    assert v["signals"]["confidence"]["rho"] == pytest.approx(0.8207826816681233)
+    assert v["signals"]["agreement"] is None  # undefined everywhere: no number
+    assert v["bands"]["high"] == {"n": 2, "mean": pytest.approx(0.7)}
+    assert v["bands"]["medium"] == {"n": 1, "mean": pytest.approx(0.4)}
+    assert v["bands"]["low"] == {"n": 2, "mean": pytest.approx(0.3)}
+    low, high = v["signals"]["confidence"]["low"], v["signals"]["confidence"]["high"]
+    assert -1 <= low <= v["signals"]["confidence"]["rho"] <= high <= 1
