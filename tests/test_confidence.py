@@ -295,3 +295,21 @@ def test_the_cli_summary_line_shows_the_band_with_s_and_g() -> None:
     line = _confidence_text({"stability": 0.9, "agreement": None, "confidence": 0.9, "band": "high"})
     assert line == "   · confidence high 0.90 (S 0.90)"
     assert _confidence_text(None) == ""
+
+
+def test_a_rerun_takes_the_halves_from_the_store_and_recompute_drops_them(tmp_path, monkeypatch) -> None:
+    import modelspace.space as space_module
+
+    def fit(**kw):
+        return ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "s", batch_size=8, progress=False,
+                          **kw).fit(toy_specs()[:4], toy_probe(n=24, size=24))
+
+    first = fit()
+    calls = []
+    real = space_module.affinity_halves
+    monkeypatch.setattr(space_module, "affinity_halves", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = fit()
+    assert calls == []  # every half of every pair came from the pair cache: no map read for them
+    assert again.results_["saliency"].confidence == first.results_["saliency"].confidence
+    fit(recompute=[toy_specs()[0].name])  # its maps, affinities and half affinities are dropped and recomputed
+    assert len(calls) == 1

@@ -39,6 +39,7 @@ from .errors import InputError, ModelspaceError, StorageError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices
 from .maps import (
     EntryKey,
+    half_key,
     LocalExecutor,
     MapStore,
     Runtime,
@@ -57,6 +58,7 @@ from .progress import progress as progress_bar
 from .results import Failure, Keyed, MethodResult
 from .transferability import TransferabilityScore, get_score
 from .similarity import (
+    CONFIDENCE_SEED,
     MapSketcher,
     Prepared,
     Similarity,
@@ -618,11 +620,8 @@ class ModelSpace:
     def _judge(self) -> None:
         """A `confidence` per target on every result (`similarity.confidence`), or a `confidence_note`.
 
-        The halves are recomputed here, after `_assemble`, by one more streamed pass over each
-        method's maps (`affinity_halves`; from the stored sketches for sketched methods) and by
-        comparing each baseline's prepared forms restricted to each half. The half affinities are
-        not cached in the store: a rerun or `add` reads every model's maps once more for them,
-        so confidence costs about one extra full affinity pass per method, not one row.
+        A method's halves come from the store's pair cache (`_method_halves`); a baseline's from its
+        prepared forms restricted to each half (`compare_halves`); a fusion's from its members'.
         """
         note = too_few_images(len(self.probe_))
         k = confidence_k(len(self.members_))
@@ -671,9 +670,32 @@ class ModelSpace:
                 f"confidence: not given: {e} has neither halves nor an estimator of the other kind to agree with"
                 if len(r.names) > k else f"confidence: not given: {len(r.names)} models, fewer than K + 1 = {k + 1}")
 
+    def _put_halves(self, keys: list[EntryKey], halves: np.ndarray) -> None:
+        """Cache a method's (B, N, N) half affinities in the store's pair cache, under `half_key`s."""
+        n = len(keys)
+        self.store_.put_affinities((half_key(keys[i], b, len(halves), CONFIDENCE_SEED),
+                                    half_key(keys[j], b, len(halves), CONFIDENCE_SEED), float(h[i, j]))
+                                   for b, h in enumerate(halves) for i in range(n) for j in range(i + 1, n))
+
     def _method_halves(self, method: AttributionMethod, names: list[str], masks: np.ndarray) -> np.ndarray:
-        """(B, N, N): a method's affinity on each half, streamed (from sketches when it is sketched)."""
+        """(B, N, N): a method's affinity on each half: from the store's pair cache when every pair of
+        every half is there (a rerun reads no map), else streamed in one pass over the maps and cached
+        (a run whose affinity was computed from scratch cached them in that pass; a model added to a
+        computed space costs one such pass per method, not one row). Sketched methods read sketches."""
         keys = [self.members_[n].entries[method.id] for n in names]
+        n = len(keys)
+        if self.sketch is None or method.directions > 1:
+            cached = np.ones((len(masks), n, n))
+            complete = True
+            for b in range(len(masks)):
+                found = self.store_.affinities_among([half_key(k, b, len(masks), CONFIDENCE_SEED) for k in keys])
+                complete = complete and len(found) == n * (n - 1) // 2
+                if not complete:
+                    break
+                for (i, j), value in found.items():
+                    cached[b, i, j] = cached[b, j, i] = value
+            if complete:
+                return cached
         if self.sketch is not None and method.directions == 1:
             sketches = [self.store_.get_sketch(k, self.sketch, SKETCH_SEED) for k in keys]
             readers = [lambda s, e, x=x: x[s:e] for x in sketches]
@@ -681,6 +703,8 @@ class ModelSpace:
             readers = [lambda s, e, k=k: self.store_.read(k, s, e) for k in keys]
         _, halves = affinity_halves(readers, len(self.probe_), names, masks, progress=self.progress,
                                     directions=method.directions)
+        if self.sketch is None or method.directions > 1:
+            self._put_halves(keys, halves)
         return halves
 
     def _result(self, estimator: str, members: list[tuple[str, _Member]], matrix: np.ndarray,
@@ -701,7 +725,12 @@ class ModelSpace:
             known[i, j] = known[j, i] = True
         readers = [lambda s, e, k=k: self.store_.read(k, s, e) for k in keys]
         if n >= 2 and not known[~np.eye(n, dtype=bool)].any():
-            a = affinity_matrix(readers, n_images, names, progress=self.progress, directions=directions)
+            if too_few_images(n_images) is None and n >= 3:  # the confidence's halves come with the same pass
+                a, halves = affinity_halves(readers, n_images, names, half_masks(n_images), progress=self.progress,
+                                            directions=directions)
+                self._put_halves(keys, halves)
+            else:
+                a = affinity_matrix(readers, n_images, names, progress=self.progress, directions=directions)
             self.store_.put_affinities((keys[i], keys[j], float(a[i, j])) for i in range(n) for j in range(i + 1, n))
             return a
         # Each model with unknown pairs gets one row against them, the newest (most unknown) first,

@@ -10,9 +10,9 @@ from .executor import (LocalExecutor, compute_maps, repeatable, run_error, run_e
                        wrapped_error)
 from .keys import EntryKey, WorkUnit, method_key, plan_units
 from .runtime import PRECISIONS, Runtime, kept_torch_state
-from .store import EncodedShard, MapStore, ShardInfo, encode_shard, shard_relpath
+from .store import EncodedShard, MapStore, ShardInfo, encode_shard, half_key, shard_relpath
 
 __all__ = ["EncodedShard", "EntryKey", "LocalExecutor", "MapStore", "PRECISIONS", "Runtime", "ShardInfo", "WorkUnit",
-           "compute_maps", "encode_shard", "encoder_activations", "kept_torch_state", "method_key", "plan_units", "prepare_baselines", "repeatable", "run_error",
+           "compute_maps", "encode_shard", "encoder_activations", "half_key", "kept_torch_state", "method_key", "plan_units", "prepare_baselines", "repeatable", "run_error",
            "run_exclusive", "run_unit",
            "run_units", "shard_relpath", "source_probabilities", "wrapped_error"]

@@ -340,10 +340,12 @@ class MapStore:
             cur.execute(f"DELETE FROM shards WHERE {ENTRY}", key_tuple(key))
             cur.execute(f"DELETE FROM failures WHERE {ENTRY}", key_tuple(key))
             cur.execute(f"DELETE FROM layouts WHERE {ENTRY}", key_tuple(key))
+            # the entry's own pair affinities and those of its halves (`half_key`), made from the same maps
             cur.execute(
-                "DELETE FROM affinities WHERE probe_hash = ? AND method = ? AND probe_size = ? "
-                "AND (model_a = ? OR model_b = ?)",
-                (key.probe_hash, key.method, key.probe_size, key.model_key, key.model_key),
+                "DELETE FROM affinities WHERE probe_hash = ? AND (method = ? OR substr(method, 1, ?) = ?) "
+                "AND probe_size = ? AND (model_a = ? OR model_b = ?)",
+                (key.probe_hash, key.method, len(key.method) + len(HALF_MARK), key.method + HALF_MARK, key.probe_size,
+                 key.model_key, key.model_key),
             )
             sketch_paths = self._drop_sketches(cur, ENTRY, key_tuple(key))
         self._delete_files(paths + sketch_paths)
@@ -648,6 +650,16 @@ def _flatten(maps, unit: WorkUnit) -> np.ndarray:
     if rows.shape[1] == 0:
         raise StoreError(f"model {unit.model_name!r}: maps of shape {arr.shape} hold no values")
     return rows
+
+
+HALF_MARK = "~half"
+"""Marks the method of a half's key: the pair cache holds a method's affinities on subsets of the
+probe images (the confidence's halves) beside its own, so that a rerun reads no map for them."""
+
+
+def half_key(key: EntryKey, half: int, halves: int, seed: int) -> EntryKey:
+    """The key under which `key`'s affinities on half number `half` (of `halves` drawn with `seed`) are cached."""
+    return EntryKey(key.model_key, key.probe_hash, f"{key.method}{HALF_MARK}{half}of{halves}seed{seed}", key.probe_size)
 
 
 def affinity_checksum(pair: tuple, value: float) -> str:

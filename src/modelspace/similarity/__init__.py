@@ -19,6 +19,7 @@ from .baselines import (
     register_baseline,
     similarity_matrix,
 )
+from .confidence import SEED as CONFIDENCE_SEED
 from .confidence import (
     BANDS,
     HALVES,
@@ -49,7 +50,7 @@ from .tree import (
     tree_agreement,
 )
 
-__all__ = ["BANDS", "BASELINES", "DDS", "DEPARA", "Fusion", "HALVES", "HUB_SHARE", "LinearCKA", "MIN_IMAGES",
+__all__ = ["BANDS", "BASELINES", "CONFIDENCE_SEED", "DDS", "DEPARA", "Fusion", "HALVES", "HUB_SHARE", "LinearCKA", "MIN_IMAGES",
            "MapReader", "MapSketcher", "Confidence", "Estimate", "Prepared", "RBFCKA", "RSA", "SVCCA", "Similarity",
            "affinity_halves", "affinity_matrix", "affinity_naive", "affinity_row", "agreement", "classical_mds",
            "clusters", "compare_all", "compare_halves", "confidence_k", "cophenetic", "distance", "get_baseline",
