@@ -9,9 +9,8 @@ also accumulates the 20 half affinities), on synthetic L2-normalised float16 map
 read as float32 like `MapStore.read` (`harness.SyntheticMaps`). DDS: `compare_all` over the prepared
 forms (the whole matrix) against `compare_halves` (each form restricted to each half, U-centred again,
 and compared), on synthetic activations of D values per image, with the preparation timed once for the
-estimate of a whole run. The extra cost of a run is estimated against what a run does after the maps
-(one affinity per method, one DDS preparation per model and its `compare_all`): the forward and backward
-passes that make the maps come on top, so the true share is smaller than the one printed.
+estimate of a whole run. The whole run is N world models' maps (timed on one model, scaled to Np
+images), the three default methods' affinities and DDS; the confidence's share is printed against it.
 """
 
 import argparse
@@ -19,7 +18,7 @@ import statistics
 
 import numpy as np
 
-from harness import SyntheticMaps, fmt_bytes, fmt_s, interleaved, traced
+from harness import SyntheticMaps, fmt_bytes, fmt_s, interleaved, timed, traced
 from modelspace.similarity import DDS, affinity_halves, affinity_matrix, compare_all, compare_halves, half_masks
 
 
@@ -30,6 +29,7 @@ def main() -> None:
     parser.add_argument("--map-size", type=int, default=64, help="S: maps of 3 × S × S values (default 64)")
     parser.add_argument("--features", type=int, default=512, help="D: activation values per image for DDS")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats per variant (median kept)")
+    parser.add_argument("--map-images", type=int, default=200, help="images the maps of one model are timed on")
     args = parser.parse_args()
     n, n_img, feat = args.models, args.images, 3 * args.map_size**2
     names = [f"m{i}" for i in range(n)]
@@ -65,16 +65,44 @@ def main() -> None:
           f"  compare_halves (20 halves)  {fmt_s(t_halves):>10}   peak {fmt_bytes(p_halves)}\n"
           f"  ratio halves / compare_all  {t_halves / t_all:10.2f}×", flush=True)
 
-    # What a run does after the maps: this method's affinity, DDS prepared and compared. ModelSpace
-    # computes the halves in a pass of its own after the affinity (`ModelSpace._judge`), so its extra
-    # cost per method is a whole `affinity_halves`, not the difference of the two.
-    run = t_full + t_prep + t_all
-    in_pass, as_wired = (t_both - t_full) + t_halves, t_both + t_halves
-    print(f"\nextra cost of the confidence, against the post-map work of a run with one method and DDS "
-          f"({fmt_s(run)}; the maps' own forward+backward passes not included)\n"
-          f"  halves in the affinity's own pass     +{fmt_s(in_pass)}  (×{(run + in_pass) / run:.2f})\n"
-          f"  as ModelSpace computes them (a pass    +{fmt_s(as_wired)}  (×{(run + as_wired) / run:.2f})\n"
-          f"  of its own after the affinity)", flush=True)
+    # A whole run of N models: each model's maps (one forward and one backward pass per image for the
+    # paper's three methods: saliency and gradient×input share theirs, ε-LRP has its own), measured on
+    # a world model at its own input size over `--map-images` images and scaled to Np; then the
+    # affinity of each of the three methods and DDS. A fresh run computes the halves in the affinity's
+    # own pass (`ModelSpace._affinity`) and caches them, so the confidence adds the difference of the
+    # two passes per method and DDS's halves; a rerun reads them from the store.
+    t_model = _maps_per_model(args.map_images) * n_img / args.map_images
+    methods = 3
+    run = n * t_model + methods * t_full + t_prep + t_all
+    extra = methods * max(t_both - t_full, 0.0) + t_halves
+    print(f"\nmaps of one world model (3 methods, 2 passes per image): {fmt_s(t_model)} for {n_img} images "
+          f"(measured on {args.map_images})\n"
+          f"whole run: {n} models' maps {fmt_s(n * t_model)} + {methods} affinities {fmt_s(methods * t_full)} + "
+          f"DDS {fmt_s(t_prep + t_all)} = {fmt_s(run)}\n"
+          f"  the confidence adds   +{fmt_s(extra)}  = {100 * extra / run:.1f} % of the run  "
+          f"(peak memory ×{p_both / p_full:.2f} the streamed affinity's)", flush=True)
+
+
+def _maps_per_model(n_images: int) -> float:
+    """Seconds for one world model's maps (saliency, gradient×input, ε-LRP) over `n_images` probe images."""
+    import torch
+
+    from modelspace.attribution import DEFAULT_METHODS, get_method
+    from modelspace.maps import Runtime, compute_maps
+    from modelspace.models import load_model
+    from modelspace.probe import ProbeSet
+    from modelspace.world import render_batch
+    from modelspace.world.demo import load_world
+    from modelspace.world.build import ZOO_DIR
+
+    specs = load_world(ZOO_DIR)[0]
+    loaded = load_model(specs[0])
+    probe = ProbeSet.from_array(render_batch(n_images, 4000)["rgb"])
+    images, methods = probe.batch(0, n_images), [get_method(m) for m in DEFAULT_METHODS]
+    with torch.inference_mode(False):
+        _, seconds = timed(lambda: [compute_maps(loaded, images[i:i + 32], methods, probe.size, Runtime.of("cpu"))
+                                    for i in range(0, n_images, 32)])
+    return seconds
 
 
 if __name__ == "__main__":
