@@ -5,7 +5,8 @@ Per probe domain (train, shifted, textures, photos) this measures, on the built-
 1. energy concentration of the maps (share of squared mass in the top 5 % of pixels);
 2. how much of a gradient×input map is the input's intensity: the DC share of ‖x‖², the affinity a
    shuffled-gradient control keeps, and the plain signed gradient beside gradient×input and saliency;
-3. the distribution of per-image cosines and a per-target contrast (signal / standard error);
+3. the distribution of per-image cosines, a per-target contrast (signal / standard error), and the
+   split-half reliability of the affinity against its distance from the train affinity;
 4. 100 against 1000 probe images on textures and photos;
 5. the models' preprocessing.
 
