@@ -13,7 +13,7 @@ from modelspace.attribution import DEFAULT_METHODS, METHODS
 from modelspace.errors import InputError
 from modelspace.evaluation import GroundTruth, evaluate, leave_one_target_out
 from modelspace.similarity import BASELINES
-from modelspace.space import DEFAULT_ESTIMATOR, default_baselines
+from modelspace.space import DEFAULT_ESTIMATOR, default_estimators
 from modelspace.world import build, study, which
 from modelspace.world.demo import chance_same_task_rate, same_task_rate
 from modelspace.world.photos import PHOTOS, photo_batch
@@ -256,17 +256,24 @@ def test_which_table_and_recommendation() -> None:
     assert "### Recommendation" in table and "- depara λ: train: 0.25 (6), 1 (2)" in table
 
 
-def test_default_estimator_is_one_constant_and_its_baseline_is_computed() -> None:
+def test_default_estimator_is_one_constant_and_what_it_needs_is_computed() -> None:
     # named once, in space.py (the study's recommendation refers to it), and a registered estimator
-    assert DEFAULT_ESTIMATOR in METHODS or DEFAULT_ESTIMATOR in BASELINES
-    assert default_baselines(DEFAULT_METHODS, "saliency") == []  # a method: computed among the methods
-    assert default_baselines(DEFAULT_METHODS, "linear_cka") == ["linear_cka"]
-    assert default_baselines(DEFAULT_METHODS, "depara") == ["depara"]
-    assert default_baselines(["saliency"], "depara") == []  # its node method's maps are not computed
-    assert default_baselines(DEFAULT_METHODS, "no_such_estimator") == []
+    assert DEFAULT_ESTIMATOR in METHODS or DEFAULT_ESTIMATOR in BASELINES or DEFAULT_ESTIMATOR.startswith("fusion(")
+    assert default_estimators(DEFAULT_METHODS, "saliency") == ([], [])  # a method already computed
+    assert default_estimators(DEFAULT_METHODS, "gxi_subspace") == (["gxi_subspace"], [])  # a method to add
+    assert default_estimators(DEFAULT_METHODS, "gxi_subspace", add_methods=False) == ([], [])  # the user chose
+    assert default_estimators(DEFAULT_METHODS, "linear_cka") == ([], ["linear_cka"])
+    assert default_estimators(DEFAULT_METHODS, "depara") == ([], ["depara"])
+    assert default_estimators(["saliency"], "depara") == ([], [])  # its node method's maps are not computed
+    assert default_estimators(DEFAULT_METHODS, "no_such_estimator") == ([], [])
     # a default nobody asked for never fails a run: DDS's debiased estimate needs 4 probe images
-    assert default_baselines(DEFAULT_METHODS, "dds", n_images=3) == []
-    assert default_baselines(DEFAULT_METHODS, "dds", n_images=4) == ["dds"]
+    assert default_estimators(DEFAULT_METHODS, "dds", n_images=3) == ([], [])
+    assert default_estimators(DEFAULT_METHODS, "dds", n_images=4) == ([], ["dds"])
+    # a fusion brings its members, or is left out with one of them
+    fusion = "fusion(members=('dds','gradient_x_input_subspace'))"
+    assert default_estimators(DEFAULT_METHODS, fusion) == (["gradient_x_input_subspace"], ["dds", fusion])
+    assert default_estimators(DEFAULT_METHODS, fusion, n_images=3) == ([], [])
+    assert default_estimators(["gradient_x_input_subspace"], fusion, add_methods=False) == ([], ["dds", fusion])
 
 
 def test_study_command_passes_its_choices_to_run_study(monkeypatch, tmp_path, capsys) -> None:

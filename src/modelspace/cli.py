@@ -459,15 +459,18 @@ def _label_lines(scores: dict[str, dict[str, float]], n_images: int) -> str:
 
 def _space(args: argparse.Namespace, n_images: int | None = None):
     from .attribution import get_method
-    from .space import ModelSpace, default_baselines
+    from .space import ModelSpace, default_estimators
 
     if args.store is None:  # one default for every command that computes: running again resumes there
         args.store = str(Path(getattr(args, "out", None) or DEFAULT_OUT) / "store")
         _log.info("maps are stored in %s (the default store; --store chooses another)", args.store)
     # --epsilon configures an ε-LRP named plainly; an id such as "lrp_epsilon(epsilon=0.01)" says its own ε
     methods = [get_method(m, epsilon=args.epsilon) if "(" not in m and get_method(m).name == "lrp_epsilon" else m
-               for m in args.methods]
-    baselines = default_baselines(methods, n_images=n_images) if args.command == "run" else []
+               for m in args.methods_given or DEFAULT_METHODS]
+    baselines = []
+    if args.command == "run":  # the default estimator is computed; its methods only when --methods was not given
+        extra, baselines = default_estimators(methods, n_images=n_images, add_methods=args.methods_given is None)
+        methods = [*methods, *extra]
     return ModelSpace(methods=methods, baselines=baselines, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
                       workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
@@ -594,9 +597,10 @@ def _parser() -> argparse.ArgumentParser:
     compute = argparse.ArgumentParser(add_help=False)
     compute.add_argument("--store", default=None, help=f"map store folder (resumable); default: OUT/store, i.e. "
                          f"{DEFAULT_STORE} unless --out says otherwise (`embed`, which has no --out: {DEFAULT_STORE})")
-    compute.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                         help="attribution methods (see `modelspace methods`; default: the paper's three); a "
-                         "name, or an id with parameters, e.g. \"transformed(method='gxi',pool=4)\"")
+    compute.add_argument("--methods", nargs="+", default=None, dest="methods_given",
+                         help="attribution methods (see `modelspace methods`; default: the paper's three, and for "
+                         "`run` the default estimator's methods); a name, or an id with parameters, e.g. "
+                         "\"transformed(method='gxi',pool=4)\"")
     compute.add_argument("--epsilon", type=float, default=1e-6, help="ε of ε-LRP (default 1e-6)")
     compute.add_argument("--batch-size", type=int, default=32, help="probe images per forward+backward pass "
                          "(default 32)")

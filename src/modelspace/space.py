@@ -79,7 +79,7 @@ from .similarity import (
     spread,
 )
 
-__all__ = ["DEFAULT_ESTIMATOR", "DEFAULT_METHODS", "Failure", "MethodResult", "ModelSpace", "default_baselines",
+__all__ = ["DEFAULT_ESTIMATOR", "DEFAULT_METHODS", "Failure", "MethodResult", "ModelSpace", "default_estimators",
            "get_estimator_id"]
 
 _log = logging.getLogger(__name__)  # under "modelspace": the CLI prints its records to stderr
@@ -88,7 +88,7 @@ DEFAULT_ESTIMATOR = "dds"
 """The label-free estimator `modelspace run` leads with: an attribution method or a baseline name.
 
 It is what the report's summary lines use when no ground truth picks the best, and, when it names a
-baseline, `modelspace run` computes that baseline beside the attribution methods (`default_baselines`).
+baseline, `modelspace run` computes that baseline beside the attribution methods (`default_estimators`).
 The paper's three methods (`DEFAULT_METHODS`) are always computed whatever it is. Its value is set from
 `modelspace study`'s measurement on world v2: DDS had the highest P@5 averaged over the three probe
 domains (0.62) of the label-free estimators not distinguishable from the best on every domain, at 0.4×
@@ -856,29 +856,43 @@ def get_estimator_id(name: str) -> str:
         return get_baseline(name).id
 
 
-def default_baselines(methods: Sequence[str | AttributionMethod], estimator: str = DEFAULT_ESTIMATOR,
-                      n_images: int | None = None) -> list[str]:
-    """The baselines a run computes by default beside `methods`: `estimator` when it names a
-    registered baseline (not an attribution method) whose needs `methods` and `n_images` (the probe
-    set's size, when known) meet, else none.
+def default_estimators(methods: Sequence[str | AttributionMethod], estimator: str = DEFAULT_ESTIMATOR,
+                       n_images: int | None = None, add_methods: bool = True) -> tuple[list[str], list[str]]:
+    """What a run computes beside `methods` so that `estimator` is among its results:
+    ``(methods to add, baselines to add)``.
 
-    A default the user did not ask for is left out rather than failing the run: DEPARA without the
-    maps of its node method among `methods`, DDS on fewer probe images than its debiased estimate needs.
+    An attribution method is added to the methods unless it is there (and only with `add_methods`:
+    a user who named the methods chose what to pay for); a baseline is added when `methods` and
+    `n_images` (the probe set's size, when known) meet its needs; a fusion brings its members. A
+    default the user did not ask for is left out rather than failing the run: DEPARA without the
+    maps of its node method, DDS on fewer probe images than its debiased estimate needs, a fusion
+    with a member left out.
     """
+    have = {get_method(m).id for m in methods}
     try:
-        get_method(estimator)
-        return []  # an attribution method: computed among the methods
+        method = get_method(estimator)
     except InputError:
-        pass
+        method = None
+    if method is not None:
+        return ([], []) if method.id in have else ([estimator], []) if add_methods else ([], [])
     try:
         baseline = get_baseline(estimator)
     except InputError:
-        return []
+        return [], []
+    if baseline.combines_estimators:
+        extra_methods, extra_baselines = [], []
+        for member in baseline.members:
+            got = default_estimators([*methods, *extra_methods], member, n_images, add_methods)
+            computed = got != ([], []) or get_estimator_id(member) in {get_method(m).id for m in [*methods, *extra_methods]}
+            if not computed:
+                return [], []
+            extra_methods, extra_baselines = extra_methods + got[0], extra_baselines + got[1]
+        return extra_methods, [*extra_baselines, estimator]
     if baseline.uses_affinity and baseline.method not in {get_method(m).name for m in methods}:
-        return []
+        return [], []
     if n_images is not None and n_images < baseline.min_images:
-        return []
-    return [estimator]
+        return [], []
+    return [], [estimator]
 
 
 @dataclass(frozen=True)

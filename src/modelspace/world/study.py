@@ -603,7 +603,8 @@ def format_study(results: dict) -> str:
         for est, r in a["generality_variant"].items():
             lines.append(f"| {_display(est, a['generality_variant'])} | {r['P@1']:.2f} | {r['P@3']:.2f} | {r['P@5']:.2f} |")
     if "which" in results:
-        lines += ["", which.format_which(results["which"]).rstrip()]
+        lines += ["", "## Every candidate on every domain", "", which.format_candidates(results["which"]).rstrip(),
+                  "", which.format_which(results["which"]).rstrip()]
     if results.get("confidence"):
         lines += ["", which.format_confidence(results["confidence"]["validation"],
                                               REGISTRATION["confidence"]["bands"]).rstrip()]

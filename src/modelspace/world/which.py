@@ -33,7 +33,7 @@ from ..evaluation import Difference, bootstrap_interval, leave_one_target_out
 
 __all__ = ["CRITERION", "KINDS", "LEVEL", "METRICS", "N_RESAMPLES", "SEED", "TWIN_MARK", "compare_with_best",
            "cross_validated_row", "format_which", "measure_cost", "paired_difference", "per_target_figures",
-           "format_confidence", "recommend", "registered_choice", "summarise", "summarise_rows", "twin_check",
+           "format_candidates", "format_confidence", "recommend", "registered_choice", "summarise", "summarise_rows", "twin_check",
            "validate_confidence"]
 
 METRICS = ("P@1", "P@3", "P@5", "R@5", "rho")
@@ -468,6 +468,35 @@ def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str,
 def _same(a: str, b: str) -> bool:
     """Whether two estimator ids name the same estimator (an id with parameters and its bare name)."""
     return a == b or a.split("(")[0] == b.split("(")[0]
+
+
+def format_candidates(which: Mapping[str, Any]) -> str:
+    """The markdown of every label-free row on every domain, side by side: mean P@5 and ρ over targets,
+    each with its bootstrap interval, the vs-best mark ('=' not distinguishable from the domain's best,
+    '<' behind it), and the minimum of P@5 over the domains that the registered rule ranks by."""
+    domains = list(which["domains"])
+    rows = {d: b["rows"] for d, b in which["domains"].items()}
+    names = [e for e, r in rows[domains[0]].items() if r["kind"] in ("attribution", "label-free", "cross-validated")]
+
+    def cell(row: dict) -> str:
+        p, r = row["figures"][CRITERION], row["figures"]["rho"]
+        if p is None:
+            return "–"
+        mark = "best" if row.get("best") else ("=" if row.get("vs_best") and row["vs_best"]["low"] <= 0 <= row["vs_best"]["high"]
+                                               else "<")
+        rho = "–" if r is None else f"{r['mean']:.2f} [{r['low']:.2f}, {r['high']:.2f}]"
+        return f"{p['mean']:.2f} [{p['low']:.2f}, {p['high']:.2f}] {mark} / {rho}"
+
+    lines = [f"{CRITERION} [interval] vs-best mark / ρ [interval], per probe domain; min: the lowest mean {CRITERION} "
+             "over the domains (the registered rule's criterion; cross-validated rows are not eligible).", "",
+             "| estimator | " + " | ".join(domains) + f" | min {CRITERION} |", "|" + "---|" * (len(domains) + 2)]
+    chosen = which.get("supported_estimator")
+    for name in names:
+        cells = [cell(rows[d][name]) if name in rows[d] else "–" for d in domains]
+        worst = min((rows[d][name]["figures"][CRITERION] or {"mean": np.nan})["mean"] for d in domains if name in rows[d])
+        label = f"**{name}** (chosen)" if name == chosen else name
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {worst:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------- the confidence, validated
