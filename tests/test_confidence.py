@@ -313,3 +313,19 @@ def test_a_rerun_takes_the_halves_from_the_store_and_recompute_drops_them(tmp_pa
     assert again.results_["saliency"].confidence == first.results_["saliency"].confidence
     fit(recompute=[toy_specs()[0].name])  # its maps, affinities and half affinities are dropped and recomputed
     assert len(calls) == 1
+
+
+def test_the_report_page_shows_each_targets_band_and_the_too_few_images_note(judged_space, tmp_path) -> None:
+    from modelspace.report import from_space, write_report
+
+    page = write_report(from_space(judged_space), tmp_path / "report.html").read_text(encoding="utf-8")
+    dds = judged_space.results_["dds"]
+    for target, c in dds.confidence.items():
+        badge = f'{c["band"]} {c["confidence"]:.2f}</span>'
+        assert badge in page, (target, badge)
+        assert f'stability S {c["stability"]:.2f}, agreement G {c["agreement"]:.2f}' in page
+    few = ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "s2", batch_size=8, progress=False)
+    few.fit(toy_specs()[:4], toy_probe(n=12, size=24))
+    page = write_report(from_space(few), tmp_path / "few.html").read_text(encoding="utf-8")
+    assert "Confidence: not given: 12 probe images, fewer than the 20 its halves need." in page
+    assert 'class="badge' not in page
