@@ -52,7 +52,11 @@ def test_textures_are_deterministic_and_cover_every_family() -> None:
 
 
 def test_study_in_miniature(tmp_path) -> None:
-    results = study.run_study(tmp_path, n_probe=12, sizes=(6, 12), domains=("train", "textures"), progress=False,
+    # cheap candidates of every kind (the registered list's subspace and path methods cost 8-16 passes)
+    fusion = "fusion(members=('dds','gradient_x_input'))"
+    results = study.run_study(tmp_path, n_probe=20, sizes=(6, 12), domains=("train", "textures"), progress=False,
+                              methods=("saliency", "gradient_x_input", "gradient_x_input(baseline='mean')"),
+                              baselines=("svcca", "rsa", "dds", "depara", fusion),
                               label_scores=("logme", "hscore", "leep"), label_sizes=(12,), n_resamples=200)
     assert set(results["domains"]) == {"train", "textures"}
     rows = results["domains"]["train"]["estimators"]
@@ -74,6 +78,14 @@ def test_study_in_miniature(tmp_path) -> None:
     assert "leep" in results["which"]["domains"]["train"]["not_applicable"]
     assert "## Which estimator when" in table and "### Recommendation" in table
     assert results["which"]["default_estimator"] == DEFAULT_ESTIMATOR
+    # the fusion is a candidate like the others, and the rule's choice is one of the label-free rows
+    assert which_rows["fusion"]["kind"] == "label-free" and "## Every candidate on every domain" in table
+    assert which_rows[results["which"]["supported_estimator"]]["kind"] in ("attribution", "label-free")
+    # the confidence beside the realised P@5 of every group-1 target, per estimator and domain
+    pairs = results["confidence"]["pairs"]
+    assert {p["domain"] for p in pairs} == {"train", "textures"} and len({p["target"] for p in pairs}) == 20
+    assert all(0 <= p["confidence"] <= 1 and p["realised"] in (0, 0.2, 0.4, 0.6, 0.8, 1) for p in pairs)
+    assert "the confidence, validated" in table and "every eligible estimator, pooled" in table
 
 
 # ------------------------------------------------------------------ the "which estimator when" table

@@ -22,8 +22,8 @@ from ..evaluation import GroundTruth, format_table
 from ..models import load_zoo
 from ..probe import ProbeSet
 from ..results import REPORT_HTML, RESULTS_JSON, TRUTH_AFFINITY_CSV, file_name, write_matrix
-from ..similarity import similarity_tree, to_newick
-from ..space import ModelSpace
+from ..similarity import get_baseline, similarity_tree, to_newick
+from ..space import ModelSpace, default_estimators
 from .build import ZOO_DIR
 from .render import render_batch
 
@@ -62,7 +62,12 @@ def run_demo(
     n = n_probe or (1000 if full else DEMO_PROBE)
     probe = ProbeSet.from_array(render_batch(n, PROBE_SEED)["rgb"])
 
-    space = ModelSpace(methods=methods, baselines=baselines, store=out / "store", progress=progress).fit(specs, probe)
+    # the default estimator is in every run's table, whatever it is (a method, a baseline, a fusion)
+    extra_methods, extra_baselines = default_estimators(methods, n_images=n)
+    have = {get_baseline(b).id for b in baselines}
+    baselines = [*baselines, *(b for b in extra_baselines if get_baseline(b).id not in have)]
+    space = ModelSpace(methods=[*methods, *extra_methods], baselines=baselines, store=out / "store",
+                       progress=progress).fit(specs, probe)
     space.evaluate(truth, n_relevant=min(5, len(group1) - 1), models=group1)  # top 5, or all of a miniature
     space.save(out)
 
