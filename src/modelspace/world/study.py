@@ -39,14 +39,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from ..attribution import get_method
+from ..attribution import DEFAULT_METHODS, get_method
 from ..errors import ModelspaceError
 from ..evaluation import GroundTruth, evaluate
 from ..maps import Runtime, compute_maps, encoder_activations
 from ..models import load_model
 from ..probe import ProbeSet
 from ..similarity import affinity_matrix, get_baseline, rank_sources, similarity_matrix
-from ..space import DEFAULT_ESTIMATOR, ModelSpace, get_estimator_id
+from ..space import DEFAULT_ESTIMATOR, ModelSpace, default_estimators, get_estimator_id
 from ..transferability import get_score
 from . import which
 from .build import ZOO_DIR
@@ -167,6 +167,20 @@ def run_study(out: str | Path, n_probe: int = N_PROBE, sizes: Sequence[int] = SI
     results["which"] = _which(table_rows, label_rows, not_applicable, {**costs, **label_costs}, cv_chosen, results,
                               n_resamples, len(group1))
     results["confidence"] = _confidence_validation(pairs, results["which"], n_resamples)
+    chosen = _chosen_id(results["which"])
+    if chosen is not None:  # what a user of `modelspace run` gets: its default estimators, not the study's many
+        extra_methods, extra_baselines = default_estimators(DEFAULT_METHODS, chosen)
+        run_pairs = []
+        for domain in domains:
+            run_pairs += [p for p in _confidence_pairs([*DEFAULT_METHODS, *extra_methods], extra_baselines, out / "store",
+                                                       [s for s in specs if s.name in group1],
+                                                       ProbeSet.from_array(DOMAINS[domain](n_probe)), truth, domain,
+                                                       progress)
+                          if p["estimator"] == chosen]
+        results["confidence"]["validation"][f"`{results['which']['supported_estimator']}` in a default run "
+                                            f"({', '.join([*DEFAULT_METHODS, *extra_methods, *extra_baselines])})"] = \
+            which.validate_confidence(run_pairs, REGISTRATION["confidence"]["bands"], n_resamples)
+        results["confidence"]["default_run_pairs"] = run_pairs
     results["seconds"] = round(time.time() - start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable))
     results["table"] = format_study(results)
@@ -202,7 +216,7 @@ def _confidence_validation(pairs: list[dict], which_data: dict, n_resamples: int
     rows = next(iter(which_data["domains"].values()))["rows"]
     eligible = {r["id"] for r in rows.values() if r["kind"] in ("attribution", "label-free")}
     chosen = which_data["supported_estimator"]
-    chosen_id = rows[chosen]["id"] if chosen in rows else None
+    chosen_id = _chosen_id(which_data)
     validation = {}
     if chosen_id is not None:
         validation[f"`{chosen}` (the rule's choice)"] = which.validate_confidence(
@@ -210,6 +224,13 @@ def _confidence_validation(pairs: list[dict], which_data: dict, n_resamples: int
     validation["every eligible estimator, pooled"] = which.validate_confidence(
         [p for p in pairs if p["estimator"] in eligible], bands, n_resamples)
     return {"pairs": pairs, "validation": validation, "bands": bands}
+
+
+def _chosen_id(which_data: dict) -> str | None:
+    """The id of the rule's choice (the table names it by its display name), or None."""
+    rows = next(iter(which_data["domains"].values()))["rows"]
+    chosen = which_data["supported_estimator"]
+    return rows[chosen]["id"] if chosen in rows else None
 
 
 def _nn(result, tasks: dict[str, str], later: set[str]) -> float:
