@@ -85,14 +85,14 @@ __all__ = ["DEFAULT_ESTIMATOR", "DEFAULT_METHODS", "Failure", "MethodResult", "M
 _log = logging.getLogger(__name__)  # under "modelspace": the CLI prints its records to stderr
 
 DEFAULT_ESTIMATOR = "dds"
-"""The label-free estimator `modelspace run` leads with: an attribution method or a baseline name.
+"""The label-free estimator `modelspace run` leads with: an attribution method, a baseline or a fusion.
 
-It is what the report's summary lines use when no ground truth picks the best, and, when it names a
-baseline, `modelspace run` computes that baseline beside the attribution methods (`default_estimators`).
-The paper's three methods (`DEFAULT_METHODS`) are always computed whatever it is. Its value is set from
-`modelspace study`'s measurement on world v2: DDS had the highest P@5 averaged over the three probe
-domains (0.62) of the label-free estimators not distinguishable from the best on every domain, at 0.4×
-a forward+backward pass per model (README, "Which estimator when")."""
+It is what the report's summary lines use when no ground truth picks the best; `modelspace run` computes
+whatever it needs beside the attribution methods (`default_estimators`). The paper's three methods
+(`DEFAULT_METHODS`) are always computed whatever it is. Its value is the choice of the rule registered in
+`world/candidates.toml`, applied by `modelspace study` to every registered candidate on four probe domains
+(real photographs among them): DDS had the highest minimum over the domains of mean P@5 (0.50, level with
+DEPARA, ahead of it on mean ρ, 0.61 against 0.50; `docs/study/table.md`)."""
 
 SKETCH_SEED = 0  # one projection for every sketch in a store, so that sketches stay comparable
 
