@@ -175,14 +175,14 @@ def test_shipped_oracle_is_reproduced_in_miniature(shipped) -> None:
                                       data["train"], data["test"], recipe, progress=False)
     by_seed = np.asarray(info["transfer_loss_by_seed"])
     i = info["tasks"].index(target)
-    # Within a tenth of the readout's seed-to-seed noise for this target (the unit of criterion 2b):
+    # Within a quarter of the readout's seed-to-seed noise for this target (the unit of criterion 2b):
     # 1 000 Adam steps carry float32 rounding, which differs with the thread count and the CPU's kernels
-    # (the shipped readouts were measured by one-thread workers), into the third digit.
+    # (the shipped readouts were measured by one-thread workers on an AVX-512 CPU), into the third digit:
+    # on an AMD EPYC machine room_layout's readout came out 0.15 noise units from the shipped one.
     noise = oracle_validity(info)["noise"][target]
-    for k, seed in enumerate(recipe.seeds):
-        for s in sources:
-            shipped_loss = by_seed[k, i, info["tasks"].index(s)]
-            assert abs(result.loss[seed][target][s] - shipped_loss) < 0.1 * noise, (seed, s, result.loss[seed][target][s], shipped_loss)
+    off = {(seed, s): abs(result.loss[seed][target][s] - by_seed[k, i, info["tasks"].index(s)]) / noise
+           for k, seed in enumerate(recipe.seeds) for s in sources}
+    assert max(off.values()) < 0.25, off
 
 
 def test_training_is_deterministic() -> None:
