@@ -23,6 +23,7 @@ from modelspace.similarity import (
     RBFCKA,
     SVCCA,
     affinity_halves,
+    affinity_halves_row,
     affinity_matrix,
     agreement,
     compare_halves,
@@ -162,6 +163,19 @@ def test_streamed_halves_equal_a_per_image_loop(directions: int) -> None:
     np.testing.assert_allclose(halves, naive_halves(maps, masks, directions), atol=2e-6)
     np.testing.assert_allclose(full, affinity_matrix(readers_for(maps), 23, names(5), progress=False,
                                                      directions=directions), atol=2e-6)
+
+
+@pytest.mark.parametrize("directions", [1, 3])
+def test_a_new_models_row_of_halves_equals_the_per_image_loop(directions: int) -> None:
+    rng = np.random.default_rng(2)
+    maps = [rng.normal(size=(23, directions, 8)) for _ in range(5)]
+    masks = half_masks(23, halves=6, seed=3)
+    budget = 5 * directions * 8 * 4 * 4  # four images per chunk, the last one short
+    row, halves = affinity_halves_row(readers_for(maps[:1])[0], readers_for(maps[1:]), 23, names(5), masks,
+                                      memory_budget=budget, progress=False, directions=directions)
+    np.testing.assert_allclose(halves, naive_halves(maps, masks, directions)[:, 0, 1:], atol=2e-6)
+    np.testing.assert_allclose(row, affinity_matrix(readers_for(maps), 23, names(5), progress=False,
+                                                    directions=directions)[0, 1:], atol=2e-6)
 
 
 def test_streamed_halves_refuse_an_empty_half() -> None:
@@ -311,8 +325,25 @@ def test_a_rerun_takes_the_halves_from_the_store_and_recompute_drops_them(tmp_pa
     again = fit()
     assert calls == []  # every half of every pair came from the pair cache: no map read for them
     assert again.results_["saliency"].confidence == first.results_["saliency"].confidence
-    fit(recompute=[toy_specs()[0].name])  # its maps, affinities and half affinities are dropped and recomputed
-    assert len(calls) == 1
+    # its maps, affinities and half affinities are dropped; its row and the row's halves come back in one pass
+    recomputed = fit(recompute=[toy_specs()[0].name])
+    assert calls == [] and recomputed.results_["saliency"].confidence == first.results_["saliency"].confidence
+
+
+def test_an_added_model_brings_its_row_of_halves(tmp_path, monkeypatch) -> None:
+    import modelspace.space as space_module
+
+    space = ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "s", batch_size=8, progress=False)
+    space.fit(toy_specs()[:3], toy_probe(n=24, size=24))
+    calls = []
+    real = space_module.affinity_halves
+    monkeypatch.setattr(space_module, "affinity_halves", lambda *a, **k: calls.append(1) or real(*a, **k))
+    space.add(toy_specs()[3])
+    assert calls == []  # one row and its halves, no pass over the whole matrix
+    whole = ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "t", batch_size=8,
+                       progress=False).fit(toy_specs()[:4], toy_probe(n=24, size=24))
+    for target, c in whole.results_["saliency"].confidence.items():
+        assert space.results_["saliency"].confidence[target]["stability"] == pytest.approx(c["stability"])
 
 
 def test_the_report_page_shows_each_targets_band_and_the_too_few_images_note(judged_space, tmp_path) -> None:

@@ -33,7 +33,7 @@ from .similarity.ranking import rank_sources
 from .similarity.tree import leaf_order, similarity_tree, to_newick
 
 KINDS = ("method", "baseline", "fusion")
-"""An estimator is an attribution method or a baseline on encoder activations."""
+"""An estimator is an attribution method, a baseline on encoder activations, or a fusion of others."""
 
 RESULTS_JSON = "results.json"
 CURVES_PNG = "pk_curves.png"

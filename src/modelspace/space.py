@@ -64,6 +64,7 @@ from .similarity import (
     Similarity,
     Estimate,
     affinity_halves,
+    affinity_halves_row,
     affinity_matrix,
     affinity_row,
     compare_all,
@@ -680,8 +681,8 @@ class ModelSpace:
     def _method_halves(self, method: AttributionMethod, names: list[str], masks: np.ndarray) -> np.ndarray:
         """(B, N, N): a method's affinity on each half: from the store's pair cache when every pair of
         every half is there (a rerun reads no map), else streamed in one pass over the maps and cached
-        (a run whose affinity was computed from scratch cached them in that pass; a model added to a
-        computed space costs one such pass per method, not one row). Sketched methods read sketches."""
+        (the affinity's own pass caches them, a whole matrix or a new model's row, so this pass only
+        runs for pairs cached before halves were). Sketched methods read sketches."""
         keys = [self.members_[n].entries[method.id] for n in names]
         n = len(keys)
         if self.sketch is None or method.directions > 1:
@@ -735,12 +736,20 @@ class ModelSpace:
             return a
         # Each model with unknown pairs gets one row against them, the newest (most unknown) first,
         # so that adding one model costs exactly one row.
+        judged = too_few_images(n_images) is None and n >= 3
         for i in sorted(range(n), key=lambda i: -int((~known[i]).sum())):
             todo = [j for j in range(n) if not known[i, j]]
             if not todo:
                 continue
-            row = affinity_row(readers[i], [readers[j] for j in todo], n_images, [names[i]] + [names[j] for j in todo],
-                               progress=self.progress, directions=directions)
+            args = (readers[i], [readers[j] for j in todo], n_images, [names[i]] + [names[j] for j in todo])
+            if judged:  # the row's halves come with the same pass, for the confidence (`_method_halves`)
+                masks = half_masks(n_images)
+                row, halves = affinity_halves_row(*args, masks, progress=self.progress, directions=directions)
+                self.store_.put_affinities((half_key(keys[i], b, len(masks), CONFIDENCE_SEED),
+                                            half_key(keys[j], b, len(masks), CONFIDENCE_SEED), float(h[t]))
+                                           for b, h in enumerate(halves) for t, j in enumerate(todo))
+            else:
+                row = affinity_row(*args, progress=self.progress, directions=directions)
             for j, value in zip(todo, row):
                 a[i, j] = a[j, i] = value
                 known[i, j] = known[j, i] = True

@@ -1,7 +1,7 @@
 """How close models are: affinities of their maps (exact or sketched), activation baselines, the
 similarity tree with its map and clusters, and the rankings read off a matrix."""
 
-from .affinity import MapReader, affinity_halves, affinity_matrix, affinity_naive, affinity_row
+from .affinity import MapReader, affinity_halves, affinity_halves_row, affinity_matrix, affinity_naive, affinity_row
 from .baselines import (
     BASELINES,
     DDS,
@@ -52,7 +52,7 @@ from .tree import (
 
 __all__ = ["BANDS", "BASELINES", "CONFIDENCE_SEED", "DDS", "DEPARA", "Fusion", "HALVES", "HUB_SHARE", "LinearCKA", "MIN_IMAGES",
            "MapReader", "MapSketcher", "Confidence", "Estimate", "Prepared", "RBFCKA", "RSA", "SVCCA", "Similarity",
-           "affinity_halves", "affinity_matrix", "affinity_naive", "affinity_row", "agreement", "classical_mds",
+           "affinity_halves", "affinity_halves_row", "affinity_matrix", "affinity_naive", "affinity_row", "agreement", "classical_mds",
            "clusters", "compare_all", "compare_halves", "confidence_k", "cophenetic", "distance", "get_baseline",
            "half_masks", "hubs", "judge", "leaf_order", "list_baselines", "mds_explained", "pair_percentiles",
            "rank_sources", "register_baseline", "similarity_matrix",

@@ -138,12 +138,8 @@ def affinity_halves(
         as in `affinity_matrix`; InputError also for masks of the wrong shape or an empty subset.
     """
     _check_common(readers, n_images, names, memory_budget, "readers")
+    sizes = _check_masks(masks, n_images)
     masks = np.asarray(masks)
-    if masks.ndim != 2 or masks.shape[1] != n_images or masks.dtype != bool:
-        raise InputError(f"masks: expected a boolean (B, {n_images}) array, got {masks.dtype} {masks.shape}")
-    sizes = masks.sum(axis=1)
-    if (sizes == 0).any():
-        raise InputError(f"masks: subset(s) {np.flatnonzero(sizes == 0).tolist()} hold no image")
     n_features = _probe_features(readers[0], names[0])
     _check_directions(directions, n_features, names[0])
     n = len(readers)
@@ -172,6 +168,63 @@ def affinity_halves(
     gram /= n_images
     halves = sums.reshape(-1, n, n) / sizes[:, None, None]
     return (gram + gram.T) / 2.0, (halves + halves.transpose(0, 2, 1)) / 2.0
+
+
+def affinity_halves_row(
+    new: MapReader,
+    others: Sequence[MapReader],
+    n_images: int,
+    names: Sequence[str],
+    masks: np.ndarray,
+    *,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: bool = True,
+    directions: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`affinity_row` and the same row on each of B subsets of the images, in one streamed pass:
+    how a model joins a computed space with its confidence's halves (`affinity_halves`) for one row.
+
+    Parameters
+    ----------
+    new, others, n_images, names, memory_budget, progress, directions
+        as in `affinity_row`.
+    masks
+        (B, Np) boolean, as in `affinity_halves`.
+
+    Returns
+    -------
+    row : np.ndarray
+        (len(others),) float64, as `affinity_row` up to float32 rounding.
+    halves : np.ndarray
+        (B, len(others)) float64.
+    """
+    if not isinstance(others, Sequence) or len(others) == 0:
+        raise InputError("others: expected a non-empty sequence of map readers")
+    readers = [new, *others]
+    _check_common(readers, n_images, names, memory_budget, "new/others")
+    sizes = _check_masks(masks, n_images)
+    n_features = _probe_features(new, names[0])
+    _check_directions(directions, n_features, names[0])
+    n = len(readers)
+    chunk = _chunk_size(n, n_features, n_images, memory_budget)
+
+    row = np.zeros(n - 1, dtype=np.float64)
+    sums = np.zeros((len(masks), n - 1), dtype=np.float64)
+    weights = np.asarray(masks).astype(np.float64)
+    scan = _ChunkScanner(readers, names, n_images, n_features, chunk)
+    start = 0
+    for flat in scan.blocks(progress, desc="affinity row + halves"):
+        c = flat.shape[1] // n_features
+        if directions > 1:
+            per_image = _subspace_scores(flat, n_features, directions, row_only=True, per_image=True)
+        else:
+            by_model = flat.reshape(n, c, n_features)
+            per_image = np.einsum("cf,mcf->cm", by_model[0], by_model[1:])  # (image, other model)
+        row += per_image.sum(axis=0, dtype=np.float64)
+        sums += weights[:, start:start + c] @ per_image.astype(np.float64)
+        start += c
+    scan.raise_if_degenerate()
+    return row / n_images, sums / sizes[:, None]
 
 
 def affinity_row(
@@ -272,7 +325,7 @@ def affinity_naive(maps: Sequence[np.ndarray]) -> np.ndarray:
 def _subspace_scores(flat: np.ndarray, n_features: int, k: int, row_only: bool = False,
                      per_image: bool = False) -> np.ndarray:
     """Σ over a chunk's images of the subspace scores s(i, j): (N, N), or with `row_only` model 0
-    against the others, (N - 1,); with `per_image` the scores unsummed, (c, N, N).
+    against the others, (N - 1,); with `per_image` the scores unsummed, (c, N, N) or (c, N - 1).
     `flat` is the scanner's (N, c·F) block, F = K·P per image."""
     n = flat.shape[0]
     g = flat.reshape(n, -1, k, n_features // k)  # (model, image, direction, P)
@@ -284,7 +337,8 @@ def _subspace_scores(flat: np.ndarray, n_features: int, k: int, row_only: bool =
     if row_only:
         cross = np.einsum("ckp,cmlp->cmkl", g[:, 0], g[:, 1:])  # (image, model, K, K)
         sq = np.einsum("cmkl,cmkl->cm", cross, cross, dtype=np.float64)
-        return (sq / (norm[0][:, None] * norm[1:].T)).sum(axis=0)
+        scores = sq / (norm[0][:, None] * norm[1:].T)
+        return scores if per_image else scores.sum(axis=0)
     stacked = g.reshape(g.shape[0], n * k, -1)
     cross = (stacked @ stacked.transpose(0, 2, 1)).reshape(-1, n, k, n, k)  # (image, N, K, N, K)
     sq = np.einsum("cikjl,cikjl->cij", cross, cross, dtype=np.float64)
@@ -372,6 +426,17 @@ def _check_common(readers, n_images, names, memory_budget, what: str) -> None:
             f"{1 if isinstance(names, str) else len(names)}"
         )
     check_int(memory_budget, "memory_budget")
+
+
+def _check_masks(masks, n_images: int) -> np.ndarray:
+    """Each subset's image count, after checking `masks` is a boolean (B, n_images) array with no empty row."""
+    masks = np.asarray(masks)
+    if masks.ndim != 2 or masks.shape[1] != n_images or masks.dtype != bool:
+        raise InputError(f"masks: expected a boolean (B, {n_images}) array, got {masks.dtype} {masks.shape}")
+    sizes = masks.sum(axis=1)
+    if (sizes == 0).any():
+        raise InputError(f"masks: subset(s) {np.flatnonzero(sizes == 0).tolist()} hold no image")
+    return sizes
 
 
 def _probe_features(reader: MapReader, name: str) -> int:
