@@ -56,4 +56,5 @@ __all__ = ["BANDS", "BASELINES", "CONFIDENCE_SEED", "DDS", "DEPARA", "Fusion", "
            "clusters", "compare_all", "compare_halves", "confidence_k", "cophenetic", "distance", "get_baseline",
            "half_masks", "hubs", "judge", "leaf_order", "list_baselines", "mds_explained", "pair_percentiles",
            "rank_sources", "register_baseline", "similarity_matrix",
-           "similarity_tree", "sketched_affinity", "spread", "to_newick", "top_sources", "tree_agreement"]
+           "similarity_tree", "sketched_affinity", "spread", "to_newick", "too_few_images", "top_k", "top_k_stability",
+           "top_sources", "tree_agreement"]
