@@ -671,12 +671,11 @@ class ModelSpace:
                 f"confidence: not given: {e} has neither halves nor an estimator of the other kind to agree with"
                 if len(r.names) > k else f"confidence: not given: {len(r.names)} models, fewer than K + 1 = {k + 1}")
 
-    def _put_halves(self, keys: list[EntryKey], halves: np.ndarray) -> None:
-        """Cache a method's (B, N, N) half affinities in the store's pair cache, under `half_key`s."""
-        n = len(keys)
-        self.store_.put_affinities((half_key(keys[i], b, len(halves), CONFIDENCE_SEED),
-                                    half_key(keys[j], b, len(halves), CONFIDENCE_SEED), float(h[i, j]))
-                                   for b, h in enumerate(halves) for i in range(n) for j in range(i + 1, n))
+    def _put_halves(self, pairs: Iterable[tuple[EntryKey, EntryKey, np.ndarray]]) -> None:
+        """Cache pairs' half affinities (B values each) in the store's pair cache, under `half_key`s."""
+        self.store_.put_affinities((half_key(a, b, len(values), CONFIDENCE_SEED),
+                                    half_key(c, b, len(values), CONFIDENCE_SEED), float(v))
+                                   for a, c, values in pairs for b, v in enumerate(values))
 
     def _method_halves(self, method: AttributionMethod, names: list[str], masks: np.ndarray) -> np.ndarray:
         """(B, N, N): a method's affinity on each half: from the store's pair cache when every pair of
@@ -705,7 +704,7 @@ class ModelSpace:
         _, halves = affinity_halves(readers, len(self.probe_), names, masks, progress=self.progress,
                                     directions=method.directions)
         if self.sketch is None or method.directions > 1:
-            self._put_halves(keys, halves)
+            self._put_halves((keys[i], keys[j], halves[:, i, j]) for i in range(n) for j in range(i + 1, n))
         return halves
 
     def _result(self, estimator: str, members: list[tuple[str, _Member]], matrix: np.ndarray,
@@ -725,29 +724,27 @@ class ModelSpace:
             a[i, j] = a[j, i] = value
             known[i, j] = known[j, i] = True
         readers = [lambda s, e, k=k: self.store_.read(k, s, e) for k in keys]
+        # the confidence's halves (`_method_halves`) come with the same pass, when there will be one
+        masks = half_masks(n_images) if too_few_images(n_images) is None and n >= 3 else None
         if n >= 2 and not known[~np.eye(n, dtype=bool)].any():
-            if too_few_images(n_images) is None and n >= 3:  # the confidence's halves come with the same pass
-                a, halves = affinity_halves(readers, n_images, names, half_masks(n_images), progress=self.progress,
+            if masks is not None:
+                a, halves = affinity_halves(readers, n_images, names, masks, progress=self.progress,
                                             directions=directions)
-                self._put_halves(keys, halves)
+                self._put_halves((keys[i], keys[j], halves[:, i, j]) for i in range(n) for j in range(i + 1, n))
             else:
                 a = affinity_matrix(readers, n_images, names, progress=self.progress, directions=directions)
             self.store_.put_affinities((keys[i], keys[j], float(a[i, j])) for i in range(n) for j in range(i + 1, n))
             return a
         # Each model with unknown pairs gets one row against them, the newest (most unknown) first,
         # so that adding one model costs exactly one row.
-        judged = too_few_images(n_images) is None and n >= 3
         for i in sorted(range(n), key=lambda i: -int((~known[i]).sum())):
             todo = [j for j in range(n) if not known[i, j]]
             if not todo:
                 continue
             args = (readers[i], [readers[j] for j in todo], n_images, [names[i]] + [names[j] for j in todo])
-            if judged:  # the row's halves come with the same pass, for the confidence (`_method_halves`)
-                masks = half_masks(n_images)
+            if masks is not None:
                 row, halves = affinity_halves_row(*args, masks, progress=self.progress, directions=directions)
-                self.store_.put_affinities((half_key(keys[i], b, len(masks), CONFIDENCE_SEED),
-                                            half_key(keys[j], b, len(masks), CONFIDENCE_SEED), float(h[t]))
-                                           for b, h in enumerate(halves) for t, j in enumerate(todo))
+                self._put_halves((keys[i], keys[j], halves[:, t]) for t, j in enumerate(todo))
             else:
                 row = affinity_row(*args, progress=self.progress, directions=directions)
             for j, value in zip(todo, row):

@@ -139,33 +139,22 @@ def affinity_halves(
     """
     _check_common(readers, n_images, names, memory_budget, "readers")
     sizes = _check_masks(masks, n_images)
-    masks = np.asarray(masks)
     n_features = _probe_features(readers[0], names[0])
     _check_directions(directions, n_features, names[0])
     n = len(readers)
     chunk = _chunk_size(n, n_features, n_images, memory_budget)
 
-    gram = np.zeros((n, n), dtype=np.float64)
-    sums = np.zeros((len(masks), n * n), dtype=np.float64)
-    weights = masks.astype(np.float64)
-    scan = _ChunkScanner(readers, names, n_images, n_features, chunk)
-    start = 0
-    for flat in scan.blocks(progress, desc="affinity + halves"):
-        c = flat.shape[1] // n_features
+    def scores(flat: np.ndarray) -> np.ndarray:
         if directions > 1:
-            per_image = _subspace_scores(flat, n_features, directions, per_image=True)
-        else:
-            # The chunk's per-image Grams M_k M_kᵀ as c batched products of (N, F) blocks: the same
-            # products `affinity_matrix` contracts in one GEMM, kept apart so the halves can weigh them.
-            by_image = flat.reshape(n, c, n_features).transpose(1, 0, 2)
-            per_image = by_image @ by_image.transpose(0, 2, 1)
-        per_image = per_image.reshape(c, n * n)
-        gram += per_image.sum(axis=0, dtype=np.float64).reshape(n, n)
-        sums += weights[:, start:start + c] @ per_image.astype(np.float64)
-        start += c
-    scan.raise_if_degenerate()
+            return _subspace_scores(flat, n_features, directions, per_image=True)
+        # The chunk's per-image Grams M_k M_kᵀ as c batched products of (N, F) blocks: the same
+        # products `affinity_matrix` contracts in one GEMM, kept apart so the halves can weigh them.
+        by_image = flat.reshape(n, -1, n_features).transpose(1, 0, 2)
+        return by_image @ by_image.transpose(0, 2, 1)
 
-    gram /= n_images
+    scan = _ChunkScanner(readers, names, n_images, n_features, chunk)
+    total, sums = _summed_with_halves(scan, masks, scores, progress, "affinity + halves")
+    gram = total.reshape(n, n) / n_images
     halves = sums.reshape(-1, n, n) / sizes[:, None, None]
     return (gram + gram.T) / 2.0, (halves + halves.transpose(0, 2, 1)) / 2.0
 
@@ -208,22 +197,14 @@ def affinity_halves_row(
     n = len(readers)
     chunk = _chunk_size(n, n_features, n_images, memory_budget)
 
-    row = np.zeros(n - 1, dtype=np.float64)
-    sums = np.zeros((len(masks), n - 1), dtype=np.float64)
-    weights = np.asarray(masks).astype(np.float64)
-    scan = _ChunkScanner(readers, names, n_images, n_features, chunk)
-    start = 0
-    for flat in scan.blocks(progress, desc="affinity row + halves"):
-        c = flat.shape[1] // n_features
+    def scores(flat: np.ndarray) -> np.ndarray:
         if directions > 1:
-            per_image = _subspace_scores(flat, n_features, directions, row_only=True, per_image=True)
-        else:
-            by_model = flat.reshape(n, c, n_features)
-            per_image = np.einsum("cf,mcf->cm", by_model[0], by_model[1:])  # (image, other model)
-        row += per_image.sum(axis=0, dtype=np.float64)
-        sums += weights[:, start:start + c] @ per_image.astype(np.float64)
-        start += c
-    scan.raise_if_degenerate()
+            return _subspace_scores(flat, n_features, directions, row_only=True, per_image=True)
+        by_model = flat.reshape(n, -1, n_features)
+        return np.einsum("cf,mcf->cm", by_model[0], by_model[1:])  # (image, other model)
+
+    scan = _ChunkScanner(readers, names, n_images, n_features, chunk)
+    row, sums = _summed_with_halves(scan, masks, scores, progress, "affinity row + halves")
     return row / n_images, sums / sizes[:, None]
 
 
@@ -344,6 +325,23 @@ def _subspace_scores(flat: np.ndarray, n_features: int, k: int, row_only: bool =
     sq = np.einsum("cikjl,cikjl->cij", cross, cross, dtype=np.float64)
     scores = sq / (norm.T[:, :, None] * norm.T[:, None, :])
     return scores if per_image else scores.sum(axis=0)
+
+
+def _summed_with_halves(scan: "_ChunkScanner", masks: np.ndarray, scores, progress: bool, desc: str
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Σ over all images of each chunk's per-image `scores(flat)` (c, ...), flattened, and their sums
+    over each subset of `masks` (B, Np): one product ``masks[:, chunk] @ scores`` per chunk, so no
+    (Np, ...) array of per-image scores is ever held. Raises the scanner's degenerate-maps error."""
+    weights = np.asarray(masks, dtype=np.float64)
+    total, sums, start = 0.0, 0.0, 0
+    for flat in scan.blocks(progress, desc=desc):
+        per_image = scores(flat)
+        per_image = per_image.reshape(per_image.shape[0], -1).astype(np.float64)
+        total = total + per_image.sum(axis=0)
+        sums = sums + weights[:, start:start + len(per_image)] @ per_image
+        start += len(per_image)
+    scan.raise_if_degenerate()
+    return total, sums
 
 
 class _ChunkScanner:
