@@ -180,11 +180,11 @@ def readme_section(title: str) -> str:
 
 
 def shell_block(section: str, after: str = "") -> list[str]:
-    """The command lines of the first plain ``` block of a README section (after the text `after`),
+    """The command lines of the first ```sh block of a README section (after the text `after`),
     comments dropped and `a ; b` split into two commands."""
     text = readme_section(section)
     text = text[text.index(after):] if after else text
-    body = next(m.group(2) for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M) if not m.group(1))
+    body = next(m.group(2) for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M) if m.group(1) == "sh")
     lines = [line.split("#")[0].strip() for line in body.splitlines()]
     return [cmd.strip() for line in lines if line for cmd in line.split(" ; ")]
 
@@ -230,8 +230,8 @@ def computed_steps(stderr: str) -> list[str]:
 def test_the_tutorial_runs_as_written_on_a_user_zoo(user_zoo, tmp_path) -> None:
     section = readme_section("Tutorial: your models, your probe images, the report")
     (run,) = shell_block("Tutorial: your models, your probe images, the report")
-    assert run == "modelspace run zoo.yaml probe_dir/"
-    where = {"zoo.yaml": str(user_zoo / "zoo.yaml"), "probe_dir/": str(user_zoo / "probe_dir")}
+    assert run == "modelspace run zoo.yaml probe_images/"
+    where = {"zoo.yaml": str(user_zoo / "zoo.yaml"), "probe_images/": str(user_zoo / "probe_dir")}
     work = tmp_path  # the user's working folder, elsewhere than the zoo (its python: module is found beside it)
 
     # 2. "Point it at a folder of images": everything goes to modelspace-out/.
@@ -327,8 +327,7 @@ def test_the_commands_of_your_own_models_run_as_written(user_zoo, in_work, capsy
     assert [c.split()[1] for c in commands] == ["run", "probe", "embed", "affinity", "tree", "evaluate", "report",
                                                 "models", "remove", "methods", "gc"]
     work = in_work
-    where = {"zoo.toml": str(user_zoo / "zoo.toml"), "probe_images/": str(user_zoo / "probe_dir"),
-             "NAME_OR_KEY": "my_seg_net"}
+    where = {"zoo.toml": str(user_zoo / "zoo.toml"), "probe_images/": str(user_zoo / "probe_dir")}
     done = {}
     for command in commands:
         name = command.split()[1]
@@ -370,7 +369,7 @@ def test_the_commands_of_your_own_models_run_as_written(user_zoo, in_work, capsy
     page = work / "results" / "page.html"
     assert done["report"].stdout.strip() == "report: results/page.html" and page.is_file()
     assert "No ground truth was given" in summary_text(page)  # `affinity` rewrote results/, without a truth
-    # models, remove NAME_OR_KEY, methods.
+    # models, remove my_seg_net, methods.
     assert [line.split("\t")[0] for line in done["models"].stdout.splitlines()] == NAMES
     assert done["remove"].stdout.startswith("removed my_seg_net ")
     assert "saliency" in done["methods"].stdout and "lrp_epsilon" in done["methods"].stdout

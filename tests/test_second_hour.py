@@ -85,6 +85,41 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 # ------------------------------------------------------------------ 8. one set of defaults
 
 
+def test_item8_the_api_computes_what_the_cli_computes_by_default(user, capsys) -> None:
+    from modelspace import ModelSpace, load_zoo
+
+    code, out, err = run(capsys, "run", "zoo.toml", "probe/", "--quiet")
+    assert code == 0, err
+    cli = json.loads(Path("modelspace-out/results.json").read_text())
+    space = ModelSpace(store="api-store", progress=False).fit(load_zoo("zoo.toml"), "probe/")
+    api = space.summary()
+    assert api["methods"] == cli["methods"] and api["baselines"] == cli["baselines"]
+    assert any(b.startswith("dds(") for b in api["baselines"])  # the default estimator, in both
+    assert list(space.results_) == [*cli["methods"], *cli["baselines"]]
+
+
+def test_item8_the_api_lowers_n_relevant_as_the_cli_does(user, caplog) -> None:
+    from modelspace import ModelSpace, load_zoo
+
+    truth = user["dir"] / "truth.csv"
+    truth.write_text("target,rank1,rank2\na,b,c\nb,a,c\nc,a,b\n")
+    space = ModelSpace(methods=["saliency"], baselines=(), progress=False).fit(load_zoo("zoo.toml"), "probe/")
+    evaluation = space.evaluate(truth)  # 2 candidate sources per target: the default 5 is lowered to 2
+    assert evaluation.n_relevant == 2 and "ranks only 2 candidate sources" in caplog.text
+    assert "P@1" in str(evaluation) and "saliency" in str(evaluation)  # print(evaluation) is its table
+
+
+def test_item8_the_readmes_set_up_commands_are_what_ci_runs() -> None:
+    from docs_examples import blocks
+
+    repo = Path(__file__).resolve().parents[1]
+    quick = [b.text.strip() for b in blocks(repo / "README.md") if b.section == "Quick start" and b.language == "sh"]
+    assert len(quick) == 2 and "modelspace demo" in quick[0] and "pytest" in quick[1]
+    ci = (repo / ".ci" / "run").read_text().splitlines()
+    for command in quick:
+        assert command in ci, command
+
+
 # ------------------------------------------------------------------ 9. the report
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ._version import __version__
-from .attribution import DEFAULT_METHODS
+from .attribution import DEFAULT_METHODS, get_method
 from .errors import InputError, ModelspaceError, StorageError
-from .evaluation import format_table
+from .evaluation import DEFAULT_N_RELEVANT, format_table
 from .results import REPORT_HTML
 
 LABEL_SCORES_JSON = "label_scores.json"  # what `run --labels` writes beside results.json
@@ -37,7 +37,6 @@ _log = logging.getLogger("modelspace")
 #: their own subfolders of it, so that they never overwrite a run's results.
 DEFAULT_OUT = "modelspace-out"
 DEFAULT_STORE = f"{DEFAULT_OUT}/store"
-DEFAULT_N_RELEVANT = 5
 
 EXAMPLES = {
     "run": "modelspace run zoo.toml probe_images/            # → modelspace-out/report.html, maps in modelspace-out/store\n"
@@ -66,16 +65,16 @@ EXAMPLES = {
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .evaluation import GroundTruth
+    from .evaluation import GroundTruth, relevant_for
 
     truth = GroundTruth.load(args.truth) if args.truth else None  # a bad truth fails before any work
     specs = _zoo(args.zoo, args.trust_checkpoints)
     if truth is not None:  # so does a truth that cannot score these models (e.g. too few candidates)
-        _n_relevant(args, truth, [spec.label for spec in specs])
+        relevant_for(truth, [spec.label for spec in specs], args.n_relevant)
     labelled = _labelled(args, specs) if args.labels else None  # bad labels fail before any work too
     probe = _probe(args, specs)
-    space = _space(args, n_images=len(probe)).fit(specs, probe)
-    if truth is not None:
+    space = _space(args).fit(specs, probe)
+    if truth is not None:  # the default n_relevant follows the models that are there (some may have failed)
         space.evaluate(truth, args.n_relevant)
     space.save(args.out)
     summary = space.summary()
@@ -132,7 +131,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_affinity(args: argparse.Namespace) -> int:
     specs = _zoo(args.zoo, args.trust_checkpoints)
     probe = _probe(args, specs)
-    space = _space(args, n_images=len(probe)).fit(specs, probe)
+    space = _space(args).fit(specs, probe)
     space.save(args.out)
     _report(args, space.summary(), space, f"wrote {args.out}")
     return _failed(space)
@@ -370,19 +369,11 @@ def _check_writable(path: Path, flag: str, folder: bool) -> None:
 
 
 def _n_relevant(args: argparse.Namespace, truth, labels) -> int:
-    """``--n-relevant`` checked against the candidates the truth ranks among these task labels (a message
-    naming their number and the flag when it exceeds them); left out, the default 5, lowered to the
-    number of candidates when there are fewer (a small zoo must not fail on the defaults)."""
-    from .evaluation import check_truth, count_candidates
+    """``--n-relevant`` checked against the candidates the truth ranks among these task labels; left out,
+    the API's default (`evaluation.relevant_for`)."""
+    from .evaluation import relevant_for
 
-    if args.n_relevant is None:
-        n_candidates = count_candidates(truth, labels)
-        args.n_relevant = min(DEFAULT_N_RELEVANT, n_candidates)
-        if args.n_relevant < DEFAULT_N_RELEVANT:
-            _log.warning("%s ranks only %s among these models: each target's top %d count as relevant "
-                         "(--n-relevant defaults to %d)", truth.origin, plural(n_candidates, "candidate source"),
-                         args.n_relevant, DEFAULT_N_RELEVANT)
-    check_truth(truth, labels, args.n_relevant)
+    args.n_relevant = relevant_for(truth, labels, args.n_relevant)
     return args.n_relevant
 
 
@@ -457,21 +448,21 @@ def _label_lines(scores: dict[str, dict[str, float]], n_images: int) -> str:
     return "\n".join(lines)
 
 
-def _space(args: argparse.Namespace, n_images: int | None = None):
-    from .attribution import get_method
+def _space(args: argparse.Namespace):
     from .space import ModelSpace, default_estimators
 
     if args.store is None:  # one default for every command that computes: running again resumes there
         args.store = str(Path(getattr(args, "out", None) or DEFAULT_OUT) / "store")
         _log.info("maps are stored in %s (the default store; --store chooses another)", args.store)
-    # --epsilon configures an ε-LRP named plainly; an id such as "lrp_epsilon(epsilon=0.01)" says its own ε
-    methods = [get_method(m, epsilon=args.epsilon) if "(" not in m and get_method(m).name == "lrp_epsilon" else m
-               for m in args.methods_given or DEFAULT_METHODS]
-    baselines = []
-    if args.command == "run":  # the default estimator is computed; its methods only when --methods was not given
-        extra, baselines = default_estimators(methods, n_images=n_images, add_methods=args.methods_given is None)
-        methods = [*methods, *extra]
-    return ModelSpace(methods=methods, baselines=baselines, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
+    # --epsilon configures an ε-LRP named plainly; an id such as "lrp_epsilon(epsilon=0.01)" says its own ε.
+    # Without --methods (and --epsilon), the API's defaults: the paper's three and the default estimator's.
+    methods = None
+    if args.methods_given is not None or args.epsilon is not None:
+        methods = [get_method(m, epsilon=args.epsilon) if args.epsilon is not None and "(" not in m
+                   and get_method(m).name == "lrp_epsilon" else m for m in args.methods_given or DEFAULT_METHODS]
+        if args.methods_given is None:
+            methods += default_estimators(methods, add_methods=True)[0]
+    return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
                       workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
                       recompute=args.recompute, progress=not args.quiet, executor=args.executor,
@@ -598,10 +589,11 @@ def _parser() -> argparse.ArgumentParser:
     compute.add_argument("--store", default=None, help=f"map store folder (resumable); default: OUT/store, i.e. "
                          f"{DEFAULT_STORE} unless --out says otherwise (`embed`, which has no --out: {DEFAULT_STORE})")
     compute.add_argument("--methods", nargs="+", default=None, dest="methods_given",
-                         help="attribution methods (see `modelspace methods`; default: the paper's three, and for "
-                         "`run` the default estimator's methods); a name, or an id with parameters, e.g. "
+                         help="attribution methods (see `modelspace methods`; default: the paper's three and the "
+                         "default estimator's, as ModelSpace's); a name, or an id with parameters, e.g. "
                          "\"transformed(method='gxi',pool=4)\"")
-    compute.add_argument("--epsilon", type=float, default=1e-6, help="ε of ε-LRP (default 1e-6)")
+    compute.add_argument("--epsilon", type=float, default=None,
+                         help=f"ε of ε-LRP (default {get_method('lrp_epsilon').epsilon:g})")
     compute.add_argument("--batch-size", type=int, default=32, help="probe images per forward+backward pass "
                          "(default 32)")
     compute.add_argument("--shard-size", type=int, default=256, help="probe images per unit of work (default 256)")

@@ -32,6 +32,8 @@ from .errors import GroundTruthError, InputError, check_int
 from .similarity.ranking import rank_sources
 
 BUNDLED = {"taskonomy": "taskonomy_ranking.csv"}
+DEFAULT_N_RELEVANT = 5
+"""The true top sources counted relevant per target (the paper's top 5), unless the truth ranks fewer."""
 """Ground truths shipped in modelspace/data/truth, by name."""
 
 _MATRIX_CORNERS = {"target\\source", "target/source", "target"}
@@ -464,6 +466,9 @@ class Evaluation(Mapping):
     n_relevant: int = 5
     per_target: dict = field(default_factory=dict)
 
+    def __str__(self) -> str:
+        return format_table(self)
+
     def __post_init__(self) -> None:
         for name, curves in self.methods.items():
             if not isinstance(curves, Curves):
@@ -560,7 +565,24 @@ def count_candidates(truth: GroundTruth, labels: Sequence[str]) -> int:
     return max(sum(s in have for s in truth.ranking[t]) for t in targets)
 
 
-def check_truth(truth: GroundTruth, labels: Sequence[str], n_relevant: int = 5) -> None:
+def relevant_for(truth: GroundTruth, labels: Sequence[str], n_relevant: int | None = None) -> int:
+    """The number of true top sources counted relevant when `truth` scores models with these task
+    `labels`: `n_relevant` checked (`check_truth`); None, `DEFAULT_N_RELEVANT`, lowered with a warning to
+    the number of candidate sources when the truth ranks fewer (a small zoo must not fail on the
+    default). The API (`ModelSpace.evaluate`) and the CLI (``--n-relevant``) both take it from here."""
+    if n_relevant is None:
+        n_candidates = count_candidates(truth, labels)
+        n_relevant = min(DEFAULT_N_RELEVANT, n_candidates)
+        if n_relevant < DEFAULT_N_RELEVANT:
+            sources = "candidate source" if n_candidates == 1 else "candidate sources"
+            _LOG.warning("%s ranks only %d %s among these models: each target's top %d count as relevant "
+                         "(n_relevant defaults to %d)", truth.origin, n_candidates, sources, n_relevant,
+                         DEFAULT_N_RELEVANT)
+    check_truth(truth, labels, n_relevant)
+    return n_relevant
+
+
+def check_truth(truth: GroundTruth, labels: Sequence[str], n_relevant: int = DEFAULT_N_RELEVANT) -> None:
     """Check, before any map is computed, that `truth` can score models with these task `labels`.
 
     Raises

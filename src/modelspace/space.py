@@ -36,7 +36,7 @@ from . import results
 from ._version import __version__
 from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
 from .errors import InputError, ModelspaceError, StorageError, check_int
-from .evaluation import Evaluation, GroundTruth, evaluate_matrices
+from .evaluation import Evaluation, GroundTruth, evaluate_matrices, relevant_for
 from .maps import (
     EntryKey,
     half_key,
@@ -114,15 +114,18 @@ class ModelSpace:
 
     Parameters
     ----------
-    methods : sequence of str or AttributionMethod
+    methods : sequence of str or AttributionMethod, or None
         Attribution methods (names, aliases, ids such as ``"transformed(method='gxi',pool=4)"``, or
-        `AttributionMethod` objects; `attribution.list_methods`).
-    baselines : sequence of str or Similarity
+        `AttributionMethod` objects; `attribution.list_methods`). None (the default): the paper's three
+        (`DEFAULT_METHODS`) and any method `DEFAULT_ESTIMATOR` needs.
+    baselines : sequence of str or Similarity, or None
         Label-free baselines on the encoder activations of the same probe set
-        ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara"); their matrices sit beside the methods' in
-        `results_` and are evaluated alike. They are recomputed on every fit (one forward pass
-        per model; only their compact prepared forms are kept in memory, not the activations).
-        DEPARA also takes the affinity of its `method`, which must be among `methods`.
+        ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara") and fusions; their matrices sit beside
+        the methods' in `results_` and are evaluated alike. None (the default): whatever
+        `DEFAULT_ESTIMATOR` needs (`default_estimators`: DDS, when the probe set has the images its
+        debiased estimate needs); ``()`` computes none. DEPARA also takes the affinity of its `method`,
+        which must be among `methods`. These defaults are the CLI's too: `modelspace run` and
+        `ModelSpace().fit` compute the same estimators.
     store : str, Path, MapStore or None
         Folder of the map store (resumable across runs); None uses a temporary folder.
     batch_size : int
@@ -177,8 +180,8 @@ class ModelSpace:
 
     def __init__(
         self,
-        methods: Sequence[str | AttributionMethod] = DEFAULT_METHODS,
-        baselines: Sequence[str | Similarity] = (),
+        methods: Sequence[str | AttributionMethod] | None = None,
+        baselines: Sequence[str | Similarity] | None = None,
         store: str | Path | MapStore | None = None,
         batch_size: int = 32,
         shard_size: int = 256,
@@ -244,8 +247,7 @@ class ModelSpace:
         models = list(models)
         self.probe_ = self._probe_set(probe, models)
         self.store_ = self._open_store()
-        self.methods_ = [get_method(m) for m in self.methods]
-        self.baselines_ = [get_baseline(b) for b in self.baselines]
+        self.methods_, self.baselines_ = self._estimators(len(self.probe_))
         self.members_: dict[str, _Member] = {}
         self.failures_: list[Failure] = []
         self.work_ = {"computed": 0, "reused": 0}  # units (model x method x shard) computed here / found stored
@@ -384,12 +386,14 @@ class ModelSpace:
                            _run_error(loaded, exc))
         return inputs
 
-    def evaluate(self, truth: GroundTruth | str | Path, n_relevant: int = 5,
+    def evaluate(self, truth: GroundTruth | str | Path, n_relevant: int | None = None,
                  models: Sequence[str] | None = None) -> Evaluation:
         """P@K and R@K of every method's ranking against a ground truth, beside random and oracle.
 
         Models are matched to the truth's tasks by their task label (`ModelSpec.task`, else name);
-        `models` restricts the evaluation to some of them (their labels must be unique).
+        `models` restricts the evaluation to some of them (their labels must be unique). `n_relevant`
+        true top sources count as relevant per target; None: 5, or fewer when the truth ranks fewer
+        candidate sources among these models (`evaluation.relevant_for`, the CLI's default too).
         """
         self._check_fitted()
         truth = truth if isinstance(truth, GroundTruth) else GroundTruth.load(truth)
@@ -399,7 +403,8 @@ class ModelSpace:
         for method_id, result in self.results_.items():
             keep = [i for i, n in enumerate(result.names) if models is None or n in models]
             matrices[method_id] = (result.affinity[np.ix_(keep, keep)], [result.labels[i] for i in keep])
-        self.evaluation_ = evaluate_matrices(matrices, truth, n_relevant,
+        labels = [m.spec.label for n, m in self.members_.items() if models is None or n in models]
+        self.evaluation_ = evaluate_matrices(matrices, truth, relevant_for(truth, labels, n_relevant),
                                              hint=" (pass models=[...] to evaluate a subset)")
         return self.evaluation_
 
@@ -796,11 +801,23 @@ class ModelSpace:
             raise InputError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
         if isinstance(self.recompute, str) or not all(isinstance(n, str) for n in self.recompute):
             raise InputError(f"recompute: expected a list of model names, got {self.recompute!r}")
-        if isinstance(self.methods, (str, AttributionMethod)) or not self.methods:
-            raise InputError("methods must be a non-empty list of method names")
-        ids = [get_method(m).id for m in self.methods] + [get_baseline(b).id for b in self.baselines]
-        names = {get_method(m).name for m in self.methods}
-        for baseline in map(get_baseline, self.baselines):
+        if self.methods is not None and (isinstance(self.methods, (str, AttributionMethod)) or not self.methods):
+            raise InputError("methods must be a non-empty list of method names, or None for the defaults")
+        if isinstance(self.baselines, (str, Similarity)):
+            raise InputError("baselines must be a list of baseline names, or None for the defaults")
+        self._estimators(None)  # a bad name or combination fails before the probe folder is read
+
+    def _estimators(self, n_images: int | None) -> tuple[list[AttributionMethod], list[Similarity]]:
+        """The methods and baselines to compute, the defaults resolved (`default_estimators`) for a probe
+        set of ``n_images`` (None: not known yet), and checked together."""
+        methods = list(DEFAULT_METHODS if self.methods is None else self.methods)
+        extra_methods, extra_baselines = default_estimators(methods, n_images=n_images,
+                                                            add_methods=self.methods is None)
+        methods = [get_method(m) for m in [*methods, *extra_methods]]
+        baselines = [get_baseline(b) for b in (extra_baselines if self.baselines is None else self.baselines)]
+        ids = [m.id for m in methods] + [b.id for b in baselines]
+        names = {m.name for m in methods}
+        for baseline in baselines:
             if baseline.uses_affinity and baseline.method not in names:
                 raise InputError(f"baselines: {baseline.id} needs the maps of method {baseline.method!r}; "
                                  f"add it to methods (methods: {', '.join(sorted(names))})")
@@ -811,6 +828,7 @@ class ModelSpace:
                                      "space does not compute; add them to methods or baselines")
         if len(set(ids)) != len(ids):
             raise InputError(f"methods or baselines are repeated: {ids}")
+        return methods, baselines
 
     def _probe_set(self, probe: ProbeSet | str | Path | Any, models: list) -> ProbeSet:
         """``probe`` as a ProbeSet: as is, a folder or ``.npz`` path (as the CLI reads them), or an array."""

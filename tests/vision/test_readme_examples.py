@@ -1,18 +1,18 @@
-"""The README's zoo files ("Your own models" and the tutorial's) run as written, with `modelspace run`.
+"""Every example of the README runs as written (`docs_examples`): each section's files saved, its
+scripts and commands run in order, in a fresh folder, with `modelspace` of this environment.
 
-The test supplies only what the README leaves to its reader: the files the zoo names (a checkpoint,
-the package whose class builds it, a Hugging Face folder), probe images, and the pretrained weights,
-put where the README says they are read from (the Hugging Face cache for timm, torch hub's cache for
-torchvision) as random-weight copies, since nothing can be downloaded here. One edit: the absolute
-Hugging Face folder `/models/vit-small` is moved into the test's folder.
+The test supplies only what the README leaves to its reader's machine, never a name its code uses:
+the probe images (``probe_images/``, photo-like crops) and the pretrained weights of the timm,
+torchvision and Hugging Face models the section's zoo files name, put where the README says they are
+read from (the Hugging Face cache, torch hub's cache) as random-weight copies, since nothing can be
+downloaded here. The blocks it does not run are listed in `NOT_RUN`, each with its reason, and the
+test fails when that list and the README disagree.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,53 +25,54 @@ torchvision = pytest.importorskip("torchvision", reason="the vision suite runs i
 transformers = pytest.importorskip("transformers")
 
 from conftest import subprocess_env  # noqa: E402
+from docs_examples import blocks, run_section, sections  # noqa: E402
+from modelspace.models import load_zoo  # noqa: E402
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
 
-NETS = '''
-from torch import nn
+NOT_RUN = {
+    "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e . && .venv/bin/modelspace demo":
+        ".ci/run runs the demo command as written, after the tests",
+    "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e \".[test]\" && .venv/bin/python -m pytest":
+        ".ci/run is this command",
+    "PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= pip install torch==2.13.0 torchvision==0.28.0":
+        ".ci/run builds this environment with these pins (test_the_vision_install_line_is_ci_s)",
+    ".venv/bin/modelspace study": "37 minutes; tests/test_study.py runs the study on a small world",
+    "--executor ray --ray-address auto --device cuda":
+        "needs a Ray cluster with GPUs; tests/test_ray.py runs a two-node cluster on this machine, CPU only",
+    "python -m modelspace.world.build": "hours of training; tests/test_world_build.py builds a small world",
+}
 
-
-def _stages(width):
-    return nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), nn.ReLU(), nn.Conv2d(width, width, 3, 2, 1), nn.ReLU())
-
-
-class Body(nn.Module):
-    def __init__(self, width):
-        super().__init__()
-        self.stem = _stages(width)
-        self.layer4 = nn.Sequential(nn.Conv2d(width, width, 3, 2, 1), nn.ReLU())
-
-    def forward(self, x):
-        return self.layer4(self.stem(x))
-
-
-class DepthNet(nn.Module):
-    def __init__(self, width=16):
-        super().__init__()
-        self.encoder = Body(width)
-        self.head = nn.Conv2d(width, 1, 1)
-
-    def forward(self, x):
-        return self.head(self.encoder(x))
+# Hub ids a zoo of the README names: the config of the random-weight copy put in the HF cache.
+HF_MODELS = {
+    "facebook/deit-tiny-patch16-224": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3,
+                                           intermediate_size=768, image_size=224, patch_size=16),
+}
+PROBE_IMAGES = 6
 
 
-class SegNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.backbone = Body(8)
-        self.head = nn.Conv2d(8, 5, 1)
+def runnable() -> dict[str, list]:
+    """The README's sections with blocks to run, those of `NOT_RUN` left out."""
+    out = {}
+    for title, found in sections(README).items():
+        kept = [b for b in found if not any(marker in b.text for marker in NOT_RUN)]
+        if kept:
+            out[title] = kept
+    return out
 
-    def forward(self, x):
-        return self.head(self.backbone(x))
-'''
 
-
-def block(section: str, language: str) -> str:
-    """The first ```language block of the README after the heading `section`."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index(f"\n## {section}\n")
-    return re.search(rf"```{language}\n(.*?)```", text[start:], re.S).group(1)
+def write_probe(folder: Path) -> None:
+    """Photo-like probe images: smooth colour gradients with a few shapes, 240 px."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:240, 0:240] / 240.0
+    for i in range(PROBE_IMAGES):
+        base = np.stack([xx * rng.uniform(0.3, 1), yy * rng.uniform(0.3, 1), (xx + yy) / 2], axis=2)
+        for _ in range(4):
+            cx, cy, r = rng.uniform(40, 200, 2).tolist() + [rng.uniform(10, 50)]
+            base[(xx * 240 - cx) ** 2 + (yy * 240 - cy) ** 2 < r ** 2] = rng.uniform(0, 1, 3)
+        Image.fromarray((base * 255).astype(np.uint8)).save(folder / f"{i}.jpg")
 
 
 def cache_timm_weights(name: str, cache: Path) -> None:
@@ -79,14 +80,8 @@ def cache_timm_weights(name: str, cache: Path) -> None:
     from safetensors.torch import save_file
 
     model = timm.create_model(name, pretrained=False)
-    repo = cache / ("models--" + model.pretrained_cfg["hf_hub_id"].replace("/", "--"))
-    commit = "0" * 40
-    if (repo / "snapshots" / commit / "model.safetensors").is_file():
-        return
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(repo / "snapshots" / commit / "model.safetensors"))
+    snapshot = _snapshot(cache, model.pretrained_cfg["hf_hub_id"])
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snapshot / "model.safetensors"))
 
 
 def cache_torchvision_weights(name: str, torch_home: Path) -> None:
@@ -96,75 +91,91 @@ def cache_torchvision_weights(name: str, torch_home: Path) -> None:
     torch.save(torchvision.models.get_model(name).state_dict(), path)
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("readme")
-    (root / "my_package").mkdir()
-    (root / "my_package" / "__init__.py").write_text("")
-    (root / "my_package" / "nets.py").write_text(NETS)
-    env = subprocess_env()
-    env.update(PYTHONPATH=env["PYTHONPATH"] + ":" + str(root), HF_HUB_CACHE=str(root / "hf"), HF_HUB_OFFLINE="1",
-               TORCH_HOME=str(root / "torch"))
-    rng = np.random.default_rng(0)
-    (root / "probe_dir").mkdir()
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (240, 240, 3), dtype=np.uint8)).save(root / "probe_dir" / f"{i}.png")
-    return {"root": root, "env": env}
-
-
-def run(zoo: Path, home: dict) -> dict:
-    out = zoo.parent / f"out-{zoo.stem}"
-    done = subprocess.run([sys.executable, "-m", "modelspace.cli", "run", str(zoo), str(home["root"] / "probe_dir"),
-                           "--out", str(out), "--quiet", "--no-report"],
-                          cwd=zoo.parent, env=home["env"], capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((out / "results.json").read_text())
-
-
-def save_checkpoint(cls: str, path: Path, **kwargs) -> None:
-    """The state dict of `my_package.nets.<cls>` (built from the same source the zoo imports)."""
-    namespace: dict = {}
-    exec(NETS, namespace)
+def cache_hf_model(hub_id: str, cache: Path) -> None:
+    if hub_id not in HF_MODELS:
+        raise AssertionError(f"the README names hf:{hub_id}; give its config in HF_MODELS")
+    snapshot = _snapshot(cache, hub_id)
+    config = transformers.ViTConfig(**HF_MODELS[hub_id])
     torch.manual_seed(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(namespace[cls](**kwargs).state_dict(), path)
+    transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(snapshot)
+    transformers.ViTImageProcessor(size={"height": config.image_size, "width": config.image_size}).save_pretrained(snapshot)
 
 
-def test_the_your_own_models_zoo_runs_as_written(home) -> None:
-    root = home["root"]
-    text = block("Your own models", "toml")
-    folder = root / "models" / "vit-small"
-    assert '"hf:/models/vit-small"' in text
-    (root / "zoo.toml").write_text(text.replace('"hf:/models/vit-small"', json.dumps(f"hf:{folder}")))
-    cache_timm_weights("resnet50", root / "hf")
-    save_checkpoint("DepthNet", root / "weights" / "depth.pt", width=64)
-    config = transformers.ViTConfig(image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                    num_attention_heads=2, intermediate_size=64)
-    transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
-    transformers.ViTImageProcessor(size={"height": 64, "width": 64}, image_mean=[0.5] * 3,
-                                   image_std=[0.5] * 3).save_pretrained(folder)
-
-    results = run(root / "zoo.toml", home)
-    assert results["failures"] == []
-    got = {m["name"]: m for m in results["models"]}
-    assert list(got) == ["resnet50_in1k", "my_depth_net", "hf_vit"]
-    assert results["probe"]["size"] == 224  # the zoo's largest side (256), capped
-    for method in results["methods"]:
-        assert (root / "out-zoo" / f"affinity_{method.split('(')[0]}.csv").is_file()
-    preprocessing = {name: json.dumps(m.get("preprocessing")) for name, m in got.items()}
-    assert "timm" in preprocessing["resnet50_in1k"]
-    assert "[256, 256]" in preprocessing["my_depth_net"] and "zoo" in preprocessing["my_depth_net"]
-    assert "[64, 64]" in preprocessing["hf_vit"] and "processor" in preprocessing["hf_vit"]
+def _snapshot(cache: Path, hub_id: str) -> Path:
+    """The snapshot folder of `hub_id` in a Hugging Face cache, as the hub client lays it out."""
+    repo = cache / ("models--" + hub_id.replace("/", "--"))
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    return repo / "snapshots" / commit
 
 
-def test_the_tutorial_zoo_runs_as_written(home) -> None:
-    root = home["root"]
-    (root / "zoo.yaml").write_text(block("Tutorial: your models, your probe images, the report", "yaml"))
-    cache_timm_weights("resnet50", root / "hf")
-    cache_timm_weights("convnext_tiny", root / "hf")
-    cache_torchvision_weights("resnet18", root / "torch")
-    save_checkpoint("SegNet", root / "weights" / "seg.pt")
+def machine(root: Path):
+    """What a reader's machine holds before the section's first command: images and cached weights."""
 
-    results = run(root / "zoo.yaml", home)
-    assert results["failures"] == []
-    assert [m["name"] for m in results["models"]] == ["resnet50", "convnext_t", "r18_tv", "my_seg_net"]
+    done = set()
+
+    def prepare(folder: Path) -> None:
+        if not (folder / "probe_images").exists():
+            write_probe(folder / "probe_images")
+        for zoo in [*folder.glob("*.toml"), *folder.glob("*.yaml")]:
+            for spec in load_zoo(zoo):
+                if not spec.pretrained or spec.prefix not in ("timm", "torchvision", "hf") or spec.source in done:
+                    continue
+                done.add(spec.source)
+                name = spec.source.split(":", 1)[1]
+                {"timm": lambda: cache_timm_weights(name, root / "hf"),
+                 "torchvision": lambda: cache_torchvision_weights(name, root / "torch"),
+                 "hf": lambda: cache_hf_model(name, root / "hf")}[spec.prefix]()
+
+    return prepare
+
+
+@pytest.fixture
+def reader(tmp_path) -> dict:
+    env = subprocess_env()
+    env.update(HF_HUB_CACHE=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", TORCH_HOME=str(tmp_path / "torch"))
+    folder = tmp_path / "work"
+    folder.mkdir()
+    return {"env": env, "folder": folder, "prepare": machine(tmp_path)}
+
+
+def test_not_run_names_blocks_of_the_readme_and_every_other_block_runs_or_is_shown() -> None:
+    every = blocks(README)
+    for marker in NOT_RUN:
+        matches = [b for b in every if marker in b.text]
+        assert len(matches) == 1, f"NOT_RUN's {marker!r} matches {len(matches)} README blocks"
+        assert matches[0].language == "sh", matches[0].where
+    assert set(runnable()) == {"Your own models", "Tutorial: your models, your probe images, the report"}
+
+
+@pytest.mark.parametrize("title", ["Your own models", "Tutorial: your models, your probe images, the report"])
+def test_the_readme_section_runs_as_written(title, reader) -> None:
+    folder = reader["folder"]
+    run_section(runnable()[title], folder, reader["env"], before_commands=reader["prepare"])
+    if title == "Your own models":
+        # The commands, then the Python example, which adds depth_v2 and saves results/ with its page.
+        results = json.loads((folder / "results" / "results.json").read_text())
+        assert [m["name"] for m in results["models"]] == ["resnet50_in1k", "my_depth_net", "my_seg_net",
+                                                         "deit_tiny", "depth_v2"]
+        assert results["failures"] == [] and results["evaluation"] is not None
+        assert any(b.startswith("dds") for b in results["baselines"])  # the CLI's defaults, from the API
+        assert (folder / "results" / "report.html").is_file()
+        got = {m["name"]: json.dumps(m["preprocessing"]) for m in results["models"]}
+        assert "timm" in got["resnet50_in1k"] and "[256, 256]" in got["my_depth_net"]
+        assert "processor" in got["deit_tiny"]
+    else:
+        results = json.loads((folder / "modelspace-out" / "results.json").read_text())
+        assert [m["name"] for m in results["models"]] == ["resnet50", "convnext_t", "r18_tv"]
+        assert results["failures"] == [] and (folder / "modelspace-out" / "report.html").is_file()
+
+
+def test_the_vision_install_line_is_ci_s() -> None:
+    """The README's torchvision / timm install line pins what .ci/run's vision environment installs."""
+    (line,) = [b.text for b in blocks(README) if "torchvision==" in b.text and "pip install" in b.text]
+    pins = re.findall(r"\S+==\S+", line)
+    ci = (REPO / ".ci" / "run").read_text()
+    vision = re.search(r'VISION_PINS="([^"]+)"', ci).group(1).split()
+    assert pins and set(pins) <= set(vision), (pins, vision)
+    assert "PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=" in line and "PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=" in ci
