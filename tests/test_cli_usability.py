@@ -120,7 +120,7 @@ def test_item1_a_module_missing_everywhere_names_the_zoo_folder(trial, capsys) -
     trial["zoo"].write_text(zoo_text().replace("mynets", "nowhere_such_module"))
     code, _, err = run(capsys, "embed", str(trial["zoo"]), str(trial["probe"]), "--store", "s", "--methods",
                        "saliency")
-    assert code == 1
+    assert code == 2  # bad input, found before any model loads
     assert "cannot import module 'nowhere_such_module'" in err and f"zoo file's folder {trial['dir']}" in err
 
 

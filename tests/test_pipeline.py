@@ -17,7 +17,7 @@ from PIL import Image
 import modelspace.maps.executor as executor
 import modelspace.space as space_module
 from modelspace.attribution import DEFAULT_METHODS, AttributionMethod
-from modelspace.errors import AttributionError
+from modelspace.errors import AttributionError, ZooError
 from conftest import subprocess_env
 from modelspace.cli import main
 from modelspace.evaluation import GroundTruth
@@ -222,14 +222,17 @@ def test_adding_a_model_costs_its_maps_and_one_row(world, tmp_path, monkeypatch)
 
 def test_a_failing_model_is_recorded_and_the_others_survive(world) -> None:
     zoo = world["root"] / "zoo_with_failures.toml"  # beside the original: relative paths still resolve
-    zoo.write_text(world["zoo"].read_text().replace('encoder = "layer2"', 'encoder = "layer9"')
-                   + '\n[[model]]\nname = "missing"\nsource = "torchscript:nowhere.pt"\n')
-    zoo_specs = load_zoo(zoo)
-    space = ModelSpace(methods=["saliency"], progress=False).fit(zoo_specs, ProbeSet.from_folder(world["probe"], size=32, progress=False))
+    zoo.write_text(world["zoo"].read_text().replace('encoder = "layer2"', 'encoder = "layer9"'))
+    probe = ProbeSet.from_folder(world["probe"], size=32, progress=False)
+    space = ModelSpace(methods=["saliency"], progress=False).fit(load_zoo(zoo), probe)
     failed = {f.model: f.message for f in space.failures_}
-    assert set(failed) == {"resnet", "missing"}
-    assert "layer9" in failed["resnet"] and "nowhere.pt" in failed["missing"]
+    assert set(failed) == {"resnet"}
+    assert "layer9" in failed["resnet"]
     assert space.results_["saliency"].names == ["cnn_small", "cnn_wide", "scripted", "hf_resnet"]
+    # a file that does not exist is bad input, found before any model loads
+    zoo.write_text(zoo.read_text() + '\n[[model]]\nname = "missing"\nsource = "torchscript:nowhere.pt"\n')
+    with pytest.raises(ZooError, match=r"model 'missing' \(#6\): field 'source': file not found: \S*nowhere.pt"):
+        ModelSpace(methods=["saliency"], progress=False).fit(load_zoo(zoo), probe)
 
 
 class RefusesOneModel(AttributionMethod):

@@ -73,7 +73,177 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 # ------------------------------------------------------------------ 4. a typo in a model name
 
 
+FAST = ("--no-report", "--methods", "saliency")  # what these tests need of a run: its models loaded or not
+
+
+@pytest.fixture
+def loads(monkeypatch) -> list[str]:
+    """The names of the models a run loads, in order (`load_model` as the space calls it)."""
+    import modelspace.space
+
+    names: list[str] = []
+    real = modelspace.space.load_model
+
+    def counted(spec, *args, **kwargs):
+        names.append(spec.name)
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(modelspace.space, "load_model", counted)
+    return names
+
+
+def test_a_typo_in_a_model_name_fails_before_any_model_loads(user, capsys, loads):
+    zoo = user["zoo"]
+    zoo.write_text(ZOO.replace('"python:toy_models:tiny_resnet"', '"python:toy_models:tiny_cn"'), encoding="utf-8")
+    code, out, err = run(capsys, "run", "zoo.toml", "probe")
+    assert code == 2
+    assert loads == []
+    assert not (user["dir"] / "modelspace-out").exists()  # not even the store was made
+    assert "zoo.toml: model 'resnet_c' (#3): field 'source'" in err
+    assert "'tiny_cn'" in err and "did you mean 'tiny_cnn'" in err
+    assert out == ""
+
+
+def test_every_bad_entry_is_named_at_once(user, capsys, loads):
+    (user["dir"] / "weights").mkdir()
+    (user["dir"] / "weights" / "cnn.pt").write_bytes(b"")
+    user["zoo"].write_text(ZOO.replace('"python:toy_models:tiny_resnet"', '"python:toy_modles:tiny_resnet"') + """
+[[model]]
+name = "from_file"
+source = "checkpoint:weights/cnn.pth"
+constructor = "python:toy_models:tiny_cnn"
+""", encoding="utf-8")
+    code, _, err = run(capsys, "embed", "zoo.toml", "probe", "--methods", "saliency")
+    assert code == 2 and loads == []
+    assert "2 zoo entries name models that do not exist" in err
+    assert "model 'resnet_c' (#3)" in err and "did you mean 'toy_models'" in err
+    assert "model 'from_file' (#4)" in err and "did you mean 'cnn.pt'" in err
+
+
+def test_the_python_api_resolves_names_before_any_work(user, loads):
+    from modelspace.errors import InputError
+    from modelspace.models import ModelSpec, load_zoo
+    from modelspace.space import ModelSpace
+
+    specs = load_zoo(user["zoo"]) + [ModelSpec("typo", "python:toy_models:tiny_resnt")]
+    with pytest.raises(InputError, match=r"model 'typo': field 'source'.*did you mean 'tiny_resnet'"):
+        ModelSpace(methods=["saliency"], store=user["dir"] / "store", progress=False).fit(specs, user["probe"])
+    assert loads == []
+
+
+def test_a_model_that_cannot_load_is_skipped_on_the_rerun_until_retried_or_edited(user, capsys, loads):
+    zoo = user["zoo"]
+    zoo.write_text(ZOO.replace("kwargs = { width = 6 }", "kwargs = { widht = 6 }"), encoding="utf-8")
+    code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST)  # the constructor refuses the keyword
+    assert code == 1 and "cnn_b" in loads
+    assert "TypeError" in err and "widht" in err
+
+    loads.clear()
+    code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST)
+    assert code == 1
+    assert loads == ["cnn_a", "resnet_c"]  # cnn_b is not loaded again
+    assert "skipped, failed before:" in err and "widht" in err and "--retry-failed" in err
+
+    loads.clear()
+    code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST, "--retry-failed")
+    assert code == 1 and "cnn_b" in loads and "skipped" not in err  # tried again, failed again: recorded again
+    loads.clear()
+    assert run(capsys, "run", "zoo.toml", "probe", *FAST)[0] == 1 and "cnn_b" not in loads
+
+    zoo.write_text(ZOO, encoding="utf-8")  # the entry edited: another spec, loaded again
+    loads.clear()
+    code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST)
+    assert code == 0 and "cnn_b" in loads and "skipped" not in err
+
+
+def test_a_transient_load_failure_is_tried_again(user, capsys, loads):
+    (user["dir"] / "flaky.py").write_text("def build():\n    raise MemoryError('out of memory while building')\n")
+    user["zoo"].write_text(ZOO + '\n[[model]]\nname = "flaky"\nsource = "python:flaky:build"\ninput_size = 16\n',
+                           encoding="utf-8")
+    code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST)
+    assert code == 1 and "out of memory while building" in err
+    loads.clear()
+    code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST)
+    assert code == 1 and "flaky" in loads and "skipped" not in err
+
+
 # ------------------------------------------------------------------ 5. offline hub
+
+
+HUB_MODEL = "modelspace-tests/never-cached"
+
+
+@pytest.fixture
+def hub_source():
+    """``hubtest:REPO``, a source that downloads its weights through the Hugging Face hub client, as timm
+    does (with its retries), and declares the download; a zoo of one such model without a local copy."""
+    pytest.importorskip("huggingface_hub")
+    from modelspace.errors import MissingWeightsError
+    from modelspace.models import SOURCES, register_source
+    from modelspace.models.spec import SOURCE_DOWNLOADS
+    from toy_models import tiny_cnn
+
+    def load(spec, ref):
+        from huggingface_hub import hf_hub_download
+
+        try:
+            hf_hub_download(ref, "model.safetensors")
+        except Exception as exc:
+            raise MissingWeightsError(f"pretrained weights for {ref!r} could not be loaded; offline, they must "
+                                      "already be in the Hugging Face cache") from exc
+        return tiny_cnn(), "encoder"
+
+    register_source("hubtest", downloads=lambda spec, ref: [f"https://huggingface.co/{ref}"])(load)
+    yield ZOO + f'\n[[model]]\nname = "hubbed"\nsource = "hubtest:{HUB_MODEL}"\ninput_size = 16\n'
+    del SOURCES["hubtest"]
+    SOURCE_DOWNLOADS.pop("hubtest", None)
+
+
+@pytest.fixture
+def connections(monkeypatch) -> list[tuple]:
+    """Every TCP connection attempted, each refused as if no network were reachable."""
+    import socket
+
+    attempts: list[tuple] = []
+
+    def unreachable(address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    return attempts
+
+
+def test_offline_a_missing_download_fails_at_once(user, capsys, hub_source, connections, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # as read from the variable on import
+    user["zoo"].write_text(hub_source, encoding="utf-8")
+    code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST)
+    assert code == 1
+    assert f"model 'hubbed' (source 'hubtest:{HUB_MODEL}'): pretrained weights for {HUB_MODEL!r} could not" in err
+    assert connections == [("huggingface.co", 443)]  # the one probe: the hub client never tried
+    assert "no network: huggingface.co:443 cannot be reached" in err
+    assert "Retrying" not in err
+    assert not huggingface_hub.constants.HF_HUB_OFFLINE  # offline for the run only
+
+    code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST)
+    assert code == 1 and "skipped" not in err  # missing weights are fetched, not edited: not remembered
+
+
+def test_with_the_hub_offline_nothing_is_probed(user, capsys, hub_source, connections, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    user["zoo"].write_text(hub_source, encoding="utf-8")
+    code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST)
+    assert code == 1 and "pretrained weights for" in err
+    assert connections == []
+
+
+def test_no_probe_when_no_model_downloads(user, capsys, connections):
+    assert run(capsys, "run", "zoo.toml", "probe", *FAST)[0] == 0
+    assert connections == []
 
 
 # ------------------------------------------------------------------ 6. a results folder that holds results

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
 
 from conftest import images, key_before_preprocessing
-from modelspace.errors import ModelLoadError, ZooError
+from modelspace.cli import main
+from modelspace.errors import MissingWeightsError, ModelLoadError, ZooError
 from modelspace.models import (
     SOURCES,
     InputTransform,
     ModelSpec,
     OwnConfig,
     TokenGrid,
+    check_sources,
     describe_preprocessing,
+    hub_offline_mode,
     load_model,
+    load_repeatable,
     load_zoo,
     probe_size_for,
     register_source,
     state_dict_hash,
 )
 from modelspace.world.build import ZOO_DIR
-from modelspace.models.sources import _timm_weight_source, torchvision_default_encoder
+from modelspace.models.sources import _timm_weight_source, hub_offline, torchvision_default_encoder
 from toy_models import tiny_cnn, tiny_resnet
 
 VISION_SKIP = ("torchvision's release for torch 2.13 does not import with the CPU torch build here "
@@ -448,3 +454,144 @@ def test_timm_source():
     loaded = load_model(ModelSpec("tm", "timm:resnet18", pretrained=False, input_size=64))
     assert loaded.encoder == "layer4"
     assert loaded.tap()(loaded.transform(images(s=64))).shape == (2, 512, 2, 2)
+
+
+# ------------------------------------------------------------------------ names resolved before loading
+
+
+def test_check_sources_names_every_bad_entry_with_the_closest_names(tmp_path, offline):
+    (tmp_path / "cnn.pt").write_bytes(b"")
+    good = [ModelSpec("ok", "python:toy_models:tiny_cnn"),
+            ModelSpec("ck", f"checkpoint:{tmp_path / 'cnn.pt'}", constructor="python:toy_models:tiny_cnn")]
+    check_sources(good)  # nothing raised, nothing loaded
+    bad = [ModelSpec("attr", "python:toy_models:tiny_resnt"),
+           ModelSpec("ck", f"checkpoint:{tmp_path / 'cnn.pth'}", constructor="python:toy_models:tiny_cnn"),
+           ModelSpec("ctor", f"checkpoint:{tmp_path / 'cnn.pt'}", constructor="python:toy_models:tiny_cn"),
+           ModelSpec("ts", f"torchscript:{tmp_path / 'nets.pt'}"),
+           ModelSpec("hf", "hf:surely-not/a-cached-model-xyz")]
+    with pytest.raises(ZooError) as info:
+        check_sources(good + bad)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("5 zoo entries name models that do not exist")
+    assert "model 'attr': field 'source'" in lines[1] and "did you mean 'tiny_resnet'" in lines[1]
+    assert "model 'ck': field 'source': file not found" in lines[2] and "did you mean 'cnn.pt'" in lines[2]
+    assert "model 'ctor': field 'constructor'" in lines[3] and "did you mean 'tiny_cnn'" in lines[3]
+    assert "model 'ts': field 'source': file not found" in lines[4]
+    assert "model 'hf': field 'source'" in lines[5] and "nothing is downloaded" in lines[5]
+
+
+def test_a_zoo_entry_is_named_by_its_file_and_number(tmp_path):
+    zoo = tmp_path / "zoo.toml"
+    zoo.write_text('[[model]]\nname = "a"\nsource = "python:toy_models:tiny_cnn"\n\n'
+                   '[[model]]\nname = "b"\nsource = "python:toy_models:tiny_cn"\n', encoding="utf-8")
+    with pytest.raises(ZooError, match=r"^\S*zoo.toml: model 'b' \(#2\): field 'source': .*did you mean 'tiny_cnn'"):
+        check_sources(load_zoo(zoo))
+
+
+def failing(exc: BaseException):
+    def build():
+        raise exc
+    return build
+
+
+@pytest.mark.parametrize("exc, permanent", [
+    (TypeError("tiny_cnn() got an unexpected keyword argument 'widht'"), True),
+    (ValueError("bad width"), True),
+    (MemoryError(), False),
+    (OSError("disk"), False),
+    (ModuleNotFoundError("No module named 'einops'"), False),
+])
+def test_load_failures_a_rerun_would_meet_again_are_told_apart(exc, permanent, monkeypatch):
+    import toy_models
+
+    monkeypatch.setattr(toy_models, "failing_build", failing(exc), raising=False)
+    with pytest.raises(ModelLoadError) as info:
+        load_model(ModelSpec("f", "python:toy_models:failing_build"))
+    assert load_repeatable(info.value) is permanent
+
+
+def test_encoder_mismatch_and_missing_weights_load_failures():
+    with pytest.raises(ZooError) as info:
+        load_model(ModelSpec("cnn", "python:toy_models:tiny_cnn", encoder="encodr"))
+    assert load_repeatable(info.value)  # an edit of the entry fixes it
+    assert not load_repeatable(MissingWeightsError("not cached"))  # a download fixes it
+
+
+def test_hub_offline_mode_is_for_the_block_only(monkeypatch):
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with hub_offline_mode():
+        assert constants.HF_HUB_OFFLINE and hub_offline()
+    assert not constants.HF_HUB_OFFLINE and not hub_offline() and "HF_HUB_OFFLINE" not in os.environ
+    with hub_offline_mode(False):
+        assert not hub_offline()
+
+
+def vision_user(tmp_path, monkeypatch, zoo: str):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zoo.toml").write_text(zoo, encoding="utf-8")
+    (tmp_path / "probe").mkdir()
+    rng = torch.Generator().manual_seed(0)
+    for i in range(4):
+        pixels = torch.randint(0, 255, (32, 32, 3), generator=rng, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(tmp_path / "probe" / f"{i}.png")
+
+
+def test_timm_and_torchvision_typos_fail_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("timm", reason=VISION_SKIP)
+    pytest.importorskip("torchvision", reason=VISION_SKIP)
+    import modelspace.space
+
+    monkeypatch.setattr(modelspace.space, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    vision_user(tmp_path, monkeypatch, '[[model]]\nname = "convnext"\nsource = "timm:convnxt_atto"\n\n'
+                                       '[[model]]\nname = "resnet"\nsource = "torchvision:resnet_18"\n\n'
+                                       '[[model]]\nname = "tagged"\nsource = "timm:resnet18.a1_in1kk"\n\n'
+                                       '[[model]]\nname = "fine"\nsource = "timm:resnet18.a1_in1k"\n'
+                                       'pretrained = false\n')
+    assert main(["run", "zoo.toml", "probe"]) == 2
+    err = capsys.readouterr().err
+    assert "3 zoo entries name models that do not exist" in err
+    assert "zoo.toml: model 'convnext' (#1): field 'source': timm has no model 'convnxt_atto'; did you mean " \
+           "'convnext_atto'" in err
+    assert "zoo.toml: model 'resnet' (#2): field 'source': torchvision has no model 'resnet_18'; did you mean " \
+           "'resnet18'" in err
+    assert "model 'tagged' (#3)" in err and "did you mean 'resnet18.a1_in1k'" in err
+    assert "'fine'" not in err
+
+
+@pytest.fixture
+def connections(monkeypatch) -> list[tuple]:
+    """Every TCP connection attempted, each refused as if no network were reachable."""
+    import socket
+
+    attempts: list[tuple] = []
+
+    def unreachable(address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    return attempts
+
+
+@pytest.mark.parametrize("hub_offline_set", [False, True])
+def test_timm_weights_not_cached_fail_at_once_offline(tmp_path, capsys, monkeypatch, connections, hub_offline_set):
+    pytest.importorskip("timm", reason=VISION_SKIP)
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))  # nothing cached
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", hub_offline_set)  # as read from the variable on import
+    if hub_offline_set:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    vision_user(tmp_path, monkeypatch, '[[model]]\nname = "r18"\nsource = "timm:resnet18"\ninput_size = 32\n')
+    assert main(["run", "zoo.toml", "probe", "--no-report", "--methods", "saliency"]) == 1
+    err = capsys.readouterr().err
+    assert "model 'r18' (source 'timm:resnet18'): pretrained weights for timm model 'resnet18' could not" in err
+    assert "Retrying" not in err
+    assert connections == ([] if hub_offline_set else [("huggingface.co", 443)])  # the probe, once

@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .evaluation import GroundTruth, relevant_for
 
     truth = GroundTruth.load(args.truth) if args.truth else None  # a bad truth fails before any work
-    specs = _zoo(args.zoo, args.trust_checkpoints)
+    specs = _zoo(args.zoo, args.trust_checkpoints, check=True)
     if truth is not None:  # so does a truth that cannot score these models (e.g. too few candidates)
         relevant_for(truth, [spec.label for spec in specs], args.n_relevant)
     labelled = _labelled(args, specs) if args.labels else None  # bad labels fail before any work too
@@ -118,7 +118,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    specs = _zoo(args.zoo, args.trust_checkpoints)
+    specs = _zoo(args.zoo, args.trust_checkpoints, check=True)
     space = _space(args).embed(specs, _probe(args, specs))
     info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_], "work": space.work_,
             "store": args.store}
@@ -129,7 +129,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
-    specs = _zoo(args.zoo, args.trust_checkpoints)
+    specs = _zoo(args.zoo, args.trust_checkpoints, check=True)
     probe = _probe(args, specs)
     space = _space(args).fit(specs, probe)
     space.save(args.out)
@@ -312,8 +312,9 @@ def _failed(space) -> int:
         return 0
     models = sorted({f.model for f in space.failures_})
     total = len(set(space.members_) | set(models))
-    _log.error("%d of %s failed (%s); the others' results are written (exit 1)", len(models), plural(total, "model"),
-               ", ".join(models))
+    skipped = any(f.message.startswith("skipped, failed before") for f in space.failures_)
+    _log.error("%d of %s failed (%s); the others' results are written (exit 1)%s", len(models), plural(total, "model"),
+               ", ".join(models), "; --retry-failed tries those that failed before again" if skipped else "")
     return 1
 
 
@@ -377,14 +378,18 @@ def _n_relevant(args: argparse.Namespace, truth, labels) -> int:
     return args.n_relevant
 
 
-def _zoo(path: str, trust_checkpoints: bool = False):
+def _zoo(path: str, trust_checkpoints: bool = False, check: bool = False):
+    """The zoo file's specs; with ``check``, for commands that load the models, every source's name is
+    resolved first (`check_sources`, as `ModelSpace.fit` does), so a typo fails before the probe is read."""
     from dataclasses import replace
 
-    from .models import load_zoo
+    from .models import check_sources, load_zoo
 
     specs = load_zoo(path)
     if trust_checkpoints:  # the explicit opt-in to unpickle every checkpoint of this zoo file
         specs = [replace(s, trust_checkpoint=True) if s.prefix == "checkpoint" else s for s in specs]
+    if check:
+        check_sources(specs)
     return specs
 
 

@@ -3,10 +3,12 @@
 `InputError` (and subclasses) means the user's input is wrong: the CLI exits with code 2.
 `StorageError` means the store cannot be used at all (read-only, disk full, locked): the run stops,
 exit code 3. Any other `ModelspaceError` is a failure inside a run: exit code 1. `check_int` is the one
-integer-argument check every module uses.
+integer-argument check every module uses, `did_you_mean` the one hint at the closest valid names.
 """
 
+import difflib
 import numbers
+from collections.abc import Iterable
 
 
 class ModelspaceError(Exception):
@@ -39,6 +41,12 @@ class GroundTruthError(InputError):
 
 class ModelLoadError(ModelspaceError):
     """A model that failed to load or to run (names the model)."""
+
+
+class MissingWeightsError(ModelLoadError):
+    """Pretrained weights that are not on this machine and cannot be downloaded now (not cached; no
+    network, or the hub's offline mode). Fetching them fixes it without editing the zoo, so a run does
+    not remember it as a failure (`maps.load_repeatable`)."""
 
 
 class AttributionError(ModelspaceError):
@@ -81,3 +89,21 @@ def check_int(value, name: str, minimum: int = 1, *, optional: bool = False) -> 
         extra = " or None" if optional else ""
         raise InputError(f"{name}: expected an integer >= {minimum}{extra}, got {value!r}")
     return int(value)
+
+
+def did_you_mean(word: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
+    """``"; did you mean 'a', 'b'?"``: the valid names closest to a mistyped ``word`` (difflib), or "".
+
+    Parameters
+    ----------
+    word : str
+        What was written.
+    candidates : iterable of str
+        The valid names.
+    n : int
+        At most this many names, closest first.
+    cutoff : float
+        Similarity (0..1, `difflib.SequenceMatcher.ratio`) a name needs to be offered.
+    """
+    matches = difflib.get_close_matches(word, list(candidates), n=n, cutoff=cutoff)
+    return f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""

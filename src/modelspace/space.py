@@ -10,14 +10,19 @@
     space.save("runs/out")                       # matrices, rankings, trees, plots, results.json
 
 Configuration goes to `__init__`, the work happens in `fit`, results land in attributes with a
-trailing underscore (the scikit-learn convention). A model that fails (cannot load, has no
-such encoder layer, gives all-zero or non-finite maps, has a layer ε-LRP cannot propagate
-through) is recorded in `failures_` and left out of that method's results only: its other
-methods, and the other models, are unaffected. A failure that would happen again (anything but
-running out of memory or disk) is kept in the store, and later fits skip that model and method
-with "skipped, failed before: <reason>" unless `retry_failed` is set. A store that cannot be
-written or read at all (`StorageError`: read-only, disk full, locked) is not a model's failure: it
-stops the run, keeping the work already stored.
+trailing underscore (the scikit-learn convention). A spec whose source names nothing that exists
+(a mistyped model name, module, callable or file) is an InputError before any model loads
+(`models.check_sources`). A model that fails (cannot load, has no such encoder layer, gives
+all-zero or non-finite maps, has a layer ε-LRP cannot propagate through) is recorded in `failures_`
+and left out of that method's results only: its other methods, and the other models, are
+unaffected. A failure that would happen again (anything but running out of memory or disk, a
+network or weights not on this machine: `models.load_repeatable` for loading) is kept in the store,
+and later fits skip that model and method with "skipped, failed before: <reason>" unless
+`retry_failed` is set; a load failure is kept per zoo entry, so editing the entry tries it again.
+When some model needs weights that are not cached and the network cannot be reached, the models
+load with the Hugging Face hub offline (`models.offline_needed`): missing weights fail at once. A
+store that cannot be written or read at all (`StorageError`: read-only, disk full, locked) is not a
+model's failure: it stops the run, keeping the work already stored.
 """
 
 from __future__ import annotations
@@ -52,7 +57,18 @@ from .maps import (
     method_key,
     source_probabilities,
 )
-from .models import PROBE_SIZE_CAP, LoadedModel, ModelSpec, load_model, probe_size_for
+from .models import (
+    PROBE_SIZE_CAP,
+    LoadedModel,
+    ModelSpec,
+    check_sources,
+    hub_offline_mode,
+    load_model,
+    load_repeatable,
+    offline_needed,
+    probe_size_for,
+    spec_key,
+)
 from .probe import ProbeSet
 from .progress import progress as progress_bar
 from .results import Failure, Keyed, MethodResult
@@ -245,6 +261,8 @@ class ModelSpace:
         """Only the maps: compute whatever the store lacks (`fit` without the affinities; the same arguments)."""
         self._validate()
         models = list(models)
+        specs = [m for m in models if isinstance(m, ModelSpec)]
+        check_sources(specs)  # a typo fails here, not after the other models' work
         self.probe_ = self._probe_set(probe, models)
         self.store_ = self._open_store()
         self.methods_, self.baselines_ = self._estimators(len(self.probe_))
@@ -259,18 +277,23 @@ class ModelSpace:
         if self.executor == "ray":
             self._embed_ray(models)
             return self
-        for model in progress_bar(models, desc="models", unit="model", disable=not self.progress or len(models) < 2):
-            with kept_torch_state():  # a model's code may change torch's global settings: not for the next
-                self._embed(model)
+        self._offline = offline_needed(specs)  # once per fit: a probe of the download hosts, if any
+        shown = progress_bar(models, desc="models", unit="model", disable=not self.progress or len(models) < 2)
+        with hub_offline_mode(self._offline):
+            for model in shown:
+                with kept_torch_state():  # a model's code may change torch's global settings: not for the next
+                    self._embed(model)
         return self
 
     def add(self, model: ModelSpec | LoadedModel) -> "ModelSpace":
         """Add one model: only its maps and its row of each affinity matrix are computed."""
         self._check_fitted(assembled=False)
+        if isinstance(model, ModelSpec):
+            check_sources([model])
         if self.executor == "ray":
             self._embed_ray([model])
         else:
-            with kept_torch_state():
+            with kept_torch_state(), hub_offline_mode(offline_needed([model] if isinstance(model, ModelSpec) else [])):
                 self._embed(model)
         self._assemble()
         self._judge()
@@ -350,7 +373,7 @@ class ModelSpace:
         self.label_scores_: dict[str, dict[str, float]] = {i: {} for i in ids}
         for name, member in progress_bar(list(self.members_.items()), desc="label scores", unit="model",
                                          disable=not self.progress or len(self.members_) < 2):
-            with kept_torch_state():
+            with kept_torch_state(), hub_offline_mode(getattr(self, "_offline", False)):
                 inputs = self._label_inputs(name, given.get(name) or member.spec, batch, {s.takes for s in scorers})
             for scorer in scorers:
                 if scorer.takes not in inputs:
@@ -463,15 +486,18 @@ class ModelSpace:
     def _embed(self, model: ModelSpec | LoadedModel) -> None:
         """Load one model and compute whatever maps of it the store lacks."""
         name = self._check_new(model)
+        spec = model if isinstance(model, ModelSpec) else None
+        if spec is not None and self._failed_to_load_before(spec):
+            return
         try:
             loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
         except ModelspaceError as exc:
-            self._fail(name, None, exc)
+            self._load_failed(name, spec, exc, load_repeatable(exc))
             return
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit from a constructor that parses argv
-            self._fail(name, None, _wrapped(name, "failed while loading", exc))
+            self._load_failed(name, spec, _wrapped(name, "failed while loading", exc), load_repeatable(exc))
             return
         self.runtime_.prepare(loaded.module)
         executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
@@ -495,6 +521,9 @@ class ModelSpace:
         names = [self._check_new(m) for m in models]
         if len(set(names)) != len(names):
             raise InputError(f"models: names repeated: {sorted({n for n in names if names.count(n) > 1})}")
+        models = [m for m in models if not (isinstance(m, ModelSpec) and self._failed_to_load_before(m))]
+        names = [m.spec.name if isinstance(m, LoadedModel) else m.name for m in models]
+        self._ray_specs = {m.name: m for m in models if isinstance(m, ModelSpec)}
         executor = RayExecutor(self.ray_address, self.gpus_per_model, self.cpus_per_model, self.batch_size,
                                self.runtime_, self.progress, self.shared_store)
         before = list(self.members_)
@@ -508,7 +537,7 @@ class ModelSpace:
                     loaded: LoadedModel | None) -> None:
         """A failure a Ray run reports: to load (``methods`` None), of baselines (their ids), or of methods."""
         if methods is None:
-            self._fail(name, None, error)
+            self._load_failed(name, getattr(self, "_ray_specs", {}).get(name), error, remember)
         elif all(isinstance(m, str) for m in methods):  # "baselines", or a baseline's id
             for what in methods:
                 self._fail(name, what, error)
@@ -529,6 +558,26 @@ class ModelSpace:
             raise InputError(f"model {name!r} is already in this space")
         self.failures_ = [f for f in self.failures_ if f.model != name]
         return name
+
+    def _failed_to_load_before(self, spec: ModelSpec) -> bool:
+        """Whether the store records that this zoo entry's model failed to load: reported again as
+        skipped, unless `retry_failed` is set, which forgets the record instead."""
+        key = spec_key(spec)
+        reason = self.store_.load_failure(key)
+        if reason is None:
+            return False
+        if self.retry_failed:
+            self.store_.clear_load_failure(key)
+            return False
+        self._fail(spec.name, None, f"skipped, failed before: {reason}")
+        return True
+
+    def _load_failed(self, name: str, spec: ModelSpec | None, error: Exception, remember: bool) -> None:
+        """Record a model that failed to load; in the store too, under its zoo entry, when ``remember``
+        (loading it again would fail alike, `load_repeatable`)."""
+        if spec is not None and remember:
+            self.store_.put_load_failure(spec_key(spec), name, str(error))
+        self._fail(name, None, error)
 
     def _admit(self, loaded: LoadedModel) -> list[tuple[list[AttributionMethod], list]]:
         """Register a loaded model and plan its work: ``[(methods sharing a backward pass, their units)]``.

@@ -4,6 +4,7 @@ Tables: ``models`` (registered models), ``shards`` (one row per shard file, with
 ``layouts`` (the shard size of each entry, fixed by the first process that plans it),
 ``affinities`` (cached pair values, ``model_a <= model_b``, each with a checksum over its own
 fields), ``sketches``, ``failures`` (entries that failed for a reason a rerun would meet again),
+``load_failures`` (zoo entries, by `models.spec_key`, whose model failed to load for such a reason),
 ``claims`` (units a process is computing, see `claims`) and ``heartbeats`` (when each claiming
 process last showed it was alive). Every write is one short ``BEGIN IMMEDIATE`` transaction, so
 the busy timeout, not an error, handles two processes writing at once.
@@ -94,6 +95,12 @@ CREATE TABLE IF NOT EXISTS failures (
     reason TEXT NOT NULL,
     created TEXT NOT NULL,
     PRIMARY KEY (model_key, probe_hash, method, probe_size)
+);
+CREATE TABLE IF NOT EXISTS load_failures (
+    spec_key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS claims (
     model_key TEXT NOT NULL,

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel, load_model, load_repeatable
 from ..progress import progress as progress_bar
 from .activations import prepare_baselines
 from .executor import POLL_S, repeatable, run_error, run_units, wrapped_error
@@ -111,9 +111,10 @@ class ModelWorker:
         try:
             loaded = self._loaded(model)
         except ModelspaceError as exc:
-            return {"error": _portable(exc), "remember": False, **_where()}
+            return {"error": _portable(exc), "remember": load_repeatable(exc), **_where()}
         except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit from a constructor that parses argv
-            return {"error": _portable(wrapped_error(name, "failed while loading", exc)), "remember": False, **_where()}
+            return {"error": _portable(wrapped_error(name, "failed while loading", exc)),
+                    "remember": load_repeatable(exc), **_where()}
         return {"loaded": dataclasses.replace(loaded, module=None), **_where()}
 
     def run(self, model: Any, probe: list, units: list[dict], methods: list) -> dict:

@@ -15,8 +15,8 @@ read or delete a file elsewhere. An entry's shard size is fixed by the first `pl
 process. The store also caches pair affinities (each row with a checksum over its fields: a row
 that fails it is recomputed) and random-projection sketches (`similarity.sketch`), both dropped
 when the maps they came from are replaced, and remembers
-entries that failed for a deterministic reason (`put_failure`), so that reruns need not meet the
-same error again.
+entries that failed for a deterministic reason (`put_failure`), and zoo entries whose model failed to
+load for one (`put_load_failure`), so that reruns need not meet the same error again.
 
 Crash safety: a shard file is complete before it is renamed into place, and its manifest row
 (with the file's sha256) is committed after the rename, so a process killed at any moment
@@ -330,6 +330,22 @@ class MapStore:
         """Forget a recorded failure (the entry is to be, or has been, computed again)."""
         with self.db.transaction() as cur:
             cur.execute(f"DELETE FROM failures WHERE {ENTRY}", key_tuple(key))
+
+    def put_load_failure(self, spec_key: str, name: str, reason: str) -> None:
+        """Remember that the model of a zoo entry (`models.spec_key`) failed to load for ``reason``."""
+        with self.db.transaction() as cur:
+            cur.execute("INSERT OR REPLACE INTO load_failures (spec_key, name, reason, created) VALUES (?, ?, ?, ?)",
+                        (spec_key, name, str(reason), datetime.now(timezone.utc).isoformat(timespec="seconds")))
+
+    def load_failure(self, spec_key: str) -> str | None:
+        """The reason the model of this zoo entry failed to load before, or None."""
+        rows = self.db.query("SELECT reason FROM load_failures WHERE spec_key = ?", (spec_key,))
+        return rows[0][0] if rows else None
+
+    def clear_load_failure(self, spec_key: str) -> None:
+        """Forget that the model of this zoo entry failed to load (it is to be loaded again)."""
+        with self.db.transaction() as cur:
+            cur.execute("DELETE FROM load_failures WHERE spec_key = ?", (spec_key,))
 
     # ------------------------------------------------------------------ removal
     def remove_entry(self, key: EntryKey) -> int:

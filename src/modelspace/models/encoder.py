@@ -23,7 +23,6 @@ mean(R) is then the mean over the patch tokens, and the baselines see a spatial 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modelspace.errors import ModelLoadError, ZooError
+from modelspace.errors import ModelLoadError, ZooError, did_you_mean
 
 
 class _StopForward(BaseException):
@@ -44,11 +43,6 @@ class _StopForward(BaseException):
     def __init__(self, token: object):
         super().__init__("encoder output captured")
         self.token = token
-
-
-def _close_matches(module: nn.Module, name: str) -> list[str]:
-    names = [n for n, _ in module.named_modules(remove_duplicate=False) if n]
-    return difflib.get_close_matches(name, names, n=5, cutoff=0.5)
 
 
 def find_module(module: nn.Module, name: str) -> nn.Module | None:
@@ -69,8 +63,8 @@ def resolve_module(module: nn.Module, name: str, model_name: str = "model") -> n
     found = find_module(module, name)
     if found is not None:
         return found
-    matches = _close_matches(module, name)
-    hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+    names = [n for n, _ in module.named_modules(remove_duplicate=False) if n]
+    hint = did_you_mean(name, names, n=5, cutoff=0.5)
     top = [n for n, _ in module.named_children()]
     raise ZooError(f"model {model_name!r}: field 'encoder': no module named {name!r}{hint} "
                    f"(top-level modules: {', '.join(top) or 'none'})")

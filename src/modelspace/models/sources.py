@@ -11,6 +11,13 @@ preprocessing (`spec.resolve_preprocessing`: the zoo entry's fields, then the mo
 defaults), puts the module in eval mode without parameter gradients, and computes the model's identity
 key over what the model actually gets.
 
+Beside its loader a source declares (`register_source`) a ``check``, which `check_sources` runs on
+every spec before any model loads, so that a mistyped name fails at once with the closest valid names,
+and a ``downloads``, the weights it would fetch for want of a local copy, so that a run probes the
+network once (`offline_needed`) and, when it cannot be reached, loads with the Hugging Face hub offline
+(`hub_offline_mode`): cached weights load, missing ones fail at once instead of after the hub client's
+retries. Which load failures a run remembers is `load_repeatable`'s rule, keyed by `spec_key`.
+
 Optional libraries (transformers, safetensors, timm, torchvision) are imported inside their loaders
 only, so the rest of modelspace works without them.
 """
@@ -24,18 +31,29 @@ import json
 import logging
 import os
 import pickle
+import pkgutil
+import socket
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import torch
 from torch import nn
 
-from modelspace.errors import InputError, ModelLoadError, ZooError
+from modelspace.errors import InputError, MissingWeightsError, ModelLoadError, ZooError, did_you_mean
 from modelspace.models.encoder import ChannelsLast, Encoder, EncoderTap, Layout, TokenGrid, find_module
-from modelspace.models.spec import SOURCES, ModelSpec, register_source, resolve_preprocessing, split_source
+from modelspace.models.spec import (
+    SOURCE_CHECKS,
+    SOURCE_DOWNLOADS,
+    SOURCES,
+    ModelSpec,
+    register_source,
+    resolve_preprocessing,
+    split_source,
+)
 from modelspace.models.transforms import InputTransform
 
 #: The largest probe size `probe_size_for` picks (see there).
@@ -159,7 +177,8 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedMod
     except InputError:
         raise
     except ModelLoadError as exc:  # a loader's own message: add which model and source
-        raise ModelLoadError(f"{where}: {exc}") from (exc.__cause__ or exc)
+        kind = MissingWeightsError if isinstance(exc, MissingWeightsError) else ModelLoadError
+        raise kind(f"{where}: {exc}") from (exc.__cause__ or exc)
     except Exception as exc:
         raise ModelLoadError(f"{where}: could not load: {type(exc).__name__}: {exc}") from exc
     if not isinstance(module, nn.Module):
@@ -209,6 +228,175 @@ def probe_size_for(specs: Sequence[ModelSpec], cap: int = PROBE_SIZE_CAP) -> int
         if largest >= cap:
             return cap
     return largest or cap
+
+
+def check_sources(specs: Iterable[ModelSpec]) -> None:
+    """Raise one ZooError naming every spec whose source names nothing that exists, before any model loads.
+
+    Each source's ``check`` (`register_source`) runs offline and cheaply: a timm or torchvision model
+    name among the library's models (with timm's pretrained tags), a ``python:`` module that imports
+    and has the callable, a ``checkpoint:`` / ``torchscript:`` file that exists, an ``hf:`` folder or a
+    hub id in the local cache. The message has a line per bad entry (its zoo file, name and number)
+    with the closest valid names. A source whose library does not import is left to its loader.
+
+    Raises
+    ------
+    ZooError
+        Some spec names a model, file or callable that does not exist.
+    """
+    problems = []
+    for spec in specs:
+        check = SOURCE_CHECKS.get(spec.prefix)
+        if check is None:
+            continue
+        try:
+            check(spec, spec.ref)
+        except ZooError as exc:
+            problems.append(f"{spec.where}: {exc}")
+    if len(problems) == 1:
+        raise ZooError(problems[0])
+    if problems:
+        raise ZooError(f"{len(problems)} zoo entries name models that do not exist (no model was loaded):\n  "
+                       + "\n  ".join(problems))
+
+
+def spec_key(spec: ModelSpec) -> str:
+    """Identity of a zoo entry as written, before its model loads: sha256 of its canonical JSON and of
+    the zoo file's folder (where its ``python:`` code is imported from). A load failure is remembered
+    under it, so that editing the entry tries the model again."""
+    return hashlib.sha256((spec.to_json() + "\n" + (spec.zoo_dir or "")).encode()).hexdigest()
+
+
+#: Top-level packages whose exceptions mean a network or hub that failed, not a model that cannot load.
+_NETWORK_PACKAGES = ("socket", "ssl", "urllib", "http", "httpx", "httpx2", "httpcore", "httpcore2", "requests",
+                     "urllib3", "huggingface_hub")
+
+
+def load_repeatable(exc: BaseException) -> bool:
+    """Whether loading the same spec again would fail the same way, so that a run may remember it.
+
+    Permanent: what the entry or its code says (a constructor's TypeError, an encoder the model lacks,
+    a checkpoint that does not match its module, a timm model without pretrained weights). Transient,
+    for this exception or any it was raised from: a lack of memory, an OSError (disk, file system,
+    network), an HTTP client's or the hub's error, a library that does not import, and pretrained
+    weights that are not on this machine (`MissingWeightsError`): fetching them needs no edit.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (MemoryError, torch.OutOfMemoryError, OSError, ImportError, MissingWeightsError)):
+            return False
+        if type(exc).__module__.split(".")[0] in _NETWORK_PACKAGES:
+            return False
+        exc = exc.__cause__ or exc.__context__
+    return True
+
+
+# ------------------------------------------------------------------------------------------- network
+
+#: Seconds the reachability probe of `offline_needed` waits for a download host.
+PROBE_TIMEOUT_S = 2.0
+_TRUE = ("1", "on", "yes", "true")
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is offline: ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set, or
+    huggingface_hub's own flag (`hub_offline_mode`)."""
+    return _env_offline() or bool(getattr(sys.modules.get("huggingface_hub.constants"), "HF_HUB_OFFLINE", False))
+
+
+def _env_offline() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return True
+    except OSError:  # no route, no name resolution, refused, timed out
+        return False
+
+
+def offline_needed(specs: Iterable[ModelSpec]) -> bool:
+    """Whether these models must load with the hub offline: it is offline already, or some model needs
+    weights that are not cached (its source's ``downloads``) from a host that cannot be reached.
+
+    Each such host is probed once, a TCP connection waiting at most `PROBE_TIMEOUT_S`; nothing is
+    probed when every model's weights are local. Unreachable, a warning says so: offline, cached
+    weights load without the hub client's retries, and a missing download fails at once.
+    """
+    if hub_offline():
+        return True
+    hosts = {}
+    for spec in specs:
+        downloads = SOURCE_DOWNLOADS.get(spec.prefix)
+        for url in downloads(spec, spec.ref) if downloads is not None else ():
+            parts = urlsplit(url)
+            hosts.setdefault((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)), url)
+    for (host, port), url in hosts.items():
+        if not _reachable(host, port):
+            _log.warning("no network: %s:%d cannot be reached (for %s); the Hugging Face hub is offline for this "
+                         "run: cached weights load, missing ones fail at once", host, port, url)
+            return True
+    return False
+
+
+def _set_hub_offline(on: bool) -> None:
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:  # it read the variable on import
+        constants.HF_HUB_OFFLINE = on
+
+
+@contextlib.contextmanager
+def hub_offline_mode(on: bool = True):
+    """The Hugging Face hub offline while the block runs (when ``on``), as it was afterwards.
+
+    Sets ``HF_HUB_OFFLINE`` (read by huggingface_hub when it is imported) and, when huggingface_hub is
+    imported already, its flag; timm downloads through it, so a missing weights file fails at once.
+    """
+    if not on:
+        yield
+        return
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    flag = getattr(sys.modules.get("huggingface_hub.constants"), "HF_HUB_OFFLINE", None)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    _set_hub_offline(True)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
+        _set_hub_offline(_env_offline() if flag is None else flag)  # imported in the block: as if imported now
+
+
+def _hub_cached(repo: str, filenames: Sequence[str], cache_dir: str | None = None) -> bool:
+    """Whether one of ``filenames`` of hub repository ``repo`` (``id`` or ``id@revision``) is in the
+    local Hugging Face cache (False when huggingface_hub does not import)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    repo_id, _, revision = repo.partition("@")
+    for filename in filenames:
+        try:
+            found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision or None)
+            if isinstance(found, str):
+                return True
+        except Exception:  # noqa: BLE001 - an id the hub refuses: not cached
+            continue
+    return False
+
+
+def _cached_hub_models() -> list[str]:
+    """The model repositories in the local Hugging Face cache (empty without one)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        return sorted(r.repo_id for r in scan_cache_dir().repos if r.repo_type == "model")
+    except Exception:  # noqa: BLE001 - no cache folder, or huggingface_hub missing: nothing to offer
+        return []
 
 
 # --------------------------------------------------------------------------------------------- python
@@ -279,6 +467,19 @@ def zoo_imports(zoo_dir: str | None, module_name: str):
                 _FROM_ZOO[top] = folder
 
 
+def _importable(module_name: str, folder: str | None) -> list[str]:
+    """Names a ``python:`` source could have meant for ``module_name``: the top-level modules in the
+    zoo file's folder and on ``sys.path``, or for ``pkg.mod`` the submodules of ``pkg``."""
+    parent, _, _ = module_name.rpartition(".")
+    if parent:
+        try:
+            paths = importlib.import_module(parent).__path__
+        except Exception:  # noqa: BLE001 - the parent is the problem: nothing to offer
+            return []
+        return [f"{parent}.{m.name}" for m in pkgutil.iter_modules(paths)]
+    return [m.name for m in pkgutil.iter_modules([folder] if folder else [])] + [m.name for m in pkgutil.iter_modules()]
+
+
 def _import_callable(ref: str, spec: ModelSpec, field: str) -> Callable[..., Any]:
     """Import ``pkg.module:attr.path`` and return the attribute."""
     module_name, _, attr_path = ref.partition(":")
@@ -286,12 +487,14 @@ def _import_callable(ref: str, spec: ModelSpec, field: str) -> Callable[..., Any
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         where = f" (searched the zoo file's folder {spec.zoo_dir} first, then sys.path)" if spec.zoo_dir else ""
+        hint = did_you_mean(module_name, _importable(module_name, spec.zoo_dir)) if exc.name == module_name else ""
         raise ModelLoadError(f"field {field!r}: cannot import module {module_name!r}: "
-                             f"{exc}{where}") from exc
+                             f"{exc}{where}{hint}") from exc
     for part in attr_path.split("."):
         if not hasattr(obj, part):
+            public = [n for n in dir(obj) if not n.startswith("_")]
             raise ModelLoadError(f"field {field!r}: {module_name!r} has no attribute "
-                                 f"{attr_path!r}")
+                                 f"{attr_path!r}{did_you_mean(part, public)}")
         obj = getattr(obj, part)
     if not callable(obj):
         raise ModelLoadError(f"field {field!r}: {ref!r} is not callable")
@@ -317,7 +520,19 @@ def _encoder_if_present(module: nn.Module) -> str | None:
     return "encoder" if _has_module(module, "encoder") else None
 
 
-@register_source("python")
+def _check_python(spec: ModelSpec, ref: str, field: str = "source") -> None:
+    """A ``python:`` reference imports (the zoo file's folder first) and names a callable."""
+    module_name = ref.partition(":")[0]
+    try:
+        with zoo_imports(spec.zoo_dir, module_name):
+            _import_callable(ref, spec, field)
+    except ModelLoadError as exc:
+        raise ZooError(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - the module's own code fails on import: the entry cannot load
+        raise ZooError(f"field {field!r}: importing module {module_name!r} fails: {type(exc).__name__}: {exc}") from exc
+
+
+@register_source("python", check=_check_python)
 def load_python(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
     """``python:pkg.module:callable``: call it with the spec's kwargs. Default encoder: ``encoder`` if present."""
     module = _build_python(ref, spec, "source")
@@ -332,6 +547,20 @@ def _existing_file(ref: str, spec: ModelSpec) -> Path:
     if not path.is_file():
         raise ModelLoadError(f"field 'source': file not found: {path}")
     return path
+
+
+def _check_file(spec: ModelSpec, ref: str) -> None:
+    """A file source names a file that exists (the closest names in its folder otherwise)."""
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        nearby = [p.name for p in path.parent.iterdir()] if path.parent.is_dir() else []
+        raise ZooError(f"field 'source': file not found: {path}{did_you_mean(path.name, nearby)}")
+
+
+def _check_checkpoint(spec: ModelSpec, ref: str) -> None:
+    _check_file(spec, ref)
+    if spec.constructor is not None:
+        _check_python(spec, split_source(spec.constructor)[1], "constructor")
 
 
 def _read_checkpoint(path: Path, spec: ModelSpec) -> Any:
@@ -380,7 +609,7 @@ def _strip_data_parallel(state: Mapping[str, Any], module: nn.Module) -> Mapping
     return state
 
 
-@register_source("checkpoint")
+@register_source("checkpoint", check=_check_checkpoint)
 def load_checkpoint(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
     """``checkpoint:PATH``: build with ``constructor``, then strictly load the saved state dict.
 
@@ -406,7 +635,7 @@ def load_checkpoint(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
 # ---------------------------------------------------------------------------------------- torchscript
 
 
-@register_source("torchscript")
+@register_source("torchscript", check=_check_file)
 def load_torchscript(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
     """``torchscript:PATH``: ``torch.jit.load``. Default encoder: None (see encoder.py on TorchScript)."""
     path = _existing_file(ref, spec)
@@ -505,7 +734,23 @@ def _hf_files_config(spec: ModelSpec, ref: str) -> OwnConfig:
     return hf_config(ref, AutoConfig.from_pretrained(ref, local_files_only=True))
 
 
-@register_source("hf")
+def _check_hf(spec: ModelSpec, ref: str) -> None:
+    """An ``hf:`` reference is a model folder, or a hub id whose config is in the local cache (the
+    network is not asked: the loader reads local files only)."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return
+    try:
+        import huggingface_hub  # noqa: F401 - without it the loader says what to install
+    except ImportError:
+        return
+    if _hub_cached(ref, ["config.json"]):
+        return
+    raise ZooError(f"field 'source': {ref!r} is neither a model folder nor a model in the Hugging Face cache "
+                   f"(nothing is downloaded){did_you_mean(ref, _cached_hub_models())}")
+
+
+@register_source("hf", check=_check_hf)
 def load_hf(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConfig]:
     """``hf:DIR_OR_HUB_ID``: ``transformers.AutoModel.from_pretrained`` offline (local dir or HF cache)."""
     try:
@@ -562,7 +807,66 @@ def _timm_meta_config(spec: ModelSpec, ref: str) -> OwnConfig:
         return timm_config(timm.create_model(ref, pretrained=False, **spec.kwargs_dict()))
 
 
-@register_source("timm")
+#: timm model names that name weights by location instead of a registered architecture.
+_TIMM_LOCATIONS = ("hf-hub:", "hf_hub:", "local-dir:")
+_HUB = "https://huggingface.co"
+
+
+def _check_timm(spec: ModelSpec, ref: str) -> None:
+    """A timm architecture (``timm.list_models``), and a pretrained tag of it when one is given."""
+    try:
+        import timm
+    except Exception:  # noqa: BLE001 - timm, or the torchvision it imports, does not import: the loader says so
+        return
+    if ref.startswith(_TIMM_LOCATIONS):
+        return
+    arch, dot, tag = ref.partition(".")
+    if not timm.is_model(arch):
+        raise ZooError(f"field 'source': timm has no model {arch!r}{did_you_mean(arch, timm.list_models())} "
+                       "(timm.list_models() lists them)")
+    if dot:
+        tagged = timm.list_pretrained(f"{arch}.*")
+        if ref not in tagged:
+            tags = [t.partition(".")[2] for t in tagged]
+            listed = ", ".join(tags[:12]) + (f" and {len(tags) - 12} more" if len(tags) > 12 else "")
+            raise ZooError(f"field 'source': timm model {arch!r} has no pretrained tag {tag!r}"
+                           f"{did_you_mean(ref, tagged)} (its tags: {listed or 'none'})")
+
+
+def _timm_downloads(spec: ModelSpec, ref: str) -> list[str]:
+    """The pretrained weights timm would download for this spec, when they are not cached: the hub
+    repository, or the URL of weights that are not on the hub (timm's order: a state dict or file
+    given, then the hub, then the URL)."""
+    if not spec.pretrained:
+        return []
+    kwargs = spec.kwargs_dict()
+    if ref.startswith(_TIMM_LOCATIONS[:2]):
+        repo = ref.split(":", 1)[1]
+        cfg: dict = {"hf_hub_id": repo}
+    else:
+        try:
+            from timm.models import get_pretrained_cfg
+
+            found = get_pretrained_cfg(ref)
+        except Exception:  # noqa: BLE001 - no timm, or no such model or tag: `check_sources` says so
+            return []
+        cfg = asdict(found) if found is not None else {}
+    cfg.update(kwargs.get("pretrained_cfg_overlay") or {})
+    if cfg.get("state_dict") is not None or cfg.get("file"):
+        return []
+    repo = cfg.get("hf_hub_id")
+    if repo:
+        filename = cfg.get("hf_hub_filename") or "pytorch_model.bin"
+        names = [filename, "model.safetensors", filename.removesuffix(".bin") + ".safetensors"]
+        return [] if _hub_cached(repo, names, kwargs.get("cache_dir")) else [f"{_HUB}/{repo.partition('@')[0]}"]
+    url = cfg.get("url")
+    if url:
+        folder = Path(kwargs["cache_dir"]) if kwargs.get("cache_dir") else Path(torch.hub.get_dir()) / "checkpoints"
+        return [] if (folder / os.path.basename(urlsplit(url).path)).is_file() else [url]
+    return []
+
+
+@register_source("timm", check=_check_timm, downloads=_timm_downloads)
 def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConfig]:
     """``timm:NAME``: ``timm.create_model``; pretrained weights must already be cached (offline).
 
@@ -580,7 +884,7 @@ def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConf
     except Exception as exc:
         if not spec.pretrained:
             raise
-        raise ModelLoadError(
+        raise MissingWeightsError(
             f"pretrained weights for timm model {ref!r} could not be loaded; offline, "
             "they must already be in the Hugging Face / torch hub cache (or give kwargs.pretrained_cfg_overlay "
             f"= {{file = 'PATH'}}). Set pretrained = false for random weights. Cause: {exc}") from exc
@@ -679,7 +983,19 @@ def _torchvision_meta_config(spec: ModelSpec, ref: str) -> OwnConfig:
         return torchvision_config(ref, torchvision.models.get_model(ref, weights=None, **spec.kwargs_dict()))
 
 
-@register_source("torchvision")
+def _check_torchvision(spec: ModelSpec, ref: str) -> None:
+    """A model name that ``torchvision.models.get_model`` knows (``torchvision.models.list_models``)."""
+    try:
+        import torchvision
+    except Exception:  # noqa: BLE001 - a torchvision that does not import with this torch: the loader says so
+        return
+    names = torchvision.models.list_models()
+    if ref.lower() not in names:
+        raise ZooError(f"field 'source': torchvision has no model {ref!r}{did_you_mean(ref.lower(), names)} "
+                       "(torchvision.models.list_models() lists them)")
+
+
+@register_source("torchvision", check=_check_torchvision)
 def load_torchvision(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConfig]:
     """``torchvision:NAME``: ``torchvision.models.get_model``; DEFAULT weights must already be cached."""
     try:
@@ -692,7 +1008,7 @@ def load_torchvision(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, 
         weights = torchvision.models.get_model_weights(ref).DEFAULT
         cached = _torchvision_cached(weights)
         if not cached.is_file():  # checked first: get_model would try to download it
-            raise ModelLoadError(f"pretrained weights for torchvision model {ref!r} are not "
+            raise MissingWeightsError(f"pretrained weights for torchvision model {ref!r} are not "
                                  f"cached at {cached} and nothing is downloaded; put the file there, or set "
                                  "pretrained = false for random weights")
     module = torchvision.models.get_model(ref, weights=weights, **spec.kwargs_dict())

@@ -228,14 +228,41 @@ def _check_kwargs(value: Any, at: _Where) -> FrozenMapping:
 #: Source prefix -> loader ``loader(spec, ref) -> (nn.Module, default_encoder)``; the loaders live in
 #: `sources` and register here, so that a spec is checked against every prefix known at the time.
 SOURCES = Registry("model source")
+#: Source prefix -> ``check(spec, ref)``: raises ZooError when the reference names nothing that exists
+#: (`sources.check_sources`, before any model loads).
+SOURCE_CHECKS: dict[str, Callable] = {}
+#: Source prefix -> ``downloads(spec, ref) -> list of URLs`` the loader would fetch, not being cached
+#: (`sources.offline_needed`).
+SOURCE_DOWNLOADS: dict[str, Callable] = {}
 
 
-def register_source(prefix: str) -> Callable:
-    """Decorator registering ``loader(spec, ref) -> (nn.Module, default_encoder)`` for ``prefix:...`` sources."""
+def register_source(prefix: str, check: Callable | None = None, downloads: Callable | None = None) -> Callable:
+    """Decorator registering ``loader(spec, ref) -> (nn.Module, default_encoder)`` for ``prefix:...`` sources.
+
+    Parameters
+    ----------
+    prefix : str
+        The source prefix, an identifier.
+    check : callable, optional
+        ``check(spec, ref)``, cheap and offline: raises ZooError (naming the field, with the closest
+        valid names) when ``ref`` names no model, file or callable, so that a typo fails before any
+        model loads.
+    downloads : callable, optional
+        ``downloads(spec, ref) -> list[str]``: the URLs the loader would fetch because they are not in
+        the local cache (empty when it fetches nothing), so that a run probes the network once.
+    """
     if not isinstance(prefix, str) or not prefix.isidentifier():
         raise ValueError(f"source prefix must be an identifier, got {prefix!r}")
 
-    return lambda loader: SOURCES.add(prefix, loader)
+    def add(loader: Callable) -> Callable:
+        SOURCES.add(prefix, loader)
+        for hooks, hook in ((SOURCE_CHECKS, check), (SOURCE_DOWNLOADS, downloads)):
+            hooks.pop(prefix, None)
+            if hook is not None:
+                hooks[prefix] = hook
+        return loader
+
+    return add
 
 
 def list_sources() -> list[str]:
@@ -330,12 +357,19 @@ class ModelSpec:
     #: also imported from (`sources.zoo_imports`). Where the spec was read, not what the model is: left
     #: out of `to_dict`, equality and so of the model's key.
     zoo_dir: str | None = field(default=None, compare=False, repr=False)
+    #: Where the entry was read, for messages (set by `spec_from_dict`), e.g. ``"zoo.toml: model 'a' (#1)"``.
+    origin: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         clean = _validate(values, _Where("ModelSpec", values.get("name")))
         for key, value in clean.items():
             object.__setattr__(self, key, value)  # frozen dataclass: coercion must bypass __setattr__
+
+    @property
+    def where(self) -> str:
+        """The entry as messages name it: its zoo file and number when read from one, else its name."""
+        return self.origin or f"model {self.name!r}"
 
     @property
     def label(self) -> str:
@@ -446,6 +480,7 @@ def spec_from_dict(d: Mapping, where: str, base_dir: Path | None = None, *, inde
     values = _validate(values, at)  # errors here name the file; ModelSpec re-checks the clean values
     if base_dir is not None:
         values["zoo_dir"] = os.path.normpath(base_dir)
+    values["origin"] = f"{where}: model {values['name']!r}" + (f" (#{index})" if index is not None else "")
     return ModelSpec(**values)
 
 
