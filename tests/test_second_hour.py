@@ -70,6 +70,69 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 # ------------------------------------------------------------------ 3. label scores on the page
 
 
+def write_labelled(folder: Path, classes: int, per_class: int) -> Path:
+    """``per_class`` images of each of ``classes`` classes, one subfolder per class (``--labels`` reads it)."""
+    for c in range(classes):
+        write_images(folder / f"class{c}", n=per_class, seed=100 + c)
+    return folder
+
+
+def page_section(html: str, ident: str) -> str:
+    """The ``<section id=ident>`` of a report page."""
+    start = html.index(f'<section id="{ident}">')
+    return html[start:html.index("</section>", start)]
+
+
+def test_label_scores_reach_results_json_and_the_page(user, capsys):
+    # 20 images of 4 classes: more than D + 1 for every toy model's pooled features (D ≤ 8)
+    write_labelled(user["dir"] / "labelled", classes=4, per_class=5)
+    code, out, err = run(capsys, "run", user["zoo"], user["probe"], "--methods", "saliency", "--labels", "labelled")
+    assert code == 0, err
+    folder = user["dir"] / "modelspace-out"
+    saved = json.loads((folder / "results.json").read_text())
+    scores = saved["label_scores"]
+    assert set(scores) == {"logme(regression=False)", "hscore", "transrate(eps=0.0001)", "gbc(covariance='spherical')"}
+    assert all(set(v) == {"cnn_a", "cnn_b", "resnet_c"} for v in scores.values())
+    assert json.loads((folder / "label_scores.json").read_text()) == scores  # the same numbers, kept for scripts
+    assert saved["labels"]["n_images"] == 20 and saved["labels"]["n_classes"] == 4
+    assert saved["labels"]["per_class"] == {"min": 5, "max": 5}
+    assert saved["labels"]["cannot_rank"] == {score: [] for score in scores}
+    assert "cannot rank" not in out
+
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    section = page_section(page, "labels")
+    assert "20 labelled images of 4 classes (5 per class)" in section and 'href="#labels"' in page
+    for score, values in scores.items():  # each score's column lists the models best first
+        column = [row.split("<td>")[1 + list(scores).index(score)].split("<span")[0]
+                  for row in section.split('<td class="num">')[1:]]
+        assert column == sorted(values, key=lambda m: -values[m]), score
+    assert "⚠" not in section
+
+    (folder / "report.html").unlink()  # `modelspace report` rebuilds the same section from the folder
+    code, _, err = run(capsys, "report", folder)
+    assert code == 0, err
+    assert page_section((folder / "report.html").read_text(encoding="utf-8"), "labels") == section
+
+
+def test_a_score_that_cannot_rank_the_models_says_so(user, capsys):
+    # the trial's case in small: 3 classes × 2 images, fewer images than every model's features + 1,
+    # where H-score is K − 1 for any features
+    write_labelled(user["dir"] / "labelled", classes=3, per_class=2)
+    code, out, err = run(capsys, "run", user["zoo"], user["probe"], "--methods", "saliency", "--labels", "labelled")
+    assert code == 0, err
+    folder = user["dir"] / "modelspace-out"
+    saved = json.loads((folder / "results.json").read_text())
+    assert saved["label_scores"]["hscore"] == pytest.approx(dict.fromkeys(["cnn_a", "cnn_b", "resnet_c"], 2.0))
+    why = saved["labels"]["cannot_rank"]["hscore"]
+    assert any("K − 1 = 2" in w and "every model" in w for w in why)
+    assert any("every model scores 2," in w for w in why)
+    hscore_lines = out.split("  hscore", 1)[1].split("\n  transrate", 1)[0]
+    assert "cannot rank these models: with D ≥ N − 1 = 5 features" in hscore_lines
+    section = page_section((folder / "report.html").read_text(encoding="utf-8"), "labels")
+    assert '<p class="warn">⚠ <b>hscore</b> cannot rank these models' in section
+    assert "<th class=blind>hscore ⚠</th>" in section
+
+
 # ------------------------------------------------------------------ 4. a typo in a model name
 
 

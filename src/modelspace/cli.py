@@ -77,15 +77,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     space = _space(args, n_images=len(probe)).fit(specs, probe)
     if truth is not None:
         space.evaluate(truth, args.n_relevant)
-    space.save(args.out)
-    summary = space.summary()
     done = f"wrote {args.out}/"
-    if labelled is not None:
+    if labelled is not None:  # scored before saving: results.json holds the scores (and their failures)
         scores = space.score_with_labels(*labelled, scores=args.label_scores)
+        done = _label_lines(scores, space.label_info_) + "\n" + done
+    space.save(args.out)
+    if labelled is not None:  # the scores alone, as results.json's "label_scores" holds them
         (Path(args.out) / LABEL_SCORES_JSON).write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
-        summary["label_scores"] = scores
-        summary["failures"] = [f.to_dict() for f in space.failures_]  # with those of the label scores
-        done = _label_lines(scores, len(labelled[1])) + "\n" + done
+    summary = space.summary()
     if not args.no_report:
         page = _write_page(args, space, truth, Path(args.out) / REPORT_HTML)
         summary["report"] = str(page)
@@ -448,12 +447,16 @@ def _labelled(args: argparse.Namespace, specs):
     return images.subset(keep), [wanted[images.names[i]] for i in keep]
 
 
-def _label_lines(scores: dict[str, dict[str, float]], n_images: int) -> str:
-    """The label-based scores as one line per score, models best first."""
-    lines = [f"label-based scores on {n_images} labelled images (higher is better):"]
+def _label_lines(scores: dict[str, dict[str, float]], info: dict) -> str:
+    """The label-based scores as one line per score, models best first, and under a score that cannot
+    rank these models, why (`ModelSpace.label_info_`)."""
+    k = info.get("n_classes")
+    classes = f" of {k} class{'' if k == 1 else 'es'}" if k else ""
+    lines = [f"label-based scores on {plural(info['n_images'], 'labelled image')}{classes} (higher is better):"]
     for score, per_model in scores.items():
         ranked = sorted(per_model.items(), key=lambda kv: -kv[1])
         lines.append(f"  {score:28s} " + ", ".join(f"{m} {v:.4g}" for m, v in ranked))
+        lines += [f"    cannot rank these models: {why}" for why in info["cannot_rank"].get(score, [])]
     return "\n".join(lines)
 
 

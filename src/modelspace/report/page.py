@@ -9,7 +9,8 @@ The page opens with a summary drawn from the results (which estimator ranks sour
 and whether the lead is more than chance, by a bootstrap over targets; without a truth, how the models
 group), then any failures. It holds the attribution-map grid (the paper's Figure 2), per estimator the affinity heatmap
 in tree order, the dendrogram and a 2-D map of the model space (classical MDS on 1 − affinity),
-per-target tables of the top sources, and — with a ground truth — the P@K/R@K curves beside random
+per-target tables of the top sources, the label-based scores of a run with labelled images (each score's
+ranking of the models, and whether it can rank them at this number of labels), and — with a ground truth — the P@K/R@K curves beside random
 and oracle and the truth's tree beside the estimated one with their agreement; last, the settings that
 reproduce it. Figures are palette PNGs inlined as data: URIs; the style and a small script are inline too.
 """
@@ -204,7 +205,7 @@ def write_report(data: ReportData, path: str | Path, progress: bool = False,
     page.comparison = _compare(data.evaluation)
     page.view, page.why = _summary_view(data, page.comparison, summary_estimator)
     steps = [("summary", _section_summary), ("failures", _section_failures), ("maps", _section_maps),
-             ("space", _section_space), ("sources", _section_sources),
+             ("space", _section_space), ("sources", _section_sources), ("labels", _section_labels),
              ("evaluation", _section_evaluation), ("settings", _section_settings)]
     body = []
     for _, section in progress_bar(steps, desc="report", unit="section", disable=not progress):
@@ -318,6 +319,7 @@ def _nav(data: ReportData) -> list[tuple[str, str]]:
     items += [("failures", "Failures")] if data.settings.get("failures") else []
     items += [("maps", "Attribution maps")] if data.grids else []
     items += [("space", "Model space"), ("sources", "Sources per target")]
+    items += [("labels", "Label-based scores")] if data.settings.get("label_scores") else []
     if data.evaluation or data.truth_tree:
         items.append(("evaluation", "Evaluation"))
     return items + [("settings", "Settings")]
@@ -383,6 +385,7 @@ def _section_summary(data: ReportData, page: _Page) -> str:
     if view.ranking:
         items.append(f"Sources per target name {_e(view.id)} ({_e(page.why)}); "
                      "<code>--summary-estimator</code> chooses another.")
+    items += _label_summary(data.settings)
     failures = data.settings.get("failures") or []
     if failures:
         items.append(f'<a href="#failures">{len(failures)} failure{"s" if len(failures) != 1 else ""}</a>: '
@@ -610,6 +613,57 @@ def _badge(view: MethodResult, target: str) -> str:
     hover = f"{view.id}: confidence {c['confidence']:.2f} from " + ", ".join(parts) + (
         f" ({c['note']})" if c.get("note") else "")
     return f'<span class="badge {_e(c["band"])}" title="{_e(hover)}">{_e(c["band"])} {c["confidence"]:.2f}</span>'
+
+
+def _label_counts(info: dict) -> str:
+    """"96 labelled images of 24 classes (4 per class)", from `results.json`'s "labels"."""
+    text = f"{info.get('n_images', '?')} labelled images"
+    if info.get("n_classes"):
+        per = info.get("per_class") or {}
+        each = (f"{per['min']}" if per.get("min") == per.get("max") else f"{per.get('min')} to {per.get('max')}")
+        text += f" of {info['n_classes']} classes ({each} per class)"
+    return text
+
+
+def _label_summary(settings: dict) -> list[str]:
+    """The summary's line on the label-based scores: each score's best model, and which cannot rank."""
+    scores = settings.get("label_scores") or {}
+    if not scores:
+        return []
+    info = settings.get("labels") or {}
+    blind = info.get("cannot_rank") or {}
+    best = [f"{_e(score)}: <b>{_e(max(v, key=v.get))}</b>" for score, v in scores.items() if v and not blind.get(score)]
+    line = f'<a href="#labels">Label-based scores</a> on {_e(_label_counts(info))}'
+    line += (", best model by " + "; ".join(best) + "." if best else ".")
+    if any(blind.get(score) for score in scores):
+        line += (" <b>" + ", ".join(_e(score) for score in scores if blind.get(score))
+                 + "</b> cannot rank these models at this number of labels (see the section).")
+    return [line]
+
+
+def _section_labels(data: ReportData, page: _Page) -> str:
+    scores = data.settings.get("label_scores") or {}
+    if not scores:
+        return ""
+    info = data.settings.get("labels") or {}
+    blind = info.get("cannot_rank") or {}
+    ranked = {score: sorted(v.items(), key=lambda kv: -kv[1]) for score, v in scores.items()}
+    head = "".join(f'<th{" class=blind" if blind.get(score) else ""}>{_e(score)}{" ⚠" if blind.get(score) else ""}'
+                   "</th>" for score in scores)
+    rows = []
+    for k in range(max((len(r) for r in ranked.values()), default=0)):
+        cells = "".join(f"<td>{_e(r[k][0])}<span class=\"v\">{r[k][1]:.4g}</span></td>" if k < len(r) else "<td></td>"
+                        for r in ranked.values())
+        rows.append(f'<tr><td class="num">{k + 1}</td>{cells}</tr>')
+    warnings = "".join(f'<p class="warn">⚠ <b>{_e(score)}</b> cannot rank these models: {_e(why)}.</p>'
+                       for score in scores for why in blind.get(score, []))
+    return ('<section id="labels"><h2>Label-based scores</h2>'
+            f'<p class="muted">On the {_e(_label_counts(info))} of <code>--labels</code>, each score ranks the models by how '
+            "well their features (LogME, H-score, TransRate, GBC) or classifier heads (LEEP, NCE) suit the labelled "
+            "task, best first; higher is better. The labelled task is not one of the models, so the label-free "
+            "rankings above (sources per model as a target) have no list to set beside these.</p>" + warnings
+            + f'<div class="tablewrap"><table><tr><th class="num">#</th>{head}</tr>{"".join(rows)}</table></div>'
+            "</section>")
 
 
 def _section_evaluation(data: ReportData, page: _Page) -> str:
