@@ -27,8 +27,6 @@ figure.zoomable img { cursor: zoom-in; }
 figure.zoomed { overflow: auto; max-height: 85vh; border: 1px solid var(--line); }
 figure.zoomed img { max-width: none; cursor: zoom-out; }
 figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
-.scroll { max-height: 640px; overflow: auto; border: 1px solid var(--line); border-radius: 4px; }
-.scroll img { border: 0; }
 .cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 18px; align-items: start; }
 .tabs { display: flex; flex-wrap: wrap; gap: 4px; margin: 6px 0 10px; }
 .tabs button { font: inherit; font-size: 13px; padding: 3px 10px; border: 1px solid var(--line); border-radius: 14px;

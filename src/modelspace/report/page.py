@@ -51,7 +51,8 @@ TOP_SOURCES = 5
 """Sources listed per target in the tables."""
 
 WIDE_FROM = 24
-"""From this many models on, the heatmap takes the page's full width."""
+"""Beyond this many models, the heatmap, the model-space map and the tree each take the page's full width
+(a tree of many leaves is tall: at half width its names would be drawn too small to read)."""
 
 MATRIX_SCALE = 1000
 """The heatmap's hover data holds round(affinity × MATRIX_SCALE) as integers."""
@@ -509,9 +510,9 @@ def _section_space(data: ReportData, page: _Page) -> str:
                       "each axis says the share of the variance it holds. Names that would overlap are left out: "
                       "hover a point for its name.", hover=md)
         tree = _figure(figs.dendrogram_png(v.linkage, v.names, f"Similarity tree · {v.id}"),
-                       f"Similarity tree of {v.id}", "Average linkage on 1 − affinity.", scroll=len(v.names) > 30)
-        if len(v.names) > WIDE_FROM:  # a large matrix gets the page's full width, the map and tree share a row
-            panels.append((v.id, f'{heat}<div class="cols"><div>{mds}</div><div>{tree}</div></div>'))
+                       f"Similarity tree of {v.id}", "Average linkage on 1 − affinity; click to zoom.", zoom=True)
+        if len(v.names) > WIDE_FROM:  # a large matrix and its tree get the page's full width, one below the other
+            panels.append((v.id, f'{heat}{mds}{tree}'))
         else:
             panels.append((v.id, f'<div class="cols"><div>{heat}</div><div>{mds}</div></div>{tree}'))
     return ('<section id="space"><h2>Model space</h2><p class="muted">Affinity = mean cosine of two models\' '
@@ -683,7 +684,7 @@ def _section_evaluation(data: ReportData, page: _Page) -> str:
     if data.truth_tree:
         matrix, tasks, caption = data.truth_tree
         oracle = _figure(figs.dendrogram_png(similarity_tree(matrix), tasks, caption), caption,
-                         "Average linkage on 1 − the truth's symmetrised similarity.", scroll=len(tasks) > 30)
+                         "Average linkage on 1 − the truth's symmetrised similarity.", zoom=True)
         panels, agreement = [], {}
         for v in data.estimators:
             shared = [t for t in tasks if t in v.labels]
@@ -702,9 +703,10 @@ def _section_evaluation(data: ReportData, page: _Page) -> str:
                 continue
             panels.append((v.id, _figure(figs.dendrogram_png(tree, shared, f"Estimated tree · {v.id}"),
                                          f"Estimated tree of {v.id}", "The same tasks, from the estimate; cophenetic "
-                                         f"correlation with the truth's tree {agree}.", scroll=len(tasks) > 30)))
-        parts.append('<h3>Ground truth\'s tree beside the estimated one</h3>'
-                     f'<div class="cols"><div>{oracle}</div><div>{_tabs(panels)}</div></div>')
+                                         f"correlation with the truth's tree {agree}.", zoom=True)))
+        trees = (f"{oracle}{_tabs(panels)}" if len(tasks) > WIDE_FROM  # tall trees: one below the other
+                 else f'<div class="cols"><div>{oracle}</div><div>{_tabs(panels)}</div></div>')
+        parts.append('<h3>Ground truth\'s tree beside the estimated one</h3>' + trees)
         if agreement:
             parts.append(_figure(figs.agreement_png(agreement, "Agreement of each estimated tree with the truth's"),
                                  "Tree agreement", "Pearson correlation of the two trees' cophenetic distances (the "
@@ -816,13 +818,11 @@ def _truth_cell(truth: GroundTruth) -> str:
 # --------------------------------------------------------------------------- small pieces
 
 
-def _figure(png: bytes, alt: str, caption: str, hover: str | None = None, zoom: bool = False,
-            scroll: bool = False) -> str:
+def _figure(png: bytes, alt: str, caption: str, hover: str | None = None, zoom: bool = False) -> str:
+    # Never in a scroll box: a tall figure (a tree of many leaves) makes the page longer, not hides its end.
     attrs = f' data-hover="{hover}"' if hover else ""
     img = f'<img src="{figs.data_uri(png)}" alt="{_e(alt)}"{attrs}>'
-    if scroll:
-        img = f'<div class="scroll">{img}</div>'
-    cls = ' class="zoomable"' if zoom and not scroll else ""
+    cls = ' class="zoomable"' if zoom else ""
     return f"<figure{cls}>{img}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
