@@ -40,7 +40,8 @@ def heatmap_png(matrix: np.ndarray, labels: Sequence[str], title: str) -> tuple[
     font = plots.font_size(len(ticks))
     label_in = _label_width(labels, ticks, font)
     side = float(np.clip(3.0 + 0.06 * n, 4.0, 8.0))  # inches: 200 models → 8 in, 4 px per cell
-    left, right, top, bottom = label_in + 0.15, 1.2, 0.45, label_in + 0.15
+    over = plots.text_width([title], 11) / 2 - side / 2 + 0.1  # how far the title, centred, overhangs the axes
+    left, right, top, bottom = max(label_in + 0.15, over), max(1.2, over), 0.45, label_in + 0.15
     width, height = left + side + right, top + side + bottom
     fig = plots.figure((width, height), layout=None)
     box = [left / width, bottom / height, side / width, side / height]

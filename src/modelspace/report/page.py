@@ -33,6 +33,7 @@ from ..evaluation import BUNDLED, Comparison, Curves, Evaluation, GroundTruth, c
 from ..models import describe_preprocessing
 from ..results import TRUTH_AFFINITY_CSV, MethodResult, read_matrix
 from ..results import load as load_folder
+from ..world.study import RULE_TIE
 from ..similarity import (
     HUB_SHARE,
     classical_mds,
@@ -257,8 +258,19 @@ def _compare(evaluation: Evaluation | None) -> Comparison | None:
     if evaluation is None or not evaluation.per_target:
         return None  # an evaluation read from an old results.json may lack the per-target details
     if evaluation.n_relevant >= evaluation.n_candidates:  # every candidate is relevant: P@K is 1 for any order
-        return compare_estimators(evaluation, "rho", **BOOTSTRAP)
-    return compare_estimators(evaluation, "precision", headline_k(evaluation), **BOOTSTRAP)
+        return compare_estimators(evaluation, "rho", **BOOTSTRAP, tie=RULE_TIE)
+    return compare_estimators(evaluation, "precision", headline_k(evaluation), **BOOTSTRAP, tie=RULE_TIE)
+
+
+def _rule(c: Comparison) -> str:
+    """How the summary's best estimator is chosen: the study's registered rule on this one evaluation."""
+    tie = f"means within {c.tie:g} tie"
+    steps = (f"the highest mean {c.metric}; {tie}, and a tie goes to the higher mean Spearman ρ (within {c.tie:g} "
+             "too), then to the estimator listed first" if c.metric.startswith("P@")
+             else f"the highest mean ρ; {tie}, and a tie goes to the estimator listed first")
+    return (f"The best is chosen by the selection rule registered for <code>modelspace study</code> "
+            f"(<code>world/candidates.toml</code>), on this one evaluation: {steps} (the rule's last step, the "
+            "lower cost, needs measured costs, which a run does not have).")
 
 
 def _summary_view(data: ReportData, comparison: Comparison | None, chosen: str | None) -> tuple[MethodResult, str]:
@@ -350,7 +362,7 @@ def _facts(data: ReportData) -> str:
 
 def _section_summary(data: ReportData, page: _Page) -> str:
     view, c = page.view, page.comparison
-    items = []
+    items, rule = [], ""
     if c is not None:
         ev = data.evaluation
         origin = _truth_label(data.truth.origin)[0] if data.truth else "the run's ground truth"
@@ -360,6 +372,12 @@ def _section_summary(data: ReportData, page: _Page) -> str:
         lead = (f"Against {_e(origin)}, over {c.n_targets} targets, <b>{_e(c.best)}</b> ranks sources best: "
                 f"{c.metric} {c.scores[c.best]:.2f} against {c.scores['random']:.2f} for random ranking and "
                 f"{oracle:.2f} for the oracle{also}.")
+        others = [n for n in c.tied if n != c.best]
+        if others:
+            tied = ", ".join(f"{_e(n)} ({c.scores[n]:.3f}" + (f", ρ {ev.rho[n]:.2f}" if also and np.isfinite(ev.rho.get(n, np.nan))
+                                                              else "") + ")" for n in others)
+            lead += f" It ties on {c.metric} ({c.scores[c.best]:.3f}) with {tied}; the rule below breaks the tie."
+        rule = f'<p class="muted">{_rule(c)}</p>'
         items.append(_difference(c, c.vs_random, "random ranking"))
         if c.vs_runner_up is not None:
             items.append(_difference(c, c.vs_runner_up, f"the runner-up, {c.vs_runner_up.other} "
@@ -393,7 +411,7 @@ def _section_summary(data: ReportData, page: _Page) -> str:
                      "those models are missing from the estimators they failed in.")
     table = _summary_table(data, c) if c is not None else ""
     return ('<section id="summary"><h2>Summary</h2>'
-            f'<p class="conclusion">{lead}</p><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+            f'<p class="conclusion">{lead}</p>{rule}<ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
             + table + "</section>")
 
 

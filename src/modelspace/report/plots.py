@@ -69,7 +69,7 @@ def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
     labels = [str(names[i]) for i in idx]
 
     side = min(4.0 + 0.12 * n, 24.0)
-    fig = figure((side + 1.5, side))
+    fig = figure((max(side + 1.5, text_width([title], "large") + 0.5), side))  # no narrower than its title
     ax = fig.add_subplot()
     image = draw_affinity(ax, a)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="affinity (diagonal grey)")
@@ -77,7 +77,7 @@ def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
     size = font_size(len(ticks))
     ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=size)
     ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=size)
-    ax.set_title(title)
+    fig.suptitle(title, fontsize="large")  # centred on the figure, which is at least as wide
     return _save(fig, path)
 
 
