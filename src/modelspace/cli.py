@@ -28,7 +28,7 @@ from .errors import InputError, ModelspaceError, StorageError
 from .evaluation import format_table
 from .results import REPORT_HTML
 
-LABEL_SCORES_JSON = "label_scores.json"  # what `run --labels` writes beside results.json
+LABEL_SCORES_JSON = "label_scores.json"  # `run --labels`'s scores alone, as results.json's "label_scores"
 
 _log = logging.getLogger("modelspace")
 
@@ -659,7 +659,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     p.add_argument("--labels", default=None, metavar="PATH",
                    help="labelled target images: a folder with one subfolder per class, or a CSV of "
-                        f"image,label rows (paths relative to the CSV); scores every model → OUT/{LABEL_SCORES_JSON}")
+                        "image,label rows (paths relative to the CSV); scores every model → results.json "
+                        f"\"label_scores\" (also OUT/{LABEL_SCORES_JSON}) and the report's section, with a warning "
+                        "on any score that cannot rank the models on that many labels")
     p.add_argument("--label-scores", nargs="+", default=["logme", "hscore", "transrate", "gbc"], metavar="SCORE",
                    help="label-based scores with --labels (default: logme hscore transrate gbc; also leep nce "
                         "for models with a classifier head)")
