@@ -335,6 +335,10 @@ class TransRate(TransferabilityScore):
     (each with its own n_k). ε = 1e-4 and the plain mean over classes are those of the code the paper
     publishes (its ε enters as n ε, i.e. the ε² of the paper's formula). The determinant is taken in
     the smaller of the feature and sample spaces (det(I_D + AᵀA) = det(I_n + AAᵀ)).
+
+    No count of images, classes and features fixes its value (it moves with the features' singular
+    values for any of them), so it declares no `degenerate` condition; `cannot_rank` still flags
+    values equal across models.
     """
 
     name = "transrate"
@@ -376,6 +380,10 @@ class GBC(TransferabilityScore):
     determinant of σ² I_D is σ^(2D)); here it is D times. And the paper first reduces the
     features by PCA to 64 dimensions in its experiments; that is not part of the score and is not
     done here.
+
+    It saturates at 0 when every pair of classes lies far apart (each coefficient underflows), which
+    the features decide, not the counts alone: no `degenerate` condition, and `cannot_rank` flags the
+    equal values.
     """
 
     name = "gbc"
@@ -424,6 +432,9 @@ class LEEP(TransferabilityScore):
 
     the mean log-likelihood of the "expected empirical predictor". Source classes that no image
     gives any probability (P̂(z) = 0) contribute nothing and are left out.
+
+    It reaches its bound 0 when the head's predictions determine the labels, which the head decides,
+    not the counts: no `degenerate` condition (`cannot_rank` flags equal values).
     """
 
     name = "leep"
@@ -446,7 +457,9 @@ class NCE(TransferabilityScore):
     Z is the source head's hard label of each image (the arg max of its predicted distribution),
     Y the target label; with P̂ the empirical joint distribution of the n pairs (y_i, z_i),
     NCE = Σ_{y, z} P̂(y, z) log P̂(y | z) (terms with P̂(y, z) = 0 are 0). 0 when the source label
-    determines the target label; −H(Y) at worst.
+    determines the target label; −H(Y) at worst. That bound is reached when each source label falls in
+    one class, which the head decides, not the counts: no `degenerate` condition (`cannot_rank` flags
+    equal values).
     """
 
     name = "nce"

@@ -19,7 +19,7 @@ nav a:hover { text-decoration: underline; }
 .facts a { color: inherit; text-decoration: none; display: block; }
 .facts a.fail b { color: #cf222e; text-decoration: underline; }
 p.conclusion { font-size: 15px; }
-p.warn { color: #9a6700; }
+p.warn, th.blind { color: #9a6700; }
 figure { margin: 8px 0 16px; }
 figure img { max-width: 100%; height: auto; display: block; border: 1px solid var(--line); border-radius: 4px;
              background: #fff; }
