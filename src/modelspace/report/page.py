@@ -33,7 +33,6 @@ from ..evaluation import BUNDLED, Comparison, Curves, Evaluation, GroundTruth, c
 from ..models import describe_preprocessing
 from ..results import TRUTH_AFFINITY_CSV, MethodResult, read_matrix
 from ..results import load as load_folder
-from ..world.study import RULE_TIE
 from ..similarity import (
     HUB_SHARE,
     classical_mds,
@@ -44,6 +43,7 @@ from ..similarity import (
     top_sources,
     tree_agreement,
 )
+from ..world.study import RULE_TIE
 from . import figures as figs
 from .assets import CSS, JS
 from .plots import thin_labels
