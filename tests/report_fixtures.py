@@ -105,3 +105,44 @@ def large_report(n: int = 200, with_truth: bool = True, demo_like: bool = False)
                         origin="synthetic truth")
     return ReportData(views, settings, evaluate_views(views, truth), truth, truth_affinity(truth, names),
                       title=f"{n} synthetic models", grids=grids)
+
+
+def capture_figures(monkeypatch) -> list:
+    """Every matplotlib figure turned into a PNG (`plots.compact_png`) from now on, kept (its layout
+    final) for `texts_outside`."""
+    from modelspace.report import plots
+
+    figures = []
+    original = plots.compact_png
+
+    def keep(fig, dpi=None):
+        figures.append(fig)
+        return original(fig, dpi)
+
+    monkeypatch.setattr(plots, "compact_png", keep)
+    return figures
+
+
+def texts_outside(fig) -> list[str]:
+    """The drawn texts of `fig` whose box leaves the figure: titles, axis labels, names, legends,
+    annotations and the tick labels of ticks inside their axis's view (matplotlib keeps the others,
+    undrawn)."""
+    from matplotlib.text import Text
+
+    undrawn = set()
+    for ax in fig.axes:
+        for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            low, high = sorted(limits)
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if tick.get_loc() is None or not low - 1e-9 <= tick.get_loc() <= high + 1e-9:
+                    undrawn |= {id(tick.label1), id(tick.label2)}
+    renderer = fig.canvas.get_renderer()
+    frame = fig.bbox
+    out = []
+    for text in fig.findobj(Text):
+        if not text.get_visible() or not text.get_text() or id(text) in undrawn:
+            continue
+        box = text.get_window_extent(renderer)
+        if box.x0 < frame.x0 or box.y0 < frame.y0 or box.x1 > frame.x1 or box.y1 > frame.y1:
+            out.append(f"{text.get_text()!r} at {[round(v) for v in box.extents]} in {[round(v) for v in frame.extents]}")
+    return out

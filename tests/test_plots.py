@@ -8,6 +8,7 @@ from modelspace.report import plots
 from modelspace.errors import InputError
 from modelspace.evaluation import evaluation_report, oracle_curves, random_curves
 from modelspace.similarity import leaf_order, similarity_tree
+from report_fixtures import capture_figures, texts_outside
 
 
 def affinity(n, seed=0):
@@ -137,3 +138,42 @@ def test_heatmap_colour_range_leaves_out_the_diagonal():
     assert off_diagonal_range(a) == (0.2, 0.5)
     flat = np.array([[1.0, 0.4], [0.4, 1.0]])  # nothing to spread: the full range
     assert off_diagonal_range(flat) == (0.4, 1.0)
+
+
+# ------------------------------------------------------------------ every text inside its figure
+
+LONG_NAMES = [f"{task}@seed{i % 3}" for i, task in enumerate(
+    ["segment_semantic", "depth_euclidean", "surface_normals", "keypoints2d", "edge_occlusion", "reshading",
+     "curvature", "autoencoding", "class_object", "room_layout", "a_long_hub_organisation/vit_base_patch16_224"]
+    * 4)][:37]
+LONG_IDS = ["fusion(members=('dds','rsa','gradient_x_input_subspace'))", "gradient_x_input_subspace(baseline='blur')",
+            "dds"]
+
+
+def test_every_text_of_every_figure_lies_inside_it(monkeypatch):
+    # Long names (a hub organisation's, a seed twin's) and long estimator ids in titles: the trial cut
+    # "segment_semantic@seed1" in the grid and the agreement chart's title and axis label.
+    from io import BytesIO
+
+    from modelspace.report import figures as figs
+    from modelspace.similarity import classical_mds, clusters
+
+    drawn = capture_figures(monkeypatch)
+    a = affinity(len(LONG_NAMES))
+    z = similarity_tree(a)
+    rng = np.random.default_rng(0)
+    figs.dendrogram_png(z, LONG_NAMES, f"Similarity tree · {LONG_IDS[0]}")
+    figs.dendrogram_png(similarity_tree(affinity(3)), LONG_NAMES[-3:], f"Estimated tree · {LONG_IDS[0]}")
+    figs.heatmap_png(a[np.ix_(leaf_order(z), leaf_order(z))], [LONG_NAMES[i] for i in leaf_order(z)], "Affinity · x")
+    plots.plot_heatmap(a, LONG_NAMES, BytesIO(), title=f"Attribution affinity · {LONG_IDS[1]}")
+    figs.grid_png(rng.random((6, 3, 16, 16)), {n: rng.random((6, 3, 16, 16)) for n in LONG_NAMES[:8]}, 6)
+    title = "Agreement of each estimated tree with the truth's"
+    figs.agreement_png(dict(zip(LONG_IDS, [0.5, float("nan"), -0.1])), title)
+    figs.agreement_png({"saliency": 0.9, "dds": 0.7}, title)
+    figs.mds_png(classical_mds(a), LONG_NAMES, clusters(z, len(LONG_NAMES)), leaf_order(z), f"Model space · {LONG_IDS[0]}")
+    report = evaluation_report({name: oracle_curves(19) for name in LONG_IDS} | {"worse": random_curves(19)}, 19)
+    figs.curves_png(report)
+    assert len(drawn) == 9
+    for fig in drawn:
+        assert texts_outside(fig) == [], fig.axes[0].get_title()
+

@@ -153,3 +153,26 @@ def test_the_check_catches_broken_images_and_script_errors(browser, tmp_path) ->
     problems = browser.problems()
     assert any(p.startswith("console.error: something failed") for p in problems)
     assert any(p.startswith("exception: TypeError") for p in problems), json.dumps(problems)
+
+
+def test_a_tree_of_37_leaves_shows_every_leaf_at_its_drawn_size(browser, tmp_path) -> None:
+    # The trial: 37 models, and the tree's last 4 leaves were behind a scroll box. Every shown tree must
+    # lie whole inside each of its ancestors (nothing clips it) and at its drawn size (nothing shrinks
+    # its names).
+    browser.open(write_report(large_report(37), tmp_path / "trees.html"))
+    trees = browser.evaluate("""(() => Array.from(document.querySelectorAll("img"))
+      .filter(img => /tree/.test(img.alt) && img.getClientRects().length)
+      .map(img => {
+        const r = img.getBoundingClientRect();
+        const clipped = [];
+        for (let e = img.parentElement; e && e !== document.body; e = e.parentElement) {
+          const s = getComputedStyle(e), b = e.getBoundingClientRect();
+          if (s.overflowY !== "visible" && (r.top < b.top - 1 || r.bottom > b.bottom + 1)) clipped.push(e.className);
+        }
+        return {alt: img.alt, clipped, shown: [r.width, r.height], drawn: [img.naturalWidth, img.naturalHeight]};
+      }))()""")
+    assert {t["alt"] for t in trees} >= {"Similarity tree of saliency", "Ground-truth tree (from its ranks)"}
+    for tree in trees:
+        assert tree["clipped"] == [], tree
+        assert abs(tree["shown"][0] - tree["drawn"][0]) <= 2 and abs(tree["shown"][1] - tree["drawn"][1]) <= 2, tree
+    assert browser.problems() == []

@@ -70,6 +70,69 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 # ------------------------------------------------------------------ 3. label scores on the page
 
 
+def write_labelled(folder: Path, classes: int, per_class: int) -> Path:
+    """``per_class`` images of each of ``classes`` classes, one subfolder per class (``--labels`` reads it)."""
+    for c in range(classes):
+        write_images(folder / f"class{c}", n=per_class, seed=100 + c)
+    return folder
+
+
+def page_section(html: str, ident: str) -> str:
+    """The ``<section id=ident>`` of a report page."""
+    start = html.index(f'<section id="{ident}">')
+    return html[start:html.index("</section>", start)]
+
+
+def test_label_scores_reach_results_json_and_the_page(user, capsys):
+    # 20 images of 4 classes: more than D + 1 for every toy model's pooled features (D ≤ 8)
+    write_labelled(user["dir"] / "labelled", classes=4, per_class=5)
+    code, out, err = run(capsys, "run", user["zoo"], user["probe"], "--methods", "saliency", "--labels", "labelled")
+    assert code == 0, err
+    folder = user["dir"] / "modelspace-out"
+    saved = json.loads((folder / "results.json").read_text())
+    scores = saved["label_scores"]
+    assert set(scores) == {"logme(regression=False)", "hscore", "transrate(eps=0.0001)", "gbc(covariance='spherical')"}
+    assert all(set(v) == {"cnn_a", "cnn_b", "resnet_c"} for v in scores.values())
+    assert json.loads((folder / "label_scores.json").read_text()) == scores  # the same numbers, kept for scripts
+    assert saved["labels"]["n_images"] == 20 and saved["labels"]["n_classes"] == 4
+    assert saved["labels"]["per_class"] == {"min": 5, "max": 5}
+    assert saved["labels"]["cannot_rank"] == {score: [] for score in scores}
+    assert "cannot rank" not in out
+
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    section = page_section(page, "labels")
+    assert "20 labelled images of 4 classes (5 per class)" in section and 'href="#labels"' in page
+    for score, values in scores.items():  # each score's column lists the models best first
+        column = [row.split("<td>")[1 + list(scores).index(score)].split("<span")[0]
+                  for row in section.split('<td class="num">')[1:]]
+        assert column == sorted(values, key=lambda m: -values[m]), score
+    assert "⚠" not in section
+
+    (folder / "report.html").unlink()  # `modelspace report` rebuilds the same section from the folder
+    code, _, err = run(capsys, "report", folder)
+    assert code == 0, err
+    assert page_section((folder / "report.html").read_text(encoding="utf-8"), "labels") == section
+
+
+def test_a_score_that_cannot_rank_the_models_says_so(user, capsys):
+    # the trial's case in small: 3 classes × 2 images, fewer images than every model's features + 1,
+    # where H-score is K − 1 for any features
+    write_labelled(user["dir"] / "labelled", classes=3, per_class=2)
+    code, out, err = run(capsys, "run", user["zoo"], user["probe"], "--methods", "saliency", "--labels", "labelled")
+    assert code == 0, err
+    folder = user["dir"] / "modelspace-out"
+    saved = json.loads((folder / "results.json").read_text())
+    assert saved["label_scores"]["hscore"] == pytest.approx(dict.fromkeys(["cnn_a", "cnn_b", "resnet_c"], 2.0))
+    why = saved["labels"]["cannot_rank"]["hscore"]
+    assert any("K − 1 = 2" in w and "every model" in w for w in why)
+    assert any("every model scores 2," in w for w in why)
+    hscore_lines = out.split("  hscore", 1)[1].split("\n  transrate", 1)[0]
+    assert "cannot rank these models: with D ≥ N − 1 = 5 features" in hscore_lines
+    section = page_section((folder / "report.html").read_text(encoding="utf-8"), "labels")
+    assert '<p class="warn">⚠ <b>hscore</b> cannot rank these models' in section
+    assert "<th class=blind>hscore ⚠</th>" in section
+
+
 # ------------------------------------------------------------------ 4. a typo in a model name
 
 
@@ -291,6 +354,103 @@ def test_item8_the_readmes_set_up_commands_are_what_ci_runs() -> None:
 
 
 # ------------------------------------------------------------------ 9. the report
+
+
+FLAT_MODELS = """
+import torch
+from torch import nn
+
+
+class Flat(nn.Module):
+    \"\"\"A 1×1 convolution: its saliency is one value per channel, the same at every pixel (where the
+    store's float16 rounding moves a map's norm the same way at every pixel).\"\"\"
+
+    def __init__(self, weights=(1.0, 2.0, 3.0)):
+        super().__init__()
+        self.encoder = nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            self.encoder.weight.copy_(torch.tensor(weights).reshape(1, 3, 1, 1))
+
+    def forward(self, x):
+        return self.encoder(x)
+"""
+
+
+def test_affinity_csvs_have_exactly_1_on_the_diagonal(user, capsys, monkeypatch):
+    import csv
+    import sys
+
+    (user["dir"] / "flat_models.py").write_text(FLAT_MODELS, encoding="utf-8")
+    monkeypatch.delitem(sys.modules, "flat_models", raising=False)
+    with open(user["zoo"], "a", encoding="utf-8") as fh:
+        fh.write('\n[[model]]\nname = "flat_a"\nsource = "python:flat_models:Flat"\ninput_size = 16\n'
+                 '\n[[model]]\nname = "flat_b"\nsource = "python:flat_models:Flat"\n'
+                 'kwargs = { weights = [0.3, 1.7, 2.9] }\ninput_size = 16\n')
+    try:
+        code, _, err = run(capsys, "run", user["zoo"], user["probe"], "--no-report")
+    finally:
+        sys.modules.pop("flat_models", None)
+    assert code == 0, err
+    files = sorted((user["dir"] / "modelspace-out").glob("affinity_*.csv"))
+    assert len(files) == 4  # the paper's three methods and DDS
+    for path in files:
+        rows = list(csv.reader(path.open()))[1:]
+        assert [float(row[i + 1]) for i, row in enumerate(rows)] == [1.0] * 5, path.name
+
+
+def write_folder(folder: Path) -> dict:
+    """An output folder as `modelspace run` writes it, of 8 models and three estimators: "rsa" and "dds"
+    both find each target's true top 5 (P@5 = 1 for both), dds in the truth's order, rsa in another
+    (a lower ρ); rsa is listed first. Returns the truth (target -> sources, best first)."""
+    from modelspace.results import MethodResult, save
+
+    tasks = [f"task{i}" for i in range(8)]
+    rng = np.random.default_rng(0)
+    truth, dds, rsa = {}, np.eye(8), np.eye(8)
+    for i, t in enumerate(tasks):
+        order = [j for j in rng.permutation(8) if j != i]
+        truth[t] = [tasks[j] for j in order]
+        mixed = order[:5][::-1] + order[5:][::-1]  # the same top 5, in another order
+        for pos, (j, k) in enumerate(zip(order, mixed)):
+            dds[i, j] = rsa[i, k] = 0.9 - 0.1 * pos
+    saliency = np.eye(8) + 0.5 * (1 - np.eye(8))  # every source alike: P@5 well below 1
+    results = {"saliency": MethodResult("saliency", tasks, tasks, saliency),
+               "rsa": MethodResult("rsa", tasks, tasks, rsa, kind="baseline"),
+               "dds": MethodResult("dds", tasks, tasks, dds, kind="baseline")}
+    settings = {"methods": ["saliency"], "baselines": ["rsa", "dds"], "probe": {"n_images": 24, "size": 16},
+                "models": [{"name": t, "task": t} for t in tasks]}
+    save(folder, results, settings)
+    return truth
+
+
+def test_a_tie_on_p_at_5_is_broken_by_the_registered_rule_stated_on_the_page(user, capsys):
+    from modelspace.world.study import RULE_TIE
+
+    truth = write_folder(user["dir"] / "out")
+    (user["dir"] / "truth.csv").write_text(
+        "target," + ",".join(f"rank{k}" for k in range(1, 8)) + "\n"
+        + "".join(f"{t},{','.join(s)}\n" for t, s in truth.items()), encoding="utf-8")
+    code, _, err = run(capsys, "report", "out", "--truth", "truth.csv")
+    assert code == 0, err
+    summary = page_section((user["dir"] / "out" / "report.html").read_text(encoding="utf-8"), "summary")
+    assert "<b>dds</b> ranks sources best: P@5 1.00" in summary  # not rsa, listed first at the same P@5
+    assert "It ties on P@5 (1.000) with rsa (1.000, ρ" in summary
+    assert (f"world/candidates.toml</code>), on this one evaluation: the highest mean P@5; means within "
+            f"{RULE_TIE:g} tie, and a tie goes to the higher mean Spearman ρ") in summary
+
+
+def test_every_text_of_the_run_s_figures_lies_inside_them(user, capsys, monkeypatch):
+    # the trial's names: a seed twin's name was cut at the left of the attribution grid
+    from report_fixtures import capture_figures, texts_outside
+
+    zoo = ZOO.replace('"cnn_a"', '"segment_semantic@seed1"').replace('"cnn_b"', '"depth_euclidean@seed2"')
+    user["zoo"].write_text(zoo, encoding="utf-8")
+    drawn = capture_figures(monkeypatch)
+    code, _, err = run(capsys, "run", user["zoo"], user["probe"], "--methods", "saliency")
+    assert code == 0, err
+    assert len(drawn) >= 6  # per estimator a dendrogram and a heatmap (twice: file and page), the grid, the map
+    for fig in drawn:
+        assert texts_outside(fig) == [], fig.axes[0].get_title()
 
 
 # ------------------------------------------------------------------ 10. the vision install

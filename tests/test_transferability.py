@@ -30,6 +30,7 @@ from modelspace.transferability import (
     HScore,
     LogME,
     TransRate,
+    cannot_rank,
     get_score,
     list_scores,
     logme_evidence,
@@ -164,6 +165,53 @@ def test_hscore_matches_explicit_covariances():
 
 
 # ------------------------------------------------------------------------------------- TransRate
+
+
+@pytest.mark.parametrize("dim", [10, 20, 22, 23, 24, 40])
+def test_hscore_is_k_minus_1_exactly_where_it_declares_so(dim):
+    # H-score = tr(M P) (M: projector on the centred class indicators, P: on the column space of the
+    # centred features), computed here from those projectors; it is K − 1 for any features exactly
+    # where `degenerate` says so (D ≥ N − 1), and below it elsewhere.
+    n, k = 24, 6
+    y = np.repeat(np.arange(k), n // k)
+    for seed in range(3):
+        f = rng(seed).normal(size=(n, dim))
+        fc = f - f.mean(axis=0)
+        p = fc @ np.linalg.pinv(fc)
+        onehot = np.eye(k)[y]
+        m = onehot @ np.linalg.inv(onehot.T @ onehot) @ onehot.T - np.ones((n, n)) / n
+        assert HScore()(f, y) == pytest.approx(np.trace(m @ p), abs=1e-8)
+        saturated = np.trace(m @ p) > k - 1 - 1e-8
+        assert saturated == bool(HScore().degenerate(n, k, dim)), (dim, seed)
+
+
+@pytest.mark.parametrize("dim", [8, 23, 24, 48])
+def test_logme_declares_where_the_features_interpolate_the_labels(dim):
+    # Where `degenerate` says so (D ≥ N), least squares fits every one-hot column exactly (no residual:
+    # the evidence grows with β to no maximum), and the score depends on where the solver stops.
+    n, k = 24, 4
+    y = np.repeat(np.arange(k), n // k)
+    f = rng(1).normal(size=(n, dim))
+    onehot = np.eye(k)[y]
+    residual = np.linalg.norm(f @ np.linalg.lstsq(f, onehot, rcond=None)[0] - onehot)
+    declared = bool(LogME().degenerate(n, k, dim))
+    assert (residual < 1e-8) == declared
+    if declared:
+        assert abs(LogME()(f, y) - LogME(max_iter=1000, tol=1e-12)(f, y)) > 1e-3
+
+
+def test_cannot_rank_names_the_models_and_equal_values():
+    dims = {"a": 30, "b": 8, "c": 40}
+    values = {"a": 5.0, "b": 3.2, "c": 5.0}
+    out = cannot_rank(HScore(), values, 24, 6, dims)
+    assert out == [HScore().degenerate(24, 6, 30) + " (a, c: D = 30, 40)"]
+    assert cannot_rank(HScore(), values, 24, 6, {m: 4 for m in values}) == []
+    same = {"a": 5.0, "b": 5.0 * (1 + 1e-9), "c": 5.0 * (1 - 1e-9)}
+    assert cannot_rank(TransRate(), same, 24, 6, dims) == ["every model scores 5, the same to within 1e-06"]
+    near_zero = {"a": -1e-200, "b": -1e-150, "c": 0.0}  # GBC of separated classes: 0 for all, in effect
+    assert cannot_rank(GBC(), near_zero, 24, 6, dims)[0].startswith("every model scores")
+    assert cannot_rank(GBC(), {"a": -1.0, "b": -1.001}, 24, 6, dims) == []
+    assert cannot_rank(LogME(), {"a": 0.1}, 24, 6, dims) == [LogME().degenerate(24, 6, 30) + " (every model: D = 30)"]
 
 
 def test_transrate_matches_coding_rates_in_feature_space():

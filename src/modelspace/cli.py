@@ -28,7 +28,7 @@ from .errors import InputError, ModelspaceError, StorageError
 from .evaluation import DEFAULT_N_RELEVANT, format_table
 from .results import REPORT_HTML
 
-LABEL_SCORES_JSON = "label_scores.json"  # what `run --labels` writes beside results.json
+LABEL_SCORES_JSON = "label_scores.json"  # `run --labels`'s scores alone, as results.json's "label_scores"
 
 _log = logging.getLogger("modelspace")
 
@@ -76,15 +76,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     space = _space(args).fit(specs, probe)
     if truth is not None:  # the default n_relevant follows the models that are there (some may have failed)
         space.evaluate(truth, args.n_relevant)
-    space.save(args.out)
-    summary = space.summary()
     done = f"wrote {args.out}/"
-    if labelled is not None:
+    if labelled is not None:  # scored before saving: results.json holds the scores (and their failures)
         scores = space.score_with_labels(*labelled, scores=args.label_scores)
+        done = _label_lines(scores, space.label_info_) + "\n" + done
+    space.save(args.out)
+    if labelled is not None:  # the scores alone, as results.json's "label_scores" holds them
         (Path(args.out) / LABEL_SCORES_JSON).write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
-        summary["label_scores"] = scores
-        summary["failures"] = [f.to_dict() for f in space.failures_]  # with those of the label scores
-        done = _label_lines(scores, len(labelled[1])) + "\n" + done
+    summary = space.summary()
     if not args.no_report:
         page = _write_page(args, space, truth, Path(args.out) / REPORT_HTML)
         summary["report"] = str(page)
@@ -444,12 +443,16 @@ def _labelled(args: argparse.Namespace, specs):
     return images.subset(keep), [wanted[images.names[i]] for i in keep]
 
 
-def _label_lines(scores: dict[str, dict[str, float]], n_images: int) -> str:
-    """The label-based scores as one line per score, models best first."""
-    lines = [f"label-based scores on {n_images} labelled images (higher is better):"]
+def _label_lines(scores: dict[str, dict[str, float]], info: dict) -> str:
+    """The label-based scores as one line per score, models best first, and under a score that cannot
+    rank these models, why (`ModelSpace.label_info_`)."""
+    k = info.get("n_classes")
+    classes = f" of {k} class{'' if k == 1 else 'es'}" if k else ""
+    lines = [f"label-based scores on {plural(info['n_images'], 'labelled image')}{classes} (higher is better):"]
     for score, per_model in scores.items():
         ranked = sorted(per_model.items(), key=lambda kv: -kv[1])
         lines.append(f"  {score:28s} " + ", ".join(f"{m} {v:.4g}" for m, v in ranked))
+        lines += [f"    cannot rank these models: {why}" for why in info["cannot_rank"].get(score, [])]
     return "\n".join(lines)
 
 
@@ -653,7 +656,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     p.add_argument("--labels", default=None, metavar="PATH",
                    help="labelled target images: a folder with one subfolder per class, or a CSV of "
-                        f"image,label rows (paths relative to the CSV); scores every model → OUT/{LABEL_SCORES_JSON}")
+                        "image,label rows (paths relative to the CSV); scores every model → results.json "
+                        f"\"label_scores\" (also OUT/{LABEL_SCORES_JSON}) and the report's section, with a warning "
+                        "on any score that cannot rank the models on that many labels")
     p.add_argument("--label-scores", nargs="+", default=["logme", "hscore", "transrate", "gbc"], metavar="SCORE",
                    help="label-based scores with --labels (default: logme hscore transrate gbc; also leep nce "
                         "for models with a classifier head)")

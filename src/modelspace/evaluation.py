@@ -703,6 +703,11 @@ class Comparison:
     vs_random : Difference
     n_targets, n_resamples, seed, level
         How the intervals were drawn.
+    tied : tuple of str
+        The estimators whose score is within `tie` of the highest, best first (the best alone when
+        none ties with it): `best` is the one the tie-breaks chose among them.
+    tie : float
+        Scores this close count as tied.
     """
 
     metric: str
@@ -714,6 +719,8 @@ class Comparison:
     n_resamples: int
     seed: int
     level: float
+    tied: tuple[str, ...] = ()
+    tie: float = 0.0
 
 
 def bootstrap_interval(differences: Sequence[float], n_resamples: int = 2000, seed: int = 0,
@@ -775,9 +782,14 @@ def per_target_scores(evaluation: Evaluation, metric: str = "precision", k: int 
 
 
 def compare_estimators(evaluation: Evaluation, metric: str = "precision", k: int = 5, n_resamples: int = 2000,
-                       seed: int = 0, level: float = 0.95) -> Comparison:
+                       seed: int = 0, level: float = 0.95, tie: float = 0.0) -> Comparison:
     """The best estimator by mean P@k (or ρ), and bootstrap intervals of its lead over the runner-up
     and over random ranking.
+
+    Means within `tie` of the highest count as tied; a tie by P@k goes to the higher mean ρ (again
+    within `tie`), and what is still tied to the estimator first in the evaluation's order. With
+    ``tie = world.study.RULE_TIE`` this is the rule registered in ``world/candidates.toml`` on one
+    evaluation, less its last step (the lower cost), which needs measured costs.
 
     The differences are paired: each resample draws targets with replacement and takes the mean over
     them of best − other, so the intervals reflect how much the lead depends on which targets were
@@ -792,6 +804,8 @@ def compare_estimators(evaluation: Evaluation, metric: str = "precision", k: int
         The cut-off of P@k (cut to the last K of a smaller zoo).
     n_resamples, seed, level
         See `bootstrap_interval`.
+    tie : float
+        See above; 0 counts only equal means as tied.
     """
     scores = per_target_scores(evaluation, metric, k)
     names = [n for n in scores if n != "random"]
@@ -801,7 +815,14 @@ def compare_estimators(evaluation: Evaluation, metric: str = "precision", k: int
     table = {n: np.array([scores[n][t] for t in targets]) for n in [*names, "random"]}
     means = {n: float(table[n].mean()) for n in names}
     ranked = sorted(names, key=lambda n: -means[n])  # stable: ties keep the evaluation's order
-    best = ranked[0]
+    tied = [n for n in names if means[n] >= means[ranked[0]] - tie]  # in the evaluation's order
+    chosen = tied
+    if metric == "precision" and len(tied) > 1:
+        rho = {n: evaluation.rho.get(n, float("nan")) for n in tied}
+        top = max((r for r in rho.values() if np.isfinite(r)), default=None)
+        chosen = [n for n in tied if top is not None and rho[n] >= top - tie] or tied
+    best = chosen[0]
+    ranked = [best, *(n for n in ranked if n != best)]
 
     def diff(other: str) -> Difference:
         d = table[best] - table[other]
@@ -811,7 +832,7 @@ def compare_estimators(evaluation: Evaluation, metric: str = "precision", k: int
     label = f"P@{min(k, evaluation.n_candidates)}" if metric == "precision" else "ρ"
     return Comparison(label, {**{n: means[n] for n in ranked}, "random": float(table["random"].mean())}, best,
                       diff(ranked[1]) if len(ranked) > 1 else None, diff("random"), len(targets), n_resamples,
-                      seed, level)
+                      seed, level, tuple(n for n in ranked if n in tied), tie)
 
 
 # --------------------------------------------------------------------------- choosing a parameter fairly

@@ -72,7 +72,7 @@ from .models import (
 from .probe import ProbeSet
 from .progress import progress as progress_bar
 from .results import Failure, Keyed, MethodResult
-from .transferability import TransferabilityScore, get_score
+from .transferability import TransferabilityScore, cannot_rank, get_score
 from .similarity import (
     CONFIDENCE_SEED,
     MapSketcher,
@@ -269,6 +269,8 @@ class ModelSpace:
         self.members_: dict[str, _Member] = {}
         self.failures_: list[Failure] = []
         self.work_ = {"computed": 0, "reused": 0}  # units (model x method x shard) computed here / found stored
+        for stale in ("label_scores_", "label_info_"):  # scores of another set of models
+            self.__dict__.pop(stale, None)
         names = {m.spec.name if isinstance(m, LoadedModel) else getattr(m, "name", None) for m in models}
         unknown = [n for n in self.recompute if n not in names]
         if unknown:  # a typo would otherwise silently reuse the stale maps it was meant to drop
@@ -348,7 +350,9 @@ class ModelSpace:
         dict
             score id -> {model name: score}, higher is better; also kept in `label_scores_`. A model
             for which a score fails (no classifier head, degenerate features) is left out of that
-            score and recorded in `failures_`. Cost per model: one forward pass to R over the images
+            score and recorded in `failures_`. `label_info_` holds the counts of images and classes,
+            and per score why it cannot rank these models, if it cannot (`transferability.cannot_rank`:
+            e.g. H-score on fewer images than feature dimensions); `summary` reports both. Cost per model: one forward pass to R over the images
             (with pooling) and, for LEEP / NCE, one whole forward pass; then the scores (LogME: one
             SVD of the (N, C) features).
         """
@@ -371,10 +375,13 @@ class ModelSpace:
             given[model.name] = model
         batch = target.batch(0, len(target))
         self.label_scores_: dict[str, dict[str, float]] = {i: {} for i in ids}
+        dims: dict[str, dict[str, int]] = {"features": {}, "probs": {}}  # per input kind, per model: its columns
         for name, member in progress_bar(list(self.members_.items()), desc="label scores", unit="model",
                                          disable=not self.progress or len(self.members_) < 2):
             with kept_torch_state(), hub_offline_mode(getattr(self, "_offline", False)):
                 inputs = self._label_inputs(name, given.get(name) or member.spec, batch, {s.takes for s in scorers})
+            for kind, x in inputs.items():
+                dims[kind][name] = int(np.shape(x)[1])
             for scorer in scorers:
                 if scorer.takes not in inputs:
                     continue  # its input could not be computed: recorded already
@@ -384,6 +391,10 @@ class ModelSpace:
                     raise  # the labels' fault, the same for every model
                 except ModelspaceError as exc:
                     self._fail(name, scorer.id, exc)
+        self.label_info_ = _label_counts(labels)
+        self.label_info_["cannot_rank"] = {
+            s.id: cannot_rank(s, self.label_scores_[s.id], len(target), self.label_info_["n_classes"], dims[s.takes])
+            for s in scorers}
         return self.label_scores_
 
     def _label_inputs(self, name: str, model: ModelSpec | LoadedModel, batch: torch.Tensor,
@@ -479,6 +490,7 @@ class ModelSpace:
             "failures": [f.to_dict() for f in self.failures_],
             "work": dict(getattr(self, "work_", {})),
             "evaluation": self.evaluation_.to_dict() if getattr(self, "evaluation_", None) else None,
+            **({"labels": self.label_info_, "label_scores": self.label_scores_} if hasattr(self, "label_info_") else {}),
         }
 
     # ------------------------------------------------------------------ steps
@@ -927,6 +939,16 @@ def get_estimator_id(name: str) -> str:
         return get_method(name).id
     except InputError:
         return get_baseline(name).id
+
+
+def _label_counts(labels: Sequence[Any]) -> dict:
+    """The labelled images' counts: images, classes and images per class (no classes for float targets)."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or np.issubdtype(arr.dtype, np.floating):
+        return {"n_images": len(arr), "n_classes": None, "per_class": None}
+    counts = np.unique(arr, return_counts=True)[1]
+    return {"n_images": len(arr), "n_classes": len(counts),
+            "per_class": {"min": int(counts.min()), "max": int(counts.max())}}
 
 
 def default_estimators(methods: Sequence[str | AttributionMethod], estimator: str = DEFAULT_ESTIMATOR,

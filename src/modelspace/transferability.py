@@ -23,10 +23,16 @@ global-average-pooled encoder output R), labels N class labels (any hashable val
 ``regression=True`` takes float targets, (N,) or (N, K)). LEEP and NCE take
 ``(source_probs, labels)``: the source classifier's predicted distribution over its own Z classes,
 an (N, Z) array whose rows sum to 1.
+
+A score that gives every model the same value cannot rank them. `cannot_rank` says when: each score
+declares the inputs on which its definition forces such a value (`TransferabilityScore.degenerate`,
+e.g. H-score is K − 1 for any features of D >= N − 1 columns), and values equal to within the score's
+`rtol` are flagged whatever the reason.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,7 +41,7 @@ from .errors import AttributionError, InputError
 from .registry import Declared, Registry
 
 __all__ = ["GBC", "HScore", "LEEP", "LogME", "NCE", "SCORES", "TransRate", "TransferabilityScore",
-           "get_score", "list_scores", "logme_evidence", "register_score"]
+           "cannot_rank", "get_score", "list_scores", "logme_evidence", "register_score"]
 
 SCORES = Registry("transferability score")
 register_score = SCORES.register
@@ -51,6 +57,14 @@ class TransferabilityScore(Declared):
 
     name: ClassVar[str]
     takes: ClassVar[str] = "features"
+    rtol: ClassVar[float] = 1e-6
+    """Models whose values are equal to within this (relative, and absolute below 1) are not told apart."""
+
+    def degenerate(self, n_images: int, n_classes: int | None, dim: int) -> str:
+        """Why this score's definition fixes its value on `n_images` labelled images of `n_classes`
+        classes (None for regression targets) and inputs of `dim` columns (features, or source
+        classes), whatever the model: then it cannot rank models. "" when nothing does."""
+        return ""
 
     def __call__(self, x: Any, labels: Any) -> float:
         arr = _check_probs(x) if self.takes == "probs" else _check_features(x)
@@ -79,6 +93,40 @@ def get_score(name: str | TransferabilityScore, **params: Any) -> Transferabilit
 def list_scores() -> dict[str, str]:
     """Every registered score's name with the first line of its docstring, sorted by name."""
     return SCORES.describe()
+
+
+def cannot_rank(score: TransferabilityScore, values: Mapping[str, float], n_images: int, n_classes: int | None,
+                dims: Mapping[str, int]) -> list[str]:
+    """Why the values of `score` cannot rank these models: [] when nothing says so.
+
+    Parameters
+    ----------
+    score : TransferabilityScore
+    values : mapping of str to float
+        Per model, its score.
+    n_images, n_classes : int
+        The labelled images and their classes (None for regression targets).
+    dims : mapping of str to int
+        Per model, the columns of the score's input (feature dimension, or source classes).
+
+    Returns
+    -------
+    list of str
+        The score's declared condition (`TransferabilityScore.degenerate`) for the models it holds
+        for (named, unless it holds for all), and a note when every model's value is the same to
+        within `score.rtol`.
+    """
+    reasons: dict[str, list[str]] = {}
+    for model in values:
+        reason = score.degenerate(n_images, n_classes, dims[model]) if model in dims else ""
+        if reason:
+            reasons.setdefault(reason, []).append(model)
+    out = [f"{reason} ({'every model' if len(models) == len(values) else ', '.join(models)}: D = "
+           f"{', '.join(str(dims[m]) for m in models)})" for reason, models in reasons.items()]
+    v = np.array(list(values.values()), dtype=np.float64)
+    if len(v) >= 2 and np.ptp(v) <= score.rtol * max(1.0, float(np.abs(v).max())):
+        out.append(f"every model scores {float(np.median(v)):.6g}, the same to within {score.rtol:g}")
+    return out
 
 
 # -------------------------------------------------------------------------------- input checks
@@ -154,9 +202,19 @@ class LogME(TransferabilityScore):
     the iteration to the maximum where one exists. One SVD of F serves every column and iteration:
     O(n D min(n, D)) plus O(K min(n, D)) per iteration. Features are used as given (the paper does
     not normalise them).
+
+    Where D >= n the features interpolate every target column, so the value is the solver's stopping
+    rule's, not the data's (`degenerate`).
     """
 
     name = "logme"
+
+    def degenerate(self, n_images: int, n_classes: int | None, dim: int) -> str:
+        if dim < n_images:
+            return ""
+        return (f"with D ≥ N = {n_images} features, the features interpolate every label column: the evidence has "
+                "no maximum and the value is where the solver stops, not the data's; it needs more than D labelled "
+                "images")
 
     def __init__(self, regression: bool = False, tol: float = _LOGME_SOLVER["tol"],
                  max_iter: int = _LOGME_SOLVER["max_iter"], eps: float = _LOGME_SOLVER["eps"]) -> None:
@@ -242,9 +300,22 @@ class HScore(TransferabilityScore):
     cov(f) is the covariance of the features over the images, cov(E[f | y]) that of each image's
     class mean (both with 1/n). The inverse is the Moore–Penrose pseudo-inverse, so that
     features with D >= N or collinear features (a singular covariance) keep a defined score.
+
+    The score is tr(M P): P projects R^n onto the column space of the centred features, M onto the
+    centred class indicators (rank K − 1), so it is at most K − 1, and exactly K − 1 whenever the
+    centred features span every direction orthogonal to the constant, as D >= N − 1 features in
+    general position do: then it is the same for every model (`degenerate`), and it takes more
+    than D + 1 labelled images to tell models apart.
     """
 
     name = "hscore"
+
+    def degenerate(self, n_images: int, n_classes: int | None, dim: int) -> str:
+        if n_classes is None or dim < n_images - 1:
+            return ""
+        return (f"with D ≥ N − 1 = {n_images - 1} features, the centred features span every direction of the "
+                f"{n_images} images, so H-score = K − 1 = {n_classes - 1} whatever the model; it needs more than "
+                "D + 1 labelled images")
 
     def _score(self, f: np.ndarray, y: np.ndarray) -> float:
         fc = f - f.mean(axis=0)
@@ -264,6 +335,10 @@ class TransRate(TransferabilityScore):
     (each with its own n_k). ε = 1e-4 and the plain mean over classes are those of the code the paper
     publishes (its ε enters as n ε, i.e. the ε² of the paper's formula). The determinant is taken in
     the smaller of the feature and sample spaces (det(I_D + AᵀA) = det(I_n + AAᵀ)).
+
+    No count of images, classes and features fixes its value (it moves with the features' singular
+    values for any of them), so it declares no `degenerate` condition; `cannot_rank` still flags
+    values equal across models.
     """
 
     name = "transrate"
@@ -305,6 +380,10 @@ class GBC(TransferabilityScore):
     determinant of σ² I_D is σ^(2D)); here it is D times. And the paper first reduces the
     features by PCA to 64 dimensions in its experiments; that is not part of the score and is not
     done here.
+
+    It saturates at 0 when every pair of classes lies far apart (each coefficient underflows), which
+    the features decide, not the counts alone: no `degenerate` condition, and `cannot_rank` flags the
+    equal values.
     """
 
     name = "gbc"
@@ -353,6 +432,9 @@ class LEEP(TransferabilityScore):
 
     the mean log-likelihood of the "expected empirical predictor". Source classes that no image
     gives any probability (P̂(z) = 0) contribute nothing and are left out.
+
+    It reaches its bound 0 when the head's predictions determine the labels, which the head decides,
+    not the counts: no `degenerate` condition (`cannot_rank` flags equal values).
     """
 
     name = "leep"
@@ -375,7 +457,9 @@ class NCE(TransferabilityScore):
     Z is the source head's hard label of each image (the arg max of its predicted distribution),
     Y the target label; with P̂ the empirical joint distribution of the n pairs (y_i, z_i),
     NCE = Σ_{y, z} P̂(y, z) log P̂(y | z) (terms with P̂(y, z) = 0 are 0). 0 when the source label
-    determines the target label; −H(Y) at worst.
+    determines the target label; −H(Y) at worst. That bound is reached when each source label falls in
+    one class, which the head decides, not the counts: no `degenerate` condition (`cannot_rank` flags
+    equal values).
     """
 
     name = "nce"

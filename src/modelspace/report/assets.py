@@ -19,7 +19,7 @@ nav a:hover { text-decoration: underline; }
 .facts a { color: inherit; text-decoration: none; display: block; }
 .facts a.fail b { color: #cf222e; text-decoration: underline; }
 p.conclusion { font-size: 15px; }
-p.warn { color: #9a6700; }
+p.warn, th.blind { color: #9a6700; }
 figure { margin: 8px 0 16px; }
 figure img { max-width: 100%; height: auto; display: block; border: 1px solid var(--line); border-radius: 4px;
              background: #fff; }
@@ -27,8 +27,6 @@ figure.zoomable img { cursor: zoom-in; }
 figure.zoomed { overflow: auto; max-height: 85vh; border: 1px solid var(--line); }
 figure.zoomed img { max-width: none; cursor: zoom-out; }
 figcaption { color: var(--muted); font-size: 12px; margin-top: 4px; }
-.scroll { max-height: 640px; overflow: auto; border: 1px solid var(--line); border-radius: 4px; }
-.scroll img { border: 0; }
 .cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 18px; align-items: start; }
 .tabs { display: flex; flex-wrap: wrap; gap: 4px; margin: 6px 0 10px; }
 .tabs button { font: inherit; font-size: 13px; padding: 3px 10px; border: 1px solid var(--line); border-radius: 14px;

@@ -40,7 +40,8 @@ def heatmap_png(matrix: np.ndarray, labels: Sequence[str], title: str) -> tuple[
     font = plots.font_size(len(ticks))
     label_in = _label_width(labels, ticks, font)
     side = float(np.clip(3.0 + 0.06 * n, 4.0, 8.0))  # inches: 200 models → 8 in, 4 px per cell
-    left, right, top, bottom = label_in + 0.15, 1.2, 0.45, label_in + 0.15
+    over = plots.text_width([title], 11) / 2 - side / 2 + 0.1  # how far the title, centred, overhangs the axes
+    left, right, top, bottom = max(label_in + 0.15, over), max(1.2, over), 0.45, label_in + 0.15
     width, height = left + side + right, top + side + bottom
     fig = plots.figure((width, height), layout=None)
     box = [left / width, bottom / height, side / width, side / height]
@@ -170,7 +171,10 @@ def _hits(box: np.ndarray, others: np.ndarray, pad: float = 1.0) -> bool:
 def agreement_png(values: dict[str, float], title: str) -> bytes:
     """Horizontal bars: per estimator, the cophenetic correlation of its tree with the truth's."""
     names = list(values)
-    fig = plots.figure((7.0, 0.9 + 0.32 * len(names)))
+    # The bars are at least as wide as the title and the axis label centred over them, beside the names.
+    xlabel = "cophenetic correlation with the truth's tree (1 = the same tree)"
+    bars = max(4.5, plots.text_width([title], 11), plots.text_width([xlabel], "medium")) + 0.3
+    fig = plots.figure((max(7.0, plots.text_width(names, 8) + bars + 0.6), 0.9 + 0.32 * len(names)))
     ax = fig.add_subplot()
     shown = [0.0 if np.isnan(values[n]) else values[n] for n in names]
     ax.barh(range(len(names)), shown, color=[f"C{i % 10}" for i in range(len(names))], height=0.6)
@@ -181,7 +185,7 @@ def agreement_png(values: dict[str, float], title: str) -> bytes:
     ax.invert_yaxis()
     ax.set_xlim(min(0.0, min(shown, default=0.0)) - 0.05, 1.1)
     ax.axvline(0, color="0.5", linewidth=0.8)
-    ax.set_xlabel("cophenetic correlation with the truth's tree (1 = the same tree)")
+    ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=11)
     return _png(fig)
 
@@ -223,6 +227,5 @@ def _box_from_bottom(box: list[float]) -> dict:
 
 
 def _label_width(labels: Sequence[str], ticks: Sequence[int], font: float) -> float:
-    # Inches that the longest drawn label needs: about 0.6 em per character.
-    longest = max((len(str(labels[i])) for i in ticks), default=1)
-    return min(0.6 * font / 72.0 * longest + 0.1, 2.6)
+    """Inches that the widest drawn label needs."""
+    return plots.text_width([labels[i] for i in ticks], font) + 0.1

@@ -9,7 +9,8 @@ The page opens with a summary drawn from the results (which estimator ranks sour
 and whether the lead is more than chance, by a bootstrap over targets; without a truth, how the models
 group), then any failures. It holds the attribution-map grid (the paper's Figure 2), per estimator the affinity heatmap
 in tree order, the dendrogram and a 2-D map of the model space (classical MDS on 1 − affinity),
-per-target tables of the top sources, and — with a ground truth — the P@K/R@K curves beside random
+per-target tables of the top sources, the label-based scores of a run with labelled images (each score's
+ranking of the models, and whether it can rank them at this number of labels), and — with a ground truth — the P@K/R@K curves beside random
 and oracle and the truth's tree beside the estimated one with their agreement; last, the settings that
 reproduce it. Figures are palette PNGs inlined as data: URIs; the style and a small script are inline too.
 """
@@ -42,6 +43,7 @@ from ..similarity import (
     top_sources,
     tree_agreement,
 )
+from ..world.study import RULE_TIE
 from . import figures as figs
 from .assets import CSS, JS
 from .plots import thin_labels
@@ -50,7 +52,8 @@ TOP_SOURCES = 5
 """Sources listed per target in the tables."""
 
 WIDE_FROM = 24
-"""From this many models on, the heatmap takes the page's full width."""
+"""Beyond this many models, the heatmap, the model-space map and the tree each take the page's full width
+(a tree of many leaves is tall: at half width its names would be drawn too small to read)."""
 
 MATRIX_SCALE = 1000
 """The heatmap's hover data holds round(affinity × MATRIX_SCALE) as integers."""
@@ -204,7 +207,7 @@ def write_report(data: ReportData, path: str | Path, progress: bool = False,
     page.comparison = _compare(data.evaluation)
     page.view, page.why = _summary_view(data, page.comparison, summary_estimator)
     steps = [("summary", _section_summary), ("failures", _section_failures), ("maps", _section_maps),
-             ("space", _section_space), ("sources", _section_sources),
+             ("space", _section_space), ("sources", _section_sources), ("labels", _section_labels),
              ("evaluation", _section_evaluation), ("settings", _section_settings)]
     body = []
     for _, section in progress_bar(steps, desc="report", unit="section", disable=not progress):
@@ -255,8 +258,19 @@ def _compare(evaluation: Evaluation | None) -> Comparison | None:
     if evaluation is None or not evaluation.per_target:
         return None  # an evaluation read from an old results.json may lack the per-target details
     if evaluation.n_relevant >= evaluation.n_candidates:  # every candidate is relevant: P@K is 1 for any order
-        return compare_estimators(evaluation, "rho", **BOOTSTRAP)
-    return compare_estimators(evaluation, "precision", headline_k(evaluation), **BOOTSTRAP)
+        return compare_estimators(evaluation, "rho", **BOOTSTRAP, tie=RULE_TIE)
+    return compare_estimators(evaluation, "precision", headline_k(evaluation), **BOOTSTRAP, tie=RULE_TIE)
+
+
+def _rule(c: Comparison) -> str:
+    """How the summary's best estimator is chosen: the study's registered rule on this one evaluation."""
+    tie = f"means within {c.tie:g} tie"
+    steps = (f"the highest mean {c.metric}; {tie}, and a tie goes to the higher mean Spearman ρ (within {c.tie:g} "
+             "too), then to the estimator listed first" if c.metric.startswith("P@")
+             else f"the highest mean ρ; {tie}, and a tie goes to the estimator listed first")
+    return (f"The best is chosen by the selection rule registered for <code>modelspace study</code> "
+            f"(<code>world/candidates.toml</code>), on this one evaluation: {steps} (the rule's last step, the "
+            "lower cost, needs measured costs, which a run does not have).")
 
 
 def _summary_view(data: ReportData, comparison: Comparison | None, chosen: str | None) -> tuple[MethodResult, str]:
@@ -318,6 +332,7 @@ def _nav(data: ReportData) -> list[tuple[str, str]]:
     items += [("failures", "Failures")] if data.settings.get("failures") else []
     items += [("maps", "Attribution maps")] if data.grids else []
     items += [("space", "Model space"), ("sources", "Sources per target")]
+    items += [("labels", "Label-based scores")] if data.settings.get("label_scores") else []
     if data.evaluation or data.truth_tree:
         items.append(("evaluation", "Evaluation"))
     return items + [("settings", "Settings")]
@@ -347,7 +362,7 @@ def _facts(data: ReportData) -> str:
 
 def _section_summary(data: ReportData, page: _Page) -> str:
     view, c = page.view, page.comparison
-    items = []
+    items, rule = [], ""
     if c is not None:
         ev = data.evaluation
         origin = _truth_label(data.truth.origin)[0] if data.truth else "the run's ground truth"
@@ -357,6 +372,12 @@ def _section_summary(data: ReportData, page: _Page) -> str:
         lead = (f"Against {_e(origin)}, over {c.n_targets} targets, <b>{_e(c.best)}</b> ranks sources best: "
                 f"{c.metric} {c.scores[c.best]:.2f} against {c.scores['random']:.2f} for random ranking and "
                 f"{oracle:.2f} for the oracle{also}.")
+        others = [n for n in c.tied if n != c.best]
+        if others:
+            tied = ", ".join(f"{_e(n)} ({c.scores[n]:.3f}" + (f", ρ {ev.rho[n]:.2f}" if also and np.isfinite(ev.rho.get(n, np.nan))
+                                                              else "") + ")" for n in others)
+            lead += f" It ties on {c.metric} ({c.scores[c.best]:.3f}) with {tied}; the rule below breaks the tie."
+        rule = f'<p class="muted">{_rule(c)}</p>'
         items.append(_difference(c, c.vs_random, "random ranking"))
         if c.vs_runner_up is not None:
             items.append(_difference(c, c.vs_runner_up, f"the runner-up, {c.vs_runner_up.other} "
@@ -383,13 +404,14 @@ def _section_summary(data: ReportData, page: _Page) -> str:
     if view.ranking:
         items.append(f"Sources per target name {_e(view.id)} ({_e(page.why)}); "
                      "<code>--summary-estimator</code> chooses another.")
+    items += _label_summary(data.settings)
     failures = data.settings.get("failures") or []
     if failures:
         items.append(f'<a href="#failures">{len(failures)} failure{"s" if len(failures) != 1 else ""}</a>: '
                      "those models are missing from the estimators they failed in.")
     table = _summary_table(data, c) if c is not None else ""
     return ('<section id="summary"><h2>Summary</h2>'
-            f'<p class="conclusion">{lead}</p><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+            f'<p class="conclusion">{lead}</p>{rule}<ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
             + table + "</section>")
 
 
@@ -506,9 +528,9 @@ def _section_space(data: ReportData, page: _Page) -> str:
                       "each axis says the share of the variance it holds. Names that would overlap are left out: "
                       "hover a point for its name.", hover=md)
         tree = _figure(figs.dendrogram_png(v.linkage, v.names, f"Similarity tree · {v.id}"),
-                       f"Similarity tree of {v.id}", "Average linkage on 1 − affinity.", scroll=len(v.names) > 30)
-        if len(v.names) > WIDE_FROM:  # a large matrix gets the page's full width, the map and tree share a row
-            panels.append((v.id, f'{heat}<div class="cols"><div>{mds}</div><div>{tree}</div></div>'))
+                       f"Similarity tree of {v.id}", "Average linkage on 1 − affinity; click to zoom.", zoom=True)
+        if len(v.names) > WIDE_FROM:  # a large matrix and its tree get the page's full width, one below the other
+            panels.append((v.id, f'{heat}{mds}{tree}'))
         else:
             panels.append((v.id, f'<div class="cols"><div>{heat}</div><div>{mds}</div></div>{tree}'))
     return ('<section id="space"><h2>Model space</h2><p class="muted">Affinity = mean cosine of two models\' '
@@ -612,6 +634,57 @@ def _badge(view: MethodResult, target: str) -> str:
     return f'<span class="badge {_e(c["band"])}" title="{_e(hover)}">{_e(c["band"])} {c["confidence"]:.2f}</span>'
 
 
+def _label_counts(info: dict) -> str:
+    """"96 labelled images of 24 classes (4 per class)", from `results.json`'s "labels"."""
+    text = f"{info.get('n_images', '?')} labelled images"
+    if info.get("n_classes"):
+        per = info.get("per_class") or {}
+        each = (f"{per['min']}" if per.get("min") == per.get("max") else f"{per.get('min')} to {per.get('max')}")
+        text += f" of {info['n_classes']} classes ({each} per class)"
+    return text
+
+
+def _label_summary(settings: dict) -> list[str]:
+    """The summary's line on the label-based scores: each score's best model, and which cannot rank."""
+    scores = settings.get("label_scores") or {}
+    if not scores:
+        return []
+    info = settings.get("labels") or {}
+    blind = info.get("cannot_rank") or {}
+    best = [f"{_e(score)}: <b>{_e(max(v, key=v.get))}</b>" for score, v in scores.items() if v and not blind.get(score)]
+    line = f'<a href="#labels">Label-based scores</a> on {_e(_label_counts(info))}'
+    line += (", best model by " + "; ".join(best) + "." if best else ".")
+    if any(blind.get(score) for score in scores):
+        line += (" <b>" + ", ".join(_e(score) for score in scores if blind.get(score))
+                 + "</b> cannot rank these models at this number of labels (see the section).")
+    return [line]
+
+
+def _section_labels(data: ReportData, page: _Page) -> str:
+    scores = data.settings.get("label_scores") or {}
+    if not scores:
+        return ""
+    info = data.settings.get("labels") or {}
+    blind = info.get("cannot_rank") or {}
+    ranked = {score: sorted(v.items(), key=lambda kv: -kv[1]) for score, v in scores.items()}
+    head = "".join(f'<th{" class=blind" if blind.get(score) else ""}>{_e(score)}{" ⚠" if blind.get(score) else ""}'
+                   "</th>" for score in scores)
+    rows = []
+    for k in range(max((len(r) for r in ranked.values()), default=0)):
+        cells = "".join(f"<td>{_e(r[k][0])}<span class=\"v\">{r[k][1]:.4g}</span></td>" if k < len(r) else "<td></td>"
+                        for r in ranked.values())
+        rows.append(f'<tr><td class="num">{k + 1}</td>{cells}</tr>')
+    warnings = "".join(f'<p class="warn">⚠ <b>{_e(score)}</b> cannot rank these models: {_e(why)}.</p>'
+                       for score in scores for why in blind.get(score, []))
+    return ('<section id="labels"><h2>Label-based scores</h2>'
+            f'<p class="muted">On the {_e(_label_counts(info))} of <code>--labels</code>, each score ranks the models by how '
+            "well their features (LogME, H-score, TransRate, GBC) or classifier heads (LEEP, NCE) suit the labelled "
+            "task, best first; higher is better. The labelled task is not one of the models, so the label-free "
+            "rankings above (sources per model as a target) have no list to set beside these.</p>" + warnings
+            + f'<div class="tablewrap"><table><tr><th class="num">#</th>{head}</tr>{"".join(rows)}</table></div>'
+            "</section>")
+
+
 def _section_evaluation(data: ReportData, page: _Page) -> str:
     parts = []
     ev = data.evaluation
@@ -629,7 +702,7 @@ def _section_evaluation(data: ReportData, page: _Page) -> str:
     if data.truth_tree:
         matrix, tasks, caption = data.truth_tree
         oracle = _figure(figs.dendrogram_png(similarity_tree(matrix), tasks, caption), caption,
-                         "Average linkage on 1 − the truth's symmetrised similarity.", scroll=len(tasks) > 30)
+                         "Average linkage on 1 − the truth's symmetrised similarity.", zoom=True)
         panels, agreement = [], {}
         for v in data.estimators:
             shared = [t for t in tasks if t in v.labels]
@@ -648,9 +721,10 @@ def _section_evaluation(data: ReportData, page: _Page) -> str:
                 continue
             panels.append((v.id, _figure(figs.dendrogram_png(tree, shared, f"Estimated tree · {v.id}"),
                                          f"Estimated tree of {v.id}", "The same tasks, from the estimate; cophenetic "
-                                         f"correlation with the truth's tree {agree}.", scroll=len(tasks) > 30)))
-        parts.append('<h3>Ground truth\'s tree beside the estimated one</h3>'
-                     f'<div class="cols"><div>{oracle}</div><div>{_tabs(panels)}</div></div>')
+                                         f"correlation with the truth's tree {agree}.", zoom=True)))
+        trees = (f"{oracle}{_tabs(panels)}" if len(tasks) > WIDE_FROM  # tall trees: one below the other
+                 else f'<div class="cols"><div>{oracle}</div><div>{_tabs(panels)}</div></div>')
+        parts.append('<h3>Ground truth\'s tree beside the estimated one</h3>' + trees)
         if agreement:
             parts.append(_figure(figs.agreement_png(agreement, "Agreement of each estimated tree with the truth's"),
                                  "Tree agreement", "Pearson correlation of the two trees' cophenetic distances (the "
@@ -762,13 +836,11 @@ def _truth_cell(truth: GroundTruth) -> str:
 # --------------------------------------------------------------------------- small pieces
 
 
-def _figure(png: bytes, alt: str, caption: str, hover: str | None = None, zoom: bool = False,
-            scroll: bool = False) -> str:
+def _figure(png: bytes, alt: str, caption: str, hover: str | None = None, zoom: bool = False) -> str:
+    # Never in a scroll box: a tall figure (a tree of many leaves) makes the page longer, not hides its end.
     attrs = f' data-hover="{hover}"' if hover else ""
     img = f'<img src="{figs.data_uri(png)}" alt="{_e(alt)}"{attrs}>'
-    if scroll:
-        img = f'<div class="scroll">{img}</div>'
-    cls = ' class="zoomable"' if zoom and not scroll else ""
+    cls = ' class="zoomable"' if zoom else ""
     return f"<figure{cls}>{img}<figcaption>{_e(caption)}</figcaption></figure>"
 
 

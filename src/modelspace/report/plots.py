@@ -17,8 +17,9 @@ from typing import BinaryIO
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
 
@@ -36,6 +37,9 @@ def thin_labels(n: int, max_labels: int = MAX_TICK_LABELS) -> list[int]:
     step = max(1, math.ceil(n / max_labels))
     return list(range(0, n, step))
 
+
+GRID_FONT = 9
+"""Points of the model names beside an attribution grid's rows."""
 
 DIAGONAL_COLOUR = "0.8"
 """The heatmap's diagonal (1 by definition) is drawn in this grey, outside the colour scale."""
@@ -65,7 +69,7 @@ def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
     labels = [str(names[i]) for i in idx]
 
     side = min(4.0 + 0.12 * n, 24.0)
-    fig = figure((side + 1.5, side))
+    fig = figure((max(side + 1.5, text_width([title], "large") + 0.5), side))  # no narrower than its title
     ax = fig.add_subplot()
     image = draw_affinity(ax, a)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="affinity (diagonal grey)")
@@ -73,7 +77,7 @@ def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
     size = font_size(len(ticks))
     ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=size)
     ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=size)
-    ax.set_title(title)
+    fig.suptitle(title, fontsize="large")  # centred on the figure, which is at least as wide
     return _save(fig, path)
 
 
@@ -95,10 +99,12 @@ def plot_dendrogram(linkage: np.ndarray, names: Sequence[str], path: str | Path,
         raise InputError(f"linkage: not a valid scipy linkage matrix (shape {z.shape})")
     n = z.shape[0] + 1
     _check_names(names, n, "linkage")
-    fig = figure((8.0, min(2.0 + 0.22 * n, 60.0)))
+    labels = [str(s) for s in names]
+    # the title is centred over the tree, beside the names: the tree is at least as wide as the title
+    tree = max(5.0, text_width([title], "large") + 0.3)
+    fig = figure((max(8.0, tree + text_width(labels, font_size(n)) + 0.8), min(2.0 + 0.22 * n, 60.0)))
     ax = fig.add_subplot()
-    hierarchy.dendrogram(z, labels=[str(s) for s in names], orientation="left", ax=ax,
-                         leaf_font_size=font_size(n), color_threshold=0)
+    hierarchy.dendrogram(z, labels=labels, orientation="left", ax=ax, leaf_font_size=font_size(n), color_threshold=0)
     ax.set_xlabel("1 − affinity")
     ax.set_title(title)
     return _save(fig, path)
@@ -135,10 +141,12 @@ def plot_attribution_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], pa
 
     # A fixed layout: the constrained solver takes seconds on a grid of a hundred small images. A cell is
     # as many pixels as the probe image has (48 to 112): upsampled noise would only make the file larger.
-    cell, bar = float(np.clip(imgs.shape[-1], 48, 112)) / 100.0, 0.9
-    width, height = cell * n_show + 1.8 + bar, cell * (len(rows) + 1) + 0.1
+    # The names, right-aligned beside their rows, take the left margin: as wide as the widest is drawn.
+    cell, bar, pad = float(np.clip(imgs.shape[-1], 48, 112)) / 100.0, 0.9, 0.1
+    left = text_width(["image", *rows], GRID_FONT) + 0.15
+    width, height = cell * n_show + left + 0.1 + bar, cell * (len(rows) + 1) + 2 * pad
     fig = figure((width, height), layout=None)
-    fig.subplots_adjust(left=1.7 / width, right=1.0 - bar / width, bottom=0.05 / height, top=1 - 0.05 / height,
+    fig.subplots_adjust(left=left / width, right=1.0 - bar / width, bottom=pad / height, top=1 - pad / height,
                         wspace=0.04, hspace=0.04)
     axes = fig.subplots(len(rows) + 1, n_show, squeeze=False)
     for c in range(n_show):
@@ -149,11 +157,11 @@ def plot_attribution_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], pa
             cmap, low = ("bwr", -top) if signed else ("hot", 0.0)
             image = axes[r, c].imshow(heat[c], cmap=cmap, vmin=low, vmax=top, interpolation="nearest")
     for r, label in enumerate(["image", *rows]):
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=GRID_FONT)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    cax = fig.add_axes([1.0 - (bar - 0.12) / width, 0.05 / height, 0.14 / width,
+    cax = fig.add_axes([1.0 - (bar - 0.12) / width, pad / height, 0.14 / width,
                         cell * len(rows) / height])  # beside the map rows, not the image row
     fig.colorbar(image, cax=cax, extend="both" if signed else "max")
     cax.tick_params(labelsize=7)
@@ -262,6 +270,15 @@ def _save(fig: Figure, path: str | Path | BinaryIO) -> Path | BinaryIO:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
     return path
+
+
+def text_width(texts: Sequence[str], size: float | str) -> float:
+    """Inches that the widest of `texts` takes at font `size` (points, or a name such as "large"), as
+    the Agg canvas draws it; 0 for none. Figures size their margins by it, so no name is cut."""
+    renderer = RendererAgg(1, 1, 72)  # at 72 dpi a pixel is a point
+    font = FontProperties(size=size)
+    widths = [renderer.get_text_width_height_descent(str(t), font, ismath=False)[0] for t in texts]
+    return max(widths, default=0.0) / 72.0
 
 
 def font_size(n_labels: int) -> float:

@@ -68,7 +68,8 @@ def affinity_matrix(
         maps per image K (the method's `directions`): each row holds K maps of F / K values,
         compared as subspaces (see the module docstring); 1 compares one map by cosine.
 
-    The matrix is exactly symmetric; its diagonal comes from the data (1 up to rounding).
+    The matrix is exactly symmetric; its diagonal is exactly 1, a map's cosine with itself (and a
+    subspace's score with itself), by definition rather than a float32 sum's 0.999998.
 
     Raises
     ------
@@ -96,7 +97,7 @@ def affinity_matrix(
     scan.raise_if_degenerate()
 
     gram /= n_images
-    return (gram + gram.T) / 2.0
+    return _unit_diagonal((gram + gram.T) / 2.0)
 
 
 def affinity_halves(
@@ -130,7 +131,7 @@ def affinity_halves(
     full : np.ndarray
         (N, N) float64, as `affinity_matrix` up to float32 rounding.
     halves : np.ndarray
-        (B, N, N) float64, each exactly symmetric.
+        (B, N, N) float64, each exactly symmetric with a unit diagonal.
 
     Raises
     ------
@@ -156,7 +157,7 @@ def affinity_halves(
     total, sums = _summed_with_halves(scan, masks, scores, progress, "affinity + halves")
     gram = total.reshape(n, n) / n_images
     halves = sums.reshape(-1, n, n) / sizes[:, None, None]
-    return (gram + gram.T) / 2.0, (halves + halves.transpose(0, 2, 1)) / 2.0
+    return _unit_diagonal((gram + gram.T) / 2.0), _unit_diagonal((halves + halves.transpose(0, 2, 1)) / 2.0)
 
 
 def affinity_halves_row(
@@ -457,3 +458,10 @@ def _chunk_size(n_models: int, n_features: int, n_images: int, memory_budget: in
     """Images per chunk: n_models × chunk × F × 4 bytes ≤ memory_budget, at least 1, at most Np."""
     fit = int(memory_budget) // (n_models * n_features * _BYTES_PER_VALUE)
     return max(1, min(fit, n_images))
+
+
+def _unit_diagonal(a: np.ndarray) -> np.ndarray:
+    """`a` (…, N, N) with 1 on the diagonal of each matrix: the score of a model's maps with themselves."""
+    n = a.shape[-1]
+    a[..., np.arange(n), np.arange(n)] = 1.0
+    return a

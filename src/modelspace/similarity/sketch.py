@@ -68,7 +68,8 @@ class MapSketcher:
 
 
 def sketched_affinity(sketches: Sequence[np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
-    """The (N, N) affinity estimated from sketches: mean over images of the sketches' cosines."""
+    """The (N, N) affinity estimated from sketches: mean over images of the sketches' cosines (the
+    diagonal exactly 1, a sketch's cosine with itself)."""
     if len(sketches) == 0:
         raise InputError("sketches: expected at least one model's sketch")
     names = list(names) if names is not None else [f"sketches[{i}]" for i in range(len(sketches))]
@@ -84,4 +85,6 @@ def sketched_affinity(sketches: Sequence[np.ndarray], names: Sequence[str] | Non
         normalised.append((s / norms).reshape(-1))
     flat = np.stack(normalised)
     gram = (flat @ flat.T).astype(np.float64) / shape[0]
-    return (gram + gram.T) / 2.0
+    out = (gram + gram.T) / 2.0
+    np.fill_diagonal(out, 1.0)  # by definition, not a float32 sum's 0.999998
+    return out
