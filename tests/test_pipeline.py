@@ -255,7 +255,7 @@ def test_a_model_failing_one_method_keeps_the_others_and_the_failure_is_remember
     specs = load_zoo(world["zoo"])[:3]
     probe = ProbeSet.from_folder(world["probe"], size=32, progress=False)
     method = RefusesOneModel()
-    space = ModelSpace(methods=["saliency", method], store=tmp_path / "store", progress=False).fit(specs, probe)
+    space = ModelSpace(methods=["saliency", method], baselines=(), store=tmp_path / "store", progress=False).fit(specs, probe)
     names = ["cnn_small", "cnn_wide", "resnet"]
     assert space.names_ == {"saliency": names, method.id: ["cnn_small", "resnet"]}
     assert [(f.model, f.method) for f in space.failures_] == [("cnn_wide", method.id)]
@@ -267,14 +267,14 @@ def test_a_model_failing_one_method_keeps_the_others_and_the_failure_is_remember
 
     # A rerun on the same store meets the recorded failure instead of running the model again...
     method.calls.clear()
-    again = ModelSpace(methods=["saliency", method], store=tmp_path / "store").fit(specs, probe)
+    again = ModelSpace(methods=["saliency", method], baselines=(), store=tmp_path / "store").fit(specs, probe)
     assert "cnn_wide" not in method.calls
     (failure,) = again.failures_
     assert failure.message.startswith("skipped, failed before: ") and "no rule for this model" in failure.message
     assert "model 'cnn_wide': skipped, failed before" in caplog.text  # logged once (logger "modelspace")
     assert again.names_ == space.names_
     # ...unless asked to retry; a model that then succeeds is forgotten as failed.
-    retried = ModelSpace(methods=["saliency", method], store=tmp_path / "store", retry_failed=True, progress=False)
+    retried = ModelSpace(methods=["saliency", method], baselines=(), store=tmp_path / "store", retry_failed=True, progress=False)
     assert retried.fit(specs, probe).failures_[0].message.endswith("no rule for this model")
     assert method.calls.count("cnn_wide") == 1
     method.refused = "nobody"
