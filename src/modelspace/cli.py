@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -26,9 +27,7 @@ from ._version import __version__
 from .attribution import DEFAULT_METHODS
 from .errors import InputError, ModelspaceError, StorageError
 from .evaluation import format_table
-from .results import REPORT_HTML
-
-LABEL_SCORES_JSON = "label_scores.json"  # what `run --labels` writes beside results.json
+from .results import LABEL_SCORES_JSON, REPORT_HTML, add_files
 
 _log = logging.getLogger("modelspace")
 
@@ -38,6 +37,10 @@ _log = logging.getLogger("modelspace")
 DEFAULT_OUT = "modelspace-out"
 DEFAULT_STORE = f"{DEFAULT_OUT}/store"
 DEFAULT_N_RELEVANT = 5
+_RERUN_OUT = ("A folder that holds results is written over: the new files first, then those the previous run "
+              "listed in OUT/results.json and this one did not write are removed; nothing else there is touched "
+              "(the store, your own files). Rerunning into one folder is the common case, and resumes from its store")
+SKIPPED_SHOWN = 200  # skipped probe files listed on stderr; all of them are in results.json (or the .npz)
 
 EXAMPLES = {
     "run": "modelspace run zoo.toml probe_images/            # → modelspace-out/report.html, maps in modelspace-out/store\n"
@@ -82,12 +85,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = f"wrote {args.out}/"
     if labelled is not None:
         scores = space.score_with_labels(*labelled, scores=args.label_scores)
-        (Path(args.out) / LABEL_SCORES_JSON).write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(scores, indent=2) + "\n"
+        add_files(args.out, {LABEL_SCORES_JSON: lambda path: path.write_text(text, encoding="utf-8")})
         summary["label_scores"] = scores
         summary["failures"] = [f.to_dict() for f in space.failures_]  # with those of the label scores
         done = _label_lines(scores, len(labelled[1])) + "\n" + done
     if not args.no_report:
-        page = _write_page(args, space, truth, Path(args.out) / REPORT_HTML)
+        add_files(args.out, {REPORT_HTML: lambda path: _write_page(args, space, truth, path)})
+        page = Path(args.out) / REPORT_HTML
         summary["report"] = str(page)
         done += f"\nreport: {page}"
     _report(args, summary, space, done)
@@ -99,17 +104,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     n_relevant = DEFAULT_N_RELEVANT if args.n_relevant is None else args.n_relevant
     data = from_folder(args.folder, truth=args.truth, n_relevant=n_relevant, title=args.title)
-    page = write_report(data, args.out or Path(args.folder) / REPORT_HTML, progress=not args.quiet,
-                        summary_estimator=args.summary_estimator)
+    page = Path(args.out) if args.out else Path(args.folder) / REPORT_HTML
+    write = functools.partial(write_report, data, progress=not args.quiet, summary_estimator=args.summary_estimator)
+    if page.resolve() == (Path(args.folder) / REPORT_HTML).resolve():  # the folder's own page: one of its files
+        add_files(args.folder, {REPORT_HTML: write})
+    else:
+        write(page)
     _emit(args, {"report": str(page)}, f"report: {page}")
     return 0
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from .probe import ProbeSet
-
-    probe = ProbeSet.from_folder(args.folder, size=args.probe_size, limit=args.limit, seed=args.seed,
-                                 progress=not args.quiet)
+    probe = _read_probe_folder(args.folder, args.probe_size, args.limit, args.seed, args.quiet)
     probe.save(args.out)
     info = {"out": str(args.out), "n_images": len(probe), "size": probe.size, "hash": probe.hash,
             "skipped": [{"path": p, "reason": r} for p, r in probe.skipped]}
@@ -406,7 +412,18 @@ def _probe(args: argparse.Namespace, specs):
     if path.suffix == ".npz":
         return ProbeSet.load(path)
     size = args.probe_size if args.probe_size is not None else probe_size_for(specs)
-    return ProbeSet.from_folder(path, size=size, limit=args.limit, seed=args.seed, progress=not args.quiet)
+    return _read_probe_folder(path, size, args.limit, args.seed, args.quiet)
+
+
+def _read_probe_folder(folder, size: int, limit: int | None, seed: int, quiet: bool):
+    """`ProbeSet.from_folder`, each skipped file said on stderr with its reason as the folder is read."""
+    from .probe import ProbeSet
+
+    probe = ProbeSet.from_folder(folder, size=size, limit=limit, seed=seed, progress=not quiet)
+    if probe.skipped:
+        _log.warning("probe folder %s: %s skipped, %s read%s", folder, plural(len(probe.skipped), "file"),
+                     plural(len(probe), "image"), _skipped_lines(probe.skipped, shown=SKIPPED_SHOWN))
+    return probe
 
 
 def _labelled(args: argparse.Namespace, specs):
@@ -652,7 +669,7 @@ def _parser() -> argparse.ArgumentParser:
             "(and the evaluation, with --truth)", [probe_opts, compute, truth_opts])
     p.add_argument("zoo", help="zoo file (TOML or YAML)")
     p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}). {_RERUN_OUT}")
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     p.add_argument("--labels", default=None, metavar="PATH",
                    help="labelled target images: a folder with one subfolder per class, or a CSV of "
@@ -690,7 +707,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("affinity", cmd_affinity, "affinity matrices, rankings, trees and plots from the store", [probe_opts, compute])
     p.add_argument("zoo", help="zoo file (TOML or YAML)")
     p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}). {_RERUN_OUT}")
 
     p = add("tree", cmd_tree, "agglomerative similarity tree (Newick + dendrogram) of an affinity CSV", [])
     p.add_argument("affinity", help="affinity_<method>.csv written by `run` or `affinity`")

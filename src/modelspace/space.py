@@ -405,7 +405,8 @@ class ModelSpace:
 
     def save(self, out: str | Path, grid_images: int = 6, grid_models: int = 12) -> Path:
         """Write the output folder (see `results`): matrices (CSV), rankings (JSON), trees (Newick +
-        PNG), heatmaps, the attribution grids and `results.json` (settings, failures, any evaluation)."""
+        PNG), heatmaps, the attribution grids and `results.json` (settings, failures, any evaluation).
+        A previous run's files there that this one does not write are removed (`results.save`)."""
         self._check_fitted()
         grids = {r.id: self.grid(r.id, grid_images, grid_models)
                  for r in self.results_.values() if r.kind == "method" and r.names}
