@@ -53,7 +53,8 @@ def test_folder_order_size_colour_and_names(mixed_folder):
     assert probe.images.dtype == torch.uint8
     assert probe.images.shape == (6, 3, SIZE, SIZE)
     assert probe.size == SIZE and len(probe) == 6
-    assert probe.skipped == []
+    [(path, reason)] = probe.skipped  # passed over by its extension, never opened
+    assert path == "notes.txt" and reason.startswith("not an image: its extension '.txt' is not one of")
     for i, colour in enumerate(EXPECTED.values()):
         pixels = probe.images[i].reshape(3, -1).to(torch.int32)
         # JPEG is lossy; everything else must be exact.
@@ -148,10 +149,9 @@ def test_garbage_file_is_skipped_with_reason(mixed_folder):
     (mixed_folder / "sub" / "broken.png").write_bytes(b"this is not a PNG at all")
     probe = ProbeSet.from_folder(mixed_folder, size=SIZE, progress=False)
     assert probe.names == list(EXPECTED)
-    assert len(probe.skipped) == 1
-    path, reason = probe.skipped[0]
-    assert path == "sub/broken.png"
-    assert "UnidentifiedImageError" in reason
+    reasons = dict(probe.skipped)
+    assert sorted(reasons) == ["notes.txt", "sub/broken.png"]
+    assert "UnidentifiedImageError" in reasons["sub/broken.png"]
 
 
 def test_empty_or_missing_folder_names_it(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -26,9 +27,7 @@ from ._version import __version__
 from .attribution import DEFAULT_METHODS, get_method
 from .errors import InputError, ModelspaceError, StorageError
 from .evaluation import DEFAULT_N_RELEVANT, format_table
-from .results import REPORT_HTML
-
-LABEL_SCORES_JSON = "label_scores.json"  # `run --labels`'s scores alone, as results.json's "label_scores"
+from .results import LABEL_SCORES_JSON, REPORT_HTML, add_files
 
 _log = logging.getLogger("modelspace")
 
@@ -37,6 +36,10 @@ _log = logging.getLogger("modelspace")
 #: their own subfolders of it, so that they never overwrite a run's results.
 DEFAULT_OUT = "modelspace-out"
 DEFAULT_STORE = f"{DEFAULT_OUT}/store"
+_RERUN_OUT = ("A folder that holds results is written over: the new files first, then those the previous run "
+              "listed in OUT/results.json and this one did not write are removed; nothing else there is touched "
+              "(the store, your own files). Rerunning into one folder is the common case, and resumes from its store")
+SKIPPED_SHOWN = 200  # skipped probe files listed on stderr; all of them are in results.json (or the .npz)
 
 EXAMPLES = {
     "run": "modelspace run zoo.toml probe_images/            # → modelspace-out/report.html, maps in modelspace-out/store\n"
@@ -80,12 +83,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if labelled is not None:  # scored before saving: results.json holds the scores (and their failures)
         scores = space.score_with_labels(*labelled, scores=args.label_scores)
         done = _label_lines(scores, space.label_info_) + "\n" + done
-    space.save(args.out)
-    if labelled is not None:  # the scores alone, as results.json's "label_scores" holds them
-        (Path(args.out) / LABEL_SCORES_JSON).write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+    space.save(args.out, report=not args.no_report, command="modelspace " + " ".join(args.argv),
+               summary_estimator=args.summary_estimator)
     summary = space.summary()
     if not args.no_report:
-        page = _write_page(args, space, truth, Path(args.out) / REPORT_HTML)
+        page = Path(args.out) / REPORT_HTML
         summary["report"] = str(page)
         done += f"\nreport: {page}"
     _report(args, summary, space, done)
@@ -97,17 +99,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     n_relevant = DEFAULT_N_RELEVANT if args.n_relevant is None else args.n_relevant
     data = from_folder(args.folder, truth=args.truth, n_relevant=n_relevant, title=args.title)
-    page = write_report(data, args.out or Path(args.folder) / REPORT_HTML, progress=not args.quiet,
-                        summary_estimator=args.summary_estimator)
+    page = Path(args.out) if args.out else Path(args.folder) / REPORT_HTML
+    write = functools.partial(write_report, data, progress=not args.quiet, summary_estimator=args.summary_estimator)
+    if page.resolve() == (Path(args.folder) / REPORT_HTML).resolve():  # the folder's own page: one of its files
+        add_files(args.folder, {REPORT_HTML: write})
+    else:
+        write(page)
     _emit(args, {"report": str(page)}, f"report: {page}")
     return 0
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from .probe import ProbeSet
-
-    probe = ProbeSet.from_folder(args.folder, size=args.probe_size, limit=args.limit, seed=args.seed,
-                                 progress=not args.quiet)
+    probe = _read_probe_folder(args.folder, args.probe_size, args.limit, args.seed, args.quiet)
     probe.save(args.out)
     info = {"out": str(args.out), "n_images": len(probe), "size": probe.size, "hash": probe.hash,
             "skipped": [{"path": p, "reason": r} for p, r in probe.skipped]}
@@ -131,7 +134,7 @@ def cmd_affinity(args: argparse.Namespace) -> int:
     specs = _zoo(args.zoo, args.trust_checkpoints, check=True)
     probe = _probe(args, specs)
     space = _space(args).fit(specs, probe)
-    space.save(args.out)
+    space.save(args.out, report=False)  # the page is `run`'s (or `report FOLDER`'s)
     _report(args, space.summary(), space, f"wrote {args.out}")
     return _failed(space)
 
@@ -263,25 +266,6 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_page(args: argparse.Namespace, space, truth, path: Path) -> Path:
-    from .report import from_space, write_report
-
-    data = from_space(space, truth=truth)
-    data.settings["command"] = "modelspace " + " ".join(args.argv)  # so the page says how it was made
-    chosen = args.summary_estimator
-    if chosen is None and truth is None:
-        from .space import DEFAULT_ESTIMATOR
-
-        # No ground truth to pick the best: lead with the default estimator when it was computed. The
-        # page leads with its first ranked estimator by itself (and says so), so it is named only
-        # when it is another one.
-        result = space.results_.get(DEFAULT_ESTIMATOR)
-        first = next((v for v in data.estimators if v.ranking), None)
-        if result is not None and (first is None or first.id != result.id):
-            chosen = result.id
-    return write_report(data, path, progress=not args.quiet, summary_estimator=chosen)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from .world.demo import run_demo
 
@@ -401,7 +385,18 @@ def _probe(args: argparse.Namespace, specs):
     if path.suffix == ".npz":
         return ProbeSet.load(path)
     size = args.probe_size if args.probe_size is not None else probe_size_for(specs)
-    return ProbeSet.from_folder(path, size=size, limit=args.limit, seed=args.seed, progress=not args.quiet)
+    return _read_probe_folder(path, size, args.limit, args.seed, args.quiet)
+
+
+def _read_probe_folder(folder, size: int, limit: int | None, seed: int, quiet: bool):
+    """`ProbeSet.from_folder`, each skipped file said on stderr with its reason as the folder is read."""
+    from .probe import ProbeSet
+
+    probe = ProbeSet.from_folder(folder, size=size, limit=limit, seed=seed, progress=not quiet)
+    if probe.skipped:
+        _log.warning("probe folder %s: %s skipped, %s read%s", folder, plural(len(probe.skipped), "file"),
+                     plural(len(probe), "image"), _skipped_lines(probe.skipped, shown=SKIPPED_SHOWN))
+    return probe
 
 
 def _labelled(args: argparse.Namespace, specs):
@@ -652,7 +647,7 @@ def _parser() -> argparse.ArgumentParser:
             "(and the evaluation, with --truth)", [probe_opts, compute, truth_opts])
     p.add_argument("zoo", help="zoo file (TOML or YAML)")
     p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}). {_RERUN_OUT}")
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
     p.add_argument("--labels", default=None, metavar="PATH",
                    help="labelled target images: a folder with one subfolder per class, or a CSV of "
@@ -692,7 +687,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("affinity", cmd_affinity, "affinity matrices, rankings, trees and plots from the store", [probe_opts, compute])
     p.add_argument("zoo", help="zoo file (TOML or YAML)")
     p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}). {_RERUN_OUT}")
 
     p = add("tree", cmd_tree, "agglomerative similarity tree (Newick + dendrogram) of an affinity CSV", [])
     p.add_argument("affinity", help="affinity_<method>.csv written by `run` or `affinity`")

@@ -8,10 +8,14 @@ Conventions
   ``"image_00000"``, ``"image_00001"``, ... for sets built from an array.
 - ``hash`` is a hex sha256 over the tensor's shape and bytes. Names are left out, so the
   same pixels under other file names give the same hash (and re-use the same stored maps).
-- ``from_folder`` walks the folder recursively (symbolic links to folders are not
-  followed, so a link loop cannot hang it), keeps files whose extension is one of
-  ``IMAGE_EXTENSIONS`` (any case) and orders them by relative POSIX path. ``limit`` draws
-  a sample with ``numpy.random.default_rng(seed)``; the sample keeps the sorted order.
+- ``from_folder`` walks the folder recursively and orders the files by relative POSIX path.
+  It reads the files whose extension is one of ``IMAGE_EXTENSIONS`` (any case); every other
+  entry is skipped, without being read, and listed in ``skipped``: a file of another extension
+  (``notes.txt``), a hidden file or folder (a name starting with ``.``: ``.DS_Store``, macOS's
+  ``._photo.png``, ``.ipynb_checkpoints/``, which would otherwise add copies or junk), and a
+  symbolic link to a folder (not followed, so a link loop cannot hang the walk). ``limit`` draws
+  a sample of the image files with ``numpy.random.default_rng(seed)``; the sample keeps the
+  sorted order.
   Each image is EXIF-rotated (``ImageOps.exif_transpose``), converted to RGB, resized so
   that its shorter side is ``size`` (bilinear) and centre-cropped to ``size`` x ``size``; only the
   cropped window is computed (the pixels of PIL's whole-image resize, bit for bit), so a 1 x 100000
@@ -23,11 +27,12 @@ Conventions
   255 / 65535 (never clipped), float images in [0, 1] by 255, 32-bit integer images holding
   values above 65535 are stretched to their peak. The extension only selects candidate
   files: the format is read from the content, so a PNG named ``.jpg`` is used.
-- A file that cannot be used is recorded in ``skipped`` as ``(path, reason)`` and the rest
-  still load; the reason starts with one of ``SKIP_REASONS`` (``"empty file"``, ``"not an
-  image"``, ``"corrupt or truncated"``, ``"too large"``, ``"unreadable"``, ``"not a regular
-  file"``, ``"symbolic link loop"``, ``"broken symbolic link"``, ``"non-finite pixels"``: a
-  float image holding NaN or infinity), then the detail. "too
+- A file that cannot be used is recorded in ``skipped`` as ``(path, reason)``, sorted by path,
+  and the rest still load; the reason starts with one of ``SKIP_REASONS`` (``"empty file"``,
+  ``"not an image"`` (by its extension, or by its content), ``"corrupt or truncated"``, ``"too
+  large"``, ``"unreadable"``, ``"not a regular file"``, ``"symbolic link loop"``, ``"broken
+  symbolic link"``, ``"non-finite pixels"``: a float image holding NaN or infinity, ``"hidden"``,
+  ``"symbolic link to a folder"``), then the detail; a skipped folder's path ends with ``/``. "too
   large" means the header declares more than ``MAX_PIXELS`` pixels (PIL's decompression-bomb
   limit): it is refused from the header, before any pixel is decoded. A FIFO, socket or device
   named like an image is refused without reading from it (it could block forever). No file
@@ -73,7 +78,8 @@ MAX_PIXELS = 89_478_485
 #: The kinds of reason a probe file is skipped for (each reason starts with one of them).
 SKIP_REASONS = (
     "empty file", "not an image", "corrupt or truncated", "too large", "unreadable",
-    "not a regular file", "symbolic link loop", "broken symbolic link", "non-finite pixels",
+    "not a regular file", "symbolic link loop", "broken symbolic link", "non-finite pixels", "hidden",
+    "symbolic link to a folder",
 )
 
 
@@ -159,28 +165,39 @@ class ProbeSet:
         if not folder.is_dir():
             raise ProbeError(f"probe folder {str(folder)!r} does not exist or is not a folder")
 
-        files = _sample(_list_image_files(folder), limit, seed)
+        candidates, passed_over = _list_files(folder)
+        files = _sample(candidates, limit, seed)
         if not files:
+            others = (f"; skipped {len(passed_over)} other entries, e.g. {passed_over[0][0]}: {passed_over[0][1]}"
+                      if passed_over else "")
             raise ProbeError(
                 f"probe folder {str(folder)!r} holds no image file "
-                f"(looked for {', '.join(IMAGE_EXTENSIONS)})"
+                f"(looked for {', '.join(IMAGE_EXTENSIONS)}){others}"
             )
 
-        arrays, names, skipped = [], [], []
-        for rel in progress_bar(files, desc="probe images", unit="img", disable=not progress):
-            try:
-                arrays.append(_load_image(folder / rel, size))
-                names.append(rel)
-            except Exception as exc:  # any decoder failure skips the file, never the run
-                skipped.append((rel, _skip_reason(exc)))
+        arrays, names, unusable = [], [], []
+        # The bar counts every entry considered, so its total is the images read plus the skipped.
+        with progress_bar(total=len(passed_over) + len(files), desc=f"probe folder {folder}", unit="file",
+                          disable=not progress) as bar:
+            bar.update(len(passed_over))
+            for rel in files:
+                try:
+                    arrays.append(_load_image(folder / rel, size))
+                    names.append(rel)
+                except Exception as exc:  # any decoder failure skips the file, never the run
+                    unusable.append((rel, _skip_reason(exc)))
+                bar.update(1)
+            n_skipped = len(passed_over) + len(unusable)
+            bar.set_description(f"probe folder {folder} ({len(arrays)} image{'' if len(arrays) == 1 else 's'}, "
+                                f"{n_skipped} skipped)")
 
         if not arrays:
             raise ProbeError(
-                f"probe folder {str(folder)!r}: no usable image; all {len(skipped)} image "
-                f"file(s) were skipped (first: {skipped[0][0]}: {skipped[0][1]})"
+                f"probe folder {str(folder)!r}: no usable image; all {len(unusable)} image "
+                f"file(s) were skipped (first: {unusable[0][0]}: {unusable[0][1]})"
             )
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        return cls(images, names, skipped)
+        return cls(images, names, sorted(passed_over + unusable))
 
     @classmethod
     def from_array(cls, array, size: int | None = None, names=None) -> "ProbeSet":
@@ -278,16 +295,36 @@ def _check_images(images) -> None:
 
 
 # ---------------------------------------------------------------------- folders
-def _list_image_files(folder: Path) -> list[str]:
-    """Relative POSIX paths of the image files under ``folder``, sorted."""
-    found = []
+def _list_files(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """The entries under ``folder``: the relative POSIX paths of the image files to read, and
+    ``(path, reason)`` for each entry passed over by its name (see the module docstring), both sorted."""
+    images, passed_over = [], []
     # followlinks=False: a symlink pointing to an ancestor would otherwise loop forever.
-    for dirpath, _dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         rel_dir = Path(dirpath).relative_to(folder)
+        for name in list(dirnames):
+            path = Path(dirpath) / name
+            if name.startswith("."):
+                passed_over.append(((rel_dir / name).as_posix() + "/", "hidden: a folder whose name starts with "
+                                    "'.', not searched"))
+            elif path.is_symlink():
+                passed_over.append(((rel_dir / name).as_posix() + "/", "symbolic link to a folder: not followed "
+                                    "(a link loop could hang the walk); copy the images in instead"))
+            else:
+                continue
+            dirnames.remove(name)
         for name in filenames:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append((rel_dir / name).as_posix())
-    return sorted(found)
+            rel = (rel_dir / name).as_posix()
+            if name.startswith("."):
+                passed_over.append((rel, "hidden: a name starting with '.' (a system or editor file, "
+                                    "e.g. .DS_Store, ._photo.png)"))
+            elif name.lower().endswith(IMAGE_EXTENSIONS):
+                images.append(rel)
+            else:
+                suffix = Path(name).suffix
+                said = f"its extension {suffix!r} is" if suffix else "it has no extension,"
+                passed_over.append((rel, f"not an image: {said} not one of {', '.join(IMAGE_EXTENSIONS)}"))
+    return sorted(images), sorted(passed_over)
 
 
 def _sample(files: list[str], limit: int | None, seed: int) -> list[str]:

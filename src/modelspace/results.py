@@ -4,29 +4,41 @@
 says why a model is missing from one. The output folder is written and read here only, so file
 names are decided in one place:
 
-    results.json              settings, models, failures and any evaluation (`ModelSpace.summary`)
+    results.json              settings, models, failures, any evaluation (`ModelSpace.summary`), and
+                              under "files" every file of the run (itself included)
     affinity_<stem>.csv       the matrix, first row and column the model names
     ranking_<stem>.json       sources per target, best first, with the affinity
     tree_<stem>.nwk           the similarity tree (Newick)
     dendrogram_<stem>.png, heatmap_<stem>.png, grid_<stem>.png, pk_curves.png
     report.html               the page (`report`)
+    label_scores.json         the label-based scores (`modelspace run --labels`)
     oracle_affinity.csv       a ground truth's similarity over tasks, for its tree (the demo writes it)
     evaluation_<stem>.json, pk_curves_<stem>.png   what `modelspace evaluate` writes
 
 ``<stem>`` is the estimator's name, or its full id made filesystem-safe when two ids share a
 name (`file_stem`).
+
+A run writes the folder as one unit (`OutputFolder`): its files are written into a staging folder
+inside it, moved in, ``results.json`` last, and then the files that the previous run listed and
+this one did not write are removed. Nothing else in the folder is touched: the store, the user's
+own files, files no run listed. So at every moment ``results.json`` describes the files there.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping, Sequence
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._version import __version__
 from .errors import InputError, UnknownKeyError
 from .evaluation import Evaluation
 from .similarity.ranking import rank_sources
@@ -38,7 +50,12 @@ KINDS = ("method", "baseline", "fusion")
 RESULTS_JSON = "results.json"
 CURVES_PNG = "pk_curves.png"
 REPORT_HTML = "report.html"
+LABEL_SCORES_JSON = "label_scores.json"
 TRUTH_AFFINITY_CSV = "oracle_affinity.csv"
+FILES = "files"
+"""The field of ``results.json`` that lists every file its run wrote."""
+_STAGING_PREFIX = ".modelspace-staging-"
+_FIXED_NAMES = (RESULTS_JSON, CURVES_PNG, REPORT_HTML, LABEL_SCORES_JSON, TRUTH_AFFINITY_CSV)
 _PATTERNS = {"affinity": "affinity_{}.csv", "ranking": "ranking_{}.json", "tree": "tree_{}.nwk",
              "dendrogram": "dendrogram_{}.png", "heatmap": "heatmap_{}.png", "grid": "grid_{}.png",
              "evaluation": "evaluation_{}.json", "curves": "pk_curves_{}.png"}
@@ -248,10 +265,146 @@ def read_matrix(path: str | Path) -> tuple[np.ndarray, list[str]]:
 # --------------------------------------------------------------------------- the folder
 
 
+_log = logging.getLogger(__name__)  # under "modelspace": the CLI prints its records to stderr
+
+
+class OutputFolder:
+    """An output folder written as one run: files are staged, moved in, then ``results.json``.
+
+    Used as a context manager; ``path(name)`` says where to write a file now (inside a staging
+    folder in ``out``) and ``commit(summary)`` moves the written files in, writes ``results.json``
+    (the summary with `FILES`, the list of every file of the run) and, last, removes the files that
+    the previous ``results.json`` listed and this run did not write. Leaving the block without a
+    commit (an error, an interrupt) removes the staging folder and leaves the folder as it was.
+
+    Nothing else is ever removed: the store, files no run listed (the user's own, those of
+    ``modelspace tree`` or ``evaluate``). A ``results.json`` of an older modelspace, without the
+    list, removes nothing: the files of known names (`file_name`) that this run did not write
+    are named in a warning.
+
+    Parameters
+    ----------
+    out : path
+        The folder (created).
+    add : bool
+        Add files (and summary fields) to the run whose ``results.json`` is there, instead of
+        starting a new run: its files are kept and listed with the new ones (`add_files`).
+    """
+
+    def __init__(self, out: str | Path, add: bool = False) -> None:
+        self.out = Path(out)
+        self.add = add
+        self.staging: Path | None = None
+        self._names: list[str] = []
+
+    def __enter__(self) -> "OutputFolder":
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=self.out))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def path(self, name: str) -> Path:
+        """Where to write the run's file ``name`` (a plain file name, e.g. ``"report.html"``)."""
+        if self.staging is None:
+            raise InputError("OutputFolder.path: use the folder in a `with` block")
+        if not _plain_name(name) or name == RESULTS_JSON:
+            raise InputError(f"name: {name!r} is not a file name of an output folder (no folders; "
+                             f"{RESULTS_JSON} is written by commit)")
+        if name not in self._names:
+            self._names.append(name)
+        return self.staging / name
+
+    def commit(self, summary: Mapping) -> Path:
+        """Move the written files in, write ``results.json`` from ``summary``, then remove the previous
+        run's files this one did not write; returns the folder."""
+        previous = _previous_record(self.out)
+        listed = previous.get(FILES) if previous is not None else None
+        written = [n for n in self._names if (self.staging / n).exists()]
+        for name in written:
+            os.replace(self.staging / name, self.out / name)
+        record = {"modelspace_version": __version__, **((previous or {}) if self.add else {}), **summary}
+        record.pop(FILES, None)
+        if self.add and previous is not None and listed is None:
+            files = None  # an older folder's list is unknown: adding to it would claim it is complete
+        else:
+            files = sorted({RESULTS_JSON, *written, *(listed if self.add and listed else ())})
+            record[FILES] = files
+        if not self.add or previous is not None:
+            staged = self.staging / RESULTS_JSON
+            staged.write_text(json.dumps(record, indent=1))
+            os.replace(staged, self.out / RESULTS_JSON)  # last: the folder is described before and after
+        if not self.add and previous is not None:
+            self._remove_previous(listed, set(files))
+        return self.out
+
+    def _remove_previous(self, listed: list[str] | None, kept: set[str]) -> None:
+        if listed is None:  # written by an older modelspace: its files are not known for sure
+            left = sorted(p.name for p in self.out.iterdir()
+                          if p.name not in kept and p.is_file() and _known_name(p.name))
+            if left:
+                _log.warning("%s: its previous %s does not list its files (an older modelspace wrote it), so "
+                             "none were removed; these may be stale, from an earlier run: %s. This run's files "
+                             "are listed in %s from now on, and the next run replaces only those", self.out,
+                             RESULTS_JSON, ", ".join(left), RESULTS_JSON)
+            return
+        for name in listed:
+            path = self.out / name
+            if name not in kept and _plain_name(name) and name != RESULTS_JSON and (path.is_file() or path.is_symlink()):
+                path.unlink(missing_ok=True)
+
+
+def _previous_record(out: Path) -> dict | None:
+    """The ``results.json`` a modelspace run left in ``out``, or None (none, unreadable, or not one of ours)."""
+    try:
+        record = json.loads((out / RESULTS_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or "modelspace_version" not in record:
+        return None
+    if not (isinstance(record.get(FILES), list) and all(isinstance(n, str) for n in record[FILES])):
+        record.pop(FILES, None)
+    return record
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and Path(name).name == name and "\\" not in name
+
+
+def _known_name(name: str) -> bool:
+    """Whether ``name`` is one a run writes (`_PATTERNS`, the fixed names)."""
+    if name in _FIXED_NAMES:
+        return True
+    return any(name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
+               for prefix, suffix in (pattern.split("{}") for pattern in _PATTERNS.values()))
+
+
+def add_files(out: str | Path, files: Mapping[str, Callable[[Path], object]], info: Mapping | None = None) -> Path:
+    """Add files (and ``results.json`` fields) to the run that `save` wrote into ``out``: each
+    ``files[name](path)`` writes one file, which ``results.json`` then lists with the run's others.
+
+    Returns the folder.
+    """
+    with OutputFolder(out, add=True) as folder:
+        for name, write in files.items():
+            write(folder.path(name))
+        return folder.commit(dict(info or {}))
+
+
 def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
          grids: Mapping[str, tuple[np.ndarray, dict[str, np.ndarray]]] | None = None,
          evaluation: Evaluation | None = None) -> Path:
     """Write an output folder: matrices, rankings, trees and their figures, and `results.json`.
+
+    A folder that holds a previous run's results is written over as one unit (`OutputFolder`): the
+    new files first, `results.json` last, listing them under ``"files"``; then the files the previous
+    `results.json` listed and this run did not write (e.g. ``affinity_transformed.csv`` of a run with
+    other methods) are removed. Nothing else in the folder is touched (the store ``OUT/store``, the
+    user's own files), and a killed run leaves the previous `results.json` describing what is there.
+    Writing over is the choice, rather than refusing a folder that holds results unless told to
+    overwrite: a rerun into the same folder (the default ``modelspace-out/``) is the common case,
+    and resuming from the store there is the point of a rerun.
 
     Parameters
     ----------
@@ -268,26 +421,33 @@ def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
     """
     from .report import plots  # matplotlib is imported only when something is drawn
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for estimator, r in results.items():
-        stem = file_stem(estimator, list(results))
-        write_matrix(out / file_name("affinity", stem), r.affinity, r.names)
-        (out / file_name("ranking", stem)).write_text(json.dumps(r.ranking, indent=1))
-        if len(r.names) >= 2:
-            (out / file_name("tree", stem)).write_text(r.newick + "\n")
-            plots.plot_dendrogram(r.linkage, r.names, out / file_name("dendrogram", stem),
-                                  title=f"Similarity tree · {estimator}")
-            plots.plot_heatmap(r.affinity, r.names, out / file_name("heatmap", stem), order=r.order,
-                               title=f"Attribution affinity · {estimator}")
-        if grids and estimator in grids:
-            images, maps = grids[estimator]
-            plots.plot_attribution_grid(images, maps, out / file_name("grid", stem), max_images=len(images))
-    if evaluation is not None:
-        plots.plot_curves(evaluation, out / CURVES_PNG)
-    summary = {**summary, "confidence": confidence_summary(results)}
-    (out / RESULTS_JSON).write_text(json.dumps(summary, indent=1))
-    return out
+    with OutputFolder(out) as folder:
+        for estimator, r in results.items():
+            stem = file_stem(estimator, list(results))
+            write_matrix(folder.path(file_name("affinity", stem)), r.affinity, r.names)
+            folder.path(file_name("ranking", stem)).write_text(json.dumps(r.ranking, indent=1))
+            if len(r.names) >= 2:
+                folder.path(file_name("tree", stem)).write_text(r.newick + "\n")
+                plots.plot_dendrogram(r.linkage, r.names, folder.path(file_name("dendrogram", stem)),
+                                      title=f"Similarity tree · {estimator}")
+                plots.plot_heatmap(r.affinity, r.names, folder.path(file_name("heatmap", stem)), order=r.order,
+                                   title=f"Attribution affinity · {estimator}")
+            if grids and estimator in grids:
+                images, maps = grids[estimator]
+                plots.plot_attribution_grid(images, maps, folder.path(file_name("grid", stem)),
+                                            max_images=len(images))
+        if evaluation is not None:
+            plots.plot_curves(evaluation, folder.path(CURVES_PNG))
+        return folder.commit({**summary, "confidence": confidence_summary(results)})
+
+
+def holds(folder: str | Path, settings: Mapping, name: str) -> bool:
+    """Whether the output folder holds ``name`` among its results: listed in its ``results.json``
+    (``settings``), or, for a ``results.json`` without the list (an older modelspace), present."""
+    listed = settings.get(FILES)
+    if isinstance(listed, list):
+        return name in listed and (Path(folder) / name).is_file()
+    return (Path(folder) / name).is_file()
 
 
 def confidence_summary(results: Mapping[str, MethodResult]) -> dict:
@@ -303,7 +463,8 @@ def confidence_summary(results: Mapping[str, MethodResult]) -> dict:
 
 
 def load(folder: str | Path) -> tuple[dict, dict[str, MethodResult], dict[str, bytes]]:
-    """Read an output folder: (settings, results per estimator id, grid PNGs per method id).
+    """Read an output folder: (settings, results per estimator id, grid PNGs per method id). Only the
+    files its ``results.json`` lists are read (`holds`).
 
     Raises
     ------
@@ -326,7 +487,7 @@ def load(folder: str | Path) -> tuple[dict, dict[str, MethodResult], dict[str, b
     for estimator in ids:
         stem = file_stem(estimator, ids)
         csv_file = folder / file_name("affinity", stem)
-        if not csv_file.exists():
+        if not holds(folder, settings, csv_file.name):
             raise InputError(f"{csv_file}: missing (listed in {results_file.name} as {estimator!r})")
         matrix, names = read_matrix(csv_file)
         kind = ("method" if estimator in settings["methods"] else
@@ -335,6 +496,6 @@ def load(folder: str | Path) -> tuple[dict, dict[str, MethodResult], dict[str, b
         results[estimator] = MethodResult(estimator, names, [tasks.get(n, n) for n in names], matrix, kind=kind,
                                           confidence=judged.get("targets"), confidence_note=judged.get("note", ""))
         grid_file = folder / file_name("grid", stem)
-        if grid_file.exists():
+        if holds(folder, settings, grid_file.name):
             grids[estimator] = grid_file.read_bytes()
     return settings, results, grids

@@ -27,6 +27,7 @@ model's failure: it stops the run, keeping the work already stored.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -440,15 +441,59 @@ class ModelSpace:
         labels = [m.spec.label for n, m in self.members_.items() if models is None or n in models]
         self.evaluation_ = evaluate_matrices(matrices, truth, relevant_for(truth, labels, n_relevant),
                                              hint=" (pass models=[...] to evaluate a subset)")
+        self.truth_ = truth  # the page shows its tree beside the estimated ones
         return self.evaluation_
 
-    def save(self, out: str | Path, grid_images: int = 6, grid_models: int = 12) -> Path:
-        """Write the output folder (see `results`): matrices (CSV), rankings (JSON), trees (Newick +
-        PNG), heatmaps, the attribution grids and `results.json` (settings, failures, any evaluation)."""
+    def save(self, out: str | Path, grid_images: int = 6, grid_models: int = 12, report: bool = True,
+             command: str | None = None, summary_estimator: str | None = None) -> Path:
+        """Write the output folder, as `modelspace run` does (see `results`): matrices (CSV), rankings
+        (JSON), trees (Newick + PNG), heatmaps, the attribution grids, `results.json` (settings,
+        failures, any evaluation and label scores), ``label_scores.json`` after `score_with_labels`, and
+        with `report` the page ``report.html`` (`report`). A previous run's files there that this one
+        does not write are removed (`results.save`).
+
+        Parameters
+        ----------
+        out : str or Path
+            The output folder.
+        grid_images, grid_models : int
+            Probe images and models of each method's attribution grid.
+        report : bool
+            Write ``report.html``.
+        command : str, optional
+            How the results were made, shown on the page (the CLI gives its command line).
+        summary_estimator : str, optional
+            The estimator whose sources the page's summary names; None: the best by P@5 after
+            `evaluate`, else `DEFAULT_ESTIMATOR` when computed, else the first.
+        """
         self._check_fitted()
         grids = {r.id: self.grid(r.id, grid_images, grid_models)
                  for r in self.results_.values() if r.kind == "method" and r.names}
-        return results.save(out, self.results_, self.summary(), grids, getattr(self, "evaluation_", None))
+        folder = results.save(out, self.results_, self.summary(), grids, getattr(self, "evaluation_", None))
+        files = {}
+        if getattr(self, "label_scores_", None) is not None:  # the scores alone, as results.json holds them
+            text = json.dumps(self.label_scores_, indent=2) + "\n"
+            files[results.LABEL_SCORES_JSON] = lambda path: path.write_text(text, encoding="utf-8")
+        if report:
+            files[results.REPORT_HTML] = lambda path: self._write_report(path, command, summary_estimator)
+        return results.add_files(folder, files) if files else folder
+
+    def _write_report(self, path: Path, command: str | None, summary_estimator: str | None) -> Path:
+        from .report import from_space, write_report  # the page's figures are imported only to draw them
+
+        truth = getattr(self, "truth_", None)
+        data = from_space(self, truth=truth)
+        if command is not None:
+            data.settings["command"] = command
+        if summary_estimator is None and truth is None:
+            # No ground truth to pick the best: lead with the default estimator when it was computed. The
+            # page leads with its first ranked estimator by itself (and says so), so it is named only
+            # when it is another one.
+            result = self.results_.get(DEFAULT_ESTIMATOR)
+            first = next((v for v in data.estimators if v.ranking), None)
+            if result is not None and (first is None or first.id != result.id):
+                summary_estimator = result.id
+        return write_report(data, path, progress=self.progress, summary_estimator=summary_estimator)
 
     def grid(self, method: str, n_images: int = 6, n_models: int = 12) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The first probe images (n, 3, S, S) and the maps of up to `n_models` models spread along

@@ -174,7 +174,9 @@ def test_folder_symlink_cycles_do_not_hang(tmp_path, alarm):
     os.symlink(tmp_path / "a", tmp_path / "b" / "to_a", target_is_directory=True)
     os.symlink(tmp_path, tmp_path / "a" / "to_root", target_is_directory=True)
     probe = ProbeSet.from_folder(tmp_path, size=SIZE, progress=False)
-    assert probe.names == ["only.png"] and probe.skipped == []
+    assert probe.names == ["only.png"]
+    assert [p for p, _ in probe.skipped] == ["a/to_b/", "a/to_root/", "b/to_a/"]  # listed, not followed
+    assert all(reason.startswith("symbolic link to a folder") for _, reason in probe.skipped)
 
 
 # --------------------------------------------------------------------------- converted kinds

@@ -31,7 +31,7 @@ from .._version import __version__
 from ..errors import InputError
 from ..evaluation import BUNDLED, Comparison, Curves, Evaluation, GroundTruth, compare_estimators, evaluate_matrices
 from ..models import describe_preprocessing
-from ..results import TRUTH_AFFINITY_CSV, MethodResult, read_matrix
+from ..results import TRUTH_AFFINITY_CSV, MethodResult, holds, read_matrix
 from ..results import load as load_folder
 from ..similarity import (
     HUB_SHARE,
@@ -64,6 +64,9 @@ tree already under Model space; beyond, that tree is not drawn twice (the agreem
 
 OPEN_TARGETS = 3
 """The first this many per-target tables are shown open; the others are collapsed."""
+
+OPEN_SKIPPED = 10
+"""Up to this many skipped probe files, their list is shown open; more are collapsed."""
 
 BOOTSTRAP = {"n_resamples": 2000, "seed": 0, "level": 0.95}
 """How the summary's intervals are drawn (`evaluation.compare_estimators`)."""
@@ -130,6 +133,7 @@ def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = Non
 
     With a `truth` the evaluation is recomputed against it; otherwise the folder's own is shown.
     The truth's tree comes from `oracle_affinity.csv` in the folder if there is one (the demo writes it).
+    Only the files that the folder's `results.json` lists are read.
     """
     folder = Path(folder)
     settings, results, grids = load_folder(folder)
@@ -139,7 +143,7 @@ def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = Non
     if truth is not None:
         evaluation = evaluate_views(views, truth, n_relevant)
     truth_tree = None
-    if (folder / TRUTH_AFFINITY_CSV).exists():
+    if holds(folder, settings, TRUTH_AFFINITY_CSV):
         matrix, tasks_ = read_matrix(folder / TRUTH_AFFINITY_CSV)
         truth_tree = (matrix, tasks_, "Oracle tree (measured transfers)")
     elif truth is not None:
@@ -779,7 +783,9 @@ def _section_settings(data: ReportData, page: _Page) -> str:
     s = data.settings
     probe = s.get("probe") or {}
     side = probe.get("size", "?")
-    pairs = [("probe", f"{probe.get('n_images', '?')} images, {side}×{side} px, hash {probe.get('hash', '?')}"),
+    n_skipped = len(probe.get("skipped") or [])
+    pairs = [("probe", f"{probe.get('n_images', '?')} images, {side}×{side} px, hash {probe.get('hash', '?')}"
+                       + (f"; {n_skipped} file{'' if n_skipped == 1 else 's'} skipped (listed below)" if n_skipped else "")),
              ("attribution methods", ", ".join(s.get("methods", [v.id for v in data.estimators if v.kind == "method"]))),
              ("baselines", ", ".join(s.get("baselines", [])) or "none"),
              ("ground truth", data.truth if data.truth else ("as evaluated in the run" if data.evaluation
@@ -801,9 +807,21 @@ def _section_settings(data: ReportData, page: _Page) -> str:
     return ('<section id="settings"><h2>Settings</h2><table>' + kv + "</table>"
             f"<details><summary>{len(models)} model{'' if len(models) == 1 else 's'}</summary><div class=\"tablewrap\"><table><tr><th>name</th>"
             f"<th>task</th><th>source</th><th>input (from)</th><th>key</th></tr>{model_rows}</table></div></details>"
+            + _skipped_files(probe.get("skipped") or [])
             + (f'<p>{n_failed} failure{"s" if n_failed != 1 else ""}: see <a href="#failures">Failures</a>.</p>'
                if n_failed else "")
             + "</section>")
+
+
+def _skipped_files(skipped: list[dict]) -> str:
+    """The probe files left out of the run, each with its reason; open when short, collapsed when long."""
+    if not skipped:
+        return ""
+    rows = "".join(f"<tr><td><code>{_e(f.get('path'))}</code></td><td>{_e(f.get('reason'))}</td></tr>" for f in skipped)
+    opened = " open" if len(skipped) <= OPEN_SKIPPED else ""
+    return (f"<details id=\"skipped\"{opened}><summary>{len(skipped)} probe file{'' if len(skipped) == 1 else 's'} "
+            f"skipped</summary><div class=\"tablewrap\"><table><tr><th>file</th><th>reason</th></tr>{rows}</table>"
+            "</div></details>")
 
 
 def _truth_label(origin: str) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from ..attribution import DEFAULT_METHODS
 from ..evaluation import GroundTruth, format_table
 from ..models import load_zoo
 from ..probe import ProbeSet
-from ..results import REPORT_HTML, RESULTS_JSON, TRUTH_AFFINITY_CSV, file_name, write_matrix
+from ..results import REPORT_HTML, TRUTH_AFFINITY_CSV, add_files, file_name, write_matrix
 from ..similarity import get_baseline, similarity_tree, to_newick
 from ..space import ModelSpace, default_estimators
 from .build import ZOO_DIR
@@ -69,7 +69,7 @@ def run_demo(
     space = ModelSpace(methods=[*methods, *extra_methods], baselines=baselines, store=out / "store",
                        progress=progress).fit(specs, probe)
     space.evaluate(truth, n_relevant=min(5, len(group1) - 1), models=group1)  # top 5, or all of a miniature
-    space.save(out)
+    space.save(out, report=False)  # its page, with the oracle's tree, is added below
 
     # Groups 2 and 3 repeat group-1 tasks: a sound estimate puts each next to a model of its task.
     tasks = {s.name: s.label for s in specs}
@@ -77,10 +77,8 @@ def run_demo(
     nn = {name: same_task_rate(r.affinity, [tasks[n] for n in r.names], [n in later for n in r.names])
           for name, r in space.results_.items()}
     nn["random"] = chance_same_task_rate([tasks[s.name] for s in specs], [s.name in later for s in specs])
-    trees, oracle_affinity = _trees(space, group1, oracle_info, out)
-    write_matrix(out / TRUTH_AFFINITY_CSV, oracle_affinity, oracle_info["tasks"])  # `modelspace report` reads it
-    summary = {
-        **space.summary(),
+    trees, oracle_affinity, draw_oracle_tree = _trees(space, group1, oracle_info)
+    extra = {
         "group1": group1,
         "oracle_top5_agreement_between_seeds": oracle_info["top5_agreement_between_seeds"],
         "same_task_nn": nn,
@@ -88,14 +86,19 @@ def run_demo(
         "trees": trees,
         "seconds": round(time.time() - start, 1),
     }
-    (out / RESULTS_JSON).write_text(json.dumps(summary, indent=1))
+    summary = {**space.summary(), **extra}
+    files = {file_name("dendrogram", "oracle"): draw_oracle_tree,
+             # `modelspace report` reads it for the oracle's tree
+             TRUTH_AFFINITY_CSV: lambda path: write_matrix(path, oracle_affinity, oracle_info["tasks"])}
     if write_page:
         from ..report import from_space, write_report
 
         data = from_space(space, truth=truth, title="modelspace demo: the built-in world",
                           truth_tree=(oracle_affinity, list(oracle_info["tasks"]), "Oracle tree (measured transfers)"))
         data.settings = {**summary, "command": "modelspace demo --out " + str(out)}
-        summary["report"] = str(write_report(data, out / REPORT_HTML, progress=progress))
+        files[REPORT_HTML] = lambda path: write_report(data, path, progress=progress)
+        summary["report"] = str(out / REPORT_HTML)
+    add_files(out, files, info=extra)
     table = format_table(space.evaluation_, columns={"NN": nn})
     table += (f"\n\nρ: mean per-target Spearman with the measured order; NN: how often a group-2 or group-3 "
               f"model's nearest neighbour has its task (random: its chance rate).\n"
@@ -142,9 +145,9 @@ def chance_same_task_rate(labels: Sequence[str], queries: Sequence[bool] | None 
     return float(np.mean(rates)) if rates else float("nan")
 
 
-def _trees(space: ModelSpace, group1: list[str], oracle_info: dict, out: Path) -> tuple[dict, np.ndarray]:
+def _trees(space: ModelSpace, group1: list[str], oracle_info: dict) -> tuple[dict, np.ndarray, Callable]:
     """Newick trees of group 1, the oracle's (from symmetrised transfer scores) and each method's,
-    and the oracle's symmetrised affinity."""
+    the oracle's symmetrised affinity, and ``draw(path)`` drawing the oracle's dendrogram."""
     from ..report.plots import plot_dendrogram
 
     tasks = oracle_info["tasks"]
@@ -152,9 +155,9 @@ def _trees(space: ModelSpace, group1: list[str], oracle_info: dict, out: Path) -
     oracle_affinity = (score + score.T) / 2
     linkage = similarity_tree(oracle_affinity)
     trees = {"oracle": to_newick(linkage, tasks)}
-    plot_dendrogram(linkage, tasks, out / file_name("dendrogram", "oracle"), title="Oracle tree (measured transfers)")
     for method_id, result in space.results_.items():
         keep = [i for i, n in enumerate(result.names) if n in group1]
         sub = result.affinity[np.ix_(keep, keep)]
         trees[method_id] = to_newick(similarity_tree(sub), [result.names[i] for i in keep])
-    return trees, oracle_affinity
+    return trees, oracle_affinity, lambda path: plot_dendrogram(linkage, tasks, path,
+                                                               title="Oracle tree (measured transfers)")

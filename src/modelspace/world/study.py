@@ -45,6 +45,7 @@ from ..evaluation import GroundTruth, evaluate
 from ..maps import Runtime, compute_maps, encoder_activations
 from ..models import load_model
 from ..probe import ProbeSet
+from ..results import OutputFolder
 from ..similarity import affinity_matrix, get_baseline, rank_sources, similarity_matrix
 from ..space import DEFAULT_ESTIMATOR, ModelSpace, default_estimators, get_estimator_id
 from ..transferability import get_score
@@ -101,6 +102,9 @@ COST_MODELS = 2
 """Group-1 models the costs are measured on (the ratios are averaged over them)."""
 COST_REPEATS = 2
 """Timed runs per cost measurement, after one warm-up run; the fastest counts."""
+TABLE_MD = "table.md"
+CURVE_PNG = "probe_size_curve.png"
+"""The study's files beside its results.json: the table and the probe-size curve."""
 
 
 def run_study(out: str | Path, n_probe: int = N_PROBE, sizes: Sequence[int] = SIZES, domains: Sequence[str] = tuple(DOMAINS),
@@ -182,10 +186,12 @@ def run_study(out: str | Path, n_probe: int = N_PROBE, sizes: Sequence[int] = SI
             which.validate_confidence(run_pairs, REGISTRATION["confidence"]["bands"], n_resamples)
         results["confidence"]["default_run_pairs"] = run_pairs
     results["seconds"] = round(time.time() - start, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_jsonable))
+    saved = json.loads(json.dumps(results, default=_jsonable))  # what results.json holds
     results["table"] = format_study(results)
-    (out / "table.md").write_text(results["table"] + "\n")
-    _plots(results, out)
+    with OutputFolder(out) as folder:  # a rerun replaces its previous run's files only (`results.save`)
+        folder.path(TABLE_MD).write_text(results["table"] + "\n")
+        _plots(results, folder.path(CURVE_PNG))
+        folder.commit(saved)
     return results
 
 
@@ -632,7 +638,8 @@ def format_study(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _plots(results: dict, out: Path) -> None:
+def _plots(results: dict, path: Path) -> None:
+    """The probe-size curve, drawn to ``path`` (nothing without one)."""
     from matplotlib.figure import Figure
 
     if "probe_size_curve" not in results:
@@ -648,4 +655,4 @@ def _plots(results: dict, out: Path) -> None:
     ax.set_ylabel("P@3")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "probe_size_curve.png")
+    fig.savefig(path)
