@@ -211,14 +211,14 @@ def test_a_model_that_cannot_load_is_skipped_on_the_rerun_until_retried_or_edite
 
     loads.clear()
     code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST, "--retry-failed")
-    assert code == 1 and "cnn_b" in loads and "skipped" not in err  # tried again, failed again: recorded again
+    assert code == 1 and "cnn_b" in loads and "failed before" not in err  # tried again, failed again: recorded again
     loads.clear()
     assert run(capsys, "run", "zoo.toml", "probe", *FAST)[0] == 1 and "cnn_b" not in loads
 
     zoo.write_text(ZOO, encoding="utf-8")  # the entry edited: another spec, loaded again
     loads.clear()
     code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST)
-    assert code == 0 and "cnn_b" in loads and "skipped" not in err
+    assert code == 0 and "cnn_b" in loads and "failed before" not in err
 
 
 def test_a_transient_load_failure_is_tried_again(user, capsys, loads):
@@ -229,7 +229,7 @@ def test_a_transient_load_failure_is_tried_again(user, capsys, loads):
     assert code == 1 and "out of memory while building" in err
     loads.clear()
     code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST)
-    assert code == 1 and "flaky" in loads and "skipped" not in err
+    assert code == 1 and "flaky" in loads and "failed before" not in err
 
 
 # ------------------------------------------------------------------ 5. offline hub
@@ -295,7 +295,7 @@ def test_offline_a_missing_download_fails_at_once(user, capsys, hub_source, conn
     assert not huggingface_hub.constants.HF_HUB_OFFLINE  # offline for the run only
 
     code, _, err = run(capsys, "run", "zoo.toml", "probe", *FAST)
-    assert code == 1 and "skipped" not in err  # missing weights are fetched, not edited: not remembered
+    assert code == 1 and "failed before" not in err  # missing weights are fetched, not edited: not remembered
 
 
 def test_with_the_hub_offline_nothing_is_probed(user, capsys, hub_source, connections, monkeypatch):
@@ -450,6 +450,19 @@ def test_item8_the_api_computes_what_the_cli_computes_by_default(user, capsys) -
     assert api["methods"] == cli["methods"] and api["baselines"] == cli["baselines"]
     assert any(b.startswith("dds(") for b in api["baselines"])  # the default estimator, in both
     assert list(space.results_) == [*cli["methods"], *cli["baselines"]]
+
+
+def test_item8_save_writes_what_run_writes_the_page_included(user, capsys) -> None:
+    from modelspace import ModelSpace, load_zoo
+
+    code, out, err = run(capsys, "run", "zoo.toml", "probe/", "--quiet", "--out", "cli")
+    assert code == 0, err
+    ModelSpace(store="cli/store", progress=False).fit(load_zoo("zoo.toml"), "probe/").save("api")
+    listed = {name: set(json.loads(Path(folder, "results.json").read_text())["files"]) for name, folder in
+              (("cli", "cli"), ("api", "api"))}
+    assert "report.html" in listed["api"] and listed["api"] == listed["cli"]
+    page = Path("api/report.html").read_text(encoding="utf-8")
+    assert "dds" in page and "cnn_a" in page
 
 
 def test_item8_the_api_lowers_n_relevant_as_the_cli_does(user, caplog) -> None:
