@@ -258,5 +258,5 @@ def test_cli_takes_ids_with_parameters(trial, capsys) -> None:  # noqa: F811  (t
                          "--methods", *methods, "--epsilon", "0.1", "--json", "--quiet")
     assert code == 0, err
     written = sorted(p.name for p in (trial["work"] / "res").glob("affinity_*.csv"))
-    assert len(written) == 3, written
+    assert len(written) == 4 and "affinity_dds.csv" in written, written  # the three, and the default estimator
     assert "epsilon=0.01" in out and "epsilon=0.1" in out and "pool=2" in out

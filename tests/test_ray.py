@@ -125,7 +125,7 @@ def _probe(n: int = 12) -> ProbeSet:
 
 
 def _fit(store, specs, probe=None, **kwargs) -> ModelSpace:
-    kwargs = {"methods": METHODS, "shard_size": 4, "batch_size": 4, "progress": False, **kwargs}
+    kwargs = {"methods": METHODS, "baselines": (), "shard_size": 4, "batch_size": 4, "progress": False, **kwargs}
     return ModelSpace(store=store, **kwargs).fit(specs, probe if probe is not None else _probe())
 
 

@@ -37,7 +37,7 @@ def stored_maps(space: ModelSpace, method: str) -> dict[str, np.ndarray]:
 def test_worker_processes_and_channels_last_give_the_same_maps(specs, probe, tmp_path):
     plain = fitted(specs, probe, tmp_path / "plain")
     levered = fitted(specs, probe, tmp_path / "levered", workers=2, channels_last=True)
-    for method in plain.results_:
+    for method in (m.id for m in plain.methods_):  # the maps' methods (the default DDS has none)
         for name, maps in stored_maps(plain, method).items():
             np.testing.assert_allclose(stored_maps(levered, method)[name], maps, atol=2e-3)  # float16 storage
         np.testing.assert_allclose(levered.results_[method].affinity, plain.results_[method].affinity, atol=1e-5)
@@ -53,7 +53,7 @@ def test_bf16_maps_agree_with_fp32_and_are_stored_apart(specs, probe, tmp_path):
     store = tmp_path / "store"
     fp32 = fitted(specs, probe, store)
     bf16 = fitted(specs, probe, store, precision="bf16")
-    for method in fp32.results_:
+    for method in (m.id for m in fp32.methods_):
         entries = {m.entries[method].method for m in bf16.members_.values()}
         exact_entries = {m.entries[method].method for m in fp32.members_.values()}
         assert entries == {f"{e}@bf16" for e in exact_entries}  # its own key: never mixed with fp32 maps

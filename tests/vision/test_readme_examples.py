@@ -62,10 +62,10 @@ def runnable() -> dict[str, list]:
     return out
 
 
-def write_probe(folder: Path) -> None:
+def write_probe(folder: Path, seed: int = 0) -> None:
     """Photo-like probe images: smooth colour gradients with a few shapes, 240 px."""
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:240, 0:240] / 240.0
     for i in range(PROBE_IMAGES):
         base = np.stack([xx * rng.uniform(0.3, 1), yy * rng.uniform(0.3, 1), (xx + yy) / 2], axis=2)
@@ -119,6 +119,8 @@ def machine(root: Path):
     def prepare(folder: Path) -> None:
         if not (folder / "probe_images").exists():
             write_probe(folder / "probe_images")
+            for label in ("a", "b"):  # labelled images of the reader's task: one subfolder per class
+                write_probe(folder / "labelled" / label, seed=ord(label))
         for zoo in [*folder.glob("*.toml"), *folder.glob("*.yaml")]:
             for spec in load_zoo(zoo):
                 if not spec.pretrained or spec.prefix not in ("timm", "torchvision", "hf") or spec.source in done:
@@ -161,6 +163,8 @@ def test_the_readme_section_runs_as_written(title, reader) -> None:
                                                          "deit_tiny", "depth_v2"]
         assert results["failures"] == [] and results["evaluation"] is not None
         assert any(b.startswith("dds") for b in results["baselines"])  # the CLI's defaults, from the API
+        labelled = json.loads((folder / "modelspace-out" / "results.json").read_text())  # the --labels run
+        assert set(labelled["label_scores"]["hscore"]) == {"resnet50_in1k", "my_depth_net", "my_seg_net", "deit_tiny"}
         assert (folder / "results" / "report.html").is_file()
         got = {m["name"]: json.dumps(m["preprocessing"]) for m in results["models"]}
         assert "timm" in got["resnet50_in1k"] and "[256, 256]" in got["my_depth_net"]
@@ -169,6 +173,7 @@ def test_the_readme_section_runs_as_written(title, reader) -> None:
         results = json.loads((folder / "modelspace-out" / "results.json").read_text())
         assert [m["name"] for m in results["models"]] == ["resnet50", "convnext_t", "r18_tv"]
         assert results["failures"] == [] and (folder / "modelspace-out" / "report.html").is_file()
+        assert "hscore" in results["label_scores"] and len(results["label_scores"]["hscore"]) == 3  # step 4, --labels
 
 
 def test_the_vision_install_line_is_ci_s() -> None:

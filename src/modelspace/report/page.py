@@ -43,7 +43,7 @@ from ..similarity import (
     top_sources,
     tree_agreement,
 )
-from ..world.study import RULE_TIE
+from ..world.registration import RULE_TIE
 from . import figures as figs
 from .assets import CSS, JS
 from .plots import thin_labels

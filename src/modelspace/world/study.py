@@ -25,7 +25,6 @@ recommendation per regime generated from those numbers.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,11 +32,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 import torch
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 from ..attribution import DEFAULT_METHODS, get_method
 from ..errors import ModelspaceError
@@ -54,12 +48,10 @@ from .build import ZOO_DIR
 from .demo import chance_same_task_rate, load_world, same_task_rate
 from .labels import TASKS, task_input
 from .photos import photo_batch
+from .registration import REGISTRATION, RULE_TIE
 from .render import render_batch
 from .textures import texture_batch
 
-REGISTRATION: dict = tomllib.loads((Path(__file__).with_name("candidates.toml")).read_text(encoding="utf-8"))
-"""``candidates.toml``: the estimators the study scores, the rule that picks the default among them,
-and the confidence signal, committed before any of them was scored (issue 31)."""
 
 DOMAINS: dict[str, Callable[[int], np.ndarray]] = {
     "train": lambda n: render_batch(n, 4000)["rgb"],
@@ -80,8 +72,6 @@ STUDY_METHODS: tuple[str, ...] = tuple(REGISTRATION["candidates"]["methods"])
 registered method is measured by adding its name (or id) there, and nowhere else."""
 STUDY_BASELINES: tuple[str, ...] = (*REGISTRATION["candidates"]["baselines"], *REGISTRATION["candidates"]["fusions"])
 """The label-free baselines (representation similarities, DDS, DEPARA) and fusions the study measures, likewise."""
-RULE_TIE: float = REGISTRATION["rule"]["tie"]
-"""Minima of mean P@5 within this of the highest count as tied (the registered rule)."""
 LABEL_SCORES: tuple[str, ...] = ("logme", "hscore", "transrate", "gbc", "leep", "nce")
 """Label-based scores, each on the world's targets where it applies (see `_label_based`)."""
 LABEL_SIZES: tuple[int, ...] = (50, 200, 1000)
