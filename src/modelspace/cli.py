@@ -500,8 +500,18 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
         lines.append(f"failed: {', '.join(dict.fromkeys(f.model for f in space.failures_))}")
     if summary.get("evaluation"):
         lines.append("\n" + format_table(summary["evaluation"]))
+    lines.append(_work_line(space.work_))
     lines.append(done)
     _emit(args, summary, "\n".join(lines))
+
+
+def _work_line(work: dict) -> str:
+    """What a run computed and what it found in the store: map units, and models' encoder activations."""
+    line = f"work: {plural(work['computed'], 'map unit')} computed, {work['reused']} found in the store"
+    if work["activations_computed"] or work["activations_reused"]:
+        line += (f"; encoder activations of {plural(work['activations_computed'], 'model')} computed, "
+                 f"{work['activations_reused']} found in the store")
+    return line
 
 
 def _confidence_text(c: dict | None) -> str:
