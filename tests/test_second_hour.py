@@ -151,6 +151,44 @@ def test_a_damaged_stored_activation_form_is_recomputed_with_a_message(user, cap
 # ------------------------------------------------------------------ 2. peak memory
 
 
+@pytest.fixture
+def passes(monkeypatch) -> list[tuple[int, int]]:
+    """(images, bytes kept for the backward) of every forward+backward pass a run makes for its maps."""
+    import modelspace.maps.executor as executor
+
+    seen, real_maps, real_exit = [], executor.compute_maps, executor.SavedBytes.__exit__
+    images = []
+    monkeypatch.setattr(executor, "compute_maps",
+                        lambda model, x, *a, **k: images.append(len(x)) or real_maps(model, x, *a, **k))
+    monkeypatch.setattr(executor.SavedBytes, "__exit__",
+                        lambda self, *exc: seen.append((images[-1], self.bytes)) or real_exit(self, *exc))
+    return seen
+
+
+def test_a_pass_never_keeps_more_than_the_pass_memory_for_its_backward(user, capsys, passes):
+    """The attribution's backward graph (what a pass keeps: autograd's saved tensors, counted, not timed)
+    grows with its images; a batch runs in passes that keep at most --pass-memory, whatever --batch-size."""
+    code, out, err = run(capsys, "run", "zoo.toml", "probe", "--out", "whole", "--quiet")
+    assert code == 0, err
+    # one image measures what an image keeps; toy models keep a few kB an image, so the default lets
+    # the whole batch through in one pass
+    assert [n for n, _ in passes] == [1, 24] * 6  # 3 models × 2 backward groups
+    per_image = max(kept / n for n, kept in passes)
+    budget = 5 * per_image
+    passes.clear()
+    code, out, err = run(capsys, "run", "zoo.toml", "probe", "--out", "bounded", "--quiet",
+                         "--pass-memory", str(budget / 2**20))
+    assert code == 0, err
+    assert passes[0][0] == 1
+    assert 1 < max(n for n, _ in passes) < 24 and sum(n for n, _ in passes) == 6 * (1 + 24)
+    assert all(kept <= budget for n, kept in passes if n > 1)
+    for name in ("saliency", "gradient_x_input", "lrp_epsilon", "dds"):
+        whole = np.loadtxt(user["dir"] / "whole" / f"affinity_{name}.csv", delimiter=",", skiprows=1, usecols=(1, 2, 3))
+        bounded = np.loadtxt(user["dir"] / "bounded" / f"affinity_{name}.csv", delimiter=",", skiprows=1,
+                             usecols=(1, 2, 3))
+        np.testing.assert_allclose(bounded, whole, atol=1e-6)
+
+
 # ------------------------------------------------------------------ 3. label scores on the page
 
 

@@ -139,6 +139,9 @@ class ModelSpace:
         another precision are stored under their own key.
     channels_last : bool
         NHWC memory layout for models and inputs (faster convolutions on GPUs).
+    pass_memory : int or None
+        Bytes one forward+backward pass may keep for its backward: a batch that would keep more runs
+        in passes of fewer images (`maps.runtime`). None: 1 GiB on the CPU, no bound on GPUs.
     workers : int
         DataLoader worker processes feeding probe batches (0: in this process).
     sketch : int or None
@@ -186,6 +189,7 @@ class ModelSpace:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         channels_last: bool = False,
+        pass_memory: int | None = None,
         workers: int = 0,
         sketch: int | None = None,
         linkage: str = "average",
@@ -207,6 +211,7 @@ class ModelSpace:
         self.device = device
         self.precision = precision
         self.channels_last = channels_last
+        self.pass_memory = pass_memory
         self.workers = workers
         self.sketch = sketch
         self.linkage = linkage
@@ -830,7 +835,8 @@ class ModelSpace:
     def _validate(self) -> None:
         check_int(self.batch_size, "batch_size")
         check_int(self.shard_size, "shard_size")
-        self.runtime_ = Runtime(self.device, self.precision, bool(self.channels_last), self.workers)
+        self.runtime_ = Runtime(self.device, self.precision, bool(self.channels_last), self.workers,
+                                pass_memory=self.pass_memory)
         check_int(self.sketch, "sketch", optional=True)
         if self.executor not in ("local", "ray"):
             raise InputError(f"executor: expected 'local' or 'ray', got {self.executor!r}")
