@@ -351,3 +351,34 @@ def test_encoder_activations_errors():
     nan_images[2] = float("nan")
     with pytest.raises(AttributionError, match="'m'.*1 of 4"):
         encoder_activations(model, nan_images, progress=False)
+
+
+# -------------------------------------------------------------------------- kept in a store
+
+
+@pytest.mark.parametrize("name", ALL + ["linear_cka_features"])
+def test_pack_unpack_gives_the_same_comparisons_and_restrictions(name):
+    """What a store keeps of a prepared form (`pack`, plain arrays) compares and restricts as the form does."""
+    n, d = (40, 6) if name == "linear_cka_features" else (30, 50)  # CKA keeps features when D < N
+    b = get_baseline("linear_cka" if name == "linear_cka_features" else name)
+    x, y = rng().standard_normal((n, d)), rng(1).standard_normal((n, d))
+    px, py = b.prepare(x, "x"), b.prepare(y, "y")
+    ux = b.unpack(b.pack(px), "x")
+    assert ux.what == "x" and ux.n_images == n
+    assert b.compare(ux, py) == b.compare(px, py)
+    rows = np.arange(0, n, 2)
+    restricted = b.restrict(px, rows)
+    if restricted is not None:
+        assert b.compare(b.restrict(ux, rows), b.restrict(py, rows)) == b.compare(restricted, b.restrict(py, rows))
+    with pytest.raises(InputError, match="prepared form of 'x'"):
+        b.unpack({"n_images": np.asarray(n)}, "x")
+
+
+def test_a_form_of_other_data_is_not_packed():
+    class Odd(Similarity):
+        name = "odd"
+
+        def _prepare(self, x, what):
+            return {"mean": x.mean()}
+
+    assert Odd().pack(Odd().prepare(rng().standard_normal((5, 3)), "x")) is None

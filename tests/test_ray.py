@@ -221,7 +221,9 @@ def test_local_instance_equals_the_local_executor(reference, tmp_path, marked_en
         assert {f.model for f in space.failures_} == {"broken", "dead"}
         assert [f.method for f in space.failures_ if f.model == "broken"] == [None]
         assert {f.method for f in space.failures_ if f.model == "dead"} == set(space.results_)  # maps and activations
-        assert space.work_ == {"computed": 4 * 3 * 3 + 3 * 3, "reused": 0}  # 4 good models and dead, 3 shards each
+        # 4 good models and dead, 3 shards each; and their activations (dead's refused by the baseline)
+        assert space.work_ == {"computed": 4 * 3 * 3 + 3 * 3, "reused": 0, "activations_computed": 5,
+                               "activations_reused": 0}
         assert len(space.placements_) == space.work_["computed"]
     finally:
         ray.shutdown()
@@ -260,7 +262,7 @@ def test_two_nodes_share_the_zoo_and_agree_with_the_local_executor(cluster, refe
     _assert_same(space, reference["zoo"])
     nodes = {p["node"] for p in space.placements_}
     assert len(nodes) == 2, f"all work ran on {nodes}"
-    assert space.work_ == {"computed": 36, "reused": 0}
+    assert space.work_ == {"computed": 36, "reused": 0, "activations_computed": 0, "activations_reused": 0}
 
 
 def test_a_killed_worker_is_retried_and_the_matrix_is_a_clean_runs(cluster, reference, tmp_path) -> None:

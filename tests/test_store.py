@@ -369,3 +369,32 @@ def test_bad_root_and_bad_manifest_name_the_file(tmp_path):
     (root / "manifest.sqlite").write_bytes(b"definitely not sqlite" * 100)
     with pytest.raises(StoreError, match="manifest.sqlite"):
         MapStore(root)
+
+
+def test_prepared_forms_round_trip_and_go_with_their_entry_and_model(store, caplog):
+    """A model's prepared baseline forms are entries like its maps: kept with a checksum, dropped by
+    `remove_entry` and `remove_model`, and a damaged file is named and given as missing."""
+    dds, rsa = key_for("m1", method="prepared:dds"), key_for("m1", method="prepared:rsa")
+    other = key_for("m2", method="prepared:dds")
+    arrays = {"item0": np.arange(6.0).reshape(2, 3), "item1": np.asarray(2.5), "is_tuple": np.asarray(True)}
+    for key in (dds, rsa, other):
+        store.put_prepared(key, arrays)
+    got = store.get_prepared(dds)
+    assert set(got) == set(arrays) and all(np.array_equal(got[k], arrays[k]) for k in arrays)
+    assert store.get_prepared(key_for("m1", method="prepared:svcca")) is None
+
+    path = next(p for p in (store.root / "arrays").rglob("prepared.npz") if "m2" in p.parts)
+    path.write_bytes(path.read_bytes().replace(b"\x00", b"\x01", 1))
+    with caplog.at_level("WARNING"):
+        assert store.get_prepared(other) is None
+    assert str(path) in caplog.text and "damaged" in caplog.text
+    path.unlink()
+    assert store.get_prepared(other) is None  # missing: computed again, also with a message
+    store.put_prepared(other, arrays)
+    assert store.get_prepared(other) is not None
+
+    store.remove_entry(rsa)
+    assert store.get_prepared(rsa) is None and store.get_prepared(dds) is not None
+    store.remove_model("m1")
+    assert store.get_prepared(dds) is None
+    assert [p.parts[-5] for p in (store.root / "arrays").rglob("prepared.npz")] == ["m2"]

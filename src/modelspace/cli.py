@@ -467,6 +467,7 @@ def _space(args: argparse.Namespace):
             methods += default_estimators(methods, add_methods=True)[0]
     return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
+                      pass_memory=None if args.pass_memory is None else int(args.pass_memory * 2**20),
                       workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
                       recompute=args.recompute, progress=not args.quiet, executor=args.executor,
                       ray_address=args.ray_address, gpus_per_model=args.gpus_per_model,
@@ -494,8 +495,18 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
         lines.append(f"failed: {', '.join(dict.fromkeys(f.model for f in space.failures_))}")
     if summary.get("evaluation"):
         lines.append("\n" + format_table(summary["evaluation"]))
+    lines.append(_work_line(space.work_))
     lines.append(done)
     _emit(args, summary, "\n".join(lines))
+
+
+def _work_line(work: dict) -> str:
+    """What a run computed and what it found in the store: map units, and models' encoder activations."""
+    line = f"work: {plural(work['computed'], 'map unit')} computed, {work['reused']} found in the store"
+    if work["activations_computed"] or work["activations_reused"]:
+        line += (f"; encoder activations of {plural(work['activations_computed'], 'model')} computed, "
+                 f"{work['activations_reused']} found in the store")
+    return line
 
 
 def _confidence_text(c: dict | None) -> str:
@@ -605,6 +616,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="autocast precision of the forward pass (default fp32; bf16/fp16 on GPUs)")
     compute.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster on GPUs)")
     compute.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
+    compute.add_argument("--pass-memory", type=float, default=None, metavar="MB",
+                         help="memory one forward+backward pass may keep for its backward; larger batches run in "
+                              "passes of fewer images (default 1024 on the CPU, no bound on GPUs)")
     compute.add_argument("--sketch", type=int, default=None, metavar="K",
                          help="estimate affinities from K-dimensional random projections of the maps, kept in the "
                               "store (for very large stores; default: exact)")

@@ -140,9 +140,11 @@ class ModelSpace:
         ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara") and fusions; their matrices sit beside
         the methods' in `results_` and are evaluated alike. None (the default): whatever
         `DEFAULT_ESTIMATOR` needs (`default_estimators`: DDS, when the probe set has the images its
-        debiased estimate needs); ``()`` computes none. DEPARA also takes the affinity of its `method`,
-        which must be among `methods`. These defaults are the CLI's too: `modelspace run` and
-        `ModelSpace().fit` compute the same estimators.
+        debiased estimate needs); ``()`` computes none. These defaults are the CLI's too: `modelspace
+        run` and `ModelSpace().fit` compute the same estimators. Each model's encoder activations are
+        computed once (one forward pass) and kept in the store in each baseline's compact prepared
+        form, not as activations, like its maps: later fits reuse them. DEPARA also takes the affinity
+        of its `method`, which must be among `methods`.
     store : str, Path, MapStore or None
         Folder of the map store (resumable across runs); None uses a temporary folder.
     batch_size : int
@@ -158,6 +160,9 @@ class ModelSpace:
         another precision are stored under their own key.
     channels_last : bool
         NHWC memory layout for models and inputs (faster convolutions on GPUs).
+    pass_memory : int or None
+        Bytes one forward+backward pass may keep for its backward: a batch that would keep more runs
+        in passes of fewer images (`maps.runtime`). None: 1 GiB on the CPU, no bound on GPUs.
     workers : int
         DataLoader worker processes feeding probe batches (0: in this process).
     sketch : int or None
@@ -173,8 +178,8 @@ class ModelSpace:
     retry_failed : bool
         Compute again the maps of models and methods that the store records as failed before.
     recompute : sequence of str
-        Names of models whose stored maps (and the affinities and sketches made from them) are
-        dropped and computed again. A model's store key covers its spec and weights, not its code:
+        Names of models whose stored maps (and the affinities and sketches made from them) and
+        prepared baseline forms are dropped and computed again. A model's store key covers its spec and weights, not its code:
         after editing the code of a ``python:`` model, name it here (CLI: ``--recompute NAME``).
     progress : bool
         Show progress bars.
@@ -205,6 +210,7 @@ class ModelSpace:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         channels_last: bool = False,
+        pass_memory: int | None = None,
         workers: int = 0,
         sketch: int | None = None,
         linkage: str = "average",
@@ -226,6 +232,7 @@ class ModelSpace:
         self.device = device
         self.precision = precision
         self.channels_last = channels_last
+        self.pass_memory = pass_memory
         self.workers = workers
         self.sketch = sketch
         self.linkage = linkage
@@ -269,7 +276,9 @@ class ModelSpace:
         self.methods_, self.baselines_ = self._estimators(len(self.probe_))
         self.members_: dict[str, _Member] = {}
         self.failures_: list[Failure] = []
-        self.work_ = {"computed": 0, "reused": 0}  # units (model x method x shard) computed here / found stored
+        # units (model x method x shard) computed here / found stored; models whose encoder activations
+        # were computed for the baselines / whose prepared forms were all found stored
+        self.work_ = {"computed": 0, "reused": 0, "activations_computed": 0, "activations_reused": 0}
         for stale in ("label_scores_", "label_info_"):  # scores of another set of models
             self.__dict__.pop(stale, None)
         names = {m.spec.name if isinstance(m, LoadedModel) else getattr(m, "name", None) for m in models}
@@ -584,8 +593,9 @@ class ModelSpace:
         executor = RayExecutor(self.ray_address, self.gpus_per_model, self.cpus_per_model, self.batch_size,
                                self.runtime_, self.progress, self.shared_store)
         before = list(self.members_)
-        job = _RayJob(admit=self._admit, failed=self._ray_failed, settle=self._settle, counted=self._counted)
-        executor.run(models, self.probe_, self.store_, job, self.baselines_)
+        job = _RayJob(admit=self._admit, failed=self._ray_failed, settle=self._settle, counted=self._counted,
+                      stored=self._stored_baselines, prepared=self._prepared_baselines)
+        executor.run(models, self.probe_, self.store_, job)
         self.placements_ += executor.placements
         # Models finish in any order on a cluster; the space keeps the order they were given in.
         self.members_ = {n: self.members_[n] for n in before + names if n in self.members_}
@@ -644,7 +654,7 @@ class ModelSpace:
         self.store_.register_model(loaded.key, name, {**loaded.spec.to_dict(), "preprocessing": loaded.preprocessing})
         keys = self._keys(loaded)
         if name in self.recompute:  # its code changed under the same key: drop what the old code computed
-            for key in keys.values():
+            for key in [*keys.values(), *self._baseline_keys(loaded).values()]:
                 self.store_.remove_entry(key)
         return [(group, [u for m in group for u in self.store_.plan(keys[m.id], name, len(self.probe_), self.shard_size)])
                 for group in backward_groups(self._not_failed_before(name, keys))]
@@ -652,6 +662,11 @@ class ModelSpace:
     def _keys(self, loaded: LoadedModel) -> dict[str, EntryKey]:
         return {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.store_id, self.runtime_.precision),
                                self.probe_.size) for m in self.methods_}
+
+    def _baseline_keys(self, loaded: LoadedModel) -> dict[str, EntryKey]:
+        """The store keys of a model's prepared baseline forms, by baseline id (fusions prepare nothing)."""
+        return {b.id: EntryKey(loaded.key, self.probe_.hash, method_key(f"prepared:{b.store_id}", self.runtime_.precision),
+                               self.probe_.size) for b in self.baselines_ if not b.combines_estimators}
 
     def _group_failed(self, loaded: LoadedModel, group: Sequence[AttributionMethod], error: Exception,
                       remember: bool) -> None:
@@ -692,12 +707,52 @@ class ModelSpace:
         return todo
 
     def _prepare_baselines(self, loaded: LoadedModel) -> dict[str, Prepared]:
-        """Encoder activations on the probe set, in each baseline's compact prepared form."""
-        if not any(not b.combines_estimators for b in self.baselines_):
-            return {}
-        prepared, errors = prepare_baselines(loaded, self.baselines_, self.probe_, self.batch_size, self.runtime_)
+        """Encoder activations on the probe set, in each baseline's compact prepared form: from the store,
+        else computed (one forward pass for all the baselines that lack theirs) and stored."""
+        found, todo = self._stored_baselines(loaded)
+        if todo:
+            found.update(self._prepared_baselines(
+                loaded, *prepare_baselines(loaded, todo, self.probe_, self.batch_size, self.runtime_)))
+        return found
+
+    def _stored_baselines(self, loaded: LoadedModel) -> tuple[dict[str, Prepared], list[Similarity]]:
+        """A model's prepared baseline forms found in the store, and the baselines still to prepare (those
+        recorded as failed before are reported and skipped, unless `retry_failed`)."""
+        keys = self._baseline_keys(loaded)
+        found, todo = {}, []
+        for baseline in (b for b in self.baselines_ if b.id in keys):
+            key = keys[baseline.id]
+            reason = self.store_.failure(key)
+            if reason is not None and not self.retry_failed:
+                self._fail(loaded.name, baseline.id, f"skipped, failed before: {reason}")
+                continue
+            if reason is not None:
+                self.store_.clear_failure(key)
+            arrays = self.store_.get_prepared(key)
+            try:
+                if arrays is not None:
+                    found[baseline.id] = baseline.unpack(arrays, loaded.name)
+                    continue
+            except InputError as exc:
+                _log.warning("model %r: its stored %s form is unreadable (%s); it is computed again", loaded.name,
+                             baseline.id, exc)
+            todo.append(baseline)
+        if found and not todo:
+            self.work_["activations_reused"] += 1
+        return found, todo
+
+    def _prepared_baselines(self, loaded: LoadedModel, prepared: dict[str, Prepared],
+                            errors: list[tuple[str, Exception]]) -> dict[str, Prepared]:
+        """Record what `prepare_baselines` gave for a model (here or on a Ray worker): its forms are stored,
+        its errors recorded (a baseline's refusal of the activations in the store too: it would recur)."""
+        keys = self._baseline_keys(loaded)
+        self.work_["activations_computed"] += 1
         for what, exc in errors:
-            self._fail(loaded.name, what, exc)
+            self._fail(loaded.name, what, exc, keys.get(what))
+        for baseline in self.baselines_:
+            arrays = baseline.pack(prepared[baseline.id]) if baseline.id in prepared else None
+            if arrays is not None:
+                self.store_.put_prepared(keys[baseline.id], arrays)
         return prepared
 
     def _assemble(self) -> None:
@@ -892,7 +947,8 @@ class ModelSpace:
     def _validate(self) -> None:
         check_int(self.batch_size, "batch_size")
         check_int(self.shard_size, "shard_size")
-        self.runtime_ = Runtime(self.device, self.precision, bool(self.channels_last), self.workers)
+        self.runtime_ = Runtime(self.device, self.precision, bool(self.channels_last), self.workers,
+                                pass_memory=self.pass_memory)
         check_int(self.sketch, "sketch", optional=True)
         if self.executor not in ("local", "ray"):
             raise InputError(f"executor: expected 'local' or 'ray', got {self.executor!r}")
@@ -1043,6 +1099,8 @@ class _RayJob:
     failed: Any
     settle: Any
     counted: Any
+    stored: Any
+    prepared: Any
 
 
 def _degenerate_message(name: str, method: str, health: dict, n_images: int) -> str:

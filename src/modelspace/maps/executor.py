@@ -25,7 +25,7 @@ from ..errors import InputError, ModelLoadError, ModelspaceError, StoreError
 from ..probe import ProbeSet
 from . import claims
 from .keys import WorkUnit, method_key
-from .runtime import Runtime
+from .runtime import Runtime, SavedBytes
 from .store import MapStore, ShardInfo
 
 T = TypeVar("T")
@@ -76,7 +76,10 @@ def run_units(
     runtime: Runtime | str | torch.device = "cpu",
 ) -> list[ShardInfo]:
     """Units of one model covering the same shard (one per method), computed together in batches
-    (methods that share a backward pass share it) and written to the store, one atomic write each."""
+    (methods that share a backward pass share it) and written to the store, one atomic write each.
+
+    A batch runs in passes of as many images as `runtime` lets a pass keep for its backward
+    (`Runtime.pass_images`), measured on the shard's first image and on every pass since."""
     runtime = Runtime.of(runtime)
     by_id = {method_key(m.store_id, runtime.precision): m for m in methods}
     todo = [by_id[u.key.method] for u in units]
@@ -84,10 +87,21 @@ def run_units(
     if any((u.start, u.stop) != (start, stop) for u in units):
         raise InputError("units: they must cover the same probe shard")
     parts: dict[str, list[torch.Tensor]] = {m.id: [] for m in todo}
+    per_image = 0.0  # what one image's passes keep for the backward, the most seen (`Runtime.pass_images`)
+    if runtime.pass_budget is not None:  # measured on the shard's first image (its maps are made again in its batch)
+        with SavedBytes(model.module) as saved:
+            compute_maps(model, probe.batch(start, start + 1).to(runtime.device), todo, probe.size, runtime)
+        per_image = saved.bytes
     for images in runtime.batches(probe, start, stop, batch_size):
-        batch = compute_maps(model, images, todo, probe.size, runtime)
-        for method_id, maps in batch.items():
-            parts[method_id].append(maps)
+        done = 0
+        while done < len(images):
+            n = runtime.pass_images(len(images) - done, per_image)
+            with SavedBytes(model.module) as saved:
+                batch = compute_maps(model, images[done:done + n], todo, probe.size, runtime)
+            per_image = max(per_image, saved.bytes / n)
+            done += n
+            for method_id, maps in batch.items():
+                parts[method_id].append(maps)
     return [store.write(u, torch.cat(parts[by_id[u.key.method].id])) for u in units]
 
 

@@ -24,6 +24,13 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """The uncompressed .npz serialisation of named arrays (no pickle)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 def sha256(payload: bytes) -> str:
     """Hex sha256 of bytes in memory."""
     return hashlib.sha256(payload).hexdigest()

@@ -3,7 +3,8 @@
 Tables: ``models`` (registered models), ``shards`` (one row per shard file, with its sha256),
 ``layouts`` (the shard size of each entry, fixed by the first process that plans it),
 ``affinities`` (cached pair values, ``model_a <= model_b``, each with a checksum over its own
-fields), ``sketches``, ``failures`` (entries that failed for a reason a rerun would meet again),
+fields), ``sketches``, ``prepared`` (a model's encoder activations in a baseline's prepared form, one
+file each), ``failures`` (entries that failed for a reason a rerun would meet again),
 ``load_failures`` (zoo entries, by `models.spec_key`, whose model failed to load for such a reason),
 ``claims`` (units a process is computing, see `claims`) and ``heartbeats`` (when each claiming
 process last showed it was alive). Every write is one short ``BEGIN IMMEDIATE`` transaction, so
@@ -13,7 +14,7 @@ Schema changes: tables are added with ``CREATE TABLE IF NOT EXISTS`` and columns
 when a store is opened (`_MIGRATIONS`), inside the transaction that checks the version, so a store
 written by an older modelspace opens and is upgraded in place; a store of a newer schema than this
 modelspace knows is refused. Version 2 added ``affinities.checksum`` (rows of version 1 have none
-and are recomputed on first use) and ``layouts``.
+and are recomputed on first use) and ``layouts``; version 3 added ``prepared``.
 
 A file in the manifest's place that does not start with SQLite's header is refused before SQLite
 sees it: SQLite would take a file shorter than its header for a new database and overwrite it.
@@ -29,7 +30,7 @@ from pathlib import Path
 from ..errors import InputError, StorageError, StoreError
 from .keys import EntryKey
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _BUSY_TIMEOUT_S = 60.0
 
 _SCHEMA = """
@@ -86,6 +87,15 @@ CREATE TABLE IF NOT EXISTS sketches (
     path TEXT NOT NULL,
     checksum TEXT NOT NULL,
     PRIMARY KEY (model_key, probe_hash, method, probe_size, dim, seed)
+);
+CREATE TABLE IF NOT EXISTS prepared (
+    model_key TEXT NOT NULL,
+    probe_hash TEXT NOT NULL,
+    method TEXT NOT NULL,
+    probe_size INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    PRIMARY KEY (model_key, probe_hash, method, probe_size)
 );
 CREATE TABLE IF NOT EXISTS failures (
     model_key TEXT NOT NULL,

@@ -7,7 +7,7 @@ runs), declared by one object, `RayExecutor`:
   over one model's share, ``gpus_per_model`` may be a fraction so that small models share a GPU,
   counted when the run starts), takes the models one after another. An actor loads a model once and
   computes, shard by shard, every method of a backward group in one pass, as `LocalExecutor` does
-  (`run_units`); it can also prepare the model's baseline activations. Worker processes, their
+  (`run_units`); it also prepares the model's baseline activations that the store lacks. Worker processes, their
   Python and torch start once per slot, not once per model, and the cluster never holds more models
   in memory than it has slots.
 * **The driver is the store's only writer.** SQLite must not be written from several machines
@@ -87,6 +87,12 @@ class Job(Protocol):
 
     def counted(self, computed: int, reused: int) -> None:
         """Units computed in this run, units found stored."""
+
+    def stored(self, loaded: LoadedModel) -> tuple[dict, list]:
+        """A model's prepared baseline forms found in the store, and the baselines a worker is to prepare."""
+
+    def prepared(self, loaded: LoadedModel, prepared: dict, errors: list) -> dict:
+        """What a worker's `prepare_baselines` gave for a model, recorded and stored; returns the forms."""
 
 
 class ModelWorker:
@@ -256,7 +262,7 @@ class RayExecutor:
         self.placements: list[dict] = []
 
     # ------------------------------------------------------------------ driver
-    def run(self, models: Sequence[Any], probe: Any, store: MapStore, job: Job, baselines: Sequence[Any] = ()) -> None:
+    def run(self, models: Sequence[Any], probe: Any, store: MapStore, job: Job) -> None:
         """Load and compute every model on the cluster, committing shards to ``store`` as they arrive."""
         ray = import_ray()
         self._connect(ray)
@@ -301,7 +307,7 @@ class RayExecutor:
                         name, kind = pending.pop(ref)
                         m = live[name]
                         if kind == "load":
-                            self._loaded(ref, m, job, baselines, pending)
+                            self._loaded(ref, m, job, pending)
                             planned = sum(len(group) for _, group in m.waiting)  # known once it is planned
                             bar.total += planned
                             if planned:
@@ -375,7 +381,7 @@ class RayExecutor:
             return dataclasses.replace(self.runtime, device="cuda")  # Ray shows the actor its GPU as cuda:0
         return self.runtime
 
-    def _loaded(self, ref, m: _Model, job: Job, baselines: Sequence[Any], pending: dict) -> None:
+    def _loaded(self, ref, m: _Model, job: Job, pending: dict) -> None:
         out = self._get(ref, m, "failed while loading")
         if "error" in out:
             m.actor_dead = "pid" not in out  # its actor died for good: the pool gets a fresh one
@@ -387,17 +393,16 @@ class RayExecutor:
             for unit in units:
                 shards.setdefault((unit.start, unit.stop), []).append(unit)
             m.waiting.extend((methods, group) for group in shards.values())
-        if baselines:
-            pending[m.actor.baselines.remote(m.ref, self._probe, list(baselines))] = (m.name, "baselines")
+        m.prepared, todo = job.stored(m.loaded)
+        if todo:  # the others are in the store: no forward pass for them
+            pending[m.actor.baselines.remote(m.ref, self._probe, todo)] = (m.name, "baselines")
 
     def _prepared(self, ref, m: _Model, job: Job) -> None:
         out = self._get(ref, m, "failed while preparing baselines")
         if "error" in out:
             job.failed(m.name, ["baselines"], out["error"], False, m.loaded)
             return
-        m.prepared = out["prepared"]
-        for what, error in out["errors"]:
-            job.failed(m.name, [what], error, False, m.loaded)
+        m.prepared.update(job.prepared(m.loaded, out["prepared"], out["errors"]))
 
     def _dispatch(self, m: _Model, store: MapStore, owner: str, job: Job) -> list[tuple[Any, list]]:
         """Send the shards of ``m`` that are missing and free to claim; keep those another process holds."""

@@ -12,6 +12,11 @@ executor consults, so that the attribution code itself stays free of them:
 * ``workers`` / ``pin_memory``: probe batches prepared by DataLoader worker processes and copied
   from page-locked memory. Batches travel as uint8 (4× fewer bytes than float32) and become
   floats on the device.
+* ``pass_memory``: what one forward+backward pass may keep for its backward (the tensors autograd
+  saves, `SavedBytes`), which grows with its images: a batch that would keep more is split into
+  passes of fewer images (`pass_images`), so that a run's peak memory does not grow with the batch
+  size or the models' sizes. On the CPU it is bounded by default (`CPU_PASS_MEMORY`); on an
+  accelerator the batch size, chosen for its memory, decides.
 
 The runtime moves tensors and modules only; it knows nothing of store keys. Parameter gradients
 are never computed (`attribution.base.frozen_parameters`) and maps are stored as float16
@@ -32,6 +37,12 @@ from ..probe import ProbeSet
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+CPU_PASS_MEMORY = 1 << 30
+"""Bytes a pass may keep for its backward on the CPU unless `Runtime.pass_memory` says otherwise: at
+224², timm's ResNet-50 keeps 0.27 GB per image (the paper's three methods), so it runs 3 images a pass,
+a ViT-S/16 0.12 GB, 8 images (benchmarks/memory.py measures the run's peak and time against unbounded
+passes)."""
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -49,6 +60,9 @@ class Runtime:
         DataLoader worker processes (0: batches are made in this process).
     pin_memory : bool or None
         Page-locked host memory for the batches; None pins when the device is CUDA.
+    pass_memory : int or None
+        Bytes one forward+backward pass may keep for its backward; None: `CPU_PASS_MEMORY` on the
+        CPU, no bound on other devices.
     """
 
     device: str = "cpu"
@@ -56,6 +70,7 @@ class Runtime:
     channels_last: bool = False
     workers: int = 0
     pin_memory: bool | None = None  # None: pin when the device is CUDA
+    pass_memory: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", str(self.device))
@@ -66,6 +81,7 @@ class Runtime:
         if self.precision not in PRECISIONS:
             raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         check_int(self.workers, "workers", minimum=0)
+        check_int(self.pass_memory, "pass_memory", optional=True)
 
     @classmethod
     def of(cls, runtime: "Runtime | str | torch.device") -> "Runtime":
@@ -97,6 +113,20 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=dtype)
 
+    @property
+    def pass_budget(self) -> int | None:
+        """The bytes a pass may keep for its backward (`pass_memory`, or its default here), None: no bound."""
+        if self.pass_memory is not None:
+            return self.pass_memory
+        return CPU_PASS_MEMORY if self.device_type == "cpu" else None
+
+    def pass_images(self, n: int, bytes_per_image: float) -> int:
+        """How many of `n` images one pass takes, given what an image keeps for the backward (`SavedBytes`)."""
+        budget = self.pass_budget
+        if budget is None or bytes_per_image <= 0:
+            return n
+        return max(1, min(n, int(budget // bytes_per_image)))
+
     def batches(self, probe: ProbeSet, start: int, stop: int, batch_size: int) -> Iterator[torch.Tensor]:
         """Probe images start..stop-1 on the device as float (B, 3, S, S) in [0, 1], in batches."""
         if self.workers == 0:
@@ -110,6 +140,42 @@ class Runtime:
         )
         for raw in loader:
             yield raw.to(self.device, non_blocking=pin).float().div_(255.0)
+
+
+class SavedBytes:
+    """While active, the bytes of the tensors that autograd saves for backward, each storage once and
+    the module's own parameters and buffers not at all (they are held anyway): what a forward+backward
+    pass keeps at its peak beyond the model, in proportion to its images.
+
+        with SavedBytes(model.module) as saved:
+            maps = compute_maps(model, images, methods, size)
+        saved.bytes
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self._own = {t.untyped_storage().data_ptr() for t in (*module.parameters(), *module.buffers())}
+        self._seen: set[int] = set()
+        self.bytes = 0
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def __enter__(self) -> "SavedBytes":
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+        self._seen.clear()
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # a tensor without storage (sparse, a subclass): not counted
+            return t
+        ptr = storage.data_ptr()
+        if ptr not in self._seen and ptr not in self._own:
+            self._seen.add(ptr)
+            self.bytes += storage.nbytes()
+        return t
 
 
 class _Uint8Batches(torch.utils.data.Dataset):

@@ -14,7 +14,10 @@ any ``..`` and symbolic links) to a file inside ``arrays/``: an edited row never
 read or delete a file elsewhere. An entry's shard size is fixed by the first `plan` of it, in any
 process. The store also caches pair affinities (each row with a checksum over its fields: a row
 that fails it is recomputed) and random-projection sketches (`similarity.sketch`), both dropped
-when the maps they came from are replaced, and remembers
+when the maps they came from are replaced; keeps each model's encoder activations in the prepared
+form of each baseline (`put_prepared`: an entry whose method part names the baseline, one ``.npz``
+beside where its maps would be, with its sha256), so that a rerun runs no forward pass for them;
+and remembers
 entries that failed for a deterministic reason (`put_failure`), and zoo entries whose model failed to
 load for one (`put_load_failure`), so that reruns need not meet the same error again.
 
@@ -42,7 +45,8 @@ from ..progress import progress as progress_bar
 
 from ..errors import InputError, StorageError, StoreError, check_int
 from .claims import Claims
-from .files import atomic_write, file_sha256, file_stamp, npy_bytes, partial_writes, prune_empty_dirs, sha256
+from .files import (atomic_write, file_sha256, file_stamp, npy_bytes, npz_bytes, partial_writes, prune_empty_dirs,
+                    sha256)
 from .keys import EntryKey, WorkUnit, check_safe_key, method_folder, plan_units
 from .manifest import ENTRY, Manifest, key_tuple, pair_tuple
 
@@ -191,7 +195,7 @@ class MapStore:
 
         with self.db.transaction() as cur:
             stale = self._overlapping_shards(cur, unit)
-            sketch_paths = self._drop_sketches(cur, ENTRY, key_tuple(key))  # made from the maps being replaced
+            sketch_paths = self._drop_derived(cur, ENTRY, key_tuple(key), ["sketches"])  # made from the maps replaced
             cur.executemany(
                 f"DELETE FROM shards WHERE {ENTRY} AND shard = ?",
                 [(*key_tuple(key), number) for number, _ in stale],
@@ -349,8 +353,8 @@ class MapStore:
 
     # ------------------------------------------------------------------ removal
     def remove_entry(self, key: EntryKey) -> int:
-        """Delete an entry's shards (rows and files), its shard layout, the affinities computed from it
-        and any failure."""
+        """Delete an entry's shards (rows and files), its shard layout, the affinities and sketches computed
+        from it, its prepared form and any failure."""
         with self.db.transaction() as cur:
             paths = [r[0] for r in cur.execute(f"SELECT path FROM shards WHERE {ENTRY}", key_tuple(key))]
             cur.execute(f"DELETE FROM shards WHERE {ENTRY}", key_tuple(key))
@@ -363,13 +367,13 @@ class MapStore:
                 (key.probe_hash, key.method, len(key.method) + len(HALF_MARK), key.method + HALF_MARK, key.probe_size,
                  key.model_key, key.model_key),
             )
-            sketch_paths = self._drop_sketches(cur, ENTRY, key_tuple(key))
-        self._delete_files(paths + sketch_paths)
+            derived = self._drop_derived(cur, ENTRY, key_tuple(key))
+        self._delete_files(paths + derived)
         return len(paths)
 
     def remove_model(self, model_key: str) -> int:
-        """Delete every entry, file, shard layout, cached affinity, recorded failure and the registration
-        of a model."""
+        """Delete every entry, file, shard layout, cached affinity, sketch, prepared form, recorded failure and
+        the registration of a model."""
         check_safe_key(model_key, "model_key")
         with self.db.transaction() as cur:
             paths = [r[0] for r in cur.execute("SELECT path FROM shards WHERE model_key = ?", (model_key,))]
@@ -378,45 +382,78 @@ class MapStore:
             cur.execute("DELETE FROM layouts WHERE model_key = ?", (model_key,))
             cur.execute("DELETE FROM affinities WHERE model_a = ? OR model_b = ?", (model_key, model_key))
             cur.execute("DELETE FROM models WHERE model_key = ?", (model_key,))
-            sketch_paths = self._drop_sketches(cur, "model_key = ?", (model_key,))
-        self._delete_files(paths + sketch_paths)
+            derived = self._drop_derived(cur, "model_key = ?", (model_key,))
+        self._delete_files(paths + derived)
         return len(paths)
 
     # ------------------------------------------------------------------ sketches (see `similarity.sketch`)
     def put_sketch(self, key: EntryKey, dim: int, seed: int, sketch: np.ndarray) -> None:
         """Keep an entry's (Np, dim) random-projection sketch beside its maps (replaced when they are)."""
-        rel = self.shard_relpath(key, 0).rsplit("/", 1)[0] + f"/sketch_d{int(dim)}_s{int(seed)}.npy"
-        payload = npy_bytes(np.asarray(sketch, dtype=np.float32))
-        atomic_write(self.root / rel, payload)
-        with self.db.transaction() as cur:
-            cur.execute(
-                "INSERT OR REPLACE INTO sketches (model_key, probe_hash, method, probe_size, dim, seed, path, "
-                "checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*key_tuple(key), int(dim), int(seed), rel, sha256(payload)),
-            )
+        self._put_derived("sketches", key, {"dim": int(dim), "seed": int(seed)}, f"sketch_d{int(dim)}_s{int(seed)}.npy",
+                          npy_bytes(np.asarray(sketch, dtype=np.float32)))
 
     def get_sketch(self, key: EntryKey, dim: int, seed: int) -> np.ndarray | None:
-        """The entry's stored sketch, or None when there is none or its file fails its checksum
-        (the caller then recomputes it from the maps)."""
-        rows = self.db.query(
-            f"SELECT path, checksum FROM sketches WHERE {ENTRY} AND dim = ? AND seed = ?",
-            (*key_tuple(key), int(dim), int(seed)),
-        )
-        if not rows:
+        """The entry's stored sketch, or None when there is none or its file is missing or fails its
+        checksum (the caller then recomputes it from the maps; a warning names the file)."""
+        payload = self._get_derived("sketches", key, {"dim": int(dim), "seed": int(seed)}, "sketch")
+        return None if payload is None else np.load(io.BytesIO(payload), allow_pickle=False)
+
+    # ------------------------------------------------------------------ prepared baseline forms
+    def put_prepared(self, key: EntryKey, arrays: dict[str, np.ndarray]) -> None:
+        """Keep a model's encoder activations in a baseline's prepared form (`Similarity.pack`: named
+        arrays), under an entry whose method part names the baseline; replaces an older copy."""
+        self._put_derived("prepared", key, {}, "prepared.npz", npz_bytes(arrays))
+
+    def get_prepared(self, key: EntryKey) -> dict[str, np.ndarray] | None:
+        """The arrays `put_prepared` kept, or None when there are none or their file is missing, fails its
+        checksum or is no .npz (the caller then computes them again; a warning names the file)."""
+        payload = self._get_derived("prepared", key, {}, "prepared baseline form")
+        if payload is None:
             return None
         try:
-            payload = self._file(rows[0][0]).read_bytes()
-        except (OSError, StoreError):
-            return None  # recomputed from the maps
-        if sha256(payload) != rows[0][1]:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+                return {name: npz[name] for name in npz.files}
+        except Exception as exc:  # noqa: BLE001 - any unreadable content is a damaged entry
+            _log.warning("prepared baseline form %r cannot be read (%s); it is computed again",
+                         str(self.root / self._derived_path(key, "prepared.npz")), exc)
             return None
-        return np.load(io.BytesIO(payload), allow_pickle=False)
+
+    # ------------------------------------------------------------------ files derived from an entry
+    # Sketches and prepared forms: one file each beside the entry's shards, its sha256 in its table's row.
+    def _derived_path(self, key: EntryKey, filename: str) -> str:
+        return self.shard_relpath(key, 0).rsplit("/", 1)[0] + "/" + filename
+
+    def _put_derived(self, table: str, key: EntryKey, extra: dict[str, int], filename: str, payload: bytes) -> None:
+        rel = self._derived_path(key, filename)
+        atomic_write(self.root / rel, payload)
+        columns = ["model_key", "probe_hash", "method", "probe_size", *extra, "path", "checksum"]
+        with self.db.transaction() as cur:
+            cur.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                        (*key_tuple(key), *extra.values(), rel, sha256(payload)))
+
+    def _get_derived(self, table: str, key: EntryKey, extra: dict[str, int], what: str) -> bytes | None:
+        where = " AND ".join([ENTRY, *(f"{column} = ?" for column in extra)])
+        rows = self.db.query(f"SELECT path, checksum FROM {table} WHERE {where}", (*key_tuple(key), *extra.values()))
+        if not rows:
+            return None
+        rel, checksum = rows[0]
+        try:
+            payload = self._file(rel).read_bytes()
+        except (OSError, StoreError) as exc:
+            _log.warning("%s file %r cannot be read (%s); it is computed again", what, str(self.root / rel), exc)
+            return None
+        if sha256(payload) != checksum:
+            _log.warning("%s file %r is damaged (checksum mismatch); it is computed again", what, str(self.root / rel))
+            return None
+        return payload
 
     @staticmethod
-    def _drop_sketches(cur, where: str, params: tuple) -> list[str]:
-        """Delete sketch rows matching ``where`` inside a transaction; returns their file paths."""
-        paths = [r[0] for r in cur.execute(f"SELECT path FROM sketches WHERE {where}", params)]
-        cur.execute(f"DELETE FROM sketches WHERE {where}", params)
+    def _drop_derived(cur, where: str, params: tuple, tables: Sequence[str] = ("sketches", "prepared")) -> list[str]:
+        """Delete the rows of derived files matching ``where`` inside a transaction; returns their file paths."""
+        paths = []
+        for table in tables:
+            paths += [r[0] for r in cur.execute(f"SELECT path FROM {table} WHERE {where}", params)]
+            cur.execute(f"DELETE FROM {table} WHERE {where}", params)
         return paths
 
     # ------------------------------------------------------------------ claims (see `claims`)

@@ -100,6 +100,14 @@ class Similarity(Declared):
     uses_affinity: ClassVar[bool] = False
     #: whether it is made from other estimators' matrices, not from activations (`fusion.Fusion`)
     combines_estimators: ClassVar[bool] = False
+    #: raised whenever `_prepare` comes to compute something else, so that prepared forms kept in a
+    #: store under the old code are never reused: part of `store_id`, not of `id`
+    prepare_version: ClassVar[int] = 0
+
+    @property
+    def store_id(self) -> str:
+        """The baseline's part of the store key of its prepared forms: its `id`, and its `prepare_version`."""
+        return f"{self.id}#prepare{self.prepare_version}" if self.prepare_version else self.id
 
     def prepare(self, x: np.ndarray, what: str = "representation") -> Prepared:
         """Check an (N, ...) representation of N images and precompute what `compare` needs.
@@ -143,6 +151,35 @@ class Similarity(Declared):
                              f"below {p.n_images}")
         data = self._restrict(p.data, rows)
         return None if data is None else Prepared(self.name, p.what, len(rows), data)
+
+    def pack(self, p: Prepared) -> dict[str, np.ndarray] | None:
+        """A prepared form as named arrays, which a store keeps without pickling (`unpack` reverses it), or
+        None when its data is not an array or a tuple of arrays, numbers and strings (then it is not kept).
+
+        A baseline whose `_prepare` returns something else overrides both."""
+        items = p.data if isinstance(p.data, tuple) else (p.data,)
+        arrays = {"n_images": np.asarray(p.n_images), "is_tuple": np.asarray(isinstance(p.data, tuple))}
+        for i, item in enumerate(items):
+            plain = isinstance(item, (str, float, int, np.floating, np.integer)) and not isinstance(item, bool)
+            if not (plain or isinstance(item, np.ndarray) and item.dtype != object and item.ndim > 0):
+                return None
+            arrays[f"item{i}"] = np.asarray(item)
+        return arrays
+
+    def unpack(self, arrays: dict[str, np.ndarray], what: str) -> Prepared:
+        """The prepared form `pack` gave ``arrays`` for, naming the representation `what`; InputError when
+        they are not such arrays."""
+        try:
+            items, i = [], 0
+            while f"item{i}" in arrays:
+                a = arrays[f"item{i}"]
+                items.append(a.item() if a.ndim == 0 else a)
+                i += 1
+            data = tuple(items) if bool(arrays["is_tuple"]) else items[0]
+            n_images = int(arrays["n_images"])
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise InputError(f"{self.name}: not the arrays of a prepared form of {what!r} ({exc!r})") from None
+        return Prepared(self.name, what, n_images, data)
 
     # -- to declare
 
