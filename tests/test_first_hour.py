@@ -255,7 +255,8 @@ def test_the_tutorial_runs_as_written_on_a_user_zoo(user_zoo, tmp_path) -> None:
     assert affinity_models(result / "affinity_lrp_epsilon.csv") == [n for n in NAMES if n != "ts_encoder"]
     summary = results_json(result)
     assert summary["probe"]["n_images"] == N_IMAGES and summary["probe"]["size"] == 32  # the zoo's largest input
-    assert summary["work"] == {"computed": 17, "reused": 0}  # 6 models × 3 methods, less ts_encoder's ε-LRP
+    # 6 models × 3 methods, less ts_encoder's ε-LRP; the activations DDS compares, once per model
+    assert summary["work"] == {"computed": 17, "reused": 0, "activations_computed": 6, "activations_reused": 0}
     got = {m["name"]: m["preprocessing"] for m in summary["models"]}
     assert "hf config" in json.dumps(got["hf_convnext"]) and "zoo" in json.dumps(got["hf_resnet"])
 
@@ -278,7 +279,8 @@ def test_the_tutorial_runs_as_written_on_a_user_zoo(user_zoo, tmp_path) -> None:
         (user_zoo / "zoo.yaml").write_text(yaml_zoo(ZOO))
     assert again.returncode == 1, again.stderr[-3000:]  # ts_encoder: skipped, failed before
     assert computed_steps(again.stderr) == ["my_net_v2"] * 2  # saliency+gradient_x_input, then ε-LRP
-    assert results_json(result)["work"] == {"computed": 3, "reused": 17}
+    assert results_json(result)["work"] == {"computed": 3, "reused": 17, "activations_computed": 1,
+                                            "activations_reused": 6}
     (failure,) = results_json(result)["failures"]
     assert failure["model"] == "ts_encoder" and "failed before" in json.dumps(failure)
     assert affinity_models(result / "affinity_saliency.csv") == [*NAMES, "my_net_v2"]
@@ -362,7 +364,8 @@ def test_the_commands_of_your_own_models_run_as_written(user_zoo, in_work, capsy
     assert "maps of 6 models in store/; 1 failure; 17 units computed, 0 found in the store" in done["embed"].stdout
     # affinity on the same store: nothing computed again.
     assert computed_steps(done["affinity"].stderr) == []
-    assert results_json(work / "results")["work"] == {"computed": 0, "reused": 17}
+    assert results_json(work / "results")["work"] == {"computed": 0, "reused": 17, "activations_computed": 0,
+                                                      "activations_reused": 6}
     assert results_json(work / "results")["probe"]["size"] == 64
     assert affinity_models(work / "results" / "affinity_saliency.csv") == NAMES
     assert not (work / "results" / "report.html").exists()  # the run's page went with the run's results
