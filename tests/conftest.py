@@ -75,6 +75,12 @@ def store_readers(raw_maps) -> list[Reader]:
     return readers_for(raw_maps, store_rows)
 
 
+def map_units(work: dict) -> dict[str, int]:
+    """The map units of a run's work line (``work_``, results.json's ``work``): computed and found stored.
+    Its counts of encoder activations are the store tests' (tests/test_second_hour.py, item 1)."""
+    return {"computed": work["computed"], "reused": work["reused"]}
+
+
 def subprocess_env() -> dict[str, str]:
     """The environment of a `modelspace` subprocess: this checkout's sources and the toy models."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}

@@ -561,7 +561,7 @@ def test_a_long_list_of_skipped_files_is_collapsed_on_the_page(user, capsys):
 # ------------------------------------------------------------------ 8. one set of defaults
 
 
-def test_item8_the_api_computes_what_the_cli_computes_by_default(user, capsys) -> None:
+def test_the_api_computes_what_the_cli_computes_by_default(user, capsys) -> None:
     from modelspace import ModelSpace, load_zoo
 
     code, out, err = run(capsys, "run", "zoo.toml", "probe/", "--quiet")
@@ -574,7 +574,7 @@ def test_item8_the_api_computes_what_the_cli_computes_by_default(user, capsys) -
     assert list(space.results_) == [*cli["methods"], *cli["baselines"]]
 
 
-def test_item8_save_writes_what_run_writes_the_page_included(user, capsys) -> None:
+def test_save_writes_what_run_writes_the_page_included(user, capsys) -> None:
     from modelspace import ModelSpace, load_zoo
 
     code, out, err = run(capsys, "run", "zoo.toml", "probe/", "--quiet", "--out", "cli")
@@ -587,7 +587,7 @@ def test_item8_save_writes_what_run_writes_the_page_included(user, capsys) -> No
     assert "dds" in page and "cnn_a" in page
 
 
-def test_item8_the_api_lowers_n_relevant_as_the_cli_does(user, caplog) -> None:
+def test_the_api_lowers_n_relevant_as_the_cli_does(user, caplog) -> None:
     from modelspace import ModelSpace, load_zoo
 
     truth = user["dir"] / "truth.csv"
@@ -598,7 +598,7 @@ def test_item8_the_api_lowers_n_relevant_as_the_cli_does(user, caplog) -> None:
     assert "P@1" in str(evaluation) and "saliency" in str(evaluation)  # print(evaluation) is its table
 
 
-def test_item8_the_readmes_set_up_commands_are_what_ci_runs() -> None:
+def test_the_readmes_set_up_commands_are_what_ci_runs() -> None:
     from docs_examples import blocks
 
     repo = Path(__file__).resolve().parents[1]
@@ -712,4 +712,31 @@ def test_every_text_of_the_run_s_figures_lies_inside_them(user, capsys, monkeypa
 # ------------------------------------------------------------------ 10. the vision install
 
 
+def test_the_readmes_vision_install_line_is_the_one_ci_builds_with() -> None:
+    """One line for timm and torchvision, CPU and CUDA alike; .ci/run builds the vision environment with its
+    pins (tests/vision/test_readme_examples.py then runs the README's zoos in it)."""
+    import re
+
+    from docs_examples import blocks
+
+    repo = Path(__file__).resolve().parents[1]
+    (line,) = [b.text.strip() for b in blocks(repo / "README.md") if "torchvision==" in b.text and "pip install" in b.text]
+    pins = re.findall(r"\S+==\S+", line)
+    ci = (repo / ".ci" / "run").read_text(encoding="utf-8")
+    vision = re.search(r'VISION_PINS="([^"]+)"', ci).group(1).split()
+    assert {p.split("==")[0] for p in pins} == {"torch", "torchvision", "timm"} and set(pins) <= set(vision)
+    assert line.startswith("PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= ") and "export PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS=" in ci
+
+
 # ------------------------------------------------------------------ 11. timing claims
+
+
+def test_every_time_the_readme_claims_says_the_load_it_was_measured_under() -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    quick = text[text.index("## Quick start"):text.index("\n## ", text.index("## Quick start") + 5)]
+    claims = [p for p in re.split(r"\n\s*\n", quick) if re.search(r"\d+ s\b", p)]
+    assert len(claims) >= 2, quick  # the demo's and the tests'
+    for paragraph in claims:
+        assert re.search(r"load average \d", paragraph), paragraph

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import map_units
 from modelspace.cli import main
 from modelspace.errors import StoreError
 from modelspace.maps import EntryKey, MapStore, plan_units
@@ -270,7 +271,7 @@ def test_a_leftover_claim_of_another_host_or_pid_1_is_taken_over(run_files) -> N
                            "--store", str(store), "--shard-size", "2", "--methods", "saliency", "--json", "--quiet"],
                           capture_output=True, text=True, env=subprocess_env(), timeout=90)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["work"] == {"computed": 2, "reused": 0}
+    assert map_units(json.loads(done.stdout)["work"]) == {"computed": 2, "reused": 0}
     assert time.time() - start < 60
 
 
@@ -287,7 +288,7 @@ def test_a_fresh_claim_is_waited_for_naming_its_holder(run_files, monkeypatch, c
     start = time.time()
     space = ModelSpace(methods=["saliency"], store=store, shard_size=2, progress=False).embed(
         [ModelSpec("a", "python:toy_models:tiny_cnn", input_size=16)], ProbeSet.load(run_files["probe"]))
-    assert space.work_ == {"computed": 2, "reused": 0}
+    assert map_units(space.work_) == {"computed": 2, "reused": 0}
     assert time.time() - start > 1.0  # it waited for the fresh claim
     waits = [r.getMessage() for r in caplog.records if "waiting for a shard" in r.getMessage()]
     assert len(waits) == 1 and "pid 4242 on host another-host" in waits[0], caplog.text
@@ -336,7 +337,7 @@ def test_edited_model_code_is_recomputed_on_request(run_files) -> None:
                                "--store", str(run_files["root"] / store), "--methods", "saliency", "--json",
                                "--quiet", *extra], capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)["work"]
+        return map_units(json.loads(done.stdout)["work"])
 
     def checksums(store: str) -> list[str]:
         with sqlite3.connect(run_files["root"] / store / "manifest.sqlite") as conn:
@@ -416,9 +417,9 @@ def test_a_version_1_store_opens_and_its_unchecked_affinities_are_recomputed(run
     again = ModelSpace(methods=["saliency"], store=store, progress=False).fit(load_zoo(zoo), probe)
     np.testing.assert_allclose(again.results_["saliency"].affinity, truth, atol=1e-6)
     assert any("1 cached affinity value(s) ignored" in r.getMessage() for r in caplog.records)
-    assert again.work_ == {"computed": 0, "reused": 2}  # the maps were kept
+    assert map_units(again.work_) == {"computed": 0, "reused": 2}  # the maps were kept
     with sqlite3.connect(store / "manifest.sqlite") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("SELECT COUNT(*) FROM affinities WHERE checksum IS NOT NULL").fetchone()[0] == 1
 
 
