@@ -97,8 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import from_folder, write_report
 
-    n_relevant = DEFAULT_N_RELEVANT if args.n_relevant is None else args.n_relevant
-    data = from_folder(args.folder, truth=args.truth, n_relevant=n_relevant, title=args.title)
+    data = from_folder(args.folder, truth=args.truth, n_relevant=args.n_relevant, title=args.title)
     page = Path(args.out) if args.out else Path(args.folder) / REPORT_HTML
     write = functools.partial(write_report, data, progress=not args.quiet, summary_estimator=args.summary_estimator)
     if page.resolve() == (Path(args.folder) / REPORT_HTML).resolve():  # the folder's own page: one of its files

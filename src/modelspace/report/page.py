@@ -29,7 +29,8 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import InputError
-from ..evaluation import BUNDLED, Comparison, Curves, Evaluation, GroundTruth, compare_estimators, evaluate_matrices
+from ..evaluation import (BUNDLED, Comparison, Curves, Evaluation, GroundTruth, compare_estimators, evaluate_matrices,
+                          relevant_for)
 from ..models import describe_preprocessing
 from ..results import TRUTH_AFFINITY_CSV, MethodResult, holds, read_matrix
 from ..results import load as load_folder
@@ -127,7 +128,7 @@ def from_space(space, truth: GroundTruth | str | Path | None = None,
     return ReportData(views, settings, getattr(space, "evaluation_", None), truth, truth_tree, title, grids)
 
 
-def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = None, n_relevant: int = 5,
+def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = None, n_relevant: int | None = None,
                 title: str = "modelspace report") -> ReportData:
     """Report data of an output folder written by `ModelSpace.save` (`modelspace run`, `demo`).
 
@@ -151,9 +152,12 @@ def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = Non
     return ReportData(views, settings, evaluation, truth, truth_tree, title, grids)
 
 
-def evaluate_views(views: list[MethodResult], truth: GroundTruth, n_relevant: int = 5) -> Evaluation:
-    """P@K / R@K of every estimator against `truth` (models matched by task label)."""
-    return evaluate_matrices({v.id: (v.affinity, v.labels) for v in views}, truth, n_relevant)
+def evaluate_views(views: list[MethodResult], truth: GroundTruth, n_relevant: int | None = None) -> Evaluation:
+    """P@K / R@K of every estimator against `truth` (models matched by task label); `n_relevant` None:
+    `evaluation.relevant_for`'s default, as `ModelSpace.evaluate` and `modelspace run` take it."""
+    labels = list(dict.fromkeys(label for v in views for label in v.labels))
+    return evaluate_matrices({v.id: (v.affinity, v.labels) for v in views}, truth,
+                             relevant_for(truth, labels, n_relevant))
 
 
 def truth_affinity(truth: GroundTruth, labels: list[str]) -> tuple[np.ndarray, list[str], str] | None:
