@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from modelspace.maps.store import normalise_rows
@@ -94,3 +95,18 @@ def key_before_preprocessing(spec: dict, state_hash: str) -> str:
               "pretrained", "trust_checkpoint")
     text = json.dumps({k: spec[k] for k in fields}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256((text + "\n" + state_hash).encode()).hexdigest()
+
+
+@pytest.fixture
+def connections(monkeypatch) -> list[tuple]:
+    """Every TCP connection attempted, each refused as if no network were reachable."""
+    import socket
+
+    attempts: list[tuple] = []
+
+    def unreachable(address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    return attempts

@@ -386,21 +386,6 @@ def hub_source():
     SOURCE_DOWNLOADS.pop("hubtest", None)
 
 
-@pytest.fixture
-def connections(monkeypatch) -> list[tuple]:
-    """Every TCP connection attempted, each refused as if no network were reachable."""
-    import socket
-
-    attempts: list[tuple] = []
-
-    def unreachable(address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError(101, "Network is unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", unreachable)
-    return attempts
-
-
 def test_offline_a_missing_download_fails_at_once(user, capsys, hub_source, connections, monkeypatch):
     import huggingface_hub.constants
 

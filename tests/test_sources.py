@@ -563,21 +563,6 @@ def test_timm_and_torchvision_typos_fail_before_any_model_loads(tmp_path, capsys
     assert "'fine'" not in err
 
 
-@pytest.fixture
-def connections(monkeypatch) -> list[tuple]:
-    """Every TCP connection attempted, each refused as if no network were reachable."""
-    import socket
-
-    attempts: list[tuple] = []
-
-    def unreachable(address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError(101, "Network is unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", unreachable)
-    return attempts
-
-
 @pytest.mark.parametrize("hub_offline_set", [False, True])
 def test_timm_weights_not_cached_fail_at_once_offline(tmp_path, capsys, monkeypatch, connections, hub_offline_set):
     pytest.importorskip("timm", reason=VISION_SKIP)
