@@ -17,7 +17,7 @@ from report_fixtures import clustered_affinity, large_report
 
 from modelspace.cli import main
 from modelspace.errors import InputError
-from modelspace.evaluation import compare_estimators, evaluate_matrices, GroundTruth
+from modelspace.evaluation import Bootstrap, compare_estimators, evaluate_matrices, GroundTruth
 from modelspace.report import ReportData, write_report
 from modelspace.report import figures as figs
 from modelspace.report import plots
@@ -127,7 +127,7 @@ def page_30(tmp_path_factory):
 def test_summary_leads_with_the_best_estimator_and_its_intervals(page_30) -> None:
     data, text = page_30
     assert sections(text)[0] == "summary"
-    c = compare_estimators(data.evaluation, k=5, n_resamples=2000, seed=0)
+    c = compare_estimators(data.evaluation, k=5, bootstrap=Bootstrap(2000, 0))
     summary = text[text.index('<section id="summary"'):text.index("</section>", text.index('<section id="summary"'))]
     assert f"<b>{c.best}</b> ranks sources best" in summary
     assert f"P@5 {c.scores[c.best]:.2f} against {c.scores['random']:.2f} for random" in summary

@@ -6,20 +6,23 @@ import numpy as np
 import pytest
 
 from modelspace.errors import InputError
-from modelspace.evaluation import Evaluation, GroundTruth, bootstrap_interval, compare_estimators, evaluate_matrices
+from modelspace.evaluation import (Bootstrap, Evaluation, GroundTruth, bootstrap_interval, compare_estimators,
+                                   evaluate_matrices)
 from modelspace.similarity import cophenetic, hubs, mds_explained, similarity_tree, tree_agreement
 
 
 def test_bootstrap_interval_of_two_targets_is_their_range() -> None:
     # Two targets: a resample's mean is d1, (d1+d2)/2 or d2 with chances 1/4, 1/2, 1/4, so the
     # 2.5 % and 97.5 % points are d1 and d2 themselves.
-    assert bootstrap_interval([0.0, 1.0], n_resamples=2000, seed=0) == (0.0, 1.0)
+    assert bootstrap_interval([0.0, 1.0], Bootstrap(n_resamples=2000, seed=0)) == (0.0, 1.0)
     assert bootstrap_interval([0.2, 0.2, 0.2]) == pytest.approx((0.2, 0.2))  # no spread, no interval
-    assert bootstrap_interval([0.5, -1.0, 2.0], seed=3) == bootstrap_interval([0.5, -1.0, 2.0], seed=3)
-    with pytest.raises(InputError, match="differences"):
+    assert bootstrap_interval([0.5, -1.0, 2.0], Bootstrap(seed=3)) == bootstrap_interval([0.5, -1.0, 2.0], Bootstrap(seed=3))
+    with pytest.raises(InputError, match="values"):
         bootstrap_interval([])
     with pytest.raises(InputError, match="level"):
-        bootstrap_interval([1.0], level=1.5)
+        Bootstrap(level=1.5)
+    with pytest.raises(InputError, match="n_resamples"):
+        Bootstrap(n_resamples=0)
 
 
 def tiny_evaluation() -> Evaluation:

@@ -11,7 +11,7 @@ import pytest
 
 from modelspace.attribution import DEFAULT_METHODS, METHODS
 from modelspace.errors import InputError
-from modelspace.evaluation import GroundTruth, evaluate, leave_one_target_out
+from modelspace.evaluation import BOOTSTRAP, Bootstrap, GroundTruth, evaluate, leave_one_target_out
 from modelspace.similarity import BASELINES
 from modelspace.space import DEFAULT_ESTIMATOR, default_estimators
 from modelspace.world import build, study, which
@@ -57,7 +57,7 @@ def test_study_in_miniature(tmp_path) -> None:
     results = study.run_study(tmp_path, n_probe=20, sizes=(6, 12), domains=("train", "textures"), progress=False,
                               methods=("saliency", "gradient_x_input", "gradient_x_input(baseline='mean')"),
                               baselines=("svcca", "rsa", "dds", "depara", fusion),
-                              label_scores=("logme", "hscore", "leep"), label_sizes=(12,), n_resamples=200)
+                              label_scores=("logme", "hscore", "leep"), label_sizes=(12,), bootstrap=Bootstrap(n_resamples=200))
     assert set(results["domains"]) == {"train", "textures"}
     rows = results["domains"]["train"]["estimators"]
     assert {"saliency", "gradient_x_input", "svcca(variance=0.99)"} <= set(rows)
@@ -106,7 +106,7 @@ def test_label_targets_keep_only_components_with_variance() -> None:
 
 def test_bootstrap_summary_matches_a_direct_transcription() -> None:
     values = {"a": 1.0, "b": 0.0, "c": 0.5, "d": 0.25}
-    s = which.summarise(values, n_resamples=500, seed=3)
+    s = which.summarise(values, Bootstrap(n_resamples=500, seed=3))
     # by hand: draw 4 targets with replacement 500 times, mean each draw, take the 2.5 / 97.5 percentiles
     v = np.array([1.0, 0.0, 0.5, 0.25])
     rng = np.random.default_rng(3)
@@ -125,17 +125,17 @@ def test_paired_comparison_with_the_best() -> None:
         "weak": {f"t{i}": 0.2 for i in range(10)},
     }
     per_target["strong"]["t0"] = 0.76  # a 0.02 lead that one target can undo
-    best, diffs = which.compare_with_best(per_target, n_resamples=1000)
+    best, diffs = which.compare_with_best(per_target, Bootstrap(n_resamples=1000))
     assert best == "strong"
     assert not diffs["close"].distinguishable  # 0.02 apart: not called different
     assert diffs["weak"].distinguishable and diffs["weak"].mean == pytest.approx(0.596)
     # paired: the difference's interval, by hand
     d = np.array([per_target["strong"][t] - per_target["close"][t] for t in per_target["strong"]])
-    rng = np.random.default_rng(which.SEED)
+    rng = np.random.default_rng(BOOTSTRAP.seed)
     means = d[rng.integers(0, 10, size=(1000, 10))].mean(axis=1)
     assert (diffs["close"].low, diffs["close"].high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
     # a score defined on 2 targets is not the best of 10-target estimators however high its mean
-    best, diffs = which.compare_with_best({**per_target, "two targets": {"t1": 1.0, "t2": 1.0}}, n_resamples=100)
+    best, diffs = which.compare_with_best({**per_target, "two targets": {"t1": 1.0, "t2": 1.0}}, Bootstrap(n_resamples=100))
     assert best == "strong" and diffs["two targets"].mean == pytest.approx(-0.2)
 
 
@@ -224,10 +224,10 @@ def _tiny_which(twin=None) -> dict:
         "logme (n=50)": _row("label-based", {t: 0.3 for t in targets}, labels=50, cost=0.3),
         "logme (n=1000)": _row("label-based", {t: 0.9 for t in targets}, labels=1000, cost=0.5),
     }
-    which.summarise_rows(rows, n_resamples=300)
+    which.summarise_rows(rows, Bootstrap(n_resamples=300))
     domains = {"train": {"rows": rows, "n_targets": 8, "random_p5": 5 / 7, "chance_same_task_nn": 0.1,
                          "not_applicable": {"leep": "needs a classifier head on every source"}}}
-    recommendation, supported = which.recommend({"train": rows}, "saliency", n_resamples=300)
+    recommendation, supported = which.recommend({"train": rows}, "saliency", Bootstrap(n_resamples=300))
     return {"domains": domains, "recommendation": recommendation, "supported_estimator": supported,
             "cv": {"depara λ": {"train": {"0.25": 6, "1": 2}}}, "notes": ["a note"], "n_resamples": 300}
 
@@ -353,7 +353,7 @@ def test_photos_are_deterministic_crops_of_every_photograph() -> None:
 def test_confidence_validation_by_hand() -> None:
     pairs = [{"confidence": c, "stability": s, "agreement": None, "realised": p}
              for c, s, p in [(0.9, 1.0, 0.8), (0.85, 0.9, 0.6), (0.7, 0.5, 0.4), (0.5, 0.6, 0.2), (0.3, 0.2, 0.4)]]
-    v = which.validate_confidence(pairs, {"high": 0.8, "medium": 0.6}, n_resamples=200)
+    v = which.validate_confidence(pairs, {"high": 0.8, "medium": 0.6}, Bootstrap(n_resamples=200))
     # ranks of C: 5 4 3 2 1; of P@5: 5 4 2.5 1 2.5 -> Spearman 0.8207826816681233
     assert v["signals"]["confidence"]["rho"] == pytest.approx(0.8207826816681233)
     assert v["signals"]["agreement"] is None  # undefined everywhere: no number

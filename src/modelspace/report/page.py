@@ -29,8 +29,8 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import InputError
-from ..evaluation import (BUNDLED, Comparison, Curves, Evaluation, GroundTruth, compare_estimators, evaluate_matrices,
-                          relevant_for)
+from ..evaluation import (BOOTSTRAP, BUNDLED, Comparison, Curves, Evaluation, GroundTruth, compare_estimators,
+                          evaluate_matrices, relevant_for)
 from ..models import describe_preprocessing
 from ..results import TRUTH_AFFINITY_CSV, MethodResult, holds, read_matrix
 from ..results import load as load_folder
@@ -68,10 +68,6 @@ OPEN_TARGETS = 3
 
 OPEN_SKIPPED = 10
 """Up to this many skipped probe files, their list is shown open; more are collapsed."""
-
-BOOTSTRAP = {"n_resamples": 2000, "seed": 0, "level": 0.95}
-"""How the summary's intervals are drawn (`evaluation.compare_estimators`)."""
-
 
 @dataclass
 class ReportData:
@@ -266,8 +262,8 @@ def _compare(evaluation: Evaluation | None) -> Comparison | None:
     if evaluation is None or not evaluation.per_target:
         return None  # an evaluation read from an old results.json may lack the per-target details
     if evaluation.n_relevant >= evaluation.n_candidates:  # every candidate is relevant: P@K is 1 for any order
-        return compare_estimators(evaluation, "rho", **BOOTSTRAP, tie=RULE_TIE)
-    return compare_estimators(evaluation, "precision", headline_k(evaluation), **BOOTSTRAP, tie=RULE_TIE)
+        return compare_estimators(evaluation, "rho", bootstrap=BOOTSTRAP, tie=RULE_TIE)
+    return compare_estimators(evaluation, "precision", headline_k(evaluation), BOOTSTRAP, tie=RULE_TIE)
 
 
 def _rule(c: Comparison) -> str:
@@ -426,8 +422,8 @@ def _section_summary(data: ReportData, page: _Page) -> str:
 def _difference(c: Comparison, d, against: str) -> str:
     verdict = ("<b>not distinguishable</b>: the interval contains 0" if not d.distinguishable
                else "a real difference: the interval excludes 0")
-    return (f"Over {_e(against)}: {d.mean:+.2f} {c.metric} ({c.level:.0%} interval {d.low:+.2f} to {d.high:+.2f}, "
-            f"bootstrap over targets, {c.n_resamples} resamples) — {verdict}.")
+    return (f"Over {_e(against)}: {d.mean:+.2f} {c.metric} ({c.bootstrap.level:.0%} interval {d.low:+.2f} to {d.high:+.2f}, "
+            f"bootstrap over targets, {c.bootstrap.n_resamples} resamples) — {verdict}.")
 
 
 def _summary_table(data: ReportData, c: Comparison) -> str:

@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
 
 from ..errors import InputError, check_int
+from ..evaluation import target_scores
 
 MAX_TICK_LABELS = 60
 """At most this many model names label a heatmap axis; beyond, every k-th one shows (the page's
@@ -216,19 +217,14 @@ def plot_curves(report: Mapping, path: str | Path, k_max: int | None = None) -> 
 
 def target_quartiles(details: Mapping | None, ks: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """The 25th and 75th percentiles over targets of P@K and R@K at each K in `ks`, from one
-    estimator's per-target details (``hits_at_k`` and ``relevant`` per target); None without any."""
+    estimator's per-target details (`evaluation.target_scores`); None without any."""
     if not details:
         return None
-    hits = np.array([_padded(d["hits_at_k"], len(ks)) for d in details.values()], dtype=np.float64)
-    n_rel = np.array([max(len(d["relevant"]), 1) for d in details.values()], dtype=np.float64)
-    precision, recall = hits / ks[None, :], hits / n_rel[:, None]
-    return {key: (np.percentile(v, 25, axis=0), np.percentile(v, 75, axis=0))
-            for key, v in (("precision", precision), ("recall", recall))}
-
-
-def _padded(hits: Sequence[int], length: int) -> list[int]:
-    hits = list(hits)[:length]
-    return hits + [hits[-1] if hits else 0] * (length - len(hits))
+    out = {}
+    for metric in ("precision", "recall"):
+        table = np.array([list(target_scores(details, metric, int(k)).values()) for k in ks], dtype=np.float64)
+        out[metric] = (np.percentile(table, 25, axis=1), np.percentile(table, 75, axis=1))
+    return out
 
 
 # --------------------------------------------------------------------------- helpers

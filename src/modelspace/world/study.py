@@ -35,7 +35,7 @@ import torch
 
 from ..attribution import DEFAULT_METHODS, get_method
 from ..errors import ModelspaceError
-from ..evaluation import GroundTruth, evaluate
+from ..evaluation import BOOTSTRAP, Bootstrap, GroundTruth, evaluate
 from ..maps import Runtime, compute_maps, encoder_activations
 from ..models import load_model
 from ..probe import ProbeSet
@@ -101,7 +101,7 @@ def run_study(out: str | Path, n_probe: int = N_PROBE, sizes: Sequence[int] = SI
               progress: bool = True, zoo_dir: Path = ZOO_DIR, methods: Sequence[str] = STUDY_METHODS,
               baselines: Sequence[str] = STUDY_BASELINES, label_scores: Sequence[str] = LABEL_SCORES,
               label_sizes: Sequence[int] = LABEL_SIZES, depara_grid: Sequence[float] = DEPARA_GRID,
-              n_resamples: int = which.N_RESAMPLES, measure_costs: bool = True) -> dict:
+              bootstrap: Bootstrap = BOOTSTRAP, measure_costs: bool = True) -> dict:
     """Run the whole study into `out` (results.json, plots, table.md); returns the results.
 
     `methods`, `baselines`, `label_scores`, `label_sizes` and `depara_grid` default to the module's
@@ -159,8 +159,8 @@ def run_study(out: str | Path, n_probe: int = N_PROBE, sizes: Sequence[int] = SI
     label_rows, not_applicable, label_costs = _label_based(specs, group1, tasks, truth, label_scores, label_sizes,
                                                            measure_costs, progress)
     results["which"] = _which(table_rows, label_rows, not_applicable, {**costs, **label_costs}, cv_chosen, results,
-                              n_resamples, len(group1))
-    results["confidence"] = _confidence_validation(pairs, results["which"], n_resamples)
+                              bootstrap, len(group1))
+    results["confidence"] = _confidence_validation(pairs, results["which"], bootstrap)
     chosen = _chosen_id(results["which"])
     if chosen is not None:  # what a user of `modelspace run` gets: its default estimators, not the study's many
         extra_methods, extra_baselines = default_estimators(DEFAULT_METHODS, chosen)
@@ -173,7 +173,7 @@ def run_study(out: str | Path, n_probe: int = N_PROBE, sizes: Sequence[int] = SI
                           if p["estimator"] == chosen]
         results["confidence"]["validation"][f"`{results['which']['supported_estimator']}` in a default run "
                                             f"({', '.join([*DEFAULT_METHODS, *extra_methods, *extra_baselines])})"] = \
-            which.validate_confidence(run_pairs, REGISTRATION["confidence"]["bands"], n_resamples)
+            which.validate_confidence(run_pairs, REGISTRATION["confidence"]["bands"], bootstrap)
         results["confidence"]["default_run_pairs"] = run_pairs
     results["seconds"] = round(time.time() - start, 1)
     saved = json.loads(json.dumps(results, default=_jsonable))  # what results.json holds
@@ -205,7 +205,7 @@ def _confidence_pairs(methods, baselines, store: Path, specs, probe: ProbeSet, t
     return pairs
 
 
-def _confidence_validation(pairs: list[dict], which_data: dict, n_resamples: int) -> dict:
+def _confidence_validation(pairs: list[dict], which_data: dict, bootstrap: Bootstrap) -> dict:
     """The registered validation of the confidence: for the rule's choice and pooled over the
     eligible label-free estimators (fixed-parameter rows), over (target, domain) pairs."""
     bands = REGISTRATION["confidence"]["bands"]
@@ -216,9 +216,9 @@ def _confidence_validation(pairs: list[dict], which_data: dict, n_resamples: int
     validation = {}
     if chosen_id is not None:
         validation[f"`{chosen}` (the rule's choice)"] = which.validate_confidence(
-            [p for p in pairs if p["estimator"] == chosen_id], bands, n_resamples)
+            [p for p in pairs if p["estimator"] == chosen_id], bands, bootstrap)
     validation["every eligible estimator, pooled"] = which.validate_confidence(
-        [p for p in pairs if p["estimator"] in eligible], bands, n_resamples)
+        [p for p in pairs if p["estimator"] in eligible], bands, bootstrap)
     return {"pairs": pairs, "validation": validation, "bands": bands}
 
 
@@ -531,7 +531,7 @@ def _label_cost(loaded, images: torch.Tensor, scorer, regression, data: dict, ta
 
 
 def _which(table_rows: dict, label_rows: dict, not_applicable: dict, costs: dict, cv_chosen: dict, results: dict,
-           n_resamples: int, n_targets: int) -> dict:
+           bootstrap: Bootstrap, n_targets: int) -> dict:
     """The "which estimator when" table's data: summarised rows per domain, the recommendation, notes."""
     domains = {}
     ids = []
@@ -540,12 +540,12 @@ def _which(table_rows: dict, label_rows: dict, not_applicable: dict, costs: dict
         for row in rows.values():
             row.setdefault("cost", costs.get(row["id"]))
             ids.append(row["id"])
-        which.summarise_rows(rows, n_resamples)
+        which.summarise_rows(rows, bootstrap)
         domains[domain] = {"rows": rows, "not_applicable": not_applicable, "n_targets": n_targets,
                            "random_p5": 5 / (n_targets - 1),
                            "chance_same_task_nn": results["domains"][domain]["chance_same_task_nn"]}
     recommendation, supported = which.recommend({d: b["rows"] for d, b in domains.items()}, DEFAULT_ESTIMATOR,
-                                                n_resamples, tie=RULE_TIE)
+                                                bootstrap, tie=RULE_TIE)
     twins = max((r["twin"] or {}).get("n_twins", 0) for b in domains.values() for r in b["rows"].values())
     passes = {r["id"]: r["passes"] for b in domains.values() for r in b["rows"].values() if "passes" in r}
     notes = [
@@ -572,7 +572,7 @@ def _which(table_rows: dict, label_rows: dict, not_applicable: dict, costs: dict
     notes += [f"{name}: {row['note']}" for name, row in next(iter(domains.values()))["rows"].items() if row.get("note")]
     return {"domains": domains, "recommendation": recommendation, "supported_estimator": supported,
             "default_estimator": DEFAULT_ESTIMATOR, "cv": cv_chosen, "notes": notes,
-            "n_resamples": n_resamples, "level": which.LEVEL}
+            "n_resamples": bootstrap.n_resamples, "level": bootstrap.level}
 
 
 def _jsonable(value):

@@ -3,8 +3,8 @@
 Per probe domain and estimator, from the per-target details of an evaluation against the oracle:
 
 - P@1, P@3, P@5, R@5 and Spearman's ρ, each a mean over targets with a percentile bootstrap
-  interval over targets (`summarise`: targets resampled with replacement, `N_RESAMPLES` times,
-  seed `SEED`), ρ also with its spread (sd and interquartile range) over targets;
+  interval over targets (`summarise`, drawn as `evaluation.BOOTSTRAP` says unless told otherwise),
+  ρ also with its spread (sd and interquartile range) over targets;
 - a paired comparison with the domain's best label-free estimator by P@5 (`compare_with_best`):
   the mean per-target difference and its bootstrap interval, so that two estimators 0.02 apart on
   the same targets are called different only when the interval leaves out 0; a label-based score
@@ -29,10 +29,11 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..errors import InputError
-from ..evaluation import Difference, bootstrap_interval, leave_one_target_out
+from ..evaluation import (BOOTSTRAP, Bootstrap, Difference, bootstrap_interval, leave_one_target_out, paired_difference,
+                          target_scores)
 
-__all__ = ["CRITERION", "KINDS", "LEVEL", "METRICS", "N_RESAMPLES", "SEED", "TWIN_MARK", "compare_with_best",
-           "cross_validated_row", "format_which", "measure_cost", "paired_difference", "per_target_figures",
+__all__ = ["CRITERION", "KINDS", "METRICS", "TWIN_MARK", "compare_with_best",
+           "cross_validated_row", "format_which", "measure_cost", "per_target_figures",
            "format_candidates", "format_confidence", "recommend", "registered_choice", "summarise", "summarise_rows", "twin_check",
            "validate_confidence"]
 
@@ -41,9 +42,6 @@ METRICS = ("P@1", "P@3", "P@5", "R@5", "rho")
 KINDS = ("attribution", "label-free", "cross-validated", "label-based")
 """Row kinds, in table order: attribution methods, label-free baselines (representation
 similarity, DEPARA), cross-validated variants, label-based scores."""
-N_RESAMPLES = 2000
-SEED = 0
-LEVEL = 0.95
 TWIN_MARK = "@seed"
 """A model named ``X@seed…`` is the seed twin of model ``X`` (world v2's group 3)."""
 TIE = 0.005
@@ -56,25 +54,13 @@ CRITERION = "P@5"
 
 
 def per_target_figures(details: Mapping[str, Mapping]) -> dict[str, dict[str, float]]:
-    """Per metric, per target: the figures of one estimator from `evaluate`'s per-target details.
-
-    P@k = hits among the top k / k (a target with fewer than k candidates keeps its last count),
-    R@5 = hits among the top 5 / relevant sources, ρ = the details' Spearman (targets without one
-    are left out of ρ only).
-    """
-    out: dict[str, dict[str, float]] = {m: {} for m in METRICS}
-    for target, d in details.items():
-        hits = list(d["hits_at_k"]) or [0]
-        for k in (1, 3, 5):
-            out[f"P@{k}"][target] = hits[min(k, len(hits)) - 1] / k
-        out["R@5"][target] = hits[min(5, len(hits)) - 1] / max(len(d["relevant"]), 1)
-        if d.get("spearman") is not None:
-            out["rho"][target] = float(d["spearman"])
-    return out
+    """Per metric of `METRICS`, per target: the figures of one estimator from `evaluate`'s per-target
+    details (`evaluation.target_scores`; targets without ρ are left out of ρ only)."""
+    figures = {f"P@{k}": target_scores(details, "precision", k) for k in (1, 3, 5)}
+    return {**figures, "R@5": target_scores(details, "recall", 5), "rho": target_scores(details, "rho")}
 
 
-def summarise(values: Mapping[str, float], n_resamples: int = N_RESAMPLES, seed: int = SEED,
-              level: float = LEVEL) -> dict[str, float] | None:
+def summarise(values: Mapping[str, float], bootstrap: Bootstrap = BOOTSTRAP) -> dict[str, float] | None:
     """Mean over targets, its bootstrap interval (`evaluation.bootstrap_interval`), sd and quartiles.
 
     Returns None for no targets.
@@ -82,14 +68,14 @@ def summarise(values: Mapping[str, float], n_resamples: int = N_RESAMPLES, seed:
     v = np.array(list(values.values()), dtype=np.float64)
     if len(v) == 0:
         return None
-    low, high = bootstrap_interval(v, n_resamples, seed, level)
+    low, high = bootstrap_interval(v, bootstrap)
     q25, q75 = np.percentile(v, [25, 75])
     return {"mean": float(v.mean()), "low": low, "high": high, "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
             "q25": float(q25), "q75": float(q75), "n": len(v)}
 
 
-def compare_with_best(per_target: Mapping[str, Mapping[str, float]], n_resamples: int = N_RESAMPLES,
-                      seed: int = SEED, level: float = LEVEL) -> tuple[str, dict[str, Difference]]:
+def compare_with_best(per_target: Mapping[str, Mapping[str, float]],
+                      bootstrap: Bootstrap = BOOTSTRAP) -> tuple[str, dict[str, Difference]]:
     """The best estimator by mean score, and each other's paired difference from it.
 
     Parameters
@@ -116,21 +102,10 @@ def compare_with_best(per_target: Mapping[str, Mapping[str, float]], n_resamples
                key=lambda e: float(np.mean(list(scored[e].values()))))  # first maximum
     out = {}
     for estimator, scores in scored.items():
-        d = paired_difference(scored[best], scores, n_resamples, seed, level) if estimator != best else None
+        d = paired_difference(scored[best], scores, bootstrap, estimator) if estimator != best else None
         if d is not None:
-            out[estimator] = Difference(estimator, d.mean, d.low, d.high)
+            out[estimator] = d
     return best, out
-
-
-def paired_difference(a: Mapping[str, float], b: Mapping[str, float], n_resamples: int = N_RESAMPLES,
-                      seed: int = SEED, level: float = LEVEL) -> Difference | None:
-    """Mean over the targets both score of a − b, with its bootstrap interval (None: no common target)."""
-    common = [t for t in a if t in b]
-    if not common:
-        return None
-    d = np.array([a[t] - b[t] for t in common])
-    low, high = bootstrap_interval(d, n_resamples, seed, level)
-    return Difference("b", float(d.mean()), low, high)
 
 
 def twin_check(affinity: np.ndarray, names: Sequence[str], mark: str = TWIN_MARK) -> dict[str, Any]:
@@ -255,24 +230,23 @@ def _number(value: float | None, fmt: str = ".2f") -> str:
     return "n/a" if value is None or not np.isfinite(value) else format(value, fmt)
 
 
-def summarise_rows(rows: Mapping[str, dict], n_resamples: int = N_RESAMPLES, seed: int = SEED,
-                   level: float = LEVEL) -> None:
+def summarise_rows(rows: Mapping[str, dict], bootstrap: Bootstrap = BOOTSTRAP) -> None:
     """Fill in each row's ``figures`` (metric -> `summarise`) from its ``per_target``, mark the best
     row that needs no labels by `CRITERION`, and give every other row, label-based ones included, its
     paired difference from it (``vs_best``: mean, low, high of best − row). Labels are a different
     regime: a label-based row is never "the best" a label-free one is measured against."""
     for row in rows.values():
-        row["figures"] = {m: summarise(row["per_target"].get(m, {}), n_resamples, seed, level) for m in METRICS}
+        row["figures"] = {m: summarise(row["per_target"].get(m, {}), bootstrap) for m in METRICS}
     scores = {e: r["per_target"][CRITERION] for e, r in rows.items() if r["per_target"].get(CRITERION)}
     label_free = {e: s for e, s in scores.items() if not rows[e]["labels"]}
     if not label_free:
         return
-    best, diffs = compare_with_best(label_free, n_resamples, seed, level)
+    best, diffs = compare_with_best(label_free, bootstrap)
     for estimator, row in rows.items():
         row["best"] = estimator == best
         d = diffs.get(estimator)
         if estimator in scores and estimator not in label_free:
-            d = paired_difference(label_free[best], scores[estimator], n_resamples, seed, level)
+            d = paired_difference(label_free[best], scores[estimator], bootstrap, estimator)
         row["vs_best"] = None if d is None else {"mean": d.mean, "low": d.low, "high": d.high}
 
 
@@ -285,9 +259,9 @@ def format_which(which: Mapping[str, Any]) -> str:
     chosen values). A row holds ``kind``, ``labels``, ``cost``, ``figures`` (see `summarise_rows`),
     ``same_task_nn``, ``twin`` and optional ``note``.
     """
-    level = int(round(which.get("level", LEVEL) * 100))
+    level = int(round(which.get("level", BOOTSTRAP.level) * 100))
     lines = ["## Which estimator when", "",
-             f"Mean over targets [{level} % bootstrap interval over targets, {which.get('n_resamples', N_RESAMPLES)} "
+             f"Mean over targets [{level} % bootstrap interval over targets, {which.get('n_resamples', BOOTSTRAP.n_resamples)} "
              f"resamples]; ρ: mean ± sd over targets [interval]; vs best: the paired difference from the domain's best "
              f"label-free estimator by {CRITERION} ('=' when its interval holds 0: not distinguishable; '<' or '>' "
              "when it does not, behind or ahead of it). "
@@ -367,8 +341,8 @@ def registered_choice(domains: Mapping[str, Mapping[str, dict]], estimators: Seq
     return min(tied, key=price), worst
 
 
-def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str, n_resamples: int = N_RESAMPLES,
-              seed: int = SEED, level: float = LEVEL, tie: float | None = None) -> tuple[dict[str, str], str | None]:
+def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str, bootstrap: Bootstrap = BOOTSTRAP,
+              tie: float | None = None) -> tuple[dict[str, str], str | None]:
     """A plain recommendation per regime, generated from the rows of every probe domain.
 
     - no labels: the rule registered in ``world/candidates.toml`` (`registered_choice`): among
@@ -407,7 +381,7 @@ def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str,
         return {"no labels": "no label-free estimator was measured"}, None
     tied_count = dict.fromkeys(label_free, 0)
     for rows in domains.values():
-        best, diffs = compare_with_best({e: p5(rows[e]) for e in label_free if e in rows}, n_resamples, seed, level)
+        best, diffs = compare_with_best({e: p5(rows[e]) for e in label_free if e in rows}, bootstrap)
         for e in label_free:
             if e == best or (e in diffs and not diffs[e].distinguishable):
                 tied_count[e] += 1
@@ -449,7 +423,7 @@ def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str,
                        key=lambda e: float(np.mean(list(p5(rows0[e]).values()))))
             wins = 0
             for rows in domains.values():  # on the targets both score, paired
-                d = paired_difference(p5(rows[best]), p5(rows[choice]), n_resamples, seed, level)
+                d = paired_difference(p5(rows[best]), p5(rows[choice]), bootstrap, choice)
                 wins += d is not None and d.low > 0
             everywhere = wins == len(domains)
             verdict = (f"beats `{choice}` distinguishably on every domain" if everywhere
@@ -502,8 +476,8 @@ def format_candidates(which: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------- the confidence, validated
 
 
-def validate_confidence(pairs: Sequence[Mapping[str, Any]], bands: Mapping[str, float], n_resamples: int = N_RESAMPLES,
-                        seed: int = SEED, level: float = LEVEL) -> dict[str, Any]:
+def validate_confidence(pairs: Sequence[Mapping[str, Any]], bands: Mapping[str, float],
+                        bootstrap: Bootstrap = BOOTSTRAP) -> dict[str, Any]:
     """How well a label-free confidence predicts the realised `CRITERION`, over (target, domain) pairs.
 
     Parameters
@@ -522,7 +496,7 @@ def validate_confidence(pairs: Sequence[Mapping[str, Any]], bands: Mapping[str, 
         mean realised figure.
     """
     out: dict[str, Any] = {"n_pairs": len(pairs), "signals": {}, "bands": {}}
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(bootstrap.seed)
     for signal in ("confidence", "stability", "agreement"):
         kept = [(p[signal], p["realised"]) for p in pairs if p.get(signal) is not None]
         if len(kept) < 3:
@@ -530,9 +504,9 @@ def validate_confidence(pairs: Sequence[Mapping[str, Any]], bands: Mapping[str, 
             continue
         x, y = np.array(kept, dtype=np.float64).T
         rho = _spearman(x, y)
-        draws = [_spearman(x[i], y[i]) for i in rng.integers(0, len(x), size=(n_resamples, len(x)))]
+        draws = [_spearman(x[i], y[i]) for i in rng.integers(0, len(x), size=(bootstrap.n_resamples, len(x)))]
         draws = [d for d in draws if np.isfinite(d)]
-        tail = (1.0 - level) / 2 * 100
+        tail = (1.0 - bootstrap.level) / 2 * 100
         low, high = np.percentile(draws, [tail, 100 - tail]) if draws else (np.nan, np.nan)
         out["signals"][signal] = {"rho": rho, "low": float(low), "high": float(high), "n": len(x)}
     edges = (("high", bands["high"], np.inf), ("medium", bands["medium"], bands["high"]), ("low", -np.inf, bands["medium"]))
@@ -552,7 +526,7 @@ def format_confidence(validation: Mapping[str, Mapping[str, Any]], bands: Mappin
     """The markdown of the confidence's validation: one table of signals, one of bands, per estimator set."""
     lines = ["## How far to trust a ranking: the confidence, validated", "",
              f"Spearman's ρ over (target, domain) pairs between each signal and the realised {CRITERION} "
-             f"[{int(LEVEL * 100)} % bootstrap interval over the pairs]; then the realised {CRITERION} per band "
+             f"[{int(BOOTSTRAP.level * 100)} % bootstrap interval over the pairs]; then the realised {CRITERION} per band "
              f"of the confidence (high ≥ {bands['high']}, medium ≥ {bands['medium']}, low below).", "",
              "| estimators | pairs | confidence | stability | agreement | high: pairs, P@5 | medium | low |",
              "|---|---|---|---|---|---|---|---|"]

@@ -1,0 +1,26 @@
+"""Scoring estimated transferability against a ground-truth transfer ranking, in four parts:
+
+- `truth`: the ground truth (`GroundTruth`: a measured ranking of source tasks per target) and the
+  checks that it can score a zoo;
+- `metrics`: P@K, R@K and Spearman's ρ per target and averaged (`evaluate`, `Evaluation`), beside
+  the random and oracle references;
+- `comparison`: whether one estimator's lead over another is more than chance (a paired bootstrap
+  over targets, configured by one `Bootstrap`);
+- `crossval`: choosing a free parameter by leave-one-target-out cross-validation.
+
+The world's study (`world/which.py`), the report page and its plots call these and compute no
+figure of their own.
+"""
+
+from .comparison import (BOOTSTRAP, Bootstrap, Comparison, Difference, bootstrap_interval, compare_estimators,
+                         paired_difference, per_target_scores)
+from .crossval import CrossValidated, leave_one_target_out
+from .metrics import (Curves, Evaluation, evaluate, evaluate_matrices, evaluation_report, format_table, oracle_curves,
+                      random_curves, spearman, target_scores)
+from .truth import BUNDLED, DEFAULT_N_RELEVANT, GroundTruth, check_truth, count_candidates, relevant_for, unmatched_names
+
+__all__ = ["BOOTSTRAP", "BUNDLED", "Bootstrap", "Comparison", "CrossValidated", "Curves", "DEFAULT_N_RELEVANT",
+           "Difference", "Evaluation", "GroundTruth", "bootstrap_interval", "check_truth", "compare_estimators",
+           "count_candidates", "evaluate", "evaluate_matrices", "evaluation_report", "format_table",
+           "leave_one_target_out", "oracle_curves", "paired_difference", "per_target_scores", "random_curves",
+           "relevant_for", "spearman", "target_scores", "unmatched_names"]
