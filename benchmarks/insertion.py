@@ -20,8 +20,8 @@ class ShardLoads:
         self.bytes = 0
         original = store._load_shard
 
-        def counting(rel: str, checksum: str, shape: tuple[int, int]) -> np.ndarray:
-            data = original(rel, checksum, shape)
+        def counting(row: Any) -> np.ndarray:  # one manifest row of a shard
+            data = original(row)
             if not isinstance(data, np.memmap):  # read whole and hashed; a verified file is mapped instead
                 self.bytes += data.nbytes
             return data

@@ -209,7 +209,7 @@ def test_run_with_only_a_zoo_and_a_probe_folder(tmp_path, monkeypatch, capsys) -
 
 
 @pytest.mark.parametrize("command", ["run", "probe", "embed", "affinity", "tree", "evaluate", "models", "remove", "gc",
-                                     "methods", "report", "demo", "study"])
+                                     "rebuild", "methods", "report", "demo", "study"])
 def test_every_command_has_help_with_examples(command, capsys) -> None:
     with pytest.raises(SystemExit) as done:
         main([command, "--help"])

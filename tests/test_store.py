@@ -398,3 +398,173 @@ def test_prepared_forms_round_trip_and_go_with_their_entry_and_model(store, capl
     store.remove_model("m1")
     assert store.get_prepared(dds) is None
     assert [p.parts[-5] for p in (store.root / "arrays").rglob("prepared.npz")] == ["m2"]
+
+
+# ---------------------------------------------------------------------- units bound to their identity
+def test_the_bound_checksum_covers_every_identity_field_and_the_bytes():
+    from modelspace.maps.keys import bound_checksum
+    from modelspace.maps.store import shard_identity
+
+    identity = shard_identity(key_for("m1"), shard=1, start=4, stop=8, n_features=F, n_zero=0, n_nonfinite=0)
+    checksum = bound_checksum(identity, "ab" * 32)
+    assert bound_checksum(dict(reversed(identity.items())), "ab" * 32) == checksum  # canonical: order-free
+    assert bound_checksum(identity, "ac" * 32) != checksum
+    for field, value in identity.items():
+        other = {**identity, field: value + 1 if isinstance(value, int) else value + "x"}
+        assert bound_checksum(other, "ab" * 32) != checksum, field
+
+
+def test_health_counts_only_rows_that_match_their_checksum(store, maps, caplog):
+    """An edited count is not the maps' own: the row is named, counts nothing, and its unit is missing."""
+    key = key_for("m1")
+    units, infos = write_all(store, key, maps)
+    with store.db.transaction() as cur:
+        cur.execute("UPDATE shards SET n_nonfinite = 3 WHERE shard = 1")
+    with caplog.at_level("WARNING"):
+        assert store.health(key) == {"n_zero": 0, "n_nonfinite": 0}
+        assert store.missing(units) == [units[1]]
+    assert caplog.text.count(infos[1].path) == 1 and "does not match its checksum" in caplog.text
+    with pytest.raises(StoreError, match="does not match its checksum"):
+        store.read(key)
+
+
+def test_each_file_carries_its_identity_and_its_model_in_a_sidecar(store, maps):
+    key = key_for("m1")
+    store.register_model("m1", "resnet", {"source": "python:a"})
+    _, infos = write_all(store, key, maps)
+    sidecar = json.loads(Path(infos[2].path).with_suffix(".json").read_text())
+    assert sidecar["identity"] == {"kind": "shard", "model_key": "m1", "probe_hash": PROBE, "method": METHOD,
+                                   "probe_size": 4, "shard": 2, "start": 8, "stop": 10, "n_features": F, "n_zero": 0,
+                                   "n_nonfinite": 0}
+    assert sidecar["model"] == {"name": "resnet", "spec": {"source": "python:a"}}
+    from modelspace.maps.files import file_sha256
+    assert sidecar["sha256"] == file_sha256(Path(infos[2].path))
+    store.remove_model("m1")
+    assert not (store.root / "arrays" / "m1").exists()  # sidecars go with their files
+
+
+def schema_3(root: Path) -> None:
+    """Make a store what modelspace wrote before files carried their identity (schema version 3): rows
+    whose checksum is their file's sha256, no ``sha256`` columns, no sidecars."""
+    import sqlite3
+
+    with sqlite3.connect(root / "manifest.sqlite") as conn:
+        for table in ("shards", "sketches", "prepared"):
+            conn.execute(f"UPDATE {table} SET checksum = sha256")
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN sha256")
+        conn.execute("PRAGMA user_version = 3")
+    for sidecar in root.rglob("*.json"):
+        sidecar.unlink()
+
+
+def test_a_schema_3_store_is_used_as_it_is_and_signed(tmp_path, maps, caplog):
+    """Stores written before files carried their identity keep working with nothing recomputed: a row is
+    used when its path is its identity's and its file checks out, then signed and given its sidecar. A
+    row that fails (a count edited, a path of another shard) is named and its unit missing."""
+    import sqlite3
+
+    from modelspace.maps.keys import bound_checksum
+
+    root, key, other = tmp_path / "store", key_for("m1"), key_for("m2")
+    arrays = {"item0": np.arange(6.0).reshape(2, 3)}
+    with MapStore(root) as store:
+        store.register_model("m1", "resnet", {"source": "python:a"})
+        units, _ = write_all(store, key, maps)
+        other_units, _ = write_all(store, other, maps)
+        store.put_prepared(key_for("m1", method="prepared:dds"), arrays)
+        store.put_sketch(key, 8, 0, np.ones((N, 8)))
+        before = store.read(key)
+    schema_3(root)
+    with sqlite3.connect(root / "manifest.sqlite") as conn:
+        conn.execute("UPDATE shards SET n_nonfinite = 1 WHERE model_key = 'm2' AND shard = 0")
+        conn.execute("UPDATE shards SET path = (SELECT path FROM shards WHERE model_key = 'm2' AND shard = 2) "
+                     "WHERE model_key = 'm2' AND shard = 1")
+    with MapStore(root) as store, caplog.at_level("WARNING"):
+        assert store.missing(units) == []
+        assert store.missing(other_units) == other_units[:2]
+        np.testing.assert_array_equal(store.read(key), before)
+        assert store.get_prepared(key_for("m1", method="prepared:dds"))["item0"].tolist() == arrays["item0"].tolist()
+        assert store.get_sketch(key, 8, 0).shape == (N, 8)
+        rows = store.db.query("SELECT model_key, shard, checksum, sha256 FROM shards ORDER BY model_key, shard")
+    assert "holds 0 all-zero maps" in caplog.text and "bound to another unit" in caplog.text
+    signed = {(k, s): (c, d) for k, s, c, d in rows if d is not None}
+    assert sorted(signed) == [("m1", 0), ("m1", 1), ("m1", 2), ("m2", 2)]
+    sidecars = {}
+    for (model, shard), (checksum, digest) in signed.items():
+        sidecar = (root / store.shard_relpath(key_for(model), shard)).with_suffix(".json")
+        sidecars[model] = json.loads(sidecar.read_text())
+        assert sidecars[model]["sha256"] == digest and checksum == bound_checksum(sidecars[model]["identity"], digest)
+    assert sidecars["m1"]["model"] == {"name": "resnet", "spec": {"source": "python:a"}}
+    assert "model" not in sidecars["m2"]  # never registered
+    with MapStore(root) as store:  # signed rows are used as any other
+        assert store.missing(units) == [] and store.db.query("PRAGMA user_version") == [(4,)]
+
+
+def test_rebuild_makes_the_manifest_anew_from_the_sidecars(tmp_path, maps, caplog):
+    """`rebuild` keeps the old manifest aside and enters every unit whose file matches its sidecar; a file
+    with no sidecar, bytes the sidecar does not hash to, or a count its maps do not hold is left out."""
+    import sqlite3
+
+    root = tmp_path / "store"
+    keys = {name: key_for(name) for name in ("m1", "m2")}
+    with MapStore(root) as store:
+        for name, key in keys.items():
+            store.register_model(name, f"net_{name}", {"source": f"python:{name}"})
+            write_all(store, key, maps)
+        store.put_prepared(key_for("m1", method="prepared:dds"), {"a": np.ones(3)})
+        store.put_sketch(keys["m2"], 8, 0, np.ones((N, 8)))
+        store.put_affinities([(keys["m1"], keys["m2"], 0.5)])
+        store.put_failure(key_for("m1", method="saliency"), "no")
+        units = {name: store.plan(key, name, N, 4) for name, key in keys.items()}
+        expected = {name: store.read(key) for name, key in keys.items()}
+        paths = {name: [root / store.shard_relpath(key, s) for s in range(3)] for name, key in keys.items()}
+    paths["m2"][0].with_suffix(".json").unlink()  # no sidecar
+    flipped = bytearray(paths["m2"][1].read_bytes())
+    flipped[-2] ^= 0x10
+    paths["m2"][1].write_bytes(bytes(flipped))  # bytes of another sha256
+    sidecar = json.loads(paths["m2"][2].with_suffix(".json").read_text())
+    sidecar["identity"]["n_zero"] = 2  # a count its maps do not hold
+    paths["m2"][2].with_suffix(".json").write_text(json.dumps(sidecar))
+    old = (root / "manifest.sqlite").read_bytes()
+
+    with caplog.at_level("WARNING"):
+        done = MapStore.rebuild(root)
+    assert (done["models"], done["shards"], done["sketches"], done["prepared"]) == (2, 3, 1, 1)
+    assert sorted(Path(item["path"]).name for item in done["left_out"]) == ["shard_00000.npy", "shard_00001.json",
+                                                                          "shard_00002.json"]
+    assert all(item["path"] in caplog.text for item in done["left_out"])
+    assert Path(done["kept"]).read_bytes() == old
+    with MapStore(root) as store:
+        assert [(m["model_key"], m["name"], m["spec"]) for m in store.models()] == [
+            ("m1", "net_m1", {"source": "python:m1"}), ("m2", "net_m2", {"source": "python:m2"})]
+        assert store.missing(units["m1"]) == [] and store.missing(units["m2"]) == units["m2"]
+        np.testing.assert_array_equal(store.read(keys["m1"]), expected["m1"])
+        assert store.get_prepared(key_for("m1", method="prepared:dds"))["a"].tolist() == [1, 1, 1]
+        assert store.get_sketch(keys["m2"], 8, 0) is not None
+        assert store.get_affinity(keys["m1"], keys["m2"]) is None  # caches start empty
+        assert store.failure(key_for("m1", method="saliency")) is None
+    with sqlite3.connect(root / "manifest.sqlite") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    with pytest.raises(InputError, match="no arrays folder"):
+        MapStore.rebuild(tmp_path / "nothing")
+
+
+def test_a_manifest_left_open_by_a_killed_process_is_checked_and_opens(tmp_path, maps):
+    """A ``-wal`` file with the last transactions of a process that never closed the manifest passes the
+    integrity check, and its transactions are kept."""
+    import shutil
+    import sqlite3
+
+    root, copy = tmp_path / "store", tmp_path / "copy"
+    with MapStore(root) as store:
+        write_all(store, key_for("m1"), maps)
+        held = sqlite3.connect(root / "manifest.sqlite")
+        held.execute("PRAGMA wal_autocheckpoint = 0")
+        held.execute("INSERT INTO failures VALUES ('m2', ?, ?, 4, 'late', 'now')", (PROBE, METHOD))
+        held.commit()
+        shutil.copytree(root, copy)  # what a kill -9 leaves: the manifest and its WAL, never checkpointed
+        held.close()
+    assert (copy / "manifest.sqlite-wal").stat().st_size > 0
+    with MapStore(copy) as store:
+        assert store.failure(key_for("m2")) == "late"
+        assert store.missing(plan_units(key_for("m1"), "m", N, 4)) == []

@@ -3,9 +3,10 @@
 Exit codes: 0 success (every model × method of `run`, `embed` and `affinity` has its maps),
 1 a failure inside the run: some models failed, including those skipped as "failed before" (the
 others' results are still written), or a bug (the traceback is printed); 2 bad input (zoo file,
-probe folder, ground truth, arguments, a path holding no store for `models`, `remove` and `gc`,
-an ambiguous name for `remove`); 3 the store or environment cannot be used (read-only, disk full,
-locked: the message names the path); 130 interrupted.
+probe folder, ground truth, arguments, a path holding no store for `models`, `remove`, `gc` and
+`rebuild`, an ambiguous name for `remove`); 3 the store or environment cannot be used (read-only, disk
+full, locked, a damaged manifest: the message names the path, and `rebuild` remakes a damaged
+manifest from the store's files); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ EXAMPLES = {
               "  modelspace remove 631407ed --store store/       # one of several entries named alike, by key prefix",
     "gc": "modelspace gc --keep-zoo zoo.toml --store store/ --dry-run   # what would go\n"
           "  modelspace gc --keep-zoo zoo.toml --store store/",
+    "rebuild": "modelspace rebuild --store store/   # after \"manifest ... is damaged\" (exit 3)",
     "methods": "modelspace methods",
     "report": "modelspace report results/                # → results/report.html\n"
               "  modelspace report results/ --truth truth.csv --out page.html",
@@ -254,6 +256,20 @@ def cmd_gc(args: argparse.Namespace) -> int:
     _emit(args, {"dry_run": args.dry_run, "removed": [{"name": m["name"], "model_key": m["model_key"],
                                                        "shards": m["n_shards"]} for m in stale],
                  "kept": len(stored) - len(stale), "unloadable": sorted(unknown)}, "\n".join(lines))
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from .maps import MapStore
+
+    done = MapStore.rebuild(args.store)
+    kept = f"the old manifest is kept as {done['kept']}" if done["kept"] else "there was no manifest"
+    sketches = f"{done['sketches']} sketch{'' if done['sketches'] == 1 else 'es'}"
+    left = f"; {plural(len(done['left_out']), 'file')} left out (named above), computed again when needed" \
+        if done["left_out"] else ""
+    _emit(args, done, f"rebuilt the manifest of {done['store']} from its files: {plural(done['models'], 'model')}, "
+                      f"{plural(done['shards'], 'shard')}, {sketches}, "
+                      f"{plural(done['prepared'], 'prepared form')}; {kept}{left}")
     return 0
 
 
@@ -729,6 +745,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, delete nothing")
     p.add_argument("--trust-checkpoints", action="store_true",
                    help="unpickle checkpoint files in full (can run code in them); only for files you trust")
+
+    p = add("rebuild", cmd_rebuild, "make a store's manifest anew from its files, after it was refused as damaged: "
+            "the manifest (with its -wal and -shm files) is moved aside, kept, and every model's registration and "
+            "every shard, sketch and prepared form whose file matches its identity sidecar is entered again; cached "
+            "affinities and recorded failures start empty. Run it while no other modelspace process uses the store", [])
+    p.add_argument("--store", default=DEFAULT_STORE,
+                   help=f"map store folder, an existing one (default {DEFAULT_STORE})")
 
     add("methods", cmd_methods, "list the attribution methods", [])
 

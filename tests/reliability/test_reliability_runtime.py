@@ -419,7 +419,7 @@ def test_a_version_1_store_opens_and_its_unchecked_affinities_are_recomputed(run
     assert any("1 cached affinity value(s) ignored" in r.getMessage() for r in caplog.records)
     assert map_units(again.work_) == {"computed": 0, "reused": 2}  # the maps were kept
     with sqlite3.connect(store / "manifest.sqlite") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert conn.execute("SELECT COUNT(*) FROM affinities WHERE checksum IS NOT NULL").fetchone()[0] == 1
 
 

@@ -1,13 +1,17 @@
-"""What a stored map is called: entry keys, units of work, and the one function naming a method's maps.
+"""What a stored map is called: entry keys, units of work, the one function naming a method's maps,
+and the identity every stored file is bound to.
 
 An entry (`EntryKey`: model × probe set × method × probe size) is stored as shards of consecutive
 probe images; a `WorkUnit` is one shard of one entry, the independent, JSON-serialisable grain of
-work that an executor runs anywhere against a shared store.
+work that an executor runs anywhere against a shared store. Each stored file's checksum covers its
+identity (`unit_identity`: whose maps, which part, what its rows hold) and its bytes
+(`bound_checksum`), so that a manifest row serves only the unit it names.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import asdict, dataclass
 
@@ -129,3 +133,42 @@ def plan_units(key: EntryKey, model_name: str, n_images: int, shard_size: int = 
         WorkUnit(key, model_name, shard, start, min(start + shard_size, n_images))
         for shard, start in enumerate(range(0, n_images, shard_size))
     ]
+
+
+#: What a stored file holds: a shard of maps, an entry's sketch, a model's prepared baseline form.
+UNIT_KINDS = ("shard", "sketch", "prepared")
+
+
+def unit_identity(kind: str, key: EntryKey, **fields: int) -> dict:
+    """The identity of one stored file: its kind (`UNIT_KINDS`), its entry's key, and the integer fields
+    that tell its part and content apart (a shard's number, image range, values per map and counts of
+    zero and non-finite maps; a sketch's dim and seed).
+
+    Parameters
+    ----------
+    kind : str
+        One of `UNIT_KINDS`.
+    key : EntryKey
+        The entry the file belongs to.
+    **fields : int
+        The kind's own fields.
+    """
+    if kind not in UNIT_KINDS:
+        raise InputError(f"kind: expected one of {', '.join(UNIT_KINDS)}, got {kind!r}")
+    return {"kind": kind, **asdict(key), **{name: check_int(value, name, minimum=0) for name, value in fields.items()}}
+
+
+def identity_key(identity: dict) -> EntryKey:
+    """The entry key of a `unit_identity` record (InputError naming a missing field)."""
+    missing = [f for f in ("model_key", "probe_hash", "method", "probe_size") if f not in identity]
+    if missing:
+        raise InputError(f"identity: field {missing[0]!r} is missing")
+    return EntryKey(identity["model_key"], identity["probe_hash"], identity["method"], identity["probe_size"])
+
+
+def bound_checksum(identity: dict, sha256: str) -> str:
+    """The checksum binding a file to its identity: sha256 over the canonical JSON of ``identity``
+    (`unit_identity`), a newline and the hex sha256 of the file's bytes. A row whose fields or file
+    belong to another unit, or whose counts were edited, does not match it."""
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(f"{text}\n{sha256}".encode("ascii")).hexdigest()

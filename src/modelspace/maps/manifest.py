@@ -1,23 +1,32 @@
 """The store's manifest: one SQLite file (WAL mode) that every process sharing a store agrees on.
 
-Tables: ``models`` (registered models), ``shards`` (one row per shard file, with its sha256),
-``layouts`` (the shard size of each entry, fixed by the first process that plans it),
-``affinities`` (cached pair values, ``model_a <= model_b``, each with a checksum over its own
-fields), ``sketches``, ``prepared`` (a model's encoder activations in a baseline's prepared form, one
-file each), ``failures`` (entries that failed for a reason a rerun would meet again),
-``load_failures`` (zoo entries, by `models.spec_key`, whose model failed to load for such a reason),
-``claims`` (units a process is computing, see `claims`) and ``heartbeats`` (when each claiming
-process last showed it was alive). Every write is one short ``BEGIN IMMEDIATE`` transaction, so
-the busy timeout, not an error, handles two processes writing at once.
+Tables: ``models`` (registered models), ``shards`` (one row per shard file, with its sha256 and a
+checksum binding it to its identity, see `keys.bound_checksum`), ``layouts`` (the shard size of
+each entry, fixed by the first process that plans it), ``affinities`` (cached pair values,
+``model_a <= model_b``, each with a checksum over its own fields), ``sketches``, ``prepared`` (a
+model's encoder activations in a baseline's prepared form, one file each; both bound like shards),
+``failures`` (entries that failed for a reason a rerun would meet again), ``load_failures`` (zoo
+entries, by `models.spec_key`, whose model failed to load for such a reason), ``claims`` (units a
+process is computing, see `claims`) and ``heartbeats`` (when each claiming process last showed it
+was alive). Every write is one short ``BEGIN IMMEDIATE`` transaction, so the busy timeout, not an
+error, handles two processes writing at once.
 
 Schema changes: tables are added with ``CREATE TABLE IF NOT EXISTS`` and columns with ``ALTER TABLE``
 when a store is opened (`_MIGRATIONS`), inside the transaction that checks the version, so a store
 written by an older modelspace opens and is upgraded in place; a store of a newer schema than this
 modelspace knows is refused. Version 2 added ``affinities.checksum`` (rows of version 1 have none
-and are recomputed on first use) and ``layouts``; version 3 added ``prepared``.
+and are recomputed on first use) and ``layouts``; version 3 added ``prepared``; version 4 added
+``sha256`` to ``shards``, ``sketches`` and ``prepared``: the file's own sha256, while ``checksum``
+binds the file to its identity. Rows of version 3 have none, their ``checksum`` being the file's
+sha256: the store re-signs such a row the first time its file checks out (`MapStore`).
 
 A file in the manifest's place that does not start with SQLite's header is refused before SQLite
-sees it: SQLite would take a file shorter than its header for a new database and overwrite it.
+sees it: SQLite would take a file shorter than its header for a new database and overwrite it. A
+manifest opened while its ``-wal`` or ``-shm`` file is there (a process ended without closing it,
+another one has it open, or such a file came from elsewhere) first passes SQLite's
+``PRAGMA integrity_check`` on a read-only connection, which neither writes nor checkpoints it; a
+damaged manifest is refused, left as found, with the way to rebuild it from the store's files
+(`MapStore.rebuild`, ``modelspace rebuild``).
 """
 
 from __future__ import annotations
@@ -25,12 +34,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 from ..errors import InputError, StorageError, StoreError
 from .keys import EntryKey
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _BUSY_TIMEOUT_S = 60.0
 
 _SCHEMA = """
@@ -55,6 +65,7 @@ CREATE TABLE IF NOT EXISTS shards (
     n_zero INTEGER NOT NULL,
     n_nonfinite INTEGER NOT NULL,
     created TEXT NOT NULL,
+    sha256 TEXT,
     PRIMARY KEY (model_key, probe_hash, method, probe_size, shard)
 );
 CREATE TABLE IF NOT EXISTS affinities (
@@ -86,6 +97,7 @@ CREATE TABLE IF NOT EXISTS sketches (
     seed INTEGER NOT NULL,
     path TEXT NOT NULL,
     checksum TEXT NOT NULL,
+    sha256 TEXT,
     PRIMARY KEY (model_key, probe_hash, method, probe_size, dim, seed)
 );
 CREATE TABLE IF NOT EXISTS prepared (
@@ -95,6 +107,7 @@ CREATE TABLE IF NOT EXISTS prepared (
     probe_size INTEGER NOT NULL,
     path TEXT NOT NULL,
     checksum TEXT NOT NULL,
+    sha256 TEXT,
     PRIMARY KEY (model_key, probe_hash, method, probe_size)
 );
 CREATE TABLE IF NOT EXISTS failures (
@@ -137,6 +150,9 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 # whose table lacks the column; SQLite can only add columns that may be NULL or have a default.
 _MIGRATIONS = [
     ("affinities", "checksum", "TEXT"),  # version 2
+    ("shards", "sha256", "TEXT"),  # version 4
+    ("sketches", "sha256", "TEXT"),
+    ("prepared", "sha256", "TEXT"),
 ]
 
 #: The first 16 bytes of every SQLite 3 database file.
@@ -232,6 +248,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     switched to WAL by another process at the same moment, so "database is locked" can come at once
     (two runs starting on a new store); the whole opening is then tried again until the busy timeout."""
     _check_header(path)
+    _check_integrity(path)
     deadline = time.monotonic() + _BUSY_TIMEOUT_S
     while True:
         try:
@@ -300,4 +317,48 @@ def _check_header(path: Path) -> None:
             f"manifest {str(path)!r} is not an SQLite database (its first bytes are not SQLite's header; it was "
             f"left untouched). Move it aside (e.g. to {path.name}.damaged) and run again: a new manifest is created "
             f"and the maps are computed again; the files under {str(path.parent / 'arrays')!r} are kept"
+        )
+
+
+#: How many of SQLite's integrity problems a refusal quotes.
+_PROBLEMS_QUOTED = 3
+
+
+def _check_integrity(path: Path) -> None:
+    """StorageError, leaving the files as found, when the manifest was not closed cleanly (its ``-wal``
+    or ``-shm`` file is there) and SQLite's integrity check finds it damaged.
+
+    The check runs on a read-only connection: it reads the WAL but never checkpoints it into the
+    manifest, so a WAL that does not belong there (copied from another store) changes nothing.
+    """
+    unclean = [f"{path.name}{suffix}" for suffix in ("-wal", "-shm") if Path(f"{path}{suffix}").exists()]
+    if not unclean:
+        return
+    if not path.exists():  # SQLite would apply a WAL left behind to the new, empty manifest
+        raise StorageError(f"manifest {str(path)!r} is missing but {' and '.join(unclean)} is there: move it aside, "
+                           f"or run `modelspace rebuild --store {str(path.parent)}` to rebuild the manifest from the "
+                           "maps' files")
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+        problems = [row[0] for row in conn.execute(f"PRAGMA integrity_check({_PROBLEMS_QUOTED + 1})")]
+    except sqlite3.OperationalError as exc:
+        if _is_busy(exc) or "unable to open" in str(exc):
+            raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+        problems = [str(exc)]
+    except sqlite3.DatabaseError as exc:  # "database disk image is malformed", "file is not a database"
+        problems = [str(exc)]
+    finally:
+        conn.close()
+    if problems != ["ok"]:
+        quoted = "; ".join(problems[:_PROBLEMS_QUOTED]) + ("; ..." if len(problems) > _PROBLEMS_QUOTED else "")
+        raise StorageError(
+            f"manifest {str(path)!r} is damaged: it was not closed cleanly ({' and '.join(unclean)} beside it) and "
+            f"SQLite's integrity check reports: {quoted}. It was left as found. Run `modelspace rebuild --store "
+            f"{str(path.parent)}` while no other modelspace process uses the store: it moves the manifest aside "
+            "(kept) and rebuilds it from the maps' files, each verified; cached affinities are computed again"
         )

@@ -4,22 +4,41 @@ Layout under ``root``::
 
     manifest.sqlite                                   see `manifest`
     arrays/<mk[:2]>/<mk>/<method folder>/<probe_hash[:16]>_<size>/shard_<shard:05d>.npy
+    arrays/<mk[:2]>/<mk>/<method folder>/<probe_hash[:16]>_<size>/shard_<shard:05d>.json
 
 ``mk`` is the model key; the method folder is `keys.method_folder` of the method key. Each shard
 file holds float16 (B, F) rows: the attribution maps flattened and L2-normalised (rows that were
-all-zero or non-finite are stored as zeros and counted). Files are written atomically and their
-sha256 is kept in the manifest, so a missing or corrupt file is noticed by `missing` / `read` and
-recomputed on the next run. A path read from the manifest is used only if it resolves (through
-any ``..`` and symbolic links) to a file inside ``arrays/``: an edited row never makes the store
-read or delete a file elsewhere. An entry's shard size is fixed by the first `plan` of it, in any
-process. The store also caches pair affinities (each row with a checksum over its fields: a row
-that fails it is recomputed) and random-projection sketches (`similarity.sketch`), both dropped
-when the maps they came from are replaced; keeps each model's encoder activations in the prepared
-form of each baseline (`put_prepared`: an entry whose method part names the baseline, one ``.npz``
-beside where its maps would be, with its sha256), so that a rerun runs no forward pass for them;
-and remembers
-entries that failed for a deterministic reason (`put_failure`), and zoo entries whose model failed to
-load for one (`put_load_failure`), so that reruns need not meet the same error again.
+all-zero or non-finite are stored as zeros and counted).
+
+Every stored file is bound to its identity: its ``.json`` sidecar holds the identity
+(`keys.unit_identity`: model key, method, probe hash and size, and for a shard its number, image
+range, values per map and counts of zero and non-finite maps), the file's sha256 and the model's
+registration (name, spec), and its manifest row keeps that sha256 and a checksum over both
+(`keys.bound_checksum`). A row is used only when its path is the one its identity names, its fields
+match its checksum and its file has that size and sha256; anything else (a file missing, truncated
+or changed, a row naming another unit's file, an edited count) is named in one warning per file and
+computed again, so a model fails only on what its maps hold. Files are written atomically, the
+sidecar after its file and the row last. A path read from the manifest is used only if it resolves
+(through any ``..`` and symbolic links) to a file inside ``arrays/``: an edited row never makes the
+store read or delete a file elsewhere. Rows of a store written before files carried their identity
+(schema version 3: the checksum is the file's sha256) are used when their path is their identity's
+and their file checks out (a shard's maps also their shape and count of all-zero maps), and are then
+signed as above and given their sidecar.
+
+A manifest that SQLite finds damaged is refused (see `manifest`); `MapStore.rebuild` (``modelspace
+rebuild``) moves it aside, kept, and rebuilds the models' registrations and the rows of shards,
+sketches and prepared forms from the files' sidecars, verifying each file; cached affinities,
+failures, layouts and claims start empty. A file that does not verify is named and left in place
+(its unit is computed again when needed, over it).
+
+An entry's shard size is fixed by the first `plan` of it, in any process. The store also caches pair
+affinities (each row with a checksum over its fields: a row that fails it is recomputed) and
+random-projection sketches (`similarity.sketch`), both dropped when the maps they came from are
+replaced; keeps each model's encoder activations in the prepared form of each baseline
+(`put_prepared`: an entry whose method part names the baseline, one ``.npz`` beside where its maps
+would be), so that a rerun runs no forward pass for them; and remembers entries that failed for a
+deterministic reason (`put_failure`), and zoo entries whose model failed to load for one
+(`put_load_failure`), so that reruns need not meet the same error again.
 
 Crash safety: a shard file is complete before it is renamed into place, and its manifest row
 (with the file's sha256) is committed after the rename, so a process killed at any moment
@@ -33,6 +52,7 @@ import io
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,7 +67,8 @@ from ..errors import InputError, StorageError, StoreError, check_int
 from .claims import Claims
 from .files import (atomic_write, file_sha256, file_stamp, npy_bytes, npz_bytes, partial_writes, prune_empty_dirs,
                     sha256)
-from .keys import EntryKey, WorkUnit, check_safe_key, method_folder, plan_units
+from .keys import (EntryKey, WorkUnit, bound_checksum, check_safe_key, identity_key, method_folder, plan_units,
+                   unit_identity)
 from .manifest import ENTRY, Manifest, key_tuple, pair_tuple
 
 # Filesystems stamp modification times in coarse ticks (a few ms on ext4, 2 s on FAT): a file
@@ -59,7 +80,8 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """What ``MapStore.write`` stored: degenerate-row counts, the absolute file path, its sha256."""
+    """What ``MapStore.write`` stored: degenerate-row counts, the absolute file path, and the checksum its
+    manifest row keeps (over the unit's identity and the file's sha256, `keys.bound_checksum`)."""
 
     n_zero: int
     n_nonfinite: int
@@ -97,13 +119,15 @@ class MapStore:
             raise StorageError(f"store folder {str(self.arrays)!r} cannot be created: {exc}") from exc
         self.db = Manifest(self.manifest)
         self.claims_ = Claims(self.db)
-        # Shard files whose checksum this process has verified, by relative path, with the
-        # (inode, size, mtime) they had then. A streamed affinity reads each shard several
-        # times (once per chunk it overlaps); hashing it on every read would dominate `add`.
+        # Shard files whose sha256 this process has verified, by relative path, with the
+        # (inode, size, mtime) they had then and that sha256. A streamed affinity reads each shard
+        # several times (once per chunk it overlaps); hashing it on every read would dominate `add`.
         # A rewritten file (atomic rename: new inode; in place: new mtime) is verified again.
-        self._verified: dict[str, tuple[int, int, int]] = {}
+        self._verified: dict[str, tuple[tuple[int, int, int], str]] = {}
         # (model name, shard size asked, size stored) already logged by `plan`: one line per model.
         self._told: set[tuple[str, int, int]] = set()
+        # (file, what was found) already logged as unusable: one warning per file, not one per look.
+        self._told_unusable: set[tuple[str, str]] = set()
 
     def close(self) -> None:
         """Close the manifest connection."""
@@ -118,9 +142,52 @@ class MapStore:
     def __repr__(self) -> str:
         return f"MapStore({str(self.root)!r})"
 
+    # ------------------------------------------------------------------ rebuilding the manifest
+    @classmethod
+    def rebuild(cls, root) -> dict:
+        """Move a store's manifest aside, kept (with its ``-wal`` and ``-shm`` files, as
+        ``manifest.sqlite.before-rebuild-<UTC time>``), and make a new one from the files under ``arrays/``.
+
+        Each shard, sketch and prepared form comes from its sidecar, once its path is the one its identity
+        names and its file has the sidecar's sha256 (a shard's maps also their shape and count of all-zero
+        maps); each model's registration from its newest sidecar. Cached affinities, failures,
+        shard layouts and claims start empty. A file that does not verify is named in a warning and left in
+        place; its unit is computed again when needed. Run it while no other process uses the store.
+
+        Parameters
+        ----------
+        root : str or Path
+            The store folder; InputError when it has no ``arrays/`` folder.
+
+        Returns
+        -------
+        dict
+            ``{"store", "kept", "models", "shards", "sketches", "prepared", "left_out"}``: the store, where the
+            old manifest went (None when there was none), how many of each were rebuilt, and the files left out
+            (``{"path", "reason"}``).
+        """
+        root = Path(root).expanduser().absolute()
+        if not (root / "arrays").is_dir():
+            raise InputError(f"store {str(root)!r} has no arrays folder: there are no files to rebuild a manifest from")
+        kept = _move_aside(root / "manifest.sqlite")
+        models, units, left_out = _rows_from_sidecars(root)
+        with cls(root) as store, store.db.transaction() as cur:
+            cur.executemany("INSERT INTO models (model_key, name, spec, seq) VALUES (?, ?, ?, ?)", models)
+            for kind, rows in units.items():
+                columns = (*_SHARD_COLUMNS, "created") if kind == "shard" else (*_key_columns(kind), "path", "checksum",
+                                                                                "sha256")
+                cur.executemany(f"INSERT INTO {_TABLES[kind]} ({', '.join(columns)}) "
+                                f"VALUES ({', '.join('?' * len(columns))})", rows)
+        for item in left_out:
+            _log.warning("rebuild: %r is left out of the manifest (%s); it stays in place, its unit is computed "
+                         "again when needed", item["path"], item["reason"])
+        return {"store": str(root), "kept": kept, "models": len(models),
+                **{_TABLES[kind]: len(rows) for kind, rows in units.items()}, "left_out": left_out}
+
     # ------------------------------------------------------------------ models
     def register_model(self, model_key: str, name: str, spec: dict) -> None:
-        """Insert or update a model; it becomes the latest key registered under ``name``."""
+        """Insert or update a model; it becomes the latest key registered under ``name`` (its files' sidecars
+        keep the registration too, for `rebuild`)."""
         check_safe_key(model_key, "model_key")
         if not isinstance(name, str) or not name:
             raise InputError(f"name: expected a non-empty str for model {model_key!r}, got {name!r}")
@@ -177,6 +244,8 @@ class MapStore:
         """
         key = unit.key
         self._check_feature_count(unit, shard.n_features)
+        identity = shard_identity(key, unit.shard, unit.start, unit.stop, shard.n_features, shard.n_zero,
+                                  shard.n_nonfinite)
         rel = self.shard_relpath(key, unit.shard)
         path = self.root / rel
         if in_place:
@@ -192,6 +261,8 @@ class MapStore:
                              "computed (corrupted on the way); it is not stored and will be recomputed")
         if not in_place:
             atomic_write(path, shard.payload)
+        self._write_sidecar(rel, identity, got)
+        checksum = bound_checksum(identity, got)
 
         with self.db.transaction() as cur:
             stale = self._overlapping_shards(cur, unit)
@@ -201,18 +272,17 @@ class MapStore:
                 [(*key_tuple(key), number) for number, _ in stale],
             )
             cur.execute(
-                "INSERT OR REPLACE INTO shards (model_key, probe_hash, method, probe_size, shard, "
-                "start, stop, n_features, path, checksum, nbytes, n_zero, n_nonfinite, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO shards ({', '.join(_SHARD_COLUMNS)}, created) "
+                f"VALUES ({', '.join('?' * (len(_SHARD_COLUMNS) + 1))})",
                 (
                     *key_tuple(key), unit.shard, unit.start, unit.stop, shard.n_features,
-                    rel, shard.checksum, nbytes, shard.n_zero, shard.n_nonfinite,
+                    rel, checksum, nbytes, shard.n_zero, shard.n_nonfinite, got,
                     datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 ),
             )
-        # Files of shards that a write with another shard size superseded.
-        self._delete_files([rel_path for _, rel_path in stale if rel_path != rel] + sketch_paths)
-        return ShardInfo(n_zero=shard.n_zero, n_nonfinite=shard.n_nonfinite, path=str(path), checksum=shard.checksum)
+        # Files of shards that a write with another shard size superseded: their own, whatever their rows name.
+        self._delete_files([self.shard_relpath(key, number) for number, _ in stale] + sketch_paths)
+        return ShardInfo(n_zero=shard.n_zero, n_nonfinite=shard.n_nonfinite, path=str(path), checksum=checksum)
 
     def plan(self, key: EntryKey, model_name: str, n_images: int, shard_size: int) -> list[WorkUnit]:
         """The work units of an entry, in the entry's one shard layout.
@@ -245,40 +315,43 @@ class MapStore:
         return plan_units(key, model_name, n_images, size)
 
     def missing(self, units: Sequence[WorkUnit], verify: bool = True, progress: bool = False) -> list[WorkUnit]:
-        """The units whose shard is not usable: never written, another range, file gone or corrupt.
+        """The units whose shard is not usable: never written, another range, or its row or file not what
+        its identity says (see the module docstring; one warning per such file names it).
 
-        ``verify=False`` skips the sha256 check and only compares file sizes (faster).
+        ``verify=False`` skips the sha256 check of files already signed and only compares sizes (faster).
         """
         absent = []
         for unit in progress_bar(list(units), desc="checking store", unit="shard", disable=not progress):
-            row = self.db.query(
-                f"SELECT start, stop, path, checksum, nbytes FROM shards WHERE {ENTRY} AND shard = ?",
-                (*key_tuple(unit.key), unit.shard),
-            )
-            if not row or not self._shard_ok(unit, row[0], verify):
+            rows = self.db.query(f"SELECT {', '.join(_SHARD_COLUMNS)} FROM shards WHERE {ENTRY} AND shard = ?",
+                                 (*key_tuple(unit.key), unit.shard))
+            row = _ShardRow(*rows[0]) if rows else None
+            if row is None or (row.start, row.stop) != (unit.start, unit.stop):
+                absent.append(unit)  # never written, or written in another layout: the write replaces it
+            elif (problem := self._shard_problem(row, verify)) is not None:
+                self._tell_unusable(row.path, problem,
+                                    f"model {unit.model_name!r}, {unit.key.method}, shard {unit.shard}")
                 absent.append(unit)
         return absent
 
     def read(self, key: EntryKey, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows ``start`` .. ``stop - 1`` of an entry as float32 (n, F), checksums verified."""
-        shards = self.db.query(
-            f"SELECT start, stop, n_features, path, checksum FROM shards WHERE {ENTRY} ORDER BY start",
-            key_tuple(key),
-        )
+        shards = [_ShardRow(*row) for row in self.db.query(
+            f"SELECT {', '.join(_SHARD_COLUMNS)} FROM shards WHERE {ENTRY} ORDER BY start", key_tuple(key))]
         if not shards:
             raise StoreError(f"no maps stored for {key.describe()} in {str(self.manifest)!r}")
-        stop = shards[-1][1] if stop is None else stop
+        stop = shards[-1].stop if stop is None else stop
         check_int(start, "start", minimum=0)
         check_int(stop, "stop", minimum=start)
-        n_features = shards[0][2]
+        n_features = shards[0].n_features
         out = np.empty((stop - start, n_features), dtype=np.float32)
         covered = start
-        for s_start, s_stop, s_features, rel, checksum in shards:
+        for row in shards:
+            s_start, s_stop = row.start, row.stop
             if s_stop <= start or s_start >= stop:
                 continue  # only load the shards that overlap the request
             if s_start > covered:
                 break
-            data = self._load_shard(rel, checksum, (s_stop - s_start, s_features))
+            data = self._load_shard(row)
             lo, hi = max(start, s_start), min(stop, s_stop)
             out[lo - start:hi - start] = data[lo - s_start:hi - s_start]
             covered = max(covered, hi)
@@ -307,13 +380,18 @@ class MapStore:
         return covered >= n_images
 
     def health(self, key: EntryKey) -> dict:
-        """``{"n_zero", "n_nonfinite"}``: degenerate rows summed over the entry's shards."""
-        (n_zero, n_nonfinite), = self.db.query(
-            "SELECT COALESCE(SUM(n_zero), 0), COALESCE(SUM(n_nonfinite), 0) FROM shards "
-            f"WHERE {ENTRY}",
-            key_tuple(key),
-        )
-        return {"n_zero": int(n_zero), "n_nonfinite": int(n_nonfinite)}
+        """``{"n_zero", "n_nonfinite"}``: degenerate rows summed over the entry's shards whose rows match
+        their checksum (their counts are those of the maps their file holds); a row that does not is
+        named in a warning and counts nothing (`missing` gives its unit to compute again)."""
+        n_zero = n_nonfinite = 0
+        for row in self.db.query(f"SELECT {', '.join(_SHARD_COLUMNS)} FROM shards WHERE {ENTRY}", key_tuple(key)):
+            row = _ShardRow(*row)
+            problem = self._shard_problem(row, verify=False)
+            if problem is None:
+                n_zero, n_nonfinite = n_zero + row.n_zero, n_nonfinite + row.n_nonfinite
+            else:
+                self._tell_unusable(row.path, problem, f"{key.describe()}, shard {row.shard}")
+        return {"n_zero": n_zero, "n_nonfinite": n_nonfinite}
 
     # ------------------------------------------------------------------ failures
     def put_failure(self, key: EntryKey, reason: str) -> None:
@@ -389,25 +467,24 @@ class MapStore:
     # ------------------------------------------------------------------ sketches (see `similarity.sketch`)
     def put_sketch(self, key: EntryKey, dim: int, seed: int, sketch: np.ndarray) -> None:
         """Keep an entry's (Np, dim) random-projection sketch beside its maps (replaced when they are)."""
-        self._put_derived("sketches", key, {"dim": int(dim), "seed": int(seed)}, f"sketch_d{int(dim)}_s{int(seed)}.npy",
-                          npy_bytes(np.asarray(sketch, dtype=np.float32)))
+        self._put_derived("sketch", key, npy_bytes(np.asarray(sketch, dtype=np.float32)), dim=dim, seed=seed)
 
     def get_sketch(self, key: EntryKey, dim: int, seed: int) -> np.ndarray | None:
         """The entry's stored sketch, or None when there is none or its file is missing or fails its
         checksum (the caller then recomputes it from the maps; a warning names the file)."""
-        payload = self._get_derived("sketches", key, {"dim": int(dim), "seed": int(seed)}, "sketch")
+        payload = self._get_derived("sketch", key, "sketch", dim=dim, seed=seed)
         return None if payload is None else np.load(io.BytesIO(payload), allow_pickle=False)
 
     # ------------------------------------------------------------------ prepared baseline forms
     def put_prepared(self, key: EntryKey, arrays: dict[str, np.ndarray]) -> None:
         """Keep a model's encoder activations in a baseline's prepared form (`Similarity.pack`: named
         arrays), under an entry whose method part names the baseline; replaces an older copy."""
-        self._put_derived("prepared", key, {}, "prepared.npz", npz_bytes(arrays))
+        self._put_derived("prepared", key, npz_bytes(arrays))
 
     def get_prepared(self, key: EntryKey) -> dict[str, np.ndarray] | None:
         """The arrays `put_prepared` kept, or None when there are none or their file is missing, fails its
         checksum or is no .npz (the caller then computes them again; a warning names the file)."""
-        payload = self._get_derived("prepared", key, {}, "prepared baseline form")
+        payload = self._get_derived("prepared", key, "prepared baseline form")
         if payload is None:
             return None
         try:
@@ -415,35 +492,43 @@ class MapStore:
                 return {name: npz[name] for name in npz.files}
         except Exception as exc:  # noqa: BLE001 - any unreadable content is a damaged entry
             _log.warning("prepared baseline form %r cannot be read (%s); it is computed again",
-                         str(self.root / self._derived_path(key, "prepared.npz")), exc)
+                         str(self.root / unit_relpath(unit_identity("prepared", key))), exc)
             return None
 
     # ------------------------------------------------------------------ files derived from an entry
-    # Sketches and prepared forms: one file each beside the entry's shards, its sha256 in its table's row.
-    def _derived_path(self, key: EntryKey, filename: str) -> str:
-        return self.shard_relpath(key, 0).rsplit("/", 1)[0] + "/" + filename
-
-    def _put_derived(self, table: str, key: EntryKey, extra: dict[str, int], filename: str, payload: bytes) -> None:
-        rel = self._derived_path(key, filename)
+    # Sketches and prepared forms: one file each beside the entry's shards, bound to their identity as shards are.
+    def _put_derived(self, kind: str, key: EntryKey, payload: bytes, **fields: int) -> None:
+        identity = unit_identity(kind, key, **fields)
+        rel, digest = unit_relpath(identity), sha256(payload)
         atomic_write(self.root / rel, payload)
-        columns = ["model_key", "probe_hash", "method", "probe_size", *extra, "path", "checksum"]
+        self._write_sidecar(rel, identity, digest)
+        columns = [*_key_columns(kind), "path", "checksum", "sha256"]
         with self.db.transaction() as cur:
-            cur.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                        (*key_tuple(key), *extra.values(), rel, sha256(payload)))
+            cur.execute(f"INSERT OR REPLACE INTO {_TABLES[kind]} ({', '.join(columns)}) "
+                        f"VALUES ({', '.join('?' * len(columns))})",
+                        (*(identity[c] for c in _key_columns(kind)), rel, bound_checksum(identity, digest), digest))
 
-    def _get_derived(self, table: str, key: EntryKey, extra: dict[str, int], what: str) -> bytes | None:
-        where = " AND ".join([ENTRY, *(f"{column} = ?" for column in extra)])
-        rows = self.db.query(f"SELECT path, checksum FROM {table} WHERE {where}", (*key_tuple(key), *extra.values()))
+    def _get_derived(self, kind: str, key: EntryKey, what: str, **fields: int) -> bytes | None:
+        """The bytes of a derived file, or None when there is none or it is unusable (a warning names it)."""
+        identity = unit_identity(kind, key, **fields)
+        where = " AND ".join(f"{column} = ?" for column in _key_columns(kind))
+        rows = self.db.query(f"SELECT path, checksum, sha256 FROM {_TABLES[kind]} WHERE {where}",
+                             tuple(identity[c] for c in _key_columns(kind)))
         if not rows:
             return None
-        rel, checksum = rows[0]
-        try:
-            payload = self._file(rel).read_bytes()
-        except (OSError, StoreError) as exc:
-            _log.warning("%s file %r cannot be read (%s); it is computed again", what, str(self.root / rel), exc)
-            return None
-        if sha256(payload) != checksum:
-            _log.warning("%s file %r is damaged (checksum mismatch); it is computed again", what, str(self.root / rel))
+        rel, checksum, digest = rows[0]
+        problem = self._row_problem(identity, rel, checksum, digest)
+        if problem is None:
+            try:
+                payload = (self.root / rel).read_bytes()
+            except FileNotFoundError:
+                problem = "is missing"
+            except OSError as exc:
+                problem = f"cannot be read ({exc})"
+            else:
+                problem = self._bytes_problem(identity, rel, checksum, digest, payload)
+        if problem is not None:
+            self._tell_unusable(rel, problem, what)
             return None
         return payload
 
@@ -466,8 +551,8 @@ class MapStore:
         claims (otherwise a live writer's temp file could be removed). Returns the number deleted."""
         removed = 0
         for unit in units:
-            path = self.root / self.shard_relpath(unit.key, unit.shard)
-            for tmp in partial_writes(path):
+            rel = self.shard_relpath(unit.key, unit.shard)
+            for tmp in partial_writes(self.root / rel) + partial_writes(self.root / sidecar_relpath(rel)):
                 try:
                     tmp.unlink()
                     removed += 1
@@ -565,36 +650,117 @@ class MapStore:
             (*key_tuple(unit.key), unit.shard, unit.stop, unit.start),
         ).fetchall()
 
-    def _shard_ok(self, unit: WorkUnit, row: tuple, verify: bool) -> bool:
-        """Whether a manifest row matches the unit's range and its file is intact."""
-        start, stop, rel, checksum, nbytes = row
-        if (start, stop) != (unit.start, unit.stop) or not self._inside(rel):
-            return False  # recomputed; the write replaces the row
-        path = self.root / rel
-        try:
-            if path.stat().st_size != nbytes:
-                return False
-            return not verify or file_sha256(path) == checksum
-        except OSError:
-            return False
+    def _shard_problem(self, row: "_ShardRow", verify: bool) -> str | None:
+        """What makes a shard row unusable, as a phrase after "file PATH" ("is missing", ...), or None.
 
-    def _load_shard(self, rel: str, checksum: str, shape: tuple[int, int]) -> np.ndarray:
-        """One shard file as a float16 array, its checksum and shape verified.
+        ``verify=False`` checks a signed row's file by its size only. A row written before files
+        carried their identity is checked against its file's bytes, and signed when they match."""
+        try:
+            identity = row.identity()
+        except InputError as exc:
+            return f"has a manifest row that is not valid ({exc})"
+        problem = self._row_problem(identity, row.path, row.checksum, row.sha256)
+        if problem is not None:
+            return problem
+        path = self.root / row.path
+        try:
+            stamp = file_stamp(path)
+            if stamp[1] != row.nbytes:
+                return (f"is truncated ({stamp[1]} of {row.nbytes} bytes)" if stamp[1] < row.nbytes
+                        else f"has {stamp[1]} bytes where its manifest row says {row.nbytes}")
+            if row.sha256 is None:
+                return self._bytes_problem(identity, row.path, row.checksum, None, path.read_bytes(), stamp)
+            if verify and self._verified.get(row.path) != (stamp, row.sha256):
+                if file_sha256(path) != row.sha256:
+                    return "is damaged (checksum mismatch)"
+                self._remember_verified(row.path, stamp, row.sha256)
+        except FileNotFoundError:
+            return "is missing"
+        except OSError as exc:
+            return f"cannot be read ({exc})"
+        return None
+
+    def _row_problem(self, identity: dict, rel: str, checksum: str, digest: str | None) -> str | None:
+        """What makes a row unusable before its file is looked at: a path outside the store or not its
+        identity's, or fields that do not match its checksum; None when it names its own file."""
+        if not self._inside(rel):
+            return "lies outside the store's arrays folder"
+        if rel != unit_relpath(identity):
+            return "is bound to another unit: the manifest row names another unit's file"
+        if digest is not None and checksum != bound_checksum(identity, digest):
+            return "has a manifest row that does not match its checksum (its fields were edited)"
+        return None
+
+    def _bytes_problem(self, identity: dict, rel: str, checksum: str, digest: str | None, payload: bytes,
+                       stamp: tuple[int, int, int] | None = None) -> str | None:
+        """What makes a file's bytes unusable for its row (None when they match). A row without
+        ``sha256`` (written before files carried their identity) matches when its checksum is the
+        bytes' sha256 and a shard's maps are what its row says; it is then signed."""
+        got = sha256(payload)
+        if got != (checksum if digest is None else digest):
+            return "is damaged (checksum mismatch)"
+        if digest is None:
+            problem = _content_problem(payload, identity) if identity["kind"] == "shard" else None
+            if problem is not None:
+                return problem
+            self._sign(identity, rel, got, checksum)
+        if stamp is not None:
+            self._remember_verified(rel, stamp, got)
+        return None
+
+    def _sign(self, identity: dict, rel: str, digest: str, old_checksum: str) -> None:
+        """Bind the row of a file written before files carried their identity: its sidecar, then its row."""
+        self._write_sidecar(rel, identity, digest)
+        kind = identity["kind"]
+        where = " AND ".join(f"{column} = ?" for column in (*_key_columns(kind), "path", "checksum"))
+        with self.db.transaction() as cur:
+            cur.execute(f"UPDATE {_TABLES[kind]} SET checksum = ?, sha256 = ? WHERE {where}",
+                        (bound_checksum(identity, digest), digest, *(identity[c] for c in _key_columns(kind)), rel,
+                         old_checksum))
+
+    def _write_sidecar(self, rel: str, identity: dict, digest: str) -> None:
+        """The file's identity, its sha256 and its model's registration beside it (what `rebuild` reads),
+        written atomically. Only the process holding a shard's claim writes its sidecar."""
+        record = {"identity": identity, "sha256": digest}
+        rows = self.db.query("SELECT name, spec FROM models WHERE model_key = ?", (identity["model_key"],))
+        if rows:
+            record["model"] = {"name": rows[0][0], "spec": json.loads(rows[0][1])}
+        atomic_write(self.root / sidecar_relpath(rel), _json_bytes(record))
+
+    def _remember_verified(self, rel: str, stamp: tuple[int, int, int], digest: str) -> None:
+        if time.time_ns() - stamp[2] > _STAMP_GRANULARITY_NS:
+            self._verified[rel] = (stamp, digest)  # a file this fresh could change again within one mtime tick
+
+    def _tell_unusable(self, rel: str, problem: str, what: str) -> None:
+        """One warning per file and problem: what was found, and that the unit is computed again."""
+        if (rel, problem) in self._told_unusable:
+            return
+        self._told_unusable.add((rel, problem))
+        _log.warning("%s: file %r %s; it is computed again", what, str(self.root / rel), problem)
+
+    def _load_shard(self, row: "_ShardRow") -> np.ndarray:
+        """One shard file as a float16 array, its row, checksum and shape verified.
 
         The first read in this process hashes the whole file; later reads of the same,
         unchanged file map it into memory instead, so only the rows asked for are touched.
         """
-        path = self._file(rel)
+        path = self._file(row.path)
+        problem = self._shard_problem(row, verify=False)
+        if problem is not None:
+            raise StoreError(f"shard {row.shard} of model {row.model_key!r} ({row.method}): file {str(path)!r} "
+                             f"{problem}; the next run computes it again")
+        shape = (row.stop - row.start, row.n_features)
+        digest = row.checksum if row.sha256 is None else row.sha256  # a row just signed kept its file's sha256
         try:
             stamp = file_stamp(path)
-            if self._verified.get(rel) == stamp:
+            if self._verified.get(row.path) == (stamp, digest):
                 data = np.load(path, mmap_mode="r", allow_pickle=False)
                 if data.shape == shape:
                     return data
             payload = path.read_bytes()
         except OSError as exc:
             raise StoreError(f"shard file {str(path)!r} cannot be read ({exc}); recompute it") from exc
-        if sha256(payload) != checksum:
+        if sha256(payload) != digest:
             raise StoreError(f"shard file {str(path)!r} is corrupt (checksum mismatch); recompute it")
         try:
             data = np.load(io.BytesIO(payload), allow_pickle=False)
@@ -602,8 +768,7 @@ class MapStore:
             raise StoreError(f"shard file {str(path)!r} is not a valid .npy file: {exc}") from exc
         if data.shape != shape:
             raise StoreError(f"shard file {str(path)!r} has shape {data.shape}, the manifest says {shape}")
-        if time.time_ns() - stamp[2] > _STAMP_GRANULARITY_NS:
-            self._verified[rel] = stamp  # a file this fresh could change again within one mtime tick
+        self._remember_verified(row.path, stamp, digest)
         return data
 
     def _inside(self, rel: str) -> bool:
@@ -629,7 +794,7 @@ class MapStore:
         return path
 
     def _delete_files(self, rel_paths: Iterable[str]) -> None:
-        """Delete shard files and any folders left empty (best effort: files may already be gone).
+        """Delete store files, their sidecars and any folders left empty (best effort: files may already be gone).
 
         A manifest path outside ``arrays/`` is never deleted: its row is gone, the file is left and
         a warning names it."""
@@ -639,12 +804,13 @@ class MapStore:
             except StoreError as exc:
                 _log.warning("%s", exc)
                 continue
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise StorageError(f"shard file {str(path)!r} cannot be deleted: {exc}") from exc
+            for file in dict.fromkeys((path, self.root / sidecar_relpath(str(rel)))):  # a file and its sidecar
+                try:
+                    file.unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise StorageError(f"store file {str(file)!r} cannot be deleted: {exc}") from exc
             prune_empty_dirs(path.parent, self.arrays)
 
 
@@ -676,11 +842,177 @@ def encode_shard(unit: WorkUnit, maps) -> EncodedShard:
 
 def shard_relpath(key: EntryKey, shard: int) -> str:
     """A shard's path relative to a store's root, POSIX form (the same on every node)."""
-    folder = f"{key.probe_hash[:16]}_{key.probe_size}"
-    return (
-        f"arrays/{key.model_key[:2]}/{key.model_key}/{method_folder(key.method)}/"
-        f"{folder}/shard_{shard:05d}.npy"
-    )
+    return _entry_folder(key) + f"shard_{shard:05d}.npy"
+
+
+def _entry_folder(key: EntryKey) -> str:
+    return (f"arrays/{key.model_key[:2]}/{key.model_key}/{method_folder(key.method)}/"
+            f"{key.probe_hash[:16]}_{key.probe_size}/")
+
+
+def shard_identity(key: EntryKey, shard: int, start: int, stop: int, n_features: int, n_zero: int,
+                   n_nonfinite: int) -> dict:
+    """The identity a shard file is bound to (`keys.unit_identity`): its entry, number and image range,
+    values per map, and how many of its maps were all zero or not finite (stored as zeros)."""
+    return unit_identity("shard", key, shard=shard, start=start, stop=stop, n_features=n_features, n_zero=n_zero,
+                         n_nonfinite=n_nonfinite)
+
+
+def unit_relpath(identity: dict) -> str:
+    """The one path, relative to a store's root, of the file a `keys.unit_identity` record names."""
+    key, kind = identity_key(identity), identity["kind"]
+    if kind == "shard":
+        return shard_relpath(key, identity["shard"])
+    if kind == "sketch":
+        return _entry_folder(key) + f"sketch_d{identity['dim']}_s{identity['seed']}.npy"
+    return _entry_folder(key) + "prepared.npz"
+
+
+def sidecar_relpath(rel: str) -> str:
+    """Where the identity of the file at ``rel`` is kept: beside it, named alike, ``.json``."""
+    return rel.rsplit(".", 1)[0] + ".json"
+
+
+# The tables of stored files, by kind, and the fields (beyond the entry's key) that tell a kind's files apart.
+_TABLES = {"shard": "shards", "sketch": "sketches", "prepared": "prepared"}
+_PARTS = {"shard": ("shard",), "sketch": ("dim", "seed"), "prepared": ()}
+_IDENTITY_FIELDS = {"shard": ("shard", "start", "stop", "n_features", "n_zero", "n_nonfinite"),
+                    "sketch": ("dim", "seed"), "prepared": ()}
+_SHARD_COLUMNS = ("model_key", "probe_hash", "method", "probe_size", "shard", "start", "stop", "n_features", "path",
+                  "checksum", "nbytes", "n_zero", "n_nonfinite", "sha256")
+
+
+def _key_columns(kind: str) -> tuple[str, ...]:
+    """The primary-key columns of the table of ``kind``'s files."""
+    return ("model_key", "probe_hash", "method", "probe_size", *_PARTS[kind])
+
+
+@dataclass(frozen=True)
+class _ShardRow:
+    """One row of the ``shards`` table as read (`_SHARD_COLUMNS`); any field may have been edited."""
+
+    model_key: str
+    probe_hash: str
+    method: str
+    probe_size: int
+    shard: int
+    start: int
+    stop: int
+    n_features: int
+    path: str
+    checksum: str
+    nbytes: int
+    n_zero: int
+    n_nonfinite: int
+    sha256: str | None
+
+    def identity(self) -> dict:
+        """The identity its fields describe (InputError when one is not valid)."""
+        key = EntryKey(self.model_key, self.probe_hash, self.method, self.probe_size)
+        return shard_identity(key, self.shard, self.start, self.stop, self.n_features, self.n_zero, self.n_nonfinite)
+
+
+def _describe(identity: dict) -> str:
+    """A stored unit in a message: model key, method and part."""
+    part = {"shard": lambda: f"shard {identity['shard']} (images {identity['start']}..{identity['stop'] - 1})",
+            "sketch": lambda: f"sketch (dim {identity['dim']}, seed {identity['seed']})",
+            "prepared": lambda: "prepared form"}[identity["kind"]]()
+    return f"{part} of model {identity['model_key'][:12]} ({identity['method']})"
+
+
+def _rows_from_sidecars(root: Path) -> tuple[list[tuple], dict[str, list[tuple]], list[dict]]:
+    """What `MapStore.rebuild` enters: the ``models`` rows, each kind's rows (`_unit_row`), and the files
+    left out (``{"path", "reason"}``)."""
+    units, left_out = {kind: [] for kind in _TABLES}, []
+    seen: dict[str, list[tuple[int, str, str]]] = {}  # model key: (mtime, name, spec) of each sidecar naming it
+    for path in sorted((root / "arrays").rglob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            kind, row = _unit_row(root, record, path.relative_to(root).as_posix())
+        except (OSError, ValueError, TypeError, KeyError, StoreError) as exc:  # InputError is a ValueError
+            left_out.append({"path": str(path), "reason": str(exc)})
+            continue
+        units[kind].append(row)
+        model = record.get("model")
+        if isinstance(model, dict) and isinstance(model.get("name"), str) and model["name"]:
+            seen.setdefault(record["identity"]["model_key"], []).append(
+                (path.stat().st_mtime_ns, model["name"], json.dumps(model.get("spec"), sort_keys=True)))
+    for path in sorted((root / "arrays").rglob("*.np[yz]")):  # temporary files of killed writes end in .tmp
+        if not path.with_suffix(".json").exists():
+            left_out.append({"path": str(path), "reason": "no identity sidecar beside it"})
+    # Each model as its newest sidecar registers it, in the order their files were first written.
+    order = sorted(seen, key=lambda key: min(seen[key])[0])
+    return [(key, *max(seen[key])[1:], seq) for seq, key in enumerate(order, 1)], units, left_out
+
+
+def _unit_row(root: Path, record: dict, sidecar: str) -> tuple[str, tuple]:
+    """The kind and manifest row of the file a sidecar describes, verified (StoreError saying what differs)."""
+    if not isinstance(record, dict) or not isinstance(record.get("identity"), dict):
+        raise StoreError("not an identity sidecar (no 'identity' record)")
+    given, digest = record["identity"], record.get("sha256")
+    kind = given.get("kind")
+    if kind not in _TABLES:
+        raise StoreError(f"unknown kind {kind!r}")
+    identity = unit_identity(kind, identity_key(given), **{f: given[f] for f in _IDENTITY_FIELDS[kind]})
+    if identity != given:
+        raise StoreError("its identity record has fields of no stored unit")
+    rel = unit_relpath(identity)
+    if sidecar_relpath(rel) != sidecar:
+        raise StoreError(f"it is bound to another unit: {_describe(identity)} is kept at {rel!r}")
+    path = root / rel
+    payload = path.read_bytes()
+    if sha256(payload) != digest:
+        raise StoreError(f"{rel!r} does not match the sha256 its sidecar holds")
+    if kind == "shard" and (problem := _content_problem(payload, identity)) is not None:
+        raise StoreError(f"{rel!r} {problem}")
+    checksum = bound_checksum(identity, digest)
+    if kind != "shard":
+        return kind, (*(identity[c] for c in _key_columns(kind)), rel, checksum, digest)
+    created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    return kind, (*(identity[c] for c in _key_columns(kind)), identity["start"], identity["stop"],
+                  identity["n_features"], rel, checksum, len(payload), identity["n_zero"], identity["n_nonfinite"],
+                  digest, created)
+
+
+def _move_aside(manifest: Path) -> str | None:
+    """Rename a manifest and its ``-wal`` and ``-shm`` files (kept together, so that SQLite opens them as one)
+    to ``manifest.sqlite.before-rebuild-<UTC time>``; returns that path, or None when there was no manifest."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside, n = manifest.with_name(f"{manifest.name}.before-rebuild-{stamp}"), 1
+    while any(Path(f"{aside}{suffix}").exists() for suffix in ("", "-wal", "-shm")):
+        n += 1
+        aside = manifest.with_name(f"{manifest.name}.before-rebuild-{stamp}-{n}")
+    moved = None
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{manifest}{suffix}")
+        if source.exists():
+            try:
+                os.replace(source, f"{aside}{suffix}")
+            except OSError as exc:
+                raise StorageError(f"manifest file {str(source)!r} cannot be moved aside: {exc}") from exc
+            moved = moved or str(aside)
+    return moved
+
+
+def _json_bytes(record: dict) -> bytes:
+    return (json.dumps(record, sort_keys=True, indent=1) + "\n").encode("utf-8")
+
+
+def _content_problem(payload: bytes, identity: dict) -> str | None:
+    """What differs between a shard file's maps and its identity: dtype, shape, or the number of all-zero
+    maps (zero and non-finite maps are stored as zeros); None when nothing does."""
+    try:
+        data = np.load(io.BytesIO(payload), allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable content is a damaged file
+        return f"is not a valid .npy file ({exc})"
+    shape = (identity["stop"] - identity["start"], identity["n_features"])
+    if data.dtype != np.float16 or data.shape != shape:
+        return f"holds {data.dtype} maps of shape {data.shape}, where {_describe(identity)} has float16 {shape}"
+    zero = int((~data.any(axis=1)).sum())
+    if zero != identity["n_zero"] + identity["n_nonfinite"]:
+        return (f"holds {zero} all-zero maps, where its manifest row counts {identity['n_zero']} zero and "
+                f"{identity['n_nonfinite']} non-finite")
+    return None
 
 
 def _flatten(maps, unit: WorkUnit) -> np.ndarray:
