@@ -187,6 +187,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     with MapStore(args.store, create=False) as store:
         models = store.models()
+        orphans = store.orphans()
+    if orphans:  # not models: nothing lists or reads them, so say that they are there
+        _log.warning("store %s holds %s no model is registered under (%s, %s; left by a removal while a run "
+                     "computed the model): `modelspace gc --keep-zoo ZOO --store %s` removes them", args.store,
+                     plural(len(orphans), "model key"), plural(sum(o["rows"] for o in orphans.values()), "row"),
+                     plural(sum(o["files"] for o in orphans.values()), "file"), args.store)
     _emit(args, models, "\n".join(f"{m['name']}\t{m['model_key'][:12]}\t{m['spec'].get('source', '')}\t"
                                   + describe_preprocessing(m["spec"].get("preprocessing")) for m in models)
           or "(no models)")
@@ -246,13 +252,20 @@ def cmd_gc(args: argparse.Namespace) -> int:
                              "kept: %s", spec.name, exc)
         stale = [m for m in stored if m["model_key"] not in keep and m["name"] not in unknown]
         removed = {m["model_key"]: 0 if args.dry_run else store.remove_model(m["model_key"]) for m in stale}
+        # Rows and files of keys no model is registered under (a removal while a run computed the model)
+        orphans = store.orphans() if args.dry_run else store.remove_orphans()
     verb = "would remove" if args.dry_run else "removed"
     lines = [f"{verb} {m['name']} {m['model_key'][:12]} ({plural(m['n_shards'] if args.dry_run else removed[m['model_key']], 'shard')})"
              for m in stale]
+    if orphans:
+        lines.append(f"{verb} {plural(len(orphans), 'model key')} no model is registered under "
+                     f"({plural(sum(o['rows'] for o in orphans.values()), 'row')}, "
+                     f"{plural(sum(o['files'] for o in orphans.values()), 'file')})")
     lines.append(f"{verb} {plural(len(stale), 'model')}, kept {len(stored) - len(stale)} of {len(stored)}"
                  + (" (dry run: nothing deleted)" if args.dry_run else ""))
     _emit(args, {"dry_run": args.dry_run, "removed": [{"name": m["name"], "model_key": m["model_key"],
                                                        "shards": m["n_shards"]} for m in stale],
+                 "orphans": [{"model_key": k, **o} for k, o in orphans.items()],
                  "kept": len(stored) - len(stale), "unloadable": sorted(unknown)}, "\n".join(lines))
     return 0
 
@@ -716,14 +729,16 @@ def _parser() -> argparse.ArgumentParser:
     p = add("models", cmd_models, "list the models in a store", [])
     p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder, an existing one (default {DEFAULT_STORE})")
 
-    p = add("remove", cmd_remove, "remove a model's maps and affinities from a store", [])
+    p = add("remove", cmd_remove, "remove a model's maps and affinities from a store (a run computing the model "
+            "meanwhile stops computing it and stores nothing more of it)", [])
     p.add_argument("name", help="model name, or model key or a unique prefix of it, as `modelspace models` lists "
                                 "them; a name that several stored models share is refused with the candidates")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder, an existing one (default {DEFAULT_STORE})")
 
     p = add("gc", cmd_gc, "remove from a store every model that is not one of a zoo's current models (stale "
-            "entries left after a model's spec or weights changed, models dropped from the zoo). Every model of "
-            "the zoo is loaded, weights included, to compute its current key", [])
+            "entries left after a model's spec or weights changed, models dropped from the zoo), and the rows and "
+            "files of keys no model is registered under. Every model of the zoo is loaded, weights included, to "
+            "compute its current key", [])
     p.add_argument("--keep-zoo", required=True, metavar="ZOO", help="zoo file whose models are kept")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder (default {DEFAULT_STORE})")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, delete nothing")

@@ -29,6 +29,8 @@ runs), declared by one object, `RayExecutor`:
   that the model is a recorded failure, never a crashed run. A model that fails to load or to run
   is a recorded per-model failure exactly as with the local executor. A driver killed mid-run
   leaves committed shards and claims of a dead process; the rerun computes only what is missing.
+  A model removed from the store by another process meanwhile (`MapStore.remove_model`) is a
+  failure of that model: nothing more of it is sent, and what comes back of it is not stored.
 
 Ray is imported only here, and only when this executor is used (``pip install -e ".[ray]"``).
 """
@@ -45,7 +47,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError
+from ..errors import InputError, ModelLoadError, ModelRemovedError, ModelspaceError, StorageError, StoreError
 from ..models import LoadedModel, load_model, load_repeatable
 from ..progress import progress as progress_bar
 from .activations import prepare_baselines
@@ -217,6 +219,7 @@ class _Model:
     prepared: dict = dataclasses.field(default_factory=dict)
     methods_of: dict = dataclasses.field(default_factory=dict)  # object ref of a call -> its methods
     actor_dead: bool = False
+    removed: bool = False  # removed from the store by another process: nothing more of it is sent or stored
     bar: Any = None  # its own progress bar, over its shards, open while it is in flight
 
 
@@ -340,8 +343,11 @@ class RayExecutor:
                         del live[m.name]
                         if m.bar is not None:
                             m.bar.close()
-                        if m.loaded is not None:
-                            job.settle(m.loaded, m.failed, m.prepared)
+                        if m.loaded is not None and not m.removed:
+                            try:
+                                job.settle(m.loaded, m.failed, m.prepared)
+                            except ModelRemovedError as exc:
+                                self._removed(m, exc, job)
                         settled += 1
                         bar.set_description(f"ray · {settled} of {len(models)} models (last: {m.name})")
         finally:
@@ -388,21 +394,30 @@ class RayExecutor:
             job.failed(m.name, None, out["error"], out["remember"], None)
             return
         m.loaded = out["loaded"]
-        for methods, units in job.admit(m.loaded):
-            shards: dict[tuple[int, int], list[WorkUnit]] = {}
-            for unit in units:
-                shards.setdefault((unit.start, unit.stop), []).append(unit)
-            m.waiting.extend((methods, group) for group in shards.values())
-        m.prepared, todo = job.stored(m.loaded)
+        try:
+            for methods, units in job.admit(m.loaded):
+                shards: dict[tuple[int, int], list[WorkUnit]] = {}
+                for unit in units:
+                    shards.setdefault((unit.start, unit.stop), []).append(unit)
+                m.waiting.extend((methods, group) for group in shards.values())
+            m.prepared, todo = job.stored(m.loaded)
+        except ModelRemovedError as exc:
+            self._removed(m, exc, job)
+            return
         if todo:  # the others are in the store: no forward pass for them
             pending[m.actor.baselines.remote(m.ref, self._probe, todo)] = (m.name, "baselines")
 
     def _prepared(self, ref, m: _Model, job: Job) -> None:
         out = self._get(ref, m, "failed while preparing baselines")
+        if m.removed:
+            return
         if "error" in out:
             job.failed(m.name, ["baselines"], out["error"], False, m.loaded)
             return
-        m.prepared.update(job.prepared(m.loaded, out["prepared"], out["errors"]))
+        try:
+            m.prepared.update(job.prepared(m.loaded, out["prepared"], out["errors"]))
+        except ModelRemovedError as exc:
+            self._removed(m, exc, job)
 
     def _dispatch(self, m: _Model, store: MapStore, owner: str, job: Job) -> list[tuple[Any, list]]:
         """Send the shards of ``m`` that are missing and free to claim; keep those another process holds."""
@@ -411,9 +426,13 @@ class RayExecutor:
             methods, group = m.waiting.popleft()
             if any(meth.id in m.failed for meth in methods):
                 continue  # its group failed on another shard: as locally, the rest of the group is dropped
-            if not store.claims_.claim(group, owner):
-                keep.append((methods, group))  # a live process computes it now: look again later
-                continue
+            try:
+                if not store.claims_.claim(group, owner):
+                    keep.append((methods, group))  # a live process computes it now: look again later
+                    continue
+            except ModelRemovedError as exc:
+                self._removed(m, exc, job)
+                return sent
             todo = store.missing(group)  # it may have been written since it was planned
             if not todo:
                 store.claims_.release(group, owner)
@@ -434,20 +453,33 @@ class RayExecutor:
         out = self._get(ref, m, "failed while running")
         if "error" in out:
             m.actor_dead = m.actor_dead or "pid" not in out
-            self._group_failed(m, methods, out["error"], out["remember"], job)
+            if not m.removed:  # a removed model is reported once, as removed
+                self._group_failed(m, methods, out["error"], out["remember"], job)
             return
+        committed = 0
         for unit_dict, shard in out["shards"]:
             unit = WorkUnit.from_dict(unit_dict)
             try:
                 store.commit(unit, shard, in_place=self.shared_store)
             except StorageError:
                 raise  # the store itself: stop the run, as locally
+            except ModelRemovedError as exc:  # sent before the removal: not stored (a file written in place is deleted)
+                self._removed(m, exc, job)
+                continue
             except StoreError as exc:  # a shard corrupted on its way: recorded, recomputed by the next run
                 self._group_failed(m, methods, exc, False, job)
-                return
+                break
+            committed += 1
             self.placements.append({"model": m.name, "method": unit.key.method, "shard": unit.shard,
                                     "node": out["node"], "pid": out["pid"]})
-        job.counted(len(out["shards"]), 0)
+        job.counted(committed, 0)
+
+    def _removed(self, m: _Model, error: ModelRemovedError, job: Job) -> None:
+        """The model was removed from the store by another process: reported once, nothing more of it sent."""
+        if not m.removed:
+            m.removed = True
+            m.waiting.clear()
+            job.failed(m.name, None, error, False, m.loaded)
 
     def _group_failed(self, m: _Model, methods: list, error: Exception, remember: bool, job: Job) -> None:
         fresh = [meth for meth in methods if meth.id not in m.failed]
