@@ -563,9 +563,10 @@ class _TqdmHandler(logging.Handler):
 
 @contextlib.contextmanager
 def _console(quiet: bool):
-    """While a command runs: stdout is stderr (a model's own ``print`` must not break ``--json``),
-    "modelspace" log records go to stderr (failures; only errors with ``--quiet``), and ``--quiet``
-    also silences the progress bars of Hugging Face libraries."""
+    """While a command runs: stdout is stderr (a model's own ``print`` and Ray's lines must not break
+    ``--json``; a Ray connection the command made ends before stdout is restored), "modelspace" log
+    records go to stderr (failures; only errors with ``--quiet``), and ``--quiet`` also silences the
+    progress bars of Hugging Face libraries."""
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("modelspace: %(message)s"))
     level = _log.level
@@ -578,7 +579,10 @@ def _console(quiet: bool):
             sys.modules["transformers"].utils.logging.disable_progress_bar()
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            yield
+            try:
+                yield
+            finally:
+                _leave_ray()
     finally:
         _log.removeHandler(handler)
         _log.setLevel(level)
@@ -587,6 +591,15 @@ def _console(quiet: bool):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _leave_ray() -> None:
+    """Disconnect from Ray if the command connected to it, while stdout is still stderr: Ray's driver
+    prints the errors raylets report (a worker that died) on stdout until it disconnects, which would
+    otherwise happen at exit, after the result (`maps.ray_executor.disconnect`)."""
+    ray_executor = sys.modules.get(f"{__package__}.maps.ray_executor")
+    if ray_executor is not None:
+        ray_executor.disconnect()
 
 
 def _parser() -> argparse.ArgumentParser:

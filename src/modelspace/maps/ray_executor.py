@@ -33,6 +33,13 @@ runs), declared by one object, `RayExecutor`:
   failure of that model: nothing more of it is sent, and what comes back of it is not stored.
 
 Ray is imported only here, and only when this executor is used (``pip install -e ".[ray]"``).
+
+Ray's output: the workers' own output stays in Ray's log files (``log_to_driver=False``). Ray's driver
+prints the errors that raylets report (``(raylet) Task ModelWorker.run failed ...`` when a worker
+dies) on ``sys.stdout``, from a thread, as they arrive, and holds repeated ones back to print them
+once with a count, at the latest when it disconnects; no option sends them elsewhere. A program whose
+stdout carries results (the CLI's ``--json``) sends ``sys.stdout`` to stderr while it runs and calls
+`disconnect` before it stops doing so.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import sys
 import time
 import uuid
 from collections import deque
@@ -57,7 +65,7 @@ from .keys import WorkUnit
 from .runtime import Runtime, kept_torch_state
 from .store import EncodedShard, MapStore, encode_shard, shard_relpath
 
-__all__ = ["RAY_EXTRA", "RayExecutor", "import_ray"]
+__all__ = ["RAY_EXTRA", "RayExecutor", "disconnect", "import_ray"]
 
 #: What to install when Ray is missing.
 RAY_EXTRA = "pip install -e '.[ray]' (from a checkout) or pip install 'modelspace[ray]'"
@@ -71,6 +79,20 @@ def import_ray():
         raise InputError(f"executor='ray' needs Ray, which is not installed here ({exc}); install the 'ray' extra: "
                          f"{RAY_EXTRA}") from None
     return ray
+
+
+_connected = False  # whether a RayExecutor of this process connected it to Ray (`disconnect`)
+
+
+def disconnect() -> None:
+    """End the connection to Ray that a `RayExecutor` of this process made, if any (`ray.shutdown`; one
+    its caller made is left as it is): Ray prints no more of its lines here, and those it held back are
+    printed now, on whatever ``sys.stdout`` is."""
+    global _connected
+    ray = sys.modules.get("ray")
+    if _connected and ray is not None and ray.is_initialized():
+        ray.shutdown()
+    _connected = False
 
 
 class Job(Protocol):
@@ -364,6 +386,7 @@ class RayExecutor:
             self._worker_runtime(), self.batch_size, self._shared_root)
 
     def _connect(self, ray) -> None:
+        global _connected
         if ray.is_initialized():
             return  # the caller connected (to a cluster of its choice): leave the connection as it is
         kwargs: dict[str, Any] = {"log_to_driver": False}
@@ -372,6 +395,7 @@ class RayExecutor:
         if self.address is None:
             kwargs["include_dashboard"] = False  # a local instance: nothing to look at, a process less
         ray.init(address=self.address, **kwargs)
+        _connected = True
 
     def _slots(self, ray) -> int:
         """How many models the cluster can compute at once (its CPUs or GPUs over a model's share), at
