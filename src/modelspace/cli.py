@@ -185,7 +185,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .maps import MapStore
     from .models import describe_preprocessing
 
-    with MapStore(args.store, create=False) as store:
+    with MapStore(args.store, create=False, writes=False) as store:
         models = store.models()
         orphans = store.orphans()
     if orphans:  # not models: nothing lists or reads them, so say that they are there
@@ -739,7 +739,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--zoo", default=None, help="zoo file mapping model names to task labels")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
-    p = add("models", cmd_models, "list the models in a store", [])
+    p = add("models", cmd_models, "list the models in a store (one this user cannot write is read, not changed)", [])
     p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder, an existing one (default {DEFAULT_STORE})")
 
     p = add("remove", cmd_remove, "remove a model's maps and affinities from a store (a run computing the model "

@@ -232,3 +232,99 @@ def test_json_stdout_stays_one_document_when_a_ray_worker_dies(tmp_path) -> None
     assert all("Ray worker died" in f["message"] for f in document["failures"])
     # Ray's own lines stay visible, on stderr.
     assert "(raylet)" in done.stderr and "Task ModelWorker." in done.stderr, done.stderr
+
+
+# ---------------------------------------------------------------------- item 10b: a read-only store
+TINY_MODEL = '[[model]]\nname = "tiny"\nsource = "python:toy_models:tiny_cnn"\ninput_size = 16\n'
+
+
+def read_only_trial(root: Path) -> dict:
+    """A store holding model "tiny" (embedded here), the zoo and probe set it came from, and each command
+    of the trial: those that write the store, and `models`, which only reads it."""
+    zoo, probe, store = root / "zoo.toml", root / "probe.npz", root / "store"
+    zoo.write_text(TINY_MODEL)
+    ProbeSet.from_array(np.random.default_rng(0).uniform(0, 1, (4, 3, 16, 16)).astype(np.float32)).save(probe)
+    assert main(["embed", str(zoo), str(probe), "--store", str(store), "--methods", "saliency", "--quiet"]) == 0
+    (root / "out").mkdir()
+    at = ["--store", str(store), "--methods", "saliency", "--quiet"]
+    writes = {"embed": ["embed", str(zoo), str(probe), *at, "--recompute", "tiny"],
+              "run": ["run", str(zoo), str(probe), *at, "--out", str(root / "out"), "--no-report", "--recompute", "tiny"],
+              "remove": ["remove", "tiny", "--store", str(store)],
+              "gc": ["gc", "--keep-zoo", str(root / "other.toml"), "--store", str(store)]}
+    (root / "other.toml").write_text(TINY_MODEL.replace('"tiny"', '"other"') + "kwargs = { width = 4 }\n")
+    return {"store": store, "writes": writes, "models": ["models", "--store", str(store), "--json"]}
+
+
+def test_a_read_only_store_is_named_read_only(tmp_path, monkeypatch, capsys) -> None:
+    """Trial: a store whose folder is read-only (its manifest cannot be opened for writing, its -wal and
+    -shm files cannot be made): every command said "unable to open database file" or "attempt to write
+    a readonly database", never that the store is read-only; `models` could not list it either.
+    Simulated as a read-only folder acts on a user who is not root: SQLite opens the manifest read-only
+    and the folder and its files are not writable (the real thing: the test after this one)."""
+    import os
+
+    trial = read_only_trial(tmp_path)
+    store = trial["store"]
+    shards = manifest(store, "SELECT model_key, shard, checksum FROM shards")
+    real_connect, real_access = sqlite3.connect, os.access
+
+    def connect(database, *args, uri=False, **kwargs):
+        if not uri and Path(database).parent == store:
+            database, uri = f"file:{database}?mode=ro", True
+        return real_connect(database, *args, uri=uri, **kwargs)
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and (Path(path) == store or store in Path(path).parents):
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    monkeypatch.setattr(os, "access", access)
+    for command, argv in trial["writes"].items():
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 3, (command, err)
+        assert f"store {str(store)!r} is read-only" in err and err.count(str(store / "manifest.sqlite")) == 1, err
+        assert "unable to open database file" not in err
+    assert main(trial["models"]) == 0
+    out, err = capsys.readouterr()
+    assert [m["name"] for m in json.loads(out)] == ["tiny"]
+    assert f"store {str(store)!r} is read-only" in err and "opened for reading only" in err, err
+    assert manifest(store, "SELECT name FROM models") == [("tiny",)]  # nothing was lost
+    assert manifest(store, "SELECT model_key, shard, checksum FROM shards") == shards
+
+
+def test_a_read_only_store_is_named_read_only_for_a_user_who_is_not_root(tmp_path) -> None:
+    """The trial above for real: the store's folder and files made read-only with chmod, each command run
+    as user nobody (setpriv), which chmod binds, unlike root."""
+    import os
+    import shutil
+    import tempfile
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv, to run the commands as another user")
+    as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
+    if subprocess.run([*as_nobody, "-c", "import modelspace"], env=subprocess_env(), capture_output=True).returncode:
+        pytest.skip("user nobody cannot run this Python and modelspace")
+    root = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's tmp_path is root's own: nobody cannot enter it
+    try:
+        root.chmod(0o755)
+        trial = read_only_trial(root)
+        store = trial["store"]
+        (root / "out").chmod(0o777)
+        for path in [store, *store.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        for command in ("embed", "remove"):
+            done = subprocess.run([*as_nobody, "-m", "modelspace.cli", *trial["writes"][command]], capture_output=True,
+                                  text=True, env=subprocess_env(), cwd=root, timeout=300)
+            assert done.returncode == 3, (command, done.stderr)
+            assert f"store {str(store)!r} is read-only" in done.stderr, done.stderr
+        done = subprocess.run([*as_nobody, "-m", "modelspace.cli", *trial["models"]], capture_output=True, text=True,
+                              env=subprocess_env(), cwd=root, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert [m["name"] for m in json.loads(done.stdout)] == ["tiny"]
+    finally:
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755)
+        shutil.rmtree(root)

@@ -59,7 +59,7 @@ from .claims import CLAIM_STALE_S, HEARTBEAT_S, Claims, live_claims
 from .files import (atomic_write, file_sha256, file_stamp, is_partial_write, npy_bytes, npz_bytes, partial_writes,
                     prune_empty_dirs, sha256)
 from .keys import EntryKey, WorkUnit, check_safe_key, is_safe_key, method_folder, plan_units
-from .manifest import ENTRY, Manifest, key_tuple, pair_tuple
+from .manifest import ENTRY, Manifest, key_tuple, pair_tuple, read_only_reason
 
 # Filesystems stamp modification times in coarse ticks (a few ms on ext4, 2 s on FAT): a file
 # modified less than this before it was verified is verified again on every read.
@@ -97,9 +97,12 @@ class MapStore:
         Make the folder and an empty manifest when there is none (the default, for commands that
         compute); False refuses a path that holds no store with an `InputError` naming it (for
         commands that only read or delete, where a mistyped path must not become a new store).
+    writes : bool
+        False for a caller that only reads (`modelspace models`): a store this process cannot write
+        is opened read-only, with a warning, instead of refused (see `manifest`), and nothing is made.
     """
 
-    def __init__(self, root, create: bool = True):
+    def __init__(self, root, create: bool = True, writes: bool = True):
         self.root = Path(root).expanduser().absolute()
         self.arrays = self.root / "arrays"
         self.manifest = self.root / "manifest.sqlite"
@@ -110,10 +113,14 @@ class MapStore:
             what = "does not exist" if not self.root.exists() else "is not a map store (it has no manifest.sqlite)"
             raise InputError(f"store {str(root)!r} {what}")
         try:
-            self.arrays.mkdir(parents=True, exist_ok=True)
+            if writes:
+                self.arrays.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"store folder {str(self.arrays)!r} cannot be created: {exc}") from exc
-        self.db = Manifest(self.manifest)
+        self.db = Manifest(self.manifest, writes=writes)
+        if self.db.read_only:
+            _log.warning("store %r is read-only: this user cannot write %s; it is opened for reading only, nothing "
+                         "is written", str(self.root), read_only_reason(self.manifest))
         # Models this store registered, key -> name: rows of one whose registration is gone (removed by
         # another process meanwhile) are not written (`_check_registered`).
         self._registered: dict[str, str] = {}
@@ -421,8 +428,10 @@ class MapStore:
         each. A removal while an older modelspace computed the model left such rows and files; nothing
         lists or reads them. `remove_orphans` deletes them."""
         registered = {k for (k,) in self.db.query("SELECT model_key FROM models")}
+        tables = {t for (t,) in self.db.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
         rows: dict[str, int] = {}
-        counts = [f"SELECT model_key, COUNT(*) FROM {table} GROUP BY model_key" for table in _KEYED_TABLES]
+        counts = [f"SELECT model_key, COUNT(*) FROM {table} GROUP BY model_key" for table in _KEYED_TABLES
+                  if table in tables]  # a read-only store of an older schema may lack some
         counts += [f"SELECT {column}, COUNT(*) FROM affinities GROUP BY {column}" for column in ("model_a", "model_b")]
         for sql in counts:
             for key, n in self.db.query(sql):
@@ -431,7 +440,7 @@ class MapStore:
         files = {key: n for key, n in self._model_folders().items() if key not in registered}
         if not rows and not files:
             return {}
-        with self.db.transaction() as cur:
+        with self.db.cursor() as cur:
             live = {key for key in {*rows, *files} if live_claims(cur, key)}
         return {key: {"rows": rows.get(key, 0), "files": files.get(key, 0)}
                 for key in sorted({*rows, *files} - live)}
@@ -563,7 +572,7 @@ class MapStore:
         deadline = time.monotonic() + wait
         told: set[tuple[int, str]] = set()
         while True:
-            with self.db.transaction() as cur:
+            with self.db.cursor() as cur:
                 held = live_claims(cur, model_key)
             if not held:
                 return
@@ -586,7 +595,8 @@ class MapStore:
     def _model_folders(self) -> dict[str, int]:
         """The model folders under ``arrays/`` (``<mk[:2]>/<mk>``), by model key, with how many files each holds."""
         found = {}
-        for group in (p for p in sorted(self.arrays.iterdir()) if p.is_dir() and not p.is_symlink()):
+        groups = sorted(self.arrays.iterdir()) if self.arrays.is_dir() else []
+        for group in (p for p in groups if p.is_dir() and not p.is_symlink()):
             for folder in sorted(group.iterdir()):
                 if folder.is_dir() and folder.name[:2] == group.name and is_safe_key(folder.name):
                     found[folder.name] = sum(1 for p in folder.rglob("*") if not p.is_dir())
