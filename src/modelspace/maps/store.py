@@ -607,8 +607,8 @@ class MapStore:
         temporary file written less than `CLAIM_STALE_S` ago: its writer renames or deletes it. Returns
         the number of files deleted."""
         folder = self._model_folder(model_key)
-        if not folder.is_dir() or not folder.resolve().is_relative_to(self.arrays.resolve()):
-            return 0  # nothing there, or a link out of the store: never followed
+        if not folder.is_dir() or folder.resolve() != self.arrays.resolve() / model_key[:2] / model_key:
+            return 0  # nothing there, or a symbolic link on the way, never followed: it may lead to other files
         deleted, now = 0, time.time()
         for parent, dirs, files in os.walk(folder, topdown=False):
             for name in files:
