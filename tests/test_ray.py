@@ -351,10 +351,13 @@ def test_a_model_removed_meanwhile_is_a_failure_and_nothing_of_it_is_stored(clus
     assert not (store / "arrays" / first["model_key"][:2] / first["model_key"]).exists()
 
 
-def test_disconnect_leaves_a_connection_the_caller_made(cluster) -> None:
-    from modelspace.maps.ray_executor import disconnect
+def test_disconnect_leaves_a_connection_the_caller_made(cluster, monkeypatch) -> None:
+    from modelspace.maps import ray_executor
 
-    disconnect()  # the CLI's call when its command ends: this connection is the fixture's, not the executor's
+    # The CLI's call when its command ends. An executor's earlier connection (to the local instance of
+    # an earlier test, shut down since) is not this one, the fixture's.
+    monkeypatch.setattr(ray_executor, "_connection", ("a node of an earlier instance", "01000000"))
+    ray_executor.disconnect()
     assert ray.is_initialized()
 
 

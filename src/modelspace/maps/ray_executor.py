@@ -81,18 +81,24 @@ def import_ray():
     return ray
 
 
-_connected = False  # whether a RayExecutor of this process connected it to Ray (`disconnect`)
+_connection: tuple[str, str] | None = None  # (node, job) of the connection a RayExecutor made (`disconnect`)
 
 
 def disconnect() -> None:
-    """End the connection to Ray that a `RayExecutor` of this process made, if any (`ray.shutdown`; one
-    its caller made is left as it is): Ray prints no more of its lines here, and those it held back are
-    printed now, on whatever ``sys.stdout`` is."""
-    global _connected
+    """End the connection to Ray that a `RayExecutor` of this process made, if it is still the one open
+    (`ray.shutdown`; one its caller made is left as it is): Ray prints no more of its lines here, and
+    those it held back are printed now, on whatever ``sys.stdout`` is."""
+    global _connection
     ray = sys.modules.get("ray")
-    if _connected and ray is not None and ray.is_initialized():
+    if _connection is not None and ray is not None and ray.is_initialized() and _connected_to(ray) == _connection:
         ray.shutdown()
-    _connected = False
+    _connection = None
+
+
+def _connected_to(ray) -> tuple[str, str]:
+    """The driver's node and job: a new connection, even to a new instance on the same machine, differs."""
+    context = ray.get_runtime_context()
+    return context.get_node_id(), context.get_job_id()
 
 
 class Job(Protocol):
@@ -386,7 +392,7 @@ class RayExecutor:
             self._worker_runtime(), self.batch_size, self._shared_root)
 
     def _connect(self, ray) -> None:
-        global _connected
+        global _connection
         if ray.is_initialized():
             return  # the caller connected (to a cluster of its choice): leave the connection as it is
         kwargs: dict[str, Any] = {"log_to_driver": False}
@@ -395,7 +401,7 @@ class RayExecutor:
         if self.address is None:
             kwargs["include_dashboard"] = False  # a local instance: nothing to look at, a process less
         ray.init(address=self.address, **kwargs)
-        _connected = True
+        _connection = _connected_to(ray)
 
     def _slots(self, ray) -> int:
         """How many models the cluster can compute at once (its CPUs or GPUs over a model's share), at
