@@ -32,8 +32,9 @@ then deletes its folder ``arrays/<mk[:2]>/<mk>/``, every file in it. A process t
 model checks, inside the transaction of each claim and of each row it writes (shard, layout,
 prepared form, sketch, failure), that the registration is still there: otherwise it stores
 nothing, deletes the file it just wrote and raises `ModelRemovedError`, so no row or file of the
-removed model outlives the removal. `orphans` finds what an older modelspace left that way (rows
-and folders of keys no model is registered under), and `remove_orphans` deletes it.
+removed model outlives the removal. `orphans` finds rows and folders of keys no model is registered
+under (left by a process without these checks, or by an edited manifest), and `remove_orphans`
+deletes them.
 """
 
 from __future__ import annotations
@@ -425,8 +426,8 @@ class MapStore:
     def orphans(self) -> dict[str, dict[str, int]]:
         """Model keys that rows or folders of the store name but that no model is registered under and no
         live process claims a unit of: ``{model_key: {"rows": n, "files": n}}``, the rows and files naming
-        each. A removal while an older modelspace computed the model left such rows and files; nothing
-        lists or reads them. `remove_orphans` deletes them."""
+        each. A removal while a process without the checks of the module docstring computed the model
+        leaves such rows and files; nothing lists or reads them. `remove_orphans` deletes them."""
         registered = {k for (k,) in self.db.query("SELECT model_key FROM models")}
         tables = {t for (t,) in self.db.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
         rows: dict[str, int] = {}
