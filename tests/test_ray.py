@@ -327,6 +327,40 @@ def test_a_local_process_and_a_ray_run_share_a_store_without_computing_a_unit_tw
         _assert_same(space, reference["slow"])
 
 
+def test_a_model_removed_meanwhile_is_a_failure_and_nothing_of_it_is_stored(cluster, tmp_path) -> None:
+    """`remove` in another process while the Ray run computes a model: the driver stores nothing more of it."""
+    store, done = tmp_path / "s", {}
+    run = threading.Thread(target=lambda: done.update(space=_fit(store, _specs(3, slow=0.1), probe=_probe(16),
+                                                                 executor="ray")))
+    run.start()
+    deadline = time.monotonic() + 60
+    while _n_shards(store) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with MapStore(store) as other:  # as `modelspace remove` does, from its own connection
+        (first,) = [m for m in other.models() if m["n_shards"]][:1]
+        other.remove_model(first["model_key"])
+    run.join(timeout=180)
+    assert not run.is_alive()
+    space = done["space"]
+    assert [(f.model, f.method) for f in space.failures_] == [(first["name"], None)]
+    assert "removed from the store" in space.failures_[0].message
+    assert first["name"] not in space.members_
+    with MapStore(store) as s:
+        for table in ("shards", "layouts", "failures", "prepared", "claims"):
+            assert s.db.query(f"SELECT COUNT(*) FROM {table} WHERE model_key = ?", (first["model_key"],)) == [(0,)]
+    assert not (store / "arrays" / first["model_key"][:2] / first["model_key"]).exists()
+
+
+def test_disconnect_leaves_a_connection_the_caller_made(cluster, monkeypatch) -> None:
+    from modelspace.maps import ray_executor
+
+    # The CLI's call when its command ends. An executor's earlier connection (to the local instance of
+    # an earlier test, shut down since) is not this one, the fixture's.
+    monkeypatch.setattr(ray_executor, "_connection", ("a node of an earlier instance", "01000000"))
+    ray_executor.disconnect()
+    assert ray.is_initialized()
+
+
 def test_no_ray_process_is_left(cluster) -> None:
     ray.shutdown()
     _end_marked()

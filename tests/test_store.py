@@ -568,3 +568,78 @@ def test_a_manifest_left_open_by_a_killed_process_is_checked_and_opens(tmp_path,
     with MapStore(copy) as store:
         assert store.failure(key_for("m2")) == "late"
         assert store.missing(plan_units(key_for("m1"), "m", N, 4)) == []
+
+
+# ------------------------------------------------------------------ removal while another process computes
+def test_a_model_removed_by_another_process_is_neither_claimed_nor_written_again(tmp_path, maps):
+    from modelspace.errors import ModelRemovedError
+
+    key = key_for("m1")
+    with MapStore(tmp_path / "store") as embed, MapStore(tmp_path / "store") as other:
+        embed.register_model("m1", "one", {"source": "python:x"})
+        units = embed.plan(key, "one", N, 4)
+        embed.write(units[0], maps[:4])
+        assert other.remove_model("m1") == 1
+        folder = embed.root / "arrays" / "m1"[:2] / "m1"
+        assert not folder.exists()
+        for attempt in (lambda: embed.write(units[1], maps[4:8]), lambda: embed.claims_.claim(units[1:], "owner"),
+                        lambda: embed.plan(key, "one", N, 4), lambda: embed.put_failure(key, "reason"),
+                        lambda: embed.put_prepared(key_for("m1", method="prepared:x"), {"a": np.ones(3)})):
+            with pytest.raises(ModelRemovedError, match="model 'one' was removed from the store"):
+                attempt()
+        assert not folder.exists()  # the files written before the check were deleted
+        for table in ("shards", "layouts", "failures", "prepared", "claims"):
+            assert embed.db.query(f"SELECT COUNT(*) FROM {table}") == [(0,)]
+        embed.register_model("m1", "one", {"source": "python:x"})  # registered again: written again
+        embed.write(units[1], maps[4:8])
+        other.write(plan_units(key_for("m2"), "two", 4, 4)[0], maps[:4])  # never registered here: as before
+        assert embed.db.query("SELECT COUNT(*) FROM shards") == [(2,)]
+
+
+def test_remove_model_waits_for_a_unit_in_flight_naming_its_holder(store, maps, caplog):
+    key = key_for("m1")
+    store.register_model("m1", "one", {"source": "python:x"})
+    units = write_all(store, key, maps)[0]
+    folder = store.root / "arrays" / "m1"[:2] / "m1"
+    sidecar = Path(store.root / store.shard_relpath(key, 0)).with_suffix(".extra")
+    sidecar.write_text("a file no row names")
+    writing = sidecar.with_name(".shard_00001.npy.123.tmp")  # a write in progress (fresh): left to its writer
+    left = sidecar.with_name(".shard_00002.npy.456.tmp")  # a killed write of long ago
+    writing.write_bytes(b"x")
+    left.write_bytes(b"x")
+    os.utime(left, (time.time() - 3600, time.time() - 3600))
+    now = time.time()
+    with store.db.transaction() as cur:  # a process on another host computes unit 1, its heartbeat fresh
+        cur.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*(key.model_key, key.probe_hash, key.method, key.probe_size), 1, "o", 4242, "elsewhere", now))
+        cur.execute("INSERT INTO heartbeats VALUES (?, ?, ?, ?, ?)", ("o", 4242, "elsewhere", now, now))
+    start = time.monotonic()
+    assert store.remove_model("m1", wait=0.6) == len(units)
+    assert time.monotonic() - start >= 0.6
+    holder = [r.getMessage() for r in caplog.records if "pid 4242 on host elsewhere" in r.getMessage()]
+    assert len(holder) == 2 and "waiting up to 1 s" in holder[0] and "still computes" in holder[1], holder
+    assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == [writing.name]
+    assert store.models() == [] and store.db.query("SELECT COUNT(*) FROM shards") == [(0,)]
+    assert store.db.query("SELECT pid FROM claims") == [(4242,)]  # its holder releases it
+
+
+def test_orphans_are_the_keys_no_model_is_registered_under_and_no_live_process_claims(store, maps):
+    store.register_model("kept", "kept", {"source": "python:x"})
+    for model_key in ("kept", "gone", "busy"):
+        write_all(store, key_for(model_key), maps)
+    store.put_affinities([(key_for("kept"), key_for("gone"), 0.5)])
+    stray = store.root / "arrays" / "st" / "stray"
+    stray.mkdir(parents=True)
+    (stray / "file.npy").write_bytes(b"x")
+    now = time.time()
+    with store.db.transaction() as cur:  # a live process computes a unit of "busy" (registered after it)
+        cur.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    ("busy", PROBE, METHOD, 4, 0, "o", 4242, "elsewhere", now))
+        cur.execute("INSERT INTO heartbeats VALUES (?, ?, ?, ?, ?)", ("o", 4242, "elsewhere", now, now))
+    expected = {"gone": {"rows": 3 + 1, "files": 3}, "stray": {"rows": 0, "files": 1}}  # its shards and its pair
+    assert store.orphans() == expected
+    assert store.remove_orphans() == expected
+    assert store.orphans() == {}
+    assert not (store.root / "arrays" / "go").exists() and not (store.root / "arrays" / "st").exists()
+    assert store.get_affinity(key_for("kept"), key_for("gone")) is None
+    assert store.read(key_for("kept")).shape == (N, F) and store.read(key_for("busy")).shape == (N, F)

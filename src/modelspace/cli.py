@@ -187,8 +187,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .maps import MapStore
     from .models import describe_preprocessing
 
-    with MapStore(args.store, create=False) as store:
+    with MapStore(args.store, create=False, writes=False) as store:
         models = store.models()
+        orphans = store.orphans()
+    if orphans:  # not models: nothing lists or reads them, so say that they are there
+        _log.warning("store %s holds %s no model is registered under (%s, %s; left by a removal while a run "
+                     "computed the model): `modelspace gc --keep-zoo ZOO --store %s` removes them", args.store,
+                     plural(len(orphans), "model key"), plural(sum(o["rows"] for o in orphans.values()), "row"),
+                     plural(sum(o["files"] for o in orphans.values()), "file"), args.store)
     _emit(args, models, "\n".join(f"{m['name']}\t{m['model_key'][:12]}\t{m['spec'].get('source', '')}\t"
                                   + describe_preprocessing(m["spec"].get("preprocessing")) for m in models)
           or "(no models)")
@@ -248,13 +254,20 @@ def cmd_gc(args: argparse.Namespace) -> int:
                              "kept: %s", spec.name, exc)
         stale = [m for m in stored if m["model_key"] not in keep and m["name"] not in unknown]
         removed = {m["model_key"]: 0 if args.dry_run else store.remove_model(m["model_key"]) for m in stale}
+        # Rows and files of keys no model is registered under (a removal while a run computed the model)
+        orphans = store.orphans() if args.dry_run else store.remove_orphans()
     verb = "would remove" if args.dry_run else "removed"
     lines = [f"{verb} {m['name']} {m['model_key'][:12]} ({plural(m['n_shards'] if args.dry_run else removed[m['model_key']], 'shard')})"
              for m in stale]
+    if orphans:
+        lines.append(f"{verb} {plural(len(orphans), 'model key')} no model is registered under "
+                     f"({plural(sum(o['rows'] for o in orphans.values()), 'row')}, "
+                     f"{plural(sum(o['files'] for o in orphans.values()), 'file')})")
     lines.append(f"{verb} {plural(len(stale), 'model')}, kept {len(stored) - len(stale)} of {len(stored)}"
                  + (" (dry run: nothing deleted)" if args.dry_run else ""))
     _emit(args, {"dry_run": args.dry_run, "removed": [{"name": m["name"], "model_key": m["model_key"],
                                                        "shards": m["n_shards"]} for m in stale],
+                 "orphans": [{"model_key": k, **o} for k, o in orphans.items()],
                  "kept": len(stored) - len(stale), "unloadable": sorted(unknown)}, "\n".join(lines))
     return 0
 
@@ -566,9 +579,10 @@ class _TqdmHandler(logging.Handler):
 
 @contextlib.contextmanager
 def _console(quiet: bool):
-    """While a command runs: stdout is stderr (a model's own ``print`` must not break ``--json``),
-    "modelspace" log records go to stderr (failures; only errors with ``--quiet``), and ``--quiet``
-    also silences the progress bars of Hugging Face libraries."""
+    """While a command runs: stdout is stderr (a model's own ``print`` and Ray's lines must not break
+    ``--json``; a Ray connection the command made ends before stdout is restored), "modelspace" log
+    records go to stderr (failures; only errors with ``--quiet``), and ``--quiet`` also silences the
+    progress bars of Hugging Face libraries."""
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("modelspace: %(message)s"))
     level = _log.level
@@ -581,7 +595,10 @@ def _console(quiet: bool):
             sys.modules["transformers"].utils.logging.disable_progress_bar()
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            yield
+            try:
+                yield
+            finally:
+                _leave_ray()
     finally:
         _log.removeHandler(handler)
         _log.setLevel(level)
@@ -590,6 +607,15 @@ def _console(quiet: bool):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _leave_ray() -> None:
+    """Disconnect from Ray if the command connected to it, while stdout is still stderr: Ray's driver
+    prints the errors raylets report (a worker that died) on stdout until it disconnects, which would
+    otherwise happen at exit, after the result (`maps.ray_executor.disconnect`)."""
+    ray_executor = sys.modules.get(f"{__package__}.maps.ray_executor")
+    if ray_executor is not None:
+        ray_executor.disconnect()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -729,17 +755,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--zoo", default=None, help="zoo file mapping model names to task labels")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
 
-    p = add("models", cmd_models, "list the models in a store", [])
+    p = add("models", cmd_models, "list the models in a store (one this user cannot write is read, not changed)", [])
     p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder, an existing one (default {DEFAULT_STORE})")
 
-    p = add("remove", cmd_remove, "remove a model's maps and affinities from a store", [])
+    p = add("remove", cmd_remove, "remove a model's maps and affinities from a store (a run computing the model "
+            "meanwhile stops computing it and stores nothing more of it)", [])
     p.add_argument("name", help="model name, or model key or a unique prefix of it, as `modelspace models` lists "
                                 "them; a name that several stored models share is refused with the candidates")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder, an existing one (default {DEFAULT_STORE})")
 
     p = add("gc", cmd_gc, "remove from a store every model that is not one of a zoo's current models (stale "
-            "entries left after a model's spec or weights changed, models dropped from the zoo). Every model of "
-            "the zoo is loaded, weights included, to compute its current key", [])
+            "entries left after a model's spec or weights changed, models dropped from the zoo), and the rows and "
+            "files of keys no model is registered under. Every model of the zoo is loaded, weights included, to "
+            "compute its current key", [])
     p.add_argument("--keep-zoo", required=True, metavar="ZOO", help="zoo file whose models are kept")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"map store folder (default {DEFAULT_STORE})")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, delete nothing")

@@ -61,6 +61,11 @@ class StoreError(ModelspaceError):
     """A store that is unreadable or inconsistent (names the file)."""
 
 
+class ModelRemovedError(StoreError):
+    """A model removed from the store (`modelspace remove` or `gc`, in another process) while this run
+    computed it: what it computed since is not stored, and it stops computing that model."""
+
+
 class StorageError(StoreError):
     """A store that cannot be written or read at all: read-only, disk full, locked (names the path).
 

@@ -22,7 +22,9 @@ and later fits skip that model and method with "skipped, failed before: <reason>
 When some model needs weights that are not cached and the network cannot be reached, the models
 load with the Hugging Face hub offline (`models.offline_needed`): missing weights fail at once. A
 store that cannot be written or read at all (`StorageError`: read-only, disk full, locked) is not a
-model's failure: it stops the run, keeping the work already stored.
+model's failure: it stops the run, keeping the work already stored. A model removed from the store by
+another process while it is computed (`modelspace remove` or `gc`) is a failure of that model, never
+remembered in the store: nothing more of it is computed or stored.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import torch
 from . import results
 from ._version import __version__
 from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
-from .errors import InputError, ModelspaceError, StorageError, check_int
+from .errors import InputError, ModelRemovedError, ModelspaceError, StorageError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices, relevant_for
 from .maps import (
     EntryKey,
@@ -568,17 +570,20 @@ class ModelSpace:
         self.runtime_.prepare(loaded.module)
         executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
         failed: set[str] = set()
-        for group, units in self._admit(loaded):
-            try:
-                written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
-                self.work_["computed"] += len(written)
-                self.work_["reused"] += len(units) - len(written)
-            except (StorageError, KeyboardInterrupt):
-                raise  # the store, not this model: every later model would fail alike (kept work stays)
-            except BaseException as exc:  # noqa: BLE001 - one model crashing (input too small, sys.exit ...) must not end the run
-                self._group_failed(loaded, group, _run_error(loaded, exc), _repeatable(exc))
-                failed.update(m.id for m in group)
-        self._settle(loaded, failed, self._prepare_baselines(loaded))
+        try:
+            for group, units in self._admit(loaded):
+                try:
+                    written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
+                    self.work_["computed"] += len(written)
+                    self.work_["reused"] += len(units) - len(written)
+                except (StorageError, ModelRemovedError, KeyboardInterrupt):
+                    raise  # the store, not this model: every later model would fail alike (kept work stays)
+                except BaseException as exc:  # noqa: BLE001 - one model crashing (input too small, sys.exit ...) must not end the run
+                    self._group_failed(loaded, group, _run_error(loaded, exc), _repeatable(exc))
+                    failed.update(m.id for m in group)
+            self._settle(loaded, failed, self._prepare_baselines(loaded))
+        except ModelRemovedError as exc:
+            self._removed(name, exc)
 
     def _embed_ray(self, models: list) -> None:
         """Every model on a Ray cluster, one actor each; this process commits what they compute."""
@@ -603,7 +608,9 @@ class ModelSpace:
     def _ray_failed(self, name: str, methods: list | None, error: Exception, remember: bool,
                     loaded: LoadedModel | None) -> None:
         """A failure a Ray run reports: to load (``methods`` None), of baselines (their ids), or of methods."""
-        if methods is None:
+        if isinstance(error, ModelRemovedError):
+            self._removed(name, error)
+        elif methods is None:
             self._load_failed(name, getattr(self, "_ray_specs", {}).get(name), error, remember)
         elif all(isinstance(m, str) for m in methods):  # "baselines", or a baseline's id
             for what in methods:
@@ -638,6 +645,12 @@ class ModelSpace:
             return False
         self._fail(spec.name, None, f"skipped, failed before: {reason}")
         return True
+
+    def _removed(self, name: str, error: ModelRemovedError) -> None:
+        """A model removed from the store by another process while it was computed: a failure of the whole
+        model (its maps are not all there), never remembered in the store, said once."""
+        self.members_.pop(name, None)
+        self._fail(name, None, error, stage="computing")
 
     def _load_failed(self, name: str, spec: ModelSpec | None, error: Exception, remember: bool) -> None:
         """Record a model that failed to load; in the store too, under its zoo entry, when ``remember``
@@ -933,8 +946,10 @@ class ModelSpace:
 
     # ------------------------------------------------------------------ helpers
 
-    def _fail(self, name: str, method: str | None, exc: Exception | str, remember: EntryKey | None = None) -> None:
-        """Record a failure (and, with `remember`, keep it in the store for later fits), or raise it."""
+    def _fail(self, name: str, method: str | None, exc: Exception | str, remember: EntryKey | None = None,
+              stage: str = "loading") -> None:
+        """Record a failure (and, with `remember`, keep it in the store for later fits), or raise it; a failure
+        of no one method (``method`` None) happened while ``stage``."""
         if remember is not None:
             self.store_.put_failure(remember, str(exc))
         if self.on_error == "raise":
@@ -942,7 +957,7 @@ class ModelSpace:
         self.failures_.append(Failure(name, method, str(exc)))
         # Once per failure, naming the model once (most messages already start with it).
         text = str(exc) if repr(name) in str(exc) else f"model {name!r}: {exc}"
-        _log.warning("%s [%s]", text, method or "loading")
+        _log.warning("%s [%s]", text, method or stage)
 
     def _validate(self) -> None:
         check_int(self.batch_size, "batch_size")

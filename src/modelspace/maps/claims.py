@@ -12,6 +12,11 @@ gone (same host, pid no longer alive, e.g. after ``kill -9``) or its heartbeat i
 leftover claim for an hour), so a crash never leaves a unit locked for long; no process waits
 while holding a claim, so two cannot deadlock. A process that waits logs who holds the unit.
 
+A unit is claimed only while its model is registered: the store's check (``check``) runs inside
+the claiming transaction and refuses a unit of a model removed meanwhile, and a removal
+(`MapStore.remove_model`) waits until no live claim of the model is left (`live_claims`). So
+every shard file of a model is written while it is registered, and none after its removal.
+
 Claims live in SQLite rather than in lock files because the manifest is already the one place
 every process agrees on, and a row outlives a crash without leaving a lock held (an ``flock``
 would be released by the kernel too, but not on every network filesystem).
@@ -22,9 +27,10 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from .keys import WorkUnit
 from .manifest import ENTRY, Manifest, key_tuple
@@ -38,10 +44,21 @@ _HOST = socket.gethostname()
 
 
 class Claims:
-    """The manifest's ``claims`` table: which process computes which unit now."""
+    """The manifest's ``claims`` table: which process computes which unit now.
 
-    def __init__(self, manifest: Manifest) -> None:
+    Parameters
+    ----------
+    manifest : Manifest
+        The store's manifest.
+    check : callable, optional
+        ``check(cursor, units)``, run inside the transaction of every `claim` before anything is
+        claimed; it raises to refuse the units (the store refuses those of a model removed meanwhile).
+    """
+
+    def __init__(self, manifest: Manifest,
+                 check: Callable[[sqlite3.Cursor, Sequence[WorkUnit]], None] | None = None) -> None:
         self.manifest = manifest
+        self.check = check
 
     def claim(self, units: Sequence[WorkUnit], owner: str) -> bool:
         """Claim all ``units`` for ``owner`` in one transaction.
@@ -51,6 +68,8 @@ class Claims:
         """
         now = time.time()
         with self.manifest.transaction() as cur:
+            if self.check is not None:
+                self.check(cur, units)
             for unit in units:
                 held = cur.execute(f"SELECT owner, pid, host, {_LAST_SEEN} FROM claims WHERE {ENTRY} AND shard = ?",
                                    (*key_tuple(unit.key), unit.shard)).fetchone()
@@ -128,6 +147,15 @@ class Claims:
         fields = ("model_key", "method", "shard", "pid", "host", "since")
         rows = self.manifest.query(f"SELECT {', '.join(fields)} FROM claims ORDER BY since")
         return [dict(zip(fields, r)) for r in rows]
+
+
+def live_claims(cur: sqlite3.Cursor, model_key: str) -> list[dict]:
+    """The claims on a model's units whose process may still be computing them (`claim_alive`):
+    ``{"pid", "host", "since"}`` each, read with ``cur`` inside the caller's transaction."""
+    now = time.time()
+    rows = cur.execute(f"SELECT pid, host, since, {_LAST_SEEN} FROM claims WHERE model_key = ?", (model_key,))
+    return [{"pid": pid, "host": host, "since": since} for pid, host, since, seen in rows.fetchall()
+            if claim_alive(pid, host, seen, now)]
 
 
 # When a claim's process was last seen alive: its latest heartbeat, or, for a process of an older

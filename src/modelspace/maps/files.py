@@ -53,11 +53,16 @@ def file_stamp(path: Path) -> tuple[int, int, int]:
 
 def atomic_write(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` so that readers see the old file or the whole new one."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:  # a read-only or full store: the caller stops the run, see StorageError
-        raise StorageError(_unwritable(path, exc)) from exc
+    for attempt in range(3):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            break
+        except FileNotFoundError as exc:  # the folder just made was pruned by a removal in another process
+            if attempt == 2:
+                raise StorageError(_unwritable(path, exc)) from exc
+        except OSError as exc:  # a read-only or full store: the caller stops the run, see StorageError
+            raise StorageError(_unwritable(path, exc)) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
@@ -84,6 +89,12 @@ def _unwritable(path: Path, exc: OSError) -> str:
 def partial_writes(path: Path) -> list[Path]:
     """Temporary files that interrupted `atomic_write` calls of ``path`` left behind."""
     return list(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+
+
+def is_partial_write(path: Path) -> bool:
+    """Whether ``path`` is named as `atomic_write` names its temporary files (a write in progress, or
+    one that was interrupted)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def prune_empty_dirs(folder: Path, stop_at: Path) -> None:

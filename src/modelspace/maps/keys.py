@@ -43,9 +43,14 @@ def method_folder(method: str) -> str:
     return f"{readable}-{hashlib.sha256(method.encode('utf-8')).hexdigest()[:8]}"
 
 
+def is_safe_key(value) -> bool:
+    """Whether ``value`` is a str usable as a folder name (as every key is)."""
+    return isinstance(value, str) and _SAFE_KEY.match(value) is not None
+
+
 def check_safe_key(value, name: str) -> None:
     """Raise InputError unless ``value`` is a str usable as a folder name."""
-    if not isinstance(value, str) or not _SAFE_KEY.match(value):
+    if not is_safe_key(value):
         raise InputError(
             f"{name}: expected letters, digits, '_', '.' or '-' (starting with a letter or digit), "
             f"got {value!r}"

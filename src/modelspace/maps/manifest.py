@@ -27,14 +27,23 @@ another one has it open, or such a file came from elsewhere) first passes SQLite
 ``PRAGMA integrity_check`` on a read-only connection, which neither writes nor checkpoints it; a
 damaged manifest is refused, left as found, with the way to rebuild it from the store's files
 (`MapStore.rebuild`, ``modelspace rebuild``).
+
+A store this process cannot write (a read-only mount, or folder and files without write permission:
+SQLite writes even to open the manifest, and makes its ``-wal`` and ``-shm`` files beside it) is
+refused with a `StorageError` saying that it is read-only, once, naming the manifest; a caller that
+only reads (``writes=False``) gets a read-only connection instead (SQLite's ``mode=ro``, else
+``immutable=1`` when no write-ahead log holds data the file lacks).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError, StorageError, StoreError
@@ -186,16 +195,37 @@ class Manifest:
     ----------
     path : Path
         The SQLite file; created, with the schema, when missing.
+    writes : bool
+        False for a caller that only reads: a manifest this process cannot write is then opened
+        read-only (`read_only` is True) instead of refused.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, writes: bool = True) -> None:
         self.path = path
         self.lock = threading.RLock()
-        self.conn = _connect(path)
+        #: Whether the connection is read-only (``writes=False`` on a store this process cannot write).
+        self.read_only = False
+        try:
+            self.conn = _connect(path)
+        except StorageError:
+            if writes or read_only_reason(path) is None:
+                raise
+            self.conn = _connect_read_only(path)
+            self.read_only = True
 
     def transaction(self) -> "Transaction":
         """A context manager running one short BEGIN IMMEDIATE ... COMMIT transaction."""
         return Transaction(self)
+
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[sqlite3.Cursor]:
+        """A cursor for reads under the manifest's lock, outside any transaction (a read-only
+        connection can take none)."""
+        with self.lock:
+            try:
+                yield self.conn.cursor()
+            except sqlite3.Error as exc:
+                raise StorageError(f"manifest {str(self.path)!r}: {exc}") from exc
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Run one read-only statement and return all rows."""
@@ -225,7 +255,7 @@ class Transaction:
             m.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             m.lock.release()
-            raise StorageError(f"manifest {str(m.path)!r} is locked, read-only or unreadable: {exc}") from exc
+            raise _error(m.path, exc, f"manifest {str(m.path)!r} is locked, read-only or unreadable: {exc}") from exc
         return m.conn.cursor()
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -234,7 +264,8 @@ class Transaction:
             m.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
         except sqlite3.Error as err:
             if exc_type is None:
-                raise StorageError(f"manifest {str(m.path)!r}: commit failed (read-only or full disk?): {err}") from err
+                raise _error(m.path, err, f"manifest {str(m.path)!r}: commit failed (read-only or full disk?): "
+                                          f"{err}") from err
         finally:
             m.lock.release()
         if isinstance(exc, sqlite3.Error):
@@ -255,10 +286,58 @@ def _connect(path: Path) -> sqlite3.Connection:
             return _open(path)
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc) or time.monotonic() > deadline:
-                raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+                raise _error(path, exc, f"manifest {str(path)!r} cannot be opened: {exc}") from exc
             time.sleep(0.05)
         except sqlite3.Error as exc:
-            raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+            raise _error(path, exc, f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a manifest this process cannot write (`Manifest` with ``writes=False``).
+
+    SQLite's ``mode=ro`` still needs the ``-shm`` file, which a read-only folder may lack; ``immutable=1``
+    needs nothing, but ignores the write-ahead log, so it is used only when no ``-wal`` file holds data."""
+    wal = path.with_name(path.name + "-wal")
+    modes = ["mode=ro"] + (["immutable=1"] if not wal.exists() or wal.stat().st_size == 0 else [])
+    for mode in modes:
+        conn = sqlite3.connect(f"{path.as_uri()}?{mode}", uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            conn.execute("SELECT COUNT(*) FROM models").fetchone()
+        except sqlite3.Error as exc:
+            conn.close()
+            error = exc
+            continue
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(f"manifest {str(path)!r} has schema version {version}; this modelspace reads up to "
+                             f"{SCHEMA_VERSION}")
+        return conn
+    raise _error(path, error, f"manifest {str(path)!r} cannot be read: {error}")
+
+
+def read_only_reason(path: Path) -> str | None:
+    """What this process cannot write of the manifest at ``path`` ("this user cannot write ..."), or None:
+    the manifest, its ``-wal`` or ``-shm`` file, or the folder SQLite makes them in (permissions, a
+    read-only mount)."""
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"its manifest {str(path)!r}"
+    for file in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and not os.access(file, os.W_OK):
+            return f"{str(file)!r}, beside its manifest"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"in its folder, where SQLite makes the -wal and -shm files of its manifest {str(path)!r}"
+    return None
+
+
+def _error(path: Path, exc: sqlite3.Error, otherwise: str) -> StorageError:
+    """The StorageError of an SQLite error on the manifest: that the store is read-only when it is
+    (`read_only_reason`), else ``otherwise``."""
+    reason = read_only_reason(path)
+    if reason is None:
+        return StorageError(otherwise)
+    return StorageError(f"store {str(path.parent)!r} is read-only: this user cannot write {reason} (SQLite: {exc}); "
+                        "nothing was written. Make the store writable, or pass another --store")
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -342,13 +421,13 @@ def _check_integrity(path: Path) -> None:
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
     except sqlite3.Error as exc:
-        raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+        raise _error(path, exc, f"manifest {str(path)!r} cannot be opened: {exc}") from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
         problems = [row[0] for row in conn.execute(f"PRAGMA integrity_check({_PROBLEMS_QUOTED + 1})")]
     except sqlite3.OperationalError as exc:
-        if _is_busy(exc) or "unable to open" in str(exc):
-            raise StorageError(f"manifest {str(path)!r} cannot be opened: {exc}") from exc
+        if _is_busy(exc) or "unable to open" in str(exc) or read_only_reason(path) is not None:
+            raise _error(path, exc, f"manifest {str(path)!r} cannot be opened: {exc}") from exc
         problems = [str(exc)]
     except sqlite3.DatabaseError as exc:  # "database disk image is malformed", "file is not a database"
         problems = [str(exc)]

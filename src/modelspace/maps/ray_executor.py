@@ -29,8 +29,17 @@ runs), declared by one object, `RayExecutor`:
   that the model is a recorded failure, never a crashed run. A model that fails to load or to run
   is a recorded per-model failure exactly as with the local executor. A driver killed mid-run
   leaves committed shards and claims of a dead process; the rerun computes only what is missing.
+  A model removed from the store by another process meanwhile (`MapStore.remove_model`) is a
+  failure of that model: nothing more of it is sent, and what comes back of it is not stored.
 
 Ray is imported only here, and only when this executor is used (``pip install -e ".[ray]"``).
+
+Ray's output: the workers' own output stays in Ray's log files (``log_to_driver=False``). Ray's driver
+prints the errors that raylets report (``(raylet) Task ModelWorker.run failed ...`` when a worker
+dies) on ``sys.stdout``, from a thread, as they arrive, and holds repeated ones back to print them
+once with a count, at the latest when it disconnects; no option sends them elsewhere. A program whose
+stdout carries results (the CLI's ``--json``) sends ``sys.stdout`` to stderr while it runs and calls
+`disconnect` before it stops doing so.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import sys
 import time
 import uuid
 from collections import deque
@@ -45,7 +55,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import InputError, ModelLoadError, ModelspaceError, StorageError, StoreError
+from ..errors import InputError, ModelLoadError, ModelRemovedError, ModelspaceError, StorageError, StoreError
 from ..models import LoadedModel, load_model, load_repeatable
 from ..progress import progress as progress_bar
 from .activations import prepare_baselines
@@ -55,7 +65,7 @@ from .keys import WorkUnit
 from .runtime import Runtime, kept_torch_state
 from .store import EncodedShard, MapStore, encode_shard, shard_relpath
 
-__all__ = ["RAY_EXTRA", "RayExecutor", "import_ray"]
+__all__ = ["RAY_EXTRA", "RayExecutor", "disconnect", "import_ray"]
 
 #: What to install when Ray is missing.
 RAY_EXTRA = "pip install -e '.[ray]' (from a checkout) or pip install 'modelspace[ray]'"
@@ -69,6 +79,26 @@ def import_ray():
         raise InputError(f"executor='ray' needs Ray, which is not installed here ({exc}); install the 'ray' extra: "
                          f"{RAY_EXTRA}") from None
     return ray
+
+
+_connection: tuple[str, str] | None = None  # (node, job) of the connection a RayExecutor made (`disconnect`)
+
+
+def disconnect() -> None:
+    """End the connection to Ray that a `RayExecutor` of this process made, if it is still the one open
+    (`ray.shutdown`; one its caller made is left as it is): Ray prints no more of its lines here, and
+    those it held back are printed now, on whatever ``sys.stdout`` is."""
+    global _connection
+    ray = sys.modules.get("ray")
+    if _connection is not None and ray is not None and ray.is_initialized() and _connected_to(ray) == _connection:
+        ray.shutdown()
+    _connection = None
+
+
+def _connected_to(ray) -> tuple[str, str]:
+    """The driver's node and job: a new connection, even to a new instance on the same machine, differs."""
+    context = ray.get_runtime_context()
+    return context.get_node_id(), context.get_job_id()
 
 
 class Job(Protocol):
@@ -217,6 +247,7 @@ class _Model:
     prepared: dict = dataclasses.field(default_factory=dict)
     methods_of: dict = dataclasses.field(default_factory=dict)  # object ref of a call -> its methods
     actor_dead: bool = False
+    removed: bool = False  # removed from the store by another process: nothing more of it is sent or stored
     bar: Any = None  # its own progress bar, over its shards, open while it is in flight
 
 
@@ -340,8 +371,11 @@ class RayExecutor:
                         del live[m.name]
                         if m.bar is not None:
                             m.bar.close()
-                        if m.loaded is not None:
-                            job.settle(m.loaded, m.failed, m.prepared)
+                        if m.loaded is not None and not m.removed:
+                            try:
+                                job.settle(m.loaded, m.failed, m.prepared)
+                            except ModelRemovedError as exc:
+                                self._removed(m, exc, job)
                         settled += 1
                         bar.set_description(f"ray · {settled} of {len(models)} models (last: {m.name})")
         finally:
@@ -358,6 +392,7 @@ class RayExecutor:
             self._worker_runtime(), self.batch_size, self._shared_root)
 
     def _connect(self, ray) -> None:
+        global _connection
         if ray.is_initialized():
             return  # the caller connected (to a cluster of its choice): leave the connection as it is
         kwargs: dict[str, Any] = {"log_to_driver": False}
@@ -366,6 +401,7 @@ class RayExecutor:
         if self.address is None:
             kwargs["include_dashboard"] = False  # a local instance: nothing to look at, a process less
         ray.init(address=self.address, **kwargs)
+        _connection = _connected_to(ray)
 
     def _slots(self, ray) -> int:
         """How many models the cluster can compute at once (its CPUs or GPUs over a model's share), at
@@ -388,21 +424,30 @@ class RayExecutor:
             job.failed(m.name, None, out["error"], out["remember"], None)
             return
         m.loaded = out["loaded"]
-        for methods, units in job.admit(m.loaded):
-            shards: dict[tuple[int, int], list[WorkUnit]] = {}
-            for unit in units:
-                shards.setdefault((unit.start, unit.stop), []).append(unit)
-            m.waiting.extend((methods, group) for group in shards.values())
-        m.prepared, todo = job.stored(m.loaded)
+        try:
+            for methods, units in job.admit(m.loaded):
+                shards: dict[tuple[int, int], list[WorkUnit]] = {}
+                for unit in units:
+                    shards.setdefault((unit.start, unit.stop), []).append(unit)
+                m.waiting.extend((methods, group) for group in shards.values())
+            m.prepared, todo = job.stored(m.loaded)
+        except ModelRemovedError as exc:
+            self._removed(m, exc, job)
+            return
         if todo:  # the others are in the store: no forward pass for them
             pending[m.actor.baselines.remote(m.ref, self._probe, todo)] = (m.name, "baselines")
 
     def _prepared(self, ref, m: _Model, job: Job) -> None:
         out = self._get(ref, m, "failed while preparing baselines")
+        if m.removed:
+            return
         if "error" in out:
             job.failed(m.name, ["baselines"], out["error"], False, m.loaded)
             return
-        m.prepared.update(job.prepared(m.loaded, out["prepared"], out["errors"]))
+        try:
+            m.prepared.update(job.prepared(m.loaded, out["prepared"], out["errors"]))
+        except ModelRemovedError as exc:
+            self._removed(m, exc, job)
 
     def _dispatch(self, m: _Model, store: MapStore, owner: str, job: Job) -> list[tuple[Any, list]]:
         """Send the shards of ``m`` that are missing and free to claim; keep those another process holds."""
@@ -411,9 +456,13 @@ class RayExecutor:
             methods, group = m.waiting.popleft()
             if any(meth.id in m.failed for meth in methods):
                 continue  # its group failed on another shard: as locally, the rest of the group is dropped
-            if not store.claims_.claim(group, owner):
-                keep.append((methods, group))  # a live process computes it now: look again later
-                continue
+            try:
+                if not store.claims_.claim(group, owner):
+                    keep.append((methods, group))  # a live process computes it now: look again later
+                    continue
+            except ModelRemovedError as exc:
+                self._removed(m, exc, job)
+                return sent
             todo = store.missing(group)  # it may have been written since it was planned
             if not todo:
                 store.claims_.release(group, owner)
@@ -434,20 +483,33 @@ class RayExecutor:
         out = self._get(ref, m, "failed while running")
         if "error" in out:
             m.actor_dead = m.actor_dead or "pid" not in out
-            self._group_failed(m, methods, out["error"], out["remember"], job)
+            if not m.removed:  # a removed model is reported once, as removed
+                self._group_failed(m, methods, out["error"], out["remember"], job)
             return
+        committed = 0
         for unit_dict, shard in out["shards"]:
             unit = WorkUnit.from_dict(unit_dict)
             try:
                 store.commit(unit, shard, in_place=self.shared_store)
             except StorageError:
                 raise  # the store itself: stop the run, as locally
+            except ModelRemovedError as exc:  # sent before the removal: not stored (a file written in place is deleted)
+                self._removed(m, exc, job)
+                continue
             except StoreError as exc:  # a shard corrupted on its way: recorded, recomputed by the next run
                 self._group_failed(m, methods, exc, False, job)
-                return
+                break
+            committed += 1
             self.placements.append({"model": m.name, "method": unit.key.method, "shard": unit.shard,
                                     "node": out["node"], "pid": out["pid"]})
-        job.counted(len(out["shards"]), 0)
+        job.counted(committed, 0)
+
+    def _removed(self, m: _Model, error: ModelRemovedError, job: Job) -> None:
+        """The model was removed from the store by another process: reported once, nothing more of it sent."""
+        if not m.removed:
+            m.removed = True
+            m.waiting.clear()
+            job.failed(m.name, None, error, False, m.loaded)
 
     def _group_failed(self, m: _Model, methods: list, error: Exception, remember: bool, job: Job) -> None:
         fresh = [meth for meth in methods if meth.id not in m.failed]

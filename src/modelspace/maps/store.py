@@ -44,10 +44,21 @@ Crash safety: a shard file is complete before it is renamed into place, and its 
 (with the file's sha256) is committed after the rename, so a process killed at any moment
 leaves either no row (the unit is recomputed) or a row whose file checks out. Temporary files
 of a killed write are never read, and are deleted by the next process that claims that unit.
+
+Removal while another process computes: `remove_model` deletes a model's rows (its registration
+included) in one transaction, waits a while for the units other processes hold of it (`claims`),
+then deletes its folder ``arrays/<mk[:2]>/<mk>/``, every file in it. A process that registered the
+model checks, inside the transaction of each claim and of each row it writes (shard, layout,
+prepared form, sketch, failure), that the registration is still there: otherwise it stores
+nothing, deletes the file it just wrote and raises `ModelRemovedError`, so no row or file of the
+removed model outlives the removal. `orphans` finds rows and folders of keys no model is registered
+under (left by a process without these checks, or by an edited manifest), and `remove_orphans`
+deletes them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -57,23 +68,30 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from ..progress import progress as progress_bar
 
-from ..errors import InputError, StorageError, StoreError, check_int
-from .claims import Claims
-from .files import (atomic_write, file_sha256, file_stamp, npy_bytes, npz_bytes, partial_writes, prune_empty_dirs,
-                    sha256)
-from .keys import (EntryKey, WorkUnit, bound_checksum, check_safe_key, identity_key, method_folder, plan_units,
-                   unit_identity)
-from .manifest import ENTRY, Manifest, key_tuple, pair_tuple
+from ..errors import InputError, ModelRemovedError, StorageError, StoreError, check_int
+from .claims import CLAIM_STALE_S, HEARTBEAT_S, Claims, live_claims
+from .files import (atomic_write, file_sha256, file_stamp, is_partial_write, npy_bytes, npz_bytes, partial_writes,
+                    prune_empty_dirs, sha256)
+from .keys import (EntryKey, WorkUnit, bound_checksum, check_safe_key, identity_key, is_safe_key, method_folder,
+                   plan_units, unit_identity)
+from .manifest import ENTRY, Manifest, key_tuple, pair_tuple, read_only_reason
 
 # Filesystems stamp modification times in coarse ticks (a few ms on ext4, 2 s on FAT): a file
 # modified less than this before it was verified is verified again on every read.
 _STAMP_GRANULARITY_NS = 2_000_000_000
+
+#: How long `remove_model` waits for the units of the model that other processes are computing: they
+#: store nothing of it once it is removed, and delete the file of their unit themselves if it lasts longer.
+REMOVE_WAIT_S = HEARTBEAT_S
+_REMOVE_POLL_S = 0.2
+#: Tables whose rows belong to one model key (``affinities`` name two, ``models`` registers it).
+_KEYED_TABLES = ("shards", "prepared", "sketches", "layouts", "failures", "claims")
 
 _log = logging.getLogger(__name__)
 
@@ -101,9 +119,12 @@ class MapStore:
         Make the folder and an empty manifest when there is none (the default, for commands that
         compute); False refuses a path that holds no store with an `InputError` naming it (for
         commands that only read or delete, where a mistyped path must not become a new store).
+    writes : bool
+        False for a caller that only reads (`modelspace models`): a store this process cannot write
+        is opened read-only, with a warning, instead of refused (see `manifest`), and nothing is made.
     """
 
-    def __init__(self, root, create: bool = True):
+    def __init__(self, root, create: bool = True, writes: bool = True):
         self.root = Path(root).expanduser().absolute()
         self.arrays = self.root / "arrays"
         self.manifest = self.root / "manifest.sqlite"
@@ -114,11 +135,18 @@ class MapStore:
             what = "does not exist" if not self.root.exists() else "is not a map store (it has no manifest.sqlite)"
             raise InputError(f"store {str(root)!r} {what}")
         try:
-            self.arrays.mkdir(parents=True, exist_ok=True)
+            if writes:
+                self.arrays.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"store folder {str(self.arrays)!r} cannot be created: {exc}") from exc
-        self.db = Manifest(self.manifest)
-        self.claims_ = Claims(self.db)
+        self.db = Manifest(self.manifest, writes=writes)
+        if self.db.read_only:
+            _log.warning("store %r is read-only: this user cannot write %s; it is opened for reading only, nothing "
+                         "is written", str(self.root), read_only_reason(self.manifest))
+        # Models this store registered, key -> name: rows of one whose registration is gone (removed by
+        # another process meanwhile) are not written (`_check_registered`).
+        self._registered: dict[str, str] = {}
+        self.claims_ = Claims(self.db, check=self._check_claimable)
         # Shard files whose sha256 this process has verified, by relative path, with the
         # (inode, size, mtime) they had then and that sha256. A streamed affinity reads each shard
         # several times (once per chunk it overlaps); hashing it on every read would dominate `add`.
@@ -203,6 +231,7 @@ class MapStore:
                 "spec = excluded.spec, seq = excluded.seq",
                 (model_key, name, spec_json, seq),
             )
+        self._registered[model_key] = name
 
     def models(self) -> list[dict]:
         """Registered models, oldest registration first: ``[{"model_key", "name", "spec", "n_shards",
@@ -264,7 +293,8 @@ class MapStore:
         self._write_sidecar(rel, identity, got)
         checksum = bound_checksum(identity, got)
 
-        with self.db.transaction() as cur:
+        with self._unless_removed(rel), self.db.transaction() as cur:
+            self._check_registered(cur, key.model_key)
             stale = self._overlapping_shards(cur, unit)
             sketch_paths = self._drop_derived(cur, ENTRY, key_tuple(key), ["sketches"])  # made from the maps replaced
             cur.executemany(
@@ -296,6 +326,7 @@ class MapStore:
         check_int(n_images, "n_images", minimum=1)
         check_int(shard_size, "shard_size", minimum=1)
         with self.db.transaction() as cur:
+            self._check_registered(cur, key.model_key)
             row = cur.execute(f"SELECT shard_size FROM layouts WHERE {ENTRY}", key_tuple(key)).fetchone()
             if row is None:
                 first = cur.execute(f"SELECT start, stop FROM shards WHERE {ENTRY} AND shard = 0",
@@ -397,6 +428,7 @@ class MapStore:
     def put_failure(self, key: EntryKey, reason: str) -> None:
         """Remember that computing this entry failed for ``reason`` (replacing an older reason)."""
         with self.db.transaction() as cur:
+            self._check_registered(cur, key.model_key)
             cur.execute(
                 "INSERT OR REPLACE INTO failures (model_key, probe_hash, method, probe_size, reason, created) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -446,23 +478,61 @@ class MapStore:
                  key.model_key, key.model_key),
             )
             derived = self._drop_derived(cur, ENTRY, key_tuple(key))
-        self._delete_files(paths + derived)
+        # only files in the entry's own folder: an edited row may name another unit's file
+        self._delete_files([p for p in paths + derived if p.startswith(_entry_folder(key))])
         return len(paths)
 
-    def remove_model(self, model_key: str) -> int:
+    def remove_model(self, model_key: str, wait: float | None = None) -> int:
         """Delete every entry, file, shard layout, cached affinity, sketch, prepared form, recorded failure and
-        the registration of a model."""
+        the registration of a model; returns the number of shards deleted.
+
+        The rows go in one transaction. Units of the model that other processes compute now are then
+        waited for, up to ``wait`` seconds (`REMOVE_WAIT_S`), with one line naming each holder: they store
+        nothing more of it (see the module docstring). Then its folder is deleted with every file in it,
+        except a temporary file still being written, which its writer deletes.
+        """
         check_safe_key(model_key, "model_key")
         with self.db.transaction() as cur:
-            paths = [r[0] for r in cur.execute("SELECT path FROM shards WHERE model_key = ?", (model_key,))]
-            cur.execute("DELETE FROM shards WHERE model_key = ?", (model_key,))
-            cur.execute("DELETE FROM failures WHERE model_key = ?", (model_key,))
-            cur.execute("DELETE FROM layouts WHERE model_key = ?", (model_key,))
-            cur.execute("DELETE FROM affinities WHERE model_a = ? OR model_b = ?", (model_key, model_key))
-            cur.execute("DELETE FROM models WHERE model_key = ?", (model_key,))
-            derived = self._drop_derived(cur, "model_key = ?", (model_key,))
-        self._delete_files(paths + derived)
-        return len(paths)
+            found = cur.execute("SELECT name FROM models WHERE model_key = ?", (model_key,)).fetchone()
+            n_shards, _ = self._drop_key(cur, model_key)
+        self._registered.pop(model_key, None)
+        self._wait_for_holders(model_key, found[0] if found else model_key, REMOVE_WAIT_S if wait is None else wait)
+        self._delete_model_folder(model_key)  # every file of the model lies there, whatever its rows named
+        return n_shards
+
+    def orphans(self) -> dict[str, dict[str, int]]:
+        """Model keys that rows or folders of the store name but that no model is registered under and no
+        live process claims a unit of: ``{model_key: {"rows": n, "files": n}}``, the rows and files naming
+        each. A removal while a process without the checks of the module docstring computed the model
+        leaves such rows and files; nothing lists or reads them. `remove_orphans` deletes them."""
+        registered = {k for (k,) in self.db.query("SELECT model_key FROM models")}
+        tables = {t for (t,) in self.db.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        rows: dict[str, int] = {}
+        counts = [f"SELECT model_key, COUNT(*) FROM {table} GROUP BY model_key" for table in _KEYED_TABLES
+                  if table in tables]  # a read-only store of an older schema may lack some
+        counts += [f"SELECT {column}, COUNT(*) FROM affinities GROUP BY {column}" for column in ("model_a", "model_b")]
+        for sql in counts:
+            for key, n in self.db.query(sql):
+                if key not in registered:
+                    rows[key] = rows.get(key, 0) + n
+        files = {key: n for key, n in self._model_folders().items() if key not in registered}
+        if not rows and not files:
+            return {}
+        with self.db.cursor() as cur:
+            live = {key for key in {*rows, *files} if live_claims(cur, key)}
+        return {key: {"rows": rows.get(key, 0), "files": files.get(key, 0)}
+                for key in sorted({*rows, *files} - live)}
+
+    def remove_orphans(self) -> dict[str, dict[str, int]]:
+        """Delete the rows and folders of `orphans`; returns what was deleted, as `orphans` gives it."""
+        removed = {}
+        for key, found in self.orphans().items():
+            with self.db.transaction() as cur:
+                if cur.execute("SELECT 1 FROM models WHERE model_key = ?", (key,)).fetchone() or live_claims(cur, key):
+                    continue  # registered or claimed again since it was found: not an orphan any more
+                _, paths = self._drop_key(cur, key)
+            removed[key] = {"rows": found["rows"], "files": self._delete_files(paths) + self._delete_model_folder(key)}
+        return removed
 
     # ------------------------------------------------------------------ sketches (see `similarity.sketch`)
     def put_sketch(self, key: EntryKey, dim: int, seed: int, sketch: np.ndarray) -> None:
@@ -503,7 +573,8 @@ class MapStore:
         atomic_write(self.root / rel, payload)
         self._write_sidecar(rel, identity, digest)
         columns = [*_key_columns(kind), "path", "checksum", "sha256"]
-        with self.db.transaction() as cur:
+        with self._unless_removed(rel), self.db.transaction() as cur:
+            self._check_registered(cur, key.model_key)
             cur.execute(f"INSERT OR REPLACE INTO {_TABLES[kind]} ({', '.join(columns)}) "
                         f"VALUES ({', '.join('?' * len(columns))})",
                         (*(identity[c] for c in _key_columns(kind)), rel, bound_checksum(identity, digest), digest))
@@ -540,6 +611,113 @@ class MapStore:
             paths += [r[0] for r in cur.execute(f"SELECT path FROM {table} WHERE {where}", params)]
             cur.execute(f"DELETE FROM {table} WHERE {where}", params)
         return paths
+
+    # ------------------------------------------------------------------ a model's rows and folder
+    def _drop_key(self, cur, model_key: str) -> tuple[int, list[str]]:
+        """Delete every row of a model key inside a transaction, its registration and the claims of dead
+        processes included (live ones stay: their holders release them); returns the number of shards and
+        the paths of the files the rows named."""
+        params = (model_key,)
+        paths = [r[0] for r in cur.execute("SELECT path FROM shards WHERE model_key = ?", params)]
+        for table in ("shards", "failures", "layouts", "models"):
+            cur.execute(f"DELETE FROM {table} WHERE model_key = ?", params)
+        cur.execute("DELETE FROM affinities WHERE model_a = ? OR model_b = ?", (model_key, model_key))
+        live = {(c["pid"], c["host"]) for c in live_claims(cur, model_key)}
+        dead = [(rowid,) for rowid, pid, host in cur.execute("SELECT rowid, pid, host FROM claims WHERE model_key = ?",
+                                                             params).fetchall() if (pid, host) not in live]
+        cur.executemany("DELETE FROM claims WHERE rowid = ?", dead)
+        return len(paths), paths + self._drop_derived(cur, "model_key = ?", params)
+
+    def _check_registered(self, cur, model_key: str) -> None:
+        """ModelRemovedError if this store registered the model and its registration is gone (another process
+        removed it); called inside the transaction that would write a row of it."""
+        name = self._registered.get(model_key)
+        if name is not None and cur.execute("SELECT 1 FROM models WHERE model_key = ?", (model_key,)).fetchone() is None:
+            raise ModelRemovedError(f"model {name!r} was removed from the store {str(self.root)!r} while this run "
+                                    "computed it (`modelspace remove` or `gc`, in another process): nothing more of "
+                                    "it is computed or stored")
+
+    def _check_claimable(self, cur, units: Sequence[WorkUnit]) -> None:
+        """The claims' check (`Claims`): no unit of a model whose registration is gone is claimed."""
+        for model_key in dict.fromkeys(u.key.model_key for u in units):
+            self._check_registered(cur, model_key)
+
+    @contextlib.contextmanager
+    def _unless_removed(self, rel: str) -> Iterator[None]:
+        """Around the transaction that registers the file ``rel``: if the model turns out removed, the
+        file is deleted before `ModelRemovedError` goes on."""
+        try:
+            yield
+        except ModelRemovedError:
+            self._delete_files([rel])
+            raise
+
+    def _wait_for_holders(self, model_key: str, name: str, wait: float) -> None:
+        """Wait up to ``wait`` seconds until no live process claims a unit of the model, naming each holder once."""
+        deadline = time.monotonic() + wait
+        told: set[tuple[int, str]] = set()
+        while True:
+            with self.db.cursor() as cur:
+                held = live_claims(cur, model_key)
+            if not held:
+                return
+            for claim in held:
+                if (claim["pid"], claim["host"]) not in told:
+                    told.add((claim["pid"], claim["host"]))
+                    _log.warning("model %r is removed while pid %d on host %s computes a unit of it: that run "
+                                 "stores nothing more of it; waiting up to %.0f s for it to finish the unit", name,
+                                 claim["pid"], claim["host"], wait)
+            if time.monotonic() >= deadline:
+                _log.warning("model %r: pid %d on host %s still computes a unit of it; that run deletes the "
+                             "unit's file itself when it finds the model removed", name, held[0]["pid"],
+                             held[0]["host"])
+                return
+            time.sleep(_REMOVE_POLL_S)
+
+    def _model_folder(self, model_key: str) -> Path:
+        return self.arrays / model_key[:2] / model_key
+
+    def _model_folders(self) -> dict[str, int]:
+        """The model folders under ``arrays/`` (``<mk[:2]>/<mk>``), by model key, with how many files each holds."""
+        found = {}
+        groups = sorted(self.arrays.iterdir()) if self.arrays.is_dir() else []
+        for group in (p for p in groups if p.is_dir() and not p.is_symlink()):
+            for folder in sorted(group.iterdir()):
+                if folder.is_dir() and folder.name[:2] == group.name and is_safe_key(folder.name):
+                    found[folder.name] = sum(1 for p in folder.rglob("*") if not p.is_dir() and not _is_sidecar(p))
+        return found
+
+    def _delete_model_folder(self, model_key: str) -> int:
+        """Delete ``arrays/<mk[:2]>/<mk>/`` with every file in it (whatever rows name them), except a
+        temporary file written less than `CLAIM_STALE_S` ago: its writer renames or deletes it. Returns
+        the number of files deleted, sidecars not counted."""
+        folder = self._model_folder(model_key)
+        if not folder.is_dir() or folder.resolve() != self.arrays.resolve() / model_key[:2] / model_key:
+            return 0  # nothing there, or a symbolic link on the way, never followed: it may lead to other files
+        deleted, now = 0, time.time()
+        for parent, dirs, files in os.walk(folder, topdown=False):
+            for name in files:
+                path = Path(parent) / name
+                try:
+                    if is_partial_write(path) and now - path.lstat().st_mtime < CLAIM_STALE_S:
+                        continue
+                    path.unlink()
+                    deleted += not _is_sidecar(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise StorageError(f"store file {str(path)!r} cannot be deleted: {exc}") from exc
+            for name in dirs:
+                path = Path(parent) / name
+                try:
+                    if path.is_symlink():
+                        path.unlink()
+                    else:
+                        path.rmdir()
+                except OSError:
+                    pass  # not empty: a file being written is left in it
+        prune_empty_dirs(folder, self.arrays)
+        return deleted
 
     # ------------------------------------------------------------------ claims (see `claims`)
     def claims(self) -> list[dict]:
@@ -793,11 +971,13 @@ class MapStore:
             )
         return path
 
-    def _delete_files(self, rel_paths: Iterable[str]) -> None:
-        """Delete store files, their sidecars and any folders left empty (best effort: files may already be gone).
+    def _delete_files(self, rel_paths: Iterable[str]) -> int:
+        """Delete store files, their sidecars and any folders left empty (best effort: files may already be
+        gone); returns how many store files (sidecars not counted) were deleted.
 
         A manifest path outside ``arrays/`` is never deleted: its row is gone, the file is left and
         a warning names it."""
+        deleted = 0
         for rel in rel_paths:
             try:
                 path = self._file(rel)
@@ -807,11 +987,13 @@ class MapStore:
             for file in dict.fromkeys((path, self.root / sidecar_relpath(str(rel)))):  # a file and its sidecar
                 try:
                     file.unlink()
+                    deleted += file == path
                 except FileNotFoundError:
                     pass
                 except OSError as exc:
                     raise StorageError(f"store file {str(file)!r} cannot be deleted: {exc}") from exc
             prune_empty_dirs(path.parent, self.arrays)
+        return deleted
 
 
 @dataclass(frozen=True)
@@ -871,6 +1053,11 @@ def unit_relpath(identity: dict) -> str:
 def sidecar_relpath(rel: str) -> str:
     """Where the identity of the file at ``rel`` is kept: beside it, named alike, ``.json``."""
     return rel.rsplit(".", 1)[0] + ".json"
+
+
+def _is_sidecar(path: Path) -> bool:
+    """Whether a file in a model's folder is a sidecar (counted with its file, not as a file of its own)."""
+    return path.suffix == ".json"
 
 
 # The tables of stored files, by kind, and the fields (beyond the entry's key) that tell a kind's files apart.
