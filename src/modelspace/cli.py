@@ -4,9 +4,9 @@ Exit codes: 0 success (every model × method of `run`, `embed` and `affinity` ha
 1 a failure inside the run: some models failed, including those skipped as "failed before" (the
 others' results are still written), or a bug (the traceback is printed); 2 bad input (zoo file,
 probe folder, ground truth, arguments, a path holding no store for `models`, `remove`, `gc` and
-`rebuild`, an ambiguous name for `remove`); 3 the store or environment cannot be used (read-only, disk
-full, locked, a damaged manifest: the message names the path, and `rebuild` remakes a damaged
-manifest from the store's files); 130 interrupted.
+`rebuild`, an ambiguous name for `remove`); 3 the store, the output folder or environment cannot be
+used (read-only, disk full, locked, a damaged manifest: the message names the path, and `rebuild`
+remakes a damaged manifest from the store's files); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ._version import __version__
 from .attribution import DEFAULT_METHODS, get_method
 from .errors import InputError, ModelspaceError, StorageError
 from .evaluation import DEFAULT_N_RELEVANT, format_table
-from .results import LABEL_SCORES_JSON, REPORT_HTML, add_files
+from .results import LABEL_SCORES_JSON, REPORT_HTML, add_files, locked
 
 _log = logging.getLogger("modelspace")
 
@@ -37,9 +37,10 @@ _log = logging.getLogger("modelspace")
 #: their own subfolders of it, so that they never overwrite a run's results.
 DEFAULT_OUT = "modelspace-out"
 DEFAULT_STORE = f"{DEFAULT_OUT}/store"
-_RERUN_OUT = ("A folder that holds results is written over: the new files first, then those the previous run "
-              "listed in OUT/results.json and this one did not write are removed; nothing else there is touched "
-              "(the store, your own files). Rerunning into one folder is the common case, and resumes from its store")
+_RERUN_OUT = ("A folder that holds results is written over as one unit: the new files first, then those the previous "
+              "run listed in OUT/results.json and this one did not write are removed; nothing else there is touched "
+              "(the store, your own files), and two runs into one folder take turns. Rerunning into one folder is the "
+              "common case, and resumes from its store")
 SKIPPED_SHOWN = 200  # skipped probe files listed on stderr; all of them are in results.json (or the .npz)
 
 EXAMPLES = {
@@ -99,13 +100,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import from_folder, write_report
 
-    data = from_folder(args.folder, truth=args.truth, n_relevant=args.n_relevant, title=args.title)
-    page = Path(args.out) if args.out else Path(args.folder) / REPORT_HTML
-    write = functools.partial(write_report, data, progress=not args.quiet, summary_estimator=args.summary_estimator)
-    if page.resolve() == (Path(args.folder) / REPORT_HTML).resolve():  # the folder's own page: one of its files
-        add_files(args.folder, {REPORT_HTML: write})
-    else:
-        write(page)
+    with locked(args.folder):  # the folder's own page is added to the run it is drawn from
+        data = from_folder(args.folder, truth=args.truth, n_relevant=args.n_relevant, title=args.title)
+        page = Path(args.out) if args.out else Path(args.folder) / REPORT_HTML
+        write = functools.partial(write_report, data, progress=not args.quiet, summary_estimator=args.summary_estimator)
+        if page.resolve() == (Path(args.folder) / REPORT_HTML).resolve():  # the folder's own page: one of its files
+            add_files(args.folder, {REPORT_HTML: write})
+        else:
+            write(page)
     _emit(args, {"report": str(page)}, f"report: {page}")
     return 0
 
@@ -149,12 +151,12 @@ def cmd_tree(args: argparse.Namespace) -> int:
     if len(names) < 2:
         raise InputError(f"{args.affinity}: a tree needs at least two models")
     linkage = similarity_tree(matrix, args.linkage)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = stem_of(args.affinity)
     newick = to_newick(linkage, names)
-    (out / file_name("tree", stem)).write_text(newick + "\n")
-    plot_dendrogram(linkage, names, out / file_name("dendrogram", stem))
+    # Into a run's folder these replace the run's own tree files (`add_files`); other names stay unlisted.
+    add_files(args.out, {file_name("tree", stem): lambda path: path.write_text(newick + "\n"),
+                         file_name("dendrogram", stem): functools.partial(plot_dendrogram, linkage, names)},
+              list_new=False)
     _emit(args, {"newick": newick}, newick)
     return 0
 
@@ -175,10 +177,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     curves, details = evaluate(rank_sources(matrix, labels), truth, args.n_relevant, restrict_to_estimated=True)
     method = stem_of(args.affinity)
     evaluation = Evaluation({method: curves}, len(curves.ks), args.n_relevant, {method: details})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / file_name("evaluation", method)).write_text(json.dumps(evaluation.to_dict(), indent=1))
-    plot_curves(evaluation, out / file_name("curves", method))
+    text = json.dumps(evaluation.to_dict(), indent=1)
+    add_files(args.out, {file_name("evaluation", method): lambda path: path.write_text(text),
+                         file_name("curves", method): functools.partial(plot_curves, evaluation)}, list_new=False)
     _emit(args, evaluation.to_dict(), format_table(evaluation))
     return 0
 
@@ -625,8 +626,8 @@ def _parser() -> argparse.ArgumentParser:
                     "(attribution-map model space, Song et al., NeurIPS 2019).",
         epilog="examples:\n  " + "\n  ".join(EXAMPLES.values())
                + "\n\nexit codes: 0 done, 1 some models failed (the others' results are written) or another failure "
-                 "inside the run, 2 bad input (file, folder, argument), 3 the store cannot be used (read-only, disk "
-                 "full, locked), 130 interrupted."
+                 "inside the run, 2 bad input (file, folder, argument), 3 the store or the output folder cannot be "
+                 "used (read-only, disk full, locked), 130 interrupted."
                + "\n`modelspace COMMAND --help` explains each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

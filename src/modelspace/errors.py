@@ -1,8 +1,8 @@
 """Exception types. Each names the file, model or field at fault.
 
 `InputError` (and subclasses) means the user's input is wrong: the CLI exits with code 2.
-`StorageError` means the store cannot be used at all (read-only, disk full, locked): the run stops,
-exit code 3. Any other `ModelspaceError` is a failure inside a run: exit code 1. `check_int` is the one
+`StorageError` means the store or an output folder cannot be used (read-only, disk full, locked): the
+run stops, exit code 3. Any other `ModelspaceError` is a failure inside a run: exit code 1. `check_int` is the one
 integer-argument check every module uses, `did_you_mean` the one hint at the closest valid names.
 """
 
@@ -67,7 +67,8 @@ class ModelRemovedError(StoreError):
 
 
 class StorageError(StoreError):
-    """A store that cannot be written or read at all: read-only, disk full, locked (names the path).
+    """A store (or an output folder) that cannot be written or read at all: read-only, disk full, locked
+    (names the path).
 
     Not a failure of the model being computed: every later model would meet it too, so a run stops
     on it (the work already stored is kept) instead of recording it per model.

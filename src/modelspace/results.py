@@ -4,8 +4,9 @@
 says why a model is missing from one. The output folder is written and read here only, so file
 names are decided in one place:
 
-    results.json              settings, models, failures, any evaluation (`ModelSpace.summary`), and
-                              under "files" every file of the run (itself included)
+    results.json              settings, models, failures, any evaluation (`ModelSpace.summary`), under
+                              "files" every file of the run (itself included), under "sha256" each
+                              file's hash, and the run's "run_id"
     affinity_<stem>.csv       the matrix, first row and column the model names
     ranking_<stem>.json       sources per target, best first, with the affinity
     tree_<stem>.nwk           the similarity tree (Newick)
@@ -18,31 +19,46 @@ names are decided in one place:
 ``<stem>`` is the estimator's name, or its full id made filesystem-safe when two ids share a
 name (`file_stem`).
 
-A run writes the folder as one unit (`OutputFolder`): its files are written into a staging folder
-inside it, moved in, ``results.json`` last, and then the files that the previous run listed and
-this one did not write are removed. Nothing else in the folder is touched: the store, the user's
-own files, files no run listed. So at every moment ``results.json`` describes the files there.
+A run writes the folder as one unit (`OutputFolder`): under the folder's lock (`locked`), so that
+runs into one folder take turns, its files are written into a staging folder inside it, which is
+then committed: renamed into a journal, whose files are moved in, ``results.json`` last, and the
+files that the previous run listed and this one did not write removed. A run stopped at any moment
+leaves the previous run's results or, completed by the next command on the folder, its own; never a
+mix. Nothing else in the folder is touched: the store, the user's own files, files no run listed.
+Reading a folder (`load`) checks that its files are the ones its ``results.json`` lists, by hash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from ._version import __version__
-from .errors import InputError, UnknownKeyError
+from .errors import InputError, StorageError, UnknownKeyError
 from .evaluation import Evaluation
+from .maps.files import file_sha256
 from .similarity.ranking import rank_sources
 from .similarity.tree import leaf_order, similarity_tree, to_newick
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs into one folder are not serialised there
+    fcntl = None
 
 KINDS = ("method", "baseline", "fusion")
 """An estimator is an attribution method, a baseline on encoder activations, or a fusion of others."""
@@ -54,7 +70,15 @@ LABEL_SCORES_JSON = "label_scores.json"
 TRUTH_AFFINITY_CSV = "oracle_affinity.csv"
 FILES = "files"
 """The field of ``results.json`` that lists every file its run wrote."""
-_STAGING_PREFIX = ".modelspace-staging-"
+SHA256 = "sha256"
+"""The field of ``results.json`` that maps each file of `FILES` but itself to its sha256 (`check_files`)."""
+RUN_ID = "run_id"
+"""The field of ``results.json`` that tells its run from any other: a random id."""
+_RESERVED = ".modelspace-"  # modelspace's own entries of an output folder; no run file is named so
+_STAGING_PREFIX = _RESERVED + "staging-"  # a run's files while it writes them
+_COMMIT = _RESERVED + "commit"  # a run's files while they are moved in (`OutputFolder.commit`)
+_JOURNAL = _RESERVED + "journal.json"  # in _COMMIT: what to move in and what to remove
+_HOLDER = _RESERVED + "writer.json"  # who holds the folder's lock, while a run does
 _FIXED_NAMES = (RESULTS_JSON, CURVES_PNG, REPORT_HTML, LABEL_SCORES_JSON, TRUTH_AFFINITY_CSV)
 _PATTERNS = {"affinity": "affinity_{}.csv", "ranking": "ranking_{}.json", "tree": "tree_{}.nwk",
              "dendrogram": "dendrogram_{}.png", "heatmap": "heatmap_{}.png", "grid": "grid_{}.png",
@@ -248,8 +272,13 @@ def write_matrix(path: str | Path, matrix: np.ndarray, names: Sequence[str]) -> 
 
 
 def read_matrix(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read a matrix written by `write_matrix` (an ``affinity_<stem>.csv``)."""
+    """Read a matrix written by `write_matrix` (an ``affinity_<stem>.csv``); one of the files of a run's
+    folder only if it is the one the run wrote (`check_files`)."""
     path = Path(path)
+    with locked(path.parent):  # not while a run commits there
+        record = _previous_record(path.parent)
+        if record is not None:
+            check_files(path.parent, record, [path.name])
     try:
         with open(path, newline="") as fh:
             rows = list(csv.reader(fh))
@@ -266,16 +295,131 @@ def read_matrix(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
 
 _log = logging.getLogger(__name__)  # under "modelspace": the CLI prints its records to stderr
+_held = threading.local()  # the folders whose lock this thread holds: `locked` is reentrant
+
+
+@contextlib.contextmanager
+def locked(folder: str | Path) -> Iterator[None]:
+    """Hold the output folder's lock: no run commits into ``folder`` meanwhile.
+
+    Every run writing into a folder (`OutputFolder`) holds it from staging to commit, and `load`
+    while it reads, so a second run into the same folder waits (saying once who holds it) instead
+    of mixing its files with the first one's; its own commit then replaces the first run's results
+    whole. The lock is ``flock`` on the folder itself, so no file is left in it and a killed holder
+    never blocks (the kernel releases its lock). Taken, it first completes a commit that a killed
+    run left half done and removes stale staging folders (`OutputFolder`). Reentrant within a thread.
+
+    A folder that does not exist is not locked (there is nothing to read or complete), nor is one
+    where ``flock`` is not available (Windows; some network mounts).
+    """
+    folder = Path(folder)
+    key = os.path.realpath(folder)
+    held = _held.__dict__.setdefault("folders", set())
+    if key in held:
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not there, or not a folder: the caller says so
+        fd = None
+    if fd is None:
+        yield
+        return
+    try:
+        _acquire(fd, folder)
+        held.add(key)
+        try:
+            _recover(folder)
+            yield
+        finally:
+            held.discard(key)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _acquire(fd: int, folder: Path) -> None:
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    except OSError:  # a file system without flock: runs into the folder are not serialised there
+        return
+    try:
+        holder = json.loads((folder / _HOLDER).read_text())
+        since = datetime.fromtimestamp(holder["since"], timezone.utc).isoformat(timespec="seconds")
+        who = f"pid {holder['pid']} on host {holder['host']} has been writing it since {since}"
+    except (OSError, ValueError, KeyError, TypeError):  # a reader holds it, or the writer is just starting
+        who = "another modelspace process is reading or writing it"
+    _log.warning("waiting for %s: %s; this one goes on once that is done (its results are then replaced "
+                 "whole, never mixed)", folder, who)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _recover(out: Path) -> None:
+    """Under the lock: complete a commit that a killed run left, remove the staging folders of killed
+    runs and a killed writer's note of who held the lock."""
+    if (out / _COMMIT).is_dir():
+        _log.warning("%s: completing the commit of a run that was stopped while moving its files in", out)
+        try:
+            _roll_forward(out)
+        except OSError as exc:
+            raise StorageError(f"output folder {str(out)!r}: the commit of a stopped run in {_COMMIT} cannot be "
+                               f"completed: {exc}. Make the folder writable, then run again") from exc
+    for stale in out.glob(_STAGING_PREFIX + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (out / _HOLDER).unlink(missing_ok=True)
+
+
+def _roll_forward(out: Path) -> None:
+    """Move a commit's files from ``out/.modelspace-commit`` into ``out``, ``results.json`` last, then
+    remove the previous run's files it names. Each step can be repeated, so a commit stopped at any
+    step is completed by doing it again."""
+    commit = out / _COMMIT
+    try:
+        journal = json.loads((commit / _JOURNAL).read_text())
+        move, remove = list(journal["move"]), list(journal["remove"])
+        names = [*move, *remove]
+    except FileNotFoundError:  # its last step, the removal of the folder, was under way
+        shutil.rmtree(commit)
+        return
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"output folder {str(out)!r}: the journal of a stopped run's commit, {commit / _JOURNAL}, "
+                           f"cannot be read ({exc}); move {commit} aside and run again") from exc
+    if not all(isinstance(n, str) and _plain_name(n) and n != RESULTS_JSON for n in names):
+        raise StorageError(f"{commit / _JOURNAL}: not a journal written by modelspace (a name that is not a plain "
+                           f"file name); move {commit} aside and run again")
+    for name in [*move, RESULTS_JSON]:  # results.json last: it describes the files once they are there
+        if (commit / name).exists():
+            os.replace(commit / name, out / name)
+    for name in remove:
+        path = out / name
+        if path.is_file() or path.is_symlink():
+            path.unlink(missing_ok=True)
+    shutil.rmtree(commit)
 
 
 class OutputFolder:
-    """An output folder written as one run: files are staged, moved in, then ``results.json``.
+    """An output folder written as one run: files are staged, then committed in one step.
 
-    Used as a context manager; ``path(name)`` says where to write a file now (inside a staging
-    folder in ``out``) and ``commit(summary)`` moves the written files in, writes ``results.json``
-    (the summary with `FILES`, the list of every file of the run) and, last, removes the files that
-    the previous ``results.json`` listed and this run did not write. Leaving the block without a
-    commit (an error, an interrupt) removes the staging folder and leaves the folder as it was.
+    Used as a context manager, which holds the folder's lock (`locked`); ``path(name)`` says where to
+    write a file now (inside a staging folder in ``out``) and ``commit(summary)`` commits the run:
+
+    1. ``results.json`` is staged: the summary, `RUN_ID`, `FILES` (every file of the run) and
+       `SHA256` (each file's hash, which `load` checks);
+    2. the staging folder is renamed ``.modelspace-commit``: the commit point;
+    3. its files are moved in, ``results.json`` last, and the files that the previous ``results.json``
+       listed and this run did not write are removed (`_roll_forward`).
+
+    A run stopped before step 2 (an error, an interrupt, ``kill -9``) leaves the previous results as
+    they were; one stopped after it is completed by the next command that takes the lock. So the
+    folder always holds one run's results whole.
+
+    An `OSError` while the run's files are written or moved (a full disk, a read-only folder) is a
+    `StorageError` naming the file; the staging folder is removed, so no partial file is left.
 
     Nothing else is ever removed: the store, files no run listed (the user's own, those of
     ``modelspace tree`` or ``evaluate``). A ``results.json`` of an older modelspace, without the
@@ -289,57 +433,121 @@ class OutputFolder:
     add : bool
         Add files (and summary fields) to the run whose ``results.json`` is there, instead of
         starting a new run: its files are kept and listed with the new ones (`add_files`).
+    list_new : bool
+        With ``add``, list files of names the run does not list as the run's (False: they are written
+        beside the run's files, unlisted; a file of a name it lists still replaces the run's, hash and all).
     """
 
-    def __init__(self, out: str | Path, add: bool = False) -> None:
+    def __init__(self, out: str | Path, add: bool = False, list_new: bool = True) -> None:
         self.out = Path(out)
         self.add = add
+        self.list_new = list_new
         self.staging: Path | None = None
         self._names: list[str] = []
+        self._writing: Path = self.out  # what an OSError is about, when it names no file
+        self._stack = contextlib.ExitStack()
+        self._holding = False
 
     def __enter__(self) -> "OutputFolder":
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=self.out))
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._stack.enter_context(locked(self.out))
+            self._holding = True
+            _write_holder(self.out)
+            self.staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=self.out))
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+    def __exit__(self, kind, exc, traceback) -> None:
+        try:
+            if self.staging is not None:
+                shutil.rmtree(self.staging, ignore_errors=True)
+            if self._holding:  # before the lock is released: the note is this run's
+                with contextlib.suppress(OSError):
+                    (self.out / _HOLDER).unlink(missing_ok=True)
+        finally:
+            self._stack.close()
+        if isinstance(exc, OSError) and self._concerns(exc):
+            raise StorageError(self._unwritable(exc)) from exc
+
+    def _concerns(self, exc: OSError) -> bool:
+        """Whether ``exc`` is about this folder: a file in it, or no file at all (a write's error)."""
+        if not isinstance(exc.filename, (str, os.PathLike)):
+            return True
+        path, out = Path(os.path.realpath(exc.filename)), Path(os.path.realpath(self.out))
+        return path == out or out in path.parents
+
+    def _unwritable(self, exc: OSError) -> str:
+        """The message of a run's file that cannot be written: the path, the cause, what is kept."""
+        path = Path(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else self._writing
+        if path.name.startswith(_RESERVED):  # the staging folder or the journal: the folder itself
+            path = self.out
+        elif path.parent.name.startswith(_RESERVED):  # a file being staged or moved in: the file it becomes
+            path = self.out / path.name
+        reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.strerror else str(exc)
+        what = "output folder" if path == self.out else "output file"
+        if (self.out / _COMMIT).is_dir():
+            kept = (f"this run's files are committed in {self.out / _COMMIT}; the next modelspace command on "
+                    f"{self.out} completes the move once it can write there")
+        else:
+            kept = f"the results that were in {self.out} are kept as they were"
+        return (f"{what} {str(path)!r} cannot be written: {reason}. Free disk space or make the folder writable "
+                f"(or write elsewhere: --out), then run again; {kept}")
 
     def path(self, name: str) -> Path:
         """Where to write the run's file ``name`` (a plain file name, e.g. ``"report.html"``)."""
         if self.staging is None:
             raise InputError("OutputFolder.path: use the folder in a `with` block")
-        if not _plain_name(name) or name == RESULTS_JSON:
+        if not _plain_name(name) or name == RESULTS_JSON or name.startswith(_RESERVED):
             raise InputError(f"name: {name!r} is not a file name of an output folder (no folders; "
-                             f"{RESULTS_JSON} is written by commit)")
+                             f"{RESULTS_JSON} is written by commit; names starting with {_RESERVED!r} are "
+                             "modelspace's own)")
         if name not in self._names:
             self._names.append(name)
+        self._writing = self.out / name
         return self.staging / name
 
     def commit(self, summary: Mapping) -> Path:
-        """Move the written files in, write ``results.json`` from ``summary``, then remove the previous
-        run's files this one did not write; returns the folder."""
+        """Commit the run: ``results.json`` from ``summary``, every written file, the previous run's files
+        that this one did not write removed (see the class); returns the folder."""
+        if self.staging is None:
+            raise InputError("OutputFolder.commit: use the folder in a `with` block, and commit once")
         previous = _previous_record(self.out)
         listed = previous.get(FILES) if previous is not None else None
         written = [n for n in self._names if (self.staging / n).exists()]
-        for name in written:
-            os.replace(self.staging / name, self.out / name)
         record = {"modelspace_version": __version__, **((previous or {}) if self.add else {}), **summary}
-        record.pop(FILES, None)
+        for key in (FILES, SHA256):
+            record.pop(key, None)
+        if not self.add:
+            record[RUN_ID] = uuid.uuid4().hex
+        remove: list[str] = []
         if self.add and previous is not None and listed is None:
-            files = None  # an older folder's list is unknown: adding to it would claim it is complete
+            pass  # an older folder's list is unknown: adding to it would claim it is complete
         else:
-            files = sorted({RESULTS_JSON, *written, *(listed if self.add and listed else ())})
+            new = [n for n in written if not self.add or self.list_new or n in (listed or ())]
+            files = sorted({RESULTS_JSON, *new, *(listed if self.add and listed else ())})
+            hashes = dict(previous.get(SHA256, {})) if self.add and previous is not None else {}
+            for name in new:
+                self._writing = self.out / name
+                hashes[name] = file_sha256(self.staging / name)
             record[FILES] = files
+            record[SHA256] = {n: hashes[n] for n in files if n in hashes}
+            if not self.add and previous is not None:
+                remove = self._stale(listed, set(files))
         if not self.add or previous is not None:
-            staged = self.staging / RESULTS_JSON
-            staged.write_text(json.dumps(record, indent=1))
-            os.replace(staged, self.out / RESULTS_JSON)  # last: the folder is described before and after
-        if not self.add and previous is not None:
-            self._remove_previous(listed, set(files))
+            self._writing = self.out / RESULTS_JSON
+            (self.staging / RESULTS_JSON).write_text(json.dumps(record, indent=1))
+        self._writing = self.out
+        (self.staging / _JOURNAL).write_text(json.dumps({"move": written, "remove": remove}))
+        os.replace(self.staging, self.out / _COMMIT)  # the commit point
+        self.staging = None
+        _roll_forward(self.out)
         return self.out
 
-    def _remove_previous(self, listed: list[str] | None, kept: set[str]) -> None:
+    def _stale(self, listed: list[str] | None, kept: set[str]) -> list[str]:
+        """The previous run's files to remove: those it listed that this run did not write."""
         if listed is None:  # written by an older modelspace: its files are not known for sure
             left = sorted(p.name for p in self.out.iterdir()
                           if p.name not in kept and p.is_file() and _known_name(p.name))
@@ -348,11 +556,14 @@ class OutputFolder:
                              "none were removed; these may be stale, from an earlier run: %s. This run's files "
                              "are listed in %s from now on, and the next run replaces only those", self.out,
                              RESULTS_JSON, ", ".join(left), RESULTS_JSON)
-            return
-        for name in listed:
-            path = self.out / name
-            if name not in kept and _plain_name(name) and name != RESULTS_JSON and (path.is_file() or path.is_symlink()):
-                path.unlink(missing_ok=True)
+            return []
+        return [n for n in listed if n not in kept and _plain_name(n) and n != RESULTS_JSON]
+
+
+def _write_holder(out: Path) -> None:
+    """Note who holds the folder's lock, for a run that waits for it (`locked`); removed on release."""
+    with contextlib.suppress(OSError):  # a note only: a folder that cannot take it fails on the staging next
+        (out / _HOLDER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
 
 
 def _previous_record(out: Path) -> dict | None:
@@ -365,7 +576,35 @@ def _previous_record(out: Path) -> dict | None:
         return None
     if not (isinstance(record.get(FILES), list) and all(isinstance(n, str) for n in record[FILES])):
         record.pop(FILES, None)
+    if not (isinstance(record.get(SHA256), dict) and all(isinstance(h, str) for h in record[SHA256].values())):
+        record.pop(SHA256, None)
     return record
+
+
+def check_files(folder: str | Path, settings: Mapping, names: Sequence[str] | None = None) -> None:
+    """Raise `InputError` naming each file of the run in ``folder`` (or each of ``names`` it lists) that is
+    missing or differs from the hash its ``results.json`` (``settings``) records: files of another
+    run, or edited. Not the page, which is drawn from the others (`modelspace report` draws it again),
+    nor any file of a ``results.json`` of an older modelspace, without hashes."""
+    folder = Path(folder)
+    listed, hashes = settings.get(FILES), settings.get(SHA256)
+    if not isinstance(listed, list) or not isinstance(hashes, dict):
+        return
+    bad = []
+    for name in (listed if names is None else [n for n in names if n in listed]):
+        if name in (RESULTS_JSON, REPORT_HTML) or not isinstance(hashes.get(name), str):
+            continue
+        try:
+            if file_sha256(folder / name) != hashes[name]:
+                bad.append(f"{name} (changed)")
+        except FileNotFoundError:
+            bad.append(f"{name} (missing)")
+        except OSError as exc:
+            bad.append(f"{name} (unreadable: {exc.strerror or exc})")
+    if bad:
+        raise InputError(f"{folder}: not the files its {RESULTS_JSON} lists, as its run wrote them: {', '.join(bad)}. "
+                         f"The folder mixes runs or was edited; run `modelspace run` into it again for a consistent "
+                         f"folder (the maps are read from the store, not computed again)")
 
 
 def _plain_name(name: str) -> bool:
@@ -380,13 +619,15 @@ def _known_name(name: str) -> bool:
                for prefix, suffix in (pattern.split("{}") for pattern in _PATTERNS.values()))
 
 
-def add_files(out: str | Path, files: Mapping[str, Callable[[Path], object]], info: Mapping | None = None) -> Path:
+def add_files(out: str | Path, files: Mapping[str, Callable[[Path], object]], info: Mapping | None = None,
+              list_new: bool = True) -> Path:
     """Add files (and ``results.json`` fields) to the run that `save` wrote into ``out``: each
-    ``files[name](path)`` writes one file, which ``results.json`` then lists with the run's others.
+    ``files[name](path)`` writes one file, which ``results.json`` then lists with the run's others
+    (with ``list_new`` False, only if it lists that name already: see `OutputFolder`).
 
     Returns the folder.
     """
-    with OutputFolder(out, add=True) as folder:
+    with OutputFolder(out, add=True, list_new=list_new) as folder:
         for name, write in files.items():
             write(folder.path(name))
         return folder.commit(dict(info or {}))
@@ -394,14 +635,14 @@ def add_files(out: str | Path, files: Mapping[str, Callable[[Path], object]], in
 
 def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
          grids: Mapping[str, tuple[np.ndarray, dict[str, np.ndarray]]] | None = None,
-         evaluation: Evaluation | None = None) -> Path:
+         evaluation: Evaluation | None = None, files: Mapping[str, Callable[[Path], object]] | None = None) -> Path:
     """Write an output folder: matrices, rankings, trees and their figures, and `results.json`.
 
     A folder that holds a previous run's results is written over as one unit (`OutputFolder`): the
     new files first, `results.json` last, listing them under ``"files"``; then the files the previous
     `results.json` listed and this run did not write (e.g. ``affinity_transformed.csv`` of a run with
     other methods) are removed. Nothing else in the folder is touched (the store ``OUT/store``, the
-    user's own files), and a killed run leaves the previous `results.json` describing what is there.
+    user's own files), and a killed run leaves the previous run's results or its own, whole.
     Writing over is the choice, rather than refusing a folder that holds results unless told to
     overwrite: a rerun into the same folder (the default ``modelspace-out/``) is the common case,
     and resuming from the store there is the point of a rerun.
@@ -418,6 +659,8 @@ def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
         Per attribution method, (probe images (n, 3, S, S), {model: maps}) for its attribution grid.
     evaluation : Evaluation, optional
         Drawn as `CURVES_PNG` when given.
+    files : mapping, optional
+        More files of the run (the page, the label scores): ``files[name](path)`` writes one.
     """
     from .report import plots  # matplotlib is imported only when something is drawn
 
@@ -438,6 +681,8 @@ def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
                                             max_images=len(images))
         if evaluation is not None:
             plots.plot_curves(evaluation, folder.path(CURVES_PNG))
+        for name, write in (files or {}).items():
+            write(folder.path(name))
         return folder.commit({**summary, "confidence": confidence_summary(results)})
 
 
@@ -464,13 +709,20 @@ def confidence_summary(results: Mapping[str, MethodResult]) -> dict:
 
 def load(folder: str | Path) -> tuple[dict, dict[str, MethodResult], dict[str, bytes]]:
     """Read an output folder: (settings, results per estimator id, grid PNGs per method id). Only the
-    files its ``results.json`` lists are read (`holds`).
+    files its ``results.json`` lists are read (`holds`), and only if they are the ones its run wrote
+    (`check_files`); read under the folder's lock (`locked`), so never while a run commits there.
 
     Raises
     ------
     InputError
-        No or an unreadable `results.json`, or a matrix it lists is missing.
+        No or an unreadable `results.json`, a matrix it lists is missing, or a file it lists is missing
+        or differs from its hash.
     """
+    with locked(folder):
+        return _load(Path(folder))
+
+
+def _load(folder: Path) -> tuple[dict, dict[str, MethodResult], dict[str, bytes]]:
     folder = Path(folder)
     results_file = folder / RESULTS_JSON
     try:
@@ -481,6 +733,7 @@ def load(folder: str | Path) -> tuple[dict, dict[str, MethodResult], dict[str, b
         raise InputError(f"{results_file}: unreadable ({exc})") from exc
     if not isinstance(settings, dict) or "methods" not in settings:
         raise InputError(f"{results_file}: no 'methods' field; not written by modelspace")
+    check_files(folder, settings)
     tasks = {m["name"]: m.get("task", m["name"]) for m in settings.get("models", [])}
     ids = [*settings["methods"], *settings.get("baselines", [])]
     results, grids = {}, {}

@@ -460,8 +460,9 @@ class ModelSpace:
         """Write the output folder, as `modelspace run` does (see `results`): matrices (CSV), rankings
         (JSON), trees (Newick + PNG), heatmaps, the attribution grids, `results.json` (settings,
         failures, any evaluation and label scores), ``label_scores.json`` after `score_with_labels`, and
-        with `report` the page ``report.html`` (`report`). A previous run's files there that this one
-        does not write are removed (`results.save`).
+        with `report` the page ``report.html`` (`report`), all in one commit: a previous run's files there
+        that this one does not write are removed, and a stop at any moment leaves one run's results
+        (`results.save`).
 
         Parameters
         ----------
@@ -480,14 +481,13 @@ class ModelSpace:
         self._check_fitted()
         grids = {r.id: self.grid(r.id, grid_images, grid_models)
                  for r in self.results_.values() if r.kind == "method" and r.names}
-        folder = results.save(out, self.results_, self.summary(), grids, getattr(self, "evaluation_", None))
         files = {}
         if getattr(self, "label_scores_", None) is not None:  # the scores alone, as results.json holds them
             text = json.dumps(self.label_scores_, indent=2) + "\n"
             files[results.LABEL_SCORES_JSON] = lambda path: path.write_text(text, encoding="utf-8")
         if report:
             files[results.REPORT_HTML] = lambda path: self._write_report(path, command, summary_estimator)
-        return results.add_files(folder, files) if files else folder
+        return results.save(out, self.results_, self.summary(), grids, getattr(self, "evaluation_", None), files)
 
     def _write_report(self, path: Path, command: str | None, summary_estimator: str | None) -> Path:
         from .report import from_space, write_report  # the page's figures are imported only to draw them

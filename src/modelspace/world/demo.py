@@ -21,7 +21,7 @@ from ..attribution import DEFAULT_METHODS
 from ..evaluation import GroundTruth, format_table
 from ..models import load_zoo
 from ..probe import ProbeSet
-from ..results import REPORT_HTML, TRUTH_AFFINITY_CSV, add_files, file_name, write_matrix
+from ..results import REPORT_HTML, TRUTH_AFFINITY_CSV, add_files, file_name, locked, write_matrix
 from ..similarity import get_baseline, similarity_tree, to_newick
 from ..space import ModelSpace, default_estimators
 from .build import ZOO_DIR
@@ -69,36 +69,38 @@ def run_demo(
     space = ModelSpace(methods=[*methods, *extra_methods], baselines=baselines, store=out / "store",
                        progress=progress).fit(specs, probe)
     space.evaluate(truth, n_relevant=min(5, len(group1) - 1), models=group1)  # top 5, or all of a miniature
-    space.save(out, report=False)  # its page, with the oracle's tree, is added below
+    with locked(out):  # no other run commits into `out` between its results and the files added to them
+        space.save(out, report=False)  # its page, with the oracle's tree, is added below
 
-    # Groups 2 and 3 repeat group-1 tasks: a sound estimate puts each next to a model of its task.
-    tasks = {s.name: s.label for s in specs}
-    later = {s.name for s in specs if record["models"][s.name]["group"] in (2, 3)}
-    nn = {name: same_task_rate(r.affinity, [tasks[n] for n in r.names], [n in later for n in r.names])
-          for name, r in space.results_.items()}
-    nn["random"] = chance_same_task_rate([tasks[s.name] for s in specs], [s.name in later for s in specs])
-    trees, oracle_affinity, draw_oracle_tree = _trees(space, group1, oracle_info)
-    extra = {
-        "group1": group1,
-        "oracle_top5_agreement_between_seeds": oracle_info["top5_agreement_between_seeds"],
-        "same_task_nn": nn,
-        **({"oracle_validity": {k: oracle_info[k] for k in VALIDITY_KEYS}} if "validity" in oracle_info else {}),
-        "trees": trees,
-        "seconds": round(time.time() - start, 1),
-    }
-    summary = {**space.summary(), **extra}
-    files = {file_name("dendrogram", "oracle"): draw_oracle_tree,
-             # `modelspace report` reads it for the oracle's tree
-             TRUTH_AFFINITY_CSV: lambda path: write_matrix(path, oracle_affinity, oracle_info["tasks"])}
-    if write_page:
-        from ..report import from_space, write_report
+        # Groups 2 and 3 repeat group-1 tasks: a sound estimate puts each next to a model of its task.
+        tasks = {s.name: s.label for s in specs}
+        later = {s.name for s in specs if record["models"][s.name]["group"] in (2, 3)}
+        nn = {name: same_task_rate(r.affinity, [tasks[n] for n in r.names], [n in later for n in r.names])
+              for name, r in space.results_.items()}
+        nn["random"] = chance_same_task_rate([tasks[s.name] for s in specs], [s.name in later for s in specs])
+        trees, oracle_affinity, draw_oracle_tree = _trees(space, group1, oracle_info)
+        extra = {
+            "group1": group1,
+            "oracle_top5_agreement_between_seeds": oracle_info["top5_agreement_between_seeds"],
+            "same_task_nn": nn,
+            **({"oracle_validity": {k: oracle_info[k] for k in VALIDITY_KEYS}} if "validity" in oracle_info else {}),
+            "trees": trees,
+            "seconds": round(time.time() - start, 1),
+        }
+        summary = {**space.summary(), **extra}
+        files = {file_name("dendrogram", "oracle"): draw_oracle_tree,
+                 # `modelspace report` reads it for the oracle's tree
+                 TRUTH_AFFINITY_CSV: lambda path: write_matrix(path, oracle_affinity, oracle_info["tasks"])}
+        if write_page:
+            from ..report import from_space, write_report
 
-        data = from_space(space, truth=truth, title="modelspace demo: the built-in world",
-                          truth_tree=(oracle_affinity, list(oracle_info["tasks"]), "Oracle tree (measured transfers)"))
-        data.settings = {**summary, "command": "modelspace demo --out " + str(out)}
-        files[REPORT_HTML] = lambda path: write_report(data, path, progress=progress)
-        summary["report"] = str(out / REPORT_HTML)
-    add_files(out, files, info=extra)
+            data = from_space(space, truth=truth, title="modelspace demo: the built-in world",
+                              truth_tree=(oracle_affinity, list(oracle_info["tasks"]),
+                                          "Oracle tree (measured transfers)"))
+            data.settings = {**summary, "command": "modelspace demo --out " + str(out)}
+            files[REPORT_HTML] = lambda path: write_report(data, path, progress=progress)
+            summary["report"] = str(out / REPORT_HTML)
+        add_files(out, files, info=extra)
     table = format_table(space.evaluation_, columns={"NN": nn})
     table += (f"\n\nρ: mean per-target Spearman with the measured order; NN: how often a group-2 or group-3 "
               f"model's nearest neighbour has its task (random: its chance rate).\n"
