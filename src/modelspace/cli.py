@@ -817,8 +817,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"modelspace: error: {exc}", file=sys.stderr)
         return 2
-    except StorageError as exc:  # not the models' fault: the store or disk (exit 3, see the module docstring)
-        print(f"modelspace: store error: {exc}", file=sys.stderr)
+    except StorageError as exc:  # not the models' fault: the store, the output folder or the disk (exit 3)
+        print(f"modelspace: storage error: {exc}", file=sys.stderr)
         return 3
     except ModelspaceError as exc:
         print(f"modelspace: failed: {exc}", file=sys.stderr)
