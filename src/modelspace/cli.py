@@ -490,6 +490,8 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
         for target, ranked in list(r.ranking.items())[:12]:
             lines.append(f"  {target:20s} ← " + ", ".join(f"{s} {a:.3f}" for s, a in ranked[:3])
                          + _confidence_text((r.confidence or {}).get(target)))
+    for estimator, reason in space.not_computed_.items():
+        lines.append(f"\n{estimator}: not computed: {reason}")
     if space.failures_:  # each failure's message went to stderr as it happened, and is in results.json
         lines.append(f"failed: {', '.join(dict.fromkeys(f.model for f in space.failures_))}")
     if summary.get("evaluation"):

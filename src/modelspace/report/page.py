@@ -413,6 +413,7 @@ def _section_summary(data: ReportData, page: _Page) -> str:
         items.append(f"Sources per target name {_e(view.id)} ({_e(page.why)}); "
                      "<code>--summary-estimator</code> chooses another.")
     items += _label_summary(data.settings)
+    items += [_not_computed(estimator, reason) for estimator, reason in _not_computed_items(data.settings)]
     failures = data.settings.get("failures") or []
     if failures:
         items.append(f'<a href="#failures">{len(failures)} failure{"s" if len(failures) != 1 else ""}</a>: '
@@ -541,6 +542,8 @@ def _section_space(data: ReportData, page: _Page) -> str:
             panels.append((v.id, f'{heat}{mds}{tree}'))
         else:
             panels.append((v.id, f'<div class="cols"><div>{heat}</div><div>{mds}</div></div>{tree}'))
+    panels += [(estimator, f'<p class="warn">{_not_computed(estimator, reason)}</p>')
+               for estimator, reason in _not_computed_items(data.settings)]
     return ('<section id="space"><h2>Model space</h2><p class="muted">Affinity = mean cosine of two models\' '
             "attribution maps over the probe images (1 = the same maps). Baselines compare encoder activations "
             "instead.</p>" + _tabs(panels) + "</section>")
@@ -798,6 +801,8 @@ def _section_settings(data: ReportData, page: _Page) -> str:
              ("report built with", (f"modelspace {__version__}, Python {platform.python_version()}, numpy "
                                     f"{np.__version__}, scipy {scipy.__version__}, matplotlib {matplotlib.__version__}")),
              ("built", _now())]
+    if _not_computed_items(s):
+        pairs.insert(3, ("not computed", "; ".join(f"{e}: {r}" for e, r in _not_computed_items(s))))
     if s.get("command"):
         pairs.append(("command", s["command"]))
     kv = "".join(f"<tr><th>{_e(k)}</th><td>{_truth_cell(v) if isinstance(v, GroundTruth) else _e(v)}</td></tr>"
@@ -815,6 +820,17 @@ def _section_settings(data: ReportData, page: _Page) -> str:
             + (f'<p>{n_failed} failure{"s" if n_failed != 1 else ""}: see <a href="#failures">Failures</a>.</p>'
                if n_failed else "")
             + "</section>")
+
+
+def _not_computed_items(settings: dict) -> list[tuple[str, str]]:
+    """The estimators the run did not compute, as the probe set leaves them undefined, with the reason
+    (``results.json``'s "not_computed")."""
+    return list((settings.get("not_computed") or {}).items())
+
+
+def _not_computed(estimator: str, reason: str) -> str:
+    """One estimator's note, where its results would be."""
+    return f"<b>{_e(estimator)}</b> was not computed: {_e(reason)}."
 
 
 def _skipped_files(skipped: list[dict]) -> str:
