@@ -143,3 +143,59 @@ def test_a_matrix_file_of_no_models_reads_as_an_empty_matrix(tmp_path) -> None:
     (tmp_path / "affinity_dds.csv").write_text("model\n")
     matrix, names = read_matrix(tmp_path / "affinity_dds.csv")
     assert matrix.shape == (0, 0) and names == []
+
+
+# ---------------------------------------------------------------------- item 9: names
+HOSTILE = "b\x1b[31mX\r\nmodelspace: forged"
+SHOWN = "b\\x1b[31mX\\r\\nmodelspace: forged"
+
+
+def test_control_characters_in_names_are_escaped_on_every_channel(tmp_path, capsys) -> None:
+    """Trial: a model named ``b<ESC>[31mX\\r\\nmodelspace: forged`` went raw to the terminal: its progress
+    line turned the rest red and forged a ``modelspace:`` log line; a failing model's raw name cleared the
+    screen from the summary line; the stdout rankings and `models` table held the raw name, and the figures
+    drew it (matplotlib warning on stderr of each glyph it lacks)."""
+    probe = tmp_path / "probe.npz"
+    ProbeSet.from_array(np.stack([random_image(i) for i in range(4)]).transpose(0, 3, 1, 2)).save(probe)
+    zoo = tmp_path / "zoo.toml"
+    entries = ((HOSTILE, "input_size = 16\n"), ("bad\x1b[2J", 'encoder = "nope"\n'), ("c", "input_size = 20\n"))
+    # TOML's basic strings take JSON's escapes (\u001b, \r, \n): the file holds the characters themselves.
+    zoo.write_text("".join(f'[[model]]\nname = {json.dumps(n)}\nsource = "python:toy_models:tiny_cnn"\n{e}\n'
+                           for n, e in entries), encoding="utf-8")
+    with warnings.catch_warnings(record=True) as caught:  # what Python prints on stderr, outside pytest
+        warnings.simplefilter("always")
+        code, out, err = run_cli(capsys, "run", str(zoo), str(probe), "--out", str(tmp_path / "out"), "--methods",
+                                 "saliency")
+    assert code == 1, err  # the model "bad..." failed
+    # The figures write the escapes: matplotlib warned of each control character it has no glyph for.
+    assert not [str(w.message) for w in caught if "Glyph" in str(w.message)]
+    for stream in (err, out):
+        assert not CONTROL.search(stream), repr(stream)
+        assert not any(line.startswith("modelspace: forged") for line in stream.splitlines()), stream
+    assert SHOWN in err and "bad\\x1b[2J" in err  # a progress line, and the summary of failures
+    assert SHOWN in out
+
+    code, out, _ = run_cli(capsys, "models", "--store", str(tmp_path / "out" / "store"))
+    assert code == 0 and not CONTROL.search(out.replace("\t", " ")) and len(out.splitlines()) == 2
+    assert out.splitlines()[0].startswith(SHOWN + "\t")
+    code, out, _ = run_cli(capsys, "models", "--store", str(tmp_path / "out" / "store"), "--json")
+    assert code == 0 and HOSTILE in [m["name"] for m in json.loads(out)]  # JSON escapes by itself
+
+    # An error message holding a raw path (the zoo file's), through main's printing.
+    code, _, err = run_cli(capsys, "embed", str(tmp_path / "zoo\x1b[2J\r\nmodelspace: x.toml"), str(probe))
+    assert code == 2 and not CONTROL.search(err) and "zoo\\x1b[2J\\r\\nmodelspace: x.toml" in err, repr(err)
+    assert len(err.splitlines()) == 1
+
+    # A progress bar on a terminal (tqdm) shows its description escaped too.
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    for _ in progress(range(2), desc=HOSTILE, file=screen):
+        pass
+    assert SHOWN in screen.getvalue() and HOSTILE not in screen.getvalue()
+
+    # The page writes the escapes too, HTML-escaped; its JSON blocks escape by themselves.
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert not CONTROL.search(page) and html.escape(SHOWN) in page

@@ -7,12 +7,15 @@ or, from a folder that `ModelSpace.save` (`modelspace run`) wrote: `write_report
 
 The page opens with a summary drawn from the results (which estimator ranks sources best, by how much,
 and whether the lead is more than chance, by a bootstrap over targets; without a truth, how the models
-group), then any failures. It holds the attribution-map grid (the paper's Figure 2), per estimator the affinity heatmap
-in tree order, the dendrogram and a 2-D map of the model space (classical MDS on 1 − affinity),
-per-target tables of the top sources, the label-based scores of a run with labelled images (each score's
-ranking of the models, and whether it can rank them at this number of labels), and — with a ground truth — the P@K/R@K curves beside random
-and oracle and the truth's tree beside the estimated one with their agreement; last, the settings that
-reproduce it. Figures are palette PNGs inlined as data: URIs; the style and a small script are inline too.
+group), then any failures, and any estimator the probe set leaves undefined with the reason (also in its
+tab under Model space and in the settings). It holds the attribution-map grid (the paper's Figure 2),
+per estimator the affinity heatmap in tree order, the dendrogram and a 2-D map of the model space
+(classical MDS on 1 − affinity), per-target tables of the top sources, the label-based scores of a run
+with labelled images (each score's ranking of the models, and whether it can rank them at this number of
+labels), and — with a ground truth — the P@K/R@K curves beside random and oracle and the truth's tree
+beside the estimated one with their agreement; last, the settings that reproduce it. Figures are palette
+PNGs inlined as data: URIs; the style and a small script are inline too. Names and messages show their
+control characters escaped, as on the terminal (`errors.printable`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..errors import InputError
+from ..errors import InputError, printable
 from ..evaluation import (BUNDLED, Comparison, Curves, Evaluation, GroundTruth, compare_estimators, evaluate_matrices,
                           relevant_for)
 from ..models import describe_preprocessing
@@ -896,7 +899,8 @@ def _at(curves: Curves, k: int) -> tuple[float, float]:
 
 
 def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+    """Text for the page: control characters escaped as on the terminal (`printable`), then HTML-escaped."""
+    return html.escape(printable(str(text)), quote=True)
 
 
 def _now() -> str:
