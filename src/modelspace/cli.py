@@ -212,9 +212,11 @@ def _describe_entry(m: dict) -> str:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     from .maps import MapStore
+    from .models import normalise_name
 
     with MapStore(args.store, create=False) as store:
-        matches = store.match_models(args.name)
+        # as typed (a store of an older modelspace may hold another spelling), else as names are kept
+        matches = store.match_models(args.name) or store.match_models(normalise_name(args.name))
         if not matches:
             raise InputError(f"no model named or keyed {args.name!r} in store {args.store} "
                              "(`modelspace models --store ...` lists them)")

@@ -69,6 +69,7 @@ from .models import (
     hub_offline_mode,
     load_model,
     load_repeatable,
+    normalise_name,
     offline_needed,
     probe_size_for,
     spec_key,
@@ -287,7 +288,8 @@ class ModelSpace:
         for stale in ("label_scores_", "label_info_"):  # scores of another set of models
             self.__dict__.pop(stale, None)
         names = {m.spec.name if isinstance(m, LoadedModel) else getattr(m, "name", None) for m in models}
-        unknown = [n for n in self.recompute if n not in names]
+        self._recompute = list(dict.fromkeys(normalise_name(n) for n in self.recompute))  # as specs keep names
+        unknown = [n for n in self._recompute if n not in names]
         if unknown:  # a typo would otherwise silently reuse the stale maps it was meant to drop
             raise InputError(f"recompute: no model named {', '.join(map(repr, unknown))} among the models given")
         self.placements_: list[dict] = []  # executor="ray": where each computed unit ran
@@ -317,8 +319,10 @@ class ModelSpace:
         return self
 
     def remove(self, name: str, purge: bool = False) -> "ModelSpace":
-        """Drop a model from the space (and, with purge=True, its maps from the store)."""
+        """Drop a model from the space (and, with purge=True, its maps from the store); ``name`` is matched
+        in its normal form, as specs keep names (`models.normalise_name`)."""
         self._check_fitted(assembled=False)
+        name = normalise_name(name) if isinstance(name, str) else name
         if name not in self.members_:
             raise InputError(f"no model named {name!r} in this space; models: {', '.join(self.members_)}")
         member = self.members_.pop(name)
@@ -446,6 +450,8 @@ class ModelSpace:
         """
         self._check_fitted()
         truth = truth if isinstance(truth, GroundTruth) else GroundTruth.load(truth)
+        if models is not None:
+            models = [normalise_name(n) if isinstance(n, str) else n for n in models]
         if models is not None and set(models) - set(self.members_):
             raise InputError(f"models not in this space: {', '.join(sorted(set(models) - set(self.members_)))}")
         matrices = {}
@@ -659,7 +665,7 @@ class ModelSpace:
         name = loaded.name
         self.store_.register_model(loaded.key, name, {**loaded.spec.to_dict(), "preprocessing": loaded.preprocessing})
         keys = self._keys(loaded)
-        if name in self.recompute:  # its code changed under the same key: drop what the old code computed
+        if name in self._recompute:  # its code changed under the same key: drop what the old code computed
             for key in [*keys.values(), *self._baseline_keys(loaded).values()]:
                 self.store_.remove_entry(key)
         return [(group, [u for m in group for u in self.store_.plan(keys[m.id], name, len(self.probe_), self.shard_size)])

@@ -199,3 +199,31 @@ def test_control_characters_in_names_are_escaped_on_every_channel(tmp_path, caps
     # The page writes the escapes too, HTML-escaped; its JSON blocks escape by themselves.
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert not CONTROL.search(page) and html.escape(SHOWN) in page
+
+
+NFC, NFD = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+
+
+def test_names_equal_after_unicode_normalisation_are_one_name(tmp_path, capsys) -> None:
+    """Trial: ``café`` in NFC and in NFD were two models with identical labels everywhere (tables, trees,
+    the page), told apart by nothing a reader could see."""
+    assert NFC != NFD
+    probe = tmp_path / "probe.npz"
+    ProbeSet.from_array(np.stack([random_image(i) for i in range(4)]).transpose(0, 3, 1, 2)).save(probe)
+    zoo = write_zoo(tmp_path / "zoo.toml", [(NFC, "tiny_cnn", ""), (NFD, "tiny_cnn", "kwargs = { width = 4 }\n")])
+    code, _, err = run_cli(capsys, "run", str(zoo), str(probe), "--out", str(tmp_path / "out"), "--methods",
+                           "saliency")
+    assert code == 2, err
+    assert str(zoo) in err and "#1" in err and "#2" in err and "'caf\\xe9'" in err and "'cafe\\u0301'" in err, err
+
+    # One spelling everywhere a name is taken: specs, the space's remove, a ground truth.
+    spec = ModelSpec(NFD, "python:toy_models:tiny_cnn", input_size=16)
+    assert spec.name == NFC and ModelSpec("m", "python:toy_models:tiny_cnn", task=NFD).label == NFC
+    space = ModelSpace(methods=["saliency"], progress=False, store=tmp_path / "store")
+    space.fit([spec, ModelSpec("tea", "python:toy_models:tiny_cnn", input_size=16, kwargs={"width": 4})], probe)
+    assert list(space.members_) == [NFC, "tea"]
+    assert space.evaluate(GroundTruth({NFD: ["tea"], "tea": [NFD]})).n_candidates == 1
+    space.remove(NFD)
+    assert list(space.members_) == ["tea"]
+    code, out, err = run_cli(capsys, "remove", NFD, "--store", str(tmp_path / "store"))
+    assert code == 0 and out.startswith(f"removed {NFC} "), err
