@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -471,7 +472,9 @@ def test_check_sources_names_every_bad_entry_with_the_closest_names(tmp_path, of
            ModelSpec("hf", "hf:surely-not/a-cached-model-xyz")]
     with pytest.raises(ZooError) as info:
         check_sources(good + bad)
-    lines = str(info.value).splitlines()
+    # One line (a message is one record on stderr): the entries in order, each after "; ".
+    lines = re.split(r"(?:: |; )(?=model ')", str(info.value))
+    assert len(lines) == 6 and "\n" not in str(info.value)
     assert lines[0].startswith("5 zoo entries name models that do not exist")
     assert "model 'attr': field 'source'" in lines[1] and "did you mean 'tiny_resnet'" in lines[1]
     assert "model 'ck': field 'source': file not found" in lines[2] and "did you mean 'cnn.pt'" in lines[2]

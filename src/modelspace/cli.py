@@ -1,5 +1,10 @@
 """The `modelspace` command: a thin shell over the Python API.
 
+Everything but results goes to stderr, one record per line: every log record and error line has its
+control characters escaped (`errors.printable`: a model name holding ANSI sequences or a newline shows
+them as ``\x1b`` and ``\n`` and cannot start a line of its own), and so do the names and paths in the
+results' text on stdout; ``--json`` escapes them as JSON does.
+
 Exit codes: 0 success (every model × method of `run`, `embed` and `affinity` has its maps),
 1 a failure inside the run: some models failed, including those skipped as "failed before" (the
 others' results are still written), or a bug (the traceback is printed); 2 bad input (zoo file,
@@ -26,7 +31,7 @@ from tqdm import tqdm
 
 from ._version import __version__
 from .attribution import DEFAULT_METHODS, get_method
-from .errors import InputError, ModelspaceError, StorageError
+from .errors import InputError, ModelspaceError, StorageError, printable
 from .evaluation import DEFAULT_N_RELEVANT, format_table
 from .results import LABEL_SCORES_JSON, REPORT_HTML, add_files, locked
 
@@ -118,7 +123,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     info = {"out": str(args.out), "n_images": len(probe), "size": probe.size, "hash": probe.hash,
             "skipped": [{"path": p, "reason": r} for p, r in probe.skipped]}
     _emit(args, info, f"{plural(len(probe), 'image')} at {probe.size}×{probe.size} (hash {probe.hash[:12]}), "
-                      f"{len(probe.skipped)} skipped → {args.out}" + _skipped_lines(probe.skipped))
+                      f"{len(probe.skipped)} skipped → {args.out}" + "".join("\n" + line for line in
+                                                                               _skipped_lines(probe.skipped)))
     return 0
 
 
@@ -157,7 +163,7 @@ def cmd_tree(args: argparse.Namespace) -> int:
     add_files(args.out, {file_name("tree", stem): lambda path: path.write_text(newick + "\n"),
                          file_name("dendrogram", stem): functools.partial(plot_dendrogram, linkage, names)},
               list_new=False)
-    _emit(args, {"newick": newick}, newick)
+    _emit(args, {"newick": newick}, printable(newick))
     return 0
 
 
@@ -196,40 +202,42 @@ def cmd_models(args: argparse.Namespace) -> int:
                      "computed the model): `modelspace gc --keep-zoo ZOO --store %s` removes them", args.store,
                      plural(len(orphans), "model key"), plural(sum(o["rows"] for o in orphans.values()), "row"),
                      plural(sum(o["files"] for o in orphans.values()), "file"), args.store)
-    _emit(args, models, "\n".join(f"{m['name']}\t{m['model_key'][:12]}\t{m['spec'].get('source', '')}\t"
-                                  + describe_preprocessing(m["spec"].get("preprocessing")) for m in models)
-          or "(no models)")
+    rows = [(printable(m["name"]), m["model_key"][:12], printable(m["spec"].get("source", "")),
+             describe_preprocessing(m["spec"].get("preprocessing"))) for m in models]
+    _emit(args, models, "\n".join("\t".join(row) for row in rows) or "(no models)")
     return 0
 
 
 def _describe_entry(m: dict) -> str:
-    """One line per stored model, to tell apart entries of one name: key, first stored, spec summary."""
+    """A stored model, to tell apart entries of one name: key, name, first stored, spec summary."""
     spec = m["spec"]
     kwargs = spec.get("kwargs") or {}
     summary = spec.get("source", "") + (f" kwargs {json.dumps(kwargs, sort_keys=True)}" if kwargs else "")
     if spec.get("constructor"):
         summary += f" constructor {spec['constructor']}"
     when = f"first stored {m['first_stored']}" if m.get("first_stored") else "no maps stored"
-    return f"  {m['model_key']}  {m['name']}  {when}, {plural(m.get('n_shards', 0), 'shard')}: {summary}"
+    return f"{m['model_key']} {m['name']!r}, {when}, {plural(m.get('n_shards', 0), 'shard')}: {summary}"
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
     from .maps import MapStore
+    from .models import normalise_name
 
     with MapStore(args.store, create=False) as store:
-        matches = store.match_models(args.name)
+        # as typed (a store of an older modelspace may hold another spelling), else as names are kept
+        matches = store.match_models(args.name) or store.match_models(normalise_name(args.name))
         if not matches:
             raise InputError(f"no model named or keyed {args.name!r} in store {args.store} "
                              "(`modelspace models --store ...` lists them)")
         if len(matches) > 1:  # several entries under one name (its spec or weights changed): never guess
-            lines = "\n".join(_describe_entry(m) for m in matches)
+            entries = "; ".join(_describe_entry(m) for m in matches)
             raise InputError(f"{args.name!r} names {len(matches)} models in store {args.store}; nothing removed. "
                              f"Pass the key (or a unique prefix of it) of the one to remove, or run "
-                             f"`modelspace gc --keep-zoo ZOO` to remove those no zoo entry has any more:\n{lines}")
+                             f"`modelspace gc --keep-zoo ZOO` to remove those no zoo entry has any more: {entries}")
         model = matches[0]
         removed = store.remove_model(model["model_key"])
     _emit(args, {"removed": model["name"], "model_key": model["model_key"], "shards": removed},
-          f"removed {model['name']} {model['model_key'][:12]} ({plural(removed, 'shard')})")
+          f"removed {printable(model['name'])} {model['model_key'][:12]} ({plural(removed, 'shard')})")
     return 0
 
 
@@ -258,8 +266,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         # Rows and files of keys no model is registered under (a removal while a run computed the model)
         orphans = store.orphans() if args.dry_run else store.remove_orphans()
     verb = "would remove" if args.dry_run else "removed"
-    lines = [f"{verb} {m['name']} {m['model_key'][:12]} ({plural(m['n_shards'] if args.dry_run else removed[m['model_key']], 'shard')})"
-             for m in stale]
+    lines = [f"{verb} {printable(m['name'])} {m['model_key'][:12]} "
+             f"({plural(m['n_shards'] if args.dry_run else removed[m['model_key']], 'shard')})" for m in stale]
     if orphans:
         lines.append(f"{verb} {plural(len(orphans), 'model key')} no model is registered under "
                      f"({plural(sum(o['rows'] for o in orphans.values()), 'row')}, "
@@ -422,9 +430,11 @@ def _read_probe_folder(folder, size: int, limit: int | None, seed: int, quiet: b
     from .probe import ProbeSet
 
     probe = ProbeSet.from_folder(folder, size=size, limit=limit, seed=seed, progress=not quiet)
-    if probe.skipped:
-        _log.warning("probe folder %s: %s skipped, %s read%s", folder, plural(len(probe.skipped), "file"),
-                     plural(len(probe), "image"), _skipped_lines(probe.skipped, shown=SKIPPED_SHOWN))
+    if probe.skipped:  # one record per file: a record is one line
+        _log.warning("probe folder %s: %s skipped, %s read", folder, plural(len(probe.skipped), "file"),
+                     plural(len(probe), "image"))
+        for line in _skipped_lines(probe.skipped, shown=SKIPPED_SHOWN):
+            _log.warning("%s", line)
     return probe
 
 
@@ -475,7 +485,7 @@ def _label_lines(scores: dict[str, dict[str, float]], info: dict) -> str:
     lines = [f"label-based scores on {plural(info['n_images'], 'labelled image')}{classes} (higher is better):"]
     for score, per_model in scores.items():
         ranked = sorted(per_model.items(), key=lambda kv: -kv[1])
-        lines.append(f"  {score:28s} " + ", ".join(f"{m} {v:.4g}" for m, v in ranked))
+        lines.append(f"  {score:28s} " + ", ".join(f"{printable(m)} {v:.4g}" for m, v in ranked))
         lines += [f"    cannot rank these models: {why}" for why in info["cannot_rank"].get(score, [])]
     return "\n".join(lines)
 
@@ -508,7 +518,8 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
 
     summary.setdefault("confidence", confidence_summary(space.results_))
     lines = [f"probe: {plural(summary['probe']['n_images'], 'image')}, hash {summary['probe']['hash'][:12]}, "
-             f"{plural(len(space.probe_.skipped), 'file')} skipped" + _skipped_lines(space.probe_.skipped)]
+             f"{plural(len(space.probe_.skipped), 'file')} skipped"
+             + "".join("\n" + line for line in _skipped_lines(space.probe_.skipped))]
     notes = {r.confidence_note for r in space.results_.values()}
     shared = len(notes) == 1 and "" not in notes  # e.g. too few probe images: said once, not per estimator
     if shared:
@@ -518,10 +529,12 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
         if r.confidence_note and not shared:
             lines.append(f"  {r.confidence_note}")
         for target, ranked in list(r.ranking.items())[:12]:
-            lines.append(f"  {target:20s} ← " + ", ".join(f"{s} {a:.3f}" for s, a in ranked[:3])
+            lines.append(f"  {printable(target):20s} ← " + ", ".join(f"{printable(s)} {a:.3f}" for s, a in ranked[:3])
                          + _confidence_text((r.confidence or {}).get(target)))
+    for estimator, reason in space.not_computed_.items():
+        lines.append(f"\n{estimator}: not computed: {reason}")
     if space.failures_:  # each failure's message went to stderr as it happened, and is in results.json
-        lines.append(f"failed: {', '.join(dict.fromkeys(f.model for f in space.failures_))}")
+        lines.append(f"failed: {', '.join(dict.fromkeys(printable(f.model) for f in space.failures_))}")
     if summary.get("evaluation"):
         lines.append("\n" + format_table(summary["evaluation"]))
     lines.append(_work_line(space.work_))
@@ -551,12 +564,12 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _skipped_lines(skipped, shown: int = 20) -> str:
+def _skipped_lines(skipped, shown: int = 20) -> list[str]:
     """One line per skipped probe file (path: reason), the first ``shown`` of them."""
-    lines = [f"\n  skipped {path}: {reason}" for path, reason in skipped[:shown]]
+    lines = [f"  skipped {printable(path)}: {printable(reason)}" for path, reason in skipped[:shown]]
     if len(skipped) > shown:
-        lines.append(f"\n  ... and {len(skipped) - shown} more")
-    return "".join(lines)
+        lines.append(f"  ... and {len(skipped) - shown} more")
+    return lines
 
 
 def _emit(args: argparse.Namespace, data, text: str) -> None:
@@ -566,6 +579,13 @@ def _emit(args: argparse.Namespace, data, text: str) -> None:
         print(json.dumps(data, indent=1, default=str), file=out)
     elif not args.quiet:
         print(text, file=out)
+
+
+class _Printable(logging.Formatter):
+    """``modelspace: <message>``, the message's control characters escaped (`printable`): a record is one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "modelspace: " + printable(super().format(record))
 
 
 class _TqdmHandler(logging.Handler):
@@ -585,7 +605,7 @@ def _console(quiet: bool):
     records go to stderr (failures; only errors with ``--quiet``), and ``--quiet`` also silences the
     progress bars of Hugging Face libraries."""
     handler = _TqdmHandler()
-    handler.setFormatter(logging.Formatter("modelspace: %(message)s"))
+    handler.setFormatter(_Printable("%(message)s"))
     level = _log.level
     _log.addHandler(handler)
     _log.setLevel(logging.ERROR if quiet else logging.INFO)
@@ -815,19 +835,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _console(args.quiet):
             return args.func(args)
     except InputError as exc:
-        print(f"modelspace: error: {exc}", file=sys.stderr)
+        print(f"modelspace: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except StorageError as exc:  # not the models' fault: the store, the output folder or the disk (exit 3)
-        print(f"modelspace: storage error: {exc}", file=sys.stderr)
+        print(f"modelspace: storage error: {printable(str(exc))}", file=sys.stderr)
         return 3
     except ModelspaceError as exc:
-        print(f"modelspace: failed: {exc}", file=sys.stderr)
+        print(f"modelspace: failed: {printable(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("modelspace: interrupted (a store keeps the finished units: run again to resume)", file=sys.stderr)
         return 130
     except Exception:  # noqa: BLE001 (a bug or an environment problem: shown with its traceback)
-        traceback.print_exc()
+        for line in traceback.format_exc().splitlines():  # its lines kept, whatever the message holds escaped
+            print(printable(line), file=sys.stderr)
         print("modelspace: internal error (exit 1); the traceback above says where", file=sys.stderr)
         return 1
 

@@ -3,12 +3,18 @@
 `InputError` (and subclasses) means the user's input is wrong: the CLI exits with code 2.
 `StorageError` means the store or an output folder cannot be used (read-only, disk full, locked): the
 run stops, exit code 3. Any other `ModelspaceError` is a failure inside a run: exit code 1. `check_int` is the one
-integer-argument check every module uses, `did_you_mean` the one hint at the closest valid names.
+integer-argument check every module uses, `did_you_mean` the one hint at the closest valid names, and
+`printable` what every message and log line goes through before a terminal shows it.
 """
 
 import difflib
 import numbers
+import re
 from collections.abc import Iterable
+
+# C0 (newlines and tabs included), DEL and C1: what a terminal may act on rather than show.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 class ModelspaceError(Exception):
@@ -113,3 +119,14 @@ def did_you_mean(word: str, candidates: Iterable[str], n: int = 3, cutoff: float
     """
     matches = difflib.get_close_matches(word, list(candidates), n=n, cutoff=cutoff)
     return f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as its escape (``\\x1b``, ``\\r``, ``\\n``), as `repr` writes it.
+
+    Names and paths come from files a user may not have written: an ANSI sequence in a model name would
+    recolour or clear the terminal, and a newline would start a line that reads as one of modelspace's own.
+    Every message and log line meant for a terminal goes through this once, where it is written (the
+    CLI's log records and error lines, the progress lines), so one line is one record.
+    """
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)

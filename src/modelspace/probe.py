@@ -8,6 +8,8 @@ Conventions
   ``"image_00000"``, ``"image_00001"``, ... for sets built from an array.
 - ``hash`` is a hex sha256 over the tensor's shape and bytes. Names are left out, so the
   same pixels under other file names give the same hash (and re-use the same stored maps).
+- ``copies`` counts how often each distinct image occurs, pixel for pixel: what decides whether a
+  baseline comparing how representations vary across the images is defined on the set.
 - ``from_folder`` walks the folder recursively and orders the files by relative POSIX path.
   It reads the files whose extension is one of ``IMAGE_EXTENSIONS`` (any case); every other
   entry is skipped, without being read, and listed in ``skipped``: a file of another extension
@@ -46,6 +48,7 @@ Conventions
 
 from __future__ import annotations
 
+import collections
 import errno
 import functools
 import hashlib
@@ -105,6 +108,7 @@ class ProbeSet:
         self.names = names
         self.skipped = [(str(path), str(reason)) for path, reason in skipped]
         self._hash: str | None = None
+        self._copies: list[int] | None = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -121,6 +125,15 @@ class ProbeSet:
             digest.update(self.images.numpy().tobytes())
             self._hash = digest.hexdigest()
         return self._hash
+
+    @property
+    def copies(self) -> list[int]:
+        """How many times each distinct image occurs (pixel for pixel), most repeated first: N ones when
+        every image differs, ``[N]`` when all are one image. Computed once."""
+        if self._copies is None:
+            counts = collections.Counter(hashlib.sha256(image.tobytes()).digest() for image in self.images.numpy())
+            self._copies = sorted(counts.values(), reverse=True)
+        return list(self._copies)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -6,6 +6,10 @@ when it ends, with the count, the time and the rate, e.g.
 ``modelspace: tiny · saliency+gradient_x_input: 3 shards in 1.2 s (2.5 shards/s)``. A bar that did no
 work (every shard already stored) prints nothing. In a Jupyter kernel (whose stderr is not a TTY)
 the notebook widget of ``tqdm.auto`` is kept.
+
+A description names models and folders, which may hold control characters: on a terminal and in a
+log, bars and lines show them escaped (`errors.printable`), so that a name cannot move the cursor,
+recolour the terminal or start a line of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from tqdm import tqdm
+
+from .errors import printable
 
 __all__ = ["LineProgress", "progress"]
 
@@ -54,12 +60,22 @@ def progress(iterable: Iterable | None = None, *, desc: str | None = None, total
     """
     file = sys.stderr if file is None else file
     if disable or _is_terminal(file):
-        return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, disable=disable, file=file)
+        return _Bar(iterable, desc=_printable(desc), total=total, unit=unit, leave=leave, disable=disable, file=file)
     if _in_notebook(file):
         from tqdm.auto import tqdm as auto_tqdm
 
         return auto_tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, file=file)
     return LineProgress(iterable, desc=desc, total=total, unit=unit, file=file)
+
+
+class _Bar(tqdm):
+    """tqdm, its description escaped whenever it is set."""
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description(_printable(desc), refresh)
+
+    def set_description_str(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description_str(_printable(desc), refresh)
 
 
 class LineProgress:
@@ -120,7 +136,7 @@ class LineProgress:
         units = self.unit if self.n == 1 else self.unit + "s"
         count = f"{self.n} of {self.total} {units}" if self.total is not None and self.n < self.total else f"{self.n} {units}"
         rate = f"{self.n / elapsed:.3g} {self.unit}s/s" if elapsed > 0 else "instant"
-        what = f"{self.desc}: " if self.desc else ""
+        what = f"{_printable(self.desc)}: " if self.desc else ""
         try:
             print(f"modelspace: {what}{count} in {elapsed:.1f} s ({rate})", file=self.file, flush=True)
         except (OSError, ValueError):  # a closed or broken stream must not fail the work it reports on
@@ -131,6 +147,10 @@ class LineProgress:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _printable(desc: str | None) -> str | None:
+    return None if desc is None else printable(str(desc))
 
 
 def _len(iterable: Iterable | None) -> int | None:

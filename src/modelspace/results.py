@@ -283,7 +283,8 @@ def read_matrix(path: str | Path) -> tuple[np.ndarray, list[str]]:
         with open(path, newline="") as fh:
             rows = list(csv.reader(fh))
         names = rows[0][1:]
-        matrix = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+        # A header alone is the matrix of no models (an estimator every model failed).
+        matrix = np.array([[float(v) for v in row[1:]] for row in rows[1:]]) if len(rows) > 1 else np.zeros((0, 0))
     except (OSError, IndexError, ValueError) as exc:
         raise InputError(f"{path}: not an affinity matrix CSV written by modelspace ({exc})") from exc
     if matrix.shape != (len(names), len(names)):

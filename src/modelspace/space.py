@@ -15,16 +15,19 @@ trailing underscore (the scikit-learn convention). A spec whose source names not
 (`models.check_sources`). A model that fails (cannot load, has no such encoder layer, gives
 all-zero or non-finite maps, has a layer ε-LRP cannot propagate through) is recorded in `failures_`
 and left out of that method's results only: its other methods, and the other models, are
-unaffected. A failure that would happen again (anything but running out of memory or disk, a
-network or weights not on this machine: `models.load_repeatable` for loading) is kept in the store,
-and later fits skip that model and method with "skipped, failed before: <reason>" unless
-`retry_failed` is set; a load failure is kept per zoo entry, so editing the entry tries it again.
-When some model needs weights that are not cached and the network cannot be reached, the models
-load with the Hugging Face hub offline (`models.offline_needed`): missing weights fail at once. A
-store that cannot be written or read at all (`StorageError`: read-only, disk full, locked) is not a
-model's failure: it stops the run, keeping the work already stored. A model removed from the store by
-another process while it is computed (`modelspace remove` or `gc`) is a failure of that model, never
-remembered in the store: nothing more of it is computed or stored.
+unaffected. A baseline that the probe set leaves undefined for every model alike (fewer images than
+it needs, copies of one image) is no model's failure: it is named in `not_computed_` with the reason
+(``results.json``'s "not_computed"), and no model runs for it. A failure that would happen again
+(anything but running out of memory or disk, a network or weights not on this machine:
+`models.load_repeatable` for loading) is kept in the store, and later fits skip that model and
+method with "skipped, failed before: <reason>" unless `retry_failed` is set; a load failure is kept
+per zoo entry, so editing the entry tries it again. When some model needs weights that are not
+cached and the network cannot be reached, the models load with the Hugging Face hub offline
+(`models.offline_needed`): missing weights fail at once. A store that cannot be written or read at
+all (`StorageError`: read-only, disk full, locked) is not a model's failure: it stops the run,
+keeping the work already stored. A model removed from the store by another process while it is
+computed (`modelspace remove` or `gc`) is a failure of that model, never remembered in the store:
+nothing more of it is computed or stored.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from .models import (
     hub_offline_mode,
     load_model,
     load_repeatable,
+    normalise_name,
     offline_needed,
     probe_size_for,
     spec_key,
@@ -141,12 +145,13 @@ class ModelSpace:
         Label-free baselines on the encoder activations of the same probe set
         ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara") and fusions; their matrices sit beside
         the methods' in `results_` and are evaluated alike. None (the default): whatever
-        `DEFAULT_ESTIMATOR` needs (`default_estimators`: DDS, when the probe set has the images its
-        debiased estimate needs); ``()`` computes none. These defaults are the CLI's too: `modelspace
-        run` and `ModelSpace().fit` compute the same estimators. Each model's encoder activations are
-        computed once (one forward pass) and kept in the store in each baseline's compact prepared
-        form, not as activations, like its maps: later fits reuse them. DEPARA also takes the affinity
-        of its `method`, which must be among `methods`.
+        `DEFAULT_ESTIMATOR` needs (`default_estimators`: DDS); ``()`` computes none. These defaults are
+        the CLI's too: `modelspace run` and `ModelSpace().fit` compute the same estimators. Each model's
+        encoder activations are computed once (one forward pass) and kept in the store in each
+        baseline's compact prepared form, not as activations, like its maps: later fits reuse them.
+        DEPARA also takes the affinity of its `method`, which must be among `methods`. A baseline that
+        the probe set leaves undefined for every model (too few images, copies of one image:
+        `Similarity.undefined_on`), and a fusion of one, is not computed: `not_computed_` says why.
     store : str, Path, MapStore or None
         Folder of the map store (resumable across runs); None uses a temporary folder.
     batch_size : int
@@ -275,7 +280,8 @@ class ModelSpace:
         check_sources(specs)  # a typo fails here, not after the other models' work
         self.probe_ = self._probe_set(probe, models)
         self.store_ = self._open_store()
-        self.methods_, self.baselines_ = self._estimators(len(self.probe_))
+        self.methods_, baselines = self._estimators()
+        self.baselines_, self.not_computed_ = self._defined(baselines)
         self.members_: dict[str, _Member] = {}
         self.failures_: list[Failure] = []
         # units (model x method x shard) computed here / found stored; models whose encoder activations
@@ -284,7 +290,8 @@ class ModelSpace:
         for stale in ("label_scores_", "label_info_"):  # scores of another set of models
             self.__dict__.pop(stale, None)
         names = {m.spec.name if isinstance(m, LoadedModel) else getattr(m, "name", None) for m in models}
-        unknown = [n for n in self.recompute if n not in names]
+        self._recompute = list(dict.fromkeys(normalise_name(n) for n in self.recompute))  # as specs keep names
+        unknown = [n for n in self._recompute if n not in names]
         if unknown:  # a typo would otherwise silently reuse the stale maps it was meant to drop
             raise InputError(f"recompute: no model named {', '.join(map(repr, unknown))} among the models given")
         self.placements_: list[dict] = []  # executor="ray": where each computed unit ran
@@ -314,8 +321,10 @@ class ModelSpace:
         return self
 
     def remove(self, name: str, purge: bool = False) -> "ModelSpace":
-        """Drop a model from the space (and, with purge=True, its maps from the store)."""
+        """Drop a model from the space (and, with purge=True, its maps from the store); ``name`` is matched
+        in its normal form, as specs keep names (`models.normalise_name`)."""
         self._check_fitted(assembled=False)
+        name = normalise_name(name) if isinstance(name, str) else name
         if name not in self.members_:
             raise InputError(f"no model named {name!r} in this space; models: {', '.join(self.members_)}")
         member = self.members_.pop(name)
@@ -443,6 +452,8 @@ class ModelSpace:
         """
         self._check_fitted()
         truth = truth if isinstance(truth, GroundTruth) else GroundTruth.load(truth)
+        if models is not None:
+            models = [normalise_name(n) if isinstance(n, str) else n for n in models]
         if models is not None and set(models) - set(self.members_):
             raise InputError(f"models not in this space: {', '.join(sorted(set(models) - set(self.members_)))}")
         matrices = {}
@@ -541,6 +552,7 @@ class ModelSpace:
             "sketch": self.sketch,
             "baselines": [b.id for b in self.baselines_],
             "fusions": [b.id for b in self.baselines_ if b.combines_estimators],
+            "not_computed": dict(self.not_computed_),
             "models": [{"name": n, "task": m.spec.label, "key": m.key, "source": m.spec.source,
                         "preprocessing": m.preprocessing} for n, m in self.members_.items()],
             "failures": [f.to_dict() for f in self.failures_],
@@ -666,7 +678,7 @@ class ModelSpace:
         name = loaded.name
         self.store_.register_model(loaded.key, name, {**loaded.spec.to_dict(), "preprocessing": loaded.preprocessing})
         keys = self._keys(loaded)
-        if name in self.recompute:  # its code changed under the same key: drop what the old code computed
+        if name in self._recompute:  # its code changed under the same key: drop what the old code computed
             for key in [*keys.values(), *self._baseline_keys(loaded).values()]:
                 self.store_.remove_entry(key)
         return [(group, [u for m in group for u in self.store_.plan(keys[m.id], name, len(self.probe_), self.shard_size)])
@@ -771,7 +783,8 @@ class ModelSpace:
     def _assemble(self) -> None:
         """Affinities from the store's pair cache; only missing pairs are computed (one row per new model)."""
         # Found by id, name or alias, as `maps` finds them: one resolver (`_method_id`) for both.
-        self.results_: dict[str, MethodResult] = Keyed(what="estimator ids", resolve=self._method_id)
+        self.results_: dict[str, MethodResult] = Keyed(what="estimator ids", resolve=self._method_id,
+                                                       hint=self._not_computed_hint())
         for method in self.methods_:
             members = [(n, m) for n, m in self.members_.items() if method.id in m.entries]
             keys = [m.entries[method.id] for _, m in members]
@@ -982,14 +995,12 @@ class ModelSpace:
             raise InputError("methods must be a non-empty list of method names, or None for the defaults")
         if isinstance(self.baselines, (str, Similarity)):
             raise InputError("baselines must be a list of baseline names, or None for the defaults")
-        self._estimators(None)  # a bad name or combination fails before the probe folder is read
+        self._estimators()  # a bad name or combination fails before the probe folder is read
 
-    def _estimators(self, n_images: int | None) -> tuple[list[AttributionMethod], list[Similarity]]:
-        """The methods and baselines to compute, the defaults resolved (`default_estimators`) for a probe
-        set of ``n_images`` (None: not known yet), and checked together."""
+    def _estimators(self) -> tuple[list[AttributionMethod], list[Similarity]]:
+        """The methods and baselines to compute, the defaults resolved (`default_estimators`), checked together."""
         methods = list(DEFAULT_METHODS if self.methods is None else self.methods)
-        extra_methods, extra_baselines = default_estimators(methods, n_images=n_images,
-                                                            add_methods=self.methods is None)
+        extra_methods, extra_baselines = default_estimators(methods, add_methods=self.methods is None)
         methods = [get_method(m) for m in [*methods, *extra_methods]]
         baselines = [get_baseline(b) for b in (extra_baselines if self.baselines is None else self.baselines)]
         ids = [m.id for m in methods] + [b.id for b in baselines]
@@ -1006,6 +1017,21 @@ class ModelSpace:
         if len(set(ids)) != len(ids):
             raise InputError(f"methods or baselines are repeated: {ids}")
         return methods, baselines
+
+    def _defined(self, baselines: list[Similarity]) -> tuple[list[Similarity], dict[str, str]]:
+        """The baselines the probe set defines, and why each other one is not computed: undefined on these
+        images whatever the models (`Similarity.undefined_on`), or a fusion of such a baseline. Each is
+        said once on stderr; no model runs for it, and none is recorded as failing it."""
+        copies = self.probe_.copies
+        why = {b.id: b.undefined_on(copies) for b in baselines if not b.combines_estimators}
+        for fusion in (b for b in baselines if b.combines_estimators):
+            left = [m for m in fusion.members if why.get(get_estimator_id(m))]
+            why[fusion.id] = (f"it fuses {', '.join(left)}, which {'is' if len(left) == 1 else 'are'} not computed"
+                              if left else None)
+        not_computed = {b.id: why[b.id] for b in baselines if why[b.id]}
+        for estimator, reason in not_computed.items():
+            _log.warning("%s: not computed: %s", estimator, reason)
+        return [b for b in baselines if b.id not in not_computed], not_computed
 
     def _probe_set(self, probe: ProbeSet | str | Path | Any, models: list) -> ProbeSet:
         """``probe`` as a ProbeSet: as is, a folder or ``.npz`` path (as the CLI reads them), or an array."""
@@ -1028,6 +1054,10 @@ class ModelSpace:
             return MapStore(self._tmp.name)
         return MapStore(self.store)
 
+    def _not_computed_hint(self) -> str:
+        """What a lookup of an estimator that is not among the results adds: those not computed, and why."""
+        return "".join(f"; {e} is not computed: {r}" for e, r in self.not_computed_.items())
+
     def _check_fitted(self, assembled: bool = True) -> None:
         if not hasattr(self, "results_" if assembled else "members_"):
             raise ModelspaceError("this ModelSpace is not fitted yet: call fit(models, probe) first")
@@ -1045,7 +1075,8 @@ class ModelSpace:
                 continue
             matches += [e.id for e in computed if e.name == wanted]
         if not matches:
-            raise InputError(f"method {method!r} was not computed; methods: {', '.join(self.results_)}")
+            raise InputError(f"method {method!r} was not computed; methods: {', '.join(self.results_)}"
+                             + self._not_computed_hint())
         return matches[0]
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GroundTruthError, check_int
+from ..models import normalise_name
 
 __all__ = ["BUNDLED", "DEFAULT_N_RELEVANT", "GroundTruth", "check_truth", "count_candidates", "relevant_for",
            "unmatched_names"]
@@ -50,19 +51,27 @@ class GroundTruth:
 
     def __init__(self, ranking: Mapping[str, Sequence[str]], sources: Sequence[str] | None = None,
                  origin: str = "ground truth"):
-        """Build from a ranking dict; `origin` (a file name) is used in error messages."""
+        """Build from a ranking dict; `origin` (a file name) is used in error messages. Task names are kept
+        in the normal form model names and task labels have (`models.normalise_name`), so that they match."""
         self.ranking: dict[str, list[str]] = {}
+        written: dict[str, str] = {}
         for target, ranked in ranking.items():
-            self.ranking[str(target)] = _checked_row(str(target), [str(s) for s in ranked], origin)
+            name = normalise_name(str(target))
+            if name in written:  # two spellings that look alike
+                raise GroundTruthError(f"{origin}: targets {ascii(written[name])} and {ascii(str(target))} are one "
+                                       "name in Unicode normal form NFC")
+            written[name] = str(target)
+            self.ranking[name] = _checked_row(name, [normalise_name(str(s)) for s in ranked], origin)
         if not self.ranking:
             raise GroundTruthError(f"{origin}: no target rows")
         self.targets: list[str] = list(self.ranking)
         seen = dict.fromkeys(s for ranked in self.ranking.values() for s in ranked)
         if sources is not None:
+            sources = [normalise_name(str(s)) for s in sources]
             extra = [s for s in seen if s not in set(sources)]
             if extra:
                 raise GroundTruthError(f"{origin}: ranked sources {extra} are not in sources")
-            seen = dict.fromkeys(str(s) for s in sources)
+            seen = dict.fromkeys(sources)
         self.sources: list[str] = list(seen)
         self.origin = origin
 

@@ -256,8 +256,8 @@ def check_sources(specs: Iterable[ModelSpec]) -> None:
     if len(problems) == 1:
         raise ZooError(problems[0])
     if problems:
-        raise ZooError(f"{len(problems)} zoo entries name models that do not exist (no model was loaded):\n  "
-                       + "\n  ".join(problems))
+        raise ZooError(f"{len(problems)} zoo entries name models that do not exist (no model was loaded): "
+                       + "; ".join(problems))
 
 
 def spec_key(spec: ModelSpec) -> str:

@@ -6,6 +6,10 @@ Fields: ``name`` and ``source`` are required; ``task``, ``encoder``, ``input_siz
 ``kwargs``, ``pretrained`` (``timm:`` / ``torchvision:``, default true) and ``trust_checkpoint`` (default
 false) are optional. Any other key is an error, so typos do not pass silently.
 
+Names: ``name`` and ``task`` are kept in Unicode normal form NFC (`normalise_name`): ``café`` typed as
+one code point or as ``e`` and a combining accent is one name, as it looks one. Two zoo entries whose
+names are equal once normalised are refused (`zoo.load_zoo`).
+
 Preprocessing (``input_size``, ``mean`` / ``std``, ``interpolation``): a field the entry sets wins; a
 field it leaves unset (None) comes from the model's own configuration, which its loader reads (timm's
 pretrained_cfg, torchvision's weights transforms, a Hugging Face image processor or config), then from
@@ -42,6 +46,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -147,6 +152,12 @@ class _Where:
 
     def error(self, fld: str, message: str) -> ZooError:
         return ZooError(f"{self.where}: {self.model}: field {fld!r}: {message}")
+
+
+def normalise_name(name: str) -> str:
+    """A model name or task label in Unicode normal form NFC, the one spelling modelspace keeps: names
+    that look alike are equal (``"cafe\u0301"`` and ``"caf\xe9"`` are both ``"café"``)."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _check_str(value: Any, fld: str, at: _Where, optional: bool = True) -> str | None:
@@ -309,9 +320,10 @@ def _check_constructor(value: Any, source: str, trust: bool, at: _Where) -> str 
 def _validate(values: dict[str, Any], at: _Where) -> dict[str, Any]:
     """Check and coerce every ModelSpec field; returns the cleaned values."""
     out = dict(values)
-    out["name"] = _check_str(values.get("name"), "name", at, optional=False)
+    out["name"] = normalise_name(_check_str(values.get("name"), "name", at, optional=False))
     out["source"] = _check_source(values.get("source"), at)
-    out["task"] = _check_str(values.get("task"), "task", at)
+    task = _check_str(values.get("task"), "task", at)
+    out["task"] = None if task is None else normalise_name(task)
     out["encoder"] = _check_str(values.get("encoder"), "encoder", at)
     out["input_size"] = _check_size(values.get("input_size"), at)
     out["mean"] = _check_triple(values.get("mean"), "mean", at, positive=False)

@@ -93,7 +93,8 @@ def load_zoo(path: str | Path) -> list[ModelSpec]:
     """Read a zoo file (TOML or YAML, by extension) into a list of ModelSpecs, in file order.
 
     Raises ZooError naming the file, the model and the field for any malformed entry, and for
-    duplicate model names.
+    duplicate model names, also those equal only once normalised (`spec.normalise_name`), which
+    look alike.
     """
     path = Path(path)
     if not path.is_file():
@@ -109,11 +110,16 @@ def load_zoo(path: str | Path) -> list[ModelSpec]:
         raise ZooError(f"{path}: no models found; expected {expected}")
     base_dir = path.absolute().parent
     specs: list[ModelSpec] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, str]] = {}  # a name as kept (NFC) -> the first entry's number and spelling
     for i, entry in enumerate(entries, start=1):
         spec = spec_from_dict(entry, str(path), base_dir, index=i)
         if spec.name in seen:
-            raise ZooError(f"{path}: model {spec.name!r} (#{i}): field 'name': duplicate of model #{seen[spec.name]}")
-        seen[spec.name] = i
+            first, spelling = seen[spec.name]
+            if spelling != entry["name"]:  # equal once normalised: shown as code points, since they look alike
+                raise ZooError(f"{path}: model {spec.name!r} (#{i}): field 'name': duplicate of model #{first}: "
+                               f"{ascii(spelling)} (#{first}) and {ascii(entry['name'])} (#{i}) are one name in "
+                               "Unicode normal form NFC; rename one")
+            raise ZooError(f"{path}: model {spec.name!r} (#{i}): field 'name': duplicate of model #{first}")
+        seen[spec.name] = (i, entry["name"])
         specs.append(spec)
     return specs

@@ -36,6 +36,7 @@ def heatmap_png(matrix: np.ndarray, labels: Sequence[str], title: str) -> tuple[
     """The (already ordered) matrix as a heatmap; returns the PNG and the axes box in image fractions."""
     a = np.asarray(matrix, dtype=np.float64)
     n = len(a)
+    labels = plots.shown(labels)
     ticks = plots.thin_labels(n)
     font = plots.font_size(len(ticks))
     label_in = _label_width(labels, ticks, font)
@@ -100,8 +101,8 @@ def mds_figure(coords: np.ndarray, labels: Sequence[str], groups: np.ndarray, or
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.2)
     if legend:
-        handles = [Line2D([], [], marker="o", linestyle="", color=palette(i % palette.N), label=str(t))
-                   for i, t in enumerate(legend)]
+        handles = [Line2D([], [], marker="o", linestyle="", color=palette(i % palette.N), label=t)
+                   for i, t in enumerate(plots.shown(legend))]
         fig.legend(handles=handles, loc="center left", bbox_to_anchor=((side + 2 * margin) / width, 0.5),
                    fontsize=8, frameon=False, title="task", title_fontsize=9)
     priority = [order[i] for i in plots.thin_labels(n, MAX_POINT_LABELS)] if n > MAX_POINT_LABELS else list(order)
@@ -134,8 +135,8 @@ def place_labels(ax, xy: np.ndarray, labels: Sequence[str], priority: Sequence[i
     written = []
     to_points = 72.0 / ax.figure.dpi
     for i in priority:
-        text = ax.annotate(str(labels[i]), xy[i], textcoords="offset points", xytext=(0, 0), fontsize=fontsize,
-                           color="0.2", ha="left", va="bottom", zorder=3)
+        text = ax.annotate(plots.shown([labels[i]])[0], xy[i], textcoords="offset points", xytext=(0, 0),
+                           fontsize=fontsize, color="0.2", ha="left", va="bottom", zorder=3)
         extent = text.get_window_extent(renderer)
         w, h = extent.width, extent.height
         spot = None

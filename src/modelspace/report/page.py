@@ -7,12 +7,15 @@ or, from a folder that `ModelSpace.save` (`modelspace run`) wrote: `write_report
 
 The page opens with a summary drawn from the results (which estimator ranks sources best, by how much,
 and whether the lead is more than chance, by a bootstrap over targets; without a truth, how the models
-group), then any failures. It holds the attribution-map grid (the paper's Figure 2), per estimator the affinity heatmap
-in tree order, the dendrogram and a 2-D map of the model space (classical MDS on 1 − affinity),
-per-target tables of the top sources, the label-based scores of a run with labelled images (each score's
-ranking of the models, and whether it can rank them at this number of labels), and — with a ground truth — the P@K/R@K curves beside random
-and oracle and the truth's tree beside the estimated one with their agreement; last, the settings that
-reproduce it. Figures are palette PNGs inlined as data: URIs; the style and a small script are inline too.
+group), then any failures, and any estimator the probe set leaves undefined with the reason (also in its
+tab under Model space and in the settings). It holds the attribution-map grid (the paper's Figure 2),
+per estimator the affinity heatmap in tree order, the dendrogram and a 2-D map of the model space
+(classical MDS on 1 − affinity), per-target tables of the top sources, the label-based scores of a run
+with labelled images (each score's ranking of the models, and whether it can rank them at this number of
+labels), and — with a ground truth — the P@K/R@K curves beside random and oracle and the truth's tree
+beside the estimated one with their agreement; last, the settings that reproduce it. Figures are palette
+PNGs inlined as data: URIs; the style and a small script are inline too. Names and messages show their
+control characters escaped, as on the terminal (`errors.printable`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..errors import InputError
+from ..errors import InputError, printable
 from ..evaluation import (BOOTSTRAP, BUNDLED, Comparison, Curves, Evaluation, GroundTruth, compare_estimators,
                           evaluate_matrices, relevant_for)
 from ..models import describe_preprocessing
@@ -409,6 +412,7 @@ def _section_summary(data: ReportData, page: _Page) -> str:
         items.append(f"Sources per target name {_e(view.id)} ({_e(page.why)}); "
                      "<code>--summary-estimator</code> chooses another.")
     items += _label_summary(data.settings)
+    items += [_not_computed(estimator, reason) for estimator, reason in _not_computed_items(data.settings)]
     failures = data.settings.get("failures") or []
     if failures:
         items.append(f'<a href="#failures">{len(failures)} failure{"s" if len(failures) != 1 else ""}</a>: '
@@ -537,6 +541,8 @@ def _section_space(data: ReportData, page: _Page) -> str:
             panels.append((v.id, f'{heat}{mds}{tree}'))
         else:
             panels.append((v.id, f'<div class="cols"><div>{heat}</div><div>{mds}</div></div>{tree}'))
+    panels += [(estimator, f'<p class="warn">{_not_computed(estimator, reason)}</p>')
+               for estimator, reason in _not_computed_items(data.settings)]
     return ('<section id="space"><h2>Model space</h2><p class="muted">Affinity = mean cosine of two models\' '
             "attribution maps over the probe images (1 = the same maps). Baselines compare encoder activations "
             "instead.</p>" + _tabs(panels) + "</section>")
@@ -794,6 +800,8 @@ def _section_settings(data: ReportData, page: _Page) -> str:
              ("report built with", (f"modelspace {__version__}, Python {platform.python_version()}, numpy "
                                     f"{np.__version__}, scipy {scipy.__version__}, matplotlib {matplotlib.__version__}")),
              ("built", _now())]
+    if _not_computed_items(s):
+        pairs.insert(3, ("not computed", "; ".join(f"{e}: {r}" for e, r in _not_computed_items(s))))
     if s.get("command"):
         pairs.append(("command", s["command"]))
     kv = "".join(f"<tr><th>{_e(k)}</th><td>{_truth_cell(v) if isinstance(v, GroundTruth) else _e(v)}</td></tr>"
@@ -811,6 +819,17 @@ def _section_settings(data: ReportData, page: _Page) -> str:
             + (f'<p>{n_failed} failure{"s" if n_failed != 1 else ""}: see <a href="#failures">Failures</a>.</p>'
                if n_failed else "")
             + "</section>")
+
+
+def _not_computed_items(settings: dict) -> list[tuple[str, str]]:
+    """The estimators the run did not compute, as the probe set leaves them undefined, with the reason
+    (``results.json``'s "not_computed")."""
+    return list((settings.get("not_computed") or {}).items())
+
+
+def _not_computed(estimator: str, reason: str) -> str:
+    """One estimator's note, where its results would be."""
+    return f"<b>{_e(estimator)}</b> was not computed: {_e(reason)}."
 
 
 def _skipped_files(skipped: list[dict]) -> str:
@@ -876,7 +895,8 @@ def _at(curves: Curves, k: int) -> tuple[float, float]:
 
 
 def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+    """Text for the page: control characters escaped as on the terminal (`printable`), then HTML-escaped."""
+    return html.escape(printable(str(text)), quote=True)
 
 
 def _now() -> str:

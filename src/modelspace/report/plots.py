@@ -4,7 +4,8 @@ Figures are drawn on the Agg canvas through matplotlib's object API (`Figure`), 
 pyplot: nothing needs a display, no global figure list fills up in long runs, and the caller's
 own pyplot backend (a notebook's, say) is left untouched. Every PNG is written with a palette of
 at most 256 colours (`compact_png`): a figure of flat colours loses nothing visible and shrinks
-three- to fivefold, which keeps the report page small.
+three- to fivefold, which keeps the report page small. Model names are written with their control
+characters escaped (`shown`), as on the terminal.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
 
-from ..errors import InputError, check_int
+from ..errors import InputError, check_int, printable
 from ..evaluation import target_scores
 
 MAX_TICK_LABELS = 60
 """At most this many model names label a heatmap axis; beyond, every k-th one shows (the page's
 hover shows all)."""
+
+
+def shown(names: Sequence) -> list[str]:
+    """Names as a figure writes them: control characters escaped (`errors.printable`), which no font draws."""
+    return [printable(str(name)) for name in names]
 
 
 def thin_labels(n: int, max_labels: int = MAX_TICK_LABELS) -> list[int]:
@@ -67,7 +73,7 @@ def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
     _check_names(names, n, "affinity")
     idx = np.arange(n) if order is None else _checked_order(order, n)
     a = a[np.ix_(idx, idx)]
-    labels = [str(names[i]) for i in idx]
+    labels = shown(names[i] for i in idx)
 
     side = min(4.0 + 0.12 * n, 24.0)
     fig = figure((max(side + 1.5, text_width([title], "large") + 0.5), side))  # no narrower than its title
@@ -100,7 +106,7 @@ def plot_dendrogram(linkage: np.ndarray, names: Sequence[str], path: str | Path,
         raise InputError(f"linkage: not a valid scipy linkage matrix (shape {z.shape})")
     n = z.shape[0] + 1
     _check_names(names, n, "linkage")
-    labels = [str(s) for s in names]
+    labels = shown(names)
     # the title is centred over the tree, beside the names: the tree is at least as wide as the title
     tree = max(5.0, text_width([title], "large") + 0.3)
     fig = figure((max(8.0, tree + text_width(labels, font_size(n)) + 0.8), min(2.0 + 0.22 * n, 60.0)))
@@ -138,13 +144,14 @@ def plot_attribution_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], pa
     n_show = min(len(imgs), max_images)
     rows = {name: _heat(_checked_maps(m, name, imgs.shape), signed)[:n_show]
             for name, m in maps.items()}
+    labels = ["image", *shown(rows)]
     top = shared_scale(list(rows.values()))
 
     # A fixed layout: the constrained solver takes seconds on a grid of a hundred small images. A cell is
     # as many pixels as the probe image has (48 to 112): upsampled noise would only make the file larger.
     # The names, right-aligned beside their rows, take the left margin: as wide as the widest is drawn.
     cell, bar, pad = float(np.clip(imgs.shape[-1], 48, 112)) / 100.0, 0.9, 0.1
-    left = text_width(["image", *rows], GRID_FONT) + 0.15
+    left = text_width(labels, GRID_FONT) + 0.15
     width, height = cell * n_show + left + 0.1 + bar, cell * (len(rows) + 1) + 2 * pad
     fig = figure((width, height), layout=None)
     fig.subplots_adjust(left=left / width, right=1.0 - bar / width, bottom=pad / height, top=1 - pad / height,
@@ -157,7 +164,7 @@ def plot_attribution_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], pa
         for c in range(n_show):
             cmap, low = ("bwr", -top) if signed else ("hot", 0.0)
             image = axes[r, c].imshow(heat[c], cmap=cmap, vmin=low, vmax=top, interpolation="nearest")
-    for r, label in enumerate(["image", *rows]):
+    for r, label in enumerate(labels):
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=GRID_FONT)
     for ax in axes.flat:
         ax.set_xticks([])

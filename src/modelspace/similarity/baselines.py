@@ -31,6 +31,13 @@ by the largest magnitude: it keeps float64 sums of fourth powers (CKA's norms) f
 overflowing whatever the activations' scale. A representation that is constant across the images
 carries no information about them and makes every score undefined: `prepare` raises
 `AttributionError` naming it.
+
+Some probe sets leave a baseline undefined for every model alike: fewer images than it needs
+(`min_images`), copies of one image (every model's activations are then copies too), or, for the RBF
+kernels, more coinciding pairs of images than distinct ones (a median distance of 0 as bandwidth).
+`Similarity.undefined_on` says so from the probe set's repeated images (`ProbeSet.copies`) before any
+model runs, and `ModelSpace` names such a baseline as not computed, with the reason, instead of
+failing it on every model.
 """
 
 from __future__ import annotations
@@ -95,6 +102,8 @@ class Similarity(Declared):
     name: ClassVar[str]
     #: the fewest images for which the baseline is defined
     min_images: ClassVar[int] = 2
+    #: why it needs `min_images`, for the message of `undefined_on`
+    min_images_why: ClassVar[str] = "it compares how representations vary across the images"
     #: whether the score also needs the attribution affinity of the method named by `self.method`
     #: (then `combine` makes the score from that affinity and the activation matrix)
     uses_affinity: ClassVar[bool] = False
@@ -108,6 +117,22 @@ class Similarity(Declared):
     def store_id(self) -> str:
         """The baseline's part of the store key of its prepared forms: its `id`, and its `prepare_version`."""
         return f"{self.id}#prepare{self.prepare_version}" if self.prepare_version else self.id
+
+    def undefined_on(self, copies: Sequence[int]) -> str | None:
+        """Why the baseline is undefined on a probe set whatever the models, or None when it is defined there.
+
+        ``copies`` says how many times each distinct image occurs (`ProbeSet.copies`): copies of one image
+        give copies of every model's activations, so the baseline needs `min_images` images and two
+        distinct ones at least; `_undefined_on` adds what a baseline needs besides.
+        """
+        n = int(sum(copies))
+        if n < self.min_images:
+            return (f"{self.name} needs at least {self.min_images} probe images ({self.min_images_why}); "
+                    f"the probe set has {n}")
+        if len(copies) == 1:
+            return (f"the {n} probe images are all the same image, so every model's encoder activations are the "
+                    f"same for all of them, and {self.name} compares how they vary across the images")
+        return self._undefined_on(list(copies))
 
     def prepare(self, x: np.ndarray, what: str = "representation") -> Prepared:
         """Check an (N, ...) representation of N images and precompute what `compare` needs.
@@ -191,6 +216,10 @@ class Similarity(Declared):
 
     def _restrict(self, data: Any, rows: np.ndarray) -> Any:
         """The prepared form restricted to the images `rows`; None: not derivable (the default)."""
+        return None
+
+    def _undefined_on(self, copies: list[int]) -> str | None:
+        """`undefined_on` beyond the image counts: None (the default), or why the baseline is undefined."""
         return None
 
 
@@ -352,6 +381,17 @@ def _frobenius(m: np.ndarray) -> float:
     return float(np.sqrt(np.sum(m * m)))
 
 
+def _zero_median_distance(copies: list[int]) -> str | None:
+    """Why an RBF bandwidth set by the median distance between images is 0 for every model (more than half
+    of the pairs of probe images are one image twice), or None."""
+    n = sum(copies)
+    pairs, same = n * (n - 1) // 2, sum(c * (c - 1) // 2 for c in copies)
+    if 2 * same <= pairs:
+        return None
+    return (f"{same} of the {pairs} pairs of probe images are the same image twice, so the median distance "
+            "between images, which sets the RBF bandwidth, is 0 for every model")
+
+
 def _positive_float(value: Any, baseline: str, param: str, upper: float | None = None) -> float:
     """A finite float > 0 (and <= upper), or InputError naming the baseline and the parameter."""
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
@@ -484,6 +524,9 @@ class RBFCKA(Similarity):
     def _compare(self, a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> float:
         return float(np.clip(np.sum(a[0] * b[0]) / (a[1] * b[1]), 0.0, 1.0))
 
+    def _undefined_on(self, copies: list[int]) -> str | None:
+        return _zero_median_distance(copies)
+
     def _restrict(self, data: tuple[np.ndarray, float], rows: np.ndarray) -> tuple[np.ndarray, float]:
         # Restricting and centring again is the centred kernel of the rows, except that the
         # bandwidth stays the one from the median distance over all images (the kernel values are
@@ -507,7 +550,8 @@ class RSA(Similarity):
     """
 
     name = "rsa"
-    min_images = 3  # one pair of images gives one dissimilarity: no correlation
+    min_images = 3
+    min_images_why = "one pair of images gives one dissimilarity, which has no correlation"
     metrics: ClassVar[tuple[str, ...]] = ("correlation", "cosine", "euclidean")
 
     def __init__(self, metric: str = "correlation") -> None:
@@ -585,7 +629,8 @@ class DDS(Similarity):
     """
 
     name = "dds"
-    min_images = 4  # the unbiased HSIC divides by N (N − 3)
+    min_images = 4
+    min_images_why = "its debiased estimate divides by N (N − 3)"
     kernels: ClassVar[tuple[str, ...]] = ("cosine", "laplacian", "rbf")
 
     def __init__(self, kernel: str = "cosine", sigma: float = 0.5, debiased: bool = True) -> None:
@@ -616,6 +661,9 @@ class DDS(Similarity):
 
     def _compare(self, a: tuple[np.ndarray, float], b: tuple[np.ndarray, float]) -> float:
         return float(np.clip(np.sum(a[0] * b[0]) / (a[1] * b[1]), -1.0, 1.0))
+
+    def _undefined_on(self, copies: list[int]) -> str | None:
+        return _zero_median_distance(copies) if self.kernel == "rbf" else None
 
     def _restrict(self, data: tuple[np.ndarray, float], rows: np.ndarray) -> tuple[np.ndarray, float]:
         # Both centrings annihilate additive row and column terms, and the centred kernel differs
@@ -712,6 +760,7 @@ class DEPARA(Similarity):
 
     name = "depara"
     min_images = 3
+    min_images_why = "its edge term correlates the dissimilarities of pairs of images, and one pair has none"
     uses_affinity = True
 
     def __init__(self, method: str = "gradient_x_input", edge_weight: float = 0.25) -> None:

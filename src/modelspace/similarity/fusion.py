@@ -77,5 +77,9 @@ class Fusion(Similarity):
             raise InputError(f"{self.name}: expected {len(self.members)} matrices of one shape, got shapes {sorted(shapes)}")
         return np.mean([pair_percentiles(np.asarray(m, dtype=np.float64)) for m in matrices], axis=0)
 
+    def undefined_on(self, copies: Sequence[int]) -> str | None:
+        """None: a fusion is defined wherever its members are (`ModelSpace` names one whose member is not)."""
+        return None
+
     def _prepare(self, x: np.ndarray, what: str) -> Any:
         raise InputError(f"{self.name}: a fusion fuses its members' matrices; it has no activations to prepare")
