@@ -862,7 +862,7 @@ class MapStore:
         """What makes a row unusable before its file is looked at: a path outside the store or not its
         identity's, or fields that do not match its checksum; None when it names its own file."""
         if not self._inside(rel):
-            return "lies outside the store's arrays folder"
+            return f"lies outside the store's arrays folder (it resolves to {str((self.root / str(rel)).resolve())!r})"
         if rel != unit_relpath(identity):
             return "is bound to another unit: the manifest row names another unit's file"
         if digest is not None and checksum != bound_checksum(identity, digest):
