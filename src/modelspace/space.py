@@ -816,7 +816,7 @@ class ModelSpace:
         A method's halves come from the store's pair cache (`_method_halves`); a baseline's from its
         prepared forms restricted to each half (`compare_halves`); a fusion's from its members'.
         """
-        note = too_few_images(len(self.probe_))
+        note = too_few_images(len(self.probe_), len(self.probe_.copies))
         k = confidence_k(len(self.members_))
         if note is None and k < 1:
             note = f"confidence: not given: {len(self.members_)} models, fewer than the 3 a top-K needs"
@@ -917,7 +917,7 @@ class ModelSpace:
             known[i, j] = known[j, i] = True
         readers = [lambda s, e, k=k: self.store_.read(k, s, e) for k in keys]
         # the confidence's halves (`_method_halves`) come with the same pass, when there will be one
-        masks = half_masks(n_images) if too_few_images(n_images) is None and n >= 3 else None
+        masks = half_masks(n_images) if too_few_images(n_images, len(self.probe_.copies)) is None and n >= 3 else None
         if n >= 2 and not known[~np.eye(n, dtype=bool)].any():
             if masks is not None:
                 a, halves = affinity_halves(readers, n_images, names, masks, progress=self.progress,

@@ -78,7 +78,7 @@ def key_in_flight(store: Path, name: str, shards: int = 2, timeout: float = 120.
     raise AssertionError(f"the embed did not start computing model {name!r} within {timeout} s")
 
 
-# ---------------------------------------------------------------------- item 3: remove / gc while embed runs
+# ---------------------------------------------------------------------- remove / gc while embed runs
 @pytest.mark.parametrize("command", ["remove", "gc"])
 def test_removing_a_model_while_embed_computes_it_leaves_nothing_of_it(zoo_run, command, capsys) -> None:
     """Trial: `remove b` (or `gc --keep-zoo` of a zoo without b) while an `embed` computed b's units
@@ -159,7 +159,7 @@ def test_gc_removes_the_rows_and_files_of_keys_no_model_is_registered_under(zoo_
     assert main(["models", "--store", str(store)]) == 0
     assert "no model is registered under" not in capsys.readouterr().err
 
-# ---------------------------------------------------------------------- item 5: Ray's lines and --json
+# ---------------------------------------------------------------------- Ray's lines and --json
 DYING_MODEL = '''
 import os
 
@@ -235,7 +235,7 @@ def test_json_stdout_stays_one_document_when_a_ray_worker_dies(tmp_path) -> None
     assert "(raylet)" in done.stderr and "Task ModelWorker." in done.stderr, done.stderr
 
 
-# ---------------------------------------------------------------------- item 10b: a read-only store
+# ---------------------------------------------------------------------- a read-only store
 TINY_MODEL = '[[model]]\nname = "tiny"\nsource = "python:toy_models:tiny_cnn"\ninput_size = 16\n'
 
 

@@ -1,4 +1,4 @@
-"""Issue 33, items 8 and 9: estimators that a probe set leaves undefined, and hostile model names.
+"""Estimators that a probe set leaves undefined, and hostile model names.
 
 - 16 copies of one probe image, or a single image, through `modelspace run` with its default
   estimators, then `report`, `tree` and `evaluate` on the folder; every baseline on such probe sets;
@@ -58,7 +58,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-# ---------------------------------------------------------------------- item 8: estimators a probe set leaves undefined
+# ---------------------------------------------------------------------- estimators a probe set leaves undefined
 @pytest.mark.parametrize("copies, reason", [
     (16, "the 16 probe images are all the same image"),
     (1, "needs at least 4 probe images"),
@@ -145,7 +145,30 @@ def test_a_matrix_file_of_no_models_reads_as_an_empty_matrix(tmp_path) -> None:
     assert matrix.shape == (0, 0) and names == []
 
 
-# ---------------------------------------------------------------------- item 9: names
+@pytest.mark.parametrize("images, judged", [
+    ([0] * 24, False),  # 24 copies of one image: its halves are copies of each other
+    ([i % 12 for i in range(24)], False),  # 24 images, 12 of them distinct
+    (list(range(24)), True),  # 24 distinct images: the halves say something
+])
+def test_copies_of_a_few_images_give_no_confidence(tmp_path, images, judged) -> None:
+    """Trial: 20 or more copies of one probe image gave every method's ranking the confidence "high, 1.0":
+    the two halves of the images were copies of each other, so the top-K never moved."""
+    probe = ProbeSet.from_array(np.stack([random_image(i) for i in images]).transpose(0, 3, 1, 2))
+    models = [ModelSpec(n, f"python:toy_models:{s}", input_size=16, encoder="layer2" if s == "tiny_resnet" else None)
+              for n, s, _ in MODELS] + [ModelSpec("d", "python:toy_models:tiny_cnn", input_size=16,
+                                                  kwargs={"width": 6})]
+    space = ModelSpace(methods=["saliency"], baselines=[], progress=False, store=tmp_path / "store").fit(models, probe)
+    result = space.results_["saliency"]
+    if judged:
+        assert result.confidence and result.confidence_note == ""
+    else:
+        distinct = len(set(images))
+        assert result.confidence is None
+        assert result.confidence_note == (f"confidence: not given: 24 probe images, {distinct} of them distinct, "
+                                          "fewer than the 20 its halves need")
+
+
+# ---------------------------------------------------------------------- names
 HOSTILE = "b\x1b[31mX\r\nmodelspace: forged"
 SHOWN = "b\\x1b[31mX\\r\\nmodelspace: forged"
 

@@ -1,4 +1,4 @@
-"""Issue 33, items 2 and 7: a results folder written as one unit. Each test reproduces a trial with
+"""A results folder written as one unit. Each test reproduces a trial with
 real processes (killed with SIGKILL at every step of a run's commit, two runs at once into one
 folder) or, for a full disk, with the writes of one file made to fail as a full disk fails them.
 
@@ -86,7 +86,7 @@ def run_of(out: Path, files: dict) -> str:
     return which
 
 
-# --------------------------------------------------------------------------- item 2: a killed run
+# --------------------------------------------------------------------------- a killed run
 
 # Runs the later run into copies of the earlier run's folder, each in a forked process that SIGKILLs
 # itself at the k-th step of its commit: a rename or a removal in the folder itself.
@@ -163,7 +163,7 @@ def test_a_run_killed_at_any_step_of_its_commit_leaves_one_run_s_results(runs, t
     assert seen[0] == "earlier" and seen[-2:] == ["later", "later"], seen
 
 
-# --------------------------------------------------------------------------- item 2: two runs at once
+# --------------------------------------------------------------------------- two runs at once
 
 # One of two processes running into the same default folder (`modelspace-out/` of each try's folder),
 # each try started together with the other process; every move into the folder is slowed down, so
@@ -241,7 +241,7 @@ def test_a_run_waits_for_the_run_writing_its_folder_and_names_it(runs, tmp_path,
     assert run_of(out, runs) == "later"
 
 
-# --------------------------------------------------------------------------- item 2: report refuses a mix
+# --------------------------------------------------------------------------- report refuses a mix
 
 
 def test_report_refuses_a_folder_whose_files_are_not_its_run_s(runs, tmp_path, capsys) -> None:
@@ -264,7 +264,7 @@ def test_report_refuses_a_folder_whose_files_are_not_its_run_s(runs, tmp_path, c
     assert "affinity_saliency.csv" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- item 7: a full disk
+# --------------------------------------------------------------------------- a full disk
 
 
 class FullDisk:

@@ -1,5 +1,5 @@
-"""Issue 33: every stored unit bound to its identity and bytes. Each test reproduces a trial of the
-issue through `modelspace run` as a user types it, after editing the store with sqlite3 or on disk:
+"""Every stored unit bound to its identity and bytes. Each test reproduces a trial through
+`modelspace run` as a user types it, after editing the store with sqlite3 or on disk:
 rows swapped between shards, a counter edited, a WAL file of another store, shard files damaged."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def clean(files) -> np.ndarray:
     return affinity(files, "clean")
 
 
-# ---------------------------------------------------------------------- item 1: rows bound to their unit
+# ---------------------------------------------------------------------- rows bound to their unit
 def test_two_shard_rows_swapped_in_the_manifest_are_recomputed_not_read(files, clean, capsys) -> None:
     """Trial: the path, checksum and nbytes of two shard rows of one model swapped with sqlite3 (shards of
     4 images), then a run with one more model: it exited 0 with no warning, and the saliency affinity
@@ -85,7 +85,7 @@ def test_two_shard_rows_swapped_in_the_manifest_are_recomputed_not_read(files, c
     assert [row[1] for row in shard_rows(files, "store", "a")] == [path0, path1]  # rewritten in place
 
 
-# ---------------------------------------------------------------------- item 6: counters under the checksum
+# ---------------------------------------------------------------------- counters under the checksum
 def test_an_edited_nonfinite_counter_neither_fails_the_model_nor_is_remembered(files, clean, capsys) -> None:
     """Trial: ``shards.n_nonfinite`` set to 3 on an intact shard with sqlite3: the model was recorded as
     failed ("3 of 8 maps are not finite"), and later runs skipped it as failed before. A model fails
@@ -106,7 +106,7 @@ def test_an_edited_nonfinite_counter_neither_fails_the_model_nor_is_remembered(f
     assert summary["failures"] == [] and map_units(summary["work"]) == {"computed": 0, "reused": 6}
 
 
-# ---------------------------------------------------------------------- item 4: a WAL file of another store
+# ---------------------------------------------------------------------- a WAL file of another store
 def test_a_wal_file_of_another_store_is_refused_and_the_manifest_rebuilt_from_the_files(files, clean, capsys) -> None:
     """Trial: the ``-wal`` file of another store (copied while a connection held it open, so that it held
     frames) put beside a store's manifest: the run exited 0; ``PRAGMA integrity_check`` then reported
@@ -151,7 +151,7 @@ def test_a_wal_file_of_another_store_is_refused_and_the_manifest_rebuilt_from_th
     np.testing.assert_allclose(affinity(files, "rebuilt"), clean, atol=1e-6)
 
 
-# ---------------------------------------------------------------------- item 10a: damaged files named
+# ---------------------------------------------------------------------- damaged files named
 def damage(store: Path, how: str, paths: list[Path]) -> list[Path]:
     """Damage shard files of one model as ``how`` says; returns the files a message must name."""
     first, second = paths

@@ -97,11 +97,24 @@ def confidence_k(n_models: int) -> int:
     return max(0, min(K, n_models - 2))
 
 
-def too_few_images(n_images: int) -> str | None:
-    """The message a run of `n_images` probe images carries instead of a confidence, or None."""
-    if n_images >= MIN_IMAGES:
+def too_few_images(n_images: int, n_distinct: int | None = None) -> str | None:
+    """The message a run of `n_images` probe images carries instead of a confidence, or None.
+
+    Parameters
+    ----------
+    n_images : int
+        The probe images.
+    n_distinct : int, optional
+        How many of them differ (`probe.ProbeSet.copies`); halves of copies of a few images agree
+        with each other whatever the estimate is worth, so these are what must reach `MIN_IMAGES`.
+    """
+    n_distinct = n_images if n_distinct is None else n_distinct
+    if n_distinct >= MIN_IMAGES:
         return None
-    return (f"confidence: not given: {n_images} probe images, fewer than the {MIN_IMAGES} its halves need")
+    images = f"{n_images} probe image{'' if n_images == 1 else 's'}"
+    if n_distinct < n_images:
+        images += f", {n_distinct} of them distinct"
+    return f"confidence: not given: {images}, fewer than the {MIN_IMAGES} its halves need"
 
 
 def top_k(matrix: np.ndarray, names: Sequence[str], k: int) -> dict[str, frozenset[str]]:
