@@ -13,13 +13,12 @@ from torch import nn
 
 from modelspace.attribution import DEFAULT_METHODS
 
-from harness import fmt_s
+from harness import fmt_s, loaded_model
 
 def run_gpu(report, cfg, quick: bool) -> None:
     """20 ResNet-50-class models × 1000 probe images at 224², end to end, on CUDA."""
     from modelspace import ModelSpace, ProbeSet
-    from modelspace.models import LoadedModel, ModelSpec
-    from modelspace.models.transforms import InputTransform
+    from modelspace.models import ModelSpec
 
     report.add("## 7. GPU: 20 ResNet-50-class models × 1000 probe images at 224², end to end")
     report.add()
@@ -36,9 +35,7 @@ def run_gpu(report, cfg, quick: bool) -> None:
     for i in range(n_models):
         torch.manual_seed(100 + i)
         spec = ModelSpec(name=f"resnet50_{i:02d}", source="python:bench:resnet50", input_size=size)
-        module = build().eval()
-        models.append(LoadedModel(spec=spec, module=module.to(device), encoder="layer4",
-                                  transform=InputTransform.from_spec(spec), key=f"bench-resnet50-{i:02d}"))
+        models.append(loaded_model(spec, build().eval().to(device), "layer4", f"bench-resnet50-{i:02d}"))
     rows, seconds_by = [], []
     for label, kw in (("fp32", {}), ("bf16 + channels-last", {"precision": "bf16", "channels_last": True})):
         if not cuda and label != "fp32":

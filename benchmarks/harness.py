@@ -228,6 +228,23 @@ def interleaved(variants: dict[str, Callable[[], Any]], warmup: int, repeats: in
 
 
 
+# ------------------------------------------------------------------------------------ models
+
+
+def loaded_model(spec: Any, module: torch.nn.Module, encoder: str | None, key: str) -> Any:
+    """A `LoadedModel` around a module built here rather than by a loader: the spec's preprocessing
+    resolved as `load_model` resolves it (the model states none of its own), the transform from it."""
+    from modelspace.models import LoadedModel, resolve_preprocessing
+    from modelspace.models.transforms import InputTransform
+
+    resolved, record = resolve_preprocessing(spec, {})
+    return LoadedModel(spec=resolved, module=module, encoder=encoder, transform=InputTransform.from_spec(resolved),
+                       key=key, preprocessing=record)
+
+
+# ------------------------------------------------------------------------------------ synthetic maps
+
+
 class SyntheticMaps:
     """Normalised float16 maps of many models without holding them all: model i's row k is a row
     of one shared pool (a per-model random choice of rows), read as float32 like `MapStore.read`."""

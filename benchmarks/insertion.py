@@ -10,7 +10,7 @@ import numpy as np
 from torch import nn
 
 
-from harness import Config, fmt_bytes, fmt_s, interleaved, Report, SyntheticMaps, timed
+from harness import Config, fmt_bytes, fmt_s, interleaved, loaded_model, Report, SyntheticMaps, timed
 from modelspace.similarity import affinity_matrix, affinity_row
 
 class ShardLoads:
@@ -38,7 +38,6 @@ class ShardLoads:
 def run_insertion(report: Report, cfg: Config) -> None:
     from modelspace import ModelSpace, ProbeSet
     from modelspace.models import LoadedModel, ModelSpec
-    from modelspace.models.transforms import InputTransform
     from modelspace.maps import EntryKey, MapStore, plan_units
 
     n_img, s = cfg.n_images, cfg.map_size
@@ -50,9 +49,7 @@ def run_insertion(report: Report, cfg: Config) -> None:
 
     def member(i: int, name: str) -> LoadedModel:
         spec = ModelSpec(name=name, source="python:torch.nn:Identity", input_size=s)
-        key = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
-        return LoadedModel(spec=spec, module=nn.Identity(), encoder=None, transform=InputTransform.from_spec(spec),
-                           key=key)
+        return loaded_model(spec, nn.Identity(), None, hashlib.sha256(f"bench-{i}".encode()).hexdigest())
 
     n_old = max(cfg.insertion_ns)
     rows, adds, fulls, lookups = [], {}, {}, {}

@@ -83,7 +83,7 @@ def run_workers(report, cfg) -> None:
     from modelspace.world.build import ZOO_DIR
 
     specs = load_zoo(ZOO_DIR / "zoo.toml")[: (2 if cfg.repeats == 1 else 4)]
-    n = 64 if cfg.repeats == 1 else 256
+    n = 16 if cfg.repeats == 1 else 256
     probe = ProbeSet.from_array(np.random.default_rng(4).integers(0, 256, (n, 3, 64, 64), dtype=np.uint8))
     times: dict[int, list[float]] = {0: [], 2: []}
     for _ in range(max(1, cfg.repeats // 2)):

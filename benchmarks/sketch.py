@@ -40,7 +40,7 @@ def top5_overlap(estimate: np.ndarray, exact: np.ndarray) -> float:
 
 def run_sketch(report, cfg) -> None:
     dims = (32, 128) if cfg.repeats == 1 else (64, 256, 1024)
-    n_zoo_images = 32 if cfg.repeats == 1 else 250
+    n_zoo_images = 8 if cfg.repeats == 1 else 250
     print("… sketch: zoo maps", flush=True)
     names, maps = zoo_saliency_maps(n_zoo_images)
     readers = [lambda s, e, m=m: m[s:e] for m in maps]

@@ -79,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .evaluation import GroundTruth, relevant_for
 
     truth = GroundTruth.load(args.truth) if args.truth else None  # a bad truth fails before any work
-    specs = _zoo(args.zoo, args.trust_checkpoints, check=True)
+    specs = _zoo(args.zoo, args.trust_checkpoints, check=True, weights_dir=args.weights_dir,
+                 random_weights=args.random_weights)
     if truth is not None:  # so does a truth that cannot score these models (e.g. too few candidates)
         relevant_for(truth, [spec.label for spec in specs], args.n_relevant)
     labelled = _labelled(args, specs) if args.labels else None  # bad labels fail before any work too
@@ -129,7 +130,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    specs = _zoo(args.zoo, args.trust_checkpoints, check=True)
+    specs = _zoo(args.zoo, args.trust_checkpoints, check=True, weights_dir=args.weights_dir,
+                 random_weights=args.random_weights)
     space = _space(args).embed(specs, _probe(args, specs))
     info = {"models": list(space.members_), "failures": [f.to_dict() for f in space.failures_], "work": space.work_,
             "store": args.store}
@@ -140,7 +142,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
-    specs = _zoo(args.zoo, args.trust_checkpoints, check=True)
+    specs = _zoo(args.zoo, args.trust_checkpoints, check=True, weights_dir=args.weights_dir,
+                 random_weights=args.random_weights)
     probe = _probe(args, specs)
     space = _space(args).fit(specs, probe)
     space.save(args.out, report=False)  # the page is `run`'s (or `report FOLDER`'s)
@@ -398,16 +401,32 @@ def _n_relevant(args: argparse.Namespace, truth, labels) -> int:
     return args.n_relevant
 
 
-def _zoo(path: str, trust_checkpoints: bool = False, check: bool = False):
+def _zoo(path: str, trust_checkpoints: bool = False, check: bool = False, weights_dir: str | None = None,
+         random_weights: bool = False):
     """The zoo file's specs; with ``check``, for commands that load the models, every source's name is
-    resolved first (`check_sources`, as `ModelSpace.fit` does), so a typo fails before the probe is read."""
+    resolved first (`check_sources`, as `ModelSpace.fit` does), so a typo fails before the probe is read.
+    ``weights_dir`` becomes the ``weights`` of the entries that take one and name none; ``random_weights``
+    makes every pretrained model a random one (``pretrained = false``)."""
     from dataclasses import replace
 
     from .models import check_sources, load_zoo
+    from .models.spec import PRETRAINED_SOURCES, WEIGHTS_SOURCES
 
     specs = load_zoo(path)
     if trust_checkpoints:  # the explicit opt-in to unpickle every checkpoint of this zoo file
         specs = [replace(s, trust_checkpoint=True) if s.prefix == "checkpoint" else s for s in specs]
+    if weights_dir is not None:
+        if random_weights:
+            raise InputError("--weights-dir and --random-weights: give one of the two")
+        if not Path(weights_dir).expanduser().is_dir():
+            raise InputError(f"--weights-dir {weights_dir}: no such folder")
+        specs = [replace(s, weights=weights_dir) if s.prefix in WEIGHTS_SOURCES and s.weights is None and s.pretrained
+                 else s for s in specs]
+    if random_weights:
+        random = [s.name for s in specs if s.prefix in PRETRAINED_SOURCES and s.pretrained]
+        specs = [replace(s, pretrained=False, weights=None) if s.name in random else s for s in specs]
+        _log.warning("--random-weights: %s with random weights; the maps and every figure from them mean nothing",
+                     plural(len(random), "model"))
     if check:
         check_sources(specs)
     return specs
@@ -538,6 +557,9 @@ def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
     if summary.get("evaluation"):
         lines.append("\n" + format_table(summary["evaluation"]))
     lines.append(_work_line(space.work_))
+    if args.random_weights:
+        summary["random_weights"] = True
+        lines.append("random weights (--random-weights): these figures mean nothing")
     lines.append(done)
     _emit(args, summary, "\n".join(lines))
 
@@ -705,6 +727,12 @@ def _parser() -> argparse.ArgumentParser:
                               "files into it (default: shards come back through Ray's object store)")
     compute.add_argument("--trust-checkpoints", action="store_true",
                          help="unpickle checkpoint files in full (can run code in them); only for files you trust")
+    compute.add_argument("--weights-dir", default=None, metavar="DIR",
+                         help="folder of published weights files under their published names (the taskonomy: "
+                              "source's <task>_encoder-<sha256>.pth), for the entries that name no weights")
+    compute.add_argument("--random-weights", action="store_true",
+                         help="build every timm, torchvision and taskonomy model with random weights (pretrained = "
+                              "false): runs the pipeline where weights are missing; the figures mean nothing")
     truth_opts = argparse.ArgumentParser(add_help=False)
     truth_opts.add_argument("--truth", default=None, help="ground truth: 'taskonomy' or a CSV file")
     truth_opts.add_argument("--n-relevant", type=int, default=None,
@@ -721,7 +749,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("run", cmd_run, "the whole pipeline: maps, affinities, rankings, trees, plots, the HTML report "
             "(and the evaluation, with --truth)", [probe_opts, compute, truth_opts])
-    p.add_argument("zoo", help="zoo file (TOML or YAML)")
+    p.add_argument("zoo", help="zoo file (TOML or YAML), or the name of a bundled zoo: taskonomy")
     p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}). {_RERUN_OUT}")
     p.add_argument("--no-report", action="store_true", help="skip OUT/report.html")
@@ -757,11 +785,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="probe.npz", help="file to write (default probe.npz)")
 
     p = add("embed", cmd_embed, "compute and store the attribution maps (only those missing)", [probe_opts, compute])
-    p.add_argument("zoo", help="zoo file (TOML or YAML)")
+    p.add_argument("zoo", help="zoo file (TOML or YAML), or the name of a bundled zoo: taskonomy")
     p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
 
     p = add("affinity", cmd_affinity, "affinity matrices, rankings, trees and plots from the store", [probe_opts, compute])
-    p.add_argument("zoo", help="zoo file (TOML or YAML)")
+    p.add_argument("zoo", help="zoo file (TOML or YAML), or the name of a bundled zoo: taskonomy")
     p.add_argument("probe", help="probe image folder, or a .npz written by `modelspace probe`")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}). {_RERUN_OUT}")
 

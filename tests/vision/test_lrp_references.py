@@ -18,7 +18,10 @@ References (no test compares our ε-LRP with itself):
   residual sum (Zennit's `ResNetBasicBlockCanonizer` makes the sum a module; it does *not* merge BatchNorm
   into the convolution, so both keep BN as a layer of its own), `Pass` on ReLU, at ε = 0.1 in float64,
   where ε visibly changes the maps, so a misplaced stabiliser would show. Tolerance 1e-9 relative
-  (measured: 0, the same floating-point operations in the same order).
+  (measured: 0, the same floating-point operations in the same order). The same on a Taskonomy encoder
+  (the `taskonomy:` source's architecture: bottlenecks whose shortcut may be a 1×1 max pooling, a
+  ceil-mode stem pooling, R at ``relu1``), its sums made modules by Zennit's `ResNetBottleneckCanonizer`,
+  whose forward is that of any ResNet bottleneck.
 - Conservation: without biases, relevance at the input sums to mean(R) (the seed is R/D), to 1e-10
   relative at ε = 1e-20 in float64 (measured: ≤ 3.1e-14).
 
@@ -222,7 +225,7 @@ def test_timm_gated_cnns_match_lxt(monkeypatch, name: str, encoder: str) -> None
 # ------------------------------------------------------------------------------------------ against Zennit
 
 
-def _zennit_epsilon(model: nn.Module, features: nn.Module, x: torch.Tensor, epsilon: float) -> torch.Tensor:
+def _zennit_epsilon(model: nn.Module, features, x: torch.Tensor, epsilon: float, canonizer=None) -> torch.Tensor:
     from zennit.composites import LayerMapComposite
     from zennit.layer import Sum
     from zennit.rules import Epsilon, Pass
@@ -230,7 +233,7 @@ def _zennit_epsilon(model: nn.Module, features: nn.Module, x: torch.Tensor, epsi
 
     composite = LayerMapComposite(
         layer_map=[(nn.ReLU, Pass()), ((nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.MaxPool2d, Sum), Epsilon(epsilon))],
-        canonizers=[ResNetBasicBlockCanonizer()],
+        canonizers=[canonizer or ResNetBasicBlockCanonizer()],
     )
     x = x.clone().requires_grad_(True)
     with composite.context(model):
@@ -252,6 +255,42 @@ def test_plain_cnns_match_zennit(arch: str) -> None:
     assert found["rel_to_max"] < 1e-9 and found["corr"] > 1 - 1e-12, found
     # ε matters at this size: the test would see a stabiliser in the wrong place
     assert (ours - attribute(model, x, get_method("lrp", epsilon=TINY), encoder=encoder)).abs().max() > 1e-3 * ref.abs().max()
+
+
+def test_taskonomy_encoder_matches_zennit() -> None:
+    from zennit.layer import Sum
+    from zennit.torchvision import ResNetBottleneckCanonizer
+
+    from modelspace.models.taskonomy import Bottleneck, TaskonomyEncoder
+
+    class TaskonomyBottlenecks(ResNetBottleneckCanonizer):
+        """Zennit's bottleneck canonizer, matching the Taskonomy encoder's bottleneck class instead of
+        torchvision's (the two have the same layers and forward)."""
+
+        @classmethod
+        def _attribute_map(cls, name, module):
+            if isinstance(module, Bottleneck):
+                return {"forward": ResNetBottleneckCanonizer.forward.__get__(module), "canonizer_sum": Sum()}
+            return None
+
+    model = randomise(built(TaskonomyEncoder))
+
+    def up_to_r(x: torch.Tensor) -> torch.Tensor:
+        captured = []
+        handle = model.relu1.register_forward_hook(lambda module, args, out: captured.append(out))
+        try:
+            model(x)
+        finally:
+            handle.remove()
+        return captured[0]
+
+    x = _x(64)  # R is 8×4×4
+    eps = 0.1
+    ours = attribute(copy.deepcopy(model), x, get_method("lrp", epsilon=eps), encoder="relu1")
+    ref = _zennit_epsilon(model, up_to_r, x, eps, canonizer=TaskonomyBottlenecks())
+    found = agreement(ours, ref)
+    assert found["rel_to_max"] < 1e-9 and found["corr"] > 1 - 1e-12, found
+    assert (ours - attribute(model, x, get_method("lrp", epsilon=TINY), encoder="relu1")).abs().max() > 1e-3 * ref.abs().max()
 
 
 # ------------------------------------------------------------------------------------------ conservation

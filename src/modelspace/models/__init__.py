@@ -1,5 +1,5 @@
-"""Models: specifications and the source registry (spec), zoo files (zoo), loaders (sources), encoder
-capture (encoder) and input transforms (transforms)."""
+"""Models: specifications and the source registry (spec), zoo files (zoo), loaders (sources, and the
+Taskonomy encoders in taskonomy), encoder capture (encoder) and input transforms (transforms)."""
 
 from modelspace.models.encoder import ChannelsLast, Encoder, EncoderTap, TokenGrid, first_tensor, resolve_module
 from modelspace.models.sources import (
@@ -29,6 +29,7 @@ from modelspace.models.spec import (
 )
 from modelspace.models.transforms import InputTransform
 from modelspace.models.zoo import load_zoo
+from modelspace.models import taskonomy  # noqa: E402,F401 - registers the taskonomy: source
 
 __all__ = [
     "ChannelsLast",

@@ -74,10 +74,14 @@ class OwnConfig:
         states: ``input_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct`` (`resolve_preprocessing`).
     layout : TokenGrid, ChannelsLast or None
         How the encoder output R is laid out when it is not a (B, C, H, W) map (`EncoderTap` applies it).
+    convention : str or None
+        How the model's training prepared an image before normalising it (`transforms.CONVENTIONS`),
+        which T_i repeats; None: resized and normalised only.
     """
 
     stated: dict = field(default_factory=dict)
     layout: Layout | None = None
+    convention: str | None = None
 
 
 def _stated(origin: str, **values: Any) -> dict:
@@ -134,19 +138,24 @@ def state_dict_hash(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def model_key(spec: ModelSpec, module: nn.Module, layout: Layout | None = None) -> str:
+def model_key(spec: ModelSpec, module: nn.Module, layout: Layout | None = None, convention: str | None = None) -> str:
     """Identity of a loaded model: sha256 of the resolved spec's canonical JSON and the state-dict hash.
 
-    The JSON is ``spec.to_dict()`` with ``interpolation`` only when it is not bilinear and ``layout``
-    only when R is laid out (`TokenGrid`, `ChannelsLast`): the two change the maps, and a spec whose
-    model gets neither (every CNN resized bilinearly, the built-in world's zoo) keeps the key it had
-    before they existed, so stores written then are reused.
+    The JSON is ``spec.to_dict()`` with ``interpolation`` only when it is not bilinear, ``layout`` only
+    when R is laid out (`TokenGrid`, `ChannelsLast`) and ``convention`` only when the model has an input
+    convention (`OwnConfig`): they change the maps, and a spec whose model gets none of them (every CNN
+    resized bilinearly, the built-in world's zoo) keeps the key it had before they existed, so stores
+    written then are reused. ``weights``, where the file lies, is left out: the state-dict hash says
+    what the weights are.
     """
     identity = spec.to_dict()
+    identity.pop("weights", None)
     if identity["interpolation"] in (None, "bilinear"):
         del identity["interpolation"]
     if layout is not None:
         identity["layout"] = layout.to_dict()
+    if convention is not None:
+        identity["convention"] = convention
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256((text + "\n" + state_dict_hash(module)).encode()).hexdigest()
 
@@ -188,15 +197,19 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedMod
         raise ModelLoadError(f"{where}: the loader's third value is a {type(own).__name__}, not an OwnConfig")
     try:
         resolved, record = resolve_preprocessing(spec, own.stated)
-    except ZooError as exc:
+        transform = InputTransform.from_spec(resolved, own.convention)
+    except InputError as exc:
         raise ModelLoadError(f"{where}: its own configuration is not usable: {exc}") from exc
+    if own.convention is not None:
+        record["convention"] = own.convention
     encoder = spec.encoder if spec.encoder is not None else default_encoder
-    key = model_key(resolved, module, own.layout)  # hashed on the CPU, before moving: the device is not identity
+    # hashed on the CPU, before moving: the device is not identity
+    key = model_key(resolved, module, own.layout, own.convention)
     module = module.to(device).eval()
     for param in module.parameters():  # attribution needs input gradients only; a loop, since
         param.requires_grad_(False)     # ScriptModules refuse module.requires_grad_
     EncoderTap(module, encoder, spec.name)  # checks the encoder name now rather than mid-run
-    return LoadedModel(spec=resolved, module=module, encoder=encoder, transform=InputTransform.from_spec(resolved),
+    return LoadedModel(spec=resolved, module=module, encoder=encoder, transform=transform,
                        key=key, layout=own.layout, preprocessing=record)
 
 
@@ -307,6 +320,12 @@ def hub_offline() -> bool:
 
 def _env_offline() -> bool:
     return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def reachable(url: str) -> bool:
+    """Whether the host of ``url`` accepts a TCP connection within `PROBE_TIMEOUT_S`."""
+    parts = urlsplit(url)
+    return _reachable(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
 
 
 def _reachable(host: str, port: int) -> bool:

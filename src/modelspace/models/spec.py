@@ -3,8 +3,9 @@
 
 Fields: ``name`` and ``source`` are required; ``task``, ``encoder``, ``input_size``, ``normalize`` /
 ``mean`` + ``std``, ``interpolation`` ("bilinear" or "bicubic"), ``constructor`` (``checkpoint:`` only),
-``kwargs``, ``pretrained`` (``timm:`` / ``torchvision:``, default true) and ``trust_checkpoint`` (default
-false) are optional. Any other key is an error, so typos do not pass silently.
+``kwargs``, ``pretrained`` (``timm:`` / ``torchvision:`` / ``taskonomy:``, default true), ``weights``
+(``taskonomy:`` only: the weights file, or a folder of the published files) and ``trust_checkpoint``
+(default false) are optional. Any other key is an error, so typos do not pass silently.
 
 Names: ``name`` and ``task`` are kept in Unicode normal form NFC (`normalise_name`): ``café`` typed as
 one code point or as ``e`` and a combining accent is one name, as it looks one. Two zoo entries whose
@@ -16,16 +17,18 @@ pretrained_cfg, torchvision's weights transforms, a Hugging Face image processor
 `DEFAULTS` (224×224, ImageNet statistics, bilinear). `resolve_preprocessing` is that one rule.
 
 Sources: ``python:pkg.module:callable``, ``checkpoint:PATH`` (with ``constructor``, or a trusted file that
-pickles the whole module), ``torchscript:PATH``, ``hf:DIR_OR_HUB_ID``, ``timm:NAME``, ``torchvision:NAME``.
+pickles the whole module), ``torchscript:PATH``, ``hf:DIR_OR_HUB_ID``, ``timm:NAME``, ``torchvision:NAME``,
+``taskonomy:TASK``.
 
-Paths: a relative ``checkpoint:`` / ``torchscript:`` path is taken relative to the zoo file's folder
-(not the working directory), so a zoo file and its weights can move together, and it must stay inside
-that folder: ``weights/a.pt`` is fine, ``../other/a.pt`` (which climbs out of it) is a ZooError naming the
-model and the field. To use a file elsewhere, write its absolute path (or ``~/...``): an absolute path
-says plainly where it points, a relative one cannot quietly leave the zoo's folder. The check is on the
-written path (``..`` components), not on symbolic links the user placed inside the folder. An ``hf:``
-reference follows the same rule when it is a relative path with ``..``; otherwise it is resolved
-against the zoo file's folder when that folder exists, else kept as a hub id (local cache only).
+Paths: a relative ``checkpoint:`` / ``torchscript:`` path, or ``weights`` path, is taken relative to the
+zoo file's folder (not the working directory), so a zoo file and its weights can move together, and it
+must stay inside that folder: ``weights/a.pt`` is fine, ``../other/a.pt`` (which climbs out of it) is a
+ZooError naming the model and the field. To use a file elsewhere, write its absolute path (or ``~/...``):
+an absolute path says plainly where it points, a relative one cannot quietly leave the zoo's folder. The
+check is on the written path (``..`` components), not on symbolic links the user placed inside the
+folder. An ``hf:`` reference follows the same rule when it is a relative path with ``..``; otherwise it
+is resolved against the zoo file's folder when that folder exists, else kept as a hub id (local cache
+only).
 
 Imports: a ``python:`` source or constructor is imported with the zoo file's folder first on
 ``sys.path`` (only while it is imported), so ``python:mynets:tiny`` finds ``mynets.py`` beside the zoo
@@ -66,10 +69,14 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 
 #: Sources whose reference is a local file path (resolved against the zoo file's folder).
 _PATH_SOURCES = ("checkpoint", "torchscript")
+#: Sources that read pretrained weights, which ``pretrained = false`` replaces by random ones.
+PRETRAINED_SOURCES = ("timm", "torchvision", "taskonomy")
+#: Sources that take a ``weights`` field (a local file or folder of weights they would otherwise download).
+WEIGHTS_SOURCES = ("taskonomy",)
 _PYTHON_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _FILE_KEYS = {
     "name", "source", "task", "encoder", "input_size", "mean", "std", "normalize", "interpolation",
-    "constructor", "kwargs", "pretrained", "trust_checkpoint",
+    "constructor", "kwargs", "pretrained", "trust_checkpoint", "weights",
 }
 
 #: The resize modes T_i offers (`transforms.InputTransform`).
@@ -317,6 +324,22 @@ def _check_constructor(value: Any, source: str, trust: bool, at: _Where) -> str 
     return value
 
 
+def _check_weights(value: Any, source: str, pretrained: bool, at: _Where) -> str | None:
+    """`weights`: a path, for the sources that take one, and not beside ``pretrained = false``."""
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    _check_str(value, "weights", at)
+    prefix = split_source(source)[0]
+    if prefix not in WEIGHTS_SOURCES:
+        raise at.error("weights", f"only used with {', '.join(repr(p + ':') for p in WEIGHTS_SOURCES)} sources, "
+                                  f"not {prefix!r}")
+    if not pretrained:
+        raise at.error("weights", "names weights, but pretrained = false asks for random ones; drop one of the two")
+    return value
+
+
 def _validate(values: dict[str, Any], at: _Where) -> dict[str, Any]:
     """Check and coerce every ModelSpec field; returns the cleaned values."""
     out = dict(values)
@@ -335,6 +358,7 @@ def _validate(values: dict[str, Any], at: _Where) -> dict[str, Any]:
     out["trust_checkpoint"] = _check_bool(values.get("trust_checkpoint", False), "trust_checkpoint", at)
     out["constructor"] = _check_constructor(values.get("constructor"), out["source"], out["trust_checkpoint"], at)
     out["kwargs"] = _check_kwargs(values.get("kwargs", ()), at)
+    out["weights"] = _check_weights(values.get("weights"), out["source"], out["pretrained"], at)
     zoo_dir = values.get("zoo_dir")
     if zoo_dir is not None and not isinstance(zoo_dir, (str, os.PathLike)):
         raise at.error("zoo_dir", f"expected a folder path, got {type(zoo_dir).__name__}")
@@ -365,6 +389,7 @@ class ModelSpec:
     kwargs: tuple = field(default=())
     pretrained: bool = True
     trust_checkpoint: bool = False
+    weights: str | None = None
     #: The zoo file's folder (set by `spec_from_dict`): where ``python:`` sources and constructors are
     #: also imported from (`sources.zoo_imports`). Where the spec was read, not what the model is: left
     #: out of `to_dict`, equality and so of the model's key.
@@ -404,7 +429,8 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """A canonical JSON-able dict of every field (None: unset; the model's identity hash is taken
-        over the resolved spec's, `sources.model_key`)."""
+        over the resolved spec's, `sources.model_key`). ``weights`` is there only when set, so that
+        an entry without it keeps the JSON it had before the field existed."""
         return {
             "name": self.name,
             "source": self.source,
@@ -418,6 +444,7 @@ class ModelSpec:
             "kwargs": self.kwargs_dict(),
             "pretrained": self.pretrained,
             "trust_checkpoint": self.trust_checkpoint,
+            **({"weights": self.weights} if self.weights is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -442,12 +469,12 @@ def _normalisation(d: Mapping[str, Any], at: _Where) -> dict[str, Any]:
     return {"mean": d["mean"], "std": d["std"]} if has_mean else {}
 
 
-def _inside(base_dir: Path, path: Path, source: str, at: _Where) -> Path:
+def _inside(base_dir: Path, path: Path, source: str, at: _Where, fld: str = "source") -> Path:
     """``base_dir / path`` normalised, refused when its ``..`` components climb out of ``base_dir``."""
     joined = Path(os.path.normpath(base_dir / path))
     if joined != base_dir and base_dir not in joined.parents:
-        raise at.error("source", f"relative path {str(path)!r} in {source!r} leads outside the zoo file's folder "
-                                 f"{str(base_dir)!r}; write an absolute path to use a file there")
+        raise at.error(fld, f"relative path {str(path)!r} in {source!r} leads outside the zoo file's folder "
+                            f"{str(base_dir)!r}; write an absolute path to use a file there")
     return joined
 
 
@@ -489,6 +516,10 @@ def spec_from_dict(d: Mapping, where: str, base_dir: Path | None = None, *, inde
     values = {k: v for k, v in d.items() if k not in ("normalize", "mean", "std")}
     values.update(_normalisation(d, at))
     values["source"] = _resolve_source_path(d.get("source"), base_dir, at)
+    if isinstance(d.get("weights"), str) and d["weights"].strip() and base_dir is not None:
+        path = Path(d["weights"]).expanduser()
+        values["weights"] = str(path if path.is_absolute() else _inside(Path(os.path.normpath(base_dir)), path,
+                                                                         d["weights"], at, "weights"))
     values = _validate(values, at)  # errors here name the file; ModelSpec re-checks the clean values
     if base_dir is not None:
         values["zoo_dir"] = os.path.normpath(base_dir)

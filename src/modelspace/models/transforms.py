@@ -9,12 +9,20 @@ was evaluated with: probe images are already framed, a crop would discard a diff
 probe image per model, and T_i⁻¹ must map each map back onto the whole probe image pixel for pixel. The
 interpolation is the model's own when it is bicubic (its training resize), else bilinear; T_i⁻¹ is
 always bilinear (a map is not an image: bicubic would overshoot).
+
+Some models were trained on images prepared in a way of their own, which T_i repeats between resizing
+and normalising, on the image in [0, 1] (`CONVENTIONS`, named by the model's loader): the Taskonomy
+encoders as the seed paper's code fed them (Song et al. 2019, tools/deep_attribution.py) clip the image
+to [0.1, 0.9] (``low_saturation``), see its CIE lightness L*/100 on every channel (``lightness``, the
+colorization encoder's grey input) or its centre quarter replaced by the normalisation mean, which the
+model sees as 0 (``centre_masked``, the inpainting encoder's masked input). The convention is part of
+T_i, so attributions are read on the model's own input x, as the paper's were.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +41,45 @@ def _resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> t
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False, antialias=shrinking)
 
 
+#: CIE 1931 Y of linear sRGB (D65), the row of the sRGB → XYZ matrix that L* uses.
+_SRGB_Y = (0.212671, 0.715160, 0.072169)
+#: Where CIE L*'s cube root meets its linear part ((6/29)³), and that part's slope ((29/6)²/3).
+_LAB_T0, _LAB_SLOPE = 0.008856, 7.787
+
+
+def _low_saturation(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """The image clipped to [0.1, 0.9] (Taskonomy's ``resize_rescale_image_low_sat``)."""
+    return x.clamp(0.1, 0.9)
+
+
+def _lightness(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """CIE L*/100 of the sRGB image, on each of its channels (Taskonomy's ``to_light``: the L of
+    Lab). Both pieces of the sRGB curve and of L* take clamped inputs, so that the piece
+    `torch.where` discards has a finite gradient."""
+    linear = torch.where(x > 0.04045, ((x.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, x / 12.92)
+    y = (linear * torch.tensor(_SRGB_Y, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    f = torch.where(y > _LAB_T0, y.clamp_min(_LAB_T0) ** (1 / 3), _LAB_SLOPE * y + 16 / 116)
+    return ((116 * f - 16) / 100).expand_as(x)
+
+
+def _centre_masked(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """The centre quarter (rows and columns from 1/4 to 3/4) replaced by ``mean``, which normalising
+    makes 0 (Taskonomy's ``context_encoder_input``)."""
+    h, w = x.shape[-2:]
+    centre = torch.zeros(h, w, dtype=torch.bool, device=x.device)
+    centre[h // 4:3 * h // 4, w // 4:3 * w // 4] = True
+    return torch.where(centre, mean, x)
+
+
+#: Input conventions: name → ``f(image, mean)`` on the resized image in [0, 1] (``mean`` the
+#: normalisation's, (1, C, 1, 1)), applied by T_i before it normalises (see the module docstring).
+CONVENTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "low_saturation": _low_saturation,
+    "lightness": _lightness,
+    "centre_masked": _centre_masked,
+}
+
+
 def _check_4d(x: torch.Tensor, what: str, channels: int | None = None) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
         desc = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -43,18 +90,22 @@ def _check_4d(x: torch.Tensor, what: str, channels: int | None = None) -> None:
 
 @dataclass(frozen=True)
 class InputTransform:
-    """Resize to ``size`` (height, width) with ``interpolation`` ("bilinear" or "bicubic"), then
-    normalise with per-channel ``mean`` / ``std``."""
+    """Resize to ``size`` (height, width) with ``interpolation`` ("bilinear" or "bicubic"), apply the
+    input ``convention`` if any (a name in `CONVENTIONS`), then normalise with per-channel ``mean`` / ``std``."""
 
     size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bilinear"
+    convention: str | None = None
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
             raise InputError(f"InputTransform interpolation: expected one of {INTERPOLATIONS}, "
                              f"got {self.interpolation!r}")
+        if self.convention is not None and self.convention not in CONVENTIONS:
+            raise InputError(f"InputTransform convention: expected one of {sorted(CONVENTIONS)} or None, "
+                             f"got {self.convention!r}")
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
@@ -65,7 +116,10 @@ class InputTransform:
         """(B, 3, H, W) float images in [0, 1] -> (B, 3, *size) model input. Differentiable."""
         _check_4d(images, "InputTransform images", channels=len(self.mean))
         mean, std = self._stats(images)
-        return (_resize(images, self.size, self.interpolation) - mean) / std
+        x = _resize(images, self.size, self.interpolation)
+        if self.convention is not None:
+            x = CONVENTIONS[self.convention](x, mean)
+        return (x - mean) / std
 
     def inverse(self, maps: torch.Tensor, probe_size: int) -> torch.Tensor:
         """(B, C, h, w) maps -> (B, C, S, S) at probe size S (bilinear, align_corners=False).
@@ -78,12 +132,13 @@ class InputTransform:
         return _resize(maps, (probe_size, probe_size))
 
     @classmethod
-    def from_spec(cls, spec: Any) -> "InputTransform":
+    def from_spec(cls, spec: Any, convention: str | None = None) -> "InputTransform":
         """The transform a resolved `ModelSpec` (or anything with input_size, mean, std and optionally
-        interpolation) describes; `load_model` resolves the fields a zoo entry leaves to the model."""
+        interpolation) describes, with the model's input ``convention``; `load_model` resolves the
+        fields a zoo entry leaves to the model."""
         unset = [f for f in ("input_size", "mean", "std") if getattr(spec, f, None) is None]
         if unset:
             raise InputError(f"model {getattr(spec, 'name', '?')!r}: field {unset[0]!r} is not resolved yet; "
                              "take the transform of load_model(spec), which reads it from the model")
         return cls(size=tuple(spec.input_size), mean=tuple(spec.mean), std=tuple(spec.std),
-                   interpolation=getattr(spec, "interpolation", None) or "bilinear")
+                   interpolation=getattr(spec, "interpolation", None) or "bilinear", convention=convention)

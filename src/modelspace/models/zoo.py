@@ -34,6 +34,7 @@ YAML (``.yaml`` / ``.yml``, read with ``yaml.safe_load`` only; needs pyyaml), a 
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +90,28 @@ def _read_yaml(path: Path) -> Any:
     return data.get("models")
 
 
+#: Zoo files shipped with modelspace (in ``modelspace/data/zoos``), by the name `load_zoo` takes for them.
+BUNDLED = {"taskonomy": "taskonomy.toml"}
+
+
+def bundled_zoo(name: str) -> Path:
+    """The path of a zoo file shipped with modelspace (`BUNDLED`)."""
+    if name not in BUNDLED:
+        raise ZooError(f"unknown bundled zoo {name!r}; available: {sorted(BUNDLED)}")
+    return Path(str(resources.files("modelspace").joinpath("data", "zoos", BUNDLED[name])))
+
+
 def load_zoo(path: str | Path) -> list[ModelSpec]:
-    """Read a zoo file (TOML or YAML, by extension) into a list of ModelSpecs, in file order.
+    """Read a zoo file (TOML or YAML, by extension) into a list of ModelSpecs, in file order; a name in
+    `BUNDLED` (e.g. ``"taskonomy"``, the seed paper's 20 Taskonomy encoders) reads a shipped zoo file.
 
     Raises ZooError naming the file, the model and the field for any malformed entry, and for
     duplicate model names, also those equal only once normalised (`spec.normalise_name`), which
     look alike.
     """
-    path = Path(path)
+    path = bundled_zoo(path) if isinstance(path, str) and path in BUNDLED else Path(path)
     if not path.is_file():
-        raise ZooError(f"{path}: zoo file not found")
+        raise ZooError(f"{path}: zoo file not found (bundled zoos, by name: {', '.join(sorted(BUNDLED))})")
     suffix = path.suffix.lower()
     if suffix == ".toml":
         entries, expected = _read_toml(path), "[[model]] tables"
