@@ -279,6 +279,11 @@ def read_matrix(path: str | Path) -> tuple[np.ndarray, list[str]]:
         record = _previous_record(path.parent)
         if record is not None:
             check_files(path.parent, record, [path.name])
+    return _parse_matrix(path)
+
+
+def _parse_matrix(path: Path) -> tuple[np.ndarray, list[str]]:
+    """The matrix of a CSV `write_matrix` wrote, its hash not checked (the caller did)."""
     try:
         with open(path, newline="") as fh:
             rows = list(csv.reader(fh))
@@ -743,7 +748,7 @@ def _load(folder: Path) -> tuple[dict, dict[str, MethodResult], dict[str, bytes]
         csv_file = folder / file_name("affinity", stem)
         if not holds(folder, settings, csv_file.name):
             raise InputError(f"{csv_file}: missing (listed in {results_file.name} as {estimator!r})")
-        matrix, names = read_matrix(csv_file)
+        matrix, names = _parse_matrix(csv_file)  # checked with the run's other files above
         kind = ("method" if estimator in settings["methods"] else
                 "fusion" if estimator in settings.get("fusions", ()) else "baseline")
         judged = settings.get("confidence", {}).get(estimator, {})
