@@ -2,14 +2,16 @@
 
 `InputError` (and subclasses) means the user's input is wrong: the CLI exits with code 2.
 `StorageError` means the store or an output folder cannot be used (read-only, disk full, locked): the
-run stops, exit code 3. Any other `ModelspaceError` is a failure inside a run: exit code 1. `check_int` is the one
-integer-argument check every module uses, `did_you_mean` the one hint at the closest valid names, and
+run stops, exit code 3. Any other `ModelspaceError` is a failure inside a run: exit code 1. `check_int`, `check_float`,
+`check_choice` and `check_bool` are the argument checks every module uses, `did_you_mean` the one hint at the closest valid names, and
 `printable` what every message and log line goes through before a terminal shows it.
 """
 
 import difflib
+import math
 import numbers
 import re
+import sys
 from collections.abc import Iterable
 
 # C0 (newlines and tabs included), DEL and C1: what a terminal may act on rather than show.
@@ -101,6 +103,108 @@ def check_int(value, name: str, minimum: int = 1, *, optional: bool = False) -> 
         extra = " or None" if optional else ""
         raise InputError(f"{name}: expected an integer >= {minimum}{extra}, got {value!r}")
     return int(value)
+
+
+def check_float(value, name: str, *, minimum: float | None = 0.0, maximum: float | None = None,
+                inclusive: bool = False, zero: bool = False) -> float:
+    """``value`` as a finite float, or InputError naming ``name`` unless it is in range.
+
+    Parameters
+    ----------
+    value : object
+        The argument to check; bools are refused, numpy numbers accepted.
+    name : str
+        The argument's name, for the message (``"rbf_cka: sigma"``).
+    minimum : float or None
+        The lower bound (None: none); excluded unless ``inclusive``.
+    maximum : float or None
+        The upper bound, included (None: none).
+    inclusive : bool
+        Whether ``minimum`` itself is allowed.
+    zero : bool
+        Whether 0 is allowed besides the range (a switch that turns a term off).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        Not a finite real number in range.
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = math.isfinite(value) and (zero and value == 0 or (
+            (minimum is None or value > minimum or inclusive and value == minimum)
+            and (maximum is None or value <= maximum)))
+    if not ok:
+        if minimum is not None and maximum is not None:
+            bound = f"in {'[' if inclusive else '('}{minimum:g}, {maximum:g}]"
+        elif minimum is not None:
+            bound = f"a finite number {'>=' if inclusive else '>'} {minimum:g}"
+        else:
+            bound = "a finite number" + (f" <= {maximum:g}" if maximum is not None else "")
+        raise InputError(f"{name} must be {bound}{' or 0' if zero else ''}, got {value!r}")
+    return value
+
+
+def check_choice(value, name: str, choices) -> str:
+    """``value`` unless it is not one of ``choices``: InputError naming ``name`` and the choices.
+
+    Parameters
+    ----------
+    value : object
+        The argument to check.
+    name : str
+        The argument's name, for the message.
+    choices : sequence
+        The allowed values.
+
+    Returns
+    -------
+    object
+        ``value``.
+
+    Raises
+    ------
+    InputError
+        Not one of ``choices``.
+    """
+    if isinstance(value, bool) or value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` as a plain bool, or InputError naming ``name`` unless it is True or False.
+
+    Parameters
+    ----------
+    value : object
+        The argument to check; numpy bools accepted.
+    name : str
+        The argument's name, for the message.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    InputError
+        Not a bool.
+    """
+    if not isinstance(value, (bool, _np_bool())):
+        raise InputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _np_bool() -> type:
+    """numpy's bool type when numpy is imported (it always is in a run), else bool."""
+    numpy = sys.modules.get("numpy")
+    return numpy.bool_ if numpy is not None else bool
 
 
 def did_you_mean(word: str, candidates: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:

@@ -7,48 +7,106 @@ loader functions registered under their prefix (`models.spec.SOURCES`, filled wi
     METHODS = Registry("attribution method")
 
     @METHODS.register("lrp")
+    @dataclass(frozen=True)
     class EpsilonLRP(AttributionMethod):
         name = "lrp_epsilon"
-        def __init__(self, epsilon: float = 1e-6): ...
+        epsilon: float = 1e-6
 
     METHODS.get("lrp", epsilon=0.01)   # -> EpsilonLRP(epsilon=0.01); .id == "lrp_epsilon(epsilon=0.01)"
     METHODS.get("lrp_epsilon(epsilon=0.01)")   # the same: an id names its declaration too
 
-An id is read back as a name and keyword parameters with Python literal values, so that whatever
-takes a name (the CLI's ``--methods``, a study's list of estimators) also takes a configured one.
+A declaration is a frozen dataclass, an immutable value: its fields are its parameters, its `params`
+and its id (`identity.EstimatorId`) are derived from them. An id is read back (`identity`) as a name
+and keyword parameters with Python literal values, so that whatever takes a name (the CLI's
+``--methods``, a study's list of estimators) also takes a configured one.
 """
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import inspect
 from typing import Any, Callable, ClassVar, TypeVar
 
 from .errors import InputError
+from .identity import EstimatorId
 
 T = TypeVar("T", bound="Declared")
 
+ALWAYS = "always"
+"""`param`'s `shown`: the value is part of the id whatever it is."""
+UNLESS_DEFAULT = "unless_default"
+"""`param`'s `shown`: the value is part of the id only when it is not the default (so that adding a
+parameter keeps the ids written before it)."""
+
+
+def param(default: Any, *, shown: str | Callable[[Any], bool] = ALWAYS) -> Any:
+    """A field of a declaration (a frozen dataclass) and whether its value is part of the id.
+
+    Parameters
+    ----------
+    default : object
+        The default value (immutable: a number, a str, a tuple).
+    shown : str or callable
+        `ALWAYS`, `UNLESS_DEFAULT`, or ``shown(declaration) -> bool`` (a parameter that matters for
+        some values of the others only).
+
+    Returns
+    -------
+    dataclasses.Field
+    """
+    return dataclasses.field(default=default, metadata={"shown": shown})
+
 
 class Declared:
-    """A named declaration whose `id` spells out the parameters that change its output."""
+    """A named declaration whose `id` spells out the parameters that change its output.
+
+    Concrete declarations are frozen dataclasses: their fields are their parameters, and `params`
+    (and so the id) are derived from them (`param` says which are shown). A field whose value is
+    itself a declaration (a wrapped method) is shown by its id.
+    """
 
     name: ClassVar[str] = ""
 
     @property
     def params(self) -> dict[str, Any]:
         """Parameters that change the output (part of stored keys and result names)."""
-        return {}
+        if not dataclasses.is_dataclass(self):
+            return {}
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            shown = f.metadata.get("shown", ALWAYS)
+            if shown == UNLESS_DEFAULT:
+                # a wrapped declaration's default is its name
+                if value == f.default or isinstance(value, Declared) and value.id == f.default:
+                    continue
+            elif callable(shown) and not shown(self):
+                continue
+            out[f.name] = value
+        return out
+
+    def version(self) -> tuple[str, int]:
+        """What the store key's version counts and its value: ("rules", 0) by default."""
+        return "rules", 0
+
+    @property
+    def ident(self) -> EstimatorId:
+        """The identity: name, parameters (a wrapped declaration by its own identity) and version."""
+        tag, version = self.version()
+        params = {k: v.ident if isinstance(v, Declared) else v for k, v in self.params.items()}
+        return EstimatorId.of(self.name, params, version=version, version_tag=tag)
 
     @property
     def id(self) -> str:
         """Canonical identity, e.g. 'saliency' or 'lrp_epsilon(epsilon=1e-06)'."""
-        if not self.params:
-            return self.name
-        inner = ",".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
-        return f"{self.name}({inner})"
+        return self.ident.text
 
     def __repr__(self) -> str:
         return self.id
+
+    def _set(self, name: str, value: Any) -> None:
+        """Set a field of a frozen declaration to its checked value (in ``__post_init__`` only)."""
+        object.__setattr__(self, name, value)
 
 
 class Registry(dict):
@@ -80,6 +138,25 @@ class Registry(dict):
         """Every declaration's name with the first line of its docstring, sorted by name."""
         return {name: ((cls.__doc__ or "").strip().splitlines() or [""])[0] for name, cls in sorted(self.items())}
 
+    def resolve(self, spec: str) -> EstimatorId:
+        """The identity a name, alias or id stands for, as written (its parameters not checked).
+
+        Parameters
+        ----------
+        spec : str
+            A name, an alias or an id.
+
+        Returns
+        -------
+        EstimatorId
+
+        Raises
+        ------
+        InputError
+            Not a name or an id.
+        """
+        return EstimatorId.parse(spec, self.aliases, what=self.kind)
+
     def get(self, spec: str | Declared, **params: Any) -> Any:  # type: ignore[override]
         """An instance from a name or alias and keyword parameters (or an instance, as is)."""
         if isinstance(spec, Declared):
@@ -88,15 +165,15 @@ class Registry(dict):
             return spec
         if not isinstance(spec, str):
             raise InputError(f"{self.kind}: expected a name, got {type(spec).__name__}")
-        if "(" in spec:
-            spec, given = _parse_id(spec, self.kind)
-            clash = sorted(set(given) & set(params))
-            if clash:
-                raise InputError(f"{self.kind} {spec!r}: parameter(s) {clash} given both in the id and by keyword")
-            params = {**given, **params}
-        key = self.aliases.get(spec, spec)
+        ident = self.resolve(spec)
+        clash = sorted(set(ident.kwargs) & set(params))
+        if clash:
+            raise InputError(f"{self.kind} {spec!r}: parameter(s) {clash} given both in the id and by keyword")
+        params = {**ident.kwargs, **params}
+        key = ident.name
         if key not in self:
-            raise InputError(f"unknown {self.kind} {spec!r}; known: {', '.join(sorted(set(self) | set(self.aliases)))}")
+            shown = EstimatorId.parse(spec, what=self.kind).name
+            raise InputError(f"unknown {self.kind} {shown!r}; known: {', '.join(sorted(set(self) | set(self.aliases)))}")
         cls = self[key]
         if params:  # checked only when given: inspecting a signature costs more than a small attribution
             allowed = list(inspect.signature(cls).parameters)
@@ -104,20 +181,3 @@ class Registry(dict):
             if unknown:  # the user's mistake: an InputError naming it, not a TypeError
                 raise InputError(f"{self.kind} {key!r} has no parameter(s) {unknown}; it takes {allowed or 'none'}")
         return cls(**params)
-
-
-def _parse_id(text: str, kind: str) -> tuple[str, dict[str, Any]]:
-    """``"name(a=1,b='x')"`` → ("name", {"a": 1, "b": "x"}): an id (`Declared.id`) read back."""
-    try:
-        call = ast.parse(text.strip(), mode="eval").body
-        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.args:
-            raise ValueError("not name(key=value, ...)")
-        params = {}
-        for keyword in call.keywords:
-            if keyword.arg is None:
-                raise ValueError("** is not a parameter")
-            params[keyword.arg] = ast.literal_eval(keyword.value)
-    except (SyntaxError, ValueError) as exc:
-        raise InputError(f"{kind} {text!r}: expected a name or name(key=value, ...) with Python literal "
-                         f"values ({exc})") from None
-    return call.func.id, params

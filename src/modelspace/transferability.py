@@ -33,12 +33,13 @@ e.g. H-score is K − 1 for any features of D >= N − 1 columns), and values eq
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import AttributionError, InputError
-from .registry import Declared, Registry
+from .errors import AttributionError, InputError, check_bool, check_choice, check_float, check_int
+from .registry import UNLESS_DEFAULT, Declared, Registry, param
 
 __all__ = ["GBC", "HScore", "LEEP", "LogME", "NCE", "SCORES", "TransRate", "TransferabilityScore",
            "cannot_rank", "get_score", "list_scores", "logme_evidence", "register_score"]
@@ -164,13 +165,6 @@ def _float_matrix(x: Any, what: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _positive(value: Any, score: str, param: str) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not np.isfinite(value) or value <= 0:
-        raise InputError(f"{score}: {param} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 # -------------------------------------------------------------------------------------- scores
 
 
@@ -179,6 +173,7 @@ _LOGME_SOLVER = {"tol": 1e-3, "max_iter": 11, "eps": 1e-5}
 
 
 @register_score()
+@dataclass(frozen=True, repr=False)
 class LogME(TransferabilityScore):
     """LogME (You et al., ICML 2021): the maximised log evidence of a linear model, per image.
 
@@ -216,24 +211,17 @@ class LogME(TransferabilityScore):
                 "no maximum and the value is where the solver stops, not the data's; it needs more than D labelled "
                 "images")
 
-    def __init__(self, regression: bool = False, tol: float = _LOGME_SOLVER["tol"],
-                 max_iter: int = _LOGME_SOLVER["max_iter"], eps: float = _LOGME_SOLVER["eps"]) -> None:
-        if not isinstance(regression, (bool, np.bool_)):
-            raise InputError(f"{self.name}: regression must be True or False, got {regression!r}")
-        self.regression = bool(regression)
-        self.tol = _positive(tol, self.name, "tol")
-        if not isinstance(max_iter, (int, np.integer)) or isinstance(max_iter, bool) or max_iter < 1:
-            raise InputError(f"{self.name}: max_iter must be an integer >= 1, got {max_iter!r}")
-        self.max_iter = int(max_iter)
-        if eps != 0:
-            eps = _positive(eps, self.name, "eps")
-        self.eps = float(eps)
+    regression: bool = False
+    # the published stopping rule is the unnamed default
+    tol: float = param(_LOGME_SOLVER["tol"], shown=UNLESS_DEFAULT)
+    max_iter: int = param(_LOGME_SOLVER["max_iter"], shown=UNLESS_DEFAULT)
+    eps: float = param(_LOGME_SOLVER["eps"], shown=UNLESS_DEFAULT)
 
-    @property
-    def params(self) -> dict[str, Any]:
-        solver = {k: v for k, v in (("tol", self.tol), ("max_iter", self.max_iter), ("eps", self.eps))
-                  if v != _LOGME_SOLVER[k]}  # the published rule is the unnamed default
-        return {"regression": self.regression, **solver}
+    def __post_init__(self) -> None:
+        self._set("regression", check_bool(self.regression, "logme: regression"))
+        self._set("tol", check_float(self.tol, "logme: tol"))
+        self._set("max_iter", check_int(self.max_iter, "logme: max_iter"))
+        self._set("eps", check_float(self.eps, "logme: eps", zero=True))
 
     def check_labels(self, labels: Any, n: int) -> np.ndarray:
         if not self.regression:
@@ -294,6 +282,7 @@ def logme_evidence(f: np.ndarray, y: np.ndarray, alpha: float, beta: float, svd:
 
 
 @register_score("h_score")
+@dataclass(frozen=True, repr=False)
 class HScore(TransferabilityScore):
     """H-score (Bao et al., ICIP 2019): tr(cov(f)⁻¹ cov(E[f | y])).
 
@@ -327,6 +316,7 @@ class HScore(TransferabilityScore):
 
 
 @register_score()
+@dataclass(frozen=True, repr=False)
 class TransRate(TransferabilityScore):
     """TransRate (Huang et al., ICML 2022): R(Z, ε) − R(Z, ε | Y).
 
@@ -343,12 +333,10 @@ class TransRate(TransferabilityScore):
 
     name = "transrate"
 
-    def __init__(self, eps: float = 1e-4) -> None:
-        self.eps = _positive(eps, self.name, "eps")
+    eps: float = 1e-4
 
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"eps": self.eps}
+    def __post_init__(self) -> None:
+        self._set("eps", check_float(self.eps, "transrate: eps"))
 
     def _score(self, f: np.ndarray, y: np.ndarray) -> float:
         z = f - f.mean(axis=0)
@@ -363,6 +351,7 @@ class TransRate(TransferabilityScore):
 
 
 @register_score()
+@dataclass(frozen=True, repr=False)
 class GBC(TransferabilityScore):
     """Gaussian Bhattacharyya coefficient (Pándy et al., CVPR 2022): −Σ_{i≠j} BC(c_i, c_j).
 
@@ -389,16 +378,12 @@ class GBC(TransferabilityScore):
     name = "gbc"
     covariances: ClassVar[tuple[str, ...]] = ("diagonal", "spherical")
 
-    def __init__(self, covariance: str = "spherical", min_variance: float = 1e-4) -> None:
-        if covariance not in self.covariances:
-            raise InputError(f"{self.name}: covariance must be one of {', '.join(self.covariances)}, "
-                             f"got {covariance!r}")
-        self.covariance = covariance
-        self.min_variance = _positive(min_variance, self.name, "min_variance")
+    covariance: str = "spherical"
+    min_variance: float = param(1e-4, shown=UNLESS_DEFAULT)
 
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"covariance": self.covariance}
+    def __post_init__(self) -> None:
+        check_choice(self.covariance, "gbc: covariance", self.covariances)
+        self._set("min_variance", check_float(self.min_variance, "gbc: min_variance"))
 
     def _score(self, f: np.ndarray, y: np.ndarray) -> float:
         k = int(y.max()) + 1
@@ -422,6 +407,7 @@ class GBC(TransferabilityScore):
 
 
 @register_score()
+@dataclass(frozen=True, repr=False)
 class LEEP(TransferabilityScore):
     """LEEP (Nguyen et al., ICML 2020): log expected empirical prediction.
 
@@ -451,6 +437,7 @@ class LEEP(TransferabilityScore):
 
 
 @register_score()
+@dataclass(frozen=True, repr=False)
 class NCE(TransferabilityScore):
     """NCE (Tran et al., ICCV 2019): the negative conditional entropy −H(Y | Z).
 

@@ -4,12 +4,12 @@ An attribution of the scalar mean(R) with respect to the input x is, for every m
 one forward pass to the encoder output R and one backward pass from it:
 
     R = encoder(x)                       # the forward stops at R
-    g = backward(R, seed=method.seed(R)) # d mean(R) / dx, possibly through modified rules
+    g = backward(R, seed=method.backward_seed(R))  # d mean(R) / dx, possibly through modified rules
     A = method.read(x, g)                # |g|, x * g, the relevance itself, ...
     M = method.finish(T⁻¹(A))            # at probe size: the map as it is stored and compared
 
-A method is a small declaration of the parts that differ: the seed of the backward pass (or
-several seeds, `seeds`, one map per direction of R), the rules active while the graph is built
+A method is a small declaration (a frozen dataclass, `registry.Declared`) of the parts that differ:
+the seed of the backward pass (`backward_seed`, or several, `seeds`, one map per direction of R), the rules active while the graph is built
 (ε-LRP swaps the backward of linear operations), the input passes (several for integrated
 gradients, SmoothGrad or ModelGiF), how the map is read off, and how it is finished at probe
 size (`finish`: a channel mean, an absolute value, pooling; `methods.MapTransform`).
@@ -33,12 +33,20 @@ from ..registry import Declared, Registry
 
 
 class AttributionMethod(Declared):
-    """Base declaration: the gradient of mean(R), read off as-is. Subclasses override parts."""
+    """Base declaration: the gradient of mean(R), read off as-is. Subclasses override parts.
+
+    A subclass is a frozen dataclass whose fields are its parameters (`registry.param`); its id and
+    store key (`ident`) follow from them and from `rules_version`.
+    """
 
     name: ClassVar[str] = "gradient"
     rules_version: ClassVar[int] = 0
     """Raised whenever a method's rules come to compute something else for some model, so that maps
     stored under the old rules are never reused: it is part of the store key (`store_id`), not of `id`."""
+
+    def version(self) -> tuple[str, int]:
+        """The store key's version: the rules version."""
+        return "rules", self.rules_version
 
     directions: int = 1
     """Maps per image: the number of tensors `seeds` returns (1: one map, compared by cosine)."""
@@ -51,14 +59,14 @@ class AttributionMethod(Declared):
 
     @property
     def store_id(self) -> str:
-        """The method's part of a store key: its `id`, and its rules version when there is one."""
-        return f"{self.id}#rules{self.rules_version}" if self.rules_version else self.id
+        """The method's part of a store key (`identity.EstimatorId.store_key` at fp32)."""
+        return self.ident.store_key
 
     def rules(self, module: nn.Module, model_name: str) -> ContextManager:
         """Backward rules active while the forward pass builds the graph (none: plain autograd)."""
         return contextlib.nullcontext()
 
-    def seed(self, r: torch.Tensor) -> torch.Tensor:
+    def backward_seed(self, r: torch.Tensor) -> torch.Tensor:
         """Gradient of mean(R) with respect to R, per sample: 1/D everywhere."""
         d = r[0].numel()
         return torch.full_like(r, 1.0 / d)
@@ -66,7 +74,7 @@ class AttributionMethod(Declared):
     def seeds(self, r: torch.Tensor) -> list[torch.Tensor]:
         """The seeds of the backward passes, one per direction of R (`directions` of them); each
         gives one map. By default the one seed of mean(R)."""
-        return [self.seed(r)]
+        return [self.backward_seed(r)]
 
     def passes(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
         """Inputs to differentiate at, with the weight of each gradient (one pass by default)."""
@@ -87,7 +95,7 @@ class AttributionMethod(Declared):
         backward pass."""
         cls = type(self)
         return self.directions == 1 and all(getattr(cls, part) is getattr(AttributionMethod, part)
-                                            for part in ("rules", "seed", "seeds", "passes"))
+                                            for part in ("rules", "backward_seed", "seeds", "passes"))
 
 
 METHODS = Registry("attribution method")

@@ -1,7 +1,8 @@
 """Attribution methods as short declarations over `base.AttributionMethod`.
 
 The seed paper's three: saliency, gradient×input and ε-LRP. Integrated gradients and
-SmoothGrad show how a multi-pass method is declared (a few lines each). Beyond the paper:
+SmoothGrad are passes over any method (`Wrapping`): ``smoothgrad(method='lrp_epsilon')`` runs ε-LRP
+at the noisy copies. Beyond the paper:
 
     modelgif                   ModelGiF's gradient field (Song et al., ICCV 2023): path-integrated
                                gradient×input of Σ_c max_pos R_c from a shuffled-image baseline
@@ -18,8 +19,8 @@ removed) or "blur" (a Gaussian blur of the image removed, keeping its detail); `
 Cost per image, as a multiple of one forward+backward pass (`AttributionMethod.cost`):
 
     saliency, gradient_x_input, lrp_epsilon   1 (saliency and gradient×input share theirs)
-    integrated_gradients(steps=n)             n
-    smoothgrad(samples=n)                     n
+    integrated_gradients(steps=n, method=m)   n × m's (m: the plain gradient by default)
+    smoothgrad(samples=n, method=m)           n × m's (m: saliency by default)
     modelgif(steps=n)                         n (50 by default)
     gradient_x_input_subspace(directions=K)   ≤ K: one forward, K backward passes (8 by default)
     gradient_x_input_groups(directions=K)     the same
@@ -29,13 +30,14 @@ Cost per image, as a multiple of one forward+backward pass (`AttributionMethod.c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ContextManager, Iterator
+from typing import Any, ClassVar, ContextManager, Iterator
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import AttributionError, InputError, check_int
+from ..errors import AttributionError, InputError, check_choice, check_float, check_int
+from ..registry import UNLESS_DEFAULT, param
 from .base import AttributionMethod, get_method, register_method
 from .lrp import epsilon_rules
 
@@ -75,17 +77,16 @@ def input_baseline(x: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def _check_baseline(kind: Any, method: str) -> str:
-    if kind not in INPUT_BASELINES:
-        raise InputError(f"{method}: baseline must be one of {', '.join(INPUT_BASELINES)}, got {kind!r}")
-    return kind
+    return check_choice(kind, f"{method}: baseline", INPUT_BASELINES)
 
 
-def _baseline_params(kind: str) -> dict[str, str]:
-    """The baseline's part of a method's params: none for "zero", so the paper's ids stay as they were."""
-    return {} if kind == "zero" else {"baseline": kind}
+def _baseline() -> Any:
+    """The input-baseline field x₀: shown in the id only when it is not "zero", so the paper's ids stay."""
+    return param("zero", shown=UNLESS_DEFAULT)
 
 
 @register_method("grad", "vanilla_gradient")
+@dataclass(frozen=True, repr=False)
 class Gradient(AttributionMethod):
     """The signed gradient of mean(R)."""
 
@@ -93,6 +94,7 @@ class Gradient(AttributionMethod):
 
 
 @register_method("sal")
+@dataclass(frozen=True, repr=False)
 class Saliency(AttributionMethod):
     """|∂ mean(R) / ∂x| (Simonyan et al., 2014)."""
 
@@ -103,6 +105,7 @@ class Saliency(AttributionMethod):
 
 
 @register_method("gxi", "grad_input", "input_x_gradient")
+@dataclass(frozen=True, repr=False)
 class GradientXInput(AttributionMethod):
     """(x − x₀) ⊙ ∂ mean(R) / ∂x, with x the model's own (normalised) input; x₀ = 0 by default.
 
@@ -113,108 +116,172 @@ class GradientXInput(AttributionMethod):
     """
 
     name = "gradient_x_input"
+    baseline: str = _baseline()
 
-    def __init__(self, baseline: str = "zero") -> None:
-        self.baseline = _check_baseline(baseline, self.name)
-
-    @property
-    def params(self) -> dict[str, str]:
-        return _baseline_params(self.baseline)
+    def __post_init__(self) -> None:
+        _check_baseline(self.baseline, self.name)
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return (x - input_baseline(x, self.baseline)) * grad
 
 
 @register_method("lrp", "epsilon_lrp", "elrp")
+@dataclass(frozen=True, repr=False)
 class EpsilonLRP(AttributionMethod):
-    """Genuine layer-wise ε-LRP (see `lrp.py`); relevance starts at R_k / D, mean(R)'s own terms."""
+    """Genuine layer-wise ε-LRP (see `lrp.py`); relevance starts at R_k / D, mean(R)'s own terms.
+
+    Parameters
+    ----------
+    epsilon : float
+        The ε of the rule (> 0).
+    """
 
     name = "lrp_epsilon"
     rules_version = 2  # 2: rules for norms, attention, gates and constant factors; identity on smooth activations
+    epsilon: float = 1e-6
 
-    def __init__(self, epsilon: float = 1e-6) -> None:
-        if not epsilon > 0:
-            raise InputError(f"lrp_epsilon: epsilon must be > 0, got {epsilon!r}")
-        self.epsilon = float(epsilon)
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"epsilon": self.epsilon}
+    def __post_init__(self) -> None:
+        self._set("epsilon", check_float(self.epsilon, "lrp_epsilon: epsilon"))
 
     def rules(self, module: nn.Module, model_name: str) -> ContextManager:
         return epsilon_rules(module, self.epsilon, model_name)
 
-    def seed(self, r: torch.Tensor) -> torch.Tensor:
+    def backward_seed(self, r: torch.Tensor) -> torch.Tensor:
         return r / r[0].numel()
 
 
+class Wrapping(AttributionMethod):
+    """A pass over another method (its `method` field, any method): it runs that method's backward
+    (rules, seeds, directions) at inputs of its own and finishes the maps as that method does.
+
+    A subclass declares `points` (the inputs it differentiates at, with their weights) and may
+    change `read`; for each of its points the wrapped method's own passes run, so wrappers nest.
+    """
+
+    method: Any
+
+    def _wrap(self) -> None:
+        self._set("method", get_method(self.method))
+
+    @property
+    def directions(self) -> int:  # type: ignore[override]
+        return self.method.directions
+
+    def points(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
+        """The inputs this pass differentiates at, each with its weight (x itself by default)."""
+        yield x, 1.0
+
+    def rules(self, module: nn.Module, model_name: str) -> ContextManager:
+        return self.method.rules(module, model_name)
+
+    def backward_seed(self, r: torch.Tensor) -> torch.Tensor:
+        return self.method.backward_seed(r)
+
+    def seeds(self, r: torch.Tensor) -> list[torch.Tensor]:
+        return self.method.seeds(r)
+
+    def passes(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
+        for point, weight in self.points(x):
+            for inner, inner_weight in self.method.passes(point):
+                yield inner, weight * inner_weight
+
+    def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return self.method.read(x, grad)
+
+    def finish(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.method.finish(maps)
+
+
 @register_method("ig")
-class IntegratedGradients(AttributionMethod):
+@dataclass(frozen=True, repr=False)
+class IntegratedGradients(Wrapping):
     """(x − x₀) ⊙ the mean gradient on the straight path from x₀, midpoint Riemann sum.
+
+    Over another method (``integrated_gradients(method='lrp_epsilon')``), the gradient on the path is
+    that method's backward (its rules and seeds), read off by it at x, and times (x − x₀).
 
     Parameters
     ----------
     steps : int
-        Points on the path: the cost in forward+backward passes per image.
+        Points on the path: the cost in the wrapped method's passes per image.
     baseline : str
         x₀ (`input_baseline`): "zero" (the usual black image), "mean" or "blur".
+    method : str or AttributionMethod
+        The method whose backward is integrated: the plain gradient by default (then the id does not
+        name it).
     """
 
     name = "integrated_gradients"
+    steps: int = 16
+    baseline: str = _baseline()
+    method: Any = param("gradient", shown=UNLESS_DEFAULT)
 
-    def __init__(self, steps: int = 16, baseline: str = "zero") -> None:
-        self.steps = check_int(steps, "integrated_gradients: steps")
-        self.baseline = _check_baseline(baseline, self.name)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"steps": self.steps, **_baseline_params(self.baseline)}
+    def __post_init__(self) -> None:
+        self._set("steps", check_int(self.steps, "integrated_gradients: steps"))
+        _check_baseline(self.baseline, self.name)
+        self._wrap()
 
     @property
     def cost(self) -> float:
-        return float(self.steps)
+        return self.steps * self.method.cost
 
-    def passes(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
+    def points(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
         x0 = input_baseline(x, self.baseline)
         for i in range(self.steps):
             yield x0 + ((i + 0.5) / self.steps) * (x - x0), 1.0 / self.steps
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return (x - input_baseline(x, self.baseline)) * grad
+        return (x - input_baseline(x, self.baseline)) * self.method.read(x, grad)
 
 
 @register_method()
-class SmoothGrad(AttributionMethod):
-    """|mean gradient| over noisy copies of x (Smilkov et al., 2017); noise seeded for repeatability."""
+@dataclass(frozen=True, repr=False)
+class SmoothGrad(Wrapping):
+    """A method's map of the mean gradient over noisy copies of x (Smilkov et al., 2017): |mean
+    gradient| over saliency, by default; noise seeded for repeatability.
+
+    Parameters
+    ----------
+    samples : int
+        Noisy copies: the cost in the wrapped method's passes per image.
+    noise : float
+        The noise's standard deviation, as a fraction of the batch's value range (>= 0).
+    seed : int
+        Seed of the noise.
+    method : str or AttributionMethod
+        The method run at the noisy copies and reading the mean off at x: saliency by default (then
+        the id does not name it).
+    """
 
     name = "smoothgrad"
+    samples: int = 8
+    noise: float = 0.15
+    seed: int = 0
+    method: Any = param("saliency", shown=UNLESS_DEFAULT)
 
-    def __init__(self, samples: int = 8, noise: float = 0.15, seed: int = 0) -> None:
-        self.samples, self.noise, self.seed_value = int(samples), float(noise), int(seed)
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"samples": self.samples, "noise": self.noise, "seed": self.seed_value}
+    def __post_init__(self) -> None:
+        self._set("samples", check_int(self.samples, "smoothgrad: samples"))
+        self._set("noise", check_float(self.noise, "smoothgrad: noise", inclusive=True))
+        self._set("seed", check_int(self.seed, "smoothgrad: seed", minimum=0))
+        self._wrap()
 
     @property
     def cost(self) -> float:
-        return float(self.samples)
+        return self.samples * self.method.cost
 
-    def passes(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
-        generator = torch.Generator(device="cpu").manual_seed(self.seed_value)
+    def points(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
         scale = self.noise * (x.amax() - x.amin()).item()
         for _ in range(self.samples):
             noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
             yield x + scale * noise, 1.0 / self.samples
-
-    def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return grad.abs()
 
 
 # ------------------------------------------------------------------------------ beyond the paper
 
 
 @register_method("gif", "model_gif")
+@dataclass(frozen=True, repr=False)
 class ModelGiF(AttributionMethod):
     """ModelGiF's gradient field (Song et al., ICCV 2023): path-integrated gradient×input of Σ_c max R_c.
 
@@ -240,14 +307,12 @@ class ModelGiF(AttributionMethod):
     """
 
     name = "modelgif"
+    steps: int = 50
+    seed: int = 0
 
-    def __init__(self, steps: int = 50, seed: int = 0) -> None:
-        self.steps = check_int(steps, "modelgif: steps")
-        self.seed_value = check_int(seed, "modelgif: seed", minimum=0)
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"seed": self.seed_value, "steps": self.steps}
+    def __post_init__(self) -> None:
+        self._set("steps", check_int(self.steps, "modelgif: steps"))
+        self._set("seed", check_int(self.seed, "modelgif: seed", minimum=0))
 
     @property
     def cost(self) -> float:
@@ -258,11 +323,11 @@ class ModelGiF(AttributionMethod):
         H·W positions, the same for every channel and image."""
         if x.ndim != 4:
             raise InputError(f"modelgif: expected image batches (B, C, H, W), got shape {tuple(x.shape)}")
-        generator = torch.Generator(device="cpu").manual_seed(self.seed_value)
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
         perm = torch.randperm(x.shape[2] * x.shape[3], generator=generator).to(x.device)
         return x.flatten(2)[:, :, perm].view_as(x)
 
-    def seed(self, r: torch.Tensor) -> torch.Tensor:
+    def backward_seed(self, r: torch.Tensor) -> torch.Tensor:
         if r.ndim <= 2:  # no spatial positions: each channel is its own maximum
             return torch.ones_like(r)
         flat = r.flatten(2)
@@ -282,8 +347,35 @@ class ModelGiF(AttributionMethod):
         return maps.mean(dim=1, keepdim=True)
 
 
+class ChannelDirections(AttributionMethod):
+    """Gradient×input of K directions u_1..u_K of R's channels (`channel_directions`), compared as
+    subspaces: the part the subspace and group variants share. A subclass has the fields
+    ``directions`` (K) and ``baseline`` (x₀)."""
+
+    directions: int
+    baseline: str
+
+    @property
+    def cost(self) -> float:
+        return float(self.directions)
+
+    def channel_directions(self, n_channels: int) -> torch.Tensor:
+        """The (K, C) float64 matrix of directions for an R of C channels."""
+        raise NotImplementedError
+
+    def seeds(self, r: torch.Tensor) -> list[torch.Tensor]:
+        u = self.channel_directions(r.shape[1]).to(r.device, r.dtype)
+        positions = r[0, 0].numel()
+        shape = (1, r.shape[1]) + (1,) * (r.ndim - 2)
+        return [(u_k / positions).view(shape).expand_as(r) for u_k in u]
+
+    def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return (x - input_baseline(x, self.baseline)) * grad
+
+
 @register_method("gxi_subspace", "subspace")
-class GradientXInputSubspace(AttributionMethod):
+@dataclass(frozen=True, repr=False)
+class GradientXInputSubspace(ChannelDirections):
     """Gradient×input of K fixed random channel directions of R, compared as subspaces.
 
     Instead of the one direction mean(R), K seeded Gaussian directions u_1..u_K of R's channels
@@ -314,45 +406,31 @@ class GradientXInputSubspace(AttributionMethod):
     """
 
     name = "gradient_x_input_subspace"
+    directions: int = 8
+    seed: int = 0
+    baseline: str = _baseline()
 
-    def __init__(self, directions: int = 8, seed: int = 0, baseline: str = "zero") -> None:
-        self.directions = check_int(directions, "gradient_x_input_subspace: directions", minimum=2)
-        self.seed_value = check_int(seed, "gradient_x_input_subspace: seed", minimum=0)
-        self.baseline = _check_baseline(baseline, self.name)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"directions": self.directions, "seed": self.seed_value, **_baseline_params(self.baseline)}
-
-    @property
-    def cost(self) -> float:
-        return float(self.directions)
+    def __post_init__(self) -> None:
+        self._set("directions", check_int(self.directions, "gradient_x_input_subspace: directions", minimum=2))
+        self._set("seed", check_int(self.seed, "gradient_x_input_subspace: seed", minimum=0))
+        _check_baseline(self.baseline, self.name)
 
     def channel_directions(self, n_channels: int) -> torch.Tensor:
-        """The (K, C) float64 matrix of directions for an R of C channels."""
-        generator = torch.Generator(device="cpu").manual_seed(self.seed_value)
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
         return torch.randn(self.directions, n_channels, generator=generator, dtype=torch.float64)
-
-    def seeds(self, r: torch.Tensor) -> list[torch.Tensor]:
-        u = self.channel_directions(r.shape[1]).to(r.device, r.dtype)
-        positions = r[0, 0].numel()
-        shape = (1, r.shape[1]) + (1,) * (r.ndim - 2)
-        return [(u_k / positions).view(shape).expand_as(r) for u_k in u]
-
-    def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return (x - input_baseline(x, self.baseline)) * grad
 
 
 @register_method("gxi_groups")
-class GradientXInputGroups(GradientXInputSubspace):
+@dataclass(frozen=True, repr=False)
+class GradientXInputGroups(ChannelDirections):
     """Gradient×input of the means of K groups of R's channels, compared as subspaces.
 
     As `gradient_x_input_subspace`, with the directions u_k = the mean of the k-th of K contiguous,
     near-equal groups of channels (``torch.tensor_split`` of 0..C−1: the first C mod K groups
-    have one channel more) instead of random ones: the
-    issue's "per-channel means", pooled into K groups so that the cost stays K passes whatever C.
-    Channel order is arbitrary in a network, so a group is an arbitrary set of channels, and the
-    subspace comparison does not pair group k of one model with group k of another. Needs C ≥ K.
+    have one channel more) instead of random ones: per-channel means, pooled into K groups so that
+    the cost stays K passes whatever C. Channel order is arbitrary in a network, so a group is an
+    arbitrary set of channels, and the subspace comparison does not pair group k of one model with
+    group k of another. Needs C ≥ K.
 
     Parameters
     ----------
@@ -361,13 +439,11 @@ class GradientXInputGroups(GradientXInputSubspace):
     """
 
     name = "gradient_x_input_groups"
+    baseline: ClassVar[str] = "zero"
+    directions: int = 8
 
-    def __init__(self, directions: int = 8) -> None:
-        super().__init__(directions=directions)
-
-    @property
-    def params(self) -> dict[str, float]:
-        return {"directions": self.directions}
+    def __post_init__(self) -> None:
+        self._set("directions", check_int(self.directions, "gradient_x_input_groups: directions", minimum=2))
 
     def channel_directions(self, n_channels: int) -> torch.Tensor:
         if n_channels < self.directions:
@@ -423,7 +499,8 @@ class MapTransform:
 
 
 @register_method("mapped")
-class Transformed(AttributionMethod):
+@dataclass(frozen=True, repr=False)
+class Transformed(Wrapping):
     """Any method's maps finished by a `MapTransform` (channel mean, absolute value, p×p pooling).
 
     Declared once for every method: ``transformed(method='gradient_x_input', pool=4)`` runs
@@ -440,51 +517,34 @@ class Transformed(AttributionMethod):
     """
 
     name = "transformed"
+    method: Any = "gradient_x_input"
+    channel_mean: bool = param(False, shown=UNLESS_DEFAULT)
+    absolute: bool = param(False, shown=UNLESS_DEFAULT)
+    pool: int = param(1, shown=UNLESS_DEFAULT)
 
-    def __init__(self, method: Any = "gradient_x_input", channel_mean: bool = False, absolute: bool = False,
-                 pool: int = 1) -> None:
-        self.inner = get_method(method)
-        self.transform = MapTransform(channel_mean=channel_mean, absolute=absolute, pool=pool)
-        if self.transform.is_identity:
+    def __post_init__(self) -> None:
+        self._wrap()
+        transform = MapTransform(channel_mean=self.channel_mean, absolute=self.absolute, pool=self.pool)
+        if transform.is_identity:
             raise InputError("transformed: channel_mean, absolute or pool must change the maps "
                              "(with none of them the maps are the method's own)")
-        self.directions = self.inner.directions
+        self._set("pool", transform.pool)
 
     @property
-    def params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"method": self.inner.id}
-        params.update({k: v for k, v in vars(self.transform).items() if v != MapTransform.__dataclass_fields__[k].default})
-        return params
-
-    @property
-    def store_id(self) -> str:
-        if self.inner.store_id == self.inner.id:
-            return self.id
-        params = {**self.params, "method": self.inner.store_id}
-        return f"{self.name}({','.join(f'{k}={v!r}' for k, v in sorted(params.items()))})"
+    def transform(self) -> MapTransform:
+        """The transform of the maps, from the fields."""
+        return MapTransform(channel_mean=self.channel_mean, absolute=self.absolute, pool=self.pool)
 
     @property
     def cost(self) -> float:
-        return self.inner.cost
+        return self.method.cost
 
     @property
     def plain_gradient(self) -> bool:
-        return self.inner.plain_gradient
-
-    def rules(self, module: nn.Module, model_name: str) -> ContextManager:
-        return self.inner.rules(module, model_name)
-
-    def seed(self, r: torch.Tensor) -> torch.Tensor:
-        return self.inner.seed(r)
-
-    def seeds(self, r: torch.Tensor) -> list[torch.Tensor]:
-        return self.inner.seeds(r)
+        return self.method.plain_gradient
 
     def passes(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
-        return self.inner.passes(x)
-
-    def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return self.inner.read(x, grad)
+        return self.method.passes(x)
 
     def finish(self, maps: torch.Tensor) -> torch.Tensor:
-        return self.transform(self.inner.finish(maps))
+        return self.transform(self.method.finish(maps))

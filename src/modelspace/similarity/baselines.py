@@ -53,8 +53,8 @@ from scipy.stats import rankdata
 from ..progress import progress as progress_bar
 
 from ..attribution import METHODS
-from ..errors import AttributionError, InputError
-from ..registry import Declared, Registry
+from ..errors import AttributionError, InputError, check_bool, check_choice, check_float
+from ..registry import Declared, Registry, param
 
 __all__ = [
     "BASELINES",
@@ -113,10 +113,14 @@ class Similarity(Declared):
     #: store under the old code are never reused: part of `store_id`, not of `id`
     prepare_version: ClassVar[int] = 0
 
+    def version(self) -> tuple[str, int]:
+        """The store key's version: the version of the prepared form."""
+        return "prepare", self.prepare_version
+
     @property
     def store_id(self) -> str:
-        """The baseline's part of the store key of its prepared forms: its `id`, and its `prepare_version`."""
-        return f"{self.id}#prepare{self.prepare_version}" if self.prepare_version else self.id
+        """The baseline's part of the store key of its prepared forms (`identity.EstimatorId.store_key` at fp32)."""
+        return self.ident.store_key
 
     def undefined_on(self, copies: Sequence[int]) -> str | None:
         """Why the baseline is undefined on a probe set whatever the models, or None when it is defined there.
@@ -392,22 +396,11 @@ def _zero_median_distance(copies: list[int]) -> str | None:
             "between images, which sets the RBF bandwidth, is 0 for every model")
 
 
-def _positive_float(value: Any, baseline: str, param: str, upper: float | None = None) -> float:
-    """A finite float > 0 (and <= upper), or InputError naming the baseline and the parameter."""
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = np.isfinite(value) and value > 0 and (upper is None or value <= upper)
-    if not ok:
-        bound = f"in (0, {upper}]" if upper is not None else "a finite number > 0"
-        raise InputError(f"{baseline}: {param} must be {bound}, got {value!r}")
-    return value
-
-
 # ------------------------------------------------------------------------------------- baselines
 
 
 @register_baseline()
+@dataclass(frozen=True, repr=False)
 class SVCCA(Similarity):
     """Singular vector CCA (Raghu et al., 2017).
 
@@ -424,13 +417,10 @@ class SVCCA(Similarity):
     """
 
     name = "svcca"
+    variance: float = 0.99
 
-    def __init__(self, variance: float = 0.99) -> None:
-        self.variance = _positive_float(variance, self.name, "variance", upper=1.0)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"variance": self.variance}
+    def __post_init__(self) -> None:
+        self._set("variance", check_float(self.variance, "svcca: variance", maximum=1.0))
 
     def _prepare(self, x: np.ndarray, what: str) -> np.ndarray:
         u, s, _ = np.linalg.svd(_centre(x), full_matrices=False)
@@ -447,6 +437,7 @@ class SVCCA(Similarity):
 
 
 @register_baseline("cka")
+@dataclass(frozen=True, repr=False)
 class LinearCKA(Similarity):
     """Linear centred kernel alignment (Kornblith et al., 2019).
 
@@ -491,6 +482,7 @@ def _linear_hsic(a: tuple[str, np.ndarray, float], b: tuple[str, np.ndarray, flo
 
 
 @register_baseline("cka_rbf")
+@dataclass(frozen=True, repr=False)
 class RBFCKA(Similarity):
     """CKA with RBF kernels (Kornblith et al., 2019).
 
@@ -499,13 +491,10 @@ class RBFCKA(Similarity):
     """
 
     name = "rbf_cka"
+    sigma: float = 0.8
 
-    def __init__(self, sigma: float = 0.8) -> None:
-        self.sigma = _positive_float(sigma, self.name, "sigma")
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"sigma": self.sigma}
+    def __post_init__(self) -> None:
+        self._set("sigma", check_float(self.sigma, "rbf_cka: sigma"))
 
     def _prepare(self, x: np.ndarray, what: str) -> tuple[np.ndarray, float]:
         xc = _centre(x)
@@ -536,6 +525,7 @@ class RBFCKA(Similarity):
 
 
 @register_baseline("rsa_spearman")
+@dataclass(frozen=True, repr=False)
 class RSA(Similarity):
     """Representational similarity analysis (Kriegeskorte et al., 2008).
 
@@ -553,15 +543,10 @@ class RSA(Similarity):
     min_images = 3
     min_images_why = "one pair of images gives one dissimilarity, which has no correlation"
     metrics: ClassVar[tuple[str, ...]] = ("correlation", "cosine", "euclidean")
+    metric: str = "correlation"
 
-    def __init__(self, metric: str = "correlation") -> None:
-        if metric not in self.metrics:
-            raise InputError(f"{self.name}: metric must be one of {', '.join(self.metrics)}, got {metric!r}")
-        self.metric = metric
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"metric": self.metric}
+    def __post_init__(self) -> None:
+        check_choice(self.metric, "rsa: metric", self.metrics)
 
     def _prepare(self, x: np.ndarray, what: str) -> np.ndarray:
         rdm = self._rdm(x, what)
@@ -600,6 +585,7 @@ class RSA(Similarity):
 
 
 @register_baseline("duality_diagram")
+@dataclass(frozen=True, repr=False)
 class DDS(Similarity):
     """Duality diagram similarity (Dwivedi et al., ECCV 2020).
 
@@ -632,22 +618,15 @@ class DDS(Similarity):
     min_images = 4
     min_images_why = "its debiased estimate divides by N (N − 3)"
     kernels: ClassVar[tuple[str, ...]] = ("cosine", "laplacian", "rbf")
+    kernel: str = "cosine"
+    # sigma changes nothing for the other kernels
+    sigma: float = param(0.5, shown=lambda dds: dds.kernel == "rbf")
+    debiased: bool = True
 
-    def __init__(self, kernel: str = "cosine", sigma: float = 0.5, debiased: bool = True) -> None:
-        if kernel not in self.kernels:
-            raise InputError(f"{self.name}: kernel must be one of {', '.join(self.kernels)}, got {kernel!r}")
-        if not isinstance(debiased, (bool, np.bool_)):
-            raise InputError(f"{self.name}: debiased must be True or False, got {debiased!r}")
-        self.kernel = kernel
-        self.sigma = _positive_float(sigma, self.name, "sigma")
-        self.debiased = bool(debiased)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {"kernel": self.kernel, "debiased": self.debiased}
-        if self.kernel == "rbf":  # sigma changes nothing for the other kernels
-            params["sigma"] = self.sigma
-        return params
+    def __post_init__(self) -> None:
+        check_choice(self.kernel, "dds: kernel", self.kernels)
+        self._set("sigma", check_float(self.sigma, "dds: sigma"))
+        self._set("debiased", check_bool(self.debiased, "dds: debiased"))
 
     def _prepare(self, x: np.ndarray, what: str) -> tuple[np.ndarray, float]:
         z = _zscore(x)
@@ -732,6 +711,7 @@ def _u_centre(k: np.ndarray) -> np.ndarray:
 
 
 @register_baseline("deep_attribution_graph")
+@dataclass(frozen=True, repr=False)
 class DEPARA(Similarity):
     """Deep attribution graph (DEPARA; Song et al., CVPR 2020): node + λ · edge similarity.
 
@@ -762,23 +742,24 @@ class DEPARA(Similarity):
     min_images = 3
     min_images_why = "its edge term correlates the dissimilarities of pairs of images, and one pair has none"
     uses_affinity = True
+    method: str = "gradient_x_input"
+    edge_weight: float = 0.25
 
-    def __init__(self, method: str = "gradient_x_input", edge_weight: float = 0.25) -> None:
-        if not isinstance(method, str) or METHODS.aliases.get(method, method) not in METHODS:
+    def __post_init__(self) -> None:
+        try:
+            ident = METHODS.resolve(self.method) if isinstance(self.method, str) else None
+        except InputError:
+            ident = None
+        if ident is None or ident.params or ident.name not in METHODS:
             known = ", ".join(sorted(set(METHODS) | set(METHODS.aliases)))
-            raise InputError(f"{self.name}: method must name an attribution method ({known}), got {method!r}")
+            raise InputError(f"{self.name}: method must name an attribution method ({known}), got {self.method!r}")
         # Only the name is kept: the maps are those of the space's method of that name.
-        self.method = METHODS.aliases.get(method, method)
-        self.edge_weight = _positive_float(edge_weight, self.name, "edge_weight")
-        self._edges = RSA("cosine")
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"method": self.method, "edge_weight": self.edge_weight}
+        self._set("method", ident.name)
+        self._set("edge_weight", check_float(self.edge_weight, "depara: edge_weight"))
 
     def _prepare(self, x: np.ndarray, what: str) -> np.ndarray:
         # the edge weights are RSA's cosine RDM of the centred R; its prepared form is the ranks
-        return self._edges.prepare(_centre(x), what).data
+        return RSA("cosine").prepare(_centre(x), what).data
 
     def _compare(self, a: np.ndarray, b: np.ndarray) -> float:
         return float(np.clip(a @ b, -1.0, 1.0))

@@ -14,6 +14,7 @@ similar pair, 1 for the most). The result is symmetric, as its members are, with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,6 +22,7 @@ from scipy.stats import rankdata
 
 from ..attribution import METHODS
 from ..errors import InputError
+from ..identity import name_of
 from .baselines import BASELINES, Similarity, register_baseline
 
 __all__ = ["Fusion", "pair_percentiles"]
@@ -41,6 +43,7 @@ def pair_percentiles(matrix: np.ndarray) -> np.ndarray:
 
 
 @register_baseline("rank_fusion")
+@dataclass(frozen=True, repr=False)
 class Fusion(Similarity):
     """The mean of several estimators' pair percentiles (a rank fusion).
 
@@ -54,21 +57,20 @@ class Fusion(Similarity):
     name = "fusion"
     combines_estimators: ClassVar[bool] = True
 
-    def __init__(self, members: Sequence[str] = ("dds", "gradient_x_input_subspace")) -> None:
+    members: tuple[str, ...] = ("dds", "gradient_x_input_subspace")
+
+    def __post_init__(self) -> None:
+        members = self.members
         if isinstance(members, str) or not isinstance(members, Sequence) or len(members) < 2:
             raise InputError(f"{self.name}: members must be two or more estimator names, got {members!r}")
         for member in members:
             if not isinstance(member, str):
                 raise InputError(f"{self.name}: members must be names, got {member!r}")
-            base = member.split("(")[0]
+            base = name_of(member)
             base = METHODS.aliases.get(base, BASELINES.aliases.get(base, base))
             if base == self.name or (base not in METHODS and base not in BASELINES):
                 raise InputError(f"{self.name}: member {member!r} is not an attribution method or a baseline")
-        self.members = tuple(members)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {"members": self.members}
+        self._set("members", tuple(members))
 
     def fuse(self, matrices: Sequence[np.ndarray]) -> np.ndarray:
         """The fused (M, M) matrix of the members' (M, M) matrices over the same models, in one order."""
