@@ -32,6 +32,7 @@ from tqdm import tqdm
 from ._version import __version__
 from .attribution import DEFAULT_METHODS, get_method
 from .errors import InputError, ModelspaceError, StorageError, printable
+from .identity import has_params
 from .evaluation import DEFAULT_N_RELEVANT, format_table
 from .results import LABEL_SCORES_JSON, REPORT_HTML, add_files, locked
 
@@ -519,7 +520,7 @@ def _space(args: argparse.Namespace):
     # Without --methods (and --epsilon), the API's defaults: the paper's three and the default estimator's.
     methods = None
     if args.methods_given is not None or args.epsilon is not None:
-        methods = [get_method(m, epsilon=args.epsilon) if args.epsilon is not None and "(" not in m
+        methods = [get_method(m, epsilon=args.epsilon) if args.epsilon is not None and not has_params(m)
                    and get_method(m).name == "lrp_epsilon" else m for m in args.methods_given or DEFAULT_METHODS]
         if args.methods_given is None:
             methods += default_estimators(methods, add_methods=True)[0]

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from ._version import __version__
+from . import identity
 from .errors import InputError, StorageError, UnknownKeyError
 from .evaluation import Evaluation
 from .maps.files import file_sha256
@@ -234,11 +235,21 @@ class MethodResult:
 
 
 def file_stem(estimator: str, estimators: Sequence[str]) -> str:
-    """The file-name part for an estimator: its name, or its full id when two ids share a name."""
-    name = estimator.split("(")[0]
-    if sum(1 for e in estimators if e.split("(")[0] == name) > 1:
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in estimator).strip("_")
-    return name
+    """The file-name part for an estimator: its name, or its full id when two ids share a name
+    (`identity.stem`).
+
+    Parameters
+    ----------
+    estimator : str
+        Its id.
+    estimators : sequence of str
+        The ids of the same output folder.
+
+    Returns
+    -------
+    str
+    """
+    return identity.stem(estimator, estimators)
 
 
 def file_name(kind: str, stem: str) -> str:

@@ -45,7 +45,7 @@ import torch
 
 from . import results
 from ._version import __version__
-from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, get_method
+from .attribution import DEFAULT_METHODS, METHODS, AttributionMethod, backward_groups, get_method
 from .errors import InputError, ModelRemovedError, ModelspaceError, StorageError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices, relevant_for
 from .maps import (
@@ -60,7 +60,6 @@ from .maps import (
     repeatable as _repeatable,
     run_error as _run_error,
     wrapped_error as _wrapped,
-    method_key,
     source_probabilities,
 )
 from .models import (
@@ -80,7 +79,9 @@ from .probe import ProbeSet
 from .progress import progress as progress_bar
 from .results import Failure, Keyed, MethodResult
 from .transferability import TransferabilityScore, cannot_rank, get_score
+from .identity import find
 from .similarity import (
+    BASELINES,
     CONFIDENCE_SEED,
     MapSketcher,
     Prepared,
@@ -685,12 +686,12 @@ class ModelSpace:
                 for group in backward_groups(self._not_failed_before(name, keys))]
 
     def _keys(self, loaded: LoadedModel) -> dict[str, EntryKey]:
-        return {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.store_id, self.runtime_.precision),
+        return {m.id: EntryKey(loaded.key, self.probe_.hash, m.ident.at(self.runtime_.precision).store_key,
                                self.probe_.size) for m in self.methods_}
 
     def _baseline_keys(self, loaded: LoadedModel) -> dict[str, EntryKey]:
         """The store keys of a model's prepared baseline forms, by baseline id (fusions prepare nothing)."""
-        return {b.id: EntryKey(loaded.key, self.probe_.hash, method_key(f"prepared:{b.store_id}", self.runtime_.precision),
+        return {b.id: EntryKey(loaded.key, self.probe_.hash, b.ident.at(self.runtime_.precision).prepared_key,
                                self.probe_.size) for b in self.baselines_ if not b.combines_estimators}
 
     def _group_failed(self, loaded: LoadedModel, group: Sequence[AttributionMethod], error: Exception,
@@ -1067,17 +1068,14 @@ class ModelSpace:
         "lrp_epsilon", "lrp_epsilon(epsilon=1e-06)", "cka"); the first computed one of that name."""
         if dict.__contains__(self.results_, method):
             return method
-        matches = []
-        for lookup, computed in ((get_method, self.methods_), (get_baseline, self.baselines_)):
-            try:
-                wanted = lookup(method).name
-            except (InputError, KeyError, TypeError, ValueError):
-                continue
-            matches += [e.id for e in computed if e.name == wanted]
-        if not matches:
+        found = None
+        if isinstance(method, str):
+            found = find(method, [e.id for e in [*self.methods_, *self.baselines_]],
+                         {**METHODS.aliases, **BASELINES.aliases})
+        if found is None:
             raise InputError(f"method {method!r} was not computed; methods: {', '.join(self.results_)}"
                              + self._not_computed_hint())
-        return matches[0]
+        return found
 
 
 def get_estimator_id(name: str) -> str:

@@ -8,11 +8,11 @@ shared by concurrent processes.
 from .activations import encoder_activations, prepare_baselines, source_probabilities
 from .executor import (LocalExecutor, compute_maps, repeatable, run_error, run_exclusive, run_unit, run_units,
                        wrapped_error)
-from .keys import EntryKey, WorkUnit, method_key, plan_units
+from .keys import EntryKey, WorkUnit, plan_units
 from .runtime import PRECISIONS, Runtime, kept_torch_state
 from .store import EncodedShard, MapStore, ShardInfo, encode_shard, half_key, shard_relpath
 
 __all__ = ["EncodedShard", "EntryKey", "LocalExecutor", "MapStore", "PRECISIONS", "Runtime", "ShardInfo", "WorkUnit",
-           "compute_maps", "encode_shard", "encoder_activations", "half_key", "kept_torch_state", "method_key", "plan_units", "prepare_baselines", "repeatable", "run_error",
+           "compute_maps", "encode_shard", "encoder_activations", "half_key", "kept_torch_state", "plan_units", "prepare_baselines", "repeatable", "run_error",
            "run_exclusive", "run_unit",
            "run_units", "shard_relpath", "source_probabilities", "wrapped_error"]

@@ -24,7 +24,7 @@ from ..models import LoadedModel
 from ..errors import InputError, ModelLoadError, ModelspaceError, StoreError
 from ..probe import ProbeSet
 from . import claims
-from .keys import WorkUnit, method_key
+from .keys import WorkUnit
 from .runtime import Runtime, SavedBytes
 from .store import MapStore, ShardInfo
 
@@ -81,7 +81,7 @@ def run_units(
     A batch runs in passes of as many images as `runtime` lets a pass keep for its backward
     (`Runtime.pass_images`), measured on the shard's first image and on every pass since."""
     runtime = Runtime.of(runtime)
-    by_id = {method_key(m.store_id, runtime.precision): m for m in methods}
+    by_id = {m.ident.at(runtime.precision).store_key: m for m in methods}
     todo = [by_id[u.key.method] for u in units]
     start, stop = units[0].start, units[0].stop
     if any((u.start, u.stop) != (start, stop) for u in units):

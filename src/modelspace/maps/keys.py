@@ -1,5 +1,5 @@
-"""What a stored map is called: entry keys, units of work, the one function naming a method's maps,
-and the identity every stored file is bound to.
+"""What a stored map is called: entry keys (whose method part is an `identity.EstimatorId.store_key`),
+units of work, and the identity every stored file is bound to.
 
 An entry (`EntryKey`: model × probe set × method × probe size) is stored as shards of consecutive
 probe images; a `WorkUnit` is one shard of one entry, the independent, JSON-serialisable grain of
@@ -19,28 +19,6 @@ from ..errors import InputError, check_int
 
 # Keys become folder names: keep them to characters that are safe on every filesystem.
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def method_key(method_id: str, precision: str = "fp32") -> str:
-    """The method part of a store key: the method's id, and the precision when it is not fp32.
-
-    Maps computed under autocast differ slightly from fp32 ones, so they are other data and never
-    mix with them in one affinity.
-
-    Parameters
-    ----------
-    method_id : str
-        A method's canonical id, e.g. ``"lrp_epsilon(epsilon=1e-06)"``.
-    precision : str
-        The runtime's precision, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
-    """
-    return method_id if precision == "fp32" else f"{method_id}@{precision}"
-
-
-def method_folder(method: str) -> str:
-    """A filesystem-safe folder name for a method key; the hash suffix keeps distinct keys apart."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", method).strip("._-")[:48] or "method"
-    return f"{readable}-{hashlib.sha256(method.encode('utf-8')).hexdigest()[:8]}"
 
 
 def is_safe_key(value) -> bool:

@@ -6,7 +6,7 @@ executor consults, so that the attribution code itself stays free of them:
 * ``device``: where the models run ("cpu", "cuda", "cuda:1").
 * ``precision``: "fp32" (default), or "bf16"/"fp16" to run the forward pass under autocast.
   The backward pass follows the forward's dtypes. Maps change slightly, so the precision is part
-  of the store key (`keys.method_key`): fp32 and bf16 maps never mix in one affinity.
+  of the store key (`identity.EstimatorId.store_key`): fp32 and bf16 maps never mix in one affinity.
   `benchmarks/` reports the cosine agreement of such maps with fp32 ones.
 * ``channels_last``: NHWC memory layout for models and inputs (faster convolutions on tensor cores).
 * ``workers`` / ``pin_memory``: probe batches prepared by DataLoader worker processes and copied

@@ -6,7 +6,7 @@ Layout under ``root``::
     arrays/<mk[:2]>/<mk>/<method folder>/<probe_hash[:16]>_<size>/shard_<shard:05d>.npy
     arrays/<mk[:2]>/<mk>/<method folder>/<probe_hash[:16]>_<size>/shard_<shard:05d>.json
 
-``mk`` is the model key; the method folder is `keys.method_folder` of the method key. Each shard
+``mk`` is the model key; the method folder is `identity.store_folder` of the method key. Each shard
 file holds float16 (B, F) rows: the attribution maps flattened and L2-normalised (rows that were
 all-zero or non-finite are stored as zeros and counted).
 
@@ -78,8 +78,9 @@ from ..errors import InputError, ModelRemovedError, StorageError, StoreError, ch
 from .claims import CLAIM_STALE_S, HEARTBEAT_S, Claims, live_claims
 from .files import (atomic_write, file_sha256, file_stamp, is_partial_write, npy_bytes, npz_bytes, partial_writes,
                     prune_empty_dirs, sha256)
-from .keys import (EntryKey, WorkUnit, bound_checksum, check_safe_key, identity_key, is_safe_key, method_folder,
+from .keys import (EntryKey, WorkUnit, bound_checksum, check_safe_key, identity_key, is_safe_key,
                    plan_units, unit_identity)
+from ..identity import store_folder
 from .manifest import ENTRY, Manifest, key_tuple, pair_tuple, read_only_reason
 
 # Filesystems stamp modification times in coarse ticks (a few ms on ext4, 2 s on FAT): a file
@@ -1028,7 +1029,7 @@ def shard_relpath(key: EntryKey, shard: int) -> str:
 
 
 def _entry_folder(key: EntryKey) -> str:
-    return (f"arrays/{key.model_key[:2]}/{key.model_key}/{method_folder(key.method)}/"
+    return (f"arrays/{key.model_key[:2]}/{key.model_key}/{store_folder(key.method)}/"
             f"{key.probe_hash[:16]}_{key.probe_size}/")
 
 

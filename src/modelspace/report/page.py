@@ -31,13 +31,16 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..attribution import METHODS
 from ..errors import InputError, printable
 from ..evaluation import (BOOTSTRAP, BUNDLED, Comparison, Curves, Evaluation, GroundTruth, compare_estimators,
                           evaluate_matrices, relevant_for)
 from ..models import describe_preprocessing
 from ..results import TRUTH_AFFINITY_CSV, MethodResult, holds, read_matrix
 from ..results import load as load_folder
+from ..identity import find
 from ..similarity import (
+    BASELINES,
     HUB_SHARE,
     classical_mds,
     clusters,
@@ -248,9 +251,10 @@ def script_json(payload: Any) -> str:
 
 
 def resolve_estimator(views: list[MethodResult], name: str) -> MethodResult:
-    """The estimator of `views` named `name`: its id, or its name without parameters."""
+    """The estimator of `views` named `name`: its id, its name or an alias (the first of that name)."""
+    found = find(name, [v.id for v in views], {**METHODS.aliases, **BASELINES.aliases})
     for v in views:
-        if name in (v.id, v.id.split("(")[0]):
+        if v.id == found:
             return v
     raise InputError(f"summary estimator: {name!r} is not one of the estimators: {', '.join(v.id for v in views)}")
 

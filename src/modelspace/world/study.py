@@ -35,6 +35,7 @@ import torch
 
 from ..attribution import DEFAULT_METHODS, get_method
 from ..errors import ModelspaceError
+from ..identity import label as estimator_label
 from ..evaluation import BOOTSTRAP, Bootstrap, GroundTruth, evaluate
 from ..maps import Runtime, compute_maps, encoder_activations
 from ..models import load_model
@@ -305,8 +306,7 @@ def _asymmetry(space: ModelSpace, group1, tasks, truth: GroundTruth, oracle_info
 
 def _display(estimator: str, results) -> str:
     """The table name of an estimator id: its bare name unless two computed ids share it."""
-    short = estimator.split("(")[0]
-    return estimator if sum(e.split("(")[0] == short for e in results) > 1 else short
+    return estimator_label(estimator, results)
 
 
 def _depara_cv(space: ModelSpace, depara, grid: Sequence[float], group1: list[str], truth: GroundTruth

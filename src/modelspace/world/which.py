@@ -29,6 +29,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..errors import InputError
+from ..identity import same_estimator
 from ..evaluation import (BOOTSTRAP, Bootstrap, Difference, bootstrap_interval, leave_one_target_out, paired_difference,
                           target_scores)
 
@@ -441,7 +442,7 @@ def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str,
 
 def _same(a: str, b: str) -> bool:
     """Whether two estimator ids name the same estimator (an id with parameters and its bare name)."""
-    return a == b or a.split("(")[0] == b.split("(")[0]
+    return same_estimator(a, b)
 
 
 def format_candidates(which: Mapping[str, Any]) -> str:
