@@ -76,6 +76,8 @@ class EstimatorId:
             raise InputError(f"version_tag: expected one of {', '.join(VERSION_TAGS)}, got {self.version_tag!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not self.version:  # without a version its tag says nothing: one identity, whichever it is
+            object.__setattr__(self, "version_tag", "rules")
 
     @classmethod
     def of(cls, name: str, params: Mapping[str, Any] | None = None, **fields: Any) -> "EstimatorId":
