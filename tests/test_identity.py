@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,26 @@ def test_ids_are_formed_and_read_only_in_the_identity_module():
 def test_the_check_finds_an_id_formed_or_read_by_hand(planted):
     assert id_handling(f'"""A module."""\n\n\ndef f(self, estimator, text, spec, params, inner, method_id, precision, '
                        f'store_id):\n    """Docs may say #rules and prepared: freely."""\n    {planted}\n')
+
+
+def test_the_cli_takes_a_wrapped_method_by_name_and_stores_it_under_its_key(tmp_path, capsys):
+    import contextlib
+    import shutil
+    import sqlite3
+
+    from modelspace.cli import main
+
+    data = Path(__file__).parent / "data" / "old_store"
+    for name in ("zoo.toml", "toy.py", "probe.npz"):
+        shutil.copy(data / name, tmp_path / name)
+    wrapped = "smoothgrad(method='lrp_epsilon(epsilon=0.01)',samples=2)"
+    argv = ["embed", str(tmp_path / "zoo.toml"), str(tmp_path / "probe.npz"), "--store", str(tmp_path / "s"),
+            "--methods", wrapped, "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    with contextlib.closing(sqlite3.connect(tmp_path / "s" / "manifest.sqlite")) as db:
+        keys = {key for (key,) in db.execute("SELECT DISTINCT method FROM shards")}
+    assert keys == {get_method(wrapped).store_id} == {
+        "smoothgrad(method='lrp_epsilon(epsilon=0.01)#rules2',noise=0.15,samples=2,seed=0)"}
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["work"]["computed"] == 0  # found again under the same key
