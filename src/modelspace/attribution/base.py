@@ -9,7 +9,8 @@ one forward pass to the encoder output R and one backward pass from it:
     M = method.finish(T⁻¹(A))            # at probe size: the map as it is stored and compared
 
 A method is a small declaration (a frozen dataclass, `registry.Declared`) of the parts that differ:
-the seed of the backward pass (`backward_seed`, or several, `seeds`, one map per direction of R), the rules active while the graph is built
+the seed of the backward pass (`backward_seed`, or several, `seeds`, one map per direction of R),
+the rules active while the graph is built
 (ε-LRP swaps the backward of linear operations), the input passes (several for integrated
 gradients, SmoothGrad or ModelGiF), how the map is read off, and how it is finished at probe
 size (`finish`: a channel mean, an absolute value, pooling; `methods.MapTransform`).
