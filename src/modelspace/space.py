@@ -80,6 +80,7 @@ from .progress import progress as progress_bar
 from .results import Failure, Keyed, MethodResult
 from .transferability import TransferabilityScore, cannot_rank, get_score
 from .identity import find
+from .registry import Declared
 from .similarity import (
     BASELINES,
     CONFIDENCE_SEED,
@@ -1069,8 +1070,8 @@ class ModelSpace:
         if dict.__contains__(self.results_, method):
             return method
         found = None
-        if isinstance(method, str):
-            found = find(method, [e.id for e in [*self.methods_, *self.baselines_]],
+        if isinstance(method, (str, Declared)):  # an estimator object is found by its id, as its name is
+            found = find(str(getattr(method, "id", method)), [e.id for e in [*self.methods_, *self.baselines_]],
                          {**METHODS.aliases, **BASELINES.aliases})
         if found is None:
             raise InputError(f"method {method!r} was not computed; methods: {', '.join(self.results_)}"
