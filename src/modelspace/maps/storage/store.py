@@ -72,9 +72,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from ..progress import progress as progress_bar
+from ...progress import progress as progress_bar
 
-from ..errors import InputError, ModelRemovedError, StorageError, StoreError, check_int
+from ...errors import InputError, ModelRemovedError, StorageError, StoreError, check_int
 from .claims import CLAIM_STALE_S, HEARTBEAT_S, Claims, live_claims
 from .files import (atomic_write, file_sha256, file_stamp, is_partial_write, npy_bytes, npz_bytes, partial_writes,
                     prune_empty_dirs, sha256)
