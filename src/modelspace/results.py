@@ -52,7 +52,7 @@ from ._version import __version__
 from . import identity
 from .errors import InputError, StorageError, UnknownKeyError
 from .evaluation import Evaluation
-from .maps.files import file_sha256
+from .maps import file_sha256
 from .similarity.ranking import rank_sources
 from .similarity.tree import leaf_order, similarity_tree, to_newick
 

@@ -116,7 +116,7 @@ DEFAULT_ESTIMATOR = "dds"
 It is what the report's summary lines use when no ground truth picks the best; `modelspace run` computes
 whatever it needs beside the attribution methods (`default_estimators`). The paper's three methods
 (`DEFAULT_METHODS`) are always computed whatever it is. Its value is the choice of the rule registered in
-`world/candidates.toml`, applied by `modelspace study` to every registered candidate on four probe domains
+`data/world/candidates.toml`, applied by `modelspace study` to every registered candidate on four probe domains
 (real photographs among them): DDS had the highest minimum over the domains of mean P@5 (0.50, level with
 DEPARA, ahead of it on mean ρ, 0.61 against 0.50; `docs/study/table.md`)."""
 
@@ -165,13 +165,13 @@ class ModelSpace:
     device : str or torch.device
         Torch device for the models ("cpu", "cuda", "cuda:1").
     precision : str
-        "fp32", or "bf16"/"fp16" autocast for the forward pass (see `maps.runtime`); maps of
+        "fp32", or "bf16"/"fp16" autocast for the forward pass (see `maps.execution.runtime`); maps of
         another precision are stored under their own key.
     channels_last : bool
         NHWC memory layout for models and inputs (faster convolutions on GPUs).
     pass_memory : int or None
         Bytes one forward+backward pass may keep for its backward: a batch that would keep more runs
-        in passes of fewer images (`maps.runtime`). None: 1 GiB on the CPU, no bound on GPUs.
+        in passes of fewer images (`maps.execution.runtime`). None: 1 GiB on the CPU, no bound on GPUs.
     workers : int
         DataLoader worker processes feeding probe batches (0: in this process).
     sketch : int or None
@@ -194,7 +194,7 @@ class ModelSpace:
         Show progress bars.
     executor : str
         "local" (default): models run one after another in this process. "ray": on a Ray cluster,
-        one actor per model, this process the store's only writer (`maps.ray_executor`; needs the
+        one actor per model, this process the store's only writer (`maps.execution.ray`; needs the
         ``ray`` extra). See README, "Running on a Ray cluster".
     ray_address : str or None
         With ``executor="ray"``: None starts a local Ray instance, "auto" joins the cluster this
@@ -601,7 +601,7 @@ class ModelSpace:
 
     def _embed_ray(self, models: list) -> None:
         """Every model on a Ray cluster, one actor each; this process commits what they compute."""
-        from .maps.ray_executor import RayExecutor  # here only: nothing else in modelspace imports Ray
+        from .maps.execution.ray import RayExecutor  # here only: nothing else in modelspace imports Ray
 
         names = [self._check_new(m) for m in models]
         if len(set(names)) != len(names):
@@ -983,7 +983,7 @@ class ModelSpace:
         if self.executor not in ("local", "ray"):
             raise InputError(f"executor: expected 'local' or 'ray', got {self.executor!r}")
         if self.executor == "ray":
-            from .maps.ray_executor import check_resources, import_ray
+            from .maps.execution.ray import check_resources, import_ray
 
             import_ray()  # a clear error naming the extra before any work
             check_resources(self.gpus_per_model, self.cpus_per_model, self.runtime_)
@@ -1138,7 +1138,7 @@ def default_estimators(methods: Sequence[str | AttributionMethod], estimator: st
 
 @dataclass(frozen=True)
 class _RayJob:
-    """What a Ray run asks of the space (`maps.ray_executor.Job`): the space's own steps, model by model."""
+    """What a Ray run asks of the space (`maps.execution.ray.Job`): the space's own steps, model by model."""
 
     admit: Any
     failed: Any

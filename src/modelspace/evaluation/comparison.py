@@ -220,7 +220,7 @@ def compare_estimators(evaluation: Evaluation, metric: str = "precision", k: int
 
     Means within `tie` of the highest count as tied; a tie by P@k goes to the higher mean ρ (again
     within `tie`), and what is still tied to the estimator first in the evaluation's order. With
-    ``tie = world.registration.RULE_TIE`` this is the rule registered in ``world/candidates.toml`` on one
+    ``tie = world.registration.RULE_TIE`` this is the rule registered in ``data/world/candidates.toml`` on one
     evaluation, less its last step (the lower cost), which needs measured costs.
 
     The differences are paired: each resample draws targets with replacement and takes the mean over

@@ -2,7 +2,7 @@
 agreement with estimators built on the other kind of evidence.
 
 For each target model and each estimator of a run (the definition registered in
-``world/candidates.toml``, section ``[confidence]``, before any of it was scored):
+``data/world/candidates.toml``, section ``[confidence]``, before any of it was scored):
 
     stability S   mean over B random halves of the probe images of |top-K on the half ∩ top-K on
                   all images| / K, the estimator recomputed on the half's images only;
@@ -28,7 +28,7 @@ from ..errors import InputError
 __all__ = ["BANDS", "HALVES", "K", "MIN_IMAGES", "SEED", "Confidence", "Estimate", "agreement", "band", "confidence_k",
            "half_masks", "judge", "too_few_images", "top_k", "top_k_stability"]
 
-# The registered constants: they must equal ``world/candidates.toml`` [confidence] (a test checks).
+# The registered constants: they must equal ``data/world/candidates.toml`` [confidence] (a test checks).
 K = 5
 """Sources judged per target; ``min(K, models − 2)`` in runs of fewer than K + 2 models."""
 HALVES = 20

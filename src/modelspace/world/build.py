@@ -11,7 +11,7 @@
     wait; python -m modelspace.world.build --oracle-only                     # sources each; merged
     python -m modelspace.world.build --quick --out DIR    # a miniature: 3 tasks, a few steps
 
-Writes into `--out` (default: the package's `world/zoo/`):
+Writes into `--out` (default: the package's `data/world/zoo/`):
 
 - `<name>.pt`: float16 state dicts, loaded with weights_only=True;
 - `records/<name>.json`: each model's recipe, training curve and held-out figures beside the
@@ -42,9 +42,10 @@ import torch
 from ..models import load_model, load_zoo, state_dict_hash
 from . import labels, oracle, train
 from .nets import ENCODERS
+from .registration import DATA_DIR
 from .render import render_batch
 
-ZOO_DIR = Path(__file__).parent / "zoo"
+ZOO_DIR = DATA_DIR / "zoo"
 SEEDS = {"train": 1000, "validation": 1500, "test": 2000, "shifted": 3000}
 RECIPE = train.Recipe(steps=20_000, batch=32, lr=2e-3, eval_every=250, min_steps=3000, plateau=0.02, halvings=2,
                       patience=2, precision="bfloat16", channels_last=True)

@@ -77,11 +77,11 @@ class ReadoutRecipe:
     seeds : one readout per seed (initialisation and batch order); their spread is the noise.
     """
 
-    width: int = 32  # the rule of world/zoo/checks/readout_width.py: 64 channels did no better
-    epochs: int = 8  # 1 000 steps: the rule of world/zoo/checks/readout_budget.py, fixed before its results
+    width: int = 32  # the rule of scripts/world/readout_width.py: 64 channels did no better
+    epochs: int = 8  # 1 000 steps: the rule of scripts/world/readout_budget.py, fixed before its results
     batch: int = 32  # at batch 256 two seeds of one pair differed by up to 0.05
     lr: float = 2e-3
-    n_train: int = 4000  # the rule of world/zoo/checks/readout_scenes.py, fixed before its results
+    n_train: int = 4000  # the rule of scripts/world/readout_scenes.py, fixed before its results
     seeds: tuple[int, ...] = (0, 1)
 
 

@@ -72,15 +72,15 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from ..progress import progress as progress_bar
+from ...progress import progress as progress_bar
 
-from ..errors import InputError, ModelRemovedError, StorageError, StoreError, check_int
+from ...errors import InputError, ModelRemovedError, StorageError, StoreError, check_int
 from .claims import CLAIM_STALE_S, HEARTBEAT_S, Claims, live_claims
 from .files import (atomic_write, file_sha256, file_stamp, is_partial_write, npy_bytes, npz_bytes, partial_writes,
                     prune_empty_dirs, sha256)
 from .keys import (EntryKey, WorkUnit, bound_checksum, check_safe_key, identity_key, is_safe_key,
                    plan_units, unit_identity)
-from ..identity import store_folder
+from ...identity import store_folder
 from .manifest import ENTRY, Manifest, key_tuple, pair_tuple, read_only_reason
 
 # Filesystems stamp modification times in coarse ticks (a few ms on ext4, 2 s on FAT): a file

@@ -46,7 +46,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import InputError, StorageError, StoreError
+from ...errors import InputError, StorageError, StoreError
 from .keys import EntryKey
 
 SCHEMA_VERSION = 4

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StorageError
+from ...errors import StorageError
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -12,10 +12,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from ..progress import progress as progress_bar
+from ...progress import progress as progress_bar
 
-from ..errors import AttributionError, InputError, ModelspaceError, check_int
-from ..models import first_tensor
+from ...errors import AttributionError, InputError, ModelspaceError, check_int
+from ...models import first_tensor
 from .runtime import Runtime
 
 __all__ = ["encoder_activations", "prepare_baselines", "source_probabilities"]

@@ -17,16 +17,14 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch
-from ..progress import progress as progress_bar
+from ...progress import progress as progress_bar
 
-from ..attribution import AttributionMethod, attribute_many
-from ..models import LoadedModel
-from ..errors import InputError, ModelLoadError, ModelspaceError, StoreError
-from ..probe import ProbeSet
-from . import claims
-from .keys import WorkUnit
+from ...attribution import AttributionMethod, attribute_many
+from ...models import LoadedModel
+from ...errors import InputError, ModelLoadError, ModelspaceError, StoreError
+from ...probe import ProbeSet
+from ..storage import CLAIM_STALE_S, MapStore, ShardInfo, WorkUnit
 from .runtime import Runtime, SavedBytes
-from .store import MapStore, ShardInfo
 
 T = TypeVar("T")
 
@@ -221,4 +219,4 @@ def _tell_holder(store: MapStore, group: Sequence[WorkUnit], told: set[tuple]) -
     _log.warning("waiting for %s shard %d (%s): claimed by pid %d on host %s since %s, last heartbeat %.0f s ago; "
                  "taken over once it is %.0f s old (or at once if that process is gone)", unit.model_name,
                  unit.shard, unit.key.method, held["pid"], held["host"], since, time.time() - seen,
-                 claims.CLAIM_STALE_S)
+                 CLAIM_STALE_S)
