@@ -63,6 +63,11 @@ class Declared:
     Concrete declarations are frozen dataclasses: their fields are their parameters, and `params`
     (and so the id) are derived from them (`param` says which are shown). A field whose value is
     itself a declaration (a wrapped method) is shown by its id.
+
+    Parameters
+    ----------
+    **fields
+        A subclass's own fields, checked in its ``__post_init__`` (`errors.check_int` and siblings).
     """
 
     name: ClassVar[str] = ""
@@ -158,7 +163,24 @@ class Registry(dict):
         return EstimatorId.parse(spec, self.aliases, what=self.kind)
 
     def get(self, spec: str | Declared, **params: Any) -> Any:  # type: ignore[override]
-        """An instance from a name or alias and keyword parameters (or an instance, as is)."""
+        """An instance from a name, alias or id and keyword parameters (or an instance, as is).
+
+        Parameters
+        ----------
+        spec : str or Declared
+            A name, an alias, an id (``'lrp_epsilon(epsilon=0.01)'``) or a declaration.
+        **params
+            Parameters beside those of the id (not the same ones twice).
+
+        Returns
+        -------
+        Declared
+
+        Raises
+        ------
+        InputError
+            An unknown name, a malformed id, a parameter the declaration does not take or a bad value.
+        """
         if isinstance(spec, Declared):
             if params:
                 raise InputError(f"pass parameters either to the {self.kind} object or by name, not both")

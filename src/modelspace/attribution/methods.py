@@ -156,6 +156,11 @@ class Wrapping(AttributionMethod):
 
     A subclass declares `points` (the inputs it differentiates at, with their weights) and may
     change `read`; for each of its points the wrapped method's own passes run, so wrappers nest.
+
+    Parameters
+    ----------
+    method : str or AttributionMethod
+        The wrapped method: a name, an alias, an id or an object (kept as the object).
     """
 
     method: Any
@@ -349,8 +354,15 @@ class ModelGiF(AttributionMethod):
 
 class ChannelDirections(AttributionMethod):
     """Gradient×input of K directions u_1..u_K of R's channels (`channel_directions`), compared as
-    subspaces: the part the subspace and group variants share. A subclass has the fields
-    ``directions`` (K) and ``baseline`` (x₀)."""
+    subspaces: the part the subspace and group variants share.
+
+    Parameters
+    ----------
+    directions : int
+        K, a field of the subclass.
+    baseline : str
+        x₀ of gradient × (x − x₀) (`input_baseline`), a field of the subclass (or a class constant).
+    """
 
     directions: int
     baseline: str
