@@ -145,11 +145,31 @@ class EstimatorId:
         return replace(self, precision=precision)
 
     def label(self, among: Iterable[str | "EstimatorId"] = ()) -> str:
-        """`label` of this id among ``among``."""
+        """`label` of this id among ``among``.
+
+        Parameters
+        ----------
+        among : iterable of str or EstimatorId
+            The estimators shown together.
+
+        Returns
+        -------
+        str
+        """
         return label(self, among)
 
     def stem(self, among: Iterable[str | "EstimatorId"] = ()) -> str:
-        """`stem` of this id among ``among``."""
+        """`stem` of this id among ``among``.
+
+        Parameters
+        ----------
+        among : iterable of str or EstimatorId
+            The estimators shown together.
+
+        Returns
+        -------
+        str
+        """
         return stem(self, among)
 
     def _written(self, store: bool) -> str:
