@@ -26,7 +26,7 @@ import pytest
 
 from conftest import map_units, subprocess_env
 from modelspace import ModelSpace, ProbeSet
-from modelspace.maps import executor
+from modelspace.maps.execution import executor
 from modelspace.errors import StoreError
 from modelspace.models import load_zoo
 from modelspace.results import file_name, file_stem, read_matrix

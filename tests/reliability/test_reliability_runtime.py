@@ -281,7 +281,7 @@ def test_a_fresh_claim_is_waited_for_naming_its_holder(run_files, monkeypatch, c
     import time
 
     from modelspace import ModelSpace, ModelSpec, ProbeSet
-    from modelspace.maps import claims
+    from modelspace.maps.storage import claims
 
     monkeypatch.setattr(claims, "CLAIM_STALE_S", 1.5)
     store, _ = leftover_claims(run_files, [(4242, "another-host", 0, 0)])
