@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import images
+from support.images import images
 from modelspace.errors import InputError, ModelLoadError, ZooError
 from modelspace.attribution import attribute
 from modelspace.models import (

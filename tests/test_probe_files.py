@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import subprocess_env
+from support.runs import subprocess_env
 from modelspace.cli import main
 from modelspace.errors import ProbeError
 from modelspace.probe import MAX_PIXELS, SKIP_REASONS, ProbeSet

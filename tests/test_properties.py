@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import names, store_readers
+from support.maps import names, store_readers
 from modelspace.evaluation import GroundTruth, evaluate, oracle_curves
 from modelspace.similarity import affinity_matrix, affinity_naive, affinity_row, rank_sources
 

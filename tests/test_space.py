@@ -18,7 +18,7 @@ import modelspace.maps.execution.executor as executor
 import modelspace.space as space_module
 from modelspace.attribution import DEFAULT_METHODS, AttributionMethod
 from modelspace.errors import AttributionError, ZooError
-from conftest import subprocess_env
+from support.runs import subprocess_env
 from modelspace.cli import main
 from modelspace.evaluation import GroundTruth
 from modelspace.models import load_zoo

@@ -14,63 +14,13 @@ from torch import nn
 
 from modelspace.attribution import attribute, get_method, input_baseline
 from modelspace.errors import AttributionError, InputError
-from toy_models import MeanHead, randomise_bn
+from support.nets import Add, cnn, inputs, resnet
+from toy_models import MeanHead
 
 captum_attr = pytest.importorskip("captum.attr")
 from captum.attr._utils.lrp_rules import EpsilonRule  # noqa: E402
 
 EPS = 1e-2  # large enough that a misplaced stabiliser would show
-
-
-class Add(nn.Module):
-    """A residual sum as a module: Captum can only attach a rule to modules."""
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return a + b
-
-
-class Block(nn.Module):
-    """A ResNet basic block whose sum is written in one of three styles."""
-
-    def __init__(self, c: int, style: str) -> None:
-        super().__init__()
-        self.style = style
-        self.conv1, self.bn1, self.relu1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()
-        self.conv2, self.bn2, self.relu2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()
-        self.add = Add()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        if self.style == "module":
-            out = self.add(out, x)
-        elif self.style == "functional":
-            out = out + x
-        else:
-            out += x
-        return self.relu2(out)
-
-
-def cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    net = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(8, 4, 1),
-    )
-    return randomise_bn(net, mean=0.5, var=(0.5, 2.0), bias=0.2).double().eval()
-
-
-def resnet(style: str, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    net = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        Block(6, style), Block(6, style), nn.Conv2d(6, 5, 1),
-    )
-    return randomise_bn(net, mean=0.5, var=(0.5, 2.0), bias=0.2).double().eval()
-
-
-def inputs(n: int = 3, size: int = 8, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def with_head(encoder: nn.Module, x: torch.Tensor) -> MeanHead:

@@ -21,14 +21,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import names, readers_for
+from support.maps import names, readers_for
 from modelspace.attribution import MapTransform, attribute, attribute_many, backward_groups, get_method, list_methods
 from modelspace.errors import AttributionError, InputError
 from modelspace.similarity import affinity_matrix, affinity_row
 from modelspace.space import ModelSpace
-from test_attribution import cnn, inputs, resnet
-from test_cli_usability import run, trial  # noqa: F401  (trial: a fixture)
-from test_rival_estimators import probe_images, tiny_models
+from support.nets import cnn, inputs, probe_images, resnet, tiny_models
+from support.runs import run
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -251,7 +250,7 @@ def test_new_methods_in_a_space_match_the_reference_on_their_stored_maps() -> No
     np.testing.assert_allclose(grown.results_[sub].affinity, space.results_[sub].affinity, atol=1e-6)
 
 
-def test_cli_takes_ids_with_parameters(trial, capsys) -> None:  # noqa: F811  (the imported fixture)
+def test_cli_takes_ids_with_parameters(trial, capsys) -> None:
     """--methods takes ids; --epsilon configures only an ε-LRP named plainly."""
     methods = ["transformed(method='gxi',pool=2)", "lrp_epsilon(epsilon=0.01)", "lrp"]
     code, out, err = run(capsys, "affinity", str(trial["zoo"]), str(trial["probe"]), "--store", "s", "--out", "res",

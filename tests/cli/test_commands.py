@@ -11,81 +11,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import subprocess_env
+from support.runs import run, subprocess_env
+from support.zoos import NETS, zoo_text
+from support.paths import REPO
 from modelspace.cli import main
 from modelspace.models import load_model, load_zoo
 from modelspace.progress import LineProgress, progress
 from modelspace.space import ModelSpace
 
-REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-
-NETS = '''
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self, width):
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1))
-
-    def forward(self, x):
-        return self.encoder(x)
-
-
-def tiny(width=4, seed=0):
-    torch.manual_seed(seed)
-    return Tiny(width + EXTRA)
-
-
-EXTRA = {extra}
-'''
-
-
-def zoo_text(kwargs_of_tiny: str = "") -> str:
-    entries = [("tiny", kwargs_of_tiny), ("tiny2", "seed = 1"), ("tiny3", "seed = 2")]
-    return "".join(f'[[model]]\nname = "{name}"\nsource = "python:mynets:tiny"\ninput_size = 16\n'
-                   + (f"kwargs = {{ {kw} }}\n" if kw else "") + "\n" for name, kw in entries)
-
-
-def write_images(folder: Path, n: int = 6, size: int = 16) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
-
-
-@pytest.fixture
-def trial(tmp_path, monkeypatch) -> dict:
-    """A zoo file with `mynets.py` beside it (not importable from anywhere else), probe images, and a
-    working directory elsewhere; `mynets` is dropped from the import cache afterwards."""
-    zoo_dir = tmp_path / "zoo"
-    zoo_dir.mkdir()
-    (zoo_dir / "mynets.py").write_text(NETS.format(extra=0))
-    (zoo_dir / "zoo.toml").write_text(zoo_text())
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.delitem(sys.modules, "mynets", raising=False)
-    yield {"zoo": zoo_dir / "zoo.toml", "dir": zoo_dir, "probe": write_images(tmp_path / "probe"), "work": work}
-    sys.modules.pop("mynets", None)
-
 
 def import_path() -> list[str]:
     """A copy of the interpreter's module search path, only read (test_layout forbids editing it)."""
     return list(vars(sys)["path"])
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ------------------------------------------------------------------------- 1. python: beside the zoo

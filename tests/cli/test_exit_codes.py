@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import subprocess_env
+from support.runs import subprocess_env
 from modelspace.cli import main
 from modelspace.errors import ProbeError
 from modelspace.probe import ProbeSet

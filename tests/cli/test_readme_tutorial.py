@@ -36,12 +36,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from conftest import subprocess_env
+from support.runs import subprocess_env
+from support.paths import REPO
 from modelspace.cli import main
 
 transformers = pytest.importorskip("transformers")
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = REPO / "README.md"
 
 NETS = '''
 import torch

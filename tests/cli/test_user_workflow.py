@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from modelspace.cli import main
+from support.paths import REPO
 
 ZOO = """
 [[model]]
@@ -584,9 +585,9 @@ def test_the_api_lowers_n_relevant_as_the_cli_does(user, caplog) -> None:
 
 
 def test_the_readmes_set_up_commands_are_what_ci_runs() -> None:
-    from docs_examples import blocks
+    from support.docs_examples import blocks
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     quick = [b.text.strip() for b in blocks(repo / "README.md") if b.section == "Quick start" and b.language == "sh"]
     assert len(quick) == 2 and "modelspace demo" in quick[0] and "pytest" in quick[1]
     ci = (repo / ".ci" / "run").read_text().splitlines()
@@ -682,7 +683,7 @@ def test_a_tie_on_p_at_5_is_broken_by_the_registered_rule_stated_on_the_page(use
 
 def test_every_text_of_the_run_s_figures_lies_inside_them(user, capsys, monkeypatch):
     # the trial's names: a seed twin's name was cut at the left of the attribution grid
-    from report_fixtures import capture_figures, texts_outside
+    from support.reports import capture_figures, texts_outside
 
     zoo = ZOO.replace('"cnn_a"', '"segment_semantic@seed1"').replace('"cnn_b"', '"depth_euclidean@seed2"')
     user["zoo"].write_text(zoo, encoding="utf-8")
@@ -702,9 +703,9 @@ def test_the_readmes_vision_install_line_is_the_one_ci_builds_with() -> None:
     pins (tests/vision/test_readme_examples.py then runs the README's zoos in it)."""
     import re
 
-    from docs_examples import blocks
+    from support.docs_examples import blocks
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     (line,) = [b.text.strip() for b in blocks(repo / "README.md") if "torchvision==" in b.text and "pip install" in b.text]
     pins = re.findall(r"\S+==\S+", line)
     ci = (repo / ".ci" / "run").read_text(encoding="utf-8")
@@ -719,7 +720,7 @@ def test_the_readmes_vision_install_line_is_the_one_ci_builds_with() -> None:
 def test_every_time_the_readme_claims_says_the_load_it_was_measured_under() -> None:
     import re
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "README.md").read_text(encoding="utf-8")
     quick = text[text.index("## Quick start"):text.index("\n## ", text.index("## Quick start") + 5)]
     claims = [p for p in re.split(r"\n\s*\n", quick) if re.search(r"\d+ s\b", p)]
     assert len(claims) >= 2, quick  # the demo's and the tests'

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import images, key_before_preprocessing
+from support.images import images
+from support.runs import key_before_preprocessing
 from modelspace.cli import main
 from modelspace.errors import MissingWeightsError, ModelLoadError, ZooError
 from modelspace.models import (

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import images
+from support.images import images
+from support.paths import TESTS
 from modelspace import ModelSpace
 from modelspace.cli import main
 from modelspace.errors import MissingWeightsError, ModelLoadError, ZooError
@@ -30,7 +31,7 @@ from modelspace.models.taskonomy import TASKS, Task, TaskonomyEncoder
 from modelspace.models.transforms import InputTransform
 from modelspace.similarity import BASELINES, get_baseline
 
-FACTS = Path(__file__).parent / "facts" / "taskonomy_encoder_state_dict.txt"
+FACTS = TESTS / "facts" / "taskonomy_encoder_state_dict.txt"
 
 #: The seed paper's code (tools/deep_attribution.py): the tasks whose input it clipped to [0.1, 0.9]
 #: (``low_sat_tasks``), and the two whose configs prepare their input otherwise.

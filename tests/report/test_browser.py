@@ -1,6 +1,6 @@
 """The report in a real browser: headless Chromium opens the page, every figure decodes, nothing errors.
 
-Chromium is driven over the DevTools protocol (tests/chromium_cdp.py), so what is checked is what the
+Chromium is driven over the DevTools protocol (tests/support/chromium_cdp.py), so what is checked is what the
 browser saw — console calls, uncaught exceptions, log errors, requests — not what the page says of
 itself. Screenshots go to tests/artifacts/ and to $MODELSPACE_ARTIFACTS when set; the two of the top of a
 demo-like page (30 models, the demo's seven estimators and three attribution grids) and of a 200-model page,
@@ -20,15 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from chromium_cdp import IMAGES_JS, Browser, find_chromium
+from support.chromium_cdp import IMAGES_JS, Browser, find_chromium
 from PIL import Image
-from report_fixtures import TRUTH, large_report, toy_space
+from support.reports import TRUTH, large_report, toy_space
+from support.paths import TESTS
 
 from modelspace.report import from_space, write_report
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = TESTS / "artifacts"
 
 
 @pytest.fixture(scope="module")

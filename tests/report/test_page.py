@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from matplotlib import colormaps
 from PIL import Image
-from report_fixtures import clustered_affinity, large_report
+from support.reports import clustered_affinity, large_report
 
 from modelspace.cli import main
 from modelspace.errors import InputError

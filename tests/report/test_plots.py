@@ -8,7 +8,7 @@ from modelspace.report import plots
 from modelspace.errors import InputError
 from modelspace.evaluation import evaluation_report, oracle_curves, random_curves
 from modelspace.similarity import leaf_order, similarity_tree
-from report_fixtures import capture_figures, texts_outside
+from support.reports import capture_figures, texts_outside
 
 
 def affinity(n, seed=0):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from matplotlib import colormaps
 from PIL import Image
-from report_fixtures import TASKS, TRUTH, large_report, toy_space
+from support.reports import TASKS, TRUTH, large_report, toy_space
 
 from modelspace.cli import main
 from modelspace.errors import InputError
@@ -179,14 +179,14 @@ def test_report_of_a_bad_folder_names_it_and_exits_2(tmp_path, capsys) -> None:
 
 
 def test_run_with_only_a_zoo_and_a_probe_folder(tmp_path, monkeypatch, capsys) -> None:
-    from test_pipeline import write_probe
+    from support.images import write_images
 
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text("models:\n"
                    "  - {name: small, source: 'python:toy_models:tiny_cnn', input_size: 32}\n"
                    "  - {name: wide, source: 'python:toy_models:tiny_cnn', kwargs: {width: 12}, input_size: 40}\n"
                    "  - {name: res, source: 'python:toy_models:tiny_resnet', encoder: layer2, input_size: 32}\n")
-    write_probe(tmp_path / "probe_dir", n=6)
+    write_images(tmp_path / "probe_dir", n=6, size=40)
     monkeypatch.chdir(tmp_path)
     assert main(["run", "zoo.yaml", "probe_dir/", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)  # stdout is one JSON document; bars go to stderr

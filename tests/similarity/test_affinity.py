@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelspace.similarity import affinity_matrix, affinity_naive, affinity_row
-from conftest import Reader, names, readers_for, unit_rows
+from support.maps import Reader, names, readers_for, unit_rows
 from modelspace.errors import DegenerateMapsError, InputError
 
 

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy.spatial.distance import pdist
 from scipy.stats import spearmanr
-from torch import nn
 
 from modelspace.errors import InputError
 from modelspace.maps import encoder_activations
-from modelspace.models.sources import LoadedModel
-from modelspace.models.spec import ModelSpec
-from modelspace.models.transforms import InputTransform
 from modelspace.similarity import DDS, DEPARA, RSA, get_baseline, similarity_matrix
 from modelspace.space import ModelSpace
+from support.nets import probe_images, tiny_models
 
 TOL = 1e-10
 
@@ -185,32 +181,6 @@ def test_depara_combines_affinity_and_edge_term():
 
 
 # ---------------------------------------------------------------------- DEPARA in a ModelSpace
-
-
-class Tiny(nn.Module):
-    def __init__(self, width: int):
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 3))
-
-    def forward(self, x):
-        return self.head(self.encoder(x))
-
-
-def tiny_models(n: int = 3) -> list[LoadedModel]:
-    models = []
-    for i in range(n):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(10 + i)
-            module = Tiny(3 + i).eval()
-        transform = InputTransform((12, 12), (0.5, 0.4, 0.3), (0.2, 0.3, 0.4))
-        models.append(LoadedModel(spec=ModelSpec(name=f"m{i}", source="python:x:y"), module=module,
-                                  encoder="encoder", transform=transform, key=f"key{i}"))
-    return models
-
-
-def probe_images(n: int = 6, size: int = 12) -> np.ndarray:
-    return rng(6).integers(0, 256, (n, 3, size, size), dtype=np.uint8)
 
 
 def test_depara_in_a_space_is_node_plus_lambda_edge_over_one_plus_lambda():

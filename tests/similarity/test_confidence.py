@@ -35,8 +35,8 @@ from modelspace.similarity import (
 from modelspace.similarity import confidence as conf
 from modelspace.similarity.baselines import _centre_gram, _u_centre, _zscore
 from modelspace.space import ModelSpace
-from conftest import Reader, names, readers_for
-from report_fixtures import toy_probe, toy_specs
+from support.maps import Reader, names, readers_for
+from support.reports import toy_probe, toy_specs
 
 
 # ------------------------------------------------------------------------------ the registered constants
@@ -286,7 +286,8 @@ def test_too_few_probe_images_give_a_note_naming_the_count(tmp_path) -> None:
 
 
 def test_the_cli_prints_why_there_is_no_confidence(tmp_path, monkeypatch, capsys) -> None:
-    from test_cli_usability import NETS, write_images, zoo_text
+    from support.images import write_images
+    from support.zoos import NETS, zoo_text
     from modelspace.cli import main
 
     (tmp_path / "mynets.py").write_text(NETS.format(extra=0))

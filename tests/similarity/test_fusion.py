@@ -8,7 +8,7 @@ import pytest
 from modelspace import ModelSpace
 from modelspace.errors import InputError
 from modelspace.similarity import Fusion, get_baseline, pair_percentiles
-from report_fixtures import toy_probe, toy_specs
+from support.reports import toy_probe, toy_specs
 
 
 def test_pair_percentiles_by_hand() -> None:

@@ -23,8 +23,8 @@ timm = pytest.importorskip("timm", reason="the vision suite runs in .ci/run's se
 torchvision = pytest.importorskip("torchvision", reason="the vision suite runs in .ci/run's second environment")
 transformers = pytest.importorskip("transformers")
 
-from conftest import subprocess_env  # noqa: E402
-from docs_examples import blocks, run_section, sections  # noqa: E402
+from support.runs import subprocess_env  # noqa: E402
+from support.docs_examples import blocks, run_section, sections  # noqa: E402
 from modelspace.models import load_zoo  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,6 @@ determinism and the demo end to end."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,10 @@ from modelspace.evaluation import GroundTruth
 from modelspace.models import load_model, load_zoo
 from modelspace.world import build, oracle, train
 from modelspace.world.render import render_batch
+from support.paths import REPO
 
 ZOO = build.ZOO_DIR
-CHECKS = Path(__file__).resolve().parents[1] / "scripts" / "world" / "records"  # the readout checks' records
+CHECKS = REPO / "scripts" / "world" / "records"  # the readout checks' records
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import map_units
+from support.runs import map_units
 from modelspace.cli import main
 from modelspace.errors import StoreError
 from modelspace.maps import EntryKey, MapStore, plan_units
@@ -262,7 +262,7 @@ def test_a_leftover_claim_of_another_host_or_pid_1_is_taken_over(run_files) -> N
     import sys
     import time
 
-    from conftest import subprocess_env
+    from support.runs import subprocess_env
 
     store, zoo = leftover_claims(run_files, [(4242, "another-host", 300, None), (1, __import__("socket").gethostname(),
                                                                                200, 180)])
@@ -323,7 +323,7 @@ def test_edited_model_code_is_recomputed_on_request(run_files) -> None:
     import subprocess
     import sys
 
-    from conftest import subprocess_env
+    from support.runs import subprocess_env
 
     package = run_files["root"] / "pkg"
     package.mkdir()

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SRC, TESTS
+from support.paths import SRC, TESTS
 from modelspace.errors import InputError
 from modelspace.maps import MapStore
 from modelspace.models import ModelSpec

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import subprocess_env
+from support.runs import subprocess_env
 from modelspace import ProbeSet
 from modelspace.cli import main
 

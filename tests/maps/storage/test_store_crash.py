@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import map_units, subprocess_env
+from support.runs import map_units, subprocess_env
 from modelspace import ModelSpace, ProbeSet
 from modelspace.maps.execution import executor
 from modelspace.errors import StoreError

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import map_units
+from support.runs import map_units
 from modelspace.cli import main
 from modelspace.results import read_matrix
 

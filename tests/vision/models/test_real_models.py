@@ -13,7 +13,7 @@ import torch
 timm = pytest.importorskip("timm", reason="the vision suite runs in .ci/run's second environment (DEVELOPERS.md)")
 torchvision = pytest.importorskip("torchvision", reason="the vision suite runs in .ci/run's second environment")
 
-from conftest import key_before_preprocessing  # noqa: E402
+from support.runs import key_before_preprocessing  # noqa: E402
 from modelspace import ModelSpace, ProbeSet  # noqa: E402
 from modelspace.attribution import attribute, get_method  # noqa: E402
 from modelspace.errors import AttributionError  # noqa: E402
