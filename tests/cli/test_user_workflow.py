@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from modelspace.cli import main
+from support.images import write_images
 from support.paths import REPO
 
 ZOO = """
@@ -38,15 +38,6 @@ input_size = 16
 """
 
 
-def write_images(folder: Path, n: int = 24, size: int = 16, seed: int = 0) -> Path:
-    """``n`` random RGB images of ``size``² as PNG files in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
-    return folder
-
-
 @pytest.fixture
 def user(tmp_path, monkeypatch) -> dict:
     """A user's working folder: ``zoo.toml`` (three toy models at 16 px), ``probe/`` (24 images); the
@@ -54,7 +45,7 @@ def user(tmp_path, monkeypatch) -> dict:
     monkeypatch.chdir(tmp_path)
     zoo = tmp_path / "zoo.toml"
     zoo.write_text(ZOO, encoding="utf-8")
-    return {"dir": tmp_path, "zoo": zoo, "probe": write_images(tmp_path / "probe")}
+    return {"dir": tmp_path, "zoo": zoo, "probe": write_images(tmp_path / "probe", n=24)}
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from support.images import images
+from support.images import images, write_images
 from support.paths import TESTS
 from modelspace import ModelSpace
 from modelspace.cli import main
@@ -251,7 +251,7 @@ def test_a_published_name_with_a_wrong_checksum_fails_the_model_in_a_run(tmp_pat
     saved(folder, "normal").rename(folder / TASKS["normal"].file)  # the published name, other content
     zoo = tmp_path / "zoo.toml"
     zoo.write_text('[[model]]\nname = "rgb2sfnorm"\nsource = "taskonomy:normal"\ninput_size = 32\n')
-    code = main(["run", str(zoo), str(_probe_folder(tmp_path)), "--weights-dir", str(folder),
+    code = main(["run", str(zoo), str(write_images(tmp_path / "probe", n=4, size=24)), "--weights-dir", str(folder),
                  "--out", str(tmp_path / "out"), "--methods", "saliency", "--no-report"])
     err = capsys.readouterr().err
     assert code == 1 and f"weights file {folder / TASKS['normal'].file}: its sha256 is" in err
@@ -286,22 +286,11 @@ def test_weights_relative_to_the_zoo_file_and_only_where_a_source_takes_them(tmp
 # ----------------------------------------------------------------------------- missing weights, CLI
 
 
-def _probe_folder(tmp_path: Path, n: int = 4) -> Path:
-    from PIL import Image
-
-    folder = tmp_path / "probe"
-    folder.mkdir(exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
-
-
 def test_a_missing_file_exits_2_at_once_naming_it_and_its_url(tmp_path, capsys, connections):
     zoo = tmp_path / "zoo.toml"
     zoo.write_text('[[model]]\nname = "rgb2sfnorm"\nsource = "taskonomy:normal"\nweights = "gone.pth"\n')
     start = time.monotonic()
-    code = main(["run", str(zoo), str(_probe_folder(tmp_path)), "--out", str(tmp_path / "out")])
+    code = main(["run", str(zoo), str(write_images(tmp_path / "probe", n=4, size=24)), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and time.monotonic() - start < 10
     assert f"field 'weights': file not found: {tmp_path / 'gone.pth'}" in err and TASKS["normal"].url in err
@@ -313,7 +302,7 @@ def test_missing_published_weights_offline_exit_2_after_one_probe(tmp_path, caps
     zoo.write_text('[[model]]\nname = "rgb2sfnorm"\nsource = "taskonomy:normal"\n'
                    '[[model]]\nname = "curvature"\nsource = "taskonomy:curvature"\n')
     start = time.monotonic()
-    code = main(["run", str(zoo), str(_probe_folder(tmp_path)), "--out", str(tmp_path / "out"),
+    code = main(["run", str(zoo), str(write_images(tmp_path / "probe", n=4, size=24)), "--out", str(tmp_path / "out"),
                  "--weights-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and time.monotonic() - start < 10
@@ -324,7 +313,7 @@ def test_missing_published_weights_offline_exit_2_after_one_probe(tmp_path, caps
 
 
 def test_weights_dir_must_be_a_folder(tmp_path, capsys):
-    code = main(["run", "taskonomy", str(_probe_folder(tmp_path)), "--weights-dir", str(tmp_path / "none")])
+    code = main(["run", "taskonomy", str(write_images(tmp_path / "probe", n=4, size=24)), "--weights-dir", str(tmp_path / "none")])
     assert code == 2 and f"--weights-dir {tmp_path / 'none'}: no such folder" in capsys.readouterr().err
 
 
@@ -344,7 +333,7 @@ def _small_shipped_zoo(tmp_path: Path, names: set[str] | None = None) -> Path:
 
 def test_the_shipped_zoo_runs_the_three_methods_through_the_cli_with_random_weights(tmp_path, capsys):
     """Three probe images: too few for DDS, the default estimator, which the next test runs."""
-    zoo, probe, out = _small_shipped_zoo(tmp_path), _probe_folder(tmp_path, n=3), tmp_path / "out"
+    zoo, probe, out = _small_shipped_zoo(tmp_path), write_images(tmp_path / "probe", n=3, size=24), tmp_path / "out"
     code = main(["run", str(zoo), str(probe), "--random-weights", "--truth", "taskonomy", "--out", str(out),
                  "--methods", "saliency", "gradient_x_input", "lrp_epsilon", "--no-report", "--json"])
     captured = capsys.readouterr()
@@ -364,6 +353,6 @@ def test_every_label_free_baseline_runs_on_the_architecture(tmp_path):
     zoo = _small_shipped_zoo(tmp_path, {"autoencoder", "colorization", "inpainting_whole", "class_1000"})
     baselines = [b for b in BASELINES if not get_baseline(b).combines_estimators]
     space = ModelSpace(methods=["gradient_x_input"], baselines=baselines, store=tmp_path / "store", progress=False)
-    space.fit(with_fields(zoo, pretrained=False), _probe_folder(tmp_path, n=4))
+    space.fit(with_fields(zoo, pretrained=False), write_images(tmp_path / "probe", n=4, size=24))
     assert not space.failures_ and len(space.members_) == 4
     assert sorted(space.results_) == sorted(["gradient_x_input", *(get_baseline(b).id for b in baselines)])

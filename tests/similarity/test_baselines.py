@@ -35,12 +35,9 @@ ALL = sorted(name for name in BASELINES if not BASELINES[name].combines_estimato
 ACTIVATIONS_ONLY = [name for name in ALL if not BASELINES[name].uses_affinity]
 
 
-def rng(seed: int = 0) -> np.random.Generator:
-    return np.random.default_rng(seed)
-
 
 def rotation(d: int, seed: int = 1) -> np.ndarray:
-    q, r = np.linalg.qr(rng(seed).standard_normal((d, d)))
+    q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))
     return q * np.sign(np.diag(r))
 
 
@@ -86,7 +83,7 @@ def feature_cka(x: np.ndarray, y: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_identical_and_isotropic_scaling_give_one(name):
+def test_identical_and_isotropic_scaling_give_one(rng, name):
     x = rng().standard_normal((60, 12))
     b = get_baseline(name)
     assert b(x, x) == pytest.approx(1.0, abs=1e-10)
@@ -95,12 +92,12 @@ def test_identical_and_isotropic_scaling_give_one(name):
 
 
 @pytest.mark.parametrize("name", ["svcca", "linear_cka", "rbf_cka"])
-def test_rotation_invariant(name):
+def test_rotation_invariant(rng, name):
     x = rng().standard_normal((80, 10))
     assert get_baseline(name)(x, x @ rotation(10)) == pytest.approx(1.0, abs=1e-10)
 
 
-def test_rsa_correlation_invariances():
+def test_rsa_correlation_invariances(rng):
     """Correlation distance is invariant to rotations fixing the all-ones feature direction (e.g.
     feature permutations) and to per-image affine maps, but not to a general rotation."""
     x = rng().standard_normal((40, 8))
@@ -119,7 +116,7 @@ def test_rsa_correlation_invariances():
         assert RSA(metric)(x, x @ rotation(8)) == pytest.approx(1.0, abs=1e-10)
 
 
-def test_independent_representations_score_low_related_high():
+def test_independent_representations_score_low_related_high(rng):
     r = rng()
     x, y = r.standard_normal((1000, 10)), r.standard_normal((1000, 10))
     related = x @ r.standard_normal((10, 40)) + 0.05 * r.standard_normal((1000, 40))
@@ -135,7 +132,7 @@ def test_independent_representations_score_low_related_high():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_svcca_matches_covariance_definition(seed):
+def test_svcca_matches_covariance_definition(rng, seed):
     r = rng(seed)
     # 8 strong directions and 4 faint ones: 0.9 / 0.99 drop some, 1.0 keeps all 12
     x = r.standard_normal((2000, 8)) @ r.standard_normal((8, 12)) + 0.01 * r.standard_normal((2000, 12))
@@ -146,7 +143,7 @@ def test_svcca_matches_covariance_definition(seed):
         assert ours == pytest.approx(reference_svcca(x, y, variance), abs=1e-6)
 
 
-def test_svcca_keeps_top_variance_directions():
+def test_svcca_keeps_top_variance_directions(rng):
     x = np.zeros((200, 3))
     x[:, 0] = rng().standard_normal(200) * 10
     x[:, 1] = rng(1).standard_normal(200) * 0.01  # 1e-6 of the variance: dropped at 0.99
@@ -154,7 +151,7 @@ def test_svcca_keeps_top_variance_directions():
     assert SVCCA(1.0).prepare(x).data.shape[1] == 2  # the zero column is never a direction
 
 
-def test_svcca_handles_more_features_than_images():
+def test_svcca_handles_more_features_than_images(rng):
     r = rng()
     x = r.standard_normal((30, 500))
     y = x @ r.standard_normal((500, 400))
@@ -165,7 +162,7 @@ def test_svcca_handles_more_features_than_images():
 
 
 @pytest.mark.parametrize("shapes", [((50, 5), (50, 7)), ((20, 60), (20, 90)), ((30, 10), (30, 45))])
-def test_linear_cka_forms_agree(shapes):
+def test_linear_cka_forms_agree(rng, shapes):
     """Both prepared forms (features when D < N, Gram otherwise) and the mixed case agree with
     the explicit Gram form and the feature form."""
     r = rng()
@@ -176,7 +173,7 @@ def test_linear_cka_forms_agree(shapes):
     assert ours == pytest.approx(gram_cka(x, y), abs=1e-10)
 
 
-def test_linear_cka_invariances():
+def test_linear_cka_invariances(rng):
     x = rng().standard_normal((100, 6))
     cka = LinearCKA()
     assert cka(x, -3 * x @ rotation(6)) == pytest.approx(1.0, abs=1e-10)
@@ -186,7 +183,7 @@ def test_linear_cka_invariances():
 # --------------------------------------------------------------------------------- RBF CKA
 
 
-def test_rbf_cka_matches_explicit_kernels():
+def test_rbf_cka_matches_explicit_kernels(rng):
     r = rng()
     x, y = r.standard_normal((40, 5)), r.standard_normal((40, 70))
     y[:, :5] += 3 * x
@@ -207,7 +204,7 @@ def test_rbf_cka_matches_explicit_kernels():
 
 
 @pytest.mark.parametrize("metric", ["correlation", "cosine", "euclidean"])
-def test_rsa_equals_spearman_of_pdist(metric):
+def test_rsa_equals_spearman_of_pdist(rng, metric):
     r = rng()
     x, y = r.standard_normal((25, 30)), r.standard_normal((25, 300))
     y[:, :30] += x
@@ -219,7 +216,7 @@ def test_rsa_equals_spearman_of_pdist(metric):
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS_ONLY)
-def test_similarity_matrix_symmetric_with_unit_diagonal(name):
+def test_similarity_matrix_symmetric_with_unit_diagonal(rng, name):
     r = rng()
     base = r.standard_normal((30, 6))
     acts = [base, base @ r.standard_normal((6, 9)), r.standard_normal((30, 40)), r.standard_normal((30, 3))]
@@ -253,7 +250,7 @@ def test_similarity_matrix_bounded(data, name):
     np.testing.assert_allclose(np.diag(s), 1.0, atol=1e-8)
 
 
-def test_degenerate_representations_are_named():
+def test_degenerate_representations_are_named(rng):
     r = rng()
     good = r.standard_normal((10, 4))
     constant = np.tile(r.standard_normal(4), (10, 1))
@@ -269,7 +266,7 @@ def test_degenerate_representations_are_named():
         RBFCKA().prepare(np.vstack([np.zeros((8, 2)), np.ones((2, 2))]), "m")
 
 
-def test_input_errors():
+def test_input_errors(rng):
     x = rng().standard_normal((10, 4))
     with pytest.raises(InputError, match="activations"):
         similarity_matrix([], "cka", progress=False)
@@ -302,7 +299,7 @@ def test_registry_and_ids():
     assert all(issubclass(cls, Similarity) for cls in BASELINES.values())
 
 
-def test_stacked_array_and_higher_rank_activations():
+def test_stacked_array_and_higher_rank_activations(rng):
     """An (M, N, ...) array is M representations; each is flattened per image."""
     acts = rng().standard_normal((3, 12, 2, 3))
     s = similarity_matrix(acts, "svcca", progress=False)
@@ -357,7 +354,7 @@ def test_encoder_activations_errors():
 
 
 @pytest.mark.parametrize("name", ALL + ["linear_cka_features"])
-def test_pack_unpack_gives_the_same_comparisons_and_restrictions(name):
+def test_pack_unpack_gives_the_same_comparisons_and_restrictions(rng, name):
     """What a store keeps of a prepared form (`pack`, plain arrays) compares and restricts as the form does."""
     n, d = (40, 6) if name == "linear_cka_features" else (30, 50)  # CKA keeps features when D < N
     b = get_baseline("linear_cka" if name == "linear_cka_features" else name)
@@ -374,7 +371,7 @@ def test_pack_unpack_gives_the_same_comparisons_and_restrictions(name):
         b.unpack({"n_images": np.asarray(n)}, "x")
 
 
-def test_a_form_of_other_data_is_not_packed():
+def test_a_form_of_other_data_is_not_packed(rng):
     class Odd(Similarity):
         name = "odd"
 

@@ -22,9 +22,6 @@ from support.nets import probe_images, tiny_models
 TOL = 1e-10
 
 
-def rng(seed: int = 0) -> np.random.Generator:
-    return np.random.default_rng(seed)
-
 
 # ------------------------------------------------------------------------------ DDS reference
 
@@ -83,7 +80,7 @@ def reference_dds(x: np.ndarray, y: np.ndarray, kernel: str, debiased: bool, sig
 
 @pytest.mark.parametrize("debiased", [True, False])
 @pytest.mark.parametrize("kernel", ["laplacian", "rbf", "cosine"])
-def test_dds_matches_reference(kernel, debiased):
+def test_dds_matches_reference(rng, kernel, debiased):
     r = rng()
     x = r.standard_normal((9, 4)) * [1, 3, 0.2, 5] + [0, 2, -1, 7]
     y = np.tanh(x @ r.standard_normal((4, 6))) + 0.3 * r.standard_normal((9, 6))
@@ -103,7 +100,7 @@ def test_dds_defaults_and_id():
 
 
 @pytest.mark.parametrize("kernel", ["laplacian", "rbf", "cosine"])
-def test_dds_invariant_to_per_feature_affine_maps_and_permutations(kernel):
+def test_dds_invariant_to_per_feature_affine_maps_and_permutations(rng, kernel):
     """z-scoring removes each feature's offset and (positive) scale; every kernel is symmetric in
     the features."""
     r = rng(1)
@@ -115,7 +112,7 @@ def test_dds_invariant_to_per_feature_affine_maps_and_permutations(kernel):
     assert dds(x, scaled) == pytest.approx(1.0, abs=TOL)
 
 
-def test_dds_drops_constant_features_and_checks_arguments():
+def test_dds_drops_constant_features_and_checks_arguments(rng):
     x = rng(2).standard_normal((10, 3))
     padded = np.hstack([x, np.full((10, 2), 4.0)])
     assert DDS()(x, padded) == pytest.approx(1.0, abs=TOL)
@@ -138,14 +135,14 @@ def edge_reference(x: np.ndarray, y: np.ndarray) -> float:
     return spearmanr(pdist(x - x.mean(axis=0), "cosine"), pdist(y - y.mean(axis=0), "cosine")).statistic
 
 
-def test_depara_edge_term_is_spearman_of_cosine_distances():
+def test_depara_edge_term_is_spearman_of_cosine_distances(rng):
     r = rng(3)
     x, y = r.standard_normal((10, 6)) + 2.0, r.standard_normal((10, 4))
     assert DEPARA()(x, y) == pytest.approx(edge_reference(x, y), abs=TOL)
     assert DEPARA().id == "depara(edge_weight=0.25,method='gradient_x_input')"
 
 
-def test_depara_edge_term_invariances():
+def test_depara_edge_term_invariances(rng):
     """Cosine distances between centred images do not change under an orthogonal map of the feature
     space, a translation or an isotropic scaling; they do change under a per-image rescaling."""
     r = rng(4)
@@ -157,7 +154,7 @@ def test_depara_edge_term_invariances():
     assert depara(x, x * r.uniform(0.1, 10, (15, 1))) < 0.99
 
 
-def test_depara_combines_affinity_and_edge_term():
+def test_depara_combines_affinity_and_edge_term(rng):
     r = rng(5)
     acts = [r.standard_normal((8, 5)) for _ in range(3)]
     affinity = np.array([[1.0, 0.4, 0.1], [0.4, 1.0, 0.7], [0.1, 0.7, 1.0]])
