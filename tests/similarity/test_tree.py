@@ -1,11 +1,11 @@
-"""Similarity tree: clusters, Newick round trip, leaf order."""
+"""Similarity tree: clusters, Newick round trip, leaf order, cophenetic distances, tree agreement and MDS shares."""
 
 import numpy as np
 import pytest
 from scipy.cluster import hierarchy
 
 from modelspace.errors import InputError
-from modelspace.similarity import leaf_order, similarity_tree, to_newick
+from modelspace.similarity import cophenetic, leaf_order, mds_explained, similarity_tree, to_newick, tree_agreement
 
 
 def parse_newick(text: str):
@@ -190,3 +190,27 @@ def test_rejects_bad_input():
         to_newick(np.ones((3, 3)), NAMES)
     with pytest.raises(InputError, match="linkage"):
         leaf_order(np.zeros((2, 4)) - 1)
+
+
+def test_cophenetic_matches_scipy_and_agreement_of_a_tree_with_itself_is_one() -> None:
+    hierarchy = pytest.importorskip("scipy.cluster.hierarchy")
+    from scipy.spatial.distance import squareform
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(7, 5))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    a, b = x @ x.T, (x + 0.5 * rng.normal(size=x.shape)) @ x.T
+    b = (b + b.T) / 2
+    np.fill_diagonal(b, 1)
+    za, zb = similarity_tree(a), similarity_tree(b)
+    np.testing.assert_allclose(squareform(cophenetic(za)), hierarchy.cophenet(za), atol=1e-12)
+    expected = np.corrcoef(hierarchy.cophenet(za), hierarchy.cophenet(zb))[0, 1]
+    assert tree_agreement(za, zb) == pytest.approx(expected)
+    assert tree_agreement(za, za) == pytest.approx(1.0)
+
+
+def test_mds_explained_shares() -> None:
+    # Three points on a line: one axis holds all the variance.
+    d = np.array([[0, 1, 2], [1, 0, 1], [2, 1, 0]], dtype=float) / 4
+    shares = mds_explained(1 - d)
+    assert shares == pytest.approx([1.0, 0.0])

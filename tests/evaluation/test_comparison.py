@@ -1,4 +1,5 @@
-"""The report's conclusion: the bootstrap comparison of estimators, hubs, tree agreement and MDS shares."""
+"""The paired comparison of estimators: the bootstrap interval and `compare_estimators` against hand
+computations, and ties that are not distinguishable."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import pytest
 from modelspace.errors import InputError
 from modelspace.evaluation import (Bootstrap, Evaluation, GroundTruth, bootstrap_interval, compare_estimators,
                                    evaluate_matrices)
-from modelspace.similarity import cophenetic, hubs, mds_explained, similarity_tree, tree_agreement
 
 
 def test_bootstrap_interval_of_two_targets_is_their_range() -> None:
@@ -57,34 +57,3 @@ def test_a_tie_is_not_distinguishable() -> None:
                       {**ev.per_target, "twin": ev.per_target["good"]})
     c = compare_estimators(twin, k=1)
     assert c.vs_runner_up.other == "twin" and c.vs_runner_up.mean == 0 and not c.vs_runner_up.distinguishable
-
-
-def test_hubs_are_sources_in_over_a_third_of_the_top_slots() -> None:
-    ranking = {"t1": [("h", .9)], "t2": [("h", .8)], "t3": [("x", .7)], "t4": [("y", .6)], "h": [("t1", .5)]}
-    assert hubs(ranking) == {"h": 2}  # 2 of 5 > 1/3; x, y, t1 once
-    assert hubs({"a": ["b"], "b": ["a"], "c": ["a"]}) == {"a": 2}
-    assert hubs({"a": ["b"], "b": ["c"], "c": ["a"]}) == {}
-
-
-def test_cophenetic_matches_scipy_and_agreement_of_a_tree_with_itself_is_one() -> None:
-    hierarchy = pytest.importorskip("scipy.cluster.hierarchy")
-    from scipy.spatial.distance import squareform
-
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(7, 5))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    a, b = x @ x.T, (x + 0.5 * rng.normal(size=x.shape)) @ x.T
-    b = (b + b.T) / 2
-    np.fill_diagonal(b, 1)
-    za, zb = similarity_tree(a), similarity_tree(b)
-    np.testing.assert_allclose(squareform(cophenetic(za)), hierarchy.cophenet(za), atol=1e-12)
-    expected = np.corrcoef(hierarchy.cophenet(za), hierarchy.cophenet(zb))[0, 1]
-    assert tree_agreement(za, zb) == pytest.approx(expected)
-    assert tree_agreement(za, za) == pytest.approx(1.0)
-
-
-def test_mds_explained_shares() -> None:
-    # Three points on a line: one axis holds all the variance.
-    d = np.array([[0, 1, 2], [1, 0, 1], [2, 1, 0]], dtype=float) / 4
-    shares = mds_explained(1 - d)
-    assert shares == pytest.approx([1.0, 0.0])
