@@ -1,4 +1,4 @@
-"""Issue 7, item 1: bad probe files. Every kind is made for real on disk; each is either used
+"""Bad probe files. Every kind is made for real on disk; each is either used
 (converted, pixels checked) or skipped with a named reason, and the run goes on."""
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def test_cli_probe_counts_and_names_skipped_files(tmp_path, capsys):
     assert ProbeSet.load(out).skipped == [(s["path"], s["reason"]) for s in info["skipped"]]
 
 
-# ---------------------------------------------------------------------- issue 14, item 1
+# ---------------------------------------------------------------------- huge and odd images
 _MEMORY_PROBE = (
     "import json, resource, sys\n"
     "from modelspace.probe import ProbeSet\n"
@@ -289,7 +289,7 @@ _MEMORY_PROBE = (
 
 @pytest.mark.parametrize("width, height, size", [(1, 100_000, 64), (10_000, 3, 1024)])
 def test_thin_or_wide_images_load_in_memory_bounded_by_the_probe_size(tmp_path, width, height, size):
-    """Issue 14, item 1: a 370-byte 1x100000 PNG at size 64 took 2.1 GB, a 10000x3 one at 1024 took
+    """A 370-byte 1x100000 PNG at size 64 took 2.1 GB, a 10000x3 one at 1024 took
     14.1 GB: the whole image was resized (short side -> size, so 64 x 6 400 000) before the crop. Only
     the size x size window is computed now; the peak RSS of the load (a fresh process) stays small."""
     rng = np.random.default_rng(0)
@@ -317,7 +317,7 @@ def _reference_resize_and_crop(img: Image.Image, size: int) -> np.ndarray:
 
 
 def test_normal_images_give_the_same_probe_pixels_as_resizing_the_whole_image(tmp_path):
-    """Issue 14, item 1: computing only the window changes no pixel (probe hashes, and so stored maps,
+    """Computing only the window changes no pixel (probe hashes, and so stored maps,
     stay valid): landscape, portrait, square, up- and downscaled, with and without PIL's reduce step."""
     rng = np.random.default_rng(5)
     shapes = [(640, 480, 64), (480, 640, 64), (4000, 3000, 64), (500, 500, 224), (333, 97, 224), (97, 333, 50),
@@ -336,7 +336,7 @@ def test_normal_images_give_the_same_probe_pixels_as_resizing_the_whole_image(tm
 
 
 def test_a_float_tiff_holding_nan_is_skipped_with_a_reason_not_turned_black(tmp_path):
-    """Issue 14, item 10: a float TIFF with NaN became an all-black probe image without a word."""
+    """A float TIFF with NaN became an all-black probe image without a word."""
     values = np.random.default_rng(0).random((24, 32), dtype=np.float32)
     Image.fromarray(values, mode="F").save(tmp_path / "fine.tif")
     values[3, 4] = np.nan
@@ -352,7 +352,7 @@ def test_a_float_tiff_holding_nan_is_skipped_with_a_reason_not_turned_black(tmp_
 
 
 def test_a_pillow_whose_resampling_is_not_reproduced_keeps_its_own_pixels(tmp_path, monkeypatch):
-    """Issue 14, item 1: the window is computed as Pillow resamples (its pass order changed in Pillow 13).
+    """The window is computed as Pillow resamples (its pass order changed in Pillow 13).
     Should a Pillow differ, a one-time check notices and the whole-image resize is used (pixels kept)."""
     from modelspace import probe as probe_module
 

@@ -1,4 +1,4 @@
-"""Issue 7, item 2: bad models. Each broken model is a real one (dead weights, NaN weights, a
+"""Bad models. Each broken model is a real one (dead weights, NaN weights, a
 constructor that raises, a garbage checkpoint, an input too small for its layers); each is named in
 a per-model failure record or a clear error, and the other models' results are exactly those of a
 run without it."""
@@ -118,7 +118,7 @@ def test_cli_run_survives_bad_models_and_lists_them(tmp_path, capsys):
     )
     code = main(["run", str(zoo), str(folder), "--out", str(tmp_path / "out"), "--probe-size", "16",
                  "--methods", "saliency", "--quiet"])
-    assert code == 1  # some models failed (issue 14 item 2); the others' results are written
+    assert code == 1  # some models failed (the exit codes' promise); the others' results are written
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {f["model"] for f in results["failures"]} == {"dead", "tiny_input"}
     header = (tmp_path / "out" / "affinity_saliency.csv").read_text().splitlines()[0]

@@ -1,4 +1,4 @@
-"""Label-based transferability scores (issue 16, item 3), each against an independent transcription of
+"""Label-based transferability scores, each against an independent transcription of
 its paper's definition on a tiny case (explicit matrices and inverses, loops over classes and
 images, a brute-force maximisation for LogME), and `ModelSpace.score_with_labels`.
 

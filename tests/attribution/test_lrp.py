@@ -5,7 +5,7 @@ the ε rule of a linear map z = x Wᵀ + b is R_x = x ⊙ ((R_z / (z + ε·sign 
 that a stabiliser in the wrong place shows; tolerance rtol 1e-12. The rules (lrp.py's docstring):
 LayerNorm/GroupNorm with the scale 1/σ constant (Ali et al. 2022, LN rule); attention with the weights
 constant (AH rule); gates, attention weights and divisors constant in products; identity rule on
-element-wise activations. Comparisons with lxt and Zennit on real models: tests/vision/test_lrp_references.py.
+element-wise activations. Comparisons with lxt and Zennit on real models: tests/vision/attribution/test_lrp_references.py.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def test_identity_rule_for_elementwise_activations(activation: nn.Module) -> Non
 
 def test_softmax_that_receives_relevance_is_refused_by_name() -> None:
     """softmax has a rule only as attention weights (a constant factor); refusals of other operations
-    and of products of two activations: tests/test_attribution.py."""
+    and of products of two activations: tests/attribution/test_methods.py."""
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Softmax(dim=1)).double().eval()
     with pytest.raises(AttributionError, match=r"toy: .*softmax.* in module 1 \(Softmax\)"):
         attribute(model, rand(2, 3, 4, 4), "lrp", model_name="toy")

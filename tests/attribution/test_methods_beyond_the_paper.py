@@ -1,4 +1,4 @@
-"""Attribution estimators beyond the seed paper (issue 16, items 1 and 2), each against an
+"""Attribution estimators beyond the seed paper, each against an
 independent reference:
 
 * ModelGiF's gradient field against Captum's IntegratedGradients (midpoint Riemann sum, 50

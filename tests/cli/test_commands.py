@@ -1,4 +1,4 @@
-"""Issue 15, items 1-8 and progress in logs: each trial run as a user runs it (`main([...])` or a
+"""The commands as a user runs them, and progress in logs: each trial run as a user runs it (`main([...])` or a
 subprocess) on a tiny zoo of `python:` models kept beside the zoo file, reproducing what went wrong."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def import_path() -> list[str]:
 # ------------------------------------------------------------------------- 1. python: beside the zoo
 
 
-def test_item1_python_source_beside_the_zoo_file_is_imported(trial, capsys) -> None:
+def test_python_source_beside_the_zoo_file_is_imported(trial, capsys) -> None:
     path_before = import_path()
     code, out, err = run(capsys, "embed", str(trial["zoo"]), str(trial["probe"]), "--store", "s", "--methods",
                          "saliency")
@@ -40,7 +40,7 @@ def test_item1_python_source_beside_the_zoo_file_is_imported(trial, capsys) -> N
     assert import_path() == path_before  # the zoo's folder was importable only while its models were built
 
 
-def test_item1_two_zoos_with_their_own_module_of_one_name(tmp_path, monkeypatch) -> None:
+def test_two_zoos_with_their_own_module_of_one_name(tmp_path, monkeypatch) -> None:
     monkeypatch.delitem(sys.modules, "mynets", raising=False)
     widths = {}
     for extra in (0, 3):  # the same module name in two folders, two different classes
@@ -56,7 +56,7 @@ def test_item1_two_zoos_with_their_own_module_of_one_name(tmp_path, monkeypatch)
     sys.modules.pop("mynets", None)
 
 
-def test_item1_a_module_missing_everywhere_names_the_zoo_folder(trial, capsys) -> None:
+def test_a_module_missing_everywhere_names_the_zoo_folder(trial, capsys) -> None:
     trial["zoo"].write_text(zoo_text().replace("mynets", "nowhere_such_module"))
     code, _, err = run(capsys, "embed", str(trial["zoo"]), str(trial["probe"]), "--store", "s", "--methods",
                        "saliency")
@@ -67,7 +67,7 @@ def test_item1_a_module_missing_everywhere_names_the_zoo_folder(trial, capsys) -
 # ------------------------------------------------------------------------- 2. the default store
 
 
-def test_item2_embed_without_store_keeps_its_work_in_runs_default_store(trial, capsys) -> None:
+def test_embed_without_store_keeps_its_work_in_runs_default_store(trial, capsys) -> None:
     code, out, err = run(capsys, "embed", str(trial["zoo"]), str(trial["probe"]), "--methods", "saliency")
     assert code == 0, err
     assert "maps of 3 models in modelspace-out/store; 0 failures; 3 units computed" in out  # was "in None"
@@ -90,7 +90,7 @@ def test_item2_embed_without_store_keeps_its_work_in_runs_default_store(trial, c
 
 @pytest.mark.parametrize("argv", [["models"], ["remove", "tiny"], ["gc", "--keep-zoo", "{zoo}"]],
                          ids=["models", "remove", "gc"])
-def test_item3_read_only_commands_refuse_a_missing_store(trial, capsys, argv) -> None:
+def test_read_only_commands_refuse_a_missing_store(trial, capsys, argv) -> None:
     argv = [a.format(zoo=trial["zoo"]) for a in argv]
     code, out, err = run(capsys, *argv, "--store", "nosuchstore")
     assert code == 2 and out == ""  # it printed "(no models)", exit 0
@@ -104,7 +104,7 @@ def test_item3_read_only_commands_refuse_a_missing_store(trial, capsys, argv) ->
 # ------------------------------------------------------------------------- 4. stale entries, remove, gc
 
 
-def test_item4_remove_refuses_an_ambiguous_name_and_gc_removes_stale_keys(trial, capsys) -> None:
+def test_remove_refuses_an_ambiguous_name_and_gc_removes_stale_keys(trial, capsys) -> None:
     embed = ["embed", str(trial["zoo"]), str(trial["probe"]), "--store", "s", "--methods", "saliency", "--quiet"]
     assert main(embed) == 0
     trial["zoo"].write_text(zoo_text("width = 5"))  # tiny's kwargs change: a new key under the same name
@@ -150,7 +150,7 @@ def affinity_csv(trial, capsys) -> Path:
     return trial["work"] / "res" / "affinity_saliency.csv"
 
 
-def test_item5_evaluate_lowers_the_default_n_relevant_and_never_prints_nan(affinity_csv, tmp_path, capsys) -> None:
+def test_evaluate_lowers_the_default_n_relevant_and_never_prints_nan(affinity_csv, tmp_path, capsys) -> None:
     truth = tmp_path / "rank.csv"
     truth.write_text("target,rank1,rank2\ntiny,tiny2,tiny3\ntiny2,tiny,tiny3\ntiny3,tiny,tiny2\n")
     code, out, err = run(capsys, "evaluate", str(affinity_csv), "--truth", str(truth), "--out", "ev")
@@ -166,7 +166,7 @@ def test_item5_evaluate_lowers_the_default_n_relevant_and_never_prints_nan(affin
 
 
 @pytest.mark.parametrize("header", ["target,source,score\n", ""], ids=["with header", "without header"])
-def test_item5_evaluate_reads_a_long_truth(affinity_csv, tmp_path, capsys, header) -> None:
+def test_evaluate_reads_a_long_truth(affinity_csv, tmp_path, capsys, header) -> None:
     long = tmp_path / "long.csv"
     long.write_text(header + "tiny,tiny2,0.9\ntiny,tiny3,0.1\ntiny2,tiny,0.5\ntiny2,tiny3,0.7\n"
                              "tiny3,tiny,0.2\ntiny3,tiny2,0.2\n")
@@ -187,7 +187,7 @@ def test_item5_evaluate_reads_a_long_truth(affinity_csv, tmp_path, capsys, heade
 # ------------------------------------------------------------------------- 6. the Python API
 
 
-def test_item6_results_and_rankings_take_the_names_maps_takes(trial) -> None:
+def test_results_and_rankings_take_the_names_maps_takes(trial) -> None:
     space = ModelSpace(methods=["saliency", "lrp"], store=trial["work"] / "s", progress=False)
     space.fit(load_zoo(trial["zoo"]), str(trial["probe"]))  # a folder, as the CLI takes it ("dtype <U6")
     assert space.probe_.size == 16 and len(space.probe_) == 6
@@ -206,7 +206,7 @@ def test_item6_results_and_rankings_take_the_names_maps_takes(trial) -> None:
 # ------------------------------------------------------------------------- 7. flags and plurals
 
 
-def test_item7_canonical_flags_old_spellings_and_plurals(trial, capsys, tmp_path) -> None:
+def test_canonical_flags_old_spellings_and_plurals(trial, capsys, tmp_path) -> None:
     for flag in ("--probe-size", "--size"):  # `probe --size` is the old spelling
         code, out, err = run(capsys, "probe", str(trial["probe"]), flag, "8", "--out", f"p{flag}.npz", "--json")
         assert code == 0, err
@@ -243,7 +243,7 @@ def test_item7_canonical_flags_old_spellings_and_plurals(trial, capsys, tmp_path
 # ------------------------------------------------------------------------- 8. README vs pyproject
 
 
-def test_item8_readme_states_the_python_version_pyproject_requires() -> None:
+def test_readme_states_the_python_version_pyproject_requires() -> None:
     required = re.search(r'requires-python\s*=\s*">=\s*([\d.]+)"', (REPO / "pyproject.toml").read_text()).group(1)
     stated = re.findall(r"Python ≥ ([\d.]+)", README.read_text(encoding="utf-8"))
     assert stated and set(stated) == {required}

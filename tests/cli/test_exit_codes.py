@@ -1,4 +1,4 @@
-"""Issue 14, item 11: bad input gave a Python traceback (exit 1, "internal error"); each trial now gives
+"""Bad input never gives a Python traceback (exit 1, "internal error"); each trial gives
 exit 2 and one line naming the file, field or option. Every input is made for real."""
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_a_read_only_out_folder_is_a_message(tmp_path):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------- issue 14, item 10
+# ---------------------------------------------------------------------- truth files that match too little
 def _three_model_run(root: Path) -> tuple[Path, Path]:
     images = root / "images"
     images.mkdir()
@@ -124,7 +124,7 @@ def _three_model_run(root: Path) -> tuple[Path, Path]:
 
 
 def test_run_with_fewer_candidates_than_n_relevant_is_refused_before_computing(tmp_path, capsys):
-    """Issue 14, item 10: `run --truth` whose truth ranks 2 candidates per target with --n-relevant 5
+    """`run --truth` whose truth ranks 2 candidates per target with --n-relevant 5
     computed every map, then exited 2 and wrote nothing. It is refused before any map is computed."""
     zoo, images = _three_model_run(tmp_path)
     truth = tmp_path / "truth.csv"
@@ -139,7 +139,7 @@ def test_run_with_fewer_candidates_than_n_relevant_is_refused_before_computing(t
 
 
 def test_truth_names_matching_no_model_are_listed_not_dropped_silently(caplog):
-    """Issue 14, item 10: a truth CSV naming a source 'bb' (typo) or 'c\\x00' matched no model and was
+    """A truth CSV naming a source 'bb' (typo) or 'c\\x00' matched no model and was
     left out without a word, changing P@K. The names are logged as a warning; none matching is an error."""
     from modelspace.errors import GroundTruthError
     from modelspace.evaluation import GroundTruth, check_truth, evaluate_matrices

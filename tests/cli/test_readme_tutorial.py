@@ -1,5 +1,5 @@
-"""Issue 15's first hour of a new user: the README's tutorial and the commands of "Your own models", run
-as written, from a working folder, on the user zoo the issue describes, generated here:
+"""A new user's first runs: the README's tutorial and the commands of "Your own models", run
+as written, from a working folder, on a user zoo of every source kind, generated here:
 
 - Hugging Face ResNet, ConvNeXt and ViT from small configs, each `save_pretrained` into a folder and
   named by an `hf:` source (the ViT saved without its pooler, as a backbone is);
@@ -15,10 +15,10 @@ tutorial's run as a user types them (`python -m modelspace.cli` in a subprocess)
 "Your own models" go through `modelspace.cli.main` in-process (the same code, without a new
 interpreter's imports of torch, scipy and transformers for each: about 5 s a command). The
 tutorial's zoo names timm and torchvision models, which need their weights (tests/vision/
-test_readme_examples.py runs it in the vision environment); here its commands run on the zoo above,
+tests/vision/test_readme_examples.py runs it in the vision environment); here its commands run on the zoo above,
 whose task labels are Taskonomy tasks, so that `--truth taskonomy` scores it. The usual mistakes
 (a typo in a field, a duplicate name, an empty or missing probe folder, a mistyped store, an unknown
-model name, an ambiguous one) run in-process through `main`, like tests/test_cli_usability.py.
+model name, an ambiguous one) run in-process through `main`, like tests/cli/test_commands.py.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def modelspace(command: str, cwd: Path, **subst: str) -> subprocess.CompletedPro
 
 
 def no_false_plurals(text: str) -> None:
-    """`1 models`, `1 files`, `1 pairs`... ("1 models" was issue 15's item 7)."""
+    """`1 models`, `1 files`, `1 pairs`... (never "1 models")."""
     assert not re.search(r"(?<![\d.])(?<!and )1 (models|files|images|pairs|failures|units|shards|clusters)\b", text), text
 
 

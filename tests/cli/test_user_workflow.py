@@ -1,4 +1,4 @@
-"""Issue 32, the second hour of a user: each friction of the trial reproduced through the CLI as a
+"""A user's repeated runs, reruns and reports: each friction reproduced through the CLI as a
 user types it (`main([...])`), on a zoo of the toy models (`tests/toy_models.py`) and a probe folder
 of small images. Timings are measured in `benchmarks/`, never asserted here."""
 

@@ -1,4 +1,4 @@
-"""Issue 7, items 5 and 6: untrusted checkpoints and zoo files, malformed zoo files.
+"""Untrusted checkpoints and zoo files, malformed zoo files.
 
 The malicious files are real: a checkpoint whose pickle would write a marker file when loaded, a YAML
 file whose tag would run a shell command. Neither runs by default; the checkpoint runs when the user
@@ -74,7 +74,7 @@ def test_cli_refuses_the_malicious_checkpoint_unless_trusted(evil_checkpoint, tm
     ProbeSet.from_array(np.random.default_rng(0).uniform(0, 1, (3, 3, 16, 16)).astype(np.float32)).save(probe)
     common = ["embed", str(zoo), str(probe), "--store", str(tmp_path / "store"), "--methods", "saliency", "--json",
               "--quiet"]
-    assert main(common) == 1  # "evil" refused: a failed model, exit 1 (issue 14 item 2)
+    assert main(common) == 1  # "evil" refused: a failed model, exit 1 (the exit codes' promise)
     assert not marker.exists()
     assert main([*common, "--trust-checkpoints"]) == 0
     assert marker.exists()
@@ -209,7 +209,7 @@ def alias_bomb(depth: int = 9) -> str:
 
 
 def test_a_yaml_alias_bomb_in_kwargs_is_refused_before_it_expands(tmp_path):
-    """Issue 14, item 6: a 629-byte zoo file whose kwargs nest aliases nine deep (9^9 strings once
+    """A 629-byte zoo file whose kwargs nest aliases nine deep (9^9 strings once
     expanded) ran for over 90 s in `_freeze` / `to_json`. It is refused, naming file, model and field,
     after counting at most MAX_KWARGS_VALUES values."""
     text = alias_bomb()

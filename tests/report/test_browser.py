@@ -5,7 +5,7 @@ browser saw — console calls, uncaught exceptions, log errors, requests — not
 itself. Screenshots go to tests/artifacts/ and to $MODELSPACE_ARTIFACTS when set; the two of the top of a
 demo-like page (30 models, the demo's seven estimators and three attribution grids) and of a 200-model page,
 and of their Model space section, shrunk to a palette PNG (`modest`), are committed (`git add -f`: the folder is otherwise ignored). The MDS
-names are drawn into the figure, not DOM elements: tests/test_report_page.py checks their boxes do not overlap.
+names are drawn into the figure, not DOM elements: tests/report/test_page.py checks their boxes do not overlap.
 
 Needs Debian's `chromium` package (`apt-get install chromium`). Without it the tests skip, except
 when $CI is set: there a missing browser fails, so CI cannot pass by skipping.

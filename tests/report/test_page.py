@@ -1,4 +1,4 @@
-"""The report page's conclusion, sources, failures, figures and size (issue 15, items 9-13)."""
+"""The report page's conclusion, sources, failures, figures and size."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from modelspace.models.sources import LoadedModel
 from modelspace.models.spec import ModelSpec
 from modelspace.models.transforms import InputTransform
 
-#: the baselines made from activations (a fusion is made from other estimators' matrices: tests/test_fusion.py)
+#: the baselines made from activations (a fusion is made from other estimators' matrices: tests/similarity/test_fusion.py)
 ALL = sorted(name for name in BASELINES if not BASELINES[name].combines_estimators)
 #: those whose matrix needs nothing but the activations (DEPARA also takes an attribution affinity)
 ACTIVATIONS_ONLY = [name for name in ALL if not BASELINES[name].uses_affinity]

@@ -1,4 +1,4 @@
-"""Label-free rivals of the attribution affinity (issue 16, item 1): DDS and DEPARA.
+"""Label-free rivals of the attribution affinity: DDS and DEPARA.
 
 Each is checked against a transcription of its paper's definition written here with explicit
 loops and explicit matrices (not the module's vectorised forms), plus the invariances the

@@ -1,4 +1,4 @@
-"""The confidence of a ranking (issue 31): halves, stability, agreement, the restricted baselines,
+"""The confidence of a ranking: halves, stability, agreement, the restricted baselines,
 the streamed half affinities, and the confidence through a ModelSpace, results.json and the CLI."""
 
 from __future__ import annotations

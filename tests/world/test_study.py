@@ -303,7 +303,7 @@ def test_study_command_passes_its_choices_to_run_study(monkeypatch, tmp_path, ca
     assert capsys.readouterr().out == "T\n"  # the table is the command's stdout
 
 
-# ------------------------------------------------------------------ issue 31: registration, rule, photos
+# ------------------------------------------------------------------ registration, rule, photos
 
 
 def test_the_study_scores_exactly_the_registered_candidates() -> None:

@@ -1,4 +1,4 @@
-"""Issue 14: runtime trials. Each test reproduces a trial of the issue: a model name that broke the
+"""Runtime trials. Each test reproduces a trial: a model name that broke the
 report's scripts, manifest paths outside the store, store errors reported as model failures, models
 that end or poison a run, stdout that was not JSON, stale claims, and edited model code."""
 
@@ -22,7 +22,7 @@ from modelspace.results import MethodResult
 BLOCK = re.compile(r'<script type="application/json" id="(d\d+)">(.*?)</script', re.S | re.I)
 
 
-# ---------------------------------------------------------------------- item 7: report JSON blocks
+# ---------------------------------------------------------------------- report JSON blocks
 def test_a_model_name_with_markup_leaves_every_json_block_intact(tmp_path) -> None:
     """Trial: a model named ``<!--<script>`` put the browser in HTML's "script data double escaped"
     state, so the block's ``</script>`` did not end it: no JSON block parsed and tabs, tooltips and
@@ -46,7 +46,7 @@ def test_a_model_name_with_markup_leaves_every_json_block_intact(tmp_path) -> No
     assert html.count("<script>") == 1
 
 
-# ---------------------------------------------------------------------- item 4: manifest paths
+# ---------------------------------------------------------------------- manifest paths
 def edited_store(root: Path, how: str) -> tuple[Path, EntryKey, Path]:
     """A store with one model of 4 shards (2 images each) whose shard 1 row was edited to name
     ``outside`` (absolute, ``../`` relative, or through a symbolic link at the shard's place)."""
@@ -95,7 +95,7 @@ def test_a_manifest_path_outside_the_store_is_never_deleted_or_read(tmp_path, ho
     assert outside.read_text() == "not the store's"
 
 
-# ---------------------------------------------------------------------- item 2: exit codes
+# ---------------------------------------------------------------------- exit codes
 GOOD_MODEL = '[[model]]\nname = "{name}"\nsource = "python:toy_models:tiny_cnn"\ninput_size = 16\n\n'
 BAD_ENCODER = '[[model]]\nname = "{name}"\nsource = "python:toy_models:tiny_cnn"\nencoder = "nope"\ninput_size = 16\n\n'
 
@@ -179,7 +179,7 @@ def test_every_model_failing_is_exit_1(run_files, command, capsys) -> None:
     assert "2 of 2 models failed" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------------- item 8: models that end or poison a run
+# ---------------------------------------------------------------------- models that end or poison a run
 def test_a_model_cannot_end_the_run_or_change_torch_for_the_next(run_files, capsys) -> None:
     """Trial: a constructor that parses argv raised SystemExit, which ended the run with no message;
     a constructor that set torch's default dtype to float64 made every later model fail."""
@@ -213,7 +213,7 @@ def test_a_model_cannot_end_the_run_or_change_torch_for_the_next(run_files, caps
     assert failure["model"] == "exits" and "SystemExit: 2" in failure["message"]
 
 
-# ---------------------------------------------------------------------- item 9: stdout is the result only
+# ---------------------------------------------------------------------- stdout is the result only
 @pytest.mark.parametrize("command", ["run", "embed"])
 def test_json_stdout_is_one_document_whatever_the_models_print(run_files, command, capsys) -> None:
     """Trial: a model's own ``print`` went to stdout, so ``--json`` stdout was not JSON. Failures are
@@ -231,7 +231,7 @@ def test_json_stdout_is_one_document_whatever_the_models_print(run_files, comman
     assert len(failure_lines) == 1 and failure_lines[0].count("bad") == 1, err
 
 
-# ---------------------------------------------------------------------- item 5: leftover claims
+# ---------------------------------------------------------------------- leftover claims
 def leftover_claims(run_files, claims_of: list[tuple[int, str, float, float | None]]) -> tuple[Path, Path]:
     """A store where a first `embed` computed the 2 units of model "a", whose shard rows were then
     dropped and replaced by claims (pid, host, since, heartbeat or None) of another process."""
@@ -294,7 +294,7 @@ def test_a_fresh_claim_is_waited_for_naming_its_holder(run_files, monkeypatch, c
     assert len(waits) == 1 and "pid 4242 on host another-host" in waits[0], caplog.text
 
 
-# ---------------------------------------------------------------------- item 3: edited model code
+# ---------------------------------------------------------------------- edited model code
 EDITED_MODEL = '''
 import torch
 from torch import nn

@@ -1,4 +1,4 @@
-"""The Ray executor (issue 17): a local Ray instance, and a two-node cluster started with ``ray start``
+"""The Ray executor: a local Ray instance, and a two-node cluster started with ``ray start``
 on this machine (loopback only, one CPU per node, separate temp dirs).
 
 Every Ray process these tests start carries a marker in its environment (`MARKER`); the fixtures'

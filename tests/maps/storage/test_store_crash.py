@@ -1,4 +1,4 @@
-"""Issue 7, items 3 and 4: crashes and concurrency, with real processes.
+"""Crashes and concurrency, with real processes.
 
 - a `modelspace embed` subprocess is killed with SIGKILL once some shards are in the manifest; the
   rerun computes exactly the units that were not written, and the result equals an uninterrupted run;
@@ -7,7 +7,7 @@
 - two `modelspace embed` processes started at once on one store finish with the same, complete
   result and compute every unit exactly once between them.
 
-Issue 14: the kill is repeated at six random moments, each run resuming the last; two runs with
+The kill is repeated at six random moments, each run resuming the last; two runs with
 different --shard-size on one store (at once, or one after the other) share the entries' one layout.
 """
 
@@ -286,7 +286,7 @@ def test_two_processes_embedding_into_one_store_compute_each_unit_once(setup):
     print(f"\ntwo processes computed {computed} of {total_units()} units")
 
 
-# ---------------------------------------------------------------------- issue 14: shard layouts
+# ---------------------------------------------------------------------- shard layouts
 def layout_units(store: MapStore) -> int:
     """Units of every entry in the store's layouts table (each entry covers N_IMAGES)."""
     rows = store.db.query("SELECT shard_size FROM layouts")

@@ -83,7 +83,7 @@ def test_epsilon_lrp_runs_on_plain_cnns(source: str) -> None:
 
 
 # ε-LRP on the families whose layer norms, attention, gates and smooth activations need the rules beyond
-# linear layers (their correctness: test_lrp_references.py), each with its default encoder and R (ViT:
+# linear layers (their correctness: tests/vision/attribution/test_lrp_references.py), each with its default encoder and R (ViT:
 # the patch-token grid). One batch at 32–64 px keeps them fast.
 SMALL_LRP = {  # source -> kwargs
     "timm:vit_small_patch16_224": {"img_size": 32}, "timm:convnext_tiny": {},
