@@ -114,6 +114,20 @@ def test_no_test_edits_the_import_path() -> None:
     assert not editing, f"these test files touch sys.path: {editing}"
 
 
+def test_no_test_imports_conftest_or_another_test_module() -> None:
+    """Fixtures reach tests through pytest, shared code through tests/support: an import of conftest or
+    of a test module would tie a test to another file's place in the tree."""
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{path.relative_to(tests)}:{node.lineno}: {name}" for name in names
+                      if name.split(".")[0] == "conftest" or name.split(".")[-1].startswith("test_")]
+    assert not found, "\n".join(found)
+
+
 def test_no_extra_can_move_torch() -> None:
     """torchvision and timm, unpinned, make pip replace the user's torch with the newest release
     (measured: torch 2.13.0 -> 2.14.1 plus CUDA packages); no extra may name them."""

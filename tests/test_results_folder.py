@@ -140,6 +140,7 @@ print(json.dumps({"steps": steps[0], "outcomes": outcomes}))
 """
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_any_step_of_its_commit_leaves_one_run_s_results(runs, tmp_path) -> None:
     """Trial: `kill -9` of a `run` writing into a folder that held an earlier run (16 → 8 probe images):
     `report` then exited 0 with a page of 16 images beside CSVs of the 8-image run. Here the later run
@@ -192,6 +193,7 @@ print(json.dumps(codes))
 """
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_into_one_folder_leave_one_run_s_results(runs, tmp_path) -> None:
     """Trial: two `run`s at once into the same (default) output folder, with 16 and 8 probe images, left
     the folder mixed once in 9 tries: one run's results.json beside the other's CSVs."""

@@ -108,6 +108,7 @@ input_size = 64
     return {"root": root, "zoo": root / "zoo.toml", "probe": write_probe(root / "probe"), "truth": root / "truth.csv"}
 
 
+@pytest.mark.slow
 def test_cli_run_end_to_end(world, tmp_path) -> None:
     out = tmp_path / "out"
     code = main(["run", str(world["zoo"]), str(world["probe"]), "--out", str(out), "--store", str(tmp_path / "store"),

@@ -228,6 +228,7 @@ def computed_steps(stderr: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ tutorial
 
 
+@pytest.mark.slow
 def test_the_tutorial_runs_as_written_on_a_user_zoo(user_zoo, tmp_path) -> None:
     section = readme_section("Tutorial: your models, your probe images, the report")
     (run,) = shell_block("Tutorial: your models, your probe images, the report")
@@ -323,6 +324,7 @@ def in_process(command: str, capsys, **subst: str) -> Done:
     return Done(code, out, err)
 
 
+@pytest.mark.slow
 def test_the_commands_of_your_own_models_run_as_written(user_zoo, in_work, capsys) -> None:
     """The tutorial above runs in subprocesses; these eleven commands run in-process, to keep the
     test's time down, on the same zoo (as TOML)."""

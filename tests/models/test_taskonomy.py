@@ -331,6 +331,7 @@ def _small_shipped_zoo(tmp_path: Path, names: set[str] | None = None) -> Path:
     return small
 
 
+@pytest.mark.slow
 def test_the_shipped_zoo_runs_the_three_methods_through_the_cli_with_random_weights(tmp_path, capsys):
     """Three probe images: too few for DDS, the default estimator, which the next test runs."""
     zoo, probe, out = _small_shipped_zoo(tmp_path), write_images(tmp_path / "probe", n=3, size=24), tmp_path / "out"

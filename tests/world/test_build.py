@@ -236,6 +236,7 @@ def test_oracle_summary_figures_by_their_definitions() -> None:
     assert info["zoo_retraining"]["own_best_second_copy"] == 1
 
 
+@pytest.mark.slow
 def test_quick_build_end_to_end_and_resume(tmp_path, capsys) -> None:
     """The miniature of `python -m modelspace.world.build`: train, measure, write, then resume."""
     out, cache = tmp_path / "zoo", tmp_path / "cache"
@@ -274,6 +275,7 @@ def test_render_set_writes_chunks_into_the_cache_and_reads_them_back(tmp_path) -
         np.testing.assert_array_equal(again[key], value, err_msg=key)
 
 
+@pytest.mark.slow
 def test_oracle_split_over_workers_then_merged_and_a_retrained_source_measured_again(tmp_path, monkeypatch) -> None:
     out, cache = tmp_path / "zoo", tmp_path / "cache"
     quick = ["--quick", "--out", str(out), "--cache", str(cache)]

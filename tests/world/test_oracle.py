@@ -162,6 +162,7 @@ def test_oracle_own_encoder_is_best_for_18_of_20_targets_and_never_below_third(s
     assert sum(r == 1 for r in ranks.values()) >= 18 and max(ranks.values()) <= 3, ranks
 
 
+@pytest.mark.slow
 def test_shipped_oracle_is_reproduced_in_miniature(shipped) -> None:
     """The oracle's code, run from the shipped weights on the same scenes, gives the shipped readout
     losses: one image-level target from two sources (its own encoder and another), the first readout
@@ -200,6 +201,7 @@ def test_training_is_deterministic() -> None:
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capsys) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--n-probe", "12"]) == 0

@@ -51,6 +51,7 @@ def test_textures_are_deterministic_and_cover_every_family() -> None:
     np.testing.assert_array_equal(texture_batch(5, seed=1), a[:5])
 
 
+@pytest.mark.slow
 def test_study_in_miniature(tmp_path) -> None:
     # cheap candidates of every kind (the registered list's subspace and path methods cost 8-16 passes)
     fusion = "fusion(members=('dds','gradient_x_input'))"

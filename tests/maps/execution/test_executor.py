@@ -315,6 +315,7 @@ def build():
 '''
 
 
+@pytest.mark.slow
 def test_edited_model_code_is_recomputed_on_request(run_files) -> None:
     """Trial: a ``python:`` model whose activation changed from ReLU to tanh, with the same weights,
     silently reused the maps of the old code (the store key covers spec and weights, not code).

@@ -194,6 +194,7 @@ def marked(marker: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the Ray processes it started in /proc")
 def test_json_stdout_stays_one_document_when_a_ray_worker_dies(tmp_path) -> None:
     """Trial: `embed --executor ray --json` with a model whose Ray worker dies: Ray's

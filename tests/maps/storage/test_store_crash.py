@@ -148,6 +148,7 @@ def stored_units(store: Path) -> dict[tuple, tuple]:
     return found
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_loses_only_the_units_in_flight(setup, monkeypatch):
     """`modelspace embed` killed with SIGKILL six times, each run resuming the last: each kill comes once
     the manifest holds a number of shards drawn at random (seeded), plus a random fraction of a unit's
@@ -256,6 +257,7 @@ def test_a_rerun_removes_the_temp_file_of_a_killed_write(setup):
     assert not leftover.exists() and path.is_file()
 
 
+@pytest.mark.slow
 def test_two_processes_embedding_into_one_store_compute_each_unit_once(setup):
     s = setup
     procs = [subprocess.Popen(embed_cmd(s, "--json"), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -293,6 +295,7 @@ def layout_units(store: MapStore) -> int:
     return sum(-(-N_IMAGES // size) for (size,) in rows)
 
 
+@pytest.mark.slow
 def test_two_processes_with_different_shard_sizes_share_one_layout(setup):
     """Trial: `modelspace affinity` run twice at once on one store, with --shard-size 1 and 3: each
     superseded the other's shards (a size-3 write deletes the three size-1 rows it overlaps), both
