@@ -129,7 +129,8 @@ class ProbeSet:
     @property
     def copies(self) -> list[int]:
         """How many times each distinct image occurs (pixel for pixel), most repeated first: N ones when
-        every image differs, ``[N]`` when all are one image. Computed once."""
+        every image differs, ``[N]`` when all are one image. Computed once.
+        """
         if self._copies is None:
             counts = collections.Counter(hashlib.sha256(image.tobytes()).digest() for image in self.images.numpy())
             self._copies = sorted(counts.values(), reverse=True)
@@ -310,7 +311,8 @@ def _check_images(images) -> None:
 # ---------------------------------------------------------------------- folders
 def _list_files(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """The entries under ``folder``: the relative POSIX paths of the image files to read, and
-    ``(path, reason)`` for each entry passed over by its name (see the module docstring), both sorted."""
+    ``(path, reason)`` for each entry passed over by its name (see the module docstring), both sorted.
+    """
     images, passed_over = [], []
     # followlinks=False: a symlink pointing to an ancestor would otherwise loop forever.
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
@@ -463,7 +465,8 @@ def _resize_whole(img: Image.Image, size: int, new_w: int, new_h: int, left: int
 @functools.lru_cache(maxsize=None)
 def _window_matches_pil() -> bool:
     """Whether `_resize_window` gives this Pillow's pixels bit for bit: checked once, on shapes that take
-    either pass order and the reduce step."""
+    either pass order and the reduce step.
+    """
     rng = np.random.default_rng(0)
     for width, height, size in ((26, 426, 16), (426, 26, 16), (640, 480, 64), (97, 333, 50), (7, 30, 40)):
         img = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))

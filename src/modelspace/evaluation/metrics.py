@@ -183,7 +183,8 @@ def target_scores(details: Mapping[str, Mapping], metric: str, k: int | None = N
 
 def spearman(ranked: Sequence[str], truth_order: Sequence[str]) -> float | None:
     """Spearman's ρ between the order of `ranked` and the order `truth_order` gives the same
-    sources: 1 − 6 Σ d² / (n (n² − 1)) over rank positions (orders have no ties). None below two."""
+    sources: 1 − 6 Σ d² / (n (n² − 1)) over rank positions (orders have no ties). None below two.
+    """
     position = {s: i for i, s in enumerate(s for s in truth_order if s in set(ranked))}
     n = len(position)
     if n < 2:
@@ -263,7 +264,8 @@ class Evaluation(Mapping):
     @property
     def rho(self) -> dict[str, float]:
         """Per estimator with `per_target` details: the mean over targets of Spearman's ρ (NaN
-        when no target ranks two candidates). Random ranking gives 0 in expectation, the oracle 1."""
+        when no target ranks two candidates). Random ranking gives 0 in expectation, the oracle 1.
+        """
         out = {}
         for name, targets in self.per_target.items():
             values = [d["spearman"] for d in targets.values() if d.get("spearman") is not None]
@@ -280,7 +282,8 @@ class Evaluation(Mapping):
 
     def to_dict(self) -> dict:
         """The JSON form: ``{"n_candidates", "n_relevant", "methods", "random", "oracle"}`` (and
-        ``"per_target"`` and ``"rho"`` when there are details), each curves as `Curves.to_dict`."""
+        ``"per_target"`` and ``"rho"`` when there are details), each curves as `Curves.to_dict`.
+        """
         out = {"n_candidates": self.n_candidates, "n_relevant": self.n_relevant,
                "methods": {str(name): c.to_dict() for name, c in self.methods.items()},
                "random": self.random.to_dict(), "oracle": self.oracle.to_dict()}
@@ -344,7 +347,8 @@ def format_table(evaluation: Evaluation | Mapping, ks: Sequence[int] = (1, 3, 5)
     per-target details, per method and baseline, then random and oracle. Takes an `Evaluation`
     or its JSON form. `columns` adds named columns, {column: {row name: value}} ("–" where a row
     has no value). A K beyond the number of candidates (P@5 with 3 candidate sources) has no value
-    and shows "–", never NaN; the columns stay the same for every truth."""
+    and shows "–", never NaN; the columns stay the same for every truth.
+    """
     if not isinstance(evaluation, Evaluation):
         evaluation = Evaluation.from_dict(evaluation)
     rows = evaluation.rows()

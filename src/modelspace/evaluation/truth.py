@@ -52,7 +52,8 @@ class GroundTruth:
     def __init__(self, ranking: Mapping[str, Sequence[str]], sources: Sequence[str] | None = None,
                  origin: str = "ground truth"):
         """Build from a ranking dict; `origin` (a file name) is used in error messages. Task names are kept
-        in the normal form model names and task labels have (`models.normalise_name`), so that they match."""
+        in the normal form model names and task labels have (`models.normalise_name`), so that they match.
+        """
         self.ranking: dict[str, list[str]] = {}
         written: dict[str, str] = {}
         for target, ranked in ranking.items():
@@ -321,7 +322,8 @@ def relevant_for(truth: GroundTruth, labels: Sequence[str], n_relevant: int | No
     """The number of true top sources counted relevant when `truth` scores models with these task
     `labels`: `n_relevant` checked (`check_truth`); None, `DEFAULT_N_RELEVANT`, lowered with a warning to
     the number of candidate sources when the truth ranks fewer (a small zoo must not fail on the
-    default). The API (`ModelSpace.evaluate`) and the CLI (``--n-relevant``) both take it from here."""
+    default). The API (`ModelSpace.evaluate`) and the CLI (``--n-relevant``) both take it from here.
+    """
     if n_relevant is None:
         n_candidates = count_candidates(truth, labels)
         n_relevant = min(DEFAULT_N_RELEVANT, n_candidates)

@@ -33,7 +33,8 @@ from modelspace.models.spec import INTERPOLATIONS
 
 def _resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """Bilinear (or bicubic) resize of a B×C×H×W tensor; antialiased when shrinking (avoids aliasing
-    of fine detail)."""
+    of fine detail).
+    """
     h, w = x.shape[-2:]
     if (h, w) == tuple(size):
         return x
@@ -55,7 +56,8 @@ def _low_saturation(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
 def _lightness(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """CIE L*/100 of the sRGB image, on each of its channels (Taskonomy's ``to_light``: the L of
     Lab). Both pieces of the sRGB curve and of L* take clamped inputs, so that the piece
-    `torch.where` discards has a finite gradient."""
+    `torch.where` discards has a finite gradient.
+    """
     linear = torch.where(x > 0.04045, ((x.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, x / 12.92)
     y = (linear * torch.tensor(_SRGB_Y, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
     f = torch.where(y > _LAB_T0, y.clamp_min(_LAB_T0) ** (1 / 3), _LAB_SLOPE * y + 16 / 116)
@@ -64,7 +66,8 @@ def _lightness(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
 
 def _centre_masked(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """The centre quarter (rows and columns from 1/4 to 3/4) replaced by ``mean``, which normalising
-    makes 0 (Taskonomy's ``context_encoder_input``)."""
+    makes 0 (Taskonomy's ``context_encoder_input``).
+    """
     h, w = x.shape[-2:]
     centre = torch.zeros(h, w, dtype=torch.bool, device=x.device)
     centre[h // 4:3 * h // 4, w // 4:3 * w // 4] = True
@@ -91,7 +94,8 @@ def _check_4d(x: torch.Tensor, what: str, channels: int | None = None) -> None:
 @dataclass(frozen=True)
 class InputTransform:
     """Resize to ``size`` (height, width) with ``interpolation`` ("bilinear" or "bicubic"), apply the
-    input ``convention`` if any (a name in `CONVENTIONS`), then normalise with per-channel ``mean`` / ``std``."""
+    input ``convention`` if any (a name in `CONVENTIONS`), then normalise with per-channel ``mean`` / ``std``.
+    """
 
     size: tuple[int, int]
     mean: tuple[float, float, float]
@@ -135,7 +139,8 @@ class InputTransform:
     def from_spec(cls, spec: Any, convention: str | None = None) -> "InputTransform":
         """The transform a resolved `ModelSpec` (or anything with input_size, mean, std and optionally
         interpolation) describes, with the model's input ``convention``; `load_model` resolves the
-        fields a zoo entry leaves to the model."""
+        fields a zoo entry leaves to the model.
+        """
         unset = [f for f in ("input_size", "mean", "std") if getattr(spec, f, None) is None]
         if unset:
             raise InputError(f"model {getattr(spec, 'name', '?')!r}: field {unset[0]!r} is not resolved yet; "

@@ -82,7 +82,8 @@ class Confidence:
 
 def half_masks(n_images: int, halves: int = HALVES, seed: int = SEED) -> np.ndarray:
     """(halves, n_images) booleans: row b marks a random subset of floor(n_images / 2) images,
-    drawn without replacement, the rows one after another from ``default_rng(seed)``."""
+    drawn without replacement, the rows one after another from ``default_rng(seed)``.
+    """
     if n_images < 2:
         raise InputError(f"n_images: a half needs at least 2 probe images, got {n_images}")
     rng = np.random.default_rng(seed)

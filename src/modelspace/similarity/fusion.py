@@ -28,7 +28,8 @@ __all__ = ["Fusion", "pair_percentiles"]
 
 def pair_percentiles(matrix: np.ndarray) -> np.ndarray:
     """Each off-diagonal entry of a symmetric (M, M) matrix as its percentile among the M (M − 1) / 2
-    pairs (average ranks for ties, in [0, 1]); the diagonal is 1."""
+    pairs (average ranks for ties, in [0, 1]); the diagonal is 1.
+    """
     m = len(matrix)
     out = np.ones((m, m))
     if m < 3:  # one pair: nothing to rank it against

@@ -69,7 +69,8 @@ class MapSketcher:
 
 def sketched_affinity(sketches: Sequence[np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
     """The (N, N) affinity estimated from sketches: mean over images of the sketches' cosines (the
-    diagonal exactly 1, a sketch's cosine with itself)."""
+    diagonal exactly 1, a sketch's cosine with itself).
+    """
     if len(sketches) == 0:
         raise InputError("sketches: expected at least one model's sketch")
     names = list(names) if names is not None else [f"sketches[{i}]" for i in range(len(sketches))]

@@ -1,5 +1,6 @@
 """The model-similarity tree (agglomerative clustering on 1 − affinity, Newick), its flat clusters and
-the classical MDS map of the same distance."""
+the classical MDS map of the same distance.
+"""
 
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ def classical_mds(affinity: np.ndarray, dims: int = 2) -> np.ndarray:
 
 def mds_explained(affinity: np.ndarray, dims: int = 2) -> np.ndarray:
     """The share of the variance each of the first `dims` classical-MDS axes holds: its eigenvalue over
-    the sum of the positive eigenvalues (0 where there is none)."""
+    the sum of the positive eigenvalues (0 where there is none).
+    """
     d = distance(affinity)
     n = len(d)
     centring = np.eye(n) - 1.0 / n
@@ -95,7 +97,8 @@ def mds_explained(affinity: np.ndarray, dims: int = 2) -> np.ndarray:
 
 def cophenetic(linkage: np.ndarray) -> np.ndarray:
     """The (N, N) cophenetic distances of a tree: for each pair of leaves, the height of the merge that
-    first joins them (0 on the diagonal)."""
+    first joins them (0 on the diagonal).
+    """
     z = _checked_linkage(linkage)
     n = len(z) + 1
     members = {i: [i] for i in range(n)}
@@ -111,7 +114,8 @@ def cophenetic(linkage: np.ndarray) -> np.ndarray:
 def tree_agreement(linkage_a: np.ndarray, linkage_b: np.ndarray) -> float:
     """How alike two trees over the same leaves (in the same order) are: the Pearson correlation of
     their cophenetic distances over the pairs of leaves (1 = the same hierarchy and heights up to
-    scale). NaN when either tree has all its merges at one height or fewer than three leaves."""
+    scale). NaN when either tree has all its merges at one height or fewer than three leaves.
+    """
     a, b = cophenetic(linkage_a), cophenetic(linkage_b)
     if a.shape != b.shape:
         raise InputError(f"trees: {len(a)} and {len(b)} leaves; the agreement needs the same leaves")

@@ -54,7 +54,7 @@ def _photo(name: str) -> np.ndarray:
 
 
 def photo_batch(n: int, seed: int, size: int = 64) -> np.ndarray:
-    """n crops of real photographs, float32 (n, size, size, 3) in [0, 1]; image i depends only on (seed, i)."""
+    """N crops of real photographs, float32 (n, size, size, 3) in [0, 1]; image i depends only on (seed, i)."""
     from PIL import Image
 
     images = []
