@@ -23,6 +23,44 @@ ROOT = Path(__file__).resolve().parents[1]
 PROPERTY_SKIPS = {"RT01"}
 
 
+def decorator_names(node: ast.AST) -> set[str]:
+    """The bare names of a node's decorators (``dataclass`` for ``@dataclasses.dataclass(frozen=True)``)."""
+    out = set()
+    for d in getattr(node, "decorator_list", []):
+        d = d.func if isinstance(d, ast.Call) else d
+        out.add(d.attr if isinstance(d, ast.Attribute) else getattr(d, "id", None))
+    return out
+
+
+def dataclass_fields(node: ast.ClassDef) -> tuple[str, ...] | None:
+    """A dataclass's init fields in order (ClassVars left out), or None for a class that is not one."""
+    if "dataclass" not in decorator_names(node) or any(
+            isinstance(c, ast.FunctionDef) and c.name == "__init__" for c in node.body):
+        return None
+    return tuple(c.target.id for c in node.body
+                 if isinstance(c, ast.AnnAssign) and isinstance(c.target, ast.Name)
+                 and "ClassVar" not in ast.unparse(c.annotation))
+
+
+class Validator(AstValidator):
+    """numpydoc's AST validator, with a dataclass's fields as its class's parameters.
+
+    A dataclass documents its fields under Parameters (a value its caller builds) or, with no
+    Parameters section, under Attributes (a result it is handed); either is checked against the fields.
+    """
+
+    @property
+    def signature_parameters(self):
+        fields = dataclass_fields(self.node) if self.is_class else None
+        return super().signature_parameters if fields is None else fields
+
+    def _doc_parameters(self, sections):
+        fields = dataclass_fields(self.node) if self.is_class else None
+        if fields is not None and not self.doc["Parameters"] and self.doc["Attributes"]:
+            sections = ["Attributes" if s == "Parameters" else s for s in sections]
+        return super()._doc_parameters(sections)
+
+
 def public_nodes(tree: ast.Module, module: str):
     """Yield ``(qualified name, node, ancestry)`` for the public functions, classes and methods of a module."""
 
@@ -43,9 +81,7 @@ def public_nodes(tree: ast.Module, module: str):
 
 def is_property(node: ast.AST) -> bool:
     """Whether a function is decorated as a property (``@property``, ``@functools.cached_property``)."""
-    decorators = getattr(node, "decorator_list", [])
-    names = {d.attr if isinstance(d, ast.Attribute) else getattr(d, "id", None) for d in decorators}
-    return bool(names & {"property", "cached_property"})
+    return bool(decorator_names(node) & {"property", "cached_property"})
 
 
 def check_file(path: Path, config: dict) -> list[str]:
@@ -55,7 +91,7 @@ def check_file(path: Path, config: dict) -> list[str]:
     for name, node, ancestry in public_nodes(tree, path.stem):
         if config["exclude"] and config["exclude"].search(name):
             continue
-        report = validate.validate(name, AstValidator, ast_node=node, filename=str(path), ancestry=ancestry)
+        report = validate.validate(name, Validator, ast_node=node, filename=str(path), ancestry=ancestry)
         for code, message in report["errors"]:
             if code not in config["checks"] or (is_property(node) and code in PROPERTY_SKIPS):
                 continue

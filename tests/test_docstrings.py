@@ -21,6 +21,9 @@ pytest.importorskip("numpydoc")
 GOOD = '''\
 """A module."""
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 
 def scale(x, factor=2.0):
     """Multiply by a factor.
@@ -63,6 +66,23 @@ class Box:
 
     def _private(self, z):
         return z
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two numbers: a dataclass's fields are its parameters, documented as Attributes here.
+
+    Attributes
+    ----------
+    a : int
+        The first.
+    b : int
+        The second.
+    """
+
+    a: int
+    b: int = 0
+    kind: ClassVar[str] = "pair"
 '''
 
 
@@ -74,7 +94,7 @@ def run_ruff(path: Path) -> subprocess.CompletedProcess:
     ruff = Path(sys.executable).with_name("ruff")
     if not ruff.exists():
         pytest.skip("ruff is not installed beside this Python (the test extra pins it)")
-    return subprocess.run([str(ruff), "check", "--config", str(ROOT / "pyproject.toml"), "--select", "D", str(path)],
+    return subprocess.run([str(ruff), "check", "--config", str(ROOT / "pyproject.toml"), str(path)],
                           capture_output=True, text=True, cwd=ROOT)
 
 
@@ -93,6 +113,8 @@ def test_a_complete_docstring_passes_and_nested_functions_properties_and_private
     ("    Returns\n    -------\n    float\n        ``x * factor``.\n", "RT01"),
     # a public method with no docstring at all
     ('        """The area, the side squared."""\n', "GL08"),
+    # a dataclass field left out
+    ("    b : int\n        The second.\n", "PR01"),
 ])
 def test_the_section_check_fails_on_a_planted_violation(tmp_path, planted, code):
     assert planted in GOOD
