@@ -106,7 +106,7 @@ class GroundTruth:
     def from_csv(cls, path: str | Path) -> "GroundTruth":
         r"""Read a ground-truth CSV, detecting its format from the header.
 
-        - matrix: first header cell ``target\\source``, ``target/source`` or ``target``, the other
+        - matrix: first header cell ``target\source``, ``target/source`` or ``target``, the other
           header cells source names; one row per target of numeric scores, higher = better
           source. An empty cell means "not evaluated" (the source is left out for that target).
         - ranking: header ``target,rank1,rank2,...``; each row a target and its sources best first.
