@@ -1,5 +1,7 @@
-"""Attribution maps: stored (`storage`: keys, store, manifest, files, claims) and computed (`execution`:
-the runtime, the local and Ray executors, encoder activations).
+"""Attribution maps, stored and computed.
+
+Stored in `storage` (keys, store, manifest, files, claims); computed in `execution` (the runtime, the
+local and Ray executors, encoder activations).
 
 The step between attribution and similarity: every model's maps over the probe set, computed once
 per (model, probe set, method, probe size) and kept on disk in shards that survive crashes and are

@@ -87,7 +87,8 @@ class ReadoutRecipe:
 
 class Readout(nn.Module):
     """Frozen features (C, h, w) → a target: two 3×3 convolutions, then a 1×1 convolution at
-    READOUT_SIZE² for dense targets, or a 4×4 average pool and a linear layer for image targets."""
+    READOUT_SIZE² for dense targets, or a 4×4 average pool and a linear layer for image targets.
+    """
 
     def __init__(self, cin: int, out: int, dense: bool, width: int = 32) -> None:
         super().__init__()
@@ -113,7 +114,8 @@ class Target:
     `y` is (N, Q) float for regression, (N,) class indices for image classification, (N, K, s, s)
     class fractions for dense classification. `trivial` is the loss of an image-blind predictor
     (the per-position variance of the test labels; the cross-entropy of the training class prior),
-    so that a normalised loss of 1 means "no better than ignoring the image"."""
+    so that a normalised loss of 1 means "no better than ignoring the image".
+    """
 
     kind: str
     y_train: torch.Tensor

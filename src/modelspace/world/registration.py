@@ -1,6 +1,8 @@
-"""The study's registration, ``data/world/candidates.toml``, read once: the estimators `modelspace study` scores,
-the rule that picks the default among them and the confidence signal, committed before any of them
-was scored. The report reads the rule's tie from here too, without importing the study."""
+"""The study's registration, ``data/world/candidates.toml``, read once.
+
+It holds the estimators `modelspace study` scores, the rule that picks the default among them and the confidence signal, committed before any of them
+was scored. The report reads the rule's tie from here too, without importing the study.
+"""
 
 from __future__ import annotations
 
