@@ -95,6 +95,7 @@ class EstimatorId:
         Returns
         -------
         EstimatorId
+            Its parameters sorted by name.
         """
         return cls(name, tuple(sorted((params or {}).items())), **fields)
 
@@ -113,8 +114,11 @@ class EstimatorId:
 
     @property
     def store_key(self) -> str:
-        """The key of its maps in a store: the id (a wrapped method's by its own store key), then
-        ``#rulesN`` (or ``#prepareN``) when it has a version, then ``@precision`` unless fp32."""
+        """The key of its maps in a store.
+
+        The id (a wrapped method's by its own store key), then ``#rulesN`` (or ``#prepareN``) when it
+        has a version, then ``@precision`` unless fp32.
+        """
         key = self._written(store=True)
         if self.version:
             key = f"{key}#{self.version_tag}{self.version}"
@@ -136,6 +140,7 @@ class EstimatorId:
         Returns
         -------
         EstimatorId
+            A copy, its precision changed.
 
         Raises
         ------
@@ -155,6 +160,7 @@ class EstimatorId:
         Returns
         -------
         str
+            The bare name, or the whole id.
         """
         return label(self, among)
 
@@ -169,6 +175,7 @@ class EstimatorId:
         Returns
         -------
         str
+            The file-name part.
         """
         return stem(self, among)
 
@@ -240,16 +247,17 @@ def _call(body: str, what: str, text: str) -> tuple[str, dict[str, Any]]:
 
 
 def name_of(estimator: str | EstimatorId) -> str:
-    """The bare name of an id (``'lrp_epsilon(epsilon=0.01)'`` → ``'lrp_epsilon'``), or of an `EstimatorId`;
-    a text that is not an id (a table's row label) is its own name.
+    """The bare name of an id (``'lrp_epsilon(epsilon=0.01)'`` → ``'lrp_epsilon'``).
 
     Parameters
     ----------
     estimator : str or EstimatorId
+        An id, an `EstimatorId`, or a text that is not an id (a table's row label).
 
     Returns
     -------
     str
+        The name; for a text that is not an id, what precedes its first "(".
     """
     if isinstance(estimator, EstimatorId):
         return estimator.name
@@ -265,10 +273,12 @@ def has_params(estimator: str) -> bool:
     Parameters
     ----------
     estimator : str
+        A name, an alias or an id.
 
     Returns
     -------
     bool
+        True when it has parameters.
 
     Raises
     ------
@@ -283,18 +293,23 @@ def same_estimator(a: str | EstimatorId, b: str | EstimatorId) -> bool:
 
     Parameters
     ----------
-    a, b : str or EstimatorId
+    a : str or EstimatorId
+        One id.
+    b : str or EstimatorId
+        The other.
 
     Returns
     -------
     bool
+        True when they are equal or have the same name.
     """
     return str(a) == str(b) or name_of(a) == name_of(b)
 
 
 def find(name: str, ids: Iterable[str], aliases: Mapping[str, str] | None = None) -> str | None:
-    """The id among ``ids`` that ``name`` stands for: itself, else the first of the same name (an
-    alias resolved through ``aliases``); None when there is none.
+    """The id among ``ids`` that ``name`` stands for.
+
+    Itself, else the first of the same name (an alias resolved through ``aliases``).
 
     Parameters
     ----------
@@ -308,6 +323,7 @@ def find(name: str, ids: Iterable[str], aliases: Mapping[str, str] | None = None
     Returns
     -------
     str or None
+        The id found; None when there is none.
     """
     ids = list(ids)
     if name in ids:
@@ -320,8 +336,9 @@ def find(name: str, ids: Iterable[str], aliases: Mapping[str, str] | None = None
 
 
 def label(estimator: str | EstimatorId, among: Iterable[str | EstimatorId] = ()) -> str:
-    """Its name in a table or a file: the bare name, or the whole id when two of ``among`` (itself
-    among them) have its name.
+    """An estimator's name in a table or a file.
+
+    The bare name, or the whole id when two of ``among`` (itself among them) have its name.
 
     Parameters
     ----------
@@ -333,31 +350,34 @@ def label(estimator: str | EstimatorId, among: Iterable[str | EstimatorId] = ())
     Returns
     -------
     str
+        The bare name, or the whole id.
     """
     name = name_of(estimator)
     return str(estimator) if sum(name_of(e) == name for e in among) > 1 else name
 
 
 def stem(estimator: str | EstimatorId, among: Iterable[str | EstimatorId] = ()) -> str:
-    """The part of an estimator's output files' names (``affinity_<stem>.csv``): its `label`, with
-    every character but letters, digits, '.', '_' and '-' written as '_'.
+    """The part of an estimator's output files' names (``affinity_<stem>.csv``).
+
+    Its `label`, with every character but letters, digits, '.', '_' and '-' written as '_'.
 
     Parameters
     ----------
     estimator : str or EstimatorId
+        An id.
     among : iterable of str or EstimatorId
         The estimators of the same output folder.
 
     Returns
     -------
     str
+        The file-name part.
     """
     return _safe(label(estimator, among), collapse=False)
 
 
 def store_folder(key: str) -> str:
-    """A filesystem-safe folder name for a store key: its readable part, and a hash of the whole key
-    that keeps distinct keys apart.
+    """A filesystem-safe folder name for a store key.
 
     Parameters
     ----------
@@ -367,6 +387,7 @@ def store_folder(key: str) -> str:
     Returns
     -------
     str
+        Its readable part, and a hash of the whole key that keeps distinct keys apart.
     """
     readable = _safe(key, collapse=True)[:48] or "method"
     return f"{readable}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:8]}"
