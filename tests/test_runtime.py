@@ -10,7 +10,7 @@ from modelspace import ModelSpace
 from modelspace.errors import InputError
 from modelspace.models import load_model, load_zoo
 from modelspace.probe import ProbeSet
-from modelspace.maps import Runtime
+from modelspace.maps import LocalExecutor, Runtime
 from modelspace.world.build import ZOO_DIR
 
 
@@ -27,7 +27,8 @@ def probe():
 
 
 def fitted(specs, probe, store, **runtime) -> ModelSpace:
-    return ModelSpace(store=store, batch_size=8, shard_size=12, progress=False, **runtime).fit(specs, probe)
+    return ModelSpace(store=store, runtime=Runtime(batch_size=8, **runtime), executor=LocalExecutor(shard_size=12),
+                      progress=False).fit(specs, probe)
 
 
 def stored_maps(space: ModelSpace, method: str) -> dict[str, np.ndarray]:
@@ -68,7 +69,7 @@ def test_bf16_maps_agree_with_fp32_and_are_stored_apart(specs, probe, tmp_path):
 
 def test_runtime_options_are_checked_by_name(specs, probe):
     with pytest.raises(InputError, match="precision"):
-        ModelSpace(precision="fp8", progress=False).fit(specs[:1], probe)
+        Runtime(precision="fp8")
     with pytest.raises(InputError, match="workers"):
         Runtime(workers=-1)
     with pytest.raises(InputError, match="device"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -33,6 +34,8 @@ from ._version import __version__
 from .attribution import DEFAULT_METHODS, get_method
 from .errors import InputError, ModelspaceError, StorageError, printable
 from .evaluation import DEFAULT_N_RELEVANT, format_table
+from .maps import EXECUTORS, Executor, LocalExecutor, RayExecutor, Runtime
+from .options import add_options, from_args
 from .results import LABEL_SCORES_JSON, REPORT_HTML, add_files, locked
 
 _log = logging.getLogger("modelspace")
@@ -344,7 +347,7 @@ def _failed(space) -> int:
 def _preflight(args: argparse.Namespace) -> None:
     """Check the device and the output paths before any work, so a bad one is a message, not a traceback
     after hours of computing."""
-    if getattr(args, "device", None) is not None and getattr(args, "executor", "local") == "local":
+    if getattr(args, "device", None) is not None and getattr(args, "executor", LocalExecutor.name) == LocalExecutor.name:
         _check_device(args.device)  # with Ray the device is the workers', which this machine may not have
     if args.command == "probe":
         _check_writable(Path(args.out), "--out", folder=False)
@@ -523,13 +526,9 @@ def _space(args: argparse.Namespace):
                    and get_method(m).name == "lrp_epsilon" else m for m in args.methods_given or DEFAULT_METHODS]
         if args.methods_given is None:
             methods += default_estimators(methods, add_methods=True)[0]
-    return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
-                      device=args.device, precision=args.precision, channels_last=args.channels_last,
-                      pass_memory=None if args.pass_memory is None else int(args.pass_memory * 2**20),
-                      workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
-                      recompute=args.recompute, progress=not args.quiet, executor=args.executor,
-                      ray_address=args.ray_address, gpus_per_model=args.gpus_per_model,
-                      cpus_per_model=args.cpus_per_model, shared_store=args.shared_store)
+    return ModelSpace(methods=methods, store=args.store, runtime=from_args(Runtime, args),
+                      executor=from_args(EXECUTORS[args.executor], args), sketch=args.sketch,
+                      retry_failed=args.retry_failed, recompute=args.recompute, progress=not args.quiet)
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
@@ -692,17 +691,8 @@ def _parser() -> argparse.ArgumentParser:
                          "\"transformed(method='gxi',pool=4)\"")
     compute.add_argument("--epsilon", type=float, default=None,
                          help=f"ε of ε-LRP (default {get_method('lrp_epsilon').epsilon:g})")
-    compute.add_argument("--batch-size", type=int, default=32, help="probe images per forward+backward pass "
-                         "(default 32)")
-    compute.add_argument("--shard-size", type=int, default=256, help="probe images per unit of work (default 256)")
-    compute.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    compute.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                         help="autocast precision of the forward pass (default fp32; bf16/fp16 on GPUs)")
-    compute.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster on GPUs)")
-    compute.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
-    compute.add_argument("--pass-memory", type=float, default=None, metavar="MB",
-                         help="memory one forward+backward pass may keep for its backward; larger batches run in "
-                              "passes of fewer images (default 1024 on the CPU, no bound on GPUs)")
+    add_options(compute, Runtime)  # the flags and their defaults are the configuration objects' own
+    add_options(compute, Executor)
     compute.add_argument("--sketch", type=int, default=None, metavar="K",
                          help="estimate affinities from K-dimensional random projections of the maps, kept in the "
                               "store (for very large stores; default: exact)")
@@ -711,20 +701,11 @@ def _parser() -> argparse.ArgumentParser:
     compute.add_argument("--recompute", nargs="+", default=[], metavar="NAME",
                          help="drop and compute again the stored maps of these models (after editing their code: "
                               "store keys cover a model's spec and weights, not its code)")
-    compute.add_argument("--executor", default="local", choices=["local", "ray"],
-                         help="where models run: 'local' (this process, default) or 'ray' (a Ray cluster, one actor "
-                              "per model; needs the 'ray' extra)")
-    compute.add_argument("--ray-address", default=None, metavar="ADDR",
-                         help="with --executor ray: 'auto' (the cluster this machine is in), ray://HOST:10001, or "
-                              "none to start a local Ray instance")
-    compute.add_argument("--gpus-per-model", type=float, default=0.0, metavar="F",
-                         help="with --executor ray: GPUs per model, a fraction shares one (e.g. 0.25; needs --device "
-                              "cuda; default 0)")
-    compute.add_argument("--cpus-per-model", type=float, default=1.0, metavar="N",
-                         help="with --executor ray: CPUs per model (default 1)")
-    compute.add_argument("--shared-store", action="store_true",
-                         help="with --executor ray: every node sees --store at the same path; workers write shard "
-                              "files into it (default: shards come back through Ray's object store)")
+    compute.add_argument("--executor", default=LocalExecutor.name, choices=list(EXECUTORS),
+                         help=f"where models run: '{LocalExecutor.name}' (this process, default) or "
+                              f"'{RayExecutor.name}' (a Ray cluster, one actor per model; needs the 'ray' extra)")
+    add_options(compute, RayExecutor, prefix=f"with --executor {RayExecutor.name}: ",
+                exclude=[f.name for f in dataclasses.fields(Executor)])
     compute.add_argument("--trust-checkpoints", action="store_true",
                          help="unpickle checkpoint files in full (can run code in them); only for files you trust")
     compute.add_argument("--weights-dir", default=None, metavar="DIR",

@@ -1,6 +1,7 @@
 """`ModelSpace`: the whole pipeline behind one estimator object.
 
-    space = ModelSpace(methods=["saliency", "lrp"], store="runs/store")
+    space = ModelSpace(methods=["saliency", "lrp"], store="runs/store",
+                       runtime=Runtime(device="cuda", batch_size=64))   # executor=RayExecutor(...) for a cluster
     space.fit(load_zoo("zoo.toml"), ProbeSet.from_folder("probe/"))
     space.results_["saliency"].affinity          # (N, N) mean-of-cosines matrix
     space.results_["saliency"].ranking["depth"]  # sources of target 'depth', best first
@@ -49,10 +50,12 @@ from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, ge
 from .errors import InputError, ModelRemovedError, ModelspaceError, StorageError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices, relevant_for
 from .maps import (
+    EXECUTORS,
     EntryKey,
     half_key,
     LocalExecutor,
     MapStore,
+    RayExecutor,
     Runtime,
     encoder_activations,
     kept_torch_state,
@@ -154,24 +157,15 @@ class ModelSpace:
         `Similarity.undefined_on`), and a fusion of one, is not computed: `not_computed_` says why.
     store : str, Path, MapStore or None
         Folder of the map store (resumable across runs); None uses a temporary folder.
-    batch_size : int
-        Probe images per forward+backward pass.
-    shard_size : int
-        Probe images per unit of work (the grain of resuming and of distribution). Maps already
-        planned in the store (by an earlier or a concurrent run) keep the shard size they were
-        planned with (`MapStore.plan`).
-    device : str or torch.device
-        Torch device for the models ("cpu", "cuda", "cuda:1").
-    precision : str
-        "fp32", or "bf16"/"fp16" autocast for the forward pass (see `maps.runtime`); maps of
-        another precision are stored under their own key.
-    channels_last : bool
-        NHWC memory layout for models and inputs (faster convolutions on GPUs).
-    pass_memory : int or None
-        Bytes one forward+backward pass may keep for its backward: a batch that would keep more runs
-        in passes of fewer images (`maps.runtime`). None: 1 GiB on the CPU, no bound on GPUs.
-    workers : int
-        DataLoader worker processes feeding probe batches (0: in this process).
+    runtime : Runtime
+        How each model runs: device, precision, memory layout, batch size, data-loading workers and the
+        memory one pass may keep for its backward (`maps.Runtime`). Maps of another precision are
+        stored under their own key.
+    executor : LocalExecutor or RayExecutor
+        Where the units of work run, and how large they are (`shard_size`). `LocalExecutor` (the
+        default): models one after another in this process. `RayExecutor`: on a Ray cluster, one actor
+        per model, this process the store's only writer (`maps.ray_executor`; needs the ``ray`` extra,
+        imported only when it runs). See README, "Running on a Ray cluster".
     sketch : int or None
         None (exact affinities), or k: affinities estimated from k-dimensional random
         projections of the maps (`similarity.sketch`), kept in the store, so that later fits and
@@ -190,21 +184,11 @@ class ModelSpace:
         after editing the code of a ``python:`` model, name it here (CLI: ``--recompute NAME``).
     progress : bool
         Show progress bars.
-    executor : str
-        "local" (default): models run one after another in this process. "ray": on a Ray cluster,
-        one actor per model, this process the store's only writer (`maps.ray_executor`; needs the
-        ``ray`` extra). See README, "Running on a Ray cluster".
-    ray_address : str or None
-        With ``executor="ray"``: None starts a local Ray instance, "auto" joins the cluster this
-        machine belongs to, "ray://HOST:10001" connects to a remote one (Ray Client).
-    gpus_per_model : float
-        With ``executor="ray"``: GPUs each model asks for; a fraction (0.25) lets small models
-        share a GPU. Needs ``device="cuda"``.
-    cpus_per_model : float
-        With ``executor="ray"``: CPUs each model asks for.
-    shared_store : bool
-        With ``executor="ray"``: every node sees the store folder at the same path, so workers
-        write shard files into it themselves; False (default) sends them through Ray's object store.
+
+    Raises
+    ------
+    InputError
+        At `fit` / `embed`: a bad argument, named.
     """
 
     def __init__(
@@ -212,46 +196,26 @@ class ModelSpace:
         methods: Sequence[str | AttributionMethod] | None = None,
         baselines: Sequence[str | Similarity] | None = None,
         store: str | Path | MapStore | None = None,
-        batch_size: int = 32,
-        shard_size: int = 256,
-        device: str | torch.device = "cpu",
-        precision: str = "fp32",
-        channels_last: bool = False,
-        pass_memory: int | None = None,
-        workers: int = 0,
+        runtime: Runtime = Runtime(),
+        executor: LocalExecutor | RayExecutor = LocalExecutor(),
         sketch: int | None = None,
         linkage: str = "average",
         on_error: str = "record",
         retry_failed: bool = False,
         recompute: Sequence[str] = (),
         progress: bool = True,
-        executor: str = "local",
-        ray_address: str | None = None,
-        gpus_per_model: float = 0.0,
-        cpus_per_model: float = 1.0,
-        shared_store: bool = False,
     ) -> None:
         self.methods = methods
         self.baselines = baselines
         self.store = store
-        self.batch_size = batch_size
-        self.shard_size = shard_size
-        self.device = device
-        self.precision = precision
-        self.channels_last = channels_last
-        self.pass_memory = pass_memory
-        self.workers = workers
+        self.runtime = runtime
+        self.executor = executor
         self.sketch = sketch
         self.linkage = linkage
         self.on_error = on_error
         self.retry_failed = retry_failed
         self.recompute = recompute
         self.progress = progress
-        self.executor = executor
-        self.ray_address = ray_address
-        self.gpus_per_model = gpus_per_model
-        self.cpus_per_model = cpus_per_model
-        self.shared_store = shared_store
 
     # ------------------------------------------------------------------ public API
 
@@ -294,8 +258,8 @@ class ModelSpace:
         unknown = [n for n in self._recompute if n not in names]
         if unknown:  # a typo would otherwise silently reuse the stale maps it was meant to drop
             raise InputError(f"recompute: no model named {', '.join(map(repr, unknown))} among the models given")
-        self.placements_: list[dict] = []  # executor="ray": where each computed unit ran
-        if self.executor == "ray":
+        self.placements_: list[dict] = []  # with a RayExecutor: where each computed unit ran
+        if isinstance(self.executor, RayExecutor):
             self._embed_ray(models)
             return self
         self._offline = offline_needed(specs)  # once per fit: a probe of the download hosts, if any
@@ -311,7 +275,7 @@ class ModelSpace:
         self._check_fitted(assembled=False)
         if isinstance(model, ModelSpec):
             check_sources([model])
-        if self.executor == "ray":
+        if isinstance(self.executor, RayExecutor):
             self._embed_ray([model])
         else:
             with kept_torch_state(), hub_offline_mode(offline_needed([model] if isinstance(model, ModelSpec) else [])):
@@ -422,15 +386,15 @@ class ModelSpace:
                       takes: set[str]) -> dict[str, np.ndarray]:
         """A model's pooled encoder features and / or source-class probabilities on the labelled images."""
         try:
-            loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
+            loaded = model if isinstance(model, LoadedModel) else load_model(model, self.runtime.device)
         except ModelspaceError as exc:
             self._fail(name, "label scores", exc)
             return {}
-        self.runtime_.prepare(loaded.module)
+        self.runtime.prepare(loaded.module)
         inputs = {}
-        runs = {"features": lambda: encoder_activations(loaded, batch, self.batch_size, self.runtime_,
+        runs = {"features": lambda: encoder_activations(loaded, batch, self.runtime.batch_size, self.runtime,
                                                         progress=False, pool=True),
-                "probs": lambda: source_probabilities(loaded, batch, self.batch_size, self.runtime_, progress=False)}
+                "probs": lambda: source_probabilities(loaded, batch, self.runtime.batch_size, self.runtime, progress=False)}
         for kind in sorted(takes):
             try:
                 inputs[kind] = runs[kind]()
@@ -570,7 +534,7 @@ class ModelSpace:
         if spec is not None and self._failed_to_load_before(spec):
             return
         try:
-            loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
+            loaded = model if isinstance(model, LoadedModel) else load_model(model, self.runtime.device)
         except ModelspaceError as exc:
             self._load_failed(name, spec, exc, load_repeatable(exc))
             return
@@ -579,13 +543,13 @@ class ModelSpace:
         except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit from a constructor that parses argv
             self._load_failed(name, spec, _wrapped(name, "failed while loading", exc), load_repeatable(exc))
             return
-        self.runtime_.prepare(loaded.module)
-        executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
+        self.runtime.prepare(loaded.module)
         failed: set[str] = set()
         try:
             for group, units in self._admit(loaded):
                 try:
-                    written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
+                    written = self.executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_,
+                                                self.runtime, self.progress)
                     self.work_["computed"] += len(written)
                     self.work_["reused"] += len(units) - len(written)
                 except (StorageError, ModelRemovedError, KeyboardInterrupt):
@@ -599,21 +563,16 @@ class ModelSpace:
 
     def _embed_ray(self, models: list) -> None:
         """Every model on a Ray cluster, one actor each; this process commits what they compute."""
-        from .maps.ray_executor import RayExecutor  # here only: nothing else in modelspace imports Ray
-
         names = [self._check_new(m) for m in models]
         if len(set(names)) != len(names):
             raise InputError(f"models: names repeated: {sorted({n for n in names if names.count(n) > 1})}")
         models = [m for m in models if not (isinstance(m, ModelSpec) and self._failed_to_load_before(m))]
         names = [m.spec.name if isinstance(m, LoadedModel) else m.name for m in models]
         self._ray_specs = {m.name: m for m in models if isinstance(m, ModelSpec)}
-        executor = RayExecutor(self.ray_address, self.gpus_per_model, self.cpus_per_model, self.batch_size,
-                               self.runtime_, self.progress, self.shared_store)
         before = list(self.members_)
         job = _RayJob(admit=self._admit, failed=self._ray_failed, settle=self._settle, counted=self._counted,
                       stored=self._stored_baselines, prepared=self._prepared_baselines)
-        executor.run(models, self.probe_, self.store_, job)
-        self.placements_ += executor.placements
+        self.placements_ += self.executor.run(models, self.probe_, self.store_, job, self.runtime, self.progress)
         # Models finish in any order on a cluster; the space keeps the order they were given in.
         self.members_ = {n: self.members_[n] for n in before + names if n in self.members_}
 
@@ -681,16 +640,16 @@ class ModelSpace:
         if name in self._recompute:  # its code changed under the same key: drop what the old code computed
             for key in [*keys.values(), *self._baseline_keys(loaded).values()]:
                 self.store_.remove_entry(key)
-        return [(group, [u for m in group for u in self.store_.plan(keys[m.id], name, len(self.probe_), self.shard_size)])
+        return [(group, [u for m in group for u in self.store_.plan(keys[m.id], name, len(self.probe_), self.executor.shard_size)])
                 for group in backward_groups(self._not_failed_before(name, keys))]
 
     def _keys(self, loaded: LoadedModel) -> dict[str, EntryKey]:
-        return {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.store_id, self.runtime_.precision),
+        return {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.store_id, self.runtime.precision),
                                self.probe_.size) for m in self.methods_}
 
     def _baseline_keys(self, loaded: LoadedModel) -> dict[str, EntryKey]:
         """The store keys of a model's prepared baseline forms, by baseline id (fusions prepare nothing)."""
-        return {b.id: EntryKey(loaded.key, self.probe_.hash, method_key(f"prepared:{b.store_id}", self.runtime_.precision),
+        return {b.id: EntryKey(loaded.key, self.probe_.hash, method_key(f"prepared:{b.store_id}", self.runtime.precision),
                                self.probe_.size) for b in self.baselines_ if not b.combines_estimators}
 
     def _group_failed(self, loaded: LoadedModel, group: Sequence[AttributionMethod], error: Exception,
@@ -737,7 +696,7 @@ class ModelSpace:
         found, todo = self._stored_baselines(loaded)
         if todo:
             found.update(self._prepared_baselines(
-                loaded, *prepare_baselines(loaded, todo, self.probe_, self.batch_size, self.runtime_)))
+                loaded, *prepare_baselines(loaded, todo, self.probe_, self.runtime)))
         return found
 
     def _stored_baselines(self, loaded: LoadedModel) -> tuple[dict[str, Prepared], list[Similarity]]:
@@ -973,20 +932,17 @@ class ModelSpace:
         _log.warning("%s [%s]", text, method or stage)
 
     def _validate(self) -> None:
-        check_int(self.batch_size, "batch_size")
-        check_int(self.shard_size, "shard_size")
-        self.runtime_ = Runtime(self.device, self.precision, bool(self.channels_last), self.workers,
-                                pass_memory=self.pass_memory)
+        if not isinstance(self.runtime, Runtime):
+            raise InputError(f"runtime: expected a Runtime, got {self.runtime!r}")
+        if not isinstance(self.executor, tuple(EXECUTORS.values())):
+            raise InputError(f"executor: expected {' or '.join(c.__name__ for c in EXECUTORS.values())}, "
+                             f"got {self.executor!r}")
         check_int(self.sketch, "sketch", optional=True)
-        if self.executor not in ("local", "ray"):
-            raise InputError(f"executor: expected 'local' or 'ray', got {self.executor!r}")
-        if self.executor == "ray":
-            from .maps.ray_executor import check_resources, import_ray
+        if isinstance(self.executor, RayExecutor):
+            from .maps.ray_executor import import_ray
 
             import_ray()  # a clear error naming the extra before any work
-            check_resources(self.gpus_per_model, self.cpus_per_model, self.runtime_)
-            if self.ray_address is not None and not isinstance(self.ray_address, str):
-                raise InputError(f"ray_address: expected None, 'auto' or 'ray://HOST:PORT', got {self.ray_address!r}")
+            self.executor.check_runtime(self.runtime)
         if self.on_error not in ("record", "raise"):
             raise InputError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
         if isinstance(self.recompute, str) or not all(isinstance(n, str) for n in self.recompute):

@@ -17,6 +17,7 @@ import pytest
 from conftest import subprocess_env
 from modelspace import ProbeSet
 from modelspace.cli import main
+from modelspace.maps import LocalExecutor
 
 SLOW_MODEL = ('[[model]]\nname = "{name}"\nsource = "python:toy_models:slow_cnn"\n'
               'kwargs = {{ delay = 0.05, seed = {seed} }}\ninput_size = 16\n\n')
@@ -124,7 +125,7 @@ def test_gc_removes_the_rows_and_files_of_keys_no_model_is_registered_under(zoo_
     store = zoo_run["store"]
     widths = {"a": 4, "b": 5, "c": 6}
     specs = [ModelSpec(n, "python:toy_models:tiny_cnn", input_size=16, kwargs={"width": w}) for n, w in widths.items()]
-    ModelSpace(methods=["saliency"], store=store, shard_size=4, progress=False).fit(
+    ModelSpace(methods=["saliency"], store=store, executor=LocalExecutor(shard_size=4), progress=False).fit(
         specs, ProbeSet.load(zoo_run["probe"]))
     (key,) = manifest(store, "SELECT model_key FROM models WHERE name = 'b'")[0]
     with sqlite3.connect(store / "manifest.sqlite") as conn:

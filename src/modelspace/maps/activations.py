@@ -70,9 +70,10 @@ def encoder_activations(
     return _batched(model, "encoder output", images, batch_size, runtime, progress, lambda x: rows(tap(x)))
 
 
-def prepare_baselines(model: Any, baselines: Sequence[Any], probe: Any, batch_size: int,
+def prepare_baselines(model: Any, baselines: Sequence[Any], probe: Any,
                       runtime: Runtime) -> tuple[dict[str, Any], list[tuple[str, Exception]]]:
-    """A model's encoder activations on the whole probe set, in each baseline's compact prepared form.
+    """A model's encoder activations on the whole probe set (in batches of `Runtime.batch_size`), in each
+    baseline's compact prepared form.
 
     Returns ``({baseline id: prepared}, [(what, error)])``: ``what`` is "baselines" when the
     activations themselves could not be computed (then nothing is prepared), else the id of the
@@ -81,7 +82,7 @@ def prepare_baselines(model: Any, baselines: Sequence[Any], probe: Any, batch_si
     from .executor import run_error  # executor imports this module's siblings; import at call time
 
     try:
-        acts = encoder_activations(model, probe.batch(0, len(probe)), batch_size, runtime, progress=False)
+        acts = encoder_activations(model, probe.batch(0, len(probe)), runtime.batch_size, runtime, progress=False)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - one model's failure is recorded, the run goes on

@@ -1,8 +1,9 @@
 """Running units of work: one model × one shard of the probe set → stored attribution maps.
 
-`run_unit` is the whole job of a unit and needs nothing but the unit, the model, the probe set
-and the store, so a distributed executor (Ray, a job array) can ship `WorkUnit.to_dict()` to
-other processes and call it there against a shared store. `LocalExecutor` runs them in this
+`run_unit` is the whole job of a unit and needs nothing but the unit, the model, the probe set,
+the store and the `Runtime`, so a distributed executor (Ray, a job array) can ship
+`WorkUnit.to_dict()` to other processes and call it there against a shared store. `Executor` is
+what every executor's configuration holds (the shard size); `LocalExecutor` runs the units in this
 process, loading each model once, and `run_exclusive` makes several processes sharing a store
 compute each unit once between them (see `claims`).
 """
@@ -14,14 +15,16 @@ import time
 import uuid
 from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 import torch
 from ..progress import progress as progress_bar
 
 from ..attribution import AttributionMethod, attribute_many
 from ..models import LoadedModel
-from ..errors import InputError, ModelLoadError, ModelspaceError, StoreError
+from ..errors import InputError, ModelLoadError, ModelspaceError, StoreError, check_int
+from ..options import option
 from ..probe import ProbeSet
 from . import claims
 from .keys import WorkUnit, method_key
@@ -72,11 +75,11 @@ def run_units(
     probe: ProbeSet,
     methods: Sequence[AttributionMethod],
     store: MapStore,
-    batch_size: int = 32,
     runtime: Runtime | str | torch.device = "cpu",
 ) -> list[ShardInfo]:
-    """Units of one model covering the same shard (one per method), computed together in batches
-    (methods that share a backward pass share it) and written to the store, one atomic write each.
+    """Units of one model covering the same shard (one per method), computed together in batches of
+    `Runtime.batch_size` (methods that share a backward pass share it) and written to the store, one
+    atomic write each.
 
     A batch runs in passes of as many images as `runtime` lets a pass keep for its backward
     (`Runtime.pass_images`), measured on the shard's first image and on every pass since."""
@@ -92,7 +95,7 @@ def run_units(
         with SavedBytes(model.module) as saved:
             compute_maps(model, probe.batch(start, start + 1).to(runtime.device), todo, probe.size, runtime)
         per_image = saved.bytes
-    for images in runtime.batches(probe, start, stop, batch_size):
+    for images in runtime.batches(probe, start, stop, runtime.batch_size):
         done = 0
         while done < len(images):
             n = runtime.pass_images(len(images) - done, per_image)
@@ -111,11 +114,10 @@ def run_unit(
     probe: ProbeSet,
     method: AttributionMethod,
     store: MapStore,
-    batch_size: int = 32,
     runtime: Runtime | str | torch.device = "cpu",
 ) -> ShardInfo:
     """The whole job of one unit: what a distributed worker runs, given the unit's record."""
-    return run_units([unit], model, probe, [method], store, batch_size, runtime)[0]
+    return run_units([unit], model, probe, [method], store, runtime)[0]
 
 
 def run_error(loaded: LoadedModel, exc: BaseException) -> Exception:
@@ -141,14 +143,44 @@ def repeatable(exc: BaseException) -> bool:
     return not isinstance(exc, (MemoryError, torch.OutOfMemoryError, OSError, StoreError))
 
 
-class LocalExecutor:
-    """Runs the units of one model in this process, shard by shard, all methods of a shard together."""
+@dataclass(frozen=True)
+class Executor:
+    """Where the units of work run: what every executor's configuration holds. An immutable value,
+    checked when it is made; subclasses add their own fields (`LocalExecutor`, `ray_executor.RayExecutor`).
 
-    def __init__(self, batch_size: int = 32, runtime: Runtime | str | torch.device = "cpu",
-                 progress: bool = True) -> None:
-        self.batch_size = batch_size
-        self.runtime = Runtime.of(runtime)
-        self.progress = progress
+    Parameters
+    ----------
+    shard_size : int
+        Probe images per unit of work (the grain of resuming and of distribution). Maps already
+        planned in the store (by an earlier or a concurrent run) keep the shard size they were
+        planned with (`MapStore.plan`).
+
+    Raises
+    ------
+    InputError
+        A field out of its range; the message names the field.
+    """
+
+    #: The executor's name on the command line (``--executor``).
+    name: ClassVar[str] = ""
+
+    shard_size: int = option(256, "probe images per unit of work")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shard_size", check_int(self.shard_size, "shard_size"))
+
+
+@dataclass(frozen=True)
+class LocalExecutor(Executor):
+    """Runs the models one after another in this process, shard by shard, all methods of a shard together.
+
+    Parameters
+    ----------
+    shard_size : int
+        As `Executor`'s.
+    """
+
+    name: ClassVar[str] = "local"
 
     def run(
         self,
@@ -157,14 +189,41 @@ class LocalExecutor:
         units: Sequence[WorkUnit],
         probe: ProbeSet,
         store: MapStore,
+        runtime: Runtime | str | torch.device = "cpu",
+        progress: bool = False,
     ) -> list[ShardInfo]:
+        """Compute the units of one model, claimed shard by shard, and write them to the store.
+
+        Parameters
+        ----------
+        model : LoadedModel
+            The model, already on the runtime's device (`Runtime.prepare`).
+        methods : sequence of AttributionMethod
+            The methods the units are of (sharing a backward pass).
+        units : sequence of WorkUnit
+            The units to compute (those found written meanwhile are skipped).
+        probe : ProbeSet
+            The probe images.
+        store : MapStore
+            Where the maps go.
+        runtime : Runtime, str or torch.device
+            How the model runs, or just a device.
+        progress : bool
+            Show a bar over the shards.
+
+        Returns
+        -------
+        list of ShardInfo
+            The shards this call wrote.
+        """
+        runtime = Runtime.of(runtime)
         shards: dict[tuple[int, int], list[WorkUnit]] = {}
         for unit in units:
             shards.setdefault((unit.start, unit.stop), []).append(unit)
         # Claimed shard by shard, so that two processes sharing the store never compute a unit twice.
         return run_exclusive(store, list(shards.values()),
-                             lambda group: run_units(group, model, probe, methods, store, self.batch_size, self.runtime),
-                             progress=self.progress, desc=f"{model.name} · {'+'.join(m.name for m in methods)}")
+                             lambda group: run_units(group, model, probe, methods, store, runtime),
+                             progress=progress, desc=f"{model.name} · {'+'.join(m.name for m in methods)}")
 
 
 def run_exclusive(

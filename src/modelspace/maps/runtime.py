@@ -9,6 +9,7 @@ executor consults, so that the attribution code itself stays free of them:
   of the store key (`keys.method_key`): fp32 and bf16 maps never mix in one affinity.
   `benchmarks/` reports the cosine agreement of such maps with fp32 ones.
 * ``channels_last``: NHWC memory layout for models and inputs (faster convolutions on tensor cores).
+* ``batch_size``: probe images per forward+backward pass.
 * ``workers`` / ``pin_memory``: probe batches prepared by DataLoader worker processes and copied
   from page-locked memory. Batches travel as uint8 (4× fewer bytes than float32) and become
   floats on the device.
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, check_int
+from ..options import option
 from ..probe import ProbeSet
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -46,7 +48,9 @@ passes)."""
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how models run; see the module docstring for each field.
+    """How a model runs: device, precision, memory layout, batches and what a pass may keep (see the module
+    docstring for each field). An immutable value, checked when it is made; the CLI's options are its fields
+    (`options.add_options`).
 
     Parameters
     ----------
@@ -63,14 +67,26 @@ class Runtime:
     pass_memory : int or None
         Bytes one forward+backward pass may keep for its backward; None: `CPU_PASS_MEMORY` on the
         CPU, no bound on other devices.
+    batch_size : int
+        Probe images per forward+backward pass (a batch that would keep more than `pass_memory`
+        runs in passes of fewer images).
+
+    Raises
+    ------
+    InputError
+        A field out of its range or of the wrong type; the message names the field.
     """
 
-    device: str = "cpu"
-    precision: str = "fp32"
-    channels_last: bool = False
-    workers: int = 0
+    device: str = option("cpu", "torch device, e.g. cuda")
+    precision: str = option("fp32", "autocast precision of the forward pass, bf16/fp16 on GPUs", choices=PRECISIONS)
+    channels_last: bool = option(False, "NHWC memory layout (faster on GPUs)")
+    workers: int = option(0, "data-loading worker processes")
     pin_memory: bool | None = None  # None: pin when the device is CUDA
-    pass_memory: int | None = None
+    pass_memory: int | None = option(
+        None, "memory one forward+backward pass may keep for its backward; larger batches run in passes of fewer "
+              f"images (default {CPU_PASS_MEMORY >> 20} on the CPU, no bound on GPUs)",
+        metavar="MB", scale=1 << 20, type=float)
+    batch_size: int = option(32, "probe images per forward+backward pass")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", str(self.device))
@@ -80,8 +96,13 @@ class Runtime:
             raise InputError(f"device: {self.device!r} is not a torch device ({exc})") from exc
         if self.precision not in PRECISIONS:
             raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        check_int(self.workers, "workers", minimum=0)
-        check_int(self.pass_memory, "pass_memory", optional=True)
+        if not isinstance(self.channels_last, bool):
+            raise InputError(f"channels_last: expected True or False, got {self.channels_last!r}")
+        if self.pin_memory is not None and not isinstance(self.pin_memory, bool):
+            raise InputError(f"pin_memory: expected True, False or None, got {self.pin_memory!r}")
+        object.__setattr__(self, "workers", check_int(self.workers, "workers", minimum=0))
+        object.__setattr__(self, "pass_memory", check_int(self.pass_memory, "pass_memory", optional=True))
+        object.__setattr__(self, "batch_size", check_int(self.batch_size, "batch_size"))
 
     @classmethod
     def of(cls, runtime: "Runtime | str | torch.device") -> "Runtime":
