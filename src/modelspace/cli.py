@@ -37,6 +37,7 @@ from .evaluation import DEFAULT_N_RELEVANT, format_table
 from .maps import EXECUTORS, Executor, LocalExecutor, RayExecutor, Runtime
 from .options import add_options, from_args
 from .results import LABEL_SCORES_JSON, REPORT_HTML, add_files, locked
+from .transferability import DEFAULT_SCORES, list_scores
 
 _log = logging.getLogger("modelspace")
 
@@ -739,9 +740,10 @@ def _parser() -> argparse.ArgumentParser:
                         "image,label rows (paths relative to the CSV); scores every model → results.json "
                         f"\"label_scores\" (also OUT/{LABEL_SCORES_JSON}) and the report's section, with a warning "
                         "on any score that cannot rank the models on that many labels")
-    p.add_argument("--label-scores", nargs="+", default=["logme", "hscore", "transrate", "gbc"], metavar="SCORE",
-                   help="label-based scores with --labels (default: logme hscore transrate gbc; also leep nce "
-                        "for models with a classifier head)")
+    p.add_argument("--label-scores", nargs="+", default=list(DEFAULT_SCORES), metavar="SCORE",
+                   help=f"label-based scores with --labels (default: {' '.join(DEFAULT_SCORES)}; also "
+                        f"{' '.join(s for s in list_scores() if s not in DEFAULT_SCORES)} for models with a "
+                        "classifier head)")
     p.add_argument("--summary-estimator", default=None, metavar="ID",
                    help="estimator whose sources the report's summary lines name (default: the best by P@5 "
                         "with --truth, else the first)")

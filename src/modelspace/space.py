@@ -82,7 +82,7 @@ from .models import (
 from .probe import ProbeSet
 from .progress import progress as progress_bar
 from .results import Failure, Keyed, MethodResult
-from .transferability import TransferabilityScore, cannot_rank, get_score
+from .transferability import DEFAULT_SCORES, TransferabilityScore, cannot_rank, get_score
 from .similarity import (
     CONFIDENCE_SEED,
     MapSketcher,
@@ -146,7 +146,7 @@ class ModelSpace:
         (`DEFAULT_METHODS`) and any method `DEFAULT_ESTIMATOR` needs.
     baselines : sequence of str or Similarity, or None
         Label-free baselines on the encoder activations of the same probe set
-        ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara") and fusions; their matrices sit beside
+        (`similarity.list_baselines`) and fusions; their matrices sit beside
         the methods' in `results_` and are evaluated alike. None (the default): whatever
         `DEFAULT_ESTIMATOR` needs (`default_estimators`: DDS); ``()`` computes none. These defaults are
         the CLI's too: `modelspace run` and `ModelSpace().fit` compute the same estimators. Each model's
@@ -310,7 +310,7 @@ class ModelSpace:
         self,
         images: ProbeSet | str | Path | Any,
         labels: Sequence[Any],
-        scores: Sequence[str | TransferabilityScore] = ("logme", "hscore", "transrate", "gbc"),
+        scores: Sequence[str | TransferabilityScore] = DEFAULT_SCORES,
         models: Iterable[LoadedModel] = (),
     ) -> dict[str, dict[str, float]]:
         """Label-based transferability scores of every model of the space on labelled target images.
@@ -322,9 +322,9 @@ class ModelSpace:
         labels : sequence
             One label per image (class labels; float targets for ``LogME(regression=True)``).
         scores : sequence of str or TransferabilityScore
-            Names or objects from `transferability` (`list_scores`): "logme", "hscore", "transrate",
-            "gbc" on each model's global-average-pooled encoder output R; "leep", "nce" on the
-            softmax of the model's whole output (its classifier head), for models that have one.
+            Names or objects from `transferability` (`list_scores`; default `DEFAULT_SCORES`): "logme",
+            "hscore", "transrate", "gbc" on each model's global-average-pooled encoder output R; "leep",
+            "nce" on the softmax of the model's whole output (its classifier head), for models that have one.
         models : iterable of LoadedModel
             Loaded models of the space to use as they are (matched by name), e.g. those passed to
             `fit` as `LoadedModel` objects: a space keeps only specs, and every other model is loaded

@@ -25,11 +25,13 @@ from ..results import REPORT_HTML, TRUTH_AFFINITY_CSV, add_files, file_name, loc
 from ..similarity import get_baseline, similarity_tree, to_newick
 from ..space import ModelSpace, default_estimators
 from .build import ZOO_DIR
+from .registration import REGISTRATION
 from .render import render_batch
 
 PROBE_SEED = 4000  # not a training (1000), test (2000) or shifted-domain (3000) seed
 DEMO_PROBE = 100  # keeps the demo near 2 minutes on 2 cores; the study's P@3 barely moves from 16 to 100 images
-BASELINES = ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara")
+BASELINES: tuple[str, ...] = tuple(REGISTRATION["candidates"]["baselines"])
+"""The label-free baselines on the activations that the demo computes: those the study registers as candidates."""
 VALIDITY_KEYS = ("validity", "own_best_count", "top5_agreement_between_seeds", "zoo_retraining")
 """The oracle's validity figures (`build.oracle_summary`) that the demo carries to its page."""
 
