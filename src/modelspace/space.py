@@ -118,8 +118,7 @@ It is what the report's summary lines use when no ground truth picks the best; `
 whatever it needs beside the attribution methods (`default_estimators`). The paper's three methods
 (`DEFAULT_METHODS`) are always computed whatever it is. Its value is the choice of the rule registered in
 `world/candidates.toml`, applied by `modelspace study` to every registered candidate on four probe domains
-(real photographs among them): DDS had the highest minimum over the domains of mean P@5 (0.50, level with
-DEPARA, ahead of it on mean ρ, 0.61 against 0.50; `docs/study/table.md`)."""
+(real photographs among them); the figures it was chosen on are in `docs/study/table.md`."""
 
 SKETCH_SEED = 0  # one projection for every sketch in a store, so that sketches stay comparable
 
@@ -148,7 +147,7 @@ class ModelSpace:
         Label-free baselines on the encoder activations of the same probe set
         (`similarity.list_baselines`) and fusions; their matrices sit beside
         the methods' in `results_` and are evaluated alike. None (the default): whatever
-        `DEFAULT_ESTIMATOR` needs (`default_estimators`: DDS); ``()`` computes none. These defaults are
+        `DEFAULT_ESTIMATOR` needs (`default_estimators`); ``()`` computes none. These defaults are
         the CLI's too: `modelspace run` and `ModelSpace().fit` compute the same estimators. Each model's
         encoder activations are computed once (one forward pass) and kept in the store in each
         baseline's compact prepared form, not as activations, like its maps: later fits reuse them.

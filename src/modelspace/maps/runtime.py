@@ -40,10 +40,9 @@ from ..probe import ProbeSet
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 CPU_PASS_MEMORY = 1 << 30
-"""Bytes a pass may keep for its backward on the CPU unless `Runtime.pass_memory` says otherwise: at
-224², timm's ResNet-50 keeps 0.27 GB per image (the paper's three methods), so it runs 3 images a pass,
-a ViT-S/16 0.12 GB, 8 images (benchmarks/memory.py measures the run's peak and time against unbounded
-passes)."""
+"""Bytes a pass may keep for its backward on the CPU unless `Runtime.pass_memory` says otherwise. What
+real models keep per image, so how many images a pass takes, and the run's peak and time against
+unbounded passes are measured by benchmarks/memory.py (benchmarks/RESULTS.md, section 11)."""
 
 
 @dataclass(frozen=True)

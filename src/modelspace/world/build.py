@@ -76,16 +76,15 @@ class Entry:
 
 
 MORE_DATA = {"train_scenes": 40_000, "mirror": True}
-"""For image classification. On 10 000 scenes object_class over-fitted (training cross-entropy 0.24,
-held-out 0.77, accuracy 0.725 where 0.80 counts as learned), so these models see four times the
+"""For image classification. On 10 000 scenes object_class over-fitted (its losses and accuracy against
+the learned threshold: zoo/first-attempt/object_class.json), so these models see four times the
 scenes, mirrored at random (`train.Recipe.mirror`)."""
 
 
 LONGER = {"keypoints3d": {"train_scenes": 40_000, "min_steps": 10_000}}
-"""Tasks whose sparse, low-variance labels (label variance 0.0015) leave a noisy held-out curve that
-the stopping rule reads as flat too early: keypoints3d stopped at 4 500 steps with a normalised loss of
-0.343 while still falling (train 0.00044, held-out 0.00051), where an older model's smoothed
-predictions reach 0.241. It trains at least 10 000 steps on four times the scenes."""
+"""Tasks whose sparse, low-variance labels leave a noisy held-out curve that the stopping rule reads
+as flat too early: keypoints3d stopped while its loss was still falling (zoo/first-attempt/keypoints3d.json,
+and keypoints3d-smoothed-sigma3.json beside it). It trains at least 10 000 steps on four times the scenes."""
 
 
 def _task_settings(task: str) -> dict:
@@ -168,8 +167,8 @@ def render_set(n: int, seed: int, domain: str, cache: Path | None, workers: int 
 
 def native_bfloat16(device: str) -> bool:
     """Whether bfloat16 autocast pays on `device`: measured on a CPU with AVX-512 BF16 it did
-    (benchmarks section 8), while on one without (AVX2 only) a VGG training step took 4.7 s in
-    bfloat16 against 0.42 s in float32, the bfloat16 kernels being emulated. A CPU counts when
+    (benchmarks/RESULTS.md), while on one without (AVX2 only) a training step took many times as
+    long in bfloat16, the kernels being emulated (README, "Regenerating the built-in world"). A CPU counts when
     it reports the avx512_bf16 or amx_bf16 flag (Linux's /proc/cpuinfo; elsewhere: float32)."""
     if torch.device(device).type != "cpu":
         return True

@@ -62,9 +62,9 @@ DOMAINS: dict[str, Callable[[int], np.ndarray]] = {
 """The probe domains: the zoo's own renderer, a shifted renderer (other light, palette, textures),
 procedural textures, and crops of real photographs (`photos.photo_batch`, scikit-image's bundled photos)."""
 N_PROBE = REGISTRATION["domains"]["n_probe"]
-"""Probe images per domain. The subspace method costs about 5 passes of every one of the 37 models
-per image, which on 2 CPU cores puts 1000 images per domain at hours; the probe-size curve (below)
-says how much fewer images lose."""
+"""Probe images per domain. The subspace method costs several passes of every model of the zoo per
+image (its measured cost: docs/study/table.md), which on 2 CPU cores puts 1000 images per domain at
+hours; the probe-size curve (below) says how much fewer images lose."""
 SIZES = (16, 32, 64, 100, 1000)
 
 STUDY_METHODS: tuple[str, ...] = tuple(REGISTRATION["candidates"]["methods"])
