@@ -23,7 +23,7 @@ VARIANTS = {  # name: (arch, predict_size, precision, channels_last)
     "ResNetSmall, decoder at 64×64": ("resnet", 64, "bfloat16", True),
     "ResNetSmall, decoder at 32×32": ("resnet", 32, "bfloat16", True),
 }
-TYPICAL_STEPS = 6000  # the build's models stopped after 3 000–10 000 steps (world/zoo/records)
+TYPICAL_STEPS = 6000  # the build's models stopped after 3 000–10 000 steps (data/world/zoo/records)
 BASELINES = {name: ("ResTaskNet fp32 NCHW" if arch == "restasknet" else "ResNetSmall, decoder at 64×64")
              for name, (arch, *_rest) in VARIANTS.items()}
 

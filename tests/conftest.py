@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from modelspace.maps.store import normalise_rows
+from modelspace.maps.storage.store import normalise_rows
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # The suite runs in one process per core (pytest-xdist's `-n auto`, the README's test command).

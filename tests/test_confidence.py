@@ -44,7 +44,7 @@ from report_fixtures import toy_probe, toy_specs
 
 
 def test_constants_are_the_registered_ones() -> None:
-    path = modelspace.__file__.replace("__init__.py", "world/candidates.toml")
+    path = modelspace.__file__.replace("__init__.py", "data/world/candidates.toml")
     with open(path, "rb") as fh:
         registered = tomllib.load(fh)["confidence"]
     assert (conf.K, conf.HALVES, conf.SEED, conf.MIN_IMAGES) == (

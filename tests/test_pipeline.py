@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-import modelspace.maps.executor as executor
+import modelspace.maps.execution.executor as executor
 import modelspace.space as space_module
 from modelspace.attribution import DEFAULT_METHODS, AttributionMethod
 from modelspace.errors import AttributionError, ZooError

@@ -355,7 +355,7 @@ def test_a_model_removed_meanwhile_is_a_failure_and_nothing_of_it_is_stored(clus
 
 
 def test_disconnect_leaves_a_connection_the_caller_made(cluster, monkeypatch) -> None:
-    from modelspace.maps import ray_executor
+    from modelspace.maps.execution import ray as ray_executor
 
     # The CLI's call when its command ends. An executor's earlier connection (to the local instance of
     # an earlier test, shut down since) is not this one, the fixture's.

@@ -70,7 +70,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def forward_passes(monkeypatch) -> list[str]:
     """The models whose encoder activations a run computes for its baselines, one name per forward pass
     over the probe set (counted where `prepare_baselines` calls `encoder_activations`)."""
-    import modelspace.maps.activations as activations
+    import modelspace.maps.execution.activations as activations
 
     seen, real = [], activations.encoder_activations
     monkeypatch.setattr(activations, "encoder_activations",
@@ -156,7 +156,7 @@ def test_a_damaged_stored_activation_form_is_recomputed_with_a_message(user, cap
 @pytest.fixture
 def passes(monkeypatch) -> list[tuple[int, int]]:
     """(images, bytes kept for the backward) of every forward+backward pass a run makes for its maps."""
-    import modelspace.maps.executor as executor
+    import modelspace.maps.execution.executor as executor
 
     seen, real_maps, real_exit = [], executor.compute_maps, executor.SavedBytes.__exit__
     images = []
@@ -676,7 +676,7 @@ def test_a_tie_on_p_at_5_is_broken_by_the_registered_rule_stated_on_the_page(use
     summary = page_section((user["dir"] / "out" / "report.html").read_text(encoding="utf-8"), "summary")
     assert "<b>dds</b> ranks sources best: P@5 1.00" in summary  # not rsa, listed first at the same P@5
     assert "It ties on P@5 (1.000) with rsa (1.000, ρ" in summary
-    assert (f"world/candidates.toml</code>), on this one evaluation: the highest mean P@5; means within "
+    assert (f"data/world/candidates.toml</code>), on this one evaluation: the highest mean P@5; means within "
             f"{RULE_TIE:g} tie, and a tie goes to the higher mean Spearman ρ") in summary
 
 

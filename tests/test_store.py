@@ -402,8 +402,8 @@ def test_prepared_forms_round_trip_and_go_with_their_entry_and_model(store, capl
 
 # ---------------------------------------------------------------------- units bound to their identity
 def test_the_bound_checksum_covers_every_identity_field_and_the_bytes():
-    from modelspace.maps.keys import bound_checksum
-    from modelspace.maps.store import shard_identity
+    from modelspace.maps.storage.keys import bound_checksum
+    from modelspace.maps.storage.store import shard_identity
 
     identity = shard_identity(key_for("m1"), shard=1, start=4, stop=8, n_features=F, n_zero=0, n_nonfinite=0)
     checksum = bound_checksum(identity, "ab" * 32)
@@ -437,7 +437,7 @@ def test_each_file_carries_its_identity_and_its_model_in_a_sidecar(store, maps):
                                    "probe_size": 4, "shard": 2, "start": 8, "stop": 10, "n_features": F, "n_zero": 0,
                                    "n_nonfinite": 0}
     assert sidecar["model"] == {"name": "resnet", "spec": {"source": "python:a"}}
-    from modelspace.maps.files import file_sha256
+    from modelspace.maps.storage.files import file_sha256
     assert sidecar["sha256"] == file_sha256(Path(infos[2].path))
     store.remove_model("m1")
     assert not (store.root / "arrays" / "m1").exists()  # sidecars go with their files
@@ -463,7 +463,7 @@ def test_a_schema_3_store_is_used_as_it_is_and_signed(tmp_path, maps, caplog):
     row that fails (a count edited, a path of another shard) is named and its unit missing."""
     import sqlite3
 
-    from modelspace.maps.keys import bound_checksum
+    from modelspace.maps.storage.keys import bound_checksum
 
     root, key, other = tmp_path / "store", key_for("m1"), key_for("m2")
     arrays = {"item0": np.arange(6.0).reshape(2, 3)}

@@ -307,7 +307,7 @@ def test_study_command_passes_its_choices_to_run_study(monkeypatch, tmp_path, ca
 
 
 def test_the_study_scores_exactly_the_registered_candidates() -> None:
-    registered = tomllib.loads((Path(study.__file__).with_name("candidates.toml")).read_text(encoding="utf-8"))
+    registered = tomllib.loads((Path(study.__file__).parents[1] / "data" / "world" / "candidates.toml").read_text(encoding="utf-8"))
     assert study.STUDY_METHODS == tuple(registered["candidates"]["methods"])
     assert study.STUDY_BASELINES == (*registered["candidates"]["baselines"], *registered["candidates"]["fusions"])
     assert list(study.DOMAINS) == registered["domains"]["names"] and study.N_PROBE == registered["domains"]["n_probe"]

@@ -6,6 +6,7 @@ determinism and the demo end to end."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from modelspace.world import build, oracle, train
 from modelspace.world.render import render_batch
 
 ZOO = build.ZOO_DIR
+CHECKS = Path(__file__).resolve().parents[1] / "scripts" / "world" / "records"  # the readout checks' records
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,7 @@ def test_oracle_files_agree(shipped) -> None:
 
 
 def declared_rung(results: dict, rungs: tuple[int, ...], gain: float = 0.02) -> int:
-    """The readout checks' shared rule (`world/zoo/checks/readout_*.py`): the smallest rung at which the
+    """The readout checks' shared rule (`scripts/world/readout_*.py`): the smallest rung at which the
     next one lowers the sampled pairs' mean validation loss by under `gain`, else the last rung."""
     for a, b in zip(rungs, rungs[1:]):
         pairs = [v for v in results.values() if str(a) in v and str(b) in v]
@@ -131,7 +133,7 @@ def test_readout_recipe_is_what_its_declared_rules_chose(shipped) -> None:
     """The oracle's readout recipe against the three rules fixed before their results: 1 000 Adam steps
     (the budget rule, on 2 000 scenes), 4 000 scenes (the scenes rule) and 32 channels (the width rule)."""
     def read(rule: str) -> dict:
-        return json.loads((ZOO / "checks" / f"readout_{rule}.json").read_text())
+        return json.loads((CHECKS / f"readout_{rule}.json").read_text())
 
     recipe = oracle.ReadoutRecipe()
     epochs_on_2000 = declared_rung(read("budget"), (8, 16, 32, 64))

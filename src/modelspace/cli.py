@@ -655,8 +655,8 @@ def _console(quiet: bool):
 def _leave_ray() -> None:
     """Disconnect from Ray if the command connected to it, while stdout is still stderr: Ray's driver
     prints the errors raylets report (a worker that died) on stdout until it disconnects, which would
-    otherwise happen at exit, after the result (`maps.ray_executor.disconnect`)."""
-    ray_executor = sys.modules.get(f"{__package__}.maps.ray_executor")
+    otherwise happen at exit, after the result (`maps.execution.ray.disconnect`)."""
+    ray_executor = sys.modules.get(f"{__package__}.maps.execution.ray")
     if ray_executor is not None:
         ray_executor.disconnect()
 

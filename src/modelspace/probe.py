@@ -1,7 +1,9 @@
 """The probe set: the unlabelled images every model is attributed on.
 
-Conventions
------------
+Notes
+-----
+The conventions of a probe set:
+
 - Images are stored as a uint8 tensor of shape (N, 3, S, S): RGB, square, channels first.
   ``ProbeSet.batch`` hands them to models as float32 in [0, 1].
 - ``names`` are relative POSIX paths (``"sub/cat.jpg"``) for sets read from a folder and
@@ -87,7 +89,24 @@ SKIP_REASONS = (
 
 
 class ProbeSet:
-    """A set of N square RGB probe images (uint8, N x 3 x S x S) with names."""
+    """A set of N square RGB probe images (uint8, N x 3 x S x S) with names.
+
+    Build one with `from_folder` or `from_array` (the module docstring gives their rules).
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        uint8 (N, 3, S, S), RGB, square, channels first.
+    names : sequence of str
+        One name per image.
+    skipped : sequence of (str, str), default ()
+        ``(path, reason)`` for each file a folder held that is not among the images.
+
+    Raises
+    ------
+    ProbeError
+        If ``images`` is not a uint8 (N, 3, S, S) tensor, or the names are not one str per image.
+    """
 
     def __init__(
         self,
@@ -128,8 +147,10 @@ class ProbeSet:
 
     @property
     def copies(self) -> list[int]:
-        """How many times each distinct image occurs (pixel for pixel), most repeated first: N ones when
-        every image differs, ``[N]`` when all are one image. Computed once."""
+        """How many times each distinct image occurs (pixel for pixel), most repeated first.
+
+        N ones when every image differs, ``[N]`` when all are one image. Computed once.
+        """
         if self._copies is None:
             counts = collections.Counter(hashlib.sha256(image.tobytes()).digest() for image in self.images.numpy())
             self._copies = sorted(counts.values(), reverse=True)
@@ -142,7 +163,20 @@ class ProbeSet:
         return f"ProbeSet(n={len(self)}, size={self.size}, hash={self.hash[:12]}…)"
 
     def batch(self, start: int, stop: int) -> torch.Tensor:
-        """Images ``start`` .. ``stop - 1`` as float32 (B, 3, S, S) in [0, 1]."""
+        """Images ``start`` .. ``stop - 1`` as the models take them.
+
+        Parameters
+        ----------
+        start : int
+            The first image's index.
+        stop : int
+            One past the last image's index (cut to N, as a slice is).
+
+        Returns
+        -------
+        torch.Tensor
+            float32 (B, 3, S, S) in [0, 1].
+        """
         if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= len(self)):
             raise InputError(
                 f"start, stop: need 0 <= start < stop <= {len(self)}, got start={start!r}, stop={stop!r}"
@@ -150,7 +184,18 @@ class ProbeSet:
         return self.images[start:stop].to(torch.float32).div_(255.0)
 
     def subset(self, indices: Sequence[int]) -> "ProbeSet":
-        """A new probe set with the images at ``indices`` (in that order)."""
+        """A new probe set with the images at ``indices`` (in that order).
+
+        Parameters
+        ----------
+        indices : sequence of int
+            Positions in this set; repeats allowed.
+
+        Returns
+        -------
+        ProbeSet
+            The images and their names at those positions; no skipped files.
+        """
         idx = [int(i) for i in indices]
         if not idx:
             raise InputError("indices: a subset needs at least one index")
@@ -170,7 +215,33 @@ class ProbeSet:
         seed: int = 0,
         progress: bool = True,
     ) -> "ProbeSet":
-        """Read every image under ``folder`` (see the module docstring for the rules)."""
+        """Read every image under ``folder`` (see the module docstring for the rules).
+
+        Parameters
+        ----------
+        folder : str or Path
+            The folder, walked recursively.
+        size : int, default 64
+            S: each image's shorter side is resized to it, then centre-cropped to S x S.
+        limit : int, optional
+            Read a sample of this many of the image files (drawn with ``seed``, kept in sorted order).
+        seed : int, default 0
+            The seed of the sample.
+        progress : bool, default True
+            Show a progress bar over the files.
+
+        Returns
+        -------
+        ProbeSet
+            The images in sorted path order, named by relative POSIX path, with the files skipped and why.
+
+        Raises
+        ------
+        ProbeError
+            If the folder does not exist, holds no image file, or none of its image files can be used.
+        InputError
+            If ``size`` or ``limit`` is not a positive integer.
+        """
         folder = Path(folder)
         _check_size(size)
         if limit is not None:
@@ -214,7 +285,30 @@ class ProbeSet:
 
     @classmethod
     def from_array(cls, array, size: int | None = None, names=None) -> "ProbeSet":
-        """Build a probe set from an in-memory array (see the module docstring)."""
+        """Build a probe set from an in-memory array (see the module docstring).
+
+        Parameters
+        ----------
+        array : array-like or torch.Tensor
+            NCHW or NHWC (3 channels; NCHW wins when both fit) or (N, H, W) grayscale, uint8 0..255 or
+            float in [0, 1].
+        size : int, optional
+            Resize to ``size`` x ``size`` (bilinear, antialiased; non-square images are stretched);
+            without it the images must already be square.
+        names : sequence of str, optional
+            One name per image; default ``"image_00000"``, ``"image_00001"``, ...
+
+        Returns
+        -------
+        ProbeSet
+            The images as uint8 (floats become ``round(x * 255)``).
+
+        Raises
+        ------
+        ProbeError
+            If the array holds no image, has an unusable shape or dtype, values out of range, or
+            non-square images without ``size``.
+        """
         if size is not None:
             _check_size(size)
         data = _to_numpy(array)
@@ -240,7 +334,13 @@ class ProbeSet:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
-        """Write images, names and skipped files to ``path`` as a plain ``.npz``."""
+        """Write images, names and skipped files to ``path`` as a plain ``.npz``.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file written.
+        """
         path = Path(path)
         skipped = np.array(self.skipped, dtype=str).reshape(-1, 2)
         # Writing through a file object keeps the exact file name (np.savez would add ".npz").
@@ -254,7 +354,23 @@ class ProbeSet:
 
     @classmethod
     def load(cls, path) -> "ProbeSet":
-        """Read a probe set written by ``save`` (no pickle is ever loaded)."""
+        """Read a probe set written by ``save`` (no pickle is ever loaded).
+
+        Parameters
+        ----------
+        path : str or Path
+            A file written by `save`.
+
+        Returns
+        -------
+        ProbeSet
+            The images, names and skipped files saved.
+
+        Raises
+        ------
+        ProbeError
+            If the file does not exist, cannot be read, or lacks a field.
+        """
         path = Path(path)
         if not path.is_file():
             raise ProbeError(f"probe file {str(path)!r} does not exist")
@@ -309,8 +425,10 @@ def _check_images(images) -> None:
 
 # ---------------------------------------------------------------------- folders
 def _list_files(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """The entries under ``folder``: the relative POSIX paths of the image files to read, and
-    ``(path, reason)`` for each entry passed over by its name (see the module docstring), both sorted."""
+    """The entries under ``folder``: the image files to read, and those passed over.
+
+    The relative POSIX paths of the image files to read, and ``(path, reason)`` for each entry passed over by its name (see the module docstring), both sorted.
+    """
     images, passed_over = [], []
     # followlinks=False: a symlink pointing to an ancestor would otherwise loop forever.
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
@@ -462,8 +580,10 @@ def _resize_whole(img: Image.Image, size: int, new_w: int, new_h: int, left: int
 
 @functools.lru_cache(maxsize=None)
 def _window_matches_pil() -> bool:
-    """Whether `_resize_window` gives this Pillow's pixels bit for bit: checked once, on shapes that take
-    either pass order and the reduce step."""
+    """Whether `_resize_window` gives this Pillow's pixels bit for bit.
+
+    Checked once, on shapes that take either pass order and the reduce step.
+    """
     rng = np.random.default_rng(0)
     for width, height, size in ((26, 426, 16), (426, 26, 16), (640, 480, 64), (97, 333, 50), (7, 30, 40)):
         img = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
@@ -511,8 +631,9 @@ _PRECISION_BITS = 32 - 8 - 2
 
 
 def _bilinear_taps(in_size: int, in_end: float, out_size: int, first: int, count: int):
-    """PIL's bilinear coefficients (``precompute_coeffs`` then ``normalize_coeffs_8bpc``) for outputs
-    ``first`` .. ``first + count - 1`` of a resample of ``in_size`` pixels, box [0, in_end), to ``out_size``.
+    """PIL's bilinear coefficients (``precompute_coeffs`` then ``normalize_coeffs_8bpc``).
+
+    For outputs ``first`` .. ``first + count - 1`` of a resample of ``in_size`` pixels, box [0, in_end), to ``out_size``.
 
     Returns ``((lo, hi), weights, starts)``: the input range the outputs read, the (count, ksize)
     integer weights (None where PIL skips the pass: same size, whole box) and each output's first

@@ -45,8 +45,14 @@ def progress(iterable: Iterable | None = None, *, desc: str | None = None, total
     ----------
     iterable : iterable, optional
         What to iterate over; None for a bar advanced with ``update(n)``.
-    desc, total, unit, leave
-        As for tqdm.
+    desc : str, optional
+        What is counted, shown before the count (escaped: no control characters reach the terminal).
+    total : int, optional
+        The expected count; default ``len(iterable)`` where it has one.
+    unit : str, default "it"
+        The counted thing, singular ("shard").
+    leave : bool, default True
+        Keep a terminal bar on screen when it closes (as for tqdm).
     disable : bool
         No output at all (``progress=False`` of the callers, ``--quiet``).
     file : stream, optional
@@ -115,14 +121,34 @@ class LineProgress:
             self.close()
 
     def update(self, n: int = 1) -> None:
-        """Count ``n`` more done."""
+        """Count ``n`` more done.
+
+        Parameters
+        ----------
+        n : int, default 1
+            How many more.
+        """
         self.n += n
 
     def set_postfix(self, *args: Any, **kwargs: Any) -> None:
-        """Ignored: a log line has no live status (tqdm's interface)."""
+        """Ignore a live status: a log line has none (this keeps tqdm's interface).
+
+        Parameters
+        ----------
+        *args, **kwargs
+            What tqdm's ``set_postfix`` takes; not used.
+        """
 
     def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
-        """Change what the line says is counted."""
+        """Change what the line says is counted.
+
+        Parameters
+        ----------
+        desc : str, optional
+            The new description; None for none.
+        refresh : bool, default True
+            Not used: the line is written when it closes (tqdm's interface).
+        """
         self.desc = desc
 
     def close(self) -> None:

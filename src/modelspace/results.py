@@ -51,7 +51,7 @@ import numpy as np
 from ._version import __version__
 from .errors import InputError, StorageError, UnknownKeyError
 from .evaluation import Evaluation
-from .maps.files import file_sha256
+from .maps import file_sha256
 from .similarity.ranking import rank_sources
 from .similarity.tree import leaf_order, similarity_tree, to_newick
 

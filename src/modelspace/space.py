@@ -117,7 +117,7 @@ DEFAULT_ESTIMATOR = "dds"
 It is what the report's summary lines use when no ground truth picks the best; `modelspace run` computes
 whatever it needs beside the attribution methods (`default_estimators`). The paper's three methods
 (`DEFAULT_METHODS`) are always computed whatever it is. Its value is the choice of the rule registered in
-`world/candidates.toml`, applied by `modelspace study` to every registered candidate on four probe domains
+`data/world/candidates.toml`, applied by `modelspace study` to every registered candidate on four probe domains
 (real photographs among them); the figures it was chosen on are in `docs/study/table.md`."""
 
 SKETCH_SEED = 0  # one projection for every sketch in a store, so that sketches stay comparable
@@ -163,7 +163,7 @@ class ModelSpace:
     executor : LocalExecutor or RayExecutor
         Where the units of work run, and how large they are (`shard_size`). `LocalExecutor` (the
         default): models one after another in this process. `RayExecutor`: on a Ray cluster, one actor
-        per model, this process the store's only writer (`maps.ray_executor`; needs the ``ray`` extra,
+        per model, this process the store's only writer (`maps.execution.ray`; needs the ``ray`` extra,
         imported only when it runs). See README, "Running on a Ray cluster".
     sketch : int or None
         None (exact affinities), or k: affinities estimated from k-dimensional random
@@ -938,7 +938,7 @@ class ModelSpace:
                              f"got {self.executor!r}")
         check_int(self.sketch, "sketch", optional=True)
         if isinstance(self.executor, RayExecutor):
-            from .maps.ray_executor import import_ray
+            from .maps.execution.ray import import_ray
 
             import_ray()  # a clear error naming the extra before any work
             self.executor.check_runtime(self.runtime)
@@ -1094,7 +1094,7 @@ def default_estimators(methods: Sequence[str | AttributionMethod], estimator: st
 
 @dataclass(frozen=True)
 class _RayJob:
-    """What a Ray run asks of the space (`maps.ray_executor.Job`): the space's own steps, model by model."""
+    """What a Ray run asks of the space (`maps.execution.ray.Job`): the space's own steps, model by model."""
 
     admit: Any
     failed: Any

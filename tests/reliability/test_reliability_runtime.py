@@ -397,7 +397,7 @@ def test_a_version_1_store_opens_and_its_unchecked_affinities_are_recomputed(run
     import sqlite3
 
     from modelspace import ModelSpace, ProbeSet
-    from modelspace.maps.manifest import SCHEMA_VERSION
+    from modelspace.maps.storage.manifest import SCHEMA_VERSION
     from modelspace.models import load_zoo
 
     zoo = run_files["zoo"]((GOOD_MODEL, "a"), (GOOD_MODEL.replace("16", "20"), "b"))

@@ -44,7 +44,7 @@ INPUT_BASELINES = ("zero", "mean", "blur")
 """What gradient × (x − x₀) subtracts from the input x (`input_baseline`)."""
 BLUR_FRACTION = 1 / 16
 """The "blur" baseline's Gaussian σ as a fraction of the input's shorter side (4 px at 64², 14 px
-at 224²): fixed from the images' geometry before any estimate was scored (world/candidates.toml)."""
+at 224²): fixed from the images' geometry before any estimate was scored (data/world/candidates.toml)."""
 
 
 def input_baseline(x: torch.Tensor, kind: str) -> torch.Tensor:

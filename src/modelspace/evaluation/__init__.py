@@ -1,4 +1,6 @@
-"""Scoring estimated transferability against a ground-truth transfer ranking, in four parts:
+"""Scoring estimated transferability against a ground-truth transfer ranking.
+
+In four parts:
 
 - `truth`: the ground truth (`GroundTruth`: a measured ranking of source tasks per target) and the
   checks that it can score a zoo;

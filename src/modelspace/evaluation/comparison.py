@@ -23,9 +23,10 @@ __all__ = ["BOOTSTRAP", "Bootstrap", "Comparison", "Difference", "compare_estima
 
 @dataclass(frozen=True)
 class Bootstrap:
-    """How a bootstrap interval over targets is drawn: targets resampled with replacement
-    `n_resamples` times (NumPy's default generator seeded with `seed`), the interval holding the
-    central `level` of the resampled means.
+    """How a bootstrap interval over targets is drawn.
+
+    Targets are resampled with replacement `n_resamples` times (NumPy's default generator seeded
+    with `seed`); the interval holds the central `level` of the resampled means.
 
     Parameters
     ----------
@@ -132,7 +133,8 @@ def bootstrap_interval(values: Sequence[float], bootstrap: Bootstrap = BOOTSTRAP
 
     Returns
     -------
-    (low, high) : tuple of float
+    tuple of float
+        ``(low, high)``: the percentiles (1 − level) / 2 and (1 + level) / 2 of the resampled means.
 
     Raises
     ------
@@ -176,8 +178,9 @@ def paired_difference(a: Mapping[str, float], b: Mapping[str, float], bootstrap:
 
 
 def per_target_scores(evaluation: Evaluation, metric: str = "precision", k: int = 5) -> dict[str, dict[str, float]]:
-    """Per estimator, per target: P@k (``metric="precision"``) or Spearman's ρ (``"rho"``), and the
-    same for ``"random"`` (its expectation per target: relevant / candidates for P@k, 0 for ρ).
+    """Per estimator, per target: P@k (``metric="precision"``) or Spearman's ρ (``"rho"``).
+
+    The same for ``"random"``: its expectation per target (relevant / candidates for P@k, 0 for ρ).
 
     Parameters
     ----------
@@ -215,12 +218,13 @@ def per_target_scores(evaluation: Evaluation, metric: str = "precision", k: int 
 
 def compare_estimators(evaluation: Evaluation, metric: str = "precision", k: int = 5,
                        bootstrap: Bootstrap = BOOTSTRAP, tie: float = 0.0) -> Comparison:
-    """The best estimator by mean P@k (or ρ), and bootstrap intervals of its lead over the runner-up
-    and over random ranking.
+    """Find the best estimator by mean P@k (or ρ), with bootstrap intervals of its lead.
+
+    Its lead is drawn over the runner-up and over random ranking.
 
     Means within `tie` of the highest count as tied; a tie by P@k goes to the higher mean ρ (again
     within `tie`), and what is still tied to the estimator first in the evaluation's order. With
-    ``tie = world.registration.RULE_TIE`` this is the rule registered in ``world/candidates.toml`` on one
+    ``tie = world.registration.RULE_TIE`` this is the rule registered in ``data/world/candidates.toml`` on one
     evaluation, less its last step (the lower cost), which needs measured costs.
 
     The differences are paired: each resample draws targets with replacement and takes the mean over
@@ -243,6 +247,8 @@ def compare_estimators(evaluation: Evaluation, metric: str = "precision", k: int
     Returns
     -------
     Comparison
+        The mean scores, the best estimator (and those tied with it), and the paired differences
+        (mean and interval) of the best over the runner-up and over random.
 
     Raises
     ------

@@ -58,6 +58,13 @@ def leave_one_target_out(scores: Mapping[Any, Mapping[str, float]]) -> CrossVali
     Returns
     -------
     CrossValidated
+        Each target's held-out score and the value chosen for it, and their mean.
+
+    Raises
+    ------
+    InputError
+        If ``scores`` is empty, its values score different targets, fewer than 2 targets, or a score
+        is not finite.
     """
     if not isinstance(scores, Mapping) or not scores:
         raise InputError("scores: expected a non-empty mapping parameter value -> {target: score}")

@@ -33,27 +33,65 @@ _LOG = logging.getLogger(__name__)
 
 @dataclass
 class Curves:
-    """Mean precision and recall at each cut-off K."""
+    """Mean precision and recall at each cut-off K.
+
+    Parameters
+    ----------
+    ks : list of int
+        The cut-offs, 1..n_candidates.
+    precision : list of float
+        Mean P@K at each cut-off (NaN where no target has K candidates).
+    recall : list of float
+        Mean R@K at each cut-off.
+    """
 
     ks: list[int]
     precision: list[float]
     recall: list[float]
 
     def at(self, k: int) -> tuple[float, float]:
-        """(P@k, R@k)."""
+        """The precision and recall at one cut-off.
+
+        Parameters
+        ----------
+        k : int
+            A cut-off in `ks`.
+
+        Returns
+        -------
+        tuple of float
+            (P@k, R@k).
+        """
         if k not in self.ks:
             raise InputError(f"k: {k!r} is not among the cut-offs {self.ks[0]}..{self.ks[-1]}")
         i = self.ks.index(k)
         return self.precision[i], self.recall[i]
 
     def to_dict(self) -> dict:
-        """A JSON-able dict: {"ks": [...], "precision": [...], "recall": [...]}."""
+        """A JSON-able dict of the curves.
+
+        Returns
+        -------
+        dict
+            ``{"ks": [...], "precision": [...], "recall": [...]}``.
+        """
         return {"ks": [int(k) for k in self.ks], "precision": [float(p) for p in self.precision],
                 "recall": [float(r) for r in self.recall]}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Curves":
-        """Curves from `to_dict`'s output."""
+        """Curves from `to_dict`'s output.
+
+        Parameters
+        ----------
+        d : mapping
+            ``{"ks", "precision", "recall"}`` as `to_dict` writes it.
+
+        Returns
+        -------
+        Curves
+            The curves.
+        """
         return cls(list(d["ks"]), list(d["precision"]), list(d["recall"]))
 
 
@@ -70,9 +108,17 @@ def evaluate(ranking: Mapping[str, Sequence[str]], truth: GroundTruth, n_relevan
     candidate sources of a scored target (19 for Taskonomy). A candidate the estimate leaves out
     is never a hit.
 
-    With ``restrict_to_estimated=True`` the truth's ranking is first cut down to the sources the
-    estimate ranks, so that a zoo covering part of the ground truth's tasks is not charged for
-    the absent ones.
+    Parameters
+    ----------
+    ranking : mapping of str to sequence
+        Target -> its sources best first: names, or the (name, score) pairs of `rank_sources`.
+    truth : GroundTruth
+        The measured transfer ranking.
+    n_relevant : int, default DEFAULT_N_RELEVANT
+        How many of the truth's top sources count as relevant.
+    restrict_to_estimated : bool, default False
+        Cut the truth's ranking down to the sources the estimate ranks first, so that a zoo covering
+        part of the ground truth's tasks is not charged for the absent ones.
 
     Returns
     -------
@@ -161,6 +207,7 @@ def target_scores(details: Mapping[str, Mapping], metric: str, k: int | None = N
     Returns
     -------
     dict of str to float
+        Target -> the figure.
 
     Raises
     ------
@@ -182,8 +229,20 @@ def target_scores(details: Mapping[str, Mapping], metric: str, k: int | None = N
 
 
 def spearman(ranked: Sequence[str], truth_order: Sequence[str]) -> float | None:
-    """Spearman's ρ between the order of `ranked` and the order `truth_order` gives the same
-    sources: 1 − 6 Σ d² / (n (n² − 1)) over rank positions (orders have no ties). None below two."""
+    """Spearman's ρ between the order of `ranked` and the order `truth_order` gives the same sources.
+
+    Parameters
+    ----------
+    ranked : sequence of str
+        The estimated order of some sources.
+    truth_order : sequence of str
+        The true order, holding at least every source of `ranked`.
+
+    Returns
+    -------
+    float or None
+        1 − 6 Σ d² / (n (n² − 1)) over rank positions (orders have no ties); None below two sources.
+    """
     position = {s: i for i, s in enumerate(s for s in truth_order if s in set(ranked))}
     n = len(position)
     if n < 2:
@@ -193,14 +252,40 @@ def spearman(ranked: Sequence[str], truth_order: Sequence[str]) -> float | None:
 
 
 def random_curves(n_candidates: int, n_relevant: int = DEFAULT_N_RELEVANT) -> Curves:
-    """Expected curves of a uniformly random ranking: P@K = n_rel/n_cand, R@K = K/n_cand."""
+    """Expected curves of a uniformly random ranking.
+
+    Parameters
+    ----------
+    n_candidates : int
+        The candidate sources per target.
+    n_relevant : int, default DEFAULT_N_RELEVANT
+        The relevant sources among them.
+
+    Returns
+    -------
+    Curves
+        P@K = n_rel / n_cand and R@K = K / n_cand, for K = 1..n_candidates.
+    """
     _check_baseline_args(n_candidates, n_relevant)
     ks = list(range(1, n_candidates + 1))
     return Curves(ks, [n_relevant / n_candidates] * n_candidates, [k / n_candidates for k in ks])
 
 
 def oracle_curves(n_candidates: int, n_relevant: int = DEFAULT_N_RELEVANT) -> Curves:
-    """Curves of the perfect ranking: P@K = min(K, n_rel)/K, R@K = min(K, n_rel)/n_rel."""
+    """Curves of the perfect ranking.
+
+    Parameters
+    ----------
+    n_candidates : int
+        The candidate sources per target.
+    n_relevant : int, default DEFAULT_N_RELEVANT
+        The relevant sources among them.
+
+    Returns
+    -------
+    Curves
+        P@K = min(K, n_rel) / K and R@K = min(K, n_rel) / n_rel, for K = 1..n_candidates.
+    """
     _check_baseline_args(n_candidates, n_relevant)
     ks = list(range(1, n_candidates + 1))
     return Curves(ks, [min(k, n_relevant) / k for k in ks],
@@ -262,8 +347,10 @@ class Evaluation(Mapping):
 
     @property
     def rho(self) -> dict[str, float]:
-        """Per estimator with `per_target` details: the mean over targets of Spearman's ρ (NaN
-        when no target ranks two candidates). Random ranking gives 0 in expectation, the oracle 1."""
+        """Per estimator with `per_target` details: the mean over targets of Spearman's ρ.
+
+        NaN when no target ranks two candidates. Random ranking gives 0 in expectation, the oracle 1.
+        """
         out = {}
         for name, targets in self.per_target.items():
             values = [d["spearman"] for d in targets.values() if d.get("spearman") is not None]
@@ -271,16 +358,34 @@ class Evaluation(Mapping):
         return out
 
     def rho_rows(self) -> dict[str, float]:
-        """`rho` with the references of `rows`: random 0 (its expectation) and oracle 1."""
+        """`rho` with the references of `rows`.
+
+        Returns
+        -------
+        dict of str to float
+            Estimator -> mean ρ, then random 0 (its expectation) and oracle 1.
+        """
         return {**self.rho, "random": 0.0, "oracle": 1.0}
 
     def rows(self) -> list[tuple[str, Curves]]:
-        """(name, curves) of every estimator, then random and oracle."""
+        """The rows of the table.
+
+        Returns
+        -------
+        list of (str, Curves)
+            (name, curves) of every estimator, then random and oracle.
+        """
         return [*self.methods.items(), ("random", self.random), ("oracle", self.oracle)]
 
     def to_dict(self) -> dict:
-        """The JSON form: ``{"n_candidates", "n_relevant", "methods", "random", "oracle"}`` (and
-        ``"per_target"`` and ``"rho"`` when there are details), each curves as `Curves.to_dict`."""
+        """The JSON form.
+
+        Returns
+        -------
+        dict
+            ``{"n_candidates", "n_relevant", "methods", "random", "oracle"}`` (and ``"per_target"``
+            and ``"rho"`` when there are details), each curves as `Curves.to_dict`.
+        """
         out = {"n_candidates": self.n_candidates, "n_relevant": self.n_relevant,
                "methods": {str(name): c.to_dict() for name, c in self.methods.items()},
                "random": self.random.to_dict(), "oracle": self.oracle.to_dict()}
@@ -291,7 +396,18 @@ class Evaluation(Mapping):
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Evaluation":
-        """An evaluation from its JSON form (a `results.json`'s ``"evaluation"``)."""
+        """An evaluation from its JSON form.
+
+        Parameters
+        ----------
+        d : mapping
+            What `to_dict` wrote (a `results.json`'s ``"evaluation"``).
+
+        Returns
+        -------
+        Evaluation
+            The evaluation.
+        """
         if not isinstance(d, Mapping) or not isinstance(d.get("methods"), Mapping):
             raise InputError("evaluation: expected a mapping with a 'methods' mapping")
         methods = {name: Curves.from_dict(c) for name, c in d["methods"].items()}
@@ -308,7 +424,22 @@ class Evaluation(Mapping):
 
 
 def evaluation_report(curves_by_method: Mapping[str, Curves], n_candidates: int, n_relevant: int = DEFAULT_N_RELEVANT) -> dict:
-    """The JSON form of an `Evaluation` of these curves (see `Evaluation.to_dict`)."""
+    """The JSON form of an `Evaluation` of these curves.
+
+    Parameters
+    ----------
+    curves_by_method : mapping of str to Curves
+        Each estimator's curves.
+    n_candidates : int
+        The candidate sources per target (for the random and oracle curves).
+    n_relevant : int, default DEFAULT_N_RELEVANT
+        The relevant sources per target.
+
+    Returns
+    -------
+    dict
+        As `Evaluation.to_dict`, with no per-target details.
+    """
     return Evaluation(dict(curves_by_method), n_candidates, n_relevant).to_dict()
 
 
@@ -317,8 +448,30 @@ def evaluate_matrices(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], 
     """Score estimators given as {name: (affinity, task labels)} against `truth`.
 
     Each affinity is turned into per-target rankings by its task labels (which must be unique)
-    and scored with `evaluate(..., restrict_to_estimated=True)`. `hint` ends the error message
-    about repeated labels (how the caller can avoid them).
+    and scored with `evaluate(..., restrict_to_estimated=True)`.
+
+    Parameters
+    ----------
+    matrices : mapping of str to (np.ndarray, sequence of str)
+        Estimator name -> (its (N, N) affinity, the N models' task labels).
+    truth : GroundTruth
+        The measured transfer ranking.
+    n_relevant : int, default DEFAULT_N_RELEVANT
+        How many of the truth's top sources count as relevant.
+    hint : str, default ""
+        Ends the error message about repeated labels (how the caller can avoid them).
+
+    Returns
+    -------
+    Evaluation
+        Every estimator's curves and per-target details, beside random and oracle.
+
+    Raises
+    ------
+    InputError
+        If an estimator's task labels repeat.
+    GroundTruthError
+        If an estimator shares no target or no source with the truth.
     """
     curves, details, n_candidates = {}, {}, 0
     every_label = [label for _, labels in matrices.values() for label in labels]
@@ -340,11 +493,26 @@ def evaluate_matrices(matrices: Mapping[str, tuple[np.ndarray, Sequence[str]]], 
 
 def format_table(evaluation: Evaluation | Mapping, ks: Sequence[int] = (1, 3, 5),
                  columns: Mapping[str, Mapping[str, float]] | None = None) -> str:
-    """A plain-text table: P@K at `ks` and R@K at the last K, and ρ when the evaluation has
-    per-target details, per method and baseline, then random and oracle. Takes an `Evaluation`
-    or its JSON form. `columns` adds named columns, {column: {row name: value}} ("–" where a row
-    has no value). A K beyond the number of candidates (P@5 with 3 candidate sources) has no value
-    and shows "–", never NaN; the columns stay the same for every truth."""
+    """A plain-text table of an evaluation, per method and baseline, then random and oracle.
+
+    A K beyond the number of candidates (P@5 with 3 candidate sources) has no value and shows "–",
+    never NaN; the columns stay the same for every truth.
+
+    Parameters
+    ----------
+    evaluation : Evaluation or mapping
+        An evaluation or its JSON form.
+    ks : sequence of int, default (1, 3, 5)
+        The cut-offs of the P@K columns; R@K is shown at the last.
+    columns : mapping, optional
+        Named columns added, ``{column: {row name: value}}`` ("–" where a row has no value).
+
+    Returns
+    -------
+    str
+        The table, one line per row: P@K at `ks`, R@K at the last K, and ρ when the evaluation has
+        per-target details.
+    """
     if not isinstance(evaluation, Evaluation):
         evaluation = Evaluation.from_dict(evaluation)
     rows = evaluation.rows()

@@ -39,6 +39,24 @@ _LOG = logging.getLogger(__name__)
 class GroundTruth:
     """Ground-truth transfer ranking: for each target task, candidate source tasks best first.
 
+    Task names are kept in the normal form model names and task labels have
+    (`models.normalise_name`), so that they match.
+
+    Parameters
+    ----------
+    ranking : mapping of str to sequence of str
+        Target -> its candidate sources, best first.
+    sources : sequence of str, optional
+        Every source task, in order; default: the ranked sources in order of first appearance.
+    origin : str, default "ground truth"
+        Where the truth comes from (a file name), used in error messages.
+
+    Raises
+    ------
+    GroundTruthError
+        If there is no target, two targets are one once normalised, or a ranked source is not in
+        ``sources``.
+
     Attributes
     ----------
     targets
@@ -51,8 +69,7 @@ class GroundTruth:
 
     def __init__(self, ranking: Mapping[str, Sequence[str]], sources: Sequence[str] | None = None,
                  origin: str = "ground truth"):
-        """Build from a ranking dict; `origin` (a file name) is used in error messages. Task names are kept
-        in the normal form model names and task labels have (`models.normalise_name`), so that they match."""
+        """Build from a ranking dict (the class docstring gives the parameters)."""
         self.ranking: dict[str, list[str]] = {}
         written: dict[str, str] = {}
         for target, ranked in ranking.items():
@@ -87,9 +104,9 @@ class GroundTruth:
 
     @classmethod
     def from_csv(cls, path: str | Path) -> "GroundTruth":
-        """Read a ground-truth CSV, detecting its format from the header.
+        r"""Read a ground-truth CSV, detecting its format from the header.
 
-        - matrix: first header cell ``target\\source``, ``target/source`` or ``target``, the other
+        - matrix: first header cell ``target\source``, ``target/source`` or ``target``, the other
           header cells source names; one row per target of numeric scores, higher = better
           source. An empty cell means "not evaluated" (the source is left out for that target).
         - ranking: header ``target,rank1,rank2,...``; each row a target and its sources best first.
@@ -98,10 +115,20 @@ class GroundTruth:
           evaluated", a row with target = source is ignored. Equal scores are ordered by source name
           (as in a matrix), so ties never depend on the row order.
 
+        Parameters
+        ----------
+        path : str or Path
+            The CSV file.
+
+        Returns
+        -------
+        GroundTruth
+            The ranking, with the file as its origin.
+
         Raises
         ------
         GroundTruthError
-            an unreadable or malformed file, naming the file and the row.
+            An unreadable or malformed file, naming the file and the row.
         """
         path = Path(path)
         try:
@@ -116,6 +143,27 @@ class GroundTruth:
         """Rank each target's sources by descending score (higher = better; ties by source name).
 
         A target's own column, when present, is excluded; NaN cells mean "not evaluated".
+
+        Parameters
+        ----------
+        matrix : np.ndarray
+            (targets, sources) scores, higher = better source.
+        targets : sequence of str
+            The rows' target tasks.
+        sources : sequence of str
+            The columns' source tasks.
+        origin : str, default "matrix"
+            Used in error messages.
+
+        Returns
+        -------
+        GroundTruth
+            The ranking.
+
+        Raises
+        ------
+        GroundTruthError
+            If the shape does not match the names, or the matrix holds infinite values.
         """
         m = np.asarray(matrix, dtype=np.float64)
         if m.shape != (len(targets), len(sources)):
@@ -133,7 +181,23 @@ class GroundTruth:
 
     @classmethod
     def named(cls, name: str) -> "GroundTruth":
-        """Load a bundled ground truth by name (see `BUNDLED`)."""
+        """Load a bundled ground truth by name.
+
+        Parameters
+        ----------
+        name : str
+            A key of `BUNDLED`, e.g. ``"taskonomy"``.
+
+        Returns
+        -------
+        GroundTruth
+            The bundled ranking.
+
+        Raises
+        ------
+        GroundTruthError
+            If no bundled truth has that name.
+        """
         if name not in BUNDLED:
             raise GroundTruthError(f"unknown ground truth {name!r}; available: {sorted(BUNDLED)}")
         res = resources.files("modelspace").joinpath("data").joinpath("truth")
@@ -142,7 +206,23 @@ class GroundTruth:
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "GroundTruth":
-        """A bundled name (see `BUNDLED`) or the path of a CSV file."""
+        """Load a bundled ground truth or a CSV file.
+
+        Parameters
+        ----------
+        name_or_path : str or Path
+            A bundled name (see `BUNDLED`) or the path of a CSV file (`from_csv`).
+
+        Returns
+        -------
+        GroundTruth
+            The ranking.
+
+        Raises
+        ------
+        GroundTruthError
+            If it is neither a bundled name nor an existing file, or the file is malformed.
+        """
         if isinstance(name_or_path, str) and name_or_path in BUNDLED:
             return cls.named(name_or_path)
         path = Path(name_or_path)
@@ -152,7 +232,27 @@ class GroundTruth:
         return cls.from_csv(path)
 
     def relevant(self, target: str, n_relevant: int = 5) -> list[str]:
-        """The target's top `n_relevant` sources (fewer if it ranks fewer)."""
+        """The target's top `n_relevant` sources (fewer if it ranks fewer).
+
+        Parameters
+        ----------
+        target : str
+            A target task.
+        n_relevant : int, default 5
+            How many.
+
+        Returns
+        -------
+        list of str
+            The sources, best first.
+
+        Raises
+        ------
+        GroundTruthError
+            If the truth has no ranking for the target.
+        InputError
+            If ``n_relevant`` is not a positive integer.
+        """
         check_int(n_relevant, "n_relevant")
         if target not in self.ranking:
             raise GroundTruthError(f"{self.origin}: no ground truth for target {target!r}; "
@@ -160,7 +260,13 @@ class GroundTruth:
         return self.ranking[target][:n_relevant]
 
     def to_ranking_csv(self, path: str | Path) -> None:
-        """Write the ranking format (``target,rank1,...``; short rows padded with empty cells)."""
+        """Write the ranking format (``target,rank1,...``; short rows padded with empty cells).
+
+        Parameters
+        ----------
+        path : str or Path
+            The CSV file written.
+        """
         width = max(len(r) for r in self.ranking.values())
         with open(path, "w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
@@ -295,19 +401,43 @@ def unmatched_names(truth: GroundTruth, labels: Sequence[str]) -> list[str]:
 
     `evaluate` leaves them out (a zoo may cover part of a ground truth), so a typo in a truth file
     changes P@K silently unless someone lists them: `evaluate_matrices` logs them as a warning.
+
+    Parameters
+    ----------
+    truth : GroundTruth
+        The ground truth.
+    labels : sequence of str
+        The models' task labels.
+
+    Returns
+    -------
+    list of str
+        The names, targets first, in the truth's order.
     """
     have = set(labels)
     return [n for n in dict.fromkeys([*truth.targets, *truth.sources]) if n not in have]
 
 
 def count_candidates(truth: GroundTruth, labels: Sequence[str]) -> int:
-    """The number of candidate sources the evaluation of models with these task `labels` has: the most
-    that any target of `truth` among the labels ranks among them (the last K of the curves).
+    """The number of candidate sources the evaluation of models with these task `labels` has.
+
+    Parameters
+    ----------
+    truth : GroundTruth
+        The ground truth.
+    labels : sequence of str
+        The models' task labels.
+
+    Returns
+    -------
+    int
+        The most sources that any target of `truth` among the labels ranks among them (the last K
+        of the curves).
 
     Raises
     ------
     GroundTruthError
-        no target of the truth is a label.
+        No target of the truth is a label.
     """
     have = set(labels)
     targets = [t for t in truth.targets if t in have]
@@ -318,10 +448,31 @@ def count_candidates(truth: GroundTruth, labels: Sequence[str]) -> int:
 
 
 def relevant_for(truth: GroundTruth, labels: Sequence[str], n_relevant: int | None = None) -> int:
-    """The number of true top sources counted relevant when `truth` scores models with these task
-    `labels`: `n_relevant` checked (`check_truth`); None, `DEFAULT_N_RELEVANT`, lowered with a warning to
-    the number of candidate sources when the truth ranks fewer (a small zoo must not fail on the
-    default). The API (`ModelSpace.evaluate`) and the CLI (``--n-relevant``) both take it from here."""
+    """The number of true top sources counted relevant when `truth` scores models with these task `labels`.
+
+    The API (`ModelSpace.evaluate`) and the CLI (``--n-relevant``) both take it from here.
+
+    Parameters
+    ----------
+    truth : GroundTruth
+        The ground truth.
+    labels : sequence of str
+        The models' task labels.
+    n_relevant : int, optional
+        Checked (`check_truth`) and returned; None for `DEFAULT_N_RELEVANT`, lowered with a warning
+        to the number of candidate sources when the truth ranks fewer (a small zoo must not fail on
+        the default).
+
+    Returns
+    -------
+    int
+        The number of relevant sources per target.
+
+    Raises
+    ------
+    GroundTruthError
+        If `check_truth` refuses the truth for these labels.
+    """
     if n_relevant is None:
         n_candidates = count_candidates(truth, labels)
         n_relevant = min(DEFAULT_N_RELEVANT, n_candidates)
@@ -336,6 +487,15 @@ def relevant_for(truth: GroundTruth, labels: Sequence[str], n_relevant: int | No
 
 def check_truth(truth: GroundTruth, labels: Sequence[str], n_relevant: int = DEFAULT_N_RELEVANT) -> None:
     """Check, before any map is computed, that `truth` can score models with these task `labels`.
+
+    Parameters
+    ----------
+    truth : GroundTruth
+        The ground truth.
+    labels : sequence of str
+        The models' task labels.
+    n_relevant : int, default DEFAULT_N_RELEVANT
+        The relevant sources per target that the evaluation will count.
 
     Raises
     ------

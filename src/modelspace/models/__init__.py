@@ -1,5 +1,8 @@
-"""Models: specifications and the source registry (spec), zoo files (zoo), loaders (sources, and the
-Taskonomy encoders in taskonomy), encoder capture (encoder) and input transforms (transforms)."""
+"""Models: specifications, zoo files, loaders, encoder capture and input transforms.
+
+Specifications and the source registry (spec), zoo files (zoo), loaders (sources, and the Taskonomy
+encoders in taskonomy), encoder capture (encoder) and input transforms (transforms).
+"""
 
 from modelspace.models.encoder import ChannelsLast, Encoder, EncoderTap, TokenGrid, first_tensor, resolve_module
 from modelspace.models.sources import (

@@ -47,7 +47,8 @@ class _StopForward(BaseException):
 
 def find_module(module: nn.Module, name: str) -> nn.Module | None:
     """The submodule at dotted path ``name``, or None. Walks named_children, which, unlike
-    ``get_submodule``, also works on TorchScript modules."""
+    ``get_submodule``, also works on TorchScript modules.
+    """
     for part in name.split(".") if name else []:
         module = dict(module.named_children()).get(part)
         if module is None:
@@ -154,7 +155,8 @@ class TokenGrid:
 @dataclass(frozen=True)
 class ChannelsLast:
     """R is a channels-last map (B, H, W, C), as every stage of timm's and torchvision's Swin gives it:
-    permuted to (B, C, H, W). R of another rank is kept as it is."""
+    permuted to (B, C, H, W). R of another rank is kept as it is.
+    """
 
     def to_dict(self) -> dict:
         return {"channels_last": True}
@@ -212,7 +214,8 @@ class EncoderTap:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """R for the (already transformed) model input ``x``: the first tensor of the captured output,
-        laid out as a map when the encoder declares a layout."""
+        laid out as a map when the encoder declares a layout.
+        """
         if self.target is None:
             r = self._as_tensor(self.module(x), "the model")
         elif self.scripted:

@@ -216,7 +216,8 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedMod
 def own_config(spec: ModelSpec) -> OwnConfig:
     """What a model's own configuration says, read without its weights: timm and torchvision models
     are built on the meta device, a Hugging Face model's files are read. Empty for other sources, and
-    when it cannot be read (`load_model` then reports the problem)."""
+    when it cannot be read (`load_model` then reports the problem).
+    """
     reader = _CONFIG_READERS.get(spec.prefix)
     if reader is None:
         return OwnConfig()
@@ -276,7 +277,8 @@ def check_sources(specs: Iterable[ModelSpec]) -> None:
 def spec_key(spec: ModelSpec) -> str:
     """Identity of a zoo entry as written, before its model loads: sha256 of its canonical JSON and of
     the zoo file's folder (where its ``python:`` code is imported from). A load failure is remembered
-    under it, so that editing the entry tries the model again."""
+    under it, so that editing the entry tries the model again.
+    """
     return hashlib.sha256((spec.to_json() + "\n" + (spec.zoo_dir or "")).encode()).hexdigest()
 
 
@@ -314,7 +316,8 @@ _TRUE = ("1", "on", "yes", "true")
 
 def hub_offline() -> bool:
     """Whether the Hugging Face hub is offline: ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set, or
-    huggingface_hub's own flag (`hub_offline_mode`)."""
+    huggingface_hub's own flag (`hub_offline_mode`).
+    """
     return _env_offline() or bool(getattr(sys.modules.get("huggingface_hub.constants"), "HF_HUB_OFFLINE", False))
 
 
@@ -392,7 +395,8 @@ def hub_offline_mode(on: bool = True):
 
 def _hub_cached(repo: str, filenames: Sequence[str], cache_dir: str | None = None) -> bool:
     """Whether one of ``filenames`` of hub repository ``repo`` (``id`` or ``id@revision``) is in the
-    local Hugging Face cache (False when huggingface_hub does not import)."""
+    local Hugging Face cache (False when huggingface_hub does not import).
+    """
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
@@ -488,7 +492,8 @@ def zoo_imports(zoo_dir: str | None, module_name: str):
 
 def _importable(module_name: str, folder: str | None) -> list[str]:
     """Names a ``python:`` source could have meant for ``module_name``: the top-level modules in the
-    zoo file's folder and on ``sys.path``, or for ``pkg.mod`` the submodules of ``pkg``."""
+    zoo file's folder and on ``sys.path``, or for ``pkg.mod`` the submodules of ``pkg``.
+    """
     parent, _, _ = module_name.rpartition(".")
     if parent:
         try:
@@ -720,7 +725,8 @@ def _hf_processor(ref: str) -> Any:
 
 def hf_config(ref: str, config: Any) -> OwnConfig:
     """What a Hugging Face model says about its input: the image processor saved with it (size, mean,
-    std, resample, crop), else ``config.image_size``; and for ViT-like model types, the token grid."""
+    std, resample, crop), else ``config.image_size``; and for ViT-like model types, the token grid.
+    """
     channels = getattr(config, "num_channels", 3)
     if channels != 3:
         raise ModelLoadError(f"config.num_channels is {channels}; modelspace feeds RGB images (3 channels)")
@@ -755,7 +761,8 @@ def _hf_files_config(spec: ModelSpec, ref: str) -> OwnConfig:
 
 def _check_hf(spec: ModelSpec, ref: str) -> None:
     """An ``hf:`` reference is a model folder, or a hub id whose config is in the local cache (the
-    network is not asked: the loader reads local files only)."""
+    network is not asked: the loader reads local files only).
+    """
     path = Path(ref).expanduser()
     if path.is_dir():
         return
@@ -799,7 +806,8 @@ def _timm_weight_source(cfg: Any) -> str | None:
 
 def timm_config(module: nn.Module) -> OwnConfig:
     """What a timm model says about its input (``timm.data.resolve_data_config``: its pretrained_cfg)
-    and how its ``forward_features`` lays out R (ViT tokens, Swin's channels-last map)."""
+    and how its ``forward_features`` lays out R (ViT tokens, Swin's channels-last map).
+    """
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config({}, model=module)
@@ -855,7 +863,8 @@ def _check_timm(spec: ModelSpec, ref: str) -> None:
 def _timm_downloads(spec: ModelSpec, ref: str) -> list[str]:
     """The pretrained weights timm would download for this spec, when they are not cached: the hub
     repository, or the URL of weights that are not on the hub (timm's order: a state dict or file
-    given, then the hub, then the URL)."""
+    given, then the hub, then the URL).
+    """
     if not spec.pretrained:
         return []
     kwargs = spec.kwargs_dict()
@@ -924,7 +933,8 @@ def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConf
 def _timm_features_module(module: nn.Module, size: tuple[int, int]) -> str | None:
     """The module whose output timm's ``forward_features`` returns: the last feature map before
     pooling (``feature_info`` can name an earlier one, e.g. EfficientNet's blocks before its 1×1
-    head convolution), or a ViT's final norm. Found with one forward of a blank image at the input size."""
+    head convolution), or a ViT's final norm. Found with one forward of a blank image at the input size.
+    """
     if not hasattr(module, "forward_features"):
         return None
     produced: dict[int, str] = {}
@@ -971,7 +981,8 @@ def _torchvision_cached(weights: Any) -> Path:
 def torchvision_config(ref: str, module: nn.Module) -> OwnConfig:
     """What a torchvision architecture expects: its DEFAULT weights' ``transforms()`` (crop size, mean,
     std, interpolation; the weights used when pretrained, and what the architecture was trained with
-    when not), the model's own ``image_size`` when it was built with another one; and R's layout."""
+    when not), the model's own ``image_size`` when it was built with another one; and R's layout.
+    """
     import torchvision
 
     stated = {}

@@ -163,7 +163,8 @@ class _Where:
 
 def normalise_name(name: str) -> str:
     """A model name or task label in Unicode normal form NFC, the one spelling modelspace keeps: names
-    that look alike are equal (``"cafe\u0301"`` and ``"caf\xe9"`` are both ``"café"``)."""
+    that look alike are equal (``"cafe\u0301"`` and ``"caf\xe9"`` are both ``"café"``).
+    """
     return unicodedata.normalize("NFC", name)
 
 
@@ -430,7 +431,8 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         """A canonical JSON-able dict of every field (None: unset; the model's identity hash is taken
         over the resolved spec's, `sources.model_key`). ``weights`` is there only when set, so that
-        an entry without it keeps the JSON it had before the field existed."""
+        an entry without it keeps the JSON it had before the field existed.
+        """
         return {
             "name": self.name,
             "source": self.source,
@@ -580,7 +582,8 @@ def resolve_preprocessing(spec: ModelSpec, stated: Mapping[str, tuple[Any, str]]
 
 def describe_preprocessing(record: Mapping[str, Any] | None) -> str:
     """One short line of a `resolve_preprocessing` record, e.g.
-    ``"224×224 bicubic imagenet crop_pct 0.9 (timm pretrained_cfg; input_size: zoo)"``."""
+    ``"224×224 bicubic imagenet crop_pct 0.9 (timm pretrained_cfg; input_size: zoo)"``.
+    """
     if not record:
         return ""
     named = {(tuple(m), tuple(s)): k for k, (m, s) in NORMALIZATIONS.items()}

@@ -68,7 +68,8 @@ _CHECKSUM = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 @dataclass(frozen=True)
 class Task:
     """One published encoder: its task's name in the file names, the file's sha256, and the name the
-    bundled Taskonomy truth gives the task (None: the truth does not rank it)."""
+    bundled Taskonomy truth gives the task (None: the truth does not rank it).
+    """
 
     name: str
     sha256: str
@@ -160,7 +161,8 @@ class Bottleneck(nn.Module):
 
 def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
     """A stage of ``blocks`` bottlenecks: the first projects to ``4 · planes`` channels (1×1 convolution
-    and batch norm on its shortcut), the last strides (a 1×1 max pooling on its shortcut)."""
+    and batch norm on its shortcut), the last strides (a 1×1 max pooling on its shortcut).
+    """
     width = planes * Bottleneck.expansion
     project = nn.Sequential(nn.Conv2d(inplanes, width, kernel_size=1, bias=False), nn.BatchNorm2d(width))
     layers = [Bottleneck(inplanes, planes, downsample=project if inplanes != width else None)]
@@ -281,7 +283,8 @@ def verify(path: Path, url: str | None = None) -> None:
 
 def read_weights(path: Path, url: str | None = None) -> dict:
     """The state dict of a published encoder file (under ``"state_dict"``, or the file's whole
-    content), read with ``weights_only`` after `verify`."""
+    content), read with ``weights_only`` after `verify`.
+    """
     verify(path, url)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
@@ -362,7 +365,8 @@ def _downloads(spec: ModelSpec, ref: str) -> list[str]:
 def load_taskonomy(spec: ModelSpec, ref: str) -> tuple[nn.Module, str, OwnConfig]:
     """``taskonomy:TASK``: a `TaskonomyEncoder` with the published weights, R at ``relu1``, input 256² in
     [-1, 1] with the entry's convention. With ``pretrained = false`` its weights are random, drawn from
-    a seed of the task's own (the first 32 bits of its published sha256)."""
+    a seed of the task's own (the first 32 bits of its published sha256).
+    """
     t = task(ref)
     convention = _convention(spec)
     with torch.random.fork_rng(devices=[]):

@@ -32,8 +32,10 @@ from modelspace.models.spec import INTERPOLATIONS
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    """Bilinear (or bicubic) resize of a B×C×H×W tensor; antialiased when shrinking (avoids aliasing
-    of fine detail)."""
+    """Bilinear (or bicubic) resize of a B×C×H×W tensor.
+
+    Antialiased when shrinking (avoids aliasing of fine detail).
+    """
     h, w = x.shape[-2:]
     if (h, w) == tuple(size):
         return x
@@ -53,9 +55,11 @@ def _low_saturation(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
 
 
 def _lightness(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """CIE L*/100 of the sRGB image, on each of its channels (Taskonomy's ``to_light``: the L of
-    Lab). Both pieces of the sRGB curve and of L* take clamped inputs, so that the piece
-    `torch.where` discards has a finite gradient."""
+    """CIE L*/100 of the sRGB image, on each of its channels (Taskonomy's ``to_light``: the L of Lab).
+
+    Both pieces of the sRGB curve and of L* take clamped inputs, so that the piece
+    `torch.where` discards has a finite gradient.
+    """
     linear = torch.where(x > 0.04045, ((x.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, x / 12.92)
     y = (linear * torch.tensor(_SRGB_Y, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
     f = torch.where(y > _LAB_T0, y.clamp_min(_LAB_T0) ** (1 / 3), _LAB_SLOPE * y + 16 / 116)
@@ -63,8 +67,10 @@ def _lightness(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
 
 
 def _centre_masked(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """The centre quarter (rows and columns from 1/4 to 3/4) replaced by ``mean``, which normalising
-    makes 0 (Taskonomy's ``context_encoder_input``)."""
+    """The centre quarter (rows and columns from 1/4 to 3/4) replaced by ``mean``.
+
+    Normalising makes it 0 (Taskonomy's ``context_encoder_input``).
+    """
     h, w = x.shape[-2:]
     centre = torch.zeros(h, w, dtype=torch.bool, device=x.device)
     centre[h // 4:3 * h // 4, w // 4:3 * w // 4] = True
@@ -90,8 +96,26 @@ def _check_4d(x: torch.Tensor, what: str, channels: int | None = None) -> None:
 
 @dataclass(frozen=True)
 class InputTransform:
-    """Resize to ``size`` (height, width) with ``interpolation`` ("bilinear" or "bicubic"), apply the
-    input ``convention`` if any (a name in `CONVENTIONS`), then normalise with per-channel ``mean`` / ``std``."""
+    """T_i: resize, apply the model's input convention if any, then normalise.
+
+    Parameters
+    ----------
+    size : tuple of int
+        The model's input (height, width) in pixels.
+    mean : tuple of float
+        Per-channel mean subtracted after resizing (images in [0, 1]).
+    std : tuple of float
+        Per-channel standard deviation divided by.
+    interpolation : {"bilinear", "bicubic"}
+        How the probe images are resized to ``size``.
+    convention : str, optional
+        A name in `CONVENTIONS` (e.g. Taskonomy's lightness input), applied before normalising; None for none.
+
+    Raises
+    ------
+    InputError
+        If ``interpolation`` or ``convention`` is not one of the known names.
+    """
 
     size: tuple[int, int]
     mean: tuple[float, float, float]
@@ -122,10 +146,26 @@ class InputTransform:
         return (x - mean) / std
 
     def inverse(self, maps: torch.Tensor, probe_size: int) -> torch.Tensor:
-        """(B, C, h, w) maps -> (B, C, S, S) at probe size S (bilinear, align_corners=False).
+        """T_i⁻¹: maps at the model's input size back to probe size (bilinear, align_corners=False).
 
-        Returns ``maps`` itself when it is already S×S. Shrinking is antialiased, which, like
-        upsampling, keeps a constant map constant.
+        Shrinking is antialiased, which, like upsampling, keeps a constant map constant.
+
+        Parameters
+        ----------
+        maps : torch.Tensor
+            (B, C, h, w) maps at the model's input size.
+        probe_size : int
+            S, the probe images' side.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, C, S, S) maps; ``maps`` itself when it is already S×S.
+
+        Raises
+        ------
+        InputError
+            If ``maps`` is not a 4-D float tensor or ``probe_size`` not a positive integer.
         """
         _check_4d(maps, "InputTransform.inverse maps")
         check_int(probe_size, "InputTransform.inverse probe_size")
@@ -133,9 +173,22 @@ class InputTransform:
 
     @classmethod
     def from_spec(cls, spec: Any, convention: str | None = None) -> "InputTransform":
-        """The transform a resolved `ModelSpec` (or anything with input_size, mean, std and optionally
-        interpolation) describes, with the model's input ``convention``; `load_model` resolves the
-        fields a zoo entry leaves to the model."""
+        """The transform a resolved `ModelSpec` describes.
+
+        `load_model` resolves the fields a zoo entry leaves to the model.
+
+        Parameters
+        ----------
+        spec : ModelSpec or object
+            A resolved spec, or anything with ``input_size``, ``mean``, ``std`` and optionally ``interpolation``.
+        convention : str, optional
+            The model's input convention (a name in `CONVENTIONS`), or None.
+
+        Returns
+        -------
+        InputTransform
+            The transform.
+        """
         unset = [f for f in ("input_size", "mean", "std") if getattr(spec, f, None) is None]
         if unset:
             raise InputError(f"model {getattr(spec, 'name', '?')!r}: field {unset[0]!r} is not resolved yet; "

@@ -95,19 +95,47 @@ BUNDLED = {"taskonomy": "taskonomy.toml"}
 
 
 def bundled_zoo(name: str) -> Path:
-    """The path of a zoo file shipped with modelspace (`BUNDLED`)."""
+    """The path of a zoo file shipped with modelspace (`BUNDLED`).
+
+    Parameters
+    ----------
+    name : str
+        A key of `BUNDLED`, e.g. ``"taskonomy"``.
+
+    Returns
+    -------
+    Path
+        The zoo file inside the installed package.
+
+    Raises
+    ------
+    ZooError
+        If no bundled zoo has that name.
+    """
     if name not in BUNDLED:
         raise ZooError(f"unknown bundled zoo {name!r}; available: {sorted(BUNDLED)}")
     return Path(str(resources.files("modelspace").joinpath("data", "zoos", BUNDLED[name])))
 
 
 def load_zoo(path: str | Path) -> list[ModelSpec]:
-    """Read a zoo file (TOML or YAML, by extension) into a list of ModelSpecs, in file order; a name in
-    `BUNDLED` (e.g. ``"taskonomy"``, the seed paper's 20 Taskonomy encoders) reads a shipped zoo file.
+    """Read a zoo file (TOML or YAML, by extension) into a list of ModelSpecs, in file order.
 
-    Raises ZooError naming the file, the model and the field for any malformed entry, and for
-    duplicate model names, also those equal only once normalised (`spec.normalise_name`), which
-    look alike.
+    Parameters
+    ----------
+    path : str or Path
+        The zoo file, or a name in `BUNDLED` (e.g. ``"taskonomy"``, the seed paper's 20 Taskonomy
+        encoders) for a shipped zoo file.
+
+    Returns
+    -------
+    list of ModelSpec
+        The checked entries, in file order, each with the zoo file's folder as ``zoo_dir``.
+
+    Raises
+    ------
+    ZooError
+        Naming the file, the model and the field, for any malformed entry, and for duplicate model
+        names, also those equal only once normalised (`spec.normalise_name`), which look alike.
     """
     path = bundled_zoo(path) if isinstance(path, str) and path in BUNDLED else Path(path)
     if not path.is_file():

@@ -1,5 +1,6 @@
-"""The report: one self-contained HTML page of a run (`page`), its figures (`figures`, `plots`) and
-inline style and script (`assets`).
+"""The report: one self-contained HTML page of a run.
+
+The page (`page`), its figures (`figures`, `plots`) and inline style and script (`assets`).
 
     from modelspace.report import from_space, write_report
     write_report(from_space(space, truth="taskonomy"), "out/report.html")

@@ -64,7 +64,8 @@ def heatmap_png(matrix: np.ndarray, labels: Sequence[str], title: str) -> tuple[
 
 def colour_groups(names: Sequence[str], tasks: Sequence[str], linkage: np.ndarray | None) -> tuple[np.ndarray, list[str] | None]:
     """What the model-space map is coloured by: the task when models share tasks (at most
-    `MAX_COLOUR_GROUPS` of them), with the task names for a legend; else the tree's clusters (no legend)."""
+    `MAX_COLOUR_GROUPS` of them), with the task names for a legend; else the tree's clusters (no legend).
+    """
     distinct = list(dict.fromkeys(tasks))
     if len(distinct) < len(names) and len(distinct) <= MAX_COLOUR_GROUPS:
         index = {t: i for i, t in enumerate(distinct)}
@@ -76,7 +77,8 @@ def mds_figure(coords: np.ndarray, labels: Sequence[str], groups: np.ndarray, or
                explained: Sequence[float] | None = None, legend: Sequence[str] | None = None):
     """The MDS map as a matplotlib figure: points coloured by `groups` (named by `legend` when given),
     at most `MAX_POINT_LABELS` names placed where they overlap no other name and no point
-    (`place_labels`), the axes titled with the share of variance they hold. Returns (figure, box)."""
+    (`place_labels`), the axes titled with the share of variance they hold. Returns (figure, box).
+    """
     xy = np.asarray(coords, dtype=np.float64)[:, :2]
     n = len(xy)
     centre = (xy.max(axis=0) + xy.min(axis=0)) / 2 if n else np.zeros(2)
@@ -222,7 +224,7 @@ def _png(fig) -> bytes:
 
 
 def _box_from_bottom(box: list[float]) -> dict:
-    """matplotlib's axes box (left, bottom, width, height) as the page's (left, top, width, height)."""
+    """Matplotlib's axes box (left, bottom, width, height) as the page's (left, top, width, height)."""
     left, bottom, width, height = box
     return {"left": left, "top": 1.0 - bottom - height, "width": width, "height": height}
 

@@ -276,7 +276,7 @@ def _rule(c: Comparison) -> str:
              "too), then to the estimator listed first" if c.metric.startswith("P@")
              else f"the highest mean ρ; {tie}, and a tie goes to the estimator listed first")
     return (f"The best is chosen by the selection rule registered for <code>modelspace study</code> "
-            f"(<code>world/candidates.toml</code>), on this one evaluation: {steps} (the rule's last step, the "
+            f"(<code>data/world/candidates.toml</code>), on this one evaluation: {steps} (the rule's last step, the "
             "lower cost, needs measured costs, which a run does not have).")
 
 

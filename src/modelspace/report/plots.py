@@ -56,7 +56,8 @@ def off_diagonal_range(a: np.ndarray) -> tuple[float, float]:
     """The colour range of an affinity heatmap: the off-diagonal values only. The diagonal (1 by
     definition) would otherwise take the top of the scale and squeeze every real difference into
     a few shades; it is drawn grey instead (`draw_affinity`), so it is never mistaken for the top
-    off-diagonal value."""
+    off-diagonal value.
+    """
     off = a[~np.eye(len(a), dtype=bool)]
     if off.size == 0 or not np.isfinite(off).all() or off.max() <= off.min():
         return float(np.nanmin(a)), float(np.nanmax(a))
@@ -90,7 +91,8 @@ def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
 
 def draw_affinity(ax, a: np.ndarray, aspect: str = "equal"):
     """Draw an affinity matrix on `ax` with its colour scale over the off-diagonal range and the
-    diagonal in `DIAGONAL_COLOUR`, so no value is clipped to another's colour; returns the image."""
+    diagonal in `DIAGONAL_COLOUR`, so no value is clipped to another's colour; returns the image.
+    """
     low, high = off_diagonal_range(a)
     diagonal = np.eye(len(a), dtype=bool) if len(a) > 1 else np.zeros_like(a, dtype=bool)
     cmap = colormaps["viridis"].with_extremes(bad=DIAGONAL_COLOUR)
@@ -224,7 +226,8 @@ def plot_curves(report: Mapping, path: str | Path, k_max: int | None = None) -> 
 
 def target_quartiles(details: Mapping | None, ks: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """The 25th and 75th percentiles over targets of P@K and R@K at each K in `ks`, from one
-    estimator's per-target details (`evaluation.target_scores`); None without any."""
+    estimator's per-target details (`evaluation.target_scores`); None without any.
+    """
     if not details:
         return None
     out = {}
@@ -277,7 +280,8 @@ def _save(fig: Figure, path: str | Path | BinaryIO) -> Path | BinaryIO:
 
 def text_width(texts: Sequence[str], size: float | str) -> float:
     """Inches that the widest of `texts` takes at font `size` (points, or a name such as "large"), as
-    the Agg canvas draws it; 0 for none. Figures size their margins by it, so no name is cut."""
+    the Agg canvas draws it; 0 for none. Figures size their margins by it, so no name is cut.
+    """
     renderer = RendererAgg(1, 1, 72)  # at 72 dpi a pixel is a point
     font = FontProperties(size=size)
     widths = [renderer.get_text_width_height_descent(str(t), font, ismath=False)[0] for t in texts]

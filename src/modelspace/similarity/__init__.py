@@ -1,5 +1,8 @@
-"""How close models are: affinities of their maps (exact or sketched), activation baselines, the
-similarity tree with its map and clusters, and the rankings read off a matrix."""
+"""How close models are.
+
+Affinities of their maps (exact or sketched), activation baselines, the similarity tree with its map
+and clusters, and the rankings read off a matrix.
+"""
 
 from .affinity import MapReader, affinity_halves, affinity_halves_row, affinity_matrix, affinity_naive, affinity_row
 from .baselines import (

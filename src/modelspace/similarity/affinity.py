@@ -308,7 +308,8 @@ def _subspace_scores(flat: np.ndarray, n_features: int, k: int, row_only: bool =
                      per_image: bool = False) -> np.ndarray:
     """Σ over a chunk's images of the subspace scores s(i, j): (N, N), or with `row_only` model 0
     against the others, (N - 1,); with `per_image` the scores unsummed, (c, N, N) or (c, N - 1).
-    `flat` is the scanner's (N, c·F) block, F = K·P per image."""
+    `flat` is the scanner's (N, c·F) block, F = K·P per image.
+    """
     n = flat.shape[0]
     g = flat.reshape(n, -1, k, n_features // k)  # (model, image, direction, P)
     # ‖G_i G_iᵀ‖_F per model and image, from the K × K Grams (float64 sums of float32 products).
@@ -332,7 +333,8 @@ def _summed_with_halves(scan: "_ChunkScanner", masks: np.ndarray, scores, progre
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Σ over all images of each chunk's per-image `scores(flat)` (c, ...), flattened, and their sums
     over each subset of `masks` (B, Np): one product ``masks[:, chunk] @ scores`` per chunk, so no
-    (Np, ...) array of per-image scores is ever held. Raises the scanner's degenerate-maps error."""
+    (Np, ...) array of per-image scores is ever held. Raises the scanner's degenerate-maps error.
+    """
     weights = np.asarray(masks, dtype=np.float64)
     total, sums, start = 0.0, 0.0, 0
     for flat in scan.blocks(progress, desc=desc):

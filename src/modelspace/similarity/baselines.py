@@ -2,7 +2,7 @@
 
 Where the attribution pipeline compares *how* models look at the probe images, these baselines
 compare *what* the models compute there: the encoder output R of every model on the same N
-probe images, flattened to an (N, D) matrix per model (`maps.activations`).
+probe images, flattened to an (N, D) matrix per model (`maps.execution.activations`).
 
 Every baseline is a short declaration over one mechanism (`Similarity`):
 

@@ -1,8 +1,10 @@
-"""How far to trust a ranking, without an oracle: stability over halves of the probe images and
-agreement with estimators built on the other kind of evidence.
+"""How far to trust a ranking, without an oracle.
+
+Stability over halves of the probe images, and agreement with estimators built on the other kind of
+evidence.
 
 For each target model and each estimator of a run (the definition registered in
-``world/candidates.toml``, section ``[confidence]``, before any of it was scored):
+``data/world/candidates.toml``, section ``[confidence]``, before any of it was scored):
 
     stability S   mean over B random halves of the probe images of |top-K on the half ∩ top-K on
                   all images| / K, the estimator recomputed on the half's images only;
@@ -28,7 +30,7 @@ from ..errors import InputError
 __all__ = ["BANDS", "HALVES", "K", "MIN_IMAGES", "SEED", "Confidence", "Estimate", "agreement", "band", "confidence_k",
            "half_masks", "judge", "too_few_images", "top_k", "top_k_stability"]
 
-# The registered constants: they must equal ``world/candidates.toml`` [confidence] (a test checks).
+# The registered constants: they must equal ``data/world/candidates.toml`` [confidence] (a test checks).
 K = 5
 """Sources judged per target; ``min(K, models − 2)`` in runs of fewer than K + 2 models."""
 HALVES = 20
@@ -69,20 +71,52 @@ class Confidence:
     note: str = ""
 
     def to_dict(self) -> dict:
-        """A JSON-able dict (the note only when there is one)."""
+        """A JSON-able dict of the fields.
+
+        Returns
+        -------
+        dict
+            ``stability``, ``agreement``, ``confidence``, ``band``, and ``note`` only when there is one.
+        """
         out = {"stability": self.stability, "agreement": self.agreement, "confidence": self.confidence,
                "band": self.band}
         return {**out, "note": self.note} if self.note else out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Confidence":
-        """The inverse of `to_dict`."""
+        """The inverse of `to_dict`.
+
+        Parameters
+        ----------
+        d : mapping
+            A dict `to_dict` wrote.
+
+        Returns
+        -------
+        Confidence
+            The value it describes.
+        """
         return cls(d.get("stability"), d.get("agreement"), float(d["confidence"]), str(d["band"]), d.get("note", ""))
 
 
 def half_masks(n_images: int, halves: int = HALVES, seed: int = SEED) -> np.ndarray:
-    """(halves, n_images) booleans: row b marks a random subset of floor(n_images / 2) images,
-    drawn without replacement, the rows one after another from ``default_rng(seed)``."""
+    """Random halves of the probe images, as masks.
+
+    Parameters
+    ----------
+    n_images : int
+        The probe images.
+    halves : int, default HALVES
+        How many halves.
+    seed : int, default SEED
+        The seed of ``numpy.random.default_rng``, which draws the rows one after another.
+
+    Returns
+    -------
+    np.ndarray
+        bool (halves, n_images): row b marks a random subset of floor(n_images / 2) images, drawn
+        without replacement.
+    """
     if n_images < 2:
         raise InputError(f"n_images: a half needs at least 2 probe images, got {n_images}")
     rng = np.random.default_rng(seed)
@@ -93,7 +127,18 @@ def half_masks(n_images: int, halves: int = HALVES, seed: int = SEED) -> np.ndar
 
 
 def confidence_k(n_models: int) -> int:
-    """K for a run of `n_models` models: min(K, n_models − 2) (0: too few models to judge)."""
+    """K for a run of `n_models` models.
+
+    Parameters
+    ----------
+    n_models : int
+        The models of the run.
+
+    Returns
+    -------
+    int
+        min(K, n_models − 2), at least 0 (0: too few models to judge).
+    """
     return max(0, min(K, n_models - 2))
 
 
@@ -107,6 +152,11 @@ def too_few_images(n_images: int, n_distinct: int | None = None) -> str | None:
     n_distinct : int, optional
         How many of them differ (`probe.ProbeSet.copies`); halves of copies of a few images agree
         with each other whatever the estimate is worth, so these are what must reach `MIN_IMAGES`.
+
+    Returns
+    -------
+    str or None
+        "confidence: not given: ..." naming the counts, or None when there are enough images.
     """
     n_distinct = n_images if n_distinct is None else n_distinct
     if n_distinct >= MIN_IMAGES:
@@ -118,7 +168,22 @@ def too_few_images(n_images: int, n_distinct: int | None = None) -> str | None:
 
 
 def top_k(matrix: np.ndarray, names: Sequence[str], k: int) -> dict[str, frozenset[str]]:
-    """Per target (row), its k best sources as a set: descending score, ties by name, itself excluded."""
+    """Per target (row), its k best sources as a set.
+
+    Parameters
+    ----------
+    matrix : np.ndarray
+        (N, N) scores, higher is closer; row i ranks the sources of target i.
+    names : sequence of str
+        The N models' names.
+    k : int
+        How many sources.
+
+    Returns
+    -------
+    dict of str to frozenset of str
+        Target -> its k best other models (descending score, ties by name, itself excluded).
+    """
     a = np.asarray(matrix, dtype=np.float64)
     out = {}
     for i, target in enumerate(names):
@@ -190,7 +255,18 @@ def agreement(tops: Mapping[str, frozenset[str]], others: Sequence[Mapping[str, 
 
 
 def band(value: float) -> str:
-    """The band of a confidence value (`BANDS`)."""
+    """The band of a confidence value.
+
+    Parameters
+    ----------
+    value : float
+        A confidence C in [0, 1].
+
+    Returns
+    -------
+    str
+        The first band of `BANDS` whose lower bound ``value`` reaches, else "low".
+    """
     for name, lower in BANDS.items():
         if value >= lower:
             return name

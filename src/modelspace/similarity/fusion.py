@@ -27,8 +27,19 @@ __all__ = ["Fusion", "pair_percentiles"]
 
 
 def pair_percentiles(matrix: np.ndarray) -> np.ndarray:
-    """Each off-diagonal entry of a symmetric (M, M) matrix as its percentile among the M (M − 1) / 2
-    pairs (average ranks for ties, in [0, 1]); the diagonal is 1."""
+    """Each off-diagonal entry of a symmetric matrix as its percentile among the pairs.
+
+    Parameters
+    ----------
+    matrix : np.ndarray
+        A symmetric (M, M) matrix (affinity or similarity: higher is closer).
+
+    Returns
+    -------
+    np.ndarray
+        (M, M) float64: each entry's percentile among the M (M − 1) / 2 pairs above the diagonal
+        (average ranks for ties, in [0, 1]), mirrored; the diagonal is 1.
+    """
     m = len(matrix)
     out = np.ones((m, m))
     if m < 3:  # one pair: nothing to rank it against
@@ -48,7 +59,13 @@ class Fusion(Similarity):
     ----------
     members : tuple of str
         Two or more estimators of the same run, by name, alias or id: attribution methods (computed
-        among the space's methods) and baselines (among its baselines). Not fusions.
+        among the space's methods) and baselines (among its baselines). Not fusions. Default
+        ``("dds", "gradient_x_input_subspace")``.
+
+    Raises
+    ------
+    InputError
+        If there are fewer than two members, or one is not a name of a method or a baseline.
     """
 
     name = "fusion"
@@ -68,17 +85,47 @@ class Fusion(Similarity):
 
     @property
     def params(self) -> dict[str, Any]:
+        """The keyword parameters that rebuild this fusion (its id's parameters): ``members``."""
         return {"members": self.members}
 
     def fuse(self, matrices: Sequence[np.ndarray]) -> np.ndarray:
-        """The fused (M, M) matrix of the members' (M, M) matrices over the same models, in one order."""
+        """The fused matrix: the mean of the members' pair percentiles (`pair_percentiles`).
+
+        Parameters
+        ----------
+        matrices : sequence of np.ndarray
+            The members' (M, M) matrices over the same models, in one order, in the order of `members`.
+
+        Returns
+        -------
+        np.ndarray
+            The fused (M, M) float64 matrix.
+
+        Raises
+        ------
+        InputError
+            If there is not one matrix per member, or their shapes differ.
+        """
         shapes = {np.shape(m) for m in matrices}
         if len(matrices) != len(self.members) or len(shapes) != 1:
             raise InputError(f"{self.name}: expected {len(self.members)} matrices of one shape, got shapes {sorted(shapes)}")
         return np.mean([pair_percentiles(np.asarray(m, dtype=np.float64)) for m in matrices], axis=0)
 
     def undefined_on(self, copies: Sequence[int]) -> str | None:
-        """None: a fusion is defined wherever its members are (`ModelSpace` names one whose member is not)."""
+        """Say where the fusion is undefined: nowhere of its own.
+
+        A fusion is defined wherever its members are (`ModelSpace` names one whose member is not).
+
+        Parameters
+        ----------
+        copies : sequence of int
+            As for the other baselines; not used.
+
+        Returns
+        -------
+        None
+            Always.
+        """
         return None
 
     def _prepare(self, x: np.ndarray, what: str) -> Any:

@@ -18,6 +18,16 @@ def rank_sources(affinity: np.ndarray, names: Sequence[str]) -> dict[str, list[t
         A square, finite (N, N) matrix.
     names : sequence of str
         The N model names (or task labels), unique.
+
+    Returns
+    -------
+    dict of str to list of (str, float)
+        Target name -> the other N − 1 models as (name, affinity) pairs, highest affinity first.
+
+    Raises
+    ------
+    InputError
+        If the matrix is not square or not finite, or the names do not match its rows or repeat.
     """
     a = np.asarray(affinity, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
@@ -42,7 +52,18 @@ HUB_SHARE = 1 / 3
 
 
 def top_sources(ranking: dict[str, list]) -> dict[str, str]:
-    """Per target, its first-ranked source (targets ranking none are left out)."""
+    """Per target, its first-ranked source (targets ranking none are left out).
+
+    Parameters
+    ----------
+    ranking : dict
+        Per target, its sources best first (names, or (name, value) pairs as `rank_sources` gives).
+
+    Returns
+    -------
+    dict of str to str
+        Target -> the name of its best source.
+    """
     return {t: (r[0][0] if isinstance(r[0], tuple) else r[0]) for t, r in ranking.items() if r}
 
 
@@ -57,7 +78,18 @@ def hubs(ranking: dict[str, list], share: float = HUB_SHARE) -> dict[str, int]:
     ranking : dict
         Per target, its sources best first (names, or (name, value) pairs as `rank_sources` gives).
     share : float
-        The fraction of the targets' top-1 slots above which a source counts as a hub.
+        The fraction of the targets' top-1 slots above which a source counts as a hub, in (0, 1);
+        default `HUB_SHARE` (a third).
+
+    Returns
+    -------
+    dict of str to int
+        Hub -> how many targets it is the top-1 source of, most first (ties by name); empty when none is a hub.
+
+    Raises
+    ------
+    InputError
+        If ``share`` is not in (0, 1).
     """
     if not 0.0 < share < 1.0:
         raise InputError(f"share: expected a fraction in (0, 1), got {share!r}")

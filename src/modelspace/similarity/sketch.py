@@ -50,7 +50,23 @@ class MapSketcher:
             yield start, stop, block.numpy()
 
     def sketch_rows(self, rows: np.ndarray) -> np.ndarray:
-        """(n, F) maps → (n, k) sketches of their L2-normalised rows (zero rows stay zero)."""
+        """Sketch maps: project their L2-normalised rows.
+
+        Parameters
+        ----------
+        rows : np.ndarray
+            (n, F) maps, one flattened map a row.
+
+        Returns
+        -------
+        np.ndarray
+            (n, k) float32 sketches, k = `dim`; zero rows stay zero.
+
+        Raises
+        ------
+        InputError
+            If ``rows`` is not 2-D.
+        """
         rows = np.asarray(rows, dtype=np.float32)
         if rows.ndim != 2:
             raise InputError(f"rows: expected a 2-D array (n, F), got shape {rows.shape}")
@@ -62,14 +78,44 @@ class MapSketcher:
         return out
 
     def sketch(self, reader: MapReader, n_images: int) -> np.ndarray:
-        """One model's (Np, k) sketch, read chunk by chunk from its map reader."""
+        """One model's sketch, read chunk by chunk (`chunk` images at a time) from its map reader.
+
+        Parameters
+        ----------
+        reader : MapReader
+            ``reader(start, stop)`` -> that model's (stop − start, F) maps.
+        n_images : int
+            Np, the number of probe images.
+
+        Returns
+        -------
+        np.ndarray
+            The (Np, k) float32 sketch.
+        """
         parts = [self.sketch_rows(reader(s, min(s + self.chunk, n_images))) for s in range(0, n_images, self.chunk)]
         return np.concatenate(parts)
 
 
 def sketched_affinity(sketches: Sequence[np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
-    """The (N, N) affinity estimated from sketches: mean over images of the sketches' cosines (the
-    diagonal exactly 1, a sketch's cosine with itself)."""
+    """The affinity estimated from sketches: the mean over images of the sketches' cosines.
+
+    Parameters
+    ----------
+    sketches : sequence of np.ndarray
+        One (Np, k) sketch per model, all of one shape (`MapSketcher.sketch`, same seed and dim).
+    names : sequence of str, optional
+        The models' names, for the messages; default ``sketches[i]``.
+
+    Returns
+    -------
+    np.ndarray
+        The (N, N) float64 affinity, symmetric; the diagonal exactly 1 (a sketch's cosine with itself).
+
+    Raises
+    ------
+    InputError
+        If there is no sketch, the shapes differ, or a sketch has an all-zero or non-finite row.
+    """
     if len(sketches) == 0:
         raise InputError("sketches: expected at least one model's sketch")
     names = list(names) if names is not None else [f"sketches[{i}]" for i in range(len(sketches))]

@@ -1,5 +1,7 @@
-"""The model-similarity tree (agglomerative clustering on 1 − affinity, Newick), its flat clusters and
-the classical MDS map of the same distance."""
+"""The model-similarity tree, its flat clusters and the classical MDS map of the same distance.
+
+The tree is an agglomerative clustering on 1 − affinity, written as Newick.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +27,16 @@ def distance(affinity: np.ndarray) -> np.ndarray:
 
     Rounding can push an affinity a hair above 1; the clip keeps the distance a distance.
 
+    Parameters
+    ----------
+    affinity : np.ndarray
+        An (N, N) affinity matrix (1 = identical).
+
+    Returns
+    -------
+    np.ndarray
+        The (N, N) float64 distance matrix.
+
     Raises
     ------
     InputError
@@ -43,7 +55,19 @@ def distance(affinity: np.ndarray) -> np.ndarray:
 
 
 def similarity_tree(affinity: np.ndarray, method: str = "average") -> np.ndarray:
-    """Return a scipy linkage matrix ((N-1) × 4) clustering the models by `distance`.
+    """Return a scipy linkage matrix clustering the models by `distance`.
+
+    Parameters
+    ----------
+    affinity : np.ndarray
+        An (N, N) affinity matrix, N >= 2.
+    method : str, default "average"
+        scipy's linkage method (``"average"``: UPGMA).
+
+    Returns
+    -------
+    np.ndarray
+        The (N − 1, 4) linkage matrix.
 
     Raises
     ------
@@ -64,6 +88,18 @@ def classical_mds(affinity: np.ndarray, dims: int = 2) -> np.ndarray:
 
     Dimensions with a non-positive eigenvalue (a non-Euclidean distance, or fewer models than
     dims + 1) are left at 0.
+
+    Parameters
+    ----------
+    affinity : np.ndarray
+        An (N, N) affinity matrix.
+    dims : int, default 2
+        The number of axes.
+
+    Returns
+    -------
+    np.ndarray
+        (N, dims) coordinates.
     """
     d = distance(affinity)
     n = len(d)
@@ -79,8 +115,20 @@ def classical_mds(affinity: np.ndarray, dims: int = 2) -> np.ndarray:
 
 
 def mds_explained(affinity: np.ndarray, dims: int = 2) -> np.ndarray:
-    """The share of the variance each of the first `dims` classical-MDS axes holds: its eigenvalue over
-    the sum of the positive eigenvalues (0 where there is none)."""
+    """The share of the variance each of the first `dims` classical-MDS axes holds.
+
+    Parameters
+    ----------
+    affinity : np.ndarray
+        An (N, N) affinity matrix.
+    dims : int, default 2
+        The number of axes.
+
+    Returns
+    -------
+    np.ndarray
+        (dims,): each axis's eigenvalue over the sum of the positive eigenvalues (0 where there is none).
+    """
     d = distance(affinity)
     n = len(d)
     centring = np.eye(n) - 1.0 / n
@@ -94,8 +142,18 @@ def mds_explained(affinity: np.ndarray, dims: int = 2) -> np.ndarray:
 
 
 def cophenetic(linkage: np.ndarray) -> np.ndarray:
-    """The (N, N) cophenetic distances of a tree: for each pair of leaves, the height of the merge that
-    first joins them (0 on the diagonal)."""
+    """The cophenetic distances of a tree.
+
+    Parameters
+    ----------
+    linkage : np.ndarray
+        A scipy linkage matrix over N leaves.
+
+    Returns
+    -------
+    np.ndarray
+        (N, N): for each pair of leaves, the height of the merge that first joins them (0 on the diagonal).
+    """
     z = _checked_linkage(linkage)
     n = len(z) + 1
     members = {i: [i] for i in range(n)}
@@ -109,9 +167,20 @@ def cophenetic(linkage: np.ndarray) -> np.ndarray:
 
 
 def tree_agreement(linkage_a: np.ndarray, linkage_b: np.ndarray) -> float:
-    """How alike two trees over the same leaves (in the same order) are: the Pearson correlation of
-    their cophenetic distances over the pairs of leaves (1 = the same hierarchy and heights up to
-    scale). NaN when either tree has all its merges at one height or fewer than three leaves."""
+    """How alike two trees over the same leaves (in the same order) are.
+
+    Parameters
+    ----------
+    linkage_a, linkage_b : np.ndarray
+        scipy linkage matrices over the same leaves.
+
+    Returns
+    -------
+    float
+        The Pearson correlation of their cophenetic distances over the pairs of leaves (1 = the same
+        hierarchy and heights up to scale); NaN when either tree has all its merges at one height or
+        fewer than three leaves.
+    """
     a, b = cophenetic(linkage_a), cophenetic(linkage_b)
     if a.shape != b.shape:
         raise InputError(f"trees: {len(a)} and {len(b)} leaves; the agreement needs the same leaves")
@@ -123,7 +192,20 @@ def tree_agreement(linkage_a: np.ndarray, linkage_b: np.ndarray) -> float:
 
 
 def clusters(linkage: np.ndarray | None, n: int) -> np.ndarray:
-    """A flat clustering cut from the tree (about √(n/2) groups, 2 to 10) for colouring points."""
+    """A flat clustering cut from the tree, for colouring points.
+
+    Parameters
+    ----------
+    linkage : np.ndarray or None
+        A scipy linkage matrix over n leaves, or None (one group).
+    n : int
+        The number of leaves.
+
+    Returns
+    -------
+    np.ndarray
+        int (n,): each leaf's group, from 0; about √(n/2) groups, 2 to 10 (one group below 3 leaves).
+    """
     if linkage is None or n < 3:
         return np.zeros(n, dtype=int)
     k = int(np.clip(round(math.sqrt(n / 2)), 2, 10))
@@ -131,7 +213,22 @@ def clusters(linkage: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def spread(names: Sequence[str], linkage: np.ndarray | None, k: int) -> list[str]:
-    """Up to k names spread evenly along the tree's leaf order (all of them if there are fewer)."""
+    """Up to k names spread evenly along the tree's leaf order.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The leaves' names, in the linkage's leaf indices.
+    linkage : np.ndarray or None
+        A scipy linkage matrix, or None (the names as they are).
+    k : int
+        How many names.
+
+    Returns
+    -------
+    list of str
+        The picked names in leaf order; all of them when there are k or fewer (or no tree).
+    """
     if len(names) <= k or linkage is None:
         return list(names)
     order = leaf_order(linkage)
@@ -148,10 +245,22 @@ def to_newick(linkage: np.ndarray, names: Sequence[str]) -> str:
 
     Built bottom-up without recursion, so deep (chain-like) trees of thousands of leaves work.
 
+    Parameters
+    ----------
+    linkage : np.ndarray
+        A scipy linkage matrix over N leaves.
+    names : sequence of str
+        The N leaves' names.
+
+    Returns
+    -------
+    str
+        The Newick string.
+
     Raises
     ------
     InputError
-        an invalid linkage, or a names list of the wrong length.
+        An invalid linkage, or a names list of the wrong length.
     """
     z = _checked_linkage(linkage)
     n = z.shape[0] + 1
@@ -169,7 +278,18 @@ def to_newick(linkage: np.ndarray, names: Sequence[str]) -> str:
 
 
 def leaf_order(linkage: np.ndarray) -> list[int]:
-    """Return the leaves' left-to-right order in the dendrogram: a permutation of 0..N-1."""
+    """Return the leaves' left-to-right order in the dendrogram.
+
+    Parameters
+    ----------
+    linkage : np.ndarray
+        A scipy linkage matrix over N leaves.
+
+    Returns
+    -------
+    list of int
+        A permutation of 0..N-1.
+    """
     return [int(i) for i in hierarchy.leaves_list(_checked_linkage(linkage))]
 
 

@@ -11,7 +11,7 @@
     wait; python -m modelspace.world.build --oracle-only                     # sources each; merged
     python -m modelspace.world.build --quick --out DIR    # a miniature: 3 tasks, a few steps
 
-Writes into `--out` (default: the package's `world/zoo/`):
+Writes into `--out` (default: the package's `data/world/zoo/`):
 
 - `<name>.pt`: float16 state dicts, loaded with weights_only=True;
 - `records/<name>.json`: each model's recipe, training curve and held-out figures beside the
@@ -42,9 +42,10 @@ import torch
 from ..models import load_model, load_zoo, state_dict_hash
 from . import labels, oracle, train
 from .nets import ENCODERS
+from .registration import DATA_DIR
 from .render import render_batch
 
-ZOO_DIR = Path(__file__).parent / "zoo"
+ZOO_DIR = DATA_DIR / "zoo"
 SEEDS = {"train": 1000, "validation": 1500, "test": 2000, "shifted": 3000}
 RECIPE = train.Recipe(steps=20_000, batch=32, lr=2e-3, eval_every=250, min_steps=3000, plateau=0.02, halvings=2,
                       patience=2, precision="bfloat16", channels_last=True)
@@ -60,7 +61,8 @@ class Entry:
     """One model of the built-in zoo.
 
     `seed` selects the initialisation and the batch order; two entries that differ only in
-    their seed are seed twins."""
+    their seed are seed twins.
+    """
 
     name: str
     task: str
@@ -137,7 +139,8 @@ def render_set(n: int, seed: int, domain: str, cache: Path | None, workers: int 
     """Scenes 0..n-1 of `seed`, rendered `chunk` at a time in `workers` processes.
 
     Cached as one .npy per label in `cache` (written chunk by chunk, so memory stays bounded) and
-    read back memory-mapped, so that parallel builds share one copy in the page cache."""
+    read back memory-mapped, so that parallel builds share one copy in the page cache.
+    """
     chunks = [(len(part), seed, domain, int(part[0])) for part in np.array_split(np.arange(n), -(-n // chunk))]
     folder = cache / f"v{CACHE_VERSION}_{domain}_{seed}_{n}" if cache else None
     if folder is None:
@@ -169,7 +172,8 @@ def native_bfloat16(device: str) -> bool:
     """Whether bfloat16 autocast pays on `device`: measured on a CPU with AVX-512 BF16 it did
     (benchmarks/RESULTS.md), while on one without (AVX2 only) a training step took many times as
     long in bfloat16, the kernels being emulated (README, "Regenerating the built-in world"). A CPU counts when
-    it reports the avx512_bf16 or amx_bf16 flag (Linux's /proc/cpuinfo; elsewhere: float32)."""
+    it reports the avx512_bf16 or amx_bf16 flag (Linux's /proc/cpuinfo; elsewhere: float32).
+    """
     if torch.device(device).type != "cpu":
         return True
     try:
@@ -186,7 +190,8 @@ def train_key(e: Entry, scenes: dict[str, int]) -> tuple[str, int]:
 
 def render_sets(entries: list[Entry], scenes: dict[str, int], cache: Path | None) -> dict:
     """"train", "validation" and "test" (the train domain), each entry's training set under `train_key`,
-    and ("validation", domain) / ("test", domain) for the other domains' entries."""
+    and ("validation", domain) / ("test", domain) for the other domains' entries.
+    """
     sets = {split: render_set(scenes[split], SEEDS[split], "train", cache) for split in ("train", "validation", "test")}
     sets[("train", scenes["train"])] = sets["train"]
     for domain, n in sorted({train_key(e, scenes) for e in entries} - {("train", scenes["train"])}):
@@ -199,7 +204,8 @@ def render_sets(entries: list[Entry], scenes: dict[str, int], cache: Path | None
 
 def entry_sets(e: Entry, data: dict, scenes: dict[str, int]) -> dict:
     """The scenes an entry is trained on, stopped by and judged on, all of its own domain: a model of
-    the shifted domain is learned when it does its task there."""
+    the shifted domain is learned when it does its task there.
+    """
     if e.domain == "train":
         return {"train": data["train"], "validation": data["validation"], "test": data["test"]}
     return {"train": data[train_key(e, scenes)], "validation": data[("validation", e.domain)],
@@ -229,7 +235,8 @@ def zoo_toml(entries: list[Entry]) -> str:
 def task_figures(task: str, model, data: dict[str, dict], input_size: int, device: str) -> dict:
     """A trained model's held-out figures beside the image-blind predictor's, and whether the task
     counts as learned: normalised loss ≤ 0.3 (regression), or accuracy ≥ 2× the majority class's
-    (classification)."""
+    (classification).
+    """
     metrics = train.held_out_metrics(model, task, data["test"], input_size, device=device)
     trivial = train.trivial_metrics(task, data["train"], data["test"])
     figures = {"held_out": metrics, "trivial": trivial}
@@ -273,7 +280,8 @@ def _records(out: Path) -> dict[str, dict]:
 def train_zoo(entries: list[Entry], out: Path, data: dict, scenes: dict[str, int], recipe: train.Recipe, device: str,
               resume: bool, worker: tuple[int, int] = (0, 1)) -> None:
     """Train every `n`-th entry from the `i`-th of those left to do (all, or with `resume` the unfinished
-    ones, so that resumed workers share what is left evenly)."""
+    ones, so that resumed workers share what is left evenly).
+    """
     i, n = worker
     todo = [(index, e) for index, e in enumerate(entries)
             if not (resume and (out / "records" / f"{e.name}.json").exists() and (out / f"{e.name}.pt").exists())]
@@ -295,7 +303,8 @@ def train_zoo(entries: list[Entry], out: Path, data: dict, scenes: dict[str, int
 
 def oracle_pairs(entries: list[Entry]) -> list[tuple[str, str]]:
     """Every (target task, source model) the oracle trains a readout for: all group-1 pairs, and
-    each twin as a source for the targets its zoo copy covers (the twinned tasks)."""
+    each twin as a source for the targets its zoo copy covers (the twinned tasks).
+    """
     group1 = [e for e in entries if e.group == 1]
     twins = [e for e in entries if e.group == 3]
     pairs = [(t.task, s.name) for t in group1 for s in group1]
@@ -312,7 +321,8 @@ def measure(entries: list[Entry], out: Path, data: dict[str, dict], readout: ora
     each worker computes the frozen features of its own sources only), saves them into
     `transfers-<i>of<n>.json` after each target and returns None; the single run (0 of 1) reuses
     every progress file measured under the same readout recipe, measures what is missing and
-    returns `oracle_summary`."""
+    returns `oracle_summary`.
+    """
     missing = [e.name for e in entries if e.group in (1, 3) and not (out / "records" / f"{e.name}.json").exists()]
     if missing:
         raise SystemExit(f"{out}: the oracle needs every group-1 and group-3 model; not trained yet: {', '.join(missing)}")
@@ -340,7 +350,8 @@ def measure(entries: list[Entry], out: Path, data: dict[str, dict], readout: ora
 def _measured(out: Path, readout: oracle.ReadoutRecipe, weights: dict[str, str]) -> dict:
     """Every readout loss in `out`'s progress files that was measured under this readout recipe
     from a source with these weights (`weights`: source name -> state-dict hash); a retrained
-    source is measured again."""
+    source is measured again.
+    """
     done: dict = {}
     recipe = json.loads(json.dumps(asdict(readout)))  # as saved: tuples become lists
     for path in sorted(out.glob("transfers*.json")):

@@ -37,7 +37,8 @@ class BlurDown(nn.Module):
     second pixel (Zhang, "Making convolutional networks shift-invariant again", 2019).
 
     Written as two 2×2 average pools (a box filter convolved with itself is the binomial one),
-    which are fast in any precision and have an exact ε-LRP rule."""
+    which are fast in any precision and have an exact ε-LRP rule.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, (0, 1, 0, 1), mode="replicate")
@@ -53,7 +54,8 @@ class DenseHead(nn.Module):
 
     The convolutions run at `predict_size` (bilinear upsampling between them); with
     `predict_size` < 64 the prediction is then upsampled bilinearly to the label size, which
-    keeps the costly full-resolution convolutions out of training."""
+    keeps the costly full-resolution convolutions out of training.
+    """
 
     def __init__(self, cin: int, out_channels: int, width: int = 32, predict_size: int = LABEL_SIZE) -> None:
         super().__init__()
@@ -107,7 +109,8 @@ class VGGNet(nn.Module):
 
 class BasicBlock(nn.Module):
     """Two 3×3 convolutions and a shortcut. With `antialias`, a stride-2 block blurs and subsamples
-    first, and both branches then run at stride 1."""
+    first, and both branches then run at stride 1.
+    """
 
     def __init__(self, cin: int, cout: int, stride: int = 1, antialias: bool = False) -> None:
         super().__init__()
@@ -129,7 +132,8 @@ class ResTaskNet(nn.Module):
     """Group 1: the shared encoder-decoder. R = `encoder` output, 8×8×widths[-1] at a 64×64 input.
 
     Encoder: a 3×3 stem at full resolution, then one stage per later width, each opening with an
-    anti-aliased 2× downsampling and holding `blocks[i]` residual blocks."""
+    anti-aliased 2× downsampling and holding `blocks[i]` residual blocks.
+    """
 
     def __init__(self, out_channels: int, dense: bool = True, widths: tuple[int, ...] = (16, 32, 64, 64),
                  blocks: tuple[int, ...] = (1, 1, 2), predict_size: int = 32) -> None:

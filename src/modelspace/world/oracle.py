@@ -77,17 +77,18 @@ class ReadoutRecipe:
     seeds : one readout per seed (initialisation and batch order); their spread is the noise.
     """
 
-    width: int = 32  # the rule of world/zoo/checks/readout_width.py: 64 channels did no better
-    epochs: int = 8  # 1 000 steps: the rule of world/zoo/checks/readout_budget.py, fixed before its results
+    width: int = 32  # the rule of scripts/world/readout_width.py: 64 channels did no better
+    epochs: int = 8  # 1 000 steps: the rule of scripts/world/readout_budget.py, fixed before its results
     batch: int = 32  # at batch 256 two seeds of one pair differed by up to 0.05
     lr: float = 2e-3
-    n_train: int = 4000  # the rule of world/zoo/checks/readout_scenes.py, fixed before its results
+    n_train: int = 4000  # the rule of scripts/world/readout_scenes.py, fixed before its results
     seeds: tuple[int, ...] = (0, 1)
 
 
 class Readout(nn.Module):
     """Frozen features (C, h, w) → a target: two 3×3 convolutions, then a 1×1 convolution at
-    READOUT_SIZE² for dense targets, or a 4×4 average pool and a linear layer for image targets."""
+    READOUT_SIZE² for dense targets, or a 4×4 average pool and a linear layer for image targets.
+    """
 
     def __init__(self, cin: int, out: int, dense: bool, width: int = 32) -> None:
         super().__init__()
@@ -113,7 +114,8 @@ class Target:
     `y` is (N, Q) float for regression, (N,) class indices for image classification, (N, K, s, s)
     class fractions for dense classification. `trivial` is the loss of an image-blind predictor
     (the per-position variance of the test labels; the cross-entropy of the training class prior),
-    so that a normalised loss of 1 means "no better than ignoring the image"."""
+    so that a normalised loss of 1 means "no better than ignoring the image".
+    """
 
     kind: str
     y_train: torch.Tensor

@@ -54,7 +54,28 @@ def _photo(name: str) -> np.ndarray:
 
 
 def photo_batch(n: int, seed: int, size: int = 64) -> np.ndarray:
-    """n crops of real photographs, float32 (n, size, size, 3) in [0, 1]; image i depends only on (seed, i)."""
+    """N crops of real photographs; image i depends only on (seed, i).
+
+    Parameters
+    ----------
+    n : int
+        How many images.
+    seed : int
+        The seed of the crops: their side, place and mirroring (image i crops photograph
+        ``PHOTOS[i % len(PHOTOS)]``).
+    size : int, default 64
+        The side of each image in pixels.
+
+    Returns
+    -------
+    np.ndarray
+        float32 (n, size, size, 3) in [0, 1].
+
+    Raises
+    ------
+    ModelspaceError
+        If scikit-image, which bundles the photographs, is not installed.
+    """
     from PIL import Image
 
     images = []

@@ -184,7 +184,8 @@ def _largest_object(instance: np.ndarray, scene: Scene) -> tuple[int, int]:
 
 def room_layout(scene: Scene) -> np.ndarray:
     """(9,) in [0, 1]: vanishing point x, y; yaw, pitch (±30° -> 0..1); distances from the camera
-    to the left wall, right wall, floor, ceiling and back wall / MAX_DEPTH."""
+    to the left wall, right wall, floor, ceiling and back wall / MAX_DEPTH.
+    """
     vp = scene.vanishing_point()
     (x0, y0, _), (x1, y1, z1) = scene.room.lo, scene.room.hi
     angles = [scene.yaw / (2 * LAYOUT_ANGLE) + 0.5, scene.pitch / (2 * LAYOUT_ANGLE) + 0.5]
@@ -259,7 +260,8 @@ def scene_rng(seed: int, index: int) -> np.random.Generator:
 
 def render_index(seed: int, index: int, domain: str | Domain = "train", size: int = 64) -> dict[str, np.ndarray]:
     """Render scene ``index`` of ``seed``. A scene in which no object shows (rare: sub-pixel
-    objects) is redrawn from the same stream, so every rendered scene has ``object_class >= 0``."""
+    objects) is redrawn from the same stream, so every rendered scene has ``object_class >= 0``.
+    """
     rng = scene_rng(seed, index)
     for _ in range(20):
         out = render(sample_scene(rng, domain), size)

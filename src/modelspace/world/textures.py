@@ -51,7 +51,22 @@ FAMILIES = (_pink_noise, _grating, _checker, _voronoi)
 
 
 def texture_batch(n: int, seed: int, size: int = 64) -> np.ndarray:
-    """n texture images, float32 (n, size, size, 3) in [0, 1]; image i depends only on (seed, i)."""
+    """N texture images; image i depends only on (seed, i).
+
+    Parameters
+    ----------
+    n : int
+        How many images.
+    seed : int
+        The seed of the textures.
+    size : int, default 64
+        The side of each image in pixels.
+
+    Returns
+    -------
+    np.ndarray
+        float32 (n, size, size, 3) in [0, 1].
+    """
     images = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])

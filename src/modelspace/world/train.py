@@ -189,7 +189,8 @@ def plateau_change(curve: list[tuple[int, float]]) -> float:
     """Relative gain of the best held-out loss over the last fifth of the steps in `curve`.
 
     (best up to 4/5 of the last step − best overall) / best up to 4/5; 1.0 while the curve is
-    too short to have a last fifth."""
+    too short to have a last fifth.
+    """
     if not curve:
         return 1.0
     last = curve[-1][0]
@@ -211,7 +212,8 @@ def held_out_loss(model: nn.Module, task: str, data: dict[str, np.ndarray], inpu
 def held_out_metrics(model: nn.Module, task: str, data: dict[str, np.ndarray], input_size: int, seed: int = 1,
                      device: str = "cpu", batch: int = 128) -> dict[str, float]:
     """Loss of a trained model on held-out scenes (its own task), and its accuracy for a
-    classification task (pixel accuracy for a dense one)."""
+    classification task (pixel accuracy for a dense one).
+    """
     transform = InputTransform((input_size, input_size), **WORLD_NORMALISATION)
     inputs = to_tensor(task_input(task, data["rgb"], seed))
     classification = "classification" in task_kind(task)[0]
@@ -235,7 +237,8 @@ def trivial_metrics(task: str, train_data: dict[str, np.ndarray], test_data: dic
 
     Regression: the label variance (the loss of the best constant) and the loss of the per-pixel
     (or per-component) training mean. Classification: the majority class's accuracy and the
-    cross-entropy of the training class frequencies."""
+    cross-entropy of the training class frequencies.
+    """
     kind, channels = task_kind(task)
     test_index, train_index = np.arange(len(test_data["rgb"])), np.arange(len(train_data["rgb"]))
     if "classification" in kind:

@@ -45,7 +45,7 @@ similarity, DEPARA), cross-validated variants, label-based scores."""
 TWIN_MARK = "@seed"
 """A model named ``X@seed…`` is the seed twin of model ``X`` (world v2's group 3)."""
 TIE = 0.005
-"""Minima within this of the highest count as tied in `registered_choice` (``world/candidates.toml``)."""
+"""Minima within this of the highest count as tied in `registered_choice` (``data/world/candidates.toml``)."""
 CRITERION = "P@5"
 """The figure the best estimator, ties and cross-validated choices are judged by."""
 
@@ -315,7 +315,7 @@ def format_which(which: Mapping[str, Any]) -> str:
 
 def registered_choice(domains: Mapping[str, Mapping[str, dict]], estimators: Sequence[str], tie: float = TIE
                       ) -> tuple[str, dict[str, float]]:
-    """The registered selection rule (``world/candidates.toml``, [rule]): of `estimators`, the one
+    """The registered selection rule (``data/world/candidates.toml``, [rule]): of `estimators`, the one
     with the highest minimum over the domains of its mean `CRITERION` over targets; values within
     `tie` of the highest count as tied, and ties go to the higher mean over the domains of mean ρ,
     then to the lower cost (the rows' ``cost``; unknown counts as the highest), then to table order.
@@ -345,7 +345,7 @@ def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str,
               tie: float | None = None) -> tuple[dict[str, str], str | None]:
     """A plain recommendation per regime, generated from the rows of every probe domain.
 
-    - no labels: the rule registered in ``world/candidates.toml`` (`registered_choice`): among
+    - no labels: the rule registered in ``data/world/candidates.toml`` (`registered_choice`): among
       label-free rows (attribution methods, label-free baselines and fusions; not the
       cross-validated ones, which a user without a measured oracle cannot reproduce), the highest
       minimum over the domains of mean `CRITERION`; near-ties go to the higher mean ρ, then the

@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 
-from ..errors import InputError, check_int
+from ...errors import InputError, check_int
 
 # Keys become folder names: keep them to characters that are safe on every filesystem.
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

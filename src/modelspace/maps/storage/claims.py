@@ -99,7 +99,8 @@ class Claims:
 
     def holder(self, units: Sequence[WorkUnit]) -> dict | None:
         """Who holds the first of ``units`` that is claimed: ``{"pid", "host", "since", "beat"}`` (unix
-        times; ``beat`` is the last heartbeat, None for a process that does not beat), or None."""
+        times; ``beat`` is the last heartbeat, None for a process that does not beat), or None.
+        """
         for unit in units:
             rows = self.manifest.query(
                 f"SELECT pid, host, since, (SELECT beat FROM heartbeats h WHERE h.owner = claims.owner) "
@@ -111,7 +112,8 @@ class Claims:
     @contextlib.contextmanager
     def heartbeat(self, owner: str, every: float | None = None) -> Iterator[None]:
         """Stamp ``owner``'s heartbeat now and every ``every`` seconds (`HEARTBEAT_S`) from a thread,
-        until the block ends; a long shard (a big model on a CPU) keeps its claims alive meanwhile."""
+        until the block ends; a long shard (a big model on a CPU) keeps its claims alive meanwhile.
+        """
         every = HEARTBEAT_S if every is None else every
         self._beat(owner, started=True)
         stop = threading.Event()
@@ -151,7 +153,8 @@ class Claims:
 
 def live_claims(cur: sqlite3.Cursor, model_key: str) -> list[dict]:
     """The claims on a model's units whose process may still be computing them (`claim_alive`):
-    ``{"pid", "host", "since"}`` each, read with ``cur`` inside the caller's transaction."""
+    ``{"pid", "host", "since"}`` each, read with ``cur`` inside the caller's transaction.
+    """
     now = time.time()
     rows = cur.execute(f"SELECT pid, host, since, {_LAST_SEEN} FROM claims WHERE model_key = ?", (model_key,))
     return [{"pid": pid, "host": host, "since": since} for pid, host, since, seen in rows.fetchall()
@@ -165,7 +168,8 @@ _LAST_SEEN = "COALESCE((SELECT beat FROM heartbeats h WHERE h.owner = claims.own
 
 def claim_alive(pid: int, host: str, last_seen: float, now: float) -> bool:
     """Whether a claim's process may still be working on it: seen (heartbeat) within `CLAIM_STALE_S`
-    and, on this host, its pid alive."""
+    and, on this host, its pid alive.
+    """
     if now - last_seen > CLAIM_STALE_S:
         return False
     if host != _HOST:

@@ -72,9 +72,9 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from ..progress import progress as progress_bar
+from ...progress import progress as progress_bar
 
-from ..errors import InputError, ModelRemovedError, StorageError, StoreError, check_int
+from ...errors import InputError, ModelRemovedError, StorageError, StoreError, check_int
 from .claims import CLAIM_STALE_S, HEARTBEAT_S, Claims, live_claims
 from .files import (atomic_write, file_sha256, file_stamp, is_partial_write, npy_bytes, npz_bytes, partial_writes,
                     prune_empty_dirs, sha256)
@@ -99,7 +99,8 @@ _log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ShardInfo:
     """What ``MapStore.write`` stored: degenerate-row counts, the absolute file path, and the checksum its
-    manifest row keeps (over the unit's identity and the file's sha256, `keys.bound_checksum`)."""
+    manifest row keeps (over the unit's identity and the file's sha256, `keys.bound_checksum`).
+    """
 
     n_zero: int
     n_nonfinite: int
@@ -215,7 +216,8 @@ class MapStore:
     # ------------------------------------------------------------------ models
     def register_model(self, model_key: str, name: str, spec: dict) -> None:
         """Insert or update a model; it becomes the latest key registered under ``name`` (its files' sidecars
-        keep the registration too, for `rebuild`)."""
+        keep the registration too, for `rebuild`).
+        """
         check_safe_key(model_key, "model_key")
         if not isinstance(name, str) or not name:
             raise InputError(f"name: expected a non-empty str for model {model_key!r}, got {name!r}")
@@ -235,7 +237,8 @@ class MapStore:
 
     def models(self) -> list[dict]:
         """Registered models, oldest registration first: ``[{"model_key", "name", "spec", "n_shards",
-        "first_stored"}]`` (``first_stored``: when its first shard was written, None without shards)."""
+        "first_stored"}]`` (``first_stored``: when its first shard was written, None without shards).
+        """
         rows = self.db.query(
             "SELECT m.model_key, m.name, m.spec, COUNT(s.path), MIN(s.created) FROM models m "
             "LEFT JOIN shards s ON s.model_key = m.model_key GROUP BY m.model_key ORDER BY m.seq")
@@ -245,7 +248,8 @@ class MapStore:
     def match_models(self, query: str) -> list[dict]:
         """The registered models ``query`` names (`models` records): the one whose key it is, else every
         model registered under that name (several once a model's spec or weights changed), else those
-        whose key starts with it. More than one means ``query`` is ambiguous; none, that nothing matches."""
+        whose key starts with it. More than one means ``query`` is ambiguous; none, that nothing matches.
+        """
         models = self.models()
         for match in ([m for m in models if m["model_key"] == query], [m for m in models if m["name"] == query],
                       [m for m in models if query and m["model_key"].startswith(query.lower())]):
@@ -413,7 +417,8 @@ class MapStore:
     def health(self, key: EntryKey) -> dict:
         """``{"n_zero", "n_nonfinite"}``: degenerate rows summed over the entry's shards whose rows match
         their checksum (their counts are those of the maps their file holds); a row that does not is
-        named in a warning and counts nothing (`missing` gives its unit to compute again)."""
+        named in a warning and counts nothing (`missing` gives its unit to compute again).
+        """
         n_zero = n_nonfinite = 0
         for row in self.db.query(f"SELECT {', '.join(_SHARD_COLUMNS)} FROM shards WHERE {ENTRY}", key_tuple(key)):
             row = _ShardRow(*row)
@@ -464,7 +469,8 @@ class MapStore:
     # ------------------------------------------------------------------ removal
     def remove_entry(self, key: EntryKey) -> int:
         """Delete an entry's shards (rows and files), its shard layout, the affinities and sketches computed
-        from it, its prepared form and any failure."""
+        from it, its prepared form and any failure.
+        """
         with self.db.transaction() as cur:
             paths = [r[0] for r in cur.execute(f"SELECT path FROM shards WHERE {ENTRY}", key_tuple(key))]
             cur.execute(f"DELETE FROM shards WHERE {ENTRY}", key_tuple(key))
@@ -504,7 +510,8 @@ class MapStore:
         """Model keys that rows or folders of the store name but that no model is registered under and no
         live process claims a unit of: ``{model_key: {"rows": n, "files": n}}``, the rows and files naming
         each. A removal while a process without the checks of the module docstring computed the model
-        leaves such rows and files; nothing lists or reads them. `remove_orphans` deletes them."""
+        leaves such rows and files; nothing lists or reads them. `remove_orphans` deletes them.
+        """
         registered = {k for (k,) in self.db.query("SELECT model_key FROM models")}
         tables = {t for (t,) in self.db.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
         rows: dict[str, int] = {}
@@ -541,19 +548,22 @@ class MapStore:
 
     def get_sketch(self, key: EntryKey, dim: int, seed: int) -> np.ndarray | None:
         """The entry's stored sketch, or None when there is none or its file is missing or fails its
-        checksum (the caller then recomputes it from the maps; a warning names the file)."""
+        checksum (the caller then recomputes it from the maps; a warning names the file).
+        """
         payload = self._get_derived("sketch", key, "sketch", dim=dim, seed=seed)
         return None if payload is None else np.load(io.BytesIO(payload), allow_pickle=False)
 
     # ------------------------------------------------------------------ prepared baseline forms
     def put_prepared(self, key: EntryKey, arrays: dict[str, np.ndarray]) -> None:
         """Keep a model's encoder activations in a baseline's prepared form (`Similarity.pack`: named
-        arrays), under an entry whose method part names the baseline; replaces an older copy."""
+        arrays), under an entry whose method part names the baseline; replaces an older copy.
+        """
         self._put_derived("prepared", key, npz_bytes(arrays))
 
     def get_prepared(self, key: EntryKey) -> dict[str, np.ndarray] | None:
         """The arrays `put_prepared` kept, or None when there are none or their file is missing, fails its
-        checksum or is no .npz (the caller then computes them again; a warning names the file)."""
+        checksum or is no .npz (the caller then computes them again; a warning names the file).
+        """
         payload = self._get_derived("prepared", key, "prepared baseline form")
         if payload is None:
             return None
@@ -616,7 +626,8 @@ class MapStore:
     def _drop_key(self, cur, model_key: str) -> tuple[int, list[str]]:
         """Delete every row of a model key inside a transaction, its registration and the claims of dead
         processes included (live ones stay: their holders release them); returns the number of shards and
-        the paths of the files the rows named."""
+        the paths of the files the rows named.
+        """
         params = (model_key,)
         paths = [r[0] for r in cur.execute("SELECT path FROM shards WHERE model_key = ?", params)]
         for table in ("shards", "failures", "layouts", "models"):
@@ -630,7 +641,8 @@ class MapStore:
 
     def _check_registered(self, cur, model_key: str) -> None:
         """ModelRemovedError if this store registered the model and its registration is gone (another process
-        removed it); called inside the transaction that would write a row of it."""
+        removed it); called inside the transaction that would write a row of it.
+        """
         name = self._registered.get(model_key)
         if name is not None and cur.execute("SELECT 1 FROM models WHERE model_key = ?", (model_key,)).fetchone() is None:
             raise ModelRemovedError(f"model {name!r} was removed from the store {str(self.root)!r} while this run "
@@ -645,7 +657,8 @@ class MapStore:
     @contextlib.contextmanager
     def _unless_removed(self, rel: str) -> Iterator[None]:
         """Around the transaction that registers the file ``rel``: if the model turns out removed, the
-        file is deleted before `ModelRemovedError` goes on."""
+        file is deleted before `ModelRemovedError` goes on.
+        """
         try:
             yield
         except ModelRemovedError:
@@ -690,7 +703,8 @@ class MapStore:
     def _delete_model_folder(self, model_key: str) -> int:
         """Delete ``arrays/<mk[:2]>/<mk>/`` with every file in it (whatever rows name them), except a
         temporary file written less than `CLAIM_STALE_S` ago: its writer renames or deletes it. Returns
-        the number of files deleted, sidecars not counted."""
+        the number of files deleted, sidecars not counted.
+        """
         folder = self._model_folder(model_key)
         if not folder.is_dir() or folder.resolve() != self.arrays.resolve() / model_key[:2] / model_key:
             return 0  # nothing there, or a symbolic link on the way, never followed: it may lead to other files
@@ -726,7 +740,8 @@ class MapStore:
 
     def discard_partial(self, units: Sequence[WorkUnit]) -> int:
         """Delete temporary files left by killed writes of these units; call only while holding their
-        claims (otherwise a live writer's temp file could be removed). Returns the number deleted."""
+        claims (otherwise a live writer's temp file could be removed). Returns the number deleted.
+        """
         removed = 0
         for unit in units:
             rel = self.shard_relpath(unit.key, unit.shard)
@@ -741,7 +756,8 @@ class MapStore:
     # ------------------------------------------------------------------ affinities
     def get_affinity(self, a: EntryKey, b: EntryKey) -> float | None:
         """The cached affinity of an unordered pair of entries, or None (also when the row fails its
-        checksum: then it is to be recomputed, and `put_affinities` replaces it)."""
+        checksum: then it is to be recomputed, and `put_affinities` replaces it).
+        """
         pair = pair_tuple(a, b)
         rows = self.db.query(
             "SELECT value, checksum FROM affinities WHERE probe_hash = ? AND method = ? AND probe_size = ? "
@@ -754,7 +770,8 @@ class MapStore:
     def affinities_among(self, keys: Sequence[EntryKey]) -> dict[tuple[int, int], float]:
         """Every cached affinity among ``keys`` in one query: {(i, j): value} with i < j.
 
-        Rows failing their checksum are left out (see `get_affinity`)."""
+        Rows failing their checksum are left out (see `get_affinity`).
+        """
         if not keys:
             return {}
         first = keys[0]
@@ -794,7 +811,8 @@ class MapStore:
 
     def _checked_affinities(self, rows: list[tuple[tuple, float, str | None]]) -> list[float | None]:
         """Each (pair, value, checksum) row's value, or None where the checksum is missing or wrong;
-        one warning names the manifest and the number of rows ignored."""
+        one warning names the manifest and the number of rows ignored.
+        """
         values = [float(value) if _affinity_ok(pair, value, checksum) else None for pair, value, checksum in rows]
         ignored = values.count(None)
         if ignored:
@@ -832,7 +850,8 @@ class MapStore:
         """What makes a shard row unusable, as a phrase after "file PATH" ("is missing", ...), or None.
 
         ``verify=False`` checks a signed row's file by its size only. A row written before files
-        carried their identity is checked against its file's bytes, and signed when they match."""
+        carried their identity is checked against its file's bytes, and signed when they match.
+        """
         try:
             identity = row.identity()
         except InputError as exc:
@@ -860,7 +879,8 @@ class MapStore:
 
     def _row_problem(self, identity: dict, rel: str, checksum: str, digest: str | None) -> str | None:
         """What makes a row unusable before its file is looked at: a path outside the store or not its
-        identity's, or fields that do not match its checksum; None when it names its own file."""
+        identity's, or fields that do not match its checksum; None when it names its own file.
+        """
         if not self._inside(rel):
             return f"lies outside the store's arrays folder (it resolves to {str((self.root / str(rel)).resolve())!r})"
         if rel != unit_relpath(identity):
@@ -873,7 +893,8 @@ class MapStore:
                        stamp: tuple[int, int, int] | None = None) -> str | None:
         """What makes a file's bytes unusable for its row (None when they match). A row without
         ``sha256`` (written before files carried their identity) matches when its checksum is the
-        bytes' sha256 and a shard's maps are what its row says; it is then signed."""
+        bytes' sha256 and a shard's maps are what its row says; it is then signed.
+        """
         got = sha256(payload)
         if got != (checksum if digest is None else digest):
             return "is damaged (checksum mismatch)"
@@ -898,7 +919,8 @@ class MapStore:
 
     def _write_sidecar(self, rel: str, identity: dict, digest: str) -> None:
         """The file's identity, its sha256 and its model's registration beside it (what `rebuild` reads),
-        written atomically. Only the process holding a shard's claim writes its sidecar."""
+        written atomically. Only the process holding a shard's claim writes its sidecar.
+        """
         record = {"identity": identity, "sha256": digest}
         rows = self.db.query("SELECT name, spec FROM models WHERE model_key = ?", (identity["model_key"],))
         if rows:
@@ -960,7 +982,8 @@ class MapStore:
     def _file(self, rel: str) -> Path:
         """The file of a path read from the manifest, or StoreError naming it unless it resolves (through
         ``..`` and symbolic links) to a place inside ``arrays/``. An absolute path or ``../`` in an edited
-        row would otherwise make `read` serve, and `remove_model` delete, any file the user can write."""
+        row would otherwise make `read` serve, and `remove_model` delete, any file the user can write.
+        """
         path = self.root / str(rel)  # an absolute ``rel`` replaces the root
         resolved = path.resolve()
         if not resolved.is_relative_to(self.arrays.resolve()):
@@ -976,7 +999,8 @@ class MapStore:
         gone); returns how many store files (sidecars not counted) were deleted.
 
         A manifest path outside ``arrays/`` is never deleted: its row is gone, the file is left and
-        a warning names it."""
+        a warning names it.
+        """
         deleted = 0
         for rel in rel_paths:
             try:
@@ -1035,7 +1059,8 @@ def _entry_folder(key: EntryKey) -> str:
 def shard_identity(key: EntryKey, shard: int, start: int, stop: int, n_features: int, n_zero: int,
                    n_nonfinite: int) -> dict:
     """The identity a shard file is bound to (`keys.unit_identity`): its entry, number and image range,
-    values per map, and how many of its maps were all zero or not finite (stored as zeros)."""
+    values per map, and how many of its maps were all zero or not finite (stored as zeros).
+    """
     return unit_identity("shard", key, shard=shard, start=start, stop=stop, n_features=n_features, n_zero=n_zero,
                          n_nonfinite=n_nonfinite)
 
@@ -1109,7 +1134,8 @@ def _describe(identity: dict) -> str:
 
 def _rows_from_sidecars(root: Path) -> tuple[list[tuple], dict[str, list[tuple]], list[dict]]:
     """What `MapStore.rebuild` enters: the ``models`` rows, each kind's rows (`_unit_row`), and the files
-    left out (``{"path", "reason"}``)."""
+    left out (``{"path", "reason"}``).
+    """
     units, left_out = {kind: [] for kind in _TABLES}, []
     seen: dict[str, list[tuple[int, str, str]]] = {}  # model key: (mtime, name, spec) of each sidecar naming it
     for path in sorted((root / "arrays").rglob("*.json")):
@@ -1163,7 +1189,8 @@ def _unit_row(root: Path, record: dict, sidecar: str) -> tuple[str, tuple]:
 
 def _move_aside(manifest: Path) -> str | None:
     """Rename a manifest and its ``-wal`` and ``-shm`` files (kept together, so that SQLite opens them as one)
-    to ``manifest.sqlite.before-rebuild-<UTC time>``; returns that path, or None when there was no manifest."""
+    to ``manifest.sqlite.before-rebuild-<UTC time>``; returns that path, or None when there was no manifest.
+    """
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     aside, n = manifest.with_name(f"{manifest.name}.before-rebuild-{stamp}"), 1
     while any(Path(f"{aside}{suffix}").exists() for suffix in ("", "-wal", "-shm")):
@@ -1187,7 +1214,8 @@ def _json_bytes(record: dict) -> bytes:
 
 def _content_problem(payload: bytes, identity: dict) -> str | None:
     """What differs between a shard file's maps and its identity: dtype, shape, or the number of all-zero
-    maps (zero and non-finite maps are stored as zeros); None when nothing does."""
+    maps (zero and non-finite maps are stored as zeros); None when nothing does.
+    """
     try:
         data = np.load(io.BytesIO(payload), allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable content is a damaged file
@@ -1236,7 +1264,8 @@ def half_key(key: EntryKey, half: int, halves: int, seed: int) -> EntryKey:
 
 def affinity_checksum(pair: tuple, value: float) -> str:
     """sha256 over an affinity row's fields: ``pair`` as `pair_tuple` gives it and the value's repr
-    (exact for a float, which SQLite keeps as an 8-byte IEEE double)."""
+    (exact for a float, which SQLite keeps as an 8-byte IEEE double).
+    """
     text = "\x1f".join([*(str(f) for f in pair), repr(float(value))])
     return sha256(text.encode("utf-8"))
 

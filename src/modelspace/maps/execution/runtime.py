@@ -33,9 +33,9 @@ from typing import Callable, ContextManager, Iterator
 import torch
 from torch import nn
 
-from ..errors import InputError, check_int
-from ..options import option
-from ..probe import ProbeSet
+from ...errors import InputError, check_int
+from ...options import option
+from ...probe import ProbeSet
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -46,7 +46,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import InputError, StorageError, StoreError
+from ...errors import InputError, StorageError, StoreError
 from .keys import EntryKey
 
 SCHEMA_VERSION = 4
@@ -220,7 +220,8 @@ class Manifest:
     @contextlib.contextmanager
     def cursor(self) -> Iterator[sqlite3.Cursor]:
         """A cursor for reads under the manifest's lock, outside any transaction (a read-only
-        connection can take none)."""
+        connection can take none).
+        """
         with self.lock:
             try:
                 yield self.conn.cursor()
@@ -277,7 +278,8 @@ def _connect(path: Path) -> sqlite3.Connection:
 
     SQLite does not call its busy handler for every lock it meets while a database is created or
     switched to WAL by another process at the same moment, so "database is locked" can come at once
-    (two runs starting on a new store); the whole opening is then tried again until the busy timeout."""
+    (two runs starting on a new store); the whole opening is then tried again until the busy timeout.
+    """
     _check_header(path)
     _check_integrity(path)
     deadline = time.monotonic() + _BUSY_TIMEOUT_S
@@ -296,7 +298,8 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection to a manifest this process cannot write (`Manifest` with ``writes=False``).
 
     SQLite's ``mode=ro`` still needs the ``-shm`` file, which a read-only folder may lack; ``immutable=1``
-    needs nothing, but ignores the write-ahead log, so it is used only when no ``-wal`` file holds data."""
+    needs nothing, but ignores the write-ahead log, so it is used only when no ``-wal`` file holds data.
+    """
     wal = path.with_name(path.name + "-wal")
     modes = ["mode=ro"] + (["immutable=1"] if not wal.exists() or wal.stat().st_size == 0 else [])
     for mode in modes:
@@ -319,7 +322,8 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
 def read_only_reason(path: Path) -> str | None:
     """What this process cannot write of the manifest at ``path`` ("this user cannot write ..."), or None:
     the manifest, its ``-wal`` or ``-shm`` file, or the folder SQLite makes them in (permissions, a
-    read-only mount)."""
+    read-only mount).
+    """
     if path.exists() and not os.access(path, os.W_OK):
         return f"its manifest {str(path)!r}"
     for file in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
@@ -332,7 +336,8 @@ def read_only_reason(path: Path) -> str | None:
 
 def _error(path: Path, exc: sqlite3.Error, otherwise: str) -> StorageError:
     """The StorageError of an SQLite error on the manifest: that the store is read-only when it is
-    (`read_only_reason`), else ``otherwise``."""
+    (`read_only_reason`), else ``otherwise``.
+    """
     reason = read_only_reason(path)
     if reason is None:
         return StorageError(otherwise)

@@ -14,38 +14,27 @@ comes first for which target plays no part in the rule. If the rule asks for mor
 whole oracle is measured again with it, whatever that shows.
 
 Width 32 is the oracle's recipe itself, so its figures are the scenes check's 4 000 rung
-(`readout_scenes.json`, the same pairs, seed and scenes), copied, not measured again.
+(`records/readout_scenes.json`, the same pairs, seed and scenes), copied, not measured again.
 
 Result (40 pairs): 32 -> 64 channels +0.49 % (0.3412 -> 0.3429): the rule keeps 32, and 128 is not
 measured. The own-encoder pairs moved +0.40 %, the others +0.54 %; 20 of the 40 pairs came out lower
 at 64. 11 s a readout at width 64 on one thread.
 
-    python src/modelspace/world/zoo/checks/readout_width.py [THREADS] [WORKER N]
+    python scripts/world/readout_width.py [THREADS] [WORKER N]
 
-Worker i of N measures every N-th pair into readout_width-<i>of<N>.json (one process per core);
-without a worker it measures what no file holds yet into readout_width.json. Every run resumes
+Worker i of N measures every N-th pair into records/readout_width-<i>of<N>.json (one process per core);
+without a worker it measures what no file holds yet into records/readout_width.json. Every run resumes
 rung by rung and prints the rule's figures over all files.
 """
 import json
 from dataclasses import replace
-from pathlib import Path
 
-import numpy as np
-from readout_budget import measure_rungs, merged_results, sample_pairs, setup
+from readout import gain, measure_rungs, merged_results, print_gains, record_path, sample_pairs, setup
 
 from modelspace.world import labels, oracle
 
-HERE = Path(__file__).resolve().parent
 WIDTHS = (32, 64, 128)
 GAIN = 0.02
-
-
-def gain(rows: dict, a: int, b: int) -> tuple[int, float, float]:
-    """(pairs measured at both widths, mean loss at `a`, mean loss at `b`)."""
-    keys = [k for k, v in rows.items() if str(a) in v and str(b) in v]
-    if not keys:
-        return 0, float("nan"), float("nan")
-    return len(keys), float(np.mean([rows[k][str(a)] for k in keys])), float(np.mean([rows[k][str(b)] for k in keys]))
 
 
 def rungs(rows: dict, n_pairs: int) -> tuple[int, ...]:
@@ -58,19 +47,15 @@ def main():
     worker, n_workers, tr, va, specs = setup()
     recipe = oracle.ReadoutRecipe()
     pairs = sample_pairs(list(labels.TASKS))
-    saved = HERE / ("readout_width.json" if n_workers == 1 else f"readout_width-{worker}of{n_workers}.json")
+    saved = record_path("readout_width", worker, n_workers)
     out = json.loads(saved.read_text()) if saved.exists() else {}
-    for key, row in merged_results(stem="readout_scenes").items():
+    for key, row in merged_results("readout_scenes").items():
         out.setdefault(key, {}).setdefault("32", row["4000"])
     mine = [p for i, p in enumerate(pairs) if i % n_workers == worker]
-    widths = rungs(merged_results(stem="readout_width"), len(pairs))
+    widths = rungs(merged_results("readout_width"), len(pairs))
     measure_rungs(mine, {w: replace(recipe, width=w) for w in widths}, saved, out,
-                  merged_results(skip=saved, stem="readout_width"), tr, va, specs)
-    every = merged_results(stem="readout_width")
-    for a, b in zip(WIDTHS, WIDTHS[1:]):
-        n, la, lb = gain(every, a, b)
-        if n:
-            print(f"width {a}->{b} over {n} pairs: mean val loss {la:.4f} -> {lb:.4f}, gain {(la - lb) / la:.2%}")
+                  merged_results("readout_width", skip=saved), tr, va, specs)
+    print_gains(merged_results("readout_width"), WIDTHS, "channels")
 
 
 if __name__ == "__main__":

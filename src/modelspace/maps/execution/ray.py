@@ -55,17 +55,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from ..errors import (InputError, ModelLoadError, ModelRemovedError, ModelspaceError, StorageError, StoreError,
-                      check_int)
-from ..models import LoadedModel, load_model, load_repeatable
-from ..options import option
-from ..progress import progress as progress_bar
+from ...errors import (InputError, ModelLoadError, ModelRemovedError, ModelspaceError, StorageError, StoreError,
+                       check_int)
+from ...models import LoadedModel, load_model, load_repeatable
+from ...options import option
+from ...progress import progress as progress_bar
 from .activations import prepare_baselines
 from .executor import POLL_S, Executor, repeatable, run_error, run_units, wrapped_error
-from .files import atomic_write
-from .keys import WorkUnit
 from .runtime import Runtime, kept_torch_state
-from .store import EncodedShard, MapStore, encode_shard, shard_relpath
+from ..storage import EncodedShard, MapStore, WorkUnit, atomic_write, encode_shard, shard_relpath
 
 __all__ = ["RAY_EXTRA", "RayExecutor", "disconnect", "import_ray"]
 

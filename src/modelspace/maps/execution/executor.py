@@ -19,17 +19,15 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 import torch
-from ..progress import progress as progress_bar
+from ...progress import progress as progress_bar
 
-from ..attribution import AttributionMethod, attribute_many
-from ..models import LoadedModel
-from ..errors import InputError, ModelLoadError, ModelspaceError, StoreError, check_int
-from ..options import option
-from ..probe import ProbeSet
-from . import claims
-from .keys import WorkUnit, method_key
+from ...attribution import AttributionMethod, attribute_many
+from ...models import LoadedModel
+from ...errors import InputError, ModelLoadError, ModelspaceError, StoreError, check_int
+from ...options import option
+from ...probe import ProbeSet
+from ..storage import CLAIM_STALE_S, MapStore, ShardInfo, WorkUnit, method_key
 from .runtime import Runtime, SavedBytes
-from .store import MapStore, ShardInfo
 
 T = TypeVar("T")
 
@@ -146,7 +144,7 @@ def repeatable(exc: BaseException) -> bool:
 @dataclass(frozen=True)
 class Executor:
     """Where the units of work run: what every executor's configuration holds. An immutable value,
-    checked when it is made; subclasses add their own fields (`LocalExecutor`, `ray_executor.RayExecutor`).
+    checked when it is made; subclasses add their own fields (`LocalExecutor`, `ray.RayExecutor`).
 
     Parameters
     ----------
@@ -280,4 +278,4 @@ def _tell_holder(store: MapStore, group: Sequence[WorkUnit], told: set[tuple]) -
     _log.warning("waiting for %s shard %d (%s): claimed by pid %d on host %s since %s, last heartbeat %.0f s ago; "
                  "taken over once it is %.0f s old (or at once if that process is gone)", unit.model_name,
                  unit.shard, unit.key.method, held["pid"], held["host"], since, time.time() - seen,
-                 claims.CLAIM_STALE_S)
+                 CLAIM_STALE_S)

@@ -1,6 +1,8 @@
-"""Encoder activations: the output R of a model's encoder on probe images, for the baselines and
-(global-average-pooled) the label-based scores; and a classifier head's predicted distribution, for
-LEEP and NCE (`source_probabilities`).
+"""Encoder activations, and a classifier head's predicted distribution.
+
+The output R of a model's encoder on probe images, for the baselines and (global-average-pooled) the
+label-based scores; and a classifier head's predicted distribution, for LEEP and NCE
+(`source_probabilities`).
 
 They run through the same `Runtime` as the attribution maps (device, autocast, memory layout), so
 that a baseline and a method compare models under the same conditions.
@@ -12,10 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from ..progress import progress as progress_bar
+from ...progress import progress as progress_bar
 
-from ..errors import AttributionError, InputError, ModelspaceError, check_int
-from ..models import first_tensor
+from ...errors import AttributionError, InputError, ModelspaceError, check_int
+from ...models import first_tensor
 from .runtime import Runtime
 
 __all__ = ["encoder_activations", "prepare_baselines", "source_probabilities"]
@@ -29,8 +31,9 @@ def encoder_activations(
     progress: bool = True,
     pool: bool = False,
 ) -> np.ndarray:
-    """The encoder output R of `model` on each probe image, flattened: float32 (N, D); with `pool`,
-    averaged over R's spatial positions first: float32 (N, C) (global average pooling of the map).
+    """The encoder output R of `model` on each probe image, flattened.
+
+    With `pool`, R is averaged over its spatial positions first (global average pooling of the map).
 
     Parameters
     ----------
@@ -48,6 +51,11 @@ def encoder_activations(
     pool : bool
         Average R (B, C, ...) over every axis after its channels (the features that the label-based
         scores use, as LogME and the others do); an R of shape (B, C) is kept as is.
+
+    Returns
+    -------
+    np.ndarray
+        float32 (N, D), D the size of R; with `pool`, float32 (N, C).
 
     Raises
     ------
@@ -72,12 +80,29 @@ def encoder_activations(
 
 def prepare_baselines(model: Any, baselines: Sequence[Any], probe: Any,
                       runtime: Runtime) -> tuple[dict[str, Any], list[tuple[str, Exception]]]:
-    """A model's encoder activations on the whole probe set (in batches of `Runtime.batch_size`), in each
-    baseline's compact prepared form.
+    """A model's encoder activations on the whole probe set, in each baseline's compact prepared form.
 
-    Returns ``({baseline id: prepared}, [(what, error)])``: ``what`` is "baselines" when the
-    activations themselves could not be computed (then nothing is prepared), else the id of the
-    baseline whose `prepare` refused them. Runs wherever the model is (a Ray worker included).
+    The forward passes take `Runtime.batch_size` images each. Runs wherever the model is (a Ray worker included). Errors are returned, not raised, so that one
+    baseline's refusal leaves the others prepared.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The model, already on the runtime's device.
+    baselines : sequence of Similarity
+        The baselines to prepare for (each one's `prepare`).
+    probe : ProbeSet
+        The probe images.
+    runtime : Runtime
+        How the forward passes run, and how many images each takes.
+
+    Returns
+    -------
+    prepared : dict
+        Baseline id -> its prepared form of the activations.
+    errors : list of (str, Exception)
+        ``(what, error)``: ``what`` is "baselines" when the activations themselves could not be
+        computed (then nothing is prepared), else the id of the baseline whose `prepare` refused them.
     """
     from .executor import run_error  # executor imports this module's siblings; import at call time
 
@@ -105,12 +130,35 @@ def source_probabilities(
     runtime: Runtime | str | torch.device = "cpu",
     progress: bool = True,
 ) -> np.ndarray:
-    """The softmax of `model`'s whole output on each image: float32 (N, Z), the predicted distribution
-    of its classifier head over its Z source classes (what LEEP and NCE take).
+    """The softmax of `model`'s whole output on each image.
 
-    The arguments are those of `encoder_activations`. The output (its first tensor, for a tuple or
-    an HF ModelOutput) must be (B, Z) logits with Z >= 2: anything else raises AttributionError,
-    since a model without a classifier head has no source label distribution.
+    The predicted distribution of its classifier head over its Z source classes (what LEEP and NCE take).
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The model, already on the runtime's device; its whole module runs (not only the encoder).
+    images : torch.Tensor
+        Probe images, float (N, 3, S, S) in [0, 1], before the model's transform T_i.
+    batch_size : int, default 64
+        Images per forward pass.
+    runtime : Runtime, str or torch.device, default "cpu"
+        How the forward passes run, or just a device.
+    progress : bool, default True
+        Show a progress bar over batches.
+
+    Returns
+    -------
+    np.ndarray
+        float32 (N, Z), each row summing to 1.
+
+    Raises
+    ------
+    InputError
+        Bad `images` or `batch_size`.
+    AttributionError
+        If the output (its first tensor, for a tuple or an HF ModelOutput) is not (B, Z) logits with
+        Z >= 2: a model without a classifier head has no source label distribution.
     """
     name = getattr(model, "name", "model")
     _check_images(images, batch_size)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StorageError
+from ...errors import StorageError
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -93,7 +93,8 @@ def partial_writes(path: Path) -> list[Path]:
 
 def is_partial_write(path: Path) -> bool:
     """Whether ``path`` is named as `atomic_write` names its temporary files (a write in progress, or
-    one that was interrupted)."""
+    one that was interrupted).
+    """
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
