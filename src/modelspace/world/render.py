@@ -5,8 +5,8 @@ shades it (Lambert, one point light with cast shadows, ambient) and derives ever
 the same hit buffers, so labels agree with each other and with the image exactly.
 ``render_batch(n, seed)`` renders scenes 0..n-1 of a seed; scene i depends only on (seed, i).
 
-Conventions
------------
+Conventions:
+
 * Units: metres. World frame: x right, y up, z forward; camera centre at the origin.
 * Camera frame: x right, y up, z forward (the optical axis); the camera is the world frame turned
   by ``scene.yaw`` about y, then ``scene.pitch`` about x (`Scene.rotation`: camera -> world).
