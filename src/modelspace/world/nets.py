@@ -92,7 +92,7 @@ class BlurDown(nn.Module):
         Returns
         -------
         torch.Tensor
-            (B, C, ⌈H/2⌉, ⌈W/2⌉): blurred, then every second row and column.
+            (B, C, H // 2, W // 2): blurred, then every second row and column.
         """
         x = F.pad(x, (0, 1, 0, 1), mode="replicate")
         return F.avg_pool2d(F.avg_pool2d(x, 2, stride=1), 2, stride=2)
