@@ -298,7 +298,7 @@ class BasicBlock(nn.Module):
         Returns
         -------
         torch.Tensor
-            (B, cout, H/stride, W/stride).
+            (B, cout, h, w): H and W halved by a stride-2 block, else kept.
         """
         x = self.down(x)
         out = self.body(x)
