@@ -81,7 +81,8 @@ class Claims:
         Raises
         ------
         Exception
-            Whatever the ``check`` given to `Claims` raises to refuse the units (nothing is claimed).
+            Whatever the ``check`` given to `Claims` raises to refuse the units, nothing claimed (the
+            store's check raises `ModelRemovedError` for a unit of a model removed meanwhile).
         """
         now = time.time()
         with self.manifest.transaction() as cur:
