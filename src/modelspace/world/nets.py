@@ -11,7 +11,7 @@ and one shared kind of head that brings any feature map to the label resolution.
 
 Every downsampling step of a strided network is anti-aliased (`BlurDown`, a binomial filter
 before subsampling): a stride-2 3×3 convolution covers input pixels unevenly, and that
-unevenness prints a checkerboard on attribution maps (`tests/test_world_build.py` measures it).
+unevenness prints a checkerboard on attribution maps (`tests/world/test_build.py` measures it).
 All constructors take plain keyword arguments so that a zoo file can name them.
 """
 
