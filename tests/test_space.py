@@ -252,6 +252,7 @@ class RefusesOneModel(AttributionMethod):
         return contextlib.nullcontext()
 
 
+@pytest.mark.slow
 def test_a_model_failing_one_method_keeps_the_others_and_the_failure_is_remembered(world, tmp_path, caplog) -> None:
     specs = load_zoo(world["zoo"])[:3]
     probe = ProbeSet.from_folder(world["probe"], size=32, progress=False)
@@ -284,6 +285,7 @@ def test_a_model_failing_one_method_keeps_the_others_and_the_failure_is_remember
     assert MapStore(tmp_path / "store").failure(fixed.members_["cnn_wide"].entries[method.id]) is None
 
 
+@pytest.mark.slow
 def test_console_script_and_exit_codes(world, tmp_path) -> None:
     env = subprocess_env()
     ok = subprocess.run([sys.executable, "-m", "modelspace.cli", "methods"], capture_output=True, text=True, env=env)

@@ -267,6 +267,7 @@ def test_every_estimator_of_a_space_gets_a_confidence(judged_space) -> None:
         assert c["agreement"] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_confidence_round_trips_through_results_json(judged_space, tmp_path) -> None:
     judged_space.save(tmp_path / "out")
     written = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -347,6 +348,7 @@ def test_an_added_model_brings_its_row_of_halves(tmp_path, monkeypatch) -> None:
         assert space.results_["saliency"].confidence[target]["stability"] == pytest.approx(c["stability"])
 
 
+@pytest.mark.slow
 def test_the_report_page_shows_each_targets_band_and_the_too_few_images_note(judged_space, tmp_path) -> None:
     from modelspace.report import from_space, write_report
 

@@ -68,6 +68,7 @@ def zoo_and_probe():
     return specs, ProbeSet.from_array(torch.randint(0, 256, (32, 3, 48, 48), dtype=torch.uint8, generator=gen))
 
 
+@pytest.mark.slow
 def test_modelspace_sketch_estimates_the_exact_space_and_never_rereads_sketched_maps(zoo_and_probe, tmp_path,
                                                                                     monkeypatch):
     from modelspace import ModelSpace

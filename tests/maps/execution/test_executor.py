@@ -255,6 +255,7 @@ def leftover_claims(run_files, claims_of: list[tuple[int, str, float, float | No
     return store, run_files["zoo"]((GOOD_MODEL, "a"))
 
 
+@pytest.mark.slow
 def test_a_leftover_claim_of_another_host_or_pid_1_is_taken_over(run_files) -> None:
     """Trial: a claim left by another host, or by pid 1 of this host (alive, but not a modelspace
     process), blocked the rerun silently for up to an hour."""

@@ -34,7 +34,8 @@ from modelspace.space import ModelSpace
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the 'ray' extra (pip install -e '.[ray]')")
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds its Ray processes in /proc")
+pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds its Ray processes in /proc"),
+              pytest.mark.slow]
 
 #: Marks the Ray processes of this test session (inherited from `ray start` and the driver).
 MARKER = f"MODELSPACE_RAY_TEST={uuid.uuid4().hex}"
@@ -205,7 +206,6 @@ def test_the_command_line_passes_the_ray_options(extra, message, tmp_path, monke
 
 
 # ----------------------------------------------------------------------------- a local instance
-@pytest.mark.slow
 def test_local_instance_equals_the_local_executor(reference, tmp_path, marked_env, capsys) -> None:
     """No address: the executor starts a local Ray instance. Baselines, a model that fails to load
     and one whose maps are all zero behave as locally; each model reports its own progress."""
@@ -266,7 +266,6 @@ def test_two_nodes_share_the_zoo_and_agree_with_the_local_executor(cluster, refe
     assert space.work_ == {"computed": 36, "reused": 0, "activations_computed": 0, "activations_reused": 0}
 
 
-@pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_matrix_is_a_clean_runs(cluster, reference, tmp_path) -> None:
     done = {}
     run = threading.Thread(target=lambda: done.update(space=_fit(tmp_path / "s", _specs(3, slow=0.1), probe=_probe(16),
@@ -287,7 +286,6 @@ def test_a_killed_worker_is_retried_and_the_matrix_is_a_clean_runs(cluster, refe
     assert restarted, "no shard was computed by the restarted actor"
 
 
-@pytest.mark.slow
 def test_a_killed_driver_is_resumed_computing_only_what_is_missing(cluster, reference, tmp_path) -> None:
     store = tmp_path / "s"
     script = ("from test_ray import _fit, _specs, _probe\n"  # PYTHONPATH (_env) finds this checkout and the tests

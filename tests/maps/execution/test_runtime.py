@@ -34,6 +34,7 @@ def stored_maps(space: ModelSpace, method: str) -> dict[str, np.ndarray]:
     return space.maps(method)
 
 
+@pytest.mark.slow
 def test_worker_processes_and_channels_last_give_the_same_maps(specs, probe, tmp_path):
     plain = fitted(specs, probe, tmp_path / "plain")
     levered = fitted(specs, probe, tmp_path / "levered", workers=2, channels_last=True)
@@ -49,6 +50,7 @@ def test_uint8_batches_from_workers_equal_the_probe_batches(probe):
     torch.testing.assert_close(torch.cat(batches), probe.batch(3, 20), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_bf16_maps_agree_with_fp32_and_are_stored_apart(specs, probe, tmp_path):
     store = tmp_path / "store"
     fp32 = fitted(specs, probe, store)

@@ -18,6 +18,8 @@ from support.runs import subprocess_env
 from modelspace import ProbeSet
 from modelspace.cli import main
 
+pytestmark = pytest.mark.slow  # end to end, each test a run or several: the fast loop leaves the file out
+
 SLOW_MODEL = ('[[model]]\nname = "{name}"\nsource = "python:toy_models:slow_cnn"\n'
               'kwargs = {{ delay = 0.05, seed = {seed} }}\ninput_size = 16\n\n')
 N_IMAGES = 16
@@ -194,7 +196,6 @@ def marked(marker: str) -> list[int]:
     return pids
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the Ray processes it started in /proc")
 def test_json_stdout_stays_one_document_when_a_ray_worker_dies(tmp_path) -> None:
     """Trial: `embed --executor ray --json` with a model whose Ray worker dies: Ray's

@@ -95,6 +95,7 @@ def reference_affinity(s: dict, store: Path) -> dict:
     return {k: r.affinity for k, r in space.results_.items()}
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_loses_only_the_unit_in_flight_and_a_rerun_resumes(setup, monkeypatch):
     s = setup
     proc = subprocess.Popen(embed_cmd(s), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -332,6 +333,7 @@ def test_two_processes_with_different_shard_sizes_share_one_layout(setup):
     print(f"\nshard sizes 1 and 3 at once: {n_units} units, computed {[i['work']['computed'] for i in infos]}")
 
 
+@pytest.mark.slow
 def test_a_rerun_with_another_shard_size_reuses_every_stored_shard(setup, monkeypatch, caplog):
     """Trial: a store filled with --shard-size 1, then run with 3 and with 1 again: each run recomputed
     everything (16, 6, 16 units of two models) and superseded the other's shards."""
