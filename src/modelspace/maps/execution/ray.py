@@ -72,7 +72,18 @@ RAY_EXTRA = "pip install -e '.[ray]' (from a checkout) or pip install 'modelspac
 
 
 def import_ray():
-    """The ``ray`` module, or InputError naming the extra that installs it."""
+    """The ``ray`` module, or InputError naming the extra that installs it.
+
+    Returns
+    -------
+    module
+        ``ray``, imported.
+
+    Raises
+    ------
+    InputError
+        Ray is not installed; the message names the extra that installs it.
+    """
     try:
         import ray
     except ImportError as exc:
@@ -85,9 +96,11 @@ _connection: tuple[str, str] | None = None  # (node, job) of the connection a Ra
 
 
 def disconnect() -> None:
-    """End the connection to Ray that a `RayExecutor` of this process made, if it is still the one open
-    (`ray.shutdown`; one its caller made is left as it is): Ray prints no more of its lines here, and
-    those it held back are printed now, on whatever ``sys.stdout`` is."""
+    """End the connection to Ray that a `RayExecutor` of this process made, if it is still the one open.
+
+    It calls `ray.shutdown`; a connection its caller made is left as it is. Ray prints no more of its
+    lines here, and those it held back are printed now, on whatever ``sys.stdout`` is.
+    """
     global _connection
     ray = sys.modules.get("ray")
     if _connection is not None and ray is not None and ray.is_initialized() and _connected_to(ray) == _connection:
@@ -105,24 +118,92 @@ class Job(Protocol):
     """What the driver of a Ray run asks of its caller (`ModelSpace`), model by model."""
 
     def admit(self, loaded: LoadedModel) -> list[tuple[list, list[WorkUnit]]]:
-        """Register a model loaded by a worker (its record, without the module) and plan its work:
-        ``[(methods sharing a backward pass, their units)]``."""
+        """Register a model loaded by a worker and plan its work.
+
+        Parameters
+        ----------
+        loaded : LoadedModel
+            The worker's record of the model it loaded, without the module.
+
+        Returns
+        -------
+        list of (list, list of WorkUnit)
+            ``[(methods sharing a backward pass, their units)]``: the units still to compute, per group.
+        """
 
     def failed(self, name: str, methods: list | None, error: Exception, remember: bool,
                loaded: LoadedModel | None) -> None:
-        """Record a model's failure: to load (``methods`` None) or to run a group of methods."""
+        """Record a model's failure: to load (``methods`` None) or to run a group of methods.
+
+        Parameters
+        ----------
+        name : str
+            The model's name.
+        methods : list or None
+            The ids of the methods (or ``["baselines"]``) that failed; None: the model failed to load.
+        error : Exception
+            What was raised (`ModelRemovedError`: another process removed the model meanwhile).
+        remember : bool
+            Record the failure in the store, so that a rerun skips it (a failure that would repeat).
+        loaded : LoadedModel or None
+            The model's record, when it loaded.
+        """
 
     def settle(self, loaded: LoadedModel, failed: set[str], prepared: dict) -> None:
-        """A model's work is done: it joins the results with its methods that did not fail."""
+        """A model's work is done: it joins the results with its methods that did not fail.
+
+        Parameters
+        ----------
+        loaded : LoadedModel
+            The model's record.
+        failed : set of str
+            The ids of its methods that failed in this run.
+        prepared : dict
+            Its prepared baseline forms, by baseline id.
+        """
 
     def counted(self, computed: int, reused: int) -> None:
-        """Units computed in this run, units found stored."""
+        """Count units: computed in this run, and found stored.
+
+        Parameters
+        ----------
+        computed : int
+            Units computed and committed in this run.
+        reused : int
+            Units found already stored.
+        """
 
     def stored(self, loaded: LoadedModel) -> tuple[dict, list]:
-        """A model's prepared baseline forms found in the store, and the baselines a worker is to prepare."""
+        """A model's prepared baseline forms found in the store, and the baselines a worker is to prepare.
+
+        Parameters
+        ----------
+        loaded : LoadedModel
+            The model's record.
+
+        Returns
+        -------
+        tuple of (dict, list)
+            The stored forms by baseline id, and the baselines still to prepare.
+        """
 
     def prepared(self, loaded: LoadedModel, prepared: dict, errors: list) -> dict:
-        """What a worker's `prepare_baselines` gave for a model, recorded and stored; returns the forms."""
+        """Record and store what a worker's `prepare_baselines` gave for a model.
+
+        Parameters
+        ----------
+        loaded : LoadedModel
+            The model's record.
+        prepared : dict
+            The prepared forms, by baseline id.
+        errors : list
+            ``(baseline, exception)`` for each baseline that failed.
+
+        Returns
+        -------
+        dict
+            The forms, by baseline id.
+        """
 
 
 class ModelWorker:
@@ -132,6 +213,14 @@ class ModelWorker:
     shards), so that a worker process, its Python and torch start once per slot, not once per model.
     Returned errors, not raised ones: a model's failure is data for the driver, and a worker that
     died (``kill -9``) is told apart from a model that raised.
+
+    Parameters
+    ----------
+    runtime : Runtime
+        How the models run on this worker (its device is the worker's own).
+    shared_root : str or None
+        The store folder, when every node sees it at the same path (workers then write shard files
+        into it); None: shards go back to the driver through Ray's object store.
     """
 
     def __init__(self, runtime: Runtime, shared_root: str | None) -> None:
@@ -141,7 +230,21 @@ class ModelWorker:
         self.loaded: LoadedModel | None = None
 
     def load(self, model: Any, probe: list) -> dict:
-        """The model's record (a LoadedModel without its module), or ``{"error", "remember"}``."""
+        """Load a model, unless it is the one loaded now, and return its record.
+
+        Parameters
+        ----------
+        model : ModelSpec or LoadedModel
+            The model (a LoadedModel is used as it is).
+        probe : list
+            ``[ref]``: the probe set's reference in Ray's object store.
+
+        Returns
+        -------
+        dict
+            ``{"loaded": LoadedModel without its module}``, or ``{"error", "remember"}`` when loading failed;
+            either with ``"node"`` and ``"pid"``, where it ran.
+        """
         name = _name(model)
         self._use(probe)
         try:
@@ -154,7 +257,25 @@ class ModelWorker:
         return {"loaded": dataclasses.replace(loaded, module=None), **_where()}
 
     def run(self, model: Any, probe: list, units: list[dict], methods: list) -> dict:
-        """One probe shard of several methods sharing a backward pass: ``{"shards": [(unit, EncodedShard)]}``."""
+        """Compute one probe shard of several methods sharing a backward pass.
+
+        Parameters
+        ----------
+        model : ModelSpec or LoadedModel
+            The model (loaded again after Ray restarted this actor).
+        probe : list
+            ``[ref]``: the probe set's reference in Ray's object store.
+        units : list of dict
+            The units' records (`WorkUnit.to_dict`), one per method, of one shard.
+        methods : list of AttributionMethod
+            The methods.
+
+        Returns
+        -------
+        dict
+            ``{"shards": [(unit record, EncodedShard)]}`` (without payload when the store is shared), or
+            ``{"error", "remember"}``; either with ``"node"`` and ``"pid"``.
+        """
         todo = [WorkUnit.from_dict(u) for u in units]
         try:
             self._use(probe)
@@ -169,7 +290,23 @@ class ModelWorker:
         return {"shards": sink.shards, **_where()}
 
     def baselines(self, model: Any, probe: list, baselines: list) -> dict:
-        """The model's baseline activations, prepared (`prepare_baselines`)."""
+        """The model's baseline activations, prepared (`prepare_baselines`).
+
+        Parameters
+        ----------
+        model : ModelSpec or LoadedModel
+            The model.
+        probe : list
+            ``[ref]``: the probe set's reference in Ray's object store.
+        baselines : list
+            The baselines to prepare.
+
+        Returns
+        -------
+        dict
+            ``{"prepared": forms by baseline id, "errors": [(baseline, exception)]}``, or ``{"error"}``
+            when the model failed to load; either with ``"node"`` and ``"pid"``.
+        """
         try:
             self._use(probe)
             loaded = self._loaded(model)
@@ -180,9 +317,11 @@ class ModelWorker:
         return {"prepared": prepared, "errors": [(what, _portable(exc)) for what, exc in errors], **_where()}
 
     def _use(self, probe: list) -> None:
-        """The probe set, from the node's object store, once per process (its ref comes with every call,
-        inside a list so that Ray does not copy it in each time: a restarted actor needs no constructor
-        argument kept alive in the object store)."""
+        """The probe set, from the node's object store, once per process.
+
+        Its ref comes with every call, inside a list so that Ray does not copy it in each time: a
+        restarted actor needs no constructor argument kept alive in the object store.
+        """
         if self.probe_id != probe[0].hex():
             import ray
 
@@ -256,28 +395,27 @@ class RayExecutor(Executor):
     """Embeds many models on a Ray cluster: a pool of actors, one model each at a time (see the module docstring).
 
     A configuration value: making one needs no Ray (it is imported when the executor runs), and it is
-    checked when it is made; `check_runtime` checks it beside the runtime it is to run with.
+    checked when it is made; `check_runtime` checks it beside the runtime it is to run with. Its first
+    field is `Executor`'s ``shard_size`` (probe images per unit of work, default 256); its own follow.
 
     Parameters
     ----------
-    shard_size : int
-        As `Executor`'s.
-    address : str or None
+    address : str or None, default None
         None starts a local Ray instance (unless this process is already connected to one, or
         ``RAY_ADDRESS`` names a cluster); "auto" joins the cluster this machine is a node of;
         "ray://head:10001" connects through Ray Client.
-    gpus_per_model : float
+    gpus_per_model : float, default 0.0
         GPUs each model's actor asks for; a fraction (0.25) lets small models share a GPU. 0 runs on
         CPUs. Needs a CUDA device (`Runtime.device`), which on the workers is their own ``"cuda"``
         (Ray chooses the GPU and shows the actor that one only).
-    cpus_per_model : float
+    cpus_per_model : float, default 1.0
         CPUs each model's actor asks for (Ray also caps its torch threads at this number).
-    shared_store : bool
+    shared_store : bool, default False
         Workers write shard files into the store themselves (every node sees the store folder at
         the same path); False sends them back through Ray's object store.
-    max_retries : int
+    max_retries : int, default 3
         Restarts of a model's actor whose worker process died, each retrying its unfinished calls.
-    runtime_env : dict or None
+    runtime_env : dict or None, default None
         Ray's runtime environment for the workers (e.g. ``{"working_dir": "."}`` to ship the code of
         ``python:`` models to a remote cluster); used when this executor connects to Ray.
 
@@ -353,9 +491,9 @@ class RayExecutor(Executor):
             The store; this process is its only writer.
         job : Job
             The caller's steps, model by model (`ModelSpace`'s).
-        runtime : Runtime or None
+        runtime : Runtime or None, default None
             How the models run on the workers; None: the default `Runtime`.
-        progress : bool
+        progress : bool, default True
             One progress bar over all shards, with the models done in its description, and one per
             model in flight, over its shards (in a log: one line per model when it is done).
 
@@ -494,8 +632,10 @@ class _Driver:
         _connection = _connected_to(ray)
 
     def _slots(self, ray) -> int:
-        """How many models the cluster can compute at once (its CPUs or GPUs over a model's share), at
-        least 1: the size of the actor pool, fixed when the run starts."""
+        """How many models the cluster can compute at once: its CPUs or GPUs over a model's share.
+
+        At least 1: the size of the actor pool, fixed when the run starts.
+        """
         resources = ray.cluster_resources()
         slots = resources.get("CPU", 1.0) / self.config.cpus_per_model if self.config.cpus_per_model else float("inf")
         if self.config.gpus_per_model:
@@ -608,8 +748,10 @@ class _Driver:
             job.failed(m.name, fresh, error, remember, m.loaded)
 
     def _get(self, ref, m: _Model, doing: str) -> dict:
-        """A call's result, or ``{"error"}`` (without "pid") when its actor died more often than it may be
-        restarted."""
+        """A call's result, or ``{"error"}`` (without "pid") when its actor died too often.
+
+        Too often: more often than it may be restarted (`RayExecutor.max_retries`).
+        """
         try:
             return self._ray.get(ref)
         except self._ray.exceptions.RayActorError as exc:
