@@ -104,8 +104,47 @@ def run_study(out: str | Path, n_probe: int = N_PROBE, sizes: Sequence[int] = SI
               bootstrap: Bootstrap = BOOTSTRAP, measure_costs: bool = True) -> dict:
     """Run the whole study into `out` (results.json, plots, table.md); returns the results.
 
-    `methods`, `baselines`, `label_scores`, `label_sizes` and `depara_grid` default to the module's
-    constants; `measure_costs=False` skips the timing (the cost column then reads n/a).
+    Per probe domain, a space of every method and baseline over the built-in zoo (stored in
+    ``out/store``, so a rerun reuses its maps) is evaluated against the oracle; then the label-based
+    scores, the "which estimator when" table (`which`) and the confidence's validation.
+
+    Parameters
+    ----------
+    out : str or Path
+        The results folder (made if missing); a rerun replaces its previous run's files only.
+    n_probe : int, default N_PROBE
+        Probe images per domain.
+    sizes : sequence of int, default SIZES
+        Probe sizes of the probe-size curve (those above `n_probe` are left out).
+    domains : sequence of str, default all of DOMAINS
+        The probe domains, keys of `DOMAINS`.
+    progress : bool, default True
+        Print each domain and show progress bars.
+    zoo_dir : Path, default ZOO_DIR
+        The zoo's folder (`demo.load_world`).
+    methods : sequence of str, default STUDY_METHODS
+        The attribution methods' ids.
+    baselines : sequence of str, default STUDY_BASELINES
+        The label-free baselines' and fusions' ids.
+    label_scores : sequence of str, default LABEL_SCORES
+        The label-based scores' names.
+    label_sizes : sequence of int, default LABEL_SIZES
+        Labelled images per target for the label-based rows.
+    depara_grid : sequence of float, default DEPARA_GRID
+        DEPARA's λ values for leave-one-target-out cross-validation (empty: no cross-validated row).
+    bootstrap : Bootstrap, default BOOTSTRAP
+        How the intervals and paired comparisons are drawn.
+    measure_costs : bool, default True
+        Time each estimator against a forward+backward pass; False skips the timing (the cost column
+        then reads n/a).
+
+    Returns
+    -------
+    dict
+        The results: ``n_probe``, ``group1``, ``domains`` (per domain, each estimator's figures and the
+        failures), ``probe_size_curve`` and ``asymmetry`` (with the "train" domain), ``which``,
+        ``confidence``, ``seconds`` and ``table`` (`format_study`'s markdown). ``results.json`` holds
+        the same, less ``table``.
     """
     start = time.time()
     out = Path(out)
@@ -585,7 +624,20 @@ def _jsonable(value):
 
 
 def format_study(results: dict) -> str:
-    """Markdown tables of the study (what the README's results section holds)."""
+    """Markdown tables of the study (what the README's results section holds).
+
+    Parameters
+    ----------
+    results : dict
+        `run_study`'s results (or a ``results.json`` read back).
+
+    Returns
+    -------
+    str
+        The markdown: per-domain figures, the probe-size curve, the symmetry check, every candidate on
+        every domain, the "which estimator when" table and the confidence's validation, each where the
+        results hold it.
+    """
     domains = list(results["domains"])
     lines = [f"P@K / R@K against the measured oracle ({len(results['group1'])} targets, top-5 relevant), "
              f"ρ = mean per-target Spearman between the estimated and the measured order of the sources, "
