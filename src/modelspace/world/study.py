@@ -245,8 +245,10 @@ def _confidence_pairs(methods, baselines, store: Path, specs, probe: ProbeSet, t
 
 
 def _confidence_validation(pairs: list[dict], which_data: dict, bootstrap: Bootstrap) -> dict:
-    """The registered validation of the confidence: for the rule's choice and pooled over the
-    eligible label-free estimators (fixed-parameter rows), over (target, domain) pairs."""
+    """The registered validation of the confidence, over (target, domain) pairs.
+
+    For the rule's choice, and pooled over the eligible label-free estimators (fixed-parameter rows).
+    """
     bands = REGISTRATION["confidence"]["bands"]
     rows = next(iter(which_data["domains"].values()))["rows"]
     eligible = {r["id"] for r in rows.values() if r["kind"] in ("attribution", "label-free")}
@@ -383,8 +385,10 @@ def _batches(images: torch.Tensor, size: int = 32):
 
 
 def _forward_backward(loaded, images: torch.Tensor, runtime: Runtime) -> None:
-    """The cost unit: one forward pass to R and one backward pass from R to the input, per image,
-    with the weights frozen as the attribution methods have them (no weight gradients)."""
+    """The cost unit: one forward pass to R and one backward pass from R to the input, per image.
+
+    The weights are frozen as the attribution methods have them (no weight gradients).
+    """
     tap = loaded.tap()
     flags = [(p, p.requires_grad) for p in loaded.module.parameters()]
     try:
@@ -400,8 +404,10 @@ def _forward_backward(loaded, images: torch.Tensor, runtime: Runtime) -> None:
 
 
 def _costs(space: ModelSpace, specs, group1: list[str], probe: ProbeSet) -> dict[str, float]:
-    """Each estimator's per-model computation, timed against one forward+backward pass of the same
-    model over the same probe images (the mean ratio over `COST_MODELS` group-1 models).
+    """Each estimator's per-model computation, timed against one forward+backward pass.
+
+    The pass is of the same model over the same probe images; the cost is the mean ratio over
+    `COST_MODELS` group-1 models.
 
     Attribution methods: their maps (each method alone; saliency and gradient×input share one
     pass when computed together). Baselines: the encoder forward pass and the baseline's
@@ -440,9 +446,12 @@ def _costs(space: ModelSpace, specs, group1: list[str], probe: ProbeSet) -> dict
 
 
 def _regression_targets(label: np.ndarray, kind: str, channels: int) -> np.ndarray:
-    """A target task's labels as (N, Q) float regression targets: image values as they are, dense
-    maps as area means over a `LABEL_GRID` grid (class maps as the fractions of each class); constant
-    columns dropped, then at most `LABEL_COLUMNS` principal components (those with nonzero variance)."""
+    """A target task's labels as (N, Q) float regression targets.
+
+    Image values as they are, dense maps as area means over a `LABEL_GRID` grid (class maps as the
+    fractions of each class); constant columns dropped, then at most `LABEL_COLUMNS` principal
+    components (those with nonzero variance).
+    """
     n = len(label)
     if kind == "dense_classification":
         label = np.stack([label == k for k in range(channels)], axis=-1)
@@ -462,9 +471,10 @@ def _regression_targets(label: np.ndarray, kind: str, channels: int) -> np.ndarr
 
 def _label_based(specs, group1: list[str], tasks: dict[str, str], truth: GroundTruth, scores: Sequence[str],
                  sizes: Sequence[int], measure_costs: bool, progress: bool) -> tuple[dict, dict, dict]:
-    """Rows of the label-based scores: each group-1 target scored with n labelled images of its task
-    (rendered in the training domain, seed `LABEL_SEED`, as the target's model sees them), every
-    group-1 model ranked as a source by its score, graded against the oracle like the estimators.
+    """Rows of the label-based scores, graded against the oracle like the estimators.
+
+    Each group-1 target is scored with n labelled images of its task (rendered in the training domain,
+    seed `LABEL_SEED`, as the target's model sees them), every group-1 model ranked as a source by its score.
 
     A score that takes class labels only (H-score, TransRate, GBC) is scored on the image-classification
     targets and is n/a on the others; LogME takes the others as regression (`_regression_targets`).
@@ -548,8 +558,10 @@ def _label_based(specs, group1: list[str], tasks: dict[str, str], truth: GroundT
 
 
 def _label_cost(loaded, images: torch.Tensor, scorer, regression, data: dict, targets: list[str], n: int) -> float:
-    """One label-based score's per-model cost on n labelled images (pooled forward pass + the score),
-    against one forward+backward pass over the same n images; on the first target it applies to."""
+    """One label-based score's per-model cost on n labelled images (pooled forward pass + the score).
+
+    Against one forward+backward pass over the same n images; on the first target it applies to.
+    """
     runtime = Runtime.of("cpu")
     target = next((t for t in targets if TASKS[t][0] == "image_classification"), None)
     use = scorer
