@@ -229,6 +229,18 @@ class ModelSpace:
             The probe images: a `ProbeSet`; a folder of images, read as the CLI reads one (at the
             models' largest input side, at most 224 px: `probe_size_for`); a ``.npz`` written by
             `ProbeSet.save` (``modelspace probe``); or an (N, 3, S, S) array.
+
+        Returns
+        -------
+        ModelSpace
+            The space itself, fitted: `results_`, `failures_` and the rest are set.
+
+        Raises
+        ------
+        InputError
+            Invalid settings, an unknown source, a probe that cannot be read, or a `recompute` name that is
+            none of the models'. A model that fails to load or to run does not raise: it is recorded in
+            `failures_`.
         """
         self.embed(models, probe)
         self._assemble()
@@ -236,7 +248,25 @@ class ModelSpace:
         return self
 
     def embed(self, models: Iterable[ModelSpec | LoadedModel], probe: ProbeSet | str | Path | Any) -> "ModelSpace":
-        """Only the maps: compute whatever the store lacks (`fit` without the affinities; the same arguments)."""
+        """Only the maps: compute whatever the store lacks (`fit` without the affinities).
+
+        Parameters
+        ----------
+        models : iterable of ModelSpec or LoadedModel
+            The models, as `fit` takes them.
+        probe : ProbeSet, str, Path or array
+            The probe images, as `fit` takes them.
+
+        Returns
+        -------
+        ModelSpace
+            The space itself, its maps in the store (no results yet).
+
+        Raises
+        ------
+        InputError
+            As `fit`.
+        """
         self._validate()
         models = list(models)
         specs = [m for m in models if isinstance(m, ModelSpec)]
@@ -270,7 +300,25 @@ class ModelSpace:
         return self
 
     def add(self, model: ModelSpec | LoadedModel) -> "ModelSpace":
-        """Add one model: only its maps and its row of each affinity matrix are computed."""
+        """Add one model: only its maps and its row of each affinity matrix are computed.
+
+        Parameters
+        ----------
+        model : ModelSpec or LoadedModel
+            The model, not yet in the space.
+
+        Returns
+        -------
+        ModelSpace
+            The space itself, with the model in its results (or in `failures_`).
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            A model of that name is in the space already, or its source is unknown.
+        """
         self._check_fitted(assembled=False)
         if isinstance(model, ModelSpec):
             check_sources([model])
@@ -284,8 +332,27 @@ class ModelSpace:
         return self
 
     def remove(self, name: str, purge: bool = False) -> "ModelSpace":
-        """Drop a model from the space (and, with purge=True, its maps from the store); ``name`` is matched
-        in its normal form, as specs keep names (`models.normalise_name`)."""
+        """Drop a model from the space (and, with purge=True, its maps from the store).
+
+        Parameters
+        ----------
+        name : str
+            The model's name, matched in its normal form, as specs keep names (`models.normalise_name`).
+        purge : bool, default False
+            Also remove its maps and records from the store.
+
+        Returns
+        -------
+        ModelSpace
+            The space itself, without the model.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            No model of that name in the space.
+        """
         self._check_fitted(assembled=False)
         name = normalise_name(name) if isinstance(name, str) else name
         if name not in self.members_:
@@ -301,7 +368,8 @@ class ModelSpace:
     def names_(self) -> dict[str, list[str]]:
         """The models in each estimator's results (method or baseline id -> names, in fit order).
 
-        A model that failed one method is missing from that method's list only."""
+        A model that failed one method is missing from that method's list only.
+        """
         self._check_fitted()
         return {estimator: list(r.names) for estimator, r in self.results_.items()}
 
@@ -339,6 +407,14 @@ class ModelSpace:
             e.g. H-score on fewer images than feature dimensions); `summary` reports both. Cost per model: one forward pass to R over the images
             (with pooling) and, for LEEP / NCE, one whole forward pass; then the scores (LogME: one
             SVD of the (N, C) features).
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            No scores, repeated or unknown scores, as many labels as images not given, a model in
+            `models` that is not a `LoadedModel` of the space, or labels a score cannot take.
         """
         self._check_fitted(assembled=False)
         if isinstance(scores, (str, TransferabilityScore)) or not scores:
@@ -408,10 +484,29 @@ class ModelSpace:
                  models: Sequence[str] | None = None) -> Evaluation:
         """P@K and R@K of every method's ranking against a ground truth, beside random and oracle.
 
-        Models are matched to the truth's tasks by their task label (`ModelSpec.task`, else name);
-        `models` restricts the evaluation to some of them (their labels must be unique). `n_relevant`
-        true top sources count as relevant per target; None: 5, or fewer when the truth ranks fewer
-        candidate sources among these models (`evaluation.relevant_for`, the CLI's default too).
+        Models are matched to the truth's tasks by their task label (`ModelSpec.task`, else name).
+
+        Parameters
+        ----------
+        truth : GroundTruth, str or Path
+            The ground truth, or a file `GroundTruth.load` reads.
+        n_relevant : int or None, default None
+            True top sources that count as relevant per target; None: 5, or fewer when the truth ranks
+            fewer candidate sources among these models (`evaluation.relevant_for`, the CLI's default too).
+        models : sequence of str or None, default None
+            Restrict the evaluation to these models (their labels must be unique); None: all.
+
+        Returns
+        -------
+        Evaluation
+            Curves, per-target details and ρ per estimator; also kept in `evaluation_`.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            A model in `models` that is not in the space, or a truth that matches too few of the models.
         """
         self._check_fitted()
         truth = truth if isinstance(truth, GroundTruth) else GroundTruth.load(truth)
@@ -431,26 +526,39 @@ class ModelSpace:
 
     def save(self, out: str | Path, grid_images: int = 6, grid_models: int = 12, report: bool = True,
              command: str | None = None, summary_estimator: str | None = None) -> Path:
-        """Write the output folder, as `modelspace run` does (see `results`): matrices (CSV), rankings
-        (JSON), trees (Newick + PNG), heatmaps, the attribution grids, `results.json` (settings,
-        failures, any evaluation and label scores), ``label_scores.json`` after `score_with_labels`, and
-        with `report` the page ``report.html`` (`report`), all in one commit: a previous run's files there
-        that this one does not write are removed, and a stop at any moment leaves one run's results
-        (`results.save`).
+        """Write the output folder, as `modelspace run` does (see `results`).
+
+        The folder holds matrices (CSV), rankings (JSON), trees (Newick + PNG), heatmaps, the attribution
+        grids, `results.json` (settings, failures, any evaluation and label scores), ``label_scores.json``
+        after `score_with_labels`, and with `report` the page ``report.html`` (`report`), all in one
+        commit: a previous run's files there that this one does not write are removed, and a stop at any
+        moment leaves one run's results (`results.save`).
 
         Parameters
         ----------
         out : str or Path
             The output folder.
-        grid_images, grid_models : int
-            Probe images and models of each method's attribution grid.
-        report : bool
+        grid_images : int, default 6
+            Probe images of each method's attribution grid.
+        grid_models : int, default 12
+            Models of each method's attribution grid.
+        report : bool, default True
             Write ``report.html``.
         command : str, optional
             How the results were made, shown on the page (the CLI gives its command line).
         summary_estimator : str, optional
             The estimator whose sources the page's summary names; None: the best by P@5 after
             `evaluate`, else `DEFAULT_ESTIMATOR` when computed, else the first.
+
+        Returns
+        -------
+        Path
+            The output folder.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
         """
         self._check_fitted()
         grids = {r.id: self.grid(r.id, grid_images, grid_models)
@@ -481,8 +589,31 @@ class ModelSpace:
         return write_report(data, path, progress=self.progress, summary_estimator=summary_estimator)
 
     def grid(self, method: str, n_images: int = 6, n_models: int = 12) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The first probe images (n, 3, S, S) and the maps of up to `n_models` models spread along
-        the method's tree: what an attribution grid shows."""
+        """The first probe images and the maps of models spread along the method's tree: an attribution grid.
+
+        Parameters
+        ----------
+        method : str
+            A computed method's id, name or alias.
+        n_images : int, default 6
+            Probe images (at most the probe set's).
+        n_models : int, default 12
+            Models, at most, spread along the method's tree (`similarity.spread`).
+
+        Returns
+        -------
+        images : np.ndarray
+            The first probe images, (n, 3, S, S) in [0, 1].
+        maps : dict of str to np.ndarray
+            Model name -> its maps of those images, as `maps` gives them.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            No computed method of that name.
+        """
         self._check_fitted()
         n_images = min(n_images, len(self.probe_))  # the probe set may be smaller than the grid
         result = self.results_[self._method_id(method)]
@@ -491,8 +622,28 @@ class ModelSpace:
         return self.probe_.batch(0, n_images).numpy(), {n: maps[n] for n in shown}
 
     def maps(self, method: str, n_images: int | None = None) -> dict[str, np.ndarray]:
-        """Stored maps (L2-normalised, at probe size) of the first `n_images` probe images per model:
-        (n, C, S, S), C = 3 (1 after a channel mean; K·C for a method with K directions)."""
+        """Stored maps (L2-normalised, at probe size) of the first `n_images` probe images per model.
+
+        Parameters
+        ----------
+        method : str
+            A computed method's id, name or alias.
+        n_images : int or None, default None
+            Probe images (at most the probe set's); None: all.
+
+        Returns
+        -------
+        dict of str to np.ndarray
+            Model name -> (n, C, S, S) maps, C = 3 (1 after a channel mean; K·C for a method with K
+            directions), for the models in the method's results.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            No computed method of that name.
+        """
         self._check_fitted()
         method_id = self._method_id(method)
         n = len(self.probe_) if n_images is None else min(n_images, len(self.probe_))
@@ -503,7 +654,19 @@ class ModelSpace:
         }
 
     def summary(self) -> dict:
-        """Settings and results as a JSON-able dict (what `results.json` holds)."""
+        """Settings and results as a JSON-able dict (what `results.json` holds).
+
+        Returns
+        -------
+        dict
+            Versions, the probe set, the estimators, the models, the failures, the work done, any
+            evaluation and any label scores.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        """
         self._check_fitted()
         return {
             "modelspace_version": __version__,
@@ -593,8 +756,10 @@ class ModelSpace:
         self.work_["reused"] += reused
 
     def _check_new(self, model: ModelSpec | LoadedModel) -> str:
-        """The name of a model about to join the space (InputError for a non-model or a name already in it);
-        its failures of an earlier `add` are forgotten."""
+        """The name of a model about to join the space; its failures of an earlier `add` are forgotten.
+
+        InputError for a non-model or a name already in the space.
+        """
         name = model.spec.name if isinstance(model, LoadedModel) else getattr(model, "name", None)
         if not isinstance(model, (ModelSpec, LoadedModel)):
             raise InputError(f"models must be ModelSpec or LoadedModel objects, got {type(model).__name__}")
@@ -604,8 +769,10 @@ class ModelSpace:
         return name
 
     def _failed_to_load_before(self, spec: ModelSpec) -> bool:
-        """Whether the store records that this zoo entry's model failed to load: reported again as
-        skipped, unless `retry_failed` is set, which forgets the record instead."""
+        """Whether the store records that this zoo entry's model failed to load.
+
+        It is reported again as skipped, unless `retry_failed` is set, which forgets the record instead.
+        """
         key = spec_key(spec)
         reason = self.store_.load_failure(key)
         if reason is None:
@@ -617,14 +784,19 @@ class ModelSpace:
         return True
 
     def _removed(self, name: str, error: ModelRemovedError) -> None:
-        """A model removed from the store by another process while it was computed: a failure of the whole
-        model (its maps are not all there), never remembered in the store, said once."""
+        """A model removed from the store by another process while it was computed.
+
+        A failure of the whole model (its maps are not all there), never remembered in the store, said once.
+        """
         self.members_.pop(name, None)
         self._fail(name, None, error, stage="computing")
 
     def _load_failed(self, name: str, spec: ModelSpec | None, error: Exception, remember: bool) -> None:
-        """Record a model that failed to load; in the store too, under its zoo entry, when ``remember``
-        (loading it again would fail alike, `load_repeatable`)."""
+        """Record a model that failed to load.
+
+        In the store too, under its zoo entry, when ``remember`` (loading it again would fail alike,
+        `load_repeatable`).
+        """
         if spec is not None and remember:
             self.store_.put_load_failure(spec_key(spec), name, str(error))
         self._fail(name, None, error)
@@ -632,7 +804,8 @@ class ModelSpace:
     def _admit(self, loaded: LoadedModel) -> list[tuple[list[AttributionMethod], list]]:
         """Register a loaded model and plan its work: ``[(methods sharing a backward pass, their units)]``.
 
-        ``loaded`` needs no module (a Ray worker's record of the model it loaded has none)."""
+        ``loaded`` needs no module (a Ray worker's record of the model it loaded has none).
+        """
         name = loaded.name
         self.store_.register_model(loaded.key, name, {**loaded.spec.to_dict(), "preprocessing": loaded.preprocessing})
         keys = self._keys(loaded)
@@ -676,8 +849,11 @@ class ModelSpace:
         self.members_[loaded.name] = _Member(loaded.spec, loaded.key, entries, prepared, loaded.preprocessing)
 
     def _not_failed_before(self, name: str, keys: dict[str, EntryKey]) -> list[AttributionMethod]:
-        """The methods to run for a model: those the store records as failed are skipped (and
-        reported again) unless `retry_failed` is set, which forgets the record instead."""
+        """The methods to run for a model.
+
+        Those the store records as failed are skipped (and reported again) unless `retry_failed` is set,
+        which forgets the record instead.
+        """
         todo = []
         for method in self.methods_:
             reason = self.store_.failure(keys[method.id])
@@ -690,8 +866,10 @@ class ModelSpace:
         return todo
 
     def _prepare_baselines(self, loaded: LoadedModel) -> dict[str, Prepared]:
-        """Encoder activations on the probe set, in each baseline's compact prepared form: from the store,
-        else computed (one forward pass for all the baselines that lack theirs) and stored."""
+        """Encoder activations on the probe set, in each baseline's compact prepared form.
+
+        From the store, else computed (one forward pass for all the baselines that lack theirs) and stored.
+        """
         found, todo = self._stored_baselines(loaded)
         if todo:
             found.update(self._prepared_baselines(
@@ -699,8 +877,10 @@ class ModelSpace:
         return found
 
     def _stored_baselines(self, loaded: LoadedModel) -> tuple[dict[str, Prepared], list[Similarity]]:
-        """A model's prepared baseline forms found in the store, and the baselines still to prepare (those
-        recorded as failed before are reported and skipped, unless `retry_failed`)."""
+        """A model's prepared baseline forms found in the store, and the baselines still to prepare.
+
+        Those recorded as failed before are reported and skipped, unless `retry_failed`.
+        """
         keys = self._baseline_keys(loaded)
         found, todo = {}, []
         for baseline in (b for b in self.baselines_ if b.id in keys):
@@ -726,8 +906,11 @@ class ModelSpace:
 
     def _prepared_baselines(self, loaded: LoadedModel, prepared: dict[str, Prepared],
                             errors: list[tuple[str, Exception]]) -> dict[str, Prepared]:
-        """Record what `prepare_baselines` gave for a model (here or on a Ray worker): its forms are stored,
-        its errors recorded (a baseline's refusal of the activations in the store too: it would recur)."""
+        """Record what `prepare_baselines` gave for a model (here or on a Ray worker).
+
+        Its forms are stored, its errors recorded (a baseline's refusal of the activations in the store
+        too: it would recur).
+        """
         keys = self._baseline_keys(loaded)
         self.work_["activations_computed"] += 1
         for what, exc in errors:
@@ -828,10 +1011,13 @@ class ModelSpace:
                                    for a, c, values in pairs for b, v in enumerate(values))
 
     def _method_halves(self, method: AttributionMethod, names: list[str], masks: np.ndarray) -> np.ndarray:
-        """(B, N, N): a method's affinity on each half: from the store's pair cache when every pair of
-        every half is there (a rerun reads no map), else streamed in one pass over the maps and cached
-        (the affinity's own pass caches them, a whole matrix or a new model's row, so this pass only
-        runs for pairs cached before halves were). Sketched methods read sketches."""
+        """(B, N, N): a method's affinity on each half.
+
+        From the store's pair cache when every pair of every half is there (a rerun reads no map), else
+        streamed in one pass over the maps and cached (the affinity's own pass caches them, a whole
+        matrix or a new model's row, so this pass only runs for pairs cached before halves were).
+        Sketched methods read sketches.
+        """
         keys = [self.members_[n].entries[method.id] for n in names]
         n = len(keys)
         if self.sketch is None or method.directions > 1:
@@ -919,8 +1105,10 @@ class ModelSpace:
 
     def _fail(self, name: str, method: str | None, exc: Exception | str, remember: EntryKey | None = None,
               stage: str = "loading") -> None:
-        """Record a failure (and, with `remember`, keep it in the store for later fits), or raise it; a failure
-        of no one method (``method`` None) happened while ``stage``."""
+        """Record a failure (and, with `remember`, keep it in the store for later fits), or raise it.
+
+        A failure of no one method (``method`` None) happened while ``stage``.
+        """
         if remember is not None:
             self.store_.put_failure(remember, str(exc))
         if self.on_error == "raise":
@@ -974,9 +1162,12 @@ class ModelSpace:
         return methods, baselines
 
     def _defined(self, baselines: list[Similarity]) -> tuple[list[Similarity], dict[str, str]]:
-        """The baselines the probe set defines, and why each other one is not computed: undefined on these
-        images whatever the models (`Similarity.undefined_on`), or a fusion of such a baseline. Each is
-        said once on stderr; no model runs for it, and none is recorded as failing it."""
+        """The baselines the probe set defines, and why each other one is not computed.
+
+        Not computed: undefined on these images whatever the models (`Similarity.undefined_on`), or a
+        fusion of such a baseline. Each is said once on stderr; no model runs for it, and none is
+        recorded as failing it.
+        """
         copies = self.probe_.copies
         why = {b.id: b.undefined_on(copies) for b in baselines if not b.combines_estimators}
         for fusion in (b for b in baselines if b.combines_estimators):
@@ -1018,8 +1209,10 @@ class ModelSpace:
             raise ModelspaceError("this ModelSpace is not fitted yet: call fit(models, probe) first")
 
     def _method_id(self, method: str) -> str:
-        """The id of the computed estimator ``method`` names: an id, a name or an alias ("lrp",
-        "lrp_epsilon", "lrp_epsilon(epsilon=1e-06)", "cka"); the first computed one of that name."""
+        """The id of the computed estimator ``method`` names; the first computed one of that name.
+
+        ``method`` is an id, a name or an alias ("lrp", "lrp_epsilon", "lrp_epsilon(epsilon=1e-06)", "cka").
+        """
         if dict.__contains__(self.results_, method):
             return method
         matches = []
@@ -1036,7 +1229,23 @@ class ModelSpace:
 
 
 def get_estimator_id(name: str) -> str:
-    """The canonical id of an estimator named by name, alias or id: a method's, else a baseline's."""
+    """The canonical id of an estimator named by name, alias or id: a method's, else a baseline's.
+
+    Parameters
+    ----------
+    name : str
+        A method's or baseline's name, alias or id.
+
+    Returns
+    -------
+    str
+        Its canonical id.
+
+    Raises
+    ------
+    InputError
+        Neither a method nor a baseline of that name.
+    """
     try:
         return get_method(name).id
     except InputError:
@@ -1055,8 +1264,7 @@ def _label_counts(labels: Sequence[Any]) -> dict:
 
 def default_estimators(methods: Sequence[str | AttributionMethod], estimator: str = DEFAULT_ESTIMATOR,
                        n_images: int | None = None, add_methods: bool = True) -> tuple[list[str], list[str]]:
-    """What a run computes beside `methods` so that `estimator` is among its results:
-    ``(methods to add, baselines to add)``.
+    """What a run computes beside `methods` so that `estimator` is among its results.
 
     An attribution method is added to the methods unless it is there (and only with `add_methods`:
     a user who named the methods chose what to pay for); a baseline is added when `methods` and
@@ -1064,6 +1272,29 @@ def default_estimators(methods: Sequence[str | AttributionMethod], estimator: st
     default the user did not ask for is left out rather than failing the run: DEPARA without the
     maps of its node method, DDS on fewer probe images than its debiased estimate needs, a fusion
     with a member left out.
+
+    Parameters
+    ----------
+    methods : sequence of str or AttributionMethod
+        The attribution methods the run computes.
+    estimator : str, default DEFAULT_ESTIMATOR
+        The estimator to have among the results: a method, a baseline or a fusion.
+    n_images : int or None, default None
+        The probe set's size, when known.
+    add_methods : bool, default True
+        Add an attribution method the estimator needs (False: the user chose the methods).
+
+    Returns
+    -------
+    methods : list of str
+        Methods to add.
+    baselines : list of str
+        Baselines to add (a fusion after its members).
+
+    Raises
+    ------
+    InputError
+        A method in `methods` that is not registered.
     """
     have = {get_method(m).id for m in methods}
     try:
