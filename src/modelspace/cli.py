@@ -1,4 +1,4 @@
-"""The `modelspace` command: a thin shell over the Python API.
+r"""The `modelspace` command: a thin shell over the Python API.
 
 Everything but results goes to stderr, one record per line: every log record and error line has its
 control characters escaped (`errors.printable`: a model name holding ANSI sequences or a newline shows
@@ -80,6 +80,36 @@ EXAMPLES = {
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``modelspace run``: the whole pipeline, maps to the HTML report, and the rankings on stdout.
+
+    The ground truth and the labels are checked before any model runs; the results (and the page, unless
+    ``no_report``) are written to ``out`` in one commit, and the rankings, any evaluation and the work done are
+    printed (JSON with ``json``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of ``modelspace run``: ``zoo``, ``probe`` and the probe folder's options
+        (``probe_size``, ``limit``, ``seed``), ``out``, ``truth`` and ``n_relevant``, ``labels`` and
+        ``label_scores``, ``no_report``, ``summary_estimator``, ``trust_checkpoints``, ``weights_dir``,
+        ``random_weights``, ``store`` (None: ``OUT/store``), ``methods_given``, ``epsilon``, ``sketch``,
+        ``retry_failed``, ``recompute``, ``executor``, the runtime's and the executor's options
+        (`options.add_options`), ``quiet``, ``json`` and ``argv`` (the command line, shown on the page).
+
+    Returns
+    -------
+    int
+        1 when any model × method failed (or was skipped as failed before), else 0.
+
+    Raises
+    ------
+    InputError
+        A bad zoo file, probe, ground truth, label set or option value; a model that fails does not raise.
+        `main` exits 2.
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     from .evaluation import GroundTruth, relevant_for
 
     truth = GroundTruth.load(args.truth) if args.truth else None  # a bad truth fails before any work
@@ -108,6 +138,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``modelspace report``: the HTML page of a results folder.
+
+    Written as one of the folder's files (``FOLDER/report.html``, the default) or to the file ``out``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``folder`` (a results folder), ``out`` (None: the folder's own page), ``truth``,
+        ``n_relevant``, ``title``, ``summary_estimator``, ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A folder that holds no results, or a bad ground truth. `main` exits 2.
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     from .report import from_folder, write_report
 
     with locked(args.folder):  # the folder's own page is added to the run it is drawn from
@@ -123,6 +176,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    """``modelspace probe``: a folder of images read once into a probe-set file (``.npz``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``folder``, ``probe_size``, ``limit``, ``seed``, ``out`` (the ``.npz`` file),
+        ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A folder that is missing or holds no readable image. `main` exits 2.
+    StorageError
+        The file cannot be written. `main` exits 3.
+    """
     probe = _read_probe_folder(args.folder, args.probe_size, args.limit, args.seed, args.quiet)
     probe.save(args.out)
     info = {"out": str(args.out), "n_images": len(probe), "size": probe.size, "hash": probe.hash,
@@ -134,6 +207,29 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    """``modelspace embed``: only the maps, into the store (`ModelSpace.embed`).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``zoo``, ``probe`` and the probe folder's options, ``trust_checkpoints``,
+        ``weights_dir``, ``random_weights``, ``store`` (None: ``OUT/store``), ``methods_given``, ``epsilon``,
+        ``sketch``, ``retry_failed``, ``recompute``, ``executor``, the runtime's and the executor's options
+        (`options.add_options`), ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        1 when any model × method failed (or was skipped as failed before), else 0.
+
+    Raises
+    ------
+    InputError
+        A bad zoo file, probe or option value. `main` exits 2.
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     specs = _zoo(args.zoo, args.trust_checkpoints, check=True, weights_dir=args.weights_dir,
                  random_weights=args.random_weights)
     space = _space(args).embed(specs, _probe(args, specs))
@@ -146,6 +242,29 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
+    """``modelspace affinity``: maps, affinities, rankings and trees into ``out``, without the page.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``zoo``, ``probe`` and the probe folder's options, ``out``, ``trust_checkpoints``,
+        ``weights_dir``, ``random_weights``, ``store`` (None: ``OUT/store``), ``methods_given``, ``epsilon``,
+        ``sketch``, ``retry_failed``, ``recompute``, ``executor``, the runtime's and the executor's options
+        (`options.add_options`), ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        1 when any model × method failed (or was skipped as failed before), else 0.
+
+    Raises
+    ------
+    InputError
+        A bad zoo file, probe or option value. `main` exits 2.
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     specs = _zoo(args.zoo, args.trust_checkpoints, check=True, weights_dir=args.weights_dir,
                  random_weights=args.random_weights)
     probe = _probe(args, specs)
@@ -156,6 +275,26 @@ def cmd_affinity(args: argparse.Namespace) -> int:
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
+    """``modelspace tree``: the similarity tree of an affinity CSV, as Newick (printed and written) and a dendrogram.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``affinity`` (an ``affinity_<method>.csv``), ``linkage`` (scipy's method), ``out``
+        and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        An unreadable matrix, fewer than two models, or an unknown linkage method. `main` exits 2.
+    StorageError
+        The output folder cannot be written. `main` exits 3.
+    """
     from .report.plots import plot_dendrogram
     from .results import file_name, read_matrix, stem_of
     from .similarity import similarity_tree, to_newick
@@ -175,6 +314,29 @@ def cmd_tree(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``modelspace evaluate``: P@K / R@K of an affinity CSV's rankings against a ground truth.
+
+    The evaluation (JSON) and its curves are written to ``out``; the table is printed.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``affinity``, ``truth`` (`main` sets ``'taskonomy'`` when none is given),
+        ``n_relevant``, ``zoo`` (maps model names to task labels), ``out`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        An unreadable matrix, zoo file or ground truth, or a truth that cannot score these models. `main` exits
+        2.
+    StorageError
+        The output folder cannot be written. `main` exits 3.
+    """
     from .evaluation import Evaluation, GroundTruth, evaluate
     from .report.plots import plot_curves
     from .results import file_name, read_matrix, stem_of
@@ -198,6 +360,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """``modelspace models``: the models of a store, one line each (name, key, source, preprocessing).
+
+    The store is opened read-only; keys no model is registered under are named in a warning.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``store`` (an existing store) and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A path that holds no store. `main` exits 2.
+    StorageError
+        The store cannot be read (a damaged manifest). `main` exits 3.
+    """
     from .maps import MapStore
     from .models import describe_preprocessing
 
@@ -227,6 +410,27 @@ def _describe_entry(m: dict) -> str:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
+    """``modelspace remove``: a model's maps and records out of a store.
+
+    A name several stored models share is refused, with each candidate's key.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``name`` (a model name, key or unique key prefix), ``store`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A path that holds no store, or a name that matches no model or several. `main` exits 2.
+    StorageError
+        The store cannot be written. `main` exits 3.
+    """
     from .maps import MapStore
     from .models import normalise_name
 
@@ -249,6 +453,29 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    """``modelspace gc``: remove from a store every model that is not one of a zoo's current models.
+
+    Every model of the zoo is loaded, weights included, to know its current key; one that cannot load keeps its
+    stored entries. Rows and files of keys no model is registered under go too.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``keep_zoo``, ``store``, ``dry_run`` (list, delete nothing), ``trust_checkpoints``
+        and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A bad zoo file, or a path that holds no store. `main` exits 2.
+    StorageError
+        The store cannot be written. `main` exits 3.
+    """
     from .maps import MapStore, kept_torch_state
     from .models import load_model
 
@@ -289,6 +516,25 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    """``modelspace rebuild``: a store's manifest made anew from its files (`MapStore.rebuild`).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``store`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A path that holds no store. `main` exits 2.
+    StorageError
+        The store cannot be written. `main` exits 3.
+    """
     from .maps import MapStore
 
     done = MapStore.rebuild(args.store)
@@ -303,6 +549,18 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
+    """``modelspace methods``: the registered attribution methods, one line each.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``json``.
+
+    Returns
+    -------
+    int
+        0.
+    """
     from .attribution import list_methods
 
     info = list_methods()
@@ -311,6 +569,24 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``modelspace demo``: the built-in benchmark end to end (`world.demo.run_demo`); prints its table.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``out``, ``full``, ``n_probe``, ``no_report``, ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     from .world.demo import run_demo
 
     report = run_demo(args.out, full=args.full, n_probe=args.n_probe, progress=not args.quiet,
@@ -320,6 +596,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    """``modelspace study``: the fidelity study (`world.study.run_study`); prints its tables.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``out``, ``n_probe``, ``methods``, ``baselines`` (None: the study's defaults),
+        ``no_labels`` (no label-based rows), ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        An unknown method or baseline. `main` exits 2.
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     from .world.study import run_study
 
     chosen = {"n_probe": args.n_probe, "methods": args.methods, "baselines": args.baselines,
@@ -333,8 +630,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def _failed(space) -> int:
-    """Exit code of a command that ran models: 1 when any model × method failed (or was skipped as
-    failed before, which is still a failure: its maps are missing), else 0."""
+    """Exit code of a command that ran models: 1 when any model × method failed, else 0.
+
+    A model skipped as failed before is still a failure: its maps are missing.
+    """
     if not space.failures_:
         return 0
     models = sorted({f.model for f in space.failures_})
@@ -346,8 +645,10 @@ def _failed(space) -> int:
 
 
 def _preflight(args: argparse.Namespace) -> None:
-    """Check the device and the output paths before any work, so a bad one is a message, not a traceback
-    after hours of computing."""
+    """Check the device and the output paths before any work.
+
+    A bad one is then a message, not a traceback after hours of computing.
+    """
     if getattr(args, "device", None) is not None and getattr(args, "executor", LocalExecutor.name) == LocalExecutor.name:
         _check_device(args.device)  # with Ray the device is the workers', which this machine may not have
     if args.command == "probe":
@@ -397,8 +698,10 @@ def _check_writable(path: Path, flag: str, folder: bool) -> None:
 
 
 def _n_relevant(args: argparse.Namespace, truth, labels) -> int:
-    """``--n-relevant`` checked against the candidates the truth ranks among these task labels; left out,
-    the API's default (`evaluation.relevant_for`)."""
+    """``--n-relevant`` checked against the candidates the truth ranks among these task labels.
+
+    Left out, the API's default (`evaluation.relevant_for`).
+    """
     from .evaluation import relevant_for
 
     args.n_relevant = relevant_for(truth, labels, args.n_relevant)
@@ -407,10 +710,13 @@ def _n_relevant(args: argparse.Namespace, truth, labels) -> int:
 
 def _zoo(path: str, trust_checkpoints: bool = False, check: bool = False, weights_dir: str | None = None,
          random_weights: bool = False):
-    """The zoo file's specs; with ``check``, for commands that load the models, every source's name is
-    resolved first (`check_sources`, as `ModelSpace.fit` does), so a typo fails before the probe is read.
+    """The zoo file's specs.
+
+    With ``check``, for commands that load the models, every source's name is resolved first
+    (`check_sources`, as `ModelSpace.fit` does), so a typo fails before the probe is read.
     ``weights_dir`` becomes the ``weights`` of the entries that take one and name none; ``random_weights``
-    makes every pretrained model a random one (``pretrained = false``)."""
+    makes every pretrained model a random one (``pretrained = false``).
+    """
     from dataclasses import replace
 
     from .models import check_sources, load_zoo
@@ -462,9 +768,11 @@ def _read_probe_folder(folder, size: int, limit: int | None, seed: int, quiet: b
 
 
 def _labelled(args: argparse.Namespace, specs):
-    """``--labels``: the labelled target images (read as the probe folder is) and their labels, from a
-    folder with one subfolder per class or from a CSV of ``image,label`` rows (paths relative to the
-    CSV's folder; a first row ``image,label`` is a header)."""
+    """``--labels``: the labelled target images (read as the probe folder is) and their labels.
+
+    From a folder with one subfolder per class or from a CSV of ``image,label`` rows (paths relative to
+    the CSV's folder; a first row ``image,label`` is a header).
+    """
     import csv
 
     from .models import probe_size_for
@@ -501,8 +809,10 @@ def _labelled(args: argparse.Namespace, specs):
 
 
 def _label_lines(scores: dict[str, dict[str, float]], info: dict) -> str:
-    """The label-based scores as one line per score, models best first, and under a score that cannot
-    rank these models, why (`ModelSpace.label_info_`)."""
+    """The label-based scores as one line per score, models best first.
+
+    Under a score that cannot rank these models, why (`ModelSpace.label_info_`).
+    """
     k = info.get("n_classes")
     classes = f" of {k} class{'' if k == 1 else 'es'}" if k else ""
     lines = [f"label-based scores on {plural(info['n_images'], 'labelled image')}{classes} (higher is better):"]
@@ -582,7 +892,20 @@ def _confidence_text(c: dict | None) -> str:
 
 
 def plural(n: int, word: str) -> str:
-    """``"1 model"``, ``"0 models"``, ``"3 models"``: a count with its noun."""
+    """``"1 model"``, ``"0 models"``, ``"3 models"``: a count with its noun.
+
+    Parameters
+    ----------
+    n : int
+        The count.
+    word : str
+        The noun in the singular; the plural adds an "s".
+
+    Returns
+    -------
+    str
+        ``"{n} {word}"``, the noun in the plural unless `n` is 1.
+    """
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -622,10 +945,12 @@ class _TqdmHandler(logging.Handler):
 
 @contextlib.contextmanager
 def _console(quiet: bool):
-    """While a command runs: stdout is stderr (a model's own ``print`` and Ray's lines must not break
-    ``--json``; a Ray connection the command made ends before stdout is restored), "modelspace" log
-    records go to stderr (failures; only errors with ``--quiet``), and ``--quiet`` also silences the
-    progress bars of Hugging Face libraries."""
+    """While a command runs, stdout is stderr and the log records go there too.
+
+    A model's own ``print`` and Ray's lines must not break ``--json``; a Ray connection the command made
+    ends before stdout is restored. "modelspace" log records go to stderr (failures; only errors with
+    ``--quiet``), and ``--quiet`` also silences the progress bars of Hugging Face libraries.
+    """
     handler = _TqdmHandler()
     handler.setFormatter(_Printable("%(message)s"))
     level = _log.level
@@ -653,9 +978,11 @@ def _console(quiet: bool):
 
 
 def _leave_ray() -> None:
-    """Disconnect from Ray if the command connected to it, while stdout is still stderr: Ray's driver
-    prints the errors raylets report (a worker that died) on stdout until it disconnects, which would
-    otherwise happen at exit, after the result (`maps.execution.ray.disconnect`)."""
+    """Disconnect from Ray if the command connected to it, while stdout is still stderr.
+
+    Ray's driver prints the errors raylets report (a worker that died) on stdout until it disconnects,
+    which would otherwise happen at exit, after the result (`maps.execution.ray.disconnect`).
+    """
     ray_executor = sys.modules.get(f"{__package__}.maps.execution.ray")
     if ray_executor is not None:
         ray_executor.disconnect()
@@ -835,6 +1162,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``modelspace`` command: parse the arguments, check the device and paths, run, and exit-code it.
+
+    Results go to stdout (JSON with ``--json``), everything else to stderr. Errors are not raised but
+    printed, one line, and turned into the exit code the module docstring lists; argparse's own errors
+    (an unknown option, ``--help``) exit through ``SystemExit`` as argparse does.
+
+    Parameters
+    ----------
+    argv : sequence of str or None, default None
+        The arguments after the program's name; None: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code: 0 done; 1 some models failed, another modelspace failure, or a bug (its
+        traceback printed); 2 bad input (`InputError`); 3 the store, the output folder or the
+        environment cannot be used (`StorageError`); 130 interrupted.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv
