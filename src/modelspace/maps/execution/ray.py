@@ -128,7 +128,8 @@ class Job(Protocol):
         Returns
         -------
         list of (list, list of WorkUnit)
-            ``[(methods sharing a backward pass, their units)]``: the units still to compute, per group.
+            ``[(methods sharing a backward pass, their units)]``: every unit of the group's entries
+            (`MapStore.plan`); the driver skips those found stored.
         """
 
     def failed(self, name: str, methods: list | None, error: Exception, remember: bool,
@@ -140,7 +141,7 @@ class Job(Protocol):
         name : str
             The model's name.
         methods : list or None
-            The ids of the methods (or ``["baselines"]``) that failed; None: the model failed to load.
+            The methods that failed (or ``["baselines"]``); None: the model failed to load.
         error : Exception
             What was raised (`ModelRemovedError`: another process removed the model meanwhile).
         remember : bool
