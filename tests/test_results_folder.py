@@ -27,6 +27,8 @@ from support.runs import subprocess_env
 from modelspace.cli import main
 from modelspace.probe import ProbeSet
 
+pytestmark = pytest.mark.slow  # end to end, each test a run or several: the fast loop leaves the file out
+
 ZOO = """
 [[model]]
 name = "cnn_a"
@@ -140,7 +142,6 @@ print(json.dumps({"steps": steps[0], "outcomes": outcomes}))
 """
 
 
-@pytest.mark.slow
 def test_a_run_killed_at_any_step_of_its_commit_leaves_one_run_s_results(runs, tmp_path) -> None:
     """Trial: `kill -9` of a `run` writing into a folder that held an earlier run (16 → 8 probe images):
     `report` then exited 0 with a page of 16 images beside CSVs of the 8-image run. Here the later run
@@ -182,6 +183,7 @@ def replace(src, dst, *a, **k):
 
 os.replace = replace
 from modelspace.cli import main
+
 codes = []
 for folder in args["tries"]:
     os.chdir(folder)
@@ -193,7 +195,6 @@ print(json.dumps(codes))
 """
 
 
-@pytest.mark.slow
 def test_two_runs_at_once_into_one_folder_leave_one_run_s_results(runs, tmp_path) -> None:
     """Trial: two `run`s at once into the same (default) output folder, with 16 and 8 probe images, left
     the folder mixed once in 9 tries: one run's results.json beside the other's CSVs."""

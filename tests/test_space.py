@@ -25,7 +25,7 @@ from modelspace.models import load_zoo
 from modelspace.probe import ProbeSet
 from modelspace.results import read_matrix
 from modelspace.space import ModelSpace
-from modelspace.maps import MapStore
+from modelspace.maps import LocalExecutor, MapStore
 
 METHODS = list(DEFAULT_METHODS)
 
@@ -182,15 +182,15 @@ def test_resume_after_deleting_one_entry_recomputes_only_that_model(world, tmp_p
     specs = load_zoo(world["zoo"])
     probe = ProbeSet.from_folder(world["probe"], size=32, progress=False)
     store = tmp_path / "store"
-    first = ModelSpace(methods=["saliency"], store=store, shard_size=5, progress=False).fit(specs, probe)
+    first = ModelSpace(methods=["saliency"], store=store, executor=LocalExecutor(shard_size=5), progress=False).fit(specs, probe)
     computed = count_units(monkeypatch)
-    again = ModelSpace(methods=["saliency"], store=store, shard_size=5, progress=False).fit(specs, probe)
+    again = ModelSpace(methods=["saliency"], store=store, executor=LocalExecutor(shard_size=5), progress=False).fit(specs, probe)
     assert computed == []  # everything came from the store
     np.testing.assert_allclose(again.results_["saliency"].affinity, first.results_["saliency"].affinity, atol=1e-6)
 
     with MapStore(store) as s:
         s.remove_entry(first.members_["resnet"].entries["saliency"])
-    third = ModelSpace(methods=["saliency"], store=store, shard_size=5, progress=False).fit(specs, probe)
+    third = ModelSpace(methods=["saliency"], store=store, executor=LocalExecutor(shard_size=5), progress=False).fit(specs, probe)
     assert computed == ["resnet"] * 3  # 12 images in shards of 5
     np.testing.assert_allclose(third.results_["saliency"].affinity, first.results_["saliency"].affinity, atol=1e-6)
 
@@ -252,6 +252,7 @@ class RefusesOneModel(AttributionMethod):
         return contextlib.nullcontext()
 
 
+@pytest.mark.slow
 def test_a_model_failing_one_method_keeps_the_others_and_the_failure_is_remembered(world, tmp_path, caplog) -> None:
     specs = load_zoo(world["zoo"])[:3]
     probe = ProbeSet.from_folder(world["probe"], size=32, progress=False)
@@ -284,6 +285,7 @@ def test_a_model_failing_one_method_keeps_the_others_and_the_failure_is_remember
     assert MapStore(tmp_path / "store").failure(fixed.members_["cnn_wide"].entries[method.id]) is None
 
 
+@pytest.mark.slow
 def test_console_script_and_exit_codes(world, tmp_path) -> None:
     env = subprocess_env()
     ok = subprocess.run([sys.executable, "-m", "modelspace.cli", "methods"], capture_output=True, text=True, env=env)

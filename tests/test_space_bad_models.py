@@ -50,6 +50,7 @@ def bad_specs(tmp_path: Path) -> list[ModelSpec]:
     ]
 
 
+@pytest.mark.slow
 def test_bad_models_are_recorded_by_name_and_the_others_are_intact(tmp_path, probe, clean):
     bad = bad_specs(tmp_path)
     mixed = [GOOD[0], *bad[:4], GOOD[1], *bad[4:], GOOD[2]]  # bad ones in between good ones

@@ -104,6 +104,7 @@ def test_read_only_commands_refuse_a_missing_store(trial, capsys, argv) -> None:
 # ------------------------------------------------------------------------- 4. stale entries, remove, gc
 
 
+@pytest.mark.slow
 def test_remove_refuses_an_ambiguous_name_and_gc_removes_stale_keys(trial, capsys) -> None:
     embed = ["embed", str(trial["zoo"]), str(trial["probe"]), "--store", "s", "--methods", "saliency", "--quiet"]
     assert main(embed) == 0
@@ -206,6 +207,7 @@ def test_results_and_rankings_take_the_names_maps_takes(trial) -> None:
 # ------------------------------------------------------------------------- 7. flags and plurals
 
 
+@pytest.mark.slow
 def test_canonical_flags_old_spellings_and_plurals(trial, capsys, tmp_path) -> None:
     for flag in ("--probe-size", "--size"):  # `probe --size` is the old spelling
         code, out, err = run(capsys, "probe", str(trial["probe"]), flag, "8", "--out", f"p{flag}.npz", "--json")

@@ -63,6 +63,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     (16, "the 16 probe images are all the same image"),
     (1, "needs at least 4 probe images"),
 ])
+@pytest.mark.slow
 def test_a_probe_set_that_leaves_dds_undefined_names_it_and_renders_the_rest(tmp_path, capsys, copies, reason) -> None:
     """Trial: 16 copies of one probe image made `affinity_dds.csv` hold only its header, every model a DDS
     "failure" (exit 1), and `report` and `tree` fail with exit 2, "expected a square matrix with 0 rows".

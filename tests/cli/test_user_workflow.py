@@ -16,6 +16,8 @@ from modelspace.cli import main
 from support.images import write_images
 from support.paths import REPO
 
+pytestmark = pytest.mark.slow  # end to end, each test a run or several: the fast loop leaves the file out
+
 ZOO = """
 [[model]]
 name = "cnn_a"

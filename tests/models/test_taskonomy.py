@@ -349,6 +349,7 @@ def test_the_shipped_zoo_runs_the_three_methods_through_the_cli_with_random_weig
     assert [m.split("(")[0] for m in summary["evaluation"]["methods"]] == ["saliency", "gradient_x_input", "lrp_epsilon"]
 
 
+@pytest.mark.slow
 def test_every_label_free_baseline_runs_on_the_architecture(tmp_path):
     """One entry of the shipped zoo per input convention, with every baseline (a fusion is not one)."""
     zoo = _small_shipped_zoo(tmp_path, {"autoencoder", "colorization", "inpainting_whole", "class_1000"})

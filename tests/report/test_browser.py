@@ -27,7 +27,7 @@ from support.paths import TESTS
 
 from modelspace.report import from_space, write_report
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ARTIFACTS = TESTS / "artifacts"
 
@@ -76,7 +76,6 @@ def keep(path: Path) -> Path:
 
 # Images: grids; heatmap, map and tree per estimator; curves; truth's tree; estimated trees (not repeated
 # beyond 30 tasks); tree agreement.
-@pytest.mark.slow
 @pytest.mark.parametrize("size, n_images", [("5", 2 + 3 * 3 + 1 + 1 + 3 + 1), ("demo30", 3 + 7 * 3 + 1 + 1 + 7 + 1),
                                             ("200", 2 * 3 + 1 + 1 + 0 + 1)])
 def test_report_opens_cleanly_in_chromium(browser, pages, size, n_images) -> None:

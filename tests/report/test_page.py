@@ -124,6 +124,7 @@ def page_30(tmp_path_factory):
     return data, path.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_summary_leads_with_the_best_estimator_and_its_intervals(page_30) -> None:
     data, text = page_30
     assert sections(text)[0] == "summary"
@@ -136,6 +137,7 @@ def test_summary_leads_with_the_best_estimator_and_its_intervals(page_30) -> Non
         assert ("not distinguishable" in summary) or d.distinguishable
 
 
+@pytest.mark.slow
 def test_summary_says_not_distinguishable_for_a_tie(tmp_path) -> None:
     data = large_report(20)
     twin = MethodResult("twin", data.estimators[0].names, data.estimators[0].labels, data.estimators[0].affinity)
@@ -158,6 +160,7 @@ def test_summary_without_truth_says_how_the_models_group(tmp_path) -> None:
     assert "Same nearest neighbour as saliency: linear_cka" in text
 
 
+@pytest.mark.slow
 def test_sources_use_the_best_or_the_chosen_estimator_and_open_the_first(page_30, tmp_path) -> None:
     data, text = page_30
     best = compare_estimators(data.evaluation).best
@@ -179,6 +182,7 @@ def test_a_hub_is_named(tmp_path) -> None:
     assert "Hub: <b>m00</b>" in text
 
 
+@pytest.mark.slow
 def test_failures_are_linked_from_the_top_and_the_truth_has_a_readable_name(tmp_path) -> None:
     data = large_report(12)
     data.settings["failures"] = [{"model": "broken", "method": None, "message": "cannot load broken"}] * 3
@@ -208,6 +212,7 @@ def test_tree_agreement_on_the_page_is_the_cophenetic_correlation(page_30) -> No
     assert 'alt="Tree agreement"' in text
 
 
+@pytest.mark.slow
 def test_cli_report_takes_a_summary_estimator(tmp_path, capsys) -> None:
     data = large_report(12)
     save(tmp_path / "out", {v.id: v for v in data.estimators},
@@ -219,6 +224,7 @@ def test_cli_report_takes_a_summary_estimator(tmp_path, capsys) -> None:
     assert "nonesuch" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_hundred_model_page_stays_small(tmp_path) -> None:
     page = write_report(large_report(200), tmp_path / "report.html")
     assert page.stat().st_size < PAGE_200_BOUND, page.stat().st_size

@@ -28,6 +28,8 @@ from modelspace.report.page import matrix_from_hover
 from modelspace.report.plots import MAX_TICK_LABELS, thin_labels
 from modelspace.similarity import classical_mds
 
+pytestmark = pytest.mark.slow  # end to end, each test a run or several: the fast loop leaves the file out
+
 
 class _Parts(HTMLParser):
     """Images, section ids, JSON blocks and every src/href of a page."""

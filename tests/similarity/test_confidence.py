@@ -35,6 +35,7 @@ from modelspace.similarity import (
 from modelspace.similarity import confidence as conf
 from modelspace.similarity.baselines import _centre_gram, _u_centre, _zscore
 from modelspace.space import ModelSpace
+from modelspace.maps import Runtime
 from support.maps import Reader, names, readers_for
 from support.reports import toy_probe, toy_specs
 
@@ -248,7 +249,7 @@ def check_confidence(result, k: int) -> None:
 def judged_space(tmp_path_factory):
     store = tmp_path_factory.mktemp("confidence") / "store"
     space = ModelSpace(methods=["saliency", "gradient_x_input"], baselines=["dds", "svcca", "depara"], store=store,
-                       batch_size=8, progress=False)
+                       runtime=Runtime(batch_size=8), progress=False)
     return space.fit(toy_specs(), toy_probe(n=24, size=24))
 
 
@@ -267,6 +268,7 @@ def test_every_estimator_of_a_space_gets_a_confidence(judged_space) -> None:
         assert c["agreement"] == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_confidence_round_trips_through_results_json(judged_space, tmp_path) -> None:
     judged_space.save(tmp_path / "out")
     written = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -278,7 +280,7 @@ def test_confidence_round_trips_through_results_json(judged_space, tmp_path) -> 
 
 
 def test_too_few_probe_images_give_a_note_naming_the_count(tmp_path) -> None:
-    space = ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "s", batch_size=8, progress=False)
+    space = ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "s", runtime=Runtime(batch_size=8), progress=False)
     space.fit(toy_specs()[:4], toy_probe(n=12, size=24))
     for r in space.results_.values():
         assert r.confidence is None
@@ -316,7 +318,7 @@ def test_a_rerun_takes_the_halves_from_the_store_and_recompute_drops_them(tmp_pa
     import modelspace.space as space_module
 
     def fit(**kw):
-        return ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "s", batch_size=8, progress=False,
+        return ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "s", runtime=Runtime(batch_size=8), progress=False,
                           **kw).fit(toy_specs()[:4], toy_probe(n=24, size=24))
 
     first = fit()
@@ -334,19 +336,20 @@ def test_a_rerun_takes_the_halves_from_the_store_and_recompute_drops_them(tmp_pa
 def test_an_added_model_brings_its_row_of_halves(tmp_path, monkeypatch) -> None:
     import modelspace.space as space_module
 
-    space = ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "s", batch_size=8, progress=False)
+    space = ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "s", runtime=Runtime(batch_size=8), progress=False)
     space.fit(toy_specs()[:3], toy_probe(n=24, size=24))
     calls = []
     real = space_module.affinity_halves
     monkeypatch.setattr(space_module, "affinity_halves", lambda *a, **k: calls.append(1) or real(*a, **k))
     space.add(toy_specs()[3])
     assert calls == []  # one row and its halves, no pass over the whole matrix
-    whole = ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "t", batch_size=8,
+    whole = ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "t", runtime=Runtime(batch_size=8),
                        progress=False).fit(toy_specs()[:4], toy_probe(n=24, size=24))
     for target, c in whole.results_["saliency"].confidence.items():
         assert space.results_["saliency"].confidence[target]["stability"] == pytest.approx(c["stability"])
 
 
+@pytest.mark.slow
 def test_the_report_page_shows_each_targets_band_and_the_too_few_images_note(judged_space, tmp_path) -> None:
     from modelspace.report import from_space, write_report
 
@@ -356,7 +359,7 @@ def test_the_report_page_shows_each_targets_band_and_the_too_few_images_note(jud
         badge = f'{c["band"]} {c["confidence"]:.2f}</span>'
         assert badge in page, (target, badge)
         assert f'stability S {c["stability"]:.2f}, agreement G {c["agreement"]:.2f}' in page
-    few = ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "s2", batch_size=8, progress=False)
+    few = ModelSpace(methods=["saliency"], baselines=["dds"], store=tmp_path / "s2", runtime=Runtime(batch_size=8), progress=False)
     few.fit(toy_specs()[:4], toy_probe(n=12, size=24))
     page = write_report(from_space(few), tmp_path / "few.html").read_text(encoding="utf-8")
     assert "Confidence: not given: 12 probe images, fewer than the 20 its halves need." in page

@@ -8,6 +8,7 @@ import pytest
 from modelspace import ModelSpace
 from modelspace.errors import InputError
 from modelspace.similarity import Fusion, get_baseline, pair_percentiles
+from modelspace.maps import Runtime
 from support.reports import toy_probe, toy_specs
 
 
@@ -56,7 +57,7 @@ def test_a_space_fuses_its_members_and_refuses_a_missing_one(tmp_path) -> None:
     with pytest.raises(InputError, match="fuses 'dds', which this space does not compute"):
         ModelSpace(methods=["gradient_x_input"], baselines=[fusion], store=tmp_path / "s", progress=False).fit(
             toy_specs(), toy_probe(n=8, size=24))
-    space = ModelSpace(methods=["gradient_x_input"], baselines=["dds", fusion], store=tmp_path / "s", batch_size=8,
+    space = ModelSpace(methods=["gradient_x_input"], baselines=["dds", fusion], store=tmp_path / "s", runtime=Runtime(batch_size=8),
                        progress=False).fit(toy_specs(), toy_probe(n=24, size=24))
     fused = space.results_[get_baseline(fusion).id]
     members = [space.results_["gradient_x_input"], space.results_["dds"]]

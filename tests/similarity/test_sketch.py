@@ -8,6 +8,7 @@ import pytest
 from modelspace.similarity import affinity_naive
 from modelspace.errors import InputError
 from modelspace.similarity import MapSketcher, sketched_affinity
+from modelspace.maps import Runtime
 
 
 def correlated_maps(n_models=6, n_images=40, n_features=5000, seed=0):
@@ -68,13 +69,14 @@ def zoo_and_probe():
     return specs, ProbeSet.from_array(torch.randint(0, 256, (32, 3, 48, 48), dtype=torch.uint8, generator=gen))
 
 
+@pytest.mark.slow
 def test_modelspace_sketch_estimates_the_exact_space_and_never_rereads_sketched_maps(zoo_and_probe, tmp_path,
                                                                                     monkeypatch):
     from modelspace import ModelSpace
     from modelspace.maps import MapStore
 
     specs, probe = zoo_and_probe
-    kw = dict(methods=["saliency"], progress=False, batch_size=16)
+    kw = dict(methods=["saliency"], progress=False, runtime=Runtime(batch_size=16))
     exact = ModelSpace(store=tmp_path / "exact", **kw).fit(specs, probe).results_["saliency"].affinity
     sketched = ModelSpace(store=tmp_path / "sketch", sketch=1024, **kw).fit(specs[:3], probe)
     np.testing.assert_allclose(np.diag(sketched.results_["saliency"].affinity), 1.0, rtol=1e-6)

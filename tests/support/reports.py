@@ -13,6 +13,7 @@ from modelspace.report import ReportData, evaluate_views, truth_affinity
 from modelspace.report import figures as figs
 from modelspace.results import MethodResult
 from modelspace.space import ModelSpace
+from modelspace.maps import Runtime
 
 TASKS = ["alpha", "beta", "gamma", "delta", "epsilon"]
 
@@ -49,7 +50,7 @@ def toy_probe(n: int = 8, size: int = 32) -> ProbeSet:
 def toy_space(store: Path) -> ModelSpace:
     """A fitted, evaluated space of the five toy models (a few seconds on a CPU)."""
     space = ModelSpace(methods=["saliency", "gradient_x_input"], baselines=["linear_cka"], store=store,
-                       batch_size=8, progress=False)
+                       runtime=Runtime(batch_size=8), progress=False)
     space.fit(toy_specs(), toy_probe())
     space.evaluate(TRUTH, n_relevant=2)
     return space

@@ -153,6 +153,7 @@ def _target(kind: str, n: int = 600, seed: int = 0) -> tuple[oracle.Target, torc
     return target, informative[:n], informative[n:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dense_regression", "image_classification", "dense_classification"])
 def test_readout_loss_is_low_with_the_information_and_near_one_without(kind: str) -> None:
     target, x_train, x_test = _target(kind)
@@ -264,6 +265,7 @@ def test_quick_build_end_to_end_and_resume(tmp_path, capsys) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")} == stamps
 
 
+@pytest.mark.slow
 def test_render_set_writes_chunks_into_the_cache_and_reads_them_back(tmp_path) -> None:
     direct = render_batch(7, seed=9)
     cached = build.render_set(7, 9, "train", tmp_path, workers=2, chunk=3)

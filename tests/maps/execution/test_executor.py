@@ -14,7 +14,7 @@ import pytest
 from support.runs import map_units
 from modelspace.cli import main
 from modelspace.errors import StoreError
-from modelspace.maps import EntryKey, MapStore, plan_units
+from modelspace.maps import EntryKey, LocalExecutor, MapStore, plan_units
 from modelspace.report import ReportData, write_report
 from modelspace.results import MethodResult
 
@@ -241,7 +241,7 @@ def leftover_claims(run_files, claims_of: list[tuple[int, str, float, float | No
     from modelspace import ModelSpace, ModelSpec, ProbeSet
 
     store = run_files["root"] / "store"
-    ModelSpace(methods=["saliency"], store=store, shard_size=2, progress=False).embed(
+    ModelSpace(methods=["saliency"], store=store, executor=LocalExecutor(shard_size=2), progress=False).embed(
         [ModelSpec("a", "python:toy_models:tiny_cnn", input_size=16)], ProbeSet.load(run_files["probe"]))
     now = time.time()
     with sqlite3.connect(store / "manifest.sqlite") as conn:
@@ -255,6 +255,7 @@ def leftover_claims(run_files, claims_of: list[tuple[int, str, float, float | No
     return store, run_files["zoo"]((GOOD_MODEL, "a"))
 
 
+@pytest.mark.slow
 def test_a_leftover_claim_of_another_host_or_pid_1_is_taken_over(run_files) -> None:
     """Trial: a claim left by another host, or by pid 1 of this host (alive, but not a modelspace
     process), blocked the rerun silently for up to an hour."""
@@ -286,7 +287,7 @@ def test_a_fresh_claim_is_waited_for_naming_its_holder(run_files, monkeypatch, c
     monkeypatch.setattr(claims, "CLAIM_STALE_S", 1.5)
     store, _ = leftover_claims(run_files, [(4242, "another-host", 0, 0)])
     start = time.time()
-    space = ModelSpace(methods=["saliency"], store=store, shard_size=2, progress=False).embed(
+    space = ModelSpace(methods=["saliency"], store=store, executor=LocalExecutor(shard_size=2), progress=False).embed(
         [ModelSpec("a", "python:toy_models:tiny_cnn", input_size=16)], ProbeSet.load(run_files["probe"]))
     assert map_units(space.work_) == {"computed": 2, "reused": 0}
     assert time.time() - start > 1.0  # it waited for the fresh claim

@@ -27,14 +27,15 @@ import torch
 
 from support.paths import SRC, TESTS
 from modelspace.errors import InputError
-from modelspace.maps import MapStore
+from modelspace.maps import LocalExecutor, MapStore, RayExecutor, Runtime
 from modelspace.models import ModelSpec
 from modelspace.probe import ProbeSet
 from modelspace.space import ModelSpace
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the 'ray' extra (pip install -e '.[ray]')")
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds its Ray processes in /proc")
+pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds its Ray processes in /proc"),
+              pytest.mark.slow]
 
 #: Marks the Ray processes of this test session (inherited from `ray start` and the driver).
 MARKER = f"MODELSPACE_RAY_TEST={uuid.uuid4().hex}"
@@ -124,8 +125,11 @@ def _probe(n: int = 12) -> ProbeSet:
     return ProbeSet.from_array(torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(0)).numpy())
 
 
-def _fit(store, specs, probe=None, **kwargs) -> ModelSpace:
-    kwargs = {"methods": METHODS, "baselines": (), "shard_size": 4, "batch_size": 4, "progress": False, **kwargs}
+def _fit(store, specs, probe=None, ray=None, **kwargs) -> ModelSpace:
+    if ray is not None:  # the fields of a RayExecutor, else the local executor
+        kwargs["executor"] = RayExecutor(shard_size=4, **ray)
+    kwargs = {"methods": METHODS, "baselines": (), "runtime": Runtime(batch_size=4),
+              "executor": LocalExecutor(shard_size=4), "progress": False, **kwargs}
     return ModelSpace(store=store, **kwargs).fit(specs, probe if probe is not None else _probe())
 
 
@@ -166,15 +170,15 @@ def marked_env(monkeypatch):
 def test_asking_for_ray_without_it_names_the_extra(monkeypatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(InputError, match=r"\[ray\]"):
-        _fit(tmp_path / "s", _specs(1), executor="ray")
+        _fit(tmp_path / "s", _specs(1), ray={})
 
 
 @pytest.mark.parametrize("kwargs, argument", [
     ({"executor": "dask"}, "executor"),
-    ({"executor": "ray", "gpus_per_model": -1}, "gpus_per_model"),
-    ({"executor": "ray", "cpus_per_model": "one"}, "cpus_per_model"),
-    ({"executor": "ray", "gpus_per_model": 0.5}, "gpus_per_model"),  # on a CPU device
-    ({"executor": "ray", "ray_address": 6379}, "ray_address"),
+    ({"ray": {"gpus_per_model": -1}}, "gpus_per_model"),
+    ({"ray": {"cpus_per_model": "one"}}, "cpus_per_model"),
+    ({"ray": {"gpus_per_model": 0.5}}, "gpus_per_model"),  # on a CPU device
+    ({"ray": {"address": 6379}}, "address"),
 ])
 def test_bad_ray_arguments_are_named(kwargs, argument, tmp_path) -> None:
     with pytest.raises(InputError, match=argument):
@@ -205,7 +209,6 @@ def test_the_command_line_passes_the_ray_options(extra, message, tmp_path, monke
 
 
 # ----------------------------------------------------------------------------- a local instance
-@pytest.mark.slow
 def test_local_instance_equals_the_local_executor(reference, tmp_path, marked_env, capsys) -> None:
     """No address: the executor starts a local Ray instance. Baselines, a model that fails to load
     and one whose maps are all zero behave as locally; each model reports its own progress."""
@@ -213,7 +216,7 @@ def test_local_instance_equals_the_local_executor(reference, tmp_path, marked_en
     broken = [ModelSpec(name="broken", source="python:toy_models:failing_constructor", input_size=32),
               ModelSpec(name="dead", source="python:toy_models:dead_cnn", input_size=32)]
     try:
-        space = _fit(tmp_path / "s", _specs() + broken, executor="ray", baselines=["linear_cka"], progress=True)
+        space = _fit(tmp_path / "s", _specs() + broken, ray={}, baselines=["linear_cka"], progress=True)
         log = capsys.readouterr().err  # not a terminal: each bar is one line when it closes
         for name in ("cnn", "wide", "res", "cnn2", "dead"):  # 3 methods × 3 shards each
             assert re.search(rf"^modelspace: ray · {name}: 9 shards in ", log, re.M), log
@@ -259,18 +262,17 @@ def cluster():
 
 def test_two_nodes_share_the_zoo_and_agree_with_the_local_executor(cluster, reference, tmp_path) -> None:
     """Both nodes see the store folder (one machine), so workers write shard files into it themselves."""
-    space = _fit(tmp_path / "s", _specs(), executor="ray", ray_address=cluster, shared_store=True)
+    space = _fit(tmp_path / "s", _specs(), ray={"address": cluster, "shared_store": True})
     _assert_same(space, reference["zoo"])
     nodes = {p["node"] for p in space.placements_}
     assert len(nodes) == 2, f"all work ran on {nodes}"
     assert space.work_ == {"computed": 36, "reused": 0, "activations_computed": 0, "activations_reused": 0}
 
 
-@pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_matrix_is_a_clean_runs(cluster, reference, tmp_path) -> None:
     done = {}
     run = threading.Thread(target=lambda: done.update(space=_fit(tmp_path / "s", _specs(3, slow=0.1), probe=_probe(16),
-                                                                 executor="ray")))
+                                                                 ray={})))
     run.start()
     deadline = time.monotonic() + 60
     while _n_shards(tmp_path / "s") < 2 and time.monotonic() < deadline:
@@ -287,11 +289,10 @@ def test_a_killed_worker_is_retried_and_the_matrix_is_a_clean_runs(cluster, refe
     assert restarted, "no shard was computed by the restarted actor"
 
 
-@pytest.mark.slow
 def test_a_killed_driver_is_resumed_computing_only_what_is_missing(cluster, reference, tmp_path) -> None:
     store = tmp_path / "s"
     script = ("from test_ray import _fit, _specs, _probe\n"  # PYTHONPATH (_env) finds this checkout and the tests
-              f"_fit({str(store)!r}, _specs(3, slow=0.1), probe=_probe(16), executor='ray', ray_address={cluster!r})\n")
+              f"_fit({str(store)!r}, _specs(3, slow=0.1), probe=_probe(16), ray={{'address': {cluster!r}}})\n")
     driver = subprocess.Popen([sys.executable, "-c", script], env=_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
@@ -303,7 +304,7 @@ def test_a_killed_driver_is_resumed_computing_only_what_is_missing(cluster, refe
         driver.kill()
         driver.wait()
     stored = _n_shards(store)
-    space = _fit(store, _specs(3, slow=0.1), probe=_probe(16), executor="ray")
+    space = _fit(store, _specs(3, slow=0.1), probe=_probe(16), ray={})
     total = 3 * 4 * 3  # 3 models, 4 shards, 3 methods
     assert space.work_["reused"] >= stored > 0
     assert space.work_["computed"] == total - space.work_["reused"]
@@ -315,7 +316,7 @@ def test_a_local_process_and_a_ray_run_share_a_store_without_computing_a_unit_tw
                                                                                   tmp_path) -> None:
     store, results = tmp_path / "s", {}
     specs = _specs(3, slow=0.1)
-    on_ray = threading.Thread(target=lambda: results.update(ray=_fit(store, specs, probe=_probe(16), executor="ray")))
+    on_ray = threading.Thread(target=lambda: results.update(ray=_fit(store, specs, probe=_probe(16), ray={})))
     on_ray.start()
     deadline = time.monotonic() + 60
     while _n_shards(store) < 2 and time.monotonic() < deadline:  # the Ray run has started: join it
@@ -334,7 +335,7 @@ def test_a_model_removed_meanwhile_is_a_failure_and_nothing_of_it_is_stored(clus
     """`remove` in another process while the Ray run computes a model: the driver stores nothing more of it."""
     store, done = tmp_path / "s", {}
     run = threading.Thread(target=lambda: done.update(space=_fit(store, _specs(3, slow=0.1), probe=_probe(16),
-                                                                 executor="ray")))
+                                                                 ray={})))
     run.start()
     deadline = time.monotonic() + 60
     while _n_shards(store) < 2 and time.monotonic() < deadline:

@@ -10,7 +10,7 @@ from modelspace import ModelSpace
 from modelspace.errors import InputError
 from modelspace.models import load_model, load_zoo
 from modelspace.probe import ProbeSet
-from modelspace.maps import Runtime
+from modelspace.maps import LocalExecutor, Runtime
 from modelspace.world.build import ZOO_DIR
 
 
@@ -27,13 +27,15 @@ def probe():
 
 
 def fitted(specs, probe, store, **runtime) -> ModelSpace:
-    return ModelSpace(store=store, batch_size=8, shard_size=12, progress=False, **runtime).fit(specs, probe)
+    return ModelSpace(store=store, runtime=Runtime(batch_size=8, **runtime), executor=LocalExecutor(shard_size=12),
+                      progress=False).fit(specs, probe)
 
 
 def stored_maps(space: ModelSpace, method: str) -> dict[str, np.ndarray]:
     return space.maps(method)
 
 
+@pytest.mark.slow
 def test_worker_processes_and_channels_last_give_the_same_maps(specs, probe, tmp_path):
     plain = fitted(specs, probe, tmp_path / "plain")
     levered = fitted(specs, probe, tmp_path / "levered", workers=2, channels_last=True)
@@ -49,6 +51,7 @@ def test_uint8_batches_from_workers_equal_the_probe_batches(probe):
     torch.testing.assert_close(torch.cat(batches), probe.batch(3, 20), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_bf16_maps_agree_with_fp32_and_are_stored_apart(specs, probe, tmp_path):
     store = tmp_path / "store"
     fp32 = fitted(specs, probe, store)
@@ -68,7 +71,7 @@ def test_bf16_maps_agree_with_fp32_and_are_stored_apart(specs, probe, tmp_path):
 
 def test_runtime_options_are_checked_by_name(specs, probe):
     with pytest.raises(InputError, match="precision"):
-        ModelSpace(precision="fp8", progress=False).fit(specs[:1], probe)
+        Runtime(precision="fp8")
     with pytest.raises(InputError, match="workers"):
         Runtime(workers=-1)
     with pytest.raises(InputError, match="device"):

@@ -17,6 +17,9 @@ import pytest
 from support.runs import subprocess_env
 from modelspace import ProbeSet
 from modelspace.cli import main
+from modelspace.maps import LocalExecutor
+
+pytestmark = pytest.mark.slow  # end to end, each test a run or several: the fast loop leaves the file out
 
 SLOW_MODEL = ('[[model]]\nname = "{name}"\nsource = "python:toy_models:slow_cnn"\n'
               'kwargs = {{ delay = 0.05, seed = {seed} }}\ninput_size = 16\n\n')
@@ -124,7 +127,7 @@ def test_gc_removes_the_rows_and_files_of_keys_no_model_is_registered_under(zoo_
     store = zoo_run["store"]
     widths = {"a": 4, "b": 5, "c": 6}
     specs = [ModelSpec(n, "python:toy_models:tiny_cnn", input_size=16, kwargs={"width": w}) for n, w in widths.items()]
-    ModelSpace(methods=["saliency"], store=store, shard_size=4, progress=False).fit(
+    ModelSpace(methods=["saliency"], store=store, executor=LocalExecutor(shard_size=4), progress=False).fit(
         specs, ProbeSet.load(zoo_run["probe"]))
     (key,) = manifest(store, "SELECT model_key FROM models WHERE name = 'b'")[0]
     with sqlite3.connect(store / "manifest.sqlite") as conn:
@@ -194,7 +197,6 @@ def marked(marker: str) -> list[int]:
     return pids
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the Ray processes it started in /proc")
 def test_json_stdout_stays_one_document_when_a_ray_worker_dies(tmp_path) -> None:
     """Trial: `embed --executor ray --json` with a model whose Ray worker dies: Ray's

@@ -26,6 +26,7 @@ import pytest
 
 from support.runs import map_units, subprocess_env
 from modelspace import ModelSpace, ProbeSet
+from modelspace.maps import LocalExecutor
 from modelspace.maps.execution import executor
 from modelspace.errors import StoreError
 from modelspace.models import load_zoo
@@ -90,11 +91,12 @@ def count_computed(monkeypatch) -> list[tuple[str, str, int]]:
 
 
 def reference_affinity(s: dict, store: Path) -> dict:
-    space = ModelSpace(methods=METHODS, store=store, shard_size=SHARD, progress=False)
+    space = ModelSpace(methods=METHODS, store=store, executor=LocalExecutor(shard_size=SHARD), progress=False)
     space.fit(load_zoo(s["zoo"]), ProbeSet.load(s["probe"]))
     return {k: r.affinity for k, r in space.results_.items()}
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_loses_only_the_unit_in_flight_and_a_rerun_resumes(setup, monkeypatch):
     s = setup
     proc = subprocess.Popen(embed_cmd(s), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -116,7 +118,7 @@ def test_kill_9_mid_run_loses_only_the_unit_in_flight_and_a_rerun_resumes(setup,
     assert manifest_rows(s["store"], "claims") >= 1
 
     computed = count_computed(monkeypatch)
-    space = ModelSpace(methods=METHODS, store=s["store"], shard_size=SHARD, progress=False)
+    space = ModelSpace(methods=METHODS, store=s["store"], executor=LocalExecutor(shard_size=SHARD), progress=False)
     space.embed(load_zoo(s["zoo"]), ProbeSet.load(s["probe"]))
     assert space.failures_ == []
     # Exactly the missing units were computed, each once; nothing written before the kill was redone.
@@ -182,7 +184,7 @@ def test_kill_9_at_random_moments_loses_only_the_units_in_flight(setup, monkeypa
         kept = now
 
     computed = count_computed(monkeypatch)
-    space = ModelSpace(methods=METHODS, store=s["store"], shard_size=SHARD, progress=False)
+    space = ModelSpace(methods=METHODS, store=s["store"], executor=LocalExecutor(shard_size=SHARD), progress=False)
     space.embed(load_zoo(s["zoo"]), ProbeSet.load(s["probe"]))
     assert space.failures_ == []
     assert len(computed) == len(set(computed)) == total_units() - len(kept)
@@ -205,7 +207,7 @@ def test_kill_9_at_random_moments_loses_only_the_units_in_flight(setup, monkeypa
 def test_corrupt_and_partial_shard_files_are_detected_and_recomputed(setup, monkeypatch):
     s = setup
     specs, probe = load_zoo(s["zoo"]), ProbeSet.load(s["probe"])
-    first = ModelSpace(methods=METHODS, store=s["store"], shard_size=SHARD, progress=False).fit(specs, probe)
+    first = ModelSpace(methods=METHODS, store=s["store"], executor=LocalExecutor(shard_size=SHARD), progress=False).fit(specs, probe)
     key = first.members_["slow_1"].entries["saliency"]
     units = plan_units(key, "slow_1", N_IMAGES, SHARD)
     with MapStore(s["store"]) as store:
@@ -226,7 +228,7 @@ def test_corrupt_and_partial_shard_files_are_detected_and_recomputed(setup, monk
             store.read(key, 5, 6)
 
     computed = count_computed(monkeypatch)
-    again = ModelSpace(methods=METHODS, store=s["store"], shard_size=SHARD, progress=False).fit(specs, probe)
+    again = ModelSpace(methods=METHODS, store=s["store"], executor=LocalExecutor(shard_size=SHARD), progress=False).fit(specs, probe)
     assert sorted(computed) == [("slow_1", "saliency", 2), ("slow_1", "saliency", 5)]
     assert again.work_["computed"] == 2
     with MapStore(s["store"]) as store:
@@ -245,7 +247,7 @@ def test_a_rerun_removes_the_temp_file_of_a_killed_write(setup):
     s = setup
     probe = ProbeSet.load(s["probe"])
     specs = load_zoo(s["zoo"])[:1]
-    space = ModelSpace(methods=["saliency"], store=s["store"], shard_size=SHARD, progress=False).fit(specs, probe)
+    space = ModelSpace(methods=["saliency"], store=s["store"], executor=LocalExecutor(shard_size=SHARD), progress=False).fit(specs, probe)
     key = space.members_["slow_0"].entries["saliency"]
     with MapStore(s["store"]) as store:
         path = store.root / store.shard_relpath(key, 3)
@@ -253,7 +255,7 @@ def test_a_rerun_removes_the_temp_file_of_a_killed_write(setup):
     path.parent.mkdir(parents=True, exist_ok=True)
     leftover = path.parent / f".{path.name}.dead01.tmp"
     leftover.write_bytes(b"\x93NUMPY partial")
-    ModelSpace(methods=["saliency"], store=s["store"], shard_size=SHARD, progress=False).fit(specs, probe)
+    ModelSpace(methods=["saliency"], store=s["store"], executor=LocalExecutor(shard_size=SHARD), progress=False).fit(specs, probe)
     assert not leftover.exists() and path.is_file()
 
 
@@ -332,15 +334,16 @@ def test_two_processes_with_different_shard_sizes_share_one_layout(setup):
     print(f"\nshard sizes 1 and 3 at once: {n_units} units, computed {[i['work']['computed'] for i in infos]}")
 
 
+@pytest.mark.slow
 def test_a_rerun_with_another_shard_size_reuses_every_stored_shard(setup, monkeypatch, caplog):
     """Trial: a store filled with --shard-size 1, then run with 3 and with 1 again: each run recomputed
     everything (16, 6, 16 units of two models) and superseded the other's shards."""
     s = setup
     specs, probe = load_zoo(s["zoo"]), ProbeSet.load(s["probe"])
-    first = ModelSpace(methods=METHODS, store=s["store"], shard_size=SHARD, progress=False).fit(specs, probe)
+    first = ModelSpace(methods=METHODS, store=s["store"], executor=LocalExecutor(shard_size=SHARD), progress=False).fit(specs, probe)
     computed = count_computed(monkeypatch)
     caplog.set_level("WARNING", logger="modelspace")
-    again = ModelSpace(methods=METHODS, store=s["store"], shard_size=3, progress=False).fit(specs, probe)
+    again = ModelSpace(methods=METHODS, store=s["store"], executor=LocalExecutor(shard_size=3), progress=False).fit(specs, probe)
     assert computed == [] and map_units(again.work_) == {"computed": 0, "reused": total_units()}
     told = [r.getMessage() for r in caplog.records if "shards of" in r.getMessage()]
     assert len(told) == 3 and all("shards of 1 images" in t and "shard size 3" in t for t in told), told
@@ -349,10 +352,10 @@ def test_a_rerun_with_another_shard_size_reuses_every_stored_shard(setup, monkey
     # A store written before layouts were recorded: the layout is read off shard 0.
     with MapStore(s["store"]) as store, store.db.transaction() as cur:
         cur.execute("DELETE FROM layouts")
-    ModelSpace(methods=METHODS, store=s["store"], shard_size=3, progress=False).fit(specs, probe)
+    ModelSpace(methods=METHODS, store=s["store"], executor=LocalExecutor(shard_size=3), progress=False).fit(specs, probe)
     assert computed == []
     # --recompute drops the layout with the maps: they are planned again with the size asked for.
-    redo = ModelSpace(methods=["saliency"], store=s["store"], shard_size=3, recompute=["slow_0"],
+    redo = ModelSpace(methods=["saliency"], store=s["store"], executor=LocalExecutor(shard_size=3), recompute=["slow_0"],
                       progress=False).fit(specs[:1], probe)
     assert map_units(redo.work_) == {"computed": 3, "reused": 0}
     assert sorted(computed) == [("slow_0", "saliency", shard) for shard in range(3)]

@@ -17,6 +17,8 @@ from support.runs import map_units
 from modelspace.cli import main
 from modelspace.results import read_matrix
 
+pytestmark = pytest.mark.slow  # end to end, each test a run or several: the fast loop leaves the file out
+
 WIDTHS = {"a": 4, "b": 6, "c": 8, "d": 12}  # one toy model each: other weights, other maps
 MODEL = ('[[model]]\nname = "{name}"\nsource = "python:toy_models:tiny_cnn"\nkwargs = {{ width = {width} }}\n'
          'input_size = 16\n\n')
