@@ -20,6 +20,7 @@ import pytest
 
 from modelspace import ModelSpace, load_zoo
 from modelspace import results as results_module
+from modelspace.maps import LocalExecutor, Runtime
 from modelspace.probe import ProbeSet
 
 DATA = Path(__file__).parent / "data" / "old_store"
@@ -40,8 +41,8 @@ def old(tmp_path):
 
 
 def _fit(folder: Path, methods, baselines=(), precision="fp32") -> ModelSpace:
-    space = ModelSpace(methods=methods, baselines=baselines, store=folder / "store", precision=precision,
-                       shard_size=3, progress=False)
+    space = ModelSpace(methods=methods, baselines=baselines, store=folder / "store", runtime=Runtime(precision=precision),
+                       executor=LocalExecutor(shard_size=3), progress=False)
     return space.fit(load_zoo(folder / "zoo.toml"), ProbeSet.load(folder / "probe.npz"))
 
 
