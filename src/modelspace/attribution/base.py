@@ -348,7 +348,7 @@ def attribute(
     Returns
     -------
     torch.Tensor
-        float32 maps shaped like ``x``, or (B, K, C, H, W) for K directions; zero where R does not
+        The maps, shaped like ``x``, or (B, K, C, H, W) for K directions; zero where R does not
         depend on the input.
 
     Raises
