@@ -207,6 +207,58 @@ def test_identity_rule_for_elementwise_activations(activation: nn.Module) -> Non
     torch.testing.assert_close(lrp(nn.Sequential(lin, activation), x), expected, rtol=1e-12, atol=1e-14)
 
 
+# ---------------------------------------------------------------- outputs changed in place after the rule
+
+
+class ChangedInPlace(nn.Module):
+    """y = [h, h'] with h = lin(x) copied out first (cat does not keep h) and h' = h changed in place."""
+
+    def __init__(self, change: str) -> None:
+        super().__init__()
+        self.change = change
+        self.lin = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        before = torch.cat([h], 1)
+        if self.change == "relu":
+            h.relu_()
+        elif self.change == "clamp":
+            h.clamp_(min=-0.1)
+        elif self.change == "part":
+            h[:, :2].add_(1.0)
+        else:
+            raise ValueError(self.change)
+        return torch.cat([before, h], 1)
+
+
+@pytest.mark.parametrize("change", ["relu", "clamp", "part"])
+def test_denominator_is_the_output_before_an_in_place_change(change: str) -> None:
+    """The linear layer's ε rule divides by h as it left the layer, whatever changes h later.
+
+    R_y = y/D splits into R₁ (the copy of h) and R₂ (h'). ReLU and clamp pass R₂ where they let h through;
+    `h[:, :2] += 1` is a sum, whose ε rule gives those columns h·R₂/(h' + ε sign h'). So
+    R_h = R₁ + that, and R_x = the linear rule over h itself.
+    """
+    model = seeded(ChangedInPlace(change)).eval()
+    x = rand(3, 4)
+    with torch.no_grad():
+        h = model.lin(x)
+        y = model(x)
+    r = y / y.shape[1]
+    r1, r2 = r[:, :5], r[:, 5:]
+    if change == "relu":
+        r_h = r1 + (h > 0) * r2
+    elif change == "clamp":
+        r_h = r1 + (h >= -0.1) * r2
+    else:
+        shifted = h + torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0], dtype=h.dtype)
+        r_h = r1 + torch.where(torch.arange(5) < 2, h * r2 / stabilised(shifted), r2)
+    assert (h < -0.1).any() and (r1 != 0).all()  # the cases that a wrong denominator would show
+    expected = linear_rule(x, model.lin.weight.detach(), h, r_h)
+    torch.testing.assert_close(lrp(model, x), expected, rtol=1e-12, atol=1e-14)
+
+
 # ---------------------------------------------------------------- refusals name the operation and module
 
 

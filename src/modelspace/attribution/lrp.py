@@ -94,31 +94,13 @@ class _ScaleByInput(torch.autograd.Function):
         return grad * x
 
 
-class _Divide(torch.autograd.Function):
-    """Identity forward; backward divides the incoming relevance by the stabilised output."""
-
-    @staticmethod
-    def forward(ctx: Any, z: torch.Tensor, epsilon: float) -> torch.Tensor:
-        # z itself is saved (nothing else holds it, so nothing modifies it in place) and the
-        # denominator is formed in backward: no extra tensor is kept alive between the passes.
-        ctx.save_for_backward(z)
-        ctx.epsilon = epsilon
-        # A copy, not a view: models modify outputs in place (ReLU(inplace=True), `out += x`),
-        # which autograd forbids on views made inside a custom Function.
-        return z.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (z,) = ctx.saved_tensors
-        return grad / _stabilised(z, ctx.epsilon), None
-
-
 class _InplaceSum(torch.autograd.Function):
     """The ε rule for `a += b` / `a -= b` done in place (a sum is linear in both operands)."""
 
     @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, alpha: float, epsilon: float) -> torch.Tensor:
-        a_before = a.clone()
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, alpha: float, epsilon: float,
+                a_before: torch.Tensor | None = None) -> torch.Tensor:
+        a_before = a.clone() if a_before is None else a_before  # a copy of a's values made by the caller
         a.add_(b, alpha=alpha)
         ctx.mark_dirty(a)
         ctx.alpha = alpha
@@ -130,7 +112,7 @@ class _InplaceSum(torch.autograd.Function):
         a_before, b, denominator = ctx.saved_tensors
         share = grad / denominator
         grad_b = (ctx.alpha * b * share).sum_to_size(b.shape) if ctx.needs_input_grad[1] else None
-        return a_before * share, grad_b, None, None
+        return a_before * share, grad_b, None, None, None
 
 
 class _PassThrough(torch.autograd.Function):
@@ -157,11 +139,42 @@ class _Refused(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, error: AttributionError) -> torch.Tensor:
         ctx.error = error
-        return z.clone()  # a copy, not a view: see _Divide
+        # A copy, not a view: models modify outputs in place (ReLU(inplace=True), `out += x`),
+        # which autograd forbids on views made inside a custom Function.
+        return z.clone()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None]:
         raise ctx.error
+
+
+class _Denominator:
+    """The output z of a rule's operation, kept for the division of the relevance arriving at it.
+
+    The division is a hook on z's gradient, so z reaches the model as is; a copy of an output on every
+    operation was a large part of ε-LRP's cost. The values are copied only when an in-place operation
+    is about to change them (`_EpsilonMode` calls `keep`); an in-place ReLU needs no copy where
+    nothing has read z before it (`read` is False): relevance reaches z only through the ReLU then,
+    which sends none where it changed z (z ≤ 0), and elsewhere leaves z as it was.
+    """
+
+    __slots__ = ("z", "epsilon", "read", "kept")
+
+    def __init__(self, z: torch.Tensor, epsilon: float) -> None:
+        self.z = z
+        self.epsilon = epsilon
+        self.read = False
+        self.kept = False
+
+    def keep(self) -> torch.Tensor:
+        """Copy z's current values (once); returns the copy."""
+        if not self.kept:
+            self.z = self.z.detach().clone()
+            self.kept = True
+        return self.z
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        return grad / _stabilised(self.z, self.epsilon)
 
 
 class _NoRule(Exception):
@@ -332,6 +345,36 @@ UNSUPPORTED_OPS: frozenset = frozenset(
     + _methods("log_softmax", "softmax", "rsqrt", "reciprocal")
 )
 
+# Operations that change their first operand in place without a trailing underscore in their name.
+INPLACE_DUNDERS: frozenset = frozenset(
+    ["__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__", "__ipow__", "__imatmul__",
+     "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__", "__setitem__"]
+)
+# In-place ReLUs: relevance passes them only where they leave their input unchanged (see _Denominator).
+INPLACE_RELUS: frozenset = frozenset([torch.relu_, _tensor_method("relu_"), F.relu_])
+
+
+@functools.cache
+def _inplace_position(func: Callable) -> int | None:
+    """The position of an ``inplace`` parameter of func (nn.functional's activations), if it has one."""
+    try:
+        names = list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return None
+    return names.index("inplace") if "inplace" in names else None
+
+
+def _changes_in_place(func: Callable, args: tuple, kwargs: dict) -> bool:
+    """Whether func changes its first operand (or its ``out=``) in place."""
+    name = getattr(func, "__name__", "")
+    if (name.endswith("_") and not name.endswith("__")) or name in INPLACE_DUNDERS or "out" in kwargs:
+        return True
+    if kwargs.get("inplace"):
+        return True
+    at = _inplace_position(func)
+    return at is not None and len(args) > at and bool(args[at])
+
+
 _FACTOR = "_modelspace_lrp_factor"  # marks a tensor made by a FACTOR_OPS operation
 
 
@@ -362,6 +405,8 @@ class _EpsilonMode(TorchFunctionMode):
         self.epsilon = epsilon
         self.model_name = model_name
         self.where = where
+        # The pending denominators by the storage of their z (views of z share it), until z is copied.
+        self._pending: dict[int, list[_Denominator]] = {}
 
     def _refuse(self, func: Callable, why: str) -> AttributionError:
         return AttributionError(
@@ -375,8 +420,48 @@ class _EpsilonMode(TorchFunctionMode):
         wrap = lambda a: _ScaleByInput.apply(a) if _is_activation(a) else a  # noqa: E731
         out = f(*[wrap(a) for a in args], **{k: wrap(v) for k, v in kwargs.items()})
         if isinstance(out, tuple):  # max pooling with indices
-            return (_Divide.apply(out[0], self.epsilon), *out[1:])
-        return _Divide.apply(out, self.epsilon)
+            return (self._divide(out[0]), *out[1:])
+        return self._divide(out)
+
+    def _divide(self, z: torch.Tensor) -> torch.Tensor:
+        """Relevance arriving at z is divided by z + ε·sign(z) (a hook on z's gradient)."""
+        if z.requires_grad:
+            denominator = _Denominator(z, self.epsilon)
+            z.register_hook(denominator)
+            self._pending.setdefault(_storage(z), []).append(denominator)
+        return z
+
+    def _before_inplace(self, func: Callable, args: tuple, kwargs: dict) -> torch.Tensor | None:
+        """Copy the values of pending denominators that func is about to change in place.
+
+        Returns the copy of the first operand's values when it is one such z itself, else None.
+        """
+        target = kwargs.get("out", args[0] if args else None)
+        if not isinstance(target, torch.Tensor):
+            return None
+        pending = self._pending.pop(_storage(target), None)
+        if not pending:
+            return None
+        if func in INPLACE_RELUS or (func is F.relu and target is args[0]):
+            unread = [d for d in pending if not d.read]
+            if unread:
+                self._pending[_storage(target)] = unread  # values ReLU leaves alone; later changes still copy
+            pending = [d for d in pending if d.read]
+        copy = None
+        for d in pending:
+            z = d.z
+            kept = d.keep()
+            if copy is None and _same_place(z, target):
+                copy = kept
+        return copy
+
+    def _mark_read(self, values: tuple) -> None:
+        for v in values:
+            if isinstance(v, torch.Tensor):
+                for d in self._pending.get(_storage(v), ()):
+                    d.read = True
+            elif isinstance(v, (list, tuple)):  # cat, stack and the like take tensors in a sequence
+                self._mark_read(tuple(v))
 
     def _refused(self, func: Callable, args: tuple, kwargs: dict, why: str) -> Any:
         """The operation as is; relevance reaching it raises, naming it and its module."""
@@ -399,17 +484,24 @@ class _EpsilonMode(TorchFunctionMode):
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
+        before = None
+        if self._pending:
+            if _changes_in_place(func, args, kwargs):
+                before = self._before_inplace(func, args, kwargs)
+            else:
+                self._mark_read((*args, *kwargs.values()))
         if not torch.is_grad_enabled():
             return func(*args, **kwargs)
         activations = [a for a in (*args, *kwargs.values()) if _is_activation(a)]
         if not activations:
             return func(*args, **kwargs)
         try:
-            return self._apply_rule(func, args, kwargs, activations)
+            return self._apply_rule(func, args, kwargs, activations, before)
         except _NoRule as why:
             raise self._refuse(func, str(why)) from None
 
-    def _apply_rule(self, func: Callable, args: tuple, kwargs: dict, activations: list) -> Any:
+    def _apply_rule(self, func: Callable, args: tuple, kwargs: dict, activations: list,
+                    before: torch.Tensor | None = None) -> Any:
         if func in LINEAR_OPS:
             return self._epsilon(func, args, kwargs)
         if func in INPLACE_SUMS:
@@ -417,7 +509,7 @@ class _EpsilonMode(TorchFunctionMode):
             alpha = INPLACE_SUMS[func] * kwargs.get("alpha", 1.0)
             if not isinstance(b, torch.Tensor):
                 b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
-            return _InplaceSum.apply(a, b, alpha, self.epsilon)
+            return _InplaceSum.apply(a, b, alpha, self.epsilon, before)
         if func in FIXED_SCALE:
             return self._epsilon(FIXED_SCALE[func], args, kwargs)
         if func in PRODUCT_OPS:
@@ -437,6 +529,16 @@ class _EpsilonMode(TorchFunctionMode):
             # reshaping, copying or dropping out a constant factor leaves a constant factor
             return _mark_factor(out) if all(map(_is_factor, activations)) else out
         return _mark_factor(out) if func in FACTOR_OPS else out
+
+
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _same_place(z: torch.Tensor, target: torch.Tensor) -> bool:
+    """Whether target is z itself or a view of all of it, element for element (a copy of z is then target's values)."""
+    return (z.data_ptr() == target.data_ptr() and z.dtype == target.dtype and z.shape == target.shape
+            and z.stride() == target.stride())
 
 
 def _running_module(names: dict[int, str]) -> str:
