@@ -174,7 +174,10 @@ class _Denominator:
         return self.z
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor:
-        return grad / _stabilised(self.z, self.epsilon)
+        denominator = _stabilised(self.z, self.epsilon)
+        if denominator.shape != grad.shape or denominator.dtype != grad.dtype:
+            return grad / denominator
+        return torch.div(grad, denominator, out=denominator)  # into its own fresh tensor: one allocation fewer
 
 
 class _NoRule(Exception):
