@@ -88,8 +88,11 @@ class ReportData:
     evaluation : Evaluation or None
         Scores against a ground truth (its JSON form is accepted too).
     truth : GroundTruth or None
-    truth_tree : (affinity over tasks, tasks, caption) or None
+        The ground truth, for the per-target tables' relevant sources.
+    truth_tree : (np.ndarray, list of str, str) or None
+        The truth's tree to draw beside the estimated ones: an affinity over tasks, the tasks and a caption.
     title : str
+        The page's title.
     grids : dict of str to bytes
         PNG of the attribution grid per method id.
     """
@@ -116,6 +119,27 @@ def from_space(space, truth: GroundTruth | str | Path | None = None,
     """Report data of a fitted `ModelSpace` (its evaluation, if `evaluate` was called, included).
 
     The space's own trees and rankings are shown: its linkage method may not be the default.
+
+    Parameters
+    ----------
+    space : ModelSpace
+        A fitted space.
+    truth : GroundTruth, str or Path, optional
+        A ground truth, or the name of a bundled one or a file (`GroundTruth.load`).
+    truth_tree : (np.ndarray, list of str, str), optional
+        The truth's tree: affinity over tasks, tasks, caption (default: from the truth's ranks,
+        `truth_affinity`).
+    grid_images : int, default 6
+        Probe images per attribution grid.
+    grid_models : int, default 8
+        Models per attribution grid.
+    title : str, default "modelspace report"
+        The page's title.
+
+    Returns
+    -------
+    ReportData
+        What the page shows.
     """
     settings = space.summary()  # raises if the space is not fitted
     views = list(space.results_.values())
@@ -137,6 +161,27 @@ def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = Non
     With a `truth` the evaluation is recomputed against it; otherwise the folder's own is shown.
     The truth's tree comes from `oracle_affinity.csv` in the folder if there is one (the demo writes it).
     Only the files that the folder's `results.json` lists are read.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The output folder.
+    truth : GroundTruth, str or Path, optional
+        A ground truth, or the name of a bundled one or a file (`GroundTruth.load`).
+    n_relevant : int, optional
+        With a truth, the relevant sources per target (default: `evaluation.relevant_for`'s).
+    title : str, default "modelspace report"
+        The page's title.
+
+    Returns
+    -------
+    ReportData
+        What the page shows.
+
+    Raises
+    ------
+    InputError
+        A folder that `results.load` cannot read, or a truth that cannot be read.
     """
     folder = Path(folder)
     settings, results, grids = load_folder(folder)
@@ -155,8 +200,23 @@ def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = Non
 
 
 def evaluate_views(views: list[MethodResult], truth: GroundTruth, n_relevant: int | None = None) -> Evaluation:
-    """P@K / R@K of every estimator against `truth` (models matched by task label); `n_relevant` None:
-    `evaluation.relevant_for`'s default, as `ModelSpace.evaluate` and `modelspace run` take it."""
+    """P@K / R@K of every estimator against `truth` (models matched by task label).
+
+    Parameters
+    ----------
+    views : list of MethodResult
+        The estimators' model spaces.
+    truth : GroundTruth
+        The ground truth.
+    n_relevant : int, optional
+        The relevant sources per target; None: `evaluation.relevant_for`'s default, as
+        `ModelSpace.evaluate` and `modelspace run` take it.
+
+    Returns
+    -------
+    Evaluation
+        The scores of every estimator.
+    """
     labels = list(dict.fromkeys(label for v in views for label in v.labels))
     return evaluate_matrices({v.id: (v.affinity, v.labels) for v in views}, truth,
                              relevant_for(truth, labels, n_relevant))
@@ -166,7 +226,19 @@ def truth_affinity(truth: GroundTruth, labels: list[str]) -> tuple[np.ndarray, l
     """A similarity over the tasks both in `labels` and the truth, from the truth's ranks, for its tree.
 
     A target's candidates score 1 (best) down to 0 (worst) by rank; the score is symmetrised.
-    None when fewer than two tasks are shared.
+
+    Parameters
+    ----------
+    truth : GroundTruth
+        The ground truth.
+    labels : list of str
+        The models' task labels.
+
+    Returns
+    -------
+    (np.ndarray, list of str, str) or None
+        The affinity over the shared tasks (1 on the diagonal), the tasks and a caption; None when
+        fewer than two tasks are shared.
     """
     tasks = [t for t in dict.fromkeys(labels) if t in truth.ranking]
     if len(tasks) < 2:
@@ -199,13 +271,25 @@ def write_report(data: ReportData, path: str | Path, progress: bool = False,
     Parameters
     ----------
     data : ReportData
+        What the page shows.
     path : str or Path
-    progress : bool
+        The HTML file to write.
+    progress : bool, default False
         A progress bar over the sections.
     summary_estimator : str, optional
         The estimator whose sources the per-target lines and the summary name (an id, or its name
         without parameters, e.g. ``"lrp_epsilon"``). By default the best by P@5 when there is an
         evaluation, else the first estimator.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        No estimator to show, or a ``summary_estimator`` that is none of them.
     """
     from ..progress import progress as progress_bar
 
@@ -233,7 +317,7 @@ _SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\
 
 
 def script_json(payload: Any) -> str:
-    """``payload`` as JSON that is safe as the text of a ``<script>`` element, whatever strings it holds.
+    r"""``payload`` as JSON that is safe as the text of a ``<script>`` element, whatever strings it holds.
 
     Parameters
     ----------
@@ -243,7 +327,7 @@ def script_json(payload: Any) -> str:
     Returns
     -------
     str
-        Compact JSON with ``<``, ``>``, ``&``, U+2028 and U+2029 written as ``\\uXXXX`` escapes, so
+        Compact JSON with ``<``, ``>``, ``&``, U+2028 and U+2029 written as ``\uXXXX`` escapes, so
         that it parses to the same value and holds no markup.
     """
     text = json.dumps(payload, separators=(",", ":"))
@@ -251,7 +335,25 @@ def script_json(payload: Any) -> str:
 
 
 def resolve_estimator(views: list[MethodResult], name: str) -> MethodResult:
-    """The estimator of `views` named `name`: its id, its name or an alias (the first of that name)."""
+    """The estimator of `views` named `name`.
+
+    Parameters
+    ----------
+    views : list of MethodResult
+        The estimators' model spaces.
+    name : str
+        An id, a name without parameters or an alias (the first estimator of that name).
+
+    Returns
+    -------
+    MethodResult
+        The estimator.
+
+    Raises
+    ------
+    InputError
+        None of the estimators has that name.
+    """
     found = find(name, [v.id for v in views], {**METHODS.aliases, **BASELINES.aliases})
     for v in views:
         if v.id == found:
@@ -260,8 +362,19 @@ def resolve_estimator(views: list[MethodResult], name: str) -> MethodResult:
 
 
 def headline_k(evaluation: Evaluation) -> int:
-    """The K of the P@K the page leads with: 5, or fewer when the truth counts fewer relevant sources or
-    ranks fewer candidates (at K above the relevant count, P@K cannot reach 1 and says less)."""
+    """The K of the P@K the page leads with.
+
+    Parameters
+    ----------
+    evaluation : Evaluation
+        The scores against a ground truth.
+
+    Returns
+    -------
+    int
+        5, or fewer when the truth counts fewer relevant sources or ranks fewer candidates (at K above
+        the relevant count, P@K cannot reach 1 and says less); at least 1.
+    """
     return max(1, min(5, evaluation.n_relevant, evaluation.n_candidates))
 
 
@@ -300,8 +413,10 @@ def _summary_view(data: ReportData, comparison: Comparison | None, chosen: str |
 
 
 class _Page:
-    """Collects the JSON blocks the figures' tooltips read, with unique ids, and what the sections
-    share: the estimators' comparison and the estimator the summary lines use."""
+    """Collects the JSON blocks the figures' tooltips read, with unique ids.
+
+    Also what the sections share: the estimators' comparison and the estimator the summary lines use.
+    """
 
     def __init__(self) -> None:
         self.blocks: list[tuple[str, str]] = []
@@ -553,8 +668,15 @@ def _section_space(data: ReportData, page: _Page) -> str:
 
 
 def hover_values(matrix: np.ndarray) -> dict:
-    """The heatmap's hover data: thousandths as integers (the tooltip shows 3 decimals, and "123" is half
-    the bytes of "0.123"), and of a symmetric matrix only the upper triangle, row by row (i ≤ j).
+    """The heatmap's hover data: thousandths as integers, and of a symmetric matrix the upper triangle.
+
+    The tooltip shows 3 decimals, and "123" is half the bytes of "0.123"; the triangle is written row
+    by row (i ≤ j).
+
+    Parameters
+    ----------
+    matrix : np.ndarray
+        (N, N) an affinity matrix.
 
     Returns
     -------
@@ -568,7 +690,18 @@ def hover_values(matrix: np.ndarray) -> dict:
 
 
 def matrix_from_hover(block: dict) -> np.ndarray:
-    """The matrix (to 3 decimals) that `hover_values` wrote."""
+    """The matrix (to 3 decimals) that `hover_values` wrote.
+
+    Parameters
+    ----------
+    block : dict
+        What `hover_values` returned.
+
+    Returns
+    -------
+    np.ndarray
+        (N, N) float64.
+    """
     rows = block["values"]
     n = len(rows)
     out = np.zeros((n, n))
@@ -826,8 +959,10 @@ def _section_settings(data: ReportData, page: _Page) -> str:
 
 
 def _not_computed_items(settings: dict) -> list[tuple[str, str]]:
-    """The estimators the run did not compute, as the probe set leaves them undefined, with the reason
-    (``results.json``'s "not_computed")."""
+    """The estimators the run did not compute, as the probe set leaves them undefined, with the reason.
+
+    From ``results.json``'s "not_computed".
+    """
     return list((settings.get("not_computed") or {}).items())
 
 
@@ -848,9 +983,12 @@ def _skipped_files(skipped: list[dict]) -> str:
 
 
 def _truth_label(origin: str) -> tuple[str, str]:
-    """A ground truth's readable name and its full origin: "built-in taskonomy" for a bundled one (also when
-    given by its path inside the installed package, e.g. in site-packages), "built-in world oracle_ranking.csv"
-    for another file of the package (the demo's), the file name for any other file."""
+    """A ground truth's readable name and its full origin.
+
+    The name is "built-in taskonomy" for a bundled one (also when given by its path inside the installed
+    package, e.g. in site-packages), "built-in world oracle_ranking.csv" for another file of the package
+    (the demo's), the file name for any other file.
+    """
     if origin.endswith(", bundled)"):
         return f"built-in {origin.split(' (')[0]}", origin
     path = Path(origin)
