@@ -53,6 +53,7 @@ def param(default: Any, *, shown: str | Callable[[Any], bool] = ALWAYS) -> Any:
     Returns
     -------
     dataclasses.Field
+        A field with ``default``, whose metadata carries ``shown`` for `Declared.params`.
     """
     return dataclasses.field(default=default, metadata={"shown": shown})
 
@@ -64,10 +65,8 @@ class Declared:
     (and so the id) are derived from them (`param` says which are shown). A field whose value is
     itself a declaration (a wrapped method) is shown by its id.
 
-    Parameters
-    ----------
-    **fields
-        A subclass's own fields, checked in its ``__post_init__`` (`errors.check_int` and siblings).
+    A subclass's own fields, checked in its ``__post_init__`` (`errors.check_int` and siblings),
+    are its parameters; this base takes none.
     """
 
     name: ClassVar[str] = ""
@@ -91,7 +90,13 @@ class Declared:
         return out
 
     def version(self) -> tuple[str, int]:
-        """What the store key's version counts and its value: ("rules", 0) by default."""
+        """What the store key's version counts and its value.
+
+        Returns
+        -------
+        tuple of (str, int)
+            The version tag ("rules" or "prepare") and the version: ("rules", 0), none, by default.
+        """
         return "rules", 0
 
     @property
@@ -115,7 +120,18 @@ class Declared:
 
 
 class Registry(dict):
-    """name -> declaration class, plus aliases; `get` builds a configured instance."""
+    """name -> declaration class, plus aliases; `get` builds a configured instance.
+
+    Parameters
+    ----------
+    kind : str
+        What it registers, e.g. "attribution method": named in its error messages.
+
+    Attributes
+    ----------
+    aliases : dict of str to str
+        Alias -> registered name.
+    """
 
     def __init__(self, kind: str) -> None:
         super().__init__()
@@ -123,14 +139,43 @@ class Registry(dict):
         self.aliases: dict[str, str] = {}
 
     def add(self, name: str, entry: Any) -> Any:
-        """Register ``entry`` under ``name``; a name is registered once."""
+        """Register ``entry`` under ``name``; a name is registered once.
+
+        Parameters
+        ----------
+        name : str
+            The name to register it under.
+        entry : object
+            What the name stands for (a loader function, a class).
+
+        Returns
+        -------
+        object
+            ``entry``, as is.
+
+        Raises
+        ------
+        ValueError
+            ``name`` is registered already (a programming error, not the user's).
+        """
         if name in self:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self[name] = entry
         return entry
 
     def register(self, *aliases: str) -> Callable[[type[T]], type[T]]:
-        """Class decorator adding a declaration under its `name` (and aliases)."""
+        """Class decorator adding a declaration under its `name` (and aliases).
+
+        Parameters
+        ----------
+        *aliases : str
+            Other names that `get` and `resolve` take for it.
+
+        Returns
+        -------
+        callable
+            The decorator: it registers the class and returns it unchanged.
+        """
 
         def add(cls: type[T]) -> type[T]:
             self[cls.name] = cls
@@ -140,7 +185,13 @@ class Registry(dict):
         return add
 
     def describe(self) -> dict[str, str]:
-        """Every declaration's name with the first line of its docstring, sorted by name."""
+        """Every declaration's name with the first line of its docstring, sorted by name.
+
+        Returns
+        -------
+        dict of str to str
+            Registered name -> the summary line of its class's docstring ("" for none).
+        """
         return {name: ((cls.__doc__ or "").strip().splitlines() or [""])[0] for name, cls in sorted(self.items())}
 
     def resolve(self, spec: str) -> EstimatorId:
@@ -154,6 +205,7 @@ class Registry(dict):
         Returns
         -------
         EstimatorId
+            Its name an alias resolved to the registered name, its parameters those of the id.
 
         Raises
         ------
@@ -175,11 +227,13 @@ class Registry(dict):
         Returns
         -------
         Declared
+            The configured declaration (``spec`` itself when it is one).
 
         Raises
         ------
         InputError
-            An unknown name, a malformed id, a parameter the declaration does not take or a bad value.
+            Not a str or a declaration, an unknown name, a malformed id, a parameter given twice (in the id
+            and by keyword, or beside a declaration), a parameter the declaration does not take or a bad value.
         """
         if isinstance(spec, Declared):
             if params:

@@ -1,5 +1,7 @@
-"""Attribution maps of mean(R) (or of other directions of R) with respect to the input: one
-mechanism, methods declared over it."""
+"""Attribution maps of mean(R) (or of other directions of R) with respect to the input.
+
+One mechanism (`base`), methods declared over it (`methods`, `lrp`).
+"""
 
 from . import methods  # noqa: F401  (registers the methods)
 from .base import (

@@ -46,7 +46,13 @@ class AttributionMethod(Declared):
     stored under the old rules are never reused: it is part of the store key (`store_id`), not of `id`."""
 
     def version(self) -> tuple[str, int]:
-        """The store key's version: the rules version."""
+        """The store key's version: the rules version.
+
+        Returns
+        -------
+        tuple of (str, int)
+            ("rules", `rules_version`).
+        """
         return "rules", self.rules_version
 
     directions: int = 1
@@ -54,8 +60,11 @@ class AttributionMethod(Declared):
 
     @property
     def cost(self) -> float:
-        """Cost per image as a multiple of one forward+backward pass (an upper bound: K backward
-        passes over one forward count as K). Saliency and gradient×input share theirs."""
+        """Cost per image as a multiple of one forward+backward pass.
+
+        An upper bound: K backward passes over one forward count as K. Saliency and gradient×input
+        share theirs.
+        """
         return 1.0
 
     @property
@@ -64,36 +73,111 @@ class AttributionMethod(Declared):
         return self.ident.store_key
 
     def rules(self, module: nn.Module, model_name: str) -> ContextManager:
-        """Backward rules active while the forward pass builds the graph (none: plain autograd)."""
+        """Backward rules active while the forward pass builds the graph (none: plain autograd).
+
+        Parameters
+        ----------
+        module : nn.Module
+            The model the forward pass runs through.
+        model_name : str
+            Its name, for error messages.
+
+        Returns
+        -------
+        ContextManager
+            Entered around the forward pass (and the backward passes from it); a null context here.
+        """
         return contextlib.nullcontext()
 
     def backward_seed(self, r: torch.Tensor) -> torch.Tensor:
-        """Gradient of mean(R) with respect to R, per sample: 1/D everywhere."""
+        """Gradient of mean(R) with respect to R, per sample: 1/D everywhere.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            The encoder output R, (B, ...) with D values per sample (detached).
+
+        Returns
+        -------
+        torch.Tensor
+            The seed of the backward pass, shaped like ``r``.
+        """
         d = r[0].numel()
         return torch.full_like(r, 1.0 / d)
 
     def seeds(self, r: torch.Tensor) -> list[torch.Tensor]:
-        """The seeds of the backward passes, one per direction of R (`directions` of them); each
-        gives one map. By default the one seed of mean(R)."""
+        """The seeds of the backward passes, one per direction of R; each gives one map.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            The encoder output R, (B, ...) (detached).
+
+        Returns
+        -------
+        list of torch.Tensor
+            `directions` seeds, each shaped like ``r``: by default the one seed of mean(R)
+            (`backward_seed`).
+        """
         return [self.backward_seed(r)]
 
     def passes(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
-        """Inputs to differentiate at, with the weight of each gradient (one pass by default)."""
+        """Inputs to differentiate at, with the weight of each gradient (one pass by default).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+
+        Yields
+        ------
+        x_pass : torch.Tensor
+            An input to differentiate at, shaped like ``x``.
+        weight : float
+            The weight of its gradient in the sum `read` is given.
+        """
         yield x, 1.0
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """Turn the (weighted) gradient at the input into the attribution map."""
+        """Turn the (weighted) gradient at the input into the attribution map.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+        grad : torch.Tensor
+            The weighted sum of the gradients over `passes`, shaped like ``x``.
+
+        Returns
+        -------
+        torch.Tensor
+            The maps, shaped like ``x``: the gradient itself here.
+        """
         return grad
 
     def finish(self, maps: torch.Tensor) -> torch.Tensor:
-        """The maps at probe size (N, C, S, S), after T_i⁻¹, as they are stored and compared
-        (as they are by default). Runs per direction: N is B·K when there are K directions."""
+        """The maps at probe size, after T_i⁻¹, as they are stored and compared.
+
+        Runs per direction: N is B·K when there are K directions.
+
+        Parameters
+        ----------
+        maps : torch.Tensor
+            (N, C, S, S) maps at probe size S.
+
+        Returns
+        -------
+        torch.Tensor
+            The finished maps: ``maps`` as they are by default.
+        """
         return maps
 
     @property
     def plain_gradient(self) -> bool:
-        """True when only `read` and `finish` differ from the base: such methods can share one
-        backward pass."""
+        """True when only `read` and `finish` differ from the base.
+
+        Such methods can share one backward pass (`backward_groups`).
+        """
         cls = type(self)
         return self.directions == 1 and all(getattr(cls, part) is getattr(AttributionMethod, part)
                                             for part in ("rules", "backward_seed", "seeds", "passes"))
@@ -107,18 +191,53 @@ DEFAULT_METHODS = ("saliency", "gradient_x_input", "lrp_epsilon")
 
 
 def get_method(method: str | AttributionMethod, /, **params: Any) -> AttributionMethod:
-    """A configured method from a name or alias ('saliency', 'gxi', 'lrp', ...), or the object as is."""
+    """A configured method from a name or alias ('saliency', 'gxi', 'lrp', ...), or the object as is.
+
+    Parameters
+    ----------
+    method : str or AttributionMethod
+        A name, an alias, an id (``'lrp_epsilon(epsilon=0.01)'``) or a method.
+    **params
+        Its parameters, beside those of the id.
+
+    Returns
+    -------
+    AttributionMethod
+        The configured method.
+
+    Raises
+    ------
+    InputError
+        An unknown name, a parameter the method does not take or a bad value (`registry.Registry.get`).
+    """
     return METHODS.get(method, **params)
 
 
 def list_methods() -> dict[str, str]:
-    """Every registered method's name with the first line of its docstring, sorted by name."""
+    """Every registered method's name with the first line of its docstring, sorted by name.
+
+    Returns
+    -------
+    dict of str to str
+        Name -> the summary line of its docstring.
+    """
     return METHODS.describe()
 
 
 @contextlib.contextmanager
 def frozen_parameters(module: nn.Module) -> Iterator[None]:
-    """Parameters need no gradient: only the input does. Restores the flags afterwards."""
+    """Parameters need no gradient: only the input does. Restores the flags afterwards.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model whose parameters stop requiring gradients while the context is open.
+
+    Yields
+    ------
+    None
+        Once, with the parameters frozen.
+    """
     flags = [(p, p.requires_grad) for p in module.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
@@ -135,6 +254,16 @@ def backward_groups(methods: Sequence[AttributionMethod]) -> list[list[Attributi
     Methods that differ only in how they read the gradient (saliency, gradient×input) form one
     group, first; every other method is a group of its own, so that a method a model cannot
     support (ε-LRP through attention, say) fails by itself.
+
+    Parameters
+    ----------
+    methods : sequence of AttributionMethod
+        The methods to run.
+
+    Returns
+    -------
+    list of list of AttributionMethod
+        The groups, each in the order of ``methods``.
     """
     plain = [m for m in methods if m.plain_gradient]
     return ([plain] if plain else []) + [[m] for m in methods if not m.plain_gradient]
@@ -147,8 +276,36 @@ def attribute_many(
     encoder: str | Encoder | None = None,
     model_name: str = "model",
 ) -> dict[str, torch.Tensor]:
-    """Maps of several methods for one batch, keyed by method id; each of `backward_groups` runs
-    one forward+backward pass."""
+    """Maps of several methods for one batch, keyed by method id.
+
+    Each of `backward_groups` runs one forward+backward pass.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model, in eval mode.
+    x : torch.Tensor
+        The input batch (B, C, H, W), in the model's input space.
+    methods : sequence of AttributionMethod
+        The configured methods.
+    encoder : str or Encoder, optional
+        What `attribute` takes: the module whose output is R (None: the whole model output).
+    model_name : str, default "model"
+        The model's name, for error messages.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Method id -> its maps as `attribute` returns them, in the order of ``methods``.
+
+    Raises
+    ------
+    InputError
+        An input without a batch dimension.
+    AttributionError
+        An encoder output that is not a floating-point tensor, or a method whose seeds are not
+        `directions` many.
+    """
     maps = {}
     for group in backward_groups(methods):
         if group[0].plain_gradient:
@@ -174,6 +331,33 @@ def attribute(
     are independent because the model runs in eval mode. A method with K = `directions` > 1
     seeds returns (B, K, C, H, W): K backward passes per forward pass (the graph is kept between
     them), one map per seed. `method.finish` is not applied here (it works at probe size).
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model, in eval mode; its parameters' gradient flags are restored afterwards.
+    x : torch.Tensor
+        The input batch (B, C, H, W), in the model's input space.
+    method : str or AttributionMethod, default "saliency"
+        A method, or what `get_method` takes.
+    encoder : str or Encoder, optional
+        The module name whose output is R, or an `Encoder`; None: the whole model output.
+    model_name : str, default "model"
+        The model's name, for error messages.
+
+    Returns
+    -------
+    torch.Tensor
+        The maps, shaped like ``x``, or (B, K, C, H, W) for K directions; zero where R does not
+        depend on the input.
+
+    Raises
+    ------
+    InputError
+        An input without a batch dimension, or a method `get_method` refuses.
+    AttributionError
+        An encoder output that is not a floating-point tensor, or a method whose seeds are not
+        `directions` many.
     """
     method = get_method(method)
     if x.ndim < 2:

@@ -72,9 +72,11 @@ from ..errors import AttributionError
 
 
 def _stabilised(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """z + ε·sign(z), with the sign of a zero taken from its sign bit (+0 → +ε, −0 → −ε), so that
-    the denominator is never zero for ε > 0. `copysign` is one pass; comparisons and `where` are
-    several, and on CPU they were a large part of ε-LRP's time on the zoo's models."""
+    """The denominator z + ε·sign(z), the sign of a zero taken from its sign bit (+0 → +ε, −0 → −ε).
+
+    So the denominator is never zero for ε > 0. `copysign` is one pass; comparisons and `where` are
+    several, and on CPU they were a large part of ε-LRP's time on the zoo's models.
+    """
     return torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z).add_(z)
 
 
@@ -132,8 +134,7 @@ class _InplaceSum(torch.autograd.Function):
 
 
 class _PassThrough(torch.autograd.Function):
-    """The identity rule: forward applies an element-wise activation, backward hands the
-    relevance on unchanged."""
+    """The identity rule: forward applies an element-wise activation, backward passes the relevance as is."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, activation: Callable) -> torch.Tensor:
@@ -148,8 +149,10 @@ class _PassThrough(torch.autograd.Function):
 
 
 class _Refused(torch.autograd.Function):
-    """Identity forward; backward raises the error prepared in the forward pass: relevance has
-    reached an operation that has no rule."""
+    """Identity forward; backward raises the error prepared in the forward pass.
+
+    Relevance has reached an operation that has no rule.
+    """
 
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, error: AttributionError) -> torch.Tensor:
@@ -240,8 +243,10 @@ _MHA = inspect.signature(F.multi_head_attention_forward)
 
 
 def _multi_head_attention(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """nn.MultiheadAttention's functional form with its weights held constant; run under the rules,
-    so the value projection, weights·V and the output projection get the ε rule."""
+    """nn.MultiheadAttention's functional form with its weights held constant.
+
+    Run under the rules, so the value projection, weights·V and the output projection get the ε rule.
+    """
     a = _MHA.bind(*args, **kwargs)
     a.apply_defaults()
     a = a.arguments
@@ -451,7 +456,28 @@ def _running_module(names: dict[int, str]) -> str:
 
 @contextlib.contextmanager
 def epsilon_rules(module: nn.Module, epsilon: float, model_name: str = "model") -> Iterator[None]:
-    """While active, graphs built by forward passes of `module` backpropagate ε-LRP relevance."""
+    """While active, graphs built by forward passes of `module` backpropagate ε-LRP relevance.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model (a Python module: the rules catch its operations as they run).
+    epsilon : float
+        The ε of the rule: the stabiliser added, with the sign of z, to every denominator.
+    model_name : str, default "model"
+        The model's name, for error messages.
+
+    Yields
+    ------
+    None
+        Once, with the rules active.
+
+    Raises
+    ------
+    AttributionError
+        A TorchScript module, which runs outside the rules. (An operation without a rule raises
+        it too, in the backward pass, when relevance reaches it.)
+    """
     if isinstance(module, torch.jit.ScriptModule):
         # A TorchScript graph runs in the JIT interpreter, where no Python-level rule can reach it.
         raise AttributionError(

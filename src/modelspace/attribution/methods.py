@@ -57,6 +57,23 @@ def input_baseline(x: torch.Tensor, kind: str) -> torch.Tensor:
     at the edges). The model's normalisation (x − μ) / σ is affine per channel, so with "mean" or
     "blur" x − x₀ no longer depends on the normalisation's μ: the map keeps the image's structure
     and loses its overall intensity.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        The input batch (B, C, H, W) ("zero" takes any shape).
+    kind : str
+        One of `INPUT_BASELINES`: "zero", "mean" or "blur".
+
+    Returns
+    -------
+    torch.Tensor
+        x₀, shaped like ``x``.
+
+    Raises
+    ------
+    InputError
+        "mean" or "blur" for a batch that is not 4-dimensional.
     """
     if kind == "zero":
         return torch.zeros_like(x)
@@ -101,6 +118,20 @@ class Saliency(AttributionMethod):
     name = "saliency"
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The gradient's absolute value.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+        grad : torch.Tensor
+            The weighted sum of the gradients over `passes`, shaped like ``x``.
+
+        Returns
+        -------
+        torch.Tensor
+            The maps, shaped like ``x``.
+        """
         return grad.abs()
 
 
@@ -113,6 +144,11 @@ class GradientXInput(AttributionMethod):
     ----------
     baseline : str
         x₀ (`input_baseline`): "zero" (the paper's gradient×input), "mean" or "blur".
+
+    Raises
+    ------
+    InputError
+        An unknown baseline.
     """
 
     name = "gradient_x_input"
@@ -122,6 +158,20 @@ class GradientXInput(AttributionMethod):
         _check_baseline(self.baseline, self.name)
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The gradient times x − x₀.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+        grad : torch.Tensor
+            The weighted sum of the gradients over `passes`, shaped like ``x``.
+
+        Returns
+        -------
+        torch.Tensor
+            The maps, shaped like ``x``.
+        """
         return (x - input_baseline(x, self.baseline)) * grad
 
 
@@ -134,6 +184,11 @@ class EpsilonLRP(AttributionMethod):
     ----------
     epsilon : float
         The ε of the rule (> 0).
+
+    Raises
+    ------
+    InputError
+        ``epsilon`` not a finite number > 0.
     """
 
     name = "lrp_epsilon"
@@ -144,23 +199,51 @@ class EpsilonLRP(AttributionMethod):
         self._set("epsilon", check_float(self.epsilon, "lrp_epsilon: epsilon"))
 
     def rules(self, module: nn.Module, model_name: str) -> ContextManager:
+        """The ε rules (`lrp.epsilon_rules`) while the forward pass builds the graph.
+
+        Parameters
+        ----------
+        module : nn.Module
+            The model the forward pass runs through.
+        model_name : str
+            Its name, for error messages.
+
+        Returns
+        -------
+        ContextManager
+            `lrp.epsilon_rules` at this method's ε.
+        """
         return epsilon_rules(module, self.epsilon, model_name)
 
     def backward_seed(self, r: torch.Tensor) -> torch.Tensor:
+        """The relevance at R: R_k / D, each term of mean(R).
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            The encoder output R, (B, ...) with D values per sample (detached).
+
+        Returns
+        -------
+        torch.Tensor
+            The seed, shaped like ``r``.
+        """
         return r / r[0].numel()
 
 
 class Wrapping(AttributionMethod):
-    """A pass over another method (its `method` field, any method): it runs that method's backward
-    (rules, seeds, directions) at inputs of its own and finishes the maps as that method does.
+    """A pass over another method (its `method` field, any method).
 
-    A subclass declares `points` (the inputs it differentiates at, with their weights) and may
-    change `read`; for each of its points the wrapped method's own passes run, so wrappers nest.
+    It runs that method's backward (rules, seeds, directions) at inputs of its own and finishes the
+    maps as that method does. A subclass declares `points` (the inputs it differentiates at, with
+    their weights) and may change `read`; for each of its points the wrapped method's own passes
+    run, so wrappers nest.
 
-    Parameters
+    Attributes
     ----------
     method : str or AttributionMethod
-        The wrapped method: a name, an alias, an id or an object (kept as the object).
+        The wrapped method, a field of the subclass: a name, an alias, an id or an object (kept as
+        the object, `get_method`'s, once the subclass's ``__post_init__`` has run).
     """
 
     method: Any
@@ -170,30 +253,122 @@ class Wrapping(AttributionMethod):
 
     @property
     def directions(self) -> int:  # type: ignore[override]
+        """The wrapped method's directions."""
         return self.method.directions
 
     def points(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
-        """The inputs this pass differentiates at, each with its weight (x itself by default)."""
+        """The inputs this pass differentiates at, each with its weight (x itself by default).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+
+        Yields
+        ------
+        point : torch.Tensor
+            An input the wrapped method's passes run at, shaped like ``x``.
+        weight : float
+            The weight of the gradients there.
+        """
         yield x, 1.0
 
     def rules(self, module: nn.Module, model_name: str) -> ContextManager:
+        """The wrapped method's rules.
+
+        Parameters
+        ----------
+        module : nn.Module
+            The model the forward pass runs through.
+        model_name : str
+            Its name, for error messages.
+
+        Returns
+        -------
+        ContextManager
+            What the wrapped method's `rules` returns.
+        """
         return self.method.rules(module, model_name)
 
     def backward_seed(self, r: torch.Tensor) -> torch.Tensor:
+        """The wrapped method's seed.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            The encoder output R (detached).
+
+        Returns
+        -------
+        torch.Tensor
+            The seed, shaped like ``r``.
+        """
         return self.method.backward_seed(r)
 
     def seeds(self, r: torch.Tensor) -> list[torch.Tensor]:
+        """The wrapped method's seeds, one per direction.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            The encoder output R (detached).
+
+        Returns
+        -------
+        list of torch.Tensor
+            The seeds, each shaped like ``r``.
+        """
         return self.method.seeds(r)
 
     def passes(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
+        """The wrapped method's passes at each of `points`, their weights multiplied.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+
+        Yields
+        ------
+        x_pass : torch.Tensor
+            An input to differentiate at, shaped like ``x``.
+        weight : float
+            The point's weight times the wrapped pass's.
+        """
         for point, weight in self.points(x):
             for inner, inner_weight in self.method.passes(point):
                 yield inner, weight * inner_weight
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The map as the wrapped method reads it off at x.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+        grad : torch.Tensor
+            The weighted sum of the gradients over `passes`, shaped like ``x``.
+
+        Returns
+        -------
+        torch.Tensor
+            The maps, shaped like ``x``.
+        """
         return self.method.read(x, grad)
 
     def finish(self, maps: torch.Tensor) -> torch.Tensor:
+        """The maps finished as the wrapped method finishes them.
+
+        Parameters
+        ----------
+        maps : torch.Tensor
+            (N, C, S, S) maps at probe size S.
+
+        Returns
+        -------
+        torch.Tensor
+            The finished maps.
+        """
         return self.method.finish(maps)
 
 
@@ -214,6 +389,11 @@ class IntegratedGradients(Wrapping):
     method : str or AttributionMethod
         The method whose backward is integrated: the plain gradient by default (then the id does not
         name it).
+
+    Raises
+    ------
+    InputError
+        ``steps`` not an integer >= 1, an unknown baseline, or a method `get_method` refuses.
     """
 
     name = "integrated_gradients"
@@ -228,22 +408,52 @@ class IntegratedGradients(Wrapping):
 
     @property
     def cost(self) -> float:
+        """`steps` times the wrapped method's cost."""
         return self.steps * self.method.cost
 
     def points(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
+        """The midpoints of `steps` equal parts of the straight path from x₀ to x, each of weight 1/steps.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+
+        Yields
+        ------
+        point : torch.Tensor
+            x₀ + (i + ½)/steps · (x − x₀), shaped like ``x``.
+        weight : float
+            1 / `steps`.
+        """
         x0 = input_baseline(x, self.baseline)
         for i in range(self.steps):
             yield x0 + ((i + 0.5) / self.steps) * (x - x0), 1.0 / self.steps
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """(x − x₀) times the wrapped method's reading of the mean gradient.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+        grad : torch.Tensor
+            The weighted sum of the gradients over `passes`, shaped like ``x``.
+
+        Returns
+        -------
+        torch.Tensor
+            The maps, shaped like ``x``.
+        """
         return (x - input_baseline(x, self.baseline)) * self.method.read(x, grad)
 
 
 @register_method()
 @dataclass(frozen=True, repr=False)
 class SmoothGrad(Wrapping):
-    """A method's map of the mean gradient over noisy copies of x (Smilkov et al., 2017): |mean
-    gradient| over saliency, by default; noise seeded for repeatability.
+    """A method's map of the mean gradient over noisy copies of x (Smilkov et al., 2017).
+
+    |mean gradient| over saliency, by default; noise seeded for repeatability.
 
     Parameters
     ----------
@@ -256,6 +466,12 @@ class SmoothGrad(Wrapping):
     method : str or AttributionMethod
         The method run at the noisy copies and reading the mean off at x: saliency by default (then
         the id does not name it).
+
+    Raises
+    ------
+    InputError
+        ``samples`` not an integer >= 1, ``noise`` not a finite number >= 0, ``seed`` not an integer
+        >= 0, or a method `get_method` refuses.
     """
 
     name = "smoothgrad"
@@ -272,9 +488,24 @@ class SmoothGrad(Wrapping):
 
     @property
     def cost(self) -> float:
+        """`samples` times the wrapped method's cost."""
         return self.samples * self.method.cost
 
     def points(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
+        """`samples` noisy copies of x, each of weight 1/samples, the noise drawn from `seed`.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+
+        Yields
+        ------
+        point : torch.Tensor
+            x plus Gaussian noise of standard deviation `noise` × (max(x) − min(x)), shaped like ``x``.
+        weight : float
+            1 / `samples`.
+        """
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         scale = self.noise * (x.amax() - x.amin()).item()
         for _ in range(self.samples):
@@ -309,6 +540,11 @@ class ModelGiF(AttributionMethod):
         and is the same for every image, so a map does not depend on the batch it is computed in;
         models of different input sizes get different permutations (a baseline is the image
         without its layout, whichever permutation removes it).
+
+    Raises
+    ------
+    InputError
+        ``steps`` not an integer >= 1, or ``seed`` not one >= 0.
     """
 
     name = "modelgif"
@@ -321,11 +557,29 @@ class ModelGiF(AttributionMethod):
 
     @property
     def cost(self) -> float:
+        """`steps`: one forward+backward pass per point of the path."""
         return float(self.steps)
 
     def baseline(self, x: torch.Tensor) -> torch.Tensor:
-        """The shuffled image x₀ of each image of a batch (B, C, H, W): one seeded permutation of the
-        H·W positions, the same for every channel and image."""
+        """The shuffled image x₀ of each image of a batch.
+
+        One seeded permutation of the H·W positions, the same for every channel and image.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W).
+
+        Returns
+        -------
+        torch.Tensor
+            x₀, shaped like ``x``.
+
+        Raises
+        ------
+        InputError
+            A batch that is not 4-dimensional.
+        """
         if x.ndim != 4:
             raise InputError(f"modelgif: expected image batches (B, C, H, W), got shape {tuple(x.shape)}")
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
@@ -333,6 +587,18 @@ class ModelGiF(AttributionMethod):
         return x.flatten(2)[:, :, perm].view_as(x)
 
     def backward_seed(self, r: torch.Tensor) -> torch.Tensor:
+        """The gradient of Σ_c max_pos R_c with respect to R: 1 at each channel's first arg-max.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            The encoder output R, (B, C, ...) (detached).
+
+        Returns
+        -------
+        torch.Tensor
+            The one-hot seed, shaped like ``r`` (all ones when R has no spatial positions).
+        """
         if r.ndim <= 2:  # no spatial positions: each channel is its own maximum
             return torch.ones_like(r)
         flat = r.flatten(2)
@@ -341,22 +607,63 @@ class ModelGiF(AttributionMethod):
         return one_hot.view_as(r)
 
     def passes(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
+        """The midpoints of `steps` equal parts of the path from the shuffled image to x.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+
+        Yields
+        ------
+        x_pass : torch.Tensor
+            x₀ + (i + ½)/steps · (x − x₀), shaped like ``x``.
+        weight : float
+            1 / `steps`.
+        """
         x0 = self.baseline(x)
         for i in range(self.steps):
             yield x0 + ((i + 0.5) / self.steps) * (x - x0), 1.0 / self.steps
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The mean gradient times x − x₀, x₀ the shuffled image.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+        grad : torch.Tensor
+            The weighted sum of the gradients over `passes`, shaped like ``x``.
+
+        Returns
+        -------
+        torch.Tensor
+            The maps, shaped like ``x``.
+        """
         return (x - self.baseline(x)) * grad
 
     def finish(self, maps: torch.Tensor) -> torch.Tensor:
+        """The mean over the input channels.
+
+        Parameters
+        ----------
+        maps : torch.Tensor
+            (N, C, S, S) maps at probe size S.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, 1, S, S) maps.
+        """
         return maps.mean(dim=1, keepdim=True)
 
 
 class ChannelDirections(AttributionMethod):
-    """Gradient×input of K directions u_1..u_K of R's channels (`channel_directions`), compared as
-    subspaces: the part the subspace and group variants share.
+    """Gradient×input of K directions u_1..u_K of R's channels, compared as subspaces.
 
-    Parameters
+    The part the subspace and group variants share; a subclass declares `channel_directions`.
+
+    Attributes
     ----------
     directions : int
         K, a field of the subclass.
@@ -369,19 +676,62 @@ class ChannelDirections(AttributionMethod):
 
     @property
     def cost(self) -> float:
+        """K: one forward and K backward passes, counted as K forward+backward passes."""
         return float(self.directions)
 
     def channel_directions(self, n_channels: int) -> torch.Tensor:
-        """The (K, C) float64 matrix of directions for an R of C channels."""
+        """The (K, C) float64 matrix of directions for an R of C channels.
+
+        Parameters
+        ----------
+        n_channels : int
+            C, the number of R's channels.
+
+        Returns
+        -------
+        torch.Tensor
+            The (K, C) float64 directions, one per row.
+        """
         raise NotImplementedError
 
     def seeds(self, r: torch.Tensor) -> list[torch.Tensor]:
+        """One seed per direction u_k: u_k over the channels, averaged over R's spatial positions.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            The encoder output R, (B, C, ...) (detached).
+
+        Returns
+        -------
+        list of torch.Tensor
+            K seeds, each shaped like ``r``.
+
+        Raises
+        ------
+        AttributionError
+            Where `channel_directions` raises it (too few channels for the groups).
+        """
         u = self.channel_directions(r.shape[1]).to(r.device, r.dtype)
         positions = r[0, 0].numel()
         shape = (1, r.shape[1]) + (1,) * (r.ndim - 2)
         return [(u_k / positions).view(shape).expand_as(r) for u_k in u]
 
     def read(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The gradient times x − x₀.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+        grad : torch.Tensor
+            The weighted sum of the gradients over `passes`, shaped like ``x``.
+
+        Returns
+        -------
+        torch.Tensor
+            The maps, shaped like ``x``.
+        """
         return (x - input_baseline(x, self.baseline)) * grad
 
 
@@ -401,6 +751,11 @@ class GradientXInputSubspace(ChannelDirections):
     (K, C) directions U) these tend to the Grams of the whole channel Jacobians (times x), so the
     K maps sketch what every channel of R, not only their mean, sees in the image.
 
+    Cost: one forward and K backward passes per image, at most K forward+backward passes (measured
+    against gradient×input by `modelspace study`: docs/study/table.md). The K backward passes run one
+    after the other: batching them (``is_grads_batched``) was slower on a CPU (README, "The method, as
+    implemented").
+
     Parameters
     ----------
     directions : int
@@ -412,10 +767,10 @@ class GradientXInputSubspace(ChannelDirections):
     baseline : str
         x₀ of gradient × (x − x₀) (`input_baseline`): "zero" (x itself), "mean" or "blur".
 
-    Cost: one forward and K backward passes per image, at most K forward+backward passes (measured
-    against gradient×input by `modelspace study`: docs/study/table.md). The K backward passes run one
-    after the other: batching them (``is_grads_batched``) was slower on a CPU (README, "The method, as
-    implemented").
+    Raises
+    ------
+    InputError
+        ``directions`` not an integer >= 2, ``seed`` not one >= 0, or an unknown baseline.
     """
 
     name = "gradient_x_input_subspace"
@@ -429,6 +784,18 @@ class GradientXInputSubspace(ChannelDirections):
         _check_baseline(self.baseline, self.name)
 
     def channel_directions(self, n_channels: int) -> torch.Tensor:
+        """K Gaussian directions, drawn from `seed`.
+
+        Parameters
+        ----------
+        n_channels : int
+            C, the number of R's channels.
+
+        Returns
+        -------
+        torch.Tensor
+            The (K, C) float64 standard normal directions, the same for every call with the same C.
+        """
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         return torch.randn(self.directions, n_channels, generator=generator, dtype=torch.float64)
 
@@ -448,7 +815,12 @@ class GradientXInputGroups(ChannelDirections):
     Parameters
     ----------
     directions : int
-        K (8, as for the random directions, fixed before any measurement).
+        K (8, as for the random directions, fixed before any measurement; >= 2).
+
+    Raises
+    ------
+    InputError
+        ``directions`` not an integer >= 2.
     """
 
     name = "gradient_x_input_groups"
@@ -459,6 +831,23 @@ class GradientXInputGroups(ChannelDirections):
         self._set("directions", check_int(self.directions, "gradient_x_input_groups: directions", minimum=2))
 
     def channel_directions(self, n_channels: int) -> torch.Tensor:
+        """The means of K contiguous, near-equal groups of the C channels.
+
+        Parameters
+        ----------
+        n_channels : int
+            C, the number of R's channels (>= K).
+
+        Returns
+        -------
+        torch.Tensor
+            The (K, C) float64 directions: row k is 1/|group k| on the channels of group k, 0 elsewhere.
+
+        Raises
+        ------
+        AttributionError
+            Fewer channels than groups.
+        """
         if n_channels < self.directions:
             raise AttributionError(f"gradient_x_input_groups: R has {n_channels} channels, fewer than "
                                    f"directions = {self.directions} groups")
@@ -470,15 +859,25 @@ class GradientXInputGroups(ChannelDirections):
 
 @dataclass(frozen=True)
 class MapTransform:
-    """How a map is finished at probe size before it is stored and compared, in this order:
+    """How a map is finished at probe size before it is stored and compared.
 
-    1. ``channel_mean``: the mean over the map's channels (the seed paper's channel-mean map);
-    2. ``absolute``: its absolute value (whether the sign of an attribution matters);
-    3. ``pool`` = p: every p×p block of pixels replaced by the block's mean (at the block's own
-       resolution the cosine is the same: each value is repeated p² times, in both maps); blocks at
-       the edge of an S not divisible by p average the pixels they hold.
+    The steps run in the order of the fields; the identity when every field is at its default.
 
-    The identity when every field is at its default.
+    Parameters
+    ----------
+    channel_mean : bool, default False
+        First, the mean over the map's channels (the seed paper's channel-mean map).
+    absolute : bool, default False
+        Then its absolute value (whether the sign of an attribution matters).
+    pool : int, default 1
+        Last, p: every p×p block of pixels replaced by the block's mean (at the block's own
+        resolution the cosine is the same: each value is repeated p² times, in both maps); blocks at
+        the edge of an S not divisible by p average the pixels they hold. An integer >= 1.
+
+    Raises
+    ------
+    InputError
+        ``channel_mean`` or ``absolute`` not a bool, or ``pool`` not an integer >= 1.
     """
 
     channel_mean: bool = False
@@ -493,6 +892,7 @@ class MapTransform:
 
     @property
     def is_identity(self) -> bool:
+        """Whether the transform leaves maps as they are: every field at its default."""
         return not self.channel_mean and not self.absolute and self.pool == 1
 
     def __call__(self, maps: torch.Tensor) -> torch.Tensor:
@@ -525,8 +925,17 @@ class Transformed(Wrapping):
     ----------
     method : str or AttributionMethod
         The method whose maps are transformed: a name, alias or id (``'lrp_epsilon(epsilon=0.01)'``).
-    channel_mean, absolute, pool
-        `MapTransform`'s fields; at least one must change the maps.
+    channel_mean : bool, default False
+        `MapTransform`'s field: the mean over the map's channels.
+    absolute : bool, default False
+        `MapTransform`'s field: the absolute value.
+    pool : int, default 1
+        `MapTransform`'s field: p×p pooling. At least one of the three must change the maps.
+
+    Raises
+    ------
+    InputError
+        An unknown method, a field `MapTransform` refuses, or fields that leave the maps as they are.
     """
 
     name = "transformed"
@@ -550,14 +959,40 @@ class Transformed(Wrapping):
 
     @property
     def cost(self) -> float:
+        """The inner method's cost (the transform is a few array operations)."""
         return self.method.cost
 
     @property
     def plain_gradient(self) -> bool:
+        """The inner method's: a transformed saliency or gradient×input shares their backward pass."""
         return self.method.plain_gradient
 
     def passes(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, float]]:
+        """The inner method's passes, as they are.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The input batch (B, C, H, W), detached.
+
+        Returns
+        -------
+        Iterator of (torch.Tensor, float)
+            The inner method's inputs to differentiate at, with their weights.
+        """
         return self.method.passes(x)
 
     def finish(self, maps: torch.Tensor) -> torch.Tensor:
+        """The inner method's finish, then `transform`.
+
+        Parameters
+        ----------
+        maps : torch.Tensor
+            (N, C, S, S) maps at probe size S.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, C or 1, S, S) maps.
+        """
         return self.transform(self.method.finish(maps))
