@@ -22,8 +22,8 @@ from .crossval import CrossValidated, leave_one_target_out
 from .metrics import (Curves, Evaluation, evaluate, evaluate_matrices, evaluation_report, format_table, oracle_curves,
                       random_curves, spearman, target_scores)
 from .pairs import (NORMALISATION, Comparisons, PairComparison, PriorityCurve, compare_pair, correlation_priority,
-                    default_pairs, difference_matrix, normalised, oracle_priority, pair_comparisons, priority_order,
-                    truth_order)
+                    default_pairs, difference_matrix, normalised, oracle_priority, pair_agreement, pair_comparisons,
+                    priority_order, truth_order)
 from .truth import BUNDLED, DEFAULT_N_RELEVANT, GroundTruth, check_truth, count_candidates, relevant_for, unmatched_names
 
 __all__ = ["BOOTSTRAP", "BUNDLED", "Bootstrap", "Comparison", "Comparisons", "CrossValidated", "Curves",
@@ -31,6 +31,6 @@ __all__ = ["BOOTSTRAP", "BUNDLED", "Bootstrap", "Comparison", "Comparisons", "Cr
            "PriorityCurve", "bootstrap_interval", "bootstrap_intervals", "check_truth", "compare_estimators",
            "compare_pair", "correlation_priority", "count_candidates", "default_pairs", "difference_matrix", "evaluate",
            "evaluate_matrices", "evaluation_report", "format_table", "leave_one_target_out", "normalised",
-           "oracle_curves", "oracle_priority", "pair_comparisons", "paired_difference", "per_target_scores",
-           "priority_order", "random_curves", "relevant_for", "spearman", "target_scores", "truth_order",
-           "unmatched_names"]
+           "oracle_curves", "oracle_priority", "pair_agreement", "pair_comparisons", "paired_difference",
+           "per_target_scores", "priority_order", "random_curves", "relevant_for", "spearman", "target_scores",
+           "truth_order", "unmatched_names"]

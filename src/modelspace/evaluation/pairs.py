@@ -1,5 +1,6 @@
-"""Two estimators side by side: the seed paper's Figure 3 (the difference matrix and the
-Correlation–Priority Curve) and Figure 5 (their trees' agreement).
+"""Two estimators side by side, as the seed paper's Figures 3 and 5 compare them.
+
+Figure 3 draws the difference matrix and the Correlation–Priority Curve, Figure 5 the two trees.
 
 For a pair (A, B), A ranks the sources (the attribution affinity in the paper) and B gives the
 representation similarity ρ (SVCCA in the paper):
@@ -36,7 +37,7 @@ from .comparison import BOOTSTRAP, Bootstrap, bootstrap_intervals
 from .truth import GroundTruth
 
 __all__ = ["NORMALISATION", "Comparisons", "PairComparison", "PriorityCurve", "compare_pair", "correlation_priority",
-           "default_pairs", "difference_matrix", "normalised", "oracle_priority", "pair_comparisons",
+           "default_pairs", "difference_matrix", "normalised", "oracle_priority", "pair_agreement", "pair_comparisons",
            "priority_order", "truth_order"]
 
 NORMALISATION = ("each matrix min–max normalised over its off-diagonal pairs, (a − min) / (max − min), "
@@ -417,6 +418,28 @@ class Comparisons:
                    d.get("normalisation", NORMALISATION), Bootstrap(**(d.get("bootstrap") or {})))
 
 
+def pair_agreement(a, b) -> tuple[float, int]:
+    """The agreement of two estimators' trees over the models both hold (the paper's Figure 5).
+
+    Parameters
+    ----------
+    a, b : MethodResult
+        Anything with ``names`` and ``affinity``.
+
+    Returns
+    -------
+    tuple of (float, int)
+        The cophenetic correlation of the two trees (`similarity.tree_agreement`; NaN below three
+        shared models) and the number of shared models.
+    """
+    shared = [n for n in a.names if n in set(b.names)]
+    if len(shared) < 2:
+        return float("nan"), len(shared)
+    ia, ib = [a.names.index(n) for n in shared], [b.names.index(n) for n in shared]
+    return tree_agreement(similarity_tree(a.affinity[np.ix_(ia, ia)]),
+                          similarity_tree(b.affinity[np.ix_(ib, ib)])), len(shared)
+
+
 def compare_pair(a, b, truth: GroundTruth | None = None, bootstrap: Bootstrap = BOOTSTRAP) -> PairComparison:
     """Compare two estimators: A ranks the sources, B gives the similarity.
 
@@ -461,10 +484,12 @@ def compare_pair(a, b, truth: GroundTruth | None = None, bootstrap: Bootstrap = 
               "self": correlation_priority(priority_order(kb, sub_names), kb, bootstrap)}
     if oracle is not None:
         curves["oracle"] = correlation_priority(oracle, kb, bootstrap)
+    # the same trees as `pair_agreement`'s, already built here
     return PairComparison(a.id, b.id, names, difference, tree_agreement(tree_a, tree_b), curves, sub_names)
 
 
-def oracle_priority(estimators: Sequence, truth: GroundTruth, bootstrap: Bootstrap = BOOTSTRAP) -> dict[str, PriorityCurve]:
+def oracle_priority(estimators: Sequence, truth: GroundTruth,
+                    bootstrap: Bootstrap = BOOTSTRAP) -> dict[str, PriorityCurve]:
     """Per estimator, the CPC of the ground truth's ranking against its normalised matrix.
 
     Parameters
@@ -530,7 +555,8 @@ def default_pairs(estimators: Sequence, first: Sequence[tuple[str, str]] = ()) -
 
 
 def pair_comparisons(estimators: Sequence, truth: GroundTruth | None = None,
-                     pairs: Sequence[tuple[str, str]] | None = None, bootstrap: Bootstrap = BOOTSTRAP) -> Comparisons:
+                     pairs: Sequence[tuple[str, str]] | None = None, bootstrap: Bootstrap = BOOTSTRAP,
+                     known: Comparisons | None = None) -> Comparisons:
     """Every comparison of a run: its pairs (`default_pairs`) and the oracle's curves.
 
     Parameters
@@ -543,6 +569,9 @@ def pair_comparisons(estimators: Sequence, truth: GroundTruth | None = None,
         Pairs of ids compared first; the defaults follow.
     bootstrap : Bootstrap
         How the bands are drawn.
+    known : Comparisons, optional
+        Pairs compared before (a run's ``results.json``), taken as they are when no truth is given,
+        with their oracle's curves: a page drawn again from a folder keeps the run's figures.
 
     Returns
     -------
@@ -550,12 +579,15 @@ def pair_comparisons(estimators: Sequence, truth: GroundTruth | None = None,
         The pairs whose estimators share at least two models, and with a truth the oracle's curves.
     """
     by_id = {e.id: e for e in estimators}
+    reuse = known if truth is None and known is not None and known.bootstrap == bootstrap else None
     done = []
     for a, b in default_pairs(estimators, pairs or ()):
-        shared = set(by_id[a].names) & set(by_id[b].names)
-        if len(shared) >= 2:
+        before = reuse.pair(a, b) if reuse is not None else None
+        if before is not None:
+            done.append(before)
+        elif len(set(by_id[a].names) & set(by_id[b].names)) >= 2:
             done.append(compare_pair(by_id[a], by_id[b], truth, bootstrap))
-    oracle = oracle_priority(estimators, truth, bootstrap) if truth is not None else {}
+    oracle = oracle_priority(estimators, truth, bootstrap) if truth is not None else dict(reuse.oracle if reuse else {})
     return Comparisons(done, oracle, NORMALISATION, bootstrap)
 
 

@@ -32,8 +32,9 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import InputError, printable
-from ..evaluation import (BOOTSTRAP, BUNDLED, Comparison, Curves, Evaluation, GroundTruth, compare_estimators,
-                          evaluate_matrices, relevant_for)
+from ..evaluation import (BOOTSTRAP, BUNDLED, Comparison, Comparisons, Curves, Evaluation, GroundTruth,
+                          compare_estimators, evaluate_matrices, pair_agreement, pair_comparisons,
+                          relevant_for)
 from ..models import describe_preprocessing
 from ..results import TRUTH_AFFINITY_CSV, MethodResult, holds, read_matrix
 from ..results import load as load_folder
@@ -89,6 +90,9 @@ class ReportData:
     title : str
     grids : dict of str to bytes
         PNG of the attribution grid per method id.
+    comparisons : Comparisons or None
+        The pairs of estimators compared (`evaluation.pair_comparisons`); None: computed when the page is
+        written, from the estimators and the truth (or, without a truth, the run's ``results.json``).
     """
 
     estimators: list[MethodResult]
@@ -98,6 +102,7 @@ class ReportData:
     truth_tree: tuple[np.ndarray, list[str], str] | None = None
     title: str = "modelspace report"
     grids: dict[str, bytes] = field(default_factory=dict)
+    comparisons: Comparisons | None = None
 
     def __post_init__(self) -> None:
         if self.evaluation is not None and not isinstance(self.evaluation, Evaluation):
@@ -190,7 +195,7 @@ def _truth(truth: GroundTruth | str | Path | None) -> GroundTruth | None:
 
 
 def write_report(data: ReportData, path: str | Path, progress: bool = False,
-                 summary_estimator: str | None = None) -> Path:
+                 summary_estimator: str | None = None, compare: tuple[str, str] | None = None) -> Path:
     """Write the page to `path` (parents created); returns the path.
 
     Parameters
@@ -203,6 +208,10 @@ def write_report(data: ReportData, path: str | Path, progress: bool = False,
         The estimator whose sources the per-target lines and the summary name (an id, or its name
         without parameters, e.g. ``"lrp_epsilon"``). By default the best by P@5 when there is an
         evaluation, else the first estimator.
+    compare : (str, str), optional
+        The pair of estimators the comparison shows first (ids or names without parameters): the
+        first ranks the sources, the second gives the similarity. By default the run's first
+        attribution method against the first other estimator (`evaluation.default_pairs`).
     """
     from ..progress import progress as progress_bar
 
@@ -213,8 +222,9 @@ def write_report(data: ReportData, path: str | Path, progress: bool = False,
     page = _Page()
     page.comparison = _compare(data.evaluation)
     page.view, page.why = _summary_view(data, page.comparison, summary_estimator)
+    page.pairs = comparisons_for(data, compare)
     steps = [("summary", _section_summary), ("failures", _section_failures), ("maps", _section_maps),
-             ("space", _section_space), ("sources", _section_sources), ("labels", _section_labels),
+             ("space", _section_space), ("compare", _section_compare), ("sources", _section_sources), ("labels", _section_labels),
              ("evaluation", _section_evaluation), ("settings", _section_settings)]
     body = []
     for _, section in progress_bar(steps, desc="report", unit="section", disable=not progress):
@@ -302,6 +312,7 @@ class _Page:
     def __init__(self) -> None:
         self.blocks: list[tuple[str, str]] = []
         self.comparison: Comparison | None = None
+        self.pairs: Comparisons | None = None
         self.view: MethodResult | None = None
         self.why = ""
 
@@ -338,7 +349,9 @@ def _nav(data: ReportData) -> list[tuple[str, str]]:
     items = [("summary", "Summary")]
     items += [("failures", "Failures")] if data.settings.get("failures") else []
     items += [("maps", "Attribution maps")] if data.grids else []
-    items += [("space", "Model space"), ("sources", "Sources per target")]
+    items += [("space", "Model space")]
+    items += [("compare", "Two estimators")] if len([v for v in data.estimators if len(v.names) >= 2]) >= 2 else []
+    items += [("sources", "Sources per target")]
     items += [("labels", "Label-based scores")] if data.settings.get("label_scores") else []
     if data.evaluation or data.truth_tree:
         items.append(("evaluation", "Evaluation"))
@@ -511,7 +524,7 @@ def _section_maps(data: ReportData, page: _Page) -> str:
 
 def _section_space(data: ReportData, page: _Page) -> str:
     panels = []
-    for v in data.estimators:
+    for k, v in enumerate(data.estimators):
         if len(v.names) < 2:
             panels.append((v.id, '<p class="muted">Fewer than two models: no matrix to show.</p>'))
             continue
@@ -523,7 +536,7 @@ def _section_space(data: ReportData, page: _Page) -> str:
         heat = _figure(png, f"Affinity heatmap of {v.id}", "Rows and columns in the order of the similarity tree"
                        + ("; every k-th name is written" if thinned else "") + "; the diagonal (1 by definition) is "
                        "grey, outside the colour scale of the other pairs. Hover a cell for its pair and value; "
-                       "click to zoom.", hover=hm, zoom=True)
+                       "click to zoom.", hover=hm, zoom=True, key=f"heat-{k}")
         coords = classical_mds(v.affinity)
         groups, legend = figs.colour_groups(v.names, v.labels, v.linkage)
         mds_img, mds_box = figs.mds_png(coords, v.names, groups, v.order, f"Model space · {v.id}",
@@ -536,7 +549,8 @@ def _section_space(data: ReportData, page: _Page) -> str:
                       "each axis says the share of the variance it holds. Names that would overlap are left out: "
                       "hover a point for its name.", hover=md)
         tree = _figure(figs.dendrogram_png(v.linkage, v.names, f"Similarity tree · {v.id}"),
-                       f"Similarity tree of {v.id}", "Average linkage on 1 − affinity; click to zoom.", zoom=True)
+                       f"Similarity tree of {v.id}", "Average linkage on 1 − affinity; click to zoom.", zoom=True,
+                       key=f"tree-{k}")
         if len(v.names) > WIDE_FROM:  # a large matrix and its tree get the page's full width, one below the other
             panels.append((v.id, f'{heat}{mds}{tree}'))
         else:
@@ -575,6 +589,135 @@ def matrix_from_hover(block: dict) -> np.ndarray:
         else:
             out[i] = row
     return out / block["scale"]
+
+
+# --------------------------------------------------------------------------- two estimators compared
+
+OPEN_PAIR_PRIORITIES = (1, 5)
+"""Besides the last, the priorities whose CPC values the page writes out for a pair."""
+
+
+def comparisons_for(data: ReportData, compare: tuple[str, str] | None = None) -> Comparisons:
+    """The pairs of estimators the page compares (`evaluation.pair_comparisons`), `compare` first.
+
+    Pairs that `data.comparisons` or, without a truth, the run's ``results.json`` holds are taken from
+    there (with the oracle's curves they were computed with); the others are computed.
+
+    Parameters
+    ----------
+    data : ReportData
+        The page's data.
+    compare : (str, str), optional
+        A pair of estimators (ids or names without parameters) to show first.
+
+    Returns
+    -------
+    Comparisons
+        The pairs and, with a truth, the oracle's curves.
+
+    Raises
+    ------
+    InputError
+        `compare` names an estimator the page does not hold.
+    """
+    views = [v for v in data.estimators if len(v.names) >= 2]
+    first = [] if compare is None else [tuple(resolve_estimator(data.estimators, n).id for n in compare)]
+    known = data.comparisons
+    if known is None and data.truth is None and data.settings.get("comparison"):
+        known = Comparisons.from_dict(data.settings["comparison"])
+    return pair_comparisons(views, data.truth, first, BOOTSTRAP, known=known)
+
+
+def _section_compare(data: ReportData, page: _Page) -> str:
+    views = [(k, v) for k, v in enumerate(data.estimators) if len(v.names) >= 2]
+    if len(views) < 2 or page.pairs is None:
+        return ""
+    index = {v.id: k for k, v in views}
+    pairs = [p for p in page.pairs.pairs if p.ranking in index and p.similarity in index]
+    a0, b0 = (index[pairs[0].ranking], index[pairs[0].similarity]) if pairs else (views[0][0], views[1][0])
+    agreement = {}
+    for x, (kx, vx) in enumerate(views):
+        for ky, vy in views[x + 1:]:
+            r, n = pair_agreement(vx, vy)
+            agreement[f"{kx}-{ky}"] = {"r": None if np.isnan(r) else round(r, 4), "n": n}
+    block = page.data({"kind": "agreement", "pairs": agreement})
+
+    def select(side: str, chosen: int) -> str:
+        options = "".join(f'<option value="{k}"{" selected" if k == chosen else ""}>{_e(v.id)}</option>'
+                          for k, v in views)
+        return f'<select id="pair-{side}" data-agreement="{block}">{options}</select>'
+
+    def side(which: str, what: str) -> str:
+        return (f'<figure class="zoomable"><img data-copy="{what}" data-side="{which}" data-hover="" alt="">'
+                f"<figcaption>{'A' if which == 'a' else 'B'}: "
+                + ("the affinity in the order of its own tree." if what == "heat" else "its similarity tree.")
+                + "</figcaption></figure>")
+
+    if max(len(v.names) for _, v in views) > WIDE_FROM:  # tall trees at their drawn size, one below the other
+        figure5 = (f'<div class="cols"><div>{side("a", "heat")}</div><div>{side("b", "heat")}</div></div>'
+                   f'{side("a", "tree")}{side("b", "tree")}')
+    else:
+        figure5 = (f'<div class="cols"><div>{side("a", "heat")}{side("a", "tree")}</div>'
+                   f'<div>{side("b", "heat")}{side("b", "tree")}</div></div>')
+    panels = "".join(_pair_panel(page, p, index) for p in pairs)
+    oracle = ""
+    if page.pairs.oracle:
+        oracle = ("<h3>Each similarity along the oracle's ranking</h3>"
+                  + _figure(figs.oracle_priority_png({k: c.to_dict() for k, c in page.pairs.oracle.items()}),
+                            "Correlation–Priority Curves of the oracle's ranking",
+                            "The Correlation–Priority Curve of the ground truth's ranking against each estimator's "
+                            f"similarity, {page.pairs.normalisation}: the similarity whose values fall fastest along "
+                            "the measured ranking is the one that predicts transfer. Over the models matched to the "
+                            f"truth's tasks (the first model of each task). {_bands(page.pairs)}"))
+    return ('<section id="compare"><h2>Two estimators compared</h2>'
+            '<p class="muted">The seed paper\'s Figures 3 and 5, for any two estimators: choose the pair. '
+            "A ranks the sources (the attribution affinity in the paper), B gives the similarity ρ (SVCCA in the "
+            "paper). <code>modelspace report FOLDER --compare A B</code> opens the page on a pair.</p>"
+            f'<p class="pair-select"><label>A {select("a", a0)}</label> <label>B {select("b", b0)}</label></p>'
+            "<h3>Matrices and trees side by side</h3>"
+            '<p id="pair-agreement" class="conclusion"></p>' + figure5
+            + "<h3>Difference matrix and Correlation–Priority Curve</h3>" + panels
+            + '<p id="pair-missing" class="muted" hidden>This pair is not drawn on this page: '
+            "<code>modelspace report FOLDER --compare A B</code> draws it.</p>" + oracle + "</section>")
+
+
+def _pair_panel(page: _Page, pair, index: dict[str, int]) -> str:
+    a, b = pair.ranking, pair.similarity
+    png, box = figs.difference_png(pair.difference, pair.names, f"{b} − {a}, normalised")
+    hover = page.data({"kind": "matrix", "box": box, "labels": pair.names, **hover_values(pair.difference)})
+    difference = _figure(png, f"Difference matrix, {b} − {a}", f"{b}'s matrix minus {a}'s, {page.pairs.normalisation}; "
+                         f"rows and columns in the order of {a}'s tree over the {len(pair.names)} models both hold; "
+                         f"red: {b} finds the pair more alike than {a} does, blue: less; the diagonal is grey. Hover a "
+                         "cell for its value.", hover=hover, zoom=True)
+    over = (f" Over the {len(pair.cpc_names)} models matched to the ground truth's tasks (the first model of each)."
+            if "oracle" in pair.curves else "")
+    curve = _figure(figs.pair_priority_png(pair.to_dict()), f"Correlation–Priority Curve, {a} ranks, {b} similarity",
+                    f"correlation(p) = (1/N) Σᵢ Σⱼ 𝟙(rankᵢ(j) = p) ρᵢⱼ: the mean over the targets of {b}'s similarity "
+                    f"to the source ranked p-th. Falling as p grows: the sources ranked first are also the most "
+                    f"similar by {b}. Dashed: {b}'s own ranking (the steepest fall there is); black: the ground "
+                    f"truth's ranking; dotted: a random order.{over} {_bands(page.pairs)}")
+    return (f'<div class="pair-panel" data-pair="{index[a]}-{index[b]}">{_priority_numbers(pair)}'
+            f'<div class="cols"><div>{difference}</div><div>{curve}</div></div></div>')
+
+
+def _priority_numbers(pair) -> str:
+    """One line of a pair's CPC values at p = 1, 5 and the last priority, with their bands."""
+    ranking = pair.curves["ranking"]
+    ps = [p for p in dict.fromkeys([*OPEN_PAIR_PRIORITIES, ranking.priorities[-1]]) if p in ranking.priorities]
+
+    def at(curve) -> str:
+        return ", ".join(f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in (curve.at(p) for p in ps if p in curve.priorities))
+
+    names = {"ranking": f"by {pair.ranking}'s ranking", "self": f"by {pair.similarity}'s own",
+             "oracle": "by the oracle's"}
+    parts = [f"{names[k]} {at(c)}" for k, c in pair.curves.items()]
+    return (f'<p>{_e(pair.similarity)}\'s similarity to the source at priority p = {", ".join(map(str, ps))}: '
+            + _e("; ".join(parts)) + f"; a random order {ranking.chance:.3f}.</p>")
+
+
+def _bands(comparisons: Comparisons) -> str:
+    b = comparisons.bootstrap
+    return f"Bands: {b.level:.0%} bootstrap intervals over targets ({b.n_resamples} resamples)."
 
 
 def _section_sources(data: ReportData, page: _Page) -> str:
@@ -873,9 +1016,11 @@ def _truth_cell(truth: GroundTruth) -> str:
 # --------------------------------------------------------------------------- small pieces
 
 
-def _figure(png: bytes, alt: str, caption: str, hover: str | None = None, zoom: bool = False) -> str:
+def _figure(png: bytes, alt: str, caption: str, hover: str | None = None, zoom: bool = False,
+            key: str | None = None) -> str:
     # Never in a scroll box: a tall figure (a tree of many leaves) makes the page longer, not hides its end.
     attrs = f' data-hover="{hover}"' if hover else ""
+    attrs += f' data-figure="{key}"' if key else ""  # the comparison of two estimators shows it again
     img = f'<img src="{figs.data_uri(png)}" alt="{_e(alt)}"{attrs}>'
     cls = ' class="zoomable"' if zoom else ""
     return f"<figure{cls}>{img}<figcaption>{_e(caption)}</figcaption></figure>"
