@@ -692,8 +692,8 @@ def _pair_panel(page: _Page, pair, index: dict[str, int]) -> str:
     over = (f" Over the {len(pair.cpc_names)} models matched to the ground truth's tasks (the first model of each)."
             if "oracle" in pair.curves else "")
     curve = _figure(figs.pair_priority_png(pair.to_dict()), f"Correlation–Priority Curve, {a} ranks, {b} similarity",
-                    f"correlation(p) = (1/N) Σᵢ Σⱼ 𝟙(rankᵢ(j) = p) ρᵢⱼ: the mean over the targets of {b}'s similarity "
-                    f"to the source ranked p-th. Falling as p grows: the sources ranked first are also the most "
+                    f"correlation(p) = (1/N) Σ_i Σ_j [rank_i(j) = p] ρ_ij: the mean over the N targets i of {b}'s "
+                    f"similarity ρ_ij to the source j that {a} ranks p-th. Falling as p grows: the sources ranked first are also the most "
                     f"similar by {b}. Dashed: {b}'s own ranking (the steepest fall there is); black: the ground "
                     f"truth's ranking; dotted: a random order.{over} {_bands(page.pairs)}")
     return (f'<div class="pair-panel" data-pair="{index[a]}-{index[b]}">{_priority_numbers(pair)}'
@@ -701,18 +701,21 @@ def _pair_panel(page: _Page, pair, index: dict[str, int]) -> str:
 
 
 def _priority_numbers(pair) -> str:
-    """One line of a pair's CPC values at p = 1, 5 and the last priority, with their bands."""
+    """A small table of a pair's CPC values at p = 1, 5 and the last priority, with their bands."""
     ranking = pair.curves["ranking"]
     ps = [p for p in dict.fromkeys([*OPEN_PAIR_PRIORITIES, ranking.priorities[-1]]) if p in ranking.priorities]
-
-    def at(curve) -> str:
-        return ", ".join(f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in (curve.at(p) for p in ps if p in curve.priorities))
-
-    names = {"ranking": f"by {pair.ranking}'s ranking", "self": f"by {pair.similarity}'s own",
-             "oracle": "by the oracle's"}
-    parts = [f"{names[k]} {at(c)}" for k, c in pair.curves.items()]
-    return (f'<p>{_e(pair.similarity)}\'s similarity to the source at priority p = {", ".join(map(str, ps))}: '
-            + _e("; ".join(parts)) + f"; a random order {ranking.chance:.3f}.</p>")
+    names = {"ranking": f"{pair.ranking}'s ranking", "self": f"{pair.similarity}'s own ranking",
+             "oracle": "the oracle's ranking"}
+    rows = []
+    for key, curve in pair.curves.items():
+        cells = "".join(f'<td class="num">{m:.3f} [{lo:.3f}, {hi:.3f}]</td>' if p in curve.priorities else "<td></td>"
+                        for m, lo, hi, p in ((*curve.at(p), p) if p in curve.priorities else (0, 0, 0, p) for p in ps))
+        rows.append(f"<tr><td>{_e(names[key])}</td>{cells}</tr>")
+    rows.append(f'<tr class="ref"><td>a random order</td>'
+                + "".join(f'<td class="num">{ranking.chance:.3f}</td>' for _ in ps) + "</tr>")
+    head = "".join(f'<th class="num">p = {p}</th>' for p in ps)
+    return (f"<table><tr><th>{_e(pair.similarity)}'s similarity to the source at priority p, along</th>{head}</tr>"
+            + "".join(rows) + "</table>")
 
 
 def _bands(comparisons: Comparisons) -> str:
