@@ -708,10 +708,10 @@ def _priority_numbers(pair) -> str:
              "oracle": "the oracle's ranking"}
     rows = []
     for key, curve in pair.curves.items():
-        cells = "".join(f'<td class="num">{m:.3f} [{lo:.3f}, {hi:.3f}]</td>' if p in curve.priorities else "<td></td>"
-                        for m, lo, hi, p in ((*curve.at(p), p) if p in curve.priorities else (0, 0, 0, p) for p in ps))
+        cells = "".join('<td class="num">{:.3f} [{:.3f}, {:.3f}]</td>'.format(*curve.at(p)) if p in curve.priorities
+                        else "<td></td>" for p in ps)
         rows.append(f"<tr><td>{_e(names[key])}</td>{cells}</tr>")
-    rows.append(f'<tr class="ref"><td>a random order</td>'
+    rows.append('<tr class="ref"><td>a random order</td>'
                 + "".join(f'<td class="num">{ranking.chance:.3f}</td>' for _ in ps) + "</tr>")
     head = "".join(f'<th class="num">p = {p}</th>' for p in ps)
     return (f"<table><tr><th>{_e(pair.similarity)}'s similarity to the source at priority p, along</th>{head}</tr>"
