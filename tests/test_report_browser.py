@@ -254,7 +254,7 @@ def test_the_difference_matrix_hover_shows_the_difference_under_the_pointer(brow
           return at(img.getBoundingClientRect());
         }})()""")
         browser.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
-        pair, value = browser.evaluate("document.getElementById('tip').textContent").rsplit(": ", 1)
-        assert pair == f"{data['labels'][i]} \u2194 {data['labels'][j]}"
+        cell, value = browser.evaluate("document.getElementById('tip').textContent").rsplit(": ", 1)
+        assert cell == f"{data['labels'][i]} \u2194 {data['labels'][j]}"
         assert float(value) == pytest.approx(pair.difference[i, j], abs=5e-4 + 1e-9)  # the matrix, not a colour
     assert browser.problems() == []
