@@ -10,7 +10,9 @@ and whether the lead is more than chance, by a bootstrap over targets; without a
 group), then any failures, and any estimator the probe set leaves undefined with the reason (also in its
 tab under Model space and in the settings). It holds the attribution-map grid (the paper's Figure 2),
 per estimator the affinity heatmap in tree order, the dendrogram and a 2-D map of the model space
-(classical MDS on 1 − affinity), per-target tables of the top sources, the label-based scores of a run
+(classical MDS on 1 − affinity), two estimators compared as the paper's Figures 3 and 5 compare them (a pair
+chosen in the page: their matrices and trees side by side with the trees' agreement, the difference of the
+normalised matrices and the Correlation–Priority Curve, `evaluation.pairs`), per-target tables of the top sources, the label-based scores of a run
 with labelled images (each score's ranking of the models, and whether it can rank them at this number of
 labels), and — with a ground truth — the P@K/R@K curves beside random and oracle and the truth's tree
 beside the estimated one with their agreement; last, the settings that reproduce it. Figures are palette
