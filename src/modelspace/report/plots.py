@@ -351,7 +351,9 @@ def plot_priority(curves: Mapping[str, Mapping], path: str | Path | BinaryIO, ti
     """
     if not curves:
         raise InputError("curves: no curve to plot")
-    fig = figure((max(7.0, text_width([title], 11) + 1.0), 4.2))
+    # the legend beside the axes, never over the curves
+    legend_in = text_width(shown(curves), 8) + 0.9
+    fig = figure((max(7.0, text_width([title], 11) + 1.0) + legend_in, 4.2))
     ax = fig.add_subplot()
     colour = 0
     for label, c in curves.items():
@@ -372,7 +374,7 @@ def plot_priority(curves: Mapping[str, Mapping], path: str | Path | BinaryIO, ti
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title, fontsize=11)
     return _save(fig, path)
 
