@@ -34,7 +34,7 @@ sys.path[:0] = PATHS
 
 import torch  # noqa: E402
 
-from modelspace.maps import EntryKey, MapStore, WorkUnit, encode_shard  # noqa: E402
+from modelspace.maps import EntryKey, LocalExecutor, MapStore, RayExecutor, Runtime, WorkUnit, encode_shard  # noqa: E402
 from modelspace.models import ModelSpec  # noqa: E402
 from modelspace.probe import ProbeSet  # noqa: E402
 from modelspace.space import ModelSpace  # noqa: E402
@@ -47,10 +47,12 @@ def zoo(n: int) -> list[ModelSpec]:
                       input_size=32) for i in range(n)]
 
 
-def timed_fit(root: Path, specs, probe, **kwargs) -> tuple[float, int]:
+def timed_fit(root: Path, specs, probe, ray: dict | None = None) -> tuple[float, int]:
+    """Seconds and units computed of one fit; ``ray``: the fields of a RayExecutor, else the local executor."""
     start = time.perf_counter()
-    space = ModelSpace(methods=METHODS, store=root / f"s{time.monotonic_ns()}", shard_size=4, batch_size=4,
-                       progress=False, **kwargs).fit(specs, probe)
+    executor = LocalExecutor(shard_size=4) if ray is None else RayExecutor(shard_size=4, **ray)
+    space = ModelSpace(methods=METHODS, store=root / f"s{time.monotonic_ns()}", runtime=Runtime(batch_size=4),
+                       executor=executor, progress=False).fit(specs, probe)
     assert not space.failures_, space.failures_
     return time.perf_counter() - start, space.work_["computed"]
 
@@ -95,9 +97,9 @@ def main() -> None:
                  runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(PATHS)}})  # the toy models
         init_s = time.perf_counter() - start
         try:
-            on_ray = {n: timed_fit(root, specs, probe, executor="ray") for n, specs in (("small", small), ("large", large))}
-            one = timed_fit(root, large, probe, executor="ray", cpus_per_model=2)
-            two = timed_fit(root, large, probe, executor="ray", cpus_per_model=1)
+            on_ray = {n: timed_fit(root, specs, probe, ray={}) for n, specs in (("small", small), ("large", large))}
+            one = timed_fit(root, large, probe, ray={"cpus_per_model": 2})
+            two = timed_fit(root, large, probe, ray={"cpus_per_model": 1})
         finally:
             ray.shutdown()
             shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -17,7 +17,7 @@ from harness import fmt_s, loaded_model
 
 def run_gpu(report, cfg, quick: bool) -> None:
     """20 ResNet-50-class models × 1000 probe images at 224², end to end, on CUDA."""
-    from modelspace import ModelSpace, ProbeSet
+    from modelspace import LocalExecutor, ModelSpace, ProbeSet, Runtime
     from modelspace.models import ModelSpec
 
     report.add("## 7. GPU: 20 ResNet-50-class models × 1000 probe images at 224², end to end")
@@ -41,8 +41,9 @@ def run_gpu(report, cfg, quick: bool) -> None:
         if not cuda and label != "fp32":
             continue
         with tempfile.TemporaryDirectory() as store:
-            space = ModelSpace(methods=list(DEFAULT_METHODS), store=store, device=device, batch_size=batch,
-                               shard_size=256, workers=4 if cuda else 0, progress=False, **kw)
+            space = ModelSpace(methods=list(DEFAULT_METHODS), store=store,
+                               runtime=Runtime(device=device, batch_size=batch, workers=4 if cuda else 0, **kw),
+                               executor=LocalExecutor(shard_size=256), progress=False)
             if cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()

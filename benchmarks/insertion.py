@@ -36,7 +36,7 @@ class ShardLoads:
 
 
 def run_insertion(report: Report, cfg: Config) -> None:
-    from modelspace import ModelSpace, ProbeSet
+    from modelspace import LocalExecutor, ModelSpace, ProbeSet
     from modelspace.models import LoadedModel, ModelSpec
     from modelspace.maps import EntryKey, MapStore, plan_units
 
@@ -79,7 +79,8 @@ def run_insertion(report: Report, cfg: Config) -> None:
 
         for n in cfg.insertion_ns:
             print(f"… insertion N={n}", flush=True)
-            space = ModelSpace(methods=[method], store=store, shard_size=shard_size, progress=False)
+            space = ModelSpace(methods=[method], store=store, executor=LocalExecutor(shard_size=shard_size),
+                               progress=False)
             space.fit(old[:n], probe)  # maps and pairs all cached: nothing is computed
             _, t_add, add_bytes = loads.during(lambda: space.add(new[n]))
             assert space.results_[method].affinity.shape == (n + 1, n + 1)

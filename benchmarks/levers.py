@@ -89,7 +89,7 @@ def run_workers(report, cfg) -> None:
     for _ in range(max(1, cfg.repeats // 2)):
         for workers in times:
             with tempfile.TemporaryDirectory() as store:
-                space = ModelSpace(store=store, workers=workers, progress=False, batch_size=32)
+                space = ModelSpace(store=store, runtime=Runtime(workers=workers, batch_size=32), progress=False)
                 start = time.perf_counter()
                 space.embed(specs, probe)
                 times[workers].append(time.perf_counter() - start)

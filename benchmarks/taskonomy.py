@@ -44,13 +44,13 @@ def _size(folder: Path) -> int:
 
 def fit_once(specs, n_images: int, probe_size: int, args) -> tuple[float, int, list[str]]:
     """(seconds, store bytes, failed models) of one `ModelSpace.fit` on ``n_images`` random probe images."""
-    from modelspace import ModelSpace, ProbeSet
+    from modelspace import ModelSpace, ProbeSet, Runtime
 
     rng = np.random.default_rng(n_images)
     probe = ProbeSet.from_array(rng.integers(0, 256, (n_images, 3, probe_size, probe_size), dtype=np.uint8))
     with tempfile.TemporaryDirectory(prefix="modelspace-taskonomy-", dir=args.tmp) as store:
-        space = ModelSpace(methods=list(METHODS), baselines=[], store=store, device=args.device,
-                           batch_size=args.batch_size, progress=not args.quiet)
+        space = ModelSpace(methods=list(METHODS), baselines=[], store=store,
+                           runtime=Runtime(device=args.device, batch_size=args.batch_size), progress=not args.quiet)
         start = time.perf_counter()
         space.fit(specs, probe)
         if args.device.startswith("cuda"):

@@ -1,23 +1,23 @@
-"""Shared helpers of the tests: map readers as the affinity code sees them, model names, the
-environment of a subprocess running modelspace, and the toy-model fixtures.
+"""The tests' fixtures, shared by every folder of the tree; a fixture local to a subpackage's tests is
+in that folder's conftest.py. Test modules never import from here: code they call directly (builders
+used by module-level constants, helper functions and hypothesis strategies) is in ``support/``.
 
 The tests folder is on the import path (pyproject's ``pythonpath``), so zoo files can name the toy
-models as ``python:toy_models:tiny_cnn`` and test modules import these helpers with
-``from conftest import ...``.
+models as ``python:toy_models:tiny_cnn``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from pathlib import Path
+import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 
-from modelspace.maps.storage.store import normalise_rows
+from support.images import write_images
+from support.zoos import NETS, zoo_text
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # The suite runs in one process per core (pytest-xdist's `-n auto`, the README's test command).
@@ -28,78 +28,33 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = str(_threads)
     torch.set_num_threads(_threads)
 
-TESTS = Path(__file__).resolve().parent
-SRC = TESTS.parent / "src"
 
+@pytest.fixture(scope="session")
+def rng() -> Callable[..., np.random.Generator]:
+    """Seeded NumPy generators: ``rng(seed=0)`` is a fresh generator, the same for the same seed.
 
-def images(b: int = 2, s: int = 16, seed: int = 0) -> torch.Tensor:
-    """b random images (b, 3, s, s) in [0, 1], the same for the same seed."""
-    return torch.rand(b, 3, s, s, generator=torch.Generator().manual_seed(seed))
+    Returns
+    -------
+    Callable[[int], numpy.random.Generator]
+        A factory, so that a test draws from several independent streams and a hypothesis test
+        (which cannot take a function-scoped fixture) can use it too.
+    """
 
+    def generator(seed: int = 0) -> np.random.Generator:
+        return np.random.default_rng(seed)
 
-def names(n: int) -> list[str]:
-    """Model names m0 .. m{n-1}."""
-    return [f"m{i}" for i in range(n)]
-
-
-def unit_rows(maps: np.ndarray) -> np.ndarray:
-    """(Np, ...) raw maps -> (Np, F) float32 rows of unit norm."""
-    flat = maps.reshape(len(maps), -1).astype(np.float64)
-    return (flat / np.linalg.norm(flat, axis=1, keepdims=True)).astype(np.float32)
-
-
-def store_rows(raw: np.ndarray) -> np.ndarray:
-    """Rows as the store serves them: flattened, L2-normalised (in float64), kept as float16."""
-    rows, n_zero, n_nonfinite = normalise_rows(raw.reshape(len(raw), -1))
-    assert n_zero == n_nonfinite == 0
-    return rows.astype(np.float16).astype(np.float32)
-
-
-class Reader:
-    """A map reader over in-memory rows that records the chunks asked for."""
-
-    def __init__(self, rows: np.ndarray):
-        self.rows, self.calls = rows, []
-
-    def __call__(self, start: int, stop: int) -> np.ndarray:
-        self.calls.append((start, stop))
-        return self.rows[start:stop]
-
-
-def readers_for(raw_maps, rows=unit_rows) -> list[Reader]:
-    """One `Reader` per model over its maps turned into rows by ``rows`` (unit norm by default)."""
-    return [Reader(rows(m)) for m in raw_maps]
-
-
-def store_readers(raw_maps) -> list[Reader]:
-    """One `Reader` per model over its maps as the store serves them (`store_rows`)."""
-    return readers_for(raw_maps, store_rows)
-
-
-def map_units(work: dict) -> dict[str, int]:
-    """The map units of a run's work line (``work_``, results.json's ``work``): computed and found stored.
-    Its counts of encoder activations are the store tests' (tests/test_second_hour.py, item 1)."""
-    return {"computed": work["computed"], "reused": work["reused"]}
-
-
-def subprocess_env() -> dict[str, str]:
-    """The environment of a `modelspace` subprocess: this checkout's sources and the toy models."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)])}
-
-
-
-def key_before_preprocessing(spec: dict, state_hash: str) -> str:
-    """A model's identity key as modelspace computed it before models stated their own preprocessing:
-    sha256 of the canonical JSON of the eleven spec fields it had, a newline and the state-dict hash."""
-    fields = ("name", "source", "task", "encoder", "input_size", "mean", "std", "constructor", "kwargs",
-              "pretrained", "trust_checkpoint")
-    text = json.dumps({k: spec[k] for k in fields}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256((text + "\n" + state_hash).encode()).hexdigest()
+    return generator
 
 
 @pytest.fixture
 def connections(monkeypatch) -> list[tuple]:
-    """Every TCP connection attempted, each refused as if no network were reachable."""
+    """Every TCP connection attempted, each refused as if no network were reachable.
+
+    Returns
+    -------
+    list of tuple
+        The addresses asked for, in order.
+    """
     import socket
 
     attempts: list[tuple] = []
@@ -110,3 +65,26 @@ def connections(monkeypatch) -> list[tuple]:
 
     monkeypatch.setattr(socket, "create_connection", unreachable)
     return attempts
+
+
+@pytest.fixture
+def trial(tmp_path, monkeypatch) -> dict:
+    """A zoo file with `mynets.py` beside it (not importable from anywhere else), probe images, and a
+    working directory elsewhere; `mynets` is dropped from the import cache afterwards.
+
+    Returns
+    -------
+    dict
+        ``zoo`` (the zoo file), ``dir`` (its folder), ``probe`` (six 16 px images), ``work`` (the
+        working directory).
+    """
+    zoo_dir = tmp_path / "zoo"
+    zoo_dir.mkdir()
+    (zoo_dir / "mynets.py").write_text(NETS.format(extra=0))
+    (zoo_dir / "zoo.toml").write_text(zoo_text())
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delitem(sys.modules, "mynets", raising=False)
+    yield {"zoo": zoo_dir / "zoo.toml", "dir": zoo_dir, "probe": write_images(tmp_path / "probe"), "work": work}
+    sys.modules.pop("mynets", None)

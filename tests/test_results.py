@@ -1,6 +1,6 @@
 """The output folder's mechanism (`modelspace.results`): hashes of older folders, files that
 `modelspace tree` adds, the commit journal, stale staging folders, and which errors are the folder's.
-The trials with real runs are in tests/reliability/test_reliability_results_folder.py."""
+The trials with real runs are in tests/test_results_folder.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Label-based transferability scores (issue 16, item 3), each against an independent transcription of
+"""Label-based transferability scores, each against an independent transcription of
 its paper's definition on a tiny case (explicit matrices and inverses, loops over classes and
 images, a brute-force maximisation for LogME), and `ModelSpace.score_with_labels`.
 
@@ -39,9 +39,6 @@ from modelspace.transferability import (
 TOL = 1e-10
 
 
-def rng(seed: int = 0) -> np.random.Generator:
-    return np.random.default_rng(seed)
-
 
 # ---------------------------------------------------------------------------------------- LogME
 
@@ -71,7 +68,7 @@ def brute_force_max(f: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return best[0], float(np.exp(best[1])), float(np.exp(best[2]))
 
 
-def test_logme_fixed_point_is_the_evidence_maximum():
+def test_logme_fixed_point_is_the_evidence_maximum(rng):
     r = rng(0)
     y = np.array([0, 0, 0, 1, 1, 1])
     # 6 × 2: a noisy label and a noisy constant (LogME has no intercept), so that the maximum of the
@@ -93,7 +90,7 @@ def test_logme_fixed_point_is_the_evidence_maximum():
     assert logme(f, np.array(["b", "b", "b", "a", "a", "a"])) == pytest.approx(logme(f, y), abs=TOL)
 
 
-def test_logme_regression_and_more_features_than_images():
+def test_logme_regression_and_more_features_than_images(rng):
     r = rng(2)
     f = r.standard_normal((6, 2))
     t = f @ [1.5, -0.5] + 0.3 * r.standard_normal(6)
@@ -131,7 +128,7 @@ def published_rule(f: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return evidence(f, y, alpha, beta), alpha, beta
 
 
-def test_logme_default_is_the_published_stopping_rule():
+def test_logme_default_is_the_published_stopping_rule(rng):
     r = rng(5)
     # n = 12 images, D = 4 (a maximum exists) and D = 20 (D > n: the features interpolate any target)
     for d in (4, 20):
@@ -149,7 +146,7 @@ def test_logme_default_is_the_published_stopping_rule():
 # --------------------------------------------------------------------------------------- H-score
 
 
-def test_hscore_matches_explicit_covariances():
+def test_hscore_matches_explicit_covariances(rng):
     r = rng(3)
     y = r.integers(0, 3, 30)
     f = r.standard_normal((30, 4)) + np.eye(3, 4)[y] * 2
@@ -168,7 +165,7 @@ def test_hscore_matches_explicit_covariances():
 
 
 @pytest.mark.parametrize("dim", [10, 20, 22, 23, 24, 40])
-def test_hscore_is_k_minus_1_exactly_where_it_declares_so(dim):
+def test_hscore_is_k_minus_1_exactly_where_it_declares_so(rng, dim):
     # H-score = tr(M P) (M: projector on the centred class indicators, P: on the column space of the
     # centred features), computed here from those projectors; it is K − 1 for any features exactly
     # where `degenerate` says so (D ≥ N − 1), and below it elsewhere.
@@ -186,7 +183,7 @@ def test_hscore_is_k_minus_1_exactly_where_it_declares_so(dim):
 
 
 @pytest.mark.parametrize("dim", [8, 23, 24, 48])
-def test_logme_declares_where_the_features_interpolate_the_labels(dim):
+def test_logme_declares_where_the_features_interpolate_the_labels(rng, dim):
     # Where `degenerate` says so (D ≥ N), least squares fits every one-hot column exactly (no residual:
     # the evidence grows with β to no maximum), and the score depends on where the solver stops.
     n, k = 24, 4
@@ -214,7 +211,7 @@ def test_cannot_rank_names_the_models_and_equal_values():
     assert cannot_rank(LogME(), {"a": 0.1}, 24, 6, dims) == [LogME().degenerate(24, 6, 30) + " (every model: D = 30)"]
 
 
-def test_transrate_matches_coding_rates_in_feature_space():
+def test_transrate_matches_coding_rates_in_feature_space(rng):
     r = rng(4)
     y = np.array([0] * 5 + [1] * 4 + [2] * 3)
     eps = 1e-4
@@ -261,7 +258,7 @@ def reference_gbc(f: np.ndarray, y: np.ndarray, covariance: str, floor: float = 
 
 
 @pytest.mark.parametrize("covariance", ["diagonal", "spherical"])
-def test_gbc_matches_explicit_bhattacharyya(covariance):
+def test_gbc_matches_explicit_bhattacharyya(rng, covariance):
     r = rng(5)
     y = np.repeat([0, 1, 2], 4)
     f = r.standard_normal((12, 3)) * [1.0, 2.0, 0.5] + np.eye(3)[y] * 1.5
@@ -298,7 +295,7 @@ def reference_leep(theta: np.ndarray, y: np.ndarray) -> float:
     return total / n
 
 
-def test_leep_hand_computed_example():
+def test_leep_hand_computed_example(rng):
     """P̂(y, z) = [[.425, .075], [.125, .375]], P̂(z) = [.55, .45]; EEP = .71212, .65152, .65152,
     .71212; LEEP = ½ (ln .712121 + ln .651515) = −0.38398 (by hand, to 5 digits)."""
     y = np.array([0, 0, 1, 1])
@@ -324,7 +321,7 @@ def reference_nce(theta: np.ndarray, y: np.ndarray) -> float:
     return total
 
 
-def test_nce_hand_computed_examples():
+def test_nce_hand_computed_examples(rng):
     # the source label determines the target label: H(Y | Z) = 0
     assert NCE()(THETA, [0, 0, 1, 1]) == pytest.approx(0.0, abs=TOL)
     # z = 0, 0, 1, 1 and y = 0, 1, 1, 1: H(Y | Z = 0) = ln 2 with P(Z = 0) = ½, so NCE = −½ ln 2
@@ -338,7 +335,7 @@ def test_nce_hand_computed_examples():
 # --------------------------------------------------------------------------------- registry, errors
 
 
-def test_registry_and_errors():
+def test_registry_and_errors(rng):
     assert sorted(list_scores()) == ["gbc", "hscore", "leep", "logme", "nce", "transrate"]
     assert isinstance(get_score("h_score"), HScore)
     assert get_score("gbc").id == "gbc(covariance='spherical')"
@@ -387,7 +384,7 @@ def loaded(name: str, module: nn.Module) -> LoadedModel:
                        transform=InputTransform((12, 12), (0.5, 0.4, 0.3), (0.2, 0.3, 0.4)), key=f"key-{name}")
 
 
-def test_score_with_labels_uses_pooled_features_and_the_head():
+def test_score_with_labels_uses_pooled_features_and_the_head(rng):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         models = [loaded("a", Tiny(4)), loaded("b", Tiny(6)), loaded("headless", NoHead())]
@@ -437,7 +434,7 @@ def write_png(path, seed: int) -> None:
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
 
 
 def test_cli_labels_folder_and_csv(tmp_path, monkeypatch, capsys):

@@ -1,4 +1,4 @@
-"""The `modelspace` command: a thin shell over the Python API.
+r"""The `modelspace` command: a thin shell over the Python API.
 
 Everything but results goes to stderr, one record per line: every log record and error line has its
 control characters escaped (`errors.printable`: a model name holding ANSI sequences or a newline shows
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -33,7 +34,10 @@ from ._version import __version__
 from .attribution import DEFAULT_METHODS, get_method
 from .errors import InputError, ModelspaceError, StorageError, printable
 from .evaluation import DEFAULT_N_RELEVANT, format_table
+from .maps import EXECUTORS, Executor, LocalExecutor, RayExecutor, Runtime
+from .options import add_options, from_args
 from .results import LABEL_SCORES_JSON, REPORT_HTML, add_files, locked
+from .transferability import DEFAULT_SCORES, list_scores
 
 _log = logging.getLogger("modelspace")
 
@@ -76,6 +80,36 @@ EXAMPLES = {
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``modelspace run``: the whole pipeline, maps to the HTML report, and the rankings on stdout.
+
+    The ground truth and the labels are checked before any model runs; the results (and the page, unless
+    ``no_report``) are written to ``out`` in one commit, and the rankings, any evaluation and the work done are
+    printed (JSON with ``json``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of ``modelspace run``: ``zoo``, ``probe`` and the probe folder's options
+        (``probe_size``, ``limit``, ``seed``), ``out``, ``truth`` and ``n_relevant``, ``labels`` and
+        ``label_scores``, ``no_report``, ``summary_estimator``, ``trust_checkpoints``, ``weights_dir``,
+        ``random_weights``, ``store`` (None: ``OUT/store``), ``methods_given``, ``epsilon``, ``sketch``,
+        ``retry_failed``, ``recompute``, ``executor``, the runtime's and the executor's options
+        (`options.add_options`), ``quiet``, ``json`` and ``argv`` (the command line, shown on the page).
+
+    Returns
+    -------
+    int
+        1 when any model × method failed (or was skipped as failed before), else 0.
+
+    Raises
+    ------
+    InputError
+        A bad zoo file, probe, ground truth, label set or option value; a model that fails does not raise.
+        `main` exits 2.
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     from .evaluation import GroundTruth, relevant_for
 
     truth = GroundTruth.load(args.truth) if args.truth else None  # a bad truth fails before any work
@@ -104,6 +138,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``modelspace report``: the HTML page of a results folder.
+
+    Written as one of the folder's files (``FOLDER/report.html``, the default) or to the file ``out``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``folder`` (a results folder), ``out`` (None: the folder's own page), ``truth``,
+        ``n_relevant``, ``title``, ``summary_estimator``, ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A folder that holds no results, or a bad ground truth. `main` exits 2.
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     from .report import from_folder, write_report
 
     with locked(args.folder):  # the folder's own page is added to the run it is drawn from
@@ -120,6 +177,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    """``modelspace probe``: a folder of images read once into a probe-set file (``.npz``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``folder``, ``probe_size``, ``limit``, ``seed``, ``out`` (the ``.npz`` file),
+        ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A folder that is missing or holds no readable image. `main` exits 2.
+    StorageError
+        The file cannot be written. `main` exits 3.
+    """
     probe = _read_probe_folder(args.folder, args.probe_size, args.limit, args.seed, args.quiet)
     probe.save(args.out)
     info = {"out": str(args.out), "n_images": len(probe), "size": probe.size, "hash": probe.hash,
@@ -131,6 +208,29 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    """``modelspace embed``: only the maps, into the store (`ModelSpace.embed`).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``zoo``, ``probe`` and the probe folder's options, ``trust_checkpoints``,
+        ``weights_dir``, ``random_weights``, ``store`` (None: ``OUT/store``), ``methods_given``, ``epsilon``,
+        ``sketch``, ``retry_failed``, ``recompute``, ``executor``, the runtime's and the executor's options
+        (`options.add_options`), ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        1 when any model × method failed (or was skipped as failed before), else 0.
+
+    Raises
+    ------
+    InputError
+        A bad zoo file, probe or option value. `main` exits 2.
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     specs = _zoo(args.zoo, args.trust_checkpoints, check=True, weights_dir=args.weights_dir,
                  random_weights=args.random_weights)
     space = _space(args).embed(specs, _probe(args, specs))
@@ -143,6 +243,29 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_affinity(args: argparse.Namespace) -> int:
+    """``modelspace affinity``: maps, affinities, rankings and trees into ``out``, without the page.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``zoo``, ``probe`` and the probe folder's options, ``out``, ``trust_checkpoints``,
+        ``weights_dir``, ``random_weights``, ``store`` (None: ``OUT/store``), ``methods_given``, ``epsilon``,
+        ``sketch``, ``retry_failed``, ``recompute``, ``executor``, the runtime's and the executor's options
+        (`options.add_options`), ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        1 when any model × method failed (or was skipped as failed before), else 0.
+
+    Raises
+    ------
+    InputError
+        A bad zoo file, probe or option value. `main` exits 2.
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     specs = _zoo(args.zoo, args.trust_checkpoints, check=True, weights_dir=args.weights_dir,
                  random_weights=args.random_weights)
     probe = _probe(args, specs)
@@ -153,6 +276,26 @@ def cmd_affinity(args: argparse.Namespace) -> int:
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
+    """``modelspace tree``: the similarity tree of an affinity CSV, as Newick (printed and written) and a dendrogram.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``affinity`` (an ``affinity_<method>.csv``), ``linkage`` (scipy's method), ``out``
+        and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        An unreadable matrix, fewer than two models, or an unknown linkage method. `main` exits 2.
+    StorageError
+        The output folder cannot be written. `main` exits 3.
+    """
     from .report.plots import plot_dendrogram
     from .results import file_name, read_matrix, stem_of
     from .similarity import similarity_tree, to_newick
@@ -172,6 +315,29 @@ def cmd_tree(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``modelspace evaluate``: P@K / R@K of an affinity CSV's rankings against a ground truth.
+
+    The evaluation (JSON) and its curves are written to ``out``; the table is printed.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``affinity``, ``truth`` (`main` sets ``'taskonomy'`` when none is given),
+        ``n_relevant``, ``zoo`` (maps model names to task labels), ``out`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        An unreadable matrix, zoo file or ground truth, or a truth that cannot score these models. `main` exits
+        2.
+    StorageError
+        The output folder cannot be written. `main` exits 3.
+    """
     from .evaluation import Evaluation, GroundTruth, evaluate
     from .report.plots import plot_curves
     from .results import file_name, read_matrix, stem_of
@@ -195,6 +361,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """``modelspace models``: the models of a store, one line each (name, key, source, preprocessing).
+
+    The store is opened read-only; keys no model is registered under are named in a warning.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``store`` (an existing store) and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A path that holds no store. `main` exits 2.
+    StorageError
+        The store cannot be read (a damaged manifest). `main` exits 3.
+    """
     from .maps import MapStore
     from .models import describe_preprocessing
 
@@ -224,6 +411,27 @@ def _describe_entry(m: dict) -> str:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
+    """``modelspace remove``: a model's maps and records out of a store.
+
+    A name several stored models share is refused, with each candidate's key.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``name`` (a model name, key or unique key prefix), ``store`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A path that holds no store, or a name that matches no model or several. `main` exits 2.
+    StorageError
+        The store cannot be written. `main` exits 3.
+    """
     from .maps import MapStore
     from .models import normalise_name
 
@@ -246,6 +454,29 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    """``modelspace gc``: remove from a store every model that is not one of a zoo's current models.
+
+    Every model of the zoo is loaded, weights included, to know its current key; one that cannot load keeps its
+    stored entries. Rows and files of keys no model is registered under go too.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``keep_zoo``, ``store``, ``dry_run`` (list, delete nothing), ``trust_checkpoints``
+        and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A bad zoo file, or a path that holds no store. `main` exits 2.
+    StorageError
+        The store cannot be written. `main` exits 3.
+    """
     from .maps import MapStore, kept_torch_state
     from .models import load_model
 
@@ -286,6 +517,25 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    """``modelspace rebuild``: a store's manifest made anew from its files (`MapStore.rebuild`).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``store`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        A path that holds no store. `main` exits 2.
+    StorageError
+        The store cannot be written. `main` exits 3.
+    """
     from .maps import MapStore
 
     done = MapStore.rebuild(args.store)
@@ -300,6 +550,18 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
+    """``modelspace methods``: the registered attribution methods, one line each.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``json``.
+
+    Returns
+    -------
+    int
+        0.
+    """
     from .attribution import list_methods
 
     info = list_methods()
@@ -308,6 +570,24 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``modelspace demo``: the built-in benchmark end to end (`world.demo.run_demo`); prints its table.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``out``, ``full``, ``n_probe``, ``no_report``, ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     from .world.demo import run_demo
 
     report = run_demo(args.out, full=args.full, n_probe=args.n_probe, progress=not args.quiet,
@@ -317,6 +597,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    """``modelspace study``: the fidelity study (`world.study.run_study`); prints its tables.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options: ``out``, ``n_probe``, ``methods``, ``baselines`` (None: the study's defaults),
+        ``no_labels`` (no label-based rows), ``quiet`` and ``json``.
+
+    Returns
+    -------
+    int
+        0 (a failure raises).
+
+    Raises
+    ------
+    InputError
+        An unknown method or baseline. `main` exits 2.
+    StorageError
+        The store or the output folder cannot be used (read-only, full, locked, a damaged manifest). `main`
+        exits 3.
+    """
     from .world.study import run_study
 
     chosen = {"n_probe": args.n_probe, "methods": args.methods, "baselines": args.baselines,
@@ -330,8 +631,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def _failed(space) -> int:
-    """Exit code of a command that ran models: 1 when any model × method failed (or was skipped as
-    failed before, which is still a failure: its maps are missing), else 0."""
+    """Exit code of a command that ran models: 1 when any model × method failed, else 0.
+
+    A model skipped as failed before is still a failure: its maps are missing.
+    """
     if not space.failures_:
         return 0
     models = sorted({f.model for f in space.failures_})
@@ -343,9 +646,11 @@ def _failed(space) -> int:
 
 
 def _preflight(args: argparse.Namespace) -> None:
-    """Check the device and the output paths before any work, so a bad one is a message, not a traceback
-    after hours of computing."""
-    if getattr(args, "device", None) is not None and getattr(args, "executor", "local") == "local":
+    """Check the device and the output paths before any work.
+
+    A bad one is then a message, not a traceback after hours of computing.
+    """
+    if getattr(args, "device", None) is not None and getattr(args, "executor", LocalExecutor.name) == LocalExecutor.name:
         _check_device(args.device)  # with Ray the device is the workers', which this machine may not have
     if args.command == "probe":
         _check_writable(Path(args.out), "--out", folder=False)
@@ -394,8 +699,10 @@ def _check_writable(path: Path, flag: str, folder: bool) -> None:
 
 
 def _n_relevant(args: argparse.Namespace, truth, labels) -> int:
-    """``--n-relevant`` checked against the candidates the truth ranks among these task labels; left out,
-    the API's default (`evaluation.relevant_for`)."""
+    """``--n-relevant`` checked against the candidates the truth ranks among these task labels.
+
+    Left out, the API's default (`evaluation.relevant_for`).
+    """
     from .evaluation import relevant_for
 
     args.n_relevant = relevant_for(truth, labels, args.n_relevant)
@@ -404,10 +711,13 @@ def _n_relevant(args: argparse.Namespace, truth, labels) -> int:
 
 def _zoo(path: str, trust_checkpoints: bool = False, check: bool = False, weights_dir: str | None = None,
          random_weights: bool = False):
-    """The zoo file's specs; with ``check``, for commands that load the models, every source's name is
-    resolved first (`check_sources`, as `ModelSpace.fit` does), so a typo fails before the probe is read.
+    """The zoo file's specs.
+
+    With ``check``, for commands that load the models, every source's name is resolved first
+    (`check_sources`, as `ModelSpace.fit` does), so a typo fails before the probe is read.
     ``weights_dir`` becomes the ``weights`` of the entries that take one and name none; ``random_weights``
-    makes every pretrained model a random one (``pretrained = false``)."""
+    makes every pretrained model a random one (``pretrained = false``).
+    """
     from dataclasses import replace
 
     from .models import check_sources, load_zoo
@@ -459,9 +769,11 @@ def _read_probe_folder(folder, size: int, limit: int | None, seed: int, quiet: b
 
 
 def _labelled(args: argparse.Namespace, specs):
-    """``--labels``: the labelled target images (read as the probe folder is) and their labels, from a
-    folder with one subfolder per class or from a CSV of ``image,label`` rows (paths relative to the
-    CSV's folder; a first row ``image,label`` is a header)."""
+    """``--labels``: the labelled target images (read as the probe folder is) and their labels.
+
+    From a folder with one subfolder per class or from a CSV of ``image,label`` rows (paths relative to
+    the CSV's folder; a first row ``image,label`` is a header).
+    """
     import csv
 
     from .models import probe_size_for
@@ -498,8 +810,10 @@ def _labelled(args: argparse.Namespace, specs):
 
 
 def _label_lines(scores: dict[str, dict[str, float]], info: dict) -> str:
-    """The label-based scores as one line per score, models best first, and under a score that cannot
-    rank these models, why (`ModelSpace.label_info_`)."""
+    """The label-based scores as one line per score, models best first.
+
+    Under a score that cannot rank these models, why (`ModelSpace.label_info_`).
+    """
     k = info.get("n_classes")
     classes = f" of {k} class{'' if k == 1 else 'es'}" if k else ""
     lines = [f"label-based scores on {plural(info['n_images'], 'labelled image')}{classes} (higher is better):"]
@@ -524,13 +838,9 @@ def _space(args: argparse.Namespace):
                    and get_method(m).name == "lrp_epsilon" else m for m in args.methods_given or DEFAULT_METHODS]
         if args.methods_given is None:
             methods += default_estimators(methods, add_methods=True)[0]
-    return ModelSpace(methods=methods, store=args.store, batch_size=args.batch_size, shard_size=args.shard_size,
-                      device=args.device, precision=args.precision, channels_last=args.channels_last,
-                      pass_memory=None if args.pass_memory is None else int(args.pass_memory * 2**20),
-                      workers=args.workers, sketch=args.sketch, retry_failed=args.retry_failed,
-                      recompute=args.recompute, progress=not args.quiet, executor=args.executor,
-                      ray_address=args.ray_address, gpus_per_model=args.gpus_per_model,
-                      cpus_per_model=args.cpus_per_model, shared_store=args.shared_store)
+    return ModelSpace(methods=methods, store=args.store, runtime=from_args(Runtime, args),
+                      executor=from_args(EXECUTORS[args.executor], args), sketch=args.sketch,
+                      retry_failed=args.retry_failed, recompute=args.recompute, progress=not args.quiet)
 
 
 def _report(args: argparse.Namespace, summary: dict, space, done: str) -> None:
@@ -583,7 +893,20 @@ def _confidence_text(c: dict | None) -> str:
 
 
 def plural(n: int, word: str) -> str:
-    """``"1 model"``, ``"0 models"``, ``"3 models"``: a count with its noun."""
+    """``"1 model"``, ``"0 models"``, ``"3 models"``: a count with its noun.
+
+    Parameters
+    ----------
+    n : int
+        The count.
+    word : str
+        The noun in the singular; the plural adds an "s".
+
+    Returns
+    -------
+    str
+        ``"{n} {word}"``, the noun in the plural unless `n` is 1.
+    """
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -623,10 +946,12 @@ class _TqdmHandler(logging.Handler):
 
 @contextlib.contextmanager
 def _console(quiet: bool):
-    """While a command runs: stdout is stderr (a model's own ``print`` and Ray's lines must not break
-    ``--json``; a Ray connection the command made ends before stdout is restored), "modelspace" log
-    records go to stderr (failures; only errors with ``--quiet``), and ``--quiet`` also silences the
-    progress bars of Hugging Face libraries."""
+    """While a command runs, stdout is stderr and the log records go there too.
+
+    A model's own ``print`` and Ray's lines must not break ``--json``; a Ray connection the command made
+    ends before stdout is restored. "modelspace" log records go to stderr (failures; only errors with
+    ``--quiet``), and ``--quiet`` also silences the progress bars of Hugging Face libraries.
+    """
     handler = _TqdmHandler()
     handler.setFormatter(_Printable("%(message)s"))
     level = _log.level
@@ -654,9 +979,11 @@ def _console(quiet: bool):
 
 
 def _leave_ray() -> None:
-    """Disconnect from Ray if the command connected to it, while stdout is still stderr: Ray's driver
-    prints the errors raylets report (a worker that died) on stdout until it disconnects, which would
-    otherwise happen at exit, after the result (`maps.execution.ray.disconnect`)."""
+    """Disconnect from Ray if the command connected to it, while stdout is still stderr.
+
+    Ray's driver prints the errors raylets report (a worker that died) on stdout until it disconnects,
+    which would otherwise happen at exit, after the result (`maps.execution.ray.disconnect`).
+    """
     ray_executor = sys.modules.get(f"{__package__}.maps.execution.ray")
     if ray_executor is not None:
         ray_executor.disconnect()
@@ -693,17 +1020,8 @@ def _parser() -> argparse.ArgumentParser:
                          "\"transformed(method='gxi',pool=4)\"")
     compute.add_argument("--epsilon", type=float, default=None,
                          help=f"ε of ε-LRP (default {get_method('lrp_epsilon').epsilon:g})")
-    compute.add_argument("--batch-size", type=int, default=32, help="probe images per forward+backward pass "
-                         "(default 32)")
-    compute.add_argument("--shard-size", type=int, default=256, help="probe images per unit of work (default 256)")
-    compute.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    compute.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                         help="autocast precision of the forward pass (default fp32; bf16/fp16 on GPUs)")
-    compute.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster on GPUs)")
-    compute.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
-    compute.add_argument("--pass-memory", type=float, default=None, metavar="MB",
-                         help="memory one forward+backward pass may keep for its backward; larger batches run in "
-                              "passes of fewer images (default 1024 on the CPU, no bound on GPUs)")
+    add_options(compute, Runtime)  # the flags and their defaults are the configuration objects' own
+    add_options(compute, Executor)
     compute.add_argument("--sketch", type=int, default=None, metavar="K",
                          help="estimate affinities from K-dimensional random projections of the maps, kept in the "
                               "store (for very large stores; default: exact)")
@@ -712,20 +1030,11 @@ def _parser() -> argparse.ArgumentParser:
     compute.add_argument("--recompute", nargs="+", default=[], metavar="NAME",
                          help="drop and compute again the stored maps of these models (after editing their code: "
                               "store keys cover a model's spec and weights, not its code)")
-    compute.add_argument("--executor", default="local", choices=["local", "ray"],
-                         help="where models run: 'local' (this process, default) or 'ray' (a Ray cluster, one actor "
-                              "per model; needs the 'ray' extra)")
-    compute.add_argument("--ray-address", default=None, metavar="ADDR",
-                         help="with --executor ray: 'auto' (the cluster this machine is in), ray://HOST:10001, or "
-                              "none to start a local Ray instance")
-    compute.add_argument("--gpus-per-model", type=float, default=0.0, metavar="F",
-                         help="with --executor ray: GPUs per model, a fraction shares one (e.g. 0.25; needs --device "
-                              "cuda; default 0)")
-    compute.add_argument("--cpus-per-model", type=float, default=1.0, metavar="N",
-                         help="with --executor ray: CPUs per model (default 1)")
-    compute.add_argument("--shared-store", action="store_true",
-                         help="with --executor ray: every node sees --store at the same path; workers write shard "
-                              "files into it (default: shards come back through Ray's object store)")
+    compute.add_argument("--executor", default=LocalExecutor.name, choices=list(EXECUTORS),
+                         help=f"where models run: '{LocalExecutor.name}' (this process, default) or "
+                              f"'{RayExecutor.name}' (a Ray cluster, one actor per model; needs the 'ray' extra)")
+    add_options(compute, RayExecutor, prefix=f"with --executor {RayExecutor.name}: ",
+                exclude=[f.name for f in dataclasses.fields(Executor)])
     compute.add_argument("--trust-checkpoints", action="store_true",
                          help="unpickle checkpoint files in full (can run code in them); only for files you trust")
     compute.add_argument("--weights-dir", default=None, metavar="DIR",
@@ -759,9 +1068,10 @@ def _parser() -> argparse.ArgumentParser:
                         "image,label rows (paths relative to the CSV); scores every model → results.json "
                         f"\"label_scores\" (also OUT/{LABEL_SCORES_JSON}) and the report's section, with a warning "
                         "on any score that cannot rank the models on that many labels")
-    p.add_argument("--label-scores", nargs="+", default=["logme", "hscore", "transrate", "gbc"], metavar="SCORE",
-                   help="label-based scores with --labels (default: logme hscore transrate gbc; also leep nce "
-                        "for models with a classifier head)")
+    p.add_argument("--label-scores", nargs="+", default=list(DEFAULT_SCORES), metavar="SCORE",
+                   help=f"label-based scores with --labels (default: {' '.join(DEFAULT_SCORES)}; also "
+                        f"{' '.join(s for s in list_scores() if s not in DEFAULT_SCORES)} for models with a "
+                        "classifier head)")
     p.add_argument("--summary-estimator", default=None, metavar="ID",
                    help="estimator whose sources the report's summary lines name (default: the best by P@5 "
                         "with --truth, else the first)")
@@ -856,6 +1166,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``modelspace`` command: parse the arguments, check the device and paths, run, and exit-code it.
+
+    Results go to stdout (JSON with ``--json``), everything else to stderr. Errors are not raised but
+    printed, one line, and turned into the exit code the module docstring lists; argparse's own errors
+    (an unknown option, ``--help``) exit through ``SystemExit`` as argparse does.
+
+    Parameters
+    ----------
+    argv : sequence of str or None, default None
+        The arguments after the program's name; None: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code: 0 done; 1 some models failed, another modelspace failure, or a bug (its
+        traceback printed); 2 bad input (`InputError`); 3 the store, the output folder or the
+        environment cannot be used (`StorageError`); 130 interrupted.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv

@@ -1,6 +1,7 @@
 """`ModelSpace`: the whole pipeline behind one estimator object.
 
-    space = ModelSpace(methods=["saliency", "lrp"], store="runs/store")
+    space = ModelSpace(methods=["saliency", "lrp"], store="runs/store",
+                       runtime=Runtime(device="cuda", batch_size=64))   # executor=RayExecutor(...) for a cluster
     space.fit(load_zoo("zoo.toml"), ProbeSet.from_folder("probe/"))
     space.results_["saliency"].affinity          # (N, N) mean-of-cosines matrix
     space.results_["saliency"].ranking["depth"]  # sources of target 'depth', best first
@@ -49,10 +50,12 @@ from .attribution import DEFAULT_METHODS, AttributionMethod, backward_groups, ge
 from .errors import InputError, ModelRemovedError, ModelspaceError, StorageError, check_int
 from .evaluation import Evaluation, GroundTruth, evaluate_matrices, relevant_for
 from .maps import (
+    EXECUTORS,
     EntryKey,
     half_key,
     LocalExecutor,
     MapStore,
+    RayExecutor,
     Runtime,
     encoder_activations,
     kept_torch_state,
@@ -79,7 +82,7 @@ from .models import (
 from .probe import ProbeSet
 from .progress import progress as progress_bar
 from .results import Failure, Keyed, MethodResult
-from .transferability import TransferabilityScore, cannot_rank, get_score
+from .transferability import DEFAULT_SCORES, TransferabilityScore, cannot_rank, get_score
 from .similarity import (
     CONFIDENCE_SEED,
     MapSketcher,
@@ -115,8 +118,7 @@ It is what the report's summary lines use when no ground truth picks the best; `
 whatever it needs beside the attribution methods (`default_estimators`). The paper's three methods
 (`DEFAULT_METHODS`) are always computed whatever it is. Its value is the choice of the rule registered in
 `data/world/candidates.toml`, applied by `modelspace study` to every registered candidate on four probe domains
-(real photographs among them): DDS had the highest minimum over the domains of mean P@5 (0.50, level with
-DEPARA, ahead of it on mean ρ, 0.61 against 0.50; `docs/study/table.md`)."""
+(real photographs among them); the figures it was chosen on are in `docs/study/table.md`."""
 
 SKETCH_SEED = 0  # one projection for every sketch in a store, so that sketches stay comparable
 
@@ -143,9 +145,9 @@ class ModelSpace:
         (`DEFAULT_METHODS`) and any method `DEFAULT_ESTIMATOR` needs.
     baselines : sequence of str or Similarity, or None
         Label-free baselines on the encoder activations of the same probe set
-        ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara") and fusions; their matrices sit beside
+        (`similarity.list_baselines`) and fusions; their matrices sit beside
         the methods' in `results_` and are evaluated alike. None (the default): whatever
-        `DEFAULT_ESTIMATOR` needs (`default_estimators`: DDS); ``()`` computes none. These defaults are
+        `DEFAULT_ESTIMATOR` needs (`default_estimators`); ``()`` computes none. These defaults are
         the CLI's too: `modelspace run` and `ModelSpace().fit` compute the same estimators. Each model's
         encoder activations are computed once (one forward pass) and kept in the store in each
         baseline's compact prepared form, not as activations, like its maps: later fits reuse them.
@@ -154,24 +156,15 @@ class ModelSpace:
         `Similarity.undefined_on`), and a fusion of one, is not computed: `not_computed_` says why.
     store : str, Path, MapStore or None
         Folder of the map store (resumable across runs); None uses a temporary folder.
-    batch_size : int
-        Probe images per forward+backward pass.
-    shard_size : int
-        Probe images per unit of work (the grain of resuming and of distribution). Maps already
-        planned in the store (by an earlier or a concurrent run) keep the shard size they were
-        planned with (`MapStore.plan`).
-    device : str or torch.device
-        Torch device for the models ("cpu", "cuda", "cuda:1").
-    precision : str
-        "fp32", or "bf16"/"fp16" autocast for the forward pass (see `maps.execution.runtime`); maps of
-        another precision are stored under their own key.
-    channels_last : bool
-        NHWC memory layout for models and inputs (faster convolutions on GPUs).
-    pass_memory : int or None
-        Bytes one forward+backward pass may keep for its backward: a batch that would keep more runs
-        in passes of fewer images (`maps.execution.runtime`). None: 1 GiB on the CPU, no bound on GPUs.
-    workers : int
-        DataLoader worker processes feeding probe batches (0: in this process).
+    runtime : Runtime
+        How each model runs: device, precision, memory layout, batch size, data-loading workers and the
+        memory one pass may keep for its backward (`maps.Runtime`). Maps of another precision are
+        stored under their own key.
+    executor : LocalExecutor or RayExecutor
+        Where the units of work run, and how large they are (`shard_size`). `LocalExecutor` (the
+        default): models one after another in this process. `RayExecutor`: on a Ray cluster, one actor
+        per model, this process the store's only writer (`maps.execution.ray`; needs the ``ray`` extra,
+        imported only when it runs). See README, "Running on a Ray cluster".
     sketch : int or None
         None (exact affinities), or k: affinities estimated from k-dimensional random
         projections of the maps (`similarity.sketch`), kept in the store, so that later fits and
@@ -190,21 +183,11 @@ class ModelSpace:
         after editing the code of a ``python:`` model, name it here (CLI: ``--recompute NAME``).
     progress : bool
         Show progress bars.
-    executor : str
-        "local" (default): models run one after another in this process. "ray": on a Ray cluster,
-        one actor per model, this process the store's only writer (`maps.execution.ray`; needs the
-        ``ray`` extra). See README, "Running on a Ray cluster".
-    ray_address : str or None
-        With ``executor="ray"``: None starts a local Ray instance, "auto" joins the cluster this
-        machine belongs to, "ray://HOST:10001" connects to a remote one (Ray Client).
-    gpus_per_model : float
-        With ``executor="ray"``: GPUs each model asks for; a fraction (0.25) lets small models
-        share a GPU. Needs ``device="cuda"``.
-    cpus_per_model : float
-        With ``executor="ray"``: CPUs each model asks for.
-    shared_store : bool
-        With ``executor="ray"``: every node sees the store folder at the same path, so workers
-        write shard files into it themselves; False (default) sends them through Ray's object store.
+
+    Raises
+    ------
+    InputError
+        At `fit` / `embed`: a bad argument, named.
     """
 
     def __init__(
@@ -212,46 +195,26 @@ class ModelSpace:
         methods: Sequence[str | AttributionMethod] | None = None,
         baselines: Sequence[str | Similarity] | None = None,
         store: str | Path | MapStore | None = None,
-        batch_size: int = 32,
-        shard_size: int = 256,
-        device: str | torch.device = "cpu",
-        precision: str = "fp32",
-        channels_last: bool = False,
-        pass_memory: int | None = None,
-        workers: int = 0,
+        runtime: Runtime = Runtime(),
+        executor: LocalExecutor | RayExecutor = LocalExecutor(),
         sketch: int | None = None,
         linkage: str = "average",
         on_error: str = "record",
         retry_failed: bool = False,
         recompute: Sequence[str] = (),
         progress: bool = True,
-        executor: str = "local",
-        ray_address: str | None = None,
-        gpus_per_model: float = 0.0,
-        cpus_per_model: float = 1.0,
-        shared_store: bool = False,
     ) -> None:
         self.methods = methods
         self.baselines = baselines
         self.store = store
-        self.batch_size = batch_size
-        self.shard_size = shard_size
-        self.device = device
-        self.precision = precision
-        self.channels_last = channels_last
-        self.pass_memory = pass_memory
-        self.workers = workers
+        self.runtime = runtime
+        self.executor = executor
         self.sketch = sketch
         self.linkage = linkage
         self.on_error = on_error
         self.retry_failed = retry_failed
         self.recompute = recompute
         self.progress = progress
-        self.executor = executor
-        self.ray_address = ray_address
-        self.gpus_per_model = gpus_per_model
-        self.cpus_per_model = cpus_per_model
-        self.shared_store = shared_store
 
     # ------------------------------------------------------------------ public API
 
@@ -266,6 +229,18 @@ class ModelSpace:
             The probe images: a `ProbeSet`; a folder of images, read as the CLI reads one (at the
             models' largest input side, at most 224 px: `probe_size_for`); a ``.npz`` written by
             `ProbeSet.save` (``modelspace probe``); or an (N, 3, S, S) array.
+
+        Returns
+        -------
+        ModelSpace
+            The space itself, fitted: `results_`, `failures_` and the rest are set.
+
+        Raises
+        ------
+        InputError
+            Invalid settings, an unknown source, a probe that cannot be read, or a `recompute` name that is
+            none of the models'. A model that fails to load or to run does not raise: it is recorded in
+            `failures_`.
         """
         self.embed(models, probe)
         self._assemble()
@@ -273,7 +248,25 @@ class ModelSpace:
         return self
 
     def embed(self, models: Iterable[ModelSpec | LoadedModel], probe: ProbeSet | str | Path | Any) -> "ModelSpace":
-        """Only the maps: compute whatever the store lacks (`fit` without the affinities; the same arguments)."""
+        """Only the maps: compute whatever the store lacks (`fit` without the affinities).
+
+        Parameters
+        ----------
+        models : iterable of ModelSpec or LoadedModel
+            The models, as `fit` takes them.
+        probe : ProbeSet, str, Path or array
+            The probe images, as `fit` takes them.
+
+        Returns
+        -------
+        ModelSpace
+            The space itself, its maps in the store (no results yet).
+
+        Raises
+        ------
+        InputError
+            As `fit`.
+        """
         self._validate()
         models = list(models)
         specs = [m for m in models if isinstance(m, ModelSpec)]
@@ -294,8 +287,8 @@ class ModelSpace:
         unknown = [n for n in self._recompute if n not in names]
         if unknown:  # a typo would otherwise silently reuse the stale maps it was meant to drop
             raise InputError(f"recompute: no model named {', '.join(map(repr, unknown))} among the models given")
-        self.placements_: list[dict] = []  # executor="ray": where each computed unit ran
-        if self.executor == "ray":
+        self.placements_: list[dict] = []  # with a RayExecutor: where each computed unit ran
+        if isinstance(self.executor, RayExecutor):
             self._embed_ray(models)
             return self
         self._offline = offline_needed(specs)  # once per fit: a probe of the download hosts, if any
@@ -307,11 +300,29 @@ class ModelSpace:
         return self
 
     def add(self, model: ModelSpec | LoadedModel) -> "ModelSpace":
-        """Add one model: only its maps and its row of each affinity matrix are computed."""
+        """Add one model: only its maps and its row of each affinity matrix are computed.
+
+        Parameters
+        ----------
+        model : ModelSpec or LoadedModel
+            The model, not yet in the space.
+
+        Returns
+        -------
+        ModelSpace
+            The space itself, with the model in its results (or in `failures_`).
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            A model of that name is in the space already, or its source is unknown.
+        """
         self._check_fitted(assembled=False)
         if isinstance(model, ModelSpec):
             check_sources([model])
-        if self.executor == "ray":
+        if isinstance(self.executor, RayExecutor):
             self._embed_ray([model])
         else:
             with kept_torch_state(), hub_offline_mode(offline_needed([model] if isinstance(model, ModelSpec) else [])):
@@ -321,8 +332,27 @@ class ModelSpace:
         return self
 
     def remove(self, name: str, purge: bool = False) -> "ModelSpace":
-        """Drop a model from the space (and, with purge=True, its maps from the store); ``name`` is matched
-        in its normal form, as specs keep names (`models.normalise_name`)."""
+        """Drop a model from the space (and, with purge=True, its maps from the store).
+
+        Parameters
+        ----------
+        name : str
+            The model's name, matched in its normal form, as specs keep names (`models.normalise_name`).
+        purge : bool, default False
+            Also remove its maps and records from the store.
+
+        Returns
+        -------
+        ModelSpace
+            The space itself, without the model.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            No model of that name in the space.
+        """
         self._check_fitted(assembled=False)
         name = normalise_name(name) if isinstance(name, str) else name
         if name not in self.members_:
@@ -338,7 +368,8 @@ class ModelSpace:
     def names_(self) -> dict[str, list[str]]:
         """The models in each estimator's results (method or baseline id -> names, in fit order).
 
-        A model that failed one method is missing from that method's list only."""
+        A model that failed one method is missing from that method's list only.
+        """
         self._check_fitted()
         return {estimator: list(r.names) for estimator, r in self.results_.items()}
 
@@ -346,7 +377,7 @@ class ModelSpace:
         self,
         images: ProbeSet | str | Path | Any,
         labels: Sequence[Any],
-        scores: Sequence[str | TransferabilityScore] = ("logme", "hscore", "transrate", "gbc"),
+        scores: Sequence[str | TransferabilityScore] = DEFAULT_SCORES,
         models: Iterable[LoadedModel] = (),
     ) -> dict[str, dict[str, float]]:
         """Label-based transferability scores of every model of the space on labelled target images.
@@ -358,9 +389,9 @@ class ModelSpace:
         labels : sequence
             One label per image (class labels; float targets for ``LogME(regression=True)``).
         scores : sequence of str or TransferabilityScore
-            Names or objects from `transferability` (`list_scores`): "logme", "hscore", "transrate",
-            "gbc" on each model's global-average-pooled encoder output R; "leep", "nce" on the
-            softmax of the model's whole output (its classifier head), for models that have one.
+            Names or objects from `transferability` (`list_scores`; default `DEFAULT_SCORES`): "logme",
+            "hscore", "transrate", "gbc" on each model's global-average-pooled encoder output R; "leep",
+            "nce" on the softmax of the model's whole output (its classifier head), for models that have one.
         models : iterable of LoadedModel
             Loaded models of the space to use as they are (matched by name), e.g. those passed to
             `fit` as `LoadedModel` objects: a space keeps only specs, and every other model is loaded
@@ -376,6 +407,14 @@ class ModelSpace:
             e.g. H-score on fewer images than feature dimensions); `summary` reports both. Cost per model: one forward pass to R over the images
             (with pooling) and, for LEEP / NCE, one whole forward pass; then the scores (LogME: one
             SVD of the (N, C) features).
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            No scores, repeated or unknown scores, as many labels as images not given, a model in
+            `models` that is not a `LoadedModel` of the space, or labels a score cannot take.
         """
         self._check_fitted(assembled=False)
         if isinstance(scores, (str, TransferabilityScore)) or not scores:
@@ -422,15 +461,15 @@ class ModelSpace:
                       takes: set[str]) -> dict[str, np.ndarray]:
         """A model's pooled encoder features and / or source-class probabilities on the labelled images."""
         try:
-            loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
+            loaded = model if isinstance(model, LoadedModel) else load_model(model, self.runtime.device)
         except ModelspaceError as exc:
             self._fail(name, "label scores", exc)
             return {}
-        self.runtime_.prepare(loaded.module)
+        self.runtime.prepare(loaded.module)
         inputs = {}
-        runs = {"features": lambda: encoder_activations(loaded, batch, self.batch_size, self.runtime_,
+        runs = {"features": lambda: encoder_activations(loaded, batch, self.runtime.batch_size, self.runtime,
                                                         progress=False, pool=True),
-                "probs": lambda: source_probabilities(loaded, batch, self.batch_size, self.runtime_, progress=False)}
+                "probs": lambda: source_probabilities(loaded, batch, self.runtime.batch_size, self.runtime, progress=False)}
         for kind in sorted(takes):
             try:
                 inputs[kind] = runs[kind]()
@@ -445,10 +484,29 @@ class ModelSpace:
                  models: Sequence[str] | None = None) -> Evaluation:
         """P@K and R@K of every method's ranking against a ground truth, beside random and oracle.
 
-        Models are matched to the truth's tasks by their task label (`ModelSpec.task`, else name);
-        `models` restricts the evaluation to some of them (their labels must be unique). `n_relevant`
-        true top sources count as relevant per target; None: 5, or fewer when the truth ranks fewer
-        candidate sources among these models (`evaluation.relevant_for`, the CLI's default too).
+        Models are matched to the truth's tasks by their task label (`ModelSpec.task`, else name).
+
+        Parameters
+        ----------
+        truth : GroundTruth, str or Path
+            The ground truth, or a file `GroundTruth.load` reads.
+        n_relevant : int or None, default None
+            True top sources that count as relevant per target; None: 5, or fewer when the truth ranks
+            fewer candidate sources among these models (`evaluation.relevant_for`, the CLI's default too).
+        models : sequence of str or None, default None
+            Restrict the evaluation to these models (their labels must be unique); None: all.
+
+        Returns
+        -------
+        Evaluation
+            Curves, per-target details and ρ per estimator; also kept in `evaluation_`.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            A model in `models` that is not in the space, or a truth that matches too few of the models.
         """
         self._check_fitted()
         truth = truth if isinstance(truth, GroundTruth) else GroundTruth.load(truth)
@@ -468,26 +526,39 @@ class ModelSpace:
 
     def save(self, out: str | Path, grid_images: int = 6, grid_models: int = 12, report: bool = True,
              command: str | None = None, summary_estimator: str | None = None) -> Path:
-        """Write the output folder, as `modelspace run` does (see `results`): matrices (CSV), rankings
-        (JSON), trees (Newick + PNG), heatmaps, the attribution grids, `results.json` (settings,
-        failures, any evaluation and label scores), ``label_scores.json`` after `score_with_labels`, and
-        with `report` the page ``report.html`` (`report`), all in one commit: a previous run's files there
-        that this one does not write are removed, and a stop at any moment leaves one run's results
-        (`results.save`).
+        """Write the output folder, as `modelspace run` does (see `results`).
+
+        The folder holds matrices (CSV), rankings (JSON), trees (Newick + PNG), heatmaps, the attribution
+        grids, `results.json` (settings, failures, any evaluation and label scores), ``label_scores.json``
+        after `score_with_labels`, and with `report` the page ``report.html`` (`report`), all in one
+        commit: a previous run's files there that this one does not write are removed, and a stop at any
+        moment leaves one run's results (`results.save`).
 
         Parameters
         ----------
         out : str or Path
             The output folder.
-        grid_images, grid_models : int
-            Probe images and models of each method's attribution grid.
-        report : bool
+        grid_images : int, default 6
+            Probe images of each method's attribution grid.
+        grid_models : int, default 12
+            Models of each method's attribution grid.
+        report : bool, default True
             Write ``report.html``.
         command : str, optional
             How the results were made, shown on the page (the CLI gives its command line).
         summary_estimator : str, optional
             The estimator whose sources the page's summary names; None: the best by P@5 after
             `evaluate`, else `DEFAULT_ESTIMATOR` when computed, else the first.
+
+        Returns
+        -------
+        Path
+            The output folder.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
         """
         self._check_fitted()
         grids = {r.id: self.grid(r.id, grid_images, grid_models)
@@ -519,8 +590,31 @@ class ModelSpace:
         return write_report(data, path, progress=self.progress, summary_estimator=summary_estimator)
 
     def grid(self, method: str, n_images: int = 6, n_models: int = 12) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The first probe images (n, 3, S, S) and the maps of up to `n_models` models spread along
-        the method's tree: what an attribution grid shows."""
+        """The first probe images and the maps of models spread along the method's tree: an attribution grid.
+
+        Parameters
+        ----------
+        method : str
+            A computed method's id, name or alias.
+        n_images : int, default 6
+            Probe images (at most the probe set's).
+        n_models : int, default 12
+            Models, at most, spread along the method's tree (`similarity.spread`).
+
+        Returns
+        -------
+        images : np.ndarray
+            The first probe images, (n, 3, S, S) in [0, 1].
+        maps : dict of str to np.ndarray
+            Model name -> its maps of those images, as `maps` gives them.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            No computed method of that name.
+        """
         self._check_fitted()
         n_images = min(n_images, len(self.probe_))  # the probe set may be smaller than the grid
         result = self.results_[self._method_id(method)]
@@ -529,8 +623,28 @@ class ModelSpace:
         return self.probe_.batch(0, n_images).numpy(), {n: maps[n] for n in shown}
 
     def maps(self, method: str, n_images: int | None = None) -> dict[str, np.ndarray]:
-        """Stored maps (L2-normalised, at probe size) of the first `n_images` probe images per model:
-        (n, C, S, S), C = 3 (1 after a channel mean; K·C for a method with K directions)."""
+        """Stored maps (L2-normalised, at probe size) of the first `n_images` probe images per model.
+
+        Parameters
+        ----------
+        method : str
+            A computed method's id, name or alias.
+        n_images : int or None, default None
+            Probe images (at most the probe set's); None: all.
+
+        Returns
+        -------
+        dict of str to np.ndarray
+            Model name -> (n, C, S, S) maps, C = 3 (1 after a channel mean; K·C for a method with K
+            directions), for the models in the method's results.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        InputError
+            No computed method of that name.
+        """
         self._check_fitted()
         method_id = self._method_id(method)
         n = len(self.probe_) if n_images is None else min(n_images, len(self.probe_))
@@ -541,7 +655,19 @@ class ModelSpace:
         }
 
     def summary(self) -> dict:
-        """Settings and results as a JSON-able dict (what `results.json` holds)."""
+        """Settings and results as a JSON-able dict (what `results.json` holds).
+
+        Returns
+        -------
+        dict
+            Versions, the probe set, the estimators, the models, the failures, the work done, any
+            evaluation and any label scores.
+
+        Raises
+        ------
+        ModelspaceError
+            The space is not fitted yet.
+        """
         self._check_fitted()
         return {
             "modelspace_version": __version__,
@@ -571,7 +697,7 @@ class ModelSpace:
         if spec is not None and self._failed_to_load_before(spec):
             return
         try:
-            loaded = model if isinstance(model, LoadedModel) else load_model(model, self.device)
+            loaded = model if isinstance(model, LoadedModel) else load_model(model, self.runtime.device)
         except ModelspaceError as exc:
             self._load_failed(name, spec, exc, load_repeatable(exc))
             return
@@ -580,13 +706,13 @@ class ModelSpace:
         except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit from a constructor that parses argv
             self._load_failed(name, spec, _wrapped(name, "failed while loading", exc), load_repeatable(exc))
             return
-        self.runtime_.prepare(loaded.module)
-        executor = LocalExecutor(self.batch_size, self.runtime_, self.progress)
+        self.runtime.prepare(loaded.module)
         failed: set[str] = set()
         try:
             for group, units in self._admit(loaded):
                 try:
-                    written = executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_)
+                    written = self.executor.run(loaded, group, self.store_.missing(units), self.probe_, self.store_,
+                                                self.runtime, self.progress)
                     self.work_["computed"] += len(written)
                     self.work_["reused"] += len(units) - len(written)
                 except (StorageError, ModelRemovedError, KeyboardInterrupt):
@@ -600,21 +726,16 @@ class ModelSpace:
 
     def _embed_ray(self, models: list) -> None:
         """Every model on a Ray cluster, one actor each; this process commits what they compute."""
-        from .maps.execution.ray import RayExecutor  # here only: nothing else in modelspace imports Ray
-
         names = [self._check_new(m) for m in models]
         if len(set(names)) != len(names):
             raise InputError(f"models: names repeated: {sorted({n for n in names if names.count(n) > 1})}")
         models = [m for m in models if not (isinstance(m, ModelSpec) and self._failed_to_load_before(m))]
         names = [m.spec.name if isinstance(m, LoadedModel) else m.name for m in models]
         self._ray_specs = {m.name: m for m in models if isinstance(m, ModelSpec)}
-        executor = RayExecutor(self.ray_address, self.gpus_per_model, self.cpus_per_model, self.batch_size,
-                               self.runtime_, self.progress, self.shared_store)
         before = list(self.members_)
         job = _RayJob(admit=self._admit, failed=self._ray_failed, settle=self._settle, counted=self._counted,
                       stored=self._stored_baselines, prepared=self._prepared_baselines)
-        executor.run(models, self.probe_, self.store_, job)
-        self.placements_ += executor.placements
+        self.placements_ += self.executor.run(models, self.probe_, self.store_, job, self.runtime, self.progress)
         # Models finish in any order on a cluster; the space keeps the order they were given in.
         self.members_ = {n: self.members_[n] for n in before + names if n in self.members_}
 
@@ -636,8 +757,10 @@ class ModelSpace:
         self.work_["reused"] += reused
 
     def _check_new(self, model: ModelSpec | LoadedModel) -> str:
-        """The name of a model about to join the space (InputError for a non-model or a name already in it);
-        its failures of an earlier `add` are forgotten."""
+        """The name of a model about to join the space; its failures of an earlier `add` are forgotten.
+
+        InputError for a non-model or a name already in the space.
+        """
         name = model.spec.name if isinstance(model, LoadedModel) else getattr(model, "name", None)
         if not isinstance(model, (ModelSpec, LoadedModel)):
             raise InputError(f"models must be ModelSpec or LoadedModel objects, got {type(model).__name__}")
@@ -647,8 +770,10 @@ class ModelSpace:
         return name
 
     def _failed_to_load_before(self, spec: ModelSpec) -> bool:
-        """Whether the store records that this zoo entry's model failed to load: reported again as
-        skipped, unless `retry_failed` is set, which forgets the record instead."""
+        """Whether the store records that this zoo entry's model failed to load.
+
+        It is reported again as skipped, unless `retry_failed` is set, which forgets the record instead.
+        """
         key = spec_key(spec)
         reason = self.store_.load_failure(key)
         if reason is None:
@@ -660,14 +785,19 @@ class ModelSpace:
         return True
 
     def _removed(self, name: str, error: ModelRemovedError) -> None:
-        """A model removed from the store by another process while it was computed: a failure of the whole
-        model (its maps are not all there), never remembered in the store, said once."""
+        """A model removed from the store by another process while it was computed.
+
+        A failure of the whole model (its maps are not all there), never remembered in the store, said once.
+        """
         self.members_.pop(name, None)
         self._fail(name, None, error, stage="computing")
 
     def _load_failed(self, name: str, spec: ModelSpec | None, error: Exception, remember: bool) -> None:
-        """Record a model that failed to load; in the store too, under its zoo entry, when ``remember``
-        (loading it again would fail alike, `load_repeatable`)."""
+        """Record a model that failed to load.
+
+        In the store too, under its zoo entry, when ``remember`` (loading it again would fail alike,
+        `load_repeatable`).
+        """
         if spec is not None and remember:
             self.store_.put_load_failure(spec_key(spec), name, str(error))
         self._fail(name, None, error)
@@ -675,23 +805,24 @@ class ModelSpace:
     def _admit(self, loaded: LoadedModel) -> list[tuple[list[AttributionMethod], list]]:
         """Register a loaded model and plan its work: ``[(methods sharing a backward pass, their units)]``.
 
-        ``loaded`` needs no module (a Ray worker's record of the model it loaded has none)."""
+        ``loaded`` needs no module (a Ray worker's record of the model it loaded has none).
+        """
         name = loaded.name
         self.store_.register_model(loaded.key, name, {**loaded.spec.to_dict(), "preprocessing": loaded.preprocessing})
         keys = self._keys(loaded)
         if name in self._recompute:  # its code changed under the same key: drop what the old code computed
             for key in [*keys.values(), *self._baseline_keys(loaded).values()]:
                 self.store_.remove_entry(key)
-        return [(group, [u for m in group for u in self.store_.plan(keys[m.id], name, len(self.probe_), self.shard_size)])
+        return [(group, [u for m in group for u in self.store_.plan(keys[m.id], name, len(self.probe_), self.executor.shard_size)])
                 for group in backward_groups(self._not_failed_before(name, keys))]
 
     def _keys(self, loaded: LoadedModel) -> dict[str, EntryKey]:
-        return {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.store_id, self.runtime_.precision),
+        return {m.id: EntryKey(loaded.key, self.probe_.hash, method_key(m.store_id, self.runtime.precision),
                                self.probe_.size) for m in self.methods_}
 
     def _baseline_keys(self, loaded: LoadedModel) -> dict[str, EntryKey]:
         """The store keys of a model's prepared baseline forms, by baseline id (fusions prepare nothing)."""
-        return {b.id: EntryKey(loaded.key, self.probe_.hash, method_key(f"prepared:{b.store_id}", self.runtime_.precision),
+        return {b.id: EntryKey(loaded.key, self.probe_.hash, method_key(f"prepared:{b.store_id}", self.runtime.precision),
                                self.probe_.size) for b in self.baselines_ if not b.combines_estimators}
 
     def _group_failed(self, loaded: LoadedModel, group: Sequence[AttributionMethod], error: Exception,
@@ -719,8 +850,11 @@ class ModelSpace:
         self.members_[loaded.name] = _Member(loaded.spec, loaded.key, entries, prepared, loaded.preprocessing)
 
     def _not_failed_before(self, name: str, keys: dict[str, EntryKey]) -> list[AttributionMethod]:
-        """The methods to run for a model: those the store records as failed are skipped (and
-        reported again) unless `retry_failed` is set, which forgets the record instead."""
+        """The methods to run for a model.
+
+        Those the store records as failed are skipped (and reported again) unless `retry_failed` is set,
+        which forgets the record instead.
+        """
         todo = []
         for method in self.methods_:
             reason = self.store_.failure(keys[method.id])
@@ -733,17 +867,21 @@ class ModelSpace:
         return todo
 
     def _prepare_baselines(self, loaded: LoadedModel) -> dict[str, Prepared]:
-        """Encoder activations on the probe set, in each baseline's compact prepared form: from the store,
-        else computed (one forward pass for all the baselines that lack theirs) and stored."""
+        """Encoder activations on the probe set, in each baseline's compact prepared form.
+
+        From the store, else computed (one forward pass for all the baselines that lack theirs) and stored.
+        """
         found, todo = self._stored_baselines(loaded)
         if todo:
             found.update(self._prepared_baselines(
-                loaded, *prepare_baselines(loaded, todo, self.probe_, self.batch_size, self.runtime_)))
+                loaded, *prepare_baselines(loaded, todo, self.probe_, self.runtime)))
         return found
 
     def _stored_baselines(self, loaded: LoadedModel) -> tuple[dict[str, Prepared], list[Similarity]]:
-        """A model's prepared baseline forms found in the store, and the baselines still to prepare (those
-        recorded as failed before are reported and skipped, unless `retry_failed`)."""
+        """A model's prepared baseline forms found in the store, and the baselines still to prepare.
+
+        Those recorded as failed before are reported and skipped, unless `retry_failed`.
+        """
         keys = self._baseline_keys(loaded)
         found, todo = {}, []
         for baseline in (b for b in self.baselines_ if b.id in keys):
@@ -769,8 +907,11 @@ class ModelSpace:
 
     def _prepared_baselines(self, loaded: LoadedModel, prepared: dict[str, Prepared],
                             errors: list[tuple[str, Exception]]) -> dict[str, Prepared]:
-        """Record what `prepare_baselines` gave for a model (here or on a Ray worker): its forms are stored,
-        its errors recorded (a baseline's refusal of the activations in the store too: it would recur)."""
+        """Record what `prepare_baselines` gave for a model (here or on a Ray worker).
+
+        Its forms are stored, its errors recorded (a baseline's refusal of the activations in the store
+        too: it would recur).
+        """
         keys = self._baseline_keys(loaded)
         self.work_["activations_computed"] += 1
         for what, exc in errors:
@@ -871,10 +1012,13 @@ class ModelSpace:
                                    for a, c, values in pairs for b, v in enumerate(values))
 
     def _method_halves(self, method: AttributionMethod, names: list[str], masks: np.ndarray) -> np.ndarray:
-        """(B, N, N): a method's affinity on each half: from the store's pair cache when every pair of
-        every half is there (a rerun reads no map), else streamed in one pass over the maps and cached
-        (the affinity's own pass caches them, a whole matrix or a new model's row, so this pass only
-        runs for pairs cached before halves were). Sketched methods read sketches."""
+        """(B, N, N): a method's affinity on each half.
+
+        From the store's pair cache when every pair of every half is there (a rerun reads no map), else
+        streamed in one pass over the maps and cached (the affinity's own pass caches them, a whole
+        matrix or a new model's row, so this pass only runs for pairs cached before halves were).
+        Sketched methods read sketches.
+        """
         keys = [self.members_[n].entries[method.id] for n in names]
         n = len(keys)
         if self.sketch is None or method.directions > 1:
@@ -962,8 +1106,10 @@ class ModelSpace:
 
     def _fail(self, name: str, method: str | None, exc: Exception | str, remember: EntryKey | None = None,
               stage: str = "loading") -> None:
-        """Record a failure (and, with `remember`, keep it in the store for later fits), or raise it; a failure
-        of no one method (``method`` None) happened while ``stage``."""
+        """Record a failure (and, with `remember`, keep it in the store for later fits), or raise it.
+
+        A failure of no one method (``method`` None) happened while ``stage``.
+        """
         if remember is not None:
             self.store_.put_failure(remember, str(exc))
         if self.on_error == "raise":
@@ -974,20 +1120,17 @@ class ModelSpace:
         _log.warning("%s [%s]", text, method or stage)
 
     def _validate(self) -> None:
-        check_int(self.batch_size, "batch_size")
-        check_int(self.shard_size, "shard_size")
-        self.runtime_ = Runtime(self.device, self.precision, bool(self.channels_last), self.workers,
-                                pass_memory=self.pass_memory)
+        if not isinstance(self.runtime, Runtime):
+            raise InputError(f"runtime: expected a Runtime, got {self.runtime!r}")
+        if not isinstance(self.executor, tuple(EXECUTORS.values())):
+            raise InputError(f"executor: expected {' or '.join(c.__name__ for c in EXECUTORS.values())}, "
+                             f"got {self.executor!r}")
         check_int(self.sketch, "sketch", optional=True)
-        if self.executor not in ("local", "ray"):
-            raise InputError(f"executor: expected 'local' or 'ray', got {self.executor!r}")
-        if self.executor == "ray":
-            from .maps.execution.ray import check_resources, import_ray
+        if isinstance(self.executor, RayExecutor):
+            from .maps.execution.ray import import_ray
 
             import_ray()  # a clear error naming the extra before any work
-            check_resources(self.gpus_per_model, self.cpus_per_model, self.runtime_)
-            if self.ray_address is not None and not isinstance(self.ray_address, str):
-                raise InputError(f"ray_address: expected None, 'auto' or 'ray://HOST:PORT', got {self.ray_address!r}")
+            self.executor.check_runtime(self.runtime)
         if self.on_error not in ("record", "raise"):
             raise InputError(f"on_error must be 'record' or 'raise', got {self.on_error!r}")
         if isinstance(self.recompute, str) or not all(isinstance(n, str) for n in self.recompute):
@@ -1020,9 +1163,12 @@ class ModelSpace:
         return methods, baselines
 
     def _defined(self, baselines: list[Similarity]) -> tuple[list[Similarity], dict[str, str]]:
-        """The baselines the probe set defines, and why each other one is not computed: undefined on these
-        images whatever the models (`Similarity.undefined_on`), or a fusion of such a baseline. Each is
-        said once on stderr; no model runs for it, and none is recorded as failing it."""
+        """The baselines the probe set defines, and why each other one is not computed.
+
+        Not computed: undefined on these images whatever the models (`Similarity.undefined_on`), or a
+        fusion of such a baseline. Each is said once on stderr; no model runs for it, and none is
+        recorded as failing it.
+        """
         copies = self.probe_.copies
         why = {b.id: b.undefined_on(copies) for b in baselines if not b.combines_estimators}
         for fusion in (b for b in baselines if b.combines_estimators):
@@ -1064,8 +1210,10 @@ class ModelSpace:
             raise ModelspaceError("this ModelSpace is not fitted yet: call fit(models, probe) first")
 
     def _method_id(self, method: str) -> str:
-        """The id of the computed estimator ``method`` names: an id, a name or an alias ("lrp",
-        "lrp_epsilon", "lrp_epsilon(epsilon=1e-06)", "cka"); the first computed one of that name."""
+        """The id of the computed estimator ``method`` names; the first computed one of that name.
+
+        ``method`` is an id, a name or an alias ("lrp", "lrp_epsilon", "lrp_epsilon(epsilon=1e-06)", "cka").
+        """
         if dict.__contains__(self.results_, method):
             return method
         matches = []
@@ -1082,7 +1230,23 @@ class ModelSpace:
 
 
 def get_estimator_id(name: str) -> str:
-    """The canonical id of an estimator named by name, alias or id: a method's, else a baseline's."""
+    """The canonical id of an estimator named by name, alias or id: a method's, else a baseline's.
+
+    Parameters
+    ----------
+    name : str
+        A method's or baseline's name, alias or id.
+
+    Returns
+    -------
+    str
+        Its canonical id.
+
+    Raises
+    ------
+    InputError
+        Neither a method nor a baseline of that name.
+    """
     try:
         return get_method(name).id
     except InputError:
@@ -1101,8 +1265,7 @@ def _label_counts(labels: Sequence[Any]) -> dict:
 
 def default_estimators(methods: Sequence[str | AttributionMethod], estimator: str = DEFAULT_ESTIMATOR,
                        n_images: int | None = None, add_methods: bool = True) -> tuple[list[str], list[str]]:
-    """What a run computes beside `methods` so that `estimator` is among its results:
-    ``(methods to add, baselines to add)``.
+    """What a run computes beside `methods` so that `estimator` is among its results.
 
     An attribution method is added to the methods unless it is there (and only with `add_methods`:
     a user who named the methods chose what to pay for); a baseline is added when `methods` and
@@ -1110,6 +1273,29 @@ def default_estimators(methods: Sequence[str | AttributionMethod], estimator: st
     default the user did not ask for is left out rather than failing the run: DEPARA without the
     maps of its node method, DDS on fewer probe images than its debiased estimate needs, a fusion
     with a member left out.
+
+    Parameters
+    ----------
+    methods : sequence of str or AttributionMethod
+        The attribution methods the run computes.
+    estimator : str, default DEFAULT_ESTIMATOR
+        The estimator to have among the results: a method, a baseline or a fusion.
+    n_images : int or None, default None
+        The probe set's size, when known.
+    add_methods : bool, default True
+        Add an attribution method the estimator needs (False: the user chose the methods).
+
+    Returns
+    -------
+    methods : list of str
+        Methods to add.
+    baselines : list of str
+        Baselines to add (a fusion after its members).
+
+    Raises
+    ------
+    InputError
+        A method in `methods` that is not registered.
     """
     have = {get_method(m).id for m in methods}
     try:

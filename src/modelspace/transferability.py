@@ -40,11 +40,15 @@ import numpy as np
 from .errors import AttributionError, InputError
 from .registry import Declared, Registry
 
-__all__ = ["GBC", "HScore", "LEEP", "LogME", "NCE", "SCORES", "TransRate", "TransferabilityScore",
+__all__ = ["DEFAULT_SCORES", "GBC", "HScore", "LEEP", "LogME", "NCE", "SCORES", "TransRate", "TransferabilityScore",
            "cannot_rank", "get_score", "list_scores", "logme_evidence", "register_score"]
 
 SCORES = Registry("transferability score")
 register_score = SCORES.register
+
+DEFAULT_SCORES: tuple[str, ...] = ("logme", "hscore", "transrate", "gbc")
+"""The label-based scores computed unless others are asked for (`ModelSpace.score_with_labels`, the CLI's
+``--label-scores``): those on features, which every model has; LEEP and NCE need a classifier head."""
 
 
 class TransferabilityScore(Declared):

@@ -23,8 +23,8 @@ timm = pytest.importorskip("timm", reason="the vision suite runs in .ci/run's se
 torchvision = pytest.importorskip("torchvision", reason="the vision suite runs in .ci/run's second environment")
 transformers = pytest.importorskip("transformers")
 
-from conftest import subprocess_env  # noqa: E402
-from docs_examples import blocks, run_section, sections  # noqa: E402
+from support.runs import subprocess_env  # noqa: E402
+from support.docs_examples import blocks, run_section, sections  # noqa: E402
 from modelspace.models import load_zoo  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,11 +36,11 @@ NOT_RUN = {
     "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e \".[test]\" && .venv/bin/python -m pytest":
         ".ci/run is this command",
     "PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= pip install torch==2.13.0 torchvision==0.28.0":
-        ".ci/run builds the vision environment with its pins (test_second_hour.py, item 10)",
-    ".venv/bin/modelspace study": "37 minutes; tests/test_study.py runs the study on a small world",
+        ".ci/run builds the vision environment with its pins (tests/cli/test_user_workflow.py)",
+    ".venv/bin/modelspace study": "37 minutes; tests/world/test_study.py runs the study on a small world",
     "--executor ray --ray-address auto --device cuda":
-        "needs a Ray cluster with GPUs; tests/test_ray.py runs a two-node cluster on this machine, CPU only",
-    "python -m modelspace.world.build": "hours of training; tests/test_world_build.py builds a small world",
+        "needs a Ray cluster with GPUs; tests/maps/execution/test_ray.py runs a two-node cluster on this machine, CPU only",
+    "python -m modelspace.world.build": "hours of training; tests/world/test_build.py builds a small world",
 }
 
 # Hub ids a zoo of the README names: the config of the random-weight copy put in the HF cache.

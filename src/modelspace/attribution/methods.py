@@ -309,8 +309,9 @@ class GradientXInputSubspace(AttributionMethod):
         x₀ of gradient × (x − x₀) (`input_baseline`): "zero" (x itself), "mean" or "blur".
 
     Cost: one forward and K backward passes per image, at most K forward+backward passes (measured
-    on two world models: 4.7× gradient×input at K = 8). The K backward passes run one after the
-    other: batching them (``is_grads_batched``) was slower on a CPU (6–11×).
+    against gradient×input by `modelspace study`: docs/study/table.md). The K backward passes run one
+    after the other: batching them (``is_grads_batched``) was slower on a CPU (README, "The method, as
+    implemented").
     """
 
     name = "gradient_x_input_subspace"

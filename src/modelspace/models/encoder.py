@@ -46,8 +46,21 @@ class _StopForward(BaseException):
 
 
 def find_module(module: nn.Module, name: str) -> nn.Module | None:
-    """The submodule at dotted path ``name``, or None. Walks named_children, which, unlike
-    ``get_submodule``, also works on TorchScript modules.
+    """The submodule at dotted path ``name``, or None.
+
+    Walks ``named_children``, which, unlike ``get_submodule``, also works on TorchScript modules.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model (a Python or TorchScript module).
+    name : str
+        A dotted path such as ``"layer4"`` or ``"encoder.stages.1"``; ``""`` is ``module`` itself.
+
+    Returns
+    -------
+    nn.Module or None
+        The submodule, or None when a part of the path names no child.
     """
     for part in name.split(".") if name else []:
         module = dict(module.named_children()).get(part)
@@ -59,7 +72,25 @@ def find_module(module: nn.Module, name: str) -> nn.Module | None:
 def resolve_module(module: nn.Module, name: str, model_name: str = "model") -> nn.Module:
     """The submodule at dotted path ``name`` (e.g. ``"layer4"``, ``"encoder.stages.1"``).
 
-    Raises ZooError naming the model and the missing name, with the closest existing names.
+    Parameters
+    ----------
+    module : nn.Module
+        The model.
+    name : str
+        The dotted path, as a zoo file's ``encoder`` field gives it.
+    model_name : str, default "model"
+        The model's name, for the error message.
+
+    Returns
+    -------
+    nn.Module
+        The submodule.
+
+    Raises
+    ------
+    ZooError
+        No module has that name; the message names the model, the missing name, the closest existing
+        names and the top-level modules.
     """
     found = find_module(module, name)
     if found is not None:
@@ -72,7 +103,18 @@ def resolve_module(module: nn.Module, name: str, model_name: str = "model") -> n
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:
-    """The first tensor in a module output: a tensor, a tuple/list, a dict or an HF ModelOutput."""
+    """The first tensor in a module output, searched depth first.
+
+    Parameters
+    ----------
+    output : Any
+        A tensor, a tuple or list, a dict or an HF ModelOutput, nested in any way.
+
+    Returns
+    -------
+    torch.Tensor or None
+        The first tensor found, or None when there is none.
+    """
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, Mapping):  # HF ModelOutput is an OrderedDict of its non-None fields
@@ -127,21 +169,56 @@ def _check_script_prefix(module: torch.jit.ScriptModule, name: str, model_name: 
 
 @dataclass(frozen=True)
 class TokenGrid:
-    """R is ViT-style tokens (B, prefix + h·w, D): drop the ``prefix`` tokens (class, distillation,
-    registers) and reshape the patch tokens, row-major as patch embeddings flatten them, to (B, D, h, w).
+    """R is ViT-style tokens (B, prefix + h·w, D), laid out as a map (B, D, h, w).
 
-    ``stride`` is the input pixels per token (height, width): the grid is (H // stride_h, W // stride_w)
-    of the model input. A (B, h·w, D) R (a module before the prefix tokens are added) is reshaped
-    alike; any other token count is an error, R of another rank is kept as it is.
+    The ``prefix`` tokens (class, distillation, registers) are dropped and the patch tokens reshaped,
+    row-major as patch embeddings flatten them. A (B, h·w, D) R (a module before the prefix tokens
+    are added) is reshaped alike; any other token count is an error, R of another rank is kept as it is.
+
+    Parameters
+    ----------
+    prefix : int
+        The number of tokens before the patch tokens.
+    stride : tuple of (int, int)
+        Input pixels per token (height, width): the grid is (H // stride_h, W // stride_w) of the
+        model input.
     """
 
     prefix: int
     stride: tuple[int, int]
 
     def to_dict(self) -> dict:
+        """The layout as plain data, as a model's preprocessing record stores it.
+
+        Returns
+        -------
+        dict
+            ``{"token_grid": {"prefix": int, "stride": [int, int]}}``.
+        """
         return {"token_grid": {"prefix": self.prefix, "stride": list(self.stride)}}
 
     def apply(self, r: torch.Tensor, x: torch.Tensor, where: str) -> torch.Tensor:
+        """Lay R out as a map.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            The captured encoder output.
+        x : torch.Tensor
+            The model input (B, C, H, W) that gave ``r``; its H and W fix the grid.
+        where : str
+            Names the model and encoder in the error message.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, D, h, w) for tokens; ``r`` itself when it is not of rank 3.
+
+        Raises
+        ------
+        ModelLoadError
+            The token count is neither ``prefix + h·w`` nor ``h·w``.
+        """
         if r.ndim != 3:
             return r
         h, w = x.shape[-2] // self.stride[0], x.shape[-1] // self.stride[1]
@@ -154,14 +231,38 @@ class TokenGrid:
 
 @dataclass(frozen=True)
 class ChannelsLast:
-    """R is a channels-last map (B, H, W, C), as every stage of timm's and torchvision's Swin gives it:
-    permuted to (B, C, H, W). R of another rank is kept as it is.
+    """R is a channels-last map (B, H, W, C), permuted to (B, C, H, W).
+
+    Every stage of timm's and torchvision's Swin gives R so. R of another rank is kept as it is.
     """
 
     def to_dict(self) -> dict:
+        """The layout as plain data, as a model's preprocessing record stores it.
+
+        Returns
+        -------
+        dict
+            ``{"channels_last": True}``.
+        """
         return {"channels_last": True}
 
     def apply(self, r: torch.Tensor, x: torch.Tensor, where: str) -> torch.Tensor:
+        """Lay R out as a map.
+
+        Parameters
+        ----------
+        r : torch.Tensor
+            The captured encoder output.
+        x : torch.Tensor
+            The model input (unused; the same signature as `TokenGrid.apply`).
+        where : str
+            Names the model and encoder (unused: this layout raises nothing).
+
+        Returns
+        -------
+        torch.Tensor
+            ``r`` permuted to (B, C, H, W) when it is of rank 4, else ``r`` itself.
+        """
         return r.permute(0, 3, 1, 2) if r.ndim == 4 else r
 
 
@@ -175,6 +276,13 @@ class Encoder:
 
     What `LoadedModel.encoder_ref` gives: pass it wherever a function takes an ``encoder`` name
     (`attribution.attribute`, `EncoderTap`) so that R is the same map everywhere.
+
+    Parameters
+    ----------
+    name : str or None
+        The encoder module's dotted path; None takes the whole model output as R.
+    layout : TokenGrid or ChannelsLast, optional
+        How R is laid out; None when it already is a map (or is taken as the module gives it).
     """
 
     name: str | None
@@ -188,6 +296,28 @@ class EncoderTap:
     so decoders/heads cost nothing. ``name=None`` takes the whole model output as R; an `Encoder` gives
     the name and R's layout, applied to R here (see the module docstring). When the named module runs
     several times in one forward, R is its first output. See the module docstring for TorchScript.
+
+    Called on a model input ``x`` (already transformed), a tap returns R: the first tensor of the
+    captured output, laid out as a map when the encoder declares a layout. It raises `ModelLoadError`
+    when that output holds no tensor, when the forward pass never runs the named module, or when the
+    layout does not fit R.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model (a Python or TorchScript module).
+    name : str or Encoder or None
+        The encoder module's dotted path, an `Encoder` (path and layout), or None for the whole output.
+    model_name : str, default "model"
+        The model's name, for error messages.
+    stop : bool, default True
+        End the forward pass right after R; False runs the whole model (its output is discarded).
+
+    Raises
+    ------
+    ZooError
+        No module has that name; for a TorchScript model, the named submodule is not called on its
+        parent's input; or the named module of a Python model is a TorchScript submodule.
     """
 
     def __init__(self, module: nn.Module, name: str | Encoder | None, model_name: str = "model",
@@ -213,8 +343,9 @@ class EncoderTap:
         return tensor
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """R for the (already transformed) model input ``x``: the first tensor of the captured output,
-        laid out as a map when the encoder declares a layout.
+        """R for the (already transformed) model input ``x``.
+
+        It is the first tensor of the captured output, laid out as a map when the encoder declares a layout.
         """
         if self.target is None:
             r = self._as_tensor(self.module(x), "the model")

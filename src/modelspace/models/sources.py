@@ -95,6 +95,24 @@ class LoadedModel:
 
     ``spec`` is the resolved spec (every preprocessing field set), ``preprocessing`` the record of what
     T_i uses and where each field came from (`resolve_preprocessing`), ``layout`` how R is laid out.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The resolved spec: every preprocessing field set.
+    module : nn.Module
+        The model, in eval mode on its device, its parameters not requiring grad.
+    encoder : str or None
+        The dotted name of R's module (the spec's, else the loader's default); None: the whole output.
+    transform : InputTransform
+        T_i: how a probe image becomes this model's input.
+    key : str
+        The model's identity key (`model_key`), its key in the store.
+    layout : TokenGrid or ChannelsLast, optional
+        How R is laid out when it is not a (B, C, H, W) map.
+    preprocessing : dict, optional
+        The `resolve_preprocessing` record (values used and where each came from; ``convention`` too
+        when the model has one).
     """
 
     spec: ModelSpec
@@ -107,6 +125,7 @@ class LoadedModel:
 
     @property
     def name(self) -> str:
+        """The model's name (the spec's)."""
         return self.spec.name
 
     @property
@@ -115,7 +134,18 @@ class LoadedModel:
         return Encoder(self.encoder, self.layout)
 
     def tap(self, stop: bool = True) -> EncoderTap:
-        """An EncoderTap that returns this model's encoder output R (laid out as a map)."""
+        """An EncoderTap that returns this model's encoder output R (laid out as a map).
+
+        Parameters
+        ----------
+        stop : bool, default True
+            End the forward pass right after R.
+
+        Returns
+        -------
+        EncoderTap
+            Called on a transformed input batch, it returns R.
+        """
         return EncoderTap(self.module, self.encoder_ref, self.name, stop=stop)
 
 
@@ -126,7 +156,20 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 
 def state_dict_hash(module: nn.Module) -> str:
-    """sha256 over the sorted (name, dtype, shape, bytes) of the module's state dict."""
+    """sha256 over the sorted (name, dtype, shape, bytes) of the module's state dict.
+
+    Extra state that is not a tensor is hashed by its type name and repr.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model; its tensors may be on any device and of any dtype.
+
+    Returns
+    -------
+    str
+        The hex digest.
+    """
     h = hashlib.sha256()
     for name, value in sorted(module.state_dict().items()):
         h.update(name.encode())
@@ -147,6 +190,22 @@ def model_key(spec: ModelSpec, module: nn.Module, layout: Layout | None = None, 
     resized bilinearly, the built-in world's zoo) keeps the key it had before they existed, so stores
     written then are reused. ``weights``, where the file lies, is left out: the state-dict hash says
     what the weights are.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The resolved spec (`resolve_preprocessing`).
+    module : nn.Module
+        The loaded model (`state_dict_hash`).
+    layout : TokenGrid or ChannelsLast, optional
+        R's layout, when the loader declares one.
+    convention : str, optional
+        The model's input convention, when it has one.
+
+    Returns
+    -------
+    str
+        The hex sha256, the model's key in the store.
     """
     identity = spec.to_dict()
     identity.pop("weights", None)
@@ -163,15 +222,37 @@ def model_key(spec: ModelSpec, module: nn.Module, layout: Layout | None = None, 
 def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedModel:
     """Build the model a spec describes, in eval mode on ``device``, with parameters not requiring grad.
 
-    Raises ZooError for an unknown source prefix or a bad encoder name, and ModelLoadError (naming the
-    model and the source, with the cause chained) when the loader fails.
-
     The loader runs with torch's CPU generator seeded (`LOAD_SEED`, in a forked RNG: the caller's stream
     is untouched), so weights it leaves to random initialisation come out the same on every load: those
     a Hugging Face checkpoint lacks (e.g. a ViT pooler, newly initialised by transformers), a
     ``pretrained = false`` timm or torchvision model, a ``python:`` constructor that does not seed. The
     key hashes the weights, so without this such a model got a new key, and was computed again under a
     second entry of its name, on every run.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The zoo entry.
+    device : str or torch.device, default "cpu"
+        Where the module is moved (its key is hashed on the CPU before: the device is not identity).
+
+    Returns
+    -------
+    LoadedModel
+        The module, its encoder, T_i, the resolved spec with its preprocessing record, and its key.
+
+    Raises
+    ------
+    ZooError
+        An unknown source prefix, or an encoder name the model lacks.
+    MissingWeightsError
+        Pretrained weights that are not on this machine (a `ModelLoadError`), naming the model and
+        the source.
+    ModelLoadError
+        Any other failure of the loader (the cause chained), a loader that gives no ``nn.Module`` or
+        no `OwnConfig`, or a model configuration whose preprocessing is not usable.
+    InputError
+        Raised by the loader itself, passed on as it is.
     """
     prefix, ref = split_source(spec.source)
     if prefix not in SOURCES:
@@ -214,9 +295,20 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu") -> LoadedMod
 
 
 def own_config(spec: ModelSpec) -> OwnConfig:
-    """What a model's own configuration says, read without its weights: timm and torchvision models
-    are built on the meta device, a Hugging Face model's files are read. Empty for other sources, and
-    when it cannot be read (`load_model` then reports the problem).
+    """What a model's own configuration says, read without its weights.
+
+    timm and torchvision models are built on the meta device, a Hugging Face model's files are read.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The zoo entry.
+
+    Returns
+    -------
+    OwnConfig
+        The stated preprocessing and R's layout; empty for other sources, and when the configuration
+        cannot be read (`load_model` then reports the problem).
     """
     reader = _CONFIG_READERS.get(spec.prefix)
     if reader is None:
@@ -234,6 +326,18 @@ def probe_size_for(specs: Sequence[ModelSpec], cap: int = PROBE_SIZE_CAP) -> int
     from the largest side on, no model sees them upsampled (blurred); the cap bounds the store, which
     keeps every map at probe size (a 224-px map is 3·224²·2 bytes = 294 KiB per image and method).
     A spec without ``input_size`` counts with its own configuration's (`own_config`), else 224.
+
+    Parameters
+    ----------
+    specs : sequence of ModelSpec
+        The zoo's entries.
+    cap : int, default PROBE_SIZE_CAP
+        The largest size returned, in pixels.
+
+    Returns
+    -------
+    int
+        The probe images' side in pixels; ``cap`` for an empty zoo.
     """
     largest = 0
     for spec in sorted(specs, key=lambda s: s.input_size is None):  # the zoo's own sizes first: cheaper
@@ -252,6 +356,11 @@ def check_sources(specs: Iterable[ModelSpec]) -> None:
     and has the callable, a ``checkpoint:`` / ``torchscript:`` file that exists, an ``hf:`` folder or a
     hub id in the local cache. The message has a line per bad entry (its zoo file, name and number)
     with the closest valid names. A source whose library does not import is left to its loader.
+
+    Parameters
+    ----------
+    specs : iterable of ModelSpec
+        The zoo's entries.
 
     Raises
     ------
@@ -275,9 +384,20 @@ def check_sources(specs: Iterable[ModelSpec]) -> None:
 
 
 def spec_key(spec: ModelSpec) -> str:
-    """Identity of a zoo entry as written, before its model loads: sha256 of its canonical JSON and of
-    the zoo file's folder (where its ``python:`` code is imported from). A load failure is remembered
-    under it, so that editing the entry tries the model again.
+    """Identity of a zoo entry as written, before its model loads.
+
+    A load failure is remembered under it, so that editing the entry tries the model again.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The zoo entry, unresolved.
+
+    Returns
+    -------
+    str
+        The hex sha256 of its canonical JSON and of the zoo file's folder (where its ``python:`` code
+        is imported from).
     """
     return hashlib.sha256((spec.to_json() + "\n" + (spec.zoo_dir or "")).encode()).hexdigest()
 
@@ -295,6 +415,16 @@ def load_repeatable(exc: BaseException) -> bool:
     for this exception or any it was raised from: a lack of memory, an OSError (disk, file system,
     network), an HTTP client's or the hub's error, a library that does not import, and pretrained
     weights that are not on this machine (`MissingWeightsError`): fetching them needs no edit.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The load failure; its causes and contexts are followed.
+
+    Returns
+    -------
+    bool
+        True when the failure is permanent.
     """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
@@ -315,8 +445,13 @@ _TRUE = ("1", "on", "yes", "true")
 
 
 def hub_offline() -> bool:
-    """Whether the Hugging Face hub is offline: ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set, or
-    huggingface_hub's own flag (`hub_offline_mode`).
+    """Whether the Hugging Face hub is offline.
+
+    Returns
+    -------
+    bool
+        True when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set to a true value, or
+        huggingface_hub's own flag is (`hub_offline_mode`).
     """
     return _env_offline() or bool(getattr(sys.modules.get("huggingface_hub.constants"), "HF_HUB_OFFLINE", False))
 
@@ -326,7 +461,18 @@ def _env_offline() -> bool:
 
 
 def reachable(url: str) -> bool:
-    """Whether the host of ``url`` accepts a TCP connection within `PROBE_TIMEOUT_S`."""
+    """Whether the host of ``url`` accepts a TCP connection within `PROBE_TIMEOUT_S`.
+
+    Parameters
+    ----------
+    url : str
+        An http or https URL; its port, else 443 or 80, is probed.
+
+    Returns
+    -------
+    bool
+        False when the host cannot be resolved, refuses, or does not answer in time.
+    """
     parts = urlsplit(url)
     return _reachable(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
 
@@ -340,12 +486,24 @@ def _reachable(host: str, port: int) -> bool:
 
 
 def offline_needed(specs: Iterable[ModelSpec]) -> bool:
-    """Whether these models must load with the hub offline: it is offline already, or some model needs
-    weights that are not cached (its source's ``downloads``) from a host that cannot be reached.
+    """Whether these models must load with the hub offline.
+
+    They must when it is offline already, or when some model needs weights that are not cached (its
+    source's ``downloads``) from a host that cannot be reached.
 
     Each such host is probed once, a TCP connection waiting at most `PROBE_TIMEOUT_S`; nothing is
     probed when every model's weights are local. Unreachable, a warning says so: offline, cached
     weights load without the hub client's retries, and a missing download fails at once.
+
+    Parameters
+    ----------
+    specs : iterable of ModelSpec
+        The zoo's entries.
+
+    Returns
+    -------
+    bool
+        True when the run should load within `hub_offline_mode`.
     """
     if hub_offline():
         return True
@@ -375,6 +533,16 @@ def hub_offline_mode(on: bool = True):
 
     Sets ``HF_HUB_OFFLINE`` (read by huggingface_hub when it is imported) and, when huggingface_hub is
     imported already, its flag; timm downloads through it, so a missing weights file fails at once.
+
+    Parameters
+    ----------
+    on : bool, default True
+        False leaves the hub as it is (the block runs unchanged).
+
+    Yields
+    ------
+    None
+        Control, with the hub offline.
     """
     if not on:
         yield
@@ -394,8 +562,9 @@ def hub_offline_mode(on: bool = True):
 
 
 def _hub_cached(repo: str, filenames: Sequence[str], cache_dir: str | None = None) -> bool:
-    """Whether one of ``filenames`` of hub repository ``repo`` (``id`` or ``id@revision``) is in the
-    local Hugging Face cache (False when huggingface_hub does not import).
+    """Whether one of ``filenames`` of hub repository ``repo`` is in the local Hugging Face cache.
+
+    ``repo`` is ``id`` or ``id@revision``; False when huggingface_hub does not import.
     """
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -458,6 +627,18 @@ def zoo_imports(zoo_dir: str | None, module_name: str):
     the module is imported from this folder: two zoos may each have their own ``mynets.py``. A module of
     that name imported from anywhere else (an installed package, the working directory) stays what
     ``sys.modules`` holds, as Python's own import would keep it; a warning names the shadowed file.
+
+    Parameters
+    ----------
+    zoo_dir : str or None
+        The zoo file's folder (`ModelSpec.zoo_dir`); None or empty imports as usual.
+    module_name : str
+        The dotted module the block imports.
+
+    Yields
+    ------
+    None
+        Control, with the folder first on ``sys.path``.
     """
     if not zoo_dir:
         yield
@@ -491,8 +672,10 @@ def zoo_imports(zoo_dir: str | None, module_name: str):
 
 
 def _importable(module_name: str, folder: str | None) -> list[str]:
-    """Names a ``python:`` source could have meant for ``module_name``: the top-level modules in the
-    zoo file's folder and on ``sys.path``, or for ``pkg.mod`` the submodules of ``pkg``.
+    """Names a ``python:`` source could have meant for ``module_name``.
+
+    They are the top-level modules in the zoo file's folder and on ``sys.path``, or for ``pkg.mod``
+    the submodules of ``pkg``.
     """
     parent, _, _ = module_name.rpartition(".")
     if parent:
@@ -558,7 +741,25 @@ def _check_python(spec: ModelSpec, ref: str, field: str = "source") -> None:
 
 @register_source("python", check=_check_python)
 def load_python(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
-    """``python:pkg.module:callable``: call it with the spec's kwargs. Default encoder: ``encoder`` if present."""
+    """``python:pkg.module:callable``: call it with the spec's kwargs.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The zoo entry (its ``kwargs`` and ``zoo_dir``).
+    ref : str
+        ``pkg.module:callable``, imported with `zoo_imports`.
+
+    Returns
+    -------
+    tuple of (nn.Module, str or None)
+        The module the callable returns, and the default encoder: ``"encoder"`` when the module has one.
+
+    Raises
+    ------
+    ModelLoadError
+        The module does not import, lacks the callable, or the callable returns no ``nn.Module``.
+    """
     module = _build_python(ref, spec, "source")
     return module, _encoder_if_present(module)
 
@@ -638,6 +839,27 @@ def load_checkpoint(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
     """``checkpoint:PATH``: build with ``constructor``, then strictly load the saved state dict.
 
     Without a constructor (only allowed with trust_checkpoint) the file must pickle the whole module.
+    A safetensors file is read with safetensors, any other with ``torch.load`` (``weights_only``
+    unless the entry trusts the checkpoint); a ``module.`` prefix (DataParallel) is dropped when the
+    built module lacks it.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The zoo entry (its ``constructor``, ``kwargs`` and ``trust_checkpoint``).
+    ref : str
+        The checkpoint file's path.
+
+    Returns
+    -------
+    tuple of (nn.Module, str or None)
+        The module with the checkpoint's weights, and the default encoder: ``"encoder"`` when present.
+
+    Raises
+    ------
+    ModelLoadError
+        The file is missing or unreadable (untrusted pickles of more than tensors included), holds no
+        state dict or no whole module where one is needed, or does not match the constructor's module.
     """
     path = _existing_file(ref, spec)
     obj = _read_checkpoint(path, spec)
@@ -661,7 +883,25 @@ def load_checkpoint(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
 
 @register_source("torchscript", check=_check_file)
 def load_torchscript(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None]:
-    """``torchscript:PATH``: ``torch.jit.load``. Default encoder: None (see encoder.py on TorchScript)."""
+    """``torchscript:PATH``: ``torch.jit.load``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The zoo entry.
+    ref : str
+        The TorchScript file's path.
+
+    Returns
+    -------
+    tuple of (nn.Module, None)
+        The scripted module, and no default encoder (see `encoder` on TorchScript).
+
+    Raises
+    ------
+    ModelLoadError
+        The file does not exist.
+    """
     path = _existing_file(ref, spec)
     return torch.jit.load(str(path), map_location="cpu"), None
 
@@ -675,6 +915,16 @@ def hf_default_encoder(module: nn.Module) -> str | None:
     ``<base_model_prefix>.encoder`` or ``encoder`` when present (ResNet, ConvNeXt, and ViT in
     transformers 4.x). transformers 5.x ViT-like models have no encoder module but a ``layers`` list:
     its last block gives the same tensor the 4.x encoder returned (before the final layer norm).
+
+    Parameters
+    ----------
+    module : nn.Module
+        A transformers model.
+
+    Returns
+    -------
+    str or None
+        The encoder's dotted name, or None (the whole output) when none is found.
     """
     prefix = getattr(module, "base_model_prefix", "") or ""
     for name in (f"{prefix}.encoder" if prefix else None, "encoder"):
@@ -724,8 +974,27 @@ def _hf_processor(ref: str) -> Any:
 
 
 def hf_config(ref: str, config: Any) -> OwnConfig:
-    """What a Hugging Face model says about its input: the image processor saved with it (size, mean,
-    std, resample, crop), else ``config.image_size``; and for ViT-like model types, the token grid.
+    """What a Hugging Face model says about its input, and for ViT-like model types, the token grid.
+
+    The image processor saved with the model gives size, mean, std, resample and crop; without one,
+    ``config.image_size`` gives the size.
+
+    Parameters
+    ----------
+    ref : str
+        The model folder or hub id (the processor is read from local files only).
+    config : Any
+        The model's transformers config.
+
+    Returns
+    -------
+    OwnConfig
+        The stated preprocessing and, for ViT-like models, a `TokenGrid`.
+
+    Raises
+    ------
+    ModelLoadError
+        The config's ``num_channels`` is not 3.
     """
     channels = getattr(config, "num_channels", 3)
     if channels != 3:
@@ -760,8 +1029,9 @@ def _hf_files_config(spec: ModelSpec, ref: str) -> OwnConfig:
 
 
 def _check_hf(spec: ModelSpec, ref: str) -> None:
-    """An ``hf:`` reference is a model folder, or a hub id whose config is in the local cache (the
-    network is not asked: the loader reads local files only).
+    """An ``hf:`` reference is a model folder, or a hub id whose config is in the local cache.
+
+    The network is not asked: the loader reads local files only.
     """
     path = Path(ref).expanduser()
     if path.is_dir():
@@ -778,7 +1048,25 @@ def _check_hf(spec: ModelSpec, ref: str) -> None:
 
 @register_source("hf", check=_check_hf)
 def load_hf(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConfig]:
-    """``hf:DIR_OR_HUB_ID``: ``transformers.AutoModel.from_pretrained`` offline (local dir or HF cache)."""
+    """``hf:DIR_OR_HUB_ID``: ``transformers.AutoModel.from_pretrained`` offline (local dir or HF cache).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The zoo entry (its ``kwargs`` go to ``from_pretrained``).
+    ref : str
+        A model folder, or a hub id in the local cache.
+
+    Returns
+    -------
+    tuple of (nn.Module, str or None, OwnConfig)
+        The model, its default encoder (`hf_default_encoder`) and what it says about its input (`hf_config`).
+
+    Raises
+    ------
+    ModelLoadError
+        transformers is not installed, or the model is neither a local folder nor in the cache.
+    """
     try:
         from transformers import AutoModel
     except ModuleNotFoundError:
@@ -805,8 +1093,21 @@ def _timm_weight_source(cfg: Any) -> str | None:
 
 
 def timm_config(module: nn.Module) -> OwnConfig:
-    """What a timm model says about its input (``timm.data.resolve_data_config``: its pretrained_cfg)
-    and how its ``forward_features`` lays out R (ViT tokens, Swin's channels-last map).
+    """What a timm model says about its input, and how its ``forward_features`` lays out R.
+
+    The input comes from ``timm.data.resolve_data_config`` (its pretrained_cfg), with the model's own
+    ``img_size`` when it was built with another one; the layout is a `TokenGrid` for ViTs and
+    `ChannelsLast` for Swin.
+
+    Parameters
+    ----------
+    module : nn.Module
+        A timm model (on any device, the meta device included).
+
+    Returns
+    -------
+    OwnConfig
+        The stated preprocessing and R's layout.
     """
     from timm.data import resolve_data_config
 
@@ -861,9 +1162,10 @@ def _check_timm(spec: ModelSpec, ref: str) -> None:
 
 
 def _timm_downloads(spec: ModelSpec, ref: str) -> list[str]:
-    """The pretrained weights timm would download for this spec, when they are not cached: the hub
-    repository, or the URL of weights that are not on the hub (timm's order: a state dict or file
-    given, then the hub, then the URL).
+    """The pretrained weights timm would download for this spec, when they are not cached.
+
+    That is the hub repository, or the URL of weights that are not on the hub (timm's order: a state
+    dict or file given, then the hub, then the URL).
     """
     if not spec.pretrained:
         return []
@@ -900,6 +1202,25 @@ def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConf
 
     Default encoder: the module whose output ``forward_features`` returns (the last feature map
     before pooling), else the last entry of ``model.feature_info``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The zoo entry (its ``kwargs`` go to ``create_model``).
+    ref : str
+        A timm model name, with a pretrained tag or as ``hf-hub:...``.
+
+    Returns
+    -------
+    tuple of (nn.Module, str or None, OwnConfig)
+        The model, its default encoder (None when the spec names one), and `timm_config`.
+
+    Raises
+    ------
+    MissingWeightsError
+        Pretrained weights that cannot be loaded offline.
+    ModelLoadError
+        timm does not import, or the model has no pretrained weights while ``pretrained`` is true.
     """
     try:
         import timm
@@ -931,9 +1252,11 @@ def load_timm(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConf
 
 
 def _timm_features_module(module: nn.Module, size: tuple[int, int]) -> str | None:
-    """The module whose output timm's ``forward_features`` returns: the last feature map before
-    pooling (``feature_info`` can name an earlier one, e.g. EfficientNet's blocks before its 1×1
-    head convolution), or a ViT's final norm. Found with one forward of a blank image at the input size.
+    """The module whose output timm's ``forward_features`` returns.
+
+    That is the last feature map before pooling (``feature_info`` can name an earlier one, e.g.
+    EfficientNet's blocks before its 1×1 head convolution), or a ViT's final norm. Found with one
+    forward of a blank image at the input size.
     """
     if not hasattr(module, "forward_features"):
         return None
@@ -966,7 +1289,19 @@ TORCHVISION_ENCODERS = {
 
 
 def torchvision_default_encoder(name: str) -> str | None:
-    """The encoder module of a torchvision classification model, by family (None if unknown)."""
+    """The encoder module of a torchvision classification model, by family.
+
+    Parameters
+    ----------
+    name : str
+        The torchvision model name (``"resnet50"``); the longest family prefix in
+        `TORCHVISION_ENCODERS` wins.
+
+    Returns
+    -------
+    str or None
+        The encoder's dotted name, or None for an unknown family.
+    """
     for prefix in sorted(TORCHVISION_ENCODERS, key=len, reverse=True):
         if name.lower().startswith(prefix):
             return TORCHVISION_ENCODERS[prefix]
@@ -979,9 +1314,24 @@ def _torchvision_cached(weights: Any) -> Path:
 
 
 def torchvision_config(ref: str, module: nn.Module) -> OwnConfig:
-    """What a torchvision architecture expects: its DEFAULT weights' ``transforms()`` (crop size, mean,
-    std, interpolation; the weights used when pretrained, and what the architecture was trained with
-    when not), the model's own ``image_size`` when it was built with another one; and R's layout.
+    """What a torchvision architecture expects, and R's layout.
+
+    Its DEFAULT weights' ``transforms()`` give crop size, mean, std and interpolation (the weights used
+    when pretrained, and what the architecture was trained with when not); the model's own
+    ``image_size`` wins when it was built with another one.
+
+    Parameters
+    ----------
+    ref : str
+        The torchvision model name.
+    module : nn.Module
+        The built model (on any device, the meta device included).
+
+    Returns
+    -------
+    OwnConfig
+        The stated preprocessing (empty when the name has no weights) and R's layout (`TokenGrid` for
+        a ViT, `ChannelsLast` for Swin).
     """
     import torchvision
 
@@ -1027,7 +1377,27 @@ def _check_torchvision(spec: ModelSpec, ref: str) -> None:
 
 @register_source("torchvision", check=_check_torchvision)
 def load_torchvision(spec: ModelSpec, ref: str) -> tuple[nn.Module, str | None, OwnConfig]:
-    """``torchvision:NAME``: ``torchvision.models.get_model``; DEFAULT weights must already be cached."""
+    """``torchvision:NAME``: ``torchvision.models.get_model``; DEFAULT weights must already be cached.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The zoo entry (its ``kwargs`` go to ``get_model``).
+    ref : str
+        The torchvision model name.
+
+    Returns
+    -------
+    tuple of (nn.Module, str or None, OwnConfig)
+        The model, its default encoder (`torchvision_default_encoder`) and `torchvision_config`.
+
+    Raises
+    ------
+    MissingWeightsError
+        ``pretrained`` and the DEFAULT weights are not in torch's hub cache (nothing is downloaded).
+    ModelLoadError
+        torchvision does not import with this torch.
+    """
     try:
         import torchvision
     except ImportError as exc:

@@ -1,5 +1,7 @@
-"""Model specifications: `ModelSpec` (one zoo entry, checked), the registry of source prefixes, and
-`spec_from_dict` (one zoo-file entry, with its relative paths resolved). Zoo files: `zoo`.
+"""Model specifications: `ModelSpec`, the registry of source prefixes, and `spec_from_dict`.
+
+`ModelSpec` is one zoo entry, checked; `spec_from_dict` builds it from one zoo-file entry, with its
+relative paths resolved. Zoo files: `zoo`.
 
 Fields: ``name`` and ``source`` are required; ``task``, ``encoder``, ``input_size``, ``normalize`` /
 ``mean`` + ``std``, ``interpolation`` ("bilinear" or "bicubic"), ``constructor`` (``checkpoint:`` only),
@@ -162,8 +164,19 @@ class _Where:
 
 
 def normalise_name(name: str) -> str:
-    """A model name or task label in Unicode normal form NFC, the one spelling modelspace keeps: names
-    that look alike are equal (``"cafe\u0301"`` and ``"caf\xe9"`` are both ``"café"``).
+    r"""A model name or task label in Unicode normal form NFC, the one spelling modelspace keeps.
+
+    Names that look alike are equal (``"cafe\u0301"`` and ``"caf\xe9"`` are both ``"café"``).
+
+    Parameters
+    ----------
+    name : str
+        A model name or task label as written.
+
+    Returns
+    -------
+    str
+        The name in NFC.
     """
     return unicodedata.normalize("NFC", name)
 
@@ -269,6 +282,17 @@ def register_source(prefix: str, check: Callable | None = None, downloads: Calla
     downloads : callable, optional
         ``downloads(spec, ref) -> list[str]``: the URLs the loader would fetch because they are not in
         the local cache (empty when it fetches nothing), so that a run probes the network once.
+
+    Returns
+    -------
+    callable
+        The decorator: it registers the loader (replacing one registered before under ``prefix``,
+        with its hooks) and returns it unchanged.
+
+    Raises
+    ------
+    ValueError
+        ``prefix`` is not an identifier.
     """
     if not isinstance(prefix, str) or not prefix.isidentifier():
         raise ValueError(f"source prefix must be an identifier, got {prefix!r}")
@@ -285,12 +309,29 @@ def register_source(prefix: str, check: Callable | None = None, downloads: Calla
 
 
 def list_sources() -> list[str]:
-    """The registered source prefixes, sorted."""
+    """The registered source prefixes, sorted.
+
+    Returns
+    -------
+    list of str
+        E.g. ``["checkpoint", "hf", "python", ...]``.
+    """
     return sorted(SOURCES)
 
 
 def split_source(source: str) -> tuple[str, str]:
-    """Split ``"prefix:reference"`` into its two parts (the reference may itself contain ':')."""
+    """Split ``"prefix:reference"`` into its two parts (the reference may itself contain ':').
+
+    Parameters
+    ----------
+    source : str
+        A zoo entry's ``source``.
+
+    Returns
+    -------
+    tuple of (str, str)
+        ``(prefix, reference)``, split at the first colon; ``("", source)`` when there is none.
+    """
     prefix, sep, ref = source.partition(":")
     return (prefix, ref) if sep else ("", source)
 
@@ -376,6 +417,49 @@ class ModelSpec:
     as tuples so the spec stays hashable; ``kwargs_dict()`` gives the keyword arguments back as a dict.
     A preprocessing field left None comes from the model (see the module docstring); `load_model`
     gives the resolved spec, every field set, as ``LoadedModel.spec``.
+
+    Parameters
+    ----------
+    name : str
+        The model's name (kept in NFC, `normalise_name`).
+    source : str
+        Where the model comes from, ``"prefix:reference"`` with a registered prefix (see the module
+        docstring).
+    task : str, optional
+        The task label a ground truth knows the model by; None: ``name`` (`label`).
+    encoder : str, optional
+        The dotted name of the module whose output is R; None: the loader's default (or the whole output).
+    input_size : int or tuple of (int, int), optional
+        (height, width) in pixels of the model input; an int is square. None: from the model, then
+        `DEFAULTS`.
+    mean, std : tuple of 3 float, optional
+        Per-channel normalisation (RGB); given together, std > 0. None: from the model, then ImageNet's.
+    interpolation : {"bilinear", "bicubic"}, optional
+        How T_i resizes the probe images. None: from the model, then bilinear.
+    constructor : str, optional
+        ``"python:package.module:callable"`` building the module whose state dict a ``checkpoint:`` file
+        holds (``checkpoint:`` only; required there unless ``trust_checkpoint``).
+    kwargs : dict or tuple, default ()
+        Keyword arguments of the factory or constructor (numbers, strings, booleans, lists, tables),
+        stored as sorted pairs.
+    pretrained : bool, default True
+        False asks ``timm:``, ``torchvision:`` and ``taskonomy:`` sources for random weights.
+    trust_checkpoint : bool, default False
+        Let a ``checkpoint:`` file unpickle a whole module (runs code from the file: trusted files only).
+    weights : str, optional
+        ``taskonomy:`` only: the weights file, or a folder of the published files.
+    zoo_dir : str, optional
+        The zoo file's folder (set by `spec_from_dict`): where ``python:`` sources and constructors are
+        also imported from (`sources.zoo_imports`). Where the spec was read, not what the model is: left
+        out of `to_dict`, equality and so of the model's key.
+    origin : str, optional
+        Where the entry was read, for messages (set by `spec_from_dict`), e.g. ``"zoo.toml: model 'a' (#1)"``;
+        left out of equality like ``zoo_dir``.
+
+    Raises
+    ------
+    ZooError
+        A field of the wrong type or value; the message names the model and the field.
     """
 
     name: str
@@ -425,13 +509,25 @@ class ModelSpec:
         return split_source(self.source)[1]
 
     def kwargs_dict(self) -> dict[str, Any]:
-        """The keyword arguments for the factory / constructor, as a fresh dict (lists, not tuples)."""
+        """The keyword arguments for the factory / constructor, as a fresh dict.
+
+        Returns
+        -------
+        dict
+            Keyword → value, with lists and dicts where the spec stores tuples.
+        """
         return {k: _thaw(v) for k, v in self.kwargs}
 
     def to_dict(self) -> dict[str, Any]:
-        """A canonical JSON-able dict of every field (None: unset; the model's identity hash is taken
-        over the resolved spec's, `sources.model_key`). ``weights`` is there only when set, so that
-        an entry without it keeps the JSON it had before the field existed.
+        """A canonical JSON-able dict of every field but ``zoo_dir`` and ``origin``.
+
+        The model's identity hash is taken over the resolved spec's (`sources.model_key`). ``weights``
+        is there only when set, so that an entry without it keeps the JSON it had before the field existed.
+
+        Returns
+        -------
+        dict
+            Field → value (None: unset), lists for tuples, ``kwargs`` as a dict.
         """
         return {
             "name": self.name,
@@ -450,7 +546,13 @@ class ModelSpec:
         }
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys, no spaces) of `to_dict`."""
+        """Canonical JSON (sorted keys, no spaces) of `to_dict`.
+
+        Returns
+        -------
+        str
+            The JSON text; equal specs give equal text.
+        """
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -503,8 +605,31 @@ def _resolve_source_path(source: Any, base_dir: Path | None, at: _Where | None =
 def spec_from_dict(d: Mapping, where: str, base_dir: Path | None = None, *, index: int | None = None) -> ModelSpec:
     """Build a ModelSpec from one zoo entry.
 
-    ``where`` names the zoo file (or other origin) in error messages; ``index`` (1-based) names an
-    unnamed entry ("model #3"); ``base_dir`` is the folder relative file paths are resolved against.
+    ``normalize`` is turned into ``mean`` and ``std``, and relative ``checkpoint:``, ``torchscript:``,
+    ``hf:`` and ``weights`` paths are resolved against ``base_dir`` (see the module docstring).
+
+    Parameters
+    ----------
+    d : mapping
+        The entry's fields, as the zoo file gives them.
+    where : str
+        Names the zoo file (or other origin) in error messages and in the spec's ``origin``.
+    base_dir : Path, optional
+        The folder relative file paths are resolved against (the zoo file's); None leaves them as written.
+    index : int, optional
+        The entry's 1-based number, naming an unnamed entry ("model #3").
+
+    Returns
+    -------
+    ModelSpec
+        The checked spec, with ``zoo_dir`` and ``origin`` set.
+
+    Raises
+    ------
+    ZooError
+        Not a table, a required field missing, an unknown field, ``normalize`` beside ``mean`` / ``std``,
+        a relative path that climbs out of ``base_dir``, or an invalid field value; the message names
+        ``where``, the model and the field.
     """
     at = _Where(where, d.get("name") if isinstance(d, Mapping) else None, index)
     if not isinstance(d, Mapping):
@@ -581,8 +706,18 @@ def resolve_preprocessing(spec: ModelSpec, stated: Mapping[str, tuple[Any, str]]
 
 
 def describe_preprocessing(record: Mapping[str, Any] | None) -> str:
-    """One short line of a `resolve_preprocessing` record, e.g.
-    ``"224×224 bicubic imagenet crop_pct 0.9 (timm pretrained_cfg; input_size: zoo)"``.
+    """One short line of a `resolve_preprocessing` record.
+
+    Parameters
+    ----------
+    record : mapping or None
+        The record (``LoadedModel.preprocessing``, or as stored in results.json).
+
+    Returns
+    -------
+    str
+        E.g. ``"224×224 bicubic imagenet crop_pct 0.9 (timm pretrained_cfg; input_size: zoo)"``: the most
+        frequent origin first, then the fields from elsewhere; ``""`` for an empty or missing record.
     """
     if not record:
         return ""

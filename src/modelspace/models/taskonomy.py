@@ -67,8 +67,17 @@ _CHECKSUM = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 
 @dataclass(frozen=True)
 class Task:
-    """One published encoder: its task's name in the file names, the file's sha256, and the name the
-    bundled Taskonomy truth gives the task (None: the truth does not rank it).
+    """One published encoder of visualpriors' Taskonomy weights.
+
+    Parameters
+    ----------
+    name : str
+        The task's name in the published file names (``"normal"``).
+    sha256 : str
+        The published file's sha256 (hex), also in its name.
+    truth : str, optional
+        The name the bundled Taskonomy truth gives the task (``"rgb2sfnorm"``); None when the truth
+        does not rank it.
     """
 
     name: str
@@ -82,6 +91,7 @@ class Task:
 
     @property
     def url(self) -> str:
+        """Where the published file is downloaded from (`URL`)."""
         return URL.format(file=self.file)
 
 
@@ -120,6 +130,16 @@ _BY_TRUTH = {t.truth: t.name for t in TASKS.values() if t.truth is not None}
 def task(name: str) -> Task:
     """The published encoder of a task, by its file name's task (``normal``) or the truth's (``rgb2sfnorm``).
 
+    Parameters
+    ----------
+    name : str
+        The task, as the ``taskonomy:TASK`` source gives it.
+
+    Returns
+    -------
+    Task
+        The published encoder.
+
     Raises
     ------
     ZooError
@@ -136,7 +156,19 @@ def task(name: str) -> Task:
 
 
 class Bottleneck(nn.Module):
-    """ResNet's bottleneck (1×1, 3×3 with the stride, 1×1 to 4× the width) with a residual sum."""
+    """ResNet's bottleneck (1×1, 3×3 with the stride, 1×1 to 4× the width) with a residual sum.
+
+    Parameters
+    ----------
+    inplanes : int
+        Input channels.
+    planes : int
+        The block's width; it outputs ``4 · planes`` channels.
+    stride : int, default 1
+        The 3×3 convolution's stride.
+    downsample : nn.Module, optional
+        Applied to the shortcut (a projection, or a max pooling where the block strides); None: identity.
+    """
 
     expansion = 4
 
@@ -152,6 +184,18 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the block.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, inplanes, H, W).
+
+        Returns
+        -------
+        torch.Tensor
+            (B, 4 · planes, H / stride, W / stride), after the residual sum and a ReLU.
+        """
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
@@ -160,8 +204,10 @@ class Bottleneck(nn.Module):
 
 
 def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-    """A stage of ``blocks`` bottlenecks: the first projects to ``4 · planes`` channels (1×1 convolution
-    and batch norm on its shortcut), the last strides (a 1×1 max pooling on its shortcut).
+    """A stage of ``blocks`` bottlenecks, striding in its last block.
+
+    The first block projects to ``4 · planes`` channels (1×1 convolution and batch norm on its shortcut),
+    the last strides (a 1×1 max pooling on its shortcut).
     """
     width = planes * Bottleneck.expansion
     project = nn.Sequential(nn.Conv2d(inplanes, width, kernel_size=1, bias=False), nn.BatchNorm2d(width))
@@ -195,6 +241,18 @@ class TaskonomyEncoder(nn.Module):
         self.groupnorm = nn.GroupNorm(8, 8, affine=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the encoder, group normalisation included (R is read before it, at ``relu1``).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (B, 3, 256, 256) in [-1, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            (B, 8, 16, 16), the visual-priors port's group-normalised representation.
+        """
         x = F.pad(x, (3, 3, 3, 3))  # TensorFlow's "SAME" padding of the 7×7 stride-2 stem, as the port writes it
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
@@ -205,7 +263,13 @@ class TaskonomyEncoder(nn.Module):
 
 
 def weights_folder() -> Path | None:
-    """The folder `WEIGHTS_DIR_ENV` names, or None."""
+    """The folder `WEIGHTS_DIR_ENV` names, or None.
+
+    Returns
+    -------
+    Path or None
+        The folder (``~`` expanded, not checked to exist), or None when the variable is unset or blank.
+    """
     value = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
     return Path(value).expanduser() if value else None
 
@@ -263,6 +327,15 @@ def _sha256(path: Path) -> str:
 def verify(path: Path, url: str | None = None) -> None:
     """Check a weights file against the sha256 (or its prefix) in its name, as torch's hub names them.
 
+    A file whose name carries no checksum is loaded unverified, with a warning in the log.
+
+    Parameters
+    ----------
+    path : Path
+        The weights file.
+    url : str, optional
+        Where the published file comes from, offered in the error message.
+
     Raises
     ------
     MissingWeightsError
@@ -282,8 +355,26 @@ def verify(path: Path, url: str | None = None) -> None:
 
 
 def read_weights(path: Path, url: str | None = None) -> dict:
-    """The state dict of a published encoder file (under ``"state_dict"``, or the file's whole
-    content), read with ``weights_only`` after `verify`.
+    """The state dict of a published encoder file, read with ``weights_only`` after `verify`.
+
+    Parameters
+    ----------
+    path : Path
+        The weights file.
+    url : str, optional
+        Where the published file comes from, offered in the error message of `verify`.
+
+    Returns
+    -------
+    dict
+        The state dict: the file's ``"state_dict"``, or the file's whole content.
+
+    Raises
+    ------
+    MissingWeightsError
+        The file's sha256 is not the one its name gives (`verify`).
+    ModelLoadError
+        The file cannot be read as tensors, or holds no state dict.
     """
     verify(path, url)
     try:
@@ -363,9 +454,33 @@ def _downloads(spec: ModelSpec, ref: str) -> list[str]:
 
 @register_source("taskonomy", check=_check, downloads=_downloads)
 def load_taskonomy(spec: ModelSpec, ref: str) -> tuple[nn.Module, str, OwnConfig]:
-    """``taskonomy:TASK``: a `TaskonomyEncoder` with the published weights, R at ``relu1``, input 256² in
-    [-1, 1] with the entry's convention. With ``pretrained = false`` its weights are random, drawn from
-    a seed of the task's own (the first 32 bits of its published sha256).
+    """``taskonomy:TASK``: a `TaskonomyEncoder` with the published weights.
+
+    R is at ``relu1``, the input 256² in [-1, 1] with the entry's convention. With ``pretrained = false``
+    its weights are random, drawn from a seed of the task's own (the first 32 bits of its published
+    sha256). Missing weights are downloaded into torch's hub cache.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The zoo entry (its ``weights``, ``pretrained`` and ``kwargs``).
+    ref : str
+        The task, the part of the source after ``taskonomy:``.
+
+    Returns
+    -------
+    tuple of (nn.Module, str, OwnConfig)
+        The encoder, R's module name (`ENCODER`), and its stated preprocessing and convention.
+
+    Raises
+    ------
+    ZooError
+        No published encoder for the task, or ``kwargs`` other than a known ``convention``.
+    MissingWeightsError
+        The entry's ``weights`` file is missing, the download fails, or the file's sha256 is not the
+        one its name gives.
+    ModelLoadError
+        The file cannot be read as tensors, or is not a Taskonomy encoder's state dict.
     """
     t = task(ref)
     convention = _convention(spec)

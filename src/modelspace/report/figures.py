@@ -33,7 +33,28 @@ DPI = 100
 
 
 def heatmap_png(matrix: np.ndarray, labels: Sequence[str], title: str) -> tuple[bytes, dict]:
-    """The (already ordered) matrix as a heatmap; returns the PNG and the axes box in image fractions."""
+    """The (already ordered) matrix as a heatmap, with the axes box the page places its tooltips by.
+
+    Up to `ANNOTATE_CELLS` models each cell carries its value; the colour scale spans the off-diagonal
+    values (`plots.draw_affinity`), the diagonal drawn grey.
+
+    Parameters
+    ----------
+    matrix : np.ndarray
+        An (N, N) affinity matrix, rows and columns already in the order to draw.
+    labels : sequence of str
+        The N model names, in the same order.
+    title : str
+        The title over the heatmap.
+
+    Returns
+    -------
+    png : bytes
+        The PNG (a palette of at most 256 colours, `DPI` dots per inch).
+    box : dict
+        The heatmap's axes in fractions of the image: ``{"left", "top", "width", "height"}``, measured
+        from the image's top-left corner.
+    """
     a = np.asarray(matrix, dtype=np.float64)
     n = len(a)
     labels = plots.shown(labels)
@@ -63,8 +84,26 @@ def heatmap_png(matrix: np.ndarray, labels: Sequence[str], title: str) -> tuple[
 
 
 def colour_groups(names: Sequence[str], tasks: Sequence[str], linkage: np.ndarray | None) -> tuple[np.ndarray, list[str] | None]:
-    """What the model-space map is coloured by: the task when models share tasks (at most
-    `MAX_COLOUR_GROUPS` of them), with the task names for a legend; else the tree's clusters (no legend).
+    """What the model-space map is coloured by: the task, or the tree's clusters.
+
+    The task when models share tasks (at most `MAX_COLOUR_GROUPS` of them), with the task names for a
+    legend; else the tree's clusters (`similarity.clusters`), with no legend.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The N model names.
+    tasks : sequence of str
+        Each model's task, in the same order.
+    linkage : np.ndarray or None
+        The models' tree (a scipy linkage matrix), used when the tasks do not group the models.
+
+    Returns
+    -------
+    groups : np.ndarray
+        (N,) int: each model's group, an index into `legend` when there is one.
+    legend : list of str or None
+        The distinct tasks in order of first appearance, or None when the groups are clusters.
     """
     distinct = list(dict.fromkeys(tasks))
     if len(distinct) < len(names) and len(distinct) <= MAX_COLOUR_GROUPS:
@@ -75,9 +114,36 @@ def colour_groups(names: Sequence[str], tasks: Sequence[str], linkage: np.ndarra
 
 def mds_figure(coords: np.ndarray, labels: Sequence[str], groups: np.ndarray, order: Sequence[int], title: str,
                explained: Sequence[float] | None = None, legend: Sequence[str] | None = None):
-    """The MDS map as a matplotlib figure: points coloured by `groups` (named by `legend` when given),
-    at most `MAX_POINT_LABELS` names placed where they overlap no other name and no point
-    (`place_labels`), the axes titled with the share of variance they hold. Returns (figure, box).
+    """The MDS map as a matplotlib figure, with the axes box and limits the page's tooltips need.
+
+    Points are coloured by `groups` (named by `legend` when given); at most `MAX_POINT_LABELS` names
+    are placed where they overlap no other name and no point (`place_labels`), the axes titled with
+    the share of variance they hold. The axes are square and share one scale.
+
+    Parameters
+    ----------
+    coords : np.ndarray
+        (N, 2) or wider MDS coordinates; the first two columns are drawn.
+    labels : sequence of str
+        The N model names.
+    groups : np.ndarray
+        (N,) int: each point's colour group (`colour_groups`).
+    order : sequence of int
+        The models' indices in the order their names are placed (earlier names win a spot first).
+    title : str
+        The title over the map.
+    explained : sequence of float, optional
+        The share of the variance each axis holds (`similarity.mds_explained`), written in the axis labels.
+    legend : sequence of str, optional
+        The name of each group, shown in a legend to the right of the map.
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+        The figure, on an Agg canvas.
+    box : dict
+        The axes in fractions of the image from its top-left corner (``"left"``, ``"top"``, ``"width"``,
+        ``"height"``), and the data limits ``"xlim"`` and ``"ylim"`` as ``[low, high]``.
     """
     xy = np.asarray(coords, dtype=np.float64)[:, :2]
     n = len(xy)
@@ -115,19 +181,66 @@ def mds_figure(coords: np.ndarray, labels: Sequence[str], groups: np.ndarray, or
 
 def mds_png(coords: np.ndarray, labels: Sequence[str], groups: np.ndarray, order: Sequence[int], title: str,
             explained: Sequence[float] | None = None, legend: Sequence[str] | None = None) -> tuple[bytes, dict]:
-    """`mds_figure` as a PNG; returns the PNG and the axes box and limits."""
+    """`mds_figure` as a PNG.
+
+    Parameters
+    ----------
+    coords : np.ndarray
+        (N, 2) or wider MDS coordinates; the first two columns are drawn.
+    labels : sequence of str
+        The N model names.
+    groups : np.ndarray
+        (N,) int: each point's colour group (`colour_groups`).
+    order : sequence of int
+        The models' indices in the order their names are placed.
+    title : str
+        The title over the map.
+    explained : sequence of float, optional
+        The share of the variance each axis holds, written in the axis labels.
+    legend : sequence of str, optional
+        The name of each group, shown in a legend.
+
+    Returns
+    -------
+    png : bytes
+        The PNG (a palette of at most 256 colours, `DPI` dots per inch).
+    box : dict
+        The axes box and limits, as `mds_figure` gives them.
+    """
     fig, box = mds_figure(coords, labels, groups, order, title, explained, legend)
     return _png(fig), box
 
 
 def place_labels(ax, xy: np.ndarray, labels: Sequence[str], priority: Sequence[int], fontsize: float,
                  marker_px: float = 3.0) -> list[int]:
-    """Write the names of the points in `priority` order, each at the first of a few spots around its
-    point where its box overlaps no name already written, no point and stays inside the axes; a name
-    with no such spot is left out (the page shows it on hover). Returns the indices written.
+    """Write the names of the points in `priority` order, each where it overlaps nothing.
+
+    Each name goes at the first of a few spots around its point where its box overlaps no name
+    already written, no point and stays inside the axes; a name with no such spot is left out (the
+    page shows it on hover).
 
     Greedy, in pixels: each name's box is measured once, then candidate offsets are tried in order
     (right-above, left-above, right-below, left-below, above, below, and the same farther out).
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        The axes the points are drawn on, with their limits set (the boxes are measured in its pixels).
+    xy : np.ndarray
+        (N, 2) point coordinates, in data units.
+    labels : sequence of str
+        The N names.
+    priority : sequence of int
+        Indices of the points whose names to write, in the order they claim a spot.
+    fontsize : float
+        Points of the names.
+    marker_px : float, default 3.0
+        The markers' half-side in pixels: a name keeps clear of every point by this much.
+
+    Returns
+    -------
+    list of int
+        The indices whose names were written, in `priority` order.
     """
     renderer = ax.figure.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
@@ -172,7 +285,20 @@ def _hits(box: np.ndarray, others: np.ndarray, pad: float = 1.0) -> bool:
 
 
 def agreement_png(values: dict[str, float], title: str) -> bytes:
-    """Horizontal bars: per estimator, the cophenetic correlation of its tree with the truth's."""
+    """Horizontal bars: per estimator, the cophenetic correlation of its tree with the truth's.
+
+    Parameters
+    ----------
+    values : dict of str to float
+        Estimator -> its correlation; NaN is drawn as an empty bar marked "n/a".
+    title : str
+        The title over the bars.
+
+    Returns
+    -------
+    bytes
+        The PNG (a palette of at most 256 colours).
+    """
     names = list(values)
     # The bars are at least as wide as the title and the axis label centred over them, beside the names.
     xlabel = "cophenetic correlation with the truth's tree (1 = the same tree)"
@@ -194,18 +320,77 @@ def agreement_png(values: dict[str, float], title: str) -> bytes:
 
 
 def dendrogram_png(linkage: np.ndarray, labels: Sequence[str], title: str) -> bytes:
+    """`plots.plot_dendrogram` as PNG bytes.
+
+    Parameters
+    ----------
+    linkage : np.ndarray
+        A scipy linkage matrix over N leaves.
+    labels : sequence of str
+        The N leaf names.
+    title : str
+        The title over the tree.
+
+    Returns
+    -------
+    bytes
+        The PNG.
+
+    Raises
+    ------
+    InputError
+        An invalid linkage matrix, or not N names.
+    """
     buffer = io.BytesIO()
     plots.plot_dendrogram(linkage, labels, buffer, title=title)
     return buffer.getvalue()
 
 
 def curves_png(evaluation: dict) -> bytes:
+    """`plots.plot_curves` as PNG bytes.
+
+    Parameters
+    ----------
+    evaluation : dict
+        An `evaluation.evaluation_report` dict.
+
+    Returns
+    -------
+    bytes
+        The PNG.
+
+    Raises
+    ------
+    InputError
+        A report without curves to plot, or with malformed ones.
+    """
     buffer = io.BytesIO()
     plots.plot_curves(evaluation, buffer)
     return buffer.getvalue()
 
 
 def grid_png(images: np.ndarray, maps: dict[str, np.ndarray], max_images: int) -> bytes:
+    """`plots.plot_attribution_grid` as PNG bytes.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        (n, 3, S, S) probe images, float in [0, 1] or uint8.
+    maps : dict of str to np.ndarray
+        Model name -> its maps of the same images, (n, C, S, S) or flattened (n, C·S·S).
+    max_images : int
+        The first this many images are shown.
+
+    Returns
+    -------
+    bytes
+        The PNG.
+
+    Raises
+    ------
+    InputError
+        Images or maps of the wrong shape, no maps, or `max_images` not a positive integer.
+    """
     buffer = io.BytesIO()
     plots.plot_attribution_grid(images, maps, buffer, max_images=max_images)
     return buffer.getvalue()
@@ -269,7 +454,18 @@ def oracle_priority_png(curves: dict) -> bytes:
 
 
 def data_uri(png: bytes) -> str:
-    """A PNG as a data: URI, so the page needs no file beside it and no network."""
+    """A PNG as a data: URI, so the page needs no file beside it and no network.
+
+    Parameters
+    ----------
+    png : bytes
+        The image.
+
+    Returns
+    -------
+    str
+        ``"data:image/png;base64,..."``.
+    """
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 

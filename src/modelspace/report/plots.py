@@ -33,12 +33,41 @@ hover shows all)."""
 
 
 def shown(names: Sequence) -> list[str]:
-    """Names as a figure writes them: control characters escaped (`errors.printable`), which no font draws."""
+    """Names as a figure writes them: control characters escaped (`errors.printable`), which no font draws.
+
+    Parameters
+    ----------
+    names : sequence
+        The names (any objects: each is written as its ``str``).
+
+    Returns
+    -------
+    list of str
+        The names, escaped, in the same order.
+    """
     return [printable(str(name)) for name in names]
 
 
 def thin_labels(n: int, max_labels: int = MAX_TICK_LABELS) -> list[int]:
-    """Indices of the labels to draw on an axis of n items: all, or every k-th one (k smallest that fits)."""
+    """Indices of the labels to draw on an axis of n items: all, or every k-th one (k smallest that fits).
+
+    Parameters
+    ----------
+    n : int
+        The number of items on the axis.
+    max_labels : int, default `MAX_TICK_LABELS`
+        The most labels to draw.
+
+    Returns
+    -------
+    list of int
+        ``0, k, 2k, ...`` below `n`, at most `max_labels` of them.
+
+    Raises
+    ------
+    InputError
+        A negative `n`, or `max_labels` below 1.
+    """
     if n < 0 or max_labels < 1:
         raise InputError(f"thin_labels: n must be ≥ 0 and max_labels ≥ 1, got {n}, {max_labels}")
     step = max(1, math.ceil(n / max_labels))
@@ -53,10 +82,22 @@ DIAGONAL_COLOUR = "0.8"
 
 
 def off_diagonal_range(a: np.ndarray) -> tuple[float, float]:
-    """The colour range of an affinity heatmap: the off-diagonal values only. The diagonal (1 by
-    definition) would otherwise take the top of the scale and squeeze every real difference into
-    a few shades; it is drawn grey instead (`draw_affinity`), so it is never mistaken for the top
-    off-diagonal value.
+    """The colour range of an affinity heatmap: the off-diagonal values only.
+
+    The diagonal (1 by definition) would otherwise take the top of the scale and squeeze every real
+    difference into a few shades; it is drawn grey instead (`draw_affinity`), so it is never mistaken
+    for the top off-diagonal value.
+
+    Parameters
+    ----------
+    a : np.ndarray
+        An (N, N) affinity matrix.
+
+    Returns
+    -------
+    low, high : float
+        The smallest and largest off-diagonal values; the whole matrix's (NaN ignored) when there is
+        no off-diagonal value, one is not finite, or they are all equal.
     """
     off = a[~np.eye(len(a), dtype=bool)]
     if off.size == 0 or not np.isfinite(off).all() or off.max() <= off.min():
@@ -66,7 +107,32 @@ def off_diagonal_range(a: np.ndarray) -> tuple[float, float]:
 
 def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
                  order: Sequence[int] | None = None, title: str = "Attribution affinity") -> Path:
-    """Draw the affinity matrix, rows and columns in `order` (e.g. the tree's leaf order)."""
+    """Draw the affinity matrix as a heatmap PNG, rows and columns in `order` (e.g. the tree's leaf order).
+
+    Parameters
+    ----------
+    affinity : np.ndarray
+        An (N, N) affinity matrix.
+    names : sequence of str
+        The N model names, in the matrix's order.
+    path : str or Path
+        Where to write the PNG (its folder is created); a writable binary buffer is accepted too, and
+        returned.
+    order : sequence of int, optional
+        A permutation of ``0..N-1``: the order to draw the models in. By default, the matrix's.
+    title : str, default "Attribution affinity"
+        The title over the heatmap.
+
+    Returns
+    -------
+    Path
+        The PNG's path.
+
+    Raises
+    ------
+    InputError
+        A non-square matrix, not N names, or an `order` that is not a permutation of ``0..N-1``.
+    """
     a = np.asarray(affinity, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise InputError(f"affinity: expected a square matrix, got shape {a.shape}")
@@ -90,8 +156,23 @@ def plot_heatmap(affinity: np.ndarray, names: Sequence[str], path: str | Path,
 
 
 def draw_affinity(ax, a: np.ndarray, aspect: str = "equal"):
-    """Draw an affinity matrix on `ax` with its colour scale over the off-diagonal range and the
-    diagonal in `DIAGONAL_COLOUR`, so no value is clipped to another's colour; returns the image.
+    """Draw an affinity matrix on `ax`, its colour scale over the off-diagonal range.
+
+    The diagonal is drawn in `DIAGONAL_COLOUR`, so no value is clipped to another's colour.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        The axes to draw on.
+    a : np.ndarray
+        An (N, N) affinity matrix.
+    aspect : str, default "equal"
+        matplotlib's ``imshow`` aspect (``"auto"`` fills the axes).
+
+    Returns
+    -------
+    matplotlib.image.AxesImage
+        The image, for a colour bar.
     """
     low, high = off_diagonal_range(a)
     diagonal = np.eye(len(a), dtype=bool) if len(a) > 1 else np.zeros_like(a, dtype=bool)
@@ -102,7 +183,30 @@ def draw_affinity(ax, a: np.ndarray, aspect: str = "equal"):
 
 def plot_dendrogram(linkage: np.ndarray, names: Sequence[str], path: str | Path,
                     title: str = "Model similarity tree") -> Path:
-    """Draw the tree horizontally (leaves on the right, names written left to right)."""
+    """Draw the tree horizontally as a PNG (leaves on the right, names written left to right).
+
+    Parameters
+    ----------
+    linkage : np.ndarray
+        A scipy linkage matrix over N leaves (`similarity.similarity_tree`).
+    names : sequence of str
+        The N leaf names, in the order of the linkage's leaves.
+    path : str or Path
+        Where to write the PNG (its folder is created); a writable binary buffer is accepted too, and
+        returned.
+    title : str, default "Model similarity tree"
+        The title over the tree.
+
+    Returns
+    -------
+    Path
+        The PNG's path.
+
+    Raises
+    ------
+    InputError
+        An invalid linkage matrix, or not N names.
+    """
     z = np.asarray(linkage, dtype=np.float64)
     if z.ndim != 2 or z.shape[1] != 4 or not hierarchy.is_valid_linkage(z, throw=False):
         raise InputError(f"linkage: not a valid scipy linkage matrix (shape {z.shape})")
@@ -123,21 +227,35 @@ def plot_attribution_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], pa
                           max_images: int = 6, signed: bool = False) -> Path:
     """The paper's Figure 2: probe images on top, one row of attribution heatmaps per model.
 
-    Parameters
-    ----------
-    images
-        (n, 3, S, S) float in [0, 1] (uint8 in [0, 255] is accepted too).
-    maps
-        model name -> its maps for the same images, (n, C, S, S) or flattened (n, C·S·S).
-    max_images
-        the first this many images are shown.
-    signed
-        sum the channels keeping the sign (blue-white-red); by default Σ|·| (dark-to-hot).
-
     Every map of the grid shares one colour scale, shown by a colour bar: the stored maps are unit
     vectors, so the colours compare models and images too, not only places within one map. The
-    scale's top is the 99.5th percentile of the grid's values (a few hot pixels do not blank the
-    rest); brighter pixels take the top colour.
+    scale's top is the 99.5th percentile of the grid's values (`shared_scale`: a few hot pixels do
+    not blank the rest); brighter pixels take the top colour.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        (n, 3, S, S) float in [0, 1] (uint8 in [0, 255] is accepted too).
+    maps : mapping of str to np.ndarray
+        Model name -> its maps for the same images, (n, C, S, S) or flattened (n, C·S·S).
+    path : str or Path
+        Where to write the PNG (its folder is created); a writable binary buffer is accepted too, and
+        returned.
+    max_images : int, default 6
+        The first this many images are shown.
+    signed : bool, default False
+        Sum the channels keeping the sign (blue-white-red); by default Σ|·| (dark-to-hot).
+
+    Returns
+    -------
+    Path
+        The PNG's path.
+
+    Raises
+    ------
+    InputError
+        Images not (n, 3, S, S) with n >= 1 or not finite, no maps, maps that do not match the images,
+        or `max_images` not a positive integer.
     """
     imgs = _checked_images(images)
     if not maps:
@@ -180,7 +298,20 @@ def plot_attribution_grid(images: np.ndarray, maps: Mapping[str, np.ndarray], pa
 
 
 def shared_scale(heats: Sequence[np.ndarray], percentile: float = 99.5) -> float:
-    """The top of a grid's one colour scale: the `percentile` of every |value| in it (1 if all are 0)."""
+    """The top of a grid's one colour scale: the `percentile` of every |value| in it.
+
+    Parameters
+    ----------
+    heats : sequence of np.ndarray
+        The grid's heatmaps, any shapes.
+    percentile : float, default 99.5
+        The percentile of the absolute values taken as the top.
+
+    Returns
+    -------
+    float
+        The percentile; the largest |value| when the percentile is 0, and 1 when every value is 0.
+    """
     values = np.abs(np.concatenate([np.ravel(h) for h in heats])) if heats else np.zeros(1)
     top = float(np.percentile(values, percentile)) if values.size else 0.0
     if top <= 0:
@@ -191,9 +322,31 @@ def shared_scale(heats: Sequence[np.ndarray], percentile: float = 99.5) -> float
 def plot_curves(report: Mapping, path: str | Path, k_max: int | None = None) -> Path:
     """P@K and R@K side by side for every method of an `evaluation_report` dict.
 
-    Random and oracle references are dashed. `k_max` cuts the K axis. Each estimator has its own
-    colour, marker and line style, so coinciding curves stay apart; with per-target details in the
-    report, a band shows the interquartile range over targets around each estimator's mean.
+    Random and oracle references are dashed. Each estimator has its own colour, marker and line
+    style, so coinciding curves stay apart; with per-target details in the report, a band shows the
+    interquartile range over targets around each estimator's mean (`target_quartiles`).
+
+    Parameters
+    ----------
+    report : mapping
+        An `evaluation.evaluation_report` dict: ``"methods"`` (name -> ``{"ks", "precision",
+        "recall"}``), optionally ``"random"``, ``"oracle"`` and ``"per_target"``.
+    path : str or Path
+        Where to write the PNG (its folder is created); a writable binary buffer is accepted too, and
+        returned.
+    k_max : int, optional
+        Cut the K axis here; by default every K of the report.
+
+    Returns
+    -------
+    Path
+        The PNG's path.
+
+    Raises
+    ------
+    InputError
+        A report with no ``"methods"`` mapping or no curves, curves without ``"ks"``, ``"precision"``
+        or ``"recall"`` or with lists of different lengths, or `k_max` not a positive integer.
     """
     methods = _checked_report(report)
     check_int(k_max, "k_max", optional=True)
@@ -225,8 +378,21 @@ def plot_curves(report: Mapping, path: str | Path, k_max: int | None = None) -> 
 
 
 def target_quartiles(details: Mapping | None, ks: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """The 25th and 75th percentiles over targets of P@K and R@K at each K in `ks`, from one
-    estimator's per-target details (`evaluation.target_scores`); None without any.
+    """The 25th and 75th percentiles over targets of P@K and R@K at each K in `ks`.
+
+    Parameters
+    ----------
+    details : mapping or None
+        One estimator's per-target details, as `evaluation.evaluate` gives them (read through
+        `evaluation.target_scores`).
+    ks : np.ndarray
+        The cut-offs.
+
+    Returns
+    -------
+    dict or None
+        ``{"precision": (q25, q75), "recall": (q25, q75)}``, each array as long as `ks`; None when
+        there are no details.
     """
     if not details:
         return None
@@ -429,6 +595,20 @@ _STYLES = ("-", "-.", ":", (0, (5, 1)))  # cycled apart from the markers: no two
 
 
 def figure(size: tuple[float, float], layout: str | None = "constrained") -> Figure:
+    """A figure on its own Agg canvas, outside pyplot (no display, no global figure list).
+
+    Parameters
+    ----------
+    size : tuple of float
+        (width, height) in inches.
+    layout : str or None, default "constrained"
+        matplotlib's layout engine; None places the axes where the caller puts them.
+
+    Returns
+    -------
+    Figure
+        The figure, at 100 dots per inch.
+    """
     fig = Figure(figsize=size, dpi=100, layout=layout)
     FigureCanvasAgg(fig)
     return fig
@@ -439,6 +619,18 @@ def compact_png(fig: Figure, dpi: float | None = None) -> bytes:
 
     Matplotlib's own PNG is 32-bit RGBA; a figure's flat fills, lines and colour maps (256 entries)
     need no more than a palette, and the file shrinks three- to fivefold.
+
+    Parameters
+    ----------
+    fig : Figure
+        The figure.
+    dpi : float, optional
+        Dots per inch; by default the figure's own.
+
+    Returns
+    -------
+    bytes
+        The PNG.
     """
     from PIL import Image
 
@@ -463,8 +655,21 @@ def _save(fig: Figure, path: str | Path | BinaryIO) -> Path | BinaryIO:
 
 
 def text_width(texts: Sequence[str], size: float | str) -> float:
-    """Inches that the widest of `texts` takes at font `size` (points, or a name such as "large"), as
-    the Agg canvas draws it; 0 for none. Figures size their margins by it, so no name is cut.
+    """Inches that the widest of `texts` takes at a font size, as the Agg canvas draws it.
+
+    Figures size their margins by it, so no name is cut.
+
+    Parameters
+    ----------
+    texts : sequence of str
+        The texts.
+    size : float or str
+        The font size: points, or a name such as ``"large"``.
+
+    Returns
+    -------
+    float
+        The widest text's width in inches; 0 for no text.
     """
     renderer = RendererAgg(1, 1, 72)  # at 72 dpi a pixel is a point
     font = FontProperties(size=size)
@@ -473,7 +678,18 @@ def text_width(texts: Sequence[str], size: float | str) -> float:
 
 
 def font_size(n_labels: int) -> float:
-    # Shrinks from 10 pt for a handful of labels to 5 pt for a crowded axis.
+    """The font size of an axis's labels: from 10 pt for a handful of labels to 5 pt for a crowded axis.
+
+    Parameters
+    ----------
+    n_labels : int
+        The number of labels drawn on the axis.
+
+    Returns
+    -------
+    float
+        Points, 10 − n_labels / 12 clipped to [5, 10].
+    """
     return float(np.clip(10.0 - n_labels / 12.0, 5.0, 10.0))
 
 

@@ -51,32 +51,39 @@ def affinity_matrix(
 ) -> np.ndarray:
     """Return the (N, N) float64 affinity matrix of N models, streamed over the probe images.
 
-    Parameters
-    ----------
-    readers
-        one `MapReader` per model.
-    n_images
-        the number of probe images Np; every reader serves rows 0..Np-1.
-    names
-        one label per model, used in error messages.
-    memory_budget
-        bytes allowed for one stacked chunk (N × chunk × F × 4); at least one image
-        per chunk is read whatever the budget.
-    progress
-        show a tqdm bar over chunks.
-    directions
-        maps per image K (the method's `directions`): each row holds K maps of F / K values,
-        compared as subspaces (see the module docstring); 1 compares one map by cosine.
-
     The matrix is exactly symmetric; its diagonal is exactly 1, a map's cosine with itself (and a
     subspace's score with itself), by definition rather than a float32 sum's 0.999998.
+
+    Parameters
+    ----------
+    readers : sequence of MapReader
+        One `MapReader` per model.
+    n_images : int
+        The number of probe images Np; every reader serves rows 0..Np-1.
+    names : sequence of str
+        One label per model, used in error messages.
+    memory_budget : int, default `DEFAULT_MEMORY_BUDGET`
+        Bytes allowed for one stacked chunk (N × chunk × F × 4); at least one image
+        per chunk is read whatever the budget.
+    progress : bool, default True
+        Show a progress bar over chunks.
+    directions : int, default 1
+        Maps per image K (the method's `directions`): each row holds K maps of F / K values,
+        compared as subspaces (see the module docstring); 1 compares one map by cosine.
+
+    Returns
+    -------
+    np.ndarray
+        (N, N) float64: Affinity(i, j), the mean over the probe images of the per-image score.
 
     Raises
     ------
     InputError
-        bad arguments, or a reader returning an array of the wrong shape.
+        Bad arguments (no reader, a reader not callable, not N names, `n_images`, `memory_budget` or
+        `directions` not a positive integer, F not a multiple of `directions`), or a reader returning
+        an array of the wrong shape.
     DegenerateMapsError
-        some maps are all-zero or non-finite. The message names every such
+        Some maps are all-zero or non-finite. The message names every such
         model with its count of bad images; ``err.bad_counts`` maps name -> count so that the
         caller can drop those models.
     """
@@ -120,11 +127,21 @@ def affinity_halves(
 
     Parameters
     ----------
-    readers, n_images, names, memory_budget, progress, directions
-        as in `affinity_matrix`.
-    masks
+    readers : sequence of MapReader
+        One `MapReader` per model.
+    n_images : int
+        The number of probe images Np; every reader serves rows 0..Np-1.
+    names : sequence of str
+        One label per model, used in error messages.
+    masks : np.ndarray
         (B, Np) boolean: row b marks the images of subset b (`confidence.half_masks`); every
         subset must hold at least one image.
+    memory_budget : int, default `DEFAULT_MEMORY_BUDGET`
+        Bytes allowed for one stacked chunk, as in `affinity_matrix`.
+    progress : bool, default True
+        Show a progress bar over chunks.
+    directions : int, default 1
+        Maps per image K, as in `affinity_matrix`.
 
     Returns
     -------
@@ -135,8 +152,10 @@ def affinity_halves(
 
     Raises
     ------
-    InputError, DegenerateMapsError
-        as in `affinity_matrix`; InputError also for masks of the wrong shape or an empty subset.
+    InputError
+        As in `affinity_matrix`; also for masks that are not a boolean (B, Np) array, or an empty subset.
+    DegenerateMapsError
+        As in `affinity_matrix`.
     """
     _check_common(readers, n_images, names, memory_budget, "readers")
     sizes = _check_masks(masks, n_images)
@@ -171,15 +190,28 @@ def affinity_halves_row(
     progress: bool = True,
     directions: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`affinity_row` and the same row on each of B subsets of the images, in one streamed pass:
-    how a model joins a computed space with its confidence's halves (`affinity_halves`) for one row.
+    """`affinity_row` and the same row on each of B subsets of the images, in one streamed pass.
+
+    How a model joins a computed space with its confidence's halves (`affinity_halves`) for one row.
 
     Parameters
     ----------
-    new, others, n_images, names, memory_budget, progress, directions
-        as in `affinity_row`.
-    masks
+    new : MapReader
+        The new model's reader.
+    others : sequence of MapReader
+        The readers of the models already in the matrix.
+    n_images : int
+        The number of probe images Np.
+    names : sequence of str
+        ``[new_name, *other_names]`` (length ``len(others) + 1``), used in error messages.
+    masks : np.ndarray
         (B, Np) boolean, as in `affinity_halves`.
+    memory_budget : int, default `DEFAULT_MEMORY_BUDGET`
+        Bytes allowed for one stacked chunk, as in `affinity_matrix`.
+    progress : bool, default True
+        Show a progress bar over chunks.
+    directions : int, default 1
+        Maps per image K, as in `affinity_matrix`.
 
     Returns
     -------
@@ -187,6 +219,13 @@ def affinity_halves_row(
         (len(others),) float64, as `affinity_row` up to float32 rounding.
     halves : np.ndarray
         (B, len(others)) float64.
+
+    Raises
+    ------
+    InputError
+        As in `affinity_halves`; also when `others` is not a non-empty sequence.
+    DegenerateMapsError
+        As in `affinity_matrix` (the new model and the others are all checked).
     """
     if not isinstance(others, Sequence) or len(others) == 0:
         raise InputError("others: expected a non-empty sequence of map readers")
@@ -219,28 +258,38 @@ def affinity_row(
     progress: bool = True,
     directions: int = 1,
 ) -> np.ndarray:
-    """Return the affinity of one new model with each of `others`: shape (len(others),) float64.
+    """Return the affinity of one new model with each of `others`.
 
     This is how a model is added to an existing matrix: one row, O(len(others)) work per image.
 
     Parameters
     ----------
-    new
-        the new model's reader.
-    others
-        the readers of the models already in the matrix.
-    n_images
-        the number of probe images Np.
-    names
+    new : MapReader
+        The new model's reader.
+    others : sequence of MapReader
+        The readers of the models already in the matrix.
+    n_images : int
+        The number of probe images Np.
+    names : sequence of str
         ``[new_name, *other_names]`` (length ``len(others) + 1``), used in error messages.
-    memory_budget, progress, directions
-        as in `affinity_matrix`.
+    memory_budget : int, default `DEFAULT_MEMORY_BUDGET`
+        Bytes allowed for one stacked chunk, as in `affinity_matrix`.
+    progress : bool, default True
+        Show a progress bar over chunks.
+    directions : int, default 1
+        Maps per image K, as in `affinity_matrix`.
+
+    Returns
+    -------
+    np.ndarray
+        (len(others),) float64: the new model's affinity with each of the others.
 
     Raises
     ------
-    InputError, DegenerateMapsError
-        as in `affinity_matrix` (the new model and the others are
-        all checked).
+    InputError
+        As in `affinity_matrix`; also when `others` is not a non-empty sequence.
+    DegenerateMapsError
+        As in `affinity_matrix` (the new model and the others are all checked).
     """
     if not isinstance(others, Sequence) or len(others) == 0:
         raise InputError("others: expected a non-empty sequence of map readers")
@@ -264,19 +313,27 @@ def affinity_row(
 def affinity_naive(maps: Sequence[np.ndarray]) -> np.ndarray:
     """Reference implementation: a per-pair loop of per-image cosines on raw maps.
 
-    Parameters
-    ----------
-    maps
-        one array per model, shape (Np, ...) with the same shape for every model; maps need
-        not be normalised.
-
     Slow and memory-hungry on purpose (everything in float64, nothing streamed): it exists to
     check `affinity_matrix` and to benchmark it.
+
+    Parameters
+    ----------
+    maps : sequence of np.ndarray
+        One array per model, shape (Np, ...) with the same shape for every model; maps need
+        not be normalised.
+
+    Returns
+    -------
+    np.ndarray
+        (N, N) float64: the mean over the images of the per-image cosines (the diagonal as computed,
+        not set to 1).
 
     Raises
     ------
     InputError
-        mismatched shapes. DegenerateMapsError: a zero-norm or non-finite map.
+        No maps, mismatched shapes, or no probe images.
+    DegenerateMapsError
+        A zero-norm or non-finite map.
     """
     if len(maps) == 0:
         raise InputError("maps: expected at least one model's maps")
@@ -306,9 +363,10 @@ def affinity_naive(maps: Sequence[np.ndarray]) -> np.ndarray:
 
 def _subspace_scores(flat: np.ndarray, n_features: int, k: int, row_only: bool = False,
                      per_image: bool = False) -> np.ndarray:
-    """Σ over a chunk's images of the subspace scores s(i, j): (N, N), or with `row_only` model 0
-    against the others, (N - 1,); with `per_image` the scores unsummed, (c, N, N) or (c, N - 1).
-    `flat` is the scanner's (N, c·F) block, F = K·P per image.
+    """Σ over a chunk's images of the subspace scores s(i, j).
+
+    (N, N), or with `row_only` model 0 against the others, (N - 1,); with `per_image` the scores
+    unsummed, (c, N, N) or (c, N - 1). `flat` is the scanner's (N, c·F) block, F = K·P per image.
     """
     n = flat.shape[0]
     g = flat.reshape(n, -1, k, n_features // k)  # (model, image, direction, P)
@@ -331,9 +389,11 @@ def _subspace_scores(flat: np.ndarray, n_features: int, k: int, row_only: bool =
 
 def _summed_with_halves(scan: "_ChunkScanner", masks: np.ndarray, scores, progress: bool, desc: str
                         ) -> tuple[np.ndarray, np.ndarray]:
-    """Σ over all images of each chunk's per-image `scores(flat)` (c, ...), flattened, and their sums
-    over each subset of `masks` (B, Np): one product ``masks[:, chunk] @ scores`` per chunk, so no
-    (Np, ...) array of per-image scores is ever held. Raises the scanner's degenerate-maps error.
+    """Σ over all images of each chunk's per-image `scores(flat)`, and their sums over each subset.
+
+    The per-image scores (c, ...) are flattened; the sums over each subset of `masks` (B, Np) take one
+    product ``masks[:, chunk] @ scores`` per chunk, so no (Np, ...) array of per-image scores is ever
+    held. Raises the scanner's degenerate-maps error.
     """
     weights = np.asarray(masks, dtype=np.float64)
     total, sums, start = 0.0, 0.0, 0

@@ -62,6 +62,31 @@ class Entry:
 
     `seed` selects the initialisation and the batch order; two entries that differ only in
     their seed are seed twins.
+
+    Parameters
+    ----------
+    name : str
+        The model's name in the zoo (and its files' stem).
+    task : str
+        A key of `labels.TASKS`.
+    arch : str, default "restasknet"
+        A key of `nets.ARCHITECTURES`.
+    input_size : int, default 64
+        The side the images are resized to.
+    domain : str, default "train"
+        The domain of its training, validation and test scenes (`scene.DOMAINS`).
+    group : int, default 1
+        1 the Taskonomy-like models, 2 other architectures and domains, 3 seed twins.
+    seed : int, default 0
+        The recipe's seed (batch order and input noise).
+    kwargs : dict, default {}
+        The architecture's other keyword arguments, written into the zoo file.
+    train_scenes : int, optional
+        Training scenes; by default the build's (``SCENES["train"]``).
+    mirror : bool, default False
+        Flip half of each batch (`train.Recipe.mirror`).
+    min_steps : int, optional
+        No stop before this many steps; by default the recipe's.
     """
 
     name: str
@@ -78,16 +103,15 @@ class Entry:
 
 
 MORE_DATA = {"train_scenes": 40_000, "mirror": True}
-"""For image classification. On 10 000 scenes object_class over-fitted (training cross-entropy 0.24,
-held-out 0.77, accuracy 0.725 where 0.80 counts as learned), so these models see four times the
+"""For image classification. On 10 000 scenes object_class over-fitted (its losses and accuracy against
+the learned threshold: zoo/first-attempt/object_class.json), so these models see four times the
 scenes, mirrored at random (`train.Recipe.mirror`)."""
 
 
 LONGER = {"keypoints3d": {"train_scenes": 40_000, "min_steps": 10_000}}
-"""Tasks whose sparse, low-variance labels (label variance 0.0015) leave a noisy held-out curve that
-the stopping rule reads as flat too early: keypoints3d stopped at 4 500 steps with a normalised loss of
-0.343 while still falling (train 0.00044, held-out 0.00051), where an older model's smoothed
-predictions reach 0.241. It trains at least 10 000 steps on four times the scenes."""
+"""Tasks whose sparse, low-variance labels leave a noisy held-out curve that the stopping rule reads
+as flat too early: keypoints3d stopped while its loss was still falling (zoo/first-attempt/keypoints3d.json,
+and keypoints3d-smoothed-sigma3.json beside it). It trains at least 10 000 steps on four times the scenes."""
 
 
 def _task_settings(task: str) -> dict:
@@ -121,7 +145,13 @@ QUICK_TASKS = ("depth_z", "normals", "object_count")
 
 
 def quick_zoo() -> list[Entry]:
-    """The miniature: three tasks, one twin (what CI builds)."""
+    """The miniature: three tasks, one twin (what CI builds).
+
+    Returns
+    -------
+    list of Entry
+        The group-1 entries of `QUICK_TASKS` on the default number of scenes, and one seed twin.
+    """
     first = [replace(e, train_scenes=None) for e in GROUP1 if e.task in QUICK_TASKS]
     return first + [Entry("depth_z@seed1", "depth_z", group=3, seed=1)]
 
@@ -141,6 +171,26 @@ def render_set(n: int, seed: int, domain: str, cache: Path | None, workers: int 
 
     Cached as one .npy per label in `cache` (written chunk by chunk, so memory stays bounded) and
     read back memory-mapped, so that parallel builds share one copy in the page cache.
+
+    Parameters
+    ----------
+    n : int
+        The number of scenes.
+    seed : int
+        The set's seed (`SEEDS`).
+    domain : str
+        The scenes' domain.
+    cache : Path or None
+        The cache folder; None renders without caching.
+    workers : int, default 2
+        Rendering processes.
+    chunk : int, default 2000
+        Scenes per rendering task.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        Key -> the n scenes' arrays (memory-mapped when cached), as `render.render_batch` gives them.
     """
     chunks = [(len(part), seed, domain, int(part[0])) for part in np.array_split(np.arange(n), -(-n // chunk))]
     folder = cache / f"v{CACHE_VERSION}_{domain}_{seed}_{n}" if cache else None
@@ -170,10 +220,21 @@ def render_set(n: int, seed: int, domain: str, cache: Path | None, workers: int 
 
 
 def native_bfloat16(device: str) -> bool:
-    """Whether bfloat16 autocast pays on `device`: measured on a CPU with AVX-512 BF16 it did
-    (benchmarks section 8), while on one without (AVX2 only) a VGG training step took 4.7 s in
-    bfloat16 against 0.42 s in float32, the bfloat16 kernels being emulated. A CPU counts when
-    it reports the avx512_bf16 or amx_bf16 flag (Linux's /proc/cpuinfo; elsewhere: float32).
+    """Whether bfloat16 autocast pays on `device`.
+
+    On a CPU with AVX-512 BF16 it did; on one without (AVX2 only) the bfloat16 kernels are emulated
+    and a training step took many times as long as in float32 (benchmarks/RESULTS.md; README, "Regenerating the built-in world"). A CPU counts
+    when it reports the avx512_bf16 or amx_bf16 flag (Linux's /proc/cpuinfo; elsewhere: float32).
+
+    Parameters
+    ----------
+    device : str
+        A torch device name.
+
+    Returns
+    -------
+    bool
+        True for any device but a CPU, and for a CPU with the flag.
     """
     if torch.device(device).type != "cpu":
         return True
@@ -185,13 +246,42 @@ def native_bfloat16(device: str) -> bool:
 
 
 def train_key(e: Entry, scenes: dict[str, int]) -> tuple[str, int]:
-    """Which rendered set an entry trains on: (domain, number of scenes)."""
+    """Which rendered set an entry trains on.
+
+    Parameters
+    ----------
+    e : Entry
+        The entry.
+    scenes : dict of str to int
+        Scenes per split (`SCENES`).
+
+    Returns
+    -------
+    domain : str
+        The entry's domain.
+    n : int
+        Its number of training scenes.
+    """
     return e.domain, e.train_scenes or scenes["train"]
 
 
 def render_sets(entries: list[Entry], scenes: dict[str, int], cache: Path | None) -> dict:
-    """"train", "validation" and "test" (the train domain), each entry's training set under `train_key`,
-    and ("validation", domain) / ("test", domain) for the other domains' entries.
+    """Every rendered set the entries need.
+
+    Parameters
+    ----------
+    entries : list of Entry
+        The models to train (empty: only the training domain's three sets).
+    scenes : dict of str to int
+        Scenes per split (`SCENES`).
+    cache : Path or None
+        The render cache.
+
+    Returns
+    -------
+    dict
+        "train", "validation" and "test" (the train domain), each entry's training set under
+        `train_key`, and ("validation", domain) / ("test", domain) for the other domains' entries.
     """
     sets = {split: render_set(scenes[split], SEEDS[split], "train", cache) for split in ("train", "validation", "test")}
     sets[("train", scenes["train"])] = sets["train"]
@@ -204,8 +294,23 @@ def render_sets(entries: list[Entry], scenes: dict[str, int], cache: Path | None
 
 
 def entry_sets(e: Entry, data: dict, scenes: dict[str, int]) -> dict:
-    """The scenes an entry is trained on, stopped by and judged on, all of its own domain: a model of
-    the shifted domain is learned when it does its task there.
+    """The scenes an entry is trained on, stopped by and judged on, all of its own domain.
+
+    A model of the shifted domain is learned when it does its task there.
+
+    Parameters
+    ----------
+    e : Entry
+        The entry.
+    data : dict
+        The rendered sets (`render_sets`).
+    scenes : dict of str to int
+        Scenes per split.
+
+    Returns
+    -------
+    dict
+        ``{"train", "validation", "test"}`` -> rendered set.
     """
     if e.domain == "train":
         return {"train": data["train"], "validation": data["validation"], "test": data["test"]}
@@ -218,7 +323,18 @@ def entry_sets(e: Entry, data: dict, scenes: dict[str, int]) -> dict:
 
 
 def zoo_toml(entries: list[Entry]) -> str:
-    """The zoo file: checkpoint sources with the world's constructor."""
+    """The zoo file: checkpoint sources with the world's constructor.
+
+    Parameters
+    ----------
+    entries : list of Entry
+        The models, in the file's order.
+
+    Returns
+    -------
+    str
+        The TOML text, one ``[[model]]`` block per entry.
+    """
     blocks = ["# The built-in zoo, written by `python -m modelspace.world.build`. Paths are relative to this file."]
     mean, std = train.WORLD_NORMALISATION["mean"], train.WORLD_NORMALISATION["std"]
     for e in entries:
@@ -234,9 +350,29 @@ def zoo_toml(entries: list[Entry]) -> str:
 
 
 def task_figures(task: str, model, data: dict[str, dict], input_size: int, device: str) -> dict:
-    """A trained model's held-out figures beside the image-blind predictor's, and whether the task
-    counts as learned: normalised loss ≤ 0.3 (regression), or accuracy ≥ 2× the majority class's
-    (classification).
+    """A trained model's held-out figures beside the image-blind predictor's, and whether it learned its task.
+
+    A task counts as learned at a normalised loss ≤ 0.3 (regression), or an accuracy ≥ 2× the
+    majority class's (classification).
+
+    Parameters
+    ----------
+    task : str
+        The model's task.
+    model : nn.Module
+        The trained network.
+    data : dict of str to dict
+        The entry's sets (`entry_sets`): "train" fits the image-blind predictor, "test" judges.
+    input_size : int
+        The side the images are resized to.
+    device : str
+        Where to run.
+
+    Returns
+    -------
+    dict
+        ``"held_out"`` (`train.held_out_metrics`), ``"trivial"`` (`train.trivial_metrics`),
+        ``"learned"``, and for regression ``"normalised_loss"``.
     """
     metrics = train.held_out_metrics(model, task, data["test"], input_size, device=device)
     trivial = train.trivial_metrics(task, data["train"], data["test"])
@@ -250,7 +386,28 @@ def task_figures(task: str, model, data: dict[str, dict], input_size: int, devic
 
 
 def train_entry(e: Entry, out: Path, data: dict, scenes: dict[str, int], recipe: train.Recipe, device: str) -> dict:
-    """Train one entry, save its weights, then its record (the record marks it done)."""
+    """Train one entry, save its weights, then its record (the record marks it done).
+
+    Parameters
+    ----------
+    e : Entry
+        The entry.
+    out : Path
+        The zoo folder: ``<name>.pt`` (float16) and ``records/<name>.json`` go there.
+    data : dict
+        The rendered sets (`render_sets`).
+    scenes : dict of str to int
+        Scenes per split.
+    recipe : train.Recipe
+        The build's recipe; the entry's seed, mirror and min_steps replace its own.
+    device : str
+        Where to train.
+
+    Returns
+    -------
+    dict
+        The record: the entry, the recipe, the training log and `task_figures`.
+    """
     torch.manual_seed(zlib.crc32(e.name.encode()))  # each model its own initialisation
     model = train.make_model(e.arch, e.task, **e.kwargs)
     recipe = replace(recipe, seed=e.seed, mirror=e.mirror, min_steps=e.min_steps or recipe.min_steps)
@@ -280,8 +437,29 @@ def _records(out: Path) -> dict[str, dict]:
 
 def train_zoo(entries: list[Entry], out: Path, data: dict, scenes: dict[str, int], recipe: train.Recipe, device: str,
               resume: bool, worker: tuple[int, int] = (0, 1)) -> None:
-    """Train every `n`-th entry from the `i`-th of those left to do (all, or with `resume` the unfinished
-    ones, so that resumed workers share what is left evenly).
+    """Train every `n`-th entry from the `i`-th of those left to do.
+
+    Those left are all, or with `resume` the unfinished ones, so that resumed workers share what is
+    left evenly.
+
+    Parameters
+    ----------
+    entries : list of Entry
+        The models.
+    out : Path
+        The zoo folder.
+    data : dict
+        The rendered sets (`render_sets`).
+    scenes : dict of str to int
+        Scenes per split.
+    recipe : train.Recipe
+        The build's recipe.
+    device : str
+        Where to train.
+    resume : bool
+        Skip entries whose weights and record are already in `out`.
+    worker : tuple of int, default (0, 1)
+        (i, n): this worker's index and the number of workers.
     """
     i, n = worker
     todo = [(index, e) for index, e in enumerate(entries)
@@ -303,8 +481,19 @@ def train_zoo(entries: list[Entry], out: Path, data: dict, scenes: dict[str, int
 
 
 def oracle_pairs(entries: list[Entry]) -> list[tuple[str, str]]:
-    """Every (target task, source model) the oracle trains a readout for: all group-1 pairs, and
-    each twin as a source for the targets its zoo copy covers (the twinned tasks).
+    """Every (target task, source model) the oracle trains a readout for.
+
+    All group-1 pairs, and each twin as a source for the targets its zoo copy covers (the twinned tasks).
+
+    Parameters
+    ----------
+    entries : list of Entry
+        The zoo.
+
+    Returns
+    -------
+    list of tuple of str
+        (target task, source name) pairs.
     """
     group1 = [e for e in entries if e.group == 1]
     twins = [e for e in entries if e.group == 3]
@@ -323,6 +512,31 @@ def measure(entries: list[Entry], out: Path, data: dict[str, dict], readout: ora
     `transfers-<i>of<n>.json` after each target and returns None; the single run (0 of 1) reuses
     every progress file measured under the same readout recipe, measures what is missing and
     returns `oracle_summary`.
+
+    Parameters
+    ----------
+    entries : list of Entry
+        The zoo; its group-1 and group-3 models are the sources.
+    out : Path
+        The zoo folder, with ``zoo.toml``, the trained weights and records.
+    data : dict of str to dict
+        The rendered sets; "train" and "test" are used.
+    readout : oracle.ReadoutRecipe
+        The readouts' recipe.
+    worker : tuple of int, default (0, 1)
+        (i, n): this worker's index and the number of workers.
+    progress : bool, default True
+        Print each target's best sources.
+
+    Returns
+    -------
+    dict or None
+        `oracle_summary` with the seconds taken, or None for a worker of several.
+
+    Raises
+    ------
+    SystemExit
+        A group-1 or group-3 model not trained yet.
     """
     missing = [e.name for e in entries if e.group in (1, 3) and not (out / "records" / f"{e.name}.json").exists()]
     if missing:
@@ -349,9 +563,9 @@ def measure(entries: list[Entry], out: Path, data: dict[str, dict], readout: ora
 
 
 def _measured(out: Path, readout: oracle.ReadoutRecipe, weights: dict[str, str]) -> dict:
-    """Every readout loss in `out`'s progress files that was measured under this readout recipe
-    from a source with these weights (`weights`: source name -> state-dict hash); a retrained
-    source is measured again.
+    """Every readout loss in `out`'s progress files measured under this recipe from these weights.
+
+    `weights` maps a source name to its state-dict hash; a retrained source is measured again.
     """
     done: dict = {}
     recipe = json.loads(json.dumps(asdict(readout)))  # as saved: tuples become lists
@@ -367,7 +581,23 @@ def _measured(out: Path, readout: oracle.ReadoutRecipe, weights: dict[str, str])
 
 
 def oracle_summary(entries: list[Entry], result: oracle.TransferResult, readout: oracle.ReadoutRecipe) -> dict:
-    """oracle.json: protocol, losses, and the validity figures the shipped-data tests enforce."""
+    """oracle.json: protocol, losses, and the validity figures the shipped-data tests enforce.
+
+    Parameters
+    ----------
+    entries : list of Entry
+        The zoo.
+    result : oracle.TransferResult
+        Every pair's measured losses.
+    readout : oracle.ReadoutRecipe
+        The readouts' recipe (its seeds index the losses).
+
+    Returns
+    -------
+    dict
+        The protocol, the readout recipe, the tasks, the mean and per-seed transfer losses, each
+        target's validity figures and the seed twins' agreement.
+    """
     group1 = [e for e in entries if e.group == 1]
     tasks = [e.task for e in group1]
     seeds = list(readout.seeds)
@@ -423,6 +653,18 @@ def _ranking(tasks: list[str], loss: np.ndarray) -> dict[str, list[str]]:
 
 
 def write_oracle(out: Path, info: dict) -> None:
+    """Write the oracle's ground-truth files and its summary.
+
+    ``oracle_ranking.csv`` and ``transfer_matrix.csv`` (1 − loss: higher is better), in the formats
+    `modelspace.evaluation` reads, and ``oracle.json``.
+
+    Parameters
+    ----------
+    out : Path
+        The zoo folder.
+    info : dict
+        `oracle_summary`'s dict.
+    """
     tasks, loss = info["tasks"], np.asarray(info["transfer_loss"])
     with open(out / "oracle_ranking.csv", "w") as fh:
         fh.write("target," + ",".join(f"rank{k}" for k in range(1, len(tasks))) + "\n")
@@ -436,6 +678,29 @@ def write_oracle(out: Path, info: dict) -> None:
 
 
 def write_zoo_record(entries: list[Entry], out: Path, scenes: dict[str, int], recipe: train.Recipe) -> dict:
+    """Write ``zoo.json``: the recipe, the scenes and seeds, and every model's record.
+
+    Parameters
+    ----------
+    entries : list of Entry
+        The zoo.
+    out : Path
+        The zoo folder, with every model's record.
+    scenes : dict of str to int
+        Scenes per split.
+    recipe : train.Recipe
+        The build's recipe.
+
+    Returns
+    -------
+    dict
+        What was written.
+
+    Raises
+    ------
+    SystemExit
+        A model not trained yet.
+    """
     records = _records(out)
     missing = [e.name for e in entries if e.name not in records]
     if missing:
@@ -448,6 +713,18 @@ def write_zoo_record(entries: list[Entry], out: Path, scenes: dict[str, int], re
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments; by default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ZOO_DIR, help="where the artifacts go (default: %(default)s)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "modelspace" / "world",

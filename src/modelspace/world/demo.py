@@ -25,17 +25,36 @@ from ..results import REPORT_HTML, TRUTH_AFFINITY_CSV, add_files, file_name, loc
 from ..similarity import get_baseline, similarity_tree, to_newick
 from ..space import ModelSpace, default_estimators
 from .build import ZOO_DIR
+from .registration import REGISTRATION
 from .render import render_batch
 
 PROBE_SEED = 4000  # not a training (1000), test (2000) or shifted-domain (3000) seed
 DEMO_PROBE = 100  # keeps the demo near 2 minutes on 2 cores; the study's P@3 barely moves from 16 to 100 images
-BASELINES = ("svcca", "linear_cka", "rbf_cka", "rsa", "dds", "depara")
+BASELINES: tuple[str, ...] = tuple(REGISTRATION["candidates"]["baselines"])
+"""The label-free baselines on the activations that the demo computes: those the study registers as candidates."""
 VALIDITY_KEYS = ("validity", "own_best_count", "top5_agreement_between_seeds", "zoo_retraining")
 """The oracle's validity figures (`build.oracle_summary`) that the demo carries to its page."""
 
 
 def load_world(zoo_dir: Path = ZOO_DIR) -> tuple[list, dict, GroundTruth, dict]:
-    """The built-in zoo's specs, its record (groups, losses), the oracle and its metadata."""
+    """The built-in zoo's specs, its record (groups, losses), the oracle and its metadata.
+
+    Parameters
+    ----------
+    zoo_dir : Path, default ZOO_DIR
+        The folder of a built zoo: ``zoo.toml``, ``zoo.json``, ``oracle_ranking.csv`` and ``oracle.json``.
+
+    Returns
+    -------
+    specs : list of ModelSpec
+        The zoo's models, in the order of ``zoo.toml``.
+    record : dict
+        ``zoo.json``: each model's group, task and training losses under ``"models"``.
+    truth : GroundTruth
+        The measured transfer oracle's ranking.
+    oracle_info : dict
+        ``oracle.json``: the oracle's tasks, transfer losses and validity figures.
+    """
     specs = load_zoo(zoo_dir / "zoo.toml")
     record = json.loads((zoo_dir / "zoo.json").read_text())
     truth = GroundTruth.from_csv(zoo_dir / "oracle_ranking.csv")
@@ -53,8 +72,36 @@ def run_demo(
     zoo_dir: Path = ZOO_DIR,
     write_page: bool = True,
 ) -> dict:
-    """Run the benchmark into `out`; returns the report (with a printable `table`) and, with
-    `write_page`, writes `out/report.html`."""
+    """Run the benchmark into `out`: the space's results, the trees and, with `write_page`, the HTML page.
+
+    The space is stored in ``out/store``, so a second run reuses every map.
+
+    Parameters
+    ----------
+    out : str or Path
+        The results folder (made if missing).
+    full : bool, default False
+        1000 probe images instead of `DEMO_PROBE` (when `n_probe` is None).
+    n_probe : int or None, default None
+        Probe images; None: 1000 with `full`, else `DEMO_PROBE`.
+    methods : sequence of str, default DEFAULT_METHODS
+        The attribution methods' ids (the default estimator's are added when missing).
+    baselines : sequence of str, default BASELINES
+        The label-free baselines' ids (the default estimator's are added when missing).
+    progress : bool, default True
+        Show progress bars.
+    zoo_dir : Path, default ZOO_DIR
+        The zoo's folder (`load_world`).
+    write_page : bool, default True
+        Write ``out/report.html``.
+
+    Returns
+    -------
+    dict
+        The space's summary (`ModelSpace.summary`), the group-1 targets, the same-task nearest-neighbour
+        rates (``"same_task_nn"``), the trees, the oracle's figures, the seconds taken, ``"report"`` (the
+        page's path, with `write_page`) and ``"table"``: the printable table of P@K / R@K / ρ.
+    """
     start = time.time()
     out = Path(out)
     specs, record, truth, oracle_info = load_world(Path(zoo_dir))
@@ -123,9 +170,17 @@ def same_task_rate(affinity: np.ndarray, labels: Sequence[str], queries: Sequenc
 
     Parameters
     ----------
-    affinity : (n, n) array
-    labels : the n models' tasks.
-    queries : which models are asked (default: all); one whose task no other model has is skipped.
+    affinity : np.ndarray
+        The (n, n) affinity matrix.
+    labels : sequence of str
+        The n models' tasks.
+    queries : sequence of bool or None, default None
+        Which models are asked (None: all); one whose task no other model has is skipped.
+
+    Returns
+    -------
+    float
+        The share of asked models whose nearest neighbour has their task; NaN when none is asked.
     """
     labels = list(labels)
     asked = [i for i in range(len(labels)) if (queries is None or queries[i]) and labels.count(labels[i]) > 1]
@@ -140,7 +195,20 @@ def same_task_rate(affinity: np.ndarray, labels: Sequence[str], queries: Sequenc
 
 
 def chance_same_task_rate(labels: Sequence[str], queries: Sequence[bool] | None = None) -> float:
-    """`same_task_rate`'s expectation when each nearest neighbour is drawn at random."""
+    """`same_task_rate`'s expectation when each nearest neighbour is drawn at random.
+
+    Parameters
+    ----------
+    labels : sequence of str
+        The models' tasks.
+    queries : sequence of bool or None, default None
+        Which models are asked (None: all); one whose task no other model has is skipped.
+
+    Returns
+    -------
+    float
+        The mean over asked models of (models of its task − 1) / (models − 1); NaN when none is asked.
+    """
     labels = list(labels)
     rates = [(labels.count(label) - 1) / (len(labels) - 1) for i, label in enumerate(labels)
              if (queries is None or queries[i]) and labels.count(label) > 1]
@@ -148,8 +216,10 @@ def chance_same_task_rate(labels: Sequence[str], queries: Sequence[bool] | None 
 
 
 def _trees(space: ModelSpace, group1: list[str], oracle_info: dict) -> tuple[dict, np.ndarray, Callable]:
-    """Newick trees of group 1, the oracle's (from symmetrised transfer scores) and each method's,
-    the oracle's symmetrised affinity, and ``draw(path)`` drawing the oracle's dendrogram."""
+    """Newick trees of group 1: the oracle's (from symmetrised transfer scores) and each method's.
+
+    Also returns the oracle's symmetrised affinity, and ``draw(path)`` drawing the oracle's dendrogram.
+    """
     from ..report.plots import plot_dendrogram
 
     tasks = oracle_info["tasks"]

@@ -71,24 +71,76 @@ IMAGE_TARGETS = ("autoencoding", "denoising", "colorization")
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
-    """Luma (BT.601) of ``image`` (..., H, W, 3), repeated on 3 channels so RGB models can take it."""
+    """Luma (BT.601) of an image, repeated on 3 channels so RGB models can take it.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        (..., H, W, 3) RGB in [0, 1].
+
+    Returns
+    -------
+    np.ndarray
+        (..., H, W, 3), the three channels equal, of the image's dtype.
+    """
     grey = image @ np.array([0.299, 0.587, 0.114], dtype=image.dtype)
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
 def noisy(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.1) -> np.ndarray:
-    """``image`` plus Gaussian noise of std ``sigma``, clipped to [0, 1]."""
+    """``image`` plus Gaussian noise of std ``sigma``, clipped to [0, 1].
+
+    Parameters
+    ----------
+    image : np.ndarray
+        Any shape, values in [0, 1].
+    rng : np.random.Generator
+        Draws the noise.
+    sigma : float, default 0.1
+        The noise's standard deviation.
+
+    Returns
+    -------
+    np.ndarray
+        The noisy image, of the image's shape and dtype.
+    """
     noise = rng.normal(0.0, sigma, size=image.shape).astype(image.dtype)
     return np.clip(image + noise, 0.0, 1.0)
 
 
 def centre_slices(height: int, width: int) -> tuple[slice, slice]:
-    """Rows and columns of the centre patch (half the size in each direction)."""
+    """Rows and columns of the centre patch (half the size in each direction).
+
+    Parameters
+    ----------
+    height : int
+        The image's height H in pixels.
+    width : int
+        The image's width W in pixels.
+
+    Returns
+    -------
+    rows, cols : slice
+        ``H//4 : H//4 + H//2`` and ``W//4 : W//4 + W//2``.
+    """
     return slice(height // 4, height // 4 + height // 2), slice(width // 4, width // 4 + width // 2)
 
 
 def mask_centre(image: np.ndarray, fill: float = 0.5) -> np.ndarray:
-    """A copy of ``image`` (..., H, W, C) with its centre patch set to ``fill`` (mid grey)."""
+    """A copy of ``image`` with its centre patch (`centre_slices`) set to ``fill``.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        (..., H, W, C).
+    fill : float, default 0.5
+        The value of the masked pixels (mid grey).
+
+    Returns
+    -------
+    np.ndarray
+        The masked copy; the input is left as it is.
+    """
     rows, cols = centre_slices(*image.shape[-3:-1])
     out = image.copy()
     out[..., rows, cols, :] = fill
@@ -96,13 +148,40 @@ def mask_centre(image: np.ndarray, fill: float = 0.5) -> np.ndarray:
 
 
 def centre_patch(image: np.ndarray) -> np.ndarray:
-    """The centre patch of ``image`` (..., H, W, C): the `inpainting` target."""
+    """The centre patch of an image (`centre_slices`): the `inpainting` target.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        (..., H, W, C).
+
+    Returns
+    -------
+    np.ndarray
+        (..., H/2, W/2, C), a copy.
+    """
     rows, cols = centre_slices(*image.shape[-3:-1])
     return image[..., rows, cols, :].copy()
 
 
 def task_input(task: str, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-    """What a model for ``task`` sees: the image, or its noisy / grey / masked version."""
+    """What a model for ``task`` sees: the image, or its noisy / grey / masked version.
+
+    Parameters
+    ----------
+    task : str
+        A name of `TASKS`; ``"denoising"``, ``"colorization"`` and ``"inpainting"`` change the image
+        (`noisy`, `to_grey`, `mask_centre`), every other task sees it as it is.
+    image : np.ndarray
+        (..., H, W, 3) RGB in [0, 1].
+    rng : np.random.Generator, optional
+        Draws the denoising noise; by default ``np.random.default_rng(0)``.
+
+    Returns
+    -------
+    np.ndarray
+        The model's input, of the image's shape (the image itself for the other tasks).
+    """
     if task == "denoising":
         return noisy(image, rng if rng is not None else np.random.default_rng(0))
     if task == "colorization":
@@ -124,14 +203,36 @@ def _filter3(img: np.ndarray, k_rows, k_cols) -> np.ndarray:
 
 
 def sobel(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(gx, gy) Sobel responses of a 2-D image: a unit step gives 4."""
+    """Sobel responses of a 2-D image (edge padding): a unit step gives 4.
+
+    Parameters
+    ----------
+    grey : np.ndarray
+        (H, W) image.
+
+    Returns
+    -------
+    gx, gy : np.ndarray
+        (H, W) each: the horizontal and vertical responses.
+    """
     gx = _filter3(grey, (1, 2, 1), (-1, 0, 1))
     gy = _filter3(grey, (-1, 0, 1), (1, 2, 1))
     return gx, gy
 
 
 def edges2d(rgb: np.ndarray) -> np.ndarray:
-    """Sobel magnitude of the luma, / 4 (a unit step -> 1), clipped to [0, 1]; H×W."""
+    """Sobel magnitude of the luma, / 4 (a unit step -> 1), clipped to [0, 1].
+
+    Parameters
+    ----------
+    rgb : np.ndarray
+        (H, W, 3) RGB in [0, 1].
+
+    Returns
+    -------
+    np.ndarray
+        (H, W) edge strength in [0, 1] (unsmoothed: the label smooths it, `SMOOTHED`).
+    """
     gx, gy = sobel(to_grey(rgb)[..., 0])
     return np.clip(np.hypot(gx, gy) / 4.0, 0.0, 1.0)
 
@@ -140,7 +241,18 @@ KEYPOINT_SCALE = 0.002  # λmin at which the corner response reaches 1 - 1/e
 
 
 def keypoints2d(rgb: np.ndarray) -> np.ndarray:
-    """Shi-Tomasi corner response: smaller eigenvalue of the smoothed structure tensor; H×W."""
+    """Shi-Tomasi corner response: the smaller eigenvalue of the smoothed structure tensor.
+
+    Parameters
+    ----------
+    rgb : np.ndarray
+        (H, W, 3) RGB in [0, 1].
+
+    Returns
+    -------
+    np.ndarray
+        (H, W) ``1 - exp(-λmin / KEYPOINT_SCALE)``, in [0, 1).
+    """
     gx, gy = sobel(to_grey(rgb)[..., 0])
     gx, gy = gx / 8.0, gy / 8.0  # per-pixel derivative estimates
 
@@ -157,7 +269,20 @@ def keypoints2d(rgb: np.ndarray) -> np.ndarray:
 
 
 def relabel_by_appearance(keys: np.ndarray, k: int = N_SEGMENTS) -> np.ndarray:
-    """Integer keys (H, W) -> ids 0, 1, ... in order of first appearance (raster order), capped at k-1."""
+    """Integer keys -> ids 0, 1, ... in order of first appearance (raster order), capped at k-1.
+
+    Parameters
+    ----------
+    keys : np.ndarray
+        (H, W) integer keys, one per segment.
+    k : int, default `N_SEGMENTS`
+        The number of ids; later segments share id k - 1.
+
+    Returns
+    -------
+    np.ndarray
+        (H, W) int64 ids.
+    """
     uniq, first, inverse = np.unique(keys.ravel(), return_index=True, return_inverse=True)
     rank = np.empty(len(uniq), dtype=np.int64)
     rank[np.argsort(first)] = np.arange(len(uniq))
@@ -165,7 +290,18 @@ def relabel_by_appearance(keys: np.ndarray, k: int = N_SEGMENTS) -> np.ndarray:
 
 
 def normal_bin(normals: np.ndarray) -> np.ndarray:
-    """Which of the 6 axis directions (±x, ±y, ±z) each normal (..., 3) is closest to: 0..5."""
+    """Which of the 6 axis directions (±x, ±y, ±z) each normal is closest to.
+
+    Parameters
+    ----------
+    normals : np.ndarray
+        (..., 3) normals.
+
+    Returns
+    -------
+    np.ndarray
+        (...) ints 0..5: 2 × axis + (the component is positive).
+    """
     axis = np.argmax(np.abs(normals), axis=-1)
     positive = np.take_along_axis(normals, axis[..., None], -1)[..., 0] > 0
     return 2 * axis + positive
@@ -180,6 +316,22 @@ def occlusion_edges(t: np.ndarray, solid: np.ndarray, near_floor: np.ndarray, fl
     floor (``near_floor``) form a crease when their distances ``t`` differ by less than the floor's own
     depth spread across a pixel (``floor_slack``, 0 off the floor). The nearer pixel of each
     discontinuous pair, the occluder, is marked.
+
+    Parameters
+    ----------
+    t : np.ndarray
+        (H, W) distance along each pixel's ray to what it sees.
+    solid : np.ndarray
+        (H, W) int: which solid each pixel sees (room = 0, object k = k + 1).
+    near_floor : np.ndarray
+        (H, W) bool: the pixel sees an object point within about a pixel footprint of the floor.
+    floor_slack : np.ndarray
+        (H, W) float: the floor's depth spread across the pixel (0 off the floor).
+
+    Returns
+    -------
+    np.ndarray
+        (H, W) float32, 1 on the near side of each occlusion edge, else 0.
     """
     edges = np.zeros(t.shape, dtype=bool)
     for axis in (0, 1):
@@ -195,7 +347,20 @@ def occlusion_edges(t: np.ndarray, solid: np.ndarray, near_floor: np.ndarray, fl
 
 
 def smooth(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian smoothing of an H×W(×C) image over H and W: kernel radius round(3σ), edge padding."""
+    """Separable Gaussian smoothing of an image over H and W: kernel radius round(3σ), edge padding.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        (H, W) or (H, W, C); channels are smoothed apart.
+    sigma : float
+        The Gaussian's standard deviation in pixels (> 0).
+
+    Returns
+    -------
+    np.ndarray
+        The smoothed image, float64, of the image's shape.
+    """
     radius = int(3 * sigma + 0.5)
     taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma**2))
     taps /= taps.sum()
@@ -206,7 +371,22 @@ def smooth(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def splat(points_xy: np.ndarray, size: int, sigma: float) -> np.ndarray:
-    """Max of isotropic Gaussians (peak 1) at pixel coordinates ``points_xy`` (K, 2: col, row)."""
+    """Max of isotropic Gaussians (peak 1) at pixel coordinates ``points_xy``.
+
+    Parameters
+    ----------
+    points_xy : np.ndarray
+        (K, 2) the centres as (column, row), in pixels.
+    size : int
+        The side of the square image in pixels.
+    sigma : float
+        The Gaussians' standard deviation in pixels.
+
+    Returns
+    -------
+    np.ndarray
+        (size, size) float64 in [0, 1]; all 0 with no point.
+    """
     out = np.zeros((size, size))
     if len(points_xy) == 0:
         return out

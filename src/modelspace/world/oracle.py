@@ -40,7 +40,23 @@ PROTOCOL = (
 
 
 def readout_targets(task: str, data: dict[str, np.ndarray]) -> np.ndarray:
-    """Labels of `task` as the rows the readout predicts: (N, Q) float64."""
+    """Labels of `task` as the rows the readout predicts.
+
+    Dense labels are area-averaged to `READOUT_SIZE`² (class maps as class fractions); image classes
+    become one-hot rows, image values stay as they are.
+
+    Parameters
+    ----------
+    task : str
+        A task name of `labels.TASKS`.
+    data : dict of str to np.ndarray
+        The rendered data set: task name -> its N labels.
+
+    Returns
+    -------
+    np.ndarray
+        (N, Q) float64.
+    """
     kind, channels = train.task_kind(task)
     label = data[task]
     n = len(label)
@@ -57,7 +73,18 @@ def readout_targets(task: str, data: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def input_variant(task: str) -> str:
-    """Which version of the image a task's model sees (tasks sharing one share the features)."""
+    """Which version of the image a task's model sees (tasks sharing one share the features).
+
+    Parameters
+    ----------
+    task : str
+        A task name.
+
+    Returns
+    -------
+    str
+        The task itself for ``"denoising"``, ``"colorization"`` and ``"inpainting"``, else ``"image"``.
+    """
     return task if task in ("denoising", "colorization", "inpainting") else "image"
 
 
@@ -71,10 +98,18 @@ class ReadoutRecipe:
 
     Attributes
     ----------
-    width : channels of the readout's two 3×3 convolutions.
-    epochs, batch, lr : Adam training on the cached features of `n_train` scenes.
-    n_train : training scenes the readouts see (the first ones of the rendered training set).
-    seeds : one readout per seed (initialisation and batch order); their spread is the noise.
+    width : int, default 32
+        Channels of the readout's two 3×3 convolutions.
+    epochs : int, default 8
+        Epochs of Adam training on the cached features of `n_train` scenes.
+    batch : int, default 32
+        Scenes per step.
+    lr : float, default 2e-3
+        Adam's learning rate, at the start of a cosine schedule.
+    n_train : int, default 4000
+        Training scenes the readouts see (the first ones of the rendered training set).
+    seeds : tuple of int, default (0, 1)
+        One readout per seed (initialisation and batch order); their spread is the noise.
     """
 
     width: int = 32  # the rule of scripts/world/readout_width.py: 64 channels did no better
@@ -86,8 +121,21 @@ class ReadoutRecipe:
 
 
 class Readout(nn.Module):
-    """Frozen features (C, h, w) → a target: two 3×3 convolutions, then a 1×1 convolution at
-    READOUT_SIZE² for dense targets, or a 4×4 average pool and a linear layer for image targets.
+    """Frozen features (C, h, w) → a target.
+
+    Two 3×3 convolutions, then a 1×1 convolution at `READOUT_SIZE`² for dense targets, or a 4×4
+    average pool and a linear layer for image targets.
+
+    Parameters
+    ----------
+    cin : int
+        Channels C of the features.
+    out : int
+        Outputs per position (dense) or per image.
+    dense : bool
+        A dense target or an image-level one.
+    width : int, default 32
+        Channels of the two convolutions.
     """
 
     def __init__(self, cin: int, out: int, dense: bool, width: int = 32) -> None:
@@ -100,6 +148,18 @@ class Readout(nn.Module):
         self.out = nn.Conv2d(width, out, 1) if dense else nn.Linear(width * 16, out)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Read the target from the features.
+
+        Parameters
+        ----------
+        features : torch.Tensor
+            (B, C, h, w) frozen features.
+
+        Returns
+        -------
+        torch.Tensor
+            (B, out, `READOUT_SIZE`, `READOUT_SIZE`) for a dense target, else (B, out).
+        """
         h = self.body(features)
         if self.dense:
             h = F.interpolate(h, size=(READOUT_SIZE, READOUT_SIZE), mode="bilinear", align_corners=False)
@@ -111,10 +171,23 @@ class Readout(nn.Module):
 class Target:
     """A target task's labels as the readout predicts them, and its normaliser.
 
-    `y` is (N, Q) float for regression, (N,) class indices for image classification, (N, K, s, s)
-    class fractions for dense classification. `trivial` is the loss of an image-blind predictor
-    (the per-position variance of the test labels; the cross-entropy of the training class prior),
-    so that a normalised loss of 1 means "no better than ignoring the image".
+    Attributes
+    ----------
+    kind : str
+        The task's kind (``"dense_regression"``, ``"image_classification"``, ...).
+    y_train : torch.Tensor
+        The training labels: (N, Q) float for regression, (N,) class indices for image
+        classification, (N, K, s, s) class fractions for dense classification.
+    y_test : torch.Tensor
+        The test labels, laid out alike.
+    trivial : float
+        The loss of an image-blind predictor (the per-position variance of the test labels; the
+        cross-entropy of the training class prior), so that a normalised loss of 1 means "no better
+        than ignoring the image".
+    channels : int
+        The readout's outputs per position (dense) or per image.
+    dense : bool
+        Whether the readout predicts a map.
     """
 
     kind: str
@@ -126,6 +199,24 @@ class Target:
 
 
 def make_target(task: str, train_data: dict, test_data: dict, n_train: int) -> Target:
+    """A task's training and test labels as the readout predicts them, with their normaliser.
+
+    Parameters
+    ----------
+    task : str
+        A task name of `labels.TASKS`.
+    train_data : dict
+        The rendered training set: task name -> labels.
+    test_data : dict
+        The rendered test set, laid out alike.
+    n_train : int
+        The first this many training scenes are used.
+
+    Returns
+    -------
+    Target
+        The labels and the image-blind predictor's loss.
+    """
     kind, channels = train.task_kind(task)
     index = np.arange(n_train)
     if kind == "image_classification":
@@ -155,7 +246,26 @@ def _take(data: dict, task: str, index: np.ndarray) -> dict:
 
 def readout_loss(target: Target, features: tuple[torch.Tensor, torch.Tensor], recipe: ReadoutRecipe,
                  seed: int) -> float:
-    """Held-out normalised loss of one readout trained on frozen `features` (train, test)."""
+    """Held-out normalised loss of one readout trained on frozen features.
+
+    The readout's output bias starts at the image-blind predictor, so the budget goes to using R.
+
+    Parameters
+    ----------
+    target : Target
+        The labels and normaliser (`make_target`).
+    features : tuple of torch.Tensor
+        (train, test) features, (N, C, h, w) each, as `standardise` returns them.
+    recipe : ReadoutRecipe
+        The readout's width and training budget.
+    seed : int
+        Seeds the initialisation and the batch order.
+
+    Returns
+    -------
+    float
+        The test loss over `target.trivial`: 0 is perfect, 1 no better than ignoring the image.
+    """
     x_train, x_test = features
     torch.manual_seed(seed)
     model = Readout(x_train.shape[1], target.channels, target.dense, recipe.width)
@@ -203,13 +313,41 @@ def _readout_criterion(target: Target, output: torch.Tensor, y: torch.Tensor) ->
 
 @torch.no_grad()
 def frozen_features(model: LoadedModel, images: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """The encoder output R of `model` on `images` (N, H, W, 3) in [0, 1]: float32 (N, C, h, w)."""
+    """The encoder output R of a model on images.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The source model; its encoder is tapped (`LoadedModel.tap`) and its transform applied.
+    images : np.ndarray
+        (N, H, W, 3) in [0, 1].
+    batch : int, default 256
+        Images per forward pass.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 (N, C, h, w).
+    """
     tap, x = model.tap(), train.to_tensor(images)
     return torch.cat([tap(model.transform(x[i:i + batch])).float() for i in range(0, len(x), batch)])
 
 
 def standardise(train_features: torch.Tensor, test_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel z-scores with the training scenes' statistics, so every source starts on one scale."""
+    """Per-channel z-scores with the training scenes' statistics, so every source starts on one scale.
+
+    Parameters
+    ----------
+    train_features : torch.Tensor
+        (N, C, h, w) features of the training scenes.
+    test_features : torch.Tensor
+        (M, C, h, w) features of the test scenes.
+
+    Returns
+    -------
+    train, test : torch.Tensor
+        Both sets, centred and scaled by the training set's per-channel mean and standard deviation.
+    """
     mean = train_features.mean((0, 2, 3), keepdim=True)
     std = train_features.std((0, 2, 3), keepdim=True) + 1e-6
     return (train_features - mean) / std, (test_features - mean) / std
@@ -217,7 +355,19 @@ def standardise(train_features: torch.Tensor, test_features: torch.Tensor) -> tu
 
 @dataclass
 class TransferResult:
-    """Normalised held-out losses of trained readouts: `loss[seed][target][source]`."""
+    """Normalised held-out losses of trained readouts.
+
+    Attributes
+    ----------
+    targets : list of str
+        The target tasks, in order of first appearance in the pairs.
+    sources : list of str
+        The source models, likewise.
+    loss : dict
+        ``loss[seed][target][source]``: the normalised held-out loss (`readout_loss`).
+    trivial : dict of str to float
+        Target -> the image-blind predictor's loss that normalises it.
+    """
 
     targets: list[str]
     sources: list[str]
@@ -225,7 +375,13 @@ class TransferResult:
     trivial: dict[str, float]
 
     def mean(self) -> np.ndarray:
-        """(targets, sources) losses averaged over the readout seeds (NaN where not measured)."""
+        """The losses averaged over the readout seeds.
+
+        Returns
+        -------
+        np.ndarray
+            (targets, sources) float64, NaN where not measured.
+        """
         out = np.full((len(self.targets), len(self.sources)), np.nan)
         for i, t in enumerate(self.targets):
             for j, s in enumerate(self.sources):
@@ -246,6 +402,32 @@ def measure_transfers(models: dict[str, LoadedModel], tasks: dict[str, str], pai
     held at a time. `done` (a `TransferResult.loss`-shaped dict) holds entries already measured,
     which are kept and not retrained; `on_target(result)` is called after each target, so that a
     caller can save progress and resume.
+
+    Parameters
+    ----------
+    models : dict of str to LoadedModel
+        Source name -> its loaded model.
+    tasks : dict of str to str
+        Source name -> its task.
+    pairs : list of tuple of str
+        (target task, source name) pairs to measure.
+    train_data : dict
+        The rendered training set: ``"rgb"`` and task name -> labels.
+    test_data : dict
+        The rendered test set, laid out alike.
+    recipe : ReadoutRecipe, default ReadoutRecipe()
+        The readout's width, training budget, scenes and seeds.
+    done : dict, optional
+        Losses already measured, shaped as `TransferResult.loss` (seeds as ints or strings).
+    on_target : callable, optional
+        Called with the `TransferResult` so far after each target.
+    progress : bool, default True
+        Print each target's three best sources and its time.
+
+    Returns
+    -------
+    TransferResult
+        Every pair's losses for every seed, with the targets' normalisers.
     """
     loss = {seed: {} for seed in recipe.seeds}
     for seed, by_target in (done or {}).items():

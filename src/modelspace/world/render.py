@@ -5,8 +5,8 @@ shades it (Lambert, one point light with cast shadows, ambient) and derives ever
 the same hit buffers, so labels agree with each other and with the image exactly.
 ``render_batch(n, seed)`` renders scenes 0..n-1 of a seed; scene i depends only on (seed, i).
 
-Conventions
------------
+Conventions:
+
 * Units: metres. World frame: x right, y up, z forward; camera centre at the origin.
 * Camera frame: x right, y up, z forward (the optical axis); the camera is the world frame turned
   by ``scene.yaw`` about y, then ``scene.pitch`` about x (`Scene.rotation`: camera -> world).
@@ -75,7 +75,20 @@ _ROOM_CLASS = np.array([SEMANTIC_CLASSES.index(c) for c in ("floor", "ceiling", 
 
 @lru_cache(maxsize=8)
 def camera_rays(size: int, fov_deg: float = 60.0) -> np.ndarray:
-    """(size², 3) unit ray directions in the camera frame, row-major over pixels (read-only)."""
+    """Unit ray directions in the camera frame, one per pixel (cached, read-only).
+
+    Parameters
+    ----------
+    size : int
+        The image's side S in pixels.
+    fov_deg : float, default 60.0
+        The field of view across the image, in degrees.
+
+    Returns
+    -------
+    np.ndarray
+        (S², 3) float64, row-major over pixels (the module's pixel convention).
+    """
     t = math.tan(math.radians(fov_deg) / 2)
     centres = (2 * (np.arange(size) + 0.5) / size - 1) * t
     u, v = np.meshgrid(centres, -centres)  # v: image rows go down, camera y goes up
@@ -183,8 +196,18 @@ def _largest_object(instance: np.ndarray, scene: Scene) -> tuple[int, int]:
 
 
 def room_layout(scene: Scene) -> np.ndarray:
-    """(9,) in [0, 1]: vanishing point x, y; yaw, pitch (±30° -> 0..1); distances from the camera
-    to the left wall, right wall, floor, ceiling and back wall / MAX_DEPTH.
+    """The `room_layout` label: where the room is, seen from the camera.
+
+    Parameters
+    ----------
+    scene : Scene
+        The scene.
+
+    Returns
+    -------
+    np.ndarray
+        (9,) float32 in [0, 1]: vanishing point x, y; yaw, pitch (±30° -> 0..1); distances from the
+        camera to the left wall, right wall, floor, ceiling and back wall / `MAX_DEPTH`.
     """
     vp = scene.vanishing_point()
     (x0, y0, _), (x1, y1, z1) = scene.room.lo, scene.room.hi
@@ -201,6 +224,21 @@ def render(scene: Scene, size: int = 64, smoothed: bool = True) -> dict[str, np.
 
     The image-target tasks ("autoencoding", "denoising", "colorization") are the "rgb" array itself,
     not copies: do not modify it in place.
+
+    Parameters
+    ----------
+    scene : Scene
+        The scene (`scene.sample_scene`).
+    size : int, default 64
+        The image's side in pixels.
+    smoothed : bool, default True
+        Smooth the `SMOOTHED` labels (σ scaled with `size`), as the tasks define them.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        ``"rgb"`` (H, W, 3) float32, ``"instance"`` (H, W) int64 (`AUX_KEYS`), and each task's label in
+        the dtype and layout of the module's conventions.
     """
     rot = scene.rotation
     d_cam = camera_rays(size, scene.fov_deg)
@@ -254,13 +292,44 @@ def render(scene: Scene, size: int = 64, smoothed: bool = True) -> dict[str, np.
 
 
 def scene_rng(seed: int, index: int) -> np.random.Generator:
-    """The random stream of scene ``index`` of ``seed`` (independent of any batch it is part of)."""
+    """The random stream of scene ``index`` of ``seed`` (independent of any batch it is part of).
+
+    Parameters
+    ----------
+    seed : int
+        The data set's seed.
+    index : int
+        The scene's index.
+
+    Returns
+    -------
+    np.random.Generator
+        Seeded with ``[seed, index]``.
+    """
     return np.random.default_rng([seed, index])
 
 
 def render_index(seed: int, index: int, domain: str | Domain = "train", size: int = 64) -> dict[str, np.ndarray]:
-    """Render scene ``index`` of ``seed``. A scene in which no object shows (rare: sub-pixel
-    objects) is redrawn from the same stream, so every rendered scene has ``object_class >= 0``.
+    """Render scene ``index`` of ``seed``.
+
+    A scene in which no object shows (rare: sub-pixel objects) is redrawn from the same stream, so
+    every rendered scene has ``object_class >= 0`` (up to 20 draws).
+
+    Parameters
+    ----------
+    seed : int
+        The data set's seed.
+    index : int
+        The scene's index.
+    domain : str or Domain, default "train"
+        The distribution the scene is drawn from (a name of `scene.DOMAINS`, or a `Domain`).
+    size : int, default 64
+        The image's side in pixels.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        The image and labels, as `render` gives them.
     """
     rng = scene_rng(seed, index)
     for _ in range(20):
@@ -278,6 +347,24 @@ def render_batch(
     "rgb" is N×H×W×3 float32; labels are stacked likewise (image labels become (N,) or (N, C)).
     Scene i is the same whatever ``n`` and ``start`` are, so batches can be made in parallel.
     The image-target tasks share the "rgb" array.
+
+    Parameters
+    ----------
+    n : int
+        The number of scenes.
+    seed : int
+        The data set's seed.
+    domain : str or Domain, default "train"
+        The distribution the scenes are drawn from.
+    size : int, default 64
+        The images' side in pixels.
+    start : int, default 0
+        The first scene's index.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        Key -> the N scenes' arrays stacked along axis 0.
     """
     outs = [render_index(seed, i, domain, size) for i in range(start, start + n)]
     batch = {key: np.stack([o[key] for o in outs]) for key in outs[0] if key not in IMAGE_TARGETS}
@@ -294,6 +381,13 @@ def _bench(n: int, size: int, domain: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line: ``python -m modelspace.world.render [--bench] [--save PNG] ...``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments; by default ``sys.argv[1:]``. With neither ``--bench`` nor ``--save`` the help is printed.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", action="store_true", help="time the renderer")
     parser.add_argument("-n", type=int, default=200, help="scenes to render for --bench")

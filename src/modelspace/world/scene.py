@@ -62,7 +62,47 @@ class Surface(NamedTuple):
 
 @dataclass(frozen=True)
 class Domain:
-    """The distribution scenes are drawn from. Ranges are (low, high), sampled uniformly."""
+    """The distribution scenes are drawn from. Ranges are (low, high), sampled uniformly.
+
+    Parameters
+    ----------
+    name : str
+        The domain's name, recorded in each `Scene`.
+    n_objects : tuple of int, default (2, 6)
+        Objects per scene, both ends included, within 1..`MAX_OBJECTS`.
+    object_size : tuple of float, default (0.25, 0.6)
+        An object's radius or half-width, metres.
+    object_weights : tuple of float, default (1.0, 1.0, 1.0, 0.6)
+        Relative odds of each of `OBJECT_TYPES`.
+    light_intensity : tuple of float, default (0.7, 1.0)
+        The point light's intensity.
+    ambient : tuple of float, default (0.2, 0.35)
+        The ambient light's intensity.
+    light_colour : tuple of float, default (1.0, 1.0, 1.0)
+        The point light's RGB colour.
+    ambient_colour : tuple of float, default (1.0, 1.0, 1.0)
+        The ambient light's RGB colour.
+    saturation : tuple of float, default (0.15, 0.6)
+        Object colours' saturation (room colours are paler).
+    value : tuple of float, default (0.45, 0.95)
+        Colours' value (HSV).
+    texture_weights : tuple of float, default (0.25, 0.2, 0.25, 0.3)
+        Relative odds of each of `PATTERNS`.
+    texture_period : tuple of float, default (0.2, 0.6)
+        A pattern's period, metres.
+    texture_contrast : tuple of float, default (0.2, 0.6)
+        How much darker a pattern's second colour is (a fraction of the value).
+    yaw_deg : float, default 12.0
+        The camera's yaw is uniform in ±yaw_deg degrees.
+    pitch_deg : tuple of float, default (-15.0, 5.0)
+        The camera's pitch, degrees.
+
+    Raises
+    ------
+    ValueError
+        `n_objects` outside 1..`MAX_OBJECTS` (or low above high), or not one weight per object type
+        and per texture pattern.
+    """
 
     name: str
     n_objects: tuple[int, int] = (2, 6)  # inclusive
@@ -108,7 +148,23 @@ DOMAINS: dict[str, Domain] = {
 
 
 def get_domain(domain: str | Domain) -> Domain:
-    """A `Domain` from itself or from its name in `DOMAINS`."""
+    """A `Domain` from itself or from its name in `DOMAINS`.
+
+    Parameters
+    ----------
+    domain : str or Domain
+        A key of `DOMAINS`, or a domain (returned as it is).
+
+    Returns
+    -------
+    Domain
+        The domain.
+
+    Raises
+    ------
+    ValueError
+        An unknown name.
+    """
     if isinstance(domain, Domain):
         return domain
     try:
@@ -123,7 +179,23 @@ def get_domain(domain: str | Domain) -> Domain:
 
 @dataclass(frozen=True)
 class Material:
-    """Two colours blended by a procedural pattern evaluated in surface coordinates (metres)."""
+    """Two colours blended by a procedural pattern evaluated in surface coordinates (metres).
+
+    Parameters
+    ----------
+    colour : tuple of float
+        The first RGB colour, in [0, 1].
+    colour2 : tuple of float
+        The second RGB colour.
+    pattern : str, default "plain"
+        One of `PATTERNS`: ``"checker"``, ``"stripes"``, ``"noise"`` or ``"plain"`` (the first colour only).
+    period : float, default 0.4
+        The pattern's period, metres.
+    angle : float, default 0.0
+        The pattern's rotation in the surface, radians.
+    waves : tuple of tuple of float, default ()
+        For ``"noise"``: (fu, fv, phase) of each summed sinusoid.
+    """
 
     colour: tuple[float, float, float]
     colour2: tuple[float, float, float]
@@ -133,7 +205,18 @@ class Material:
     waves: tuple[tuple[float, float, float], ...] = ()  # "noise": (fu, fv, phase) per sinusoid
 
     def albedo(self, uv: np.ndarray) -> np.ndarray:
-        """(M, 2) surface coordinates -> (M, 3) albedo in [0, 1]."""
+        """The albedo at surface coordinates.
+
+        Parameters
+        ----------
+        uv : np.ndarray
+            (M, 2) surface coordinates, metres.
+
+        Returns
+        -------
+        np.ndarray
+            (M, 3) albedo in [0, 1].
+        """
         c1, c2 = np.asarray(self.colour), np.asarray(self.colour2)
         return c1 + (c2 - c1) * self._mix(uv)[:, None]
 
@@ -158,7 +241,22 @@ def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
 
 
 def sample_material(rng: np.random.Generator, domain: Domain, paleness: float = 0.0) -> Material:
-    """A random material; ``paleness`` in [0, 1) scales saturation down (room surfaces are paler)."""
+    """A random material drawn from a domain's colours and textures.
+
+    Parameters
+    ----------
+    rng : np.random.Generator
+        The random stream.
+    domain : Domain
+        The distribution of colours and textures.
+    paleness : float, default 0.0
+        In [0, 1): scales the saturation down by ``1 - paleness`` (room surfaces are paler).
+
+    Returns
+    -------
+    Material
+        The material.
+    """
     hue = rng.uniform()
     sat = rng.uniform(*domain.saturation) * (1 - paleness)
     val = rng.uniform(*domain.value)
@@ -199,13 +297,35 @@ def _safe(d: np.ndarray) -> np.ndarray:
 
 
 def yaw_matrix(angle: float) -> np.ndarray:
-    """Rotation about +y taking +z towards +x by ``angle`` radians (column vectors)."""
+    """Rotation about +y taking +z towards +x by ``angle`` radians (column vectors).
+
+    Parameters
+    ----------
+    angle : float
+        Radians.
+
+    Returns
+    -------
+    np.ndarray
+        (3, 3) rotation matrix.
+    """
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
 def pitch_matrix(angle: float) -> np.ndarray:
-    """Rotation about +x taking +z towards +y by ``angle`` radians (column vectors)."""
+    """Rotation about +x taking +z towards +y by ``angle`` radians (column vectors).
+
+    Parameters
+    ----------
+    angle : float
+        Radians.
+
+    Returns
+    -------
+    np.ndarray
+        (3, 3) rotation matrix.
+    """
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
 
@@ -228,7 +348,17 @@ def _nearest_root(a, b, c, valid) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Sphere:
-    """A sphere of ``radius`` centred at ``centre``."""
+    """A sphere of ``radius`` centred at ``centre``.
+
+    Parameters
+    ----------
+    centre : tuple of float
+        World coordinates, metres.
+    radius : float
+        Metres.
+    material : Material
+        Its surface.
+    """
 
     centre: tuple[float, float, float]
     radius: float
@@ -241,6 +371,20 @@ class Sphere:
         return self.radius
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Distance along each ray to its first hit on the shape.
+
+        Parameters
+        ----------
+        o : np.ndarray
+            Ray origins: one point (3,) or one per ray (N, 3), world frame.
+        d : np.ndarray
+            (N, 3) unit ray directions, world frame.
+
+        Returns
+        -------
+        np.ndarray
+            (N,) distances greater than `EPS`; ``inf`` on a miss.
+        """
         oc = o - np.asarray(self.centre)
         b = _dot(oc, d)
         c = _dot(oc, oc) - self.radius**2
@@ -250,19 +394,49 @@ class Sphere:
         return np.where((disc >= 0) & (t > EPS), t, np.inf)
 
     def surface(self, p: np.ndarray) -> Surface:
+        """Surface attributes at points on the shape.
+
+        Parameters
+        ----------
+        p : np.ndarray
+            (M, 3) points on the shape, world frame (hit points of `intersect`).
+
+        Returns
+        -------
+        Surface
+            Outward normals, face ids, texture coordinates and mean curvature at the points.
+        """
         n = (p - np.asarray(self.centre)) / self.radius
         uv = self.radius * np.stack([np.arctan2(n[:, 0], n[:, 2]), np.arcsin(np.clip(n[:, 1], -1, 1))], 1)
         return Surface(n, np.zeros(len(p), int), uv, np.full(len(p), 1.0 / self.radius))
 
     def keypoints(self) -> np.ndarray:
-        """(K, 3) salient 3D points: the top of the sphere."""
+        """Salient 3D points: the top of the sphere.
+
+        Returns
+        -------
+        np.ndarray
+            (1, 3) world coordinates.
+        """
         cx, cy, cz = self.centre
         return np.array([[cx, cy + self.radius, cz]])
 
 
 @dataclass(frozen=True)
 class Box:
-    """A box of half extents ``half`` centred at ``centre``, turned by ``yaw`` about the vertical."""
+    """A box of half extents ``half`` centred at ``centre``, turned by ``yaw`` about the vertical.
+
+    Parameters
+    ----------
+    centre : tuple of float
+        World coordinates, metres.
+    half : tuple of float
+        Half extents along the box's own x, y and z, metres.
+    yaw : float
+        Turn about the vertical, radians.
+    material : Material
+        Its surface.
+    """
 
     centre: tuple[float, float, float]
     half: tuple[float, float, float]
@@ -272,6 +446,7 @@ class Box:
 
     @property
     def footprint(self) -> float:
+        """Radius of the shape's outline on the floor (for placing shapes apart)."""
         return math.hypot(self.half[0], self.half[2])
 
     @property
@@ -279,6 +454,20 @@ class Box:
         return yaw_matrix(self.yaw)  # local -> world; world -> local is v @ _rot
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Distance along each ray to its first hit on the shape.
+
+        Parameters
+        ----------
+        o : np.ndarray
+            Ray origins: one point (3,) or one per ray (N, 3), world frame.
+        d : np.ndarray
+            (N, 3) unit ray directions, world frame.
+
+        Returns
+        -------
+        np.ndarray
+            (N,) distances greater than `EPS`; ``inf`` on a miss.
+        """
         rot, h = self._rot, np.asarray(self.half)
         lo = (o - np.asarray(self.centre)) @ rot
         inv = 1.0 / _safe(d @ rot)
@@ -288,6 +477,18 @@ class Box:
         return np.where((t_out >= t_in) & (t_in > EPS), t_in, np.inf)
 
     def surface(self, p: np.ndarray) -> Surface:
+        """Surface attributes at points on the shape.
+
+        Parameters
+        ----------
+        p : np.ndarray
+            (M, 3) points on the shape, world frame (hit points of `intersect`).
+
+        Returns
+        -------
+        Surface
+            Outward normals, face ids, texture coordinates and mean curvature at the points.
+        """
         rot, h = self._rot, np.asarray(self.half)
         q = (p - np.asarray(self.centre)) @ rot
         axis = np.argmax(np.abs(q) / h, axis=1)  # the face is the slab the point is on
@@ -300,14 +501,32 @@ class Box:
         return Surface(n_local @ rot.T, face, uv, np.zeros(len(p)))
 
     def keypoints(self) -> np.ndarray:
-        """(8, 3) corners."""
+        """Salient 3D points: the corners.
+
+        Returns
+        -------
+        np.ndarray
+            (8, 3) world coordinates.
+        """
         signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
         return np.asarray(self.centre) + (signs * np.asarray(self.half)) @ self._rot.T
 
 
 @dataclass(frozen=True)
 class Cylinder:
-    """A vertical cylinder standing on ``base`` (centre of its bottom disc); the top disc is capped."""
+    """A vertical cylinder standing on ``base`` (centre of its bottom disc); the top disc is capped.
+
+    Parameters
+    ----------
+    base : tuple of float
+        World coordinates of the bottom disc's centre, metres.
+    radius : float
+        Metres.
+    height : float
+        Metres.
+    material : Material
+        Its surface.
+    """
 
     base: tuple[float, float, float]
     radius: float
@@ -317,9 +536,24 @@ class Cylinder:
 
     @property
     def footprint(self) -> float:
+        """Radius of the shape's outline on the floor (for placing shapes apart)."""
         return self.radius
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Distance along each ray to its first hit on the shape.
+
+        Parameters
+        ----------
+        o : np.ndarray
+            Ray origins: one point (3,) or one per ray (N, 3), world frame.
+        d : np.ndarray
+            (N, 3) unit ray directions, world frame.
+
+        Returns
+        -------
+        np.ndarray
+            (N,) distances greater than `EPS`; ``inf`` on a miss.
+        """
         bx, by, bz = self.base
         x0, y0, z0 = o[..., 0] - bx, o[..., 1] - by, o[..., 2] - bz
         dx, dy, dz = d[..., 0], d[..., 1], d[..., 2]
@@ -336,6 +570,18 @@ class Cylinder:
         return np.minimum(side, cap)
 
     def surface(self, p: np.ndarray) -> Surface:
+        """Surface attributes at points on the shape.
+
+        Parameters
+        ----------
+        p : np.ndarray
+            (M, 3) points on the shape, world frame (hit points of `intersect`).
+
+        Returns
+        -------
+        Surface
+            Outward normals, face ids, texture coordinates and mean curvature at the points.
+        """
         bx, by, bz = self.base
         x, y, z = p[:, 0] - bx, p[:, 1] - by, p[:, 2] - bz
         rho = np.hypot(x, z)
@@ -347,13 +593,36 @@ class Cylinder:
         return Surface(normal, on_cap.astype(int), uv, curvature)
 
     def keypoints(self, eye: np.ndarray) -> np.ndarray:
-        """(4, 3) ends of the top and bottom rims as outlined from ``eye`` (the image's corners)."""
+        """Salient 3D points: the ends of the top and bottom rims as outlined from ``eye`` (the image's corners).
+
+        Parameters
+        ----------
+        eye : np.ndarray
+            (3,) the viewpoint, world coordinates.
+
+        Returns
+        -------
+        np.ndarray
+            (4, 3) world coordinates.
+        """
         return _rim_points(self.base, self.radius, eye, (0.0, self.height))
 
 
 @dataclass(frozen=True)
 class Cone:
-    """A vertical cone whose base disc (``radius``) rests on ``base``, apex ``height`` above it."""
+    """A vertical cone whose base disc (``radius``) rests on ``base``, apex ``height`` above it.
+
+    Parameters
+    ----------
+    base : tuple of float
+        World coordinates of the base disc's centre, metres.
+    radius : float
+        The base disc's radius, metres.
+    height : float
+        Metres.
+    material : Material
+        Its surface.
+    """
 
     base: tuple[float, float, float]
     radius: float
@@ -363,9 +632,24 @@ class Cone:
 
     @property
     def footprint(self) -> float:
+        """Radius of the shape's outline on the floor (for placing shapes apart)."""
         return self.radius
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Distance along each ray to its first hit on the shape.
+
+        Parameters
+        ----------
+        o : np.ndarray
+            Ray origins: one point (3,) or one per ray (N, 3), world frame.
+        d : np.ndarray
+            (N, 3) unit ray directions, world frame.
+
+        Returns
+        -------
+        np.ndarray
+            (N,) distances greater than `EPS`; ``inf`` on a miss.
+        """
         bx, by, bz = self.base
         k2 = (self.radius / self.height) ** 2
         # x² + z² = k² Y², Y = apex height - y: a double cone; keep the nappe 0 <= Y <= height.
@@ -382,6 +666,18 @@ class Cone:
         return _nearest_root(a, b, c, on_nappe)
 
     def surface(self, p: np.ndarray) -> Surface:
+        """Surface attributes at points on the shape.
+
+        Parameters
+        ----------
+        p : np.ndarray
+            (M, 3) points on the shape, world frame (hit points of `intersect`).
+
+        Returns
+        -------
+        Surface
+            Outward normals, face ids, texture coordinates and mean curvature at the points.
+        """
         bx, by, bz = self.base
         k = self.radius / self.height
         x, z, y_down = p[:, 0] - bx, p[:, 2] - bz, by + self.height - p[:, 1]
@@ -393,7 +689,18 @@ class Cone:
         return Surface(normal, np.zeros(len(p), int), uv, curvature)
 
     def keypoints(self, eye: np.ndarray) -> np.ndarray:
-        """(3, 3) apex and the two ends of the base rim as outlined from ``eye``."""
+        """Salient 3D points: the apex and the two ends of the base rim as outlined from ``eye``.
+
+        Parameters
+        ----------
+        eye : np.ndarray
+            (3,) the viewpoint, world coordinates.
+
+        Returns
+        -------
+        np.ndarray
+            (3, 3) world coordinates.
+        """
         bx, by, bz = self.base
         apex = np.array([[bx, by + self.height, bz]])
         return np.concatenate([apex, _rim_points(self.base, self.radius, eye, (0.0,))])
@@ -421,7 +728,21 @@ _ROOM_EXIT = np.array([[3, 4], [0, 1], [5, 2]])
 
 @dataclass(frozen=True)
 class Room:
-    """The inside of the axis-aligned box ``lo``..``hi``; materials for floor, ceiling and walls."""
+    """The inside of the axis-aligned box ``lo``..``hi``; materials for floor, ceiling and walls.
+
+    Parameters
+    ----------
+    lo : tuple of float
+        The box's lowest corner (x, y, z), world coordinates, metres.
+    hi : tuple of float
+        Its highest corner.
+    floor : Material
+        The floor's surface.
+    ceiling : Material
+        The ceiling's surface.
+    walls : Material
+        The four walls' surface.
+    """
 
     lo: tuple[float, float, float]
     hi: tuple[float, float, float]
@@ -430,11 +751,32 @@ class Room:
     walls: Material
 
     def materials(self) -> tuple[Material, ...]:
-        """One material per `ROOM_SURFACES` entry."""
+        """One material per `ROOM_SURFACES` entry.
+
+        Returns
+        -------
+        tuple of Material
+            Floor, ceiling, then the walls' material four times.
+        """
         return (self.floor, self.ceiling) + (self.walls,) * 4
 
     def intersect(self, o: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rays from inside the room -> (distance to the wall they leave through, surface index)."""
+        """Where rays from inside the room leave it.
+
+        Parameters
+        ----------
+        o : np.ndarray
+            Ray origins inside the room: one point (3,) or one per ray (N, 3), world frame.
+        d : np.ndarray
+            (N, 3) unit ray directions, world frame.
+
+        Returns
+        -------
+        t : np.ndarray
+            (N,) distance to the surface each ray leaves through.
+        index : np.ndarray
+            (N,) int: that surface's index in `ROOM_SURFACES`.
+        """
         d = _safe(d)
         ts = (np.where(d > 0, self.hi, self.lo) - o) / d
         axis = np.argmin(ts, axis=-1)
@@ -443,13 +785,32 @@ class Room:
         return t, _ROOM_EXIT[axis, positive.astype(int)]
 
     def surface(self, p: np.ndarray, index: int) -> Surface:
-        """Attributes of points ``p`` on room surface ``index`` (normals point into the room)."""
+        """Attributes of points on one room surface (normals point into the room).
+
+        Parameters
+        ----------
+        p : np.ndarray
+            (M, 3) points on the surface, world frame.
+        index : int
+            The surface's index in `ROOM_SURFACES`.
+
+        Returns
+        -------
+        Surface
+            Normals, face ids (0), texture coordinates and curvature (0) at the points.
+        """
         m = len(p)
         normal = np.broadcast_to(_ROOM_NORMALS[index], (m, 3))
         return Surface(normal, np.zeros(m, int), p[:, _ROOM_UV_AXES[index]], np.zeros(m))
 
     def keypoints(self) -> np.ndarray:
-        """(4, 3) corners of the back wall (the front corners are behind the camera)."""
+        """Salient 3D points: the corners of the back wall (the front corners are behind the camera).
+
+        Returns
+        -------
+        np.ndarray
+            (4, 3) world coordinates.
+        """
         (x0, y0, _), (x1, y1, z1) = self.lo, self.hi
         return np.array([[x, y, z1] for x in (x0, x1) for y in (y0, y1)])
 
@@ -460,7 +821,33 @@ class Room:
 
 @dataclass(frozen=True)
 class Scene:
-    """Everything `render` needs. Angles in radians, positions in metres, world frame."""
+    """Everything `render` needs. Angles in radians, positions in metres, world frame.
+
+    Parameters
+    ----------
+    room : Room
+        The room.
+    objects : tuple of Shape
+        The objects on the floor.
+    light_position : tuple of float
+        The point light's position.
+    light_intensity : float
+        The point light's intensity.
+    light_colour : tuple of float
+        The point light's RGB colour.
+    ambient : float
+        The ambient light's intensity.
+    ambient_colour : tuple of float
+        The ambient light's RGB colour.
+    yaw : float
+        The camera's turn about y (positive: looks right), radians.
+    pitch : float
+        The camera's turn about x after the yaw (positive: looks up), radians.
+    fov_deg : float, default 60.0
+        The field of view across the image, degrees.
+    domain : str, default "train"
+        The name of the domain the scene was drawn from.
+    """
 
     room: Room
     objects: tuple[Shape, ...]
@@ -481,13 +868,26 @@ class Scene:
 
     @property
     def tan_half_fov(self) -> float:
+        """``tan(fov / 2)``: the image's half-width at unit depth."""
         return math.tan(math.radians(self.fov_deg) / 2)
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(K, 3) world points -> ((K, 2) normalised image coords (x, y), (K,) camera depth z).
+        """Project world points into the image.
 
         Image coords are (column, row) scaled to [0, 1] over the image: (0, 0) is the top-left
         corner, (1, 1) the bottom-right; points behind the camera give meaningless coordinates.
+
+        Parameters
+        ----------
+        points : np.ndarray
+            (K, 3) world points.
+
+        Returns
+        -------
+        xy : np.ndarray
+            (K, 2) normalised image coordinates (x, y).
+        z : np.ndarray
+            (K,) depth along the camera's axis.
         """
         q = np.asarray(points, float) @ self.rotation  # world -> camera (row vectors)
         z = q[:, 2]
@@ -497,7 +897,13 @@ class Scene:
         return np.stack([x, y], 1), z
 
     def vanishing_point(self) -> np.ndarray:
-        """Normalised image coords (x, y) of the room's depth direction (world +z)."""
+        """Where the room's depth direction (world +z) vanishes in the image.
+
+        Returns
+        -------
+        np.ndarray
+            (2,) normalised image coordinates (x, y).
+        """
         forward = self.rotation[2]  # world +z in camera coordinates (third row of R)
         x = (forward[0] / forward[2] / self.tan_half_fov + 1) / 2
         y = (-forward[1] / forward[2] / self.tan_half_fov + 1) / 2
@@ -570,7 +976,25 @@ def _xz(shape: Shape) -> tuple[float, float]:
 
 
 def sample_scene(rng: np.random.Generator, domain: str | Domain = "train") -> Scene:
-    """Draw a random scene from ``domain`` (a `Domain` or a key of `DOMAINS`) using ``rng`` only."""
+    """Draw a random scene from a domain, using ``rng`` only.
+
+    Parameters
+    ----------
+    rng : np.random.Generator
+        The random stream; the scene depends on nothing else.
+    domain : str or Domain, default "train"
+        A `Domain`, or a key of `DOMAINS`.
+
+    Returns
+    -------
+    Scene
+        The scene.
+
+    Raises
+    ------
+    ValueError
+        An unknown domain name.
+    """
     dom = get_domain(domain)
     # The camera stands 1.2-1.8 m above the floor; the front wall (z = -1) is always behind it.
     room_lo = (-float(rng.uniform(1.6, 3.5)), -float(rng.uniform(1.2, 1.8)), -1.0)

@@ -62,9 +62,9 @@ DOMAINS: dict[str, Callable[[int], np.ndarray]] = {
 """The probe domains: the zoo's own renderer, a shifted renderer (other light, palette, textures),
 procedural textures, and crops of real photographs (`photos.photo_batch`, scikit-image's bundled photos)."""
 N_PROBE = REGISTRATION["domains"]["n_probe"]
-"""Probe images per domain. The subspace method costs about 5 passes of every one of the 37 models
-per image, which on 2 CPU cores puts 1000 images per domain at hours; the probe-size curve (below)
-says how much fewer images lose."""
+"""Probe images per domain. The subspace method costs several passes of every model of the zoo per
+image (its measured cost: docs/study/table.md), which on 2 CPU cores puts 1000 images per domain at
+hours; the probe-size curve (below) says how much fewer images lose."""
 SIZES = (16, 32, 64, 100, 1000)
 
 STUDY_METHODS: tuple[str, ...] = tuple(REGISTRATION["candidates"]["methods"])
@@ -104,8 +104,47 @@ def run_study(out: str | Path, n_probe: int = N_PROBE, sizes: Sequence[int] = SI
               bootstrap: Bootstrap = BOOTSTRAP, measure_costs: bool = True) -> dict:
     """Run the whole study into `out` (results.json, plots, table.md); returns the results.
 
-    `methods`, `baselines`, `label_scores`, `label_sizes` and `depara_grid` default to the module's
-    constants; `measure_costs=False` skips the timing (the cost column then reads n/a).
+    Per probe domain, a space of every method and baseline over the built-in zoo (stored in
+    ``out/store``, so a rerun reuses its maps) is evaluated against the oracle; then the label-based
+    scores, the "which estimator when" table (`which`) and the confidence's validation.
+
+    Parameters
+    ----------
+    out : str or Path
+        The results folder (made if missing); a rerun replaces its previous run's files only.
+    n_probe : int, default N_PROBE
+        Probe images per domain.
+    sizes : sequence of int, default SIZES
+        Probe sizes of the probe-size curve (those above `n_probe` are left out).
+    domains : sequence of str, default all of DOMAINS
+        The probe domains, keys of `DOMAINS`.
+    progress : bool, default True
+        Print each domain and show progress bars.
+    zoo_dir : Path, default ZOO_DIR
+        The zoo's folder (`demo.load_world`).
+    methods : sequence of str, default STUDY_METHODS
+        The attribution methods' ids.
+    baselines : sequence of str, default STUDY_BASELINES
+        The label-free baselines' and fusions' ids.
+    label_scores : sequence of str, default LABEL_SCORES
+        The label-based scores' names.
+    label_sizes : sequence of int, default LABEL_SIZES
+        Labelled images per target for the label-based rows.
+    depara_grid : sequence of float, default DEPARA_GRID
+        DEPARA's λ values for leave-one-target-out cross-validation (empty: no cross-validated row).
+    bootstrap : Bootstrap, default BOOTSTRAP
+        How the intervals and paired comparisons are drawn.
+    measure_costs : bool, default True
+        Time each estimator against a forward+backward pass; False skips the timing (the cost column
+        then reads n/a).
+
+    Returns
+    -------
+    dict
+        The results: ``n_probe``, ``group1``, ``domains`` (per domain, each estimator's figures and the
+        failures), ``probe_size_curve`` and ``asymmetry`` (with the "train" domain), ``which``,
+        ``confidence``, ``seconds`` and ``table`` (`format_study`'s markdown). ``results.json`` holds
+        the same, less ``table``.
     """
     start = time.time()
     out = Path(out)
@@ -206,8 +245,10 @@ def _confidence_pairs(methods, baselines, store: Path, specs, probe: ProbeSet, t
 
 
 def _confidence_validation(pairs: list[dict], which_data: dict, bootstrap: Bootstrap) -> dict:
-    """The registered validation of the confidence: for the rule's choice and pooled over the
-    eligible label-free estimators (fixed-parameter rows), over (target, domain) pairs."""
+    """The registered validation of the confidence, over (target, domain) pairs.
+
+    For the rule's choice, and pooled over the eligible label-free estimators (fixed-parameter rows).
+    """
     bands = REGISTRATION["confidence"]["bands"]
     rows = next(iter(which_data["domains"].values()))["rows"]
     eligible = {r["id"] for r in rows.values() if r["kind"] in ("attribution", "label-free")}
@@ -344,8 +385,10 @@ def _batches(images: torch.Tensor, size: int = 32):
 
 
 def _forward_backward(loaded, images: torch.Tensor, runtime: Runtime) -> None:
-    """The cost unit: one forward pass to R and one backward pass from R to the input, per image,
-    with the weights frozen as the attribution methods have them (no weight gradients)."""
+    """The cost unit: one forward pass to R and one backward pass from R to the input, per image.
+
+    The weights are frozen as the attribution methods have them (no weight gradients).
+    """
     tap = loaded.tap()
     flags = [(p, p.requires_grad) for p in loaded.module.parameters()]
     try:
@@ -361,8 +404,10 @@ def _forward_backward(loaded, images: torch.Tensor, runtime: Runtime) -> None:
 
 
 def _costs(space: ModelSpace, specs, group1: list[str], probe: ProbeSet) -> dict[str, float]:
-    """Each estimator's per-model computation, timed against one forward+backward pass of the same
-    model over the same probe images (the mean ratio over `COST_MODELS` group-1 models).
+    """Each estimator's per-model computation, timed against one forward+backward pass.
+
+    The pass is of the same model over the same probe images; the cost is the mean ratio over
+    `COST_MODELS` group-1 models.
 
     Attribution methods: their maps (each method alone; saliency and gradient×input share one
     pass when computed together). Baselines: the encoder forward pass and the baseline's
@@ -401,9 +446,12 @@ def _costs(space: ModelSpace, specs, group1: list[str], probe: ProbeSet) -> dict
 
 
 def _regression_targets(label: np.ndarray, kind: str, channels: int) -> np.ndarray:
-    """A target task's labels as (N, Q) float regression targets: image values as they are, dense
-    maps as area means over a `LABEL_GRID` grid (class maps as the fractions of each class); constant
-    columns dropped, then at most `LABEL_COLUMNS` principal components (those with nonzero variance)."""
+    """A target task's labels as (N, Q) float regression targets.
+
+    Image values as they are, dense maps as area means over a `LABEL_GRID` grid (class maps as the
+    fractions of each class); constant columns dropped, then at most `LABEL_COLUMNS` principal
+    components (those with nonzero variance).
+    """
     n = len(label)
     if kind == "dense_classification":
         label = np.stack([label == k for k in range(channels)], axis=-1)
@@ -423,9 +471,10 @@ def _regression_targets(label: np.ndarray, kind: str, channels: int) -> np.ndarr
 
 def _label_based(specs, group1: list[str], tasks: dict[str, str], truth: GroundTruth, scores: Sequence[str],
                  sizes: Sequence[int], measure_costs: bool, progress: bool) -> tuple[dict, dict, dict]:
-    """Rows of the label-based scores: each group-1 target scored with n labelled images of its task
-    (rendered in the training domain, seed `LABEL_SEED`, as the target's model sees them), every
-    group-1 model ranked as a source by its score, graded against the oracle like the estimators.
+    """Rows of the label-based scores, graded against the oracle like the estimators.
+
+    Each group-1 target is scored with n labelled images of its task (rendered in the training domain,
+    seed `LABEL_SEED`, as the target's model sees them), every group-1 model ranked as a source by its score.
 
     A score that takes class labels only (H-score, TransRate, GBC) is scored on the image-classification
     targets and is n/a on the others; LogME takes the others as regression (`_regression_targets`).
@@ -509,8 +558,10 @@ def _label_based(specs, group1: list[str], tasks: dict[str, str], truth: GroundT
 
 
 def _label_cost(loaded, images: torch.Tensor, scorer, regression, data: dict, targets: list[str], n: int) -> float:
-    """One label-based score's per-model cost on n labelled images (pooled forward pass + the score),
-    against one forward+backward pass over the same n images; on the first target it applies to."""
+    """One label-based score's per-model cost on n labelled images (pooled forward pass + the score).
+
+    Against one forward+backward pass over the same n images; on the first target it applies to.
+    """
     runtime = Runtime.of("cpu")
     target = next((t for t in targets if TASKS[t][0] == "image_classification"), None)
     use = scorer
@@ -585,7 +636,20 @@ def _jsonable(value):
 
 
 def format_study(results: dict) -> str:
-    """Markdown tables of the study (what the README's results section holds)."""
+    """Markdown tables of the study (what the README's results section holds).
+
+    Parameters
+    ----------
+    results : dict
+        `run_study`'s results (or a ``results.json`` read back).
+
+    Returns
+    -------
+    str
+        The markdown: per-domain figures, the probe-size curve, the symmetry check, every candidate on
+        every domain, the "which estimator when" table and the confidence's validation, each where the
+        results hold it.
+    """
     domains = list(results["domains"])
     lines = [f"P@K / R@K against the measured oracle ({len(results['group1'])} targets, top-5 relevant), "
              f"ρ = mean per-target Spearman between the estimated and the measured order of the sources, "

@@ -37,18 +37,32 @@ class Recipe:
 
     Attributes
     ----------
-    steps : the most optimiser steps (the whole budget when `eval_every` is 0).
-    batch, lr, seed : batch size, Adam learning rate, seed of the batch order and input noise.
-    eval_every : steps between held-out evaluations; 0 trains for exactly `steps`.
-    min_steps : no stop before this many steps.
-    plateau : stop when the best held-out loss improved by less than this fraction over the last
+    steps : int, default 400
+        The most optimiser steps (the whole budget when `eval_every` is 0).
+    batch : int, default 32
+        Scenes per step.
+    lr : float, default 2e-3
+        Adam's learning rate at the start.
+    seed : int, default 0
+        Seed of the batch order and the input noise.
+    eval_every : int, default 0
+        Steps between held-out evaluations; 0 trains for exactly `steps`.
+    min_steps : int, default 0
+        No stop before this many steps.
+    plateau : float, default 0.02
+        Stop when the best held-out loss improved by less than this fraction over the last
         fifth of the steps taken...
-    halvings : ...and the learning rate has been halved at least this often (a noisy curve can
+    halvings : int, default 0
+        ...and the learning rate has been halved at least this often (a noisy curve can
         look flat at a learning rate that is still too high to settle).
-    patience : held-out evaluations without a 1 % gain before the learning rate halves.
-    precision : "float32", or "bfloat16" for autocast (weights and optimiser stay float32).
-    channels_last : train in the channels-last memory format (faster convolutions on CPUs).
-    mirror : flip a random half of each batch left-right; only for image classification, whose
+    patience : int, default 3
+        Held-out evaluations without a 1 % gain before the learning rate halves.
+    precision : str, default "float32"
+        ``"float32"``, or ``"bfloat16"`` for autocast (weights and optimiser stay float32).
+    channels_last : bool, default False
+        Train in the channels-last memory format (faster convolutions on CPUs).
+    mirror : bool, default False
+        Flip a random half of each batch left-right; only for image classification, whose
         labels (which object, how many) a mirror leaves unchanged.
     """
 
@@ -67,18 +81,63 @@ class Recipe:
 
 
 def task_kind(task: str) -> tuple[str, int]:
-    """(kind, output channels) of a renderer task (channels = classes for classification)."""
+    """The kind and output channels of a renderer task.
+
+    Parameters
+    ----------
+    task : str
+        A key of `labels.TASKS`.
+
+    Returns
+    -------
+    kind : str
+        ``"dense_regression"``, ``"dense_classification"``, ``"image_classification"`` or
+        ``"image_regression"``.
+    channels : int
+        Output channels (classes, for classification).
+    """
     kind, channels, _ = labels.TASKS[task]
     return kind, channels
 
 
 def task_input(task: str, images: np.ndarray, seed: int) -> np.ndarray:
-    """The input the task's model sees for clean images (N, H, W, 3): noisy, grey, masked or as is."""
+    """The input the task's model sees for clean images: noisy, grey, masked or as is.
+
+    Parameters
+    ----------
+    task : str
+        A key of `labels.TASKS`.
+    images : np.ndarray
+        (N, H, W, 3) clean images in [0, 1].
+    seed : int
+        Seeds the denoising noise.
+
+    Returns
+    -------
+    np.ndarray
+        (N, H, W, 3), as `labels.task_input` makes it.
+    """
     return labels.task_input(task, images, np.random.default_rng(seed))
 
 
 def task_target(task: str, data: dict[str, np.ndarray], index: np.ndarray) -> torch.Tensor:
-    """Training targets of a batch: float maps (N, C, H, W), class maps (N, H, W), classes or values."""
+    """Training targets of a batch.
+
+    Parameters
+    ----------
+    task : str
+        A key of `labels.TASKS`.
+    data : dict of str to np.ndarray
+        A rendered data set (`render.render_batch`).
+    index : np.ndarray
+        The batch's scene indices, (N,).
+
+    Returns
+    -------
+    torch.Tensor
+        Float maps (N, C, H, W) for dense regression, int64 class maps (N, H, W) or classes (N,) for
+        classification, float values (N, C) for image regression.
+    """
     label = data[task][index]
     kind, _ = task_kind(task)
     if kind == "dense_regression":
@@ -90,6 +149,24 @@ def task_target(task: str, data: dict[str, np.ndarray], index: np.ndarray) -> to
 
 
 def loss_fn(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A task's training loss: cross-entropy for classification, mean squared error otherwise.
+
+    For inpainting the centre of a full-size output is compared with the centre-patch target.
+
+    Parameters
+    ----------
+    task : str
+        A key of `labels.TASKS`.
+    output : torch.Tensor
+        The model's output for a batch.
+    target : torch.Tensor
+        The batch's targets (`task_target`).
+
+    Returns
+    -------
+    torch.Tensor
+        The mean loss, a scalar.
+    """
     kind, _ = task_kind(task)
     if kind in ("dense_classification", "image_classification"):
         return F.cross_entropy(output, target)
@@ -102,10 +179,43 @@ def loss_fn(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """Channel-last images as a channel-first float tensor.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        (N, H, W, C).
+
+    Returns
+    -------
+    torch.Tensor
+        (N, C, H, W) float32.
+    """
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float()
 
 
 def make_model(arch: str, task: str, **kwargs) -> nn.Module:
+    """A fresh network of an architecture, with the output layer the task needs.
+
+    Parameters
+    ----------
+    arch : str
+        A key of `nets.ARCHITECTURES`.
+    task : str
+        A key of `labels.TASKS`: it sets ``out_channels`` and ``dense``.
+    **kwargs
+        The architecture's other keyword arguments (``width``, ``predict_size``, ...).
+
+    Returns
+    -------
+    nn.Module
+        The network.
+
+    Raises
+    ------
+    ValueError
+        An unknown architecture.
+    """
     kind, channels = task_kind(task)
     return build(arch, out_channels=channels, dense=kind.startswith("dense"), **kwargs)
 
@@ -124,6 +234,37 @@ def train_model(
 
     With `recipe.eval_every` > 0, `validation` (scenes of another seed) gives the held-out
     curve that drives the learning rate, the stopping rule and the choice of the returned weights.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network; trained in place, and left in eval mode with the best validation weights.
+    task : str
+        A key of `labels.TASKS`.
+    data : dict of str to np.ndarray
+        The training scenes (`render.render_batch`).
+    input_size : int
+        The side the images are resized to before the network.
+    recipe : Recipe, default Recipe()
+        The training recipe.
+    device : str, default "cpu"
+        Where to train.
+    log : bool, default True
+        Print the losses as training goes.
+    validation : dict of str to np.ndarray, optional
+        Held-out scenes; needed when `recipe.eval_every` > 0.
+
+    Returns
+    -------
+    dict
+        ``"train_loss_last100"``, ``"seconds"`` and ``"steps"``; with `recipe.eval_every` also
+        ``"curve"`` ([step, held-out loss] pairs), ``"converged"``, ``"last_fifth_gain"`` and ``"final_lr"``.
+
+    Raises
+    ------
+    ValueError
+        A recipe with `eval_every` but no validation scenes, or `mirror` for a task that is not
+        image classification.
     """
     if recipe.eval_every and validation is None:
         raise ValueError("validation: a recipe with eval_every > 0 needs validation scenes")
@@ -188,8 +329,16 @@ def train_model(
 def plateau_change(curve: list[tuple[int, float]]) -> float:
     """Relative gain of the best held-out loss over the last fifth of the steps in `curve`.
 
-    (best up to 4/5 of the last step − best overall) / best up to 4/5; 1.0 while the curve is
-    too short to have a last fifth.
+    Parameters
+    ----------
+    curve : list of tuple of (int, float)
+        (step, held-out loss) pairs, in step order.
+
+    Returns
+    -------
+    float
+        (best up to 4/5 of the last step − best overall) / best up to 4/5; 1.0 while the curve is
+        too short to have a last fifth, 0.0 when that best is not positive.
     """
     if not curve:
         return 1.0
@@ -204,15 +353,59 @@ def plateau_change(curve: list[tuple[int, float]]) -> float:
 @torch.no_grad()
 def held_out_loss(model: nn.Module, task: str, data: dict[str, np.ndarray], input_size: int, seed: int = 1,
                   device: str = "cpu", batch: int = 128) -> float:
-    """Mean loss of a trained model on held-out scenes (its own task)."""
+    """Mean loss of a trained model on held-out scenes (its own task).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained network (put in eval mode).
+    task : str
+        Its task.
+    data : dict of str to np.ndarray
+        The held-out scenes.
+    input_size : int
+        The side the images are resized to.
+    seed : int, default 1
+        Seeds the denoising noise.
+    device : str, default "cpu"
+        Where to run.
+    batch : int, default 128
+        Scenes per forward pass.
+
+    Returns
+    -------
+    float
+        The mean loss over the scenes.
+    """
     return held_out_metrics(model, task, data, input_size, seed, device, batch)["loss"]
 
 
 @torch.no_grad()
 def held_out_metrics(model: nn.Module, task: str, data: dict[str, np.ndarray], input_size: int, seed: int = 1,
                      device: str = "cpu", batch: int = 128) -> dict[str, float]:
-    """Loss of a trained model on held-out scenes (its own task), and its accuracy for a
-    classification task (pixel accuracy for a dense one).
+    """Loss of a trained model on held-out scenes (its own task), and its accuracy for classification.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained network (put in eval mode).
+    task : str
+        Its task.
+    data : dict of str to np.ndarray
+        The held-out scenes.
+    input_size : int
+        The side the images are resized to.
+    seed : int, default 1
+        Seeds the denoising noise.
+    device : str, default "cpu"
+        Where to run.
+    batch : int, default 128
+        Scenes per forward pass.
+
+    Returns
+    -------
+    dict of str to float
+        ``"loss"``, and for a classification task ``"accuracy"`` (pixel accuracy for a dense one).
     """
     transform = InputTransform((input_size, input_size), **WORLD_NORMALISATION)
     inputs = to_tensor(task_input(task, data["rgb"], seed))
@@ -238,6 +431,21 @@ def trivial_metrics(task: str, train_data: dict[str, np.ndarray], test_data: dic
     Regression: the label variance (the loss of the best constant) and the loss of the per-pixel
     (or per-component) training mean. Classification: the majority class's accuracy and the
     cross-entropy of the training class frequencies.
+
+    Parameters
+    ----------
+    task : str
+        A key of `labels.TASKS`.
+    train_data : dict of str to np.ndarray
+        The training scenes.
+    test_data : dict of str to np.ndarray
+        The test scenes.
+
+    Returns
+    -------
+    dict of str to float
+        ``"variance"`` and ``"mean_predictor_loss"`` for regression; ``"majority_accuracy"`` and
+        ``"prior_cross_entropy"`` for classification.
     """
     kind, channels = task_kind(task)
     test_index, train_index = np.arange(len(test_data["rgb"])), np.arange(len(train_data["rgb"]))

@@ -54,8 +54,20 @@ CRITERION = "P@5"
 
 
 def per_target_figures(details: Mapping[str, Mapping]) -> dict[str, dict[str, float]]:
-    """Per metric of `METRICS`, per target: the figures of one estimator from `evaluate`'s per-target
-    details (`evaluation.target_scores`; targets without ρ are left out of ρ only)."""
+    """Per metric of `METRICS`, per target: the figures of one estimator from `evaluate`'s per-target details.
+
+    Read with `evaluation.target_scores`; targets without ρ are left out of ρ only.
+
+    Parameters
+    ----------
+    details : mapping
+        Target -> that target's details from an evaluation of one estimator.
+
+    Returns
+    -------
+    dict of str to dict
+        Metric (``"P@1"``, ``"P@3"``, ``"P@5"``, ``"R@5"``, ``"rho"``) -> {target: figure}.
+    """
     figures = {f"P@{k}": target_scores(details, "precision", k) for k in (1, 3, 5)}
     return {**figures, "R@5": target_scores(details, "recall", 5), "rho": target_scores(details, "rho")}
 
@@ -63,7 +75,18 @@ def per_target_figures(details: Mapping[str, Mapping]) -> dict[str, dict[str, fl
 def summarise(values: Mapping[str, float], bootstrap: Bootstrap = BOOTSTRAP) -> dict[str, float] | None:
     """Mean over targets, its bootstrap interval (`evaluation.bootstrap_interval`), sd and quartiles.
 
-    Returns None for no targets.
+    Parameters
+    ----------
+    values : mapping of str to float
+        Target -> figure.
+    bootstrap : Bootstrap, default BOOTSTRAP
+        How intervals are drawn (resamples, seed, level).
+
+    Returns
+    -------
+    dict or None
+        ``mean``, ``low``, ``high`` (the interval), ``sd`` (0 for one target), ``q25``, ``q75`` and ``n``
+        (targets); None for no targets.
     """
     v = np.array(list(values.values()), dtype=np.float64)
     if len(v) == 0:
@@ -82,6 +105,8 @@ def compare_with_best(per_target: Mapping[str, Mapping[str, float]],
     ----------
     per_target : mapping
         Estimator -> {target: score} (e.g. P@5). Each comparison uses the targets both score.
+    bootstrap : Bootstrap, default BOOTSTRAP
+        How intervals are drawn (resamples, seed, level).
 
     Returns
     -------
@@ -91,6 +116,11 @@ def compare_with_best(per_target: Mapping[str, Mapping[str, float]],
         Estimator -> `Difference` (best − other: mean and bootstrap interval over the common
         targets); ``distinguishable`` is False when the interval holds 0. The best itself is left out,
         and so is an estimator sharing no target with it.
+
+    Raises
+    ------
+    InputError
+        No estimator scores any target.
     """
     scored = {e: s for e, s in per_target.items() if s}
     if not scored:
@@ -111,14 +141,31 @@ def compare_with_best(per_target: Mapping[str, Mapping[str, float]],
 def twin_check(affinity: np.ndarray, names: Sequence[str], mark: str = TWIN_MARK) -> dict[str, Any]:
     """The seed-twin check of one estimator's (M, M) affinity over models `names`.
 
-    A twin is a model named ``X{mark}…`` whose original ``X`` is among `names`. Returns
+    A twin is a model named ``X{mark}…`` whose original ``X`` is among `names`.
 
-    - ``n_twins``: how many twins have their original here (0: the figures are None, "n/a");
-    - ``nn_original``: the fraction of twins whose nearest neighbour (highest affinity, itself
-      excluded) is their original; ``nn_hits`` the count;
-    - ``rank_agreement``: the mean over twins of the Spearman correlation between the twin's and
-      the original's affinities to every other model (twins excluded): whether the estimate
-      ranks sources for a re-trained model as it does for the original.
+    Parameters
+    ----------
+    affinity : np.ndarray
+        The (M, M) affinity matrix.
+    names : sequence of str
+        The M models' names, in the matrix's order.
+    mark : str, default TWIN_MARK
+        What separates a twin's original name from its seed.
+
+    Returns
+    -------
+    dict
+        - ``n_twins``: how many twins have their original here (0: the figures are None, "n/a");
+        - ``nn_original``: the fraction of twins whose nearest neighbour (highest affinity, itself
+          excluded) is their original; ``nn_hits`` the count;
+        - ``rank_agreement``: the mean over twins of the Spearman correlation between the twin's and
+          the original's affinities to every other model (twins excluded): whether the estimate
+          ranks sources for a re-trained model as it does for the original.
+
+    Raises
+    ------
+    InputError
+        A matrix whose shape does not match `names`.
     """
     a = np.asarray(affinity, dtype=np.float64)
     names = list(names)
@@ -152,7 +199,7 @@ def cross_validated_row(figures_by_value: Mapping[Any, Mapping[str, Mapping[str,
     figures_by_value : mapping
         Parameter value (in the pre-declared order of the grid) -> `per_target_figures` of the
         estimator with that value.
-    criterion : str
+    criterion : str, default CRITERION
         The figure the value is chosen by (on the other targets).
 
     Returns
@@ -160,6 +207,11 @@ def cross_validated_row(figures_by_value: Mapping[Any, Mapping[str, Mapping[str,
     dict
         ``per_target`` (each metric: every target's figure under the value chosen without it),
         ``chosen`` (target -> value), ``counts`` (value -> times chosen) and ``criterion``.
+
+    Raises
+    ------
+    InputError
+        No parameter value.
     """
     values = list(figures_by_value)
     if not values:
@@ -175,7 +227,28 @@ def measure_cost(run: Callable[[], Any], reference: Callable[[], Any], repeats: 
     """How many `reference` calls one `run` call costs: the ratio of their fastest wall times.
 
     Each is called once first (allocation, lazy initialisation), then `repeats` times; the fastest
-    time is the one least disturbed by other work on the machine. `clock` reads the time in seconds.
+    time is the one least disturbed by other work on the machine.
+
+    Parameters
+    ----------
+    run : callable
+        What is measured, called with no argument.
+    reference : callable
+        The unit of cost (e.g. one forward+backward pass over the same images), called with no argument.
+    repeats : int, default 3
+        Timed calls of each, after one untimed call.
+    clock : callable, default time.perf_counter
+        Reads the time in seconds.
+
+    Returns
+    -------
+    float
+        The fastest `run` time over the fastest `reference` time.
+
+    Raises
+    ------
+    InputError
+        `repeats` is not an integer >= 1.
     """
     if not isinstance(repeats, int) or repeats < 1:
         raise InputError(f"repeats: expected an integer >= 1, got {repeats!r}")
@@ -231,10 +304,21 @@ def _number(value: float | None, fmt: str = ".2f") -> str:
 
 
 def summarise_rows(rows: Mapping[str, dict], bootstrap: Bootstrap = BOOTSTRAP) -> None:
-    """Fill in each row's ``figures`` (metric -> `summarise`) from its ``per_target``, mark the best
-    row that needs no labels by `CRITERION`, and give every other row, label-based ones included, its
+    """Fill in each row's figures, mark the best label-free row, and give every other its difference from it.
+
+    Each row's ``figures`` (metric -> `summarise`) come from its ``per_target``; the best row that needs
+    no labels by `CRITERION` gets ``best`` True, and every other row, label-based ones included, its
     paired difference from it (``vs_best``: mean, low, high of best − row). Labels are a different
-    regime: a label-based row is never "the best" a label-free one is measured against."""
+    regime: a label-based row is never "the best" a label-free one is measured against. With no
+    label-free row scoring `CRITERION`, only the figures are filled in.
+
+    Parameters
+    ----------
+    rows : mapping of str to dict
+        Estimator -> row with ``per_target`` (`per_target_figures`) and ``labels``; changed in place.
+    bootstrap : Bootstrap, default BOOTSTRAP
+        How intervals are drawn (resamples, seed, level).
+    """
     for row in rows.values():
         row["figures"] = {m: summarise(row["per_target"].get(m, {}), bootstrap) for m in METRICS}
     scores = {e: r["per_target"][CRITERION] for e, r in rows.items() if r["per_target"].get(CRITERION)}
@@ -251,9 +335,22 @@ def summarise_rows(rows: Mapping[str, dict], bootstrap: Bootstrap = BOOTSTRAP) -
 
 
 def format_which(which: Mapping[str, Any]) -> str:
-    """The markdown of the "which estimator when" table: one table per probe domain, then the
-    recommendation per regime and the notes.
+    """The markdown of the "which estimator when" table.
 
+    One table per probe domain, then the recommendation per regime and the notes.
+
+    Parameters
+    ----------
+    which : mapping
+        The study's ``which`` result (below).
+
+    Returns
+    -------
+    str
+        The markdown, ending in a newline.
+
+    Notes
+    -----
     `which` holds ``domains`` ({domain: {"rows": {estimator: row}, "n_targets", "random_p5"}}),
     ``recommendation`` (regime -> text), ``notes`` (lines) and optional ``cv`` (estimator ->
     chosen values). A row holds ``kind``, ``labels``, ``cost``, ``figures`` (see `summarise_rows`),
@@ -315,12 +412,28 @@ def format_which(which: Mapping[str, Any]) -> str:
 
 def registered_choice(domains: Mapping[str, Mapping[str, dict]], estimators: Sequence[str], tie: float = TIE
                       ) -> tuple[str, dict[str, float]]:
-    """The registered selection rule (``data/world/candidates.toml``, [rule]): of `estimators`, the one
-    with the highest minimum over the domains of its mean `CRITERION` over targets; values within
-    `tie` of the highest count as tied, and ties go to the higher mean over the domains of mean ρ,
-    then to the lower cost (the rows' ``cost``; unknown counts as the highest), then to table order.
+    """The registered selection rule (``data/world/candidates.toml``, [rule]) applied to `estimators`.
 
-    Returns the choice and every estimator's minimum over the domains.
+    The choice is the estimator with the highest minimum over the domains of its mean `CRITERION` over
+    targets; values within `tie` of the highest count as tied, and ties go to the higher mean over the
+    domains of mean ρ, then to the lower cost (the rows' ``cost``; unknown counts as the highest), then
+    to table order.
+
+    Parameters
+    ----------
+    domains : mapping
+        Domain -> {estimator: row} with ``per_target`` and ``cost``.
+    estimators : sequence of str
+        The eligible estimators, in table order; each must have a row on every domain.
+    tie : float, default TIE
+        How close to the highest a value counts as tied.
+
+    Returns
+    -------
+    choice : str
+        The chosen estimator.
+    worst : dict of str to float
+        Every estimator's minimum over the domains of its mean `CRITERION`.
     """
     def mean(row: dict, metric: str) -> float:
         values = list(row["per_target"].get(metric, {}).values())
@@ -362,10 +475,17 @@ def recommend(domains: Mapping[str, Mapping[str, dict]], default_estimator: str,
     default_estimator : str
         The current default label-free estimator (`space.DEFAULT_ESTIMATOR`); the last line says
         whether the numbers support it.
+    bootstrap : Bootstrap, default BOOTSTRAP
+        How intervals are drawn (resamples, seed, level).
+    tie : float or None, default None
+        `registered_choice`'s tie; None: `TIE`.
 
     Returns
     -------
-    (regime -> text, the supported label-free estimator or None)
+    recommendation : dict of str to str
+        Regime ("no labels", "many models", "few labels", "many labels", "default") -> text.
+    supported : str or None
+        The label-free estimator the numbers support; None when no label-free estimator was measured.
     """
     def p5(row: dict) -> dict[str, float]:
         return row["per_target"].get(CRITERION, {})
@@ -445,9 +565,23 @@ def _same(a: str, b: str) -> bool:
 
 
 def format_candidates(which: Mapping[str, Any]) -> str:
-    """The markdown of every label-free row on every domain, side by side: mean P@5 and ρ over targets,
-    each with its bootstrap interval, the vs-best mark ('=' not distinguishable from the domain's best,
-    '<' behind it), and the minimum of P@5 over the domains that the registered rule ranks by."""
+    """The markdown of every label-free row on every domain, side by side.
+
+    Per domain: mean P@5 and ρ over targets, each with its bootstrap interval, and the vs-best mark ('='
+    not distinguishable from the domain's best, '<' behind it); then the minimum of P@5 over the
+    domains that the registered rule ranks by.
+
+    Parameters
+    ----------
+    which : mapping
+        The study's ``which`` result, its rows summarised (`summarise_rows`), with the optional
+        ``supported_estimator`` shown in bold.
+
+    Returns
+    -------
+    str
+        The markdown, ending in a newline.
+    """
     domains = list(which["domains"])
     rows = {d: b["rows"] for d, b in which["domains"].items()}
     names = [e for e, r in rows[domains[0]].items() if r["kind"] in ("attribution", "label-free", "cross-validated")]
@@ -487,6 +621,8 @@ def validate_confidence(pairs: Sequence[Mapping[str, Any]], bands: Mapping[str, 
         None where it is not defined) and ``realised`` (the target's P@5 against the oracle).
     bands : mapping
         ``high`` and ``medium``: the lower edges of the high and medium bands of the confidence.
+    bootstrap : Bootstrap, default BOOTSTRAP
+        How intervals are drawn (resamples, seed, level).
 
     Returns
     -------
@@ -523,7 +659,20 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def format_confidence(validation: Mapping[str, Mapping[str, Any]], bands: Mapping[str, float]) -> str:
-    """The markdown of the confidence's validation: one table of signals, one of bands, per estimator set."""
+    """The markdown of the confidence's validation: one table of signals, one of bands, per estimator set.
+
+    Parameters
+    ----------
+    validation : mapping
+        Estimator set -> `validate_confidence`'s result.
+    bands : mapping of str to float
+        ``high`` and ``medium``: the bands' lower edges, as given to `validate_confidence`.
+
+    Returns
+    -------
+    str
+        The markdown, ending in a newline.
+    """
     lines = ["## How far to trust a ranking: the confidence, validated", "",
              f"Spearman's ρ over (target, domain) pairs between each signal and the realised {CRITERION} "
              f"[{int(BOOTSTRAP.level * 100)} % bootstrap interval over the pairs]; then the realised {CRITERION} per band "

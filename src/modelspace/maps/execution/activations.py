@@ -78,11 +78,11 @@ def encoder_activations(
     return _batched(model, "encoder output", images, batch_size, runtime, progress, lambda x: rows(tap(x)))
 
 
-def prepare_baselines(model: Any, baselines: Sequence[Any], probe: Any, batch_size: int,
+def prepare_baselines(model: Any, baselines: Sequence[Any], probe: Any,
                       runtime: Runtime) -> tuple[dict[str, Any], list[tuple[str, Exception]]]:
     """A model's encoder activations on the whole probe set, in each baseline's compact prepared form.
 
-    Runs wherever the model is (a Ray worker included). Errors are returned, not raised, so that one
+    The forward passes take `Runtime.batch_size` images each. Runs wherever the model is (a Ray worker included). Errors are returned, not raised, so that one
     baseline's refusal leaves the others prepared.
 
     Parameters
@@ -93,10 +93,8 @@ def prepare_baselines(model: Any, baselines: Sequence[Any], probe: Any, batch_si
         The baselines to prepare for (each one's `prepare`).
     probe : ProbeSet
         The probe images.
-    batch_size : int
-        Images per forward pass.
     runtime : Runtime
-        How the forward passes run.
+        How the forward passes run, and how many images each takes.
 
     Returns
     -------
@@ -109,7 +107,7 @@ def prepare_baselines(model: Any, baselines: Sequence[Any], probe: Any, batch_si
     from .executor import run_error  # executor imports this module's siblings; import at call time
 
     try:
-        acts = encoder_activations(model, probe.batch(0, len(probe)), batch_size, runtime, progress=False)
+        acts = encoder_activations(model, probe.batch(0, len(probe)), runtime.batch_size, runtime, progress=False)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - one model's failure is recorded, the run goes on

@@ -53,13 +53,15 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-from ...errors import InputError, ModelLoadError, ModelRemovedError, ModelspaceError, StorageError, StoreError
+from ...errors import (InputError, ModelLoadError, ModelRemovedError, ModelspaceError, StorageError, StoreError,
+                       check_int)
 from ...models import LoadedModel, load_model, load_repeatable
+from ...options import option
 from ...progress import progress as progress_bar
 from .activations import prepare_baselines
-from .executor import POLL_S, repeatable, run_error, run_units, wrapped_error
+from .executor import POLL_S, Executor, repeatable, run_error, run_units, wrapped_error
 from .runtime import Runtime, kept_torch_state
 from ..storage import EncodedShard, MapStore, WorkUnit, atomic_write, encode_shard, shard_relpath
 
@@ -70,7 +72,18 @@ RAY_EXTRA = "pip install -e '.[ray]' (from a checkout) or pip install 'modelspac
 
 
 def import_ray():
-    """The ``ray`` module, or InputError naming the extra that installs it."""
+    """The ``ray`` module, or InputError naming the extra that installs it.
+
+    Returns
+    -------
+    module
+        ``ray``, imported.
+
+    Raises
+    ------
+    InputError
+        Ray is not installed; the message names the extra that installs it.
+    """
     try:
         import ray
     except ImportError as exc:
@@ -83,9 +96,11 @@ _connection: tuple[str, str] | None = None  # (node, job) of the connection a Ra
 
 
 def disconnect() -> None:
-    """End the connection to Ray that a `RayExecutor` of this process made, if it is still the one open
-    (`ray.shutdown`; one its caller made is left as it is): Ray prints no more of its lines here, and
-    those it held back are printed now, on whatever ``sys.stdout`` is."""
+    """End the connection to Ray that a `RayExecutor` of this process made, if it is still the one open.
+
+    It calls `ray.shutdown`; a connection its caller made is left as it is. Ray prints no more of its
+    lines here, and those it held back are printed now, on whatever ``sys.stdout`` is.
+    """
     global _connection
     ray = sys.modules.get("ray")
     if _connection is not None and ray is not None and ray.is_initialized() and _connected_to(ray) == _connection:
@@ -103,24 +118,93 @@ class Job(Protocol):
     """What the driver of a Ray run asks of its caller (`ModelSpace`), model by model."""
 
     def admit(self, loaded: LoadedModel) -> list[tuple[list, list[WorkUnit]]]:
-        """Register a model loaded by a worker (its record, without the module) and plan its work:
-        ``[(methods sharing a backward pass, their units)]``."""
+        """Register a model loaded by a worker and plan its work.
+
+        Parameters
+        ----------
+        loaded : LoadedModel
+            The worker's record of the model it loaded, without the module.
+
+        Returns
+        -------
+        list of (list, list of WorkUnit)
+            ``[(methods sharing a backward pass, their units)]``: every unit of the group's entries
+            (`MapStore.plan`); the driver skips those found stored.
+        """
 
     def failed(self, name: str, methods: list | None, error: Exception, remember: bool,
                loaded: LoadedModel | None) -> None:
-        """Record a model's failure: to load (``methods`` None) or to run a group of methods."""
+        """Record a model's failure: to load (``methods`` None) or to run a group of methods.
+
+        Parameters
+        ----------
+        name : str
+            The model's name.
+        methods : list or None
+            The methods that failed (or ``["baselines"]``); None: the model failed to load.
+        error : Exception
+            What was raised (`ModelRemovedError`: another process removed the model meanwhile).
+        remember : bool
+            Record the failure in the store, so that a rerun skips it (a failure that would repeat).
+        loaded : LoadedModel or None
+            The model's record, when it loaded.
+        """
 
     def settle(self, loaded: LoadedModel, failed: set[str], prepared: dict) -> None:
-        """A model's work is done: it joins the results with its methods that did not fail."""
+        """A model's work is done: it joins the results with its methods that did not fail.
+
+        Parameters
+        ----------
+        loaded : LoadedModel
+            The model's record.
+        failed : set of str
+            The ids of its methods that failed in this run.
+        prepared : dict
+            Its prepared baseline forms, by baseline id.
+        """
 
     def counted(self, computed: int, reused: int) -> None:
-        """Units computed in this run, units found stored."""
+        """Count units: computed in this run, and found stored.
+
+        Parameters
+        ----------
+        computed : int
+            Units computed and committed in this run.
+        reused : int
+            Units found already stored.
+        """
 
     def stored(self, loaded: LoadedModel) -> tuple[dict, list]:
-        """A model's prepared baseline forms found in the store, and the baselines a worker is to prepare."""
+        """A model's prepared baseline forms found in the store, and the baselines a worker is to prepare.
+
+        Parameters
+        ----------
+        loaded : LoadedModel
+            The model's record.
+
+        Returns
+        -------
+        tuple of (dict, list)
+            The stored forms by baseline id, and the baselines still to prepare.
+        """
 
     def prepared(self, loaded: LoadedModel, prepared: dict, errors: list) -> dict:
-        """What a worker's `prepare_baselines` gave for a model, recorded and stored; returns the forms."""
+        """Record and store what a worker's `prepare_baselines` gave for a model.
+
+        Parameters
+        ----------
+        loaded : LoadedModel
+            The model's record.
+        prepared : dict
+            The prepared forms, by baseline id.
+        errors : list
+            ``(baseline, exception)`` for each baseline that failed.
+
+        Returns
+        -------
+        dict
+            The forms, by baseline id.
+        """
 
 
 class ModelWorker:
@@ -130,16 +214,38 @@ class ModelWorker:
     shards), so that a worker process, its Python and torch start once per slot, not once per model.
     Returned errors, not raised ones: a model's failure is data for the driver, and a worker that
     died (``kill -9``) is told apart from a model that raised.
+
+    Parameters
+    ----------
+    runtime : Runtime
+        How the models run on this worker (its device is the worker's own).
+    shared_root : str or None
+        The store folder, when every node sees it at the same path (workers then write shard files
+        into it); None: shards go back to the driver through Ray's object store.
     """
 
-    def __init__(self, runtime: Runtime, batch_size: int, shared_root: str | None) -> None:
-        self.runtime, self.batch_size, self.shared_root = runtime, batch_size, shared_root
+    def __init__(self, runtime: Runtime, shared_root: str | None) -> None:
+        self.runtime, self.shared_root = runtime, shared_root
         self.probe_id, self.probe = None, None
         self.name: str | None = None
         self.loaded: LoadedModel | None = None
 
     def load(self, model: Any, probe: list) -> dict:
-        """The model's record (a LoadedModel without its module), or ``{"error", "remember"}``."""
+        """Load a model, unless it is the one loaded now, and return its record.
+
+        Parameters
+        ----------
+        model : ModelSpec or LoadedModel
+            The model (a LoadedModel is used as it is).
+        probe : list
+            ``[ref]``: the probe set's reference in Ray's object store.
+
+        Returns
+        -------
+        dict
+            ``{"loaded": LoadedModel without its module}``, or ``{"error", "remember"}`` when loading failed;
+            either with ``"node"`` and ``"pid"``, where it ran.
+        """
         name = _name(model)
         self._use(probe)
         try:
@@ -152,14 +258,32 @@ class ModelWorker:
         return {"loaded": dataclasses.replace(loaded, module=None), **_where()}
 
     def run(self, model: Any, probe: list, units: list[dict], methods: list) -> dict:
-        """One probe shard of several methods sharing a backward pass: ``{"shards": [(unit, EncodedShard)]}``."""
+        """Compute one probe shard of several methods sharing a backward pass.
+
+        Parameters
+        ----------
+        model : ModelSpec or LoadedModel
+            The model (loaded again after Ray restarted this actor).
+        probe : list
+            ``[ref]``: the probe set's reference in Ray's object store.
+        units : list of dict
+            The units' records (`WorkUnit.to_dict`), one per method, of one shard.
+        methods : list of AttributionMethod
+            The methods.
+
+        Returns
+        -------
+        dict
+            ``{"shards": [(unit record, EncodedShard)]}`` (without payload when the store is shared), or
+            ``{"error", "remember"}``; either with ``"node"`` and ``"pid"``.
+        """
         todo = [WorkUnit.from_dict(u) for u in units]
         try:
             self._use(probe)
             loaded = self._loaded(model)  # again after Ray restarted this actor in a fresh process
             sink = _Sink(self.shared_root)
             with kept_torch_state():
-                run_units(todo, loaded, self.probe, methods, sink, self.batch_size, self.runtime)
+                run_units(todo, loaded, self.probe, methods, sink, self.runtime)
         except BaseException as exc:  # noqa: BLE001 - recorded per model by the driver
             error = run_error(self.loaded, exc) if self.name == _name(model) else wrapped_error(
                 _name(model), "failed while loading", exc)
@@ -167,20 +291,38 @@ class ModelWorker:
         return {"shards": sink.shards, **_where()}
 
     def baselines(self, model: Any, probe: list, baselines: list) -> dict:
-        """The model's baseline activations, prepared (`prepare_baselines`)."""
+        """The model's baseline activations, prepared (`prepare_baselines`).
+
+        Parameters
+        ----------
+        model : ModelSpec or LoadedModel
+            The model.
+        probe : list
+            ``[ref]``: the probe set's reference in Ray's object store.
+        baselines : list
+            The baselines to prepare.
+
+        Returns
+        -------
+        dict
+            ``{"prepared": forms by baseline id, "errors": [(baseline, exception)]}``, or ``{"error"}``
+            when the model failed to load; either with ``"node"`` and ``"pid"``.
+        """
         try:
             self._use(probe)
             loaded = self._loaded(model)
         except BaseException as exc:  # noqa: BLE001
             return {"error": _portable(wrapped_error(_name(model), "failed while loading", exc)), **_where()}
         with kept_torch_state():
-            prepared, errors = prepare_baselines(loaded, baselines, self.probe, self.batch_size, self.runtime)
+            prepared, errors = prepare_baselines(loaded, baselines, self.probe, self.runtime)
         return {"prepared": prepared, "errors": [(what, _portable(exc)) for what, exc in errors], **_where()}
 
     def _use(self, probe: list) -> None:
-        """The probe set, from the node's object store, once per process (its ref comes with every call,
-        inside a list so that Ray does not copy it in each time: a restarted actor needs no constructor
-        argument kept alive in the object store)."""
+        """The probe set, from the node's object store, once per process.
+
+        Its ref comes with every call, inside a list so that Ray does not copy it in each time: a
+        restarted actor needs no constructor argument kept alive in the object store.
+        """
         if self.probe_id != probe[0].hex():
             import ray
 
@@ -249,56 +391,145 @@ class _Model:
     bar: Any = None  # its own progress bar, over its shards, open while it is in flight
 
 
-class RayExecutor:
+@dataclasses.dataclass(frozen=True)
+class RayExecutor(Executor):
     """Embeds many models on a Ray cluster: a pool of actors, one model each at a time (see the module docstring).
+
+    A configuration value: making one needs no Ray (it is imported when the executor runs), and it is
+    checked when it is made; `check_runtime` checks it beside the runtime it is to run with. Its first
+    field is `Executor`'s ``shard_size`` (probe images per unit of work, default 256); its own follow.
 
     Parameters
     ----------
-    address : str or None
+    address : str or None, default None
         None starts a local Ray instance (unless this process is already connected to one, or
         ``RAY_ADDRESS`` names a cluster); "auto" joins the cluster this machine is a node of;
         "ray://head:10001" connects through Ray Client.
-    gpus_per_model : float
-        GPUs each model's actor asks for; a fraction lets small models share a GPU. 0 runs on CPUs.
-    cpus_per_model : float
+    gpus_per_model : float, default 0.0
+        GPUs each model's actor asks for; a fraction (0.25) lets small models share a GPU. 0 runs on
+        CPUs. Needs a CUDA device (`Runtime.device`), which on the workers is their own ``"cuda"``
+        (Ray chooses the GPU and shows the actor that one only).
+    cpus_per_model : float, default 1.0
         CPUs each model's actor asks for (Ray also caps its torch threads at this number).
-    batch_size : int
-        Probe images per forward+backward pass.
-    runtime : Runtime
-        Device, precision and layout on the workers; with GPUs the device is the worker's own
-        ``"cuda"`` (Ray chooses the GPU and shows the actor that one only).
-    progress : bool
-        One progress bar over all shards, with the models done in its description, and one per model
-        in flight, over its shards (in a log: one line per model when it is done).
-    shared_store : bool
+    shared_store : bool, default False
         Workers write shard files into the store themselves (every node sees the store folder at
         the same path); False sends them back through Ray's object store.
-    max_retries : int
+    max_retries : int, default 3
         Restarts of a model's actor whose worker process died, each retrying its unfinished calls.
-    runtime_env : dict or None
+    runtime_env : dict or None, default None
         Ray's runtime environment for the workers (e.g. ``{"working_dir": "."}`` to ship the code of
         ``python:`` models to a remote cluster); used when this executor connects to Ray.
+
+    Raises
+    ------
+    InputError
+        A field out of its range or of the wrong type; the message names the field.
     """
 
-    def __init__(self, address: str | None = None, gpus_per_model: float = 0.0, cpus_per_model: float = 1.0,
-                 batch_size: int = 32, runtime: Runtime | str = "cpu", progress: bool = True,
-                 shared_store: bool = False, max_retries: int = 3, runtime_env: dict | None = None) -> None:
-        self.address, self.gpus_per_model, self.cpus_per_model = address, gpus_per_model, cpus_per_model
-        self.batch_size, self.runtime, self.progress = batch_size, Runtime.of(runtime), progress
-        self.shared_store, self.max_retries, self.runtime_env = shared_store, max_retries, runtime_env
-        check_resources(gpus_per_model, cpus_per_model, self.runtime)
-        #: Where each computed unit ran: ``{"model", "method", "shard", "node", "pid"}`` per unit.
+    name: ClassVar[str] = "ray"
+
+    address: str | None = option(None, "'auto' (the cluster this machine is in), ray://HOST:10001, or none to "
+                                       "start a local Ray instance", flag="--ray-address", metavar="ADDR", type=str)
+    gpus_per_model: float = option(0.0, "GPUs per model, a fraction shares one (e.g. 0.25), needs --device cuda",
+                                   metavar="F")
+    cpus_per_model: float = option(1.0, "CPUs per model", metavar="N")
+    shared_store: bool = option(False, "every node sees --store at the same path; workers write shard files into "
+                                       "it (default: shards come back through Ray's object store)")
+    max_retries: int = 3
+    runtime_env: dict | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.address is not None and not isinstance(self.address, str):
+            raise InputError(f"address: expected None, 'auto' or 'ray://HOST:PORT', got {self.address!r}")
+        for name in ("gpus_per_model", "cpus_per_model"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise InputError(f"{name}: expected a number >= 0, got {value!r}")
+        if self.gpus_per_model > 1 and self.gpus_per_model != int(self.gpus_per_model):
+            raise InputError(f"gpus_per_model: a share of one GPU (0 < f <= 1) or a whole number, "
+                             f"got {self.gpus_per_model!r}")
+        if not self.cpus_per_model and not self.gpus_per_model:
+            raise InputError("cpus_per_model: 0 with no GPUs would let Ray start every model at once; "
+                             "give at least a share")
+        if not isinstance(self.shared_store, bool):
+            raise InputError(f"shared_store: expected True or False, got {self.shared_store!r}")
+        object.__setattr__(self, "max_retries", check_int(self.max_retries, "max_retries", minimum=0))
+        if self.runtime_env is not None and not isinstance(self.runtime_env, dict):
+            raise InputError(f"runtime_env: expected a dict or None, got {type(self.runtime_env).__name__}")
+
+    def check_runtime(self, runtime: Runtime) -> None:
+        """InputError naming the field unless the per-model resources make sense with the runtime's device.
+
+        Parameters
+        ----------
+        runtime : Runtime
+            The runtime the workers are to run with.
+
+        Raises
+        ------
+        InputError
+            A CUDA device without GPUs per model, or GPUs per model on another device.
+        """
+        if runtime.device_type == "cuda" and not self.gpus_per_model:
+            raise InputError("gpus_per_model: device is CUDA, but Ray shows an actor no GPU unless it asks for one; "
+                             "give a share per model, e.g. RayExecutor(gpus_per_model=0.25) (--gpus-per-model 0.25)")
+        if self.gpus_per_model and runtime.device_type != "cuda":
+            raise InputError(f"gpus_per_model: {self.gpus_per_model!r} GPUs per model, but device is "
+                             f"{runtime.device!r}; pass Runtime(device='cuda') (--device cuda)")
+
+    def run(self, models: Sequence[Any], probe: Any, store: MapStore, job: Job,
+            runtime: Runtime | None = None, progress: bool = True) -> list[dict]:
+        """Load and compute every model on the cluster, committing shards to ``store`` as they arrive.
+
+        Parameters
+        ----------
+        models : sequence of ModelSpec or LoadedModel
+            The models, loaded on the workers (a LoadedModel is shipped as it is).
+        probe : ProbeSet
+            The probe images, put once in Ray's object store.
+        store : MapStore
+            The store; this process is its only writer.
+        job : Job
+            The caller's steps, model by model (`ModelSpace`'s).
+        runtime : Runtime or None, default None
+            How the models run on the workers; None: the default `Runtime`.
+        progress : bool, default True
+            One progress bar over all shards, with the models done in its description, and one per
+            model in flight, over its shards (in a log: one line per model when it is done).
+
+        Returns
+        -------
+        list of dict
+            Where each computed unit ran: ``{"model", "method", "shard", "node", "pid"}`` per unit.
+
+        Raises
+        ------
+        InputError
+            Ray is not installed, or the resources do not fit the runtime.
+        """
+        runtime = Runtime() if runtime is None else runtime
+        self.check_runtime(runtime)
+        driver = _Driver(self, runtime, progress)
+        driver.run(models, probe, store, job)
+        return driver.placements
+
+
+class _Driver:
+    """One run of a `RayExecutor`: the connection, the actor pool and the shards in flight."""
+
+    def __init__(self, config: "RayExecutor", runtime: Runtime, progress: bool) -> None:
+        self.config, self.runtime, self.progress = config, runtime, progress
         self.placements: list[dict] = []
 
-    # ------------------------------------------------------------------ driver
     def run(self, models: Sequence[Any], probe: Any, store: MapStore, job: Job) -> None:
         """Load and compute every model on the cluster, committing shards to ``store`` as they arrive."""
         ray = import_ray()
         self._connect(ray)
         self._ray = ray
-        self._worker = ray.remote(max_restarts=self.max_retries, max_task_retries=self.max_retries)(ModelWorker)
+        self._worker = ray.remote(max_restarts=self.config.max_retries, max_task_retries=self.config.max_retries)(ModelWorker)
         self._probe = [ray.put(probe)]  # once: every actor reads the same copy from its node's object store
-        self._shared_root = str(store.root) if self.shared_store else None
+        self._shared_root = str(store.root) if self.config.shared_store else None
         models = list(models)
         idle = deque(self._new_actor() for _ in range(min(self._slots(ray), len(models))))
         owner = uuid.uuid4().hex
@@ -386,32 +617,34 @@ class RayExecutor:
                 ray.kill(actor)
 
     def _new_actor(self):
-        return self._worker.options(num_cpus=self.cpus_per_model, num_gpus=self.gpus_per_model).remote(
-            self._worker_runtime(), self.batch_size, self._shared_root)
+        return self._worker.options(num_cpus=self.config.cpus_per_model, num_gpus=self.config.gpus_per_model).remote(
+            self._worker_runtime(), self._shared_root)
 
     def _connect(self, ray) -> None:
         global _connection
         if ray.is_initialized():
             return  # the caller connected (to a cluster of its choice): leave the connection as it is
         kwargs: dict[str, Any] = {"log_to_driver": False}
-        if self.runtime_env is not None:
-            kwargs["runtime_env"] = self.runtime_env
-        if self.address is None:
+        if self.config.runtime_env is not None:
+            kwargs["runtime_env"] = self.config.runtime_env
+        if self.config.address is None:
             kwargs["include_dashboard"] = False  # a local instance: nothing to look at, a process less
-        ray.init(address=self.address, **kwargs)
+        ray.init(address=self.config.address, **kwargs)
         _connection = _connected_to(ray)
 
     def _slots(self, ray) -> int:
-        """How many models the cluster can compute at once (its CPUs or GPUs over a model's share), at
-        least 1: the size of the actor pool, fixed when the run starts."""
+        """How many models the cluster can compute at once: its CPUs or GPUs over a model's share.
+
+        At least 1: the size of the actor pool, fixed when the run starts.
+        """
         resources = ray.cluster_resources()
-        slots = resources.get("CPU", 1.0) / self.cpus_per_model if self.cpus_per_model else float("inf")
-        if self.gpus_per_model:
-            slots = min(slots, resources.get("GPU", 0.0) / self.gpus_per_model)
+        slots = resources.get("CPU", 1.0) / self.config.cpus_per_model if self.config.cpus_per_model else float("inf")
+        if self.config.gpus_per_model:
+            slots = min(slots, resources.get("GPU", 0.0) / self.config.gpus_per_model)
         return max(1, int(slots))
 
     def _worker_runtime(self) -> Runtime:
-        if self.gpus_per_model:
+        if self.config.gpus_per_model:
             return dataclasses.replace(self.runtime, device="cuda")  # Ray shows the actor its GPU as cuda:0
         return self.runtime
 
@@ -488,7 +721,7 @@ class RayExecutor:
         for unit_dict, shard in out["shards"]:
             unit = WorkUnit.from_dict(unit_dict)
             try:
-                store.commit(unit, shard, in_place=self.shared_store)
+                store.commit(unit, shard, in_place=self.config.shared_store)
             except StorageError:
                 raise  # the store itself: stop the run, as locally
             except ModelRemovedError as exc:  # sent before the removal: not stored (a file written in place is deleted)
@@ -516,28 +749,13 @@ class RayExecutor:
             job.failed(m.name, fresh, error, remember, m.loaded)
 
     def _get(self, ref, m: _Model, doing: str) -> dict:
-        """A call's result, or ``{"error"}`` (without "pid") when its actor died more often than it may be
-        restarted."""
+        """A call's result, or ``{"error"}`` (without "pid") when its actor died too often.
+
+        Too often: more often than it may be restarted (`RayExecutor.max_retries`).
+        """
         try:
             return self._ray.get(ref)
         except self._ray.exceptions.RayActorError as exc:
-            error = ModelLoadError(f"model {m.name!r} {doing}: its Ray worker died {self.max_retries + 1} times "
-                                   f"(max_retries={self.max_retries}): {str(exc).splitlines()[0]}")
+            error = ModelLoadError(f"model {m.name!r} {doing}: its Ray worker died {self.config.max_retries + 1} times "
+                                   f"(max_retries={self.config.max_retries}): {str(exc).splitlines()[0]}")
             return {"error": error, "remember": False}
-
-
-def check_resources(gpus_per_model: Any, cpus_per_model: Any, runtime: Runtime) -> None:
-    """InputError naming the argument unless the per-model resources make sense with the device."""
-    for value, name in ((gpus_per_model, "gpus_per_model"), (cpus_per_model, "cpus_per_model")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise InputError(f"{name}: expected a number >= 0, got {value!r}")
-    if gpus_per_model > 1 and gpus_per_model != int(gpus_per_model):
-        raise InputError(f"gpus_per_model: a share of one GPU (0 < f <= 1) or a whole number, got {gpus_per_model!r}")
-    if runtime.device_type == "cuda" and not gpus_per_model:
-        raise InputError("gpus_per_model: device is CUDA, but Ray shows an actor no GPU unless it asks for one; "
-                         "give a share per model, e.g. gpus_per_model=0.25 (--gpus-per-model 0.25)")
-    if gpus_per_model and runtime.device_type != "cuda":
-        raise InputError(f"gpus_per_model: {gpus_per_model!r} GPUs per model, but device is {runtime.device!r}; "
-                         "pass device='cuda' (--device cuda)")
-    if not cpus_per_model and not gpus_per_model:
-        raise InputError("cpus_per_model: 0 with no GPUs would let Ray start every model at once; give at least a share")

@@ -9,6 +9,7 @@ executor consults, so that the attribution code itself stays free of them:
   of the store key (`keys.method_key`): fp32 and bf16 maps never mix in one affinity.
   `benchmarks/` reports the cosine agreement of such maps with fp32 ones.
 * ``channels_last``: NHWC memory layout for models and inputs (faster convolutions on tensor cores).
+* ``batch_size``: probe images per forward+backward pass.
 * ``workers`` / ``pin_memory``: probe batches prepared by DataLoader worker processes and copied
   from page-locked memory. Batches travel as uint8 (4× fewer bytes than float32) and become
   floats on the device.
@@ -33,44 +34,59 @@ import torch
 from torch import nn
 
 from ...errors import InputError, check_int
+from ...options import option
 from ...probe import ProbeSet
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 CPU_PASS_MEMORY = 1 << 30
-"""Bytes a pass may keep for its backward on the CPU unless `Runtime.pass_memory` says otherwise: at
-224², timm's ResNet-50 keeps 0.27 GB per image (the paper's three methods), so it runs 3 images a pass,
-a ViT-S/16 0.12 GB, 8 images (benchmarks/memory.py measures the run's peak and time against unbounded
-passes)."""
+"""Bytes a pass may keep for its backward on the CPU unless `Runtime.pass_memory` says otherwise. What
+real models keep per image, so how many images a pass takes, and the run's peak and time against
+unbounded passes are measured by benchmarks/memory.py (benchmarks/RESULTS.md, section 11)."""
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how models run; see the module docstring for each field.
+    """How a model runs: device, precision, memory layout, batches and what a pass may keep.
+
+    The module docstring says more of each field. An immutable value, checked when it is made; the CLI's
+    options are its fields (`options.add_options`).
 
     Parameters
     ----------
-    device : str
-        A torch device name.
-    precision : str
+    device : str, default "cpu"
+        A torch device name ("cpu", "cuda", "cuda:1").
+    precision : str, default "fp32"
         "fp32", "bf16" or "fp16" (autocast of the forward pass).
-    channels_last : bool
+    channels_last : bool, default False
         NHWC memory layout for models and inputs.
-    workers : int
+    workers : int, default 0
         DataLoader worker processes (0: batches are made in this process).
-    pin_memory : bool or None
+    pin_memory : bool or None, default None
         Page-locked host memory for the batches; None pins when the device is CUDA.
-    pass_memory : int or None
+    pass_memory : int or None, default None
         Bytes one forward+backward pass may keep for its backward; None: `CPU_PASS_MEMORY` on the
         CPU, no bound on other devices.
+    batch_size : int, default 32
+        Probe images per forward+backward pass (a batch that would keep more than `pass_memory`
+        runs in passes of fewer images).
+
+    Raises
+    ------
+    InputError
+        A field out of its range or of the wrong type; the message names the field.
     """
 
-    device: str = "cpu"
-    precision: str = "fp32"
-    channels_last: bool = False
-    workers: int = 0
+    device: str = option("cpu", "torch device, e.g. cuda")
+    precision: str = option("fp32", "autocast precision of the forward pass, bf16/fp16 on GPUs", choices=PRECISIONS)
+    channels_last: bool = option(False, "NHWC memory layout (faster on GPUs)")
+    workers: int = option(0, "data-loading worker processes")
     pin_memory: bool | None = None  # None: pin when the device is CUDA
-    pass_memory: int | None = None
+    pass_memory: int | None = option(
+        None, "memory one forward+backward pass may keep for its backward; larger batches run in passes of fewer "
+              f"images (default {CPU_PASS_MEMORY >> 20} on the CPU, no bound on GPUs)",
+        metavar="MB", scale=1 << 20, type=float)
+    batch_size: int = option(32, "probe images per forward+backward pass")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", str(self.device))
@@ -80,12 +96,33 @@ class Runtime:
             raise InputError(f"device: {self.device!r} is not a torch device ({exc})") from exc
         if self.precision not in PRECISIONS:
             raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        check_int(self.workers, "workers", minimum=0)
-        check_int(self.pass_memory, "pass_memory", optional=True)
+        if not isinstance(self.channels_last, bool):
+            raise InputError(f"channels_last: expected True or False, got {self.channels_last!r}")
+        if self.pin_memory is not None and not isinstance(self.pin_memory, bool):
+            raise InputError(f"pin_memory: expected True, False or None, got {self.pin_memory!r}")
+        object.__setattr__(self, "workers", check_int(self.workers, "workers", minimum=0))
+        object.__setattr__(self, "pass_memory", check_int(self.pass_memory, "pass_memory", optional=True))
+        object.__setattr__(self, "batch_size", check_int(self.batch_size, "batch_size"))
 
     @classmethod
     def of(cls, runtime: "Runtime | str | torch.device") -> "Runtime":
-        """A runtime as is, or the default runtime on a device."""
+        """A runtime as is, or the default runtime on a device.
+
+        Parameters
+        ----------
+        runtime : Runtime or str or torch.device
+            A runtime, returned unchanged, or a device name for a runtime with every other field at its default.
+
+        Returns
+        -------
+        Runtime
+            The runtime.
+
+        Raises
+        ------
+        InputError
+            A device name torch does not know.
+        """
         return runtime if isinstance(runtime, Runtime) else cls(device=str(runtime))
 
     @property
@@ -94,20 +131,61 @@ class Runtime:
         return torch.device(self.device).type
 
     def prepare(self, module: nn.Module) -> nn.Module:
-        """The model on the device, in the chosen memory layout."""
+        """The model on the device, in the chosen memory layout.
+
+        Parameters
+        ----------
+        module : nn.Module
+            The model (moved in place, as `nn.Module.to` does).
+
+        Returns
+        -------
+        nn.Module
+            The module on `device`, channels-last when `channels_last` is set.
+        """
         module = module.to(self.device)
         return module.to(memory_format=torch.channels_last) if self.channels_last else module
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
-        """An input batch in the chosen memory layout."""
+        """An input batch in the chosen memory layout.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            An input batch; only a 4-d (B, C, H, W) tensor changes layout.
+
+        Returns
+        -------
+        torch.Tensor
+            `x`, channels-last when `channels_last` is set and `x` is 4-d.
+        """
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
     def inputs(self, transform: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-        """Probe images as a model's input: on the device, through its T_i, in the chosen layout."""
+        """Probe images as a model's input: on the device, through its T_i, in the chosen layout.
+
+        Parameters
+        ----------
+        transform : callable
+            The model's input transform T_i, tensor to tensor.
+        images : torch.Tensor
+            A batch of probe images, float (B, 3, S, S) in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            The transformed batch on `device`, in the chosen layout.
+        """
         return self.layout(transform(images.to(self.device)))
 
     def autocast(self) -> ContextManager:
-        """Autocast for the forward pass, or nothing at fp32."""
+        """Autocast for the forward pass, or nothing at fp32.
+
+        Returns
+        -------
+        ContextManager
+            ``torch.autocast`` at the precision's dtype on the device's type, or a null context at fp32.
+        """
         dtype = PRECISIONS[self.precision]
         if dtype is None:
             return contextlib.nullcontext()
@@ -121,14 +199,46 @@ class Runtime:
         return CPU_PASS_MEMORY if self.device_type == "cpu" else None
 
     def pass_images(self, n: int, bytes_per_image: float) -> int:
-        """How many of `n` images one pass takes, given what an image keeps for the backward (`SavedBytes`)."""
+        """How many of `n` images one pass takes, given what an image keeps for the backward (`SavedBytes`).
+
+        Parameters
+        ----------
+        n : int
+            The images of the batch.
+        bytes_per_image : float
+            What one image keeps for the backward, in bytes (0 or less: unknown, no split).
+
+        Returns
+        -------
+        int
+            Between 1 and `n`: as many images as `pass_budget` holds, `n` when there is no bound.
+        """
         budget = self.pass_budget
         if budget is None or bytes_per_image <= 0:
             return n
         return max(1, min(n, int(budget // bytes_per_image)))
 
     def batches(self, probe: ProbeSet, start: int, stop: int, batch_size: int) -> Iterator[torch.Tensor]:
-        """Probe images start..stop-1 on the device as float (B, 3, S, S) in [0, 1], in batches."""
+        """Probe images start..stop-1 on the device as float (B, 3, S, S) in [0, 1], in batches.
+
+        With `workers` > 0 the batches are made by DataLoader worker processes and travel as uint8.
+
+        Parameters
+        ----------
+        probe : ProbeSet
+            The probe set.
+        start : int
+            The first image's index.
+        stop : int
+            One past the last image's index.
+        batch_size : int
+            Images per batch (the last may hold fewer).
+
+        Yields
+        ------
+        torch.Tensor
+            A float (B, 3, S, S) batch in [0, 1] on `device`.
+        """
         if self.workers == 0:
             for begin in range(start, stop, batch_size):
                 yield probe.batch(begin, min(begin + batch_size, stop)).to(self.device)
@@ -143,13 +253,25 @@ class Runtime:
 
 
 class SavedBytes:
-    """While active, the bytes of the tensors that autograd saves for backward, each storage once and
-    the module's own parameters and buffers not at all (they are held anyway): what a forward+backward
-    pass keeps at its peak beyond the model, in proportion to its images.
+    """While active, counts the bytes of the tensors that autograd saves for backward.
+
+    Each storage counts once, and the module's own parameters and buffers not at all (they are held
+    anyway): what a forward+backward pass keeps at its peak beyond the model, in proportion to its images.
+    ::
 
         with SavedBytes(model.module) as saved:
             maps = compute_maps(model, images, methods, size)
         saved.bytes
+
+    Parameters
+    ----------
+    module : nn.Module
+        The model whose parameters and buffers are left out of the count.
+
+    Attributes
+    ----------
+    bytes : int
+        The bytes counted so far.
     """
 
     def __init__(self, module: nn.Module) -> None:
@@ -194,12 +316,17 @@ class _Uint8Batches(torch.utils.data.Dataset):
 
 @contextlib.contextmanager
 def kept_torch_state() -> Iterator[None]:
-    """Restore torch's process-wide settings on exit: default dtype, grad mode, the deterministic
-    algorithms flag (and its warn-only mode) and the number of CPU threads.
+    """Restore torch's process-wide settings on exit.
 
-    Loading a model runs its author's code, which may change these (a constructor that calls
+    The settings: default dtype, grad mode, the deterministic algorithms flag (and its warn-only mode)
+    and the number of CPU threads. Loading a model runs its author's code, which may change these (a constructor that calls
     ``torch.set_default_dtype(torch.float64)`` made every later model of a run fail); each model is
     loaded and run inside this context so that it cannot poison the next one.
+
+    Yields
+    ------
+    None
+        Control, inside the context.
     """
     dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
     deterministic = torch.are_deterministic_algorithms_enabled()

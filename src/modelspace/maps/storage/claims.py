@@ -63,8 +63,26 @@ class Claims:
     def claim(self, units: Sequence[WorkUnit], owner: str) -> bool:
         """Claim all ``units`` for ``owner`` in one transaction.
 
-        Returns False, claiming nothing, when a live process holds any of them; claims of dead
-        processes are taken over.
+        Claims of dead processes (`claim_alive`) are taken over, and ``owner``'s own claims renewed.
+
+        Parameters
+        ----------
+        units : sequence of WorkUnit
+            The units to claim, all or none.
+        owner : str
+            The claiming process's random owner token.
+
+        Returns
+        -------
+        bool
+            True when all ``units`` are now ``owner``'s; False, claiming nothing, when a live process
+            holds any of them.
+
+        Raises
+        ------
+        Exception
+            Whatever the ``check`` given to `Claims` raises to refuse the units, nothing claimed (the
+            store's check raises `ModelRemovedError` for a unit of a model removed meanwhile).
         """
         now = time.time()
         with self.manifest.transaction() as cur:
@@ -83,13 +101,27 @@ class Claims:
         return True
 
     def release(self, units: Sequence[WorkUnit], owner: str) -> None:
-        """Drop ``owner``'s claims on ``units`` (claims taken over by another owner are left alone)."""
+        """Drop ``owner``'s claims on ``units`` (claims taken over by another owner are left alone).
+
+        Parameters
+        ----------
+        units : sequence of WorkUnit
+            The units to release.
+        owner : str
+            The owner token that claimed them.
+        """
         with self.manifest.transaction() as cur:
             cur.executemany(f"DELETE FROM claims WHERE {ENTRY} AND shard = ? AND owner = ?",
                             [(*key_tuple(u.key), u.shard, owner) for u in units])
 
     def clear_stale(self) -> int:
-        """Delete the claims of dead processes (left by a crash after its last write); returns how many."""
+        """Delete the claims of dead processes (left by a crash after its last write).
+
+        Returns
+        -------
+        int
+            How many claims were deleted.
+        """
         now = time.time()
         with self.manifest.transaction() as cur:
             rows = cur.execute(f"SELECT rowid, pid, host, {_LAST_SEEN} FROM claims").fetchall()
@@ -98,8 +130,18 @@ class Claims:
         return len(stale)
 
     def holder(self, units: Sequence[WorkUnit]) -> dict | None:
-        """Who holds the first of ``units`` that is claimed: ``{"pid", "host", "since", "beat"}`` (unix
-        times; ``beat`` is the last heartbeat, None for a process that does not beat), or None.
+        """Who holds the first of ``units`` that is claimed, for the message of a process that waits.
+
+        Parameters
+        ----------
+        units : sequence of WorkUnit
+            The units to look up, in order.
+
+        Returns
+        -------
+        dict or None
+            ``{"pid", "host", "since", "beat"}`` (unix times; ``beat`` is the last heartbeat, None for a
+            process that does not beat), or None when none of ``units`` is claimed.
         """
         for unit in units:
             rows = self.manifest.query(
@@ -111,8 +153,17 @@ class Claims:
 
     @contextlib.contextmanager
     def heartbeat(self, owner: str, every: float | None = None) -> Iterator[None]:
-        """Stamp ``owner``'s heartbeat now and every ``every`` seconds (`HEARTBEAT_S`) from a thread,
-        until the block ends; a long shard (a big model on a CPU) keeps its claims alive meanwhile.
+        """Stamp ``owner``'s heartbeat now and every ``every`` seconds from a thread, until the block ends.
+
+        A long shard (a big model on a CPU) keeps its claims alive meanwhile. A beat that fails in the
+        thread is skipped; the heartbeat row is deleted when the block ends.
+
+        Parameters
+        ----------
+        owner : str
+            The owner token whose claims the beats keep alive.
+        every : float, optional
+            Seconds between beats; `HEARTBEAT_S` when None.
         """
         every = HEARTBEAT_S if every is None else every
         self._beat(owner, started=True)
@@ -145,15 +196,32 @@ class Claims:
                 cur.execute("UPDATE heartbeats SET beat = ? WHERE owner = ?", (now, owner))
 
     def list(self) -> list[dict]:
-        """Current claims (``{"model_key", "method", "shard", "pid", "host", "since"}``), oldest first."""
+        """Current claims, oldest first.
+
+        Returns
+        -------
+        list of dict
+            ``{"model_key", "method", "shard", "pid", "host", "since"}`` per claim (``since``: unix time).
+        """
         fields = ("model_key", "method", "shard", "pid", "host", "since")
         rows = self.manifest.query(f"SELECT {', '.join(fields)} FROM claims ORDER BY since")
         return [dict(zip(fields, r)) for r in rows]
 
 
 def live_claims(cur: sqlite3.Cursor, model_key: str) -> list[dict]:
-    """The claims on a model's units whose process may still be computing them (`claim_alive`):
-    ``{"pid", "host", "since"}`` each, read with ``cur`` inside the caller's transaction.
+    """The claims on a model's units whose process may still be computing them (`claim_alive`).
+
+    Parameters
+    ----------
+    cur : sqlite3.Cursor
+        A cursor of the manifest, inside the caller's transaction (a removal reads and deletes in one).
+    model_key : str
+        The model's store key.
+
+    Returns
+    -------
+    list of dict
+        ``{"pid", "host", "since"}`` per live claim (empty when none is left).
     """
     now = time.time()
     rows = cur.execute(f"SELECT pid, host, since, {_LAST_SEEN} FROM claims WHERE model_key = ?", (model_key,))
@@ -167,8 +235,26 @@ _LAST_SEEN = "COALESCE((SELECT beat FROM heartbeats h WHERE h.owner = claims.own
 
 
 def claim_alive(pid: int, host: str, last_seen: float, now: float) -> bool:
-    """Whether a claim's process may still be working on it: seen (heartbeat) within `CLAIM_STALE_S`
-    and, on this host, its pid alive.
+    """Whether a claim's process may still be working on it.
+
+    It must have been seen (heartbeat, or the claim's time) within `CLAIM_STALE_S` and, on this host,
+    its pid must be alive and not a zombie; another host's pid cannot be checked and is trusted.
+
+    Parameters
+    ----------
+    pid : int
+        The claiming process's id.
+    host : str
+        The host name it ran on.
+    last_seen : float
+        Unix time of its last heartbeat (or of the claim).
+    now : float
+        The current unix time.
+
+    Returns
+    -------
+    bool
+        False when the claim may be taken over.
     """
     if now - last_seen > CLAIM_STALE_S:
         return False

@@ -18,26 +18,75 @@ from ...errors import StorageError
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
-    """The .npy serialisation of an array (no pickle)."""
+    """The .npy serialisation of an array (no pickle).
+
+    Parameters
+    ----------
+    array : np.ndarray
+        Any array of a non-object dtype.
+
+    Returns
+    -------
+    bytes
+        The .npy file's bytes, as `np.load` reads them.
+    """
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """The uncompressed .npz serialisation of named arrays (no pickle)."""
+    """The uncompressed .npz serialisation of named arrays (no pickle).
+
+    Parameters
+    ----------
+    arrays : dict of str to np.ndarray
+        The arrays by the name they are stored under.
+
+    Returns
+    -------
+    bytes
+        The .npz file's bytes, as `np.load` reads them.
+    """
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
 
 
 def sha256(payload: bytes) -> str:
-    """Hex sha256 of bytes in memory."""
+    """Hex sha256 of bytes in memory.
+
+    Parameters
+    ----------
+    payload : bytes
+        The bytes to hash.
+
+    Returns
+    -------
+    str
+        The 64-character lower-case hex digest.
+    """
     return hashlib.sha256(payload).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
+    """Hex sha256 of a file, read in 1 MiB chunks.
+
+    Parameters
+    ----------
+    path : Path
+        The file to hash.
+
+    Returns
+    -------
+    str
+        The 64-character lower-case hex digest, equal to `sha256` of the file's bytes.
+
+    Raises
+    ------
+    OSError
+        The file cannot be opened or read.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -46,13 +95,47 @@ def file_sha256(path: Path) -> str:
 
 
 def file_stamp(path: Path) -> tuple[int, int, int]:
-    """What changes when a file is replaced or rewritten: inode, size, modification time."""
+    """What changes when a file is replaced or rewritten: inode, size, modification time.
+
+    Parameters
+    ----------
+    path : Path
+        An existing file.
+
+    Returns
+    -------
+    tuple of (int, int, int)
+        ``(st_ino, st_size, st_mtime_ns)``.
+
+    Raises
+    ------
+    OSError
+        The file does not exist (`FileNotFoundError`) or cannot be stat'ed.
+    """
     st = path.stat()
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def atomic_write(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one."""
+    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one.
+
+    The bytes go to a temporary file beside ``path`` (see `partial_writes`), which is fsynced and
+    renamed over ``path``; the folder is then fsynced so that the rename survives a crash. Missing
+    parent folders are made.
+
+    Parameters
+    ----------
+    path : Path
+        The file to write or replace.
+    payload : bytes
+        The file's whole new content.
+
+    Raises
+    ------
+    StorageError
+        The folder or file cannot be written (read-only or full store, missing permission), with the
+        path, the cause and the fix in the message; the temporary file is removed.
+    """
     for attempt in range(3):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,19 +170,52 @@ def _unwritable(path: Path, exc: OSError) -> str:
 
 
 def partial_writes(path: Path) -> list[Path]:
-    """Temporary files that interrupted `atomic_write` calls of ``path`` left behind."""
+    """Temporary files that interrupted `atomic_write` calls of ``path`` left behind.
+
+    Parameters
+    ----------
+    path : Path
+        The file `atomic_write` was writing.
+
+    Returns
+    -------
+    list of Path
+        The temporary files beside ``path`` (empty when its folder does not exist).
+    """
     return list(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
 
 
 def is_partial_write(path: Path) -> bool:
-    """Whether ``path`` is named as `atomic_write` names its temporary files (a write in progress, or
-    one that was interrupted).
+    """Whether ``path`` is named as `atomic_write` names its temporary files.
+
+    Such a file is a write in progress, or one that was interrupted.
+
+    Parameters
+    ----------
+    path : Path
+        Any path; only its name is looked at.
+
+    Returns
+    -------
+    bool
+        True for a name that starts with "." and ends with ".tmp".
     """
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def prune_empty_dirs(folder: Path, stop_at: Path) -> None:
-    """Remove ``folder`` and its parents while empty, never ``stop_at`` or above."""
+    """Remove ``folder`` and its parents while empty, never ``stop_at`` or above.
+
+    A folder that is not empty, or that another process is writing into, ends the walk quietly.
+
+    Parameters
+    ----------
+    folder : Path
+        The innermost folder to remove.
+    stop_at : Path
+        The folder (a store's root) that is kept, with everything above it; a ``folder`` that is not
+        inside it is left alone.
+    """
     stop_at = stop_at.resolve()
     folder = folder.resolve()
     while folder != stop_at and stop_at in folder.parents:

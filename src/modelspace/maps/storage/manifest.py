@@ -172,12 +172,39 @@ ENTRY = "model_key = ? AND probe_hash = ? AND method = ? AND probe_size = ?"
 
 
 def key_tuple(key: EntryKey) -> tuple:
-    """The EntryKey fields in manifest column order."""
+    """The EntryKey fields in manifest column order.
+
+    Parameters
+    ----------
+    key : EntryKey
+        One entry of the store.
+
+    Returns
+    -------
+    tuple
+        ``(model_key, probe_hash, method, probe_size)``, the parameters of `ENTRY`.
+    """
     return (key.model_key, key.probe_hash, key.method, key.probe_size)
 
 
 def pair_tuple(a: EntryKey, b: EntryKey) -> tuple:
-    """(probe_hash, method, probe_size, model_a, model_b) of an unordered pair, model_a <= model_b."""
+    """The manifest's key of an unordered pair of entries (the ``affinities`` table's columns).
+
+    Parameters
+    ----------
+    a, b : EntryKey
+        Two entries of one probe set, method and probe size, in either order.
+
+    Returns
+    -------
+    tuple
+        ``(probe_hash, method, probe_size, model_a, model_b)`` with ``model_a <= model_b``.
+
+    Raises
+    ------
+    InputError
+        The entries differ in probe set, method or probe size.
+    """
     for field in ("probe_hash", "method", "probe_size"):
         if getattr(a, field) != getattr(b, field):
             raise InputError(
@@ -195,9 +222,17 @@ class Manifest:
     ----------
     path : Path
         The SQLite file; created, with the schema, when missing.
-    writes : bool
+    writes : bool, default True
         False for a caller that only reads: a manifest this process cannot write is then opened
         read-only (`read_only` is True) instead of refused.
+
+    Raises
+    ------
+    StorageError
+        The file is not an SQLite database, a folder, damaged (checked when its ``-wal`` or ``-shm``
+        file is there), or cannot be opened or written (with ``writes=True``).
+    StoreError
+        The manifest has a newer schema than this modelspace reads.
     """
 
     def __init__(self, path: Path, writes: bool = True) -> None:
@@ -214,13 +249,30 @@ class Manifest:
             self.read_only = True
 
     def transaction(self) -> "Transaction":
-        """A context manager running one short BEGIN IMMEDIATE ... COMMIT transaction."""
+        """A context manager running one short BEGIN IMMEDIATE ... COMMIT transaction.
+
+        Returns
+        -------
+        Transaction
+            Entered, it gives a cursor; the block commits on success and rolls back on an error.
+        """
         return Transaction(self)
 
     @contextlib.contextmanager
     def cursor(self) -> Iterator[sqlite3.Cursor]:
-        """A cursor for reads under the manifest's lock, outside any transaction (a read-only
-        connection can take none).
+        """A cursor for reads under the manifest's lock, outside any transaction.
+
+        A read-only connection can take no transaction, so its reads go through this.
+
+        Yields
+        ------
+        sqlite3.Cursor
+            A cursor of the shared connection, valid until the block ends.
+
+        Raises
+        ------
+        StorageError
+            An SQLite error inside the block.
         """
         with self.lock:
             try:
@@ -229,7 +281,25 @@ class Manifest:
                 raise StorageError(f"manifest {str(self.path)!r}: {exc}") from exc
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        """Run one read-only statement and return all rows."""
+        """Run one read-only statement and return all rows.
+
+        Parameters
+        ----------
+        sql : str
+            One SQL statement, with ``?`` placeholders.
+        params : tuple, default ()
+            The placeholders' values.
+
+        Returns
+        -------
+        list of tuple
+            All rows of the result.
+
+        Raises
+        ------
+        StorageError
+            SQLite refuses the statement, or the manifest cannot be read.
+        """
         with self.lock:
             try:
                 return self.conn.execute(sql, params).fetchall()
@@ -243,7 +313,21 @@ class Manifest:
 
 
 class Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) under the manifest's lock."""
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) under the manifest's lock.
+
+    Entered, it gives a cursor of the manifest's connection.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        The manifest to write.
+
+    Raises
+    ------
+    StorageError
+        The transaction cannot begin or commit (locked past the busy timeout, read-only, full disk), or
+        an SQLite error inside the block; the message says when the store is read-only.
+    """
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
@@ -320,9 +404,20 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
 
 
 def read_only_reason(path: Path) -> str | None:
-    """What this process cannot write of the manifest at ``path`` ("this user cannot write ..."), or None:
-    the manifest, its ``-wal`` or ``-shm`` file, or the folder SQLite makes them in (permissions, a
-    read-only mount).
+    """What this process cannot write of the manifest at ``path``, for "this user cannot write ...".
+
+    Looked at: the manifest, its ``-wal`` or ``-shm`` file, and the folder SQLite makes them in
+    (permissions, a read-only mount).
+
+    Parameters
+    ----------
+    path : Path
+        The manifest's file.
+
+    Returns
+    -------
+    str or None
+        The unwritable part, worded to follow "cannot write", or None when all of it is writable.
     """
     if path.exists() and not os.access(path, os.W_OK):
         return f"its manifest {str(path)!r}"
@@ -335,8 +430,9 @@ def read_only_reason(path: Path) -> str | None:
 
 
 def _error(path: Path, exc: sqlite3.Error, otherwise: str) -> StorageError:
-    """The StorageError of an SQLite error on the manifest: that the store is read-only when it is
-    (`read_only_reason`), else ``otherwise``.
+    """The StorageError of an SQLite error on the manifest.
+
+    Its message says that the store is read-only when it is (`read_only_reason`), else is ``otherwise``.
     """
     reason = read_only_reason(path)
     if reason is None:
@@ -409,9 +505,9 @@ _PROBLEMS_QUOTED = 3
 
 
 def _check_integrity(path: Path) -> None:
-    """StorageError, leaving the files as found, when the manifest was not closed cleanly (its ``-wal``
-    or ``-shm`` file is there) and SQLite's integrity check finds it damaged.
+    """StorageError, leaving the files as found, when an uncleanly closed manifest is damaged.
 
+    Unclean: its ``-wal`` or ``-shm`` file is there; damaged: SQLite's integrity check says so.
     The check runs on a read-only connection: it reads the WAL but never checkpoints it into the
     manifest, so a WAL that does not belong there (copied from another store) changes nothing.
     """

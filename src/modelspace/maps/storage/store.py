@@ -98,8 +98,19 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShardInfo:
-    """What ``MapStore.write`` stored: degenerate-row counts, the absolute file path, and the checksum its
-    manifest row keeps (over the unit's identity and the file's sha256, `keys.bound_checksum`).
+    """What ``MapStore.write`` stored.
+
+    Attributes
+    ----------
+    n_zero : int
+        Maps that were all zero (stored as zeros).
+    n_nonfinite : int
+        Maps holding NaN or infinite values (stored as zeros).
+    path : str
+        The shard file's absolute path.
+    checksum : str
+        The checksum its manifest row keeps, over the unit's identity and the file's sha256
+        (`keys.bound_checksum`).
     """
 
     n_zero: int
@@ -116,13 +127,23 @@ class MapStore:
     ----------
     root : str or Path
         The store folder.
-    create : bool
+    create : bool, default True
         Make the folder and an empty manifest when there is none (the default, for commands that
         compute); False refuses a path that holds no store with an `InputError` naming it (for
         commands that only read or delete, where a mistyped path must not become a new store).
-    writes : bool
+    writes : bool, default True
         False for a caller that only reads (`modelspace models`): a store this process cannot write
         is opened read-only, with a warning, instead of refused (see `manifest`), and nothing is made.
+
+    Raises
+    ------
+    StoreError
+        ``root`` exists and is not a folder, or the manifest's schema is newer than this modelspace reads.
+    InputError
+        ``create=False`` and ``root`` holds no store.
+    StorageError
+        The folder cannot be created, or the manifest cannot be opened (damaged, read-only with
+        ``writes=True``; see `manifest`).
     """
 
     def __init__(self, root, create: bool = True, writes: bool = True):
@@ -174,8 +195,10 @@ class MapStore:
     # ------------------------------------------------------------------ rebuilding the manifest
     @classmethod
     def rebuild(cls, root) -> dict:
-        """Move a store's manifest aside, kept (with its ``-wal`` and ``-shm`` files, as
-        ``manifest.sqlite.before-rebuild-<UTC time>``), and make a new one from the files under ``arrays/``.
+        """Move a store's manifest aside, kept, and make a new one from the files under ``arrays/``.
+
+        The old manifest, with its ``-wal`` and ``-shm`` files, is kept as
+        ``manifest.sqlite.before-rebuild-<UTC time>``.
 
         Each shard, sketch and prepared form comes from its sidecar, once its path is the one its identity
         names and its file has the sidecar's sha256 (a shard's maps also their shape and count of all-zero
@@ -186,7 +209,7 @@ class MapStore:
         Parameters
         ----------
         root : str or Path
-            The store folder; InputError when it has no ``arrays/`` folder.
+            The store folder.
 
         Returns
         -------
@@ -194,6 +217,11 @@ class MapStore:
             ``{"store", "kept", "models", "shards", "sketches", "prepared", "left_out"}``: the store, where the
             old manifest went (None when there was none), how many of each were rebuilt, and the files left out
             (``{"path", "reason"}``).
+
+        Raises
+        ------
+        InputError
+            ``root`` has no ``arrays/`` folder.
         """
         root = Path(root).expanduser().absolute()
         if not (root / "arrays").is_dir():
@@ -215,8 +243,23 @@ class MapStore:
 
     # ------------------------------------------------------------------ models
     def register_model(self, model_key: str, name: str, spec: dict) -> None:
-        """Insert or update a model; it becomes the latest key registered under ``name`` (its files' sidecars
-        keep the registration too, for `rebuild`).
+        """Insert or update a model; it becomes the latest key registered under ``name``.
+
+        Its files' sidecars keep the registration too, for `rebuild`.
+
+        Parameters
+        ----------
+        model_key : str
+            The model's key (`models.model_key`); a safe file-name component.
+        name : str
+            The model's name.
+        spec : dict
+            The model's resolved spec (`ModelSpec.to_dict`), JSON-serialisable.
+
+        Raises
+        ------
+        InputError
+            An unsafe key, an empty name, or a spec that is not JSON-serialisable.
         """
         check_safe_key(model_key, "model_key")
         if not isinstance(name, str) or not name:
@@ -236,8 +279,13 @@ class MapStore:
         self._registered[model_key] = name
 
     def models(self) -> list[dict]:
-        """Registered models, oldest registration first: ``[{"model_key", "name", "spec", "n_shards",
-        "first_stored"}]`` (``first_stored``: when its first shard was written, None without shards).
+        """Registered models, oldest registration first.
+
+        Returns
+        -------
+        list of dict
+            ``{"model_key", "name", "spec", "n_shards", "first_stored"}`` per model (``first_stored``: when
+            its first shard was written, ISO time in UTC; None without shards).
         """
         rows = self.db.query(
             "SELECT m.model_key, m.name, m.spec, COUNT(s.path), MIN(s.created) FROM models m "
@@ -246,9 +294,19 @@ class MapStore:
                 for k, n, s, c, t in rows]
 
     def match_models(self, query: str) -> list[dict]:
-        """The registered models ``query`` names (`models` records): the one whose key it is, else every
-        model registered under that name (several once a model's spec or weights changed), else those
-        whose key starts with it. More than one means ``query`` is ambiguous; none, that nothing matches.
+        """The registered models ``query`` names.
+
+        Parameters
+        ----------
+        query : str
+            A model key, a model name, or the start of a key.
+
+        Returns
+        -------
+        list of dict
+            `models` records: the one whose key it is, else every model registered under that name
+            (several once a model's spec or weights changed), else those whose key starts with it. More
+            than one means ``query`` is ambiguous; none, that nothing matches.
         """
         models = self.models()
         for match in ([m for m in models if m["model_key"] == query], [m for m in models if m["name"] == query],
@@ -258,22 +316,80 @@ class MapStore:
         return []
 
     def model_key(self, name: str) -> str | None:
-        """The key most recently registered under ``name``, or None."""
+        """The key most recently registered under ``name``.
+
+        Parameters
+        ----------
+        name : str
+            The model's name.
+
+        Returns
+        -------
+        str or None
+            The key, or None when no model has that name.
+        """
         rows = self.db.query("SELECT model_key FROM models WHERE name = ? ORDER BY seq DESC LIMIT 1", (name,))
         return rows[0][0] if rows else None
 
     # ------------------------------------------------------------------ shards
     def write(self, unit: WorkUnit, maps) -> ShardInfo:
-        """Normalise, store and register the maps of one work unit (replaces an older copy)."""
+        """Normalise, store and register the maps of one work unit (replaces an older copy).
+
+        Parameters
+        ----------
+        unit : WorkUnit
+            The unit (entry, shard number, image range).
+        maps : np.ndarray or torch.Tensor
+            The unit's (B, ...) maps, B = ``unit.stop - unit.start``, real-valued.
+
+        Returns
+        -------
+        ShardInfo
+            What was stored.
+
+        Raises
+        ------
+        StoreError
+            Maps of the wrong dtype or count, or of another size than the entry's other shards.
+        ModelRemovedError
+            The model was removed from the store meanwhile (nothing is kept).
+        StorageError
+            The file or the manifest cannot be written.
+        """
         return self.commit(unit, encode_shard(unit, maps))
 
     def commit(self, unit: WorkUnit, shard: "EncodedShard", in_place: bool = False) -> ShardInfo:
-        """Register a shard encoded elsewhere (`encode_shard`, e.g. on a Ray worker): its bytes are
-        checked against its checksum, written atomically, then its manifest row is committed.
+        """Register a shard encoded elsewhere (`encode_shard`, e.g. on a Ray worker).
+
+        Its bytes are checked against its checksum, written atomically, then its manifest row is committed.
 
         Only the process that owns the manifest calls this (SQLite is never written from several
         machines). ``in_place=True`` takes a shard whose file a worker already wrote atomically at its
         place in the store (a filesystem every node sees): the file is read back and verified instead.
+
+        Parameters
+        ----------
+        unit : WorkUnit
+            The unit the shard holds.
+        shard : EncodedShard
+            The encoded maps (without payload when ``in_place``).
+        in_place : bool, default False
+            The file is already at its place in the store.
+
+        Returns
+        -------
+        ShardInfo
+            What was stored.
+
+        Raises
+        ------
+        StoreError
+            The bytes (or the file written in place) do not match the checksum, the file cannot be read,
+            or the maps' size differs from the entry's other shards.
+        ModelRemovedError
+            The model was removed from the store meanwhile (the file just written is deleted).
+        StorageError
+            The file or the manifest cannot be written.
         """
         key = unit.key
         self._check_feature_count(unit, shard.n_features)
@@ -326,6 +442,29 @@ class MapStore:
         size whatever ``shard_size`` it asks for, so that runs with different ``--shard-size`` on
         one store share units instead of superseding each other's shards. A differing request is
         logged once per model. `remove_entry` and `remove_model` forget the layout.
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry.
+        model_name : str
+            The model's name, for the units and the log.
+        n_images : int
+            The number of probe images, >= 1.
+        shard_size : int
+            Images per shard asked for, >= 1 (the entry's fixed size wins).
+
+        Returns
+        -------
+        list of WorkUnit
+            The entry's units, in image order.
+
+        Raises
+        ------
+        InputError
+            ``n_images`` or ``shard_size`` is not an int >= 1.
+        ModelRemovedError
+            The model is no longer registered.
         """
         check_int(n_images, "n_images", minimum=1)
         check_int(shard_size, "shard_size", minimum=1)
@@ -350,10 +489,24 @@ class MapStore:
         return plan_units(key, model_name, n_images, size)
 
     def missing(self, units: Sequence[WorkUnit], verify: bool = True, progress: bool = False) -> list[WorkUnit]:
-        """The units whose shard is not usable: never written, another range, or its row or file not what
-        its identity says (see the module docstring; one warning per such file names it).
+        """The units whose shard is not usable.
 
-        ``verify=False`` skips the sha256 check of files already signed and only compares sizes (faster).
+        Not usable: never written, written in another range, or its row or file not what its identity
+        says (see the module docstring; one warning per such file names it).
+
+        Parameters
+        ----------
+        units : sequence of WorkUnit
+            The units to check.
+        verify : bool, default True
+            False skips the sha256 check of files already signed and only compares sizes (faster).
+        progress : bool, default False
+            Show a progress bar.
+
+        Returns
+        -------
+        list of WorkUnit
+            The units to compute, in the order given.
         """
         absent = []
         for unit in progress_bar(list(units), desc="checking store", unit="shard", disable=not progress):
@@ -369,7 +522,30 @@ class MapStore:
         return absent
 
     def read(self, key: EntryKey, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows ``start`` .. ``stop - 1`` of an entry as float32 (n, F), checksums verified."""
+        """Rows ``start`` .. ``stop - 1`` of an entry as float32 (n, F), checksums verified.
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry.
+        start : int, default 0
+            The first row (probe image).
+        stop : int, optional
+            One past the last row; None: the end of the entry's last shard.
+
+        Returns
+        -------
+        np.ndarray
+            (stop - start, F) float32, each row an L2-normalised map (zeros for a degenerate one).
+
+        Raises
+        ------
+        StoreError
+            No maps are stored for the entry, some rows are not, or a shard file is missing or fails
+            its check.
+        InputError
+            ``start`` or ``stop`` is not an int, or ``stop < start``.
+        """
         shards = [_ShardRow(*row) for row in self.db.query(
             f"SELECT {', '.join(_SHARD_COLUMNS)} FROM shards WHERE {ENTRY} ORDER BY start", key_tuple(key))]
         if not shards:
@@ -401,6 +577,23 @@ class MapStore:
         """Whether the manifest covers rows 0 .. n_images - 1 and every shard file exists.
 
         Checksums are not verified here (``read`` and ``missing`` do that).
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry.
+        n_images : int
+            The number of probe images, >= 1.
+
+        Returns
+        -------
+        bool
+            True when every row is covered by a shard whose file is inside the store.
+
+        Raises
+        ------
+        InputError
+            ``n_images`` is not an int >= 1.
         """
         check_int(n_images, "n_images", minimum=1)
         shards = self.db.query(
@@ -415,9 +608,20 @@ class MapStore:
         return covered >= n_images
 
     def health(self, key: EntryKey) -> dict:
-        """``{"n_zero", "n_nonfinite"}``: degenerate rows summed over the entry's shards whose rows match
-        their checksum (their counts are those of the maps their file holds); a row that does not is
-        named in a warning and counts nothing (`missing` gives its unit to compute again).
+        """Degenerate rows summed over the entry's shards whose rows match their checksum.
+
+        Their counts are those of the maps their file holds; a row that does not match is named in a
+        warning and counts nothing (`missing` gives its unit to compute again).
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry.
+
+        Returns
+        -------
+        dict
+            ``{"n_zero": int, "n_nonfinite": int}``.
         """
         n_zero = n_nonfinite = 0
         for row in self.db.query(f"SELECT {', '.join(_SHARD_COLUMNS)} FROM shards WHERE {ENTRY}", key_tuple(key)):
@@ -431,7 +635,20 @@ class MapStore:
 
     # ------------------------------------------------------------------ failures
     def put_failure(self, key: EntryKey, reason: str) -> None:
-        """Remember that computing this entry failed for ``reason`` (replacing an older reason)."""
+        """Remember that computing this entry failed for ``reason`` (replacing an older reason).
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry.
+        reason : str
+            The failure, as shown to the user on a rerun.
+
+        Raises
+        ------
+        ModelRemovedError
+            The model is no longer registered.
+        """
         with self.db.transaction() as cur:
             self._check_registered(cur, key.model_key)
             cur.execute(
@@ -441,35 +658,91 @@ class MapStore:
             )
 
     def failure(self, key: EntryKey) -> str | None:
-        """The reason this entry failed before, or None."""
+        """The reason this entry failed before.
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry.
+
+        Returns
+        -------
+        str or None
+            The recorded reason, or None when no failure is recorded.
+        """
         rows = self.db.query(f"SELECT reason FROM failures WHERE {ENTRY}", key_tuple(key))
         return rows[0][0] if rows else None
 
     def clear_failure(self, key: EntryKey) -> None:
-        """Forget a recorded failure (the entry is to be, or has been, computed again)."""
+        """Forget a recorded failure (the entry is to be, or has been, computed again).
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry.
+        """
         with self.db.transaction() as cur:
             cur.execute(f"DELETE FROM failures WHERE {ENTRY}", key_tuple(key))
 
     def put_load_failure(self, spec_key: str, name: str, reason: str) -> None:
-        """Remember that the model of a zoo entry (`models.spec_key`) failed to load for ``reason``."""
+        """Remember that the model of a zoo entry failed to load for ``reason``.
+
+        Parameters
+        ----------
+        spec_key : str
+            The zoo entry's key (`models.spec_key`).
+        name : str
+            The model's name.
+        reason : str
+            The failure, as shown to the user on a rerun.
+        """
         with self.db.transaction() as cur:
             cur.execute("INSERT OR REPLACE INTO load_failures (spec_key, name, reason, created) VALUES (?, ?, ?, ?)",
                         (spec_key, name, str(reason), datetime.now(timezone.utc).isoformat(timespec="seconds")))
 
     def load_failure(self, spec_key: str) -> str | None:
-        """The reason the model of this zoo entry failed to load before, or None."""
+        """The reason the model of this zoo entry failed to load before.
+
+        Parameters
+        ----------
+        spec_key : str
+            The zoo entry's key (`models.spec_key`).
+
+        Returns
+        -------
+        str or None
+            The recorded reason, or None when none is recorded.
+        """
         rows = self.db.query("SELECT reason FROM load_failures WHERE spec_key = ?", (spec_key,))
         return rows[0][0] if rows else None
 
     def clear_load_failure(self, spec_key: str) -> None:
-        """Forget that the model of this zoo entry failed to load (it is to be loaded again)."""
+        """Forget that the model of this zoo entry failed to load (it is to be loaded again).
+
+        Parameters
+        ----------
+        spec_key : str
+            The zoo entry's key (`models.spec_key`).
+        """
         with self.db.transaction() as cur:
             cur.execute("DELETE FROM load_failures WHERE spec_key = ?", (spec_key,))
 
     # ------------------------------------------------------------------ removal
     def remove_entry(self, key: EntryKey) -> int:
-        """Delete an entry's shards (rows and files), its shard layout, the affinities and sketches computed
-        from it, its prepared form and any failure.
+        """Delete an entry's shards (rows and files) and what was made from them.
+
+        Also deleted: its shard layout, the affinities (its halves' included) and sketches computed from
+        it, its prepared form and any failure. Only files in the entry's own folder are deleted.
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry.
+
+        Returns
+        -------
+        int
+            The number of shards deleted.
         """
         with self.db.transaction() as cur:
             paths = [r[0] for r in cur.execute(f"SELECT path FROM shards WHERE {ENTRY}", key_tuple(key))]
@@ -489,13 +762,31 @@ class MapStore:
         return len(paths)
 
     def remove_model(self, model_key: str, wait: float | None = None) -> int:
-        """Delete every entry, file, shard layout, cached affinity, sketch, prepared form, recorded failure and
-        the registration of a model; returns the number of shards deleted.
+        """Delete everything of a model, its registration included.
+
+        That is every entry, file, shard layout, cached affinity, sketch, prepared form and recorded failure.
 
         The rows go in one transaction. Units of the model that other processes compute now are then
         waited for, up to ``wait`` seconds (`REMOVE_WAIT_S`), with one line naming each holder: they store
         nothing more of it (see the module docstring). Then its folder is deleted with every file in it,
         except a temporary file still being written, which its writer deletes.
+
+        Parameters
+        ----------
+        model_key : str
+            The model's key.
+        wait : float, optional
+            Seconds to wait for other processes' units; `REMOVE_WAIT_S` when None.
+
+        Returns
+        -------
+        int
+            The number of shards deleted.
+
+        Raises
+        ------
+        InputError
+            ``model_key`` is not a safe key.
         """
         check_safe_key(model_key, "model_key")
         with self.db.transaction() as cur:
@@ -507,10 +798,16 @@ class MapStore:
         return n_shards
 
     def orphans(self) -> dict[str, dict[str, int]]:
-        """Model keys that rows or folders of the store name but that no model is registered under and no
-        live process claims a unit of: ``{model_key: {"rows": n, "files": n}}``, the rows and files naming
-        each. A removal while a process without the checks of the module docstring computed the model
-        leaves such rows and files; nothing lists or reads them. `remove_orphans` deletes them.
+        """Model keys that rows or folders of the store name but no model is registered under.
+
+        Keys a live process claims a unit of are left out. A removal while a process without the checks
+        of the module docstring computed the model leaves such rows and files; nothing lists or reads
+        them. `remove_orphans` deletes them.
+
+        Returns
+        -------
+        dict
+            ``{model_key: {"rows": n, "files": n}}``: the rows and files naming each orphan key.
         """
         registered = {k for (k,) in self.db.query("SELECT model_key FROM models")}
         tables = {t for (t,) in self.db.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -531,7 +828,15 @@ class MapStore:
                 for key in sorted({*rows, *files} - live)}
 
     def remove_orphans(self) -> dict[str, dict[str, int]]:
-        """Delete the rows and folders of `orphans`; returns what was deleted, as `orphans` gives it."""
+        """Delete the rows and folders of `orphans`.
+
+        A key registered or claimed again since it was found is skipped.
+
+        Returns
+        -------
+        dict
+            What was deleted, as `orphans` gives it.
+        """
         removed = {}
         for key, found in self.orphans().items():
             with self.db.transaction() as cur:
@@ -543,26 +848,78 @@ class MapStore:
 
     # ------------------------------------------------------------------ sketches (see `similarity.sketch`)
     def put_sketch(self, key: EntryKey, dim: int, seed: int, sketch: np.ndarray) -> None:
-        """Keep an entry's (Np, dim) random-projection sketch beside its maps (replaced when they are)."""
+        """Keep an entry's (Np, dim) random-projection sketch beside its maps (replaced when they are).
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry the sketch was made from.
+        dim : int
+            The sketch's dimension.
+        seed : int
+            The seed of its random projection.
+        sketch : np.ndarray
+            The (Np, dim) sketch, stored as float32.
+
+        Raises
+        ------
+        ModelRemovedError
+            The model was removed from the store meanwhile (nothing is kept).
+        """
         self._put_derived("sketch", key, npy_bytes(np.asarray(sketch, dtype=np.float32)), dim=dim, seed=seed)
 
     def get_sketch(self, key: EntryKey, dim: int, seed: int) -> np.ndarray | None:
-        """The entry's stored sketch, or None when there is none or its file is missing or fails its
-        checksum (the caller then recomputes it from the maps; a warning names the file).
+        """The entry's stored sketch.
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry.
+        dim : int
+            The sketch's dimension.
+        seed : int
+            The seed of its random projection.
+
+        Returns
+        -------
+        np.ndarray or None
+            The (Np, dim) float32 sketch, or None when there is none or its file is missing or fails its
+            checksum (the caller then recomputes it from the maps; a warning names the file).
         """
         payload = self._get_derived("sketch", key, "sketch", dim=dim, seed=seed)
         return None if payload is None else np.load(io.BytesIO(payload), allow_pickle=False)
 
     # ------------------------------------------------------------------ prepared baseline forms
     def put_prepared(self, key: EntryKey, arrays: dict[str, np.ndarray]) -> None:
-        """Keep a model's encoder activations in a baseline's prepared form (`Similarity.pack`: named
-        arrays), under an entry whose method part names the baseline; replaces an older copy.
+        """Keep a model's encoder activations in a baseline's prepared form; replaces an older copy.
+
+        Parameters
+        ----------
+        key : EntryKey
+            An entry whose method part names the baseline.
+        arrays : dict of str to np.ndarray
+            The prepared form (`Similarity.pack`: named arrays), stored as one .npz.
+
+        Raises
+        ------
+        ModelRemovedError
+            The model was removed from the store meanwhile (nothing is kept).
         """
         self._put_derived("prepared", key, npz_bytes(arrays))
 
     def get_prepared(self, key: EntryKey) -> dict[str, np.ndarray] | None:
-        """The arrays `put_prepared` kept, or None when there are none or their file is missing, fails its
-        checksum or is no .npz (the caller then computes them again; a warning names the file).
+        """The arrays `put_prepared` kept.
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry `put_prepared` was given.
+
+        Returns
+        -------
+        dict of str to np.ndarray or None
+            The named arrays, or None when there are none or their file is missing, fails its checksum or
+            is no .npz (the caller then computes them again; a warning names the file).
         """
         payload = self._get_derived("prepared", key, "prepared baseline form")
         if payload is None:
@@ -624,9 +981,10 @@ class MapStore:
 
     # ------------------------------------------------------------------ a model's rows and folder
     def _drop_key(self, cur, model_key: str) -> tuple[int, list[str]]:
-        """Delete every row of a model key inside a transaction, its registration and the claims of dead
-        processes included (live ones stay: their holders release them); returns the number of shards and
-        the paths of the files the rows named.
+        """Delete every row of a model key inside a transaction.
+
+        Its registration and the claims of dead processes are included (live ones stay: their holders
+        release them); returns the number of shards and the paths of the files the rows named.
         """
         params = (model_key,)
         paths = [r[0] for r in cur.execute("SELECT path FROM shards WHERE model_key = ?", params)]
@@ -640,8 +998,9 @@ class MapStore:
         return len(paths), paths + self._drop_derived(cur, "model_key = ?", params)
 
     def _check_registered(self, cur, model_key: str) -> None:
-        """ModelRemovedError if this store registered the model and its registration is gone (another process
-        removed it); called inside the transaction that would write a row of it.
+        """ModelRemovedError if this store registered the model and its registration is gone.
+
+        Another process removed it; called inside the transaction that would write a row of it.
         """
         name = self._registered.get(model_key)
         if name is not None and cur.execute("SELECT 1 FROM models WHERE model_key = ?", (model_key,)).fetchone() is None:
@@ -656,8 +1015,9 @@ class MapStore:
 
     @contextlib.contextmanager
     def _unless_removed(self, rel: str) -> Iterator[None]:
-        """Around the transaction that registers the file ``rel``: if the model turns out removed, the
-        file is deleted before `ModelRemovedError` goes on.
+        """Delete the file ``rel`` when the transaction registering it finds the model removed.
+
+        The file is deleted before `ModelRemovedError` goes on.
         """
         try:
             yield
@@ -701,9 +1061,10 @@ class MapStore:
         return found
 
     def _delete_model_folder(self, model_key: str) -> int:
-        """Delete ``arrays/<mk[:2]>/<mk>/`` with every file in it (whatever rows name them), except a
-        temporary file written less than `CLAIM_STALE_S` ago: its writer renames or deletes it. Returns
-        the number of files deleted, sidecars not counted.
+        """Delete ``arrays/<mk[:2]>/<mk>/`` with every file in it (whatever rows name them).
+
+        A temporary file written less than `CLAIM_STALE_S` ago is kept: its writer renames or deletes it.
+        Returns the number of files deleted, sidecars not counted.
         """
         folder = self._model_folder(model_key)
         if not folder.is_dir() or folder.resolve() != self.arrays.resolve() / model_key[:2] / model_key:
@@ -735,12 +1096,29 @@ class MapStore:
 
     # ------------------------------------------------------------------ claims (see `claims`)
     def claims(self) -> list[dict]:
-        """Current claims (``{"model_key", "method", "shard", "pid", "host", "since"}``), for inspection."""
+        """Current claims, for inspection (`Claims.list`).
+
+        Returns
+        -------
+        list of dict
+            ``{"model_key", "method", "shard", "pid", "host", "since"}`` per claim, oldest first.
+        """
         return self.claims_.list()
 
     def discard_partial(self, units: Sequence[WorkUnit]) -> int:
-        """Delete temporary files left by killed writes of these units; call only while holding their
-        claims (otherwise a live writer's temp file could be removed). Returns the number deleted.
+        """Delete temporary files left by killed writes of these units.
+
+        Call only while holding their claims (otherwise a live writer's temp file could be removed).
+
+        Parameters
+        ----------
+        units : sequence of WorkUnit
+            The units whose shard and sidecar temporary files are deleted.
+
+        Returns
+        -------
+        int
+            The number of files deleted.
         """
         removed = 0
         for unit in units:
@@ -755,8 +1133,23 @@ class MapStore:
 
     # ------------------------------------------------------------------ affinities
     def get_affinity(self, a: EntryKey, b: EntryKey) -> float | None:
-        """The cached affinity of an unordered pair of entries, or None (also when the row fails its
-        checksum: then it is to be recomputed, and `put_affinities` replaces it).
+        """The cached affinity of an unordered pair of entries.
+
+        Parameters
+        ----------
+        a, b : EntryKey
+            The two entries, of one probe set, method and size, in either order.
+
+        Returns
+        -------
+        float or None
+            The value, or None when none is cached or the row fails its checksum (then it is to be
+            recomputed, and `put_affinities` replaces it).
+
+        Raises
+        ------
+        InputError
+            The entries differ in probe set, method or size.
         """
         pair = pair_tuple(a, b)
         rows = self.db.query(
@@ -768,9 +1161,24 @@ class MapStore:
         return good[0] if good else None
 
     def affinities_among(self, keys: Sequence[EntryKey]) -> dict[tuple[int, int], float]:
-        """Every cached affinity among ``keys`` in one query: {(i, j): value} with i < j.
+        """Every cached affinity among ``keys`` in one query.
 
         Rows failing their checksum are left out (see `get_affinity`).
+
+        Parameters
+        ----------
+        keys : sequence of EntryKey
+            Entries of one probe set, method and size.
+
+        Returns
+        -------
+        dict
+            ``{(i, j): value}`` with i < j, indices into ``keys``.
+
+        Raises
+        ------
+        InputError
+            The keys differ in probe set, method or size.
         """
         if not keys:
             return {}
@@ -794,7 +1202,19 @@ class MapStore:
         return found
 
     def put_affinities(self, pairs: Iterable[tuple[EntryKey, EntryKey, float]]) -> None:
-        """Cache many pair affinities in one transaction (finite values only), each with its checksum."""
+        """Cache many pair affinities in one transaction, each with its checksum.
+
+        Parameters
+        ----------
+        pairs : iterable of (EntryKey, EntryKey, float)
+            The two entries (of one probe set, method and size) and their affinity.
+
+        Raises
+        ------
+        InputError
+            A value that is not finite, or a pair of entries of another probe set, method or size
+            (nothing is cached).
+        """
         rows = []
         for a, b, value in pairs:
             value = float(value)
@@ -810,8 +1230,9 @@ class MapStore:
             )
 
     def _checked_affinities(self, rows: list[tuple[tuple, float, str | None]]) -> list[float | None]:
-        """Each (pair, value, checksum) row's value, or None where the checksum is missing or wrong;
-        one warning names the manifest and the number of rows ignored.
+        """Each (pair, value, checksum) row's value, or None where the checksum is missing or wrong.
+
+        One warning names the manifest and the number of rows ignored.
         """
         values = [float(value) if _affinity_ok(pair, value, checksum) else None for pair, value, checksum in rows]
         ignored = values.count(None)
@@ -822,7 +1243,20 @@ class MapStore:
 
     # ------------------------------------------------------------------ internals
     def shard_relpath(self, key: EntryKey, shard: int) -> str:
-        """The shard's path relative to the store root, POSIX form."""
+        """The shard's path relative to the store root, POSIX form (`shard_relpath`).
+
+        Parameters
+        ----------
+        key : EntryKey
+            The entry.
+        shard : int
+            The shard's number.
+
+        Returns
+        -------
+        str
+            The path.
+        """
         return shard_relpath(key, shard)
 
     def _check_feature_count(self, unit: WorkUnit, n_features: int) -> None:
@@ -878,8 +1312,9 @@ class MapStore:
         return None
 
     def _row_problem(self, identity: dict, rel: str, checksum: str, digest: str | None) -> str | None:
-        """What makes a row unusable before its file is looked at: a path outside the store or not its
-        identity's, or fields that do not match its checksum; None when it names its own file.
+        """What makes a row unusable before its file is looked at; None when it names its own file.
+
+        Unusable: a path outside the store or not its identity's, or fields that do not match its checksum.
         """
         if not self._inside(rel):
             return f"lies outside the store's arrays folder (it resolves to {str((self.root / str(rel)).resolve())!r})"
@@ -891,9 +1326,10 @@ class MapStore:
 
     def _bytes_problem(self, identity: dict, rel: str, checksum: str, digest: str | None, payload: bytes,
                        stamp: tuple[int, int, int] | None = None) -> str | None:
-        """What makes a file's bytes unusable for its row (None when they match). A row without
-        ``sha256`` (written before files carried their identity) matches when its checksum is the
-        bytes' sha256 and a shard's maps are what its row says; it is then signed.
+        """What makes a file's bytes unusable for its row (None when they match).
+
+        A row without ``sha256`` (written before files carried their identity) matches when its checksum
+        is the bytes' sha256 and a shard's maps are what its row says; it is then signed.
         """
         got = sha256(payload)
         if got != (checksum if digest is None else digest):
@@ -918,8 +1354,9 @@ class MapStore:
                          old_checksum))
 
     def _write_sidecar(self, rel: str, identity: dict, digest: str) -> None:
-        """The file's identity, its sha256 and its model's registration beside it (what `rebuild` reads),
-        written atomically. Only the process holding a shard's claim writes its sidecar.
+        """Write the file's identity, its sha256 and its model's registration beside it, atomically.
+
+        That is what `rebuild` reads. Only the process holding a shard's claim writes its sidecar.
         """
         record = {"identity": identity, "sha256": digest}
         rows = self.db.query("SELECT name, spec FROM models WHERE model_key = ?", (identity["model_key"],))
@@ -980,9 +1417,10 @@ class MapStore:
         return True
 
     def _file(self, rel: str) -> Path:
-        """The file of a path read from the manifest, or StoreError naming it unless it resolves (through
-        ``..`` and symbolic links) to a place inside ``arrays/``. An absolute path or ``../`` in an edited
-        row would otherwise make `read` serve, and `remove_model` delete, any file the user can write.
+        """The file of a path read from the manifest, if it resolves to a place inside ``arrays/``.
+
+        Otherwise (through ``..`` and symbolic links) a StoreError names it: an absolute path or ``../``
+        in an edited row would make `read` serve, and `remove_model` delete, any file the user can write.
         """
         path = self.root / str(rel)  # an absolute ``rel`` replaces the root
         resolved = path.resolve()
@@ -995,8 +1433,9 @@ class MapStore:
         return path
 
     def _delete_files(self, rel_paths: Iterable[str]) -> int:
-        """Delete store files, their sidecars and any folders left empty (best effort: files may already be
-        gone); returns how many store files (sidecars not counted) were deleted.
+        """Delete store files, their sidecars and any folders left empty.
+
+        Best effort: files may already be gone; returns how many store files (sidecars not counted) were deleted.
 
         A manifest path outside ``arrays/`` is never deleted: its row is gone, the file is left and
         a warning names it.
@@ -1024,8 +1463,19 @@ class MapStore:
 class EncodedShard:
     """One unit's maps as the bytes of its shard file, ready for `MapStore.commit` anywhere.
 
-    ``payload`` is the ``.npy`` file (float16, rows L2-normalised); empty when a worker wrote the
-    file into a shared store itself. ``checksum`` is its sha256, computed where the maps were made.
+    Parameters
+    ----------
+    payload : bytes
+        The ``.npy`` file (float16, rows L2-normalised); empty when a worker wrote the file into a
+        shared store itself.
+    checksum : str
+        Its sha256, computed where the maps were made.
+    n_features : int
+        Values per map (F).
+    n_zero : int
+        Maps that were all zero.
+    n_nonfinite : int
+        Maps holding NaN or infinite values.
     """
 
     payload: bytes
@@ -1035,19 +1485,56 @@ class EncodedShard:
     n_nonfinite: int
 
     def without_payload(self) -> "EncodedShard":
-        """The same record without the bytes (the file is already at its place in the store)."""
+        """The same record without the bytes (the file is already at its place in the store).
+
+        Returns
+        -------
+        EncodedShard
+            A copy with an empty ``payload``.
+        """
         return EncodedShard(b"", self.checksum, self.n_features, self.n_zero, self.n_nonfinite)
 
 
 def encode_shard(unit: WorkUnit, maps) -> EncodedShard:
-    """Normalise one unit's (B, ...) maps into the bytes of its shard file; touches no store."""
+    """Normalise one unit's (B, ...) maps into the bytes of its shard file; touches no store.
+
+    Parameters
+    ----------
+    unit : WorkUnit
+        The unit the maps are of.
+    maps : np.ndarray or torch.Tensor
+        (B, ...) real-valued maps, B = ``unit.stop - unit.start``; flattened to (B, F).
+
+    Returns
+    -------
+    EncodedShard
+        The file's bytes, their sha256 and the counts of degenerate maps (`normalise_rows`).
+
+    Raises
+    ------
+    StoreError
+        Maps that are not real numbers, or not B of them.
+    """
     normalised, n_zero, n_nonfinite = normalise_rows(_flatten(maps, unit))
     payload = npy_bytes(normalised.astype(np.float16))
     return EncodedShard(payload, sha256(payload), normalised.shape[1], n_zero, n_nonfinite)
 
 
 def shard_relpath(key: EntryKey, shard: int) -> str:
-    """A shard's path relative to a store's root, POSIX form (the same on every node)."""
+    """A shard's path relative to a store's root, POSIX form (the same on every node).
+
+    Parameters
+    ----------
+    key : EntryKey
+        The entry.
+    shard : int
+        The shard's number.
+
+    Returns
+    -------
+    str
+        ``arrays/<mk[:2]>/<mk>/<method folder>/<probe_hash[:16]>_<size>/shard_<shard:05d>.npy``.
+    """
     return _entry_folder(key) + f"shard_{shard:05d}.npy"
 
 
@@ -1058,15 +1545,43 @@ def _entry_folder(key: EntryKey) -> str:
 
 def shard_identity(key: EntryKey, shard: int, start: int, stop: int, n_features: int, n_zero: int,
                    n_nonfinite: int) -> dict:
-    """The identity a shard file is bound to (`keys.unit_identity`): its entry, number and image range,
-    values per map, and how many of its maps were all zero or not finite (stored as zeros).
+    """The identity a shard file is bound to (`keys.unit_identity`).
+
+    Parameters
+    ----------
+    key : EntryKey
+        The entry.
+    shard : int
+        The shard's number.
+    start, stop : int
+        The shard's image range, ``start`` .. ``stop - 1``.
+    n_features : int
+        Values per map.
+    n_zero, n_nonfinite : int
+        How many of its maps were all zero, or not finite (stored as zeros).
+
+    Returns
+    -------
+    dict
+        The identity record, as its sidecar keeps it.
     """
     return unit_identity("shard", key, shard=shard, start=start, stop=stop, n_features=n_features, n_zero=n_zero,
                          n_nonfinite=n_nonfinite)
 
 
 def unit_relpath(identity: dict) -> str:
-    """The one path, relative to a store's root, of the file a `keys.unit_identity` record names."""
+    """The one path, relative to a store's root, of the file a `keys.unit_identity` record names.
+
+    Parameters
+    ----------
+    identity : dict
+        A shard's, sketch's or prepared form's identity record.
+
+    Returns
+    -------
+    str
+        The POSIX path: the shard's, ``sketch_d<dim>_s<seed>.npy`` or ``prepared.npz`` in the entry's folder.
+    """
     key, kind = identity_key(identity), identity["kind"]
     if kind == "shard":
         return shard_relpath(key, identity["shard"])
@@ -1076,7 +1591,18 @@ def unit_relpath(identity: dict) -> str:
 
 
 def sidecar_relpath(rel: str) -> str:
-    """Where the identity of the file at ``rel`` is kept: beside it, named alike, ``.json``."""
+    """Where the identity of the file at ``rel`` is kept: beside it, named alike, ``.json``.
+
+    Parameters
+    ----------
+    rel : str
+        A stored file's path relative to the store's root.
+
+    Returns
+    -------
+    str
+        The sidecar's path, relative alike.
+    """
     return rel.rsplit(".", 1)[0] + ".json"
 
 
@@ -1133,8 +1659,9 @@ def _describe(identity: dict) -> str:
 
 
 def _rows_from_sidecars(root: Path) -> tuple[list[tuple], dict[str, list[tuple]], list[dict]]:
-    """What `MapStore.rebuild` enters: the ``models`` rows, each kind's rows (`_unit_row`), and the files
-    left out (``{"path", "reason"}``).
+    """What `MapStore.rebuild` enters.
+
+    That is the ``models`` rows, each kind's rows (`_unit_row`), and the files left out (``{"path", "reason"}``).
     """
     units, left_out = {kind: [] for kind in _TABLES}, []
     seen: dict[str, list[tuple[int, str, str]]] = {}  # model key: (mtime, name, spec) of each sidecar naming it
@@ -1188,8 +1715,10 @@ def _unit_row(root: Path, record: dict, sidecar: str) -> tuple[str, tuple]:
 
 
 def _move_aside(manifest: Path) -> str | None:
-    """Rename a manifest and its ``-wal`` and ``-shm`` files (kept together, so that SQLite opens them as one)
-    to ``manifest.sqlite.before-rebuild-<UTC time>``; returns that path, or None when there was no manifest.
+    """Rename a manifest and its ``-wal`` and ``-shm`` files to ``manifest.sqlite.before-rebuild-<UTC time>``.
+
+    They are kept together, so that SQLite opens them as one; returns that path, or None when there was
+    no manifest.
     """
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     aside, n = manifest.with_name(f"{manifest.name}.before-rebuild-{stamp}"), 1
@@ -1213,8 +1742,9 @@ def _json_bytes(record: dict) -> bytes:
 
 
 def _content_problem(payload: bytes, identity: dict) -> str | None:
-    """What differs between a shard file's maps and its identity: dtype, shape, or the number of all-zero
-    maps (zero and non-finite maps are stored as zeros); None when nothing does.
+    """What differs between a shard file's maps and its identity; None when nothing does.
+
+    Looked at: dtype, shape, and the number of all-zero maps (zero and non-finite maps are stored as zeros).
     """
     try:
         data = np.load(io.BytesIO(payload), allow_pickle=False)
@@ -1258,13 +1788,41 @@ probe images (the confidence's halves) beside its own, so that a rerun reads no 
 
 
 def half_key(key: EntryKey, half: int, halves: int, seed: int) -> EntryKey:
-    """The key under which `key`'s affinities on half number `half` (of `halves` drawn with `seed`) are cached."""
+    """The key under which an entry's affinities on one half of the probe images are cached.
+
+    Parameters
+    ----------
+    key : EntryKey
+        The entry.
+    half : int
+        The half's number.
+    halves : int
+        How many halves were drawn.
+    seed : int
+        The seed they were drawn with.
+
+    Returns
+    -------
+    EntryKey
+        ``key`` with `HALF_MARK` and the half's description appended to its method.
+    """
     return EntryKey(key.model_key, key.probe_hash, f"{key.method}{HALF_MARK}{half}of{halves}seed{seed}", key.probe_size)
 
 
 def affinity_checksum(pair: tuple, value: float) -> str:
-    """sha256 over an affinity row's fields: ``pair`` as `pair_tuple` gives it and the value's repr
-    (exact for a float, which SQLite keeps as an 8-byte IEEE double).
+    """sha256 over an affinity row's fields.
+
+    Parameters
+    ----------
+    pair : tuple
+        The pair as `pair_tuple` gives it.
+    value : float
+        The affinity; hashed by its repr (exact for a float, which SQLite keeps as an 8-byte IEEE double).
+
+    Returns
+    -------
+    str
+        The hex digest.
     """
     text = "\x1f".join([*(str(f) for f in pair), repr(float(value))])
     return sha256(text.encode("utf-8"))
@@ -1276,7 +1834,22 @@ def _affinity_ok(pair: tuple, value, checksum) -> bool:
 
 
 def normalise_rows(rows: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """L2-normalise each row in float64; zero and non-finite rows become zeros and are counted."""
+    """L2-normalise each row in float64; zero and non-finite rows become zeros and are counted.
+
+    Parameters
+    ----------
+    rows : np.ndarray
+        (B, F) real-valued maps.
+
+    Returns
+    -------
+    normalised : np.ndarray
+        (B, F) float64, each row of unit norm or zero.
+    n_zero : int
+        Rows that were all zero.
+    n_nonfinite : int
+        Rows that held NaN or infinite values.
+    """
     x = rows.astype(np.float64)
     finite = np.isfinite(x).all(axis=1)
     x[~finite] = 0.0
