@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from report_fixtures import TRUTH, large_report, toy_space
+from support.reports import TRUTH, large_report, toy_space
 
 from modelspace.cli import main
 from modelspace.report import from_folder, from_space, write_report
 from modelspace.report.page import comparisons_for
 from modelspace.results import read_matrix
+
+pytestmark = pytest.mark.slow  # end to end: a toy run fitted, saved and drawn; the fast loop leaves the file out
 
 
 class _Page(HTMLParser):
