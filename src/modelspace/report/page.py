@@ -12,9 +12,9 @@ tab under Model space and in the settings). It holds the attribution-map grid (t
 per estimator the affinity heatmap in tree order, the dendrogram and a 2-D map of the model space
 (classical MDS on 1 − affinity), two estimators compared as the paper's Figures 3 and 5 compare them (a pair
 chosen in the page: their matrices and trees side by side with the trees' agreement, the difference of the
-normalised matrices and the Correlation–Priority Curve, `evaluation.pairs`), per-target tables of the top sources, the label-based scores of a run
-with labelled images (each score's ranking of the models, and whether it can rank them at this number of
-labels), and — with a ground truth — the P@K/R@K curves beside random and oracle and the truth's tree
+normalised matrices and the Correlation–Priority Curve, `evaluation.pairs`), per-target tables of the top
+sources, the label-based scores of a run with labelled images (each score's ranking of the models, and
+whether it can rank them at this number of labels), and — with a ground truth — the P@K/R@K curves beside random and oracle and the truth's tree
 beside the estimated one with their agreement; last, the settings that reproduce it. Figures are palette
 PNGs inlined as data: URIs; the style and a small script are inline too. Names and messages show their
 control characters escaped, as on the terminal (`errors.printable`).
@@ -226,8 +226,8 @@ def write_report(data: ReportData, path: str | Path, progress: bool = False,
     page.view, page.why = _summary_view(data, page.comparison, summary_estimator)
     page.pairs = comparisons_for(data, compare)
     steps = [("summary", _section_summary), ("failures", _section_failures), ("maps", _section_maps),
-             ("space", _section_space), ("compare", _section_compare), ("sources", _section_sources), ("labels", _section_labels),
-             ("evaluation", _section_evaluation), ("settings", _section_settings)]
+             ("space", _section_space), ("compare", _section_compare), ("sources", _section_sources),
+             ("labels", _section_labels), ("evaluation", _section_evaluation), ("settings", _section_settings)]
     body = []
     for _, section in progress_bar(steps, desc="report", unit="section", disable=not progress):
         body.append(section(data, page))
@@ -687,17 +687,19 @@ def _pair_panel(page: _Page, pair, index: dict[str, int]) -> str:
     a, b = pair.ranking, pair.similarity
     png, box = figs.difference_png(pair.difference, pair.names, f"{b} − {a}, normalised")
     hover = page.data({"kind": "matrix", "box": box, "labels": pair.names, **hover_values(pair.difference)})
-    difference = _figure(png, f"Difference matrix, {b} − {a}", f"{b}'s matrix minus {a}'s, {page.pairs.normalisation}; "
-                         f"rows and columns in the order of {a}'s tree over the {len(pair.names)} models both hold; "
-                         f"red: {b} finds the pair more alike than {a} does, blue: less; the diagonal is grey. Hover a "
-                         "cell for its value.", hover=hover, zoom=True)
-    over = (f" Over the {len(pair.cpc_names)} models matched to the ground truth's tasks (the first model of each)."
-            if "oracle" in pair.curves else "")
+    difference = _figure(png, f"Difference matrix, {b} − {a}",
+                         f"{b}'s matrix minus {a}'s, {page.pairs.normalisation}; rows and columns in the order of "
+                         f"{a}'s tree over the {len(pair.names)} models both hold; red: {b} finds the pair more alike "
+                         f"than {a} does, blue: less; the diagonal is grey. Hover a cell for its value.",
+                         hover=hover, zoom=True)
+    oracle = (f"; black: the ground truth's ranking; dotted: a random order. Over the {len(pair.cpc_names)} models "
+              "matched to the ground truth's tasks (the first model of each)." if "oracle" in pair.curves
+              else "; dotted: a random order.")
     curve = _figure(figs.pair_priority_png(pair.to_dict()), f"Correlation–Priority Curve, {a} ranks, {b} similarity",
                     f"correlation(p) = (1/N) Σ_i Σ_j [rank_i(j) = p] ρ_ij: the mean over the N targets i of {b}'s "
-                    f"similarity ρ_ij to the source j that {a} ranks p-th. Falling as p grows: the sources ranked first are also the most "
-                    f"similar by {b}. Dashed: {b}'s own ranking (the steepest fall there is); black: the ground "
-                    f"truth's ranking; dotted: a random order.{over} {_bands(page.pairs)}")
+                    f"similarity ρ_ij to the source j that {a} ranks p-th. Falling as p grows: the sources ranked "
+                    f"first are also the most similar by {b}. Dashed: {b}'s own ranking (the steepest fall there "
+                    f"is){oracle} {_bands(page.pairs)}")
     return (f'<div class="pair-panel" data-pair="{index[a]}-{index[b]}">{_priority_numbers(pair)}'
             f'<div class="cols"><div>{difference}</div><div>{curve}</div></div></div>')
 
