@@ -29,7 +29,7 @@ from .registration import REGISTRATION
 from .render import render_batch
 
 PROBE_SEED = 4000  # not a training (1000), test (2000) or shifted-domain (3000) seed
-DEMO_PROBE = 100  # keeps the demo near 2 minutes on 2 cores; the study's P@3 barely moves from 16 to 100 images
+DEMO_PROBE = 100  # the demo's time: README; P@3 against the number of probe images: docs/study/probe_size_curve.png
 BASELINES: tuple[str, ...] = tuple(REGISTRATION["candidates"]["baselines"])
 """The label-free baselines on the activations that the demo computes: those the study registers as candidates."""
 VALIDITY_KEYS = ("validity", "own_best_count", "top5_agreement_between_seeds", "zoo_retraining")
