@@ -15,6 +15,9 @@ names are decided in one place:
     label_scores.json         the label-based scores (`modelspace run --labels`)
     oracle_affinity.csv       a ground truth's similarity over tasks, for its tree (the demo writes it)
     evaluation_<stem>.json, pk_curves_<stem>.png   what `modelspace evaluate` writes
+    difference_<A>_vs_<B>.png, cpc_<A>_vs_<B>.png   two estimators compared (`evaluation.pairs`): the
+                              difference of their normalised matrices and the Correlation–Priority
+                              Curve; cpc_oracle.png, the truth's ranking against each estimator
 
 ``<stem>`` is the estimator's name, or its full id made filesystem-safe when two ids share a
 name (`file_stem`).
@@ -51,7 +54,7 @@ import numpy as np
 from ._version import __version__
 from . import identity
 from .errors import InputError, StorageError, UnknownKeyError
-from .evaluation import Evaluation
+from .evaluation import Evaluation, GroundTruth, pair_comparisons
 from .maps import file_sha256
 from .similarity.ranking import rank_sources
 from .similarity.tree import leaf_order, similarity_tree, to_newick
@@ -83,7 +86,8 @@ _HOLDER = _RESERVED + "writer.json"  # who holds the folder's lock, while a run 
 _FIXED_NAMES = (RESULTS_JSON, CURVES_PNG, REPORT_HTML, LABEL_SCORES_JSON, TRUTH_AFFINITY_CSV)
 _PATTERNS = {"affinity": "affinity_{}.csv", "ranking": "ranking_{}.json", "tree": "tree_{}.nwk",
              "dendrogram": "dendrogram_{}.png", "heatmap": "heatmap_{}.png", "grid": "grid_{}.png",
-             "evaluation": "evaluation_{}.json", "curves": "pk_curves_{}.png"}
+             "evaluation": "evaluation_{}.json", "curves": "pk_curves_{}.png", "difference": "difference_{}.png",
+             "cpc": "cpc_{}.png"}
 
 
 # --------------------------------------------------------------------------- records
@@ -275,13 +279,32 @@ def file_stem(estimator: str, estimators: Sequence[str]) -> str:
     return identity.stem(estimator, estimators)
 
 
+def pair_stem(a: str, b: str, estimators: Sequence[str]) -> str:
+    """The file-name part for a pair of estimators compared (`evaluation.pairs`).
+
+    Parameters
+    ----------
+    a, b : str
+        The ids of the estimator that ranks and of the one whose similarity is read.
+    estimators : sequence of str
+        Every estimator id of the run (`file_stem`).
+
+    Returns
+    -------
+    str
+        ``<stem of a>_vs_<stem of b>``.
+    """
+    return f"{file_stem(a, estimators)}_vs_{file_stem(b, estimators)}"
+
+
 def file_name(kind: str, stem: str) -> str:
     """The name of one output file of an estimator.
 
     Parameters
     ----------
     kind : str
-        "affinity", "ranking", "tree", "dendrogram", "heatmap", "grid", "evaluation" or "curves".
+        "affinity", "ranking", "tree", "dendrogram", "heatmap", "grid", "evaluation", "curves",
+        "difference" or "cpc".
     stem : str
         The estimator's stem (`file_stem`).
 
@@ -819,7 +842,8 @@ def add_files(out: str | Path, files: Mapping[str, Callable[[Path], object]], in
 
 def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
          grids: Mapping[str, tuple[np.ndarray, dict[str, np.ndarray]]] | None = None,
-         evaluation: Evaluation | None = None, files: Mapping[str, Callable[[Path], object]] | None = None) -> Path:
+         evaluation: Evaluation | None = None, files: Mapping[str, Callable[[Path], object]] | None = None,
+         truth: GroundTruth | None = None) -> Path:
     """Write an output folder: matrices, rankings, trees and their figures, and `results.json`.
 
     A folder that holds a previous run's results is written over as one unit (`OutputFolder`): the
@@ -845,6 +869,9 @@ def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
         Drawn as `CURVES_PNG` when given.
     files : mapping, optional
         More files of the run (the page, the label scores): ``files[name](path)`` writes one.
+    truth : GroundTruth, optional
+        The ground truth evaluated against: its ranking's Correlation–Priority Curves join the
+        comparisons of estimators (`write_comparisons`).
 
     Returns
     -------
@@ -875,9 +902,46 @@ def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
                                             max_images=len(images))
         if evaluation is not None:
             plots.plot_curves(evaluation, folder.path(CURVES_PNG))
+        comparison = write_comparisons(folder.path, results, truth)
         for name, write in (files or {}).items():
             write(folder.path(name))
-        return folder.commit({**summary, "confidence": confidence_summary(results)})
+        return folder.commit({**summary, "confidence": confidence_summary(results), "comparison": comparison})
+
+
+def write_comparisons(path: Callable[[str], Path], results: Mapping[str, MethodResult],
+                      truth: GroundTruth | None = None) -> dict:
+    """Compare the run's pairs of estimators (`evaluation.pair_comparisons`) and draw them.
+
+    Per pair, ``difference_<A>_vs_<B>.png`` and ``cpc_<A>_vs_<B>.png``; with a truth,
+    ``cpc_oracle.png``.
+
+    Parameters
+    ----------
+    path : callable
+        ``path(name)``: where the file of that name is written (`OutputFolder.path`).
+    results : mapping of str to MethodResult
+        Per estimator id, its model space.
+    truth : GroundTruth, optional
+        The ground truth, for the oracle's curves.
+
+    Returns
+    -------
+    dict
+        ``results.json``'s ``"comparison"``: `evaluation.Comparisons.to_dict`.
+    """
+    from .report import plots
+
+    comparisons = pair_comparisons(list(results.values()), truth)
+    ids = list(results)
+    for pair in comparisons.pairs:
+        stem = pair_stem(pair.ranking, pair.similarity, ids)
+        plots.plot_difference(pair.difference, pair.names, path(file_name("difference", stem)),
+                              title=f"{pair.similarity} − {pair.ranking}, normalised")
+        plots.plot_pair_priority(pair.to_dict(), path(file_name("cpc", stem)))
+    if comparisons.oracle:
+        plots.plot_oracle_priority({k: c.to_dict() for k, c in comparisons.oracle.items()},
+                                   path(file_name("cpc", "oracle")))
+    return comparisons.to_dict()
 
 
 def holds(folder: str | Path, settings: Mapping, name: str) -> bool:
