@@ -1,7 +1,7 @@
 """Check the NumPy sections of the public API's docstrings with numpydoc's validator.
 
 Usage: ``python scripts/check_docstrings.py [PATH ...]`` (default: ``src/modelspace``); exit status 1 and one
-line per finding when a docstring misses a section, 0 otherwise. The checks and the files still to do are
+line per finding when a docstring misses a section, 0 otherwise. The checks are
 ``[tool.numpydoc_validation]`` in pyproject.toml.
 
 numpydoc's own ``numpydoc lint`` also checks functions nested in other functions and asks properties for a

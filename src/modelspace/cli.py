@@ -167,7 +167,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     with locked(args.folder):  # the folder's own page is added to the run it is drawn from
         data = from_folder(args.folder, truth=args.truth, n_relevant=args.n_relevant, title=args.title)
         page = Path(args.out) if args.out else Path(args.folder) / REPORT_HTML
-        write = functools.partial(write_report, data, progress=not args.quiet, summary_estimator=args.summary_estimator)
+        write = functools.partial(write_report, data, progress=not args.quiet, summary_estimator=args.summary_estimator,
+                                  compare=tuple(args.compare) if args.compare else None)
         if page.resolve() == (Path(args.folder) / REPORT_HTML).resolve():  # the folder's own page: one of its files
             add_files(args.folder, {REPORT_HTML: write})
         else:
@@ -1085,6 +1086,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-estimator", default=None, metavar="ID",
                    help="estimator whose sources the summary lines name (default: the best by P@5 with a "
                         "ground truth, else the first)")
+    p.add_argument("--compare", nargs=2, default=None, metavar=("A", "B"),
+                   help="the pair of estimators the page compares first: A ranks the sources, B gives the "
+                        "similarity (default: the first attribution method against the first other estimator)")
 
     p = add("probe", cmd_probe, "load a probe image folder once and save it (.npz) with its content hash", [])
     p.add_argument("folder", help="folder of images (searched recursively)")

@@ -28,8 +28,10 @@ class InputError(ModelspaceError, ValueError):
 
 
 class UnknownKeyError(InputError, KeyError):
-    """A key a result mapping does not have; the message says which keys it has (a KeyError, so that
-    ``except KeyError`` and ``dict.get`` idioms keep working)."""
+    """A key a result mapping does not have; the message says which keys it has.
+
+    A KeyError too, so that ``except KeyError`` and ``dict.get`` idioms keep working.
+    """
 
     def __str__(self) -> str:  # KeyError would show the message's repr, quotes and escapes included
         return str(self.args[0]) if self.args else ""
@@ -52,9 +54,11 @@ class ModelLoadError(ModelspaceError):
 
 
 class MissingWeightsError(ModelLoadError):
-    """Pretrained weights that are not on this machine and cannot be downloaded now (not cached; no
-    network, or the hub's offline mode). Fetching them fixes it without editing the zoo, so a run does
-    not remember it as a failure (`maps.load_repeatable`)."""
+    """Pretrained weights that are not on this machine and cannot be downloaded now.
+
+    They are not cached, and there is no network or the hub is in offline mode. Fetching them fixes it
+    without editing the zoo, so a run does not remember it as a failure (`maps.load_repeatable`).
+    """
 
 
 class AttributionError(ModelspaceError):
@@ -70,13 +74,17 @@ class StoreError(ModelspaceError):
 
 
 class ModelRemovedError(StoreError):
-    """A model removed from the store (`modelspace remove` or `gc`, in another process) while this run
-    computed it: what it computed since is not stored, and it stops computing that model."""
+    """A model removed from the store while this run computed it.
+
+    Removed by `modelspace remove` or `gc`, in another process: what this run computed since is not
+    stored, and it stops computing that model.
+    """
 
 
 class StorageError(StoreError):
-    """A store (or an output folder) that cannot be written or read at all: read-only, disk full, locked
-    (names the path).
+    """A store (or an output folder) that cannot be written or read at all (names the path).
+
+    Read-only, disk full or locked.
 
     Not a failure of the model being computed: every later model would meet it too, so a run stops
     on it (the work already stored is kept) instead of recording it per model.
@@ -92,10 +100,20 @@ def check_int(value, name: str, minimum: int = 1, *, optional: bool = False) -> 
         The argument to check; bools are refused, numpy integers accepted.
     name : str
         The argument's name, for the message.
-    minimum : int
+    minimum : int, default 1
         The smallest value allowed.
-    optional : bool
+    optional : bool, default False
         Whether None is allowed (and returned as is).
+
+    Returns
+    -------
+    int or None
+        ``value`` as an int; None when it is None and ``optional``.
+
+    Raises
+    ------
+    InputError
+        Not an integer >= ``minimum`` (nor None, when ``optional``).
     """
     if value is None and optional:
         return None
@@ -127,6 +145,7 @@ def check_float(value, name: str, *, minimum: float | None = 0.0, maximum: float
     Returns
     -------
     float
+        ``value`` as a float.
 
     Raises
     ------
@@ -190,6 +209,7 @@ def check_bool(value, name: str) -> bool:
     Returns
     -------
     bool
+        ``value`` as a plain bool.
 
     Raises
     ------
@@ -202,7 +222,7 @@ def check_bool(value, name: str) -> bool:
 
 
 def _np_bool() -> type:
-    """numpy's bool type when numpy is imported (it always is in a run), else bool."""
+    """The bool type of numpy when numpy is imported (it always is in a run), else bool."""
     numpy = sys.modules.get("numpy")
     return numpy.bool_ if numpy is not None else bool
 
@@ -216,21 +236,36 @@ def did_you_mean(word: str, candidates: Iterable[str], n: int = 3, cutoff: float
         What was written.
     candidates : iterable of str
         The valid names.
-    n : int
+    n : int, default 3
         At most this many names, closest first.
-    cutoff : float
+    cutoff : float, default 0.6
         Similarity (0..1, `difflib.SequenceMatcher.ratio`) a name needs to be offered.
+
+    Returns
+    -------
+    str
+        The hint, to append to a message; "" when no name is close enough.
     """
     matches = difflib.get_close_matches(word, list(candidates), n=n, cutoff=cutoff)
     return f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
 
 
 def printable(text: str) -> str:
-    """``text`` with every control character written as its escape (``\\x1b``, ``\\r``, ``\\n``), as `repr` writes it.
+    r"""``text`` with every control character written as its escape (``\x1b``, ``\r``, ``\n``), as `repr` writes it.
 
     Names and paths come from files a user may not have written: an ANSI sequence in a model name would
     recolour or clear the terminal, and a newline would start a line that reads as one of modelspace's own.
     Every message and log line meant for a terminal goes through this once, where it is written (the
     CLI's log records and error lines, the progress lines), so one line is one record.
+
+    Parameters
+    ----------
+    text : str
+        The text to show.
+
+    Returns
+    -------
+    str
+        ``text``, one line, with no character a terminal would act on.
     """
     return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)

@@ -15,6 +15,9 @@ names are decided in one place:
     label_scores.json         the label-based scores (`modelspace run --labels`)
     oracle_affinity.csv       a ground truth's similarity over tasks, for its tree (the demo writes it)
     evaluation_<stem>.json, pk_curves_<stem>.png   what `modelspace evaluate` writes
+    difference_<A>_vs_<B>.png, cpc_<A>_vs_<B>.png   two estimators compared (`evaluation.pairs`): the
+                              difference of their normalised matrices and the Correlation–Priority
+                              Curve; cpc_oracle.png, the truth's ranking against each estimator
 
 ``<stem>`` is the estimator's name, or its full id made filesystem-safe when two ids share a
 name (`file_stem`).
@@ -51,7 +54,7 @@ import numpy as np
 from ._version import __version__
 from . import identity
 from .errors import InputError, StorageError, UnknownKeyError
-from .evaluation import Evaluation
+from .evaluation import Evaluation, GroundTruth, pair_comparisons
 from .maps import file_sha256
 from .similarity.ranking import rank_sources
 from .similarity.tree import leaf_order, similarity_tree, to_newick
@@ -83,26 +86,28 @@ _HOLDER = _RESERVED + "writer.json"  # who holds the folder's lock, while a run 
 _FIXED_NAMES = (RESULTS_JSON, CURVES_PNG, REPORT_HTML, LABEL_SCORES_JSON, TRUTH_AFFINITY_CSV)
 _PATTERNS = {"affinity": "affinity_{}.csv", "ranking": "ranking_{}.json", "tree": "tree_{}.nwk",
              "dendrogram": "dendrogram_{}.png", "heatmap": "heatmap_{}.png", "grid": "grid_{}.png",
-             "evaluation": "evaluation_{}.json", "curves": "pk_curves_{}.png"}
+             "evaluation": "evaluation_{}.json", "curves": "pk_curves_{}.png", "difference": "difference_{}.png",
+             "cpc": "cpc_{}.png"}
 
 
 # --------------------------------------------------------------------------- records
 
 
 class Keyed(dict):
-    """A dict whose missing keys raise `UnknownKeyError` saying what the keys are, and, with ``resolve``,
-    also finds an entry under another name for its key (an alias).
+    """A dict whose missing keys raise `UnknownKeyError` saying what the keys are.
+
+    With ``resolve``, it also finds an entry under another name for its key (an alias).
 
     Parameters
     ----------
     items : mapping or iterable of pairs
         The entries.
-    what : str
+    what : str, default "keys"
         What the keys are, for the message ("target model names", "estimator ids").
-    hint : str
-        Appended to the message.
     resolve : callable, optional
         ``resolve(name) -> key``: the key another name stands for (raising InputError when none).
+    hint : str, default ""
+        Appended to the message.
     """
 
     def __init__(self, items=(), what: str = "keys", resolve=None, hint: str = "") -> None:
@@ -123,6 +128,20 @@ class Keyed(dict):
         raise UnknownKeyError(f"{key!r} is not one of the {self.what}: {shown or '(none)'}{self.hint}")
 
     def get(self, key, default=None):
+        """The entry of ``key`` (or of the key it stands for), or ``default``.
+
+        Parameters
+        ----------
+        key : object
+            The key, or a name ``resolve`` turns into one.
+        default : object, optional
+            What to return when there is no such entry.
+
+        Returns
+        -------
+        object
+            The entry, or ``default``.
+        """
         try:
             return self[key]
         except KeyError:
@@ -160,7 +179,13 @@ class Failure:
     message: str
 
     def to_dict(self) -> dict:
-        """A JSON-able dict."""
+        """The failure as a JSON-able dict.
+
+        Returns
+        -------
+        dict
+            ``{"model", "method", "message"}``.
+        """
         return {"model": self.model, "method": self.method, "message": self.message}
 
 
@@ -235,8 +260,9 @@ class MethodResult:
 
 
 def file_stem(estimator: str, estimators: Sequence[str]) -> str:
-    """The file-name part for an estimator: its name, or its full id when two ids share a name
-    (`identity.stem`).
+    """The file-name part for an estimator (`identity.stem`).
+
+    Its name, or its full id made filesystem-safe when two ids of the folder share a name.
 
     Parameters
     ----------
@@ -248,20 +274,68 @@ def file_stem(estimator: str, estimators: Sequence[str]) -> str:
     Returns
     -------
     str
+        The stem, as in ``affinity_<stem>.csv``.
     """
     return identity.stem(estimator, estimators)
 
 
+def pair_stem(a: str, b: str, estimators: Sequence[str]) -> str:
+    """The file-name part for a pair of estimators compared (`evaluation.pairs`).
+
+    Parameters
+    ----------
+    a, b : str
+        The ids of the estimator that ranks and of the one whose similarity is read.
+    estimators : sequence of str
+        Every estimator id of the run (`file_stem`).
+
+    Returns
+    -------
+    str
+        ``<stem of a>_vs_<stem of b>``.
+    """
+    return f"{file_stem(a, estimators)}_vs_{file_stem(b, estimators)}"
+
+
 def file_name(kind: str, stem: str) -> str:
-    """The name of one output file: ``kind`` is "affinity", "ranking", "tree", "dendrogram",
-    "heatmap", "grid", "evaluation" or "curves"."""
+    """The name of one output file of an estimator.
+
+    Parameters
+    ----------
+    kind : str
+        "affinity", "ranking", "tree", "dendrogram", "heatmap", "grid", "evaluation", "curves",
+        "difference" or "cpc".
+    stem : str
+        The estimator's stem (`file_stem`).
+
+    Returns
+    -------
+    str
+        The file name, e.g. ``affinity_saliency.csv``.
+
+    Raises
+    ------
+    InputError
+        An unknown ``kind``.
+    """
     if kind not in _PATTERNS:
         raise InputError(f"kind: expected one of {', '.join(_PATTERNS)}, got {kind!r}")
     return _PATTERNS[kind].format(stem)
 
 
 def stem_of(path: str | Path) -> str:
-    """The estimator stem of an output file's path (``affinity_saliency.csv`` → ``saliency``)."""
+    """The estimator stem of an output file's path (``affinity_saliency.csv`` → ``saliency``).
+
+    Parameters
+    ----------
+    path : str or Path
+        An output file's path (only its name is read).
+
+    Returns
+    -------
+    str
+        The stem; the name without its extension for a name that is not an estimator's file.
+    """
     name = Path(path).name
     for pattern in _PATTERNS.values():
         prefix, suffix = pattern.split("{}")
@@ -274,7 +348,17 @@ def stem_of(path: str | Path) -> str:
 
 
 def write_matrix(path: str | Path, matrix: np.ndarray, names: Sequence[str]) -> None:
-    """Write a square matrix as CSV: a header ``model,<names>``, then one row per model."""
+    """Write a square matrix as CSV: a header ``model,<names>``, then one row per model.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file to write.
+    matrix : np.ndarray
+        (N, N); written with six decimals.
+    names : sequence of str
+        The N models, in matrix order.
+    """
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["model", *names])
@@ -283,8 +367,28 @@ def write_matrix(path: str | Path, matrix: np.ndarray, names: Sequence[str]) -> 
 
 
 def read_matrix(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read a matrix written by `write_matrix` (an ``affinity_<stem>.csv``); one of the files of a run's
-    folder only if it is the one the run wrote (`check_files`)."""
+    """Read a matrix written by `write_matrix` (an ``affinity_<stem>.csv``).
+
+    One of the files of a run's folder is read only if it is the one the run wrote (`check_files`).
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file.
+
+    Returns
+    -------
+    matrix : np.ndarray
+        (N, N) float64.
+    names : list of str
+        The N models, in matrix order.
+
+    Raises
+    ------
+    InputError
+        Not a square matrix CSV written by modelspace, or a file of a run's folder that is not the one
+        its run wrote.
+    """
     path = Path(path)
     with locked(path.parent):  # not while a run commits there
         record = _previous_record(path.parent)
@@ -328,6 +432,21 @@ def locked(folder: str | Path) -> Iterator[None]:
 
     A folder that does not exist is not locked (there is nothing to read or complete), nor is one
     where ``flock`` is not available (Windows; some network mounts).
+
+    Parameters
+    ----------
+    folder : str or Path
+        The output folder.
+
+    Yields
+    ------
+    None
+        While the lock is held.
+
+    Raises
+    ------
+    StorageError
+        A commit that a killed run left cannot be completed.
     """
     folder = Path(folder)
     key = os.path.realpath(folder)
@@ -376,8 +495,10 @@ def _acquire(fd: int, folder: Path) -> None:
 
 
 def _recover(out: Path) -> None:
-    """Under the lock: complete a commit that a killed run left, remove the staging folders of killed
-    runs and a killed writer's note of who held the lock."""
+    """Under the lock: complete a commit that a killed run left.
+
+    Also remove the staging folders of killed runs and a killed writer's note of who held the lock.
+    """
     if (out / _COMMIT).is_dir():
         _log.warning("%s: completing the commit of a run that was stopped while moving its files in", out)
         try:
@@ -392,9 +513,11 @@ def _recover(out: Path) -> None:
 
 
 def _roll_forward(out: Path) -> None:
-    """Move a commit's files from ``out/.modelspace-commit`` into ``out``, ``results.json`` last, then
-    remove the previous run's files it names. Each step can be repeated, so a commit stopped at any
-    step is completed by doing it again."""
+    """Move a commit's files from ``out/.modelspace-commit`` into ``out``, ``results.json`` last.
+
+    Then remove the previous run's files it names. Each step can be repeated, so a commit stopped at
+    any step is completed by doing it again.
+    """
     commit = out / _COMMIT
     try:
         journal = json.loads((commit / _JOURNAL).read_text())
@@ -453,6 +576,11 @@ class OutputFolder:
     list_new : bool
         With ``add``, list files of names the run does not list as the run's (False: they are written
         beside the run's files, unlisted; a file of a name it lists still replaces the run's, hash and all).
+
+    Raises
+    ------
+    StorageError
+        On leaving the ``with`` block, for an `OSError` about the folder or a file in it.
     """
 
     def __init__(self, out: str | Path, add: bool = False, list_new: bool = True) -> None:
@@ -514,7 +642,23 @@ class OutputFolder:
                 f"(or write elsewhere: --out), then run again; {kept}")
 
     def path(self, name: str) -> Path:
-        """Where to write the run's file ``name`` (a plain file name, e.g. ``"report.html"``)."""
+        """Where to write one of the run's files now.
+
+        Parameters
+        ----------
+        name : str
+            A plain file name, e.g. ``"report.html"``.
+
+        Returns
+        -------
+        Path
+            The file's path in the staging folder.
+
+        Raises
+        ------
+        InputError
+            Outside a ``with`` block, or a name that is a path, ``results.json`` or one of modelspace's own.
+        """
         if self.staging is None:
             raise InputError("OutputFolder.path: use the folder in a `with` block")
         if not _plain_name(name) or name == RESULTS_JSON or name.startswith(_RESERVED):
@@ -527,8 +671,26 @@ class OutputFolder:
         return self.staging / name
 
     def commit(self, summary: Mapping) -> Path:
-        """Commit the run: ``results.json`` from ``summary``, every written file, the previous run's files
-        that this one did not write removed (see the class); returns the folder."""
+        """Commit the run (see the class).
+
+        ``results.json`` is written from ``summary``, every written file moved in, and the previous run's
+        files that this one did not write removed.
+
+        Parameters
+        ----------
+        summary : mapping
+            The JSON-able fields of ``results.json`` (with ``add``, added to the run's).
+
+        Returns
+        -------
+        Path
+            The folder.
+
+        Raises
+        ------
+        InputError
+            Outside a ``with`` block, or a second commit.
+        """
         if self.staging is None:
             raise InputError("OutputFolder.commit: use the folder in a `with` block, and commit once")
         previous = _previous_record(self.out)
@@ -599,10 +761,26 @@ def _previous_record(out: Path) -> dict | None:
 
 
 def check_files(folder: str | Path, settings: Mapping, names: Sequence[str] | None = None) -> None:
-    """Raise `InputError` naming each file of the run in ``folder`` (or each of ``names`` it lists) that is
-    missing or differs from the hash its ``results.json`` (``settings``) records: files of another
-    run, or edited. Not the page, which is drawn from the others (`modelspace report` draws it again),
-    nor any file of a ``results.json`` of an older modelspace, without hashes."""
+    """Check that the files of the run in ``folder`` are the ones its run wrote, by hash.
+
+    Not the page, which is drawn from the others (`modelspace report` draws it again), nor any file of
+    a ``results.json`` of an older modelspace, without hashes.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The output folder.
+    settings : mapping
+        Its ``results.json``.
+    names : sequence of str, optional
+        Check only these of the files it lists (default: all of them).
+
+    Raises
+    ------
+    InputError
+        Naming each file that is missing or differs from the hash ``settings`` records: files of
+        another run, or edited.
+    """
     folder = Path(folder)
     listed, hashes = settings.get(FILES), settings.get(SHA256)
     if not isinstance(listed, list) or not isinstance(hashes, dict):
@@ -638,11 +816,23 @@ def _known_name(name: str) -> bool:
 
 def add_files(out: str | Path, files: Mapping[str, Callable[[Path], object]], info: Mapping | None = None,
               list_new: bool = True) -> Path:
-    """Add files (and ``results.json`` fields) to the run that `save` wrote into ``out``: each
-    ``files[name](path)`` writes one file, which ``results.json`` then lists with the run's others
-    (with ``list_new`` False, only if it lists that name already: see `OutputFolder`).
+    """Add files (and ``results.json`` fields) to the run that `save` wrote into ``out``.
 
-    Returns the folder.
+    Parameters
+    ----------
+    out : str or Path
+        The output folder.
+    files : mapping of str to callable
+        ``files[name](path)`` writes one file, which ``results.json`` then lists with the run's others.
+    info : mapping, optional
+        Fields to add to ``results.json``.
+    list_new : bool, default True
+        False: list a file only if the run lists that name already (see `OutputFolder`).
+
+    Returns
+    -------
+    Path
+        The folder.
     """
     with OutputFolder(out, add=True, list_new=list_new) as folder:
         for name, write in files.items():
@@ -652,7 +842,8 @@ def add_files(out: str | Path, files: Mapping[str, Callable[[Path], object]], in
 
 def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
          grids: Mapping[str, tuple[np.ndarray, dict[str, np.ndarray]]] | None = None,
-         evaluation: Evaluation | None = None, files: Mapping[str, Callable[[Path], object]] | None = None) -> Path:
+         evaluation: Evaluation | None = None, files: Mapping[str, Callable[[Path], object]] | None = None,
+         truth: GroundTruth | None = None) -> Path:
     """Write an output folder: matrices, rankings, trees and their figures, and `results.json`.
 
     A folder that holds a previous run's results is written over as one unit (`OutputFolder`): the
@@ -678,6 +869,19 @@ def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
         Drawn as `CURVES_PNG` when given.
     files : mapping, optional
         More files of the run (the page, the label scores): ``files[name](path)`` writes one.
+    truth : GroundTruth, optional
+        The ground truth evaluated against: its ranking's Correlation–Priority Curves join the
+        comparisons of estimators (`write_comparisons`).
+
+    Returns
+    -------
+    Path
+        The folder.
+
+    Raises
+    ------
+    StorageError
+        A file of the run cannot be written (see `OutputFolder`).
     """
     from .report import plots  # matplotlib is imported only when something is drawn
 
@@ -698,14 +902,66 @@ def save(out: str | Path, results: Mapping[str, MethodResult], summary: dict,
                                             max_images=len(images))
         if evaluation is not None:
             plots.plot_curves(evaluation, folder.path(CURVES_PNG))
+        comparison = write_comparisons(folder.path, results, truth)
         for name, write in (files or {}).items():
             write(folder.path(name))
-        return folder.commit({**summary, "confidence": confidence_summary(results)})
+        return folder.commit({**summary, "confidence": confidence_summary(results), "comparison": comparison})
+
+
+def write_comparisons(path: Callable[[str], Path], results: Mapping[str, MethodResult],
+                      truth: GroundTruth | None = None) -> dict:
+    """Compare the run's pairs of estimators (`evaluation.pair_comparisons`) and draw them.
+
+    Per pair, ``difference_<A>_vs_<B>.png`` and ``cpc_<A>_vs_<B>.png``; with a truth,
+    ``cpc_oracle.png``.
+
+    Parameters
+    ----------
+    path : callable
+        ``path(name)``: where the file of that name is written (`OutputFolder.path`).
+    results : mapping of str to MethodResult
+        Per estimator id, its model space.
+    truth : GroundTruth, optional
+        The ground truth, for the oracle's curves.
+
+    Returns
+    -------
+    dict
+        ``results.json``'s ``"comparison"``: `evaluation.Comparisons.to_dict`.
+    """
+    from .report import plots
+
+    comparisons = pair_comparisons(list(results.values()), truth)
+    ids = list(results)
+    for pair in comparisons.pairs:
+        stem = pair_stem(pair.ranking, pair.similarity, ids)
+        plots.plot_difference(pair.difference, pair.names, path(file_name("difference", stem)),
+                              title=f"{pair.similarity} − {pair.ranking}, normalised")
+        plots.plot_pair_priority(pair.to_dict(), path(file_name("cpc", stem)))
+    if comparisons.oracle:
+        plots.plot_oracle_priority({k: c.to_dict() for k, c in comparisons.oracle.items()},
+                                   path(file_name("cpc", "oracle")))
+    return comparisons.to_dict()
 
 
 def holds(folder: str | Path, settings: Mapping, name: str) -> bool:
-    """Whether the output folder holds ``name`` among its results: listed in its ``results.json``
-    (``settings``), or, for a ``results.json`` without the list (an older modelspace), present."""
+    """Whether the output folder holds ``name`` among its results.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The output folder.
+    settings : mapping
+        Its ``results.json``.
+    name : str
+        A file name.
+
+    Returns
+    -------
+    bool
+        Whether the file is there and ``results.json`` lists it; for a ``results.json`` without the
+        list (an older modelspace), whether it is there.
+    """
     listed = settings.get(FILES)
     if isinstance(listed, list):
         return name in listed and (Path(folder) / name).is_file()
@@ -713,8 +969,19 @@ def holds(folder: str | Path, settings: Mapping, name: str) -> bool:
 
 
 def confidence_summary(results: Mapping[str, MethodResult]) -> dict:
-    """``results.json``'s ``"confidence"``: per estimator id, ``{"targets": {target: {...}}}`` or
-    ``{"note": why none}``."""
+    """The ``"confidence"`` field of ``results.json``.
+
+    Parameters
+    ----------
+    results : mapping of str to MethodResult
+        Per estimator id, its model space.
+
+    Returns
+    -------
+    dict
+        Per estimator id, ``{"targets": {target: {...}}}`` or ``{"note": why none}``; estimators with
+        neither are left out.
+    """
     out = {}
     for estimator, r in results.items():
         if r.confidence:
@@ -725,9 +992,24 @@ def confidence_summary(results: Mapping[str, MethodResult]) -> dict:
 
 
 def load(folder: str | Path) -> tuple[dict, dict[str, MethodResult], dict[str, bytes]]:
-    """Read an output folder: (settings, results per estimator id, grid PNGs per method id). Only the
-    files its ``results.json`` lists are read (`holds`), and only if they are the ones its run wrote
-    (`check_files`); read under the folder's lock (`locked`), so never while a run commits there.
+    """Read an output folder.
+
+    Only the files its ``results.json`` lists are read (`holds`), and only if they are the ones its run
+    wrote (`check_files`); read under the folder's lock (`locked`), so never while a run commits there.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The output folder.
+
+    Returns
+    -------
+    settings : dict
+        Its ``results.json``.
+    results : dict of str to MethodResult
+        Per estimator id, its model space.
+    grids : dict of str to bytes
+        Per attribution method id, its attribution grid's PNG.
 
     Raises
     ------

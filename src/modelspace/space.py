@@ -571,7 +571,8 @@ class ModelSpace:
             files[results.LABEL_SCORES_JSON] = lambda path: path.write_text(text, encoding="utf-8")
         if report:
             files[results.REPORT_HTML] = lambda path: self._write_report(path, command, summary_estimator)
-        return results.save(out, self.results_, self.summary(), grids, getattr(self, "evaluation_", None), files)
+        return results.save(out, self.results_, self.summary(), grids, getattr(self, "evaluation_", None), files,
+                            truth=getattr(self, "truth_", None))
 
     def _write_report(self, path: Path, command: str | None, summary_estimator: str | None) -> Path:
         from .report import from_space, write_report  # the page's figures are imported only to draw them

@@ -66,18 +66,74 @@ class TransferabilityScore(Declared):
     """Models whose values are equal to within this (relative, and absolute below 1) are not told apart."""
 
     def degenerate(self, n_images: int, n_classes: int | None, dim: int) -> str:
-        """Why this score's definition fixes its value on `n_images` labelled images of `n_classes`
-        classes (None for regression targets) and inputs of `dim` columns (features, or source
-        classes), whatever the model: then it cannot rank models. "" when nothing does."""
+        """Why this score's definition fixes its value whatever the model, or "".
+
+        A score whose value the counts alone fix cannot rank models. The base declares no such condition.
+
+        Parameters
+        ----------
+        n_images : int
+            The labelled images.
+        n_classes : int or None
+            Their classes (None for regression targets).
+        dim : int
+            The columns of the score's input (feature dimension, or source classes).
+
+        Returns
+        -------
+        str
+            Why the value is fixed, for a message; "" when nothing fixes it.
+        """
         return ""
 
     def __call__(self, x: Any, labels: Any) -> float:
+        """Score one model on the labelled target images.
+
+        Parameters
+        ----------
+        x : array_like
+            With `takes` "features", an (N, D) array of N >= 2 images' features; with "probs", the source
+            head's (N, Z) predicted distributions, rows summing to 1. A torch tensor is taken too.
+        labels : array_like
+            N class labels (any hashable values; `LogME` with ``regression=True`` takes float targets).
+
+        Returns
+        -------
+        float
+            The score; higher means a better transfer.
+
+        Raises
+        ------
+        InputError
+            Inputs of the wrong shape or type, probabilities that are not distributions, or labels
+            that do not fit (`check_labels`).
+        AttributionError
+            Features that are not finite.
+        """
         arr = _check_probs(x) if self.takes == "probs" else _check_features(x)
         y = self.check_labels(labels, len(arr))
         return float(self._score(arr, y))
 
     def check_labels(self, labels: Any, n: int) -> np.ndarray:
-        """The labels checked: class indices 0..K−1 of N labels (K >= 2), in sorted order of the labels."""
+        """The labels checked, as class indices.
+
+        Parameters
+        ----------
+        labels : array_like
+            N class labels (any hashable values).
+        n : int
+            The number of images, N.
+
+        Returns
+        -------
+        np.ndarray
+            (N,) class indices 0..K−1, in sorted order of the labels.
+
+        Raises
+        ------
+        InputError
+            Not N labels in one dimension, or fewer than 2 classes.
+        """
         arr = np.asarray(labels)
         if arr.ndim != 1 or len(arr) != n:
             raise InputError(f"labels: expected {n} labels (one per image), got shape {arr.shape}")
@@ -91,12 +147,37 @@ class TransferabilityScore(Declared):
 
 
 def get_score(name: str | TransferabilityScore, **params: Any) -> TransferabilityScore:
-    """A configured score from a name or alias ('logme', 'hscore', 'transrate', 'gbc', 'leep', 'nce')."""
+    """A configured score from a name or alias.
+
+    Parameters
+    ----------
+    name : str or TransferabilityScore
+        'logme', 'hscore', 'transrate', 'gbc', 'leep', 'nce', an alias or an id with its parameters
+        (``"logme(regression=True)"``), or a score (returned as is).
+    **params
+        The score's parameters (its fields).
+
+    Returns
+    -------
+    TransferabilityScore
+        The configured score.
+
+    Raises
+    ------
+    InputError
+        An unknown name, or a parameter the score does not take or refuses.
+    """
     return SCORES.get(name, **params)
 
 
 def list_scores() -> dict[str, str]:
-    """Every registered score's name with the first line of its docstring, sorted by name."""
+    """Every registered score with a one-line description.
+
+    Returns
+    -------
+    dict of str to str
+        Per score name, sorted, the first line of its docstring.
+    """
     return SCORES.describe()
 
 
@@ -107,6 +188,7 @@ def cannot_rank(score: TransferabilityScore, values: Mapping[str, float], n_imag
     Parameters
     ----------
     score : TransferabilityScore
+        The score the values are of.
     values : mapping of str to float
         Per model, its score.
     n_images, n_classes : int
@@ -204,11 +286,43 @@ class LogME(TransferabilityScore):
 
     Where D >= n the features interpolate every target column, so the value is the solver's stopping
     rule's, not the data's (`degenerate`).
+
+    Parameters
+    ----------
+    regression : bool, default False
+        Labels are float regression targets, (N,) or (N, K), rather than class labels.
+    tol : float, default 1e-3
+        The iteration stops when λ = α / β changes by at most this (relative).
+    max_iter : int, default 11
+        At most this many fixed-point steps.
+    eps : float, default 1e-5
+        Added to the denominators of the α and β updates (0 allowed).
+
+    Raises
+    ------
+    InputError
+        A parameter of the wrong type or out of range.
     """
 
     name = "logme"
 
     def degenerate(self, n_images: int, n_classes: int | None, dim: int) -> str:
+        """Why LogME's value is fixed: D >= N, where the features interpolate every label column.
+
+        Parameters
+        ----------
+        n_images : int
+            The labelled images.
+        n_classes : int or None
+            Their classes (None for regression targets).
+        dim : int
+            The columns of the score's input (feature dimension, or source classes).
+
+        Returns
+        -------
+        str
+            Why the value is fixed, for a message; "" when nothing fixes it.
+        """
         if dim < n_images:
             return ""
         return (f"with D ≥ N = {n_images} features, the features interpolate every label column: the evidence has "
@@ -228,6 +342,25 @@ class LogME(TransferabilityScore):
         self._set("eps", check_float(self.eps, "logme: eps", zero=True))
 
     def check_labels(self, labels: Any, n: int) -> np.ndarray:
+        """The labels checked: class indices, or with ``regression`` float targets.
+
+        Parameters
+        ----------
+        labels : array_like
+            N class labels, or with ``regression`` N targets, (N,) or (N, K).
+        n : int
+            The number of images, N.
+
+        Returns
+        -------
+        np.ndarray
+            (N,) class indices 0..K−1 in sorted order of the labels, or (N, K) float64 targets.
+
+        Raises
+        ------
+        InputError
+            Not N labels (fewer than 2 classes), or targets that are not N finite values per column.
+        """
         if not self.regression:
             return super().check_labels(labels, n)
         arr = np.asarray(labels, dtype=np.float64)
@@ -244,8 +377,26 @@ class LogME(TransferabilityScore):
         return float(np.mean([self.evidence(f, t, svd)[0] / len(f) for t in targets.T]))
 
     def evidence(self, f: np.ndarray, y: np.ndarray, svd: tuple | None = None) -> tuple[float, float, float]:
-        """(log evidence L where the iteration stops, α, β) for features f (n, D) and one target
-        column y (n,); `svd`, the thin SVD of f when the caller has it."""
+        """Maximise the log evidence of one target column by the fixed-point iteration.
+
+        Parameters
+        ----------
+        f : np.ndarray
+            (n, D) features.
+        y : np.ndarray
+            (n,) one target column.
+        svd : tuple, optional
+            The thin SVD of f, ``(U, s, Vᵀ)``, when the caller has it.
+
+        Returns
+        -------
+        evidence : float
+            The log evidence L where the iteration stops (not divided by n).
+        alpha : float
+            The prior precision α there.
+        beta : float
+            The noise precision β there.
+        """
         n = len(f)
         u, s, _ = np.linalg.svd(f, full_matrices=False) if svd is None else svd
         sigma2 = s ** 2
@@ -269,8 +420,28 @@ class LogME(TransferabilityScore):
 
 
 def logme_evidence(f: np.ndarray, y: np.ndarray, alpha: float, beta: float, svd: tuple | None = None) -> float:
-    """LogME's log evidence L(α, β) of features f (n, D) for one target column y (see `LogME`),
-    through the thin SVD of f (``(U, s)`` when the caller has it)."""
+    """LogME's log evidence L(α, β) of features for one target column (see `LogME`).
+
+    Computed through the thin SVD of f.
+
+    Parameters
+    ----------
+    f : np.ndarray
+        (n, D) features.
+    y : np.ndarray
+        (n,) one target column.
+    alpha : float
+        The prior precision α of the weights.
+    beta : float
+        The noise precision β.
+    svd : tuple, optional
+        ``(U, s)`` (or the full thin SVD) of f, when the caller has it.
+
+    Returns
+    -------
+    float
+        L(α, β), not divided by n.
+    """
     n, d = f.shape
     u, s = np.linalg.svd(f, full_matrices=False)[:2] if svd is None else svd[:2]
     sigma2 = s ** 2
@@ -304,6 +475,22 @@ class HScore(TransferabilityScore):
     name = "hscore"
 
     def degenerate(self, n_images: int, n_classes: int | None, dim: int) -> str:
+        """Why H-score's value is fixed: D >= N − 1 features, where it is K − 1 whatever the model.
+
+        Parameters
+        ----------
+        n_images : int
+            The labelled images.
+        n_classes : int or None
+            Their classes (None for regression targets).
+        dim : int
+            The columns of the score's input (feature dimension, or source classes).
+
+        Returns
+        -------
+        str
+            Why the value is fixed, for a message; "" when nothing fixes it.
+        """
         if n_classes is None or dim < n_images - 1:
             return ""
         return (f"with D ≥ N − 1 = {n_images - 1} features, the centred features span every direction of the "
@@ -333,6 +520,16 @@ class TransRate(TransferabilityScore):
     No count of images, classes and features fixes its value (it moves with the features' singular
     values for any of them), so it declares no `degenerate` condition; `cannot_rank` still flags
     values equal across models.
+
+    Parameters
+    ----------
+    eps : float, default 1e-4
+        The distortion ε of the coding rate (entering as n ε).
+
+    Raises
+    ------
+    InputError
+        An ``eps`` that is not a finite number > 0.
     """
 
     name = "transrate"
@@ -377,6 +574,19 @@ class GBC(TransferabilityScore):
     It saturates at 0 when every pair of classes lies far apart (each coefficient underflows), which
     the features decide, not the counts alone: no `degenerate` condition, and `cannot_rank` flags the
     equal values.
+
+    Parameters
+    ----------
+    covariance : {"spherical", "diagonal"}, default "spherical"
+        The form of each class's covariance.
+    min_variance : float, default 1e-4
+        The floor of each variance.
+
+    Raises
+    ------
+    InputError
+        An unknown ``covariance``, or a ``min_variance`` that is not a finite number > 0; when scoring,
+        a class with fewer than 2 images.
     """
 
     name = "gbc"

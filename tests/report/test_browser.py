@@ -25,7 +25,9 @@ from PIL import Image
 from support.reports import TRUTH, large_report, toy_space
 from support.paths import TESTS
 
+from modelspace.evaluation import pair_agreement
 from modelspace.report import from_space, write_report
+from modelspace.report.page import comparisons_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -74,10 +76,13 @@ def keep(path: Path) -> Path:
     return path
 
 
-# Images: grids; heatmap, map and tree per estimator; curves; truth's tree; estimated trees (not repeated
-# beyond 30 tasks); tree agreement.
-@pytest.mark.parametrize("size, n_images", [("5", 2 + 3 * 3 + 1 + 1 + 3 + 1), ("demo30", 3 + 7 * 3 + 1 + 1 + 7 + 1),
-                                            ("200", 2 * 3 + 1 + 1 + 0 + 1)])
+# Images: grids; heatmap, map and tree per estimator; two estimators compared (the pair's two heatmaps and
+# trees shown again, then per pair of the first method with each other estimator its difference matrix and
+# curves, and the oracle's curves); P@K curves; truth's tree; estimated trees (not repeated beyond 30 tasks);
+# tree agreement.
+@pytest.mark.parametrize("size, n_images", [("5", 2 + 3 * 3 + (4 + 2 * 2 + 1) + 1 + 1 + 3 + 1),
+                                            ("demo30", 3 + 7 * 3 + (4 + 6 * 2 + 1) + 1 + 1 + 7 + 1),
+                                            ("200", 2 * 3 + (4 + 1 * 2 + 1) + 1 + 1 + 0 + 1)])
 def test_report_opens_cleanly_in_chromium(browser, pages, size, n_images) -> None:
     browser.open(pages[size])
     seen = browser.evaluate(IMAGES_JS)
@@ -176,4 +181,81 @@ def test_a_tree_of_37_leaves_shows_every_leaf_at_its_drawn_size(browser, tmp_pat
     for tree in trees:
         assert tree["clipped"] == [], tree
         assert abs(tree["shown"][0] - tree["drawn"][0]) <= 2 and abs(tree["shown"][1] - tree["drawn"][1]) <= 2, tree
+    assert browser.problems() == []
+
+
+def test_the_pair_selector_switches_the_compared_figures(browser, pages, reports) -> None:
+    browser.open(pages["demo30"])
+    views = reports["demo30"].estimators
+    state = """(() => {
+      const shown = Array.from(document.querySelectorAll(".pair-panel")).filter(p => !p.hidden);
+      const copies = Array.from(document.querySelectorAll("img[data-copy]"));
+      return {a: document.getElementById("pair-a").value, b: document.getElementById("pair-b").value,
+              panels: shown.map(p => p.dataset.pair),
+              drawn: shown.flatMap(p => Array.from(p.querySelectorAll("img")))
+                          .map(img => [img.complete, img.naturalWidth, img.alt]),
+              copies: copies.map(img => [img.dataset.side, img.dataset.copy, img.naturalWidth,
+                                         img.src === document.querySelector(
+                                           `img[data-figure="${img.dataset.copy}-${img.dataset.side === "a"
+                                             ? document.getElementById("pair-a").value
+                                             : document.getElementById("pair-b").value}"]`).src]),
+              agreement: document.getElementById("pair-agreement").textContent,
+              missing: document.getElementById("pair-missing").hidden};
+    })()"""
+
+    def choose(a: int, b: int) -> dict:
+        browser.evaluate(f"""(() => {{
+          for (const [id, v] of [["pair-a", {a}], ["pair-b", {b}]]) {{
+            const s = document.getElementById(id);
+            s.value = String(v);
+            s.dispatchEvent(new Event("change"));
+          }}
+        }})()""")
+        return browser.evaluate(state)
+
+    first = browser.evaluate(state)
+    a, b = int(first["a"]), int(first["b"])
+    assert views[a].kind == "method" and views[b].kind != "method"  # the attribution method against a baseline
+    assert first["panels"] == [f"{a}-{b}"] and first["missing"]
+    assert len(first["drawn"]) == 2 and all(done and width > 100 for done, width, _ in first["drawn"])
+    assert {alt for *_, alt in first["drawn"]} == {f"Difference matrix, {views[b].id} − {views[a].id}",
+                                                  f"Correlation–Priority Curve, {views[a].id} ranks, {views[b].id} similarity"}
+    assert sorted((side, what) for side, what, *_ in first["copies"]) == [("a", "heat"), ("a", "tree"), ("b", "heat"),
+                                                                         ("b", "tree")]
+    assert all(width > 100 and same for *_, width, same in first["copies"])
+    r, n = pair_agreement(views[a], views[b])
+    assert first["agreement"].endswith(f"over the {n} models both hold; 1 = the same hierarchy): {r:.2f}.")
+
+    other = next(k for k, v in enumerate(views) if v.kind != "method" and k != b)
+    switched = choose(a, other)
+    assert switched["panels"] == [f"{a}-{other}"] and switched["missing"]
+    assert all(width > 100 and same for *_, width, same in switched["copies"])
+    r, _ = pair_agreement(views[a], views[other])
+    assert switched["agreement"].endswith(f"{r:.2f}.")
+
+    undrawn = choose(other, b)  # two baselines: not among the pairs drawn
+    assert undrawn["panels"] == [] and not undrawn["missing"]
+    assert all(same for *_, same in undrawn["copies"])  # the matrices and trees follow the choice all the same
+    assert browser.problems() == []
+
+
+def test_the_difference_matrix_hover_shows_the_difference_under_the_pointer(browser, pages, reports) -> None:
+    browser.open(pages["demo30"])
+    data = browser.evaluate("JSON.parse(document.getElementById(document.querySelector("
+                            "'.pair-panel:not([hidden]) img[data-hover]').dataset.hover).textContent)")
+    box, n = data["box"], len(data["labels"])
+    pair = comparisons_for(reports["demo30"]).pairs[0]  # the pair the page opens on
+    assert data["labels"] == pair.names
+    for i, j in [(0, 5), (17, 3), (29, 28)]:
+        x, y = browser.evaluate(f"""(() => {{
+          const img = document.querySelector(".pair-panel:not([hidden]) img[data-hover]");
+          const at = r => [r.left + img.clientLeft + img.clientWidth * ({box["left"]} + {box["width"]} * {j + 0.5} / {n}),
+                           r.top + img.clientTop + img.clientHeight * ({box["top"]} + {box["height"]} * {i + 0.5} / {n})];
+          window.scrollBy(0, at(img.getBoundingClientRect())[1] - window.innerHeight / 2);
+          return at(img.getBoundingClientRect());
+        }})()""")
+        browser.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        cell, value = browser.evaluate("document.getElementById('tip').textContent").rsplit(": ", 1)
+        assert cell == f"{data['labels'][i]} \u2194 {data['labels'][j]}"
+        assert float(value) == pytest.approx(pair.difference[i, j], abs=5e-4 + 1e-9)  # the matrix, not a colour
     assert browser.problems() == []

@@ -107,10 +107,14 @@ def test_five_model_page_has_every_section_and_decodable_figures(toy, tmp_path) 
     space, _ = toy
     page = write_report(from_space(space, truth=TRUTH), tmp_path / "report.html")
     parts = parse(page)
-    assert parts.sections == ["summary", "maps", "space", "sources", "evaluation", "settings"]
-    # 2 attribution grids; per estimator (3) heatmap, map, tree; curves; truth tree + 3 estimated trees; agreement.
-    assert len(parts.images) == 2 + 3 * 3 + 1 + 1 + 3 + 1
-    assert all(decoded(img).size[0] > 100 for img in parts.images)
+    assert parts.sections == ["summary", "maps", "space", "compare", "sources", "evaluation", "settings"]
+    # 2 attribution grids; per estimator (3) heatmap, map, tree; two estimators compared (4 figures of Model
+    # space shown again by the script, 2 per pair of the first method with each other, the oracle's curves);
+    # curves; truth tree + 3 estimated trees; agreement.
+    assert len(parts.images) == 2 + 3 * 3 + (4 + 2 * 2 + 1) + 1 + 1 + 3 + 1
+    shown_again = [img for img in parts.images if "data-copy" in img]
+    assert len(shown_again) == 4 and all("src" not in img for img in shown_again)
+    assert all(decoded(img).size[0] > 100 for img in parts.images if "data-copy" not in img)
     assert all(link.startswith(("data:", "#")) for link in parts.links), "the page must not reach out"
     text = page.read_text(encoding="utf-8")
     assert space.probe_.hash in text and "toy truth" in text and "torch" in text
@@ -126,8 +130,9 @@ def test_five_model_page_has_every_section_and_decodable_figures(toy, tmp_path) 
 
 def test_page_without_ground_truth_leaves_evaluation_out(tmp_path) -> None:
     parts = parse(write_report(large_report(12, with_truth=False), tmp_path / "report.html"))
-    assert parts.sections == ["summary", "space", "sources", "settings"]
-    assert len(parts.images) == 2 * 3 and all(decoded(img).size[1] > 100 for img in parts.images)
+    assert parts.sections == ["summary", "space", "compare", "sources", "settings"]
+    drawn = [img for img in parts.images if "data-copy" not in img]  # the compared pair's figures shown again
+    assert len(drawn) == 2 * 3 + 2 and all(decoded(img).size[1] > 100 for img in drawn)  # + one pair, no oracle
 
 
 def test_two_hundred_models_stay_legible(tmp_path) -> None:

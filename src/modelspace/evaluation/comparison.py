@@ -17,8 +17,8 @@ import numpy as np
 from ..errors import InputError, check_int
 from .metrics import Evaluation, target_scores
 
-__all__ = ["BOOTSTRAP", "Bootstrap", "Comparison", "Difference", "compare_estimators", "paired_difference",
-           "per_target_scores"]
+__all__ = ["BOOTSTRAP", "Bootstrap", "Comparison", "Difference", "bootstrap_intervals", "compare_estimators",
+           "paired_difference", "per_target_scores"]
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,48 @@ def bootstrap_interval(values: Sequence[float], bootstrap: Bootstrap = BOOTSTRAP
     tail = (1.0 - bootstrap.level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def bootstrap_intervals(table: np.ndarray, bootstrap: Bootstrap = BOOTSTRAP) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap intervals of the column means of a (targets × columns) table.
+
+    The targets (rows) are resampled as `bootstrap_interval` resamples them, the same draws for every
+    column, so that the intervals of a curve's points come from one set of resampled target sets. A
+    NaN is a target without a value in that column: the mean of a resample skips it.
+
+    Parameters
+    ----------
+    table : np.ndarray
+        (n_targets, n_columns), finite or NaN; every column has a finite value.
+    bootstrap : Bootstrap
+        How the intervals are drawn.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        ``(low, high)``, each (n_columns,): the percentiles (1 − level) / 2 and (1 + level) / 2 of the
+        resampled means (NaN where a resample drew no finite value of a column, that resample skipped).
+
+    Raises
+    ------
+    InputError
+        `table` not 2-D, with no row, holding an infinite value, or with a column of NaN only.
+    """
+    t = np.asarray(table, dtype=np.float64)
+    if t.ndim != 2 or t.shape[0] == 0 or np.isinf(t).any() or np.isnan(t).all(axis=0).any():
+        raise InputError(f"table: expected a 2-D array of one row per target and a finite value in every column, "
+                         f"got shape {t.shape}")
+    rng = np.random.default_rng(bootstrap.seed)
+    draws = rng.integers(0, len(t), size=(bootstrap.n_resamples, len(t)))
+    tail = (1.0 - bootstrap.level) / 2 * 100
+    low, high = np.empty(t.shape[1]), np.empty(t.shape[1])
+    step = max(1, 4_000_000 // max(draws.size, 1))  # columns per chunk: bounded memory for large zoos
+    for start in range(0, t.shape[1], step):
+        block = t[:, start:start + step][draws]  # (resamples, targets, columns)
+        counts = (~np.isnan(block)).sum(axis=1)
+        means = np.where(counts > 0, np.nansum(block, axis=1) / np.maximum(counts, 1), np.nan)
+        low[start:start + step], high[start:start + step] = np.nanpercentile(means, [tail, 100 - tail], axis=0)
+    return low, high
 
 
 def paired_difference(a: Mapping[str, float], b: Mapping[str, float], bootstrap: Bootstrap = BOOTSTRAP,

@@ -53,16 +53,21 @@ code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospac
 pre { background: var(--soft); padding: 8px 10px; border-radius: 4px; overflow-x: auto; }
 #tip { position: fixed; pointer-events: none; background: rgba(31,35,40,.92); color: #fff; font-size: 12px;
        padding: 3px 7px; border-radius: 4px; display: none; z-index: 10; white-space: nowrap; }
+.pair-select select { font: inherit; margin: 0 14px 0 4px; padding: 2px 6px; max-width: 360px; }
 footer { margin: 40px 0 30px; color: var(--muted); font-size: 12px; }
 """
 
-# Tabs, zoom, the target filter and the tooltips of the heatmap and the model-space map. The
+# Tabs, zoom, the target filter, the pair of estimators compared and the tooltips of the heatmap and the model-space map. The
 # tooltips read the figure's data from a JSON <script> block and the axes box (in fractions of the
 # image) that the figure was drawn with, so what they show is the matrix itself, not the pixels.
 JS = """
 (function () {
   "use strict";
-  function data(id) { return JSON.parse(document.getElementById(id).textContent); }
+  var parsed = {};
+  function data(id) {
+    if (!(id in parsed)) { parsed[id] = JSON.parse(document.getElementById(id).textContent); }
+    return parsed[id];
+  }
   document.querySelectorAll(".tabbed").forEach(function (group) {
     var buttons = group.querySelectorAll(":scope > .tabs button");
     var panels = group.querySelectorAll(":scope > .panel");
@@ -85,6 +90,38 @@ JS = """
       });
     });
   }
+  // Two estimators compared: their matrices and trees are the Model space figures, shown again (the
+  // page holds each PNG once); the difference matrix and the curves are drawn per pair.
+  var pairA = document.getElementById("pair-a"), pairB = document.getElementById("pair-b");
+  if (pairA && pairB) {
+    var agreement = data(pairA.dataset.agreement).pairs;
+    var copy = function (side, k) {
+      document.querySelectorAll('img[data-copy][data-side="' + side + '"]').forEach(function (img) {
+        var from = document.querySelector('img[data-figure="' + img.dataset.copy + "-" + k + '"]');
+        if (!from) { return; }
+        img.src = from.src;
+        img.alt = from.alt;
+        img.dataset.hover = from.dataset.hover || "";
+      });
+    };
+    var showPair = function () {
+      var a = parseInt(pairA.value, 10), b = parseInt(pairB.value, 10), found = false;
+      copy("a", a);
+      copy("b", b);
+      var r = agreement[Math.min(a, b) + "-" + Math.max(a, b)];
+      document.getElementById("pair-agreement").textContent = a === b ? "Choose two different estimators." :
+        "Agreement of the two trees (Pearson correlation of their cophenetic distances over the " + r.n +
+        " models both hold; 1 = the same hierarchy): " + (r.r === null ? "n/a" : r.r.toFixed(2)) + ".";
+      document.querySelectorAll(".pair-panel").forEach(function (p) {
+        p.hidden = p.dataset.pair !== a + "-" + b;
+        found = found || !p.hidden;
+      });
+      document.getElementById("pair-missing").hidden = found || a === b;
+    };
+    pairA.addEventListener("change", showPair);
+    pairB.addEventListener("change", showPair);
+    showPair();
+  }
   var tip = document.getElementById("tip");
   function place(ev, text) {
     tip.textContent = text;
@@ -101,9 +138,10 @@ JS = """
     return { u: u, v: v, w: w * box.width, h: h * box.height };
   }
   document.querySelectorAll("img[data-hover]").forEach(function (img) {
-    var d = data(img.dataset.hover);
     img.addEventListener("mouseleave", hide);
     img.addEventListener("mousemove", function (ev) {
+      if (!img.dataset.hover) { hide(); return; }
+      var d = data(img.dataset.hover);  // read at each move: a compared estimator's figure changes with the pair
       var p = inBox(img, ev, d.box);
       if (p.u < 0 || p.u >= 1 || p.v < 0 || p.v >= 1) { hide(); return; }
       if (d.kind === "matrix") {

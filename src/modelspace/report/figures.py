@@ -396,6 +396,63 @@ def grid_png(images: np.ndarray, maps: dict[str, np.ndarray], max_images: int) -
     return buffer.getvalue()
 
 
+def difference_png(difference: np.ndarray, labels: Sequence[str], title: str) -> tuple[bytes, dict]:
+    """The difference matrix of two estimators (`plots.difference_figure`) as a PNG with its axes box.
+
+    Parameters
+    ----------
+    difference : np.ndarray
+        (N, N), in the order to draw.
+    labels : sequence of str
+        The N models, in that order.
+    title : str
+        The figure's title.
+
+    Returns
+    -------
+    tuple of (bytes, dict)
+        The PNG and the axes box in image fractions (left, top, width, height), for the hover.
+    """
+    fig, box = plots.difference_figure(difference, labels, title)
+    return _png(fig), _box_from_bottom(box)
+
+
+def pair_priority_png(pair: dict) -> bytes:
+    """The Correlation–Priority Curves of one pair (`plots.plot_pair_priority`) as a PNG.
+
+    Parameters
+    ----------
+    pair : dict
+        One pair as `evaluation.PairComparison.to_dict` writes it.
+
+    Returns
+    -------
+    bytes
+        The PNG.
+    """
+    buffer = io.BytesIO()
+    plots.plot_pair_priority(pair, buffer)
+    return buffer.getvalue()
+
+
+def oracle_priority_png(curves: dict) -> bytes:
+    """The oracle's ranking against each estimator's similarity (`plots.plot_oracle_priority`) as a PNG.
+
+    Parameters
+    ----------
+    curves : dict
+        Estimator id -> its curve as `evaluation.PriorityCurve.to_dict` writes it.
+
+    Returns
+    -------
+    bytes
+        The PNG.
+    """
+    buffer = io.BytesIO()
+    plots.plot_oracle_priority(curves, buffer)
+    return buffer.getvalue()
+
+
 def data_uri(png: bytes) -> str:
     """A PNG as a data: URI, so the page needs no file beside it and no network.
 

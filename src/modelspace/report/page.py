@@ -10,9 +10,11 @@ and whether the lead is more than chance, by a bootstrap over targets; without a
 group), then any failures, and any estimator the probe set leaves undefined with the reason (also in its
 tab under Model space and in the settings). It holds the attribution-map grid (the paper's Figure 2),
 per estimator the affinity heatmap in tree order, the dendrogram and a 2-D map of the model space
-(classical MDS on 1 − affinity), per-target tables of the top sources, the label-based scores of a run
-with labelled images (each score's ranking of the models, and whether it can rank them at this number of
-labels), and — with a ground truth — the P@K/R@K curves beside random and oracle and the truth's tree
+(classical MDS on 1 − affinity), two estimators compared as the paper's Figures 3 and 5 compare them (a pair
+chosen in the page: their matrices and trees side by side with the trees' agreement, the difference of the
+normalised matrices and the Correlation–Priority Curve, `evaluation.pairs`), per-target tables of the top
+sources, the label-based scores of a run with labelled images (each score's ranking of the models, and
+whether it can rank them at this number of labels), and — with a ground truth — the P@K/R@K curves beside random and oracle and the truth's tree
 beside the estimated one with their agreement; last, the settings that reproduce it. Figures are palette
 PNGs inlined as data: URIs; the style and a small script are inline too. Names and messages show their
 control characters escaped, as on the terminal (`errors.printable`).
@@ -33,8 +35,9 @@ import numpy as np
 from .._version import __version__
 from ..attribution import METHODS
 from ..errors import InputError, printable
-from ..evaluation import (BOOTSTRAP, BUNDLED, Comparison, Curves, Evaluation, GroundTruth, compare_estimators,
-                          evaluate_matrices, relevant_for)
+from ..evaluation import (BOOTSTRAP, BUNDLED, Comparison, Comparisons, Curves, Evaluation, GroundTruth,
+                          compare_estimators, evaluate_matrices, pair_agreement, pair_comparisons,
+                          relevant_for)
 from ..models import describe_preprocessing
 from ..results import TRUTH_AFFINITY_CSV, MethodResult, holds, read_matrix
 from ..results import load as load_folder
@@ -88,10 +91,16 @@ class ReportData:
     evaluation : Evaluation or None
         Scores against a ground truth (its JSON form is accepted too).
     truth : GroundTruth or None
-    truth_tree : (affinity over tasks, tasks, caption) or None
+        The ground truth, for the per-target tables' relevant sources.
+    truth_tree : (np.ndarray, list of str, str) or None
+        The truth's tree to draw beside the estimated ones: an affinity over tasks, the tasks and a caption.
     title : str
+        The page's title.
     grids : dict of str to bytes
         PNG of the attribution grid per method id.
+    comparisons : Comparisons or None
+        The pairs of estimators compared (`evaluation.pair_comparisons`); None: computed when the page is
+        written, from the estimators and the truth (or, without a truth, the run's ``results.json``).
     """
 
     estimators: list[MethodResult]
@@ -101,6 +110,7 @@ class ReportData:
     truth_tree: tuple[np.ndarray, list[str], str] | None = None
     title: str = "modelspace report"
     grids: dict[str, bytes] = field(default_factory=dict)
+    comparisons: Comparisons | None = None
 
     def __post_init__(self) -> None:
         if self.evaluation is not None and not isinstance(self.evaluation, Evaluation):
@@ -116,6 +126,27 @@ def from_space(space, truth: GroundTruth | str | Path | None = None,
     """Report data of a fitted `ModelSpace` (its evaluation, if `evaluate` was called, included).
 
     The space's own trees and rankings are shown: its linkage method may not be the default.
+
+    Parameters
+    ----------
+    space : ModelSpace
+        A fitted space.
+    truth : GroundTruth, str or Path, optional
+        A ground truth, or the name of a bundled one or a file (`GroundTruth.load`).
+    truth_tree : (np.ndarray, list of str, str), optional
+        The truth's tree: affinity over tasks, tasks, caption (default: from the truth's ranks,
+        `truth_affinity`).
+    grid_images : int, default 6
+        Probe images per attribution grid.
+    grid_models : int, default 8
+        Models per attribution grid.
+    title : str, default "modelspace report"
+        The page's title.
+
+    Returns
+    -------
+    ReportData
+        What the page shows.
     """
     settings = space.summary()  # raises if the space is not fitted
     views = list(space.results_.values())
@@ -137,6 +168,27 @@ def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = Non
     With a `truth` the evaluation is recomputed against it; otherwise the folder's own is shown.
     The truth's tree comes from `oracle_affinity.csv` in the folder if there is one (the demo writes it).
     Only the files that the folder's `results.json` lists are read.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The output folder.
+    truth : GroundTruth, str or Path, optional
+        A ground truth, or the name of a bundled one or a file (`GroundTruth.load`).
+    n_relevant : int, optional
+        With a truth, the relevant sources per target (default: `evaluation.relevant_for`'s).
+    title : str, default "modelspace report"
+        The page's title.
+
+    Returns
+    -------
+    ReportData
+        What the page shows.
+
+    Raises
+    ------
+    InputError
+        A folder that `results.load` cannot read, or a truth that cannot be read.
     """
     folder = Path(folder)
     settings, results, grids = load_folder(folder)
@@ -155,8 +207,23 @@ def from_folder(folder: str | Path, truth: GroundTruth | str | Path | None = Non
 
 
 def evaluate_views(views: list[MethodResult], truth: GroundTruth, n_relevant: int | None = None) -> Evaluation:
-    """P@K / R@K of every estimator against `truth` (models matched by task label); `n_relevant` None:
-    `evaluation.relevant_for`'s default, as `ModelSpace.evaluate` and `modelspace run` take it."""
+    """P@K / R@K of every estimator against `truth` (models matched by task label).
+
+    Parameters
+    ----------
+    views : list of MethodResult
+        The estimators' model spaces.
+    truth : GroundTruth
+        The ground truth.
+    n_relevant : int, optional
+        The relevant sources per target; None: `evaluation.relevant_for`'s default, as
+        `ModelSpace.evaluate` and `modelspace run` take it.
+
+    Returns
+    -------
+    Evaluation
+        The scores of every estimator.
+    """
     labels = list(dict.fromkeys(label for v in views for label in v.labels))
     return evaluate_matrices({v.id: (v.affinity, v.labels) for v in views}, truth,
                              relevant_for(truth, labels, n_relevant))
@@ -166,7 +233,19 @@ def truth_affinity(truth: GroundTruth, labels: list[str]) -> tuple[np.ndarray, l
     """A similarity over the tasks both in `labels` and the truth, from the truth's ranks, for its tree.
 
     A target's candidates score 1 (best) down to 0 (worst) by rank; the score is symmetrised.
-    None when fewer than two tasks are shared.
+
+    Parameters
+    ----------
+    truth : GroundTruth
+        The ground truth.
+    labels : list of str
+        The models' task labels.
+
+    Returns
+    -------
+    (np.ndarray, list of str, str) or None
+        The affinity over the shared tasks (1 on the diagonal), the tasks and a caption; None when
+        fewer than two tasks are shared.
     """
     tasks = [t for t in dict.fromkeys(labels) if t in truth.ranking]
     if len(tasks) < 2:
@@ -193,19 +272,35 @@ def _truth(truth: GroundTruth | str | Path | None) -> GroundTruth | None:
 
 
 def write_report(data: ReportData, path: str | Path, progress: bool = False,
-                 summary_estimator: str | None = None) -> Path:
+                 summary_estimator: str | None = None, compare: tuple[str, str] | None = None) -> Path:
     """Write the page to `path` (parents created); returns the path.
 
     Parameters
     ----------
     data : ReportData
+        What the page shows.
     path : str or Path
-    progress : bool
+        The HTML file to write.
+    progress : bool, default False
         A progress bar over the sections.
     summary_estimator : str, optional
         The estimator whose sources the per-target lines and the summary name (an id, or its name
         without parameters, e.g. ``"lrp_epsilon"``). By default the best by P@5 when there is an
         evaluation, else the first estimator.
+    compare : (str, str), optional
+        The pair of estimators the comparison shows first (ids or names without parameters): the
+        first ranks the sources, the second gives the similarity. By default the run's first
+        attribution method against the first other estimator (`evaluation.default_pairs`).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        No estimator to show, or a ``summary_estimator`` that is none of them.
     """
     from ..progress import progress as progress_bar
 
@@ -216,9 +311,10 @@ def write_report(data: ReportData, path: str | Path, progress: bool = False,
     page = _Page()
     page.comparison = _compare(data.evaluation)
     page.view, page.why = _summary_view(data, page.comparison, summary_estimator)
+    page.pairs = comparisons_for(data, compare)
     steps = [("summary", _section_summary), ("failures", _section_failures), ("maps", _section_maps),
-             ("space", _section_space), ("sources", _section_sources), ("labels", _section_labels),
-             ("evaluation", _section_evaluation), ("settings", _section_settings)]
+             ("space", _section_space), ("compare", _section_compare), ("sources", _section_sources),
+             ("labels", _section_labels), ("evaluation", _section_evaluation), ("settings", _section_settings)]
     body = []
     for _, section in progress_bar(steps, desc="report", unit="section", disable=not progress):
         body.append(section(data, page))
@@ -233,7 +329,7 @@ _SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\
 
 
 def script_json(payload: Any) -> str:
-    """``payload`` as JSON that is safe as the text of a ``<script>`` element, whatever strings it holds.
+    r"""``payload`` as JSON that is safe as the text of a ``<script>`` element, whatever strings it holds.
 
     Parameters
     ----------
@@ -243,7 +339,7 @@ def script_json(payload: Any) -> str:
     Returns
     -------
     str
-        Compact JSON with ``<``, ``>``, ``&``, U+2028 and U+2029 written as ``\\uXXXX`` escapes, so
+        Compact JSON with ``<``, ``>``, ``&``, U+2028 and U+2029 written as ``\uXXXX`` escapes, so
         that it parses to the same value and holds no markup.
     """
     text = json.dumps(payload, separators=(",", ":"))
@@ -251,7 +347,25 @@ def script_json(payload: Any) -> str:
 
 
 def resolve_estimator(views: list[MethodResult], name: str) -> MethodResult:
-    """The estimator of `views` named `name`: its id, its name or an alias (the first of that name)."""
+    """The estimator of `views` named `name`.
+
+    Parameters
+    ----------
+    views : list of MethodResult
+        The estimators' model spaces.
+    name : str
+        An id, a name without parameters or an alias (the first estimator of that name).
+
+    Returns
+    -------
+    MethodResult
+        The estimator.
+
+    Raises
+    ------
+    InputError
+        None of the estimators has that name.
+    """
     found = find(name, [v.id for v in views], {**METHODS.aliases, **BASELINES.aliases})
     for v in views:
         if v.id == found:
@@ -260,8 +374,19 @@ def resolve_estimator(views: list[MethodResult], name: str) -> MethodResult:
 
 
 def headline_k(evaluation: Evaluation) -> int:
-    """The K of the P@K the page leads with: 5, or fewer when the truth counts fewer relevant sources or
-    ranks fewer candidates (at K above the relevant count, P@K cannot reach 1 and says less)."""
+    """The K of the P@K the page leads with.
+
+    Parameters
+    ----------
+    evaluation : Evaluation
+        The scores against a ground truth.
+
+    Returns
+    -------
+    int
+        5, or fewer when the truth counts fewer relevant sources or ranks fewer candidates (at K above
+        the relevant count, P@K cannot reach 1 and says less); at least 1.
+    """
     return max(1, min(5, evaluation.n_relevant, evaluation.n_candidates))
 
 
@@ -300,12 +425,15 @@ def _summary_view(data: ReportData, comparison: Comparison | None, chosen: str |
 
 
 class _Page:
-    """Collects the JSON blocks the figures' tooltips read, with unique ids, and what the sections
-    share: the estimators' comparison and the estimator the summary lines use."""
+    """Collects the JSON blocks the figures' tooltips read, with unique ids.
+
+    Also what the sections share: the estimators' comparison and the estimator the summary lines use.
+    """
 
     def __init__(self) -> None:
         self.blocks: list[tuple[str, str]] = []
         self.comparison: Comparison | None = None
+        self.pairs: Comparisons | None = None
         self.view: MethodResult | None = None
         self.why = ""
 
@@ -342,7 +470,9 @@ def _nav(data: ReportData) -> list[tuple[str, str]]:
     items = [("summary", "Summary")]
     items += [("failures", "Failures")] if data.settings.get("failures") else []
     items += [("maps", "Attribution maps")] if data.grids else []
-    items += [("space", "Model space"), ("sources", "Sources per target")]
+    items += [("space", "Model space")]
+    items += [("compare", "Two estimators")] if len([v for v in data.estimators if len(v.names) >= 2]) >= 2 else []
+    items += [("sources", "Sources per target")]
     items += [("labels", "Label-based scores")] if data.settings.get("label_scores") else []
     if data.evaluation or data.truth_tree:
         items.append(("evaluation", "Evaluation"))
@@ -515,7 +645,7 @@ def _section_maps(data: ReportData, page: _Page) -> str:
 
 def _section_space(data: ReportData, page: _Page) -> str:
     panels = []
-    for v in data.estimators:
+    for k, v in enumerate(data.estimators):
         if len(v.names) < 2:
             panels.append((v.id, '<p class="muted">Fewer than two models: no matrix to show.</p>'))
             continue
@@ -527,7 +657,7 @@ def _section_space(data: ReportData, page: _Page) -> str:
         heat = _figure(png, f"Affinity heatmap of {v.id}", "Rows and columns in the order of the similarity tree"
                        + ("; every k-th name is written" if thinned else "") + "; the diagonal (1 by definition) is "
                        "grey, outside the colour scale of the other pairs. Hover a cell for its pair and value; "
-                       "click to zoom.", hover=hm, zoom=True)
+                       "click to zoom.", hover=hm, zoom=True, key=f"heat-{k}")
         coords = classical_mds(v.affinity)
         groups, legend = figs.colour_groups(v.names, v.labels, v.linkage)
         mds_img, mds_box = figs.mds_png(coords, v.names, groups, v.order, f"Model space · {v.id}",
@@ -540,7 +670,8 @@ def _section_space(data: ReportData, page: _Page) -> str:
                       "each axis says the share of the variance it holds. Names that would overlap are left out: "
                       "hover a point for its name.", hover=md)
         tree = _figure(figs.dendrogram_png(v.linkage, v.names, f"Similarity tree · {v.id}"),
-                       f"Similarity tree of {v.id}", "Average linkage on 1 − affinity; click to zoom.", zoom=True)
+                       f"Similarity tree of {v.id}", "Average linkage on 1 − affinity; click to zoom.", zoom=True,
+                       key=f"tree-{k}")
         if len(v.names) > WIDE_FROM:  # a large matrix and its tree get the page's full width, one below the other
             panels.append((v.id, f'{heat}{mds}{tree}'))
         else:
@@ -553,8 +684,15 @@ def _section_space(data: ReportData, page: _Page) -> str:
 
 
 def hover_values(matrix: np.ndarray) -> dict:
-    """The heatmap's hover data: thousandths as integers (the tooltip shows 3 decimals, and "123" is half
-    the bytes of "0.123"), and of a symmetric matrix only the upper triangle, row by row (i ≤ j).
+    """The heatmap's hover data: thousandths as integers, and of a symmetric matrix the upper triangle.
+
+    The tooltip shows 3 decimals, and "123" is half the bytes of "0.123"; the triangle is written row
+    by row (i ≤ j).
+
+    Parameters
+    ----------
+    matrix : np.ndarray
+        (N, N) an affinity matrix.
 
     Returns
     -------
@@ -568,7 +706,18 @@ def hover_values(matrix: np.ndarray) -> dict:
 
 
 def matrix_from_hover(block: dict) -> np.ndarray:
-    """The matrix (to 3 decimals) that `hover_values` wrote."""
+    """The matrix (to 3 decimals) that `hover_values` wrote.
+
+    Parameters
+    ----------
+    block : dict
+        What `hover_values` returned.
+
+    Returns
+    -------
+    np.ndarray
+        (N, N) float64.
+    """
     rows = block["values"]
     n = len(rows)
     out = np.zeros((n, n))
@@ -579,6 +728,140 @@ def matrix_from_hover(block: dict) -> np.ndarray:
         else:
             out[i] = row
     return out / block["scale"]
+
+
+# --------------------------------------------------------------------------- two estimators compared
+
+OPEN_PAIR_PRIORITIES = (1, 5)
+"""Besides the last, the priorities whose CPC values the page writes out for a pair."""
+
+
+def comparisons_for(data: ReportData, compare: tuple[str, str] | None = None) -> Comparisons:
+    """The pairs of estimators the page compares (`evaluation.pair_comparisons`), `compare` first.
+
+    Pairs that `data.comparisons` or, without a truth, the run's ``results.json`` holds are taken from
+    there (with the oracle's curves they were computed with); the others are computed.
+
+    Parameters
+    ----------
+    data : ReportData
+        The page's data.
+    compare : (str, str), optional
+        A pair of estimators (ids or names without parameters) to show first.
+
+    Returns
+    -------
+    Comparisons
+        The pairs and, with a truth, the oracle's curves.
+
+    Raises
+    ------
+    InputError
+        `compare` names an estimator the page does not hold.
+    """
+    views = [v for v in data.estimators if len(v.names) >= 2]
+    first = [] if compare is None else [tuple(resolve_estimator(data.estimators, n).id for n in compare)]
+    known = data.comparisons
+    if known is None and data.truth is None and data.settings.get("comparison"):
+        known = Comparisons.from_dict(data.settings["comparison"])
+    return pair_comparisons(views, data.truth, first, BOOTSTRAP, known=known)
+
+
+def _section_compare(data: ReportData, page: _Page) -> str:
+    views = [(k, v) for k, v in enumerate(data.estimators) if len(v.names) >= 2]
+    if len(views) < 2 or page.pairs is None:
+        return ""
+    index = {v.id: k for k, v in views}
+    pairs = [p for p in page.pairs.pairs if p.ranking in index and p.similarity in index]
+    a0, b0 = (index[pairs[0].ranking], index[pairs[0].similarity]) if pairs else (views[0][0], views[1][0])
+    agreement = {}
+    for x, (kx, vx) in enumerate(views):
+        for ky, vy in views[x + 1:]:
+            r, n = pair_agreement(vx, vy)
+            agreement[f"{kx}-{ky}"] = {"r": None if np.isnan(r) else round(r, 4), "n": n}
+    block = page.data({"kind": "agreement", "pairs": agreement})
+
+    def select(side: str, chosen: int) -> str:
+        options = "".join(f'<option value="{k}"{" selected" if k == chosen else ""}>{_e(v.id)}</option>'
+                          for k, v in views)
+        return f'<select id="pair-{side}" data-agreement="{block}">{options}</select>'
+
+    def side(which: str, what: str) -> str:
+        return (f'<figure class="zoomable"><img data-copy="{what}" data-side="{which}" data-hover="" alt="">'
+                f"<figcaption>{'A' if which == 'a' else 'B'}: "
+                + ("the affinity in the order of its own tree." if what == "heat" else "its similarity tree.")
+                + "</figcaption></figure>")
+
+    if max(len(v.names) for _, v in views) > WIDE_FROM:  # tall trees at their drawn size, one below the other
+        figure5 = (f'<div class="cols"><div>{side("a", "heat")}</div><div>{side("b", "heat")}</div></div>'
+                   f'{side("a", "tree")}{side("b", "tree")}')
+    else:
+        figure5 = (f'<div class="cols"><div>{side("a", "heat")}{side("a", "tree")}</div>'
+                   f'<div>{side("b", "heat")}{side("b", "tree")}</div></div>')
+    panels = "".join(_pair_panel(page, p, index) for p in pairs)
+    oracle = ""
+    if page.pairs.oracle:
+        oracle = ("<h3>Each similarity along the oracle's ranking</h3>"
+                  + _figure(figs.oracle_priority_png({k: c.to_dict() for k, c in page.pairs.oracle.items()}),
+                            "Correlation–Priority Curves of the oracle's ranking",
+                            "The Correlation–Priority Curve of the ground truth's ranking against each estimator's "
+                            f"similarity, {page.pairs.normalisation}: the similarity whose values fall fastest along "
+                            "the measured ranking is the one that predicts transfer. Over the models matched to the "
+                            f"truth's tasks (the first model of each task). {_bands(page.pairs)}"))
+    return ('<section id="compare"><h2>Two estimators compared</h2>'
+            '<p class="muted">The seed paper\'s Figures 3 and 5, for any two estimators: choose the pair. '
+            "A ranks the sources (the attribution affinity in the paper), B gives the similarity ρ (SVCCA in the "
+            "paper). <code>modelspace report FOLDER --compare A B</code> opens the page on a pair.</p>"
+            f'<p class="pair-select"><label>A {select("a", a0)}</label> <label>B {select("b", b0)}</label></p>'
+            "<h3>Matrices and trees side by side</h3>"
+            '<p id="pair-agreement" class="conclusion"></p>' + figure5
+            + "<h3>Difference matrix and Correlation–Priority Curve</h3>" + panels
+            + '<p id="pair-missing" class="muted" hidden>This pair is not drawn on this page: '
+            "<code>modelspace report FOLDER --compare A B</code> draws it.</p>" + oracle + "</section>")
+
+
+def _pair_panel(page: _Page, pair, index: dict[str, int]) -> str:
+    a, b = pair.ranking, pair.similarity
+    png, box = figs.difference_png(pair.difference, pair.names, f"{b} − {a}, normalised")
+    hover = page.data({"kind": "matrix", "box": box, "labels": pair.names, **hover_values(pair.difference)})
+    difference = _figure(png, f"Difference matrix, {b} − {a}",
+                         f"{b}'s matrix minus {a}'s, {page.pairs.normalisation}; rows and columns in the order of "
+                         f"{a}'s tree over the {len(pair.names)} models both hold; red: {b} finds the pair more alike "
+                         f"than {a} does, blue: less; the diagonal is grey. Hover a cell for its value.",
+                         hover=hover, zoom=True)
+    oracle = (f"; black: the ground truth's ranking; dotted: a random order. Over the {len(pair.cpc_names)} models "
+              "matched to the ground truth's tasks (the first model of each)." if "oracle" in pair.curves
+              else "; dotted: a random order.")
+    curve = _figure(figs.pair_priority_png(pair.to_dict()), f"Correlation–Priority Curve, {a} ranks, {b} similarity",
+                    f"correlation(p) = (1/N) Σ_i Σ_j [rank_i(j) = p] ρ_ij: the mean over the N targets i of {b}'s "
+                    f"similarity ρ_ij to the source j that {a} ranks p-th. Falling as p grows: the sources ranked "
+                    f"first are also the most similar by {b}. Dashed: {b}'s own ranking (the steepest fall there "
+                    f"is){oracle} {_bands(page.pairs)}")
+    return (f'<div class="pair-panel" data-pair="{index[a]}-{index[b]}">{_priority_numbers(pair)}'
+            f'<div class="cols"><div>{difference}</div><div>{curve}</div></div></div>')
+
+
+def _priority_numbers(pair) -> str:
+    """A small table of a pair's CPC values at p = 1, 5 and the last priority, with their bands."""
+    ranking = pair.curves["ranking"]
+    ps = [p for p in dict.fromkeys([*OPEN_PAIR_PRIORITIES, ranking.priorities[-1]]) if p in ranking.priorities]
+    names = {"ranking": f"{pair.ranking}'s ranking", "self": f"{pair.similarity}'s own ranking",
+             "oracle": "the oracle's ranking"}
+    rows = []
+    for key, curve in pair.curves.items():
+        cells = "".join('<td class="num">{:.3f} [{:.3f}, {:.3f}]</td>'.format(*curve.at(p)) if p in curve.priorities
+                        else "<td></td>" for p in ps)
+        rows.append(f"<tr><td>{_e(names[key])}</td>{cells}</tr>")
+    rows.append('<tr class="ref"><td>a random order</td>'
+                + "".join(f'<td class="num">{ranking.chance:.3f}</td>' for _ in ps) + "</tr>")
+    head = "".join(f'<th class="num">p = {p}</th>' for p in ps)
+    return (f"<table><tr><th>{_e(pair.similarity)}'s similarity to the source at priority p, along</th>{head}</tr>"
+            + "".join(rows) + "</table>")
+
+
+def _bands(comparisons: Comparisons) -> str:
+    b = comparisons.bootstrap
+    return f"Bands: {b.level:.0%} bootstrap intervals over targets ({b.n_resamples} resamples)."
 
 
 def _section_sources(data: ReportData, page: _Page) -> str:
@@ -826,8 +1109,10 @@ def _section_settings(data: ReportData, page: _Page) -> str:
 
 
 def _not_computed_items(settings: dict) -> list[tuple[str, str]]:
-    """The estimators the run did not compute, as the probe set leaves them undefined, with the reason
-    (``results.json``'s "not_computed")."""
+    """The estimators the run did not compute, as the probe set leaves them undefined, with the reason.
+
+    From ``results.json``'s "not_computed".
+    """
     return list((settings.get("not_computed") or {}).items())
 
 
@@ -848,9 +1133,12 @@ def _skipped_files(skipped: list[dict]) -> str:
 
 
 def _truth_label(origin: str) -> tuple[str, str]:
-    """A ground truth's readable name and its full origin: "built-in taskonomy" for a bundled one (also when
-    given by its path inside the installed package, e.g. in site-packages), "built-in world oracle_ranking.csv"
-    for another file of the package (the demo's), the file name for any other file."""
+    """A ground truth's readable name and its full origin.
+
+    The name is "built-in taskonomy" for a bundled one (also when given by its path inside the installed
+    package, e.g. in site-packages), "built-in world oracle_ranking.csv" for another file of the package
+    (the demo's), the file name for any other file.
+    """
     if origin.endswith(", bundled)"):
         return f"built-in {origin.split(' (')[0]}", origin
     path = Path(origin)
@@ -877,9 +1165,11 @@ def _truth_cell(truth: GroundTruth) -> str:
 # --------------------------------------------------------------------------- small pieces
 
 
-def _figure(png: bytes, alt: str, caption: str, hover: str | None = None, zoom: bool = False) -> str:
+def _figure(png: bytes, alt: str, caption: str, hover: str | None = None, zoom: bool = False,
+            key: str | None = None) -> str:
     # Never in a scroll box: a tall figure (a tree of many leaves) makes the page longer, not hides its end.
     attrs = f' data-hover="{hover}"' if hover else ""
+    attrs += f' data-figure="{key}"' if key else ""  # the comparison of two estimators shows it again
     img = f'<img src="{figs.data_uri(png)}" alt="{_e(alt)}"{attrs}>'
     cls = ' class="zoomable"' if zoom else ""
     return f"<figure{cls}>{img}<figcaption>{_e(caption)}</figcaption></figure>"

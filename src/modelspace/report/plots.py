@@ -403,6 +403,190 @@ def target_quartiles(details: Mapping | None, ks: np.ndarray) -> dict[str, tuple
     return out
 
 
+def difference_figure(difference: np.ndarray, names: Sequence[str], title: str) -> tuple[Figure, list[float]]:
+    """The difference of two normalised matrices on a diverging colour scale centred on 0.
+
+    A fixed layout (no layout engine), so that the page knows where each cell lands.
+
+    Parameters
+    ----------
+    difference : np.ndarray
+        (N, N), already in the order to draw (the tree's), 0 on the diagonal.
+    names : sequence of str
+        The N models, in that order.
+    title : str
+        The figure's title.
+
+    Returns
+    -------
+    tuple of (Figure, list of float)
+        The figure and its axes box (left, bottom, width, height) in figure fractions.
+
+    Raises
+    ------
+    InputError
+        A non-square matrix or names of the wrong length.
+    """
+    d = np.asarray(difference, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise InputError(f"difference: expected a square matrix, got shape {d.shape}")
+    n = len(d)
+    _check_names(names, n, "difference")
+    labels = shown(names)
+    ticks = thin_labels(n)
+    font = font_size(len(ticks))
+    label_in = text_width([labels[i] for i in ticks], font) + 0.25
+    side = float(np.clip(3.0 + 0.06 * n, 4.0, 8.0))
+    over = text_width([title], 11) / 2 - side / 2 + 0.1
+    left, right, top, bottom = max(label_in, over), max(1.3, over), 0.45, label_in
+    width, height = left + side + right, top + side + bottom
+    fig = figure((width, height), layout=None)
+    box = [left / width, bottom / height, side / width, side / height]
+    ax = fig.add_axes(box)
+    off = d[~np.eye(n, dtype=bool)]
+    reach = float(np.abs(off).max()) if off.size and np.abs(off).max() > 0 else 1.0
+    cmap = colormaps["RdBu_r"].with_extremes(bad=DIAGONAL_COLOUR)
+    image = ax.imshow(np.ma.masked_array(d, mask=np.eye(n, dtype=bool)), cmap=cmap, vmin=-reach, vmax=reach,
+                      interpolation="nearest", aspect="auto")
+    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=font)
+    ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=font)
+    if n <= 12:  # a handful of models: the values themselves
+        for i in range(n):
+            for j in range(n):
+                if i != j:
+                    ax.text(j, i, f"{d[i, j]:+.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if abs(d[i, j]) > reach * 0.6 else "black")
+    ax.set_title(title, fontsize=11)
+    cax = fig.add_axes([(left + side + 0.15) / width, bottom / height, 0.18 / width, side / height])
+    fig.colorbar(image, cax=cax, label="B − A, normalised (diagonal grey)")
+    return fig, box
+
+
+def plot_difference(difference: np.ndarray, names: Sequence[str], path: str | Path | BinaryIO,
+                    title: str = "Difference of the normalised matrices") -> Path | BinaryIO:
+    """Draw `difference_figure` to a PNG file or buffer.
+
+    Parameters
+    ----------
+    difference : np.ndarray
+        (N, N), in the order to draw.
+    names : sequence of str
+        The N models, in that order.
+    path : path or binary buffer
+        Where the PNG goes.
+    title : str
+        The figure's title.
+
+    Returns
+    -------
+    Path or buffer
+        `path`.
+    """
+    fig, _ = difference_figure(difference, names, title)
+    return _save(fig, path)
+
+
+def plot_priority(curves: Mapping[str, Mapping], path: str | Path | BinaryIO, title: str,
+                  ylabel: str = "ρ", chance: float | None = None) -> Path | BinaryIO:
+    """Correlation–Priority Curves, each with its bootstrap band over targets.
+
+    Parameters
+    ----------
+    curves : mapping of str to mapping
+        Legend label -> a curve as `evaluation.PriorityCurve.to_dict` writes it (``"priorities"``,
+        ``"mean"``, ``"low"``, ``"high"``); a label starting with "oracle" is drawn black, one ending
+        with "(own ranking)" dashed.
+    path : path or binary buffer
+        Where the PNG goes.
+    title : str
+        The figure's title.
+    ylabel : str
+        What ρ is.
+    chance : float, optional
+        The value under a random order, drawn as a grey dotted line.
+
+    Returns
+    -------
+    Path or buffer
+        `path`.
+
+    Raises
+    ------
+    InputError
+        No curve, or a curve whose lists differ in length.
+    """
+    if not curves:
+        raise InputError("curves: no curve to plot")
+    # the legend beside the axes, never over the curves
+    legend_in = text_width(shown(curves), 8) + 0.9
+    fig = figure((max(7.0, text_width([title], 11) + 1.0) + legend_in, 4.2))
+    ax = fig.add_subplot()
+    colour = 0
+    for label, c in curves.items():
+        p, mean, low, high = (np.asarray(c[k], dtype=np.float64) for k in ("priorities", "mean", "low", "high"))
+        if not len(p) == len(mean) == len(low) == len(high):
+            raise InputError(f"curves[{label!r}]: lists of different lengths")
+        if label.startswith("oracle"):
+            col = "black"
+        else:
+            col, colour = f"C{colour % 10}", colour + 1
+        style = "--" if label.endswith("(own ranking)") else "-"
+        ax.plot(p, mean, linestyle=style, marker=_MARKERS[colour % len(_MARKERS)] if style == "-" else None,
+                markersize=3, color=col, label=shown([label])[0], linewidth=1.3)
+        ax.fill_between(p, low, high, color=col, alpha=0.12, linewidth=0)
+    if chance is not None:
+        ax.axhline(chance, color="0.5", linestyle=":", linewidth=1.2, label="random order")
+    ax.set_xlabel("priority p (the source's position in the ranking)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_pair_priority(pair: Mapping, path: str | Path | BinaryIO) -> Path | BinaryIO:
+    """The CPC figure of one pair: B's similarity along A's ranking, B's own and the oracle's.
+
+    Parameters
+    ----------
+    pair : mapping
+        One pair as `evaluation.PairComparison.to_dict` writes it.
+    path : path or binary buffer
+        Where the PNG goes.
+
+    Returns
+    -------
+    Path or buffer
+        `path`.
+    """
+    a, b, c = pair["ranking"], pair["similarity"], pair["curves"]
+    shown_curves = {f"ranked by {a}": c["ranking"], f"ranked by {b} (own ranking)": c["self"]}
+    if "oracle" in c:
+        shown_curves["oracle's ranking (measured transfers)"] = c["oracle"]
+    return plot_priority(shown_curves, path, f"Correlation–Priority Curve · ρ: {b}", ylabel=f"ρ by {b}",
+                         chance=c["ranking"]["chance"])
+
+
+def plot_oracle_priority(curves: Mapping[str, Mapping], path: str | Path | BinaryIO) -> Path | BinaryIO:
+    """The CPC of the ground truth's ranking against each estimator's normalised matrix.
+
+    Parameters
+    ----------
+    curves : mapping of str to mapping
+        Estimator id -> its curve (`evaluation.PriorityCurve.to_dict`).
+    path : path or binary buffer
+        Where the PNG goes.
+
+    Returns
+    -------
+    Path or buffer
+        `path`.
+    """
+    return plot_priority(dict(curves), path, "Each similarity along the oracle's ranking",
+                         ylabel="similarity, min–max normalised")
+
+
 # --------------------------------------------------------------------------- helpers
 
 _REFERENCES = (("random", "0.5"), ("oracle", "black"))  # grey and black: apart from the methods

@@ -83,7 +83,19 @@ register_baseline = BASELINES.register
 
 @dataclass(frozen=True)
 class Prepared:
-    """One representation in a baseline's own precomputed form; `data` is private to the baseline."""
+    """One representation in a baseline's own precomputed form (`Similarity.prepare`).
+
+    Parameters
+    ----------
+    baseline : str
+        The name of the baseline that prepared it.
+    what : str
+        The representation's name (a model), for messages.
+    n_images : int
+        The number of probe images, N.
+    data : object
+        The precomputed form, private to the baseline.
+    """
 
     baseline: str
     what: str
@@ -114,7 +126,13 @@ class Similarity(Declared):
     prepare_version: ClassVar[int] = 0
 
     def version(self) -> tuple[str, int]:
-        """The store key's version: the version of the prepared form."""
+        """The store key's version: the version of the prepared form.
+
+        Returns
+        -------
+        tuple of (str, int)
+            ``("prepare", prepare_version)``.
+        """
         return "prepare", self.prepare_version
 
     @property
@@ -125,9 +143,18 @@ class Similarity(Declared):
     def undefined_on(self, copies: Sequence[int]) -> str | None:
         """Why the baseline is undefined on a probe set whatever the models, or None when it is defined there.
 
-        ``copies`` says how many times each distinct image occurs (`ProbeSet.copies`): copies of one image
-        give copies of every model's activations, so the baseline needs `min_images` images and two
-        distinct ones at least; `_undefined_on` adds what a baseline needs besides.
+        Copies of one image give copies of every model's activations, so the baseline needs `min_images`
+        images and two distinct ones at least; `_undefined_on` adds what a baseline needs besides.
+
+        Parameters
+        ----------
+        copies : sequence of int
+            How many times each distinct image of the probe set occurs (`ProbeSet.copies`).
+
+        Returns
+        -------
+        str or None
+            The reason, for a message; None when the baseline is defined on the probe set.
         """
         n = int(sum(copies))
         if n < self.min_images:
@@ -141,13 +168,47 @@ class Similarity(Declared):
     def prepare(self, x: np.ndarray, what: str = "representation") -> Prepared:
         """Check an (N, ...) representation of N images and precompute what `compare` needs.
 
-        `what` names the representation (a model) in error messages.
+        Parameters
+        ----------
+        x : np.ndarray
+            (N, ...) the representation of N >= `min_images` images (flattened to (N, D)); a torch
+            tensor is taken too.
+        what : str, default "representation"
+            Names the representation (a model) in error messages.
+
+        Returns
+        -------
+        Prepared
+            The baseline's precomputed form.
+
+        Raises
+        ------
+        InputError
+            Not a real numeric array of N >= `min_images` images with a value each.
+        AttributionError
+            Non-finite values, all zeros, or the same for all images (no similarity is defined).
         """
         checked = _check_representation(x, what, self.min_images)
         return Prepared(self.name, what, checked.shape[0], self._prepare(checked, what))
 
     def compare(self, a: Prepared, b: Prepared) -> float:
-        """The similarity of two prepared representations of the same images."""
+        """The similarity of two prepared representations of the same images.
+
+        Parameters
+        ----------
+        a, b : Prepared
+            Forms from this baseline's `prepare`.
+
+        Returns
+        -------
+        float
+            The similarity (1 for a representation and itself, up to rounding).
+
+        Raises
+        ------
+        InputError
+            A form another baseline prepared, or forms of different image counts.
+        """
         for arg, p in (("a", a), ("b", b)):
             if not isinstance(p, Prepared) or p.baseline != self.name:
                 raise InputError(f"{self.name}: argument {arg!r} must come from {self.name}.prepare, "
@@ -158,20 +219,61 @@ class Similarity(Declared):
         return float(self._compare(a.data, b.data))
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> float:
-        """Similarity of two raw representations (N, ...) of the same N images."""
+        """Similarity of two raw representations of the same N images.
+
+        Parameters
+        ----------
+        x, y : np.ndarray
+            (N, ...) representations, as `prepare` takes them.
+
+        Returns
+        -------
+        float
+            ``compare(prepare(x), prepare(y))``.
+        """
         return self.compare(self.prepare(x, "x"), self.prepare(y, "y"))
 
     def combine(self, affinity: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        """The (M, M) score from a method's attribution affinity and this baseline's own matrix
-        over the same M models (only for estimators with `uses_affinity`)."""
+        """The (M, M) score from a method's attribution affinity and this baseline's own matrix.
+
+        Only estimators with `uses_affinity` use the affinity; the base returns ``matrix``.
+
+        Parameters
+        ----------
+        affinity : np.ndarray
+            (M, M) the attribution affinity of the method the baseline names, over the M models.
+        matrix : np.ndarray
+            (M, M) the baseline's own matrix over the same models, in the same order.
+
+        Returns
+        -------
+        np.ndarray
+            (M, M) the score.
+        """
         return matrix
 
     def restrict(self, p: Prepared, rows: np.ndarray) -> Prepared | None:
-        """The prepared form of the same representation on the probe images `rows` only (sorted
-        indices), or None when this baseline cannot derive it from its prepared form.
+        """The prepared form of the same representation on some of the probe images only.
 
         This is how `similarity.confidence` recomputes a baseline on a half of the probe images
         without the activations, which a space does not keep.
+
+        Parameters
+        ----------
+        p : Prepared
+            A form from this baseline's `prepare`.
+        rows : np.ndarray
+            Sorted, distinct indices of the images to keep (at least `min_images`).
+
+        Returns
+        -------
+        Prepared or None
+            The restricted form; None when this baseline cannot derive it from its prepared form.
+
+        Raises
+        ------
+        InputError
+            Rows that are not sorted distinct indices below N, or fewer than `min_images`.
         """
         rows = np.asarray(rows, dtype=np.intp)
         if rows.ndim != 1 or len(rows) < self.min_images or np.any(np.diff(rows) <= 0) \
@@ -182,10 +284,21 @@ class Similarity(Declared):
         return None if data is None else Prepared(self.name, p.what, len(rows), data)
 
     def pack(self, p: Prepared) -> dict[str, np.ndarray] | None:
-        """A prepared form as named arrays, which a store keeps without pickling (`unpack` reverses it), or
-        None when its data is not an array or a tuple of arrays, numbers and strings (then it is not kept).
+        """A prepared form as named arrays, which a store keeps without pickling (`unpack` reverses it).
 
-        A baseline whose `_prepare` returns something else overrides both."""
+        A baseline whose `_prepare` returns something else than an array or a tuple of arrays, numbers
+        and strings overrides both.
+
+        Parameters
+        ----------
+        p : Prepared
+            A form from this baseline's `prepare`.
+
+        Returns
+        -------
+        dict of str to np.ndarray or None
+            The arrays; None when the data is not of those kinds (then it is not kept).
+        """
         items = p.data if isinstance(p.data, tuple) else (p.data,)
         arrays = {"n_images": np.asarray(p.n_images), "is_tuple": np.asarray(isinstance(p.data, tuple))}
         for i, item in enumerate(items):
@@ -196,8 +309,25 @@ class Similarity(Declared):
         return arrays
 
     def unpack(self, arrays: dict[str, np.ndarray], what: str) -> Prepared:
-        """The prepared form `pack` gave ``arrays`` for, naming the representation `what`; InputError when
-        they are not such arrays."""
+        """The prepared form `pack` gave ``arrays`` for.
+
+        Parameters
+        ----------
+        arrays : dict of str to np.ndarray
+            What `pack` returned.
+        what : str
+            Names the representation (a model) in messages.
+
+        Returns
+        -------
+        Prepared
+            The prepared form.
+
+        Raises
+        ------
+        InputError
+            Not the arrays of a prepared form.
+        """
         try:
             items, i = [], 0
             while f"item{i}" in arrays:
@@ -228,12 +358,37 @@ class Similarity(Declared):
 
 
 def get_baseline(name: str | Similarity, **params: Any) -> Similarity:
-    """A configured baseline from a name or alias ('svcca', 'cka', 'rbf_cka', 'rsa', ...), or the object as is."""
+    """A configured baseline from a name or alias, or the object as is.
+
+    Parameters
+    ----------
+    name : str or Similarity
+        'svcca', 'cka', 'rbf_cka', 'rsa', ..., an alias or an id with its parameters
+        (``"dds(kernel='rbf')"``), or a baseline (returned as is).
+    **params
+        The baseline's parameters (its fields).
+
+    Returns
+    -------
+    Similarity
+        The configured baseline.
+
+    Raises
+    ------
+    InputError
+        An unknown name, or a parameter the baseline does not take or refuses.
+    """
     return BASELINES.get(name, **params)
 
 
 def list_baselines() -> dict[str, str]:
-    """Every registered baseline's name with the first line of its docstring, sorted by name."""
+    """Every registered baseline with a one-line description.
+
+    Returns
+    -------
+    dict of str to str
+        Per baseline name, sorted, the first line of its docstring.
+    """
     return BASELINES.describe()
 
 
@@ -246,17 +401,33 @@ def similarity_matrix(
 ) -> np.ndarray:
     """The (M, M) float64 matrix of a baseline between M representations of the same N images.
 
-    Exactly symmetric; the diagonal is each representation's computed self-similarity (1 up to
-    rounding). `names` labels the representations in error messages (default
-    ``activations[i]``). `affinity` is the (M, M) attribution affinity of the same models, in the
-    same order, for a baseline with `uses_affinity` (DEPARA), and refused for any other.
+    Parameters
+    ----------
+    activations : sequence of np.ndarray
+        M representations (N, ...) of the same N images, or a stacked (M, N, ...) array.
+    baseline : str or Similarity
+        The baseline, or its name, alias or id (`get_baseline`).
+    progress : bool, default True
+        Show progress bars.
+    names : sequence of str, optional
+        Labels the representations in error messages (default ``activations[i]``).
+    affinity : np.ndarray, optional
+        The (M, M) attribution affinity of the same models, in the same order, for a baseline with
+        `uses_affinity` (DEPARA), and refused for any other.
+
+    Returns
+    -------
+    np.ndarray
+        (M, M) float64, exactly symmetric; the diagonal is each representation's computed
+        self-similarity (1 up to rounding).
 
     Raises
     ------
     InputError
-        no activations, mismatched image counts, a bad baseline or bad names.
+        No activations, mismatched image counts, a bad baseline, bad names, or an affinity missing,
+        refused or of the wrong shape.
     AttributionError
-        one or more degenerate representations; the message names every one,
+        One or more degenerate representations; the message names every one,
         and ``err.bad_names`` lists them so that a caller can drop them.
     """
     baseline = get_baseline(baseline)
@@ -306,11 +477,26 @@ def similarity_matrix(
 
 def compare_halves(baseline: Similarity, prepared: Sequence[Prepared], masks: np.ndarray,
                    progress: bool = False) -> np.ndarray | None:
-    """(B, M, M): `compare_all` on each subset of the images that a row of the boolean (B, N)
-    `masks` marks (`Similarity.restrict`), or None when the baseline cannot be restricted.
+    """`compare_all` on each of several subsets of the images (`Similarity.restrict`).
 
     A pair undefined on a subset (a representation constant there) scores -1, the bottom of any ranking.
     For `uses_affinity` baselines this is the activation term alone, as `compare_all` is.
+
+    Parameters
+    ----------
+    baseline : Similarity
+        The baseline that prepared the forms.
+    prepared : sequence of Prepared
+        M prepared representations of the same N images.
+    masks : np.ndarray
+        (B, N) boolean: each row marks one subset of the images.
+    progress : bool, default False
+        Show a progress bar.
+
+    Returns
+    -------
+    np.ndarray or None
+        (B, M, M), one matrix per subset; None when the baseline cannot be restricted (or B is 0).
     """
     out = []
     for mask in progress_bar(np.asarray(masks, dtype=bool), desc=f"{baseline.name} · halves", unit="half",
@@ -325,7 +511,22 @@ def compare_halves(baseline: Similarity, prepared: Sequence[Prepared], masks: np
 
 
 def compare_all(baseline: Similarity, prepared: Sequence[Prepared], progress: bool = False) -> np.ndarray:
-    """The (M, M) matrix of a baseline over M prepared representations (diagonal computed too)."""
+    """The (M, M) matrix of a baseline over M prepared representations (diagonal computed too).
+
+    Parameters
+    ----------
+    baseline : Similarity
+        The baseline that prepared the forms.
+    prepared : sequence of Prepared
+        M prepared representations of the same images.
+    progress : bool, default False
+        Show a progress bar.
+
+    Returns
+    -------
+    np.ndarray
+        (M, M) float64, exactly symmetric; for `uses_affinity` baselines the activation term alone.
+    """
     m = len(prepared)
     out = np.empty((m, m), dtype=np.float64)
     for i in progress_bar(range(m), desc=f"{baseline.name} · compare", unit="row", disable=not progress, leave=False):
@@ -380,14 +581,18 @@ def _centre_gram(k: np.ndarray) -> np.ndarray:
 
 
 def _frobenius(m: np.ndarray) -> float:
-    """‖m‖_F by an element-wise sum: `np.linalg.norm`'s BLAS dot stalls on busy cores, and the halves
-    of `compare_halves` take it B × M times."""
+    """‖m‖_F by an element-wise sum.
+
+    `np.linalg.norm`'s BLAS dot stalls on busy cores, and the halves of `compare_halves` take it B × M times.
+    """
     return float(np.sqrt(np.sum(m * m)))
 
 
 def _zero_median_distance(copies: list[int]) -> str | None:
-    """Why an RBF bandwidth set by the median distance between images is 0 for every model (more than half
-    of the pairs of probe images are one image twice), or None."""
+    """Why an RBF bandwidth set by the median distance between images is 0 for every model, or None.
+
+    It is when more than half of the pairs of probe images are one image twice.
+    """
     n = sum(copies)
     pairs, same = n * (n - 1) // 2, sum(c * (c - 1) // 2 for c in copies)
     if 2 * same <= pairs:
@@ -414,6 +619,16 @@ class SVCCA(Similarity):
     angles), which avoids inverting covariance matrices. The SVD of an (N, D) matrix works in
     sample space when D > N. Keep N well above k: with k close to N any two subspaces look
     correlated (CCA overfits), as Raghu et al. note.
+
+    Parameters
+    ----------
+    variance : float, default 0.99
+        The share of the variance, in (0, 1], the kept directions explain.
+
+    Raises
+    ------
+    InputError
+        A ``variance`` outside (0, 1].
     """
 
     name = "svcca"
@@ -488,6 +703,16 @@ class RBFCKA(Similarity):
 
     K_ij = exp(−‖x_i − x_j‖² / (2 (σ·m)²)) with m the median distance between distinct images, so
     the kernel, like the score, does not change under isotropic scaling or rotation of x.
+
+    Parameters
+    ----------
+    sigma : float, default 0.8
+        The bandwidth, relative to the median distance m.
+
+    Raises
+    ------
+    InputError
+        A ``sigma`` that is not a finite number > 0.
     """
 
     name = "rbf_cka"
@@ -537,6 +762,16 @@ class RSA(Similarity):
     Spearman's ρ is Pearson's r of the ranks, so a representation keeps its centred, unit-norm
     rank vector and a comparison is one dot product. Exactly tied dissimilarities get average
     ranks; ties broken by rounding in the Gram matrix do not.
+
+    Parameters
+    ----------
+    metric : {"correlation", "cosine", "euclidean"}, default "correlation"
+        The dissimilarity between two images.
+
+    Raises
+    ------
+    InputError
+        An unknown ``metric``.
     """
 
     name = "rsa"
@@ -598,20 +833,30 @@ class DDS(Similarity):
     (their notebook: z-scoring + cosine, correlation 0.862 with transfer performance; Laplacian
     0.860, RBF 0.842).
 
-    kernel
+    A feature constant over the images has no z-score: it is left out, as scikit-learn's
+    ``StandardScaler`` (which maps it to 0) effectively does.
+
+    Parameters
+    ----------
+    kernel : {"cosine", "laplacian", "rbf"}, default "cosine"
         "cosine" the cosine similarity of z_i and z_j (CKA is the same on the distance 1 − cos,
         the authors' "cosine" RDM: centring removes the constant and the sign cancels);
         "laplacian" exp(−γ‖z_i − z_j‖₁) with γ = 1/D (the default γ of scikit-learn's
         ``laplacian_kernel``, which the authors' code calls); "rbf" exp(−‖z_i − z_j‖² / (2 (σ·m)²))
-        with m the median distance between distinct images and σ = `sigma` (0.5, the authors'
-        threshold; their code, Kornblith et al.'s, takes the median of all N² squared distances,
-        zeros of the diagonal included, which differs slightly for small N).
-    debiased
+        with m the median distance between distinct images and σ = `sigma`.
+    sigma : float, default 0.5
+        The RBF bandwidth relative to m (0.5, the authors' threshold; their code, Kornblith et al.'s,
+        takes the median of all N² squared distances, zeros of the diagonal included, which differs
+        slightly for small N). Used, and shown in the id, only with the "rbf" kernel.
+    debiased : bool, default True
         True: U-centring (the diagonal is dropped and the centring is unbiased for HSIC);
         False: the usual H K H, as `LinearCKA` / `RBFCKA`.
 
-    A feature constant over the images has no z-score: it is left out, as scikit-learn's
-    ``StandardScaler`` (which maps it to 0) effectively does.
+    Raises
+    ------
+    InputError
+        An unknown ``kernel``, a ``sigma`` that is not a finite number > 0, or a ``debiased`` that is
+        not a bool.
     """
 
     name = "dds"
@@ -675,10 +920,12 @@ class DDS(Similarity):
 
 
 def _restrict_ranks(ranks: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """RSA's prepared form (the centred, unit-norm ranks of an RDM's upper triangle) on the image
-    pairs within `rows` (sorted), ranked again: exactly RSA's prepared form of the rows, because
-    ranks are a strictly increasing function of the dissimilarities that keeps their ties, and each
-    dissimilarity depends on its two images only."""
+    """RSA's prepared form on the image pairs within `rows` (sorted), ranked again.
+
+    The prepared form is the centred, unit-norm ranks of an RDM's upper triangle. This is exactly RSA's
+    prepared form of the rows, because ranks are a strictly increasing function of the dissimilarities
+    that keeps their ties, and each dissimilarity depends on its two images only.
+    """
     n = int(round((1 + np.sqrt(1 + 8 * len(ranks))) / 2))  # len(ranks) = n (n − 1) / 2
     i, j = np.triu_indices(len(rows), 1)
     a, b = rows[i], rows[j]
@@ -689,8 +936,10 @@ def _restrict_ranks(ranks: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
-    """Each feature to mean 0 and (population) standard deviation 1 over the images; features
-    constant over the images (at rounding level) are dropped."""
+    """Each feature to mean 0 and (population) standard deviation 1 over the images.
+
+    Features constant over the images (at rounding level) are dropped.
+    """
     xc = _centre(x)
     sd = np.sqrt(np.mean(xc ** 2, axis=0))
     keep = sd > 10 * np.finfo(np.float64).eps * np.maximum(np.abs(x).max(axis=0), np.finfo(np.float64).tiny)
@@ -698,9 +947,11 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 
 
 def _u_centre(k: np.ndarray) -> np.ndarray:
-    """The U-centred kernel matrix (Székely & Rizzo, 2014): diagonal 0, and off the diagonal
-    K_ij − r_i/(N−2) − r_j/(N−2) + t/((N−1)(N−2)) with r the row sums and t the total of K with
-    its diagonal zeroed; ⟨K̃, L̃⟩ / (N (N−3)) is then an unbiased estimate of HSIC."""
+    """The U-centred kernel matrix (Székely & Rizzo, 2014).
+
+    Diagonal 0, and off the diagonal K_ij − r_i/(N−2) − r_j/(N−2) + t/((N−1)(N−2)) with r the row sums
+    and t the total of K with its diagonal zeroed; ⟨K̃, L̃⟩ / (N (N−3)) is then an unbiased estimate of HSIC.
+    """
     n = len(k)
     k = k.copy()
     np.fill_diagonal(k, 0.0)
@@ -736,6 +987,20 @@ class DEPARA(Similarity):
     The matrix holds S / (1 + λ): the same order of every ranking, but a model's score with itself
     is 1 as for every other estimator, so that the tree and the map can read 1 − score as a
     distance (S itself reaches 1 + λ, and 1 − S would be clipped at 0).
+
+    Parameters
+    ----------
+    method : str, default "gradient_x_input"
+        The attribution method whose affinity is the node term, by name or alias, without
+        parameters (only its name is kept).
+    edge_weight : float, default 0.25
+        λ, the weight of the edge term.
+
+    Raises
+    ------
+    InputError
+        A ``method`` that is not the name of an attribution method, or an ``edge_weight`` that is not
+        a finite number > 0.
     """
 
     name = "depara"
@@ -770,4 +1035,18 @@ class DEPARA(Similarity):
         return _restrict_ranks(data, rows)
 
     def combine(self, affinity: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """DEPARA's score, (S_node + λ · S_edge) / (1 + λ).
+
+        Parameters
+        ----------
+        affinity : np.ndarray
+            (M, M) the attribution affinity of `method`: S_node.
+        matrix : np.ndarray
+            (M, M) the edge term over the same models, in the same order: S_edge.
+
+        Returns
+        -------
+        np.ndarray
+            (M, M) the score, 1 for a model and itself.
+        """
         return (affinity + self.edge_weight * matrix) / (1.0 + self.edge_weight)

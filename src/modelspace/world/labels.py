@@ -22,7 +22,8 @@ SMOOTHED = {"edges2d": 2.0, "edges3d": 2.0, "curvature": 2.0, "keypoints3d": 3.0
 """Labels whose pixel-scale detail no model can place (one-pixel edges, curvature at silhouettes,
 keypoint blobs, the texture of a hidden patch), smoothed by a Gaussian of this σ in pixels at 64×64
 (scaled with the image size). A dense model predicts at 32×32; unsmoothed, these five tasks stayed
-at a normalised held-out loss of 0.35–0.64 after training to convergence. Each σ is the smallest of
+at a normalised held-out loss of 0.35–0.64 after training to convergence (their records:
+``data/world/zoo/first-attempt/``). Each σ is the smallest of
 1, 1.5, 2 and 3 at which those converged models' own predictions, smoothed alike, reach ≤ 0.3
 (E[smooth(y) | x] = smooth(E[y | x])), rounded up to 2 px for those that needed less."""
 N_LAYOUT = 9
