@@ -151,8 +151,8 @@ class _Refused(torch.autograd.Function):
 class _Denominator:
     """The output z of a rule's operation, kept for the division of the relevance arriving at it.
 
-    The division is a hook on z's gradient, so z reaches the model as is; a copy of an output on every
-    operation was a large part of ε-LRP's cost. The values are copied only when an in-place operation
+    The division is a hook on z's gradient, so z reaches the model as is: copying every output would
+    cost a pass over it per operation. The values are copied only when an in-place operation
     is about to change them (`_EpsilonMode` calls `keep`); an in-place ReLU needs no copy where
     nothing has read z before it (`read` is False): relevance reaches z only through the ReLU then,
     which sends none where it changed z (z ≤ 0), and elsewhere leaves z as it was.
@@ -374,7 +374,10 @@ def _changes_in_place(func: Callable, args: tuple, kwargs: dict) -> bool:
         return True
     if kwargs.get("inplace"):
         return True
-    at = _inplace_position(func)
+    try:
+        at = _inplace_position(func)
+    except TypeError:  # not hashable: not one of torch's functions, which all are
+        return False
     return at is not None and len(args) > at and bool(args[at])
 
 
