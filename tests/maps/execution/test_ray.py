@@ -291,10 +291,11 @@ def test_a_killed_worker_is_retried_and_the_matrix_is_a_clean_runs(cluster, refe
 
 def test_a_killed_driver_is_resumed_computing_only_what_is_missing(cluster, reference, tmp_path) -> None:
     store = tmp_path / "s"
-    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"  # this file, beside PYTHONPATH's
-              "from test_ray import _fit, _specs, _probe\n"
+    script = ("from test_ray import _fit, _specs, _probe\n"  # found through PYTHONPATH: this file's folder
               f"_fit({str(store)!r}, _specs(3, slow=0.1), probe=_probe(16), ray={{'address': {cluster!r}}})\n")
-    driver = subprocess.Popen([sys.executable, "-c", script], env=_env(), stdout=subprocess.DEVNULL,
+    env = _env()
+    env["PYTHONPATH"] += os.pathsep + str(Path(__file__).parent)
+    driver = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
