@@ -990,7 +990,18 @@ def _leave_ray() -> None:
         ray_executor.disconnect()
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``modelspace`` command's argument parser: every subcommand, its arguments, their help and defaults.
+
+    `main` parses with it; the documentation's command-line reference is generated from it (the
+    ``cli-reference`` directive of ``docs/_ext/modelspace_docs.py``), so the two cannot differ.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        A new parser, its subcommands (``run``, ``report``, ``probe``, ...) under the ``command`` destination,
+        each with ``func`` (the ``cmd_*`` function that runs it) set as a default.
+    """
     parser = argparse.ArgumentParser(
         prog="modelspace",
         description="Which pre-trained vision model transfers best to which task, without labels "
@@ -1186,7 +1197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         environment cannot be used (`StorageError`); 130 interrupted.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     args.argv = argv
     args.stdout = sys.stdout  # results only; `_console` sends everything else to stderr
     if getattr(args, "truth", None) is None and args.command == "evaluate":

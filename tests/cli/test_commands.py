@@ -233,9 +233,9 @@ def test_canonical_flags_old_spellings_and_plurals(trial, capsys, tmp_path) -> N
                                  text=True, env=subprocess_env()).stdout
     assert "--out" in report_help and "--output" not in report_help
 
-    from modelspace.cli import _parser
+    from modelspace.cli import build_parser
 
-    defaults = {cmd: _parser().parse_args([cmd, *extra]).out for cmd, extra in
+    defaults = {cmd: build_parser().parse_args([cmd, *extra]).out for cmd, extra in
                 [("run", ["z", "p"]), ("affinity", ["z", "p"]), ("tree", ["a"]), ("evaluate", ["a"]), ("demo", []),
                  ("study", [])]}
     assert defaults == {"run": "modelspace-out", "affinity": "modelspace-out", "tree": "modelspace-out",

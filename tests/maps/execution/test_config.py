@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from modelspace import LocalExecutor, ModelSpace, RayExecutor, Runtime
-from modelspace.cli import _parser, main
+from modelspace.cli import build_parser, main
 from modelspace.errors import InputError
 from modelspace.maps import EXECUTORS, Executor
 from modelspace.options import from_args
@@ -25,12 +25,12 @@ FLAGS = {Runtime: {"device": "--device", "precision": "--precision", "channels_l
 
 
 def _args(*extra: str):
-    return _parser().parse_args(["run", "zoo.toml", "probe/", *extra])
+    return build_parser().parse_args(["run", "zoo.toml", "probe/", *extra])
 
 
 @pytest.mark.parametrize("command", ["run", "embed", "affinity"])
 def test_the_parsed_defaults_are_the_objects_defaults(command) -> None:
-    args = _parser().parse_args([command, "zoo.toml", "probe/"])
+    args = build_parser().parse_args([command, "zoo.toml", "probe/"])
     assert from_args(Runtime, args) == Runtime()
     assert args.executor == "local"
     assert from_args(EXECUTORS[args.executor], args) == LocalExecutor()
@@ -50,7 +50,7 @@ def test_every_flag_sets_its_field() -> None:
 @pytest.mark.parametrize("command", ["run", "embed"])
 def test_the_help_shows_each_flag_with_the_objects_default(command, capsys) -> None:
     with pytest.raises(SystemExit):
-        _parser().parse_args([command, "--help"])
+        build_parser().parse_args([command, "--help"])
     raw = capsys.readouterr().out
     text = " ".join(raw.split())  # argparse wraps lines
     entries = {e.split()[0]: " ".join(e.split()) for e in re.split(r"\n  (?=-)", raw)[1:]}  # option -> its help
@@ -63,7 +63,7 @@ def test_the_help_shows_each_flag_with_the_objects_default(command, capsys) -> N
         assert f"(default {value})" in entries[flag], (flag, entries[flag])
     if command == "run":
         assert f"default: {' '.join(DEFAULT_SCORES)};" in text
-        assert _parser().parse_args(["run", "z", "p"]).label_scores == list(DEFAULT_SCORES)
+        assert build_parser().parse_args(["run", "z", "p"]).label_scores == list(DEFAULT_SCORES)
 
 
 @pytest.mark.parametrize("make, field", [
