@@ -635,8 +635,12 @@ def _jsonable(value):
 # ------------------------------------------------------------------------------ output
 
 
-def format_study(results: dict) -> str:
-    """Markdown tables of the study (what the README's results section holds).
+#: The parts of the study's markdown, in the order `format_study` joins them (`study_sections`' keys).
+STUDY_SECTIONS = ("estimators", "probe-size", "symmetry", "candidates", "which", "confidence")
+
+
+def study_sections(results: dict) -> dict[str, str]:
+    """The study's markdown, part by part: what `format_study` joins, for a page that shows some of them.
 
     Parameters
     ----------
@@ -645,10 +649,13 @@ def format_study(results: dict) -> str:
 
     Returns
     -------
-    str
-        The markdown: per-domain figures, the probe-size curve, the symmetry check, every candidate on
-        every domain, the "which estimator when" table and the confidence's validation, each where the
-        results hold it.
+    dict of str to str
+        The parts the results hold, in `STUDY_SECTIONS`' order, each without a blank line at either end:
+        ``estimators`` (per-domain P@K, R@K, ρ and NN), ``probe-size`` (P@3 against the number of probe
+        images), ``symmetry`` (the symmetric ceiling and the source-generality variant), ``candidates``
+        (*Every candidate on every domain*), ``which`` (*Which estimator when*: its per-domain tables,
+        recommendation and notes) and ``confidence`` (its validation). The first three have no heading of
+        their own; the others' headings start at level 2 (``##``), their subsections at level 3.
     """
     domains = list(results["domains"])
     lines = [f"P@K / R@K against the measured oracle ({len(results['group1'])} targets, top-5 relevant), "
@@ -668,28 +675,49 @@ def format_study(results: dict) -> str:
     random_p = 5 / (len(results["group1"]) - 1)
     lines.append("| random | " + " | ".join(f"{random_p:.2f} | {random_p:.2f} | {random_p:.2f} | {random_p:.2f} | 0 | {c}"
                                           for c in chance) + " |")
+    parts = {"estimators": lines}
     if "probe_size_curve" in results:
         sizes = list(next(iter(results["probe_size_curve"].values())))
-        lines += ["", "P@3 (training domain) against the number of probe images:", "",
-                  "| estimator | " + " | ".join(str(s) for s in sizes) + " |", "|" + "---|" * (1 + len(sizes))]
+        lines = ["P@3 (training domain) against the number of probe images:", "",
+                 "| estimator | " + " | ".join(str(s) for s in sizes) + " |", "|" + "---|" * (1 + len(sizes))]
         for est, curve in results["probe_size_curve"].items():
             lines.append(f"| {_display(est, results['probe_size_curve'])} | " + " | ".join(f"{curve[s]:.2f}" for s in sizes) + " |")
+        parts["probe-size"] = lines
     if "asymmetry" in results:
         a = results["asymmetry"]
         c = a["symmetric_oracle_ceiling"]
-        lines += ["", f"Symmetry: the oracle's own ranks, symmetrised, score P@1 {c['P@1']:.2f}, P@3 {c['P@3']:.2f}, "
-                      f"P@5 {c['P@5']:.2f} against the oracle (the ceiling of any symmetric estimate).",
-                  "Source-generality variant (A[t,s] + mean affinity of s), training domain:", "",
-                  "| estimator | P@1 | P@3 | P@5 |", "|---|---|---|---|"]
+        lines = [f"Symmetry: the oracle's own ranks, symmetrised, score P@1 {c['P@1']:.2f}, P@3 {c['P@3']:.2f}, "
+                 f"P@5 {c['P@5']:.2f} against the oracle (the ceiling of any symmetric estimate).",
+                 "Source-generality variant (A[t,s] + mean affinity of s), training domain:", "",
+                 "| estimator | P@1 | P@3 | P@5 |", "|---|---|---|---|"]
         for est, r in a["generality_variant"].items():
             lines.append(f"| {_display(est, a['generality_variant'])} | {r['P@1']:.2f} | {r['P@3']:.2f} | {r['P@5']:.2f} |")
+        parts["symmetry"] = lines
     if "which" in results:
-        lines += ["", "## Every candidate on every domain", "", which.format_candidates(results["which"]).rstrip(),
-                  "", which.format_which(results["which"]).rstrip()]
+        parts["candidates"] = ["## Every candidate on every domain", "", which.format_candidates(results["which"]).rstrip()]
+        parts["which"] = [which.format_which(results["which"]).rstrip()]
     if results.get("confidence"):
-        lines += ["", which.format_confidence(results["confidence"]["validation"],
-                                              REGISTRATION["confidence"]["bands"]).rstrip()]
-    return "\n".join(lines)
+        parts["confidence"] = [which.format_confidence(results["confidence"]["validation"],
+                                                       REGISTRATION["confidence"]["bands"]).rstrip()]
+    return {name: "\n".join(lines) for name, lines in parts.items()}
+
+
+def format_study(results: dict) -> str:
+    """Markdown tables of the study: its parts (`study_sections`), one blank line between each two.
+
+    Parameters
+    ----------
+    results : dict
+        `run_study`'s results (or a ``results.json`` read back).
+
+    Returns
+    -------
+    str
+        The markdown: per-domain figures, the probe-size curve, the symmetry check, every candidate on
+        every domain, the "which estimator when" table and the confidence's validation, each where the
+        results hold it.
+    """
+    return "\n\n".join(study_sections(results).values())
 
 
 def _plots(results: dict, path: Path) -> None:
