@@ -2,7 +2,7 @@
 
 Attribution methods and label-free baselines are both small classes registered under a name and
 configured by keyword parameters (as timm maps model names to constructors); model sources are
-loader functions registered under their prefix (`models.spec.SOURCES`, filled with `add`):
+loader functions registered under their prefix (`models.spec.SOURCES`, filled with `add`)::
 
     METHODS = Registry("attribution method")
 

@@ -2,7 +2,7 @@
 
 `MethodResult` is one estimator's model space (an attribution method or a baseline); `Failure`
 says why a model is missing from one. The output folder is written and read here only, so file
-names are decided in one place:
+names are decided in one place::
 
     results.json              settings, models, failures, any evaluation (`ModelSpace.summary`), under
                               "files" every file of the run (itself included), under "sha256" each

@@ -1,5 +1,7 @@
 """`ModelSpace`: the whole pipeline behind one estimator object.
 
+For example::
+
     space = ModelSpace(methods=["saliency", "lrp"], store="runs/store",
                        runtime=Runtime(device="cuda", batch_size=64))   # executor=RayExecutor(...) for a cluster
     space.fit(load_zoo("zoo.toml"), ProbeSet.from_folder("probe/"))

@@ -7,7 +7,7 @@ thing: a function of (one model, labels) -> a number, not of (model, model) -> a
 `prepare` / `compare` split, no tree and no ranking matrix. `ModelSpace.score_with_labels` runs
 them on every model of a fitted space.
 
-Every score is a small declaration with a fit-free ``__call__``; higher is better for all:
+Every score is a small declaration with a fit-free ``__call__``; higher is better for all::
 
     LogME      You et al., ICML 2021       log marginal evidence of a Bayesian linear model on the
                                            features, maximised over its two precisions (α, β)
@@ -264,7 +264,7 @@ class LogME(TransferabilityScore):
     """LogME (You et al., ICML 2021): the maximised log evidence of a linear model, per image.
 
     For each target column y (one-hot columns of the K classes, or the K regression targets), the
-    model y = F w + noise with prior w ~ N(0, α⁻¹ I_D) and noise N(0, β⁻¹) has log evidence
+    model y = F w + noise with prior w ~ N(0, α⁻¹ I_D) and noise N(0, β⁻¹) has log evidence::
 
         L(α, β) = n/2 log β + D/2 log α − n/2 log 2π − β/2 ‖F m − y‖² − α/2 ‖m‖² − 1/2 log |A|,
 

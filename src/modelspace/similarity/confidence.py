@@ -108,7 +108,7 @@ def half_masks(n_images: int, halves: int = HALVES, seed: int = SEED) -> np.ndar
         The probe images.
     halves : int, default HALVES
         How many halves.
-    seed : int, default SEED
+    seed : int, default CONFIDENCE_SEED
         The seed of ``numpy.random.default_rng``, which draws the rows one after another.
 
     Returns
@@ -194,7 +194,7 @@ def top_k(matrix: np.ndarray, names: Sequence[str], k: int) -> dict[str, frozens
 
 def top_k_stability(full_matrix: np.ndarray, half_matrices: np.ndarray, k: int,
                     names: Sequence[str] | None = None) -> np.ndarray:
-    """S per target: the mean over the halves of |top-k on the half ∩ top-k on all images| / k.
+    """S per target: the mean over the halves of ``|top-k on the half ∩ top-k on all images| / k``.
 
     Parameters
     ----------
@@ -230,7 +230,7 @@ def top_k_stability(full_matrix: np.ndarray, half_matrices: np.ndarray, k: int,
 
 def agreement(tops: Mapping[str, frozenset[str]], others: Sequence[Mapping[str, frozenset[str]]],
               k: int) -> dict[str, float | None]:
-    """G per target: the mean over `others` of |its top-k ∩ that estimator's top-k| / k.
+    """G per target: the mean over `others` of ``|its top-k ∩ that estimator's top-k| / k``.
 
     Parameters
     ----------
