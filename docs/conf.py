@@ -15,6 +15,7 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
 
 import modelspace  # noqa: E402
+from modelspace_docs import api_aliases  # noqa: E402
 
 project = "modelspace"
 author = "the modelspace developers"
@@ -26,7 +27,6 @@ extensions = [
     "myst_parser",
     "numpydoc",
     "sphinx.ext.autodoc",
-    "sphinx.ext.autosummary",
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
     "modelspace_docs",
@@ -41,8 +41,22 @@ myst_heading_anchors = 3
 
 # Every reference must resolve: the build runs with -W -n (warnings as errors, nitpicky).
 nitpicky = True
-autosummary_generate = True
+# ... except to other projects' types: signatures name them (torch.Tensor, numpy.ndarray, pathlib.Path, the
+# collections.abc protocols), numpydoc links Python's and NumPy's (str -> python:str, array-like ->
+# numpy:array_like), and with no network there is no intersphinx inventory to link them to. Only external
+# names are listed: a broken reference to one of modelspace's own names still fails the build. (Type
+# variables, which have no page, are shown as plain text by docs/_ext/modelspace_docs.py.)
+EXTERNAL_MODULES = ("torch", "numpy", "pathlib", "collections", "typing", "argparse", "types", "enum",
+                    "dataclasses", "concurrent", "logging", "sqlite3", "PIL", "matplotlib", "scipy", "tqdm")
+nitpick_ignore_regex = ([(r"py:.*", rf"{module}(\..+)?") for module in EXTERNAL_MODULES]
+                        + [(r".*", r"(python|numpy):.+")])  # intersphinx-prefixed: Python's and NumPy's docs
 numpydoc_show_class_members = False
+# A docstring's parameter and return types link to the API reference where they name one of modelspace's
+# public names (`ModelSpec`, `ProbeSet`, `InputError`: every name of a module's __all__); other words of a
+# type ("of", "optional", "(N, N)") stay text, and numpydoc's own aliases link Python's and NumPy's types.
+numpydoc_xref_param_type = True
+numpydoc_xref_ignore = "all"
+numpydoc_xref_aliases = api_aliases()
 numpydoc_class_members_toctree = False
 
 intersphinx_mapping = {}  # no network where the docs are built and tested
