@@ -417,6 +417,7 @@ def fill_reexported_constant(app, what, name, obj, options, lines):
 
 def setup(app):
     """Register the directives (Sphinx's extension entry point)."""
+    app.setup_extension("sphinx.ext.autodoc")  # its events, which the constants' docs hook into
     app.add_directive("cli-reference", CliReference)
     app.add_directive("study-tables", StudyTables)
     app.add_directive("reexported-constants", ReexportedConstants)

@@ -15,23 +15,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from support.chromium_cdp import IMAGES_JS, Browser, find_chromium
-from PIL import Image
 from support.reports import TRUTH, large_report, toy_space
-from support.paths import TESTS
+from support.artifacts import ARTIFACTS, keep, modest
 
 from modelspace.evaluation import pair_agreement
 from modelspace.report import from_space, write_report
 from modelspace.report.page import comparisons_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-ARTIFACTS = TESTS / "artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -57,23 +53,6 @@ def reports(tmp_path_factory) -> dict:
 def pages(reports) -> dict[str, Path]:
     return {size: write_report(data, reports["root"] / f"report_{size}.html")
             for size, data in reports.items() if size != "root"}
-
-
-def modest(path: Path, width: int = 1100) -> Path:
-    """Shrink a screenshot to `width` px and a 128-colour palette, so that committing it costs little."""
-    image = Image.open(path).convert("RGB")
-    image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
-    image.quantize(128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
-    return path
-
-
-def keep(path: Path) -> Path:
-    """Copy a screenshot to $MODELSPACE_ARTIFACTS too, when CI asks for it."""
-    target = os.environ.get("MODELSPACE_ARTIFACTS")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(target) / path.name)
-    return path
 
 
 # Images: grids; heatmap, map and tree per estimator; two estimators compared (the pair's two heatmaps and

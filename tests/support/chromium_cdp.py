@@ -154,6 +154,13 @@ class Browser:
         """URLs of every request the page made since `open`."""
         return [e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"]
 
+    def failed_requests(self) -> list[str]:
+        """The requests since `open` that failed (a missing file, a refused load), each with the browser's reason."""
+        urls = {e["params"]["requestId"]: e["params"]["request"]["url"]
+                for e in self.events if e["method"] == "Network.requestWillBeSent"}
+        return [f"{urls.get(e['params']['requestId'], '?')}: {e['params'].get('errorText', '')}"
+                for e in self.events if e["method"] == "Network.loadingFailed"]
+
     def close(self) -> None:
         try:
             self.call("Browser.close")

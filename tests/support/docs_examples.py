@@ -7,7 +7,9 @@ one story, run in a fresh folder. A block's info string says what it is:
   ``# file: PATH``, a file the reader saves as PATH instead;
 - ``toml``, ``yaml``: a file the reader saves, named by its first line ``# file: PATH``;
 - ``sh``: commands, run one after another by bash (``set -e``): the exit code of each must be 0;
-- no info string, or ``text``: output or a listing, not run.
+- no info string, or ``text``: output or a listing, not run;
+- ``{name}``: a MyST directive of a documentation page (``{toctree}``, ``{eval-rst}``, ``{cli-reference}``),
+  rendered by the docs build, not run.
 
 Whatever else a block names must be defined by an earlier block of its section, so that a reader
 who copies a section's blocks in order gets the same result.
@@ -21,9 +23,26 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from support.paths import REPO
+
 RUN = ("python", "toml", "yaml", "sh")
 SHOWN = ("", "text")
 FILE_LINE = re.compile(r"#\s*file:\s*(\S+)")
+DOCS = REPO / "docs"
+
+#: The documentation's sections that a dedicated test runs, not tests/docs/test_examples.py (which runs every
+#: other runnable section of every page): (page relative to docs/, section title) -> the test that runs it.
+#: A section listed here must exist (tests/docs/test_examples.py checks); these need what a page leaves to
+#: its reader's machine (probe images, cached weights) or the vision environment.
+RUN_ELSEWHERE: dict[tuple[str, str], str] = {}
+
+
+def pages() -> list[Path]:
+    """Every Markdown page of the documentation (docs/, without its build and the study's output files),
+    and the repository's Markdown files that the site includes."""
+    found = [page for page in sorted(DOCS.rglob("*.md"))
+             if not {"_build", "study"} & set(page.relative_to(DOCS).parts[:-1])]
+    return found + [REPO / "CHANGELOG.md", REPO / "DEVELOPERS.md"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +91,7 @@ def sections(page: Path) -> dict[str, list[Block]]:
     for block in blocks(page):
         if block.language in RUN:
             grouped.setdefault(block.section, []).append(block)
-        elif block.language not in SHOWN:
+        elif block.language not in SHOWN and not block.language.startswith("{"):
             raise ValueError(f"{page}, {block.where}: unknown info string {block.language!r}; "
                              f"expected one of {RUN + SHOWN}")
     return grouped
