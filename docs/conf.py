@@ -64,6 +64,8 @@ intersphinx_mapping = {}  # no network where the docs are built and tested
 html_theme = "pydata_sphinx_theme"
 html_title = "modelspace"
 html_static_path = ["_static"]
+# The theme's light/dark switch starts from the reader's system setting; unset, its script logs an error
+html_context = {"default_mode": "auto"}
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
