@@ -36,7 +36,7 @@ FENCE = re.compile(r"^(```|~~~)", re.MULTILINE)
 # Characters with a meaning in MyST inline Markdown (dollarmath included), escaped in argparse's plain help text
 SPECIAL = re.compile(r"([\\*_\[\]<>|#!~{}$&])")
 OPTION = re.compile(r"(?<![\w`-])(--[a-z][\w-]*)")
-USAGE_WIDTH = 100  # argparse wraps usage lines at the terminal's width; the page's must not depend on it
+USAGE_WIDTH = 80  # argparse wraps usage lines at the terminal's width; the page's must not depend on it
 
 
 def shift_headings(markdown: str, offset: int) -> str:
@@ -141,7 +141,8 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def _arguments_table(parser: argparse.ArgumentParser) -> list[str]:
     rows = ["| argument | default | what it does |", "|---|---|---|"]
-    for action in parser._actions:
+    # positional arguments first, then the options, as --help lists them
+    for action in sorted(parser._actions, key=lambda action: bool(action.option_strings)):
         if action.help == argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction):
             continue  # a hidden alias (an option's old name) or the subcommands, listed as sections
         rows.append(f"| {code(_invocation(action))} | {_default(action)} | {plain(action.help or '')} |")

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from support.docs_site import DOCS
+from support.docs_site import DOCS, extension
 from support.paths import SRC
 
 from modelspace.world.study import STUDY_SECTIONS, format_study, study_sections
@@ -40,9 +40,7 @@ def test_format_study_is_its_sections_in_order() -> None:
                    for line in parts[name].splitlines())
 
 
-CONF = f"""
-import sys
-sys.path[:0] = [{str(DOCS / "_ext")!r}, {str(SRC)!r}]
+CONF = """
 extensions = ["myst_parser", "modelspace_docs"]
 myst_heading_anchors = 3
 nitpicky = True
@@ -70,8 +68,9 @@ def small_site(tmp_path_factory) -> dict:
     (root / "conf.py").write_text(CONF)
     (root / "index.md").write_text(PAGE)
     (root / "results.json").write_bytes(RESULTS.read_bytes())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(DOCS / "_ext"), str(SRC)])}  # the extension, this checkout
     done = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-n", "-q", str(root),
-                           str(root / "html")], capture_output=True, text=True, timeout=600)
+                           str(root / "html")], capture_output=True, text=True, timeout=600, env=env)
     return {"done": done, "page": (root / "html" / "index.html")}
 
 
@@ -101,10 +100,6 @@ def test_the_directive_renders_the_chosen_sections_nested_under_the_page(small_s
 
 
 def test_an_unknown_section_name_is_refused() -> None:
-    sys.path.insert(0, str(DOCS / "_ext"))
-    try:
-        from modelspace_docs import StudyTables
-    finally:
-        sys.path.remove(str(DOCS / "_ext"))
+    StudyTables = extension().StudyTables
     with pytest.raises(ValueError, match="sections must be some of estimators, probe-size"):
         StudyTables.option_spec["sections"]("estimators, tables")

@@ -8,6 +8,7 @@ pytest-xdist the workers share one build: the first to need it builds, under a f
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 import re
@@ -76,3 +77,11 @@ class Page(HTMLParser):
                 self.ids.add(value or "")
             elif name in ("href", "src") and value is not None:
                 self.urls.append((name, value))
+
+
+def extension():
+    """docs/_ext/modelspace_docs.py, the site's Sphinx extension, imported from its file."""
+    spec = importlib.util.spec_from_file_location("modelspace_docs", DOCS / "_ext" / "modelspace_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
