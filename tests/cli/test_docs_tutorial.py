@@ -362,7 +362,7 @@ def test_the_commands_of_your_own_models_run_as_written(user_zoo, in_work, capsy
     # run --out results/ --truth taskonomy: the evaluation table and a report with a verdict.
     out = done["run"].stdout
     assert "P@" in out and "random" in out and "oracle" in out and "nan" not in out
-    assert "wrote results/" in out and "report: results/report.html" in out
+    assert "wrote results/\n" in out and "report: results/report.html" in out  # as typed: no "results//"
     assert "maps are stored in results/store" in done["run"].stderr
     assert "No ground truth was given" not in run_summary
     # probe --probe-size 64: 24 images, the corrupt one listed.
