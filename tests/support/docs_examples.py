@@ -30,15 +30,23 @@ SHOWN = ("", "text")
 FILE_LINE = re.compile(r"#\s*file:\s*(\S+)")
 DOCS = REPO / "docs"
 
-#: The documentation's sections that a dedicated test runs, not tests/docs/test_examples.py (which runs every
-#: other runnable section of every page): (page relative to docs/, section title) -> the test that runs it.
-#: A section listed here must exist (tests/docs/test_examples.py checks); these need what a page leaves to
-#: its reader's machine (probe images, cached weights) or the vision environment.
+#: The sections of the docs' pages that a dedicated test runs, or CI itself, instead of the test that runs
+#: every page's examples (tests/docs/test_examples.py): (page path relative to docs/, section title) -> what
+#: runs it (its first word a path of the repository: a test file, .ci/run), and why there.
 RUN_ELSEWHERE: dict[tuple[str, str], str] = {
+    ("getting-started/install.md", "Set up"):
+        ".ci/run runs both set-up commands as written (tests/cli/test_user_workflow.py checks they are the README's)",
+    ("getting-started/install.md", "timm and torchvision"):
+        ".ci/run builds its vision environment with these pins (tests/cli/test_user_workflow.py checks they agree)",
+    ("getting-started/install.md", "This documentation"): "tests/docs/ builds the site",
+    ("getting-started/demo.md", "Run it"):
+        ".ci/run runs the demo as written; tests/world/test_oracle.py runs a quick demo end to end",
     ("getting-started/own-models.md", "A zoo of timm, Hugging Face and your own networks"):
-        "tests/vision/test_examples_on_real_models.py",
+        "tests/vision/test_examples_on_real_models.py, in the vision environment (its zoo names timm and Hugging Face "
+        "models); tests/cli/test_docs_tutorial.py runs its commands on a zoo of every source kind",
     ("getting-started/report.md", "Your models, your probe images, the report"):
-        "tests/vision/test_examples_on_real_models.py",
+        "tests/vision/test_examples_on_real_models.py, in the vision environment (its zoo names timm and torchvision "
+        "models); tests/cli/test_docs_tutorial.py runs its commands on a zoo of every source kind",
 }
 
 
@@ -134,22 +142,3 @@ def run_section(section: list[Block], folder: Path, env: dict[str, str], timeout
                                  f"{result.stderr[-4000:]}\n--- stdout:\n{result.stdout[-2000:]}")
         done.append(result)
     return done
-
-
-#: The sections of the docs' pages that a dedicated test runs, or CI itself, instead of the test that runs
-#: every page's examples: (page path relative to docs/, section title) -> what runs it, and why there.
-RUN_ELSEWHERE: dict[tuple[str, str], str] = {
-    ("getting-started/install.md", "Set up"):
-        ".ci/run runs both set-up commands as written (tests/cli/test_user_workflow.py checks they are the README's)",
-    ("getting-started/install.md", "timm and torchvision"):
-        ".ci/run builds its vision environment with these pins (tests/cli/test_user_workflow.py checks they agree)",
-    ("getting-started/install.md", "This documentation"): "tests/docs/ builds the site",
-    ("getting-started/demo.md", "Run it"):
-        ".ci/run runs the demo as written; tests/world/test_oracle.py runs a quick demo end to end",
-    ("getting-started/own-models.md", "A zoo of timm, Hugging Face and your own networks"):
-        "tests/vision/test_examples_on_real_models.py, in the vision environment (its zoo names timm and Hugging Face "
-        "models); tests/cli/test_docs_tutorial.py runs its commands on a zoo of every source kind",
-    ("getting-started/report.md", "Your models, your probe images, the report"):
-        "tests/vision/test_examples_on_real_models.py, in the vision environment (its zoo names timm and torchvision "
-        "models); tests/cli/test_docs_tutorial.py runs its commands on a zoo of every source kind",
-}
