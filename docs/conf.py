@@ -46,8 +46,7 @@ nitpicky = True
 # numpy:array_like), and with no network there is no intersphinx inventory to link them to. Only external
 # names are listed: a broken reference to one of modelspace's own names still fails the build. (Type
 # variables, which have no page, are shown as plain text by docs/_ext/modelspace_docs.py.)
-EXTERNAL_MODULES = ("torch", "numpy", "pathlib", "collections", "typing", "argparse", "types", "enum",
-                    "dataclasses", "concurrent", "logging", "sqlite3", "PIL", "matplotlib", "scipy", "tqdm")
+EXTERNAL_MODULES = ("torch", "numpy", "pathlib", "collections", "typing", "argparse")
 nitpick_ignore_regex = ([(r"py:.*", rf"{module}(\..+)?") for module in EXTERNAL_MODULES]
                         + [(r".*", r"(python|numpy):.+")])  # intersphinx-prefixed: Python's and NumPy's docs
 numpydoc_show_class_members = False

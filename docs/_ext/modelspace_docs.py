@@ -12,6 +12,10 @@ Directives (MyST pages only):
 Both write Markdown and render it in place, as MyST's own ``{include}`` does: its headings are shifted under
 the heading the directive stands in (a study's ``## `` becomes ``### `` under a page's ``## ``), so that they
 nest as sections of the page, and the content after the directive continues in the last generated section.
+
+For the API reference (docs/api/): `api_aliases`, numpydoc's aliases that link a docstring's types to their
+entries; ``reexported-constants PACKAGE`` (reST, beside ``automodule``), the constants a package re-exports,
+with the doc comments of the modules that define them; and type variables shown as text, not as references.
 """
 
 from __future__ import annotations
