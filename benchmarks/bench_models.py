@@ -1,5 +1,6 @@
 """The models the benchmark measures: the built-in zoo's (random-weight copies of its architectures
-if it has not been built) and random-weight Hugging Face ResNet-18, ResNet-50 and ViT-S."""
+if it has not been built), random-weight Hugging Face ResNet-18, ResNet-50 and ViT-S, and the
+Taskonomy encoder with random weights."""
 
 
 import math
