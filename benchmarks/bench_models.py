@@ -219,7 +219,7 @@ class TaskonomyPath(nn.Module):
 def taskonomy_models(cfg: Config, quick: bool) -> list[BenchModel]:
     """The Taskonomy encoder (the `taskonomy:` source's architecture) with random weights, at its
     256² input in [-1, 1] (64² in the smoke configuration), half the batch of the Hugging Face models
-    (its input has 1.3 times their pixels: the section stays within minutes on two cores)."""
+    (its input has 1.3 times their pixels; half bounds the time it adds to the section)."""
     from modelspace.models.taskonomy import ENCODER, TaskonomyEncoder
 
     torch.manual_seed(0)
