@@ -127,6 +127,20 @@ def cpu_busy(seconds: float = 1.0) -> float | None:
     return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
+def cpu_name() -> str:
+    """The processor as the kernel names it (platform.processor() is empty on Linux), with its family and model."""
+    fields = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor()
+    if not name:
+        return "cpu unnamed"
+    detail = [f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields]
+    return name + (f" ({', '.join(detail)})" if detail else "")
+
+
 def header(report: Report, cfg: Config, args: argparse.Namespace, quick: bool) -> None:
     versions = [f"torch {torch.__version__}", f"numpy {np.__version__}", f"modelspace {modelspace.__version__}"]
     for name in ("transformers", "captum"):
@@ -141,7 +155,7 @@ def header(report: Report, cfg: Config, args: argparse.Namespace, quick: bool) -
         report.add()
     report.add(f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
     report.add(f"- machine: {platform.platform()}, {platform.machine()}, "
-               f"{platform.processor() or 'cpu n/a'}; {os.cpu_count()} CPUs; "
+               f"{cpu_name()}; {os.cpu_count()} CPUs; "
                f"torch threads {torch.get_num_threads()}; load average at start {load}")
     report.add(f"- python {platform.python_version()}; " + "; ".join(versions))
     report.add(f"- command: `python benchmarks/bench.py {shlex.join(sys.argv[1:])}`".replace("bench.py `", "bench.py`"))
