@@ -123,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     space = _space(args).fit(specs, probe)
     if truth is not None:  # the default n_relevant follows the models that are there (some may have failed)
         space.evaluate(truth, args.n_relevant)
-    done = f"wrote {args.out}/"
+    done = f"wrote {os.path.join(args.out, '')}"  # "results/" as typed, not "results//"
     if labelled is not None:  # scored before saving: results.json holds the scores (and their failures)
         scores = space.score_with_labels(*labelled, scores=args.label_scores)
         done = _label_lines(scores, space.label_info_) + "\n" + done

@@ -166,7 +166,7 @@ class ModelSpace:
         Where the units of work run, and how large they are (`shard_size`). `LocalExecutor` (the
         default): models one after another in this process. `RayExecutor`: on a Ray cluster, one actor
         per model, this process the store's only writer (`maps.execution.ray`; needs the ``ray`` extra,
-        imported only when it runs). See README, "Running on a Ray cluster".
+        imported only when it runs). See docs/guide/ray.md.
     sketch : int or None
         None (exact affinities), or k: affinities estimated from k-dimensional random
         projections of the maps (`similarity.sketch`), kept in the store, so that later fits and

@@ -22,6 +22,7 @@ from modelspace.progress import LineProgress, progress
 from modelspace.space import ModelSpace
 
 README = REPO / "README.md"
+INSTALL = REPO / "docs" / "getting-started" / "install.md"
 
 def import_path() -> list[str]:
     """A copy of the interpreter's module search path, only read (test_layout forbids editing it)."""
@@ -242,12 +243,13 @@ def test_canonical_flags_old_spellings_and_plurals(trial, capsys, tmp_path) -> N
                         "evaluate": "modelspace-out", "demo": "modelspace-out/demo", "study": "modelspace-out/study"}
 
 
-# ------------------------------------------------------------------------- 8. README vs pyproject
+# ------------------------------------------------------------------------- 8. docs vs pyproject
 
 
-def test_readme_states_the_python_version_pyproject_requires() -> None:
+@pytest.mark.parametrize("page", [README, INSTALL], ids=["README", "install"])
+def test_the_python_version_stated_is_the_one_pyproject_requires(page) -> None:
     required = re.search(r'requires-python\s*=\s*">=\s*([\d.]+)"', (REPO / "pyproject.toml").read_text()).group(1)
-    stated = re.findall(r"Python ≥ ([\d.]+)", README.read_text(encoding="utf-8"))
+    stated = re.findall(r"Python ≥ ([\d.]+)", page.read_text(encoding="utf-8"))
     assert stated and set(stated) == {required}
 
 

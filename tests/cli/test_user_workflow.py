@@ -577,7 +577,7 @@ def test_the_api_lowers_n_relevant_as_the_cli_does(user, caplog) -> None:
     assert "P@1" in str(evaluation) and "saliency" in str(evaluation)  # print(evaluation) is its table
 
 
-def test_the_readmes_set_up_commands_are_what_ci_runs() -> None:
+def test_the_set_up_commands_of_the_readme_and_the_install_page_are_what_ci_runs() -> None:
     from support.docs_examples import blocks
 
     repo = REPO
@@ -586,6 +586,8 @@ def test_the_readmes_set_up_commands_are_what_ci_runs() -> None:
     ci = (repo / ".ci" / "run").read_text().splitlines()
     for command in quick:
         assert command in ci, command
+    install = repo / "docs" / "getting-started" / "install.md"
+    assert [b.text.strip() for b in blocks(install) if b.section == "Set up" and b.language == "sh"] == quick
 
 
 # ------------------------------------------------------------------ 9. the report
@@ -691,15 +693,16 @@ def test_every_text_of_the_run_s_figures_lies_inside_them(user, capsys, monkeypa
 # ------------------------------------------------------------------ 10. the vision install
 
 
-def test_the_readmes_vision_install_line_is_the_one_ci_builds_with() -> None:
-    """One line for timm and torchvision, CPU and CUDA alike; .ci/run builds the vision environment with its
-    pins (tests/vision/test_readme_examples.py then runs the README's zoos in it)."""
+def test_the_vision_install_line_is_the_one_ci_builds_with() -> None:
+    """One line for timm and torchvision, CPU and CUDA alike, on the install page; .ci/run builds the vision
+    environment with its pins (tests/vision/test_examples_on_real_models.py then runs the pages' zoos in it)."""
     import re
 
     from support.docs_examples import blocks
 
     repo = REPO
-    (line,) = [b.text.strip() for b in blocks(repo / "README.md") if "torchvision==" in b.text and "pip install" in b.text]
+    install = repo / "docs" / "getting-started" / "install.md"
+    (line,) = [b.text.strip() for b in blocks(install) if "torchvision==" in b.text and "pip install" in b.text]
     pins = re.findall(r"\S+==\S+", line)
     ci = (repo / ".ci" / "run").read_text(encoding="utf-8")
     vision = re.search(r'VISION_PINS="([^"]+)"', ci).group(1).split()

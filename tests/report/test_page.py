@@ -26,7 +26,7 @@ from modelspace.results import MethodResult, save
 from modelspace.similarity import classical_mds, clusters, leaf_order, mds_explained, similarity_tree, tree_agreement
 
 PAGE_200_BOUND = 1_450_000
-"""Bytes the 200-model synthetic page (two estimators, a truth) may take; README states the sizes. The pair of
+"""Bytes the 200-model synthetic page (two estimators, a truth) may take; docs/getting-started/report.md states the sizes. The pair of
 estimators compared (its difference matrix with its hover data, its curves) takes about 0.26 MB of it."""
 
 

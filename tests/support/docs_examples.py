@@ -110,3 +110,22 @@ def run_section(section: list[Block], folder: Path, env: dict[str, str], timeout
                                  f"{result.stderr[-4000:]}\n--- stdout:\n{result.stdout[-2000:]}")
         done.append(result)
     return done
+
+
+#: The sections of the docs' pages that a dedicated test runs, or CI itself, instead of the test that runs
+#: every page's examples: (page path relative to docs/, section title) -> what runs it, and why there.
+RUN_ELSEWHERE: dict[tuple[str, str], str] = {
+    ("getting-started/install.md", "Set up"):
+        ".ci/run runs both set-up commands as written (tests/cli/test_user_workflow.py checks they are the README's)",
+    ("getting-started/install.md", "timm and torchvision"):
+        ".ci/run builds its vision environment with these pins (tests/cli/test_user_workflow.py checks they agree)",
+    ("getting-started/install.md", "This documentation"): "tests/docs/ builds the site",
+    ("getting-started/demo.md", "Run it"):
+        ".ci/run runs the demo as written; tests/world/test_oracle.py runs a quick demo end to end",
+    ("getting-started/own-models.md", "A zoo of timm, Hugging Face and your own networks"):
+        "tests/vision/test_examples_on_real_models.py, in the vision environment (its zoo names timm and Hugging Face "
+        "models); tests/cli/test_docs_tutorial.py runs its commands on a zoo of every source kind",
+    ("getting-started/report.md", "Your models, your probe images, the report"):
+        "tests/vision/test_examples_on_real_models.py, in the vision environment (its zoo names timm and torchvision "
+        "models); tests/cli/test_docs_tutorial.py runs its commands on a zoo of every source kind",
+}

@@ -1,21 +1,22 @@
-"""A new user's first runs: the README's tutorial and the commands of "Your own models", run
+"""A new user's first runs: the tutorial of the report page and the commands of the own-models page, run
 as written, from a working folder, on a user zoo of every source kind, generated here:
 
 - Hugging Face ResNet, ConvNeXt and ViT from small configs, each `save_pretrained` into a folder and
   named by an `hf:` source (the ViT saved without its pooler, as a backbone is);
 - a `python:` model and a checkpoint whose class comes from `mynets.py`, beside the zoo file;
 - a TorchScript file (the encoder, traced; TorchScript runs outside ε-LRP's rules, so that model fails
-  ε-LRP and the run exits 1, as the README's exit codes say);
+  ε-LRP and the run exits 1, as the exit codes on the own-models page say);
 - 24 photo-like probe images (a gradient, blurred shapes, noise) of several sizes, formats (JPEG,
   PNG, WebP, BMP) and modes (RGB, L, RGBA, CMYK, P), in subfolders, an upper-case extension, a text file
   that is not an image and one corrupt JPEG.
 
-The commands are read out of README.md, so that the README and this test cannot drift apart. The
-tutorial's run as a user types them (`python -m modelspace.cli` in a subprocess); the eleven commands of
-"Your own models" go through `modelspace.cli.main` in-process (the same code, without a new
+The commands are read out of the docs' pages (docs/getting-started/report.md and own-models.md), so that
+the pages and this test cannot drift apart. The tutorial's run as a user types them (`python -m
+modelspace.cli` in a subprocess); the eleven commands of the own-models page go through
+`modelspace.cli.main` in-process (the same code, without a new
 interpreter's imports of torch, scipy and transformers for each: about 5 s a command). The
-tutorial's zoo names timm and torchvision models, which need their weights (tests/vision/
-tests/vision/test_readme_examples.py runs it in the vision environment); here its commands run on the zoo above,
+tutorial's zoo names timm and torchvision models, which need their weights
+(tests/vision/test_examples_on_real_models.py runs it in the vision environment); here its commands run on the zoo above,
 whose task labels are Taskonomy tasks, so that `--truth taskonomy` scores it. The usual mistakes
 (a typo in a field, a duplicate name, an empty or missing probe folder, a mistyped store, an unknown
 model name, an ambiguous one) run in-process through `main`, like tests/cli/test_commands.py.
@@ -42,7 +43,10 @@ from modelspace.cli import main
 
 transformers = pytest.importorskip("transformers")
 
-README = REPO / "README.md"
+DOCS = REPO / "docs"
+#: The sections this file reads: (page, section title), as `RUN_ELSEWHERE` lists them.
+TUTORIAL = ("getting-started/report.md", "Your models, your probe images, the report")
+OWN_MODELS = ("getting-started/own-models.md", "A zoo of timm, Hugging Face and your own networks")
 
 NETS = '''
 import torch
@@ -173,17 +177,18 @@ def user_zoo(tmp_path_factory) -> Path:
     return root
 
 
-def readme_section(title: str) -> str:
-    text = README.read_text(encoding="utf-8")
+def page_section(page: str, title: str) -> str:
+    """The text of section ``## title`` of a docs page, up to the next ``## `` heading."""
+    text = (DOCS / page).read_text(encoding="utf-8")
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end]
+    return text[start:end if end != -1 else None]
 
 
-def shell_block(section: str, after: str = "") -> list[str]:
-    """The command lines of the first ```sh block of a README section (after the text `after`),
+def shell_block(page: str, title: str, after: str = "") -> list[str]:
+    """The command lines of the first ```sh block of a page's section (after the text `after`),
     comments dropped and `a ; b` split into two commands."""
-    text = readme_section(section)
+    text = page_section(page, title)
     text = text[text.index(after):] if after else text
     body = next(m.group(2) for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M) if m.group(1) == "sh")
     lines = [line.split("#")[0].strip() for line in body.splitlines()]
@@ -191,7 +196,7 @@ def shell_block(section: str, after: str = "") -> list[str]:
 
 
 def modelspace(command: str, cwd: Path, **subst: str) -> subprocess.CompletedProcess:
-    """A README command line run as typed (its words substituted by `subst`), in `cwd`."""
+    """A page's command line run as typed (its words substituted by `subst`), in `cwd`."""
     argv = shlex.split(command)
     assert argv[0] == "modelspace", command
     argv = [subst.get(word, word) for word in argv[1:]]
@@ -230,8 +235,8 @@ def computed_steps(stderr: str) -> list[str]:
 
 @pytest.mark.slow
 def test_the_tutorial_runs_as_written_on_a_user_zoo(user_zoo, tmp_path) -> None:
-    section = readme_section("Tutorial: your models, your probe images, the report")
-    (run,) = shell_block("Tutorial: your models, your probe images, the report")
+    section = page_section(*TUTORIAL)
+    (run,) = shell_block(*TUTORIAL)
     assert run == "modelspace run zoo.yaml probe_images/"
     where = {"zoo.yaml": str(user_zoo / "zoo.yaml"), "probe_images/": str(user_zoo / "probe_dir")}
     work = tmp_path  # the user's working folder, elsewhere than the zoo (its python: module is found beside it)
@@ -297,7 +302,7 @@ def test_the_tutorial_runs_as_written_on_a_user_zoo(user_zoo, tmp_path) -> None:
     assert "No ground truth was given" not in text and "random" in text
 
 
-# ------------------------------------------------------------------------------- "Your own models"
+# ------------------------------------------------------------------------------ the own-models page
 
 
 @pytest.fixture
@@ -315,7 +320,7 @@ class Done:
 
 
 def in_process(command: str, capsys, **subst: str) -> Done:
-    """A README command line run through `modelspace.cli.main` in this process (in the current folder):
+    """A page's command line run through `modelspace.cli.main` in this process (in the current folder):
     the same code as the console script, without a new interpreter's imports (4-8 s a command here)."""
     argv = shlex.split(command)
     assert argv[0] == "modelspace", command
@@ -328,7 +333,7 @@ def in_process(command: str, capsys, **subst: str) -> Done:
 def test_the_commands_of_your_own_models_run_as_written(user_zoo, in_work, capsys) -> None:
     """The tutorial above runs in subprocesses; these eleven commands run in-process, to keep the
     test's time down, on the same zoo (as TOML)."""
-    commands = shell_block("Your own models", after="**Probe size.**")
+    commands = shell_block(*OWN_MODELS, after="### The commands")
     assert [c.split()[1] for c in commands] == ["run", "probe", "embed", "affinity", "tree", "evaluate", "report",
                                                 "models", "remove", "methods", "gc"]
     work = in_work
@@ -357,7 +362,7 @@ def test_the_commands_of_your_own_models_run_as_written(user_zoo, in_work, capsy
     # run --out results/ --truth taskonomy: the evaluation table and a report with a verdict.
     out = done["run"].stdout
     assert "P@" in out and "random" in out and "oracle" in out and "nan" not in out
-    assert "wrote results/" in out and "report: results/report.html" in out
+    assert "wrote results/\n" in out and "report: results/report.html" in out  # as typed: no "results//"
     assert "maps are stored in results/store" in done["run"].stderr
     assert "No ground truth was given" not in run_summary
     # probe --probe-size 64: 24 images, the corrupt one listed.

@@ -1,12 +1,14 @@
-"""Every example of the README runs as written (`docs_examples`): each section's files saved, its
-scripts and commands run in order, in a fresh folder, with `modelspace` of this environment.
+"""The examples whose zoos name timm, torchvision and Hugging Face models run as written (`docs_examples`):
+the README's "Your own models", and the sections of the docs' pages that `RUN_ELSEWHERE` gives to this
+file. Each section's files are saved, its scripts and commands run in order, in a fresh folder, with
+`modelspace` of this environment.
 
-The test supplies only what the README leaves to its reader's machine, never a name its code uses:
-the probe images (``probe_images/``, photo-like crops) and the pretrained weights of the timm,
-torchvision and Hugging Face models the section's zoo files name, put where the README says they are
-read from (the Hugging Face cache, torch hub's cache) as random-weight copies, since nothing can be
-downloaded here. The blocks it does not run are listed in `NOT_RUN`, each with its reason, and the
-test fails when that list and the README disagree.
+The test supplies only what a page leaves to its reader's machine, never a name its code uses: the probe
+images (``probe_images/``, photo-like crops) and the pretrained weights of the timm, torchvision and
+Hugging Face models the section's zoo files name, put where the page says they are read from (the
+Hugging Face cache, torch hub's cache) as random-weight copies, since nothing can be downloaded here. The
+README blocks it does not run are listed in `NOT_RUN`, each with its reason, and the test fails when that
+list and the README disagree.
 """
 
 from __future__ import annotations
@@ -24,26 +26,27 @@ torchvision = pytest.importorskip("torchvision", reason="the vision suite runs i
 transformers = pytest.importorskip("transformers")
 
 from support.runs import subprocess_env  # noqa: E402
-from support.docs_examples import blocks, run_section, sections  # noqa: E402
+from support.docs_examples import RUN_ELSEWHERE, blocks, run_section, sections  # noqa: E402
 from modelspace.models import load_zoo  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 
 NOT_RUN = {
     "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e . && .venv/bin/modelspace demo":
         ".ci/run runs the demo command as written, after the tests",
     "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e \".[test]\" && .venv/bin/python -m pytest":
         ".ci/run is this command",
-    "PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= pip install torch==2.13.0 torchvision==0.28.0":
-        ".ci/run builds the vision environment with its pins (tests/cli/test_user_workflow.py)",
-    ".venv/bin/modelspace study": "37 minutes; tests/world/test_study.py runs the study on a small world",
-    "--executor ray --ray-address auto --device cuda":
-        "needs a Ray cluster with GPUs; tests/maps/execution/test_ray.py runs a two-node cluster on this machine, CPU only",
-    "python -m modelspace.world.build": "hours of training; tests/world/test_build.py builds a small world",
 }
 
-# Hub ids a zoo of the README names: the config of the random-weight copy put in the HF cache.
+#: The README's section, and the pages' sections `RUN_ELSEWHERE` gives to this file: (page, section title).
+HERE = "tests/vision/test_examples_on_real_models.py"
+README_SECTION = "Your own models"
+OWN_MODELS = ("getting-started/own-models.md", "A zoo of timm, Hugging Face and your own networks")
+TUTORIAL = ("getting-started/report.md", "Your models, your probe images, the report")
+
+# Hub ids a zoo of these pages names: the config of the random-weight copy put in the HF cache.
 HF_MODELS = {
     "facebook/deit-tiny-patch16-224": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3,
                                            intermediate_size=768, image_size=224, patch_size=16),
@@ -51,7 +54,7 @@ HF_MODELS = {
 PROBE_IMAGES = 6
 
 
-def runnable() -> dict[str, list]:
+def readme_runnable() -> dict[str, list]:
     """The README's sections with blocks to run, those of `NOT_RUN` left out."""
     out = {}
     for title, found in sections(README).items():
@@ -59,6 +62,11 @@ def runnable() -> dict[str, list]:
         if kept:
             out[title] = kept
     return out
+
+
+def page_section(page: str, title: str) -> list:
+    """The runnable blocks of one section of a docs page."""
+    return sections(DOCS / page)[title]
 
 
 def write_probe(folder: Path, seed: int = 0) -> None:
@@ -92,7 +100,7 @@ def cache_torchvision_weights(name: str, torch_home: Path) -> None:
 
 def cache_hf_model(hub_id: str, cache: Path) -> None:
     if hub_id not in HF_MODELS:
-        raise AssertionError(f"the README names hf:{hub_id}; give its config in HF_MODELS")
+        raise AssertionError(f"a page names hf:{hub_id}; give its config in HF_MODELS")
     snapshot = _snapshot(cache, hub_id)
     config = transformers.ViTConfig(**HF_MODELS[hub_id])
     torch.manual_seed(0)
@@ -148,28 +156,50 @@ def test_not_run_names_blocks_of_the_readme_and_every_other_block_runs_or_is_sho
         matches = [b for b in every if marker in b.text]
         assert len(matches) == 1, f"NOT_RUN's {marker!r} matches {len(matches)} README blocks"
         assert matches[0].language == "sh", matches[0].where
-    assert set(runnable()) == {"Your own models", "Tutorial: your models, your probe images, the report"}
+    assert set(readme_runnable()) == {README_SECTION}
 
 
-@pytest.mark.parametrize("title", ["Your own models", "Tutorial: your models, your probe images, the report"])
-def test_the_readme_section_runs_as_written(title, reader) -> None:
+def test_the_sections_given_to_this_file_are_the_ones_it_runs() -> None:
+    mine = {key for key, where in RUN_ELSEWHERE.items() if where.startswith(HERE)}
+    assert mine == {OWN_MODELS, TUTORIAL}
+    for page, title in mine:
+        assert page_section(page, title), (page, title)
+
+
+def test_the_readme_example_runs_as_written(reader) -> None:
+    """The zoo, the three commands, then the Python example, which reuses the commands' store."""
     folder = reader["folder"]
-    run_section(runnable()[title], folder, reader["env"], before_commands=reader["prepare"])
-    if title == "Your own models":
-        # The commands, then the Python example, which adds depth_v2 and saves results/ with its page.
-        results = json.loads((folder / "results" / "results.json").read_text())
-        assert [m["name"] for m in results["models"]] == ["resnet50_in1k", "my_depth_net", "my_seg_net",
-                                                         "deit_tiny", "depth_v2"]
-        assert results["failures"] == [] and results["evaluation"] is not None
-        assert any(b.startswith("dds") for b in results["baselines"])  # the CLI's defaults, from the API
-        labelled = json.loads((folder / "modelspace-out" / "results.json").read_text())  # the --labels run
-        assert set(labelled["label_scores"]["hscore"]) == {"resnet50_in1k", "my_depth_net", "my_seg_net", "deit_tiny"}
-        assert (folder / "results" / "report.html").is_file()
-        got = {m["name"]: json.dumps(m["preprocessing"]) for m in results["models"]}
-        assert "timm" in got["resnet50_in1k"] and "[256, 256]" in got["my_depth_net"]
-        assert "processor" in got["deit_tiny"]
-    else:
-        results = json.loads((folder / "modelspace-out" / "results.json").read_text())
-        assert [m["name"] for m in results["models"]] == ["resnet50", "convnext_t", "r18_tv"]
-        assert results["failures"] == [] and (folder / "modelspace-out" / "report.html").is_file()
-        assert "hscore" in results["label_scores"] and len(results["label_scores"]["hscore"]) == 3  # step 4, --labels
+    done = run_section(readme_runnable()[README_SECTION], folder, reader["env"], before_commands=reader["prepare"])
+    results = json.loads((folder / "results" / "results.json").read_text())
+    assert [m["name"] for m in results["models"]] == ["resnet50", "convnext_tiny", "resnet18_tv"]
+    assert results["failures"] == [] and any(b.startswith("dds") for b in results["baselines"])
+    assert results["work"]["computed"] == 0  # the Python example found the commands' maps in the store
+    assert (folder / "results" / "report.html").is_file() and (folder / "results" / "page.html").is_file()
+    printed = done[-1].stdout.splitlines()  # each model and its two most likely sources, with affinities
+    assert sorted(line.split(":")[0] for line in printed) == ["convnext_tiny", "resnet18_tv", "resnet50"]
+
+
+def test_the_own_models_page_runs_as_written(reader) -> None:
+    """The files, the commands, then the Python example, which adds depth_v2 and saves results/ with its page."""
+    folder = reader["folder"]
+    run_section(page_section(*OWN_MODELS), folder, reader["env"], before_commands=reader["prepare"])
+    results = json.loads((folder / "results" / "results.json").read_text())
+    assert [m["name"] for m in results["models"]] == ["resnet50_in1k", "my_depth_net", "my_seg_net",
+                                                     "deit_tiny", "depth_v2"]
+    assert results["failures"] == [] and results["evaluation"] is not None
+    assert any(b.startswith("dds") for b in results["baselines"])  # the CLI's defaults, from the API
+    labelled = json.loads((folder / "modelspace-out" / "results.json").read_text())  # the --labels run
+    assert set(labelled["label_scores"]["hscore"]) == {"resnet50_in1k", "my_depth_net", "my_seg_net", "deit_tiny"}
+    assert (folder / "results" / "report.html").is_file()
+    got = {m["name"]: json.dumps(m["preprocessing"]) for m in results["models"]}
+    assert "timm" in got["resnet50_in1k"] and "[256, 256]" in got["my_depth_net"]
+    assert "processor" in got["deit_tiny"]
+
+
+def test_the_report_page_s_tutorial_runs_as_written(reader) -> None:
+    folder = reader["folder"]
+    run_section(page_section(*TUTORIAL), folder, reader["env"], before_commands=reader["prepare"])
+    results = json.loads((folder / "modelspace-out" / "results.json").read_text())
+    assert [m["name"] for m in results["models"]] == ["resnet50", "convnext_t", "r18_tv"]
+    assert results["failures"] == [] and (folder / "modelspace-out" / "report.html").is_file()
+    assert "hscore" in results["label_scores"] and len(results["label_scores"]["hscore"]) == 3  # step 4, --labels
