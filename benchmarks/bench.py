@@ -40,7 +40,7 @@ import levers
 import real_models
 import sketch
 import world
-from bench_models import hf_models, lever_models, zoo_models
+from bench_models import hf_models, lever_models, taskonomy_models, zoo_models
 from harness import FULL, HERE, QUICK, Report, fmt_s, header
 
 SECTIONS = ("attribution", "captum", "affinity", "insertion", "levers", "sketch", "gpu", "world", "real")
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if sections & {"attribution", "captum"}:
         section("attribution/captum", lambda: attribution.run_attribution(
-            report, cfg, sections, zoo_models(cfg, args.quick) + hf_models(cfg)))
+            report, cfg, sections, zoo_models(cfg, args.quick) + hf_models(cfg) + taskonomy_models(cfg, args.quick)))
     if "affinity" in sections:
         section("affinity", lambda: affinity.run_affinity(report, cfg))
     if "insertion" in sections:

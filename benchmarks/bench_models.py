@@ -1,5 +1,6 @@
 """The models the benchmark measures: the built-in zoo's (random-weight copies of its architectures
-if it has not been built) and random-weight Hugging Face ResNet-18, ResNet-50 and ViT-S."""
+if it has not been built), random-weight Hugging Face ResNet-18, ResNet-50 and ViT-S, and the
+Taskonomy encoder with random weights."""
 
 
 import math
@@ -107,7 +108,9 @@ def leading_steps(module: nn.Module, parts: list[str]) -> list[nn.Module] | None
 def encoder_path(model: BenchModel) -> None:
     """Set `model.path` to the plain input → R path (the model's leading modules, run one after the
     other), if it computes exactly the R that `EncoderTap` captures (checked on the batch); else
-    leave it None and say why."""
+    leave it None and say why. A path the model list wrote out (`TaskonomyPath`) is kept."""
+    if model.path is not None:
+        return
     if model.encoder is None:
         model.path = model.module
         return
@@ -192,6 +195,46 @@ def hf_models(cfg: Config) -> list[BenchModel]:
                              notes=[f"random weights; encoder {encoder!r} (modelspace's default for this model)"]))
     return models
 
+
+
+class TaskonomyPath(nn.Module):
+    """Input → R (``relu1``) of a Taskonomy encoder, written out: its forward pads the input
+    functionally, so running its leading children in order would not reproduce R. It holds the
+    modules before R only (Captum refuses a model holding one it has no rule for, used or not)."""
+
+    STEPS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "compress1",
+             "compress_bn", "relu1")
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.steps = nn.ModuleList(getattr(encoder, name) for name in self.STEPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.pad(x, (3, 3, 3, 3))
+        for step in self.steps:
+            x = step(x)
+        return x
+
+
+def taskonomy_models(cfg: Config, quick: bool) -> list[BenchModel]:
+    """The Taskonomy encoder (the `taskonomy:` source's architecture) with random weights, at its
+    256² input in [-1, 1] (64² in the smoke configuration), half the batch of the Hugging Face models
+    (its input has 1.3 times their pixels; half bounds the time it adds to the section)."""
+    from modelspace.models.taskonomy import ENCODER, TaskonomyEncoder
+
+    torch.manual_seed(0)
+    module = freeze(TaskonomyEncoder())
+    size = 64 if quick else 256
+    x = torch.rand(max(1, cfg.hf_batch // 2), 3, size, size, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    model = BenchModel("taskonomy encoder", module, ENCODER, x, notes=["random weights"])
+    with torch.no_grad():
+        want = EncoderTap(module, ENCODER, model.name)(x)
+        path = TaskonomyPath(module)
+        if torch.allclose(path(x), want, rtol=1e-5, atol=1e-6):
+            model.path = path
+        else:
+            model.notes.append("the written-out path does not reproduce R: floor and Captum skipped")
+    return [model]
 
 
 def lever_models(cfg: Config, quick: bool) -> list[BenchModel]:

@@ -259,6 +259,45 @@ def test_denominator_is_the_output_before_an_in_place_change(change: str) -> Non
     torch.testing.assert_close(lrp(model, x), expected, rtol=1e-12, atol=1e-14)
 
 
+class ThroughReLU(nn.Module):
+    """h = lin1(x), then lin2 over ReLU(h): ReLU in place, or not; in "also" h itself is an output too."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.lin1 = nn.Linear(4, 5)
+        self.lin2 = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin1(x)
+        if self.kind == "in place":
+            return self.lin2(h.relu_())
+        out = self.lin2(F.relu(h))
+        return torch.cat([out, h], 1) if self.kind == "also" else out
+
+
+@pytest.mark.parametrize("kind", ["in place", "new tensor", "also"])
+def test_denominator_after_a_relu(kind: str) -> None:
+    """Relevance reaching h through a ReLU only is zero where h ≤ 0; where h is also read otherwise
+    ("also": h is an output, its relevance h/D reaches h < 0 too), h + ε·sign(h) divides it there.
+
+    R_h = (h > 0)·R_y + R_direct, with R_y lin2's ε rule over y = ReLU(h); R_x the linear rule over h.
+    """
+    model = seeded(ThroughReLU(kind)).eval()
+    x = rand(6, 4)
+    with torch.no_grad():
+        h = model.lin1(x)
+        y = h.clamp(min=0)
+        z2 = model.lin2(y)
+        out = model(x)
+    r = out / out.shape[1]
+    r_y = linear_rule(y, model.lin2.weight.detach(), z2, r[:, :3])
+    r_h = (h > 0) * r_y + (r[:, 3:] if kind == "also" else 0)
+    assert (h < 0).any() and (h > 0).any()  # the cases that a wrong denominator would show
+    expected = linear_rule(x, model.lin1.weight.detach(), h, r_h)
+    torch.testing.assert_close(lrp(model, x), expected, rtol=1e-12, atol=1e-14)
+
+
 # ---------------------------------------------------------------- refusals name the operation and module
 
 

@@ -71,27 +71,41 @@ from torch.overrides import TorchFunctionMode
 from ..errors import AttributionError
 
 
+@functools.lru_cache(maxsize=64)
+def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """ε as a 0-d tensor, made once per dtype and device (one is needed per operation per pass)."""
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
 def _stabilised(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """The denominator z + ε·sign(z), the sign of a zero taken from its sign bit (+0 → +ε, −0 → −ε).
 
     So the denominator is never zero for ε > 0. `copysign` is one pass; comparisons and `where` are
     several, and on CPU they were a large part of ε-LRP's time on the zoo's models.
     """
-    return torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z).add_(z)
+    return torch.copysign(_scalar(epsilon, z.dtype, z.device), z).add_(z)
 
 
 class _ScaleByInput(torch.autograd.Function):
-    """Identity forward; backward multiplies the incoming relevance-gradient by the input."""
+    """Identity forward; backward multiplies the incoming relevance-gradient by the input.
+
+    With ``in_place`` the product is written into the incoming gradient: only for operations whose
+    backward makes that gradient afresh for this input alone (`FRESH_GRADIENT`), so nothing else holds it.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, in_place: bool = False) -> torch.Tensor:
         ctx.save_for_backward(x)
+        ctx.in_place = in_place
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (x,) = ctx.saved_tensors
-        return grad * x
+        # Not while a graph of the backward is built: that graph may keep the gradient as it was.
+        if ctx.in_place and not torch.is_grad_enabled() and grad.shape == x.shape and grad.dtype == x.dtype:
+            return grad.mul_(x), None
+        return grad * x, None
 
 
 class _InplaceSum(torch.autograd.Function):
@@ -156,15 +170,23 @@ class _Denominator:
     is about to change them (`_EpsilonMode` calls `keep`); an in-place ReLU needs no copy where
     nothing has read z before it (`read` is False): relevance reaches z only through the ReLU then,
     which sends none where it changed z (z ≤ 0), and elsewhere leaves z as it was.
+
+    Where relevance reaches z only through a ReLU (in place, or `relu_out` = ReLU(z) when nothing
+    else reads z), it is zero wherever ReLU(z) is zero, and elsewhere z = ReLU(z) > 0: the
+    denominator is ReLU(z) + ε, one pass instead of two, and equal wherever it divides a non-zero.
     """
 
-    __slots__ = ("z", "epsilon", "read", "kept")
+    __slots__ = ("z", "epsilon", "read", "kept", "nonnegative", "relu_out")
 
     def __init__(self, z: torch.Tensor, epsilon: float) -> None:
         self.z = z
         self.epsilon = epsilon
         self.read = False
         self.kept = False
+        self.nonnegative = False  # z's values were replaced by ReLU(z) in place before anything read them
+        # ReLU(z), while nothing else has read z. ReLU's backward keeps it: autograd itself refuses
+        # a graph in which it changes afterwards.
+        self.relu_out: torch.Tensor | None = None
 
     def keep(self) -> torch.Tensor:
         """Copy z's current values (once); returns the copy."""
@@ -174,7 +196,12 @@ class _Denominator:
         return self.z
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor:
-        denominator = _stabilised(self.z, self.epsilon)
+        if self.relu_out is not None and not self.read:
+            denominator = torch.add(self.relu_out, self.epsilon)
+        elif self.nonnegative:
+            denominator = torch.add(self.z, self.epsilon)
+        else:
+            denominator = _stabilised(self.z, self.epsilon)
         if denominator.shape != grad.shape or denominator.dtype != grad.dtype:
             return grad / denominator
         return torch.div(grad, denominator, out=denominator)  # into its own fresh tensor: one allocation fewer
@@ -355,6 +382,20 @@ INPLACE_DUNDERS: frozenset = frozenset(
 )
 # In-place ReLUs: relevance passes them only where they leave their input unchanged (see _Denominator).
 INPLACE_RELUS: frozenset = frozenset([torch.relu_, _tensor_method("relu_"), F.relu_])
+# ReLUs that make a new tensor (F.relu also runs in place, with inplace=True).
+RELUS: frozenset = frozenset([torch.relu, _tensor_method("relu"), F.relu])
+# Linear operations whose backward makes each activation operand's gradient afresh, held by nothing
+# else: the product with the input can be written into it (not sums, means or negation, whose
+# backward hands one gradient to both operands, or an expanded view of it).
+FRESH_GRADIENT: frozenset = frozenset(
+    [torch.conv1d, torch.conv2d, torch.conv3d,
+     torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d,
+     F.linear, F.batch_norm,
+     F.max_pool1d, F.max_pool2d, F.max_pool3d,
+     F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+     F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d]
+)
 
 
 @functools.cache
@@ -423,7 +464,8 @@ class _EpsilonMode(TorchFunctionMode):
 
     def _epsilon(self, f: Callable, args: Any, kwargs: dict) -> Any:
         """The ε rule for f, linear in its activation operands."""
-        wrap = lambda a: _ScaleByInput.apply(a) if _is_activation(a) else a  # noqa: E731
+        in_place = f in FRESH_GRADIENT
+        wrap = lambda a: _ScaleByInput.apply(a, in_place) if _is_activation(a) else a  # noqa: E731
         out = f(*[wrap(a) for a in args], **{k: wrap(v) for k, v in kwargs.items()})
         if isinstance(out, tuple):  # max pooling with indices
             return (self._divide(out[0]), *out[1:])
@@ -448,8 +490,12 @@ class _EpsilonMode(TorchFunctionMode):
         pending = self._pending.pop(_storage(target), None)
         if not pending:
             return None
+        for d in pending:
+            d.relu_out = None  # z's relevance may now come by another way than ReLU(z)
         if func in INPLACE_RELUS or (func is F.relu and target is args[0]):
             unread = [d for d in pending if not d.read]
+            for d in unread:
+                d.nonnegative = d.nonnegative or _same_place(d.z, target)
             if unread:
                 self._pending[_storage(target)] = unread  # values ReLU leaves alone; later changes still copy
             pending = [d for d in pending if d.read]
@@ -491,10 +537,14 @@ class _EpsilonMode(TorchFunctionMode):
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         before = None
+        relu_of: list[_Denominator] = []
         if self._pending:
             if _changes_in_place(func, args, kwargs):
                 before = self._before_inplace(func, args, kwargs)
             else:
+                if _is_relu(func) and args and isinstance(args[0], torch.Tensor):
+                    relu_of = [d for d in self._pending.get(_storage(args[0]), ())
+                               if not d.read and _same_place(d.z, args[0])]
                 self._mark_read((*args, *kwargs.values()))
         if not torch.is_grad_enabled():
             return func(*args, **kwargs)
@@ -502,9 +552,13 @@ class _EpsilonMode(TorchFunctionMode):
         if not activations:
             return func(*args, **kwargs)
         try:
-            return self._apply_rule(func, args, kwargs, activations, before)
+            out = self._apply_rule(func, args, kwargs, activations, before)
         except _NoRule as why:
             raise self._refuse(func, str(why)) from None
+        if isinstance(out, torch.Tensor):
+            for d in relu_of:  # this ReLU is z's only reader so far (see _Denominator)
+                d.read, d.relu_out = False, out
+        return out
 
     def _apply_rule(self, func: Callable, args: tuple, kwargs: dict, activations: list,
                     before: torch.Tensor | None = None) -> Any:
@@ -535,6 +589,13 @@ class _EpsilonMode(TorchFunctionMode):
             # reshaping, copying or dropping out a constant factor leaves a constant factor
             return _mark_factor(out) if all(map(_is_factor, activations)) else out
         return _mark_factor(out) if func in FACTOR_OPS else out
+
+
+def _is_relu(func: Callable) -> bool:
+    try:
+        return func in RELUS
+    except TypeError:  # not hashable: not one of torch's functions, which all are
+        return False
 
 
 def _storage(t: torch.Tensor) -> int:
