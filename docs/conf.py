@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
-# The project's own Sphinx extension (the CLI reference, the study's tables) lives beside the pages.
+# The project's own Sphinx extensions (the CLI reference, the study's tables, the world's figures) live beside
+# the pages.
 sys.path.insert(0, str(DOCS / "_ext"))
 
 import modelspace  # noqa: E402
@@ -30,6 +31,7 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
     "modelspace_docs",
+    "modelspace_world",
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}

@@ -154,7 +154,8 @@ def test_oracle_gaps_beyond_noise_and_repeatable_over_zoo_retraining(shipped) ->
 
 
 @pytest.mark.xfail(strict=True, reason="criterion 2a is not met by the shipped oracle: the own encoder is the best "
-                                       "source for 12 of 20 targets, and vanishing_point's is 4th (docs/world.md)")
+                                       "source for 12 of 20 targets, and vanishing_point's is 4th (docs/world.md, "
+                                       "'How valid the oracle is')")
 def test_oracle_own_encoder_is_best_for_18_of_20_targets_and_never_below_third(shipped) -> None:
     """Criterion 2a."""
     ranks = oracle_validity(shipped["oracle"])["own_rank"]

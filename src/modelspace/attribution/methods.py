@@ -753,8 +753,8 @@ class GradientXInputSubspace(ChannelDirections):
 
     Cost: one forward and K backward passes per image, at most K forward+backward passes (measured
     against gradient×input by `modelspace study`: docs/study/table.md). The K backward passes run one
-    after the other: batching them (``is_grads_batched``) was slower on a CPU (README, "The method, as
-    implemented").
+    after the other: batching them (``is_grads_batched``) was slower on a CPU (docs/method.md, "The
+    attribution methods").
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """Rank fusion: one estimate from several estimators that fail differently.
 
-Attribution maps and representations go wrong on different targets (README, "How far to trust
-it"), so a fusion of one of each can hold where either alone slips. The fusion is declared like a
+Attribution maps and representations go wrong on different targets (docs/trust.md, "How far to
+trust it"), so a fusion of one of each can hold where either alone slips. The fusion is declared like a
 baseline (`register_baseline`, an id such as ``fusion(members=('dds','gradient_x_input_subspace'))``)
 but prepares nothing: `ModelSpace` computes its members as usual and fuses their matrices.
 

@@ -223,7 +223,7 @@ def native_bfloat16(device: str) -> bool:
     """Whether bfloat16 autocast pays on `device`.
 
     On a CPU with AVX-512 BF16 it did; on one without (AVX2 only) the bfloat16 kernels are emulated
-    and a training step took many times as long as in float32 (benchmarks/RESULTS.md; README, "Regenerating the built-in world"). A CPU counts
+    and a training step took many times as long as in float32 (benchmarks/RESULTS.md; docs/world.md, "Regenerating the built-in world"). A CPU counts
     when it reports the avx512_bf16 or amx_bf16 flag (Linux's /proc/cpuinfo; elsewhere: float32).
 
     Parameters
