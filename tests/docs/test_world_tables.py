@@ -5,14 +5,13 @@ criteria tests/world/test_oracle.py enforces."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
+from support.docs_site import extension
 from support.paths import REPO
 
-sys.path.insert(0, str(REPO / "docs" / "_ext"))
-import modelspace_world as world  # noqa: E402
+world = extension("modelspace_world")
 
 ORACLE = REPO / "src" / "modelspace" / "data" / "world" / "zoo" / "oracle.json"
 RECORDS = REPO / "scripts" / "world" / "records"

@@ -79,9 +79,9 @@ class Page(HTMLParser):
                 self.urls.append((name, value))
 
 
-def extension():
-    """docs/_ext/modelspace_docs.py, the site's Sphinx extension, imported from its file."""
-    spec = importlib.util.spec_from_file_location("modelspace_docs", DOCS / "_ext" / "modelspace_docs.py")
+def extension(name: str = "modelspace_docs"):
+    """A module of the site's Sphinx extensions (docs/_ext/NAME.py), imported from its file."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / "_ext" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
