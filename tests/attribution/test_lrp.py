@@ -318,3 +318,35 @@ def test_division_by_an_activation_alone_is_refused() -> None:
 
     with pytest.raises(AttributionError, match=r"__rdiv__.*\(a division by an activation\)"):
         attribute(Reciprocal().double(), rand(2, 3, 4, 4), "lrp")
+
+
+class _Residual(nn.Module):
+    """conv → BN → ReLU, a residual sum and an in-place ReLU: every kind of z the rules keep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn(self.conv1(x)))
+        return F.relu_(self.conv2(h) + h)
+
+
+def live_tensors() -> int:
+    import gc
+
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and not isinstance(o, nn.Parameter))
+
+
+def test_a_call_keeps_none_of_its_tensors_alive() -> None:
+    """Each operation's output is kept for its division by a hook on that output; once the call
+    returns, nothing of its forward pass may stay alive (a run calls it once per batch)."""
+    model = _Residual().double().eval()
+    x = rand(2, 3, 8, 8)
+    lrp(model, x)  # warm-up: caches made once
+    before = live_tensors()
+    for _ in range(3):
+        lrp(model, x)
+    assert live_tensors() == before

@@ -179,7 +179,9 @@ class _Denominator:
     __slots__ = ("z", "epsilon", "read", "kept", "nonnegative", "relu_out")
 
     def __init__(self, z: torch.Tensor, epsilon: float) -> None:
-        self.z = z
+        # A detached alias (same storage, same values): z itself holds this object in its hooks, and
+        # that cycle runs through autograd's C++ side, where the garbage collector cannot see it.
+        self.z = z.detach()
         self.epsilon = epsilon
         self.read = False
         self.kept = False
@@ -557,7 +559,7 @@ class _EpsilonMode(TorchFunctionMode):
             raise self._refuse(func, str(why)) from None
         if isinstance(out, torch.Tensor):
             for d in relu_of:  # this ReLU is z's only reader so far (see _Denominator)
-                d.read, d.relu_out = False, out
+                d.read, d.relu_out = False, out.detach()  # detached, as z (see _Denominator)
         return out
 
     def _apply_rule(self, func: Callable, args: tuple, kwargs: dict, activations: list,
