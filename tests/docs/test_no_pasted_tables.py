@@ -4,7 +4,7 @@ from `modelspace study`'s results files (the ``study-tables`` directive), so tha
 Two checks over every Markdown file a reader meets (README, CHANGELOG, DEVELOPERS, docs/): no line is a
 row of the tables `format_study` renders from a results file under docs/study/, and no table row starts
 with an estimator of the study followed by P@K-like figures (a row copied, then edited or rounded). The
-study's own output, docs/study/table.md, is exempt.
+study's own output, the table.md beside each results file (docs/study/table.md, docs/study/modelgif/table.md), is exempt.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from modelspace.world.study import format_study
 from support.paths import REPO
 
 STUDY = REPO / "docs" / "study"
-EXEMPT = {STUDY / "table.md"}
+# What the study itself wrote, beside each of its results files
+EXEMPT = {results.with_name("table.md") for results in STUDY.rglob("results.json")}
 CELL_SPLIT = re.compile(r"(?<!\\)\|")
 FIGURE = re.compile(r"[+-]?[01]\.\d{2}(?!\d)")  # a P@K, R@K, ρ or interval end as the study prints them
 MIN_FIGURES = 2
