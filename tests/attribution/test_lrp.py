@@ -340,13 +340,16 @@ def live_tensors() -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and not isinstance(o, nn.Parameter))
 
 
-def test_a_call_keeps_none_of_its_tensors_alive() -> None:
-    """Each operation's output is kept for its division by a hook on that output; once the call
-    returns, nothing of its forward pass may stay alive (a run calls it once per batch)."""
+@pytest.mark.parametrize("method", ["lrp_epsilon", "gradient_x_input", "saliency"])
+def test_a_call_keeps_none_of_its_tensors_alive(method: str) -> None:
+    """ε-LRP keeps each operation's output for its division by a hook on that output; once the call
+    returns, nothing of its forward pass may stay alive (a run calls it once per batch). The gradient
+    methods, beside it, show the check's baseline."""
     model = _Residual().double().eval()
     x = rand(2, 3, 8, 8)
-    lrp(model, x)  # warm-up: caches made once
+    run = lambda: attribute(model, x, get_method(method))  # noqa: E731
+    run()  # warm-up: caches made once
     before = live_tensors()
     for _ in range(3):
-        lrp(model, x)
+        run()
     assert live_tensors() == before
