@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from support.chromium_cdp import Browser, find_chromium
 from support.images import write_images
 from support.zoos import NETS, zoo_text
 
@@ -88,3 +89,19 @@ def trial(tmp_path, monkeypatch) -> dict:
     monkeypatch.delitem(sys.modules, "mynets", raising=False)
     yield {"zoo": zoo_dir / "zoo.toml", "dir": zoo_dir, "probe": write_images(tmp_path / "probe"), "work": work}
     sys.modules.pop("mynets", None)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium over the DevTools protocol, one per test module (the report's and the site's tests).
+
+    Without Debian's ``chromium`` the tests skip, except where $CI is set: CI must run them, not skip them.
+    """
+    executable = find_chromium()
+    if executable is None:
+        message = "chromium not found (Debian: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must run the browser test, not skip it")
+        pytest.skip(message)
+    with Browser(executable) as b:
+        yield b

@@ -9,12 +9,10 @@ versions are committed (`git add -f`), like the report's (tests/report/test_brow
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
 from support.artifacts import ARTIFACTS, keep, modest
-from support.chromium_cdp import Browser, find_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,18 +30,6 @@ CONTENT_JS = """(() => {
     broken: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
   };
 })()"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = find_chromium()
-    if executable is None:
-        message = "chromium not found (Debian: apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the browser test, not skip it")
-        pytest.skip(message)
-    with Browser(executable) as b:
-        yield b
 
 
 @pytest.mark.parametrize("name", list(PAGES))

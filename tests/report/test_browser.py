@@ -14,12 +14,11 @@ when $CI is set: there a missing browser fails, so CI cannot pass by skipping.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support.chromium_cdp import IMAGES_JS, Browser, find_chromium
+from support.chromium_cdp import IMAGES_JS
 from support.reports import TRUTH, large_report, toy_space
 from support.artifacts import ARTIFACTS, keep, modest
 
@@ -28,18 +27,6 @@ from modelspace.report import from_space, write_report
 from modelspace.report.page import comparisons_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = find_chromium()
-    if executable is None:
-        message = "chromium not found (Debian: apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the browser test, not skip it")
-        pytest.skip(message)
-    with Browser(executable) as b:
-        yield b
 
 
 @pytest.fixture(scope="module")
