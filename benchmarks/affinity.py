@@ -7,7 +7,7 @@ import statistics
 import numpy as np
 
 
-from harness import Config, fmt_bytes, fmt_s, GIB, Report, SyntheticMaps, traced
+from harness import GIB, Config, Report, SyntheticMaps, fmt_bytes, fmt_s, progress, traced
 from modelspace.similarity import affinity_matrix, affinity_naive
 
 def run_affinity(report: Report, cfg: Config) -> None:
@@ -15,7 +15,7 @@ def run_affinity(report: Report, cfg: Config) -> None:
     maps = SyntheticMaps(n_img, feat)
     rows, streamed_at = [], {}
     for n in cfg.affinity_ns:
-        print(f"… affinity N={n}", flush=True)
+        progress(f"… affinity N={n}")
         readers = [maps.reader(i) for i in range(n)]
         names = [f"m{i}" for i in range(n)]
         reps = cfg.matrix_repeats if n <= 100 else 1

@@ -12,7 +12,7 @@ from torch.overrides import TorchFunctionMode
 
 
 from bench_models import BenchModel, CaptumModel, encoder_path
-from harness import Config, fmt_s, interleaved, Report, short, timed
+from harness import Config, Report, fmt_s, interleaved, progress, short, timed
 from modelspace.attribution import DEFAULT_METHODS, attribute
 
 METHODS = DEFAULT_METHODS
@@ -148,7 +148,7 @@ def run_attribution(report: Report, cfg: Config, sections: set[str], models: lis
     captum_ratios: dict[str, list[tuple[str, float]]] = {m: [] for m in METHODS}
 
     for model in models:
-        print(f"… {model.name} ({model.shape})", flush=True)
+        progress(f"… {model.name} ({model.shape})")
         t_model = time.perf_counter()
         encoder_path(model)
         variants: dict[str, Callable] = {}
@@ -180,8 +180,7 @@ def run_attribution(report: Report, cfg: Config, sections: set[str], models: lis
         # Fast calls scatter most under load: they get three times the rounds (they cost little).
         fast = timed(variants[order[0]])[1] < 0.05
         med = interleaved({k: variants[k] for k in order}, cfg.warmup, cfg.repeats * (3 if fast else 1), cfg.min_sample)
-        print(f"  {fmt_s(time.perf_counter() - t_model)}: " +
-              ", ".join(f"{k} {fmt_s(med.median(k))}" for k in order), flush=True)
+        progress(f"  {fmt_s(time.perf_counter() - t_model)}: " + ", ".join(f"{k} {fmt_s(med.median(k))}" for k in order))
 
         if want_floor:
             row = [model.name, model.shape]

@@ -4,6 +4,7 @@
     python benchmarks/bench.py                       # full run, writes benchmarks/RESULTS.md
     python benchmarks/bench.py --quick               # smoke configuration (seconds), RESULTS-quick.md
     python benchmarks/bench.py --sections affinity insertion --out /tmp/r.md
+    python benchmarks/bench.py --sections real --append   # in the vision environment, after a full run
 
 Every figure is a ratio of two things measured side by side in this one run, on the same inputs
 (see `harness`). Absolute times are printed for context only; they depend on the machine and its load.
@@ -18,6 +19,8 @@ Sections, one module each:
   sketch       random-projection sketches against the exact affinity (sketch.py).
   gpu          20 ResNet-50-class models × 1000 probe images at 224² on CUDA (gpu.py).
   world        the world build's training levers: bf16, channels-last, the 32×32 decoder (world.py).
+  real         timm ResNet-50, ConvNeXt-T and ViT-S/16 against Captum and Zennit; needs timm and Zennit
+               (real_models.py).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import real_models
 import sketch
 import world
 from bench_models import hf_models, lever_models, taskonomy_models, zoo_models
-from harness import FULL, HERE, QUICK, Report, fmt_s, header
+from harness import FULL, HERE, QUICK, Report, appended_header, fmt_s, header, progress
 
 SECTIONS = ("attribution", "captum", "affinity", "insertion", "levers", "sketch", "gpu", "world", "real")
 
@@ -54,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="markdown results (default benchmarks/RESULTS.md; RESULTS-quick.md with --quick)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument("--append", action="store_true",
+                        help="add the sections to the end of the results file (a part run in another environment, "
+                             "e.g. `--sections real` where timm and Zennit import) instead of writing a new one")
     args = parser.parse_args(argv)
 
     cfg = QUICK if args.quick else FULL
@@ -62,8 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sections = set(args.sections)
-    report = Report(out)
-    header(report, cfg, args, args.quick)
+    if args.append and not out.is_file():
+        parser.error(f"--append: no results file {out} to append to")
+    report = Report(out, append=args.append)
+    if args.append:
+        appended_header(report)
+    else:
+        header(report, cfg, args, args.quick)
     started = time.perf_counter()
 
     def section(name: str, run: Callable[[], None]) -> None:
@@ -93,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         section("world", lambda: world.run_world(report, cfg))
     if "real" in sections:
         section("real", lambda: real_models.run_real(report, cfg))
-    report.add(f"Total benchmark time: {fmt_s(time.perf_counter() - started)}.")
+    report.add(f"Total time of {'these sections' if args.append else 'the benchmark'}: "
+               f"{fmt_s(time.perf_counter() - started)}.")
     report.write()
-    print(f"\nwrote {out}", flush=True)
+    progress(f"\nwrote {out}")
     return 0
 
 

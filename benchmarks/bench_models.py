@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 
-from harness import Config, short
+from harness import Config, progress, short
 from modelspace.models.encoder import EncoderTap, first_tensor
 from modelspace.models.sources import hf_default_encoder
 
@@ -153,7 +153,7 @@ def zoo_models(cfg: Config, quick: bool) -> list[BenchModel]:
             out.append(BenchModel(f"zoo:{name}", loaded.module, loaded.encoder, x,
                                   notes=["trained zoo weights"]))
     except Exception as exc:  # the zoo is being built, or not at all: fall back below
-        print(f"(zoo not loadable: {short(exc)}; using random-weight zoo architectures)", flush=True)
+        progress(f"(zoo not loadable: {short(exc)}; using random-weight zoo architectures)")
         out = []
     if len(out) < 3:
         from modelspace.world import nets
@@ -173,7 +173,7 @@ def hf_models(cfg: Config) -> list[BenchModel]:
     try:
         from transformers import ResNetConfig, ResNetModel, ViTConfig, ViTModel
     except ImportError as exc:
-        print(f"(transformers not importable: {exc}; Hugging Face models skipped)", flush=True)
+        progress(f"(transformers not importable: {exc}; Hugging Face models skipped)")
         return []
     size, b = cfg.hf_size, cfg.hf_batch
     x = torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(1))

@@ -3,6 +3,7 @@ variants timed side by side on the same inputs, with tracemalloc peak memory.
 
     python benchmarks/confidence.py                         # N = 100 models, Np = 1000 images, 3×64×64 maps
     python benchmarks/confidence.py --models 30 --images 200 --map-size 32   # a quick run
+    python benchmarks/confidence.py --append benchmarks/RESULTS.md           # also as its section 10
 
 Attribution methods: `affinity_matrix` alone against `affinity_halves` (the same streamed pass, which
 also accumulates the 20 half affinities), on synthetic L2-normalised float16 maps of 3 × S × S values
@@ -15,10 +16,11 @@ images), the three default methods' affinities and DDS; the confidence's share i
 
 import argparse
 import statistics
+from pathlib import Path
 
 import numpy as np
 
-from harness import SyntheticMaps, fmt_bytes, fmt_s, interleaved, timed, traced
+from harness import SyntheticMaps, appended_section, fmt_bytes, fmt_s, interleaved, timed, traced
 from modelspace.similarity import DDS, affinity_halves, affinity_matrix, compare_all, compare_halves, half_masks
 
 
@@ -30,7 +32,14 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=512, help="D: activation values per image for DDS")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats per variant (median kept)")
     parser.add_argument("--map-images", type=int, default=200, help="images the maps of one model are timed on")
+    parser.add_argument("--append", type=Path, default=None, metavar="RESULTS",
+                        help="also append the printed results to this file as its section 10 (benchmarks/RESULTS.md)")
     args = parser.parse_args()
+    with appended_section(args.append, "10. The confidence's cost", "confidence.py"):
+        _measure(args)
+
+
+def _measure(args: argparse.Namespace) -> None:
     n, n_img, feat = args.models, args.images, 3 * args.map_size**2
     names = [f"m{i}" for i in range(n)]
     masks = half_masks(n_img)

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import datetime as dt
 import gc
+import io
 import math
 import os
 import platform
@@ -20,7 +21,7 @@ import time
 import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -64,12 +65,18 @@ QUICK = Config(repeats=1, warmup=1, zoo_batch=2, hf_batch=1, hf_size=32, n_image
 # ------------------------------------------------------------------------------------ report
 
 
+def progress(text: str) -> None:
+    """A line of progress, on stderr: stdout carries the results only."""
+    print(text, file=sys.stderr, flush=True)
+
+
 class Report:
     """Markdown lines, echoed to stdout as they come and written to `out` after each section."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, append: bool = False) -> None:
         self.out = out
-        self.lines: list[str] = []
+        # appending keeps the file's lines (the sections another environment ran) and adds this run's after them
+        self.lines: list[str] = out.read_text().rstrip("\n").split("\n") + [""] if append else []
 
     def add(self, text: str = "") -> None:
         self.lines.append(text)
@@ -89,6 +96,54 @@ class Report:
     def write(self) -> None:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text("\n".join(self.lines) + "\n")
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams: Any) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+@contextlib.contextmanager
+def appended_section(out: Path | None, title: str, script: str) -> Iterator[None]:
+    """Echo what the block prints and, when it ends without an error, append it to ``out`` as one section.
+
+    For the scripts whose results are printed text (``confidence.py``, ``memory.py``): the section is the
+    heading ``## TITLE (`python benchmarks/SCRIPT ARGS`)``, a line naming the machine, the versions, the
+    date and the load average at its start and end, and what was printed, as a code block.
+
+    Parameters
+    ----------
+    out : Path or None
+        The results file to append to (``benchmarks/RESULTS.md``); None only echoes.
+    title : str
+        The section's numbered title, e.g. ``"10. The confidence's cost"``.
+    script : str
+        The script's file name, for the command in the heading.
+    """
+    if out is None:
+        yield
+        return
+    if not out.is_file():
+        raise SystemExit(f"--append: no results file {out} to append to")
+    started, load = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), _load()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(_Tee(sys.stdout, printed)):
+        yield
+    lines = [f"## {title} (`python benchmarks/{script} {shlex.join(sys.argv[1:])}`)", "",
+             f"Run on {cpu_name()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, at {started}; "
+             f"{'; '.join(_versions())}; load average at start {load}, at the end {_load()} (more than the threads "
+             "means other work shared the CPUs).", "", "```", printed.getvalue().strip("\n"), "```", ""]
+    with out.open("a", encoding="utf-8") as results:
+        results.write("\n" + "\n".join(lines))
 
 
 def fmt_s(seconds: float) -> str:
@@ -141,12 +196,39 @@ def cpu_name() -> str:
     return name + (f" ({', '.join(detail)})" if detail else "")
 
 
-def header(report: Report, cfg: Config, args: argparse.Namespace, quick: bool) -> None:
-    versions = [f"torch {torch.__version__}", f"numpy {np.__version__}", f"modelspace {modelspace.__version__}"]
-    for name in ("transformers", "captum"):
+def _versions() -> list[str]:
+    versions = [f"python {platform.python_version()}", f"torch {torch.__version__}", f"numpy {np.__version__}",
+                f"modelspace {modelspace.__version__}"]
+    for name in ("transformers", "captum", "timm", "zennit"):
         with contextlib.suppress(ImportError):
-            versions.append(f"{name} {__import__(name).__version__}")
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+            versions.append(f"{name} {getattr(__import__(name), '__version__', '?')}")
+    return versions
+
+
+def _load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
+def _command() -> str:
+    return f"`python benchmarks/bench.py {shlex.join(sys.argv[1:])}`".replace("bench.py `", "bench.py`")
+
+
+def appended_header(report: Report) -> None:
+    """The lines that open sections appended to a results file by a run in another environment (``--append``).
+
+    Parameters
+    ----------
+    report : Report
+        The report, holding the file's earlier lines.
+    """
+    report.add(f"Appended by {_command()}, in another environment, on "
+               f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}: "
+               f"{'; '.join(_versions())}; torch threads {torch.get_num_threads()}; load average at start {_load()}.")
+    report.add()
+
+
+def header(report: Report, cfg: Config, args: argparse.Namespace, quick: bool) -> None:
+    load = _load()
     report.add("# modelspace benchmark results")
     report.add()
     if quick:
@@ -157,8 +239,8 @@ def header(report: Report, cfg: Config, args: argparse.Namespace, quick: bool) -
     report.add(f"- machine: {platform.platform()}, {platform.machine()}, "
                f"{cpu_name()}; {os.cpu_count()} CPUs; "
                f"torch threads {torch.get_num_threads()}; load average at start {load}")
-    report.add(f"- python {platform.python_version()}; " + "; ".join(versions))
-    report.add(f"- command: `python benchmarks/bench.py {shlex.join(sys.argv[1:])}`".replace("bench.py `", "bench.py`"))
+    report.add("- " + "; ".join(_versions()))
+    report.add(f"- command: {_command()}")
     report.add(f"- configuration: {cfg}")
     busy = cpu_busy()
     if busy is not None and busy > 0.2:

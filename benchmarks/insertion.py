@@ -10,7 +10,7 @@ import numpy as np
 from torch import nn
 
 
-from harness import Config, fmt_bytes, fmt_s, interleaved, loaded_model, Report, SyntheticMaps, timed
+from harness import Config, Report, SyntheticMaps, fmt_bytes, fmt_s, interleaved, loaded_model, progress, timed
 from modelspace.similarity import affinity_matrix, affinity_row
 
 class ShardLoads:
@@ -58,7 +58,7 @@ def run_insertion(report: Report, cfg: Config) -> None:
         loads = ShardLoads(store)
         old = [member(i, f"old{i}") for i in range(n_old)]
         new = {n: member(10_000 + n, f"new{n}") for n in cfg.insertion_ns}
-        print(f"… writing {n_old + len(new)} models' maps to a temporary store", flush=True)
+        progress(f"… writing {n_old + len(new)} models' maps to a temporary store")
         sources = [(m, i) for i, m in enumerate(old)] + [(m, 10_000 + n) for n, m in new.items()]
         for m, i in sources:
             key = EntryKey(m.key, probe.hash, method, probe.size)
@@ -72,13 +72,13 @@ def run_insertion(report: Report, cfg: Config) -> None:
             return lambda a, b, k=keys[m.name]: store.read(k, a, b)
 
         # The old models' pairs are cached, as after an earlier fit (values from the same maps in memory).
-        print("… caching the old models' affinities", flush=True)
+        progress("… caching the old models' affinities")
         a = affinity_matrix([maps.reader(i) for i in range(n_old)], n_img, [m.name for m in old], progress=False)
         store.put_affinities((keys[old[i].name], keys[old[j].name], float(a[i, j]))
                              for i in range(n_old) for j in range(i + 1, n_old))
 
         for n in cfg.insertion_ns:
-            print(f"… insertion N={n}", flush=True)
+            progress(f"… insertion N={n}")
             space = ModelSpace(methods=[method], store=store, executor=LocalExecutor(shard_size=shard_size),
                                progress=False)
             space.fit(old[:n], probe)  # maps and pairs all cached: nothing is computed

@@ -15,7 +15,7 @@ import torch
 from modelspace.attribution import DEFAULT_METHODS, attribute
 from modelspace.maps import Runtime
 
-from harness import fmt_s, interleaved, short
+from harness import fmt_s, interleaved, progress, short
 
 def per_image_cosines(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     a, b = a.reshape(len(a), -1).double(), b.reshape(len(b), -1).double()
@@ -32,7 +32,7 @@ def run_levers(report, cfg, models: list) -> None:
     """channels-last and bf16 autocast vs default on CPU (the device here), per model and method."""
     rows, agreement_rows = [], []
     for model in models:
-        print(f"… levers {model.name}", flush=True)
+        progress(f"… levers {model.name}")
         variants: dict[str, Callable[[], Any]] = {}
         runtimes = {"default": Runtime(), "channels-last": Runtime(channels_last=True), "bf16": Runtime(precision="bf16")}
         reference = {}

@@ -3,6 +3,7 @@ side by side on the same inputs.
 
     git worktree add /work/wt-before c8459ab                    # the code before, once
     .venv-vision/bin/python benchmarks/memory.py --before /work/wt-before/src
+    .venv-vision/bin/python benchmarks/memory.py --before /work/wt-before/src --append benchmarks/RESULTS.md
 
 Every run is `modelspace run ZOO PROBE` (the paper's three methods and DDS, with the report) in a
 subprocess of its own, with PYTHONPATH on one variant's sources: "before" (`--before`, a checkout of
@@ -65,13 +66,23 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs="+", default=[96], metavar="N",
                         help="probe images, one number for every zoo or one per zoo (default 96)")
     parser.add_argument("--work", default=None, help="folder for zoos, probe and stores (default: a temporary one)")
+    parser.add_argument("--append", type=Path, default=None, metavar="RESULTS",
+                        help="also append the printed results to this file as its section 11 (benchmarks/RESULTS.md)")
     args = parser.parse_args()
+    from harness import appended_section  # the driver's only: a run's child process imports no more than it needs
+
+    title = "11. Peak memory and reruns of `modelspace run`" + (", before and now" if args.before else "")
+    with appended_section(args.append, title, "memory.py"):
+        _measure(args)
+
+
+def _measure(args: argparse.Namespace) -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="modelspace-memory-"))
     images = dict(zip(args.zoos, args.images * len(args.zoos) if len(args.images) == 1 else args.images))
     (work / "memory_nets.py").write_text((HERE / "memory_nets.py").read_text())
     variants = {"before": Path(args.before).resolve()} if args.before else {}
     variants["now"] = SRC
-    print("variants: " + ", ".join(f"{k} = {v}" for k, v in variants.items()), flush=True)
+    print("variants: " + ", ".join(f"{k} = {_commit(v)} ({v})" for k, v in variants.items()), flush=True)
     for zoo in args.zoos:
         probe = _probe(work / f"probe{images[zoo]}", images[zoo])
         texts = (zoo_six(False), zoo_six(True)) if zoo == "6" else (zoo_tiny(50), zoo_tiny(51))
@@ -105,6 +116,16 @@ def _table(zoo: str, n_images: int, rows: dict) -> None:
     line("time, rerun after adding one model", [rows[v]["added"]["wall_s"] for v in variants], lambda s: f"{s:.1f} s")
     line("peak memory, rerun with nothing new", [rows[v]["rerun"]["peak_rss"] for v in variants], _gb)
     print(flush=True)
+
+
+def _commit(src: Path) -> str:
+    """The commit of the checkout that ``src`` is in, with ``+`` when its tracked files are changed."""
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", "-C", str(src), *argv], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    return commit + ("+" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def _gb(n: float) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 from modelspace.similarity import affinity_matrix
 from modelspace.similarity import MapSketcher, sketched_affinity
 
-from harness import SyntheticMaps, fmt_bytes, fmt_s, timed
+from harness import SyntheticMaps, fmt_bytes, fmt_s, progress, timed
 
 def zoo_saliency_maps(n_images: int) -> tuple[list[str], list[np.ndarray]]:
     """The built-in zoo's saliency maps on rendered probe images, as (Np, F) arrays per model."""
@@ -41,7 +41,7 @@ def top5_overlap(estimate: np.ndarray, exact: np.ndarray) -> float:
 def run_sketch(report, cfg) -> None:
     dims = (32, 128) if cfg.repeats == 1 else (64, 256, 1024)
     n_zoo_images = 8 if cfg.repeats == 1 else 250
-    print("… sketch: zoo maps", flush=True)
+    progress("… sketch: zoo maps")
     names, maps = zoo_saliency_maps(n_zoo_images)
     readers = [lambda s, e, m=m: m[s:e] for m in maps]
     exact = affinity_matrix(readers, n_zoo_images, names, progress=False)
@@ -54,7 +54,7 @@ def run_sketch(report, cfg) -> None:
         rows.append([dim, f"{err.max():.4f}", f"{err.mean():.4f}", f"{np.corrcoef(est[off], exact[off])[0, 1]:.4f}",
                      f"{top5_overlap(est, exact):.2f}"])
 
-    print("… sketch: synthetic N=100", flush=True)
+    progress("… sketch: synthetic N=100")
     n, n_img, feat = (10, cfg.n_images, 3 * cfg.map_size**2) if cfg.repeats == 1 else (100, cfg.n_images, 3 * cfg.map_size**2)
     synth = SyntheticMaps(n_img, feat, seed=3)
     sreaders = [synth.reader(i) for i in range(n)]

@@ -13,7 +13,7 @@ import torch
 from modelspace.world import nets, train
 from modelspace.world.render import render_batch
 
-from harness import fmt_s, interleaved
+from harness import fmt_s, interleaved, progress
 
 VARIANTS = {  # name: (arch, predict_size, precision, channels_last)
     "ResTaskNet fp32 NCHW": ("restasknet", 32, "float32", False),
@@ -53,7 +53,7 @@ def _step(arch: str, predict_size: int, precision: str, channels_last: bool, dat
 def run_world(report, cfg) -> None:
     batch = 4 if cfg.repeats == 1 else 32
     data = render_batch(batch, seed=1000)
-    print("… world training levers", flush=True)
+    progress("… world training levers")
     variants = {name: _step(*levers, data, batch) for name, levers in VARIANTS.items()}
     timings = interleaved(variants, cfg.warmup, cfg.repeats, cfg.min_sample)
     rows = [[name, BASELINES[name], timings.cell(name, BASELINES[name])] for name in VARIANTS]

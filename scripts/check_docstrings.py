@@ -12,6 +12,8 @@ classes, and the methods of public classes, in modules without a leading undersc
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
 import sys
 from pathlib import Path
 
@@ -32,14 +34,45 @@ def decorator_names(node: ast.AST) -> set[str]:
     return out
 
 
-def dataclass_fields(node: ast.ClassDef) -> tuple[str, ...] | None:
-    """A dataclass's init fields in order (ClassVars left out), or None for a class that is not one."""
-    if "dataclass" not in decorator_names(node) or any(
-            isinstance(c, ast.FunctionDef) and c.name == "__init__" for c in node.body):
+def dataclass_fields(node: ast.ClassDef, module: str | None = None) -> tuple[str, ...] | None:
+    """A dataclass's init fields in order (ClassVars left out), or None for a class that is not one.
+
+    With ``module`` (the class's importable module) the fields are the class's as Python sees them, those
+    inherited from a dataclass base included; without it, the ones its own body declares.
+    """
+    if any(isinstance(c, ast.FunctionDef) and c.name == "__init__" for c in node.body):
+        return None
+    cls = _imported_class(module, node.name) if module else None
+    if cls is not None:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.init) if dataclasses.is_dataclass(cls) else None
+    if "dataclass" not in decorator_names(node):
         return None
     return tuple(c.target.id for c in node.body
                  if isinstance(c, ast.AnnAssign) and isinstance(c.target, ast.Name)
                  and "ClassVar" not in ast.unparse(c.annotation))
+
+
+def _imported_class(module: str, name: str) -> type | None:
+    try:
+        value = getattr(importlib.import_module(module), name, None)
+    except Exception:  # noqa: BLE001 - a file that cannot be imported is checked from its source alone
+        return None
+    return value if isinstance(value, type) else None
+
+
+def module_name(path: Path) -> str:
+    """The name ``path`` is imported by (``modelspace.maps.store``), its top folder put on ``sys.path``.
+
+    The top folder is the first one up from the file without an ``__init__.py`` (``src/`` for the package).
+    """
+    path = path.resolve()
+    parts, folder = ([] if path.stem == "__init__" else [path.stem]), path.parent
+    while (folder / "__init__.py").exists():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))  # the classes of this file, whatever is installed
+    return ".".join(parts)
 
 
 class Validator(AstValidator):
@@ -49,13 +82,15 @@ class Validator(AstValidator):
     Parameters section, under Attributes (a result it is handed); either is checked against the fields.
     """
 
+    module: str | None = None  # set by check_file: where the class is imported from
+
     @property
     def signature_parameters(self):
-        fields = dataclass_fields(self.node) if self.is_class else None
+        fields = dataclass_fields(self.node, self.module) if self.is_class else None
         return super().signature_parameters if fields is None else fields
 
     def _doc_parameters(self, sections):
-        fields = dataclass_fields(self.node) if self.is_class else None
+        fields = dataclass_fields(self.node, self.module) if self.is_class else None
         if fields is not None and not self.doc["Parameters"] and self.doc["Attributes"]:
             sections = ["Attributes" if s == "Parameters" else s for s in sections]
         return super()._doc_parameters(sections)
@@ -87,11 +122,12 @@ def is_property(node: ast.AST) -> bool:
 def check_file(path: Path, config: dict) -> list[str]:
     """The findings of one file, as ``path:line: CODE message`` lines."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    validator = type("FileValidator", (Validator,), {"module": module_name(path)})
     findings = []
     for name, node, ancestry in public_nodes(tree, path.stem):
         if config["exclude"] and config["exclude"].search(name):
             continue
-        report = validate.validate(name, Validator, ast_node=node, filename=str(path), ancestry=ancestry)
+        report = validate.validate(name, validator, ast_node=node, filename=str(path), ancestry=ancestry)
         for code, message in report["errors"]:
             if code not in config["checks"] or (is_property(node) and code in PROPERTY_SKIPS):
                 continue

@@ -83,6 +83,23 @@ class Pair:
     a: int
     b: int = 0
     kind: ClassVar[str] = "pair"
+
+
+@dataclass(frozen=True)
+class Triple(Pair):
+    """Three numbers: the fields a dataclass inherits are its parameters too.
+
+    Parameters
+    ----------
+    a : int
+        The first, inherited.
+    b : int
+        The second, inherited.
+    c : int
+        The third.
+    """
+
+    c: int = 0
 '''
 
 
@@ -115,6 +132,8 @@ def test_a_complete_docstring_passes_and_nested_functions_properties_and_private
     ('        """The area, the side squared."""\n', "GL08"),
     # a dataclass field left out
     ("    b : int\n        The second.\n", "PR01"),
+    # a field inherited from a dataclass base left out
+    ("    a : int\n        The first, inherited.\n    b : int\n        The second, inherited.\n", "PR01"),
 ])
 def test_the_section_check_fails_on_a_planted_violation(tmp_path, planted, code):
     assert planted in GOOD

@@ -5,13 +5,16 @@ Directives (MyST pages only):
 - ``cli-reference`` (no argument): the command-line reference, generated from ``modelspace.cli.build_parser``:
   the program's usage, then per subcommand a section with its usage, its description and a table of its
   arguments (each with its help and default) and its examples;
-- ``study-tables PATH`` (``PATH`` relative to ``docs/``, a ``modelspace study`` results.json), option
-  ``:sections:`` (a comma-separated list of `modelspace.world.study.STUDY_SECTIONS`; default all): the
-  study's markdown (`modelspace.world.study.study_sections`), in the order of that list.
+- ``study-tables PATH`` (a ``modelspace study`` results.json), option ``:sections:`` (a comma-separated list
+  of `modelspace.world.study.STUDY_SECTIONS`; default all): the study's markdown
+  (`modelspace.world.study.study_sections`), in the order of that list.
 
-Both write Markdown and render it in place, as MyST's own ``{include}`` does: its headings are shifted under
-the heading the directive stands in (a study's ``## `` becomes ``### `` under a page's ``## ``), so that they
-nest as sections of the page, and the content after the directive continues in the last generated section.
+Every directive of the site that generates text is a `RenderedMarkdown` (``modelspace_world``'s too): it writes
+Markdown and renders it in place, as MyST's own ``{include}`` does. Its headings are shifted under the heading
+the directive stands in (a study's ``## `` becomes ``### `` under a page's ``## ``), so that they nest as
+sections of the page, and the content after the directive continues in the last generated section. A file it
+reads is named relative to the page (``/`` first: relative to ``docs/``), and the page is rebuilt when the
+file changes.
 
 For the API reference (docs/api/): `api_aliases`, numpydoc's aliases that link a docstring's types to their
 entries; ``reexported-constants PACKAGE`` (reST, beside ``automodule``), the constants a package re-exports,
@@ -30,6 +33,7 @@ import re
 import textwrap
 import typing
 from pathlib import Path
+from typing import Any
 
 from docutils import nodes
 from docutils.statemachine import StringList
@@ -179,11 +183,47 @@ def cli_markdown(parser: argparse.ArgumentParser) -> str:
     return "\n".join(lines)
 
 
-class _RenderedMarkdown(SphinxDirective):
-    """A directive whose output is Markdown, rendered in place under the heading it stands in."""
+class RenderedMarkdown(SphinxDirective):
+    """A directive whose output is Markdown, rendered in place under the heading it stands in.
+
+    A subclass declares its arguments and options as any directive does and writes `markdown`.
+    """
 
     def markdown(self) -> str:  # pragma: no cover - each directive has its own
+        """The directive's output.
+
+        Returns
+        -------
+        str
+            MyST Markdown; its headings may start at any level.
+        """
         raise NotImplementedError
+
+    def read_json(self, name: str) -> Any:
+        """The JSON file ``name`` (relative to the page; ``/`` first: to ``docs/``), noted as the page's input.
+
+        Parameters
+        ----------
+        name : str
+            The file, as the directive's argument gives it.
+
+        Returns
+        -------
+        Any
+            Its content.
+
+        Raises
+        ------
+        docutils.parsers.rst.DirectiveError
+            When the file cannot be read or parsed; the message names the directive and the file.
+        """
+        relative, path = self.env.relfn2path(name, self.env.docname)
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise self.error(f"{self.name}: cannot read {relative}: {exc}") from exc
+        self.env.note_dependency(relative)
+        return data
 
     def run(self) -> list[nodes.Node]:
         # MyST's renderer is the state's; a directive has no public way to add sections to the page, and
@@ -203,7 +243,7 @@ def _ancestry(node: nodes.Node):
         node = node.parent
 
 
-class CliReference(_RenderedMarkdown):
+class CliReference(RenderedMarkdown):
     """``cli-reference``: the whole ``modelspace`` command-line reference, from its argparse parser."""
 
     has_content = False
@@ -225,7 +265,7 @@ def _section_list(argument: str) -> list[str]:
     return names
 
 
-class StudyTables(_RenderedMarkdown):
+class StudyTables(RenderedMarkdown):
     """``study-tables PATH``: the tables of a ``modelspace study`` results.json, generated at each build."""
 
     has_content = False
@@ -235,15 +275,11 @@ class StudyTables(_RenderedMarkdown):
     def markdown(self) -> str:
         from modelspace.world.study import STUDY_SECTIONS, study_sections
 
-        path = Path(self.env.srcdir) / self.arguments[0]
-        if not path.is_file():
-            raise self.error(f"study-tables: no results file {path}")
-        self.env.note_dependency(str(path))  # the page is rebuilt when the results change
-        parts = study_sections(json.loads(path.read_text(encoding="utf-8")))
+        parts = study_sections(self.read_json(self.arguments[0]))
         names = self.options.get("sections", list(STUDY_SECTIONS))
         missing = [name for name in names if name not in parts]
         if missing and "sections" in self.options:
-            raise self.error(f"study-tables: {path} holds no {', '.join(missing)}")
+            raise self.error(f"study-tables: {self.arguments[0]} holds no {', '.join(missing)}")
         return "\n\n".join(parts[name] for name in names if name in parts)
 
 

@@ -7,19 +7,16 @@ Directives:
 - ``readout-check PATH``: one readout check's rungs (mean validation loss of its sampled pairs, the change
   from one rung to the next) and the rung its rule picks, from ``scripts/world/records/readout_*.json``.
 
-Both render Markdown tables, so the page can never disagree with the files it reports.
+Both are `modelspace_docs.RenderedMarkdown` directives over the file their argument names (relative to the page):
+they render Markdown tables, so the page can never disagree with the files it reports.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from docutils import nodes
-from docutils.statemachine import StringList
-from sphinx.util.docutils import SphinxDirective
+from modelspace_docs import RenderedMarkdown
 
 # The criteria the oracle was asked to meet, fixed before it was measured (tests/world/test_oracle.py
 # enforces the ones it meets and expects 2a to fail).
@@ -123,65 +120,39 @@ def _ordinal(n: int) -> str:
     return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
-class _FileTable(SphinxDirective):
-    """A directive whose one argument is a JSON file (relative to the page) rendered as Markdown."""
+class OracleValidity(RenderedMarkdown):
+    """``oracle-validity PATH``: the oracle's validity figures, from its ``oracle.json``."""
 
     required_arguments = 1
     has_content = False
 
-    def markdown(self, data: Any) -> str:
-        raise NotImplementedError
-
-    def run(self) -> list[nodes.Node]:
-        relative, path = self.env.relfn2path(self.arguments[0], self.env.docname)
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise self.error(f"{self.name}: cannot read {relative}: {exc}") from exc
-        self.env.note_dependency(relative)
-        container = nodes.container(classes=["modelspace-generated"])
-        self.state.nested_parse(StringList(self.markdown(data).splitlines(), source=relative), 0, container)
-        return [container]
-
-
-class OracleValidity(_FileTable):
-    """``oracle-validity PATH``: the oracle's validity figures, from its ``oracle.json``."""
-
-    def markdown(self, data: Any) -> str:
+    def markdown(self) -> str:
         """`oracle_validity_markdown` of the file's content.
-
-        Parameters
-        ----------
-        data : dict
-            ``oracle.json`` as read.
 
         Returns
         -------
         str
             The Markdown tables.
         """
-        return oracle_validity_markdown(data)
+        return oracle_validity_markdown(self.read_json(self.arguments[0]))
 
 
-class ReadoutCheck(_FileTable):
+class ReadoutCheck(RenderedMarkdown):
     """``readout-check PATH`` (option ``:unit:``, what a rung counts): one readout check's record."""
 
+    required_arguments = 1
+    has_content = False
     option_spec = {"unit": str}
 
-    def markdown(self, data: Any) -> str:
+    def markdown(self) -> str:
         """`readout_check_markdown` of the file's content.
-
-        Parameters
-        ----------
-        data : dict
-            A readout check's record as read.
 
         Returns
         -------
         str
             The Markdown table and the rung chosen.
         """
-        return readout_check_markdown(data, self.options.get("unit", "rung"))
+        return readout_check_markdown(self.read_json(self.arguments[0]), self.options.get("unit", "rung"))
 
 
 def setup(app):

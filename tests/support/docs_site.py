@@ -80,8 +80,17 @@ class Page(HTMLParser):
 
 
 def extension(name: str = "modelspace_docs"):
-    """A module of the site's Sphinx extensions (docs/_ext/NAME.py), imported from its file."""
+    """A module of the site's Sphinx extensions (docs/_ext/NAME.py), imported from its file.
+
+    It is registered under its name, as the build's import from docs/_ext would, so that an extension importing
+    ``modelspace_docs`` finds it without docs/_ext on the path.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    if name != "modelspace_docs":
+        extension("modelspace_docs")
     spec = importlib.util.spec_from_file_location(name, DOCS / "_ext" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module

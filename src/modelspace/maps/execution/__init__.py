@@ -10,11 +10,11 @@ from .activations import encoder_activations, prepare_baselines, source_probabil
 from .executor import (Executor, LocalExecutor, compute_maps, repeatable, run_error, run_exclusive, run_unit,
                        run_units, wrapped_error)
 from .ray import RayExecutor
-from .runtime import PRECISIONS, Runtime, kept_torch_state
+from .runtime import Runtime, kept_torch_state
 
 EXECUTORS: dict[str, type[Executor]] = {cls.name: cls for cls in (LocalExecutor, RayExecutor)}
 """The executors by their name on the command line (``--executor``)."""
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "PRECISIONS", "RayExecutor", "Runtime", "compute_maps",
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "Runtime", "compute_maps",
            "encoder_activations", "kept_torch_state", "prepare_baselines", "repeatable", "run_error", "run_exclusive",
            "run_unit", "run_units", "source_probabilities", "wrapped_error"]

@@ -280,7 +280,10 @@ class Executor:
 class LocalExecutor(Executor):
     """Runs the models one after another in this process, shard by shard, all methods of a shard together.
 
-    Its one field is `Executor`'s ``shard_size`` (probe images per unit of work, default 256).
+    Parameters
+    ----------
+    shard_size : int, default 256
+        Probe images per unit of work (`Executor`'s field, its only one).
 
     Raises
     ------

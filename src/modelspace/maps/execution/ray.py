@@ -396,11 +396,12 @@ class RayExecutor(Executor):
     """Embeds many models on a Ray cluster: a pool of actors, one model each at a time (see the module docstring).
 
     A configuration value: making one needs no Ray (it is imported when the executor runs), and it is
-    checked when it is made; `check_runtime` checks it beside the runtime it is to run with. Its first
-    field is `Executor`'s ``shard_size`` (probe images per unit of work, default 256); its own follow.
+    checked when it is made; `check_runtime` checks it beside the runtime it is to run with.
 
     Parameters
     ----------
+    shard_size : int, default 256
+        Probe images per unit of work (`Executor`'s field).
     address : str or None, default None
         None starts a local Ray instance (unless this process is already connected to one, or
         ``RAY_ADDRESS`` names a cluster); "auto" joins the cluster this machine is a node of;

@@ -34,10 +34,12 @@ import torch
 from torch import nn
 
 from ...errors import InputError, check_int
+from ...identity import PRECISIONS
 from ...options import option
 from ...probe import ProbeSet
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""The dtype of each precision other than fp32 (`identity.PRECISIONS` names them all)."""
 
 CPU_PASS_MEMORY = 1 << 30
 """Bytes a pass may keep for its backward on the CPU unless `Runtime.pass_memory` says otherwise. What
@@ -186,10 +188,9 @@ class Runtime:
         ContextManager
             ``torch.autocast`` at the precision's dtype on the device's type, or a null context at fp32.
         """
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
+        if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=dtype)
+        return torch.autocast(device_type=self.device_type, dtype=_AUTOCAST_DTYPES[self.precision])
 
     @property
     def pass_budget(self) -> int | None:
