@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import datetime as dt
 import gc
+import importlib.metadata
 import io
 import math
 import os
@@ -113,12 +114,13 @@ class _Tee(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def appended_section(out: Path | None, title: str, script: str) -> Iterator[None]:
+def appended_section(out: Path | None, title: str, script: str, markdown: bool = False) -> Iterator[None]:
     """Echo what the block prints and, when it ends without an error, append it to ``out`` as one section.
 
-    For the scripts whose results are printed text (``confidence.py``, ``memory.py``): the section is the
-    heading ``## TITLE (`python benchmarks/SCRIPT ARGS`)``, a line naming the machine, the versions, the
-    date and the load average at its start and end, and what was printed, as a code block.
+    For the scripts whose results are printed (``confidence.py``, ``memory.py``, ``taskonomy.py``): the
+    section is the heading ``## TITLE (`python benchmarks/SCRIPT ARGS`)``, a line naming the machine, the
+    versions, the date and the load average at its start and end, and what was printed, as a code block
+    (plain text, aligned in columns) or as it is (Markdown without headings).
 
     Parameters
     ----------
@@ -128,6 +130,8 @@ def appended_section(out: Path | None, title: str, script: str) -> Iterator[None
         The section's numbered title, e.g. ``"10. The confidence's cost"``.
     script : str
         The script's file name, for the command in the heading.
+    markdown : bool, default False
+        Whether what the block prints is Markdown, appended as it is, rather than text for a code block.
     """
     if out is None:
         yield
@@ -141,7 +145,9 @@ def appended_section(out: Path | None, title: str, script: str) -> Iterator[None
     lines = [f"## {title} (`python benchmarks/{script} {shlex.join(sys.argv[1:])}`)", "",
              f"Run on {cpu_name()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, at {started}; "
              f"{'; '.join(_versions())}; load average at start {load}, at the end {_load()} (more than the threads "
-             "means other work shared the CPUs).", "", "```", printed.getvalue().strip("\n"), "```", ""]
+             "means other work shared the CPUs).", ""]
+    body = printed.getvalue().strip("\n")
+    lines += [body, ""] if markdown else ["```", body, "```", ""]
     with out.open("a", encoding="utf-8") as results:
         results.write("\n" + "\n".join(lines))
 
@@ -200,8 +206,8 @@ def _versions() -> list[str]:
     versions = [f"python {platform.python_version()}", f"torch {torch.__version__}", f"numpy {np.__version__}",
                 f"modelspace {modelspace.__version__}"]
     for name in ("transformers", "captum", "timm", "zennit"):
-        with contextlib.suppress(ImportError):
-            versions.append(f"{name} {getattr(__import__(name), '__version__', '?')}")
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):  # zennit has no __version__
+            versions.append(f"{name} {importlib.metadata.version(name)}")
     return versions
 
 

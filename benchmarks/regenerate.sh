@@ -3,10 +3,10 @@
 #
 #     bash benchmarks/regenerate.sh [BEFORE]
 #
-# Sections 1-8 run in the test environment (`python`, or $PYTHON), which writes a new file; sections 9-11
-# need timm, torchvision and Zennit, so they run in the vision environment of DEVELOPERS.md (.venv-vision,
-# or $VISION_PYTHON) and append to it. BEFORE is the commit memory.py compares against (default c8459ab,
-# the code before a pass's memory was bounded); it is checked out in a temporary worktree.
+# Sections 1-8 run in the test environment (`python`, or $PYTHON), which writes a new file; sections 9-12 run in
+# the vision environment of DEVELOPERS.md (.venv-vision, or $VISION_PYTHON; 9 and 11 need its timm, torchvision
+# and Zennit), each appending its part. BEFORE is the commit memory.py compares against (default c8459ab, the
+# code before a pass's memory was bounded); it is checked out in a temporary worktree.
 set -euo pipefail
 PYTHON="${PYTHON:-python}"
 VISION_PYTHON="${VISION_PYTHON:-.venv-vision/bin/python}"
@@ -21,3 +21,4 @@ trap 'git worktree remove --force "$worktree"' EXIT
 "$VISION_PYTHON" benchmarks/bench.py --sections real --append
 "$VISION_PYTHON" benchmarks/confidence.py --repeats 2 --append "$RESULTS"
 "$VISION_PYTHON" benchmarks/memory.py --before "$worktree/src" --images 32 24 --append "$RESULTS"
+"$VISION_PYTHON" benchmarks/taskonomy.py --quiet --append "$RESULTS"

@@ -3,6 +3,7 @@
     python benchmarks/taskonomy.py                          # CPU: measured on 10 and 40 images, extrapolated
     python benchmarks/taskonomy.py --images 1000 --device cuda   # a GPU: the whole workload, measured
     python benchmarks/taskonomy.py --quick                  # smoke configuration (seconds; figures mean nothing)
+    python benchmarks/taskonomy.py --append benchmarks/RESULTS.md   # also as RESULTS.md's section 12
 
 Song et al. (NeurIPS 2019) report "about 20 GPU hours" on one Quadro P5000 for the attribution maps of 20
 Taskonomy models over their probe set. Here the same workload runs end to end through `ModelSpace.fit`:
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import fmt_bytes, fmt_s
+from harness import appended_section, fmt_bytes, fmt_s
 
 PAPER_SECONDS = 20 * 3600  # "about 20 GPU hours" (one Quadro P5000)
 METHODS = ("saliency", "gradient_x_input", "lrp_epsilon")
@@ -73,12 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="2 encoders at a 64² input, 2 and 4 images at probe size 64, target 8 (a smoke test)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--append", type=Path, default=None, metavar="RESULTS",
+                        help="also append the printed results to this file as its section 12 (benchmarks/RESULTS.md)")
     args = parser.parse_args(argv)
     if not 1 <= len(args.images) <= 2 or min(args.images) < 2 or len(set(args.images)) != len(args.images):
         parser.error("--images: one or two different counts, each at least 2")
     if args.threads:
         torch.set_num_threads(args.threads)
+    with appended_section(args.append, "12. The seed paper's workload: Taskonomy encoders, three methods", "taskonomy.py",
+                          markdown=True):
+        _measure(args)
+    return 0
 
+
+def _measure(args: argparse.Namespace) -> None:
     from modelspace.models import load_zoo
 
     specs = [replace(s, pretrained=False) for s in load_zoo("taskonomy")]
@@ -88,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         specs = [replace(s, input_size=input_size) for s in specs]
     specs = specs[:args.models]
     cells = f"{len(specs)} encoders × {{n}} images at {input_size}² × {len(METHODS)} methods"
-    print(f"# The seed paper's workload: {cells.format(n=args.target)}\n", flush=True)
+    if args.append is None:  # appended, the section's heading says it
+        print(f"# The seed paper's workload: {cells.format(n=args.target)}\n", flush=True)
     print(f"- device {args.device}, torch threads {torch.get_num_threads()}, batch {args.batch_size}; "
           f"maps stored at probe size {probe_size}; command: `python {' '.join(sys.argv)}`", flush=True)
     if args.quick:
@@ -114,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n**{cells.format(n=args.target)}: {fmt_s(total)} ({total / 3600:.2f} h) on {args.device}**, "
           f"{how}; store {fmt_bytes(stored)}.", flush=True)
     print(f"Ratio to the paper's about 20 GPU hours (one Quadro P5000): **{total / PAPER_SECONDS:.3f}**.", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

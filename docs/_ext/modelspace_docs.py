@@ -33,7 +33,6 @@ import re
 import textwrap
 import typing
 from pathlib import Path
-from typing import Any
 
 from docutils import nodes
 from docutils.statemachine import StringList
@@ -199,7 +198,7 @@ class RenderedMarkdown(SphinxDirective):
         """
         raise NotImplementedError
 
-    def read_json(self, name: str) -> Any:
+    def read_json(self, name: str) -> typing.Any:
         """The JSON file ``name`` (relative to the page; ``/`` first: to ``docs/``), noted as the page's input.
 
         Parameters
