@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from modelspace import ModelSpace
 from modelspace.errors import InputError
 from modelspace.models import load_model, load_zoo
 from modelspace.probe import ProbeSet
 from modelspace.maps import LocalExecutor, Runtime
+from modelspace.maps.execution.runtime import SavedBytes
+from modelspace.models import InputTransform, LoadedModel, ModelSpec
 from modelspace.world.build import ZOO_DIR
 
 
@@ -84,3 +90,40 @@ def test_channels_last_prepares_model_and_input(specs):
     conv = next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert runtime.layout(torch.zeros(2, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last)
+
+
+class _Gated(nn.Module):
+    """conv → ReLU scaled by a squeeze-excitation gate, which ε-LRP holds constant: its backward never
+    reaches the gate's branch (a sigmoid, which saves its own output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        return h * torch.sigmoid(self.fc(h.mean((2, 3), keepdim=True)))
+
+
+def test_counting_saved_bytes_keeps_alive_no_graph_that_no_backward_reached() -> None:
+    module = nn.Linear(4, 4)
+    with SavedBytes(module) as saved:
+        out = torch.sigmoid(module(torch.rand(2, 4)))  # sigmoid saves its own output for its backward
+    alive = weakref.ref(out)
+    del out
+    gc.collect()
+    assert saved.bytes > 0
+    assert alive() is None
+
+
+def test_a_fit_leaves_no_graph_alive_where_lrp_holds_a_gate_constant(tmp_path) -> None:
+    model = LoadedModel(spec=ModelSpec(name="gated", source="python:x:y"), module=_Gated().eval(), encoder="",
+                        transform=InputTransform((16, 16), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), key="gated")
+    probe = ProbeSet.from_array(torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8,
+                                              generator=torch.Generator().manual_seed(3)))
+    space = ModelSpace(methods=["lrp_epsilon"], baselines=[], store=tmp_path, runtime=Runtime(batch_size=4),
+                       progress=False)
+    space.fit([model], probe)  # passes sized by what they keep (the CPU's default budget), so counted
+    gc.collect()
+    with_graph = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.grad_fn is not None]
+    assert with_graph == []

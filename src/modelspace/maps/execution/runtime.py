@@ -293,12 +293,16 @@ class SavedBytes:
         try:
             storage = t.untyped_storage()
         except (RuntimeError, NotImplementedError):  # a tensor without storage (sparse, a subclass): not counted
-            return t
+            return t.detach()
         ptr = storage.data_ptr()
         if ptr not in self._seen and ptr not in self._own:
             self._seen.add(ptr)
             self.bytes += storage.nbytes()
-        return t
+        # A detached alias (same storage): a node that saves its own output and got the tensor itself
+        # would hold the tensor that holds the node, a cycle on autograd's C++ side that the garbage
+        # collector cannot see. A backward breaks it; a branch it never reaches (ε-LRP holds an
+        # excitation gate constant) would keep its graph, and what the graph holds, alive.
+        return t.detach()
 
 
 class _Uint8Batches(torch.utils.data.Dataset):
