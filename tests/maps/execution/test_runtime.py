@@ -1,4 +1,5 @@
-"""The runtime levers (worker processes, channels-last, autocast) change how maps are computed, not what."""
+"""The runtime levers (worker processes, channels-last, autocast) change how maps are computed, not what; and
+counting what a pass keeps for its backward keeps nothing alive."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ from torch import nn
 
 from modelspace import ModelSpace
 from modelspace.errors import InputError
-from modelspace.models import load_model, load_zoo
-from modelspace.probe import ProbeSet
 from modelspace.maps import LocalExecutor, Runtime
 from modelspace.maps.execution.runtime import SavedBytes
-from modelspace.models import InputTransform, LoadedModel, ModelSpec
+from modelspace.models import InputTransform, LoadedModel, ModelSpec, load_model, load_zoo
+from modelspace.probe import ProbeSet
 from modelspace.world.build import ZOO_DIR
 
 
