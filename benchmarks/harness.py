@@ -142,7 +142,7 @@ def appended_section(out: Path | None, title: str, script: str, markdown: bool =
     printed = io.StringIO()
     with contextlib.redirect_stdout(_Tee(sys.stdout, printed)):
         yield
-    lines = [f"## {title} (`python benchmarks/{script} {shlex.join(sys.argv[1:])}`)", "",
+    lines = [f"## {title} ({_command(script)})", "",
              f"Run on {cpu_name()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, at {started}; "
              f"{'; '.join(_versions())}; load average at start {load}, at the end {_load()} (more than the threads "
              "means other work shared the CPUs).", ""]
@@ -215,8 +215,9 @@ def _load() -> str:
     return ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
 
-def _command() -> str:
-    return f"`python benchmarks/bench.py {shlex.join(sys.argv[1:])}`".replace("bench.py `", "bench.py`")
+def _command(script: str = "bench.py") -> str:
+    """This run's command line as inline code (``python benchmarks/SCRIPT ARGS``)."""
+    return f"`python benchmarks/{' '.join([script, *map(shlex.quote, sys.argv[1:])])}`"
 
 
 def appended_header(report: Report) -> None:

@@ -9,7 +9,6 @@ versions are committed (`git add -f`), like the report's (tests/report/test_brow
 
 from __future__ import annotations
 
-
 import pytest
 
 from support.artifacts import ARTIFACTS, keep, modest

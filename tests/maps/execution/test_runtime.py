@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from support.live import live_tensors
 from modelspace import ModelSpace
 from modelspace.errors import InputError
 from modelspace.maps import LocalExecutor, Runtime
@@ -124,7 +125,5 @@ def test_a_fit_leaves_no_graph_alive_where_lrp_holds_a_gate_constant(tmp_path) -
     space = ModelSpace(methods=["lrp_epsilon"], baselines=[], store=tmp_path, runtime=Runtime(batch_size=4),
                        progress=False)
     space.fit([model], probe)  # passes sized by what they keep (the CPU's default budget), so counted
-    gc.collect()
-    # type(), not isinstance: the latter reads __class__, which warns on a deprecated torch alias
-    with_graph = [o for o in gc.get_objects() if issubclass(type(o), torch.Tensor) and o.grad_fn is not None]
+    with_graph = [t for t in live_tensors() if t.grad_fn is not None]
     assert with_graph == []
